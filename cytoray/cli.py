@@ -1,0 +1,181 @@
+"""The `cytoray` command. Each subcommand imports its machinery lazily so `--help` is instant.
+
+Input problems (`CytorayError`) print one line, `cytoray: error: ...`, and exit 2; nothing
+half-written is left behind because every writer is atomic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+# ----------------------------------------------------------------------------- data commands
+
+
+def cmd_simulate(a: argparse.Namespace) -> int:
+    from .data.simulate import write_dataset
+
+    out = write_dataset(a.out, kind=a.kind, n=a.n, size=a.size, seed=a.seed, overwrite=a.overwrite)
+    print(f"wrote {a.n} {a.kind} images ({a.size} px, seed {a.seed}) with nucleus masks to {out}")
+    return 0
+
+
+def cmd_validate(a: argparse.Namespace) -> int:
+    from .data.validate import format_report, validate_folder
+
+    ratios = [float(x) for x in a.split.split(":")]
+    rep = validate_folder(a.dir, ratios=ratios, magnification=a.magnification, progress=not a.json)
+    print(json.dumps(rep, indent=2) if a.json else format_report(rep))
+    return 0 if rep["usable"] else 1
+
+
+def cmd_split(a: argparse.Namespace) -> int:
+    from .config import DataConfig, from_dict
+    from .data.source import load_dataset
+    from .data.splits import repeated_manifests
+
+    cfg = from_dict(DataConfig, {"root": a.data, "size": a.size, "split_seed": a.seed, "n_splits": a.k}, "command line")
+    ds = load_dataset(cfg, progress=True)
+    for k, m in enumerate(repeated_manifests(ds, cfg.split_ratios, cfg.split_seed, cfg.n_splits, cfg.near_duplicate_bits)):
+        path = m.save(a.out if cfg.n_splits == 1 else a.out.replace(".json", f"_{k}.json"))
+        counts = {s: len(m.indices(s)) for s in ("train", "val", "test")}
+        print(f"{path}: {counts} (seed {m.seed}, hash {m.hash})")
+    return 0
+
+
+def cmd_masks(a: argparse.Namespace) -> int:
+    from .masks.run import run_masks
+
+    summary = run_masks(a.data, a.out, evaluate=a.eval, progress=not a.json)
+    if a.json:
+        _print_json(summary)
+    else:
+        line = f"{summary['n']} masks in {summary['out']} ({summary['cache_hits']} from cache)"
+        if a.eval:
+            line += f"; Dice {summary['dice']:.3f}, IoU {summary['iou']:.3f} over {summary['n_evaluated']} images"
+        print(line)
+    return 0
+
+
+def cmd_fid(a: argparse.Namespace) -> int:
+    from .metrics.fidelity import fid_kid_dirs
+
+    res = fid_kid_dirs(a.dir_a, a.dir_b, size=a.size)
+    if a.json:
+        _print_json(res)
+    else:
+        print(
+            f"FID {res['fid']:.3f}  KID {res['kid_mean']:.5f} ± {res['kid_std']:.5f} "
+            f"(subset {res['kid_subset_size']}, n={res['n1']}/{res['n2']}, extractor {res['feature_extractor']})"
+        )
+    return 0
+
+
+# ----------------------------------------------------------------------------- generator commands
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from .generators.cli import train_from_args
+
+    return train_from_args(a)
+
+
+def cmd_generate(a: argparse.Namespace) -> int:
+    from .generators.cli import generate_from_args
+
+    return generate_from_args(a)
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cytoray", description="Synthetic cytology/histology studies (SynCGAN, CycleGAN, NST).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("simulate", help="write an embedded simulated dataset (images + nucleus masks)")
+    s.add_argument("--kind", choices=["cytology", "histology"], default="cytology")
+    s.add_argument("--out", required=True)
+    s.add_argument("--n", type=int, default=150)
+    s.add_argument("--size", type=int, default=64)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    s.set_defaults(func=cmd_simulate)
+
+    s = sub.add_parser("validate", help="check a dataset folder: classes, counts, sizes, unreadable files, duplicates")
+    s.add_argument("dir")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.add_argument("--magnification", type=int, default=None, help="BreakHis magnification filter (40/100/200/400)")
+    s.add_argument("--split", default="3:1:1", help="train:val:test ratios the classes must support")
+    s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("split", help="write a stratified split manifest (path, class, sha256, split)")
+    s.add_argument("--data", required=True)
+    s.add_argument("--out", default="split.json")
+    s.add_argument("--size", type=int, default=64)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--k", type=int, default=1, help="number of seeded splits")
+    s.set_defaults(func=cmd_split)
+
+    s = sub.add_parser("masks", help="unsupervised nucleus masks (SynCGAN §3.2), cached by image hash")
+    s.add_argument("--data", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--eval", action="store_true", help="compare with ground-truth masks (<class>/masks/)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_masks)
+
+    s = sub.add_parser("fid", help="FID/KID between two image folders (real Inception weights, offline)")
+    s.add_argument("dir_a")
+    s.add_argument("dir_b")
+    s.add_argument("--size", type=int, default=None, help="resize both sets to this square size first")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_fid)
+
+    s = sub.add_parser("train", help="train a generator (syncgan = mask GANs + mask->RGB CGAN; gan = vanilla control)")
+    s.add_argument("generator", choices=["syncgan", "gan"])
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="folder dataset <root>/<class>/*.png")
+    src.add_argument("--simulate", action="store_true", help="use the embedded simulator")
+    s.add_argument("--size", type=int, default=64)
+    s.add_argument("--epochs", type=int, default=None, help="epochs for every stage (overrides the config)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--config", default=None, help="YAML config (configs/models/*.yaml)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    s.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP when > 1)")
+    s.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    s.add_argument("--tracking-uri", default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("generate", help="sample class-specific images from a trained generator")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--n", type=int, required=True)
+    s.add_argument("--cls", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_generate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import CytorayError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CytorayError as e:
+        print(f"cytoray: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cytoray: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

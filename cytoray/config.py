@@ -1,0 +1,208 @@
+"""Typed configuration: dataclasses with defaults, strict YAML loading.
+
+Every key has a default in its dataclass and a one-line reason in `configs/`. A YAML file
+may name a base file with `_base_: relative/path.yaml` and then holds only differences.
+Unknown keys are errors that name the key and the file; `validate()` rejects incompatible
+combinations before any job starts. Networks never see these objects: configs are turned
+into keyword arguments at the edge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert one YAML value against a dataclass field type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (arg, *_) = typing.get_args(tp) or (Any,)
+        out = [_coerce(v, arg, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(choices)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping for {_type_name(tp)}, got {value!r}")
+        return _build(tp, value, where)
+    if tp is Any:
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: type[T], data: dict, where: str) -> T:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key '{unknown[0]}' (valid keys: {', '.join(sorted(fields))})"
+        )
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def from_dict(cls: type[T], data: dict | None, source: str = "<dict>") -> T:
+    """Build a config dataclass from a mapping; unknown keys raise ConfigError naming `source`."""
+    obj = _build(cls, data or {}, source)
+    validate(obj, source)
+    return obj
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found; pass an existing YAML file")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: _base_ chain loops back on itself")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys to values")
+    base = data.pop("_base_", None)
+    if base is None:
+        return data
+    return deep_merge(_read_yaml(path.parent / base, seen + (path.resolve(),)), data)
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_override(item: str) -> dict:
+    """`a.b.c=3` → {'a': {'b': {'c': 3}}} (value parsed as YAML)."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}': expected KEY=VALUE, e.g. cgan.epochs=5")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw else None
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Load `cls` from a YAML file (or defaults) with `KEY=VALUE` overrides applied on top."""
+    data = _read_yaml(Path(path)) if path else {}
+    source = str(path) if path else "<defaults>"
+    for item in overrides or []:
+        data = deep_merge(data, parse_override(item))
+        source = f"{source} + overrides"
+    return from_dict(cls, data, source)
+
+
+def validate(obj: Any, source: str) -> None:
+    """Call `validate()` on the config and every nested config; errors name the file."""
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            validate(v, source)
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        try:
+            check()
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+
+
+def to_dict(obj: Any) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} → {'a.b': 1} (MLflow params)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass
+class DataConfig:
+    root: str | None = None  # folder dataset <root>/<class>/*.png; None = embedded simulator
+    size: int = 64  # square side in px after resize + centre crop (64 for CPU budgets)
+    magnification: int | None = None  # BreakHis filter (40/100/200/400); None keeps all
+    classes: list[str] | None = None  # restrict/order classes; None = every class folder
+    split_ratios: list[float] = dataclasses.field(default_factory=lambda: [3.0, 1.0, 1.0])  # train:val:test
+    split_seed: int = 0  # seeds the stratified split (same seed, same manifest)
+    n_splits: int = 1  # K seeded splits for repeated evaluation (seeds split_seed..+K-1)
+    near_duplicate_bits: int = 4  # perceptual-hash Hamming distance counted as a near-duplicate
+    sim_n: int = 150  # embedded simulator: images in all (75 per class, as in SynCGAN)
+    sim_seed: int = 0  # embedded simulator seed
+    sim_kind: typing.Literal["cytology", "histology"] = "cytology"  # which embedded domain
+
+    def validate(self) -> None:
+        if self.size < 16:
+            raise ConfigError(f"data.size={self.size}: must be at least 16 px")
+        if len(self.split_ratios) != 3 or any(r < 0 for r in self.split_ratios) or self.split_ratios[0] <= 0:
+            raise ConfigError(f"data.split_ratios={self.split_ratios}: give three non-negative train:val:test weights, train > 0")
+        if self.n_splits < 1:
+            raise ConfigError(f"data.n_splits={self.n_splits}: must be >= 1")
+        if self.sim_n < 4:
+            raise ConfigError(f"data.sim_n={self.sim_n}: the simulator needs at least 4 images")

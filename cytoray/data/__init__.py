@@ -1,0 +1,1 @@
+"""Data: folder datasets, BreakHis naming, the embedded simulator, splits and leakage checks."""

@@ -1,0 +1,131 @@
+"""Reading images from disk into RGB uint8, whatever they were (grayscale, RGBA, palette, 16-bit).
+
+Every failure is a `DataError` that names the file and says what to do.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import DataError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+# A truncated file must be an error, never a silently half-grey image.
+Image.LOAD_TRUNCATED_IMAGES = False
+
+
+def is_image_name(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTS
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Scale integer/float data of any depth to uint8 (16-bit microscopy, float TIFFs)."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    a = arr.astype(np.float64)
+    if np.issubdtype(arr.dtype, np.integer) and arr.max(initial=0) > 255:
+        # Full-range scaling keeps relative intensities (16-bit → 8-bit).
+        hi = 65535.0 if arr.max() > 4095 else 4095.0
+        a = a / hi * 255.0
+    elif np.issubdtype(arr.dtype, np.floating) and a.max(initial=0) <= 1.0:
+        a = a * 255.0
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    arr = tifffile.imread(path)
+    arr = np.squeeze(arr)
+    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # planar CHW → HWC
+    return arr
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read an image file as RGB uint8 [H, W, 3]. Raises DataError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; check the path")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's DecompressionBomb/EXIF chatter
+            with Image.open(path) as im:
+                im.load()  # decode now: truncation shows here, not later
+                arr = _pil_to_rgb(im)
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not a readable image; remove it or replace it with a valid PNG/JPEG/TIFF/BMP") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            try:
+                arr = _array_to_rgb(_read_tiff(path))
+            except Exception:
+                raise DataError(f"{path}: corrupt or unsupported TIFF ({e}); re-export it or remove it") from None
+        else:
+            raise DataError(f"{path}: corrupt or truncated image ({e}); re-export it or remove it") from None
+    if arr.shape[0] < 2 or arr.shape[1] < 2:
+        raise DataError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]} px, too small to use; remove it")
+    return arr
+
+
+def _pil_to_rgb(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return _array_to_rgb(np.asarray(im))
+    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+        # Composite transparency on white (slide background) rather than black.
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, im)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
+    arr = _to_uint8(np.asarray(arr))
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    elif arr.ndim == 3 and arr.shape[-1] == 4:
+        arr = arr[..., :3]
+    elif arr.ndim == 3 and arr.shape[-1] == 2:
+        arr = np.repeat(arr[..., :1], 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise ValueError(f"unsupported image shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a nucleus mask (any image; nonzero = nucleus) as bool [H, W]."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            arr = _read_tiff(path)
+        else:
+            with Image.open(path) as im:
+                im.load()
+                arr = np.asarray(im)
+    except Exception as e:
+        raise DataError(f"{path}: unreadable mask ({e}); re-export it as PNG (0 = background, >0 = nucleus)") from None
+    if arr.ndim == 3:
+        arr = arr[..., :3].max(axis=-1)
+    return arr > 0
+
+
+def fit_square(arr: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
+    """Resize the shorter side to `size` and centre-crop to size x size (keeps aspect ratio)."""
+    h, w = arr.shape[:2]
+    if (h, w) == (size, size):
+        return arr
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    im = Image.fromarray(arr.astype(np.uint8) * (255 if arr.dtype == bool else 1))
+    im = im.resize((nw, nh), Image.NEAREST if nearest else Image.BICUBIC, reducing_gap=None)
+    out = np.asarray(im)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    out = out[top : top + size, left : left + size]
+    return out > 127 if arr.dtype == bool else np.ascontiguousarray(out)

@@ -1,0 +1,34 @@
+"""One entry point for study data: a folder on disk or the embedded simulator, in memory."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from ..config import DataConfig
+from .folder import ImageSet, load_folder
+
+
+def simulated_set(kind: str, n: int, size: int, seed: int) -> ImageSet:
+    """The embedded simulator's images as an ImageSet (no files written)."""
+    from .simulate import simulate
+
+    s = simulate(kind=kind, n=n, size=size, seed=seed)
+    return ImageSet(
+        images=s.images,
+        labels=s.labels.astype(np.int64),
+        class_names=tuple(s.class_names),
+        names=[f"{c}/{stem}" for c, stem in zip((s.class_names[i] for i in s.labels), s.names)],
+        sha256=[hashlib.sha256(im.tobytes()).hexdigest() for im in s.images],
+        masks=s.masks.astype(bool),
+        groups=None,
+        source=f"simulator:{kind}:n={n}:size={size}:seed={seed}",
+    )
+
+
+def load_dataset(cfg: DataConfig, progress: bool = False) -> ImageSet:
+    """Load `cfg.root` (a folder dataset) or, when it is None, the embedded simulator."""
+    if cfg.root:
+        return load_folder(cfg.root, cfg.size, cfg.classes, cfg.magnification, progress=progress)
+    return simulated_set(cfg.sim_kind, cfg.sim_n, cfg.size, cfg.sim_seed)

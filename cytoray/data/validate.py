@@ -1,0 +1,92 @@
+"""`cytoray validate DIR`: is this folder usable as a dataset, and if not, what exactly is wrong."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from ..io import sha256_file
+from .folder import Problem, scan_folder
+from .images import read_rgb
+from .splits import SPLITS, duplicate_pairs, phash64
+
+
+def validate_folder(
+    root: str | Path,
+    ratios: list[float] = (3.0, 1.0, 1.0),
+    magnification: int | None = None,
+    near_bits: int = 4,
+    progress: bool = False,
+) -> dict:
+    """Scan and read every image; return a JSON-able report. `usable` is False if any problem."""
+    import sys
+
+    root = Path(root)
+    records, problems = scan_folder(root, magnification=magnification)
+    sizes: Counter = Counter()
+    ok, hashes, thumbs = [], [], []
+    for k, r in enumerate(records):
+        try:
+            arr = read_rgb(r.path)
+        except DataError as e:
+            problems.append(Problem(str(r.path), str(e).split(": ", 1)[-1]))
+            continue
+        sizes[f"{arr.shape[1]}x{arr.shape[0]}"] += 1
+        ok.append(r)
+        hashes.append(sha256_file(r.path))
+        from .images import fit_square
+
+        thumbs.append(fit_square(arr, 64))
+        if progress and (k + 1) % 100 == 0:
+            print(f"[validate] read {k + 1}/{len(records)}", file=sys.stderr)
+
+    counts = Counter(r.cls for r in ok)
+    need = sum(1 for x in ratios if x > 0)
+    for cls, n in sorted(counts.items()):
+        if n < need:
+            problems.append(Problem(str(root / cls), f"class has {n} readable images, too few for a {':'.join(f'{x:g}' for x in ratios)} split (needs {need}); add images"))
+    if len(counts) < 2 and records and not any("two class" in p.problem for p in problems):
+        problems.append(Problem(str(root), f"needs at least two classes with readable images (found: {', '.join(counts) or 'none'})"))
+
+    duplicates = []
+    if ok:
+        for i, j, kind in duplicate_pairs(hashes, phash64(np.stack(thumbs)), near_bits):
+            a, b = ok[i], ok[j]
+            duplicates.append({"a": str(a.path), "b": str(b.path), "kind": kind})
+            if a.cls != b.cls:
+                problems.append(Problem(str(a.path), f"{kind} duplicate of {b.path} but labelled '{a.cls}' vs '{b.cls}'; remove one"))
+
+    mags = Counter(r.magnification for r in ok if r.magnification)
+    return {
+        "root": str(root),
+        "classes": {c: counts.get(c, 0) for c in sorted({r.cls for r in records} | set(counts))},
+        "n_images": len(ok),
+        "image_sizes": dict(sizes.most_common()),
+        "magnifications": {f"{m}X": n for m, n in sorted(mags.items())},
+        "masks": sum(1 for r in ok if r.mask is not None),
+        "duplicates": duplicates,
+        "problems": [{"file": p.file, "problem": p.problem} for p in problems],
+        "split_ratios": list(ratios),
+        "splits": list(SPLITS),
+        "usable": not problems,
+    }
+
+
+def format_report(rep: dict) -> str:
+    lines = [f"dataset {rep['root']}: {rep['n_images']} readable images"]
+    for c, n in rep["classes"].items():
+        lines.append(f"  {c:<20} {n:>6}")
+    if rep["image_sizes"]:
+        lines.append("  sizes: " + ", ".join(f"{s} ({n})" for s, n in list(rep["image_sizes"].items())[:5]))
+    if rep["magnifications"]:
+        lines.append("  BreakHis magnifications: " + ", ".join(f"{m} ({n})" for m, n in rep["magnifications"].items()))
+    lines.append(f"  nucleus masks: {rep['masks']}")
+    for d in rep["duplicates"][:20]:
+        lines.append(f"  duplicate ({d['kind']}): {d['a']} ~ {d['b']} (kept in one split when splitting)")
+    for p in rep["problems"]:
+        lines.append(f"  PROBLEM {p['file']}: {p['problem']}")
+    lines.append("usable" if rep["usable"] else f"NOT usable: {len(rep['problems'])} problem(s)")
+    return "\n".join(lines)

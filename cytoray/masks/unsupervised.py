@@ -1,0 +1,211 @@
+"""Unsupervised nucleus masks, as in SynCGAN §3.2 (after Kowal et al. 2011).
+
+    RGB ─ histogram stretch ─ grayscale ─ adaptive (local) threshold ─┐
+                                                                      ├─ GMM on Lab colour of the
+                                                                      │  candidate pixels; keep the
+                                                                      │  nucleus component(s)
+                                                                      └─ opening, small objects, holes
+
+The local threshold finds everything with high local contrast (nuclei, but also red cells and
+dense cytoplasm); the Gaussian mixture then separates those by colour. Every size (threshold
+block, opening radius, object and hole areas) is a fraction of the image side or area, so the
+same defaults serve a 64 px simulator tile and a 512 px micrograph with a similar field of view.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Literal
+
+import numpy as np
+from skimage import color, exposure, filters, morphology
+from sklearn.mixture import GaussianMixture
+
+from ..errors import ConfigError
+
+# ----------------------------------------------------------------------------- parameters
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskParams:
+    """Every knob of `nucleus_mask`, each with the reason for its default."""
+
+    stretch_low_pct: float = 1.0  # percentile mapped to 0: ignores dust/dead pixels, unlike min/max
+    stretch_high_pct: float = 99.5  # percentile mapped to 1: keeps a few saturated mitoses from compressing the rest
+    polarity: Literal["dark", "bright", "auto"] = "auto"  # dark = brightfield stain, bright = fluorescence
+    auto_dark_background: float = 0.35  # auto: median gray below this (after stretching) means a dark field → bright nuclei
+    block_frac: float = 0.25  # local-threshold window as a fraction of the shorter side: several nuclei wide
+    block_min: int = 11  # smallest window (px): a window narrower than a nucleus marks only its rim
+    threshold_offset: float = 0.02  # candidate must beat its local mean by this much (0..1): flat background stays out
+    gmm_components: int = 3  # nuclei / cytoplasm or red cells / background-like residue
+    gmm_max_samples: int = 20000  # pixels used to fit the mixture: fit cost stays flat on large images
+    blue_weight: float = 0.5  # dark polarity: nucleus score = darkness - w * b* (haematoxylin is blue, eosin/RBC red-yellow)
+    seed: int = 0  # seeds the GMM (k-means init, sub-sampling): same image, same mask
+    open_frac: float = 1 / 128  # opening radius / shorter side: cuts 1-2 px bridges and speckle at any scale
+    min_object_frac: float = 0.0005  # objects below this fraction of the image area are noise, not nuclei
+    max_hole_frac: float = 0.002  # holes below this fraction of the area are pale chromatin, filled
+
+    def validate(self) -> None:
+        """Reject values that make the pipeline meaningless; errors name the key."""
+        if not 0 <= self.stretch_low_pct < self.stretch_high_pct <= 100:
+            raise ConfigError(
+                f"masks.stretch_low_pct/stretch_high_pct={self.stretch_low_pct}/{self.stretch_high_pct}: "
+                "need 0 <= low < high <= 100"
+            )
+        if self.polarity not in ("dark", "bright", "auto"):
+            raise ConfigError(f"masks.polarity={self.polarity!r}: use 'dark', 'bright' or 'auto'")
+        if not 0 < self.block_frac <= 1 or self.block_min < 3:
+            raise ConfigError(f"masks.block_frac={self.block_frac}, block_min={self.block_min}: need 0 < frac <= 1, min >= 3")
+        if self.gmm_components < 2:
+            raise ConfigError(f"masks.gmm_components={self.gmm_components}: need at least 2 (nuclei vs the rest)")
+        if self.gmm_max_samples < 100:
+            raise ConfigError(f"masks.gmm_max_samples={self.gmm_max_samples}: need at least 100 pixels to fit a mixture")
+        for key in ("open_frac", "min_object_frac", "max_hole_frac", "blue_weight"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"masks.{key}={getattr(self, key)}: must be >= 0")
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def _as_rgb(img: np.ndarray) -> np.ndarray:
+    """uint8 HxW / HxWx1 / HxWx3 / HxWx4 → uint8 HxWx3 (gray replicated, alpha dropped)."""
+    a = np.asarray(img)
+    if a.dtype != np.uint8:
+        raise ValueError(f"nucleus_mask expects uint8 pixels, got {a.dtype}; convert with cytoray.data.images.read_rgb")
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    if a.ndim != 3 or a.shape[-1] not in (3, 4):
+        raise ValueError(f"nucleus_mask expects HxW or HxWx3 pixels, got shape {a.shape}")
+    if min(a.shape[:2]) < 8:
+        raise ValueError(f"nucleus_mask needs at least 8x8 px, got {a.shape[1]}x{a.shape[0]}")
+    return a[..., :3]
+
+
+def stretch(rgb: np.ndarray, low_pct: float, high_pct: float) -> np.ndarray:
+    """Per-channel histogram stretch to float [0, 1] between two percentiles.
+
+    Per channel (not joint) because stains load channels unequally: a faint haematoxylin
+    in the red channel would otherwise keep a compressed range.
+    """
+    out = np.empty(rgb.shape, dtype=np.float64)
+    for c in range(3):
+        ch = rgb[..., c].astype(np.float64)
+        lo, hi = np.percentile(ch, (low_pct, high_pct))
+        if hi <= lo:  # a flat channel carries no contrast; keep it flat rather than divide by zero
+            out[..., c] = ch / 255.0
+        else:
+            out[..., c] = exposure.rescale_intensity(ch, in_range=(lo, hi), out_range=(0.0, 1.0))
+    return out
+
+
+def resolve_polarity(gray: np.ndarray, params: MaskParams) -> str:
+    """'dark' (nuclei darker than background) or 'bright'; auto: a dark field means fluorescence."""
+    if params.polarity != "auto":
+        return params.polarity
+    return "bright" if float(np.median(gray)) < params.auto_dark_background else "dark"
+
+
+def _block_size(shape: tuple[int, int], params: MaskParams) -> int:
+    side = min(shape)
+    block = max(params.block_min, int(round(params.block_frac * side)))
+    block = min(block, side if side % 2 else side - 1)  # a window larger than the image is meaningless
+    return block if block % 2 else block + 1 if block + 1 <= side else block - 1
+
+
+def nucleus_signal(lab: np.ndarray, polarity: str, blue_weight: float) -> np.ndarray:
+    """Scalar 'how nucleus-like' per pixel (or per GMM mean): higher = more nucleus.
+
+    Bright polarity (fluorescence): brightness L*. Dark polarity (brightfield): darkness
+    100 - L* plus blueness -b*, weighted, because haematoxylin is blue-purple while red cells
+    and eosin cytoplasm, which can be nearly as dark, sit at b* >= 0.
+    """
+    if polarity == "bright":
+        return lab[..., 0]
+    return (100.0 - lab[..., 0]) - blue_weight * lab[..., 2]
+
+
+def _size_kwarg(func, area: int) -> dict:
+    """skimage >= 0.26 takes max_size (removes <= size), older versions min_size (removes < size)."""
+    if "max_size" in inspect.signature(func).parameters:
+        return {"max_size": max(area - 1, 0)}
+    return {"min_size": area} if func is morphology.remove_small_objects else {"area_threshold": area}
+
+
+def cleanup(mask: np.ndarray, params: MaskParams) -> np.ndarray:
+    """Opening, then drop specks and fill pale holes; all sizes scale with the image."""
+    h, w = mask.shape
+    radius = int(round(params.open_frac * min(h, w)))
+    if radius >= 1:
+        mask = morphology.opening(mask, morphology.disk(radius))
+    min_area = int(round(params.min_object_frac * h * w))
+    if min_area > 1:
+        mask = morphology.remove_small_objects(mask, **_size_kwarg(morphology.remove_small_objects, min_area))
+    hole_area = int(round(params.max_hole_frac * h * w))
+    if hole_area > 1:
+        mask = morphology.remove_small_holes(mask, **_size_kwarg(morphology.remove_small_holes, hole_area))
+    return mask.astype(bool)
+
+
+# ----------------------------------------------------------------------------- GMM
+
+
+def gmm_nucleus_pixels(features: np.ndarray, signal_of, params: MaskParams) -> np.ndarray:
+    """Fit a GMM to candidate-pixel features [N, F]; return bool [N] = pixel in a nucleus component.
+
+    Rule: rank components by the nucleus signal of their means. The top one is nuclei; any
+    other component whose mean signal is nearer the top one than the bottom one joins it
+    (a bright mitosis and an ordinary nucleus form two components of one class, whereas
+    cytoplasm and red cells fall nearer the least nucleus-like component).
+    """
+    n = features.shape[0]
+    k = min(params.gmm_components, n)
+    if k < 2:
+        return np.ones(n, dtype=bool)
+    rng = np.random.default_rng(params.seed)
+    fit_on = features if n <= params.gmm_max_samples else features[rng.choice(n, params.gmm_max_samples, replace=False)]
+    # Lab units differ by feature; standardise so the mixture is not dominated by L*.
+    mu, sd = fit_on.mean(0), fit_on.std(0) + 1e-6
+    gmm = GaussianMixture(n_components=k, covariance_type="full", random_state=params.seed, reg_covar=1e-4)
+    gmm.fit((fit_on - mu) / sd)
+    labels = gmm.predict((features - mu) / sd)
+    score = signal_of(gmm.means_ * sd + mu)  # back to Lab units, then to a nucleus score
+    top, bottom = float(score.max()), float(score.min())
+    keep = np.flatnonzero(np.abs(score - top) < np.abs(score - bottom))
+    keep = np.union1d(keep, [int(score.argmax())])
+    return np.isin(labels, keep)
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+
+def nucleus_mask(rgb: np.ndarray, params: MaskParams | None = None) -> np.ndarray:
+    """Unsupervised nucleus mask of one image: uint8 HxW or HxWx3 in, bool HxW out (True = nucleus)."""
+    params = params or MaskParams()
+    params.validate()
+    rgb = _as_rgb(rgb)
+    # 1. contrast: histogram stretching between percentiles
+    stretched = stretch(rgb, params.stretch_low_pct, params.stretch_high_pct)
+    # 2. grayscale, oriented so nuclei are bright whatever the stain
+    gray = color.rgb2gray(stretched)
+    polarity = resolve_polarity(gray, params)
+    signal = gray if polarity == "bright" else 1.0 - gray
+    # 3. adaptive threshold: pixels clearly above their neighbourhood are candidates
+    local = filters.threshold_local(signal, _block_size(gray.shape, params), offset=-params.threshold_offset)
+    candidate = signal > local
+    if candidate.sum() < 2 * params.gmm_components:
+        return np.zeros(gray.shape, dtype=bool)  # nothing stands out: an empty field, not an error
+    # 4. GMM on colour separates nuclei from red cells / cytoplasm that also passed step 3
+    lab = color.rgb2lab(stretched)
+    feats = lab[candidate] if polarity == "dark" else lab[candidate][:, :1]  # fluorescence: colour is noise
+    if polarity == "bright":
+        signal_of = lambda m: m[:, 0]  # noqa: E731 - means are L* only
+    else:
+        signal_of = lambda m: nucleus_signal(m, "dark", params.blue_weight)  # noqa: E731
+    mask = np.zeros(gray.shape, dtype=bool)
+    mask[candidate] = gmm_nucleus_pixels(feats, signal_of, params)
+    # 5. morphological clean-up
+    return cleanup(mask, params)

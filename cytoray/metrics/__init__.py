@@ -1,0 +1,1 @@
+"""Metrics: fidelity (FID/KID), classification, segmentation (Dice/IoU)."""

@@ -1,0 +1,50 @@
+"""Shared fixtures: small real data on CPU, one thread per process (CI has 2 cores)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def write_png(path: Path, arr: np.ndarray) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)  # mode follows the dtype/shape (uint16 → I;16, 4 channels → RGBA)
+    return path
+
+
+def blob_image(seed: int, size: int = 32, dark: bool = True) -> np.ndarray:
+    """A distinct RGB image: random coloured ellipses on a pale background."""
+    from skimage.draw import ellipse
+
+    rng = np.random.default_rng(seed)
+    img = np.full((size, size, 3), 230, np.uint8)
+    img[..., 2] = 240
+    for _ in range(rng.integers(3, 7)):
+        rr, cc = ellipse(rng.uniform(4, size - 4), rng.uniform(4, size - 4), rng.uniform(2, 6), rng.uniform(2, 6), shape=img.shape[:2])
+        img[rr, cc] = rng.integers(20, 120, 3) if dark else rng.integers(150, 255, 3)
+    img[rng.integers(0, size), :] = rng.integers(0, 255, 3)  # a random stripe keeps images apart
+    return img
+
+
+@pytest.fixture
+def folder_dataset(tmp_path) -> Path:
+    """<root>/{benign,malignant}/*.png, 10 images per class, distinct content."""
+    root = tmp_path / "ds"
+    for c, cls in enumerate(("benign", "malignant")):
+        for i in range(10):
+            write_png(root / cls / f"{cls}_{i:02d}.png", blob_image(100 * c + i))
+    return root

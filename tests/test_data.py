@@ -1,0 +1,203 @@
+"""Folder datasets, image conversion, splits, leakage and `cytoray validate` on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import blob_image, write_png
+
+from cytoray.cli import main
+from cytoray.data.folder import load_folder, parse_breakhis, require_folder
+from cytoray.data.images import fit_square, read_rgb
+from cytoray.data.splits import Manifest, check_leakage, make_manifest, repeated_manifests
+from cytoray.errors import DataError
+
+
+# ----------------------------------------------------------------------------- image conversion
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: (np.arange(32 * 32, dtype=np.uint8).reshape(32, 32), "L"),
+        lambda: (np.full((32, 32, 4), 128, np.uint8), "RGBA"),
+        lambda: ((np.arange(32 * 32).reshape(32, 32) * 60).astype(np.uint16), "I;16"),
+    ],
+    ids=["grayscale", "rgba", "16bit"],
+)
+def test_read_rgb_converts_any_mode(tmp_path, make):
+    arr, mode = make()
+    p = write_png(tmp_path / "x.png", arr)
+    from PIL import Image
+
+    assert Image.open(p).mode.startswith(mode[:3])
+    out = read_rgb(p)
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+
+
+def test_read_rgb_palette_and_tiff(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(blob_image(1)).convert("P").save(tmp_path / "p.png")
+    assert read_rgb(tmp_path / "p.png").shape == (32, 32, 3)
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "t.tif", (np.random.default_rng(0).random((40, 30)) * 60000).astype(np.uint16))
+    out = read_rgb(tmp_path / "t.tif")
+    assert out.shape == (40, 30, 3) and out.max() > 100
+
+
+def test_fit_square_keeps_aspect_by_centre_crop():
+    arr = np.zeros((40, 80, 3), np.uint8)
+    arr[:, 30:50] = 255  # a centred bar survives the crop
+    out = fit_square(arr, 20)
+    assert out.shape == (20, 20, 3)
+    assert out[:, 10].mean() > 200 and out[:, 0].mean() < 50
+
+
+# ----------------------------------------------------------------------------- bad input: one clear error each
+
+
+def _err(capsys, argv) -> tuple[int, str]:
+    code = main(argv)
+    cap = capsys.readouterr()
+    return code, cap.err + cap.out
+
+
+def test_corrupt_and_truncated_images_are_named(folder_dataset, capsys):
+    good = (folder_dataset / "benign" / "benign_00.png").read_bytes()
+    (folder_dataset / "benign" / "truncated.png").write_bytes(good[: len(good) // 2])
+    (folder_dataset / "malignant" / "garbage.jpg").write_bytes(b"not an image at all")
+    with pytest.raises(DataError, match="truncated.png"):
+        read_rgb(folder_dataset / "benign" / "truncated.png")
+    with pytest.raises(DataError, match="garbage.jpg: not a readable image"):
+        read_rgb(folder_dataset / "malignant" / "garbage.jpg")
+    code, out = _err(capsys, ["validate", str(folder_dataset), "--json"])
+    rep = json.loads(out[out.index("{"):])
+    assert code == 1 and not rep["usable"]
+    files = {Path(p["file"]).name for p in rep["problems"]}
+    assert files == {"truncated.png", "garbage.jpg"}
+    with pytest.raises(DataError, match="truncated.png"):
+        load_folder(folder_dataset, 32)
+
+
+def test_non_image_file_is_named(folder_dataset):
+    (folder_dataset / "benign" / "notes.txt").write_text("hello")
+    with pytest.raises(DataError, match=r"notes.txt: not an image file"):
+        require_folder(folder_dataset)
+
+
+def test_empty_class_folder(folder_dataset):
+    (folder_dataset / "atypical").mkdir()
+    with pytest.raises(DataError, match=r"atypical: class folder has no images"):
+        require_folder(folder_dataset)
+
+
+def test_single_class(tmp_path):
+    for i in range(5):
+        write_png(tmp_path / "only" / "benign" / f"{i}.png", blob_image(i))
+    with pytest.raises(DataError, match="at least two class"):
+        require_folder(tmp_path / "only")
+
+
+def test_class_too_small_for_split(tmp_path):
+    for i in range(6):
+        write_png(tmp_path / "d" / "benign" / f"{i}.png", blob_image(i))
+    for i in range(2):
+        write_png(tmp_path / "d" / "malignant" / f"{i}.png", blob_image(50 + i))
+    ds = load_folder(tmp_path / "d", 32)
+    with pytest.raises(DataError, match="class 'malignant' has 2 images.*too few for split ratios 3:1:1"):
+        make_manifest(ds, [3, 1, 1], seed=0)
+
+
+def test_missing_directory_cli_has_no_traceback(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "cytoray.cli", "validate", str(tmp_path / "nope")], capture_output=True, text=True
+    )
+    assert r.returncode == 1
+    assert "folder not found" in r.stdout and "Traceback" not in r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "cytoray.cli", "split", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "m.json")],
+        capture_output=True, text=True,
+    )
+    assert r.returncode == 2 and r.stderr.startswith("cytoray: error:") and "nope" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "m.json").exists()
+
+
+# ----------------------------------------------------------------------------- validate, splits, leakage
+
+
+def test_validate_json_counts(folder_dataset, capsys):
+    code, out = _err(capsys, ["validate", str(folder_dataset), "--json"])
+    rep = json.loads(out)
+    assert code == 0 and rep["usable"] and rep["classes"] == {"benign": 10, "malignant": 10}
+    assert rep["problems"] == [] and rep["image_sizes"] == {"32x32": 20}
+
+
+def test_split_is_stratified_seeded_and_saved(folder_dataset, tmp_path):
+    ds = load_folder(folder_dataset, 32)
+    m, _ = make_manifest(ds, [3, 1, 1], seed=7)
+    counts = {s: {c: sum(1 for it in m.items if it["split"] == s and it["class"] == c) for c in ds.class_names} for s in ("train", "val", "test")}
+    assert counts == {"train": {"benign": 6, "malignant": 6}, "val": {"benign": 2, "malignant": 2}, "test": {"benign": 2, "malignant": 2}}
+    again, _ = make_manifest(ds, [3, 1, 1], seed=7)
+    assert again.items == m.items and again.hash == m.hash
+    other, _ = make_manifest(ds, [3, 1, 1], seed=8)
+    assert other.hash != m.hash
+    loaded = Manifest.load(m.save(tmp_path / "split.json"))
+    assert loaded.hash == m.hash and all(len(it["sha256"]) == 64 for it in loaded.items)
+    ks = repeated_manifests(ds, [3, 1, 1], 0, 3)
+    assert len({k.hash for k in ks}) == 3
+
+
+def test_duplicates_stay_together_and_leakage_is_refused(folder_dataset):
+    img = blob_image(3)
+    write_png(folder_dataset / "benign" / "copy_a.png", img)
+    write_png(folder_dataset / "benign" / "copy_b.png", img)
+    near = img.copy()
+    near[0, 0] = 0  # one pixel: a near-duplicate, not byte-identical
+    write_png(folder_dataset / "benign" / "copy_c.png", near)
+    ds = load_folder(folder_dataset, 32)
+    for seed in range(5):
+        m, pairs = make_manifest(ds, [3, 1, 1], seed=seed)
+        split_of = {it["name"]: it["split"] for it in m.items}
+        names = [f"benign/copy_{x}.png" for x in "abc"] + ["benign/benign_03.png"]
+        assert len({split_of[n] for n in names}) == 1
+    assert any(k == "exact" for *_, k in pairs) and any(k == "near" for *_, k in pairs)
+    # A manifest that puts the copies in different splits is refused, naming both files.
+    for it in m.items:
+        if it["name"] == "benign/copy_a.png":
+            it["split"] = "train"
+        if it["name"] == "benign/copy_b.png":
+            it["split"] = "test"
+    with pytest.raises(DataError, match=r"leakage: benign/\w+.png \(train\) and benign/copy_b.png \(test\) are exact duplicates"):
+        check_leakage(m)
+
+
+def test_breakhis_names_magnification_and_patient_groups(tmp_path):
+    assert parse_breakhis("SOB_B_A-14-22549AB-40-001") == {"cls": "benign", "subtype": "A", "patient": "14-22549AB", "magnification": 40}
+    assert parse_breakhis("SOB_M_DC-14-2523-400-010")["magnification"] == 400
+    assert parse_breakhis("random_name") is None
+    root = tmp_path / "bh"
+    k = 0
+    for cls, letter in (("benign", "B"), ("malignant", "M")):
+        for patient in (f"14-{letter}{p}" for p in range(5)):  # a patient has one diagnosis
+            for mag in (40, 100):
+                for seq in (1, 2):
+                    k += 1
+                    write_png(root / cls / f"SOB_{letter}_A-{patient}-{mag}-{seq:03d}.png", blob_image(k))
+    recs = require_folder(root, magnification=40)
+    assert len(recs) == 20 and {r.magnification for r in recs} == {40}
+    ds = load_folder(root, 32, magnification=100)
+    m, _ = make_manifest(ds, [3, 1, 1], seed=0)
+    by_patient: dict = {}
+    for it, g in zip(m.items, ds.groups):
+        by_patient.setdefault(g, set()).add(it["split"])
+    assert all(len(s) == 1 for s in by_patient.values())  # no patient in two splits
+    write_png(root / "benign" / "SOB_M_A-14-999-40-001.png", blob_image(999))
+    with pytest.raises(DataError, match="BreakHis name says 'malignant'"):
+        require_folder(root)
