@@ -1,0 +1,40 @@
+"""Generator bundles on disk: one state dict per network + generator.json.
+
+Each file is written atomically and generator.json last, so a folder with generator.json is
+a complete bundle; the bundle shares its folder with the split manifest and stage cache.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..io import atomic_path, write_json
+from . import BUNDLE_META
+
+
+def write_bundle(out: str | Path, meta: dict, states: dict[str, dict], extra_dirs: dict[str, list[Path]] | None = None) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, sd in states.items():
+        with atomic_path(out / f"{name}.pt") as tmp:
+            torch.save(sd, tmp)
+    for sub, files in (extra_dirs or {}).items():
+        (out / sub).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            with atomic_path(out / sub / f.name) as tmp:
+                shutil.copy2(f, tmp)
+    write_json(out / BUNDLE_META, meta)  # last: marks the bundle complete
+    return out
+
+
+def read_bundle(path: str | Path) -> tuple[dict, Path]:
+    path = Path(path)
+    return json.loads((path / BUNDLE_META).read_text()), path
+
+
+def load_state(path: Path, name: str) -> dict:
+    return torch.load(path / f"{name}.pt", map_location="cpu")

@@ -1,0 +1,1 @@
+"""MLflow: tracking URI resolution, experiments, nested runs, artefacts, registry."""
