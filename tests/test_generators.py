@@ -1,0 +1,218 @@
+"""Generator trainers: stabilisers, falling losses, Ray Train runs, stage cache, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cytoray.generators.config import GeneratorTrainConfig, LatentGANConfig, RunConfig
+from cytoray.generators.losses import d_targets
+from cytoray.generators.stages import amp_context, get_stage
+from cytoray.generators.syncgan import masks_to_unit, stage_params, to_unit
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- stabilisers
+
+
+def test_label_smoothing_ranges_and_flip_rate():
+    g = torch.Generator().manual_seed(0)
+    like = torch.zeros(20000, 1, 2, 2)
+    real = d_targets(like, True, 0.9, 0.1, 0.0, g)
+    fake = d_targets(like, False, 0.9, 0.1, 0.0, g)
+    assert real.min() >= 0.9 and real.max() <= 1.0 and real.std() > 0.02
+    assert fake.min() >= 0.0 and fake.max() <= 0.1
+    assert torch.equal(real[:, :, 0, 0], real[:, :, 1, 1])  # one target per sample, whole patch map
+    flipped = d_targets(like, True, 0.9, 0.1, 0.2, g)[:, 0, 0, 0]
+    assert abs((flipped <= 0.1).float().mean().item() - 0.2) < 0.02  # ~20% of real targets became fake
+    hard = d_targets(like, True)
+    assert torch.all(hard == 1.0)
+
+
+def test_stabiliser_config_is_validated():
+    from cytoray.config import from_dict
+    from cytoray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="overlap"):
+        from_dict(LatentGANConfig, {"smooth_real_low": 0.2, "smooth_fake_high": 0.3}, "test.yaml")
+    with pytest.raises(ConfigError, match=r"test.yaml: unknown key 'flip'"):
+        from_dict(LatentGANConfig, {"flip": 0.1}, "test.yaml")
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def _tiny_pairs(n=8, size=32, seed=0):
+    from cytoray.data.simulate import simulate
+
+    s = simulate("cytology", n=n, size=size, seed=seed)
+    return masks_to_unit(s.masks.astype(bool)), to_unit(s.images)
+
+
+def test_cgan_step_losses_fall():
+    torch.manual_seed(0)
+    m, x = _tiny_pairs()
+    stage = get_stage("cgan", {**stage_params(GeneratorTrainConfig().cgan, 32), "g_base": 8, "d_base": 8, "lr": 1e-3})
+    models, = (stage.build(torch.device("cpu")),)
+    opts, gen = stage.optimizers(models), torch.Generator().manual_seed(0)
+    batch = {"mask": torch.from_numpy(m), "image": torch.from_numpy(x)}
+    hist = [stage.train_step(models, opts, batch, gen, amp_context(torch.device("cpu"), False)) for _ in range(40)]
+    assert np.mean([h["mse"] for h in hist[-5:]]) < 0.5 * np.mean([h["mse"] for h in hist[:3]])
+    assert np.mean([h["loss_g"] for h in hist[-5:]]) < np.mean([h["loss_g"] for h in hist[:3]])
+    val = stage.val_loss(models, batch, amp_context(torch.device("cpu"), False))
+    assert np.isfinite(val)
+    grid = stage.grid(models, {"mask": batch["mask"][:4], "image": batch["image"][:4]})
+    assert grid.dtype == np.uint8 and grid.shape[2] == 3
+
+
+@pytest.mark.parametrize("name,key", [("mask_gan", "mask"), ("gan", "image")])
+def test_latent_gan_learns_foreground_fraction(name, key):
+    """The mask GAN (and RGB control) move their output statistics toward the real data."""
+    torch.manual_seed(0)
+    m, x = _tiny_pairs(n=16)
+    data = torch.from_numpy(m if key == "mask" else x)
+    p = {**stage_params(LatentGANConfig(), 32), "g_base": 8, "d_base": 8, "z_dim": 16, "lr_g": 2e-3, "lr_d": 2e-4}
+    stage = get_stage(name, p)
+    models = stage.build(torch.device("cpu"))
+    opts, gen = stage.optimizers(models), torch.Generator().manual_seed(0)
+    z = torch.randn(64, 16)
+
+    def gap():
+        models["G"].eval()
+        with torch.no_grad():
+            out = stage._g_out(models["G"], z)
+        models["G"].train()
+        return abs(out.mean().item() - data.mean().item())
+
+    before = gap()
+    for _ in range(60):
+        h = stage.train_step(models, opts, {key: data}, gen, amp_context(torch.device("cpu"), False))
+        assert np.isfinite(h["loss_d"]) and np.isfinite(h["loss_g"])
+    assert gap() < before
+
+
+# ----------------------------------------------------------------------------- Ray Train runs
+
+
+def _cfg(tmp: Path, epochs: int = 2) -> GeneratorTrainConfig:
+    cfg = GeneratorTrainConfig()
+    cfg.cgan = dataclasses.replace(cfg.cgan, epochs=epochs, g_base=8, d_base=8)
+    cfg.mask_gan = dataclasses.replace(cfg.mask_gan, epochs=epochs, g_base=8, d_base=8, z_dim=16)
+    cfg.gan = dataclasses.replace(cfg.gan, epochs=epochs, g_base=8, d_base=8, z_dim=16)
+    cfg.run = RunConfig(sample_every=1, storage_path=str(tmp / "ray"))
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """SynCGAN trained end to end under Ray Train on 40 simulated 32 px images."""
+    from cytoray.data.source import simulated_set
+    from cytoray.data.splits import make_manifest
+    from cytoray.generators.syncgan import SynCGAN
+
+    tmp = tmp_path_factory.mktemp("syncgan")
+    ds = simulated_set("cytology", 40, 32, 0)
+    man, _ = make_manifest(ds, [3, 1, 1], 0)
+    train, val = ds.subset(man.indices("train")), ds.subset(man.indices("val"))
+    cfg = _cfg(tmp)
+    out, res = SynCGAN.train(train, val, cfg, tmp / "bundle", tmp / "cache", man.hash)
+    return {"tmp": tmp, "out": out, "res": res, "cfg": cfg, "train": train, "val": val, "hash": man.hash}
+
+
+def test_syncgan_trains_all_stages_and_samples(trained):
+    from cytoray.generators import load_bundle
+
+    res = trained["res"]
+    assert set(res) == {"mask_gan/benign", "mask_gan/malignant", "cgan"}
+    cg = res["cgan"].history
+    assert [h["epoch"] for h in cg] == [0, 1] and all("val_loss_g" in h for h in cg)
+    assert cg[-1]["loss_g"] < cg[0]["loss_g"]  # λ·MSE dominates and falls
+    assert len(res["cgan"].grids()) == 2
+    gen = load_bundle(trained["out"])
+    imgs, masks = gen.sample(5, "malignant", seed=3)
+    assert imgs.shape == (5, 32, 32, 3) and imgs.dtype == np.uint8 and masks.shape == (5, 32, 32)
+    again, _ = gen.sample(5, "malignant", seed=3)
+    assert np.array_equal(imgs, again)
+
+
+def test_stage_cache_reuses_finished_stages(trained):
+    from cytoray.generators.syncgan import SynCGAN
+
+    t0 = time.perf_counter()
+    _, res = SynCGAN.train(trained["train"], trained["val"], trained["cfg"], trained["tmp"] / "b2", trained["tmp"] / "cache", trained["hash"])
+    assert all(r.cached for r in res.values()) and time.perf_counter() - t0 < 30
+    cfg = trained["cfg"]
+    cfg2 = dataclasses.replace(cfg, cgan=dataclasses.replace(cfg.cgan, lam=10.0))  # only the CGAN changes
+    keys = {k: r.dir.parent.name for k, r in trained["res"].items()}
+    from cytoray.distributed.runner import stage_key
+
+    p1, p2 = stage_params(cfg.cgan, 32), stage_params(cfg2.cgan, 32)
+    assert stage_key("cgan", p1, "d", 0) != stage_key("cgan", p2, "d", 0)
+    assert keys["mask_gan/benign"] != keys["mask_gan/malignant"]
+
+
+def test_vanilla_gan_control(tmp_path, trained):
+    from cytoray.generators import load_bundle
+    from cytoray.generators.vanilla import VanillaGAN
+
+    out, res = VanillaGAN.train(trained["train"], trained["val"], _cfg(tmp_path), tmp_path / "gan", tmp_path / "cache", trained["hash"])
+    assert set(res) == {"gan/benign", "gan/malignant"}
+    imgs, masks = load_bundle(out).sample(3, "benign")
+    assert imgs.shape == (3, 32, 32, 3) and masks is None
+
+
+RESUME_SCRIPT = """
+import sys, dataclasses
+from pathlib import Path
+from cytoray.generators.config import GeneratorTrainConfig, RunConfig
+from cytoray.generators.syncgan import stage_params, _seeded_z, masks_to_unit
+from cytoray.distributed.runner import run_stage
+from cytoray.data.source import simulated_set
+tmp = Path(sys.argv[1])
+ds = simulated_set("cytology", 20, 32, 0)
+cfg = dataclasses.replace(GeneratorTrainConfig().mask_gan, epochs=int(sys.argv[2]), g_base=8, d_base=8, z_dim=16)
+p = stage_params(cfg, 32)
+r = run_stage("mask_gan", p, train={"mask": masks_to_unit(ds.masks)}, val=None, fixed={"z": _seeded_z(4, 16, 0)},
+              label="resume", data_key="k", cache_root=tmp, run_cfg=RunConfig(sample_every=100))
+print("EPOCHS", [h["epoch"] for h in r.history])
+"""
+
+
+def test_killed_training_resumes_from_last_checkpoint(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(RESUME_SCRIPT)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    epochs = 40
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(epochs)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    ckpts: list = []
+    deadline = time.time() + 240
+    while time.time() < deadline and len(ckpts) < 3:
+        time.sleep(0.5)
+        ckpts = list((tmp_path / "ray").glob("resume-*/checkpoint_*"))
+        assert proc.poll() is None, proc.stdout.read()
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and every Ray process it started
+    proc.wait()
+    assert ckpts, "no checkpoint was written before the deadline"
+    assert not list(tmp_path.glob("resume-*/final/done.json"))
+    r = subprocess.run([sys.executable, str(script), str(tmp_path), str(epochs)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=400)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert "resumed after epoch" in out
+    first = int(out.split("resumed after epoch")[1].split()[0])
+    assert first >= 1
+    epochs_seen = json.loads(out.split("EPOCHS")[1].splitlines()[0].strip())
+    assert epochs_seen == list(range(epochs))  # nothing lost, nothing repeated in the history
+    assert f"epoch {first}/{epochs}" not in out.split("resumed after epoch")[1]  # the finished epochs were not rerun
