@@ -1,0 +1,411 @@
+"""Embedded data: procedural FNAC-like breast cytology and H&E-like histology, with nucleus masks.
+
+The main study must run on a fresh machine with no data, so cytoray draws its own. Each image
+gets a latent *grade* g in [0, 1] drawn from a class-specific Beta distribution (benign
+Beta(2, 4.5), malignant Beta(4.5, 2)); every cytological feature is a linear function of g
+plus its own jitter. The two classes therefore overlap (about 14% of each class lies on the
+other side of g = 0.5), so a small CNN should reach roughly 75-90%, not 100%.
+
+Malignant (high g), as cytopathologists describe it: larger, more variable nuclei
+(anisonucleosis), higher nucleus:cytoplasm ratio, coarse dark chromatin (hyperchromasia),
+irregular contours, nucleoli, crowding and overlap, loss of cohesion (single cells). Benign
+(low g): flat cohesive sheets with even spacing, small round nuclei, bare bipolar nuclei.
+In histology: benign ducts are round lumens lined by one orderly layer of epithelium plus
+myoepithelial cells; malignant glands are irregular, multilayered or solid, with crowded
+pleomorphic nuclei and single cells infiltrating the stroma.
+
+Determinism: image i of a class depends only on np.random.default_rng([seed, kind_id,
+class_id, i]) (geometry) and the same key + [1] (pixel textures). Geometry lives in relative
+units, so the same scene is rendered at 64 or 256 px.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import CytorayError
+from ..io import atomic_dir, save_png, write_json
+from .nuclei import (
+    collagen,
+    draw_blob,
+    draw_nucleus,
+    draw_rbc,
+    od_to_rgb,
+    points_inside,
+    polygon_alpha,
+    random_polygon,
+    resample_contour,
+    rgb_to_od,
+    scale_polygon,
+    smooth_field,
+    smooth_polygon,
+    stretch,
+)
+
+CLASSES = ("benign", "malignant")
+KINDS = ("cytology", "histology")
+GRADE_BETA = {"benign": (2.0, 4.5), "malignant": (4.5, 2.0)}
+FEATURE_JITTER = 0.08  # std of each feature's own grade offset: features are not in lockstep
+
+# Each feature: (value at grade 0, value at grade 1). Radii are fractions of the image width.
+CYTOLOGY = {
+    "nucleus_radius": (0.032, 0.056),
+    "anisonucleosis": (0.06, 0.30),  # log-normal sigma of nucleus radius within an image
+    "irregularity": (0.15, 0.65),
+    "spikiness": (0.04, 0.22),
+    "nc_ratio": (0.38, 0.75),  # nucleus radius / cell radius
+    "chromatin": (0.15, 0.95),
+    "hyperchromasia": (0.95, 1.7),
+    "nucleolus": (0.0, 1.2),
+    "cohesion": (0.95, 0.35),  # fraction of cells in groups
+    "spacing": (1.0, 0.62),  # centre distance / cell diameter inside a group (< 1 overlaps)
+    "disorder": (0.08, 0.45),  # jitter of cell positions / spacing
+    "cells": (14.0, 34.0),  # mean epithelial cells per field
+    "bare_nuclei": (6.0, 0.0),  # benign bare bipolar (myoepithelial) nuclei
+    "debris": (3.0, 10.0),
+}
+HISTOLOGY = {
+    "nucleus_radius": (0.022, 0.036),
+    "anisonucleosis": (0.06, 0.30),
+    "irregularity": (0.10, 0.60),
+    "spikiness": (0.03, 0.20),
+    "chromatin": (0.15, 0.90),
+    "hyperchromasia": (0.95, 1.45),
+    "nucleolus": (0.0, 1.2),
+    "glands": (1.4, 4.0),  # mean count of ducts / tumour nests
+    "gland_radius": (0.26, 0.12),
+    "gland_irregularity": (0.10, 0.65),
+    "gland_spikiness": (0.04, 0.28),
+    "layers": (-0.8, 5.5),  # epithelial layers, rounded, >= 1 (many = solid nest, no lumen)
+    "spacing": (1.25, 0.85),  # centre distance / nucleus diameter along a layer
+    "disorder": (0.05, 0.55),  # position jitter and loss of polarity
+    "myoepithelium": (1.0, 0.0),  # probability that a gland keeps its myoepithelial layer
+    "stromal_nuclei": (10.0, 6.0),
+    "infiltrating": (0.0, 12.0),  # single tumour cells in stroma
+    "lymphocytes": (2.0, 6.0),
+}
+# Stain palettes: RGB transmittance at unit density. Pap and Giemsa-like are mixed per image
+# independently of class, so colour carries no label information.
+PAP = {"nucleus": (0.42, 0.36, 0.68), "cyan": (0.62, 0.86, 0.88), "pink": (0.93, 0.66, 0.80),
+       "rbc": (0.95, 0.50, 0.52), "bg_pink": (0.90, 0.78, 0.86), "bg_grey": (0.80, 0.85, 0.92)}
+GIEMSA = {"nucleus": (0.55, 0.30, 0.66), "cyan": (0.70, 0.76, 0.95), "pink": (0.86, 0.68, 0.92),
+          "rbc": (0.96, 0.60, 0.60), "bg_pink": (0.88, 0.80, 0.92), "bg_grey": (0.82, 0.84, 0.95)}
+HE = {"nucleus": (0.40, 0.30, 0.62), "eosin": (0.93, 0.52, 0.72), "epithelium": (0.84, 0.70, 0.90)}
+
+
+@dataclass
+class SimulatedSet:
+    images: np.ndarray  # uint8 [N, S, S, 3]
+    masks: np.ndarray  # uint8 [N, S, S], 1 = nucleus
+    labels: np.ndarray  # int64 [N], index into class_names
+    class_names: tuple[str, ...]
+    names: list[str]  # file stems, e.g. "benign_0000"
+    kind: str  # "cytology" | "histology"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+class _Features:
+    """Per-image feature values: lerp of each (g0, g1) pair at the grade plus own jitter."""
+
+    def __init__(self, table: dict[str, tuple[float, float]], grade: float, rng: np.random.Generator):
+        self.g = {k: float(np.clip(grade + rng.normal(0, FEATURE_JITTER), 0, 1)) for k in table}
+        self.v = {k: lo + (hi - lo) * self.g[k] for k, (lo, hi) in table.items()}
+
+    def __getitem__(self, key: str) -> float:
+        return self.v[key]
+
+
+def _palette(rng: np.random.Generator, a: dict, b: dict | None = None) -> dict[str, np.ndarray]:
+    """Mix two stain palettes at a random weight and jitter each colour a little (lab-to-lab)."""
+    t = rng.uniform() if b is not None else 0.0
+    out = {}
+    for k, c in a.items():
+        mix = np.asarray(c) * (1 - t) + (np.asarray(b[k]) * t if b is not None else 0)
+        out[k] = np.clip(mix * np.exp(rng.normal(0, 0.03, 3)), 0.05, 1.0)
+    return out
+
+
+def _px(poly: np.ndarray, size: int) -> np.ndarray:
+    """Relative (0..1) coordinates -> pixel coordinates with centres at integers."""
+    return poly * size - 0.5
+
+
+def _nucleus(
+    rng: np.random.Generator, c: np.ndarray, r: float, f: _Features, ratio: float = 1.0, angle: float | None = None
+) -> np.ndarray:
+    """A smoothed random-polygon nucleus with the image's irregularity/spikiness (relative units)."""
+    poly = smooth_polygon(random_polygon(rng, c, r, f["irregularity"], f["spikiness"], 12))
+    return stretch(poly, c, ratio, rng.uniform(0, np.pi) if angle is None else angle)
+
+
+# ----------------------------------------------------------------------------- cytology
+
+
+def _cytology(
+    rng: np.random.Generator, trng: np.random.Generator, size: int, grade: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """One FNAC-like smear field: background, red cells, debris, cell groups and single cells."""
+    f = _Features(CYTOLOGY, grade, rng)
+    pal = _palette(rng, PAP, GIEMSA)
+    od = np.zeros((size, size, 3), np.float32)
+    mask = np.zeros((size, size), np.uint8)
+    # 1. background: pale pink or blue-grey proteinaceous film with smooth variation.
+    t = rng.uniform()
+    bg = rgb_to_od(pal["bg_pink"] * (1 - t) + pal["bg_grey"] * t)
+    field = smooth_field(rng.standard_normal((6, 6)), size)
+    od += (np.clip(rng.uniform(0.8, 1.6) + 0.35 * field, 0, None))[..., None] * bg
+    # 2. red blood cells: class-independent, small, pink-red, pale centres.
+    for _ in range(int(rng.integers(0, 30))):
+        c = rng.uniform(0, 1, 2)
+        draw_rbc(od, tuple(c * size - 0.5), rng.uniform(0.025, 0.032) * size, pal["rbc"],
+                 rng.uniform(0.35, 0.6), ratio=rng.uniform(1.0, 1.25), angle=rng.uniform(0, np.pi))
+    # 3. debris: small irregular granular specks, not nuclei.
+    for _ in range(int(rng.poisson(f["debris"]))):
+        c = rng.uniform(0, 1, 2)
+        poly = random_polygon(rng, c, rng.uniform(0.004, 0.014), 0.7, 0.45, 9)
+        col = (pal["nucleus"], pal["cyan"], pal["pink"])[int(rng.integers(3))]
+        draw_blob(od, trng, _px(poly, size), col, rng.uniform(0.3, 0.9), 0.5, 0.3)
+    # 4. epithelial cells: cohesive groups (hex lattice, jittered) plus dissociated singles.
+    r_mean = f["nucleus_radius"]
+    rc_mean = r_mean / f["nc_ratio"]
+    n_cells = max(3, int(rng.poisson(f["cells"])))
+    n_grouped = int(rng.binomial(n_cells, f["cohesion"]))
+    centres: list[np.ndarray] = []
+    if n_grouped > 0:
+        n_groups = min(n_grouped, 1 + int(rng.poisson(0.3 + 1.6 * f.g["cohesion"])))
+        sizes = 1 + rng.multinomial(n_grouped - n_groups, np.ones(n_groups) / n_groups)
+        for k in sizes:
+            centres.extend(_group(rng, int(k), rc_mean, f))
+    centres.extend(rng.uniform(0.05, 0.95, (n_cells - n_grouped, 2)))
+    p_pink = rng.uniform(0.1, 0.9)
+    for c in centres:
+        r = r_mean * np.exp(rng.normal(0, f["anisonucleosis"]))
+        rc = r / np.clip(f["nc_ratio"] * np.exp(rng.normal(0, 0.08)), 0.3, 0.95)
+        # Fragile malignant cells lose their cytoplasm (stripped nuclei).
+        if rng.uniform() > 0.05 + 0.2 * f.g["cohesion"]:
+            cyto = smooth_polygon(random_polygon(rng, c, rc, 0.35, 0.12, 10))
+            col = pal["pink"] if rng.uniform() < p_pink else pal["cyan"]
+            draw_blob(od, trng, _px(cyto, size), col, rng.uniform(0.6, 0.95), max(0.5, 0.04 * rc * size), 0.25)
+        off = (rc - r) * rng.uniform(0, 0.3 + 0.5 * f.g["nc_ratio"])
+        a = rng.uniform(0, 2 * np.pi)
+        cn = c + off * np.array([np.cos(a), np.sin(a)])
+        poly = _nucleus(rng, cn, r, f, ratio=1.0 + abs(rng.normal(0, 0.18)))
+        draw_nucleus(od, mask, trng, _px(poly, size), pal["nucleus"], f["chromatin"],
+                     density=f["hyperchromasia"] * rng.uniform(0.9, 1.1),
+                     nucleolus=f["nucleolus"] * rng.uniform(0.5, 1.0))
+    # 5. bare bipolar nuclei (benign hallmark): small dark ovals with no cytoplasm.
+    for _ in range(int(rng.poisson(f["bare_nuclei"]))):
+        c = rng.uniform(0.05, 0.95, 2)
+        poly = stretch(random_polygon(rng, c, 0.022, 0.15, 0.05, 12), c, rng.uniform(1.6, 2.3), rng.uniform(0, np.pi))
+        draw_nucleus(od, mask, trng, _px(poly, size), pal["nucleus"], 0.2, density=1.5)
+    return od, mask
+
+
+def _group(rng: np.random.Generator, k: int, rc: float, f: _Features) -> list[np.ndarray]:
+    """k cell centres in one group: the k lattice sites nearest a random (elliptical) centre."""
+    d = 2 * rc * f["spacing"]
+    centre = rng.uniform(0.2, 0.8, 2)
+    n = int(np.ceil(np.sqrt(k))) + 3
+    i, j = np.meshgrid(np.arange(-n, n + 1), np.arange(-n, n + 1))
+    pts = np.stack([(i + 0.5 * (j % 2)).ravel() * d, j.ravel() * d * np.sqrt(3) / 2], axis=1)
+    ang = rng.uniform(0, np.pi)
+    rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+    pts = pts @ rot.T
+    aspect = rng.uniform(1.0, 2.0)
+    u = pts @ rot[:, 0] / np.sqrt(aspect)
+    v = pts @ rot[:, 1] * np.sqrt(aspect)
+    score = np.hypot(u, v) * (1 + 0.35 * rng.uniform(size=len(pts)))  # ragged group edges
+    chosen = pts[np.argsort(score)[:k]]
+    chosen = chosen + rng.normal(0, f["disorder"] * d, chosen.shape)
+    return list(centre + chosen)
+
+
+# ----------------------------------------------------------------------------- histology
+
+
+def _histology(
+    rng: np.random.Generator, trng: np.random.Generator, size: int, grade: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """One H&E-like field: fibrous eosin stroma, glands or nests, stromal nuclei."""
+    f = _Features(HISTOLOGY, grade, rng)
+    pal = _palette(rng, HE)
+    od = np.zeros((size, size, 3), np.float32)
+    mask = np.zeros((size, size), np.uint8)
+    r_mean = f["nucleus_radius"]
+    # 1. glands: outline polygons placed without heavy overlap (geometry only, no pixels).
+    outlines: list[tuple[np.ndarray, np.ndarray, float]] = []
+    for _ in range(1 + int(rng.poisson(f["glands"] - 1))):
+        big_r = f["gland_radius"] * rng.uniform(0.7, 1.3)
+        for _try in range(12):
+            c = rng.uniform(0.1, 0.9, 2)
+            if all(np.hypot(*(c - c2)) > 0.85 * (big_r + r2) for _, c2, r2 in outlines):
+                break
+        else:
+            continue
+        poly = random_polygon(rng, c, big_r, f["gland_irregularity"], f["gland_spikiness"], 24)
+        poly = stretch(poly, c, rng.uniform(1.0, 1.7), rng.uniform(0, np.pi))
+        outlines.append((poly, c, big_r))
+    # 2. stroma: wavy collagen bundles with clefts, paler loose areas, minus glands.
+    theta = rng.uniform(0, np.pi)
+    fib = collagen(rng, trng, size, theta)
+    loose = smooth_field(rng.standard_normal((5, 5)), size)
+    stroma = rng.uniform(0.8, 1.2) * fib * (1 - 0.5 / (1 + np.exp(-3 * (loose - 0.7))))
+    gland_a = np.zeros((size, size), np.float32)
+    lumen_a = np.zeros((size, size), np.float32)
+    for poly, c, big_r in outlines:
+        lumen = _gland(rng, trng, od, mask, poly, c, big_r, f, pal, size)
+        _union(gland_a, _px(poly, size), max(0.6, 0.01 * size))
+        if lumen is not None:
+            _union(lumen_a, _px(lumen, size), max(0.5, 0.004 * size))
+    epithelium = np.clip(gland_a - 0.92 * lumen_a, 0, 1)  # a faint pink secretion stays in lumens
+    od += (stroma * (1 - gland_a))[..., None] * rgb_to_od(pal["eosin"])
+    od += (epithelium * rng.uniform(0.6, 0.85))[..., None] * rgb_to_od(pal["epithelium"])
+    # 3. nuclei in the stroma: spindle fibroblasts along fibres, lymphocytes, infiltrating cells.
+    for kind, mean in (("fibro", f["stromal_nuclei"]), ("lympho", f["lymphocytes"]), ("tumour", f["infiltrating"])):
+        for _ in range(int(rng.poisson(mean))):
+            c = rng.uniform(0.03, 0.97, 2)
+            if any(points_inside(o, c[None])[0] for o, _, _ in outlines):
+                continue  # stromal cells stay outside glands (decided in geometry, not pixels)
+            if kind == "fibro":
+                poly = random_polygon(rng, c, 0.014, 0.2, 0.08, 12)  # long axis along the fibres
+                poly = stretch(poly, c, rng.uniform(3, 5), theta + rng.normal(0, 0.3))
+                draw_nucleus(od, mask, trng, _px(poly, size), pal["nucleus"], 0.2, density=1.4)
+            elif kind == "lympho":
+                poly = random_polygon(rng, c, 0.012, 0.1, 0.04, 12)
+                draw_nucleus(od, mask, trng, _px(poly, size), pal["nucleus"], 0.3, density=2.0)
+            else:
+                r = r_mean * np.exp(rng.normal(0, f["anisonucleosis"]))
+                cyto = random_polygon(rng, c, r * 1.6, 0.3, 0.1, 12)
+                draw_blob(od, trng, _px(cyto, size), pal["epithelium"], 0.4, 0.8)
+                draw_nucleus(od, mask, trng, _px(_nucleus(rng, c, r, f), size), pal["nucleus"], f["chromatin"],
+                             density=f["hyperchromasia"], nucleolus=f["nucleolus"])
+    return od, mask
+
+
+def _union(target: np.ndarray, polygon_px: np.ndarray, softness: float) -> None:
+    """target = max(target, soft alpha of polygon), in place."""
+    got = polygon_alpha(polygon_px, target.shape, softness)
+    if got is not None:
+        sl, _, alpha = got
+        np.maximum(target[sl], alpha, out=target[sl])
+
+
+def _gland(
+    rng: np.random.Generator, trng: np.random.Generator, od: np.ndarray, mask: np.ndarray, poly: np.ndarray,
+    c: np.ndarray, big_r: float, f: _Features, pal: dict[str, np.ndarray], size: int,
+) -> np.ndarray | None:
+    """Draw the epithelial nuclei of one gland in concentric layers; return its lumen polygon
+    (relative units) or None for a solid nest.
+
+    Benign: one orderly layer of columnar nuclei perpendicular to the wall, a myoepithelial rim,
+    a wide lumen. Malignant: several crowded, jittered layers in random orientations and a
+    small or absent lumen (solid nest).
+    """
+    r_mean = f["nucleus_radius"]
+    step = 2 * r_mean * f["spacing"]
+    n_layers = int(np.clip(round(f["layers"] + rng.normal(0, 0.5)), 1, 8))
+    start = 0.0
+    if rng.uniform() < f["myoepithelium"]:
+        pts, tang = resample_contour(scale_polygon(poly, c, 1 - 0.6 * r_mean / big_r), 3.5 * r_mean, rng.uniform(0, 1))
+        for p, t in zip(pts, tang):
+            q = random_polygon(rng, p, 0.7 * r_mean, 0.15, 0.05, 12)  # flat, along the basement membrane
+            q = stretch(q, p, rng.uniform(2.0, 2.8), np.arctan2(t[1], t[0]))
+            draw_nucleus(od, mask, trng, _px(q, size), pal["nucleus"], 0.2, density=1.4)
+        start = 1.2 * r_mean
+    lumen_s = 1 - (start + n_layers * step + 1.6 * r_mean) / big_r  # + apical cytoplasm
+    for k in range(n_layers):
+        s = 1 - (start + (k + 0.5) * step) / big_r
+        if s <= 0.05:
+            break
+        pts, tang = resample_contour(scale_polygon(poly, c, s), step, rng.uniform(0, 1))
+        for p, t in zip(pts, tang):
+            p = p + rng.normal(0, f["disorder"] * step, 2)
+            r = r_mean * np.exp(rng.normal(0, f["anisonucleosis"]))
+            # polarity: long axis normal to the wall, lost with disorder
+            ang = np.arctan2(t[1], t[0]) + np.pi / 2 + rng.normal(0, np.pi * f["disorder"])
+            ratio = 1.0 + (0.5 - 0.3 * f.g["disorder"]) * rng.uniform(0.6, 1.0)
+            draw_nucleus(od, mask, trng, _px(_nucleus(rng, p, r, f, ratio, ang), size), pal["nucleus"],
+                         f["chromatin"], density=f["hyperchromasia"] * rng.uniform(0.9, 1.1),
+                         nucleolus=f["nucleolus"] * rng.uniform(0.5, 1.0))
+    return scale_polygon(poly, c, lumen_s) if lumen_s > 0.12 else None
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def _check(kind: str, n: int, size: int, seed: int) -> None:
+    if kind not in KINDS:
+        raise CytorayError(f"simulate: unknown kind={kind!r}; valid kinds: {', '.join(KINDS)}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise CytorayError(f"simulate: n={n!r} must be an integer >= 2 (one image per class at least)")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 16:
+        raise CytorayError(f"simulate: size={size!r} must be an integer >= 16 pixels")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise CytorayError(f"simulate: seed={seed!r} must be a non-negative integer")
+
+
+def render(kind: str, class_id: int, index: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """One image and its nucleus mask: (uint8 [S, S, 3], uint8 [S, S] with 1 = nucleus)."""
+    kind_id = KINDS.index(kind)
+    key = [int(seed), kind_id, int(class_id), int(index)]
+    rng = np.random.default_rng(key)  # geometry: identical scene at every size
+    trng = np.random.default_rng(key + [1])  # pixel textures: depend on size
+    grade = float(rng.beta(*GRADE_BETA[CLASSES[class_id]]))
+    od, mask = (_cytology if kind == "cytology" else _histology)(rng, trng, size, grade)
+    od += 0.012 * trng.standard_normal(od.shape).astype(np.float32)  # camera noise
+    return od_to_rgb(od, illumination=(0.98, 0.97, 0.98)), mask
+
+
+def class_counts(n: int) -> dict[str, int]:
+    """Even split between classes; an odd n gives benign the extra image."""
+    return {"benign": n - n // 2, "malignant": n // 2}
+
+
+def simulate(kind: str = "cytology", n: int = 150, size: int = 64, seed: int = 0) -> SimulatedSet:
+    """Simulate `n` images (benign first) of `kind` at `size` px, deterministic for `seed`."""
+    _check(kind, n, size, seed)
+    images, masks, labels, names = [], [], [], []
+    for class_id, name in enumerate(CLASSES):
+        for i in range(class_counts(n)[name]):
+            img, m = render(kind, class_id, i, size, seed)
+            images.append(img)
+            masks.append(m)
+            labels.append(class_id)
+            names.append(f"{name}_{i:04d}")
+    return SimulatedSet(np.stack(images), np.stack(masks), np.asarray(labels, np.int64), CLASSES, names, kind)
+
+
+def write_dataset(
+    out: str | Path, kind: str = "cytology", n: int = 150, size: int = 64, seed: int = 0, overwrite: bool = False
+) -> Path:
+    """Write `<out>/<class>/<stem>.png`, `<out>/<class>/masks/<stem>.png` (0/255) and
+    `<out>/simulation.json`, all at once (a failure leaves no half-written folder)."""
+    _check(kind, n, size, seed)
+    out = Path(out)
+    sim = simulate(kind, n, size, seed)
+    table = CYTOLOGY if kind == "cytology" else HISTOLOGY
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        for img, m, label, stem in zip(sim.images, sim.masks, sim.labels, sim.names):
+            cls = CLASSES[int(label)]
+            save_png(tmp / cls / f"{stem}.png", img)
+            save_png(tmp / cls / "masks" / f"{stem}.png", (m * 255).astype(np.uint8))
+        write_json(tmp / "simulation.json", {
+            "kind": kind, "n": n, "size": size, "seed": seed,
+            "counts": class_counts(n), "classes": list(CLASSES), "cytoray_version": __version__,
+            "generator": {
+                "module": "cytoray.data.simulate",
+                "rng": "numpy default_rng([seed, kind_id, class_id, index]); textures: key + [1]",
+                "kind_ids": {k: i for i, k in enumerate(KINDS)},
+                "grade_beta": {k: list(v) for k, v in GRADE_BETA.items()},
+                "feature_jitter": FEATURE_JITTER,
+                "features_at_grade_0_and_1": {k: list(v) for k, v in table.items()},
+                "palettes": {"pap": PAP, "giemsa": GIEMSA} if kind == "cytology" else {"he": HE},
+            },
+        })
+    return out
