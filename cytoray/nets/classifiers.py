@@ -174,7 +174,11 @@ def load_classifier_weights(model: nn.Module, name: str, weights_path: str | Pat
         if name == "inception_v3" and k.startswith("AuxLogits.") and not any(o.startswith("AuxLogits.") for o in own):
             continue  # aux head dropped for < 299 px images
         keep[k] = v
-    bad_shape = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in keep.items() if k in own and own[k].shape != v.shape]
+    bad_shape = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in keep.items()
+        if k in own and own[k].shape != v.shape
+    ]
     if bad_shape:
         raise CytorayError(f"weights file {path} does not fit {name!r}: shape mismatch at {'; '.join(bad_shape[:3])}")
     result = model.load_state_dict(keep, strict=False)
@@ -184,7 +188,8 @@ def load_classifier_weights(model: nn.Module, name: str, weights_path: str | Pat
         if missing:
             parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
         if result.unexpected_keys:
-            parts.append(f"{len(result.unexpected_keys)} unexpected keys (e.g. {', '.join(result.unexpected_keys[:3])})")
+            extra = result.unexpected_keys
+            parts.append(f"{len(extra)} unexpected keys (e.g. {', '.join(extra[:3])})")
         raise CytorayError(f"weights file {path} does not fit classifier {name!r}: {'; '.join(parts)}")
 
 
@@ -200,6 +205,6 @@ def classifier_logits(model: nn.Module, output: object) -> tuple[torch.Tensor, t
     """
     if isinstance(output, torch.Tensor):
         return output, None
-    if isinstance(output, torchvision.models.InceptionOutputs):
+    if isinstance(output, torchvision.models.inception.InceptionOutputs):
         return output.logits, output.aux_logits
     raise TypeError(f"{type(model).__name__} returned {type(output).__name__}; expected a tensor or InceptionOutputs")

@@ -1,0 +1,58 @@
+"""Networks: plain `nn.Module`s with typed keyword arguments (no config objects inside).
+
+- `UNet`: SynCGAN mask → RGB generator (pix2pix UNet, bilinear + 3x3 conv decoder).
+- `MaskGenerator` / `VanillaGenerator` (`LatentGenerator`): z → mask logits / RGB image.
+- `PatchDiscriminator`: pix2pix 70x70 PatchGAN, logits map.
+- `ResnetGenerator`: CycleGAN generator.
+- `build_classifier`: ResNet-152 / DenseNet-161 / Inception-V3 / ResNet-18 / SmallCNN.
+
+No generator contains a transposed convolution; nothing here downloads weights.
+"""
+
+from .classifiers import (
+    CLASSIFIERS,
+    INCEPTION_AUX_MIN_SIZE,
+    SmallCNN,
+    build_classifier,
+    classifier_logits,
+    load_classifier_weights,
+    min_image_size,
+)
+from .patchgan import PatchDiscriminator, min_input_size, output_size, receptive_field
+from .resnet_gen import ResnetBlock, ResnetGenerator
+from .unet import (
+    NORMS,
+    LatentGenerator,
+    MaskGenerator,
+    UNet,
+    UpBlock,
+    VanillaGenerator,
+    count_params,
+    make_norm,
+    unet_depth,
+)
+
+__all__ = [
+    "CLASSIFIERS",
+    "INCEPTION_AUX_MIN_SIZE",
+    "NORMS",
+    "LatentGenerator",
+    "MaskGenerator",
+    "PatchDiscriminator",
+    "ResnetBlock",
+    "ResnetGenerator",
+    "SmallCNN",
+    "UNet",
+    "UpBlock",
+    "VanillaGenerator",
+    "build_classifier",
+    "classifier_logits",
+    "count_params",
+    "load_classifier_weights",
+    "make_norm",
+    "min_image_size",
+    "min_input_size",
+    "output_size",
+    "receptive_field",
+    "unet_depth",
+]
