@@ -38,11 +38,12 @@ class MaskParams:
     block_frac: float = 0.25  # local-threshold window as a fraction of the shorter side: several nuclei wide
     block_min: int = 11  # smallest window (px): a window narrower than a nucleus marks only its rim
     threshold_offset: float = 0.02  # candidate must beat its local mean by this much (0..1): flat background stays out
-    gmm_components: int = 3  # nuclei / cytoplasm or red cells / background-like residue
+    gmm_components: int = 4  # brightfield classes among candidates: dense chromatin / pale nucleus / cytoplasm / red cells
+    gmm_components_bright: int = 2  # fluorescence classes over all pixels: nuclei / background
     gmm_max_samples: int = 20000  # pixels used to fit the mixture: fit cost stays flat on large images
     blue_weight: float = 0.5  # dark polarity: nucleus score = darkness - w * b* (haematoxylin is blue, eosin/RBC red-yellow)
     seed: int = 0  # seeds the GMM (k-means init, sub-sampling): same image, same mask
-    open_frac: float = 1 / 128  # opening radius / shorter side: cuts 1-2 px bridges and speckle at any scale
+    open_frac: float = 1 / 256  # opening radius / shorter side (2 px at 512): cuts speckle; larger erases spindle nuclei
     min_object_frac: float = 0.0005  # objects below this fraction of the image area are noise, not nuclei
     max_hole_frac: float = 0.002  # holes below this fraction of the area are pale chromatin, filled
 
@@ -57,8 +58,9 @@ class MaskParams:
             raise ConfigError(f"masks.polarity={self.polarity!r}: use 'dark', 'bright' or 'auto'")
         if not 0 < self.block_frac <= 1 or self.block_min < 3:
             raise ConfigError(f"masks.block_frac={self.block_frac}, block_min={self.block_min}: need 0 < frac <= 1, min >= 3")
-        if self.gmm_components < 2:
-            raise ConfigError(f"masks.gmm_components={self.gmm_components}: need at least 2 (nuclei vs the rest)")
+        for key in ("gmm_components", "gmm_components_bright"):
+            if getattr(self, key) < 2:
+                raise ConfigError(f"masks.{key}={getattr(self, key)}: need at least 2 (nuclei vs the rest)")
         if self.gmm_max_samples < 100:
             raise ConfigError(f"masks.gmm_max_samples={self.gmm_max_samples}: need at least 100 pixels to fit a mixture")
         for key in ("open_frac", "min_object_frac", "max_hole_frac", "blue_weight"):
@@ -110,10 +112,10 @@ def resolve_polarity(gray: np.ndarray, params: MaskParams) -> str:
 
 
 def _block_size(shape: tuple[int, int], params: MaskParams) -> int:
+    """Odd local-threshold window: block_frac of the shorter side, at least block_min, at most the image."""
     side = min(shape)
-    block = max(params.block_min, int(round(params.block_frac * side)))
-    block = min(block, side if side % 2 else side - 1)  # a window larger than the image is meaningless
-    return block if block % 2 else block + 1 if block + 1 <= side else block - 1
+    block = max(params.block_min, int(round(params.block_frac * side))) | 1  # threshold_local needs odd
+    return min(block, side if side % 2 else side - 1)
 
 
 def nucleus_signal(lab: np.ndarray, polarity: str, blue_weight: float) -> np.ndarray:
@@ -153,16 +155,19 @@ def cleanup(mask: np.ndarray, params: MaskParams) -> np.ndarray:
 # ----------------------------------------------------------------------------- GMM
 
 
-def gmm_nucleus_pixels(features: np.ndarray, signal_of, params: MaskParams) -> np.ndarray:
-    """Fit a GMM to candidate-pixel features [N, F]; return bool [N] = pixel in a nucleus component.
+def gmm_nucleus_pixels(
+    features: np.ndarray, score_of, background_score: float, params: MaskParams, components: int
+) -> np.ndarray:
+    """Fit a GMM to pixel features [N, F]; return bool [N] = pixel in a nucleus component.
 
-    Rule: rank components by the nucleus signal of their means. The top one is nuclei; any
-    other component whose mean signal is nearer the top one than the bottom one joins it
-    (a bright mitosis and an ordinary nucleus form two components of one class, whereas
-    cytoplasm and red cells fall nearer the least nucleus-like component).
+    Rule: score each component by the nucleus score of its mean (`score_of`, see
+    `nucleus_signal`). The top component is nuclei; another component joins it when its score
+    is nearer the top one than `background_score` (the median score of the pixels that failed
+    the local threshold). A nucleus's pale rim or a dim nucleus often gets a component of its
+    own, which this keeps, while red cells and cytoplasm score close to the background.
     """
     n = features.shape[0]
-    k = min(params.gmm_components, n)
+    k = min(components, n)
     if k < 2:
         return np.ones(n, dtype=bool)
     rng = np.random.default_rng(params.seed)
@@ -172,11 +177,34 @@ def gmm_nucleus_pixels(features: np.ndarray, signal_of, params: MaskParams) -> n
     gmm = GaussianMixture(n_components=k, covariance_type="full", random_state=params.seed, reg_covar=1e-4)
     gmm.fit((fit_on - mu) / sd)
     labels = gmm.predict((features - mu) / sd)
-    score = signal_of(gmm.means_ * sd + mu)  # back to Lab units, then to a nucleus score
-    top, bottom = float(score.max()), float(score.min())
-    keep = np.flatnonzero(np.abs(score - top) < np.abs(score - bottom))
+    score = score_of(gmm.means_ * sd + mu)  # back to Lab units, then to a nucleus score
+    top = float(score.max())
+    keep = np.flatnonzero(np.abs(score - top) < np.abs(score - background_score))
     keep = np.union1d(keep, [int(score.argmax())])
     return np.isin(labels, keep)
+
+
+def _gmm_mask(stretched: np.ndarray, candidate: np.ndarray, polarity: str, params: MaskParams) -> np.ndarray:
+    """Keep the candidate pixels that a Gaussian mixture puts in a nucleus component.
+
+    Brightfield (dark polarity): the confusers are red cells and dense cytoplasm, which pass
+    the local threshold as well; they differ from nuclei in colour, so the mixture is fit to
+    the Lab colour of the candidate pixels with `gmm_components` classes.
+    Fluorescence (bright polarity): one stain, no red cells or cytoplasm; the confuser is
+    background noise beside nuclei. The candidates are then nearly all nucleus, and a mixture
+    fit to them only splits bright from dim nuclei, so instead it is fit to the brightness of
+    every pixel with `gmm_components_bright` classes (background vs nuclei).
+    """
+    lab = color.rgb2lab(stretched)
+    score_of = lambda m: nucleus_signal(m, polarity, params.blue_weight)  # noqa: E731 - Lab rows → score
+    background = float(np.median(score_of(lab[~candidate]))) if (~candidate).any() else 0.0
+    if polarity == "bright":
+        feats = lab[..., :1].reshape(-1, 1)  # L* only: colour in a fluorescence channel is noise
+        comp = gmm_nucleus_pixels(feats, lambda m: m[:, 0], background, params, params.gmm_components_bright)
+        return comp.reshape(candidate.shape) & candidate
+    mask = np.zeros(candidate.shape, dtype=bool)
+    mask[candidate] = gmm_nucleus_pixels(lab[candidate], score_of, background, params, params.gmm_components)
+    return mask
 
 
 # ----------------------------------------------------------------------------- pipeline
@@ -198,14 +226,7 @@ def nucleus_mask(rgb: np.ndarray, params: MaskParams | None = None) -> np.ndarra
     candidate = signal > local
     if candidate.sum() < 2 * params.gmm_components:
         return np.zeros(gray.shape, dtype=bool)  # nothing stands out: an empty field, not an error
-    # 4. GMM on colour separates nuclei from red cells / cytoplasm that also passed step 3
-    lab = color.rgb2lab(stretched)
-    feats = lab[candidate] if polarity == "dark" else lab[candidate][:, :1]  # fluorescence: colour is noise
-    if polarity == "bright":
-        signal_of = lambda m: m[:, 0]  # noqa: E731 - means are L* only
-    else:
-        signal_of = lambda m: nucleus_signal(m, "dark", params.blue_weight)  # noqa: E731
-    mask = np.zeros(gray.shape, dtype=bool)
-    mask[candidate] = gmm_nucleus_pixels(feats, signal_of, params)
+    # 4. GMM separates nuclei from the other things that passed step 3 (see _gmm_mask)
+    mask = _gmm_mask(stretched, candidate, polarity, params)
     # 5. morphological clean-up
     return cleanup(mask, params)
