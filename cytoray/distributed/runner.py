@@ -17,6 +17,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -74,8 +75,14 @@ def run_stage(
     cache_root: str | Path,
     run_cfg,
     use_cache: bool = True,
+    loop: Callable[[dict], None] | None = None,
 ) -> StageResult:
-    """Train `stage` (or reuse its cached result) and return its final artefacts."""
+    """Train `stage` (or reuse its cached result) and return its final artefacts.
+
+    `loop` replaces the generator loop (e.g. the classifier loop); it gets the same
+    `train_loop_config` and must report checkpoints holding STATE_FILE (with
+    `["state"]["history"]`), BEST_FILE and META_FILE.
+    """
     from ray.train import CheckpointConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -93,7 +100,7 @@ def run_stage(
     if run_cfg.use_gpu:
         resources["GPU"] = getattr(run_cfg, "gpus_per_worker", 1.0)
     trainer = TorchTrainer(
-        train_loop_per_worker=_loop,
+        train_loop_per_worker=loop or _loop,
         train_loop_config={
             "stage": stage,
             "params": params,
@@ -103,6 +110,7 @@ def run_stage(
             "label": label,
             "seed": run_cfg.seed,
             "sample_every": run_cfg.sample_every,
+            "checkpoint_every": run_cfg.checkpoint_every,
             "mixed_precision": run_cfg.mixed_precision,
             "threads": run_cfg.cpus_per_worker,
         },

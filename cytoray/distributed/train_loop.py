@@ -1,8 +1,9 @@
 """The Ray Train loop that runs any generator stage (`train_loop_per_worker`).
 
 The whole (small) training split lives on the device as tensors; a batch is an index into
-them, so the hot loop does no disk reads and no per-sample Python decoding. Rank 0 writes a
-checkpoint every epoch through `ray.train.report`; a killed run started again with the same
+them, so the hot loop does no disk reads and no per-sample Python decoding. Every rank reports
+metrics each epoch; rank 0 attaches a checkpoint every `checkpoint_every` epochs and at the
+end through `ray.train.report`; a killed run started again with the same
 name and storage path resumes from it. With several workers the models are wrapped in DDP
 and each rank takes a disjoint shard of every epoch's permutation.
 """
@@ -109,7 +110,7 @@ def train_loop_per_worker(config: dict) -> None:
     meta = {"stage": stage.name, "label": config["label"], "generator_kwargs": stage.generator_kwargs(), "params": p}
     for epoch in range(state["epoch"] + 1, epochs):
         # 4. One epoch: a shared permutation, this rank's shard, batches of >= 2 (BatchNorm).
-        t0 = time.perf_counter()
+        t0, started = time.perf_counter(), time.time()
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))[rank::world]
         sums: dict[str, float] = defaultdict(float)
         steps = seen = 0
@@ -127,7 +128,9 @@ def train_loop_per_worker(config: dict) -> None:
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
         metrics = {k: v / max(steps, 1) for k, v in sums.items()}
-        metrics.update(epoch=epoch, images_per_s=seen * world / dt, epoch_s=dt)
+        # images_per_s counts the training steps only; epoch_start lets a benchmark measure whole
+        # epochs (validation, checkpoint and report included) from consecutive reports.
+        metrics.update(epoch=epoch, images_per_s=seen * world / dt, epoch_s=dt, epoch_start=started)
 
         # 5. Validation (CGAN: G loss on val pairs) and best-generator selection.
         bare = {k: unwrap(m) for k, m in models.items()}
@@ -144,10 +147,14 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0 and (epoch % int(config["sample_every"]) == 0 or epoch == epochs - 1):
             grids[f"epoch_{epoch:04d}.png"] = _png(stage.grid(bare, fixed))
 
-        # 6. Report; rank 0 attaches the checkpoint (resume point and final artefact).
+        # 6. Report every epoch; rank 0 attaches a checkpoint every `checkpoint_every` epochs
+        #    and at the end (the resume point and the final artefact).
+        last = epoch == epochs - 1
+        with_ckpt = rank == 0 and (last or (epoch + 1) % int(config.get("checkpoint_every", 1)) == 0)
         if rank == 0:
             shown = " ".join(f"{k} {metrics[k]:.4f}" for k in ("loss_d", "loss_g", "mse", "val_loss_g") if k in metrics)
             print(f"[{config['label']}] epoch {epoch + 1}/{epochs} {shown} ({metrics['images_per_s']:.1f} img/s)", flush=True)
+        if with_ckpt:
             with tempfile.TemporaryDirectory() as d:
                 _save(Path(d), bare, opts, gen, state, best, grids, {**meta, "best_epoch": state["best_epoch"], "epoch": epoch})
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))

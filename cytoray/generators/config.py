@@ -73,6 +73,7 @@ class RunConfig:
     cpus_per_worker: int = 1  # CPU slots a worker reserves
     mixed_precision: bool = True  # bf16 autocast on CUDA only (CPU always float32)
     sample_every: int = 5  # epochs between logged sample grids
+    checkpoint_every: int = 5  # epochs between checkpoints (resume points); the last epoch always
     keep_checkpoints: int = 2  # Ray Train checkpoints kept per stage
     storage_path: str | None = None  # Ray Train storage (absolute path or URI); None = <out>/ray
     seed: int = 0  # seeds init, batches and latent draws

@@ -1,0 +1,46 @@
+"""Strict configs: YAML files match the dataclass defaults, unknown keys name key and file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cytoray.config import load, to_dict
+from cytoray.errors import ConfigError
+from cytoray.generators.config import GeneratorTrainConfig
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_base_yaml_documents_every_default():
+    """configs/models/syncgan.yaml lists every key with the dataclass default (comments stay true)."""
+    assert to_dict(load(GeneratorTrainConfig, CONFIGS / "models" / "syncgan.yaml")) == to_dict(GeneratorTrainConfig())
+
+
+def test_experiment_file_holds_only_differences():
+    cfg = load(GeneratorTrainConfig, CONFIGS / "models" / "syncgan_paper.yaml")
+    assert cfg.data.size == 256 and cfg.cgan.epochs == 200 and cfg.mask_gan.epochs == 1600
+    assert cfg.cgan.lam == 100.0  # inherited from the base
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("cgan:\n  lamda: 10\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*unknown key 'lamda'.*valid keys: .*lam"):
+        load(GeneratorTrainConfig, p)
+
+
+def test_bad_values_and_overrides(tmp_path):
+    with pytest.raises(ConfigError, match="cgan.epochs: expected an integer"):
+        load(GeneratorTrainConfig, None, ["cgan.epochs=ten"])
+    with pytest.raises(ConfigError, match="flip_rate"):
+        load(GeneratorTrainConfig, None, ["mask_gan.flip_rate=0.7"])
+    with pytest.raises(ConfigError, match="not one of"):
+        load(GeneratorTrainConfig, None, ["cgan.norm=group"])
+    with pytest.raises(ConfigError, match="config file not found"):
+        load(GeneratorTrainConfig, tmp_path / "missing.yaml")
+    (tmp_path / "broken.yaml").write_text("cgan: [1, 2\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load(GeneratorTrainConfig, tmp_path / "broken.yaml")
+    assert load(GeneratorTrainConfig, None, ["cgan.lam=10", "data.size=32"]).cgan.lam == 10.0
