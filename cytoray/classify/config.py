@@ -1,0 +1,102 @@
+"""Classifier and augmentation configs: every key has a default and a one-line reason.
+
+`ClassifierConfig.validate()` rejects what can be rejected without data (unknown network,
+non-positive budgets, a weights file that is not there); `check_size(data_size)` rejects a
+network that cannot take the images (e.g. Inception-V3 below 75 px) before any job starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+from ..config import ConfigError, flatten, to_dict
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+    """Traditional augmentation (SynCGAN Tab. 2 "Trad"): flips, rotation, Gaussian noise."""
+
+    hflip: float = 0.5  # probability of a horizontal flip (paper: random horizontal flips)
+    vflip: float = 0.5  # probability of a vertical flip (paper: random vertical flips)
+    rot90: bool = True  # random multiple of 90 degrees: smears have no "up", and it is lossless
+    max_angle: float = 15.0  # extra rotation drawn from [-max_angle, max_angle] degrees; 0 = off
+    noise_std: float = 0.03  # Gaussian noise std as a fraction of the intensity range (~8 of 255 levels)
+
+    def validate(self) -> None:
+        for k in ("hflip", "vflip"):
+            p = getattr(self, k)
+            if not 0.0 <= p <= 1.0:
+                raise ConfigError(f"augment.{k}={p}: a probability must lie in [0, 1]")
+        if not 0.0 <= self.max_angle <= 180.0:
+            raise ConfigError(f"augment.max_angle={self.max_angle}: must lie in [0, 180] degrees")
+        if not 0.0 <= self.noise_std <= 0.5:
+            raise ConfigError(f"augment.noise_std={self.noise_std}: must lie in [0, 0.5] (fraction of the range)")
+
+
+@dataclasses.dataclass
+class ClassifierConfig:
+    """One downstream classifier run (SynCGAN §4: ResNet-152, DenseNet-161, Inception-V3)."""
+
+    name: str = "resnet18"  # one of cytoray.nets.classifiers.CLASSIFIERS; smallcnn for CPU smoke runs
+    epochs: int = 30  # the best epoch is chosen on validation, so extra epochs cost time, not test accuracy
+    batch_size: int = 16  # 90 real + 180 synthetic images → ~17 steps an epoch
+    lr: float = 1e-3  # Adam default; fine from scratch on small sets
+    weight_decay: float = 1e-4  # mild regularisation for 90-image training sets
+    optimizer: Literal["adam", "adamw"] = "adam"  # adam: L2 in the gradient; adamw: decoupled decay
+    image_size: int | None = None  # network input side; None = the data's size (resized on the device otherwise)
+    weights_path: str | None = None  # local ImageNet state dict; None trains from scratch (nothing downloads)
+    online_augment: bool = False  # per-batch flips/rotation/noise on the device (on top of any policy)
+    label_smoothing: float = 0.0  # cross-entropy label smoothing; 0 = plain CE as in the paper
+    aux_weight: float = 0.4  # Inception-V3 auxiliary-logit loss weight (Szegedy et al.); used at >= 299 px
+    sampler: Literal["shuffle", "balanced"] = "shuffle"  # shuffle: policies are class-balanced by construction
+    eval_batch_size: int = 64  # inference batch for validation/test (no gradients, so larger)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)  # online augment settings
+
+    def validate(self) -> None:
+        from ..nets.classifiers import CLASSIFIERS
+
+        if self.name not in CLASSIFIERS:
+            raise ConfigError(f"classifier.name={self.name!r}: unknown network (valid: {', '.join(CLASSIFIERS)})")
+        for k in ("epochs", "batch_size", "lr", "eval_batch_size"):
+            if getattr(self, k) <= 0:
+                raise ConfigError(f"classifier.{k}={getattr(self, k)}: must be > 0")
+        if self.batch_size < 2:
+            raise ConfigError(f"classifier.batch_size={self.batch_size}: BatchNorm needs batches of at least 2")
+        if self.weight_decay < 0 or self.aux_weight < 0:
+            raise ConfigError("classifier.weight_decay and classifier.aux_weight must be >= 0")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"classifier.label_smoothing={self.label_smoothing}: must lie in [0, 1)")
+        if self.image_size is not None:
+            self.check_size(self.image_size)
+        if self.weights_path is not None and not Path(self.weights_path).is_file():
+            raise ConfigError(
+                f"classifier.weights_path={self.weights_path}: file not found; point it to a local state dict "
+                "(e.g. torchvision's ImageNet .pth) or set it to null to train from scratch"
+            )
+        self.augment.validate()
+
+    def check_size(self, data_size: int) -> int:
+        """The network's input side for images of `data_size` px; ConfigError if it cannot take it."""
+        from ..nets.classifiers import min_image_size
+
+        size = int(self.image_size or data_size)
+        need = min_image_size(self.name)
+        if size < need:
+            where = "classifier.image_size" if self.image_size else "the data size (data.size)"
+            raise ConfigError(
+                f"classifier {self.name!r} needs images of at least {need} px but {where} is {size}; "
+                f"set classifier.image_size >= {need} (resized on the device) or pick a smaller network"
+            )
+        return size
+
+    def weights_tag(self) -> str:
+        """What the run's params record: 'imagenet:<path>' or 'scratch'."""
+        return f"imagenet:{Path(self.weights_path).resolve()}" if self.weights_path else "scratch"
+
+    def params(self, data_size: int) -> dict[str, Any]:
+        """Flat params for tracking: every key, the effective input size, and the weights source."""
+        p = flatten(to_dict(self))
+        p.update(weights=self.weights_tag(), input_size=self.check_size(data_size))
+        return p

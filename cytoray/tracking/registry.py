@@ -1,0 +1,119 @@
+"""Model registry: register the best trial's generators/classifier, move `champion` only when
+a new version beats it under the same split protocol, and pull a version in a fresh process.
+
+A registered model is an MLflow pyfunc whose artefact is a cytoray bundle folder (generator
+bundle or classifier folder), so `cytoray pull NAME@ALIAS` needs only the tracking URI.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import mlflow.pyfunc
+
+from ..errors import CytorayError
+
+CHAMPION = "champion"
+
+
+class BundleModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper: predict({"n": [..], "cls": [..], "seed": [..]}) samples images from a generator bundle."""
+
+    def load_context(self, context):
+        from ..generators import load_bundle
+
+        self.gen = load_bundle(context.artifacts["bundle"])
+
+    def predict(self, context, model_input, params=None):
+        import numpy as np
+
+        rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
+        out = []
+        for r in rows:
+            imgs, _ = self.gen.sample(int(r["n"]), str(r["cls"]), seed=int(r.get("seed", 0)))
+            out.append(np.asarray(imgs))
+        return out
+
+
+def _requirements() -> list[str]:
+    import torch
+    import torchvision
+
+    return [f"torch=={torch.__version__.split('+')[0]}", f"torchvision=={torchvision.__version__.split('+')[0]}", "cytoray"]
+
+
+def register(name: str, bundle_dir: str | Path, *, score: float, protocol: str, metric: str, higher_is_better: bool = True,
+             tags: dict | None = None) -> tuple[str, bool]:
+    """Log `bundle_dir` as a pyfunc model and register it as a new version of `name`.
+
+    The `champion` alias moves to it when there is no champion yet, or when it beats the
+    champion on `metric` under the same split protocol; a champion measured under another
+    protocol is never displaced (the figures are not comparable). Returns (version, promoted).
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = _stage_bundle(Path(bundle_dir), Path(tmp) / "bundle")
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=BundleModel(),
+            artifacts={"bundle": str(staged)},
+            pip_requirements=_requirements(),
+        )  # linked to the active run, if any
+    mv = mlflow.register_model(info.model_uri, name)
+    version_tags = {"cytoray.protocol": protocol, "cytoray.metric": metric, "cytoray.score": repr(float(score)), **(tags or {})}
+    for k, v in version_tags.items():
+        client.set_model_version_tag(name, mv.version, k, str(v))
+    promoted = _maybe_promote(client, name, mv.version, score, protocol, metric, higher_is_better)
+    return str(mv.version), promoted
+
+
+def _stage_bundle(src: Path, dst: Path) -> Path:
+    """Copy only the bundle's own files (meta, weights, grids, small data), never a stage cache."""
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.is_file() and f.suffix in (".json", ".pt", ".npz"):
+            shutil.copy2(f, dst / f.name)
+    if (src / "grids").is_dir():
+        shutil.copytree(src / "grids", dst / "grids")
+    return dst
+
+
+def _maybe_promote(client, name, version, score, protocol, metric, higher_is_better) -> bool:
+    try:
+        champ = client.get_model_version_by_alias(name, CHAMPION)
+    except Exception:
+        champ = None
+    if champ is not None:
+        t = champ.tags
+        if t.get("cytoray.protocol") != protocol or t.get("cytoray.metric") != metric:
+            return False  # not comparable: keep the champion (a reviewer compares like with like)
+        old = float(t["cytoray.score"])
+        if not (score > old if higher_is_better else score < old):
+            return False
+    client.set_registered_model_alias(name, CHAMPION, version)
+    return True
+
+
+def pull(ref: str, dst: str | Path | None = None) -> Path:
+    """Download `NAME@ALIAS` (or `NAME/VERSION`) and return the local bundle folder."""
+    if "@" in ref:
+        uri = f"models:/{ref}"
+    elif "/" in ref:
+        uri = f"models:/{ref}"
+    else:
+        raise CytorayError(f"'{ref}': give a registered model as NAME@ALIAS (e.g. syncgan@champion) or NAME/VERSION")
+    dst = Path(dst or tempfile.mkdtemp(prefix="cytoray-pull-"))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+    except Exception as e:
+        raise CytorayError(f"{ref}: not found in the registry at {mlflow.get_tracking_uri()} ({str(e).splitlines()[0][:200]}); "
+                           "check the name/alias and --tracking-uri") from None
+    bundle = local / "artifacts" / "bundle"
+    if not bundle.is_dir():
+        raise CytorayError(f"{ref}: the registered model has no cytoray bundle (artifacts/bundle)")
+    return bundle
