@@ -117,9 +117,9 @@ def test_policy_aliases_and_generic_parsing():
 
 def test_unknown_policy_lists_valid_names():
     with pytest.raises(CytorayError) as e:
-        parse_policy("orig+cyclegan")
+        parse_policy("orig+nosuchgan")
     msg = str(e.value)
-    assert "'cyclegan'" in msg and "syncgan-only" in msg and "trad+syncgan" in msg and "gan, syncgan" in msg
+    assert "'nosuchgan'" in msg and "syncgan-only" in msg and "trad+syncgan" in msg and "gan, syncgan" in msg
     with pytest.raises(CytorayError, match="twice"):
         parse_policy("orig+gan+gan")
 

@@ -46,7 +46,6 @@ from .config import ClassifierConfig
 from .policies import set_key
 
 STAGE = "classifier"
-TEST_FILE = "test.npz"
 _MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics: what torchvision weights expect, harmless from scratch
 _STD = (0.229, 0.224, 0.225)
 
@@ -258,8 +257,10 @@ def classifier_loop(config: dict) -> None:
 # ----------------------------------------------------------------------------- driver
 
 
-def _check_sets(train: ImageSet, val: ImageSet, test: ImageSet) -> None:
+def _check_sets(train: ImageSet, val: ImageSet, test: ImageSet | None) -> None:
     for what, ds in (("validation", val), ("test", test)):
+        if ds is None:
+            continue
         if tuple(ds.class_names) != tuple(train.class_names):
             raise CytorayError(f"{what} classes {list(ds.class_names)} differ from training classes {list(train.class_names)}")
         if len(ds) == 0:
@@ -271,12 +272,15 @@ def _check_sets(train: ImageSet, val: ImageSet, test: ImageSet) -> None:
         raise CytorayError(f"training set has no images of class {absent[0]!r}; check the policy and the split")
 
 
-def _result(final: Path, cached: bool, seconds: float, params: dict) -> ClassifierResult:
+def _result(final: Path, cached: bool, seconds: float, params: dict, test_file: str | None) -> ClassifierResult:
     from ..distributed.train_loop import BEST_FILE, META_FILE
 
     done = json.loads((final / "done.json").read_text())
     meta = json.loads((final / META_FILE).read_text())
-    t = np.load(final / TEST_FILE)
+    if test_file is None:  # not evaluated on test (a search trial)
+        t = {"prob": np.zeros((0, 0)), "labels": np.zeros(0, np.int64), "names": np.array([], dtype=str)}
+    else:
+        t = np.load(final / test_file)
     return ClassifierResult(
         history=done["history"],
         best_epoch=int(meta["best_epoch"]),
@@ -295,7 +299,7 @@ def _result(final: Path, cached: bool, seconds: float, params: dict) -> Classifi
 def train_classifier(
     train: ImageSet,
     val: ImageSet,
-    test: ImageSet,
+    test: ImageSet | None,
     cfg: ClassifierConfig,
     *,
     label: str,
@@ -304,12 +308,16 @@ def train_classifier(
     run_cfg,
     seed: int,
     use_cache: bool = True,
+    callbacks: list | None = None,
 ) -> ClassifierResult:
     """Train one classifier on `train` (Ray Train), pick its best epoch on `val`, predict `test` once.
 
     `run_cfg` is a `generators.config.RunConfig` (workers, GPU, storage); `seed` replaces its
     seed. Everything that can be rejected (config, image size, mismatched splits) is rejected
-    before any job starts.
+    before any job starts. `test=None` trains (or reuses) the model without touching the test
+    split: a search trial selects on validation only, and the study evaluates the chosen
+    configuration's test split once at the end through the same cached model. `callbacks`
+    go to Ray Train (e.g. Tune's report callback, so ASHA sees each validation epoch).
     """
     from ..distributed.runner import run_stage, stage_key
     from ..distributed.train_loop import BEST_FILE
@@ -324,20 +332,17 @@ def train_classifier(
         params["weights_sha256"] = sha256_file(cfg.weights_path)
     run_params = {
         **cfg.params(int(train.images.shape[1])),
-        "seed": seed, "n_train": len(train), "n_val": len(val), "n_test": len(test),
+        "seed": seed, "n_train": len(train), "n_val": len(val), "n_test": len(test) if test is not None else 0,
         **{f"n_train.{c}": n for c, n in train.counts().items()},
         "train_source": train.source,
     }
 
-    # 2. Cache: the key covers config, caller's data key, set compositions, seed.
-    dkey = f"{data_key}|train={set_key(train)}|val={set_key(val)}|test={set_key(test)}"
-    cache_root = Path(cache_root).resolve()
-    final = cache_root / f"{label}-{stage_key(STAGE, params, dkey, seed)}" / "final"
-    if use_cache and (final / "done.json").is_file() and (final / TEST_FILE).is_file():
-        print(f"[cache] {label}: reusing {final}", file=sys.stderr, flush=True)
-        return _result(final, True, 0.0, run_params)
+    # 2. Cache key: config, caller's data key, train/val compositions, seed. The test split does
+    #    not shape the model, so it is not in the key; its predictions are stored per test set.
+    dkey = f"{data_key}|train={set_key(train)}|val={set_key(val)}"
+    test_file = None if test is None else f"test-{set_key(test)}.npz"
 
-    # 3. Train under Ray Train (or reuse a finished run whose test file is missing).
+    # 3. Train under Ray Train, or reuse the finished run (run_stage's cache).
     res = run_stage(
         STAGE,
         params,
@@ -350,14 +355,17 @@ def train_classifier(
         run_cfg=dataclasses.replace(run_cfg, seed=seed),
         use_cache=use_cache,
         loop=classifier_loop,
+        callbacks=callbacks,
     )
+    if test_file is None or (res.dir / test_file).is_file():
+        return _result(res.dir, res.cached, res.seconds, run_params, test_file)
 
     # 4. The one test evaluation: best-on-validation model, on the driver, stored with the run.
     device = torch.device("cuda" if run_cfg.use_gpu and torch.cuda.is_available() else "cpu")
     model = build_classifier(cfg.name, len(train.class_names), size)
     model.load_state_dict(torch.load(res.dir / BEST_FILE, map_location="cpu"))
     prob = predict_proba(model.to(device), to_input(test.images, size, device), cfg.eval_batch_size)
-    with atomic_path(res.dir / TEST_FILE) as tmp:
+    with atomic_path(res.dir / test_file) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, prob=prob, labels=test.labels, names=np.array(test.names))
-    return _result(res.dir, res.cached, res.seconds, run_params)
+    return _result(res.dir, res.cached, res.seconds, run_params, test_file)

@@ -76,6 +76,7 @@ def run_stage(
     run_cfg,
     use_cache: bool = True,
     loop: Callable[[dict], None] | None = None,
+    callbacks: list | None = None,
 ) -> StageResult:
     """Train `stage` (or reuse its cached result) and return its final artefacts.
 
@@ -120,6 +121,7 @@ def run_stage(
             storage_path=str(storage),
             checkpoint_config=CheckpointConfig(num_to_keep=run_cfg.keep_checkpoints),
             logging_config=LoggingConfig(log_level="WARNING"),  # our own per-epoch line is the progress
+            callbacks=callbacks or [],
         ),
     )
     t0 = time.perf_counter()
