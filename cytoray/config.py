@@ -93,7 +93,14 @@ def _build(cls: type[T], data: dict, where: str) -> T:
         raise ConfigError(
             f"{where}: unknown key '{unknown[0]}' (valid keys: {', '.join(sorted(fields))})"
         )
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    kwargs = {}
+    for k, v in data.items():
+        f = fields[k]
+        # A partial mapping for a nested config starts from the parent's own default for it
+        # (e.g. a study whose classifier defaults to smallcnn keeps smallcnn under `classifier.epochs=2`).
+        if isinstance(v, dict) and dataclasses.is_dataclass(hints[k]) and f.default_factory is not dataclasses.MISSING:
+            v = deep_merge(dataclasses.asdict(f.default_factory()), v)
+        kwargs[k] = _coerce(v, hints[k], f"{where}.{k}")
     return cls(**kwargs)
 
 

@@ -44,3 +44,11 @@ def test_bad_values_and_overrides(tmp_path):
     with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
         load(GeneratorTrainConfig, tmp_path / "broken.yaml")
     assert load(GeneratorTrainConfig, None, ["cgan.lam=10", "data.size=32"]).cgan.lam == 10.0
+
+
+def test_partial_nested_override_keeps_the_parents_defaults():
+    from cytoray.distributed.study import RatioStudyConfig
+
+    cfg = load(RatioStudyConfig, None, ["classifier.epochs=2", "cgan.lam=5"])
+    assert cfg.classifier.name == "smallcnn" and cfg.classifier.epochs == 2  # the study's default, not the class's
+    assert cfg.cgan.g_base == 16 and cfg.cgan.epochs == 10 and cfg.cgan.lam == 5.0

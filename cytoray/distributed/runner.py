@@ -99,7 +99,7 @@ def run_stage(
     storage = Path(run_cfg.storage_path).resolve() if run_cfg.storage_path else cache_root / "ray"
     resources = {"CPU": run_cfg.cpus_per_worker}
     if run_cfg.use_gpu:
-        resources["GPU"] = getattr(run_cfg, "gpus_per_worker", 1.0)
+        resources["GPU"] = run_cfg.gpus_per_worker
     trainer = TorchTrainer(
         train_loop_per_worker=loop or _loop,
         train_loop_config={

@@ -54,6 +54,7 @@ class SearchSpace:
         out = []
         for k in self.space:
             v = point[k]
+            v = v.item() if hasattr(v, "item") else v  # numpy scalars from Tune's result frames
             if isinstance(v, float):
                 v = round(v, 10)
             out.append(f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}")

@@ -71,6 +71,7 @@ class RunConfig:
     num_workers: int = 1  # Ray Train workers; > 1 runs DDP
     use_gpu: bool = False  # one GPU per worker
     cpus_per_worker: int = 1  # CPU slots a worker reserves
+    gpus_per_worker: float = 1.0  # GPU share per worker when use_gpu (0.25: four small trials share a GPU)
     mixed_precision: bool = True  # bf16 autocast on CUDA only (CPU always float32)
     sample_every: int = 5  # epochs between logged sample grids
     checkpoint_every: int = 5  # epochs between checkpoints (resume points); the last epoch always

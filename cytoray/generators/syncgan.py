@@ -74,7 +74,8 @@ class SynCGAN:
 
     # -- training ---------------------------------------------------------------
     @staticmethod
-    def train_stages(train: ImageSet, val: ImageSet, cfg: GeneratorTrainConfig, cache_root, data_key: str) -> dict[str, StageResult]:
+    def train_stages(train: ImageSet, val: ImageSet, cfg: GeneratorTrainConfig, cache_root, data_key: str,
+                     use_cache: bool = True) -> dict[str, StageResult]:
         size = int(train.images.shape[1])
         print(f"[syncgan] nucleus masks ({cfg.masks.source}) for {len(train)} train + {len(val)} val images", file=sys.stderr, flush=True)
         m_train, m_val = nucleus_masks(train, cfg.masks.source), nucleus_masks(val, cfg.masks.source)
@@ -87,7 +88,7 @@ class SynCGAN:
                 train={"mask": masks_to_unit(m_train[sel])}, val=None,
                 fixed={"z": _seeded_z(16, mp["z_dim"], 1234)},
                 label=f"mask_gan-{cls}", data_key=f"{data_key}:{cfg.masks.source}:{cls}",
-                cache_root=cache_root, run_cfg=cfg.run,
+                cache_root=cache_root, run_cfg=cfg.run, use_cache=use_cache,
             )  # fmt: skip
         cp = stage_params(cfg.cgan, size)
         fixed_idx = np.arange(min(8, len(val)))
@@ -97,13 +98,14 @@ class SynCGAN:
             val={"mask": masks_to_unit(m_val), "image": to_unit(val.images)},
             fixed={"mask": masks_to_unit(m_val[fixed_idx]), "image": to_unit(val.images[fixed_idx])},
             label="cgan", data_key=f"{data_key}:{cfg.masks.source}",
-            cache_root=cache_root, run_cfg=cfg.run,
+            cache_root=cache_root, run_cfg=cfg.run, use_cache=use_cache,
         )  # fmt: skip
         return results
 
     @classmethod
-    def train(cls, train: ImageSet, val: ImageSet, cfg: GeneratorTrainConfig, out, cache_root, data_key: str) -> tuple[Path, dict]:
-        res = cls.train_stages(train, val, cfg, cache_root, data_key)
+    def train(cls, train: ImageSet, val: ImageSet, cfg: GeneratorTrainConfig, out, cache_root, data_key: str,
+              use_cache: bool = True) -> tuple[Path, dict]:
+        res = cls.train_stages(train, val, cfg, cache_root, data_key, use_cache)
         meta = {
             "generator": "syncgan",
             "classes": list(train.class_names),

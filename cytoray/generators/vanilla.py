@@ -21,14 +21,15 @@ class VanillaGAN:
         self.gens, self.meta, self.classes = {k: g.eval() for k, g in gens.items()}, meta, list(meta["classes"])
 
     @classmethod
-    def train(cls, train: ImageSet, val: ImageSet, cfg: GeneratorTrainConfig, out, cache_root, data_key: str):
+    def train(cls, train: ImageSet, val: ImageSet, cfg: GeneratorTrainConfig, out, cache_root, data_key: str,
+              use_cache: bool = True):
         p = stage_params(cfg.gan, int(train.images.shape[1]))
         res = {}
         for c, name in enumerate(train.class_names):
             res[f"gan/{name}"] = run_stage(
                 "gan", p, train={"image": to_unit(train.images[train.labels == c])}, val=None,
                 fixed={"z": _seeded_z(16, p["z_dim"], 1234)}, label=f"gan-{name}",
-                data_key=f"{data_key}:{name}", cache_root=cache_root, run_cfg=cfg.run,
+                data_key=f"{data_key}:{name}", cache_root=cache_root, run_cfg=cfg.run, use_cache=use_cache,
             )  # fmt: skip
         meta = {
             "generator": "gan",

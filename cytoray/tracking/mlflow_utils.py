@@ -19,6 +19,7 @@ def setup(experiment: str, uri: str | None = None) -> str:
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)  # sqlite schema migration chatter
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per download is noise in logs
     u = tracking_uri(uri)
     mlflow.set_tracking_uri(u)
     mlflow.set_experiment(experiment)

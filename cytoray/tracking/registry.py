@@ -46,7 +46,7 @@ def _requirements() -> list[str]:
 
 
 def register(name: str, bundle_dir: str | Path, *, score: float, protocol: str, metric: str, higher_is_better: bool = True,
-             tags: dict | None = None) -> tuple[str, bool]:
+             tags: dict | None = None, python_model: mlflow.pyfunc.PythonModel | None = None) -> tuple[str, bool]:
     """Log `bundle_dir` as a pyfunc model and register it as a new version of `name`.
 
     The `champion` alias moves to it when there is no champion yet, or when it beats the
@@ -60,7 +60,7 @@ def register(name: str, bundle_dir: str | Path, *, score: float, protocol: str, 
         staged = _stage_bundle(Path(bundle_dir), Path(tmp) / "bundle")
         info = mlflow.pyfunc.log_model(
             name=name,
-            python_model=BundleModel(),
+            python_model=python_model or BundleModel(),
             artifacts={"bundle": str(staged)},
             pip_requirements=_requirements(),
         )  # linked to the active run, if any

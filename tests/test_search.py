@@ -1,0 +1,43 @@
+"""Search spaces from YAML: keys checked against the study config, points become overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cytoray.config import to_dict
+from cytoray.distributed.search import load_search_space
+from cytoray.distributed.study import RatioStudyConfig, apply_point
+from cytoray.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name", ["syncgan_ratio.yaml", "syncgan_ratio_paper.yaml"])
+def test_shipped_spaces_load_and_apply(name):
+    cfg = RatioStudyConfig()
+    space = load_search_space(CONFIGS / "search" / name, cfg)
+    tune_space = space.to_tune()
+    assert set(tune_space) == {"cgan.lam", "mask_gan.smooth_real_low", "mask_gan.smooth_fake_high", "mask_gan.flip_rate", "ratio"}
+    point = {k: d.sample() for k, d in tune_space.items()}
+    new = apply_point(to_dict(cfg), space.overrides(point))
+    assert new.ratio == pytest.approx(point["ratio"]) and new.cgan.lam == pytest.approx(point["cgan.lam"])
+    assert new.mask_gan.flip_rate == pytest.approx(point["mask_gan.flip_rate"])
+
+
+def test_bad_spaces_name_key_and_file(tmp_path):
+    cfg = RatioStudyConfig()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("space:\n  cgan.lamda: {dist: uniform, low: 1, high: 2}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: space key 'cgan.lamda' is not a setting"):
+        load_search_space(bad, cfg)
+    bad.write_text("space:\n  cgan.lam: {dist: loguniform, low: 0, high: 2}\n")
+    with pytest.raises(ConfigError, match="log scale needs low > 0"):
+        load_search_space(bad, cfg)
+    bad.write_text("space:\n  ratio: {dist: normal, mean: 1}\n")
+    with pytest.raises(ConfigError, match="'dist' must be one of"):
+        load_search_space(bad, cfg)
+    bad.write_text("spaces: {}\n")
+    with pytest.raises(ConfigError, match="unknown key 'spaces'"):
+        load_search_space(bad, cfg)
