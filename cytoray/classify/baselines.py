@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 from ..config import ConfigError, DataConfig
-from ..errors import CytorayError
 from ..generators.config import CGANConfig, GeneratorTrainConfig, LatentGANConfig, MasksConfig, RunConfig
 from .config import ClassifierConfig
 

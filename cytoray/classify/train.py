@@ -30,7 +30,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -319,7 +318,7 @@ def train_classifier(
     configuration's test split once at the end through the same cached model. `callbacks`
     go to Ray Train (e.g. Tune's report callback, so ASHA sees each validation epoch).
     """
-    from ..distributed.runner import run_stage, stage_key
+    from ..distributed.runner import run_stage
     from ..distributed.train_loop import BEST_FILE
     from ..nets.classifiers import build_classifier
 

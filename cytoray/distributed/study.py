@@ -10,13 +10,10 @@ touched once, at the end, for the best configuration only.
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 
 from ..classify.baselines import generator_config
 from ..classify.config import ClassifierConfig

@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import tempfile
 import time
 from collections import defaultdict

@@ -1,4 +1,4 @@
-"""`cytoray train syncgan|gan` and `cytoray generate`."""
+"""`cytoray train syncgan|gan`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 
 def load_train_config(a: argparse.Namespace):
@@ -73,21 +72,4 @@ def train_from_args(a: argparse.Namespace) -> int:
         first, last = h[0], h[-1]
         print(f"  {label:<22} loss_g {first['loss_g']:.3f} → {last['loss_g']:.3f}  loss_d {first['loss_d']:.3f} → {last['loss_d']:.3f}"
               + ("  (cached)" if res.cached else f"  {res.seconds:.0f}s"))
-    return 0
-
-
-def generate_from_args(a: argparse.Namespace) -> int:
-    from ..io import atomic_dir, save_png
-    from . import load_bundle
-
-    gen = load_bundle(a.checkpoint)
-    images, masks = gen.sample(a.n, a.cls, seed=a.seed)
-    dest = Path(a.out) / a.cls
-    with atomic_dir(dest, overwrite=True) as tmp:
-        for i, im in enumerate(images):
-            save_png(tmp / f"{a.cls}_synth_{i:04d}.png", im)
-            if masks is not None:
-                save_png(tmp / "masks" / f"{a.cls}_synth_{i:04d}.png", (masks[i] * 255).astype(np.uint8))
-    extra = " and the masks that produced them" if masks is not None else ""
-    print(f"wrote {a.n} synthetic '{a.cls}' images{extra} to {dest}")
     return 0

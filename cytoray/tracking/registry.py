@@ -7,7 +7,6 @@ bundle or classifier folder), so `cytoray pull NAME@ALIAS` needs only the tracki
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path

@@ -1,0 +1,130 @@
+"""The search study end to end: MLflow parent + one child per trial, registry pull in a fresh
+process, resume after SIGKILL, and a real two-node Ray cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = ROOT / "studies" / "syncgan_ratio.py"
+TINY = ["--set", "tune.num_samples=3", "--set", "tune.grace_period=1"]
+
+
+def run(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    e = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
+
+
+def mlflow_runs(db: Path, experiment: str = "syncgan_ratio"):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("study")
+    r = run([str(STUDY), "--smoke-test", "--out", str(tmp / "study"), *TINY], cwd=tmp)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    return tmp, r
+
+
+def test_study_writes_parent_and_one_child_per_trial(smoke_study):
+    tmp, r = smoke_study
+    client, parents, children = mlflow_runs(tmp / "mlflow.db")
+    assert len(parents) == 1 and len(children) == 3
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert len({c.data.tags["cytoray.trial_id"] for c in children}) == 3
+    p = parents[0].data
+    assert "best_test_balanced_accuracy" in p.metrics and p.params["tune.num_samples"] == "3"
+    finished = [c for c in children if "fid_val_inception/all" in c.data.metrics]
+    assert finished and all("val_balanced_accuracy" in c.data.metrics and "ratio" in c.data.params for c in finished)
+    best = json.loads((tmp / "study" / "best.json").read_text())
+    assert set(best["test"]) == {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc"}
+    assert "Best configuration, test split (scored once)" in r.stdout and "mlflow ui --backend-store-uri" in r.stdout
+
+
+def test_pull_and_classify_from_registry_in_a_fresh_process(smoke_study):
+    tmp, _ = smoke_study
+    r = run(["-m", "cytoray.cli", "pull", "syncgan@champion", "--n", "4", "--cls", "malignant", "--out", str(tmp / "pulled")], cwd=tmp)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(list((tmp / "pulled" / "malignant").glob("*.png"))) == 4
+    assert len(list((tmp / "pulled" / "malignant" / "masks").glob("*.png"))) == 4
+    r = run(["-m", "cytoray.cli", "classify", "syncgan-classifier@champion", str(tmp / "pulled"), "--json"], cwd=tmp)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads(r.stdout)
+    assert len(rows) == 4 and all(row["prediction"] in ("benign", "malignant") for row in rows)
+    r = run(["-m", "cytoray.cli", "pull", "nosuch@champion", "--n", "1", "--out", str(tmp / "x")], cwd=tmp)
+    assert r.returncode == 2 and "not found in the registry" in r.stderr
+
+
+def test_resume_after_sigkill_loses_nothing(tmp_path):
+    out = tmp_path / "study"
+    args = [str(STUDY), "--smoke-test", "--out", str(out), "--set", "tune.num_samples=3"]
+    proc = subprocess.Popen([sys.executable, *args], cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    exp = out / "tune" / "syncgan_ratio"
+    deadline = time.time() + 600
+    done_before: set[str] = set()
+    while time.time() < deadline:  # wait for one finished trial in Tune's saved state
+        time.sleep(2)
+        done_before = {p.parent.name for p in exp.glob("trial_fn_*/result.json") if '"final": 1' in p.read_text()}
+        if done_before:
+            break
+        assert proc.poll() is None, "study ended before it could be killed"
+    time.sleep(3)  # let the experiment state (saved every 2 s) include it
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
+    proc.wait()
+    assert done_before, "no trial finished before the deadline"
+    _, parents, children = mlflow_runs(tmp_path / "mlflow.db")
+    assert len(parents) == 1
+    before = {c.data.tags["cytoray.trial_id"]: c.info.run_id for c in children}
+    r = run([*args, "--resume"], cwd=tmp_path)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    assert "resuming" in r.stderr
+    _, parents2, children2 = mlflow_runs(tmp_path / "mlflow.db")
+    assert [p.info.run_id for p in parents2] == [p.info.run_id for p in parents]  # parent reused
+    ids = [c.data.tags["cytoray.trial_id"] for c in children2]
+    assert len(ids) == len(set(ids)) == 3  # no duplicate child runs, the searcher kept its count
+    assert all(before[t] == c.info.run_id for c in children2 for t in [c.data.tags["cytoray.trial_id"]] if t in before)
+    results = {p.parent.name: p.read_text().count('"final": 1') for p in exp.glob("trial_fn_*/result.json")}
+    assert all(results[name] == 1 for name in done_before)  # finished trials were not rerun
+
+
+@pytest.mark.skipif(shutil.which("ray") is None and not (Path(sys.executable).parent / "ray").exists(), reason="ray CLI not installed")
+def test_study_on_a_two_node_ray_cluster(tmp_path):
+    import ray
+
+    ray.shutdown()  # this test process may hold a local cluster from earlier tests
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    head = subprocess.run([ray_bin, "start", "--head", "--port=6399", "--num-cpus=1", "--include-dashboard=true",
+                           "--dashboard-port=8299", "--disable-usage-stats"], capture_output=True, text=True, env=env)  # fmt: skip
+    try:
+        assert head.returncode == 0, head.stderr[-3000:]
+        worker = subprocess.run([ray_bin, "start", "--address=127.0.0.1:6399", "--num-cpus=2", "--disable-usage-stats"],
+                                capture_output=True, text=True, env=env)  # fmt: skip
+        assert worker.returncode == 0, worker.stderr[-3000:]
+        ray.init(address="127.0.0.1:6399")
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        ray.shutdown()
+        r = run([str(STUDY), "--smoke-test", "--out", str(tmp_path / "study"), "--address", "127.0.0.1:6399",
+                 "--set", "tune.num_samples=1"], cwd=tmp_path)  # fmt: skip
+        assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+        assert (tmp_path / "study" / "best.json").is_file()
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env)
