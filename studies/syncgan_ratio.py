@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"syncgan_ratio: error: {e}", file=sys.stderr)
         return 2
     print(f"\nTrials of {cfg.name} (validation {cfg.tune.metric}; best first):\n{res['table']}")
-    print("\nBest configuration, test split (scored once): " + ", ".join(f"{k} {v:.3f}" for k, v in res["test"].items()))
+    headline = {k: v for k, v in res["test"].items() if "/" not in k or (k.endswith("/all") and "_std" not in k and "subset" not in k)}
+    print("\nBest configuration, test split (scored once): " + ", ".join(f"{k} {v:.3f}" for k, v in headline.items()))
     for name, r in res["registered"].items():
         print(f"registered {name} v{r['version']}" + (" → champion" if r["champion"] else " (champion kept)"))
     print(f"{res['n_trials']} trials in {res['seconds']:.0f}s. MLflow: mlflow ui --backend-store-uri {res['uri']}")

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 
 from ..classify.baselines import generator_config
 from ..classify.config import ClassifierConfig
@@ -51,6 +53,7 @@ class RatioStudyConfig:
     ratio: float = 2.0  # synthetic:real per class (searched)
     fid_per_class: int = 30  # synthetic images per class for validation FID/KID
     register: bool = True  # register the best generator/classifier; champion moves only if it wins
+    objective: Literal["classifier", "fidelity"] = "classifier"  # fidelity: FID/KID of images and masks only, no classifier
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     masks: MasksConfig = dataclasses.field(default_factory=MasksConfig)
     cgan: CGANConfig = dataclasses.field(default_factory=lambda: CGANConfig(epochs=10, g_base=16, d_base=16))
@@ -63,6 +66,8 @@ class RatioStudyConfig:
     def validate(self) -> None:
         if self.ratio < 0:
             raise ConfigError(f"ratio={self.ratio}: must be >= 0")
+        if self.objective == "fidelity" and self.tune.metric.startswith("val_"):
+            raise ConfigError(f"objective=fidelity: tune.metric={self.tune.metric} is a classifier metric; use {FID_ALL} (mode min)")
         if self.fid_per_class < 2:
             raise ConfigError(f"fid_per_class={self.fid_per_class}: KID needs at least 2 images per class")
 
@@ -84,14 +89,29 @@ def generator_key(cfg: RatioStudyConfig) -> str:
 # ----------------------------------------------------------------------------- the trial
 
 
-def validation_fidelity(sampler, val, n: int, seed: int, feature_cache: Path, split_hash: str) -> dict[str, float]:
-    """FID/KID per class and overall: synthetic samples vs the real validation split."""
+def _rgb_masks(m: np.ndarray) -> np.ndarray:
+    return np.repeat((m.astype(np.uint8) * 255)[..., None], 3, axis=-1)
+
+
+def fidelity(sampler, ds, split: str, n: int, seed: int, feature_cache: Path, split_hash: str,
+             masks_source: str | None = None) -> dict[str, float]:  # fmt: skip
+    """FID/KID per class and overall: synthetic samples vs the real images of `split` (features
+    of the real side cached once per split and class). With `masks_source`, the mask generator
+    too: sampled masks vs the masks of the real images ("fid_<split>_mask_inception/...")."""
     from ..metrics.fidelity import cached_features, per_class
 
-    real = {c: val.images[val.labels == i] for i, c in enumerate(val.class_names)}
-    fake = {c: sampler.sample(n, c, seed=seed)[0] for c in val.class_names}
-    feats = {c: cached_features(x, f"{split_hash}:val:{c}", feature_cache) for c, x in real.items()}
-    return per_class(real, fake, split="val", real_features=feats)
+    real = {c: ds.images[ds.labels == i] for i, c in enumerate(ds.class_names)}
+    samples = {c: sampler.sample(n, c, seed=seed) for c in ds.class_names}
+    feats = {c: cached_features(x, f"{split_hash}:{split}:{c}", feature_cache) for c, x in real.items()}
+    out = per_class(real, {c: s[0] for c, s in samples.items()}, split=split, real_features=feats)
+    if masks_source and all(s[1] is not None for s in samples.values()):
+        from ..generators.syncgan import nucleus_masks
+
+        m = nucleus_masks(ds, masks_source)
+        real_m = {c: _rgb_masks(m[ds.labels == i]) for i, c in enumerate(ds.class_names)}
+        mf = {c: cached_features(x, f"{split_hash}:{split}:{c}:masks:{masks_source}", feature_cache) for c, x in real_m.items()}
+        out.update(per_class(real_m, {c: _rgb_masks(s[1]) for c, s in samples.items()}, split=f"{split}_mask", real_features=mf))
+    return out
 
 
 def trial_fn(point: dict, *, base: dict, overrides_of, data: dict) -> None:
@@ -114,7 +134,12 @@ def trial_fn(point: dict, *, base: dict, overrides_of, data: dict) -> None:
     sampler = gen_cls.load(bundle)
     gen_s = time.perf_counter() - t0
     # 2. Fidelity on validation (real features cached once per split and class).
-    fid = validation_fidelity(sampler, val, cfg.fid_per_class, cfg.run.seed, cache / "features", split_hash)
+    masks = cfg.masks.source if cfg.objective == "fidelity" else None
+    fid = fidelity(sampler, val, "val", cfg.fid_per_class, cfg.run.seed, cache / "features", split_hash, masks)
+    if cfg.objective == "fidelity":  # the stabiliser study: generators scored by FID/KID alone
+        tune.report({**fid, "final": 1, "generator_cached": int(all(s.cached for s in stages.values())),
+                     "generator_seconds": gen_s, "trial_seconds": time.perf_counter() - t0, "bundle": str(bundle)})  # fmt: skip
+        return
     # 3. Classifier on real + synthetic at the trial's ratio; epochs stream to Tune (ASHA).
     tr = compose_training_set(cfg.policy, train, cfg.ratio, {cfg.generator: sampler}, rng_seed=cfg.run.seed, augment=cfg.classifier.augment)
     res = train_classifier(tr, val, None, cfg.classifier, label=f"clf-{cfg.classifier.name}", cache_root=cache,

@@ -101,7 +101,16 @@ def run_study(cfg: RatioStudyConfig, out: Path, *, tracking_uri: str | None = No
         raise CytorayError(f"no trial of {cfg.name} finished; see the errors above and {exp_dir}")
     best_row = done.sort_values(cfg.tune.metric, ascending=cfg.tune.mode == "min").iloc[0]
     best_cfg = apply_point(base, space.overrides({k[len("config/"):]: best_row[k] for k in df if k.startswith("config/")}))
-    test_metrics, clf_bundle = _final_test(best_cfg, train, val, test, out, man.hash, use_cache)
+    if cfg.objective == "classifier":
+        test_metrics, clf_bundle = _final_test(best_cfg, train, val, test, out, man.hash, use_cache)
+    else:  # fidelity: the chosen generator against the test split, once
+        from ..generators import get_generator
+        from .study import fidelity
+
+        sampler = get_generator(best_cfg.generator).load(best_row["bundle"])
+        test_metrics = fidelity(sampler, test, "test", best_cfg.fid_per_class, best_cfg.run.seed, out / "cache" / "features",
+                                man.hash, best_cfg.masks.source)  # fmt: skip
+        clf_bundle = None
     table = _trials_table(done, space, cfg.tune.metric, cfg.tune.mode)
     write_text(out / "trials.md", table + "\n")
     write_json(out / "best.json", {"trial_id": best_row["trial_id"], "config": to_dict(best_cfg), "test": test_metrics,
@@ -139,14 +148,19 @@ def _final_test(cfg, train, val, test, out: Path, split_hash: str, use_cache: bo
     return metrics, bundle
 
 
-def _register(cfg, gen_bundle: str, clf_bundle: Path, test: dict, split_hash: str) -> dict:
+def _register(cfg, gen_bundle: str, clf_bundle: Path | None, test: dict, split_hash: str) -> dict:
     from ..classify.registry_model import ClassifierModel
     from ..tracking.registry import register
 
-    proto, score = f"split:{split_hash}", test["balanced_accuracy"]
+    proto = f"split:{split_hash}"
+    if clf_bundle is None:  # fidelity study: the generator, judged by test FID (lower is better)
+        metric, score, higher, todo = "fid_test_inception/all", test["fid_test_inception/all"], False, [(cfg.generator, gen_bundle, None)]
+    else:
+        metric, score, higher = "test_balanced_accuracy", test["balanced_accuracy"], True
+        todo = [(cfg.generator, gen_bundle, None), (f"{cfg.generator}-classifier", clf_bundle, ClassifierModel())]
     out = {}
-    for name, path, model in ((cfg.generator, gen_bundle, None), (f"{cfg.generator}-classifier", clf_bundle, ClassifierModel())):
-        version, promoted = register(name, path, score=score, protocol=proto, metric="test_balanced_accuracy", python_model=model)
+    for name, path, model in todo:
+        version, promoted = register(name, path, score=score, protocol=proto, metric=metric, higher_is_better=higher, python_model=model)
         out[name] = {"version": version, "champion": promoted}
         print(f"[registry] {name} v{version}" + (" is the new champion" if promoted else " (champion kept)"), file=sys.stderr)
     return out
@@ -154,10 +168,11 @@ def _register(cfg, gen_bundle: str, clf_bundle: Path, test: dict, split_hash: st
 
 def _trials_table(done, space, metric: str, mode: str) -> str:
     keys = list(space.space)
-    cols = ["trial_id", *keys, metric, FID_ALL, "generator_cached", "trial_seconds"]
+    shown = list(dict.fromkeys(m for m in (metric, FID_ALL, "fid_val_mask_inception/all") if m in done))
+    cols = ["trial_id", *keys, *shown, "generator_cached", "trial_seconds"]
     rows = done.sort_values(metric, ascending=mode == "min")
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in rows.iterrows():
-        vals = [r["trial_id"]] + [r.get(f"config/{k}") for k in keys] + [r.get(metric), r.get(FID_ALL), r.get("generator_cached"), r.get("trial_seconds")]
+        vals = [r["trial_id"]] + [r.get(f"config/{k}") for k in keys] + [r.get(m) for m in shown] + [r.get("generator_cached"), r.get("trial_seconds")]
         lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in vals) + " |")
     return "\n".join(lines)
