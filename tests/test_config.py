@@ -52,3 +52,21 @@ def test_partial_nested_override_keeps_the_parents_defaults():
     cfg = load(RatioStudyConfig, None, ["classifier.epochs=2", "cgan.lam=5"])
     assert cfg.classifier.name == "smallcnn" and cfg.classifier.epochs == 2  # the study's default, not the class's
     assert cfg.cgan.g_base == 16 and cfg.cgan.epochs == 10 and cfg.cgan.lam == 5.0
+
+
+@pytest.mark.parametrize("path,cls", [("studies/syncgan_ratio.yaml", "study"), ("studies/augmentation_baselines.yaml", "baselines")])
+def test_study_yaml_documents_every_default(path, cls):
+    from cytoray.classify.baselines import BaselinesConfig
+    from cytoray.distributed.study import RatioStudyConfig
+
+    klass = RatioStudyConfig if cls == "study" else BaselinesConfig
+    assert to_dict(load(klass, CONFIGS / path)) == to_dict(klass())
+
+
+def test_paper_study_config_loads():
+    from cytoray.distributed.study import RatioStudyConfig
+
+    cfg = load(RatioStudyConfig, CONFIGS / "studies" / "syncgan_ratio_paper.yaml")
+    assert cfg.data.size == 256 and cfg.cgan.epochs == 200 and cfg.mask_gan.epochs == 1600
+    assert cfg.classifier.name == "resnet152" and cfg.run.use_gpu and cfg.tune.num_samples == 40
+    assert cfg.cgan.lam == 100.0 and cfg.cgan.batch_size == 16  # inherited

@@ -12,7 +12,7 @@ from ..config import ConfigError, DataConfig
 class CGANConfig:
     """Mask → RGB conditional GAN (SynCGAN §3.3)."""
 
-    epochs: int = 30  # paper: 200 on a GPU; 30 keeps the CPU default to minutes
+    epochs: int = 30  # paper: 200 on a GPU; CPU budgets use tens
     batch_size: int = 16  # small sets: 90 training pairs → 6 steps an epoch
     lr: float = 2e-4  # pix2pix Adam learning rate
     beta1: float = 0.5  # pix2pix Adam beta1 (GANs dislike 0.9 momentum)
@@ -33,7 +33,7 @@ class CGANConfig:
 class LatentGANConfig:
     """z → image GAN with the paper's stabilisers: the class mask GANs and the vanilla RGB control."""
 
-    epochs: int = 60  # paper: ~1600 (until G loss saturates); 60 for CPU budgets
+    epochs: int = 60  # paper: ~1600 (until G loss saturates); CPU budgets use tens
     batch_size: int = 16  # per class: 45 training images → 3 steps an epoch
     lr_g: float = 2e-4  # Adam learning rate of G
     lr_d: float = 2e-4  # Adam learning rate of D
