@@ -18,17 +18,26 @@ GENERATORS: dict[str, type] = {}
 BUNDLE_META = "generator.json"
 
 
-def register(name: str) -> Callable:
-    def deco(cls):
-        cls.name = name
-        GENERATORS[name] = cls
-        return cls
+def registrar(table: dict[str, type]) -> Callable[[str], Callable]:
+    """A `@register("name")` decorator for `table`: sets `cls.name` and records the class."""
 
-    return deco
+    def register(name: str) -> Callable:
+        def deco(cls):
+            cls.name = name
+            table[name] = cls
+            return cls
+
+        return deco
+
+    return register
+
+
+register = registrar(GENERATORS)
 
 
 def _import_builtin() -> None:
     from . import syncgan, vanilla  # noqa: F401  (registration side effect)
+    from . import cyclegan, nst  # noqa: F401  (histology → cytology translators)
 
 
 def get_generator(name: str) -> type:

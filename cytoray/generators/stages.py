@@ -8,7 +8,6 @@ Tensors are in [-1, 1]: images as RGB, masks as -1 (background) / +1 (nucleus).
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
 
 import numpy as np
 import torch
@@ -16,18 +15,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..nets import MaskGenerator, PatchDiscriminator, UNet, VanillaGenerator, unet_depth
+from . import registrar
 from .losses import bce, d_targets
 
 STAGES: dict[str, type["Stage"]] = {}
-
-
-def register_stage(name: str) -> Callable:
-    def deco(cls):
-        cls.name = name
-        STAGES[name] = cls
-        return cls
-
-    return deco
+register_stage = registrar(STAGES)
 
 
 def get_stage(name: str, params: dict) -> "Stage":
