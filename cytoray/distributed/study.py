@@ -29,14 +29,14 @@ FID_ALL = "fid_val_inception/all"
 @dataclasses.dataclass
 class TuneSettings:
     search_space: str = "configs/search/syncgan_ratio.yaml"  # YAML space; relative paths resolve from the repo root
-    num_samples: int = 5  # trials the searcher proposes
+    num_samples: int = 4  # trials the searcher proposes (CPU default: ~3 min a trial on 2 cores)
     max_concurrent: int = 1  # trials at once (each runs its own Ray Train jobs)
     seed: int = 0  # seeds the Optuna TPE sampler (same seed, same proposals)
     metric: str = "val_balanced_accuracy"  # selection metric, measured on validation only
     mode: Literal["max", "min"] = "max"
     multi_objective: bool = False  # also minimise fid_val_inception/all (Optuna NSGA/TPE multi-objective)
     asha: bool = True  # ASHA early stopping on the classifier's per-epoch validation metric
-    grace_period: int = 4  # classifier epochs before ASHA may stop a trial
+    grace_period: int = 3  # classifier epochs before ASHA may stop a trial
     reduction_factor: int = 2  # ASHA keeps the top 1/reduction_factor at each rung
     trial_cpu: float = 0.1  # the trial driver's own share; its Ray Train workers reserve their own
 
@@ -56,11 +56,11 @@ class RatioStudyConfig:
     objective: Literal["classifier", "fidelity"] = "classifier"  # fidelity: FID/KID of images and masks only, no classifier
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     masks: MasksConfig = dataclasses.field(default_factory=MasksConfig)
-    cgan: CGANConfig = dataclasses.field(default_factory=lambda: CGANConfig(epochs=10, g_base=16, d_base=16))
-    mask_gan: LatentGANConfig = dataclasses.field(default_factory=lambda: LatentGANConfig(epochs=15, g_base=16, d_base=16))
-    gan: LatentGANConfig = dataclasses.field(default_factory=lambda: LatentGANConfig(epochs=15, z_dim=128, g_base=16, d_base=16))
+    cgan: CGANConfig = dataclasses.field(default_factory=lambda: CGANConfig(epochs=8, g_base=16, d_base=16))
+    mask_gan: LatentGANConfig = dataclasses.field(default_factory=lambda: LatentGANConfig(epochs=10, g_base=16, d_base=16))
+    gan: LatentGANConfig = dataclasses.field(default_factory=lambda: LatentGANConfig(epochs=10, z_dim=128, g_base=16, d_base=16))
     run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=10))
-    classifier: ClassifierConfig = dataclasses.field(default_factory=lambda: ClassifierConfig(name="smallcnn", epochs=12))
+    classifier: ClassifierConfig = dataclasses.field(default_factory=lambda: ClassifierConfig(name="smallcnn", epochs=10))
     tune: TuneSettings = dataclasses.field(default_factory=TuneSettings)
 
     def validate(self) -> None:
