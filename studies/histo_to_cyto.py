@@ -1,6 +1,6 @@
 """Histology → cytology (Dey et al.): per-class CycleGAN vs neural style transfer, FID/KID per class.
 
-    python studies/histo_to_cyto.py                      # embedded data, ~12 min on 2 CPUs
+    python studies/histo_to_cyto.py                      # embedded data, ~12-15 min on 2 CPUs
     python studies/histo_to_cyto.py --histology /data/breakhis --cytology /data/jucyt --set nst.vgg_weights=/w/vgg19.pth
     python studies/histo_to_cyto.py --search             # Tune + Optuna (configs/search/histo_to_cyto.yaml), validation FID
     python studies/histo_to_cyto.py --smoke-test         # tiny end-to-end run (~1-2 min)
@@ -78,9 +78,10 @@ def fidelity(rows: dict, ref, split: str, key: str, cache: Path) -> dict[str, di
     return {row: per_class({}, fakes, split, real_features=real) for row, fakes in rows.items()}
 
 
-def train_both(cfg: TranslationConfig, data: dict, out: Path, key: str) -> tuple[CycleGAN, NST, dict]:
-    cg_dir, stages = CycleGAN.train(data["train"], data["val"], cfg, out / "cyclegan", out / "stages", key)
-    nst_dir, _ = NST.train(data["train"], data["val"], cfg, out / "nst", out / "stages", key)
+def train_both(cfg: TranslationConfig, data: dict, out: Path, cache: Path, key: str) -> tuple[CycleGAN, NST, dict]:
+    """Bundles in `out`; CycleGAN stages in the shared `cache` (the final run reuses the best trial's)."""
+    cg_dir, stages = CycleGAN.train(data["train"], data["val"], cfg, out / "cyclegan", cache, key)
+    nst_dir, _ = NST.train(data["train"], data["val"], cfg, out / "nst", cache, key)
     return CycleGAN.load(cg_dir), NST.load(nst_dir), stages
 
 
@@ -89,7 +90,7 @@ def trial(params: dict, cfg: TranslationConfig, data: dict, out: str, key: str) 
     from ray import tune
 
     cfg = with_params(cfg, params)
-    cg, nst, _ = train_both(cfg, data, Path(out) / "search" / stable_hash(params), key)
+    cg, nst, _ = train_both(cfg, data, Path(out) / "search" / stable_hash(params), Path(out) / "stages", key)
     fids = fidelity(translations(data["val"], cg, nst), data["val"].target, "val", key, Path(out) / "features")
     tune.report({f"{row}/{k}": v for row, m in fids.items() for k, v in m.items()})
 
@@ -129,6 +130,15 @@ def search(cfg: TranslationConfig, data: dict, out: Path, key: str, space_file: 
         best.update({k: v for k, v in r.config.items() if k.startswith(prefix)})
     print(f"[search] best by validation FID: {best}", file=sys.stderr)
     return with_params(cfg, best), results
+
+
+def start_run(name: str, parent: str | None = None):
+    """An MLflow run by name; a rerun logs into the earlier one instead of adding a duplicate."""
+    import mlflow
+
+    f = f"tags.mlflow.runName = '{name}'" + (f" and tags.mlflow.parentRunId = '{parent}'" if parent else "")
+    old = mlflow.search_runs(filter_string=f, max_results=1, output_format="list")
+    return mlflow.start_run(run_id=old[0].info.run_id if old else None, run_name=None if old else name, nested=bool(parent))
 
 
 def table(fids: dict, classes: list[str], labels: dict[str, str]) -> tuple[str, str]:
@@ -179,15 +189,15 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     data, key = splits(cfg, out)
     uri = setup("cytoray-histo-to-cyto", a.tracking_uri)
-    with mlflow.start_run(run_name=f"histo_to_cyto-{key}-{stable_hash(to_dict(cfg))}"):
+    with start_run(f"histo_to_cyto-{key}-{stable_hash(to_dict(cfg))}" + "-search" * a.search) as parent:
         # 2. Optional search on validation FID; then train CycleGAN (per class) and set up NST.
         if a.search:
             cfg, results = search(cfg, data, out, key, Path(a.search_space), 2 if a.smoke_test else None)
             for i, r in enumerate(results):
-                with mlflow.start_run(run_name=f"trial-{i:03d}", nested=True):
+                with start_run(f"trial-{i:03d}", parent.info.run_id):
                     log_params_flat(r.config)
                     mlflow.log_metrics({k: v for k, v in r.metrics.items() if k.startswith(("cyclegan/", "nst/"))})
-        cg, nst, stages = train_both(cfg, data, out, key)
+        cg, nst, stages = train_both(cfg, data, out, out / "stages", key)
         labels = {"histology": "real histology", "cyclegan": "CycleGAN G(histology)", "nst": f"NST [{nst.features}]"}
         log_params_flat({**to_dict(cfg), "nst.features": nst.features, "split_key": key, **extractor_identity()})
         for label, res in stages.items():

@@ -15,6 +15,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_ray_instance():
+    """Studies start their own local Ray cluster in a subprocess. Ray Train's placement-group
+    cleaner finds its cluster by address auto-detection, which fails when two local clusters
+    exist, so the in-process cluster of earlier tests is shut down first."""
+    import ray
+
+    ray.shutdown()
+    yield
+
+
 def cytoray(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     r = subprocess.run([sys.executable, "-m", "cytoray.cli", *args], capture_output=True, text=True, cwd=cwd or ROOT, env=env, timeout=900)

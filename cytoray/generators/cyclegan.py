@@ -1,0 +1,405 @@
+"""CycleGAN (Zhu et al. 2017) for histology → cytology translation (Dey et al., "Could we
+generate cytology images from histopathology images?").
+
+G: histology (A) → cytology (B), F: cytology → histology, two PatchGAN discriminators
+(D_A judges histology, D_B judges cytology). Losses: least-squares (default) or BCE
+adversarial terms, cycle consistency λ_cyc·(|F(G(a)) − a|₁ + |G(F(b)) − b|₁) and the identity
+term λ_id·λ_cyc·(|G(b) − b|₁ + |F(a) − a|₁) (CycleGAN's convention: λ_id is relative to λ_cyc).
+
+Class-aware: one CycleGAN per class (benign histology → benign cytology, malignant →
+malignant), so a translated image keeps its source's label; it is only ever trained on
+images of that class in both domains. `sample(n, cls, seed)` translates training histology
+of class `cls` (stored in the bundle as `sources.npz`) through that class's G.
+
+Unpaired data through the shared loop: the loop indexes every `train` array with the same
+batch indices, so both domains are brought to one length (the shorter one is shuffled and
+topped up with seeded draws) and B is additionally shuffled inside each batch: every image
+of both domains is used every epoch and no a–b pairing is fixed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import sys
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import ConfigError, DataConfig
+from ..data.folder import ImageSet
+from ..distributed.runner import StageResult, run_stage
+from ..errors import CytorayError, DataError
+from ..io import atomic_path
+from ..nets import PatchDiscriminator, ResnetGenerator, UNet, min_input_size, unet_depth
+from . import register
+from .bundle import load_state, read_bundle, write_bundle
+from .config import RunConfig
+from .losses import bce
+from .nst import NSTConfig
+from .stages import Stage, register_stage, to_uint8_grid, unwrap
+from .syncgan import from_unit, to_unit
+
+SOURCES_FILE = "sources.npz"
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclasses.dataclass
+class CycleGANConfig:
+    """One class's CycleGAN (keys and reasons: configs/models/cyclegan.yaml)."""
+
+    epochs: int = 40  # paper scale: 200 (100 constant + 100 decay); 40 fits the CPU budget
+    batch_size: int = 4  # CycleGAN uses 1; 4 gives 12 steps an epoch on 45 images per class
+    lr: float = 2e-4  # CycleGAN Adam learning rate (G/F and D_A/D_B)
+    beta1: float = 0.5  # CycleGAN Adam beta1
+    decay_fraction: float = 0.5  # linear lr decay over this last fraction of the epochs (CycleGAN: half)
+    gan_mode: Literal["lsgan", "bce"] = "lsgan"  # least-squares adversarial loss (CycleGAN default) or BCE
+    lambda_cyc: float = 10.0  # λ_cyc, cycle-consistency weight (CycleGAN: 10)
+    lambda_identity: float = 0.5  # identity weight relative to λ_cyc (CycleGAN: 0.5); 0 disables it
+    pool_size: int = 50  # history of generated images shown to D (Shrivastava et al.; CycleGAN: 50)
+    arch: Literal["resnet", "unet"] = "resnet"  # CycleGAN's ResNet-block G, or the pix2pix UNet
+    g_base: int = 16  # generator width (CycleGAN ngf 64; 16 for CPU budgets)
+    n_blocks: int = 6  # residual blocks (CycleGAN: 6 at 128 px, 9 at 256 px)
+    d_base: int = 16  # PatchGAN width (CycleGAN ndf 64)
+    d_layers: int = 3  # 70x70 PatchGAN (needs >= 24 px inputs)
+    norm: Literal["instance", "batch"] = "instance"  # CycleGAN default
+
+    def validate(self) -> None:
+        for k in ("epochs", "batch_size", "lr", "g_base", "d_base", "d_layers"):
+            if getattr(self, k) <= 0:
+                raise ConfigError(f"cyclegan.{k}={getattr(self, k)}: must be > 0")
+        if self.batch_size < 2:
+            raise ConfigError(f"cyclegan.batch_size={self.batch_size}: the shared loop skips batches under 2 images")
+        if self.lambda_cyc < 0 or self.lambda_identity < 0 or self.pool_size < 0:
+            raise ConfigError("cyclegan.lambda_cyc, lambda_identity and pool_size must be >= 0")
+        if not 0.0 <= self.decay_fraction <= 1.0:
+            raise ConfigError(f"cyclegan.decay_fraction={self.decay_fraction}: must lie in [0, 1]")
+
+
+@dataclasses.dataclass
+class TranslationConfig:
+    """Histology → cytology study config: two domains, the CycleGAN, NST and the Ray run."""
+
+    histology: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1))
+    cytology: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(sim_kind="cytology"))
+    min_per_class: int = 10  # per class and domain: a 3:1:1 split leaves >= 2 test images for FID/KID
+    cyclegan: CycleGANConfig = dataclasses.field(default_factory=CycleGANConfig)
+    nst: NSTConfig = dataclasses.field(default_factory=NSTConfig)
+    run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=10))
+
+    def validate(self) -> None:
+        if self.histology.size != self.cytology.size:
+            raise ConfigError(f"histology.size={self.histology.size} != cytology.size={self.cytology.size}: "
+                              "the translators map images of one size")
+        if self.histology.size % 4:
+            raise ConfigError(f"data size {self.histology.size}: must be divisible by 4 (two stride-2 levels in G)")
+        if self.histology.size < min_input_size(self.cyclegan.d_layers):
+            raise ConfigError(f"data size {self.histology.size}: cyclegan.d_layers={self.cyclegan.d_layers} needs "
+                              f">= {min_input_size(self.cyclegan.d_layers)} px; use fewer layers")
+        if self.min_per_class < 5:
+            raise ConfigError(f"min_per_class={self.min_per_class}: a train/val/test split needs >= 5 per class")
+
+
+# ----------------------------------------------------------------------------- domains
+
+
+@dataclasses.dataclass
+class DomainPair:
+    """Unpaired source (histology) and target (cytology) images of one split."""
+
+    source: ImageSet
+    target: ImageSet
+
+
+def check_domains(source: ImageSet, target: ImageSet, min_per_class: int) -> None:
+    """Refuse unusable domain pairs before any training, naming the folder at fault."""
+    for ds, what in ((source, "histology"), (target, "cytology")):
+        if len(ds) == 0:
+            raise DataError(f"{ds.source}: the {what} domain has no images")
+    if tuple(source.class_names) != tuple(target.class_names):
+        raise DataError(f"{source.source} has classes {list(source.class_names)} but {target.source} has "
+                        f"{list(target.class_names)}: a class-aware translator needs the same class folders in both domains")
+    for ds, what in ((source, "histology"), (target, "cytology")):
+        for cls, n in ds.counts().items():
+            if n < min_per_class:
+                raise DataError(f"{ds.source}: {what} class '{cls}' has {n} images, too few to train and evaluate "
+                                f"(needs >= {min_per_class}); add images to '{cls}'")
+
+
+def align_unpaired(a: np.ndarray, b: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both domains at one length max(|a|, |b|): each shuffled, the shorter topped up with seeded draws."""
+    rng = np.random.default_rng(seed)
+    n = max(len(a), len(b))
+
+    def fill(x: np.ndarray) -> np.ndarray:
+        idx = np.concatenate([rng.permutation(len(x)), rng.integers(0, len(x), n - len(x))])
+        return x[idx]
+
+    return fill(a), fill(b)
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def lr_factor(epoch: int, epochs: int, decay_fraction: float) -> float:
+    """CycleGAN's linear decay (its `lambda_rule`, 0-based epochs): 1 for the first epochs, then
+    falling linearly over the last `round(epochs·decay_fraction)` epochs, never reaching 0."""
+    n_decay = round(epochs * decay_fraction)
+    return 1.0 - max(0, epoch + 1 - (epochs - n_decay)) / (n_decay + 1)
+
+
+def loop_steps_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
+    """Steps rank 0 takes per epoch in `train_loop` (its shard, batches of >= 2 images)."""
+    m = math.ceil(n / world)
+    return m // batch_size + (1 if m % batch_size >= 2 else 0)
+
+
+class ImagePool(nn.Module):
+    """CycleGAN's history buffer: D sees a mix of current and earlier fakes, which damps oscillation.
+
+    Until full, every fake is stored and returned; then each fake is, with probability 1/2,
+    swapped for a random stored one (which it replaces). The buffer is a module buffer so the
+    shared loop checkpoints it with the discriminator and a resumed run continues exactly.
+    """
+
+    def __init__(self, size: int, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.size = size
+        self.register_buffer("images", torch.zeros(size, *shape))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def query(self, fakes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        if self.size == 0:
+            return fakes
+        out = []
+        for img in fakes.detach():
+            n = int(self.count)
+            if n < self.size:
+                self.images[n] = img
+                self.count += 1
+                out.append(img)
+            elif torch.rand((), generator=gen).item() < 0.5:
+                j = int(torch.randint(self.size, (), generator=gen))
+                out.append(self.images[j].clone())
+                self.images[j] = img
+            else:
+                out.append(img)
+        return torch.stack(out)
+
+
+class PooledDiscriminator(nn.Module):
+    """A PatchGAN with its image pool attached (the pool rides along in its state dict)."""
+
+    def __init__(self, pool_size: int, size: int, **d_kwargs) -> None:
+        super().__init__()
+        self.net = PatchDiscriminator(in_ch=3, **d_kwargs)
+        self.pool = ImagePool(pool_size, (3, size, size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def make_translator(arch: str, base: int, n_blocks: int, norm: str, size: int) -> nn.Module:
+    """G or F: image → image in [-1, 1]."""
+    if arch == "resnet":
+        return ResnetGenerator(in_ch=3, out_ch=3, base=base, n_blocks=n_blocks, norm=norm)
+    if arch == "unet":  # no dropout: CycleGAN's generators are deterministic
+        return UNet(in_ch=3, out_ch=3, base=base, depth=unet_depth(size), norm=norm, dropout=0.0)
+    raise ValueError(f"arch must be 'resnet' or 'unet', got {arch!r}")
+
+
+def _adv(pred: torch.Tensor, real: bool, mode: str) -> torch.Tensor:
+    target = 1.0 if real else 0.0
+    if mode == "lsgan":
+        return F.mse_loss(pred.float(), torch.full_like(pred.float(), target))
+    return bce(pred, target)
+
+
+# ----------------------------------------------------------------------------- stage
+
+
+@register_stage("cyclegan")
+class CycleGANStage(Stage):
+    """One class's CycleGAN. Batches hold "A" (histology) and "B" (cytology), [-1, 1]."""
+
+    generator_key = "G"
+
+    def generator_kwargs(self) -> dict:
+        p = self.p
+        return dict(arch=p["arch"], base=p["g_base"], n_blocks=p["n_blocks"], norm=p["norm"], size=p["size"])
+
+    def build(self, device):
+        p = self.p
+        d_kw = dict(base=p["d_base"], n_layers=p["d_layers"], norm=p["norm"])
+        return {
+            "G": make_translator(**self.generator_kwargs()).to(device),
+            "F": make_translator(**self.generator_kwargs()).to(device),
+            "D_A": PooledDiscriminator(p["pool_size"], p["size"], **d_kw).to(device),
+            "D_B": PooledDiscriminator(p["pool_size"], p["size"], **d_kw).to(device),
+        }
+
+    def optimizers(self, models):
+        p, betas = self.p, (self.p["beta1"], 0.999)
+        g = itertools.chain(models["G"].parameters(), models["F"].parameters())
+        d = itertools.chain(models["D_A"].parameters(), models["D_B"].parameters())
+        return {"G": torch.optim.Adam(g, lr=p["lr"], betas=betas), "D": torch.optim.Adam(d, lr=p["lr"], betas=betas)}
+
+    def _set_lr(self, opts) -> float:
+        """lr for this step from Adam's own step count: it is in the optimiser state the loop
+        checkpoints, so a resumed run continues the schedule exactly (no LambdaLR to save)."""
+        p = self.p
+        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        opt = opts["G"]
+        st = opt.state.get(opt.param_groups[0]["params"][0], {})
+        steps_done = int(st["step"]) if "step" in st else 0
+        epoch = steps_done // max(1, loop_steps_per_epoch(p["n_train"], p["batch_size"], world))
+        lr = p["lr"] * lr_factor(epoch, p["epochs"], p["decay_fraction"])
+        for o in opts.values():
+            for group in o.param_groups:
+                group["lr"] = lr
+        return lr
+
+    def train_step(self, models, opts, batch, gen, amp):
+        G, Fn, D_A, D_B, p = models["G"], models["F"], models["D_A"], models["D_B"], self.p
+        a = batch["A"]
+        b = batch["B"][torch.randperm(len(batch["B"]), generator=gen).to(a.device)]  # no fixed a–b pairing
+        lr = self._set_lr(opts)
+        # 1. Generators: fool both Ds, close both cycles, (optionally) leave in-domain images alone.
+        #    D's grads from this backward are discarded by the D step's zero_grad (no requires_grad
+        #    toggling, which DDP would not tolerate).
+        with amp():
+            fake_b, fake_a = G(a), Fn(b)
+            rec_a, rec_b = Fn(fake_b), G(fake_a)
+            adv = _adv(D_B(fake_b), True, p["gan_mode"]) + _adv(D_A(fake_a), True, p["gan_mode"])
+            cyc = F.l1_loss(rec_a.float(), a.float()) + F.l1_loss(rec_b.float(), b.float())
+            idt = torch.zeros((), device=a.device)
+            if p["lambda_identity"] > 0:
+                idt = F.l1_loss(G(b).float(), b.float()) + F.l1_loss(Fn(a).float(), a.float())
+        loss_g = adv + p["lambda_cyc"] * cyc + p["lambda_cyc"] * p["lambda_identity"] * idt
+        opts["G"].zero_grad(set_to_none=True)
+        loss_g.backward()
+        opts["G"].step()
+        # 2. Discriminators: real against pooled fakes, halved (CycleGAN) so D learns slower than G.
+        pool_b = unwrap(D_B).pool.query(fake_b.detach(), gen)
+        pool_a = unwrap(D_A).pool.query(fake_a.detach(), gen)
+        with amp():
+            loss_d_b = 0.5 * (_adv(D_B(b), True, p["gan_mode"]) + _adv(D_B(pool_b), False, p["gan_mode"]))
+            loss_d_a = 0.5 * (_adv(D_A(a), True, p["gan_mode"]) + _adv(D_A(pool_a), False, p["gan_mode"]))
+        loss_d = loss_d_a + loss_d_b
+        opts["D"].zero_grad(set_to_none=True)
+        loss_d.backward()
+        opts["D"].step()
+        return {"loss_g": loss_g.item(), "loss_d": loss_d.item(), "loss_g_adv": adv.item(),
+                "cycle": cyc.item(), "identity": idt.item(), "lr": lr}
+
+    @torch.no_grad()
+    def grid(self, models, fixed):
+        G, Fn = models["G"], models["F"]
+        G.eval(), Fn.eval()
+        try:
+            fake_b = G(fixed["A"])
+            rows = [fixed["A"], fake_b, Fn(fake_b), fixed["B"], Fn(fixed["B"])]
+        finally:
+            G.train(), Fn.train()
+        # rows: histology | G(histology) | F(G(histology)) | cytology | F(cytology)
+        return to_uint8_grid(torch.cat(rows), nrow=len(fixed["A"]))
+
+
+def _loop(config: dict) -> None:
+    """Ray Train worker entry: importing this module in the worker registers the "cyclegan" stage."""
+    from ..distributed.train_loop import train_loop_per_worker
+
+    train_loop_per_worker(config)
+
+
+def stage_params(cfg: CycleGANConfig, size: int, n_train: int) -> dict:
+    return {**dataclasses.asdict(cfg), "size": size, "n_train": n_train}
+
+
+# ----------------------------------------------------------------------------- generator
+
+
+@register("cyclegan")
+class CycleGAN:
+    """Per-class G: histology → cytology, with the class's training histology to sample from."""
+
+    def __init__(self, gens: dict[str, nn.Module], sources: dict[str, np.ndarray], meta: dict) -> None:
+        self.gens, self.sources, self.meta = {k: g.eval() for k, g in gens.items()}, sources, meta
+        self.classes = list(meta["classes"])
+
+    @classmethod
+    def train(cls, train: DomainPair, val: DomainPair, cfg: TranslationConfig, out, cache_root,
+              data_key: str) -> tuple[Path, dict[str, StageResult]]:
+        check_domains(train.source, train.target, 2)
+        size = int(train.source.images.shape[1])
+        res: dict[str, StageResult] = {}
+        for c, name in enumerate(train.source.class_names):
+            a, b = align_unpaired(train.source.images[train.source.labels == c],
+                                  train.target.images[train.target.labels == c], cfg.run.seed + c)
+            va = val.source.images[val.source.labels == c][:8]
+            vb = val.target.images[val.target.labels == c][: len(va)]
+            k = min(len(va), len(vb))
+            print(f"[cyclegan] {name}: {len(a)} images per domain per epoch (unpaired)", file=sys.stderr, flush=True)
+            res[f"cyclegan/{name}"] = run_stage(
+                "cyclegan", stage_params(cfg.cyclegan, size, len(a)),
+                train={"A": to_unit(a), "B": to_unit(b)}, val=None,
+                fixed={"A": to_unit(va[:k]), "B": to_unit(vb[:k])},
+                label=f"cyclegan-{name}", data_key=f"{data_key}:{name}",
+                cache_root=cache_root, run_cfg=cfg.run, loop=_loop,
+            )  # fmt: skip
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        sources = {n: train.source.images[train.source.labels == c] for c, n in enumerate(train.source.class_names)}
+        with atomic_path(out / SOURCES_FILE) as tmp, open(tmp, "wb") as f:  # file object: savez would add ".npz"
+            np.savez_compressed(f, **sources)
+        meta = {
+            "generator": "cyclegan",
+            "classes": list(train.source.class_names),
+            "size": size,
+            "data_key": data_key,
+            "direction": "histology→cytology",
+            "translators": {n: {"kwargs": res[f"cyclegan/{n}"].meta["generator_kwargs"]} for n in sources},
+            "sources": SOURCES_FILE,
+        }
+        states = {f"G_{n}": res[f"cyclegan/{n}"].generator_state() for n in sources}
+        grids = {f"grids/cyclegan_{n}": res[f"cyclegan/{n}"].grids() for n in sources}
+        return write_bundle(out, meta, states, grids), res
+
+    @classmethod
+    def load(cls, path) -> "CycleGAN":
+        meta, path = read_bundle(path)
+        gens = {}
+        for n, m in meta["translators"].items():
+            g = make_translator(**m["kwargs"])
+            g.load_state_dict(load_state(path, f"G_{n}"))
+            gens[n] = g
+        with np.load(path / meta["sources"]) as z:
+            sources = {n: z[n] for n in meta["classes"]}
+        return cls(gens, sources, meta)
+
+    def _check(self, cls_name: str) -> None:
+        if cls_name not in self.gens:
+            raise CytorayError(f"class '{cls_name}' not in this generator (classes: {', '.join(self.classes)})")
+
+    @torch.no_grad()
+    def translate(self, images: np.ndarray, cls: str, batch: int = 32) -> np.ndarray:
+        """uint8 histology [n,S,S,3] of class `cls` → uint8 synthetic cytology through that class's G."""
+        self._check(cls)
+        out = [from_unit(self.gens[cls](torch.from_numpy(to_unit(images[i : i + batch]))))
+               for i in range(0, len(images), batch)]
+        return np.concatenate(out) if out else np.zeros((0, *images.shape[1:]), np.uint8)
+
+    def sample(self, n: int, cls: str, seed: int = 0, batch: int = 32) -> tuple[np.ndarray, None]:
+        """n synthetic cytology images of class `cls`: its training histology (drawn with
+        replacement, seeded) through G; labelled with the source's class."""
+        self._check(cls)
+        idx = np.random.default_rng(seed).integers(0, len(self.sources[cls]), n)
+        return self.translate(self.sources[cls][idx], cls, batch), None

@@ -1,0 +1,187 @@
+"""Neural style transfer (Gatys, Ecker & Bethge, CVPR 2016): histology content, cytology style.
+
+The image itself is optimised with L-BFGS to match the content image's VGG-19 conv4_2
+activations and the style image's Gram matrices at conv1_1 … conv5_1:
+
+    L(x) = α · Σ_content MSE(F_l(x), F_l(c)) + β · Σ_style MSE(Gram_l(x), Gram_l(s)),
+    Gram_l(x) = F_l F_lᵀ / (C_l·H_l·W_l)
+
+α = 1, β = 1e6 by default (the PyTorch NST tutorial's normalisation, under which these
+weights balance the terms). Starting from the content image (not noise) keeps the layout and
+needs far fewer L-BFGS steps, which matters on a CPU.
+
+No training stage: `train()` records, per class, the cytology training images (styles) and
+the histology training images (contents) in the bundle; `sample(n, cls, seed)` stylises n
+histology images of class `cls`, each with a seeded cytology style image of the same class.
+The feature extractor is named in the bundle meta (`features`): "vgg19-imagenet:<path>" when
+`vgg_weights` names a local file, else the warned fallback "vgg19-random-seed<k>".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+
+from ..config import ConfigError
+from ..errors import CytorayError
+from ..io import atomic_path, write_json
+from ..nets.vgg import LAYERS, VGGFeatures, random_features_name, vgg19_features
+from . import BUNDLE_META, register
+from .bundle import read_bundle
+
+if TYPE_CHECKING:
+    from .cyclegan import DomainPair, TranslationConfig
+
+IMAGES_FILE = "nst_images.npz"
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclasses.dataclass
+class NSTConfig:
+    """Gatys style transfer (keys and reasons: configs/models/cyclegan.yaml, section nst)."""
+
+    content_weight: float = 1.0  # α (Gatys: α/β ratios of 1e-3 … 1e-4 under their normalisation)
+    style_weight: float = 1e6  # β under Gram / (C·H·W) (PyTorch tutorial default)
+    steps: int = 40  # L-BFGS iterations per image batch; 30–50 suffice at 32–64 px from the content image
+    content_layer: str = "conv4_2"  # Gatys' content representation
+    style_layers: list[str] = dataclasses.field(
+        default_factory=lambda: ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"])  # Gatys' style layers
+    pool: Literal["avg", "max"] = "avg"  # Gatys: average pooling gives better gradients
+    vgg_weights: str | None = None  # local torchvision vgg19 state dict (ImageNet); null = random-weight fallback
+    random_seed: int = 0  # seed of the random-weight fallback VGG-19
+    batch: int = 16  # images optimised together (independent objectives, one L-BFGS)
+
+    def validate(self) -> None:
+        for k in ("steps", "batch"):
+            if getattr(self, k) < 1:
+                raise ConfigError(f"nst.{k}={getattr(self, k)}: must be >= 1")
+        if self.content_weight < 0 or self.style_weight < 0:
+            raise ConfigError("nst.content_weight and nst.style_weight must be >= 0")
+        bad = [n for n in [self.content_layer, *self.style_layers] if n not in LAYERS]
+        if bad:
+            raise ConfigError(f"nst layers {bad} are not VGG-19 layers (valid: {', '.join(LAYERS)})")
+        if not self.style_layers:
+            raise ConfigError("nst.style_layers: give at least one layer")
+
+
+def build_features(cfg: NSTConfig) -> tuple[VGGFeatures, str]:
+    return vgg19_features(cfg.vgg_weights, [cfg.content_layer, *cfg.style_layers], cfg.pool, cfg.random_seed)
+
+
+# ----------------------------------------------------------------------------- optimisation
+
+
+def gram(f: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] → [B, C, C] Gram matrices normalised by C·H·W."""
+    b, c, h, w = f.shape
+    x = f.reshape(b, c, h * w)
+    return torch.bmm(x, x.transpose(1, 2)) / (c * h * w)
+
+
+def _per_image_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per image, summed over the batch: each image keeps its own objective."""
+    return (a - b).pow(2).flatten(1).mean(1).sum()
+
+
+def stylise(content: np.ndarray, style: np.ndarray, feats: VGGFeatures, cfg: NSTConfig) -> tuple[np.ndarray, list[dict]]:
+    """uint8 content [n,S,S,3] rendered in the style of uint8 style [n,S,S,3] (pairwise).
+
+    Returns the uint8 results and the loss history of every L-BFGS evaluation
+    ({"batch", "content", "style", "total"}).
+    """
+    if content.shape != style.shape:
+        raise CytorayError(f"stylise: content {content.shape} and style {style.shape} must have one shape")
+    outs, history = [], []
+    for start in range(0, len(content), cfg.batch):
+        c = torch.from_numpy(content[start : start + cfg.batch]).permute(0, 3, 1, 2).contiguous().float() / 255
+        s = torch.from_numpy(style[start : start + cfg.batch]).permute(0, 3, 1, 2).float() / 255
+        # 1. Targets: content activations and style Gram matrices (fixed).
+        with torch.no_grad():
+            target_c = feats(c)[cfg.content_layer]
+            fs = feats(s)
+            target_s = {n: gram(fs[n]) for n in cfg.style_layers}
+        # 2. The image is the variable, started from the content image.
+        x = c.clone().requires_grad_(True)
+        opt = torch.optim.LBFGS([x], lr=1.0, max_iter=cfg.steps, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            f = feats(x)
+            lc = _per_image_mse(f[cfg.content_layer], target_c)
+            ls = sum(_per_image_mse(gram(f[n]), target_s[n]) for n in cfg.style_layers)
+            loss = cfg.content_weight * lc + cfg.style_weight * ls
+            loss.backward()
+            history.append({"batch": start // cfg.batch, "content": lc.item(), "style": ls.item(), "total": loss.item()})
+            return loss
+
+        # 3. L-BFGS on the pixels (strong-Wolfe line search: no step size to tune), then clamp
+        #    to the displayable range once at the end (clamping inside would break L-BFGS's curvature pairs).
+        opt.step(closure)
+        outs.append((x.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
+    return (np.concatenate(outs) if outs else np.zeros((0, *content.shape[1:]), np.uint8)), history
+
+
+# ----------------------------------------------------------------------------- generator
+
+
+@register("nst")
+class NST:
+    """Per-class style transfer: histology of class c in the style of cytology of class c."""
+
+    def __init__(self, content: dict[str, np.ndarray], style: dict[str, np.ndarray], cfg: NSTConfig, meta: dict) -> None:
+        self.content, self.style, self.cfg, self.meta = content, style, cfg, meta
+        self.classes = list(meta["classes"])
+        self.feats, self.features = build_features(cfg)  # warns on stderr when it falls back
+
+    @classmethod
+    def train(cls, train: "DomainPair", val: "DomainPair", cfg: "TranslationConfig", out, cache_root,
+              data_key: str) -> tuple[Path, dict]:
+        """No optimisation here: record contents and styles per class (and check the VGG weights now)."""
+        from .cyclegan import check_domains
+
+        check_domains(train.source, train.target, 2)
+        # A bad weights file fails here, before any image is stylised; the random fallback is
+        # only named (load() builds it and warns, once per loaded bundle).
+        features = build_features(cfg.nst)[1] if cfg.nst.vgg_weights else random_features_name(cfg.nst.random_seed)
+        names = train.source.class_names
+        arrays = {f"content_{n}": train.source.images[train.source.labels == c] for c, n in enumerate(names)}
+        arrays.update({f"style_{n}": train.target.images[train.target.labels == c] for c, n in enumerate(names)})
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / IMAGES_FILE) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        meta = {"generator": "nst", "classes": list(names), "size": int(train.source.images.shape[1]),
+                "data_key": data_key, "features": features, "nst": dataclasses.asdict(cfg.nst), "images": IMAGES_FILE}
+        write_json(out / BUNDLE_META, meta)  # last: marks the bundle complete
+        return out, {}
+
+    @classmethod
+    def load(cls, path) -> "NST":
+        meta, path = read_bundle(path)
+        with np.load(path / meta["images"]) as z:
+            content = {n: z[f"content_{n}"] for n in meta["classes"]}
+            style = {n: z[f"style_{n}"] for n in meta["classes"]}
+        return cls(content, style, NSTConfig(**meta["nst"]), meta)
+
+    def _check(self, cls_name: str) -> None:
+        if cls_name not in self.style:
+            raise CytorayError(f"class '{cls_name}' not in this generator (classes: {', '.join(self.classes)})")
+
+    def translate(self, images: np.ndarray, cls: str, seed: int = 0) -> np.ndarray:
+        """uint8 histology of class `cls` → stylised with seeded cytology styles of that class."""
+        self._check(cls)
+        pick = np.random.default_rng(seed).integers(0, len(self.style[cls]), len(images))
+        out, _ = stylise(images, self.style[cls][pick], self.feats, self.cfg)
+        return out
+
+    def sample(self, n: int, cls: str, seed: int = 0) -> tuple[np.ndarray, None]:
+        """n stylised images of class `cls`: training histology drawn with replacement (seeded)."""
+        self._check(cls)
+        idx = np.random.default_rng(seed).integers(0, len(self.content[cls]), n)
+        return self.translate(self.content[cls][idx], cls, seed + 1), None
