@@ -23,6 +23,10 @@ register_stage = registrar(STAGES)
 
 
 def get_stage(name: str, params: dict) -> "Stage":
+    if name not in STAGES:  # a fresh Ray worker: plugin stages register when their module loads
+        from . import _import_builtin
+
+        _import_builtin()
     if name not in STAGES:
         raise KeyError(f"unknown stage '{name}' (valid: {', '.join(sorted(STAGES))})")
     return STAGES[name](params)
