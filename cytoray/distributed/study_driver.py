@@ -111,7 +111,7 @@ def run_study(cfg: RatioStudyConfig, out: Path, *, tracking_uri: str | None = No
         test_metrics = fidelity(sampler, test, "test", best_cfg.fid_per_class, best_cfg.run.seed, out / "cache" / "features",
                                 man.hash, best_cfg.masks.source)  # fmt: skip
         clf_bundle = None
-    table = _trials_table(done, space, cfg.tune.metric, cfg.tune.mode)
+    table = _trials_table(df, space, cfg.tune.metric, cfg.tune.mode)
     write_text(out / "trials.md", table + "\n")
     write_json(out / "best.json", {"trial_id": best_row["trial_id"], "config": to_dict(best_cfg), "test": test_metrics,
                                    "split_hash": man.hash, "bundle": best_row["bundle"]})  # fmt: skip
@@ -167,12 +167,15 @@ def _register(cfg, gen_bundle: str, clf_bundle: Path | None, test: dict, split_h
 
 
 def _trials_table(done, space, metric: str, mode: str) -> str:
+    """Every trial, best first; a trial ASHA stopped shows its last validation figure and epoch."""
     keys = list(space.space)
     shown = list(dict.fromkeys(m for m in (metric, FID_ALL, "fid_val_mask_inception/all") if m in done))
-    cols = ["trial_id", *keys, *shown, "generator_cached", "trial_seconds"]
+    cols = ["trial_id", "status", *keys, *shown, "generator_cached", "trial_seconds"]
+    done = done.assign(status=[("finished" if r.get("final") == 1 else f"stopped at epoch {int(r.get('epoch', 0)) + 1}")
+                               for _, r in done.iterrows()])  # fmt: skip
     rows = done.sort_values(metric, ascending=mode == "min")
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in rows.iterrows():
-        vals = [r["trial_id"]] + [r.get(f"config/{k}") for k in keys] + [r.get(m) for m in shown] + [r.get("generator_cached"), r.get("trial_seconds")]
+        vals = [r["trial_id"], r["status"]] + [r.get(f"config/{k}") for k in keys] + [r.get(m) for m in shown] + [r.get("generator_cached"), r.get("trial_seconds")]
         lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in vals) + " |")
     return "\n".join(lines)
