@@ -15,6 +15,8 @@ from pathlib import Path
 
 from ..config import ConfigError, DataConfig
 from ..generators.config import CGANConfig, GeneratorTrainConfig, LatentGANConfig, MasksConfig, RunConfig
+from ..generators.cyclegan import CycleGANConfig, DomainPair, TranslationConfig
+from ..generators.nst import NSTConfig
 from .config import ClassifierConfig
 
 DEFAULT_POLICIES = ["orig", "trad", "syncgan", "trad+syncgan", "syncgan-only", "gan", "orig+gan"]
@@ -35,6 +37,10 @@ class BaselinesConfig:
     ratio: float = 2.0  # synthetic:real per class (paper: 90 synthetic beside 45 real)
     repeats: int = 1  # classifier seeds per split
     metric: str = "balanced_accuracy"  # the table's figure; accuracy, f1_macro, roc_auc also recorded
+    # Translation policies (cyclegan, nst) turn histology of a class into cytology of that class:
+    histology: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1))
+    cyclegan: CycleGANConfig = dataclasses.field(default_factory=lambda: CycleGANConfig(epochs=15))
+    nst: NSTConfig = dataclasses.field(default_factory=NSTConfig)
 
     def validate(self) -> None:
         if self.ratio < 0:
@@ -82,6 +88,14 @@ def run_baselines(cfg: BaselinesConfig, out: Path, tracking_uri: str | None = No
     manifests = repeated_manifests(ds, cfg.data.split_ratios, cfg.data.split_seed, cfg.data.n_splits, cfg.data.near_duplicate_bits)
     out.mkdir(parents=True, exist_ok=True)
     cache = out / "cache"
+    needed = sorted(generators_needed(cfg.policies))
+    translators = [g for g in needed if getattr(get_generator(g), "needs_source_domain", False)]
+    if translators:  # the histology domain, split the same way (same K seeds), same image size
+        hcfg = dataclasses.replace(cfg.histology, size=cfg.data.size, n_splits=cfg.data.n_splits,
+                                   split_ratios=cfg.data.split_ratios, split_seed=cfg.data.split_seed)  # fmt: skip
+        hist = load_dataset(hcfg, progress=True)
+        hmans = repeated_manifests(hist, hcfg.split_ratios, hcfg.split_seed, hcfg.n_splits, hcfg.near_duplicate_bits)
+        tcfg = TranslationConfig(histology=hcfg, cytology=cfg.data, cyclegan=cfg.cyclegan, nst=cfg.nst, run=cfg.run)
     uri = setup(cfg.name, tracking_uri)
     t0 = time.perf_counter()
     rows: list[dict] = []
@@ -92,9 +106,14 @@ def run_baselines(cfg: BaselinesConfig, out: Path, tracking_uri: str | None = No
             train, val, test = (ds.subset(man.indices(s)) for s in ("train", "val", "test"))
             # 2. Generators once per split, reused by every policy and classifier.
             samplers = {}
-            for g in sorted(generators_needed(cfg.policies)):
-                gen_cls = get_generator(g)
-                bundle, _ = gen_cls.train(train, val, generator_config(cfg), out / "generators" / f"split{k}" / g, cache, man.hash)
+            for g in needed:
+                gen_cls, dest = get_generator(g), out / "generators" / f"split{k}" / g
+                if g in translators:  # histology of class c → synthetic cytology labelled c
+                    h = {s: hist.subset(hmans[k].indices(s)) for s in ("train", "val")}
+                    bundle, _ = gen_cls.train(DomainPair(h["train"], train), DomainPair(h["val"], val), tcfg, dest, cache,
+                                              f"{man.hash}:{hmans[k].hash}")  # fmt: skip
+                else:
+                    bundle, _ = gen_cls.train(train, val, generator_config(cfg), dest, cache, man.hash)
                 samplers[g] = gen_cls.load(bundle)
             # 3. Every cell: compose, train (best on val), score test once.
             for clf in cfg.classifiers:

@@ -329,6 +329,8 @@ def stage_params(cfg: CycleGANConfig, size: int, n_train: int) -> dict:
 
 @register("cyclegan")
 class CycleGAN:
+    needs_source_domain = True  # trained on a DomainPair (histology → cytology), not on one image set
+
     """Per-class G: histology → cytology, with the class's training histology to sample from."""
 
     def __init__(self, gens: dict[str, nn.Module], sources: dict[str, np.ndarray], meta: dict) -> None:
