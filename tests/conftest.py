@@ -40,6 +40,17 @@ def blob_image(seed: int, size: int = 32, dark: bool = True) -> np.ndarray:
     return img
 
 
+@pytest.fixture(scope="module")
+def single_ray_instance():
+    """Studies start their own local Ray cluster in a subprocess. Ray Train's placement-group
+    cleaner finds its cluster by address auto-detection, which fails when two local clusters
+    exist, so the in-process cluster of earlier tests is shut down first."""
+    import ray
+
+    ray.shutdown()
+    yield
+
+
 @pytest.fixture
 def folder_dataset(tmp_path) -> Path:
     """<root>/{benign,malignant}/*.png, 10 images per class, distinct content."""

@@ -17,15 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_ray_instance():
-    """Studies start their own local Ray cluster in a subprocess. Ray Train's placement-group
-    cleaner finds its cluster by address auto-detection, which fails when two local clusters
-    exist, so the in-process cluster of earlier tests is shut down first."""
-    import ray
-
-    ray.shutdown()
-    yield
+pytestmark = pytest.mark.usefixtures("single_ray_instance")  # see conftest.py
 STUDY = ROOT / "studies" / "syncgan_ratio.py"
 TINY = ["--set", "tune.num_samples=3", "--set", "tune.grace_period=1"]
 
