@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..config import DataConfig
 from .folder import ImageSet, load_folder
+
+if TYPE_CHECKING:
+    from .splits import Manifest
 
 
 def simulated_set(kind: str, n: int, size: int, seed: int) -> ImageSet:
@@ -25,6 +29,26 @@ def simulated_set(kind: str, n: int, size: int, seed: int) -> ImageSet:
         groups=None,
         source=f"simulator:{kind}:n={n}:size={size}:seed={seed}",
     )
+
+
+def load_split(cfg: DataConfig, path) -> tuple[ImageSet, "Manifest"]:
+    """The dataset and its split manifest at `path`: reused when it was made for these exact
+    images at this size (and still passes the leakage check), otherwise made anew and saved."""
+    import sys
+    from pathlib import Path
+
+    from .splits import Manifest, check_leakage, make_manifest
+
+    ds, path = load_dataset(cfg, progress=True), Path(path)
+    if path.is_file():
+        m = Manifest.load(path)
+        if [it["sha256"] for it in m.items] == ds.sha256 and m.size == cfg.size:
+            check_leakage(m)
+            return ds, m
+        print(f"[data] {path} belongs to other data; making a new split", file=sys.stderr)
+    m, _ = make_manifest(ds, cfg.split_ratios, cfg.split_seed, cfg.near_duplicate_bits)
+    m.save(path)
+    return ds, m
 
 
 def load_dataset(cfg: DataConfig, progress: bool = False) -> ImageSet:

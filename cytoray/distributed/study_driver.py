@@ -23,19 +23,6 @@ def _resolve(path: str) -> Path:
     raise CytorayError(f"tune.search_space: {path} not found (looked in the working directory and {REPO})")
 
 
-def _split(cfg, out: Path):
-    from ..data.source import load_dataset
-    from ..data.splits import Manifest, make_manifest
-
-    ds = load_dataset(cfg.data, progress=True)
-    path = out / "split.json"
-    m = Manifest.load(path) if path.is_file() else None
-    if m is None or [it["sha256"] for it in m.items] != ds.sha256:
-        m, _ = make_manifest(ds, cfg.data.split_ratios, cfg.data.split_seed, cfg.data.near_duplicate_bits)
-        m.save(path)
-    return ds, m
-
-
 def run_study(cfg: RatioStudyConfig, out: Path, *, tracking_uri: str | None = None, address: str | None = None,
               resume: bool = False, use_cache: bool = True) -> dict:  # fmt: skip
     import mlflow
@@ -45,6 +32,7 @@ def run_study(cfg: RatioStudyConfig, out: Path, *, tracking_uri: str | None = No
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    from ..data.source import load_split
     from ..tracking.mlflow_utils import setup
     from ..tracking.study_logger import MlflowStudyCallback, find_or_create_parent
     from .runner import init_ray
@@ -55,7 +43,7 @@ def run_study(cfg: RatioStudyConfig, out: Path, *, tracking_uri: str | None = No
     out.mkdir(parents=True, exist_ok=True)
     # 1. Everything checkable before any job: search space, data, split (reused on resume).
     space = load_search_space(_resolve(cfg.tune.search_space), cfg)
-    ds, man = _split(cfg, out)
+    ds, man = load_split(cfg.data, out / "split.json")
     train, val, test = (ds.subset(man.indices(s)) for s in ("train", "val", "test"))
     print(f"[study] {cfg.name}: {ds.source} train {train.counts()} val {val.counts()} test {test.counts()} (split {man.hash})", file=sys.stderr)
 

@@ -38,3 +38,13 @@ def read_bundle(path: str | Path) -> tuple[dict, Path]:
 
 def load_state(path: Path, name: str) -> dict:
     return torch.load(path / f"{name}.pt", map_location="cpu")
+
+
+def load_per_class(path: Path, specs: dict[str, dict], factory, prefix: str) -> dict:
+    """One network per class: `factory(**specs[c]["kwargs"])` loaded from `<prefix><c>.pt`."""
+    nets = {}
+    for c, spec in specs.items():
+        net = factory(**spec["kwargs"])
+        net.load_state_dict(load_state(path, f"{prefix}{c}"))
+        nets[c] = net
+    return nets

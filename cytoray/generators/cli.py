@@ -24,22 +24,9 @@ def load_train_config(a: argparse.Namespace):
 
 def prepare_split(cfg, out: Path):
     """Load the data, make (or reuse) the split manifest in `out`, return (train, val, manifest)."""
-    from ..data.source import load_dataset
-    from ..data.splits import Manifest, check_leakage, make_manifest
+    from ..data.source import load_split
 
-    ds = load_dataset(cfg.data, progress=True)
-    path = out / "split.json"
-    manifest = None
-    if path.is_file():
-        manifest = Manifest.load(path)
-        if [it["sha256"] for it in manifest.items] != ds.sha256 or manifest.size != cfg.data.size:
-            print(f"[data] {path} belongs to other data; making a new split", file=sys.stderr)
-            manifest = None
-        else:
-            check_leakage(manifest)
-    if manifest is None:
-        manifest, _ = make_manifest(ds, cfg.data.split_ratios, cfg.data.split_seed, cfg.data.near_duplicate_bits)
-        manifest.save(path)
+    ds, manifest = load_split(cfg.data, out / "split.json")
     return ds.subset(manifest.indices("train")), ds.subset(manifest.indices("val")), manifest
 
 

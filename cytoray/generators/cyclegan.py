@@ -38,7 +38,7 @@ from ..errors import CytorayError, DataError
 from ..io import atomic_path
 from ..nets import PatchDiscriminator, ResnetGenerator, UNet, min_input_size, unet_depth
 from . import register
-from .bundle import load_state, read_bundle, write_bundle
+from .bundle import load_per_class, read_bundle, write_bundle
 from .config import RunConfig
 from .losses import bce
 from .nst import NSTConfig
@@ -378,11 +378,7 @@ class CycleGAN:
     @classmethod
     def load(cls, path) -> "CycleGAN":
         meta, path = read_bundle(path)
-        gens = {}
-        for n, m in meta["translators"].items():
-            g = make_translator(**m["kwargs"])
-            g.load_state_dict(load_state(path, f"G_{n}"))
-            gens[n] = g
+        gens = load_per_class(path, meta["translators"], make_translator, "G_")
         with np.load(path / meta["sources"]) as z:
             sources = {n: z[n] for n in meta["classes"]}
         return cls(gens, sources, meta)

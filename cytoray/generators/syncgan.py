@@ -21,7 +21,7 @@ from ..data.folder import ImageSet
 from ..distributed.runner import StageResult, run_stage
 from ..nets import MaskGenerator, UNet
 from . import register
-from .bundle import load_state, read_bundle, write_bundle
+from .bundle import load_per_class, load_state, read_bundle, write_bundle
 from .config import GeneratorTrainConfig
 
 
@@ -126,12 +126,7 @@ class SynCGAN:
         meta, path = read_bundle(path)
         cgan = UNet(**meta["cgan"]["kwargs"])
         cgan.load_state_dict(load_state(path, "cgan"))
-        gans = {}
-        for c, m in meta["mask_gans"].items():
-            g = MaskGenerator(**m["kwargs"])
-            g.load_state_dict(load_state(path, f"mask_gan_{c}"))
-            gans[c] = g
-        return cls(cgan, gans, meta)
+        return cls(cgan, load_per_class(path, meta["mask_gans"], MaskGenerator, "mask_gan_"), meta)
 
     @torch.no_grad()
     def sample(self, n: int, cls: str, seed: int = 0, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:

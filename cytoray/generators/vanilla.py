@@ -10,7 +10,7 @@ from ..data.folder import ImageSet
 from ..distributed.runner import run_stage
 from ..nets import VanillaGenerator
 from . import register
-from .bundle import load_state, read_bundle, write_bundle
+from .bundle import load_per_class, read_bundle, write_bundle
 from .config import GeneratorTrainConfig
 from .syncgan import _seeded_z, from_unit, stage_params, to_unit
 
@@ -45,12 +45,7 @@ class VanillaGAN:
     @classmethod
     def load(cls, path) -> "VanillaGAN":
         meta, path = read_bundle(path)
-        gens = {}
-        for n, m in meta["gans"].items():
-            g = VanillaGenerator(**m["kwargs"])
-            g.load_state_dict(load_state(path, f"gan_{n}"))
-            gens[n] = g
-        return cls(gens, meta)
+        return cls(load_per_class(path, meta["gans"], VanillaGenerator, "gan_"), meta)
 
     @torch.no_grad()
     def sample(self, n: int, cls: str, seed: int = 0, batch: int = 64) -> tuple[np.ndarray, None]:
