@@ -154,6 +154,15 @@ def test_split_is_stratified_seeded_and_saved(folder_dataset, tmp_path):
     assert len({k.hash for k in ks}) == 3
 
 
+def test_repeated_splits_must_differ(folder_dataset):
+    for cls in ("benign", "malignant"):  # 2 images per class: split 1:1 there are 2 × 2 = 4 assignments
+        for p in sorted((folder_dataset / cls).glob("*.png"))[2:]:
+            p.unlink()
+    ds = load_folder(folder_dataset, 32)
+    with pytest.raises(DataError, match="too small for 5 distinct repeats.*lower data.n_splits"):
+        repeated_manifests(ds, [1, 1, 0], 0, 5)
+
+
 def test_duplicates_stay_together_and_leakage_is_refused(folder_dataset):
     img = blob_image(3)
     write_png(folder_dataset / "benign" / "copy_a.png", img)

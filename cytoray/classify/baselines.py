@@ -47,6 +47,11 @@ class BaselinesConfig:
             raise ConfigError(f"ratio={self.ratio}: the synthetic:real ratio must be >= 0")
         if self.repeats < 1:
             raise ConfigError(f"repeats={self.repeats}: must be >= 1")
+        if self.data.n_splits * self.repeats < 2:
+            raise ConfigError(
+                f"data.n_splits={self.data.n_splits} × repeats={self.repeats} gives one run per cell: no interval or paired "
+                f"test is possible; set data.n_splits=3 (or repeats >= 2)"
+            )
         if not self.policies or "orig" not in self.policies:
             raise ConfigError("policies: must include 'orig' (every policy is tested against it)")
         if self.metric not in ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc"):

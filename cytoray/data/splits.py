@@ -197,5 +197,19 @@ def check_leakage(m: Manifest, phash: np.ndarray | None = None, near_bits: int =
 
 
 def repeated_manifests(ds: ImageSet, ratios: list[float], seed: int, k: int, near_bits: int = 4) -> list[Manifest]:
-    """K seeded stratified splits (seeds seed..seed+k-1) for repeated evaluation."""
-    return [make_manifest(ds, ratios, seed + r, near_bits)[0] for r in range(k)]
+    """K seeded stratified splits (seeds seed..seed+k-1) for repeated evaluation.
+
+    The K splits must differ: a set so small that two seeds give the same assignment would
+    count one split twice and make the intervals and paired tests look surer than they are.
+    """
+    mans = [make_manifest(ds, ratios, seed + r, near_bits)[0] for r in range(k)]
+    first: dict[str, int] = {}
+    for r, m in enumerate(mans):
+        if m.hash in first:
+            per_class = ", ".join(f"{c} {int(np.sum(ds.labels == i))}" for i, c in enumerate(ds.class_names))
+            raise DataError(
+                f"{ds.source}: split seeds {seed + first[m.hash]} and {seed + r} give the same split ({per_class} images), "
+                f"so the data is too small for {k} distinct repeats; add images or lower data.n_splits"
+            )
+        first[m.hash] = r
+    return mans

@@ -347,7 +347,7 @@ def results_table(summary: dict, classifiers: Sequence[str], policies: Sequence[
             text = format_cell(ci)
             t = tests.get(key) if pol != baseline else None
             if t is not None:
-                text += f" ({100 * t['mean_diff']:+.1f}, {_p_text(t['p_holm'])})"
+                text += f" ({round(100 * t['mean_diff'], 1) + 0.0:+.1f}, {_p_text(t['p_holm'])})"
             row.append(text)
             t = t or {}
             csv_rows.append([clf, pol, metric, _num(ci["mean"]), _num(ci["low"]), _num(ci["high"]), str(ci["n"]),
