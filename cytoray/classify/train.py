@@ -138,12 +138,13 @@ def classifier_loop(config: dict) -> None:
     import ray.train.torch
 
     from ..config import from_dict
-    from ..distributed.train_loop import BEST_FILE, META_FILE, STATE_FILE
+    from ..distributed.train_loop import BEST_FILE, META_FILE, STATE_FILE, quiet_report_log
     from ..generators.stages import amp_context
     from ..nets.classifiers import build_classifier, classifier_logits
     from .augment import augment_batch
 
     # 1. Context: rank, device, seeds, the config rebuilt from plain params.
+    quiet_report_log()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()

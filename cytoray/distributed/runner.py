@@ -96,6 +96,9 @@ def run_stage(
         return StageResult(final, done["history"], json.loads((final / META_FILE).read_text()), True, 0.0)
 
     init_ray()
+    # Train V2 reroutes worker print() through logging *and* tees it to stdout, so every
+    # progress line reached the console twice; Ray Train propagates this switch to workers.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     storage = Path(run_cfg.storage_path).resolve() if run_cfg.storage_path else cache_root / "ray"
     resources = {"CPU": run_cfg.cpus_per_worker}
     if run_cfg.use_gpu:

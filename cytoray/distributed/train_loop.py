@@ -62,10 +62,26 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def quiet_report_log() -> None:
+    """Hide Ray Train's per-report INFO line ("Reporting training result ...") on a worker.
+
+    Its logger is named by file path, so `LoggingConfig(log_level)` (which filters only
+    `ray.train.*` names) does not reach it; our own per-epoch line is the progress.
+    """
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # a Ray without Train V2's module layout: leave its logging alone
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
+    quiet_report_log()
     # 1. Context: rank, device, seeds (each rank its own stream, same epoch permutation).
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
