@@ -267,3 +267,15 @@ def test_results_table_zero_difference_has_no_minus_sign():
     assert -1e-12 < s["tests"]["r|gan"]["mean_diff"] < 0  # float rounding leaves a tiny negative
     md, _ = results_table(s, ["r"], ["orig", "gan"], "balanced_accuracy")
     assert "(+0.0, p=" in md and "-0.0" not in md
+
+
+def test_results_table_says_when_an_interval_leaves_the_unit_range():
+    tight = summarize(_results())
+    md, _ = results_table(tight, ["resnet"], ["orig", "trad"], "balanced_accuracy")
+    assert "unclipped" not in md
+    wide = [{"classifier": "r", "policy": p, "split": s, "balanced_accuracy": v}
+            for s, v in enumerate([0.5, 0.7333333333333334, 0.8333333333333334]) for p in ("orig", "trad")]  # fmt: skip
+    s = summarize(wide)  # the default study's orig column: 68.9 ± 42.5 reaches 111%
+    assert s["cells"]["r|orig"]["high"] > 1
+    md, _ = results_table(s, ["r"], ["orig", "trad"], "balanced_accuracy")
+    assert "68.9 ± 42.5" in md and "unclipped" in md

@@ -357,4 +357,7 @@ def results_table(summary: dict, classifiers: Sequence[str], policies: Sequence[
     lines.append("")
     lines.append(f"{metric} in %: mean ± 95% t-interval half-width over splits; (Δ, p) = paired t-test "
                  f"against {baseline} on the same splits, Δ in points, p Holm-adjusted per classifier.")
+    if any(c.get("low", 0) < 0 or c.get("high", 1) > 1 for c in cells.values()):
+        lines.append("Some intervals pass 0 or 100%: t-intervals over few splits are wide and left unclipped; "
+                     "more splits (data.n_splits) or repeats narrow them.")
     return "\n".join(lines), csv_rows
