@@ -1,6 +1,6 @@
 """SynCGAN Tables 2 and 3 as one study, with uncertainty a reviewer can check.
 
-    python studies/augmentation_baselines.py                      # embedded data, ResNet-18, 3 splits (~1 h on 2 CPUs)
+    python studies/augmentation_baselines.py                      # embedded data, ResNet-18, 3 splits, 7 policies (39 min on 2 CPUs)
     python studies/augmentation_baselines.py --smoke-test         # minutes: tiny images, 2 splits, SmallCNN
     python studies/augmentation_baselines.py --data /data/jucyt --config configs/studies/augmentation_baselines.yaml \
         --set 'classifiers=[resnet152,densenet161,inception_v3]' --set data.size=256
