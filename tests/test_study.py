@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("single_ray_instance")  # see conftest.py
 STUDY = ROOT / "studies" / "syncgan_ratio.py"
 TINY = ["--set", "tune.num_samples=3", "--set", "tune.grace_period=1"]
+FID_ALL = "fid_val_inception/all"
 
 
 def run(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -41,7 +42,8 @@ def mlflow_runs(db: Path, experiment: str = "syncgan_ratio"):
 @pytest.fixture(scope="module")
 def smoke_study(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("study")
-    r = run([str(STUDY), "--smoke-test", "--out", str(tmp / "study"), *TINY], cwd=tmp)
+    # Multi-objective (validation FID and balanced accuracy) here; the resume and cluster tests run the default.
+    r = run([str(STUDY), "--smoke-test", "--out", str(tmp / "study"), *TINY, "--set", "tune.multi_objective=true"], cwd=tmp)
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
     return tmp, r
 
@@ -54,11 +56,25 @@ def test_study_writes_parent_and_one_child_per_trial(smoke_study):
     assert len({c.data.tags["cytoray.trial_id"] for c in children}) == 3
     p = parents[0].data
     assert "best_test_balanced_accuracy" in p.metrics and p.params["tune.num_samples"] == "3"
-    finished = [c for c in children if "fid_val_inception/all" in c.data.metrics]
+    finished = [c for c in children if FID_ALL in c.data.metrics]
     assert finished and all("val_balanced_accuracy" in c.data.metrics and "ratio" in c.data.params for c in finished)
     best = json.loads((tmp / "study" / "best.json").read_text())
     assert set(best["test"]) == {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc"}
     assert "Best configuration, test split (scored once)" in r.stdout and "mlflow ui --backend-store-uri" in r.stdout
+
+
+def test_multi_objective_search_is_told_both_objectives(smoke_study):
+    import pickle
+
+    tmp, _ = smoke_study
+    exp = tmp / "study" / "tune" / "syncgan_ratio"
+    reports = [json.loads(line) for p in exp.glob("trial_fn_*/result.json") for line in p.read_text().splitlines()]
+    assert len(reports) > 3 and all(FID_ALL in r and "val_balanced_accuracy" in r for r in reports)  # every epoch:
+    # ASHA may stop a trial after any epoch, and its last report is what Optuna is told.
+    state = pickle.loads(max(exp.glob("searcher-state-*.pkl")).read_bytes())
+    assert state["_metric"] == [FID_ALL, "val_balanced_accuracy"] and state["_mode"] == ["min", "max"]
+    trials = state["_ot_study"].get_trials()
+    assert len(trials) == 3 and all(t.state.name == "COMPLETE" and len(t.values) == 2 for t in trials)
 
 
 def test_pull_and_classify_from_registry_in_a_fresh_process(smoke_study):

@@ -114,10 +114,24 @@ def fidelity(sampler, ds, split: str, n: int, seed: int, feature_cache: Path, sp
     return out
 
 
+def epoch_report_callback(extra: dict):
+    """A Train→Tune callback whose every per-epoch report also carries `extra` (the trial's FID/KID).
+
+    ASHA may stop a trial after any epoch; its last report is what the searcher is told.
+    A multi-objective search (FID and the validation metric) needs both in that report.
+    """
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class _WithExtra(TuneReportCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            super().after_report(run_context, [{**extra, **metrics[0]}, *metrics[1:]], checkpoint)
+
+    return _WithExtra()
+
+
 def trial_fn(point: dict, *, base: dict, overrides_of, data: dict) -> None:
     """One Tune trial. `data` holds the train/val sets and paths (put once in the object store)."""
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from ..classify.policies import compose_training_set
     from ..classify.train import train_classifier
@@ -144,7 +158,7 @@ def trial_fn(point: dict, *, base: dict, overrides_of, data: dict) -> None:
     tr = compose_training_set(cfg.policy, train, cfg.ratio, {cfg.generator: sampler}, rng_seed=cfg.run.seed, augment=cfg.classifier.augment)
     res = train_classifier(tr, val, None, cfg.classifier, label=f"clf-{cfg.classifier.name}", cache_root=cache,
                            data_key=split_hash, run_cfg=cfg.run, seed=cfg.run.seed, use_cache=use_cache,
-                           callbacks=[TuneReportCallback()])  # fmt: skip
+                           callbacks=[epoch_report_callback({k: float(v) for k, v in fid.items()})])  # fmt: skip
     tune.report({
         **{f"val_{k}": float(v) for k, v in res.val_metrics.items()},
         **{k: float(v) for k, v in fid.items()},
