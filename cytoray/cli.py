@@ -203,11 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_fid)
 
-    s = sub.add_parser("train", help="train a generator (syncgan = mask GANs + mask->RGB CGAN; gan = vanilla control)")
-    s.add_argument("generator", choices=["syncgan", "gan"])
+    s = sub.add_parser("train", help="train a generator (syncgan = mask GANs + mask->RGB CGAN; gan = vanilla control; "
+                                      "cyclegan = histology->cytology, one per class)")  # fmt: skip
+    s.add_argument("generator", choices=["syncgan", "gan", "cyclegan"])
     src = s.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", help="folder dataset <root>/<class>/*.png")
+    src.add_argument("--data", help="folder dataset <root>/<class>/*.png (cyclegan: the cytology target domain)")
     src.add_argument("--simulate", action="store_true", help="use the embedded simulator")
+    s.add_argument("--source", help="cyclegan: histology folder <root>/<class>/*.png, same classes (default: embedded)")
     s.add_argument("--size", type=int, default=64)
     s.add_argument("--epochs", type=int, default=None, help="epochs for every stage (overrides the config)")
     s.add_argument("--out", required=True)

@@ -21,10 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from cytoray.config import deep_merge, from_dict, load, to_dict
-from cytoray.data.source import load_dataset
-from cytoray.data.splits import make_manifest
 from cytoray.errors import ConfigError, CytorayError
-from cytoray.generators.cyclegan import CycleGAN, DomainPair, TranslationConfig, check_domains
+from cytoray.generators.cyclegan import CycleGAN, DomainPair, TranslationConfig, domain_splits
 from cytoray.generators.nst import NST
 from cytoray.io import save_png, stable_hash, write_text
 from cytoray.metrics.fidelity import cached_features, extractor_identity, per_class
@@ -50,19 +48,6 @@ class SearchConfig:
         for k, v in self.space.items():
             if k.split(".")[0] not in ("cyclegan", "nst") or v.get("type") not in ("uniform", "loguniform"):
                 raise ConfigError(f"space.{k}: expected cyclegan.*|nst.* with type uniform|loguniform, low, high")
-
-
-def splits(cfg: TranslationConfig, out: Path) -> tuple[dict[str, DomainPair], str]:
-    """Both domains checked (before any training), split 3:1:1 with manifests saved to `out`."""
-    hist, cyto = load_dataset(cfg.histology, progress=True), load_dataset(cfg.cytology, progress=True)
-    check_domains(hist, cyto, cfg.min_per_class)
-    parts, keys = {}, []
-    for name, ds, dc in (("histology", hist, cfg.histology), ("cytology", cyto, cfg.cytology)):
-        man, _ = make_manifest(ds, dc.split_ratios, dc.split_seed, dc.near_duplicate_bits)
-        man.save(out / f"{name}_split.json")
-        parts[name] = {s: ds.subset(man.indices(s)) for s in ("train", "val", "test")}
-        keys.append(man.hash)
-    return {s: DomainPair(parts["histology"][s], parts["cytology"][s]) for s in ("train", "val", "test")}, "-".join(keys)
 
 
 def translations(pair: DomainPair, cg: CycleGAN, nst: NST) -> dict[str, dict[str, np.ndarray]]:
@@ -187,7 +172,7 @@ def main() -> int:
     cfg = load(TranslationConfig, a.config, sets + a.set)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    data, key = splits(cfg, out)
+    data, key = domain_splits(cfg, out)
     uri = setup("cytoray-histo-to-cyto", a.tracking_uri)
     with start_run(f"histo_to_cyto-{key}-{stable_hash(to_dict(cfg))}" + "-search" * a.search) as parent:
         # 2. Optional search on validation FID; then train CycleGAN (per class) and set up NST.

@@ -70,6 +70,27 @@ def test_train_generate_fid_and_mlflow(tmp_path):
     assert len(arts) == 2
 
 
+def test_train_cyclegan_from_two_folders_then_generate(tmp_path):
+    hist, cyto, out = tmp_path / "hist", tmp_path / "cyto", tmp_path / "cg"
+    cytoray("simulate", "--kind", "histology", "--out", str(hist), "--n", "30", "--size", "32", "--seed", "1")
+    cytoray("simulate", "--kind", "cytology", "--out", str(cyto), "--n", "30", "--size", "32")
+    small = ["--set", "cyclegan.g_base=8", "--set", "cyclegan.d_base=8", "--set", "cyclegan.n_blocks=2", "--set", "min_per_class=5"]
+    args = ["train", "cyclegan", "--data", str(cyto), "--source", str(hist), "--size", "32", "--epochs", "2", "--out", str(out)]
+    r = cytoray(*args, *small, cwd=tmp_path)
+    assert "trained cyclegan" in r.stdout and "cyclegan/malignant" in r.stdout
+    assert (out / "histology_split.json").is_file() and (out / "cytology_split.json").is_file()
+    losses = [line.split() for line in r.stdout.splitlines() if line.strip().startswith("cyclegan/")]
+    assert all(float(w[2]) > float(w[4]) for w in losses)  # loss_g fell over the two epochs, for both classes
+    cytoray("generate", "--checkpoint", str(out), "--n", "5", "--cls", "benign", "--out", str(tmp_path / "synth"))
+    assert len(list((tmp_path / "synth" / "benign").glob("*.png"))) == 5
+    again = cytoray(*args, *small, cwd=tmp_path)  # same folders: both splits reused, both stages cached
+    assert again.stdout.count("(cached)") == 2 and "making a new split" not in again.stderr
+    r = cytoray("train", "cyclegan", "--data", str(cyto), "--out", str(tmp_path / "o"), check=False)
+    assert r.returncode == 2 and "--source HISTOLOGY_DIR" in r.stderr and not (tmp_path / "o").exists()
+    r = cytoray("train", "gan", "--data", str(cyto), "--source", str(hist), "--out", str(tmp_path / "o"), check=False)
+    assert r.returncode == 2 and "--source" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_bad_cli_input_is_one_line(tmp_path):
     r = cytoray("train", "syncgan", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), check=False)
     assert r.returncode == 2 and "folder not found" in r.stderr and "Traceback" not in r.stderr

@@ -210,3 +210,23 @@ def test_breakhis_names_magnification_and_patient_groups(tmp_path):
     write_png(root / "benign" / "SOB_M_A-14-999-40-001.png", blob_image(999))
     with pytest.raises(DataError, match="BreakHis name says 'malignant'"):
         require_folder(root)
+
+
+def test_load_split_reuses_only_a_matching_manifest(folder_dataset, tmp_path, capsys):
+    import dataclasses
+
+    from cytoray.config import DataConfig
+    from cytoray.data.source import load_split
+
+    cfg = DataConfig(root=str(folder_dataset), size=32, split_seed=3)
+    path = tmp_path / "split.json"
+    _, m = load_split(cfg, path)
+    _, again = load_split(cfg, path)
+    assert again.hash == m.hash and "making a new split" not in capsys.readouterr().err
+    for change in ({"split_seed": 4}, {"split_ratios": [2.0, 1.0, 1.0]}, {"size": 24}):
+        _, other = load_split(dataclasses.replace(cfg, **change), path)
+        assert "making a new split" in capsys.readouterr().err, change
+        assert Manifest.load(path).hash == other.hash  # the new split replaced the file
+        _, back = load_split(cfg, path)  # and the original settings give the original split back
+        assert back.hash == m.hash
+        capsys.readouterr()

@@ -31,21 +31,23 @@ def simulated_set(kind: str, n: int, size: int, seed: int) -> ImageSet:
     )
 
 
-def load_split(cfg: DataConfig, path) -> tuple[ImageSet, "Manifest"]:
+def load_split(cfg: DataConfig, path, ds: ImageSet | None = None) -> tuple[ImageSet, "Manifest"]:
     """The dataset and its split manifest at `path`: reused when it was made for these exact
-    images at this size (and still passes the leakage check), otherwise made anew and saved."""
+    images at this size with this seed and these ratios (and still passes the leakage check),
+    otherwise made anew and saved. `ds`: the dataset of `cfg`, when the caller loaded it already."""
     import sys
     from pathlib import Path
 
     from .splits import Manifest, check_leakage, make_manifest
 
-    ds, path = load_dataset(cfg, progress=True), Path(path)
+    ds, path = (load_dataset(cfg, progress=True) if ds is None else ds), Path(path)
     if path.is_file():
         m = Manifest.load(path)
-        if [it["sha256"] for it in m.items] == ds.sha256 and m.size == cfg.size:
+        same = (m.seed, [float(r) for r in m.ratios]) == (cfg.split_seed, [float(r) for r in cfg.split_ratios])
+        if [it["sha256"] for it in m.items] == ds.sha256 and m.size == cfg.size and same:
             check_leakage(m)
             return ds, m
-        print(f"[data] {path} belongs to other data; making a new split", file=sys.stderr)
+        print(f"[data] {path} belongs to other data or split settings; making a new split", file=sys.stderr)
     m, _ = make_manifest(ds, cfg.split_ratios, cfg.split_seed, cfg.near_duplicate_bits)
     m.save(path)
     return ds, m

@@ -118,6 +118,22 @@ class DomainPair:
     target: ImageSet
 
 
+def domain_splits(cfg: "TranslationConfig", out: Path) -> tuple[dict[str, DomainPair], str]:
+    """Both domains loaded and checked (before any training), each split by its own settings;
+    the manifests are kept in `out` (histology_split.json, cytology_split.json) and reused
+    while they match the data. Returns the train/val/test pairs and a key naming both splits."""
+    from ..data.source import load_dataset, load_split
+
+    hist, cyto = load_dataset(cfg.histology, progress=True), load_dataset(cfg.cytology, progress=True)
+    check_domains(hist, cyto, cfg.min_per_class)
+    parts, keys = {}, []
+    for name, ds, dc in (("histology", hist, cfg.histology), ("cytology", cyto, cfg.cytology)):
+        ds, man = load_split(dc, Path(out) / f"{name}_split.json", ds)
+        parts[name] = {s: ds.subset(man.indices(s)) for s in ("train", "val", "test")}
+        keys.append(man.hash)
+    return {s: DomainPair(parts["histology"][s], parts["cytology"][s]) for s in ("train", "val", "test")}, "-".join(keys)
+
+
 def check_domains(source: ImageSet, target: ImageSet, min_per_class: int) -> None:
     """Refuse unusable domain pairs before any training, naming the folder at fault."""
     for ds, what in ((source, "histology"), (target, "cytology")):
