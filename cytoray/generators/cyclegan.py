@@ -329,13 +329,6 @@ class CycleGANStage(Stage):
         return to_uint8_grid(torch.cat(rows), nrow=len(fixed["A"]))
 
 
-def _loop(config: dict) -> None:
-    """Ray Train worker entry: importing this module in the worker registers the "cyclegan" stage."""
-    from ..distributed.train_loop import train_loop_per_worker
-
-    train_loop_per_worker(config)
-
-
 def stage_params(cfg: CycleGANConfig, size: int, n_train: int) -> dict:
     return {**dataclasses.asdict(cfg), "size": size, "n_train": n_train}
 
@@ -345,9 +338,9 @@ def stage_params(cfg: CycleGANConfig, size: int, n_train: int) -> dict:
 
 @register("cyclegan")
 class CycleGAN:
-    needs_source_domain = True  # trained on a DomainPair (histology → cytology), not on one image set
-
     """Per-class G: histology → cytology, with the class's training histology to sample from."""
+
+    needs_source_domain = True  # trained on a DomainPair (histology → cytology), not on one image set
 
     def __init__(self, gens: dict[str, nn.Module], sources: dict[str, np.ndarray], meta: dict) -> None:
         self.gens, self.sources, self.meta = {k: g.eval() for k, g in gens.items()}, sources, meta
@@ -371,7 +364,7 @@ class CycleGAN:
                 train={"A": to_unit(a), "B": to_unit(b)}, val=None,
                 fixed={"A": to_unit(va[:k]), "B": to_unit(vb[:k])},
                 label=f"cyclegan-{name}", data_key=f"{data_key}:{name}",
-                cache_root=cache_root, run_cfg=cfg.run, loop=_loop,
+                cache_root=cache_root, run_cfg=cfg.run,
             )  # fmt: skip
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

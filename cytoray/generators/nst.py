@@ -132,9 +132,9 @@ def stylise(content: np.ndarray, style: np.ndarray, feats: VGGFeatures, cfg: NST
 
 @register("nst")
 class NST:
-    needs_source_domain = True  # histology contents styled by cytology of the same class
-
     """Per-class style transfer: histology of class c in the style of cytology of class c."""
+
+    needs_source_domain = True  # histology contents styled by cytology of the same class
 
     def __init__(self, content: dict[str, np.ndarray], style: dict[str, np.ndarray], cfg: NSTConfig, meta: dict) -> None:
         self.content, self.style, self.cfg, self.meta = content, style, cfg, meta
