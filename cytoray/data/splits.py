@@ -164,8 +164,8 @@ class Manifest:
             raise DataError(f"{path}: not a cytoray split manifest ({e}); delete it to make a new split") from None
 
 
-def make_manifest(ds: ImageSet, ratios: list[float], seed: int, near_bits: int = 4) -> tuple[Manifest, list]:
-    """Split `ds` (duplicates kept together), check leakage, return the manifest and the duplicate pairs."""
+def _duplicate_groups(ds: ImageSet, near_bits: int) -> tuple[np.ndarray, list, np.ndarray]:
+    """Perceptual hashes, duplicate pairs (refused across classes) and the groups a split keeps together."""
     ph = phash64(ds.images)
     pairs = duplicate_pairs(ds.sha256, ph, near_bits)
     for i, j, kind in pairs:
@@ -174,7 +174,16 @@ def make_manifest(ds: ImageSet, ratios: list[float], seed: int, near_bits: int =
                 f"{ds.names[i]} and {ds.names[j]} are {kind} duplicates with different classes "
                 f"('{ds.class_names[ds.labels[i]]}' vs '{ds.class_names[ds.labels[j]]}'); remove one of them"
             )
-    groups = _union_groups(len(ds), ds.groups, pairs)
+    return ph, pairs, _union_groups(len(ds), ds.groups, pairs)
+
+
+def make_manifest(ds: ImageSet, ratios: list[float], seed: int, near_bits: int = 4) -> tuple[Manifest, list]:
+    """Split `ds` (duplicates kept together), check leakage, return the manifest and the duplicate pairs."""
+    ph, pairs, groups = _duplicate_groups(ds, near_bits)
+    return _split_manifest(ds, ratios, seed, near_bits, ph, groups), pairs
+
+
+def _split_manifest(ds: ImageSet, ratios: list[float], seed: int, near_bits: int, ph: np.ndarray, groups: np.ndarray) -> Manifest:
     split = stratified_split(ds.labels, ds.class_names, ratios, seed, groups)
     items = [
         {"name": n, "class": ds.class_names[c], "sha256": h, "split": s}
@@ -182,7 +191,7 @@ def make_manifest(ds: ImageSet, ratios: list[float], seed: int, near_bits: int =
     ]
     m = Manifest(ds.source, int(ds.images.shape[1]), seed, list(ratios), list(ds.class_names), items)
     check_leakage(m, ph, near_bits)
-    return m, pairs
+    return m
 
 
 def check_leakage(m: Manifest, phash: np.ndarray | None = None, near_bits: int = 4) -> None:
@@ -202,7 +211,8 @@ def repeated_manifests(ds: ImageSet, ratios: list[float], seed: int, k: int, nea
     The K splits must differ: a set so small that two seeds give the same assignment would
     count one split twice and make the intervals and paired tests look surer than they are.
     """
-    mans = [make_manifest(ds, ratios, seed + r, near_bits)[0] for r in range(k)]
+    ph, _, groups = _duplicate_groups(ds, near_bits)  # seed-independent: found once for all K
+    mans = [_split_manifest(ds, ratios, seed + r, near_bits, ph, groups) for r in range(k)]
     first: dict[str, int] = {}
     for r, m in enumerate(mans):
         if m.hash in first:
