@@ -36,17 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke-test", action="store_true", help="a minimal run: tiny data, 2 splits, 2 epochs")
     a = ap.parse_args(argv)
 
-    from cytoray.classify.baselines import BaselinesConfig, check_before_training, run_baselines
+    from cytoray.classify.baselines import BaselinesConfig, run_baselines
     from cytoray.config import load
-    from cytoray.distributed.runner import init_ray
     from cytoray.errors import CytorayError
 
     try:
         sets = (SMOKE if a.smoke_test else []) + ([f"data.root={a.data}"] if a.data else []) + a.set
         cfg = load(BaselinesConfig, a.config, sets)
-        check_before_training(cfg)  # policy names, classifier sizes: before Ray starts
-        init_ray(a.address)
-        res = run_baselines(cfg, Path(a.out), a.tracking_uri)
+        res = run_baselines(cfg, Path(a.out), a.tracking_uri, a.address)
     except CytorayError as e:
         print(f"augmentation_baselines: error: {e}", file=sys.stderr)
         return 2

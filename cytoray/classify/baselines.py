@@ -54,8 +54,10 @@ class BaselinesConfig:
             )
         if not self.policies or "orig" not in self.policies:
             raise ConfigError("policies: must include 'orig' (every policy is tested against it)")
-        if self.metric not in ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc"):
-            raise ConfigError(f"metric={self.metric!r}: one of accuracy, balanced_accuracy, f1_macro, roc_auc")
+        from ..metrics.classification import SCORES
+
+        if self.metric not in SCORES:
+            raise ConfigError(f"metric={self.metric!r}: one of {', '.join(SCORES)}")
 
 
 def generator_config(cfg) -> GeneratorTrainConfig:
@@ -70,19 +72,22 @@ def check_before_training(cfg: BaselinesConfig) -> None:
     for p in cfg.policies:
         parse_policy(p)  # unknown names list the valid ones
     for name in cfg.classifiers:
-        dataclasses.replace(cfg.classifier, name=name).validate()
-        dataclasses.replace(cfg.classifier, name=name).check_size(cfg.data.size)
+        ccfg = dataclasses.replace(cfg.classifier, name=name)
+        ccfg.validate()
+        ccfg.check_size(cfg.data.size)
 
 
-def run_baselines(cfg: BaselinesConfig, out: Path, tracking_uri: str | None = None) -> dict:
+def run_baselines(cfg: BaselinesConfig, out: Path, tracking_uri: str | None = None, address: str | None = None) -> dict:
+    """The whole study. Every check and the K splits come before Ray starts (or `address` is joined)."""
     import mlflow
 
     from ..config import to_dict
     from ..data.source import load_dataset
     from ..data.splits import repeated_manifests
+    from ..distributed.runner import init_ray
     from ..generators import get_generator
     from ..io import write_json, write_text
-    from ..metrics.classification import classification_metrics, results_table, summarize
+    from ..metrics.classification import SCORES, classification_metrics, results_table, summarize
     from ..tracking.mlflow_utils import log_params_flat, setup
     from .policies import compose_training_set, generators_needed
     from .train import train_classifier
@@ -101,6 +106,7 @@ def run_baselines(cfg: BaselinesConfig, out: Path, tracking_uri: str | None = No
         hist = load_dataset(hcfg, progress=True)
         hmans = repeated_manifests(hist, hcfg.split_ratios, hcfg.split_seed, hcfg.n_splits, hcfg.near_duplicate_bits)
         tcfg = TranslationConfig(histology=hcfg, cytology=cfg.data, cyclegan=cfg.cyclegan, nst=cfg.nst, run=cfg.run)
+    init_ray(address)
     uri = setup(cfg.name, tracking_uri)
     t0 = time.perf_counter()
     rows: list[dict] = []
@@ -131,12 +137,12 @@ def run_baselines(cfg: BaselinesConfig, out: Path, tracking_uri: str | None = No
                         m = classification_metrics(res.test_labels, res.test_prob)
                         row = {"classifier": clf, "policy": policy, "split": k, "repeat": r, "best_epoch": res.best_epoch,
                                **{f"val_{a}": b for a, b in res.val_metrics.items()},
-                               **{a: m[a] for a in ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc")}}  # fmt: skip
+                               **{a: m[a] for a in SCORES}}  # fmt: skip
                         rows.append(row)
                         with mlflow.start_run(run_name=f"{clf}|{policy}|split{k}|r{r}", nested=True):
                             mlflow.set_tags({"classifier": clf, "policy": policy, "split": k, "repeat": r, "split_hash": man.hash})
                             log_params_flat(res.params)
-                            mlflow.log_metrics({f"test_{a}": float(v) for a, v in row.items() if a in m})
+                            mlflow.log_metrics({f"test_{a}": float(row[a]) for a in SCORES})
                             mlflow.log_metrics({a: float(v) for a, v in row.items() if a.startswith("val_")})
                         print(f"[study] split {k} {clf:<10} {policy:<14} test {cfg.metric} {row[cfg.metric]:.3f} "
                               f"(best epoch {res.best_epoch}, {time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)  # fmt: skip

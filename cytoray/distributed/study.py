@@ -150,6 +150,7 @@ def trial_fn(point: dict, *, base: dict, overrides_of, data: dict) -> None:
     # 2. Fidelity on validation (real features cached once per split and class).
     masks = cfg.masks.source if cfg.objective == "fidelity" else None
     fid = fidelity(sampler, val, "val", cfg.fid_per_class, cfg.run.seed, cache / "features", split_hash, masks)
+    fid = {k: float(v) for k, v in fid.items()}  # Tune reports and every per-epoch report carry these
     if cfg.objective == "fidelity":  # the stabiliser study: generators scored by FID/KID alone
         tune.report({**fid, "final": 1, "generator_cached": int(all(s.cached for s in stages.values())),
                      "generator_seconds": gen_s, "trial_seconds": time.perf_counter() - t0, "bundle": str(bundle)})  # fmt: skip
@@ -158,10 +159,10 @@ def trial_fn(point: dict, *, base: dict, overrides_of, data: dict) -> None:
     tr = compose_training_set(cfg.policy, train, cfg.ratio, {cfg.generator: sampler}, rng_seed=cfg.run.seed, augment=cfg.classifier.augment)
     res = train_classifier(tr, val, None, cfg.classifier, label=f"clf-{cfg.classifier.name}", cache_root=cache,
                            data_key=split_hash, run_cfg=cfg.run, seed=cfg.run.seed, use_cache=use_cache,
-                           callbacks=[epoch_report_callback({k: float(v) for k, v in fid.items()})])  # fmt: skip
+                           callbacks=[epoch_report_callback(fid)])  # fmt: skip
     tune.report({
         **{f"val_{k}": float(v) for k, v in res.val_metrics.items()},
-        **{k: float(v) for k, v in fid.items()},
+        **fid,
         "epoch": len(res.history), "final": 1, "generator_cached": int(all(s.cached for s in stages.values())),
         "generator_seconds": gen_s, "trial_seconds": time.perf_counter() - t0,
         "bundle": str(bundle), "classifier_dir": str(res.dir),

@@ -121,7 +121,7 @@ def _final_test(cfg, train, val, test, out: Path, split_hash: str, use_cache: bo
     from ..classify.policies import compose_training_set
     from ..classify.train import train_classifier
     from ..generators import get_generator
-    from ..metrics.classification import classification_metrics
+    from ..metrics.classification import SCORES, classification_metrics
 
     gen_cls = get_generator(cfg.generator)
     sampler = gen_cls.load(out / "cache" / "bundles" / f"{cfg.generator}-{generator_key(cfg)}")
@@ -129,7 +129,7 @@ def _final_test(cfg, train, val, test, out: Path, split_hash: str, use_cache: bo
     res = train_classifier(tr, val, test, cfg.classifier, label=f"clf-{cfg.classifier.name}", cache_root=out / "cache",
                            data_key=split_hash, run_cfg=cfg.run, seed=cfg.run.seed, use_cache=True)  # fmt: skip
     m = classification_metrics(res.test_labels, res.test_prob, list(train.class_names))
-    metrics = {k: float(m[k]) for k in ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc")}
+    metrics = {k: float(m[k]) for k in SCORES}
     size = cfg.classifier.check_size(int(train.images.shape[1]))
     bundle = write_classifier_bundle(out / "best_classifier", res.model_state, name=cfg.classifier.name,
                                      class_names=train.class_names, input_size=size, params=res.params)  # fmt: skip

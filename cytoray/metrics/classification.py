@@ -104,6 +104,7 @@ _METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "f1_macro": _f1_macro,
     "roc_auc": _roc_auc,
 }
+SCORES = tuple(_METRICS)  # the scalar scores every study reports and may select on
 
 
 def classification_metrics(y_true, y_prob, class_names: Sequence[str] | None = None) -> dict:
