@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,12 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+
+
+def run_python(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """`python ARGS` in a fresh process (unbuffered, output captured): the end-to-end studies and CLI."""
+    e = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
 
 
 def write_png(path: Path, arr: np.ndarray) -> Path:

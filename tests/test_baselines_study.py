@@ -5,12 +5,12 @@ reuses every finished stage, and bad input refused before Ray starts."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "studies" / "augmentation_baselines.py"
@@ -21,8 +21,7 @@ TINY = ["--smoke-test", "--set", "policies=[orig,gan,orig+gan]"]
 
 
 def run(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, str(STUDY), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return run_python([str(STUDY), *args], cwd, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

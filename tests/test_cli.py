@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,8 +18,7 @@ pytestmark = pytest.mark.usefixtures("single_ray_instance")  # see conftest.py
 
 
 def cytoray(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    r = subprocess.run([sys.executable, "-m", "cytoray.cli", *args], capture_output=True, text=True, cwd=cwd or ROOT, env=env, timeout=900)
+    r = run_python(["-m", "cytoray.cli", *args], cwd or ROOT)
     if check and r.returncode != 0:
         raise AssertionError(f"cytoray {' '.join(args)} → {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
     return r

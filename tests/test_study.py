@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import run_python as run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,11 +22,6 @@ pytestmark = pytest.mark.usefixtures("single_ray_instance")  # see conftest.py
 STUDY = ROOT / "studies" / "syncgan_ratio.py"
 TINY = ["--set", "tune.num_samples=3", "--set", "tune.grace_period=1"]
 FID_ALL = "fid_val_inception/all"
-
-
-def run(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
-    e = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
 
 
 def mlflow_runs(db: Path, experiment: str = "syncgan_ratio"):
