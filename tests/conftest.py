@@ -59,6 +59,18 @@ def single_ray_instance():
     yield
 
 
+@pytest.fixture(scope="session")
+def tracking_server(tmp_path_factory):
+    """A real PostgreSQL + `mlflow server --app-name basic-auth` on 127.0.0.1, shared by the
+    session (a start costs ~15 s on 2 cores). Yields servers.TrackingStack: `.uri`,
+    `.client_env()` (URI + a non-admin user's credentials), `.mlflow.stop()/.start()` (same
+    port and stores). If it cannot start, the test errors with the server's log: never a skip."""
+    from servers import tracking_stack
+
+    with tracking_stack(tmp_path_factory.mktemp("tracking-server")) as stack:
+        yield stack
+
+
 @pytest.fixture
 def folder_dataset(tmp_path) -> Path:
     """<root>/{benign,malignant}/*.png, 10 images per class, distinct content."""
