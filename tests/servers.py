@@ -152,8 +152,10 @@ class Postgres:
             os.chown(self.root, self._as["user"], self._as["group"])
 
     def uri(self, db: str) -> str:
+        """SQLAlchemy URI without the password: libpq takes it from PGPASSWORD, as in
+        infra/mlflow (a password in a URI shows in `ps` and in logged command lines)."""
         # The driver is named: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, not the psycopg2 we ship.
-        return f"postgresql+psycopg2://{self.user}:{self.password}@{HOST}:{self.port}/{db}"
+        return f"postgresql+psycopg2://{self.user}@{HOST}:{self.port}/{db}"
 
     def connect(self, db: str = "postgres", **kw):
         import psycopg2
@@ -233,8 +235,8 @@ class MlflowServer:
     stop()/start() keep the port, stores, secret key and users, as a restarted deployment would.
     """
 
-    def __init__(self, root: Path, backend_uri: str, auth_db_uri: str) -> None:
-        self.root, self.backend_uri = root, backend_uri
+    def __init__(self, root: Path, backend_uri: str, auth_db_uri: str, db_password: str) -> None:
+        self.root, self.backend_uri, self.db_password = root, backend_uri, db_password
         self.port = free_port()
         self.uri = f"http://{HOST}:{self.port}"
         self.admin = Credentials("admin", secrets.token_urlsafe(18))
@@ -257,6 +259,7 @@ class MlflowServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}  # never the client's identity
         env.update(MLFLOW_AUTH_CONFIG_PATH=str(self.auth_config), MLFLOW_FLASK_SERVER_SECRET_KEY=self.secret_key,
                    MLFLOW_AUTH_ADMIN_PASSWORD=self.admin.password,  # the admin password only from the environment
+                   PGPASSWORD=self.db_password,  # both stores' database password, never in a URI
                    # The job runner (7 huey consumer processes) serves GenAI features cytoray does not use;
                    # on 2 cores it triples the start time.
                    MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
@@ -347,7 +350,7 @@ def tracking_stack(root: Path):
     try:
         pg.start()
         backend, auth_db = pg.create_database("mlflow"), pg.create_database("mlflow_auth")
-        server = MlflowServer(root, backend, auth_db)
+        server = MlflowServer(root, backend, auth_db, pg.password)
         server.start()
         user = server.create_user("study")
         yield TrackingStack(pg, server, user, time.monotonic() - t0)
