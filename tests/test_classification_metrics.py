@@ -15,9 +15,13 @@ from cytoray.metrics.classification import (
     classification_metrics,
     format_cell,
     holm,
+    images_needed,
     mean_ci,
+    paired_t_power,
     paired_test,
+    power_statement,
     results_table,
+    splits_needed,
     summarize,
 )
 
@@ -279,3 +283,82 @@ def test_results_table_says_when_an_interval_leaves_the_unit_range():
     assert s["cells"]["r|orig"]["high"] > 1
     md, _ = results_table(s, ["r"], ["orig", "trad"], "balanced_accuracy")
     assert "68.9 ± 42.5" in md and "unclipped" in md
+
+
+# ----------------------------------------------------------------------------- power
+
+
+@pytest.mark.parametrize("d,n,achieved", [(0.2, 199, 0.8017), (0.5, 34, 0.8078), (0.8, 15, 0.8213)])
+def test_splits_needed_matches_gpower(d, n, achieved):
+    # G*Power 3 (Faul et al. 2007), "means: difference from constant / matched pairs", two-tailed
+    # α = .05, power .80: effect size dz = d needs n pairs with the achieved power shown.
+    assert splits_needed(sd_diff=1.0, delta=d) == n
+    assert paired_t_power(n, 1.0, d) == pytest.approx(achieved, abs=1e-4)
+    assert paired_t_power(n - 1, 1.0, d) < 0.8 <= paired_t_power(n, 1.0, d)  # the smallest such n
+
+
+def test_paired_t_power_by_hand_and_by_simulation():
+    # By hand with scipy's noncentral t: 8 splits, SD of differences 6 points, δ = 5 points.
+    df, nc = 7, 0.05 * math.sqrt(8) / 0.06
+    tc = stats.t.ppf(0.975, df)
+    by_hand = stats.nct.sf(tc, df, nc) + stats.nct.cdf(-tc, df, nc)
+    assert paired_t_power(8, 0.06, 0.05) == pytest.approx(by_hand, rel=1e-12)
+    # Simulated paired t-tests (ttest_rel's own statistic) reject at that rate.
+    rng = np.random.default_rng(0)
+    diffs = rng.normal(0.05, 0.06, (20000, 8))
+    t = diffs.mean(1) / (diffs.std(1, ddof=1) / math.sqrt(8))
+    assert np.mean(np.abs(t) > tc) == pytest.approx(by_hand, abs=0.01)
+    assert splits_needed(0.0) == 2 and math.isnan(paired_t_power(1, 0.06))  # one split: no t-test
+    assert splits_needed(5.0, delta=0.01) is None  # beyond MAX_SPLITS: "not with this design"
+    assert paired_t_power(5, 0.0004) == 1.0  # far tail: scipy's NaN is taken as 0, not propagated
+
+
+def test_images_needed_two_proportions():
+    # (1.96·√(2·.775·.225) + 0.8416·√(.75·.25 + .8·.2))² / .05² = 1093.4 → 1094 images.
+    za, zb = stats.norm.ppf(0.975), stats.norm.ppf(0.8)
+    by_hand = (za * math.sqrt(2 * 0.775 * 0.225) + zb * math.sqrt(0.75 * 0.25 + 0.8 * 0.2)) ** 2 / 0.05**2
+    assert images_needed(0.75) == math.ceil(by_hand) == 1094
+    # A pooled two-proportion z-test on that many images per classifier rejects ~80% of the time.
+    rng = np.random.default_rng(1)
+    a, b = rng.binomial(1094, 0.75, 20000) / 1094, rng.binomial(1094, 0.80, 20000) / 1094
+    pbar = (a + b) / 2
+    z = (b - a) / np.sqrt(2 * pbar * (1 - pbar) / 1094)
+    assert np.mean(np.abs(z) > za) == pytest.approx(0.8, abs=0.015)
+    assert images_needed(0.98) == images_needed(0.93)  # near 100% the detectable change is downwards
+    with pytest.raises(CytorayError, match="delta"):
+        images_needed(0.7, delta=5)
+
+
+def test_power_statement_and_table_line():
+    p = power_statement([0.05, -0.02, 0.10, 0.0, 0.03], 0.72, n_test=30)
+    sd = float(np.std([0.05, -0.02, 0.10, 0.0, 0.03], ddof=1))
+    assert p["sd_diff"] == pytest.approx(sd) and p["n_splits"] == 5
+    assert p["splits_needed"] == splits_needed(sd) and p["test_images_needed"] == images_needed(0.72)
+    assert p["power_now"] == pytest.approx(paired_t_power(5, sd))
+    assert p["statement"].startswith("To detect a 5-point difference in balanced_accuracy with 80% power")
+    assert f"about {p['splits_needed']} splits" in p["statement"] and "this study: 30" in p["statement"]
+    assert f"{p['test_images_needed']:,} test images per split" in p["statement"]
+    one = power_statement([0.04], 0.72)
+    assert one["splits_needed"] is None and "cannot be estimated from 1 split" in one["statement"]
+    json.dumps(p)
+
+    rows = [{**r, "n_test": 30} for r in _results()]
+    s = summarize(rows)
+    t = s["tests"]["resnet|syncgan"]["power"]
+    def scores(policy):
+        return [r["balanced_accuracy"] for r in sorted(rows, key=lambda r: r["split"])
+                if (r["classifier"], r["policy"]) == ("resnet", policy)]
+
+    assert t["sd_diff"] == pytest.approx(float(np.std(np.subtract(scores("syncgan"), scores("orig")), ddof=1)))
+    assert t["baseline_score"] == pytest.approx(0.70) and t["n_test"] == 30
+    pooled = s["power"]["resnet"]  # trad and syncgan differences: same JITTER spread, pooled
+    sds = [s["tests"][f"resnet|{pol}"]["power"]["sd_diff"] for pol in ("trad", "syncgan")]
+    assert pooled["sd_diff"] == pytest.approx(math.sqrt(np.mean(np.square(sds))))
+    md, _ = results_table(s, ["resnet", "densenet"], ["orig", "trad", "syncgan"], "balanced_accuracy")
+    assert f"Power (resnet): {pooled['statement']}" in md.splitlines()
+    assert s["power"]["densenet"]["statement"] in md
+    single = summarize([r for r in rows if r["split"] == 0])  # one split: no spread, test images still stated
+    assert single["power"]["resnet"]["splits_needed"] is None
+    assert single["power"]["resnet"]["test_images_needed"] == images_needed(0.70)
+    auc = summarize([{**r, "roc_auc": r["balanced_accuracy"]} for r in rows], metric="roc_auc")
+    assert auc["power"]["resnet"]["test_images_needed"] is None  # no binomial count for AUC

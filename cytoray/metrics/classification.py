@@ -10,7 +10,9 @@ cell and reports:
 - per cell: mean ± 95% t-interval over splits (`mean_ci`, `format_cell`);
 - per policy: a paired test against the baseline (`orig`) on the same splits, with effect
   size, Holm-adjusted over the policies of one classifier (`paired_test`, `holm`,
-  `summarize`, `results_table`).
+  `summarize`, `results_table`);
+- per classifier: how many splits, or test images per split, would detect a 5-point
+  difference with 80% power at the observed spread (`power.power_statement`).
 
 Scores are fractions in [0, 1]; tables print them in percent. Every returned dict holds
 plain Python numbers (NaN where a quantity is undefined) so it can go to JSON and MLflow.
@@ -35,6 +37,8 @@ from sklearn.metrics import (
 from sklearn.preprocessing import label_binarize
 
 from cytoray.errors import CytorayError
+
+from .power import images_needed, paired_t_power, power_statement, splits_needed  # noqa: F401 (re-exported)
 
 # ----------------------------------------------------------------------------- inputs
 
@@ -272,15 +276,20 @@ def _cell_key(classifier: str, policy: str) -> str:
     return f"{classifier}|{policy}"
 
 
-def summarize(results: list[dict], metric: str = "balanced_accuracy", baseline: str = "orig") -> dict:
-    """Per-cell mean ± CI and paired tests of every policy against `baseline`.
+def summarize(results: list[dict], metric: str = "balanced_accuracy", baseline: str = "orig", *,
+              delta: float = 0.05, power: float = 0.8) -> dict:
+    """Per-cell mean ± CI, paired tests of every policy against `baseline`, and power.
 
-    results: rows {"classifier", "policy", "split", "repeat" (optional, default 0), metric: score}.
-    Policy and baseline are matched on (split, repeat); cells with fewer than two matched
-    splits (a smoke test) get no test rather than an error. Holm runs per classifier over
-    its policy-vs-baseline comparisons. Keys are "classifier|policy" so the dict is JSON-able.
+    results: rows {"classifier", "policy", "split", "repeat" (optional, default 0), metric: score,
+    "n_test" (optional: test images of that split)}. Policy and baseline are matched on
+    (split, repeat); cells with fewer than two matched splits (a smoke test) get no test rather
+    than an error. Holm runs per classifier over its policy-vs-baseline comparisons. Keys are
+    "classifier|policy" so the dict is JSON-able. Each test carries "power" (`power_statement`
+    of its own paired differences) and summary["power"][classifier] states it for the pooled
+    SD of that classifier's paired differences (what `results_table` prints).
     """
     scores: dict[tuple[str, str], dict[tuple, float]] = {}
+    n_test: list[int] = []
     for i, row in enumerate(results):
         missing = [k for k in ("classifier", "policy", "split", metric) if k not in row]
         if missing:
@@ -290,27 +299,46 @@ def summarize(results: list[dict], metric: str = "balanced_accuracy", baseline: 
         if unit in cell:
             raise CytorayError(f"results hold two rows for {row['classifier']}/{row['policy']} split={unit[0]} repeat={unit[1]}; drop the duplicate")
         cell[unit] = float(row[metric])
+        if row.get("n_test") is not None:
+            n_test.append(int(row["n_test"]))
     if scores and baseline not in {pol for _, pol in scores}:
         raise CytorayError(f"baseline policy {baseline!r} is not in the results; policies are {sorted({p for _, p in scores})}")
 
     cells = {_cell_key(c, p): mean_ci(list(v.values())) for (c, p), v in scores.items()}
     tests: dict[str, dict] = {}
+    powers: dict[str, dict] = {}
+    # Test-image counts use a binomial proportion: meaningful for (balanced) accuracy only.
+    p_kw = {"metric": metric, "delta": delta, "power": power, "n_test": int(np.median(n_test)) if n_test else None}
     for clf in dict.fromkeys(c for c, _ in scores):  # first-seen order
         base = scores.get((clf, baseline))
         if base is None:
             continue
+        base_mean = cells[_cell_key(clf, baseline)]["mean"] if metric in ("accuracy", "balanced_accuracy") else None
         family: dict[str, dict] = {}
+        diffs: list[np.ndarray] = []
         for (c, pol), v in scores.items():
             if c != clf or pol == baseline:
                 continue
             units = [u for u in v if u in base]  # same splits in the same order for both sides
             if len(units) >= 2:
-                family[_cell_key(c, pol)] = paired_test([v[u] for u in units], [base[u] for u in units])
+                a, b = [v[u] for u in units], [base[u] for u in units]
+                family[_cell_key(c, pol)] = t = paired_test(a, b)
+                d = np.subtract(a, b)
+                d = d[np.isfinite(d)]
+                t["power"] = power_statement(d, base_mean, **p_kw)
+                diffs.append(d)
         adjusted = holm({k: t["p_value"] for k, t in family.items()})
         for k, t in family.items():
             t["p_holm"] = adjusted[k]
         tests.update(family)
-    return {"metric": metric, "baseline": baseline, "cells": cells, "tests": tests}
+        # Pooled SD of the paired differences (variances weighted by their degrees of freedom).
+        dfs = [d.size - 1 for d in diffs if d.size >= 2]
+        if dfs:
+            pooled = math.sqrt(sum((d.size - 1) * np.var(d, ddof=1) for d in diffs if d.size >= 2) / sum(dfs))
+            powers[clf] = power_statement(None, base_mean, sd_diff=pooled, n_splits=max(dfs) + 1, **p_kw)
+        else:
+            powers[clf] = power_statement(None, base_mean, n_splits=len(base), **p_kw)
+    return {"metric": metric, "baseline": baseline, "cells": cells, "tests": tests, "power": powers}
 
 
 def _p_text(p: float) -> str:
@@ -361,4 +389,7 @@ def results_table(summary: dict, classifiers: Sequence[str], policies: Sequence[
     if any(c.get("low", 0) < 0 or c.get("high", 1) > 1 for c in cells.values()):
         lines.append("Some intervals pass 0 or 100%: t-intervals over few splits are wide and left unclipped; "
                      "more splits (data.n_splits) or repeats narrow them.")
+    for clf in classifiers:  # what this design could have detected (summaries from before power had none)
+        if clf in summary.get("power", {}):
+            lines.append(f"Power ({clf}): {summary['power'][clf]['statement']}")
     return "\n".join(lines), csv_rows
