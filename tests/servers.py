@@ -7,6 +7,9 @@ process left behind (checked, not assumed):
         env = srv.client_env()          # MLFLOW_TRACKING_URI / _USERNAME / _PASSWORD of a study user
         srv.mlflow.stop(); srv.mlflow.start()   # same port, same stores (fault tests)
 
+The server is configured as infra/mlflow deploys it: the auth settings of
+infra/mlflow/basic_auth.ini, the database password only in PGPASSWORD, MLflow's job runner off.
+
 PostgreSQL comes from the `pgserver` wheel (a relocatable PostgreSQL build; only its binaries
 are used: its Python API listens on a unix socket only and, as root, chmods every parent
 folder), else from binaries on PATH. PostgreSQL refuses to run as root, so as root its
@@ -15,6 +18,7 @@ processes run as `nobody` in a folder made under the system temp dir that `nobod
 
 from __future__ import annotations
 
+import configparser
 import os
 import secrets
 import shutil
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HOST = "127.0.0.1"
+INFRA_AUTH_INI = Path(__file__).resolve().parents[1] / "infra" / "mlflow" / "basic_auth.ini"
 
 
 class ServerStartError(RuntimeError):
@@ -239,18 +244,17 @@ class MlflowServer:
         self.root, self.backend_uri, self.db_password = root, backend_uri, db_password
         self.port = free_port()
         self.uri = f"http://{HOST}:{self.port}"
-        self.admin = Credentials("admin", secrets.token_urlsafe(18))
         self.artifacts = root / "artifacts"
         self.log = root / "mlflow-server.log"
         self.auth_config = root / "basic_auth.ini"
-        # NO_PERMISSIONS: a user sees only what they created or were granted (the infra default too)
-        self.auth_config.write_text(
-            "[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
-            f"database_uri = {auth_db_uri}\nadmin_username = {self.admin.username}\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-            # Each request otherwise re-hashes the password (PBKDF2): 0.6 s a request on 2 cores.
-            "auth_cache_ttl_seconds = 60\n"
-        )
+        # The auth settings shipped in infra/ (NO_PERMISSIONS by default, credential cache, admin
+        # name), with only the database moved to this stack's PostgreSQL.
+        cfg = configparser.ConfigParser()
+        cfg.read_string(INFRA_AUTH_INI.read_text())
+        cfg["mlflow"]["database_uri"] = auth_db_uri
+        self.admin = Credentials(cfg["mlflow"]["admin_username"], secrets.token_urlsafe(18))
+        with open(self.auth_config, "w") as f:
+            cfg.write(f)
         self.auth_config.chmod(0o600)
         self.secret_key = secrets.token_hex(16)  # CSRF key: must stay the same across restarts
         self.proc: subprocess.Popen | None = None
