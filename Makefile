@@ -21,7 +21,8 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) studies/syncgan_ratio.py
 
-# The test suite (slow end-to-end runs are excluded; `make test-all` runs them too).
+# The test suite (slow end-to-end runs are excluded; `make test-all` runs them too). The
+# `server` tests (a real PostgreSQL + authenticated MLflow server on 127.0.0.1) are included.
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 

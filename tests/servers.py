@@ -149,10 +149,14 @@ class Postgres:
         self.user, self.password = "postgres", secrets.token_urlsafe(24)
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
+        self._as = _unprivileged()
+        closed = [d for d in [self.bin, *self.bin.parents] if self._as and not d.stat().st_mode & 0o001]
+        if closed:  # `nobody` must traverse every folder down to the binaries
+            raise ServerStartError(f"PostgreSQL refuses to run as root, so it runs as `nobody`, who cannot reach "
+                                   f"{self.bin}: {closed[-1]} is not searchable by others (chmod o+x)")  # fmt: skip
         # Not under pytest's tmp dir: that is 0700 root, and the server may run as `nobody`.
         self.root = Path(tempfile.mkdtemp(prefix="cytoray-pg-"))
         self.data, self.log = self.root / "data", self.root / "postgres.log"
-        self._as = _unprivileged()
         if self._as:
             os.chown(self.root, self._as["user"], self._as["group"])
 
