@@ -5,6 +5,8 @@
 - `PatchDiscriminator`: pix2pix 70x70 PatchGAN, logits map.
 - `ResnetGenerator`: CycleGAN generator.
 - `build_classifier`: ResNet-152 / DenseNet-161 / Inception-V3 / ResNet-18 / SmallCNN.
+- `real_features` / `InceptionFeatures`: NST features, by default the verified FID InceptionV3
+  layer by layer (offline); VGG-19 from a local file; random weights only when allowed.
 
 No generator contains a transposed convolution; nothing here downloads weights.
 """
@@ -18,6 +20,7 @@ from .classifiers import (
     load_classifier_weights,
     min_image_size,
 )
+from .inception_features import InceptionFeatures, check_real, is_random, real_features
 from .patchgan import PatchDiscriminator, min_input_size, output_size, receptive_field
 from .resnet_gen import ResnetBlock, ResnetGenerator
 from .unet import (
@@ -36,6 +39,7 @@ __all__ = [
     "CLASSIFIERS",
     "INCEPTION_AUX_MIN_SIZE",
     "NORMS",
+    "InceptionFeatures",
     "LatentGenerator",
     "MaskGenerator",
     "PatchDiscriminator",
@@ -46,13 +50,16 @@ __all__ = [
     "UpBlock",
     "VanillaGenerator",
     "build_classifier",
+    "check_real",
     "classifier_logits",
     "count_params",
+    "is_random",
     "load_classifier_weights",
     "make_norm",
     "min_image_size",
     "min_input_size",
     "output_size",
+    "real_features",
     "receptive_field",
     "unet_depth",
 ]

@@ -115,22 +115,31 @@ def random_features_name(seed: int) -> str:
     return f"vgg19-random-seed{seed}"
 
 
+def random_vgg19_features(layers: list[str], pool: str = "avg", seed: int = 0) -> VGGFeatures:
+    """A random-weight VGG-19 drawn with `seed` (no notice printed: callers label it themselves).
+
+    Prefer `cytoray.nets.inception_features.real_features`, which refuses these unless asked.
+    """
+    with torch.random.fork_rng(devices=[]):  # a fixed draw that leaves the caller's RNG alone
+        torch.manual_seed(seed)
+        net = torchvision.models.vgg19(weights=None)
+    return VGGFeatures(net.features, layers, pool)
+
+
 def vgg19_features(weights: str | Path | None, layers: list[str], pool: str = "avg", seed: int = 0) -> tuple[VGGFeatures, str]:
     """(feature extractor, its name for params and labels).
 
     `weights` = a local torchvision VGG-19 state dict → ImageNet features, named
     "vgg19-imagenet:<path>"; None → random weights drawn with `seed` (the documented fallback,
-    warned on stderr), named "vgg19-random-seed<seed>".
+    warned on stderr), named "vgg19-random-seed<seed>". Kept for the current NST generator;
+    new callers use `inception_features.real_features`, where random features must be asked for.
     """
     if weights is None:
-        with torch.random.fork_rng(devices=[]):  # a fixed draw that leaves the caller's RNG alone
-            torch.manual_seed(seed)
-            net = torchvision.models.vgg19(weights=None)
         name = random_features_name(seed)
         print(f"WARNING: nst.vgg_weights not set: neural style transfer uses random-weight VGG-19 features "
               f"({name}), not ImageNet ones; point nst.vgg_weights at a local vgg19 state dict for the paper's setup",
               file=sys.stderr, flush=True)
-        return VGGFeatures(net.features, layers, pool), name
+        return random_vgg19_features(layers, pool, seed), name
     path = Path(weights)
     state = _read_weights(path)
     net = torchvision.models.vgg19(weights=None)
