@@ -204,8 +204,28 @@ def test_fid_kid_dirs_small_sets(imgs, tmp_path):
     # KID subset size adapts to the 5-image set; subsets of 5 out of 7 differ, so the std is real.
     assert (r["kid_subset_size"], r["n1"], r["n2"], r["kid_subsets"]) == (5, 5, 7, 20)
     assert r["kid_std"] > 0 and np.isfinite(r["fid"]) and r["fid"] > 0
-    assert r["image_resize"] == "PIL bicubic to 64x64"  # sorted order: big.png first
+    # One protocol whatever the order: each image from its own size to 299 by the extractor. (Before,
+    # both folders were resized to the first image's size, 64x64 here and 48x48 swapped.)
+    assert r["image_resize"] == "each image from its own size to 299x299 by the extractor (TF1 bilinear, align_corners=False)"
     assert r["weights_sha1"] == F.WEIGHTS_SHA1 and r["dir_a"] == str(a)
+    swapped = F.fid_kid_dirs(b, a, kid_subsets=20)
+    assert abs(swapped["fid"] - r["fid"]) < 1e-6 and (swapped["n1"], swapped["n2"]) == (7, 5)
+    assert swapped["kid_mean"] == r["kid_mean"] and swapped["kid_std"] == r["kid_std"]
+    np.testing.assert_equal(swapped["floor_a"], r["floor_b"])  # (NaN == NaN here: too few images to fit a slope)
+    np.testing.assert_equal(swapped["floor_b"], r["floor_a"])
+    assert r["floor_a"]["floor_n1"] == 2 and r["floor_b"]["floor_n2"] == 4  # halves of 5 and of 7
+    # A folder's features are its images' own: a mixed-size folder is batched by size, in file order.
+    from cytoray.data.images import read_rgb
+
+    paths = F.list_images(a)
+    own = np.concatenate([F.inception_features(read_rgb(p)[None]) for p in paths])
+    np.testing.assert_allclose(F.folder_features(paths, batch_size=3), own, rtol=1e-5, atol=1e-5)
+    assert r["headline"] == "kid" and "2049" in r["warning"] and "KID" in r["warning"]
+    lines = F.describe(r, ("a", "b"))
+    assert lines[0].startswith("KID") and "[headline]" in lines[0] and "flagged" in lines[1]
+    assert any(line.startswith("a: real-vs-real FID") for line in lines) and lines[-1].startswith("WARNING")
+    sized = F.fid_kid_dirs(a, b, size=32, kid_subsets=20)  # --size: the same pre-resize for both folders
+    assert sized["image_resize"].startswith("each image PIL bicubic to 32x32, then to 299x299")
 
     with pytest.raises(DataError, match="nowhere"):
         F.fid_kid_dirs(tmp_path / "nowhere", a)
@@ -230,5 +250,33 @@ def test_per_class_names_and_values(imgs, feats):
     assert abs(out["fid_val_inception/malignant"]) < 1e-3
     assert out["fid_val_inception/benign"] > 100
     assert out["kid_val_inception_subset_size/all"] == 12
+    # Every figure carries its n; real sets of >= 4 images get their real-vs-real floor next to it.
+    real_feats = {"benign": feats[:6], "malignant": feats[6:], "all": feats}  # imgs[6:] are real = fake
+    for cls, n in (("benign", 6), ("malignant", 6), ("all", 12)):
+        assert (out[f"fid_val_inception_n_real/{cls}"], out[f"fid_val_inception_n_fake/{cls}"]) == (n, n)
+        floor = F.real_floor(real_feats[cls], n)
+        assert out[f"fid_val_inception_floor/{cls}"] == pytest.approx(floor["fid_floor"], rel=1e-6)
+        assert out[f"kid_val_inception_floor_mean/{cls}"] == pytest.approx(floor["kid_floor_mean"], rel=1e-6)
+    notes = F.per_class_notes(out, "val")
+    assert len(notes) == 3 and notes[0].startswith("val/all: KID") and "2049" in notes[0]
     with pytest.raises(CytorayError, match="lymph"):
         F.per_class(real, {"lymph": imgs[:3]}, "val")
+
+
+def test_per_class_floors_reuse_the_features(imgs, feats, monkeypatch):
+    # One network pass per fake class; the floors (and the pooled figure) reuse features.
+    calls = []
+    run = F._features_from_batches
+
+    def counting(batches, device):
+        out = run(batches, device)
+        calls.append(len(out))
+        return out
+
+    monkeypatch.setattr(F, "_features_from_batches", counting)
+    out = F.per_class({}, {"benign": imgs[:3], "malignant": imgs[3:5]}, "test",
+                      real_features={"benign": feats[:5], "malignant": feats[5:]}, kid_subsets=5)
+    assert calls == [3, 2]
+    assert out["fid_test_inception_n_real/malignant"] == 7 and out["fid_test_inception_n_fake/malignant"] == 2
+    assert "fid_test_inception_floor/malignant" in out and "fid_test_inception_floor/benign" in out
+    assert all(isinstance(v, float) for v in out.values())  # MLflow metrics

