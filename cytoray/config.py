@@ -10,6 +10,7 @@ into keyword arguments at the edge.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -54,7 +55,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
+        (_, arg) = typing.get_args(tp) or (str, Any)
+        if _is_section(arg):  # {name: section}: the key names the plugin
+            return {k: _coerce(v if not isinstance(v, dict) or "name" in v else {"name": k, **v}, arg, f"{where}.{k}")
+                    for k, v in value.items()}  # fmt: skip
+        return {k: _coerce(v, arg, f"{where}.{k}") for k, v in value.items()}
     if origin is typing.Literal:
         choices = typing.get_args(tp)
         if value not in choices:
@@ -63,12 +68,23 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping for {_type_name(tp)}, got {value!r}")
+        if _is_section(tp):
+            if not isinstance(value.get("name"), str):
+                raise ConfigError(f"{where}: give its 'name' (one of {', '.join(tp.section_names())})")
+            tp = tp.section_class(value["name"], where)
         return _build(tp, value, where)
     if tp is Any:
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {value} is not a finite number; give a real value")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -96,12 +112,55 @@ def _build(cls: type[T], data: dict, where: str) -> T:
     kwargs = {}
     for k, v in data.items():
         f = fields[k]
-        # A partial mapping for a nested config starts from the parent's own default for it
-        # (e.g. a study whose classifier defaults to smallcnn keeps smallcnn under `classifier.epochs=2`).
-        if isinstance(v, dict) and dataclasses.is_dataclass(hints[k]) and f.default_factory is not dataclasses.MISSING:
-            v = deep_merge(dataclasses.asdict(f.default_factory()), v)
+        if isinstance(v, dict) and f.default_factory is not dataclasses.MISSING:
+            v = _with_defaults(f.default_factory(), v)
         kwargs[k] = _coerce(v, hints[k], f"{where}.{k}")
     return cls(**kwargs)
+
+
+class Section:
+    """A config section whose dataclass is chosen by its `name` key: a plugin's own typed Config
+    (e.g. `generator: {name: syncgan, cgan: {lam: 50}}`). Subclasses are dataclasses with a
+    `name` field and say how a name resolves (an unknown name is an error listing the known ones)."""
+
+    @classmethod
+    def section_class(cls, name: str, where: str) -> type:
+        raise NotImplementedError
+
+    @classmethod
+    def section_names(cls) -> list[str]:
+        raise NotImplementedError
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, Section)
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclasses (also inside mappings and lists) as plain mappings."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    return obj
+
+
+def _with_defaults(default: Any, over: dict) -> dict:
+    """A partial mapping for a nested config starts from the parent's own default for it (e.g. a
+    study whose classifier defaults to smallcnn keeps smallcnn under `classifier.epochs=2`), except
+    where it names another plugin than the default's: that one starts from its own defaults."""
+    if dataclasses.is_dataclass(default):
+        if isinstance(default, Section) and over.get("name", default.name) != default.name:
+            return over
+        return deep_merge(dataclasses.asdict(default), over)
+    if isinstance(default, dict):
+        out = to_plain(default)
+        for k, v in over.items():
+            out[k] = _with_defaults(default[k], v) if k in default and isinstance(v, dict) else v
+        return out
+    return over
 
 
 def from_dict(cls: type[T], data: dict | None, source: str = "<dict>") -> T:
@@ -147,12 +206,16 @@ def parse_override(item: str) -> dict:
     return value
 
 
-def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Load `cls` from a YAML file (or defaults) with `KEY=VALUE` overrides applied on top."""
+def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None, values: dict | None = None) -> T:
+    """Load `cls` from a YAML file (or defaults), then nested `values` (e.g. paths from command-line
+    flags, never parsed as YAML), then `KEY=VALUE` overrides on top."""
     data = _read_yaml(Path(path)) if path else {}
     source = str(path) if path else "<defaults>"
-    for item in overrides or []:
-        data = deep_merge(data, parse_override(item))
+    if values:
+        data = deep_merge(data, values)
+    if overrides:
+        for item in overrides:
+            data = deep_merge(data, parse_override(item))
         source = f"{source} + overrides"
     return from_dict(cls, data, source)
 
@@ -161,8 +224,9 @@ def validate(obj: Any, source: str) -> None:
     """Call `validate()` on the config and every nested config; errors name the file."""
     for f in dataclasses.fields(obj):
         v = getattr(obj, f.name)
-        if dataclasses.is_dataclass(v):
-            validate(v, source)
+        for item in v.values() if isinstance(v, dict) else [v]:
+            if dataclasses.is_dataclass(item):
+                validate(item, source)
     check = getattr(obj, "validate", None)
     if check is not None:
         try:

@@ -18,3 +18,7 @@ class ConfigError(CytorayError):
 
 class DataError(CytorayError):
     """A dataset folder or file is unusable (missing, corrupt, too small, leaking across splits)."""
+
+
+class TrainingError(CytorayError):
+    """A training run failed in a way the user can act on (no optimiser step, a diverged loss)."""

@@ -1,0 +1,30 @@
+"""How a stage runs under Ray Train (workers, devices, checkpoints, seed): shared by every trainer."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..errors import ConfigError
+
+
+@dataclasses.dataclass
+class RunConfig:
+    num_workers: int = 1  # Ray Train workers; > 1 runs DDP
+    use_gpu: bool = False  # one GPU per worker
+    cpus_per_worker: int = 1  # CPU slots a worker reserves (and its torch threads)
+    gpus_per_worker: float = 1.0  # GPU share per worker when use_gpu (0.25: four small trials share a GPU)
+    mixed_precision: bool = True  # bf16 autocast on CUDA only (CPU always float32)
+    sample_every: int = 5  # epochs between logged sample grids
+    checkpoint_every: int = 5  # epochs between checkpoints (resume points); the last epoch of a stage always
+    keep_checkpoints: int = 2  # Ray Train checkpoints kept per job
+    storage_path: str | None = None  # Ray Train storage (absolute path or URI); None = <cache>/ray
+    seed: int = 0  # seeds init, batches and latent draws
+
+    def validate(self) -> None:
+        for k in ("num_workers", "cpus_per_worker", "sample_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, k) < 1:
+                raise ConfigError(f"run.{k}={getattr(self, k)}: must be >= 1")
+        if not 0.0 < self.gpus_per_worker <= 8.0:
+            raise ConfigError(f"run.gpus_per_worker={self.gpus_per_worker}: a share in (0, 8]")
+        if self.seed < 0:
+            raise ConfigError(f"run.seed={self.seed}: must be >= 0")

@@ -1,0 +1,181 @@
+"""Run stages under Ray Train, one job for all that are not cached (the content-keyed stage cache).
+
+A finished stage lives in `<cache>/<label>-<key>/final/` where the key hashes everything that
+shaped it (its trainer, every parameter, its data, its seed), so:
+- a stage already trained (by this trial, an earlier trial, or an earlier study) is reused;
+- every stage still to train runs in ONE Ray Train job (a generator's stages: both class mask
+  GANs and the CGAN together), so a job's start-up is paid once;
+- the job's name hashes the stages it runs, with no timestamp: a job that was killed and is
+  started again with the same stages resumes from its last checkpoint (Train V2 restores a run
+  with the same name and storage path).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from ..errors import CytorayError
+from ..io import atomic_dir, stable_hash, write_json
+from .config import RunConfig
+from .loop import BEST_FILE, DONE_DIR, GRID_DIR, HISTORY_FILE, META_FILE, load_result, save_result
+from .stage import StageSpec
+
+
+@dataclasses.dataclass
+class StageResult:
+    dir: Path  # final artefacts: best.pt, meta.json, history.json, grids/, done.json (written last)
+    history: list[dict]
+    meta: dict
+    cached: bool
+    seconds: float
+
+    def best_state(self) -> dict:
+        import torch
+
+        return torch.load(self.dir / BEST_FILE, map_location="cpu", weights_only=True)
+
+    def grids(self) -> list[Path]:
+        return sorted((self.dir / GRID_DIR).glob("*.png"))
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Start (or join, with `address` / RAY_ADDRESS) a Ray cluster once per process."""
+    import logging
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    # Train V2 reroutes worker print() through logging *and* tees it to stdout, so every progress
+    # line reached the console twice; Ray Train propagates this switch to its workers.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    address = address or os.environ.get("RAY_ADDRESS")
+    # The dashboard hosts the state API that Ray Train V2's placement-group cleaner polls.
+    kwargs = dict(include_dashboard=True, logging_level=logging.WARNING, log_to_driver=True)
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, **kwargs)
+
+
+def ship_by_value(cls: type) -> None:
+    """Let Ray pickle a class (and its module's code) by value when it lives outside cytoray: a
+    plugin or a test's own module that a fresh worker process could not import by name."""
+    if not cls.__module__.startswith("cytoray.") and cls.__module__ in sys.modules:
+        from ray import cloudpickle
+
+        cloudpickle.register_pickle_by_value(sys.modules[cls.__module__])
+
+
+def _final(spec: StageSpec, cache_root: Path) -> Path:
+    return cache_root / spec.name / "final"
+
+
+def cached_result(spec: StageSpec, cache_root: Path) -> StageResult | None:
+    final = _final(spec, cache_root)
+    if not (final / "done.json").is_file():
+        return None
+    return StageResult(final, json.loads((final / HISTORY_FILE).read_text()), json.loads((final / META_FILE).read_text()), True, 0.0)
+
+
+def user_error(e: BaseException, seen: set | None = None) -> CytorayError | None:
+    """The CytorayError a worker raised, found inside Ray Train's wrappers (or None)."""
+    seen = seen if seen is not None else set()
+    if e is None or id(e) in seen:
+        return None
+    seen.add(id(e))
+    if isinstance(e, CytorayError):
+        return CytorayError(str(e).strip().splitlines()[-1]) if "Traceback" in str(e) else e
+    inner = [e.__cause__, getattr(e, "cause", None), getattr(e, "controller_failure", None),
+             *getattr(e, "worker_failures", {}).values()]  # fmt: skip
+    for sub in inner:
+        if isinstance(sub, BaseException) and (found := user_error(sub, seen)):
+            return found
+    return None
+
+
+def run_stages(specs: list[StageSpec], *, cache_root: str | Path, run_cfg: RunConfig, use_cache: bool = True,
+               callbacks: list | None = None, job: str | None = None) -> dict[str, StageResult]:  # fmt: skip
+    """Train the stages that are not cached yet in one Ray Train job; return every stage's result.
+
+    `callbacks` go to Ray Train (e.g. Tune's report callback, so ASHA sees each epoch).
+    """
+    cache_root = Path(cache_root).resolve()
+    labels = [s.label for s in specs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"stage labels must be unique in a job: {labels}")
+    results: dict[str, StageResult] = {}
+    pending = []
+    for spec in specs:
+        hit = cached_result(spec, cache_root) if use_cache else None
+        if hit is not None:
+            print(f"[cache] {spec.label}: reusing {hit.dir}", file=sys.stderr, flush=True)
+            results[spec.label] = hit
+        else:
+            pending.append(spec)
+    if pending:
+        results.update(_fit(pending, cache_root, run_cfg, callbacks, job))
+    return {s.label: results[s.label] for s in specs}
+
+
+def _fit(pending: list[StageSpec], cache_root: Path, run_cfg: RunConfig, callbacks, job: str | None) -> dict[str, StageResult]:
+    from ray.train import CheckpointConfig, LoggingConfig, RunConfig as RayRunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from .loop import train_loop_per_worker
+
+    init_ray()
+    for spec in pending:
+        ship_by_value(type(spec.stage))
+    name = pending[0].name if len(pending) == 1 else f"{job or pending[0].label}-{stable_hash([s.name for s in pending])}"
+    storage = Path(run_cfg.storage_path).resolve() if run_cfg.storage_path else cache_root / "ray"
+    resources = {"CPU": run_cfg.cpus_per_worker}
+    if run_cfg.use_gpu:
+        resources["GPU"] = run_cfg.gpus_per_worker
+    trainer = TorchTrainer(
+        train_loop_per_worker=train_loop_per_worker,
+        train_loop_config={
+            "specs": pending,
+            "sample_every": run_cfg.sample_every,
+            "checkpoint_every": run_cfg.checkpoint_every,
+            "mixed_precision": run_cfg.mixed_precision,
+            "threads": run_cfg.cpus_per_worker,
+        },
+        scaling_config=ScalingConfig(num_workers=run_cfg.num_workers, use_gpu=run_cfg.use_gpu, resources_per_worker=resources),
+        run_config=RayRunConfig(
+            name=name,
+            storage_path=str(storage),
+            checkpoint_config=CheckpointConfig(num_to_keep=run_cfg.keep_checkpoints),
+            logging_config=LoggingConfig(log_level="WARNING"),  # our own per-epoch line is the progress
+            callbacks=callbacks or [],
+        ),
+    )
+    t0 = time.perf_counter()
+    try:
+        result = trainer.fit()
+    except Exception as e:  # a worker's CytorayError (no step, diverged loss) is the user's one-line answer
+        err = user_error(e)
+        if err is not None:
+            raise err from None
+        raise
+    seconds = time.perf_counter() - t0
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray Train job {name} finished without a checkpoint (see the Ray log above)")
+    out: dict[str, StageResult] = {}
+    with result.checkpoint.as_directory() as d:
+        for i, spec in enumerate(pending):
+            src = Path(d) / DONE_DIR / str(i)
+            if not src.is_dir():
+                raise RuntimeError(f"Ray Train job {name}: stage {spec.label} is missing from its final checkpoint")
+            res = load_result(src)
+            final = _final(spec, cache_root)
+            with atomic_dir(final, overwrite=True) as tmp:
+                save_result(tmp, res)
+                write_json(tmp / "done.json", {"seconds": seconds, "checkpoint": result.checkpoint.path})  # last: marks it complete
+            out[spec.label] = StageResult(final, res["history"], res["meta"], False, seconds)
+    return out

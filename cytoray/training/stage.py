@@ -1,0 +1,139 @@
+"""The Stage protocol: one trainer as plain PyTorch, with no Ray and no MLflow in it.
+
+A stage owns its networks, optimisers, one training step, an optional validation and a
+sample grid; the one worker loop (`loop.py`) runs every stage the same way on 1 CPU, 1 GPU
+or under DDP. A `StageSpec` is a stage plus the arrays it trains on: its content key (what
+shaped the result) names its cache folder, so a finished stage is trained once.
+
+Hooks a stage may override, with the default in brackets:
+- `prepare(arrays, device)` turns numpy arrays into device tensors [float32 copies];
+- `order(train, epoch, seed)` gives the epoch's index order, the same on every rank [seeded permutation];
+- `rng(device, seed, rank)` the generator `train_step` draws from (checkpointed) [CPU generator];
+- `validate(models, val, amp)` metrics on the validation arrays [none];
+- `selection(metrics, epoch)` a key, lower is better, that picks the best epoch [the last epoch];
+- `grid(models, fixed)` a uint8 sample grid [none]; `meta()` what a bundle needs to rebuild `keep` [{}].
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..io import stable_hash
+
+
+def amp_context(device: torch.device, enabled: bool) -> Callable[[], contextlib.AbstractContextManager]:
+    """bf16 autocast on CUDA (no GradScaler needed); plain float32 elsewhere."""
+    if enabled and device.type == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def unwrap(m: nn.Module) -> nn.Module:
+    """The bare module under a DDP wrapper."""
+    return getattr(m, "module", m)
+
+
+def to_uint8_grid(x: torch.Tensor, nrow: int = 4) -> np.ndarray:
+    """[-1,1] tensor [B,C,H,W] → uint8 HxWx3 grid (masks shown grey)."""
+    from torchvision.utils import make_grid
+
+    x = x.detach().float().cpu().clamp(-1, 1).add(1).div(2)
+    if x.shape[1] == 1:
+        x = x.repeat(1, 3, 1, 1)
+    g = make_grid(x, nrow=nrow, padding=2, pad_value=1.0)
+    return (g.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def adam(module: nn.Module | Any, lr: float, beta1: float) -> torch.optim.Optimizer:
+    params = module.parameters() if isinstance(module, nn.Module) else module
+    return torch.optim.Adam(params, lr=lr, betas=(beta1, 0.999))
+
+
+class Stage:
+    kind: ClassVar[str] = "stage"  # names the trainer in cache keys ("cgan", "mask_gan", "classifier", ...)
+    keep: ClassVar[str] = "G"  # the model whose best-epoch weights are the stage's product
+    ddp_kwargs: ClassVar[dict] = {}  # extra DistributedDataParallel arguments
+
+    def __init__(self, params: dict) -> None:
+        self.p = params
+
+    @property
+    def epochs(self) -> int:
+        return int(self.p["epochs"])
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.p["batch_size"])
+
+    # -- data ----------------------------------------------------------------------
+    def prepare(self, arrays: dict | None, device: torch.device) -> dict[str, torch.Tensor]:
+        # np.array copies: Ray hands the loop read-only arrays
+        return {k: torch.as_tensor(np.array(v)).to(device) for k, v in (arrays or {}).items()}
+
+    def order(self, train: dict[str, torch.Tensor], epoch: int, seed: int) -> torch.Tensor:
+        n = len(next(iter(train.values())))
+        return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+
+    def rng(self, device: torch.device, seed: int, rank: int) -> torch.Generator:
+        return torch.Generator().manual_seed(seed * 7919 + rank)
+
+    # -- training ------------------------------------------------------------------
+    def build(self, device: torch.device) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def train_step(self, models, opts, batch: dict[str, torch.Tensor], gen: torch.Generator, amp) -> dict[str, float]:
+        raise NotImplementedError
+
+    def validate(self, models, val: dict[str, torch.Tensor] | None, amp) -> dict[str, float] | None:
+        return None
+
+    def selection(self, metrics: dict, epoch: int) -> tuple:
+        return (-epoch,)
+
+    def grid(self, models, fixed: dict[str, torch.Tensor]) -> np.ndarray | None:
+        return None
+
+    def meta(self) -> dict:
+        return {}
+
+    def progress(self, metrics: dict) -> str:
+        """The per-epoch console line's figures."""
+        return " ".join(f"{k} {metrics[k]:.4f}" for k in ("loss_d", "loss_g", "mse", "val_loss_g") if k in metrics)
+
+
+def stage_key(kind: str, params: dict, data_key: str, seed: int) -> str:
+    """Everything that shapes a stage's result: its trainer, every parameter, its data, its seed."""
+    return stable_hash({"stage": kind, "params": params, "data": data_key, "seed": seed})
+
+
+@dataclasses.dataclass
+class StageSpec:
+    """A stage and its data: `label` names progress lines and the cache folder `<label>-<key>`."""
+
+    label: str
+    stage: Stage
+    train: dict[str, np.ndarray]
+    val: dict[str, np.ndarray] | None
+    fixed: dict[str, np.ndarray]
+    data_key: str  # what identifies the training data (split manifest hash, class, mask settings)
+    seed: int = 0
+
+    @property
+    def key(self) -> str:
+        return stage_key(self.stage.kind, self.stage.p, self.data_key, self.seed)
+
+    @property
+    def name(self) -> str:
+        """`<label>-<key>` as one plain ASCII path component (class names may hold '/', spaces or 'é';
+        the key, which hashes the real label's data key, keeps such names apart)."""
+        return f"{re.sub(r'[^A-Za-z0-9._-]+', '-', self.label).strip('-') or 'stage'}-{self.key}"
