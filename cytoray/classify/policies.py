@@ -100,10 +100,9 @@ class Policy:
 
 
 def _registered() -> list[str]:
-    from ..generators import GENERATORS, _import_builtin
+    from ..generators import generator_names
 
-    _import_builtin()
-    return sorted(GENERATORS)
+    return generator_names()
 
 
 def _unknown(policy: str, token: str) -> CytorayError:

@@ -1,57 +1,32 @@
-"""Generators: one module per generator, registered by name.
+"""Generators: one module per generator, each a `Generator` subclass with its own typed Config.
 
-Adding a generator is one file plus `@register("name")` on a class with
-`train(split, cfg, out, cache_root, data_key) -> Path` (writes a bundle folder) and
-`load(bundle) -> sampler` whose `sample(n, cls, seed)` returns uint8 images (and masks, if any).
-See `syncgan.py` for the pattern.
+Adding a generator is one module (a subclass of `base.Generator`; subclassing registers it),
+one YAML in configs/models/ and its test. See `base.py` for the interface and `vanilla.py` for
+the smallest real example.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Callable
+from .base import (
+    BUNDLE_META,
+    GENERATORS,
+    Generator,
+    GeneratorConfig,
+    discover,
+    generator_names,
+    get_generator,
+    load_bundle,
+    register_classes,
+)
 
-from ..errors import CytorayError
-
-GENERATORS: dict[str, type] = {}
-BUNDLE_META = "generator.json"
-
-
-def registrar(table: dict[str, type]) -> Callable[[str], Callable]:
-    """A `@register("name")` decorator for `table`: sets `cls.name` and records the class."""
-
-    def register(name: str) -> Callable:
-        def deco(cls):
-            cls.name = name
-            table[name] = cls
-            return cls
-
-        return deco
-
-    return register
-
-
-register = registrar(GENERATORS)
-
-
-def _import_builtin() -> None:
-    from . import syncgan, vanilla  # noqa: F401  (registration side effect)
-    from . import cyclegan, nst  # noqa: F401  (histology → cytology translators)
-
-
-def get_generator(name: str) -> type:
-    _import_builtin()
-    if name not in GENERATORS:
-        raise CytorayError(f"unknown generator '{name}' (valid: {', '.join(sorted(GENERATORS))})")
-    return GENERATORS[name]
-
-
-def load_bundle(path: str | Path):
-    """Load a trained generator bundle (a folder with generator.json) as a sampler."""
-    path = Path(path)
-    meta_path = path / BUNDLE_META
-    if not meta_path.is_file():
-        raise CytorayError(f"{path}: not a cytoray generator checkpoint (no {BUNDLE_META}); pass the --out folder of `cytoray train`")
-    meta = json.loads(meta_path.read_text())
-    return get_generator(meta["generator"]).load(path)
+__all__ = [
+    "BUNDLE_META",
+    "GENERATORS",
+    "Generator",
+    "GeneratorConfig",
+    "discover",
+    "generator_names",
+    "get_generator",
+    "load_bundle",
+    "register_classes",
+]

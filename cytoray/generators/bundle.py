@@ -1,7 +1,7 @@
-"""Generator bundles on disk: one state dict per network + generator.json.
+"""Generator bundles on disk: one state dict per network, small data files, sample grids, generator.json.
 
-Each file is written atomically and generator.json last, so a folder with generator.json is
-a complete bundle; the bundle shares its folder with the split manifest and stage cache.
+Each file is written atomically and generator.json last, so a folder with generator.json is a
+complete bundle. Weights load with `weights_only=True`: a bundle holds tensors, never code.
 """
 
 from __future__ import annotations
@@ -12,19 +12,22 @@ from pathlib import Path
 
 import torch
 
-from ..io import atomic_path, write_json
-from . import BUNDLE_META
+from ..io import atomic_path, write_bytes, write_json
+from .base import BUNDLE_META
 
 
-def write_bundle(out: str | Path, meta: dict, states: dict[str, dict], extra_dirs: dict[str, list[Path]] | None = None) -> Path:
+def write_bundle(out: str | Path, meta: dict, states: dict[str, dict], files: dict[str, bytes] | None = None,
+                 extra_dirs: dict[str, list[Path]] | None = None) -> Path:  # fmt: skip
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name, sd in states.items():
         with atomic_path(out / f"{name}.pt") as tmp:
             torch.save(sd, tmp)
-    for sub, files in (extra_dirs or {}).items():
+    for name, data in (files or {}).items():
+        write_bytes(out / name, data)
+    for sub, paths in (extra_dirs or {}).items():
         (out / sub).mkdir(parents=True, exist_ok=True)
-        for f in files:
+        for f in paths:
             with atomic_path(out / sub / f.name) as tmp:
                 shutil.copy2(f, tmp)
     write_json(out / BUNDLE_META, meta)  # last: marks the bundle complete
@@ -37,7 +40,7 @@ def read_bundle(path: str | Path) -> tuple[dict, Path]:
 
 
 def load_state(path: Path, name: str) -> dict:
-    return torch.load(path / f"{name}.pt", map_location="cpu")
+    return torch.load(path / f"{name}.pt", map_location="cpu", weights_only=True)
 
 
 def load_per_class(path: Path, specs: dict[str, dict], factory, prefix: str) -> dict:
@@ -48,3 +51,14 @@ def load_per_class(path: Path, specs: dict[str, dict], factory, prefix: str) -> 
         net.load_state_dict(load_state(path, f"{prefix}{c}"))
         nets[c] = net
     return nets
+
+
+def npz_bytes(**arrays) -> bytes:
+    """Arrays as compressed .npz bytes (written atomically by `write_bundle`)."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()

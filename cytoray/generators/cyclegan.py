@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import sys
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -31,19 +29,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import ConfigError, DataConfig
-from ..data.folder import ImageSet
-from ..distributed.runner import StageResult, run_stage
-from ..errors import CytorayError, DataError
-from ..io import atomic_path
+from ..errors import ConfigError
 from ..nets import PatchDiscriminator, ResnetGenerator, UNet, min_input_size, unet_depth
-from . import register
-from .bundle import load_per_class, read_bundle, write_bundle
-from .config import RunConfig
+from ..training.stage import Stage, StageSpec, to_uint8_grid, unwrap
+from .base import Generator, GeneratorConfig
+from .bundle import load_per_class, npz_bytes, read_bundle
+from .domains import DomainPair, align_unpaired, check_domains
+from .gan import from_unit, to_unit
 from .losses import bce
-from .nst import NSTConfig
-from .stages import Stage, register_stage, to_uint8_grid, unwrap
-from .syncgan import from_unit, to_unit
 
 SOURCES_FILE = "sources.npz"
 
@@ -52,9 +45,10 @@ SOURCES_FILE = "sources.npz"
 
 
 @dataclasses.dataclass
-class CycleGANConfig:
+class CycleGANConfig(GeneratorConfig):
     """One class's CycleGAN (keys and reasons: configs/models/cyclegan.yaml)."""
 
+    name: str = "cyclegan"
     epochs: int = 40  # paper scale: 200 (100 constant + 100 decay); 40 fits the CPU budget
     batch_size: int = 4  # CycleGAN uses 1; 4 gives 12 steps an epoch on 45 images per class
     lr: float = 2e-4  # CycleGAN Adam learning rate (G/F and D_A/D_B)
@@ -83,84 +77,6 @@ class CycleGANConfig:
             raise ConfigError(f"cyclegan.decay_fraction={self.decay_fraction}: must lie in [0, 1]")
 
 
-@dataclasses.dataclass
-class TranslationConfig:
-    """Histology → cytology study config: two domains, the CycleGAN, NST and the Ray run."""
-
-    histology: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1))
-    cytology: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(sim_kind="cytology"))
-    min_per_class: int = 10  # per class and domain: a 3:1:1 split leaves >= 2 test images for FID/KID
-    cyclegan: CycleGANConfig = dataclasses.field(default_factory=CycleGANConfig)
-    nst: NSTConfig = dataclasses.field(default_factory=NSTConfig)
-    run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=10))
-
-    def validate(self) -> None:
-        if self.histology.size != self.cytology.size:
-            raise ConfigError(f"histology.size={self.histology.size} != cytology.size={self.cytology.size}: "
-                              "the translators map images of one size")
-        if self.histology.size % 4:
-            raise ConfigError(f"data size {self.histology.size}: must be divisible by 4 (two stride-2 levels in G)")
-        if self.histology.size < min_input_size(self.cyclegan.d_layers):
-            raise ConfigError(f"data size {self.histology.size}: cyclegan.d_layers={self.cyclegan.d_layers} needs "
-                              f">= {min_input_size(self.cyclegan.d_layers)} px; use fewer layers")
-        if self.min_per_class < 5:
-            raise ConfigError(f"min_per_class={self.min_per_class}: a train/val/test split needs >= 5 per class")
-
-
-# ----------------------------------------------------------------------------- domains
-
-
-@dataclasses.dataclass
-class DomainPair:
-    """Unpaired source (histology) and target (cytology) images of one split."""
-
-    source: ImageSet
-    target: ImageSet
-
-
-def domain_splits(cfg: "TranslationConfig", out: Path) -> tuple[dict[str, DomainPair], str]:
-    """Both domains loaded and checked (before any training), each split by its own settings;
-    the manifests are kept in `out` (histology_split.json, cytology_split.json) and reused
-    while they match the data. Returns the train/val/test pairs and a key naming both splits."""
-    from ..data.source import load_dataset, load_split
-
-    hist, cyto = load_dataset(cfg.histology, progress=True), load_dataset(cfg.cytology, progress=True)
-    check_domains(hist, cyto, cfg.min_per_class)
-    parts, keys = {}, []
-    for name, ds, dc in (("histology", hist, cfg.histology), ("cytology", cyto, cfg.cytology)):
-        ds, man = load_split(dc, Path(out) / f"{name}_split.json", ds)
-        parts[name] = {s: ds.subset(man.indices(s)) for s in ("train", "val", "test")}
-        keys.append(man.hash)
-    return {s: DomainPair(parts["histology"][s], parts["cytology"][s]) for s in ("train", "val", "test")}, "-".join(keys)
-
-
-def check_domains(source: ImageSet, target: ImageSet, min_per_class: int) -> None:
-    """Refuse unusable domain pairs before any training, naming the folder at fault."""
-    for ds, what in ((source, "histology"), (target, "cytology")):
-        if len(ds) == 0:
-            raise DataError(f"{ds.source}: the {what} domain has no images")
-    if tuple(source.class_names) != tuple(target.class_names):
-        raise DataError(f"{source.source} has classes {list(source.class_names)} but {target.source} has "
-                        f"{list(target.class_names)}: a class-aware translator needs the same class folders in both domains")
-    for ds, what in ((source, "histology"), (target, "cytology")):
-        for cls, n in ds.counts().items():
-            if n < min_per_class:
-                raise DataError(f"{ds.source}: {what} class '{cls}' has {n} images, too few to train and evaluate "
-                                f"(needs >= {min_per_class}); add images to '{cls}'")
-
-
-def align_unpaired(a: np.ndarray, b: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Both domains at one length max(|a|, |b|): each shuffled, the shorter topped up with seeded draws."""
-    rng = np.random.default_rng(seed)
-    n = max(len(a), len(b))
-
-    def fill(x: np.ndarray) -> np.ndarray:
-        idx = np.concatenate([rng.permutation(len(x)), rng.integers(0, len(x), n - len(x))])
-        return x[idx]
-
-    return fill(a), fill(b)
-
-
 # ----------------------------------------------------------------------------- pieces
 
 
@@ -172,8 +88,9 @@ def lr_factor(epoch: int, epochs: int, decay_fraction: float) -> float:
 
 
 def loop_steps_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
-    """Steps rank 0 takes per epoch in `train_loop` (its shard, batches of >= 2 images)."""
-    m = math.ceil(n / world)
+    """Steps each rank takes per epoch in the training loop (an equal shard of n // world images,
+    batches of >= 2 images)."""
+    m = n // world
     return m // batch_size + (1 if m % batch_size >= 2 else 0)
 
 
@@ -242,11 +159,16 @@ def _adv(pred: torch.Tensor, real: bool, mode: str) -> torch.Tensor:
 # ----------------------------------------------------------------------------- stage
 
 
-@register_stage("cyclegan")
 class CycleGANStage(Stage):
     """One class's CycleGAN. Batches hold "A" (histology) and "B" (cytology), [-1, 1]."""
 
-    generator_key = "G"
+    kind, keep = "cyclegan", "G"
+
+    def meta(self):
+        return {"generator_kwargs": self.generator_kwargs()}
+
+    def progress(self, metrics):
+        return " ".join(f"{k} {metrics[k]:.4f}" for k in ("loss_d", "loss_g", "cycle") if k in metrics)
 
     def generator_kwargs(self) -> dict:
         p = self.p
@@ -336,53 +258,55 @@ def stage_params(cfg: CycleGANConfig, size: int, n_train: int) -> dict:
 # ----------------------------------------------------------------------------- generator
 
 
-@register("cyclegan")
-class CycleGAN:
+class CycleGAN(Generator):
     """Per-class G: histology → cytology, with the class's training histology to sample from."""
 
-    needs_source_domain = True  # trained on a DomainPair (histology → cytology), not on one image set
+    name, Config, consumes = "cyclegan", CycleGANConfig, "domains"
 
     def __init__(self, gens: dict[str, nn.Module], sources: dict[str, np.ndarray], meta: dict) -> None:
         self.gens, self.sources, self.meta = {k: g.eval() for k, g in gens.items()}, sources, meta
         self.classes = list(meta["classes"])
 
     @classmethod
-    def train(cls, train: DomainPair, val: DomainPair, cfg: TranslationConfig, out, cache_root,
-              data_key: str) -> tuple[Path, dict[str, StageResult]]:
+    def check(cls, train: DomainPair, val: DomainPair, cfg: CycleGANConfig) -> None:
         check_domains(train.source, train.target, 2)
         size = int(train.source.images.shape[1])
-        res: dict[str, StageResult] = {}
+        if size % 4:
+            raise ConfigError(f"data size {size}: must be divisible by 4 (two stride-2 levels in G)")
+        if size < min_input_size(cfg.d_layers):
+            raise ConfigError(f"data size {size}: cyclegan.d_layers={cfg.d_layers} needs >= {min_input_size(cfg.d_layers)} px; use fewer layers")
+
+    @classmethod
+    def stages(cls, train: DomainPair, val: DomainPair, cfg: CycleGANConfig, data_key: str, seed: int) -> list[StageSpec]:
+        size = int(train.source.images.shape[1])
+        specs = []
         for c, name in enumerate(train.source.class_names):
             a, b = align_unpaired(train.source.images[train.source.labels == c],
-                                  train.target.images[train.target.labels == c], cfg.run.seed + c)
+                                  train.target.images[train.target.labels == c], seed + c)  # fmt: skip
             va = val.source.images[val.source.labels == c][:8]
             vb = val.target.images[val.target.labels == c][: len(va)]
             k = min(len(va), len(vb))
             print(f"[cyclegan] {name}: {len(a)} images per domain per epoch (unpaired)", file=sys.stderr, flush=True)
-            res[f"cyclegan/{name}"] = run_stage(
-                "cyclegan", stage_params(cfg.cyclegan, size, len(a)),
-                train={"A": to_unit(a), "B": to_unit(b)}, val=None,
-                fixed={"A": to_unit(va[:k]), "B": to_unit(vb[:k])},
-                label=f"cyclegan-{name}", data_key=f"{data_key}:{name}",
-                cache_root=cache_root, run_cfg=cfg.run,
-            )  # fmt: skip
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        sources = {n: train.source.images[train.source.labels == c] for c, n in enumerate(train.source.class_names)}
-        with atomic_path(out / SOURCES_FILE) as tmp, open(tmp, "wb") as f:  # file object: savez would add ".npz"
-            np.savez_compressed(f, **sources)
+            specs.append(StageSpec(
+                f"cyclegan/{name}", CycleGANStage(stage_params(cfg, size, len(a))),
+                train={"A": to_unit(a), "B": to_unit(b)}, val=None, fixed={"A": to_unit(va[:k]), "B": to_unit(vb[:k])},
+                data_key=f"{data_key}:{name}", seed=seed,
+            ))  # fmt: skip
+        return specs
+
+    @classmethod
+    def assemble(cls, train: DomainPair, cfg: CycleGANConfig, results: dict, data_key: str):
+        names = train.source.class_names
+        sources = {n: train.source.images[train.source.labels == c] for c, n in enumerate(names)}
         meta = {
-            "generator": "cyclegan",
-            "classes": list(train.source.class_names),
-            "size": size,
-            "data_key": data_key,
+            "classes": list(names),
+            "size": int(train.source.images.shape[1]),
             "direction": "histology→cytology",
-            "translators": {n: {"kwargs": res[f"cyclegan/{n}"].meta["generator_kwargs"]} for n in sources},
+            "translators": {n: {"kwargs": results[f"cyclegan/{n}"].meta["generator_kwargs"]} for n in names},
             "sources": SOURCES_FILE,
         }
-        states = {f"G_{n}": res[f"cyclegan/{n}"].generator_state() for n in sources}
-        grids = {f"grids/cyclegan_{n}": res[f"cyclegan/{n}"].grids() for n in sources}
-        return write_bundle(out, meta, states, grids), res
+        states = {f"G_{n}": results[f"cyclegan/{n}"].best_state() for n in names}
+        return meta, states, {SOURCES_FILE: npz_bytes(**sources)}
 
     @classmethod
     def load(cls, path) -> "CycleGAN":
@@ -392,14 +316,11 @@ class CycleGAN:
             sources = {n: z[n] for n in meta["classes"]}
         return cls(gens, sources, meta)
 
-    def _check(self, cls_name: str) -> None:
-        if cls_name not in self.gens:
-            raise CytorayError(f"class '{cls_name}' not in this generator (classes: {', '.join(self.classes)})")
-
     @torch.no_grad()
-    def translate(self, images: np.ndarray, cls: str, batch: int = 32) -> np.ndarray:
-        """uint8 histology [n,S,S,3] of class `cls` → uint8 synthetic cytology through that class's G."""
-        self._check(cls)
+    def translate(self, images: np.ndarray, cls: str, seed: int = 0, batch: int = 32) -> np.ndarray:
+        """uint8 histology [n,S,S,3] of class `cls` → uint8 synthetic cytology through that class's G
+        (deterministic: `seed` is there for the translators' common signature)."""
+        self.check_class(cls)
         out = [from_unit(self.gens[cls](torch.from_numpy(to_unit(images[i : i + batch]))))
                for i in range(0, len(images), batch)]
         return np.concatenate(out) if out else np.zeros((0, *images.shape[1:]), np.uint8)
@@ -407,6 +328,6 @@ class CycleGAN:
     def sample(self, n: int, cls: str, seed: int = 0, batch: int = 32) -> tuple[np.ndarray, None]:
         """n synthetic cytology images of class `cls`: its training histology (drawn with
         replacement, seeded) through G; labelled with the source's class."""
-        self._check(cls)
+        self.check_class(cls)
         idx = np.random.default_rng(seed).integers(0, len(self.sources[cls]), n)
-        return self.translate(self.sources[cls][idx], cls, batch), None
+        return self.translate(self.sources[cls][idx], cls, batch=batch), None

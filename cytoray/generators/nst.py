@@ -20,21 +20,16 @@ The feature extractor is named in the bundle meta (`features`): "vgg19-imagenet:
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 
-from ..config import ConfigError
-from ..errors import CytorayError
-from ..io import atomic_path, write_json
+from ..errors import ConfigError, CytorayError
 from ..nets.vgg import LAYERS, VGGFeatures, random_features_name, vgg19_features
-from . import BUNDLE_META, register
-from .bundle import read_bundle
-
-if TYPE_CHECKING:
-    from .cyclegan import DomainPair, TranslationConfig
+from .base import Generator, GeneratorConfig
+from .bundle import npz_bytes, read_bundle
+from .domains import DomainPair, check_domains
 
 IMAGES_FILE = "nst_images.npz"
 
@@ -43,9 +38,10 @@ IMAGES_FILE = "nst_images.npz"
 
 
 @dataclasses.dataclass
-class NSTConfig:
-    """Gatys style transfer (keys and reasons: configs/models/cyclegan.yaml, section nst)."""
+class NSTConfig(GeneratorConfig):
+    """Gatys style transfer (keys and reasons: configs/models/nst.yaml)."""
 
+    name: str = "nst"
     content_weight: float = 1.0  # α (Gatys: α/β ratios of 1e-3 … 1e-4 under their normalisation)
     style_weight: float = 1e6  # β under Gram / (C·H·W) (PyTorch tutorial default)
     steps: int = 40  # L-BFGS iterations per image batch; 30–50 suffice at 32–64 px from the content image
@@ -130,11 +126,10 @@ def stylise(content: np.ndarray, style: np.ndarray, feats: VGGFeatures, cfg: NST
 # ----------------------------------------------------------------------------- generator
 
 
-@register("nst")
-class NST:
+class NST(Generator):
     """Per-class style transfer: histology of class c in the style of cytology of class c."""
 
-    needs_source_domain = True  # histology contents styled by cytology of the same class
+    name, Config, consumes = "nst", NSTConfig, "domains"
 
     def __init__(self, content: dict[str, np.ndarray], style: dict[str, np.ndarray], cfg: NSTConfig, meta: dict) -> None:
         self.content, self.style, self.cfg, self.meta = content, style, cfg, meta
@@ -142,26 +137,20 @@ class NST:
         self.feats, self.features = build_features(cfg)  # warns on stderr when it falls back
 
     @classmethod
-    def train(cls, train: "DomainPair", val: "DomainPair", cfg: "TranslationConfig", out, cache_root,
-              data_key: str) -> tuple[Path, dict]:
-        """No optimisation here: record contents and styles per class (and check the VGG weights now)."""
-        from .cyclegan import check_domains
-
+    def check(cls, train: DomainPair, val: DomainPair, cfg: NSTConfig) -> None:
         check_domains(train.source, train.target, 2)
-        # A bad weights file fails here, before any image is stylised; the random fallback is
-        # only named (load() builds it and warns, once per loaded bundle).
-        features = build_features(cfg.nst)[1] if cfg.nst.vgg_weights else random_features_name(cfg.nst.random_seed)
+
+    @classmethod
+    def assemble(cls, train: DomainPair, cfg: NSTConfig, results: dict, data_key: str):
+        """No optimisation here: record contents and styles per class (the random fallback is only
+        named; load() builds it and warns, once per loaded bundle)."""
+        features = build_features(cfg)[1] if cfg.vgg_weights else random_features_name(cfg.random_seed)
         names = train.source.class_names
         arrays = {f"content_{n}": train.source.images[train.source.labels == c] for c, n in enumerate(names)}
         arrays.update({f"style_{n}": train.target.images[train.target.labels == c] for c, n in enumerate(names)})
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / IMAGES_FILE) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        meta = {"generator": "nst", "classes": list(names), "size": int(train.source.images.shape[1]),
-                "data_key": data_key, "features": features, "nst": dataclasses.asdict(cfg.nst), "images": IMAGES_FILE}
-        write_json(out / BUNDLE_META, meta)  # last: marks the bundle complete
-        return out, {}
+        meta = {"classes": list(names), "size": int(train.source.images.shape[1]), "features": features,
+                "nst": dataclasses.asdict(cfg), "images": IMAGES_FILE}  # fmt: skip
+        return meta, {}, {IMAGES_FILE: npz_bytes(**arrays)}
 
     @classmethod
     def load(cls, path) -> "NST":
@@ -171,19 +160,15 @@ class NST:
             style = {n: z[f"style_{n}"] for n in meta["classes"]}
         return cls(content, style, NSTConfig(**meta["nst"]), meta)
 
-    def _check(self, cls_name: str) -> None:
-        if cls_name not in self.style:
-            raise CytorayError(f"class '{cls_name}' not in this generator (classes: {', '.join(self.classes)})")
-
     def translate(self, images: np.ndarray, cls: str, seed: int = 0) -> np.ndarray:
         """uint8 histology of class `cls` → stylised with seeded cytology styles of that class."""
-        self._check(cls)
+        self.check_class(cls)
         pick = np.random.default_rng(seed).integers(0, len(self.style[cls]), len(images))
         out, _ = stylise(images, self.style[cls][pick], self.feats, self.cfg)
         return out
 
     def sample(self, n: int, cls: str, seed: int = 0) -> tuple[np.ndarray, None]:
         """n stylised images of class `cls`: training histology drawn with replacement (seeded)."""
-        self._check(cls)
+        self.check_class(cls)
         idx = np.random.default_rng(seed).integers(0, len(self.content[cls]), n)
         return self.translate(self.content[cls][idx], cls, seed + 1), None

@@ -1,46 +1,50 @@
-"""The end-to-end control (SynCGAN Tab. 3 "GAN"): one z → RGB GAN per class, same G/D
-family and the same stabilisers (label smoothing, flipping) as the mask GANs."""
+"""The end-to-end control (SynCGAN Tab. 3 "GAN"): one z → RGB GAN per class, same G/D family
+and the same stabilisers (label smoothing, flipping) as the mask GANs. The smallest complete
+generator: a config, one stage per class, a bundle, a sampler."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import torch
 
 from ..data.folder import ImageSet
-from ..distributed.runner import run_stage
 from ..nets import VanillaGenerator
-from . import register
-from .bundle import load_per_class, read_bundle, write_bundle
-from .config import GeneratorTrainConfig
-from .syncgan import _seeded_z, from_unit, stage_params, to_unit
+from ..training.stage import StageSpec
+from .base import Generator, GeneratorConfig
+from .bundle import load_per_class, read_bundle
+from .gan import LatentGANConfig, VanillaGANStage, from_unit, seeded_z, stage_params, to_unit
 
 
-@register("gan")
-class VanillaGAN:
+@dataclasses.dataclass
+class GANConfig(LatentGANConfig, GeneratorConfig):
+    """The control's settings: a latent GAN's keys (configs/models/gan.yaml)."""
+
+    name: str = "gan"
+    z_dim: int = 128  # RGB images need a larger latent than masks
+
+
+class VanillaGAN(Generator):
+    name, Config = "gan", GANConfig
+
     def __init__(self, gens: dict[str, VanillaGenerator], meta: dict) -> None:
         self.gens, self.meta, self.classes = {k: g.eval() for k, g in gens.items()}, meta, list(meta["classes"])
 
     @classmethod
-    def train(cls, train: ImageSet, val: ImageSet, cfg: GeneratorTrainConfig, out, cache_root, data_key: str,
-              use_cache: bool = True):
-        p = stage_params(cfg.gan, int(train.images.shape[1]))
-        res = {}
-        for c, name in enumerate(train.class_names):
-            res[f"gan/{name}"] = run_stage(
-                "gan", p, train={"image": to_unit(train.images[train.labels == c])}, val=None,
-                fixed={"z": _seeded_z(16, p["z_dim"], 1234)}, label=f"gan-{name}",
-                data_key=f"{data_key}:{name}", cache_root=cache_root, run_cfg=cfg.run, use_cache=use_cache,
-            )  # fmt: skip
-        meta = {
-            "generator": "gan",
-            "classes": list(train.class_names),
-            "size": int(train.images.shape[1]),
-            "data_key": data_key,
-            "gans": {n: {"kwargs": res[f"gan/{n}"].meta["generator_kwargs"]} for n in train.class_names},
-        }
-        states = {f"gan_{n}": res[f"gan/{n}"].generator_state() for n in train.class_names}
-        grids = {f"grids/gan_{n}": res[f"gan/{n}"].grids() for n in train.class_names}
-        return write_bundle(out, meta, states, grids), res
+    def stages(cls, train: ImageSet, val: ImageSet, cfg: GANConfig, data_key: str, seed: int) -> list[StageSpec]:
+        p = stage_params(LatentGANConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(LatentGANConfig)}),
+                         int(train.images.shape[1]))  # fmt: skip
+        return [StageSpec(f"gan/{name}", VanillaGANStage(p), train={"image": to_unit(train.images[train.labels == c])}, val=None,
+                          fixed={"z": seeded_z(16, p["z_dim"], 1234)}, data_key=f"{data_key}:{name}", seed=seed)
+                for c, name in enumerate(train.class_names)]  # fmt: skip
+
+    @classmethod
+    def assemble(cls, train: ImageSet, cfg: GANConfig, results: dict, data_key: str):
+        names = train.class_names
+        meta = {"classes": list(names), "size": int(train.images.shape[1]),
+                "gans": {n: {"kwargs": results[f"gan/{n}"].meta["generator_kwargs"]} for n in names}}  # fmt: skip
+        return meta, {f"gan_{n}": results[f"gan/{n}"].best_state() for n in names}, {}
 
     @classmethod
     def load(cls, path) -> "VanillaGAN":
@@ -49,10 +53,7 @@ class VanillaGAN:
 
     @torch.no_grad()
     def sample(self, n: int, cls: str, seed: int = 0, batch: int = 64) -> tuple[np.ndarray, None]:
-        from ..errors import CytorayError
-
-        if cls not in self.gens:
-            raise CytorayError(f"class '{cls}' not in this generator (classes: {', '.join(self.classes)})")
+        self.check_class(cls)
         g = torch.Generator().manual_seed(seed)
         out = []
         for start in range(0, n, batch):

@@ -30,10 +30,15 @@ def find_or_create_parent(client, experiment_id: str, study: str, study_dir: str
 
 
 class MlflowStudyCallback(Callback):
-    """Holds only strings (the tracking URI, ids): Tune pickles it with the experiment state."""
+    """Holds only strings and a picklable `describe` (Tune pickles it with the experiment state).
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_id: str, param_of) -> None:
-        self.uri, self.exp, self.parent, self.param_of = tracking_uri, experiment_id, parent_id, param_of
+    `describe(trial_config) -> (run name, params, tags)` names a trial's child run. A trial's
+    final report may carry `param.<key>` and `tag.<key>` strings (e.g. the classifier's
+    `weights`), which become the child run's params and tags.
+    """
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_id: str, describe) -> None:
+        self.uri, self.exp, self.parent, self.describe = tracking_uri, experiment_id, parent_id, describe
         self.children: dict[str, str] = {}
         self._client = None
 
@@ -58,10 +63,11 @@ class MlflowStudyCallback(Callback):
         if found:
             rid = found[0].info.run_id
         else:
-            run = self.client.create_run(self.exp, run_name=f"trial-{tid}",
-                                         tags={TRIAL_TAG: tid, "mlflow.parentRunId": self.parent})  # fmt: skip
+            name, params, tags = self.describe(trial.config)
+            run = self.client.create_run(self.exp, run_name=name,
+                                         tags={**tags, TRIAL_TAG: tid, "mlflow.parentRunId": self.parent})  # fmt: skip
             rid = run.info.run_id
-            for k, v in self.param_of(trial.config).items():
+            for k, v in params.items():
                 self.client.log_param(rid, k, v)
         self.children[tid] = rid
         return rid
@@ -82,6 +88,11 @@ class MlflowStudyCallback(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         rid = self.child(trial)
         last = trial.last_result or {}
+        for key, value in last.items():
+            if key.startswith("param."):
+                self.client.log_param(rid, key[len("param."):], str(value)[:500])
+            elif key.startswith("tag."):
+                self.client.set_tag(rid, key[len("tag."):], str(value))
         for key in ("bundle", "classifier_dir"):
             if last.get(key):
                 self.client.set_tag(rid, f"cytoray.{key}", last[key])

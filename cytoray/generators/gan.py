@@ -1,93 +1,128 @@
-"""Trainer stages: plain PyTorch step functions that the Ray Train loop runs.
+"""The GAN pieces SynCGAN and its vanilla-GAN control share: configs, trainer stages, tensors.
 
-A stage owns its networks, optimisers, one training step, an optional validation loss and a
-sample grid. It never touches Ray or MLflow, so it runs the same on 1 CPU, 1 GPU or under DDP.
+- CGAN (SynCGAN §3.3): G = UNet(mask) → RGB; D = PatchGAN on (mask, image) pairs.
+- Latent GANs (§3.4): z → mask (one per class) or z → RGB (the control), with the paper's
+  stabilisers: label smoothing and label flipping in D updates.
+
 Tensors are in [-1, 1]: images as RGB, masks as -1 (background) / +1 (nucleus).
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from ..nets import MaskGenerator, PatchDiscriminator, UNet, VanillaGenerator, unet_depth
-from . import registrar
+from ..training.stage import Stage, adam, to_uint8_grid
 from .losses import bce, d_targets
 
-STAGES: dict[str, type["Stage"]] = {}
-register_stage = registrar(STAGES)
+# ----------------------------------------------------------------------------- configs
 
 
-def get_stage(name: str, params: dict) -> "Stage":
-    if name not in STAGES:  # a fresh Ray worker: plugin stages register when their module loads
-        from . import _import_builtin
+@dataclasses.dataclass
+class CGANConfig:
+    """Mask → RGB conditional GAN (SynCGAN §3.3)."""
 
-        _import_builtin()
-    if name not in STAGES:
-        raise KeyError(f"unknown stage '{name}' (valid: {', '.join(sorted(STAGES))})")
-    return STAGES[name](params)
+    epochs: int = 30  # paper: 200 on a GPU; CPU budgets use tens
+    batch_size: int = 16  # small sets: 90 training pairs → 6 steps an epoch
+    lr: float = 2e-4  # pix2pix Adam learning rate
+    beta1: float = 0.5  # pix2pix Adam beta1 (GANs dislike 0.9 momentum)
+    lam: float = 100.0  # λ, weight of MSE(G(y), x) against the adversarial term (paper: 100)
+    g_base: int = 32  # UNet width at the outermost level (pix2pix: 64)
+    d_base: int = 32  # PatchGAN width (pix2pix: 64)
+    d_layers: int = 3  # 3 → the 70x70 PatchGAN receptive field
+    norm: Literal["batch", "instance"] = "batch"  # pix2pix default
+    dropout: float = 0.5  # decoder dropout: pix2pix's noise source in G
 
-
-def _adam(module: nn.Module, lr: float, beta1: float) -> torch.optim.Optimizer:
-    return torch.optim.Adam(module.parameters(), lr=lr, betas=(beta1, 0.999))
-
-
-def unwrap(m: nn.Module) -> nn.Module:
-    """The bare module under a DDP wrapper."""
-    return getattr(m, "module", m)
-
-
-def to_uint8_grid(x: torch.Tensor, nrow: int = 4) -> np.ndarray:
-    """[-1,1] tensor [B,C,H,W] → uint8 HxWx3 grid (masks shown grey)."""
-    from torchvision.utils import make_grid
-
-    x = x.detach().float().cpu().clamp(-1, 1).add(1).div(2)
-    if x.shape[1] == 1:
-        x = x.repeat(1, 3, 1, 1)
-    g = make_grid(x, nrow=nrow, padding=2, pad_value=1.0)
-    return (g.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    def validate(self) -> None:
+        _positive(self, "epochs", "batch_size", "lr", "g_base", "d_base")
+        if self.lam < 0:
+            raise ConfigError(f"cgan.lam={self.lam}: λ must be >= 0")
 
 
-class Stage:
-    name = "stage"
-    generator_key = "G"
+@dataclasses.dataclass
+class LatentGANConfig:
+    """z → image GAN with the paper's stabilisers: the class mask GANs and the vanilla RGB control."""
 
-    def __init__(self, params: dict) -> None:
-        self.p = params
+    epochs: int = 60  # paper: ~1600 (until G loss saturates); CPU budgets use tens
+    batch_size: int = 16  # per class: 45 training images → 3 steps an epoch
+    lr_g: float = 2e-4  # Adam learning rate of G
+    lr_d: float = 2e-4  # Adam learning rate of D
+    beta1: float = 0.5  # DCGAN/pix2pix beta1
+    z_dim: int = 64  # latent size; masks carry little information
+    g_base: int = 32  # generator width at full resolution
+    d_base: int = 32  # PatchGAN width
+    d_layers: int = 3  # 70x70 receptive field
+    smooth_real_low: float = 0.9  # real D targets ~ U[smooth_real_low, 1] (paper: 0.9)
+    smooth_fake_high: float = 0.1  # fake D targets ~ U[0, smooth_fake_high] (paper: 0.1)
+    flip_rate: float = 0.05  # probability a D target is swapped real↔fake (per sample)
 
-    def build(self, device: torch.device) -> dict[str, nn.Module]:
-        raise NotImplementedError
+    def validate(self) -> None:
+        _positive(self, "epochs", "batch_size", "lr_g", "lr_d", "z_dim", "g_base", "d_base")
+        if not 0.0 <= self.smooth_real_low <= 1.0:
+            raise ConfigError(f"smooth_real_low={self.smooth_real_low}: must lie in [0, 1]")
+        if not 0.0 <= self.smooth_fake_high <= 1.0:
+            raise ConfigError(f"smooth_fake_high={self.smooth_fake_high}: must lie in [0, 1]")
+        if self.smooth_fake_high >= self.smooth_real_low:
+            raise ConfigError(
+                f"smooth_fake_high={self.smooth_fake_high} >= smooth_real_low={self.smooth_real_low}: "
+                "real and fake target ranges would overlap"
+            )
+        if not 0.0 <= self.flip_rate < 0.5:
+            raise ConfigError(f"flip_rate={self.flip_rate}: must lie in [0, 0.5) (0.5 makes labels meaningless)")
 
-    def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        raise NotImplementedError
 
-    def train_step(self, models, opts, batch: dict[str, torch.Tensor], gen: torch.Generator, amp) -> dict[str, float]:
-        raise NotImplementedError
+def _positive(obj, *names: str) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        if v <= 0:
+            raise ConfigError(f"{n}={v}: must be > 0")
 
-    def val_loss(self, models, val: dict[str, torch.Tensor] | None, amp) -> float | None:
-        return None
 
-    def grid(self, models, fixed: dict[str, torch.Tensor]) -> np.ndarray:
-        raise NotImplementedError
+# ----------------------------------------------------------------------------- tensors
 
-    def generator_kwargs(self) -> dict:
-        raise NotImplementedError
+
+def to_unit(images_uint8: np.ndarray) -> np.ndarray:
+    """uint8 [N,H,W,3] → float32 [N,3,H,W] in [-1, 1]."""
+    return (images_uint8.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0).copy()
+
+
+def masks_to_unit(masks: np.ndarray) -> np.ndarray:
+    """bool [N,H,W] → float32 [N,1,H,W] in {-1, +1}."""
+    return (masks[:, None].astype(np.float32) * 2.0 - 1.0).copy()
+
+
+def from_unit(x: torch.Tensor) -> np.ndarray:
+    return ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def stage_params(cfg_section, size: int) -> dict:
+    return {**dataclasses.asdict(cfg_section), "size": size}
+
+
+def seeded_z(n: int, z_dim: int, seed: int) -> np.ndarray:
+    return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed)).numpy()
 
 
 # ----------------------------------------------------------------------------- conditional GAN
 
 
-@register_stage("cgan")
 class CGANStage(Stage):
     """SynCGAN §3.3: G = UNet(mask) → RGB; D = PatchGAN on (mask, image) pairs.
 
     D loss: BCE(D(y, x), 1) + BCE(D(y, G(y)), 0)           (eq. 2, halved as in pix2pix)
     G loss: BCE(D(y, G(y)), 1) + λ · MSE(G(y), x)           (eq. 3)
+    The best epoch has the lowest generator loss on the validation pairs (the paper's criterion).
     """
+
+    kind = "cgan"
+    ddp_kwargs = {"broadcast_buffers": False}  # D runs twice per step (real, fake) before backward
 
     def generator_kwargs(self) -> dict:
         p = self.p
@@ -101,7 +136,7 @@ class CGANStage(Stage):
 
     def optimizers(self, models):
         p = self.p
-        return {"G": _adam(models["G"], p["lr"], p["beta1"]), "D": _adam(models["D"], p["lr"], p["beta1"])}
+        return {"G": adam(models["G"], p["lr"], p["beta1"]), "D": adam(models["D"], p["lr"], p["beta1"])}
 
     def train_step(self, models, opts, batch, gen, amp):
         G, D = models["G"], models["D"]
@@ -141,6 +176,15 @@ class CGANStage(Stage):
         finally:
             G.train(), D.train()
 
+    def validate(self, models, val, amp):
+        return {"val_loss_g": self.val_loss(models, val, amp)} if val else None
+
+    def selection(self, metrics, epoch):
+        return (metrics["val_loss_g"], -epoch) if "val_loss_g" in metrics else (-epoch,)  # ties: the later epoch
+
+    def meta(self):
+        return {"generator_kwargs": self.generator_kwargs()}
+
     @torch.no_grad()
     def grid(self, models, fixed):
         G = models["G"]
@@ -160,7 +204,11 @@ class LatentGANStage(Stage):
     """z → image GAN with label smoothing and flipping (SynCGAN §3.4, eqs. 4–6)."""
 
     out_ch = 1
-    data_key = "mask"
+    input_key = "mask"  # which training array the stage learns to generate
+    ddp_kwargs = {"broadcast_buffers": False}  # D runs twice per step (real, fake) before backward
+
+    def meta(self):
+        return {"generator_kwargs": self.generator_kwargs()}
 
     def generator_kwargs(self) -> dict:
         p = self.p
@@ -179,11 +227,11 @@ class LatentGANStage(Stage):
 
     def optimizers(self, models):
         p = self.p
-        return {"G": _adam(models["G"], p["lr_g"], p["beta1"]), "D": _adam(models["D"], p["lr_d"], p["beta1"])}
+        return {"G": adam(models["G"], p["lr_g"], p["beta1"]), "D": adam(models["D"], p["lr_d"], p["beta1"])}
 
     def train_step(self, models, opts, batch, gen, amp):
         G, D, p = models["G"], models["D"], self.p
-        real = batch[self.data_key]
+        real = batch[self.input_key]
         z = torch.randn(real.shape[0], p["z_dim"], generator=gen).to(real.device)
         # 1. Discriminator with smoothed, randomly flipped targets (D updates only).
         with amp():
@@ -216,11 +264,10 @@ class LatentGANStage(Stage):
         return to_uint8_grid(out, nrow=8)
 
 
-@register_stage("mask_gan")
 class MaskGANStage(LatentGANStage):
     """One class's mask GAN: z → binary nucleus mask. D sees tanh(logits) against ±1 masks."""
 
-    out_ch, data_key = 1, "mask"
+    kind, out_ch, input_key = "mask_gan", 1, "mask"
 
     def _make_g(self):
         return MaskGenerator(**self.generator_kwargs())
@@ -229,18 +276,10 @@ class MaskGANStage(LatentGANStage):
         return torch.tanh(G(z))  # soft ±1 so D's gradient reaches G; sampling thresholds at 0
 
 
-@register_stage("gan")
 class VanillaGANStage(LatentGANStage):
     """The end-to-end control: z → RGB, same G/D family and stabilisers."""
 
-    out_ch, data_key = 3, "image"
+    kind, out_ch, input_key = "gan", 3, "image"
 
     def _make_g(self):
         return VanillaGenerator(**self.generator_kwargs())
-
-
-def amp_context(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA (no GradScaler needed); plain float32 elsewhere."""
-    if enabled and device.type == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext

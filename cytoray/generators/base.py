@@ -1,0 +1,175 @@
+"""The Generator base class: what every generator plugin is and does.
+
+A generator is one class:
+
+    @dataclasses.dataclass
+    class ToyConfig(GeneratorConfig):
+        name: str = "toy"          # the registered name (the YAML section's `name`)
+        epochs: int = 3            # every key with a default and a one-line reason
+
+    class Toy(Generator):
+        name, Config = "toy", ToyConfig
+        consumes = "images"        # or "domains": a source (histology) and a target (cytology)
+
+        @classmethod
+        def stages(cls, train, val, cfg, data_key, seed): ...   # StageSpecs: what to train (maybe none)
+        @classmethod
+        def assemble(cls, train, cfg, results, data_key): ...   # → (meta, weights, files) of the bundle
+        @classmethod
+        def load(cls, path): ...                                # bundle folder → sampler
+        def sample(self, n, cls, seed=0): ...                   # uint8 [n,S,S,3], masks or None
+
+Subclassing registers it (no list to edit); `get_generator(name)` imports every module of this
+package and the `cytoray.generators` entry points once, so a generator is found wherever it
+lives. `train()` is shared: checks, one Ray Train job for the stages the stage cache lacks, the
+bundle. A trained bundle's cache key is the hash of the generator's whole config, its data and
+its seed: two configs that differ in any key never share a bundle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.metadata
+import json
+import pkgutil
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+
+from ..config import Section, to_plain
+from ..errors import ConfigError, CytorayError
+from ..io import stable_hash
+
+GENERATORS: dict[str, type["Generator"]] = {}
+BUNDLE_META = "generator.json"
+ENTRY_POINTS = "cytoray.generators"
+_discovered = False
+
+
+def discover() -> None:
+    """Import every generator module of this package and every installed plugin, once."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    pkg = importlib.import_module(__package__)
+    for m in pkgutil.iter_modules(pkg.__path__):
+        if not m.name.startswith("_"):
+            importlib.import_module(f"{__package__}.{m.name}")
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINTS):
+        ep.load()
+
+
+def get_generator(name: str) -> type["Generator"]:
+    discover()
+    if name not in GENERATORS:
+        raise CytorayError(f"unknown generator '{name}' (valid: {', '.join(sorted(GENERATORS))})")
+    return GENERATORS[name]
+
+
+def generator_names() -> list[str]:
+    discover()
+    return sorted(GENERATORS)
+
+
+def register_classes(classes: dict[str, type["Generator"]]) -> None:
+    """Make generator classes known in this process (a Ray worker receives a study's plugins by value)."""
+    for name, cls in classes.items():
+        GENERATORS.setdefault(name, cls)
+
+
+@dataclasses.dataclass
+class GeneratorConfig(Section):
+    """Base of every generator's typed config; `name` picks the generator (and so the dataclass)."""
+
+    name: str = ""
+
+    @classmethod
+    def section_class(cls, name: str, where: str) -> type:
+        try:
+            return get_generator(name).Config
+        except CytorayError as e:
+            raise ConfigError(f"{where}.name: {e}") from None
+
+    @classmethod
+    def section_names(cls) -> list[str]:
+        return generator_names()
+
+
+class Generator:
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[GeneratorConfig]] = GeneratorConfig
+    consumes: ClassVar[Literal["images", "domains"]] = "images"
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.name:  # an abstract intermediate
+            return
+        if cls.Config().name != cls.name:
+            raise TypeError(f"{cls.__qualname__}: Config().name is {cls.Config().name!r}, expected {cls.name!r}")
+        old = GENERATORS.get(cls.name)
+        if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise TypeError(f"generator name {cls.name!r} is taken by {old.__module__}.{old.__qualname__}")
+        GENERATORS[cls.name] = cls
+
+    # -- training (a generator class is the recipe; an instance is a trained sampler) ------------
+    @classmethod
+    def check(cls, train, val, cfg: GeneratorConfig) -> None:
+        """Reject data this generator cannot train on, before any job starts."""
+
+    @classmethod
+    def stages(cls, train, val, cfg: GeneratorConfig, data_key: str, seed: int) -> list:
+        """The `StageSpec`s to train (none for a generator without training, such as NST)."""
+        return []
+
+    @classmethod
+    def assemble(cls, train, cfg: GeneratorConfig, results: dict, data_key: str) -> tuple[dict, dict, dict]:
+        """The bundle: (meta, {file stem: state dict}, {file name: bytes}) from the stage results."""
+        raise NotImplementedError
+
+    @classmethod
+    def bundle_key(cls, cfg: GeneratorConfig, data_key: str, seed: int) -> str:
+        return stable_hash({"generator": cls.name, "config": to_plain(cfg), "data": data_key, "seed": seed})
+
+    @classmethod
+    def train(cls, train, val, cfg: GeneratorConfig, out, cache_root, data_key: str, run, use_cache: bool = True):
+        """Check, train what the stage cache lacks (one Ray Train job), write the bundle to `out`.
+
+        Returns (bundle folder, {stage label: StageResult})."""
+        from ..training.runner import run_stages
+        from .bundle import write_bundle
+
+        cls.check(train, val, cfg)
+        specs = cls.stages(train, val, cfg, data_key, run.seed)
+        results = run_stages(specs, cache_root=cache_root, run_cfg=run, use_cache=use_cache, job=cls.name) if specs else {}
+        meta, states, files = cls.assemble(train, cfg, results, data_key)
+        meta = {"generator": cls.name, "data_key": data_key, "config": to_plain(cfg), "stages": list(results), **meta}
+        grids = {f"grids/{label.replace('/', '_')}": r.grids() for label, r in results.items()}
+        return write_bundle(out, meta, states, files, grids), results
+
+    # -- sampling ---------------------------------------------------------------------------
+    classes: list[str]
+
+    @classmethod
+    def load(cls, path) -> "Generator":
+        raise NotImplementedError
+
+    def sample(self, n: int, cls: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+        """n synthetic images of class `cls` (uint8 [n,S,S,3]) and their masks (bool [n,S,S]) or None."""
+        raise NotImplementedError
+
+    def check_class(self, cls: str) -> None:
+        if cls not in self.classes:
+            raise CytorayError(f"class '{cls}' not in this generator (classes: {', '.join(self.classes)})")
+
+
+def load_bundle(path: str | Path) -> Generator:
+    """Load a trained generator bundle (a folder with generator.json) as a sampler."""
+    path = Path(path)
+    meta_path = path / BUNDLE_META
+    if not meta_path.is_file():
+        raise CytorayError(f"{path}: not a cytoray generator checkpoint (no {BUNDLE_META}); pass the --out folder of `cytoray train`")
+    meta = json.loads(meta_path.read_text())
+    return get_generator(meta["generator"]).load(path)
