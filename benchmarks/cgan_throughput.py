@@ -13,7 +13,6 @@ and not counted. Prints images/s and the ratio (target >= 0.9).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -31,10 +30,10 @@ def main() -> None:
 
     from cytoray.data.source import simulated_set
     from cytoray.data.splits import make_manifest
-    from cytoray.distributed.runner import init_ray, run_stage
-    from cytoray.generators.config import GeneratorTrainConfig, RunConfig
-    from cytoray.generators.stages import amp_context, get_stage
-    from cytoray.generators.syncgan import masks_to_unit, stage_params, to_unit
+    from cytoray.generators.gan import CGANConfig, CGANStage, masks_to_unit, stage_params, to_unit
+    from cytoray.training.config import RunConfig
+    from cytoray.training.runner import init_ray, run_stages
+    from cytoray.training.stage import StageSpec, amp_context
 
     # 1. Data: the SynCGAN-sized embedded set (150 images), its training split, in memory.
     ds = simulated_set("cytology", 150, a.size, 0)
@@ -44,12 +43,12 @@ def main() -> None:
     val = {"mask": masks_to_unit(va.masks), "image": to_unit(va.images)}
     mb = sum(v.nbytes for v in (*train.values(), *val.values())) / 2**20
     print(f"data: {len(tr)} train + {len(va)} val pairs at {a.size} px held as tensors ({mb:.1f} MiB)")
-    params = stage_params(dataclasses.replace(GeneratorTrainConfig().cgan, epochs=a.epochs + 1), a.size)
+    params = stage_params(CGANConfig(epochs=a.epochs + 1), a.size)
 
     def bare() -> float:
         torch.set_num_threads(a.threads)
         torch.manual_seed(0)
-        stage = get_stage("cgan", params)
+        stage = CGANStage(params)
         dev = torch.device("cpu")
         models, gen, amp = stage.build(dev), torch.Generator().manual_seed(0), amp_context(dev, False)
         opts = stage.optimizers(models)
@@ -69,9 +68,10 @@ def main() -> None:
 
     def ray_train() -> tuple[float, float]:
         with tempfile.TemporaryDirectory() as d:
-            r = run_stage("cgan", params, train=train, val=val, fixed={k: x[:4] for k, x in val.items()}, label="bench",
-                          data_key=man.hash, cache_root=Path(d), run_cfg=RunConfig(cpus_per_worker=a.threads, sample_every=10**6),
-                          use_cache=False)  # fmt: skip
+            spec = StageSpec("bench", CGANStage(params), train=train, val=val, fixed={k: x[:4] for k, x in val.items()},
+                             data_key=man.hash)  # fmt: skip
+            r = run_stages([spec], cache_root=Path(d), run_cfg=RunConfig(cpus_per_worker=a.threads, sample_every=10**6),
+                           use_cache=False)["bench"]  # fmt: skip
         starts = [h["epoch_start"] for h in r.history]
         walls = np.diff(starts)[1:]  # epoch k's start → epoch k+1's start, warm-up dropped
         steps = [h["images_per_s"] for h in r.history[1:]]

@@ -82,7 +82,7 @@ def cmd_fid(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from .generators.cli import train_from_args
+    from .experiments.train import train_from_args
 
     return train_from_args(a)
 
@@ -203,17 +203,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_fid)
 
-    s = sub.add_parser("train", help="train a generator (syncgan = mask GANs + mask->RGB CGAN; gan = vanilla control; "
-                                      "cyclegan = histology->cytology, one per class)")  # fmt: skip
-    s.add_argument("generator", choices=["syncgan", "gan", "cyclegan"])
+    s = sub.add_parser("train", help="train a registered generator (e.g. syncgan = mask GANs + mask->RGB CGAN; gan = vanilla "
+                                      "control; cyclegan = histology->cytology, one per class)")  # fmt: skip
+    s.add_argument("generator", help="registered generator name (an unknown name lists the known ones)")
     src = s.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", help="folder dataset <root>/<class>/*.png (cyclegan: the cytology target domain)")
+    src.add_argument("--data", help="folder dataset <root>/<class>/*.png (a translator: the cytology target domain)")
     src.add_argument("--simulate", action="store_true", help="use the embedded simulator")
-    s.add_argument("--source", help="cyclegan: histology folder <root>/<class>/*.png, same classes (default: embedded)")
+    s.add_argument("--source", help="a translator's histology folder <root>/<class>/*.png, same classes (default: embedded)")
     s.add_argument("--size", type=int, default=64)
     s.add_argument("--epochs", type=int, default=None, help="epochs for every stage (overrides the config)")
     s.add_argument("--out", required=True)
-    s.add_argument("--config", default=None, help="YAML config (configs/models/*.yaml)")
+    s.add_argument("--config", default=None, help="the generator's YAML section (configs/models/<generator>.yaml)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     s.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP when > 1)")
     s.add_argument("--gpu", action="store_true", help="one GPU per worker")

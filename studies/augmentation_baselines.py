@@ -13,44 +13,29 @@ one MLflow parent run with a child per cell.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
+
+from cytoray.experiments.baselines import BaselinesStudy
+from cytoray.experiments.cli import run_script
 
 SMOKE = [
-    "data.sim_n=40", "data.size=32", "data.n_splits=2", "policies=[orig,trad,syncgan]",
-    "classifiers=[smallcnn]", "classifier.epochs=2", "cgan.epochs=2", "mask_gan.epochs=2", "gan.epochs=2",
-    "cgan.g_base=8", "cgan.d_base=8", "mask_gan.g_base=8", "mask_gan.d_base=8", "gan.g_base=8", "gan.d_base=8",
-    "run.checkpoint_every=100",
+    "data.sim_n=40", "data.size=32", "data.n_splits=2", "policies=[orig,trad,syncgan]", "classifiers=[smallcnn]",
+    "classifier.epochs=2", "run.checkpoint_every=100",
+    "generators.syncgan.cgan.epochs=2", "generators.syncgan.mask_gan.epochs=2", "generators.syncgan.cgan.g_base=8",
+    "generators.syncgan.cgan.d_base=8", "generators.syncgan.mask_gan.g_base=8", "generators.syncgan.mask_gan.d_base=8",
+    "generators.gan.epochs=2", "generators.gan.g_base=8", "generators.gan.d_base=8",
 ]  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", help="folder dataset <root>/<class>/*.png (default: embedded simulator)")
-    ap.add_argument("--config", help="YAML study config (configs/studies/augmentation_baselines.yaml)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    ap.add_argument("--out", default="runs/augmentation_baselines")
-    ap.add_argument("--tracking-uri", default=None, help="MLflow URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    ap.add_argument("--address", default=None, help="Ray cluster address (auto joins a running cluster)")
-    ap.add_argument("--smoke-test", action="store_true", help="a minimal run: tiny data, 2 splits, 2 epochs")
-    a = ap.parse_args(argv)
-
-    from cytoray.classify.baselines import BaselinesConfig, run_baselines
-    from cytoray.config import load
-    from cytoray.errors import CytorayError
-
-    try:
-        sets = (SMOKE if a.smoke_test else []) + ([f"data.root={a.data}"] if a.data else []) + a.set
-        cfg = load(BaselinesConfig, a.config, sets)
-        res = run_baselines(cfg, Path(a.out), a.tracking_uri, a.address)
-    except CytorayError as e:
-        print(f"augmentation_baselines: error: {e}", file=sys.stderr)
-        return 2
+def report(cfg, res: dict) -> None:
     print(res["table"])
-    print(f"\n{len(res['rows'])} classifier runs in {res['seconds']:.0f}s; table in {a.out}/table.md")
+    print(f"\n{len(res['rows'])} classifier runs in {res['seconds']:.0f}s; table in {res['out']}/table.md")
     print(f"MLflow: mlflow ui --backend-store-uri {res['uri']}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_script("augmentation_baselines", BaselinesStudy(), argv, doc=__doc__, smoke=SMOKE,
+                      default_out="runs/augmentation_baselines", report=report)  # fmt: skip
 
 
 if __name__ == "__main__":

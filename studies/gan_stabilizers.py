@@ -16,14 +16,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import syncgan_ratio  # noqa: E402  (same command line, different study config)
+import syncgan_ratio  # noqa: E402  (the same study kind, the fidelity objective)
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "studies" / "gan_stabilizers.yaml")
 
 if __name__ == "__main__":
-    argv = sys.argv[1:]
-    if "--config" not in argv:
-        argv = ["--config", CONFIG, *argv]
-    if "--out" not in argv:
-        argv += ["--out", "runs/gan_stabilizers"]
-    sys.exit(syncgan_ratio.main(argv))
+    sys.exit(syncgan_ratio.main(sys.argv[1:], config=CONFIG, out="runs/gan_stabilizers", prog="gan_stabilizers"))

@@ -1,0 +1,186 @@
+"""The augmentation-baselines study (SynCGAN Tables 2 and 3, with uncertainty).
+
+Rows are classifiers, columns are policies, cells are mean ± 95% CI over K seeded stratified
+splits (× repeats); every policy is compared with `orig` over the same splits by a paired
+test. Generators are trained once per split (before the cells) and reused by every policy
+and classifier; each cell is one Tune trial (a grid, no search) that trains its classifier
+and scores the test split once, by its best-on-validation epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from ..classify.config import ClassifierConfig
+from ..config import ConfigError, DataConfig, to_dict
+from ..generators.base import GeneratorConfig, get_generator
+from ..generators.gan import CGANConfig, LatentGANConfig
+from ..generators.syncgan import SynCGANConfig
+from ..generators.vanilla import GANConfig
+from ..io import write_json, write_text
+from ..training.config import RunConfig
+from .driver import Study, TuneSettings, finished
+
+DEFAULT_POLICIES = ["orig", "trad", "syncgan", "trad+syncgan", "syncgan-only", "gan", "orig+gan"]
+
+
+def _default_generators() -> dict[str, GeneratorConfig]:
+    return {"syncgan": SynCGANConfig(cgan=CGANConfig(epochs=15), mask_gan=LatentGANConfig(epochs=30)), "gan": GANConfig(epochs=30)}
+
+
+@dataclasses.dataclass
+class BaselinesConfig:
+    name: str = "augmentation_baselines"  # MLflow experiment and output folder name
+    data: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(n_splits=3))
+    source: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1))  # translators' histology
+    generators: dict[str, GeneratorConfig] = dataclasses.field(default_factory=_default_generators)  # a policy's generator not here: its defaults
+    run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(cpus_per_worker=2))
+    classifier: ClassifierConfig = dataclasses.field(default_factory=lambda: ClassifierConfig(epochs=15))
+    classifiers: list[str] = dataclasses.field(default_factory=lambda: ["resnet18"])
+    policies: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_POLICIES))
+    ratio: float = 2.0  # synthetic:real per class (paper: 90 synthetic beside 45 real)
+    repeats: int = 1  # classifier seeds per split
+    metric: str = "balanced_accuracy"  # the table's figure; accuracy, f1_macro, roc_auc also recorded
+    tune: TuneSettings = dataclasses.field(default_factory=lambda: TuneSettings(asha=False, trial_cpu=0.0))  # cells: a grid, no search
+
+    def validate(self) -> None:
+        if self.ratio < 0:
+            raise ConfigError(f"ratio={self.ratio}: the synthetic:real ratio must be >= 0")
+        if self.repeats < 1:
+            raise ConfigError(f"repeats={self.repeats}: must be >= 1")
+        if self.data.n_splits * self.repeats < 2:
+            raise ConfigError(
+                f"data.n_splits={self.data.n_splits} × repeats={self.repeats} gives one run per cell: no interval or paired "
+                f"test is possible; set data.n_splits=3 (or repeats >= 2)"
+            )
+        if not self.policies or "orig" not in self.policies:
+            raise ConfigError("policies: must include 'orig' (every policy is tested against it)")
+        if self.tune.search_space:
+            raise ConfigError("tune.search_space: the baselines study runs a fixed grid of cells, not a search; set it to null")
+        from ..metrics.classification import SCORES
+
+        if self.metric not in SCORES:
+            raise ConfigError(f"metric={self.metric!r}: one of {', '.join(SCORES)}")
+
+    def generator_config(self, name: str) -> GeneratorConfig:
+        return self.generators.get(name) or get_generator(name).Config()
+
+
+class BaselinesStudy(Study):
+    Config = BaselinesConfig
+
+    def check(self, cfg: BaselinesConfig) -> None:
+        """Every rejectable choice, rejected before anything is written."""
+        from ..classify.policies import parse_policy
+
+        for p in cfg.policies:
+            parse_policy(p)  # unknown names list the valid ones
+        for name in cfg.classifiers:
+            ccfg = dataclasses.replace(cfg.classifier, name=name)
+            ccfg.validate()
+            ccfg.check_size(cfg.data.size)
+
+    def prepare(self, cfg: BaselinesConfig, out: Path) -> dict:
+        from ..classify.policies import generators_needed
+        from ..data.source import load_dataset
+        from ..data.splits import repeated_manifests
+
+        ds = load_dataset(cfg.data, progress=True)
+        manifests = repeated_manifests(ds, cfg.data.split_ratios, cfg.data.split_seed, cfg.data.n_splits, cfg.data.near_duplicate_bits)
+        needed = sorted(generators_needed(cfg.policies))
+        translators = [g for g in needed if get_generator(g).consumes == "domains"]
+        hist = hmans = None
+        if translators:  # the histology domain, split the same way (same K seeds), same image size
+            hcfg = dataclasses.replace(cfg.source, size=cfg.data.size, n_splits=cfg.data.n_splits,
+                                       split_ratios=cfg.data.split_ratios, split_seed=cfg.data.split_seed)  # fmt: skip
+            hist = load_dataset(hcfg, progress=True)
+            hmans = repeated_manifests(hist, hcfg.split_ratios, hcfg.split_seed, hcfg.n_splits, hcfg.near_duplicate_bits)
+        splits = []
+        for k, man in enumerate(manifests):
+            man.save(out / f"split_{k}.json")
+            train, val, test = (ds.subset(man.indices(s)) for s in ("train", "val", "test"))
+            h = None if hist is None else {s: hist.subset(hmans[k].indices(s)) for s in ("train", "val")}
+            splits.append({"train": train, "val": val, "test": test, "hash": man.hash, "hist": h,
+                           "hist_hash": None if hmans is None else hmans[k].hash})  # fmt: skip
+        return {"splits": splits, "needed": needed, "source": ds.source}
+
+    def setup(self, cfg: BaselinesConfig, data: dict, ctx: dict) -> None:
+        """Generators once per split, reused by every policy and classifier (bundle paths go to the cells)."""
+        from ..generators.domains import DomainPair
+        from .common import train_generator
+
+        cache = Path(ctx["cache"])
+        for sp in data["splits"]:
+            sp["bundles"] = {}
+            for g in data["needed"]:
+                gen_cls, gcfg = get_generator(g), cfg.generator_config(g)
+                if gen_cls.consumes == "domains":  # histology of class c → synthetic cytology labelled c
+                    args = (DomainPair(sp["hist"]["train"], sp["train"]), DomainPair(sp["hist"]["val"], sp["val"]), f"{sp['hash']}:{sp['hist_hash']}")
+                else:
+                    args = (sp["train"], sp["val"], sp["hash"])
+                _, bundle, _ = train_generator(gen_cls, gcfg, *args, cache, cfg.run, ctx["use_cache"])
+                sp["bundles"][g] = str(bundle)
+
+    def grid(self, cfg: BaselinesConfig, data: dict) -> list[dict]:
+        return [{"split": k, "classifier": c, "policy": p, "repeat": r}
+                for k in range(len(data["splits"])) for c in cfg.classifiers for p in cfg.policies for r in range(cfg.repeats)]  # fmt: skip
+
+    def selection(self, cfg: BaselinesConfig):
+        return f"test_{cfg.metric}", "max"
+
+    def describe(self, config: dict):
+        c = config["cell"]
+        tags = {"classifier": c["classifier"], "policy": c["policy"], "split": c["split"], "repeat": c["repeat"], "variant": c["policy"]}
+        return f"{c['classifier']}|{c['policy']}|split{c['split']}|r{c['repeat']}", {f"cell.{k}": v for k, v in c.items()}, tags
+
+    def trial(self, cfg: BaselinesConfig, cell: dict, data: dict, ctx: dict) -> None:
+        from ray import tune
+
+        from ..classify.policies import compose_training_set, parse_policy
+        from ..classify.train import train_classifier
+        from ..generators.base import load_bundle
+        from ..metrics.classification import SCORES, classification_metrics
+
+        k, clf, policy, r = cell["split"], cell["classifier"], cell["policy"], cell["repeat"]
+        sp = data["splits"][k]
+        samplers = {g: load_bundle(sp["bundles"][g]) for g in parse_policy(policy).generators}
+        ccfg = dataclasses.replace(cfg.classifier, name=clf)
+        tr = compose_training_set(policy, sp["train"], cfg.ratio, samplers, rng_seed=1000 * k + r, augment=ccfg.augment)
+        res = train_classifier(tr, sp["val"], sp["test"], ccfg, label=f"{clf}-{policy.replace('+', '_')}-s{k}-r{r}",
+                               cache_root=ctx["cache"], data_key=sp["hash"], run_cfg=cfg.run, seed=r, use_cache=ctx["use_cache"])  # fmt: skip
+        m = classification_metrics(res.test_labels, res.test_prob)
+        print(f"[study] split {k} {clf:<10} {policy:<14} test {cfg.metric} {m[cfg.metric]:.3f} "
+              f"(best epoch {res.best_epoch}, {time.time() - ctx['t0']:.0f}s)", file=sys.stderr, flush=True)  # fmt: skip
+        tune.report({**{f"test_{a}": float(m[a]) for a in SCORES}, **{f"val_{a}": float(b) for a, b in res.val_metrics.items()},
+                     "best_epoch": res.best_epoch, "final": 1, "tag.split_hash": sp["hash"], "classifier_dir": str(res.dir),
+                     **{f"param.{a}": b for a, b in res.params.items()}})  # fmt: skip
+
+    def finish(self, cfg: BaselinesConfig, best_cfg, data: dict, results, ctx: dict) -> dict:
+        import mlflow
+
+        from ..metrics.classification import SCORES, results_table, summarize
+
+        out = Path(ctx["out"])
+        done = finished(results, cfg.name, out)
+        rows = []
+        for _, t in done.sort_values(["config/cell/split", "config/cell/classifier", "config/cell/policy", "config/cell/repeat"]).iterrows():
+            rows.append({"classifier": t["config/cell/classifier"], "policy": t["config/cell/policy"], "split": int(t["config/cell/split"]),
+                         "repeat": int(t["config/cell/repeat"]), "best_epoch": int(t["best_epoch"]),
+                         **{a: float(t[a]) for a in done if a.startswith("val_")}, **{a: float(t[f"test_{a}"]) for a in SCORES}})  # fmt: skip
+        want = len(data["splits"]) * len(cfg.classifiers) * len(cfg.policies) * cfg.repeats
+        if len(rows) != want:
+            raise ConfigError(f"{len(rows)} of {want} cells finished; see the errors above (rerun with --resume to finish the rest)")
+        # Table with intervals and paired tests; Markdown, CSV, JSON; MLflow artefacts.
+        summary = summarize(rows, metric=cfg.metric, baseline="orig")
+        md, csv_rows = results_table(summary, cfg.classifiers, cfg.policies, cfg.metric)
+        header = (f"# {cfg.name}: test {cfg.metric} (%), mean ± 95% CI over {cfg.data.n_splits} splits × {cfg.repeats} repeats\n\n"
+                  f"Data: {data['source']}; ratio {cfg.ratio:g} synthetic:real per class; paired t-tests vs orig (Holm).\n\n")  # fmt: skip
+        write_text(out / "table.md", header + md + "\n")
+        write_text(out / "table.csv", "\n".join(",".join(str(c) for c in r) for r in csv_rows) + "\n")
+        write_json(out / "results.json", {"rows": rows, "summary": summary, "config": to_dict(cfg)})
+        for f in ("table.md", "table.csv", "results.json"):
+            mlflow.log_artifact(str(out / f))
+        return {"table": md, "rows": rows, "summary": summary}

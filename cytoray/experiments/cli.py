@@ -1,0 +1,51 @@
+"""The command line every study script shares: the same flags, the same errors, the same run.
+
+    python studies/<study>.py [--data DIR] [--config YAML] [--set KEY=VALUE ...] [--out DIR]
+                              [--tracking-uri URI] [--address ADDR] [--resume] [--no-cache] [--smoke-test]
+
+Input problems print one line, `<study>: error: ...`, and exit 2 before anything starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+from ..config import load
+from ..errors import CytorayError
+from .driver import Study, run_study
+
+
+def run_script(prog: str, study: Study, argv: list[str] | None, *, doc: str, smoke: list[str], default_out: str,
+               report: Callable[[object, dict], None], default_config: str | None = None,
+               extra_args: Callable[[argparse.ArgumentParser], None] | None = None,
+               values_of: Callable[[argparse.Namespace], dict] | None = None) -> int:  # fmt: skip
+    ap = argparse.ArgumentParser(prog=prog, description=doc.strip().splitlines()[0])
+    ap.add_argument("--data", help="folder dataset <root>/<class>/*.png (default: embedded simulator)")
+    ap.add_argument("--config", default=default_config, help="YAML study config (configs/studies/*.yaml)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. ratio=1")
+    ap.add_argument("--out", default=default_out, help="study folder (splits, caches, Tune state, tables)")
+    ap.add_argument("--tracking-uri", default=None, help="MLflow URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    ap.add_argument("--address", default=None, help="Ray cluster to join ('auto' or host:port; default RAY_ADDRESS or local)")
+    ap.add_argument("--resume", action="store_true", help="continue the study in --out (finished trials are kept)")
+    ap.add_argument("--no-cache", action="store_true", help="retrain every stage (to measure what the caches save)")
+    ap.add_argument("--smoke-test", action="store_true", help="a minimal end-to-end run on tiny data")
+    if extra_args:
+        extra_args(ap)
+    a = ap.parse_args(argv)
+    try:
+        values = {"data": {"root": a.data}} if a.data else {}
+        if values_of:
+            from ..config import deep_merge
+
+            values = deep_merge(values, values_of(a))
+        cfg = load(study.Config, a.config, (smoke if a.smoke_test else []) + a.set, values)
+        res = run_study(study, cfg, Path(a.out), tracking_uri=a.tracking_uri, address=a.address, resume=a.resume,
+                        use_cache=not a.no_cache)  # fmt: skip
+    except CytorayError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    report(cfg, res)
+    return 0

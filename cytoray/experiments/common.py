@@ -1,0 +1,97 @@
+"""What every study does with a generator: train it once (bundle cache), measure it (FID/KID).
+
+`train_generator` keys a trained bundle by the hash of the generator's whole config, its data
+and its seed; trials that share those share the bundle (and, inside it, stages that match:
+`training/runner.py`). A lock file keeps two concurrent trials from training one bundle twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..data.folder import ImageSet
+from ..generators.base import BUNDLE_META, Generator, GeneratorConfig
+
+FID_ALL = "fid_val_inception/all"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (created if missing), released when the block ends."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def train_generator(gen_cls: type[Generator], cfg: GeneratorConfig, train, val, data_key: str, cache: Path, run,
+                    use_cache: bool = True) -> tuple[Generator, Path, bool]:  # fmt: skip
+    """The trained generator for these settings and data: (sampler, bundle folder, was cached).
+
+    `train`/`val` are ImageSets, or DomainPairs for a generator that consumes two domains.
+    """
+    import json
+
+    dest = Path(cache) / "bundles" / f"{gen_cls.name}-{gen_cls.bundle_key(cfg, data_key, run.seed)}"
+    with file_lock(dest.parent / f"{dest.name}.lock"):
+        if use_cache and (dest / BUNDLE_META).is_file():
+            for label in json.loads((dest / BUNDLE_META).read_text()).get("stages", []):
+                print(f"[cache] {label}: reusing bundle {dest}", file=sys.stderr, flush=True)
+            return gen_cls.load(dest), dest, True
+        bundle, stages = gen_cls.train(train, val, cfg, dest, cache, data_key, run, use_cache=use_cache)
+    return gen_cls.load(bundle), bundle, bool(stages) and all(s.cached for s in stages.values())
+
+
+def real_by_class(ds: ImageSet) -> dict[str, np.ndarray]:
+    return {c: ds.images[ds.labels == i] for i, c in enumerate(ds.class_names)}
+
+
+def rgb_masks(m: np.ndarray) -> np.ndarray:
+    return np.repeat((m.astype(np.uint8) * 255)[..., None], 3, axis=-1)
+
+
+def fidelity(sampler: Generator, ds: ImageSet, split: str, n: int, seed: int, feature_cache: Path, split_hash: str,
+             masks=None) -> dict[str, float]:  # fmt: skip
+    """FID/KID per class and overall: synthetic samples vs the real images of `split` (features of
+    the real side cached once per split and class). With `masks` (a masks config), the mask
+    generator too: sampled masks vs the masks of the real images ("fid_<split>_mask_inception/...")."""
+    from ..metrics.fidelity import cached_features, per_class
+
+    samples = {c: sampler.sample(n, c, seed=seed) for c in ds.class_names}
+    feats = {c: cached_features(x, f"{split_hash}:{split}:{c}", feature_cache) for c, x in real_by_class(ds).items()}
+    out = per_class({}, {c: s[0] for c, s in samples.items()}, split=split, real_features=feats)
+    if masks is not None and all(s[1] is not None for s in samples.values()):
+        from ..config import to_plain
+        from ..generators.syncgan import nucleus_masks
+        from ..io import stable_hash
+
+        m = nucleus_masks(ds, masks)
+        real_m = {c: rgb_masks(m[ds.labels == i]) for i, c in enumerate(ds.class_names)}
+        mk = stable_hash(to_plain(masks), 8)
+        mf = {c: cached_features(x, f"{split_hash}:{split}:{c}:masks:{mk}", feature_cache) for c, x in real_m.items()}
+        out.update(per_class({}, {c: rgb_masks(s[1]) for c, s in samples.items()}, split=f"{split}_mask", real_features=mf))
+    return {k: float(v) for k, v in out.items()}
+
+
+def epoch_report_callback(extra: dict):
+    """A Train→Tune callback whose every per-epoch report also carries `extra` (the trial's FID/KID).
+
+    ASHA may stop a trial after any epoch; its last report is what the searcher is told.
+    A multi-objective search (FID and the validation metric) needs both in that report.
+    """
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class _WithExtra(TuneReportCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            super().after_report(run_context, [{**extra, **metrics[0]}, *metrics[1:]], checkpoint)
+
+    return _WithExtra()

@@ -1,0 +1,167 @@
+"""Histology → cytology (Dey et al.): per-class CycleGAN vs neural style transfer, FID/KID per class.
+
+Rows of the table, each against the cytology TEST split and from the same held-out histology
+test images: real histology (the baseline), then one row per translator (`variants`). With a
+search space, Tune + Optuna first search the translators' settings on the VALIDATION split
+(multi-objective: one validation FID per translator; their settings are disjoint, so each takes
+its own best trial); without one, the configured settings go straight to the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..config import ConfigError, DataConfig, to_dict
+from ..generators.base import GeneratorConfig, get_generator
+from ..generators.cyclegan import CycleGANConfig
+from ..generators.nst import NSTConfig
+from ..io import save_png, write_text
+from ..training.config import RunConfig
+from .common import train_generator
+from .driver import Study, TuneSettings, clean, point_of
+
+
+def _default_generators() -> dict[str, GeneratorConfig]:
+    return {"cyclegan": CycleGANConfig(), "nst": NSTConfig()}
+
+
+@dataclasses.dataclass
+class HistoToCytoConfig:
+    name: str = "cytoray-histo-to-cyto"  # MLflow experiment and Tune experiment name
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)  # the target domain: cytology
+    source: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1))  # histology
+    min_per_class: int = 10  # per class and domain: 3:1:1 leaves >= 2 test images for FID/KID; fewer is refused
+    variants: list[str] = dataclasses.field(default_factory=lambda: ["cyclegan", "nst"])  # translators compared, one row each
+    generators: dict[str, GeneratorConfig] = dataclasses.field(default_factory=_default_generators)  # their settings
+    run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=10))
+    tune: TuneSettings = dataclasses.field(default_factory=lambda: TuneSettings(num_samples=8, asha=False, metric="fid_val_inception/all", mode="min"))
+
+    def validate(self) -> None:
+        if self.data.size != self.source.size:
+            raise ConfigError(f"source.size={self.source.size} != data.size={self.data.size}: the translators map images of one size")
+        if self.min_per_class < 5:
+            raise ConfigError(f"min_per_class={self.min_per_class}: a train/val/test split needs >= 5 per class")
+        if not self.variants:
+            raise ConfigError("variants: name at least one translator (cyclegan, nst)")
+
+    def generator_config(self, name: str) -> GeneratorConfig:
+        return self.generators.get(name) or get_generator(name).Config()
+
+
+def translations(pair, samplers: dict) -> dict[str, dict[str, np.ndarray]]:
+    """The rows, each from the same source histology images, class by class."""
+    src = {c: pair.source.images[pair.source.labels == i] for i, c in enumerate(pair.source.class_names)}
+    rows = {"histology": src}
+    for name, s in samplers.items():
+        rows[name] = {c: s.translate(x, c, seed=i) for i, (c, x) in enumerate(src.items())}
+    return rows
+
+
+def fid_rows(rows: dict, ref, split: str, key: str, cache: Path) -> dict[str, dict[str, float]]:
+    from ..metrics.fidelity import cached_features, per_class
+
+    real = {c: cached_features(ref.images[ref.labels == i], f"cytology:{key}:{split}:{c}", cache)
+            for i, c in enumerate(ref.class_names)}  # fmt: skip
+    return {row: {k: float(v) for k, v in per_class({}, fakes, split, real_features=real).items()} for row, fakes in rows.items()}
+
+
+class HistoToCytoStudy(Study):
+    Config = HistoToCytoConfig
+
+    def check(self, cfg: HistoToCytoConfig) -> None:
+        for v in cfg.variants:
+            if get_generator(v).consumes != "domains":
+                raise ConfigError(f"variants: {v!r} does not translate a source domain (it consumes one image set)")
+
+    def prepare(self, cfg: HistoToCytoConfig, out: Path) -> dict:
+        from ..generators.domains import domain_splits
+
+        pairs, key, paths = domain_splits(cfg.data, cfg.source, cfg.min_per_class, out)
+        return {"pairs": pairs, "key": key, "manifests": [str(p) for p in paths]}
+
+    def _samplers(self, cfg: HistoToCytoConfig, data: dict, cache: Path, use_cache: bool = True) -> dict:
+        p = data["pairs"]
+        return {v: train_generator(get_generator(v), cfg.generator_config(v), p["train"], p["val"], data["key"], cache, cfg.run, use_cache)[0]
+                for v in cfg.variants}  # fmt: skip
+
+    def objectives(self, cfg: HistoToCytoConfig):
+        return [f"{v}/{cfg.tune.metric}" for v in cfg.variants], [cfg.tune.mode] * len(cfg.variants)
+
+    def trial(self, cfg: HistoToCytoConfig, cell, data: dict, ctx: dict) -> None:
+        """Train every translator with the point's settings; FID against the cytology VALIDATION split."""
+        from ray import tune
+
+        cache = Path(ctx["cache"])
+        rows = translations(data["pairs"]["val"], self._samplers(cfg, data, cache, ctx["use_cache"]))
+        rows.pop("histology")
+        fids = fid_rows(rows, data["pairs"]["val"].target, "val", data["key"], cache / "features")
+        tune.report({**{f"{row}/{k}": v for row, m in fids.items() for k, v in m.items()}, "final": 1})
+
+    def best(self, cfg: HistoToCytoConfig, done, space) -> dict:
+        """The translators' settings are disjoint: each takes its own best trial's."""
+        point: dict = {}
+        for v, (metric, mode) in zip(cfg.variants, zip(*self.objectives(cfg))):
+            row = done.sort_values(metric, ascending=mode == "min").iloc[0]
+            mine = point_of(row).get("generators", {}).get(v)
+            if mine:
+                point.setdefault("generators", {})[v] = mine
+        print(f"[search] best by validation FID: {clean(point)}", file=sys.stderr)
+        return point
+
+    def finish(self, cfg: HistoToCytoConfig, best_cfg: HistoToCytoConfig, data: dict, results, ctx: dict) -> dict:
+        import mlflow
+
+        from ..metrics.fidelity import extractor_identity
+        from ..tracking.mlflow_utils import log_files, log_params_flat
+
+        out, cache = Path(ctx["out"]), Path(ctx["cache"])
+        samplers = self._samplers(best_cfg, data, cache)
+        labels = {"histology": "real histology", "cyclegan": "CycleGAN G(histology)"}
+        labels.update({v: f"NST [{s.features}]" for v, s in samplers.items() if v == "nst"})
+        labels.update({v: v for v in samplers if v not in labels})
+        log_params_flat({"best": to_dict(best_cfg), **{f"{v}.features": s.features for v, s in samplers.items() if hasattr(s, "features")},
+                         **extractor_identity()})  # fmt: skip
+        # The rows against the cytology TEST split (touched once, here).
+        test = data["pairs"]["test"]
+        rows = translations(test, samplers)
+        fids = fid_rows(rows, test.target, "test", data["key"], cache / "features")
+        md, csv = fid_table(fids, list(test.target.class_names), labels)
+        feats = "; ".join(f"{labels[v]}" for v in samplers if v == "nst")
+        md = (f"FID/KID vs real cytology (test split, {test.source.counts()} images per class per row"
+              f"{'; ' + feats if feats else ''}; {extractor_identity()['feature_extractor']})\n\n{md}")  # fmt: skip
+        write_text(out / "fid_table.md", md)
+        write_text(out / "fid_table.csv", csv)
+        for c in test.target.class_names:
+            save_png(out / "grids" / f"{c}.png", grid_png(rows, c, labels))
+        for row, m in fids.items():
+            mlflow.log_metrics({f"{row}/{k}": v for k, v in m.items()})
+        log_files([out / "fid_table.md", out / "fid_table.csv", *sorted((out / "grids").glob("*.png")), *map(Path, data["manifests"])], "results")
+        return {"table": md, "fids": fids}
+
+
+def fid_table(fids: dict, classes: list[str], labels: dict[str, str]) -> tuple[str, str]:
+    cols = [*classes, "all"]
+    head = ["row", *(f"FID {c}" for c in cols), *(f"KID {c}" for c in cols)]
+    md = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    csv = [",".join(["row", *(f"fid_{c}" for c in cols), *(f"kid_{c}" for c in cols), *(f"kid_std_{c}" for c in cols)])]
+    for row, m in fids.items():
+        fid = [m[f"fid_test_inception/{c}"] for c in cols]
+        kid = [(m[f"kid_test_inception_mean/{c}"], m[f"kid_test_inception_std/{c}"]) for c in cols]
+        md.append("| " + " | ".join([labels[row], *(f"{v:.1f}" for v in fid), *(f"{a:.4f} ± {b:.4f}" for a, b in kid)]) + " |")
+        csv.append(",".join([f'"{labels[row]}"', *(f"{v:.4f}" for v in fid), *(f"{a:.6f}" for a, _ in kid), *(f"{b:.6f}" for _, b in kid)]))
+    return "\n".join(md) + "\n", "\n".join(csv) + "\n"
+
+
+def grid_png(rows: dict, cls: str, labels: dict[str, str], k: int = 8) -> np.ndarray:
+    """source | each translator, one row each, with a header naming them (and the NST features)."""
+    from PIL import Image, ImageDraw
+
+    body = np.concatenate([np.concatenate(list(rows[r][cls][:k]), 1) for r in rows], 0)
+    canvas = Image.new("RGB", (max(body.shape[1], 560), body.shape[0] + 14), "white")
+    canvas.paste(Image.fromarray(body), (0, 14))
+    ImageDraw.Draw(canvas).text((2, 1), f"{cls}: " + " | ".join(labels[r] for r in rows), fill="black")
+    return np.asarray(canvas)

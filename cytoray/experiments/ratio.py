@@ -1,0 +1,220 @@
+"""Which generator settings and synthetic:real ratio help a classifier most (and the stabiliser
+study: which settings give the most faithful generator, by FID/KID alone).
+
+A trial trains (or reuses, via the bundle and stage caches) its generator, measures FID/KID of
+its samples against the VALIDATION split, composes the training set at its ratio and trains a
+classifier whose per-epoch validation metrics stream to Tune (ASHA stops weak trials). The
+test split is touched once, at the end, for the best configuration only. Any registered
+generator can feed it; one that translates a source domain (CycleGAN, NST) gets the `source`
+folder split the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Literal
+
+from ..classify.config import ClassifierConfig
+from ..config import ConfigError, DataConfig, flatten, to_dict
+from ..generators.base import GeneratorConfig, get_generator
+from ..generators.gan import CGANConfig, LatentGANConfig
+from ..generators.syncgan import SynCGANConfig
+from ..io import write_json, write_text
+from ..training.config import RunConfig
+from .common import FID_ALL, epoch_report_callback, fidelity, train_generator
+from .driver import Study, TuneSettings, finished, point_of
+
+
+@dataclasses.dataclass
+class RatioStudyConfig:
+    name: str = "syncgan_ratio"  # MLflow experiment, Ray Tune experiment and output folder name
+    generator: GeneratorConfig = dataclasses.field(default_factory=lambda: SynCGANConfig(
+        cgan=CGANConfig(epochs=8, g_base=16, d_base=16), mask_gan=LatentGANConfig(epochs=10, g_base=16, d_base=16)))  # fmt: skip
+    policy: str | None = None  # training-set policy; null = real + the study's generator (orig+<generator>)
+    ratio: float = 2.0  # synthetic:real per class (searched)
+    fid_per_class: int = 30  # synthetic images per class for validation FID/KID
+    register: bool = True  # register the best generator/classifier; champion moves only if it wins
+    objective: Literal["classifier", "fidelity"] = "classifier"  # fidelity: FID/KID of images and masks only, no classifier
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    source: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1))  # a translator's source domain
+    min_per_class: int = 10  # per class and domain for a translator: a 3:1:1 split leaves >= 2 test images
+    run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=10))
+    classifier: ClassifierConfig = dataclasses.field(default_factory=lambda: ClassifierConfig(name="smallcnn", epochs=10))
+    tune: TuneSettings = dataclasses.field(default_factory=lambda: TuneSettings(search_space="configs/search/syncgan_ratio.yaml"))
+
+    def validate(self) -> None:
+        if self.ratio < 0:
+            raise ConfigError(f"ratio={self.ratio}: must be >= 0")
+        if self.objective == "fidelity" and self.tune.metric.startswith("val_"):
+            raise ConfigError(f"objective=fidelity: tune.metric={self.tune.metric} is a classifier metric; use {FID_ALL} (mode min)")
+        if self.fid_per_class < 2:
+            raise ConfigError(f"fid_per_class={self.fid_per_class}: KID needs at least 2 images per class")
+        if self.min_per_class < 5:
+            raise ConfigError(f"min_per_class={self.min_per_class}: a train/val/test split needs >= 5 per class")
+
+    def policy_name(self) -> str:
+        return self.policy or f"orig+{self.generator.name}"
+
+
+def load_study_data(cfg, out: Path) -> dict:
+    """The real (target) splits and, for a translator, the paired source-domain splits."""
+    from ..data.source import load_split
+    from ..generators.domains import domain_splits
+
+    if get_generator(cfg.generator.name).consumes == "domains":
+        pairs, key, paths = domain_splits(cfg.data, cfg.source, cfg.min_per_class, out)
+        train, val, test = (pairs[s].target for s in ("train", "val", "test"))
+        gen_train, gen_val = pairs["train"], pairs["val"]
+    else:
+        ds, man = load_split(cfg.data, out / "split.json")
+        train, val, test = (ds.subset(man.indices(s)) for s in ("train", "val", "test"))
+        gen_train, gen_val, key, paths = train, val, man.hash, [out / "split.json"]
+    print(f"[study] {cfg.name}: {train.source} train {train.counts()} val {val.counts()} test {test.counts()} (split {key})", file=sys.stderr)
+    return {"train": train, "val": val, "test": test, "gen_train": gen_train, "gen_val": gen_val, "key": key,
+            "manifests": [str(p) for p in paths]}  # fmt: skip
+
+
+class RatioStudy(Study):
+    Config = RatioStudyConfig
+
+    def check(self, cfg: RatioStudyConfig) -> None:
+        from ..classify.policies import parse_policy
+
+        pol = parse_policy(cfg.policy_name())
+        extra = [g for g in pol.generators if g != cfg.generator.name]
+        if extra or not pol.generators:
+            raise ConfigError(f"policy={cfg.policy_name()!r} must draw from the study's generator {cfg.generator.name!r} "
+                              f"(and no other); e.g. orig+{cfg.generator.name}")  # fmt: skip
+        if cfg.objective == "classifier":
+            cfg.classifier.check_size(cfg.data.size)
+
+    def prepare(self, cfg: RatioStudyConfig, out: Path) -> dict:
+        return load_study_data(cfg, out)
+
+    def objectives(self, cfg: RatioStudyConfig):
+        t = cfg.tune
+        return ([FID_ALL, t.metric], ["min", t.mode]) if t.multi_objective else ([t.metric], [t.mode])
+
+    def asha_metric(self, cfg: RatioStudyConfig):
+        return (cfg.tune.metric, cfg.tune.mode, cfg.classifier.epochs + 1) if cfg.objective == "classifier" else None
+
+    def describe(self, config: dict):
+        flat = {k: v for k, v in flatten(config).items()}
+        name = " ".join(f"{k.rsplit('.', 1)[-1]}={v:.3g}" if isinstance(v, float) else f"{k.rsplit('.', 1)[-1]}={v}" for k, v in flat.items())
+        return name or "trial", {k: str(v)[:500] for k, v in flat.items()}, {}
+
+    # -- the trial ----------------------------------------------------------------
+    def trial(self, cfg: RatioStudyConfig, cell, data: dict, ctx: dict) -> None:
+        from ray import tune
+
+        from ..classify.policies import compose_training_set
+        from ..classify.train import train_classifier
+
+        cache, t0 = Path(ctx["cache"]), time.perf_counter()
+        # 1. Generator for these settings (bundle and stage caches: shared by every trial with the same ones).
+        gen_cls = get_generator(cfg.generator.name)
+        sampler, bundle, cached = train_generator(gen_cls, cfg.generator, data["gen_train"], data["gen_val"], data["key"],
+                                                  cache, cfg.run, ctx["use_cache"])  # fmt: skip
+        gen_s = time.perf_counter() - t0
+        # 2. Fidelity on validation (real features cached once per split and class); every report carries it.
+        masks = getattr(cfg.generator, "masks", None) if cfg.objective == "fidelity" else None
+        fid = fidelity(sampler, data["val"], "val", cfg.fid_per_class, cfg.run.seed, cache / "features", data["key"], masks)
+        common = {"generator_cached": int(cached), "generator_seconds": gen_s, "bundle": str(bundle),
+                  "tag.generator": cfg.generator.name, "tag.policy": cfg.policy_name()}  # fmt: skip
+        if cfg.objective == "fidelity":  # the stabiliser study: generators scored by FID/KID alone
+            tune.report({**fid, **common, "final": 1, "trial_seconds": time.perf_counter() - t0})
+            return
+        # 3. Classifier on real + synthetic at the trial's ratio; its epochs stream to Tune (ASHA).
+        tr = compose_training_set(cfg.policy_name(), data["train"], cfg.ratio, {cfg.generator.name: sampler},
+                                  rng_seed=cfg.run.seed, augment=cfg.classifier.augment)  # fmt: skip
+        res = train_classifier(tr, data["val"], None, cfg.classifier, label=f"clf-{cfg.classifier.name}", cache_root=cache,
+                               data_key=data["key"], run_cfg=cfg.run, seed=cfg.run.seed, use_cache=ctx["use_cache"],
+                               callbacks=[epoch_report_callback(fid)])  # fmt: skip
+        tune.report({**{f"val_{k}": float(v) for k, v in res.val_metrics.items()}, **fid, **common,
+                     "epoch": len(res.history), "final": 1, "trial_seconds": time.perf_counter() - t0,
+                     "classifier_dir": str(res.dir), "param.weights": res.params["weights"]})  # fmt: skip
+
+    # -- the end ------------------------------------------------------------------
+    def finish(self, cfg: RatioStudyConfig, best_cfg: RatioStudyConfig, data: dict, results, ctx: dict) -> dict:
+        import mlflow
+
+        out, cache = Path(ctx["out"]), Path(ctx["cache"])
+        metric, mode = self.selection(cfg)
+        done = finished(results, cfg.name, out)
+        best_row = done.sort_values(metric, ascending=mode == "min").iloc[0]
+        gen_cls = get_generator(best_cfg.generator.name)
+        sampler, bundle, _ = train_generator(gen_cls, best_cfg.generator, data["gen_train"], data["gen_val"], data["key"], cache, best_cfg.run)
+        clf_bundle = None
+        if cfg.objective == "classifier":  # the chosen configuration's classifier (cache hit), test split once
+            test_metrics, clf_bundle = final_test(best_cfg, data, sampler, out)
+        else:  # fidelity: the chosen generator against the test split, once
+            masks = getattr(best_cfg.generator, "masks", None)
+            test_metrics = fidelity(sampler, data["test"], "test", best_cfg.fid_per_class, best_cfg.run.seed, cache / "features",
+                                    data["key"], masks)  # fmt: skip
+        table = trials_table(results, list(flatten(point_of(best_row))), metric, mode)
+        write_text(out / "trials.md", table + "\n")
+        write_json(out / "best.json", {"trial_id": best_row["trial_id"], "config": to_dict(best_cfg), "test": test_metrics,
+                                       "split_hash": data["key"], "bundle": str(bundle)})  # fmt: skip
+        mlflow.log_metrics({f"best_test_{k}": float(v) for k, v in test_metrics.items() if isinstance(v, float)})
+        mlflow.log_metric(f"best_{metric}", float(best_row[metric]))
+        mlflow.set_tag("cytoray.best_trial", best_row["trial_id"])
+        for f in [out / "trials.md", out / "best.json", *map(Path, data["manifests"])]:
+            mlflow.log_artifact(str(f))
+        promoted = register_best(best_cfg, bundle, clf_bundle, test_metrics, data["key"]) if cfg.register else {}
+        return {"table": table, "test": test_metrics, "best": best_row.to_dict(), "registered": promoted}
+
+
+def final_test(cfg: RatioStudyConfig, data: dict, sampler, out: Path):
+    """The chosen configuration's classifier (a cache hit) scored on the test split once."""
+    from ..classify.bundle import write_classifier_bundle
+    from ..classify.policies import compose_training_set
+    from ..classify.train import train_classifier
+    from ..metrics.classification import SCORES, classification_metrics
+
+    train = data["train"]
+    tr = compose_training_set(cfg.policy_name(), train, cfg.ratio, {cfg.generator.name: sampler}, rng_seed=cfg.run.seed,
+                              augment=cfg.classifier.augment)  # fmt: skip
+    res = train_classifier(tr, data["val"], data["test"], cfg.classifier, label=f"clf-{cfg.classifier.name}", cache_root=out / "cache",
+                           data_key=data["key"], run_cfg=cfg.run, seed=cfg.run.seed, use_cache=True)  # fmt: skip
+    m = classification_metrics(res.test_labels, res.test_prob, list(train.class_names))
+    metrics = {k: float(m[k]) for k in SCORES}
+    size = cfg.classifier.check_size(int(train.images.shape[1]))
+    bundle = write_classifier_bundle(out / "best_classifier", res.model_state, name=cfg.classifier.name,
+                                     class_names=train.class_names, input_size=size, params=res.params)  # fmt: skip
+    return metrics, bundle
+
+
+def register_best(cfg: RatioStudyConfig, gen_bundle: Path, clf_bundle: Path | None, test: dict, split_hash: str) -> dict:
+    from ..classify.registry_model import ClassifierModel
+    from ..tracking.registry import register
+
+    proto, name = f"split:{split_hash}", cfg.generator.name
+    if clf_bundle is None:  # fidelity study: the generator, judged by test FID (lower is better)
+        metric, score, higher, todo = "fid_test_inception/all", test["fid_test_inception/all"], False, [(name, gen_bundle, None)]
+    else:
+        metric, score, higher = "test_balanced_accuracy", test["balanced_accuracy"], True
+        todo = [(name, gen_bundle, None), (f"{name}-classifier", clf_bundle, ClassifierModel())]
+    out = {}
+    for reg_name, path, model in todo:
+        version, promoted = register(reg_name, path, score=score, protocol=proto, metric=metric, higher_is_better=higher, python_model=model)
+        out[reg_name] = {"version": version, "champion": promoted}
+        print(f"[registry] {reg_name} v{version}" + (" is the new champion" if promoted else " (champion kept)"), file=sys.stderr)
+    return out
+
+
+def trials_table(df, keys: list[str], metric: str, mode: str) -> str:
+    """Every trial, best first; a trial ASHA stopped shows its last validation figure and epoch."""
+    shown = list(dict.fromkeys(m for m in (metric, FID_ALL, "fid_val_mask_inception/all") if m in df))
+    cols = ["trial_id", "status", *keys, *shown, "generator_cached", "trial_seconds"]
+    df = df.assign(status=[("finished" if r.get("final") == 1 else f"stopped at epoch {int(r.get('epoch', 0)) + 1}")
+                           for _, r in df.iterrows()])  # fmt: skip
+    rows = df.sort_values(metric, ascending=mode == "min")
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in rows.iterrows():
+        vals = [r["trial_id"], r["status"]] + [r.get(f"config/{k.replace('.', '/')}") for k in keys] + [r.get(m) for m in shown]
+        vals += [r.get("generator_cached"), r.get("trial_seconds")]
+        lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in vals) + " |")
+    return "\n".join(lines)
