@@ -211,7 +211,7 @@ def test_online_batch_augmentation_pairs_and_seeds():
 def test_classifier_config_rejects_sizes_before_training(tmp_path):
     from cytoray.classify.train import train_classifier
     from cytoray.config import from_dict
-    from cytoray.generators.config import RunConfig
+    from cytoray.training.config import RunConfig
 
     with pytest.raises(ConfigError, match="inception_v3.*at least 75"):
         from_dict(ClassifierConfig, {"name": "inception_v3", "image_size": 64}, "clf.yaml")
@@ -238,7 +238,7 @@ def test_train_classifier_end_to_end_and_cache(tmp_path):
     from cytoray.classify.train import predict_proba, selection_metrics, to_input, train_classifier
     from cytoray.data.source import simulated_set
     from cytoray.data.splits import make_manifest
-    from cytoray.generators.config import RunConfig
+    from cytoray.training.config import RunConfig
     from cytoray.nets.classifiers import build_classifier
 
     ds = simulated_set("cytology", 40, S, seed=0)

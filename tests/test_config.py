@@ -8,19 +8,44 @@ import pytest
 
 from cytoray.config import load, to_dict
 from cytoray.errors import ConfigError
-from cytoray.generators.config import GeneratorTrainConfig
+from cytoray.generators.syncgan import SynCGANConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
+def _part(name: str):
+    from cytoray.classify.config import ClassifierConfig
+    from cytoray.config import DataConfig
+    from cytoray.experiments.driver import TuneSettings
+    from cytoray.generators import get_generator
+    from cytoray.training.config import RunConfig
+
+    parts = {"data": DataConfig, "run": RunConfig, "tune": TuneSettings, "classifier": ClassifierConfig}
+    return parts[name] if name in parts else get_generator(name).Config
+
+
 def test_base_yaml_documents_every_default():
     """configs/models/syncgan.yaml lists every key with the dataclass default (comments stay true)."""
-    assert to_dict(load(GeneratorTrainConfig, CONFIGS / "models" / "syncgan.yaml")) == to_dict(GeneratorTrainConfig())
+    assert to_dict(load(SynCGANConfig, CONFIGS / "models" / "syncgan.yaml")) == to_dict(SynCGANConfig())
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.glob("*/*.yaml")
+                                        if p.parent.name in ("models", "common") and "_paper" not in p.name))  # fmt: skip
+def test_every_part_yaml_documents_every_default(path):
+    """One YAML per generator/classifier (configs/models) and per common section (configs/common)."""
+    cls = _part(Path(path).stem)
+    assert to_dict(load(cls, CONFIGS / path)) == to_dict(cls())
+
+
+def test_every_generator_has_its_yaml():
+    from cytoray.generators import generator_names
+
+    assert {p.stem for p in (CONFIGS / "models").glob("*.yaml")} >= set(generator_names())
 
 
 def test_experiment_file_holds_only_differences():
-    cfg = load(GeneratorTrainConfig, CONFIGS / "models" / "syncgan_paper.yaml")
-    assert cfg.data.size == 256 and cfg.cgan.epochs == 200 and cfg.mask_gan.epochs == 1600
+    cfg = load(SynCGANConfig, CONFIGS / "models" / "syncgan_paper.yaml")
+    assert cfg.cgan.epochs == 200 and cfg.mask_gan.epochs == 1600 and cfg.cgan.g_base == 64
     assert cfg.cgan.lam == 100.0  # inherited from the base
 
 
@@ -28,46 +53,58 @@ def test_unknown_key_names_key_and_file(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("cgan:\n  lamda: 10\n")
     with pytest.raises(ConfigError, match=r"bad.yaml.*unknown key 'lamda'.*valid keys: .*lam"):
-        load(GeneratorTrainConfig, p)
+        load(SynCGANConfig, p)
 
 
 def test_bad_values_and_overrides(tmp_path):
+    from cytoray.experiments.ratio import RatioStudyConfig as Study
+
     with pytest.raises(ConfigError, match="cgan.epochs: expected an integer"):
-        load(GeneratorTrainConfig, None, ["cgan.epochs=ten"])
+        load(Study, None, ["generator.cgan.epochs=ten"])
     with pytest.raises(ConfigError, match="flip_rate"):
-        load(GeneratorTrainConfig, None, ["mask_gan.flip_rate=0.7"])
+        load(Study, None, ["generator.mask_gan.flip_rate=0.7"])
     with pytest.raises(ConfigError, match="not one of"):
-        load(GeneratorTrainConfig, None, ["cgan.norm=group"])
+        load(Study, None, ["generator.cgan.norm=group"])
     with pytest.raises(ConfigError, match="config file not found"):
-        load(GeneratorTrainConfig, tmp_path / "missing.yaml")
-    (tmp_path / "broken.yaml").write_text("cgan: [1, 2\n")
+        load(Study, tmp_path / "missing.yaml")
+    (tmp_path / "broken.yaml").write_text("generator: [1, 2\n")
     with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
-        load(GeneratorTrainConfig, tmp_path / "broken.yaml")
-    assert load(GeneratorTrainConfig, None, ["cgan.lam=10", "data.size=32"]).cgan.lam == 10.0
+        load(Study, tmp_path / "broken.yaml")
+    assert load(Study, None, ["generator.cgan.lam=10", "data.size=32"]).generator.cgan.lam == 10.0
+    with pytest.raises(ConfigError, match="lam: nan is not a finite number"):
+        load(Study, None, ["generator.cgan.lam=.nan"])
+    with pytest.raises(ConfigError, match=r"generator.name: unknown generator 'nope' \(valid: .*syncgan"):
+        load(Study, None, ["generator.name=nope"])
+    assert load(Study, None, ["generator.cgan.lr=1e-3"]).generator.cgan.lr == 0.001  # YAML 1.1 reads 1e-3 as text
 
 
 def test_partial_nested_override_keeps_the_parents_defaults():
-    from cytoray.distributed.study import RatioStudyConfig
+    from cytoray.experiments.ratio import RatioStudyConfig
 
-    cfg = load(RatioStudyConfig, None, ["classifier.epochs=2", "cgan.lam=5"])
+    cfg = load(RatioStudyConfig, None, ["classifier.epochs=2", "generator.cgan.lam=5"])
     assert cfg.classifier.name == "smallcnn" and cfg.classifier.epochs == 2  # the study's default, not the class's
-    default = RatioStudyConfig().cgan
-    assert cfg.cgan.g_base == default.g_base == 16 and cfg.cgan.epochs == default.epochs and cfg.cgan.lam == 5.0
+    default = RatioStudyConfig().generator.cgan
+    assert cfg.generator.cgan.g_base == default.g_base == 16 and cfg.generator.cgan.epochs == default.epochs
+    assert cfg.generator.cgan.lam == 5.0
+    other = load(RatioStudyConfig, None, ["generator.name=cyclegan", "generator.lambda_cyc=3"])  # another plugin: its own defaults
+    assert type(other.generator).__name__ == "CycleGANConfig" and other.generator.lambda_cyc == 3.0 and other.generator.epochs == 40
 
 
-@pytest.mark.parametrize("path,cls", [("studies/syncgan_ratio.yaml", "study"), ("studies/augmentation_baselines.yaml", "baselines")])
+@pytest.mark.parametrize("path,cls", [("studies/syncgan_ratio.yaml", "study"), ("studies/augmentation_baselines.yaml", "baselines"),
+                                      ("studies/histo_to_cyto.yaml", "histo")])
 def test_study_yaml_documents_every_default(path, cls):
-    from cytoray.classify.baselines import BaselinesConfig
-    from cytoray.distributed.study import RatioStudyConfig
+    from cytoray.experiments.baselines import BaselinesConfig
+    from cytoray.experiments.histo_to_cyto import HistoToCytoConfig
+    from cytoray.experiments.ratio import RatioStudyConfig
 
-    klass = RatioStudyConfig if cls == "study" else BaselinesConfig
+    klass = {"study": RatioStudyConfig, "baselines": BaselinesConfig, "histo": HistoToCytoConfig}[cls]
     assert to_dict(load(klass, CONFIGS / path)) == to_dict(klass())
 
 
 def test_paper_study_config_loads():
-    from cytoray.distributed.study import RatioStudyConfig
+    from cytoray.experiments.ratio import RatioStudyConfig
 
     cfg = load(RatioStudyConfig, CONFIGS / "studies" / "syncgan_ratio_paper.yaml")
-    assert cfg.data.size == 256 and cfg.cgan.epochs == 200 and cfg.mask_gan.epochs == 1600
+    assert cfg.data.size == 256 and cfg.generator.cgan.epochs == 200 and cfg.generator.mask_gan.epochs == 1600
     assert cfg.classifier.name == "resnet152" and cfg.run.use_gpu and cfg.tune.num_samples == 40
-    assert cfg.cgan.lam == 100.0 and cfg.cgan.batch_size == 16  # inherited
+    assert cfg.generator.cgan.lam == 100.0 and cfg.generator.cgan.batch_size == 16  # inherited

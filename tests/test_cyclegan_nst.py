@@ -18,20 +18,12 @@ import torch
 from cytoray.data.folder import load_folder
 from cytoray.data.source import simulated_set
 from cytoray.errors import CytorayError, DataError
-from cytoray.generators.cyclegan import (
-    CycleGANConfig,
-    DomainPair,
-    ImagePool,
-    TranslationConfig,
-    align_unpaired,
-    check_domains,
-    loop_steps_per_epoch,
-    lr_factor,
-    stage_params,
-)
+from cytoray.generators.cyclegan import CycleGANConfig, CycleGANStage, ImagePool, loop_steps_per_epoch, lr_factor, stage_params
+from cytoray.generators.domains import DomainPair, align_unpaired, check_domains
+from cytoray.generators.gan import to_unit
 from cytoray.generators.nst import NST, NSTConfig, build_features, stylise
-from cytoray.generators.stages import amp_context, get_stage
-from cytoray.generators.syncgan import to_unit
+from cytoray.training.config import RunConfig
+from cytoray.training.stage import amp_context
 
 from conftest import blob_image, write_png
 
@@ -42,7 +34,7 @@ AMP = amp_context(CPU, False)
 
 def _stage(n_train: int = 8, **over):
     cfg = dataclasses.replace(CycleGANConfig(g_base=8, d_base=8, n_blocks=2, batch_size=4), **over)
-    return get_stage("cyclegan", stage_params(cfg, 32, n_train))
+    return CycleGANStage(stage_params(cfg, 32, n_train))
 
 
 def _domains(n: int = 8, size: int = 32) -> dict[str, torch.Tensor]:
@@ -165,8 +157,8 @@ def test_nst_style_loss_falls_and_output_differs():
 
 def test_nst_fallback_is_named_and_warned(tmp_path, capsys):
     h, c = simulated_set("histology", 20, 32, 1), simulated_set("cytology", 20, 32, 0)
-    cfg = TranslationConfig(nst=NSTConfig(steps=3, random_seed=7))
-    out, stages = NST.train(DomainPair(h, c), DomainPair(h, c), cfg, tmp_path / "nst", tmp_path, "k")
+    cfg = NSTConfig(steps=3, random_seed=7)
+    out, stages = NST.train(DomainPair(h, c), DomainPair(h, c), cfg, tmp_path / "nst", tmp_path, "k", RunConfig())
     assert stages == {} and json.loads((out / "generator.json").read_text())["features"] == "vgg19-random-seed7"
     gen = NST.load(out)
     err = capsys.readouterr().err
@@ -219,9 +211,10 @@ def test_bad_domains_are_refused_naming_the_folder(tmp_path):
     with pytest.raises(DataError, match="no images"):
         check_domains(hist, hist.subset([]), 10)
     from cytoray.config import ConfigError, load
+    from cytoray.experiments.histo_to_cyto import HistoToCytoConfig
 
-    with pytest.raises(ConfigError, match="cytology.size"):
-        load(TranslationConfig, None, ["cytology.size=32"])
+    with pytest.raises(ConfigError, match="data.size"):  # the cytology (target) domain's size
+        load(HistoToCytoConfig, None, ["data.size=32"])
 
 
 def test_study_refuses_bad_input_before_training(tmp_path):
@@ -244,18 +237,17 @@ def test_study_refuses_bad_input_before_training(tmp_path):
 def test_cyclegan_trains_under_ray_and_samples_from_its_bundle(tmp_path):
     from cytoray.data.splits import make_manifest
     from cytoray.generators import get_generator, load_bundle
-    from cytoray.generators.config import RunConfig
 
     h, c = simulated_set("histology", 20, 32, 1), simulated_set("cytology", 24, 32, 0)
     split = {}
     for k, ds in (("h", h), ("c", c)):
         m, _ = make_manifest(ds, [3, 1, 1], 0)
         split[k] = (ds.subset(m.indices("train")), ds.subset(m.indices("val")))
-    cfg = TranslationConfig(cyclegan=CycleGANConfig(epochs=2, g_base=8, d_base=8, n_blocks=2),
-                            run=RunConfig(sample_every=1, storage_path=str(tmp_path / "ray")))
+    cfg = CycleGANConfig(epochs=2, g_base=8, d_base=8, n_blocks=2)
+    run = RunConfig(sample_every=1, storage_path=str(tmp_path / "ray"))
     train, val = DomainPair(split["h"][0], split["c"][0]), DomainPair(split["h"][1], split["c"][1])
     gen_cls = get_generator("cyclegan")
-    out, res = gen_cls.train(train, val, cfg, tmp_path / "bundle", tmp_path / "cache", "k")
+    out, res = gen_cls.train(train, val, cfg, tmp_path / "bundle", tmp_path / "cache", "k", run)
     assert set(res) == {"cyclegan/benign", "cyclegan/malignant"}
     hist = res["cyclegan/benign"].history
     assert [r["lr"] for r in hist] == pytest.approx([2e-4 * lr_factor(e, 2, 0.5) for e in range(2)])  # schedule under the real loop
@@ -264,7 +256,7 @@ def test_cyclegan_trains_under_ray_and_samples_from_its_bundle(tmp_path):
     assert imgs.shape == (5, 32, 32, 3) and imgs.dtype == np.uint8 and masks is None
     assert np.array_equal(imgs, gen.sample(5, "malignant", seed=3)[0])
     t0 = time.perf_counter()
-    _, again = gen_cls.train(train, val, cfg, tmp_path / "bundle2", tmp_path / "cache", "k")
+    _, again = gen_cls.train(train, val, cfg, tmp_path / "bundle2", tmp_path / "cache", "k", run)
     assert all(r.cached for r in again.values()) and time.perf_counter() - t0 < 30  # stage cache
 
 
@@ -299,13 +291,18 @@ def test_study_script_reads_top_to_bottom():
     sys.modules[spec.name] = mod  # dataclasses resolve their annotations through sys.modules
     spec.loader.exec_module(mod)
     assert "python studies/histo_to_cyto.py" in mod.__doc__ and "--smoke-test" in mod.__doc__
-    from cytoray.config import load
+    from cytoray.config import to_dict
+    from cytoray.experiments.driver import trial_config
+    from cytoray.experiments.histo_to_cyto import HistoToCytoConfig, HistoToCytoStudy
+    from cytoray.training.search import load_search_space
 
-    s = load(mod.SearchConfig, ROOT / "configs/search/histo_to_cyto.yaml")
-    assert set(s.space) == {"cyclegan.lambda_cyc", "cyclegan.lambda_identity", "nst.content_weight", "nst.style_weight"}
-    assert all("val" in m for m in s.metric)  # the search never sees the test split
-    cfg = mod.with_params(TranslationConfig(), {"cyclegan.lambda_cyc": 3.0, "nst.style_weight": 1e5})
-    assert cfg.cyclegan.lambda_cyc == 3.0 and cfg.nst.style_weight == 1e5
+    study, base = HistoToCytoStudy(), HistoToCytoConfig()
+    s = load_search_space(ROOT / mod.SEARCH, base)
+    assert set(s.space) == {"generators.cyclegan.lambda_cyc", "generators.cyclegan.lambda_identity", "generators.nst.content_weight",
+                            "generators.nst.style_weight"}  # fmt: skip
+    assert all("val" in m for m in study.objectives(base)[0])  # the search never sees the test split
+    cfg = trial_config(study, to_dict(base), {"generators": {"cyclegan": {"lambda_cyc": 3.0}, "nst": {"style_weight": 1e5}}})
+    assert cfg.generators["cyclegan"].lambda_cyc == 3.0 and cfg.generators["nst"].style_weight == 1e5
 
 
 @pytest.mark.slow
@@ -325,5 +322,5 @@ def test_study_search_scores_trials_on_validation_and_logs_children(tmp_path):
     assert all(np.isfinite(children["metrics.cyclegan/fid_val_inception/all"]))
     logged = [c for c in children.columns if c.startswith("metrics.") and children[c].notna().any()]
     assert logged and not any("test" in c for c in logged)  # trials never see the test split
-    best = children.loc[children["metrics.cyclegan/fid_val_inception/all"].idxmin(), "params.cyclegan.lambda_cyc"]
-    assert float(parent["params.cyclegan.lambda_cyc"]) == pytest.approx(float(best))
+    best = children.loc[children["metrics.cyclegan/fid_val_inception/all"].idxmin(), "params.generators.cyclegan.lambda_cyc"]
+    assert float(parent["params.best.generators.cyclegan.lambda_cyc"]) == pytest.approx(float(best))

@@ -10,15 +10,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from cytoray.generators.config import GeneratorTrainConfig, LatentGANConfig, RunConfig
+from cytoray.generators.gan import CGANConfig, CGANStage, LatentGANConfig, MaskGANStage, VanillaGANStage, masks_to_unit, stage_params, to_unit
 from cytoray.generators.losses import d_targets
-from cytoray.generators.stages import amp_context, get_stage
-from cytoray.generators.syncgan import masks_to_unit, stage_params, to_unit
+from cytoray.generators.syncgan import SynCGANConfig
+from cytoray.generators.vanilla import GANConfig
+from cytoray.training.config import RunConfig
+from cytoray.training.stage import amp_context
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +66,7 @@ def _tiny_pairs(n=8, size=32, seed=0):
 def test_cgan_step_losses_fall():
     torch.manual_seed(0)
     m, x = _tiny_pairs()
-    stage = get_stage("cgan", {**stage_params(GeneratorTrainConfig().cgan, 32), "g_base": 8, "d_base": 8, "lr": 1e-3})
+    stage = CGANStage({**stage_params(CGANConfig(), 32), "g_base": 8, "d_base": 8, "lr": 1e-3})
     models, = (stage.build(torch.device("cpu")),)
     opts, gen = stage.optimizers(models), torch.Generator().manual_seed(0)
     batch = {"mask": torch.from_numpy(m), "image": torch.from_numpy(x)}
@@ -83,7 +86,7 @@ def test_latent_gan_learns_foreground_fraction(name, key):
     m, x = _tiny_pairs(n=16)
     data = torch.from_numpy(m if key == "mask" else x)
     p = {**stage_params(LatentGANConfig(), 32), "g_base": 8, "d_base": 8, "z_dim": 16, "lr_g": 2e-3, "lr_d": 2e-4}
-    stage = get_stage(name, p)
+    stage = {"mask_gan": MaskGANStage, "gan": VanillaGANStage}[name](p)
     models = stage.build(torch.device("cpu"))
     opts, gen = stage.optimizers(models), torch.Generator().manual_seed(0)
     z = torch.randn(64, 16)
@@ -105,11 +108,11 @@ def test_latent_gan_learns_foreground_fraction(name, key):
 # ----------------------------------------------------------------------------- Ray Train runs
 
 
-def _cfg(tmp: Path, epochs: int = 2) -> GeneratorTrainConfig:
-    cfg = GeneratorTrainConfig()
-    cfg.cgan = dataclasses.replace(cfg.cgan, epochs=epochs, g_base=8, d_base=8)
-    cfg.mask_gan = dataclasses.replace(cfg.mask_gan, epochs=epochs, g_base=8, d_base=8, z_dim=16)
-    cfg.gan = dataclasses.replace(cfg.gan, epochs=epochs, g_base=8, d_base=8, z_dim=16)
+def _cfg(tmp: Path, epochs: int = 2) -> SimpleNamespace:
+    cfg = SimpleNamespace(syncgan=SynCGANConfig())
+    cfg.syncgan.cgan = dataclasses.replace(cfg.syncgan.cgan, epochs=epochs, g_base=8, d_base=8)
+    cfg.syncgan.mask_gan = dataclasses.replace(cfg.syncgan.mask_gan, epochs=epochs, g_base=8, d_base=8, z_dim=16)
+    cfg.gan = GANConfig(epochs=epochs, g_base=8, d_base=8, z_dim=16)
     cfg.run = RunConfig(sample_every=1, storage_path=str(tmp / "ray"))
     return cfg
 
@@ -126,7 +129,7 @@ def trained(tmp_path_factory):
     man, _ = make_manifest(ds, [3, 1, 1], 0)
     train, val = ds.subset(man.indices("train")), ds.subset(man.indices("val"))
     cfg = _cfg(tmp)
-    out, res = SynCGAN.train(train, val, cfg, tmp / "bundle", tmp / "cache", man.hash)
+    out, res = SynCGAN.train(train, val, cfg.syncgan, tmp / "bundle", tmp / "cache", man.hash, cfg.run)
     return {"tmp": tmp, "out": out, "res": res, "cfg": cfg, "train": train, "val": val, "hash": man.hash}
 
 
@@ -150,12 +153,12 @@ def test_stage_cache_reuses_finished_stages(trained):
     from cytoray.generators.syncgan import SynCGAN
 
     t0 = time.perf_counter()
-    _, res = SynCGAN.train(trained["train"], trained["val"], trained["cfg"], trained["tmp"] / "b2", trained["tmp"] / "cache", trained["hash"])
-    assert all(r.cached for r in res.values()) and time.perf_counter() - t0 < 30
     cfg = trained["cfg"]
-    cfg2 = dataclasses.replace(cfg, cgan=dataclasses.replace(cfg.cgan, lam=10.0))  # only the CGAN changes
+    _, res = SynCGAN.train(trained["train"], trained["val"], cfg.syncgan, trained["tmp"] / "b2", trained["tmp"] / "cache", trained["hash"], cfg.run)
+    assert all(r.cached for r in res.values()) and time.perf_counter() - t0 < 30
+    cfg, cfg2 = cfg.syncgan, dataclasses.replace(cfg.syncgan, cgan=dataclasses.replace(cfg.syncgan.cgan, lam=10.0))  # only the CGAN changes
     keys = {k: r.dir.parent.name for k, r in trained["res"].items()}
-    from cytoray.distributed.runner import stage_key
+    from cytoray.training.stage import stage_key
 
     p1, p2 = stage_params(cfg.cgan, 32), stage_params(cfg2.cgan, 32)
     assert stage_key("cgan", p1, "d", 0) != stage_key("cgan", p2, "d", 0)
@@ -166,25 +169,26 @@ def test_vanilla_gan_control(tmp_path, trained):
     from cytoray.generators import load_bundle
     from cytoray.generators.vanilla import VanillaGAN
 
-    out, res = VanillaGAN.train(trained["train"], trained["val"], _cfg(tmp_path), tmp_path / "gan", tmp_path / "cache", trained["hash"])
+    cfg = _cfg(tmp_path)
+    out, res = VanillaGAN.train(trained["train"], trained["val"], cfg.gan, tmp_path / "gan", tmp_path / "cache", trained["hash"], cfg.run)
     assert set(res) == {"gan/benign", "gan/malignant"}
     imgs, masks = load_bundle(out).sample(3, "benign")
     assert imgs.shape == (3, 32, 32, 3) and masks is None
 
 
 RESUME_SCRIPT = """
-import sys, dataclasses
+import sys
 from pathlib import Path
-from cytoray.generators.config import GeneratorTrainConfig, RunConfig
-from cytoray.generators.syncgan import stage_params, _seeded_z, masks_to_unit
-from cytoray.distributed.runner import run_stage
+from cytoray.generators.gan import LatentGANConfig, MaskGANStage, stage_params, seeded_z, masks_to_unit
+from cytoray.training.config import RunConfig
+from cytoray.training.runner import run_stages
+from cytoray.training.stage import StageSpec
 from cytoray.data.source import simulated_set
 tmp = Path(sys.argv[1])
 ds = simulated_set("cytology", 20, 32, 0)
-cfg = dataclasses.replace(GeneratorTrainConfig().mask_gan, epochs=int(sys.argv[2]), g_base=8, d_base=8, z_dim=16)
-p = stage_params(cfg, 32)
-r = run_stage("mask_gan", p, train={"mask": masks_to_unit(ds.masks)}, val=None, fixed={"z": _seeded_z(4, 16, 0)},
-              label="resume", data_key="k", cache_root=tmp, run_cfg=RunConfig(sample_every=100, checkpoint_every=2))
+p = stage_params(LatentGANConfig(epochs=int(sys.argv[2]), g_base=8, d_base=8, z_dim=16), 32)
+spec = StageSpec("resume", MaskGANStage(p), train={"mask": masks_to_unit(ds.masks)}, val=None, fixed={"z": seeded_z(4, 16, 0)}, data_key="k")
+r = run_stages([spec], cache_root=tmp, run_cfg=RunConfig(sample_every=100, checkpoint_every=2))["resume"]
 print("EPOCHS", [h["epoch"] for h in r.history])
 """
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from cytoray.config import to_dict
-from cytoray.distributed.search import load_search_space
-from cytoray.distributed.study import RatioStudyConfig, apply_point
 from cytoray.errors import ConfigError
+from cytoray.experiments.driver import trial_config
+from cytoray.experiments.ratio import RatioStudy, RatioStudyConfig
+from cytoray.training.search import load_search_space, nest
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -18,12 +19,14 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def test_shipped_spaces_load_and_apply(name):
     cfg = RatioStudyConfig()
     space = load_search_space(CONFIGS / "search" / name, cfg)
-    tune_space = space.to_tune()
-    assert set(tune_space) == {"cgan.lam", "mask_gan.smooth_real_low", "mask_gan.smooth_fake_high", "mask_gan.flip_rate", "ratio"}
+    tune_space = space.domains()
+    assert set(tune_space) == {"generator.cgan.lam", "generator.mask_gan.smooth_real_low", "generator.mask_gan.smooth_fake_high",
+                               "generator.mask_gan.flip_rate", "ratio"}  # fmt: skip
     point = {k: d.sample() for k, d in tune_space.items()}
-    new = apply_point(to_dict(cfg), space.overrides(point))
-    assert new.ratio == pytest.approx(point["ratio"]) and new.cgan.lam == pytest.approx(point["cgan.lam"])
-    assert new.mask_gan.flip_rate == pytest.approx(point["mask_gan.flip_rate"])
+    assert type(space.to_tune()["generator"]["cgan"]["lam"]) is type(tune_space["generator.cgan.lam"])  # nested like the config
+    new = trial_config(RatioStudy(), to_dict(cfg), nest(point))  # merged as nested values, never through strings
+    assert new.ratio == pytest.approx(point["ratio"]) and new.generator.cgan.lam == pytest.approx(point["generator.cgan.lam"])
+    assert new.generator.mask_gan.flip_rate == pytest.approx(point["generator.mask_gan.flip_rate"])
 
 
 def test_bad_spaces_name_key_and_file(tmp_path):
@@ -32,7 +35,7 @@ def test_bad_spaces_name_key_and_file(tmp_path):
     bad.write_text("space:\n  cgan.lamda: {dist: uniform, low: 1, high: 2}\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: space key 'cgan.lamda' is not a setting"):
         load_search_space(bad, cfg)
-    bad.write_text("space:\n  cgan.lam: {dist: loguniform, low: 0, high: 2}\n")
+    bad.write_text("space:\n  generator.cgan.lam: {dist: loguniform, low: 0, high: 2}\n")
     with pytest.raises(ConfigError, match="log scale needs low > 0"):
         load_search_space(bad, cfg)
     bad.write_text("space:\n  ratio: {dist: normal, mean: 1}\n")

@@ -126,7 +126,8 @@ def test_study_on_a_two_node_ray_cluster(tmp_path):
 
     ray.shutdown()  # this test process may hold a local cluster from earlier tests
     ray_bin = str(Path(sys.executable).parent / "ray")
-    env = {**os.environ, "RAY_ADDRESS": ""}
+    # Token authentication stays on: every node and the driver say so and share ~/.ray/auth_token.
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token"}
     head = subprocess.run([ray_bin, "start", "--head", "--port=6399", "--num-cpus=1", "--include-dashboard=true",
                            "--dashboard-port=8299", "--disable-usage-stats"], capture_output=True, text=True, env=env)  # fmt: skip
     try:
@@ -134,11 +135,11 @@ def test_study_on_a_two_node_ray_cluster(tmp_path):
         worker = subprocess.run([ray_bin, "start", "--address=127.0.0.1:6399", "--num-cpus=2", "--disable-usage-stats"],
                                 capture_output=True, text=True, env=env)  # fmt: skip
         assert worker.returncode == 0, worker.stderr[-3000:]
-        ray.init(address="127.0.0.1:6399")
-        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
-        ray.shutdown()
+        nodes = run(["-c", "import ray; ray.init(address='127.0.0.1:6399'); print(len([n for n in ray.nodes() if n['Alive']]))"],
+                    cwd=tmp_path, env={"RAY_AUTH_MODE": "token"})  # a fresh process: Ray reads the auth mode once
+        assert nodes.stdout.strip().splitlines()[-1] == "2", nodes.stderr[-2000:]
         r = run([str(STUDY), "--smoke-test", "--out", str(tmp_path / "study"), "--address", "127.0.0.1:6399",
-                 "--set", "tune.num_samples=1"], cwd=tmp_path)  # fmt: skip
+                 "--set", "tune.num_samples=1"], cwd=tmp_path, env={"RAY_AUTH_MODE": "token"})  # fmt: skip
         assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
         assert (tmp_path / "study" / "best.json").is_file()
     finally:
