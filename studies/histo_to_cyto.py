@@ -28,6 +28,8 @@ def flags(ap) -> None:
     ap.add_argument("--histology", help="histology folder <dir>/<class>/*.png (BreakHis); default: embedded simulator")
     ap.add_argument("--cytology", help="cytology folder <dir>/<class>/*.png (JUCYT); same as --data")
     ap.add_argument("--search", action="store_true", help=f"Tune + Optuna over the translators' settings first ({SEARCH})")
+    ap.add_argument("--allow-random-features", action="store_true", help="debugging only: let NST run on random-weight "
+                                                                         "features (labelled RANDOM in every output)")  # fmt: skip
 
 
 def values(a) -> dict:
@@ -36,6 +38,8 @@ def values(a) -> dict:
         v["data"] = {"root": a.cytology}
     if a.search:
         v["tune"] = {"search_space": SEARCH}
+    if a.allow_random_features:
+        v["generators"] = {"nst": {"allow_random_features": True}}
     return v
 
 

@@ -155,20 +155,33 @@ def test_nst_style_loss_falls_and_output_differs():
     assert np.abs(out.astype(float) - h.images).mean() > 5
 
 
-def test_nst_fallback_is_named_and_warned(tmp_path, capsys):
+def test_nst_random_features_are_refused_unless_allowed_then_named_and_warned(tmp_path, capsys):
+    from cytoray.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match="--allow-random-features"):  # refused before anything runs
+        from_dict(NSTConfig, {"features": "random"}, "study.yaml")
     h, c = simulated_set("histology", 20, 32, 1), simulated_set("cytology", 20, 32, 0)
-    cfg = NSTConfig(steps=3, random_seed=7)
+    cfg = NSTConfig(features="random", allow_random_features=True, steps=3, random_seed=7)
     out, stages = NST.train(DomainPair(h, c), DomainPair(h, c), cfg, tmp_path / "nst", tmp_path, "k", RunConfig())
-    assert stages == {} and json.loads((out / "generator.json").read_text())["features"] == "vgg19-random-seed7"
+    features = json.loads((out / "generator.json").read_text())["features"]
+    assert stages == {} and features.startswith("vgg19-random-seed7") and "RANDOM FEATURES (debug only)" in features
     gen = NST.load(out)
     err = capsys.readouterr().err
-    assert "WARNING" in err and "vgg19-random-seed7" in err and "vgg_weights" in err
-    assert gen.features == "vgg19-random-seed7"
+    assert "WARNING" in err and "vgg19-random-seed7" in err and "not comparable" in err
+    assert gen.features == features
     x, masks = gen.sample(3, "malignant", seed=2)
     assert x.shape == (3, 32, 32, 3) and masks is None
     assert np.array_equal(x, gen.sample(3, "malignant", seed=2)[0])
     with pytest.raises(CytorayError, match="not in this generator"):
         gen.sample(1, "tumour")
+
+
+def test_nst_defaults_to_real_inception_features(tmp_path, capsys):
+    h, c = simulated_set("histology", 20, 32, 1), simulated_set("cytology", 20, 32, 0)
+    out, _ = NST.train(DomainPair(h, c), DomainPair(h, c), NSTConfig(steps=2), tmp_path / "nst", tmp_path, "k", RunConfig())
+    features = json.loads((out / "generator.json").read_text())["features"]
+    assert features.startswith("inception-v3-nv-torchscript") and "RANDOM" not in features
+    assert "WARNING" not in capsys.readouterr().err
 
 
 def test_nst_local_vgg_weights_are_loaded_and_named(tmp_path, capsys):
@@ -177,16 +190,16 @@ def test_nst_local_vgg_weights_are_loaded_and_named(tmp_path, capsys):
     sd = {k: v for k, v in torchvision.models.vgg19(weights=None).state_dict().items() if k.startswith("features.")}
     path = tmp_path / "vgg19.pth"
     torch.save(sd, path)
-    feats, name = build_features(NSTConfig(vgg_weights=str(path)))
+    feats, name = build_features(NSTConfig(features="vgg19", vgg_weights=str(path)))
     assert name == f"vgg19-imagenet:{path.resolve()}"
     assert torch.equal(feats.body[0].weight, sd["features.0.weight"]) and torch.equal(feats.body[28].weight, sd["features.28.weight"])
     assert "WARNING" not in capsys.readouterr().err
     assert isinstance(feats.body[4], torch.nn.AvgPool2d) and len(feats.body) == 30  # cut after conv5_1's ReLU
     (tmp_path / "bad.pth").write_bytes(b"not a state dict")
     with pytest.raises(CytorayError, match="bad.pth"):
-        build_features(NSTConfig(vgg_weights=str(tmp_path / "bad.pth")))
+        build_features(NSTConfig(features="vgg19", vgg_weights=str(tmp_path / "bad.pth")))
     with pytest.raises(CytorayError, match="not found"):
-        build_features(NSTConfig(vgg_weights=str(tmp_path / "missing.pth")))
+        build_features(NSTConfig(features="vgg19", vgg_weights=str(tmp_path / "missing.pth")))
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -270,18 +283,19 @@ def test_study_smoke_test_end_to_end(tmp_path):
     print(f"smoke test wall time {time.perf_counter() - t0:.0f}s")
     md = (out / "fid_table.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith(("| row", "| ---"))]
-    assert [row.split("|")[1].strip() for row in rows] == ["real histology", "CycleGAN G(histology)", "NST [vgg19-random-seed0]"]
+    labels = [row.split("|")[1].strip() for row in rows]
+    assert labels[:2] == ["real histology", "CycleGAN G(histology)"] and labels[2].startswith("NST [inception-v3-nv-torchscript")
     csv = (out / "fid_table.csv").read_text().splitlines()
     assert len(csv) == 4 and all(np.isfinite(float(v)) for v in csv[1].split(",")[1:])
     assert {p.name for p in (out / "grids").glob("*.png")} == {"benign.png", "malignant.png"}
-    assert "mlflow ui --backend-store-uri" in r.stdout and "vgg19-random-seed0" in r.stderr
+    assert "mlflow ui --backend-store-uri" in r.stdout and "RANDOM" not in r.stdout + r.stderr
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     runs = mlflow.search_runs(experiment_names=["cytoray-histo-to-cyto"])
     assert len(runs) == 1
     run = runs.iloc[0]
-    assert run["params.nst.features"] == "vgg19-random-seed0"
+    assert run["params.nst.features"].startswith("inception-v3-nv-torchscript")
     assert np.isfinite(run["metrics.cyclegan/fid_test_inception/all"]) and np.isfinite(run["metrics.histology/fid_test_inception/benign"])
 
 

