@@ -33,7 +33,8 @@ def report(cfg, res: dict) -> None:
     headline = {k: v for k, v in res["test"].items() if "/" not in k or (k.endswith("/all") and "_std" not in k and "subset" not in k)}
     print("\nBest configuration, test split (scored once): " + ", ".join(f"{k} {v:.3f}" for k, v in headline.items()))
     for name, r in res["registered"].items():
-        print(f"registered {name} v{r['version']}" + (" → champion" if r["champion"] else " (champion kept)"))
+        state = f"not champion: {r['ineligible']}" if r["ineligible"] else ("→ champion" if r["champion"] else "champion kept")
+        print(f"registered {name} v{r['version']} ({state}); champions are chosen on validation {cfg.tune.metric}")
     print(f"{res['n_trials']} trials in {res['seconds']:.0f}s. MLflow: mlflow ui --backend-store-uri {res['uri']}")
 
 

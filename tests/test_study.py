@@ -74,12 +74,16 @@ def test_multi_objective_search_is_told_both_objectives(smoke_study):
 
 
 def test_pull_and_classify_from_registry_in_a_fresh_process(smoke_study):
-    tmp, _ = smoke_study
-    r = run(["-m", "cytoray.cli", "pull", "syncgan@champion", "--n", "4", "--cls", "malignant", "--out", str(tmp / "pulled")], cwd=tmp)
+    tmp, study = smoke_study
+    # A smoke run is registered but never takes the champion alias (selection is on validation, budgets count).
+    assert "registered syncgan v1 (not champion: a --smoke-test run)" in study.stdout
+    r = run(["-m", "cytoray.cli", "pull", "syncgan@champion", "--n", "1", "--out", str(tmp / "none")], cwd=tmp)
+    assert r.returncode == 2 and not (tmp / "none").exists()
+    r = run(["-m", "cytoray.cli", "pull", "syncgan/1", "--n", "4", "--cls", "malignant", "--out", str(tmp / "pulled")], cwd=tmp)
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(list((tmp / "pulled" / "malignant").glob("*.png"))) == 4
     assert len(list((tmp / "pulled" / "malignant" / "masks").glob("*.png"))) == 4
-    r = run(["-m", "cytoray.cli", "classify", "syncgan-classifier@champion", str(tmp / "pulled"), "--json"], cwd=tmp)
+    r = run(["-m", "cytoray.cli", "classify", "syncgan-classifier/1", str(tmp / "pulled"), "--json"], cwd=tmp)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads(r.stdout)
     assert len(rows) == 4 and all(row["prediction"] in ("benign", "malignant") for row in rows)

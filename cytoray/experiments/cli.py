@@ -43,7 +43,7 @@ def run_script(prog: str, study: Study, argv: list[str] | None, *, doc: str, smo
             values = deep_merge(values, values_of(a))
         cfg = load(study.Config, a.config, (smoke if a.smoke_test else []) + a.set, values)
         res = run_study(study, cfg, Path(a.out), tracking_uri=a.tracking_uri, address=a.address, resume=a.resume,
-                        use_cache=not a.no_cache)  # fmt: skip
+                        use_cache=not a.no_cache, smoke=a.smoke_test)  # fmt: skip
     except CytorayError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2

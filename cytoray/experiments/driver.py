@@ -161,7 +161,7 @@ def _plugins() -> dict:
 
 
 def run_study(study: Study, cfg, out: Path, *, tracking_uri: str | None = None, address: str | None = None,
-              resume: bool = False, use_cache: bool = True) -> dict:  # fmt: skip
+              resume: bool = False, use_cache: bool = True, smoke: bool = False) -> dict:  # fmt: skip
     import mlflow
     from mlflow import MlflowClient
 
@@ -176,7 +176,7 @@ def run_study(study: Study, cfg, out: Path, *, tracking_uri: str | None = None, 
     out.mkdir(parents=True, exist_ok=True)
     data = study.prepare(cfg, out)
     grid = study.grid(cfg, data)
-    ctx = {"out": str(out), "cache": str(out / "cache"), "use_cache": use_cache, "t0": time.time()}
+    ctx = {"out": str(out), "cache": str(out / "cache"), "use_cache": use_cache, "t0": time.time(), "smoke": smoke}
 
     # 2. MLflow: the study's parent run (reused on resume); this process is the only writer.
     uri = setup(cfg.name, tracking_uri)

@@ -36,7 +36,9 @@ class RatioStudyConfig:
     policy: str | None = None  # training-set policy; null = real + the study's generator (orig+<generator>)
     ratio: float = 2.0  # synthetic:real per class (searched)
     fid_per_class: int = 30  # synthetic images per class for validation FID/KID
-    register: bool = True  # register the best generator/classifier; champion moves only if it wins
+    register: bool = True  # register the best generator/classifier; champion moves only if it wins on validation
+    registry_protocol: str | None = None  # champions compete within one protocol only; null = this split (split:<hash>)
+    champion_min_epochs: int = 5  # a run training any stage for fewer epochs (a smoke run) never takes the champion alias
     objective: Literal["classifier", "fidelity"] = "classifier"  # fidelity: FID/KID of images and masks only, no classifier
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     source: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1))  # a translator's source domain
@@ -163,7 +165,8 @@ class RatioStudy(Study):
         mlflow.set_tag("cytoray.best_trial", best_row["trial_id"])
         for f in [out / "trials.md", out / "best.json", *map(Path, data["manifests"])]:
             mlflow.log_artifact(str(f))
-        promoted = register_best(best_cfg, bundle, clf_bundle, test_metrics, data["key"]) if cfg.register else {}
+        val = {k: float(best_row[k]) for k in (metric, FID_ALL) if k in best_row}
+        promoted = register_best(best_cfg, bundle, clf_bundle, val, test_metrics, data["key"], ctx.get("smoke", False)) if cfg.register else {}
         return {"table": table, "test": test_metrics, "best": best_row.to_dict(), "registered": promoted}
 
 
@@ -187,21 +190,41 @@ def final_test(cfg: RatioStudyConfig, data: dict, sampler, out: Path):
     return metrics, bundle
 
 
-def register_best(cfg: RatioStudyConfig, gen_bundle: Path, clf_bundle: Path | None, test: dict, split_hash: str) -> dict:
+def min_epochs(cfg: RatioStudyConfig) -> int:
+    """The smallest epoch budget of any stage the best configuration trained."""
+    from ..config import to_plain
+
+    epochs = [v for k, v in flatten(to_plain(cfg.generator)).items() if k.endswith("epochs")]
+    if cfg.objective == "classifier":
+        epochs.append(cfg.classifier.epochs)
+    return min(epochs) if epochs else cfg.champion_min_epochs
+
+
+def register_best(cfg: RatioStudyConfig, gen_bundle: Path, clf_bundle: Path | None, val: dict, test: dict, split_hash: str,
+                  smoke: bool = False) -> dict:  # fmt: skip
+    """Register the chosen generator (and classifier). The champion is decided on the validation
+    figure that chose the trial; the test figures ride along as tags, never compared."""
     from ..classify.registry_model import ClassifierModel
     from ..tracking.registry import register
 
-    proto, name = f"split:{split_hash}", cfg.generator.name
-    if clf_bundle is None:  # fidelity study: the generator, judged by test FID (lower is better)
-        metric, score, higher, todo = "fid_test_inception/all", test["fid_test_inception/all"], False, [(name, gen_bundle, None)]
+    proto, name = cfg.registry_protocol or f"split:{split_hash}", cfg.generator.name
+    if clf_bundle is None:  # fidelity study: the generator, by validation FID (lower is better)
+        metric, higher, todo = FID_ALL, False, [(name, gen_bundle, None)]
     else:
-        metric, score, higher = "test_balanced_accuracy", test["balanced_accuracy"], True
+        metric, higher = cfg.tune.metric, cfg.tune.mode == "max"
         todo = [(name, gen_bundle, None), (f"{name}-classifier", clf_bundle, ClassifierModel())]
+    budget = min_epochs(cfg)
+    ineligible = ("a --smoke-test run" if smoke else
+                  f"below the budget for a champion ({budget} < champion_min_epochs={cfg.champion_min_epochs} epochs)"
+                  if budget < cfg.champion_min_epochs else None)  # fmt: skip
     out = {}
     for reg_name, path, model in todo:
-        version, promoted = register(reg_name, path, score=score, protocol=proto, metric=metric, higher_is_better=higher, python_model=model)
-        out[reg_name] = {"version": version, "champion": promoted}
-        print(f"[registry] {reg_name} v{version}" + (" is the new champion" if promoted else " (champion kept)"), file=sys.stderr)
+        version, promoted = register(reg_name, path, score=val[metric], protocol=proto, metric=metric, higher_is_better=higher,
+                                     python_model=model, recorded=test, ineligible=ineligible,
+                                     tags={"cytoray.smoke": str(smoke).lower()})  # fmt: skip
+        out[reg_name] = {"version": version, "champion": promoted, "ineligible": ineligible}
+        why = f" (not eligible for champion: {ineligible})" if ineligible else (" is the new champion" if promoted else " (champion kept)")
+        print(f"[registry] {reg_name} v{version}{why}", file=sys.stderr)
     return out
 
 

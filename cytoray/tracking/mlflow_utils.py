@@ -12,9 +12,20 @@ def tracking_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
+def artifact_root(uri: str) -> str | None:
+    """Where a sqlite store's artefacts go: `mlartifacts/` beside the database file, never the
+    caller's working directory (MLflow's default `./mlruns`). A server keeps its own store (None)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri[len("sqlite:///"):]).expanduser()
+    return (db.resolve().parent / "mlartifacts").as_uri()
+
+
 def setup(experiment: str, uri: str | None = None) -> str:
-    """Point MLflow at `uri` (flag > MLFLOW_TRACKING_URI > sqlite:///mlflow.db) and an experiment."""
+    """Point MLflow at `uri` (flag > MLFLOW_TRACKING_URI > sqlite:///mlflow.db) and an experiment
+    (created with its artefacts beside a sqlite database)."""
     import logging
+    import re
 
     import mlflow
 
@@ -22,6 +33,9 @@ def setup(experiment: str, uri: str | None = None) -> str:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per download is noise in logs
     u = tracking_uri(uri)
     mlflow.set_tracking_uri(u)
+    root = artifact_root(u)
+    if root is not None and mlflow.get_experiment_by_name(experiment) is None:
+        mlflow.create_experiment(experiment, artifact_location=f"{root}/{re.sub(r'[^A-Za-z0-9._-]+', '_', experiment)}")
     mlflow.set_experiment(experiment)
     return u
 

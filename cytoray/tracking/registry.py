@@ -1,5 +1,12 @@
 """Model registry: register the best trial's generators/classifier, move `champion` only when
-a new version beats it under the same split protocol, and pull a version in a fresh process.
+a new version beats it on the VALIDATION metric under the same protocol, and pull a version in
+a fresh process.
+
+The champion is never chosen on a test split: the test figures are recorded on the version
+(`cytoray.test.<metric>` tags), not compared. A version registered from a smoke run or below
+the study's minimum budget is kept under the tag `cytoray.eligible=false` and never takes the
+alias. A champion chosen on a test metric by an older cytoray is replaced by the next
+eligible version.
 
 A registered model is an MLflow pyfunc whose artefact is a cytoray bundle folder (generator
 bundle or classifier folder), so `cytoray pull NAME@ALIAS` needs only the tracking URI.
@@ -45,13 +52,18 @@ def _requirements() -> list[str]:
 
 
 def register(name: str, bundle_dir: str | Path, *, score: float, protocol: str, metric: str, higher_is_better: bool = True,
-             tags: dict | None = None, python_model: mlflow.pyfunc.PythonModel | None = None) -> tuple[str, bool]:
+             tags: dict | None = None, python_model: mlflow.pyfunc.PythonModel | None = None, recorded: dict | None = None,
+             ineligible: str | None = None) -> tuple[str, bool]:  # fmt: skip
     """Log `bundle_dir` as a pyfunc model and register it as a new version of `name`.
 
-    The `champion` alias moves to it when there is no champion yet, or when it beats the
-    champion on `metric` under the same split protocol; a champion measured under another
+    `metric`/`score` is the selection figure (validation); `recorded` figures (the test split)
+    are tagged on the version and never compared. The `champion` alias moves to it when it is
+    eligible (`ineligible` says why not, e.g. a smoke run) and there is no champion yet, or it
+    beats the champion on `metric` under the same `protocol`; a champion measured under another
     protocol is never displaced (the figures are not comparable). Returns (version, promoted).
     """
+    if metric.startswith("test_"):
+        raise ValueError(f"metric {metric!r}: a champion is chosen on validation, never on the test split")
     from mlflow import MlflowClient
 
     client = MlflowClient()
@@ -64,10 +76,14 @@ def register(name: str, bundle_dir: str | Path, *, score: float, protocol: str, 
             pip_requirements=_requirements(),
         )  # linked to the active run, if any
     mv = mlflow.register_model(info.model_uri, name)
-    version_tags = {"cytoray.protocol": protocol, "cytoray.metric": metric, "cytoray.score": repr(float(score)), **(tags or {})}
+    version_tags = {"cytoray.protocol": protocol, "cytoray.metric": metric, "cytoray.score": repr(float(score)),
+                    "cytoray.eligible": "false" if ineligible else "true", **(tags or {})}  # fmt: skip
+    if ineligible:
+        version_tags["cytoray.ineligible_reason"] = ineligible
+    version_tags.update({f"cytoray.test.{k}": repr(float(v)) for k, v in (recorded or {}).items()})
     for k, v in version_tags.items():
         client.set_model_version_tag(name, mv.version, k, str(v))
-    promoted = _maybe_promote(client, name, mv.version, score, protocol, metric, higher_is_better)
+    promoted = False if ineligible else _maybe_promote(client, name, mv.version, score, protocol, metric, higher_is_better)
     return str(mv.version), promoted
 
 
@@ -87,7 +103,7 @@ def _maybe_promote(client, name, version, score, protocol, metric, higher_is_bet
         champ = client.get_model_version_by_alias(name, CHAMPION)
     except Exception:
         champ = None
-    if champ is not None:
+    if champ is not None and not champ.tags.get("cytoray.metric", "test_").startswith("test_"):  # chosen on test: replace
         t = champ.tags
         if t.get("cytoray.protocol") != protocol or t.get("cytoray.metric") != metric:
             return False  # not comparable: keep the champion (a reviewer compares like with like)
