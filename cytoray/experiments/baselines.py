@@ -155,7 +155,7 @@ class BaselinesStudy(Study):
         print(f"[study] split {k} {clf:<10} {policy:<14} test {cfg.metric} {m[cfg.metric]:.3f} "
               f"(best epoch {res.best_epoch}, {time.time() - ctx['t0']:.0f}s)", file=sys.stderr, flush=True)  # fmt: skip
         tune.report({**{f"test_{a}": float(m[a]) for a in SCORES}, **{f"val_{a}": float(b) for a, b in res.val_metrics.items()},
-                     "best_epoch": res.best_epoch, "final": 1, "tag.split_hash": sp["hash"], "classifier_dir": str(res.dir),
+                     "best_epoch": res.best_epoch, "n_test": len(sp["test"]), "final": 1, "tag.split_hash": sp["hash"], "classifier_dir": str(res.dir),
                      **{f"param.{a}": b for a, b in res.params.items()}})  # fmt: skip
 
     def finish(self, cfg: BaselinesConfig, best_cfg, data: dict, results, ctx: dict) -> dict:
@@ -168,7 +168,7 @@ class BaselinesStudy(Study):
         rows = []
         for _, t in done.sort_values(["config/cell/split", "config/cell/classifier", "config/cell/policy", "config/cell/repeat"]).iterrows():
             rows.append({"classifier": t["config/cell/classifier"], "policy": t["config/cell/policy"], "split": int(t["config/cell/split"]),
-                         "repeat": int(t["config/cell/repeat"]), "best_epoch": int(t["best_epoch"]),
+                         "repeat": int(t["config/cell/repeat"]), "best_epoch": int(t["best_epoch"]), "n_test": int(t["n_test"]),
                          **{a: float(t[a]) for a in done if a.startswith("val_")}, **{a: float(t[f"test_{a}"]) for a in SCORES}})  # fmt: skip
         want = len(data["splits"]) * len(cfg.classifiers) * len(cfg.policies) * cfg.repeats
         if len(rows) != want:

@@ -115,7 +115,7 @@ class HistoToCytoStudy(Study):
     def finish(self, cfg: HistoToCytoConfig, best_cfg: HistoToCytoConfig, data: dict, results, ctx: dict) -> dict:
         import mlflow
 
-        from ..metrics.fidelity import extractor_identity
+        from ..metrics.fidelity import extractor_identity, per_class_notes
         from ..tracking.mlflow_utils import log_files, log_params_flat
 
         out, cache = Path(ctx["out"]), Path(ctx["cache"])
@@ -130,9 +130,14 @@ class HistoToCytoStudy(Study):
         rows = translations(test, samplers)
         fids = fid_rows(rows, test.target, "test", data["key"], cache / "features")
         md, csv = fid_table(fids, list(test.target.class_names), labels)
-        feats = "; ".join(f"{labels[v]}" for v in samplers if v == "nst")
-        md = (f"FID/KID vs real cytology (test split, {test.source.counts()} images per class per row"
-              f"{'; ' + feats if feats else ''}; {extractor_identity()['feature_extractor']})\n\n{md}")  # fmt: skip
+        notes = [f"- {labels[row]}: {line}" for row, m in fids.items() for line in per_class_notes(m, "test")]
+        floors = {c: fids["histology"].get(f"fid_test_inception_floor/{c}") for c in [*test.target.class_names, "all"]}
+        floor_line = ", ".join(f"{c} {v:.1f}" for c, v in floors.items() if v is not None)
+        md = (f"FID/KID vs real cytology (test split, {test.source.counts()} images per class per row; "
+              f"{extractor_identity()['feature_extractor']}; split protocol 3:1:1, one seeded split)\n\n{md}"
+              + (f"\nReal-vs-real floor (two seeded halves of the real cytology test images): FID {floor_line}. "
+                 "A figure near its floor is as good as these sample sizes can show.\n" if floor_line else "")
+              + ("\n" + "\n".join(notes) + "\n" if notes else ""))  # fmt: skip
         write_text(out / "fid_table.md", md)
         write_text(out / "fid_table.csv", csv)
         for c in test.target.class_names:

@@ -41,9 +41,9 @@ import numpy as np
 from ..config import Section, to_plain
 from ..errors import ConfigError, CytorayError
 from ..io import stable_hash
+from .bundle import BUNDLE_META, write_bundle
 
 GENERATORS: dict[str, type["Generator"]] = {}
-BUNDLE_META = "generator.json"
 ENTRY_POINTS = "cytoray.generators"
 _discovered = False
 
@@ -139,7 +139,6 @@ class Generator:
 
         Returns (bundle folder, {stage label: StageResult})."""
         from ..training.runner import run_stages
-        from .bundle import write_bundle
 
         cls.check(train, val, cfg)
         specs = cls.stages(train, val, cfg, data_key, run.seed)

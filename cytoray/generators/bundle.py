@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from ..io import atomic_path, write_bytes, write_json
-from .base import BUNDLE_META
+
+BUNDLE_META = "generator.json"  # written last: a folder holding it is a complete bundle
 
 
 def write_bundle(out: str | Path, meta: dict, states: dict[str, dict], files: dict[str, bytes] | None = None,
