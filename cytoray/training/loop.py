@@ -70,6 +70,12 @@ def _load_checkpoint(d: Path, specs: list[StageSpec]) -> tuple[dict, dict | None
     return finished, running
 
 
+def kept_state(models: dict, keep: str | tuple[str, ...]) -> dict:
+    """CPU copies of the kept model's state dict, or {name: state dict} when a stage keeps several."""
+    copy = lambda m: {k: t.detach().cpu().clone() for k, t in m.state_dict().items()}  # noqa: E731
+    return copy(models[keep]) if isinstance(keep, str) else {name: copy(models[name]) for name in keep}
+
+
 def _png(arr: np.ndarray) -> bytes:
     from PIL import Image
 
@@ -188,7 +194,7 @@ def _run(spec: StageSpec, specs, finished: dict, resume: dict | None, config: di
         key = tuple(stage.selection(metrics, epoch))
         if state["best_key"] is None or key < tuple(state["best_key"]):
             state["best_key"], state["best_epoch"] = key, epoch
-            best = {k: t.detach().cpu().clone() for k, t in bare[stage.keep].state_dict().items()}
+            best = kept_state(bare, stage.keep)
         metrics["best_epoch"] = state["best_epoch"]
         state["epoch"] = epoch
         state["history"].append(metrics)

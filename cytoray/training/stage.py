@@ -58,7 +58,7 @@ def adam(module: nn.Module | Any, lr: float, beta1: float) -> torch.optim.Optimi
 
 class Stage:
     kind: ClassVar[str] = "stage"  # names the trainer in cache keys ("cgan", "mask_gan", "classifier", ...)
-    keep: ClassVar[str] = "G"  # the model whose best-epoch weights are the stage's product
+    keep: ClassVar[str | tuple[str, ...]] = "G"  # the model(s) whose best-epoch weights are the stage's product
     ddp_kwargs: ClassVar[dict] = {}  # extra DistributedDataParallel arguments
 
     def __init__(self, params: dict) -> None:
