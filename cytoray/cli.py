@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -88,8 +89,17 @@ def cmd_train(a: argparse.Namespace) -> int:
     return train_from_args(a)
 
 
+def _check_n(n: int) -> None:
+    if n < 1:
+        from .errors import CytorayError
+
+        raise CytorayError(f"--n {n}: give the number of images to write per class (>= 1)")
+
+
 def cmd_generate(a: argparse.Namespace) -> int:
     from .generators import load_bundle
+
+    _check_n(a.n)
 
     for line in _write_samples(load_bundle(a.checkpoint), a.n, [a.cls], a.out, a.seed):
         print(line)
@@ -102,8 +112,11 @@ def cmd_generate(a: argparse.Namespace) -> int:
 def _write_samples(gen, n: int, classes: list[str], out: str, seed: int) -> list[str]:
     import numpy as np
 
-    from .io import atomic_dir, save_png
+    from .io import atomic_dir, safe_component, save_png
 
+    _check_n(n)
+    for c in classes:  # class names come from the bundle's metadata: never a path
+        safe_component(c, "class name")
     lines = []
     for c in classes:
         images, masks = gen.sample(n, c, seed=seed)
@@ -119,15 +132,17 @@ def _write_samples(gen, n: int, classes: list[str], out: str, seed: int) -> list
 
 def cmd_pull(a: argparse.Namespace) -> int:
     from .generators import load_bundle
-    from .tracking.mlflow_utils import tracking_uri
+    from .tracking.mlflow_utils import store_uri, tracking_uri
     from .tracking.registry import pull
 
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri(a.tracking_uri))
-    gen = load_bundle(pull(a.ref))
-    for line in _write_samples(gen, a.n, [a.cls] if a.cls else gen.classes, a.out, a.seed):
-        print(line)
+    _check_n(a.n)
+    mlflow.set_tracking_uri(store_uri(tracking_uri(a.tracking_uri)))
+    with tempfile.TemporaryDirectory(prefix="cytoray-pull-") as d:  # nothing left behind in /tmp
+        gen = load_bundle(pull(a.ref, d))
+        lines = _write_samples(gen, a.n, [a.cls] if a.cls else gen.classes, a.out, a.seed)
+    print("\n".join(lines))
     return 0
 
 
@@ -137,14 +152,19 @@ def cmd_classify(a: argparse.Namespace) -> int:
     from .classify.bundle import load_classifier_bundle, predict_images
     from .data.images import fit_square, read_rgb
     from .metrics.fidelity import list_images
-    from .tracking.mlflow_utils import tracking_uri
+    from .tracking.mlflow_utils import store_uri, tracking_uri
     from .tracking.registry import pull
 
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri(a.tracking_uri))
-    model, meta = load_classifier_bundle(pull(a.ref))
+    mlflow.set_tracking_uri(store_uri(tracking_uri(a.tracking_uri)))
     paths = list_images(a.dir)
+    if not paths:
+        from .errors import DataError
+
+        raise DataError(f"{a.dir}: no images (png, jpg, jpeg, tif, tiff, bmp) to classify")
+    with tempfile.TemporaryDirectory(prefix="cytoray-pull-") as d:  # nothing left behind in /tmp
+        model, meta = load_classifier_bundle(pull(a.ref, d))
     imgs = np.stack([fit_square(read_rgb(p), meta["input_size"]) for p in paths])
     prob = predict_images(model, meta, imgs)
     names = meta["class_names"]
@@ -258,6 +278,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CytorayError as e:
         print(f"cytoray: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a user's path: read-only --out, a file where a folder goes, a full disk
+        if e.filename is None:
+            raise
+        from .io import os_error_message
+
+        print(f"cytoray: error: {os_error_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cytoray: interrupted", file=sys.stderr)

@@ -16,6 +16,18 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# The temporary files and folders below are created 0600/0700 (mkstemp/mkdtemp); what is renamed
+# into place gets the permissions any file of the user would (0666/0777 minus the umask), so
+# colleagues and Ray workers with another user id can read bundles and datasets on shared storage.
+UMASK = _umask()
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `dest`; rename it onto `dest` when the block succeeds."""
@@ -26,6 +38,8 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, 0o666 & ~UMASK)
         os.replace(tmp_path, dest)
     finally:
         if tmp_path.exists():
@@ -69,6 +83,7 @@ def atomic_dir(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~UMASK)
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -94,3 +109,20 @@ def stable_hash(obj: Any, n: int = 16) -> str:
     """Hash of a JSON-serialisable object, independent of dict order (cache keys)."""
     blob = json.dumps(obj, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:n]
+
+
+def safe_component(name: str, what: str) -> str:
+    """`name` if it is one plain path component (no separator, not '.' or '..', no NUL): names that
+    come from metadata (a bundle's class names) must never reach outside the folder they go into."""
+    from .errors import CytorayError
+
+    ok = isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in ("/", "\\", "\x00"))
+    if not ok:
+        raise CytorayError(f"{what} {name!r} is not a plain folder name; refusing to write outside the output folder")
+    return name
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for an OSError on a user's path (read-only --out, a file where a folder goes, ...)."""
+    where = e.filename if e.filename is not None else "a path"
+    return f"{where}: {e.strerror or e}; choose another output path (or fix its permissions)"

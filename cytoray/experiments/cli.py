@@ -18,6 +18,16 @@ from ..errors import CytorayError
 from .driver import Study, run_study
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler, `kill`) stops a study like Ctrl-C: its MLflow run is marked KILLED."""
+    import signal
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+
+
 def run_script(prog: str, study: Study, argv: list[str] | None, *, doc: str, smoke: list[str], default_out: str,
                report: Callable[[object, dict], None], default_config: str | None = None,
                extra_args: Callable[[argparse.ArgumentParser], None] | None = None,
@@ -35,6 +45,7 @@ def run_script(prog: str, study: Study, argv: list[str] | None, *, doc: str, smo
     if extra_args:
         extra_args(ap)
     a = ap.parse_args(argv)
+    stop_on_sigterm()
     try:
         values = {"data": {"root": a.data}} if a.data else {}
         if values_of:
@@ -46,6 +57,16 @@ def run_script(prog: str, study: Study, argv: list[str] | None, *, doc: str, smo
                         use_cache=not a.no_cache, smoke=a.smoke_test)  # fmt: skip
     except CytorayError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; the MLflow parent run is marked KILLED; continue with --resume", file=sys.stderr)
+        return 130
+    except OSError as e:  # a user's path: read-only --out, a file where a folder goes
+        if e.filename is None:
+            raise
+        from ..io import os_error_message
+
+        print(f"{prog}: error: {os_error_message(e)}", file=sys.stderr)
         return 2
     report(cfg, res)
     return 0

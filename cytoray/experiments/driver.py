@@ -163,17 +163,21 @@ def _plugins() -> dict:
 def run_study(study: Study, cfg, out: Path, *, tracking_uri: str | None = None, address: str | None = None,
               resume: bool = False, use_cache: bool = True, smoke: bool = False) -> dict:  # fmt: skip
     import mlflow
-    from mlflow import MlflowClient
 
-    from ..tracking.mlflow_utils import setup
+    from ..tracking.mlflow_utils import RetryingClient, setup
     from ..tracking.study_logger import find_or_create_parent
 
     t0 = time.perf_counter()
     out = Path(out).resolve()
     # 1. Everything checkable before any job: config, search space, data, splits.
     study.check(cfg)
+    if address:
+        from ..training.runner import check_address
+
+        check_address(address)  # a Ray head that does not answer: named in seconds, before anything is written
     space = load_search_space(resolve_file(cfg.tune.search_space, "tune.search_space"), cfg) if cfg.tune.search_space else None
     out.mkdir(parents=True, exist_ok=True)
+    lock = hold_study_lock(out)  # one study per --out (a second one, or a --resume while it runs, is refused)
     data = study.prepare(cfg, out)
     grid = study.grid(cfg, data)
     ctx = {"out": str(out), "cache": str(out / "cache"), "use_cache": use_cache, "t0": time.time(), "smoke": smoke}
@@ -181,7 +185,7 @@ def run_study(study: Study, cfg, out: Path, *, tracking_uri: str | None = None, 
     # 2. MLflow: the study's parent run (reused on resume); this process is the only writer.
     uri = setup(cfg.name, tracking_uri)
     exp_id = mlflow.get_experiment_by_name(cfg.name).experiment_id
-    client = MlflowClient(tracking_uri=uri)
+    client = RetryingClient(uri)  # the parent run's writes ride out a server restart
     parent = find_or_create_parent(client, exp_id, cfg.name, str(out), resume)
     if not client.get_run(parent).data.params:
         for k, v in flatten(to_dict(cfg)).items():
@@ -200,6 +204,10 @@ def run_study(study: Study, cfg, out: Path, *, tracking_uri: str | None = None, 
         with mlflow.start_run(run_id=parent):
             summary = study.finish(cfg, best_cfg, data, results, {**ctx, "parent": parent, "uri": uri})
             mlflow.log_metric("study_seconds", time.perf_counter() - t0)
+            # 5. The report (HTML + figures, built from what MLflow recorded), logged to the parent run.
+            from ..report import study_report
+
+            summary["report"] = study_report(cfg.name, uri, parent, out / "report")
     except KeyboardInterrupt:
         client.set_terminated(parent, "KILLED")
         raise
@@ -207,6 +215,7 @@ def run_study(study: Study, cfg, out: Path, *, tracking_uri: str | None = None, 
         client.set_terminated(parent, "FAILED")
         raise
     client.set_terminated(parent, "FINISHED")
+    lock.close()
     return {**summary, "uri": uri, "parent": parent, "out": str(out), "seconds": time.perf_counter() - t0,
             "n_trials": 0 if results is None else len(results)}  # fmt: skip
 
@@ -218,14 +227,22 @@ def _tune(study: Study, cfg, space, grid, data, ctx, out: Path, uri, exp_id, par
     from ray.tune.search.optuna import OptunaSearch
 
     from ..tracking.study_logger import MlflowStudyCallback
+    from ..quiet import tune_verbosity
+    from .progress import TrialProgress
 
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment state saved often: SIGKILL loses little
+    # Tune's own SIGINT handler would end the trials and return as if the search had finished (the
+    # final test would then run on a cut-short search); without it Ctrl-C stops the study at once
+    # and `--resume` continues from the state saved every 2 s.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     t = cfg.tune
     # A trial's placement group needs a non-empty bundle: with no CPU share, it asks for one byte of memory.
     resources = {"cpu": t.trial_cpu} if t.trial_cpu > 0 else {"cpu": 0, "memory": 1}
     trainable = tune.with_resources(
         tune.with_parameters(trial_fn, study=study, base=to_dict(cfg), data=data, plugins=_plugins(), ctx=ctx), resources)
     callback = MlflowStudyCallback(uri, exp_id, parent, study.describe)
+    # One line per trial start/end (k of N, settings, figures, ETA) instead of Tune's box tables (verbose=0 unless --verbose).
+    progress = TrialProgress(study.describe, study.objectives(cfg)[0], t.max_concurrent)
     exp_dir = out / "tune" / cfg.name
     if resume and tune.Tuner.can_restore(str(exp_dir)):
         print(f"[study] resuming {exp_dir}", file=sys.stderr)
@@ -244,10 +261,37 @@ def _tune(study: Study, cfg, space, grid, data, ctx, out: Path, uri, exp_id, par
             tune_cfg = tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=t.max_concurrent),
                                        scheduler=sched, num_samples=t.num_samples)  # fmt: skip
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_cfg,
-                           run_config=tune.RunConfig(name=cfg.name, storage_path=str(out / "tune"), callbacks=[callback], verbose=1))  # fmt: skip
+                           run_config=tune.RunConfig(name=cfg.name, storage_path=str(out / "tune"), callbacks=[callback, progress], verbose=tune_verbosity(),
+                                                     failure_config=tune.FailureConfig(max_failures=cfg.run.max_failures)))  # fmt: skip
     df = tuner.fit().get_dataframe()
     finished(df, cfg.name, out)  # none finished: say so here
     return df
+
+
+def hold_study_lock(out: Path):
+    """An exclusive lock on `<out>/.study.lock` for this process's life (or until closed); a second
+    holder gets a one-line error naming the first (pid, host, start)."""
+    import fcntl
+    import json
+    import socket
+
+    f = open(out / ".study.lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        try:
+            who = json.loads(f.read() or "{}")
+        except ValueError:
+            who = {}
+        f.close()
+        raise CytorayError(f"{out}: another study is running in this folder (pid {who.get('pid', '?')} on "
+                           f"{who.get('host', '?')} since {who.get('started', '?')}); wait for it or choose another --out") from None
+    f.seek(0)
+    f.truncate()
+    f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+    f.flush()
+    return f
 
 
 def finished(df, name: str, out: Path):

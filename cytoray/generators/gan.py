@@ -41,9 +41,15 @@ class CGANConfig:
     dropout: float = 0.5  # decoder dropout: pix2pix's noise source in G
 
     def validate(self) -> None:
-        _positive(self, "epochs", "batch_size", "lr", "g_base", "d_base")
+        _positive(self, "epochs", "batch_size", "lr", "g_base", "d_base", "d_layers")
         if self.lam < 0:
             raise ConfigError(f"cgan.lam={self.lam}: λ must be >= 0")
+        if self.batch_size < 2:
+            raise ConfigError(f"cgan.batch_size={self.batch_size}: the loop skips batches under 2 images (BatchNorm); use >= 2")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"cgan.dropout={self.dropout}: a dropout probability in [0, 1)")
+        if not 0.0 <= self.beta1 < 1.0:
+            raise ConfigError(f"cgan.beta1={self.beta1}: Adam's beta1 lies in [0, 1)")
 
 
 @dataclasses.dataclass
@@ -64,7 +70,11 @@ class LatentGANConfig:
     flip_rate: float = 0.05  # probability a D target is swapped real↔fake (per sample)
 
     def validate(self) -> None:
-        _positive(self, "epochs", "batch_size", "lr_g", "lr_d", "z_dim", "g_base", "d_base")
+        _positive(self, "epochs", "batch_size", "lr_g", "lr_d", "z_dim", "g_base", "d_base", "d_layers")
+        if not 0.0 <= self.beta1 < 1.0:
+            raise ConfigError(f"beta1={self.beta1}: Adam's beta1 lies in [0, 1)")
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size={self.batch_size}: the loop skips batches under 2 images (BatchNorm); use >= 2")
         if not 0.0 <= self.smooth_real_low <= 1.0:
             raise ConfigError(f"smooth_real_low={self.smooth_real_low}: must lie in [0, 1]")
         if not 0.0 <= self.smooth_fake_high <= 1.0:

@@ -12,12 +12,118 @@ def tracking_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
+def store_uri(uri: str) -> str:
+    """The URI cytoray connects with: a sqlite store waits up to 30 s for a lock (concurrent
+    writers such as a `cytoray train` beside a study) instead of failing with 'database is locked'."""
+    if uri.startswith("sqlite:") and "timeout=" not in uri:
+        return f"{uri}{'&' if '?' in uri else '?'}timeout=30"
+    return uri
+
+
+# ----------------------------------------------------------------------------- an unreachable server
+
+# MLflow's own HTTP retries default to 7 with backoff 2 (~250 s of silence per call, even on a
+# refused connection). Each call retries briefly itself; `tracking_call` does the long, visible,
+# bounded waiting, so a restarted server loses nothing and a dead one is named within minutes.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}  # fmt: skip
+MAX_WAIT_S = float(os.environ.get("CYTORAY_TRACKING_MAX_WAIT_S", "300"))  # how long a study waits for its server
+
+
+def configure_http() -> None:
+    for k, v in HTTP_DEFAULTS.items():
+        os.environ.setdefault(k, v)
+
+
+def failure_kind(e: BaseException) -> str | None:
+    """'unreachable' | 'unauthenticated' | 'forbidden' | 'not found' for a tracking error, else None."""
+    text = f"{type(e).__name__}: {e}"
+    code = getattr(e, "error_code", "") or ""
+    if "RESOURCE_DOES_NOT_EXIST" in code or "RESOURCE_DOES_NOT_EXIST" in text:
+        return "not found"
+    if "UNAUTHENTICATED" in code or " 401" in text or "Unauthorized" in text:
+        return "unauthenticated"
+    if "PERMISSION_DENIED" in code or " 403" in text:
+        return "forbidden"
+    if any(s in text for s in ("NewConnectionError", "Connection refused", "ConnectionError", "Max retries exceeded",
+                                "Read timed out", "ConnectTimeout", " 502", " 503", " 504")):  # fmt: skip
+        return "unreachable"
+    return None
+
+
+def tracking_error(e: BaseException, uri: str, what: str):
+    """A one-line CytorayError for a tracking failure the user can act on (or None)."""
+    from ..errors import CytorayError
+
+    kind = failure_kind(e)
+    if kind == "unreachable":
+        return CytorayError(f"cannot reach the MLflow tracking server at {uri} while {what}; start it (or check --tracking-uri), "
+                            "then rerun with --resume: finished trials are kept")  # fmt: skip
+    if kind == "unauthenticated":
+        return CytorayError(f"not authenticated at {uri} while {what}: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    if kind == "forbidden":
+        return CytorayError(f"no permission at {uri} while {what} (or no such model for this user); ask the server's admin")
+    return None
+
+
+def tracking_call(fn, what: str, uri: str | None = None, max_wait_s: float | None = None):
+    """`fn()`, retried with capped backoff while the tracking server is unreachable (a WARNING per
+    attempt), for at most `max_wait_s`; then a one-line error naming the server and what was lost."""
+    import sys
+    import time
+
+    uri = uri or tracking_uri()
+    limit = MAX_WAIT_S if max_wait_s is None else max_wait_s
+    t0, delay = time.monotonic(), 2.0
+    while True:
+        try:
+            return fn()
+        except Exception as e:  # MLflow wraps transport errors in MlflowException
+            if failure_kind(e) != "unreachable":
+                raise
+            waited = time.monotonic() - t0
+            if waited + delay > limit:
+                raise tracking_error(e, uri, what) from None
+            print(f"WARNING: MLflow server at {uri} unreachable while {what}; retrying for up to {limit - waited:.0f} s more",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+class RetryingClient:
+    """An MlflowClient whose every call rides out an unreachable server (`tracking_call`): the
+    study's one writer keeps every trial's run and metrics through a server restart. Metric
+    batches re-sent after a lost answer are de-duplicated by the store."""
+
+    def __init__(self, uri: str) -> None:
+        from mlflow import MlflowClient
+
+        configure_http()
+        self._uri, self._client = uri, MlflowClient(tracking_uri=store_uri(uri))
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+        return lambda *a, **kw: tracking_call(lambda: attr(*a, **kw), f"calling {name}", self._uri)
+
+
+def check_store(uri: str) -> None:
+    """A sqlite store must exist to be read (MLflow would create an empty database and say 'not found')."""
+    from ..errors import CytorayError
+
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):].split("?")[0]).expanduser()
+        if not db.is_file():
+            raise CytorayError(f"{db}: no MLflow store there; pass the --tracking-uri a study wrote to (e.g. sqlite:///runs/mlflow.db)")
+
+
 def artifact_root(uri: str) -> str | None:
     """Where a sqlite store's artefacts go: `mlartifacts/` beside the database file, never the
     caller's working directory (MLflow's default `./mlruns`). A server keeps its own store (None)."""
     if not uri.startswith("sqlite:///"):
         return None
-    db = Path(uri[len("sqlite:///"):]).expanduser()
+    db = Path(uri[len("sqlite:///"):].split("?")[0]).expanduser()
     return (db.resolve().parent / "mlartifacts").as_uri()
 
 
@@ -31,12 +137,23 @@ def setup(experiment: str, uri: str | None = None) -> str:
 
     logging.getLogger("alembic").setLevel(logging.WARNING)  # sqlite schema migration chatter
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per download is noise in logs
+    configure_http()
     u = tracking_uri(uri)
-    mlflow.set_tracking_uri(u)
+    mlflow.set_tracking_uri(store_uri(u))
     root = artifact_root(u)
-    if root is not None and mlflow.get_experiment_by_name(experiment) is None:
-        mlflow.create_experiment(experiment, artifact_location=f"{root}/{re.sub(r'[^A-Za-z0-9._-]+', '_', experiment)}")
-    mlflow.set_experiment(experiment)
+
+    def _experiment() -> None:
+        if root is not None and mlflow.get_experiment_by_name(experiment) is None:
+            mlflow.create_experiment(experiment, artifact_location=f"{root}/{re.sub(r'[^A-Za-z0-9._-]+', '_', experiment)}")
+        mlflow.set_experiment(experiment)
+
+    try:  # before any work: an unreachable server or bad credentials stop here, with the address
+        tracking_call(_experiment, f"opening experiment {experiment!r}", u, max_wait_s=20)
+    except Exception as e:
+        err = tracking_error(e, u, f"opening experiment {experiment!r}")
+        if err is None:
+            raise
+        raise err from None
     return u
 
 

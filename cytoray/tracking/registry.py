@@ -14,6 +14,7 @@ bundle or classifier folder), so `cytoray pull NAME@ALIAS` needs only the tracki
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -114,19 +115,22 @@ def _maybe_promote(client, name, version, score, protocol, metric, higher_is_bet
     return True
 
 
-def pull(ref: str, dst: str | Path | None = None) -> Path:
-    """Download `NAME@ALIAS` (or `NAME/VERSION`) and return the local bundle folder."""
-    if "@" in ref:
-        uri = f"models:/{ref}"
-    elif "/" in ref:
-        uri = f"models:/{ref}"
-    else:
+def pull(ref: str, dst: str | Path) -> Path:
+    """Download `NAME@ALIAS` (or `NAME/VERSION`) into `dst` and return its bundle folder there."""
+    from .mlflow_utils import check_store, failure_kind, tracking_error
+
+    if not re.fullmatch(r"[^@/\s]+(@[^@/\s]+|/\d+)", ref):
         raise CytorayError(f"'{ref}': give a registered model as NAME@ALIAS (e.g. syncgan@champion) or NAME/VERSION")
-    dst = Path(dst or tempfile.mkdtemp(prefix="cytoray-pull-"))
+    uri = mlflow.get_tracking_uri()
+    check_store(uri)
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{ref}", dst_path=str(dst)))
     except Exception as e:
-        raise CytorayError(f"{ref}: not found in the registry at {mlflow.get_tracking_uri()} ({str(e).splitlines()[0][:200]}); "
+        err = tracking_error(e, uri, f"pulling {ref}")
+        if err is not None:
+            raise err from None
+        kind = failure_kind(e) or "not found"
+        raise CytorayError(f"{ref}: {kind} in the registry at {uri} ({str(e).splitlines()[0][:200]}); "
                            "check the name/alias and --tracking-uri") from None
     bundle = local / "artifacts" / "bundle"
     if not bundle.is_dir():

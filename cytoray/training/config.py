@@ -18,6 +18,7 @@ class RunConfig:
     checkpoint_every: int = 5  # epochs between checkpoints (resume points); the last epoch of a stage always
     keep_checkpoints: int = 2  # Ray Train checkpoints kept per job
     storage_path: str | None = None  # Ray Train storage (absolute path or URI); None = <cache>/ray
+    max_failures: int = 2  # restarts of a job (and retries of a trial) after a lost worker or node, from the last checkpoint
     seed: int = 0  # seeds init, batches and latent draws
 
     def validate(self) -> None:
@@ -26,5 +27,7 @@ class RunConfig:
                 raise ConfigError(f"run.{k}={getattr(self, k)}: must be >= 1")
         if not 0.0 < self.gpus_per_worker <= 8.0:
             raise ConfigError(f"run.gpus_per_worker={self.gpus_per_worker}: a share in (0, 8]")
+        if self.max_failures < 0:
+            raise ConfigError(f"run.max_failures={self.max_failures}: must be >= 0")
         if self.seed < 0:
             raise ConfigError(f"run.seed={self.seed}: must be >= 0")

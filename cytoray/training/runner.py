@@ -58,9 +58,28 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     # The dashboard hosts the state API that Ray Train V2's placement-group cleaner polls.
     kwargs = dict(include_dashboard=True, logging_level=logging.WARNING, log_to_driver=True)
     if address:
+        check_address(address)
         ray.init(address=address, **kwargs)
     else:
         ray.init(num_cpus=num_cpus, **kwargs)
+
+
+def check_address(address: str, timeout_s: float = 5.0) -> None:
+    """A Ray address that does not answer is an error within seconds, naming it (ray.init would
+    wait for many minutes and ignore Ctrl-C)."""
+    import socket
+
+    if address in ("auto", "local") or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise CytorayError(f"--address {address}: give host:port of a Ray head (e.g. 127.0.0.1:6379) or 'auto'")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as e:
+        raise CytorayError(f"no Ray cluster answers at {address} ({e.strerror or e}); start one with `ray start --head` "
+                           "or check --address") from None
 
 
 def ship_by_value(cls: type) -> None:
@@ -124,7 +143,7 @@ def run_stages(specs: list[StageSpec], *, cache_root: str | Path, run_cfg: RunCo
 
 
 def _fit(pending: list[StageSpec], cache_root: Path, run_cfg: RunConfig, callbacks, job: str | None) -> dict[str, StageResult]:
-    from ray.train import CheckpointConfig, LoggingConfig, RunConfig as RayRunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig as RayRunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from .loop import train_loop_per_worker
@@ -151,6 +170,7 @@ def _fit(pending: list[StageSpec], cache_root: Path, run_cfg: RunConfig, callbac
             name=name,
             storage_path=str(storage),
             checkpoint_config=CheckpointConfig(num_to_keep=run_cfg.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=run_cfg.max_failures),  # a lost worker or node: restart from the last checkpoint
             logging_config=LoggingConfig(log_level="WARNING"),  # our own per-epoch line is the progress
             callbacks=callbacks or [],
         ),
