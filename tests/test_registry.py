@@ -3,6 +3,8 @@ figures are recorded, never compared; smoke and under-budget runs never take the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 
@@ -11,7 +13,6 @@ def registry(tmp_path, monkeypatch):
     import mlflow
 
     from cytoray.classify.bundle import write_classifier_bundle
-    from cytoray.classify.registry_model import ClassifierModel
     from cytoray.nets.classifiers import build_classifier
     from cytoray.tracking.mlflow_utils import setup
     from cytoray.tracking.registry import register
@@ -24,7 +25,7 @@ def registry(tmp_path, monkeypatch):
     def reg(val: float, test: float, protocol: str = "split:a", **kw) -> tuple[str, bool]:
         with mlflow.start_run():
             return register("clf", bundle, score=val, protocol=protocol, metric="val_balanced_accuracy",
-                            python_model=ClassifierModel(), recorded={"balanced_accuracy": test}, **kw)  # fmt: skip
+                            kind="classifier", recorded={"balanced_accuracy": test}, **kw)  # fmt: skip
 
     return reg
 
@@ -87,3 +88,16 @@ def test_artifacts_go_beside_the_sqlite_database_not_the_working_directory(tmp_p
     with mlflow.start_run():
         mlflow.log_artifact(str(tmp_path / "a.txt"))
     assert list((store / "mlartifacts").rglob("a.txt")) and not (cwd / "mlruns").exists()
+
+
+def test_registered_models_load_as_code_with_nothing_pickled(registry, tmp_path):
+    """Loading a registered model executes a file of cytoray (models-from-code), never unpickles bytes."""
+    import mlflow
+    import numpy as np
+
+    registry(0.5, 0.5)
+    local = Path(mlflow.artifacts.download_artifacts("models:/clf/1", dst_path=str(tmp_path / "dl")))
+    assert not list(local.rglob("*.pkl")) and list(local.rglob("classifier.py"))
+    model = mlflow.pyfunc.load_model("models:/clf/1")
+    prob = np.asarray(model.predict(np.zeros((3, 32, 32, 3), np.uint8)))
+    assert prob.shape == (3, 2) and np.allclose(prob.sum(1), 1, atol=1e-5)

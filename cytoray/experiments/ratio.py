@@ -24,7 +24,8 @@ from ..generators.gan import CGANConfig, LatentGANConfig
 from ..generators.syncgan import SynCGANConfig
 from ..io import write_json, write_text
 from ..training.config import RunConfig
-from .common import FID_ALL, epoch_report_callback, fidelity, train_generator
+from ..tracking.study_logger import FIGURES, HISTORY, KIND_TAG
+from .common import FID_ALL, epoch_report_callback, fidelity, real_by_class, train_generator
 from .driver import Study, TuneSettings, finished, point_of
 
 
@@ -92,6 +93,9 @@ class RatioStudy(Study):
                               f"(and no other); e.g. orig+{cfg.generator.name}")  # fmt: skip
         if cfg.objective == "classifier":
             cfg.classifier.check_size(cfg.data.size)
+        # Every child run carries these from its creation (describe() below), so the MLflow run
+        # table can be filtered and grouped by them even for a trial that failed before reporting.
+        self.tags = {"generator": cfg.generator.name, "policy": cfg.policy_name(), "variant": cfg.policy_name()}
 
     def prepare(self, cfg: RatioStudyConfig, out: Path) -> dict:
         return load_study_data(cfg, out)
@@ -106,7 +110,7 @@ class RatioStudy(Study):
     def describe(self, config: dict):
         flat = {k: v for k, v in flatten(config).items()}
         name = " ".join(f"{k.rsplit('.', 1)[-1]}={v:.3g}" if isinstance(v, float) else f"{k.rsplit('.', 1)[-1]}={v}" for k, v in flat.items())
-        return name or "trial", {k: str(v)[:500] for k, v in flat.items()}, {}
+        return name or "trial", {k: str(v)[:500] for k, v in flat.items()}, dict(getattr(self, "tags", {}))
 
     # -- the trial ----------------------------------------------------------------
     def trial(self, cfg: RatioStudyConfig, cell, data: dict, ctx: dict) -> None:
@@ -124,8 +128,9 @@ class RatioStudy(Study):
         # 2. Fidelity on validation (real features cached once per split and class); every report carries it.
         masks = getattr(cfg.generator, "masks", None) if cfg.objective == "fidelity" else None
         fid = fidelity(sampler, data["val"], "val", cfg.fid_per_class, cfg.run.seed, cache / "features", data["key"], masks)
-        common = {"generator_cached": int(cached), "generator_seconds": gen_s, "bundle": str(bundle),
-                  "tag.generator": cfg.generator.name, "tag.policy": cfg.policy_name()}  # fmt: skip
+        figures = trial_figures(Path(ctx["out"]), sampler, data["val"], bundle, cfg)
+        common = {"generator_cached": int(cached), "generator_seconds": gen_s, "bundle": str(bundle), FIGURES: figures,
+                  "tag.generator": cfg.generator.name, "tag.policy": cfg.policy_name(), "tag.variant": cfg.policy_name()}  # fmt: skip
         if cfg.objective == "fidelity":  # the stabiliser study: generators scored by FID/KID alone
             tune.report({**fid, **common, "final": 1, "trial_seconds": time.perf_counter() - t0})
             return
@@ -134,7 +139,7 @@ class RatioStudy(Study):
                                   rng_seed=cfg.run.seed, augment=cfg.classifier.augment)  # fmt: skip
         res = train_classifier(tr, data["val"], None, cfg.classifier, label=f"clf-{cfg.classifier.name}", cache_root=cache,
                                data_key=data["key"], run_cfg=cfg.run, seed=cfg.run.seed, use_cache=ctx["use_cache"],
-                               callbacks=[epoch_report_callback(fid)])  # fmt: skip
+                               callbacks=[epoch_report_callback({**fid, FIGURES: figures})])  # fmt: skip
         tune.report({**{f"val_{k}": float(v) for k, v in res.val_metrics.items()}, **fid, **common,
                      "epoch": len(res.history), "final": 1, "trial_seconds": time.perf_counter() - t0,
                      "classifier_dir": str(res.dir), "param.weights": res.params["weights"]})  # fmt: skip
@@ -142,6 +147,9 @@ class RatioStudy(Study):
     # -- the end ------------------------------------------------------------------
     def finish(self, cfg: RatioStudyConfig, best_cfg: RatioStudyConfig, data: dict, results, ctx: dict) -> dict:
         import mlflow
+        from mlflow import MlflowClient
+
+        from ..tracking.study_logger import set_parent_summary
 
         out, cache = Path(ctx["out"]), Path(ctx["cache"])
         metric, mode = self.selection(cfg)
@@ -163,11 +171,44 @@ class RatioStudy(Study):
         mlflow.log_metrics({f"best_test_{k}": float(v) for k, v in test_metrics.items() if isinstance(v, float)})
         mlflow.log_metric(f"best_{metric}", float(best_row[metric]))
         mlflow.set_tag("cytoray.best_trial", best_row["trial_id"])
+        set_parent_summary(MlflowClient(), ctx["parent"], {KIND_TAG: "stabilisers" if cfg.objective == "fidelity" else "ratio",
+                                                           **self.tags}, summary_text(cfg, done, best_row, metric, test_metrics))  # fmt: skip
         for f in [out / "trials.md", out / "best.json", *map(Path, data["manifests"])]:
             mlflow.log_artifact(str(f))
         val = {k: float(best_row[k]) for k in (metric, FID_ALL) if k in best_row}
         promoted = register_best(best_cfg, bundle, clf_bundle, val, test_metrics, data["key"], ctx.get("smoke", False)) if cfg.register else {}
         return {"table": table, "test": test_metrics, "best": best_row.to_dict(), "registered": promoted}
+
+
+def trial_figures(out: Path, sampler, val, bundle: Path, cfg: RatioStudyConfig) -> str:
+    """(trial) Real vs synthetic images per class and the generator's per-stage history, in
+    `<out>/figures/<trial id>/`; the MLflow callback logs them to the trial's child run."""
+    import shutil
+
+    from ray import tune
+
+    from ..report.grids import write_real_vs_synthetic
+
+    tid = tune.get_context().get_trial_id() or "trial"
+    d = out / FIGURES / tid
+    real = real_by_class(val)
+    synth = {c: sampler.sample(8, c, seed=cfg.run.seed + 1) for c in real}  # a seed apart from the FID samples'
+    write_real_vs_synthetic(d, real, synth, f"{cfg.generator.name}, trial {tid}")
+    if (Path(bundle) / "history.json").is_file():  # per-stage epochs, when the bundle records them
+        shutil.copy2(Path(bundle) / "history.json", d / HISTORY)
+    return str(d)
+
+
+def summary_text(cfg: RatioStudyConfig, done, best_row, metric: str, test: dict) -> str:
+    """The parent run's description: what was searched, what won (on validation), its test figures."""
+    keys = [c[len("config/"):].replace("/", ".") for c in done if c.startswith("config/")]
+    pooled = ("fid_test_inception/all", "kid_test_inception_mean/all", "fid_test_mask_inception/all")
+    head = {k: v for k, v in test.items() if "/" not in k or k in pooled}  # scores, or the pooled FID/KID
+    return (f"**{cfg.name}**: {len(done)} finished trials of {cfg.policy_name()} searching {', '.join(keys) or 'nothing'} "
+            f"(split protocol {':'.join(f'{r:g}' for r in cfg.data.split_ratios)}, seed {cfg.data.split_seed}, one split; "
+            f"selection on validation {metric}).\n\nBest trial {best_row['trial_id']}: validation {metric} {float(best_row[metric]):.4g}; "
+            f"test split, scored once: " + ", ".join(f"{k} {v:.4g}" for k, v in head.items() if isinstance(v, float)) +
+            ".\n\nReport: artefacts `report/report.html` (figures in `report/`).")  # fmt: skip
 
 
 def final_test(cfg: RatioStudyConfig, data: dict, sampler, out: Path):
@@ -204,23 +245,22 @@ def register_best(cfg: RatioStudyConfig, gen_bundle: Path, clf_bundle: Path | No
                   smoke: bool = False) -> dict:  # fmt: skip
     """Register the chosen generator (and classifier). The champion is decided on the validation
     figure that chose the trial; the test figures ride along as tags, never compared."""
-    from ..classify.registry_model import ClassifierModel
     from ..tracking.registry import register
 
     proto, name = cfg.registry_protocol or f"split:{split_hash}", cfg.generator.name
     if clf_bundle is None:  # fidelity study: the generator, by validation FID (lower is better)
-        metric, higher, todo = FID_ALL, False, [(name, gen_bundle, None)]
+        metric, higher, todo = FID_ALL, False, [(name, gen_bundle, "generator")]
     else:
         metric, higher = cfg.tune.metric, cfg.tune.mode == "max"
-        todo = [(name, gen_bundle, None), (f"{name}-classifier", clf_bundle, ClassifierModel())]
+        todo = [(name, gen_bundle, "generator"), (f"{name}-classifier", clf_bundle, "classifier")]
     budget = min_epochs(cfg)
     ineligible = ("a --smoke-test run" if smoke else
                   f"below the budget for a champion ({budget} < champion_min_epochs={cfg.champion_min_epochs} epochs)"
                   if budget < cfg.champion_min_epochs else None)  # fmt: skip
     out = {}
-    for reg_name, path, model in todo:
+    for reg_name, path, kind in todo:
         version, promoted = register(reg_name, path, score=val[metric], protocol=proto, metric=metric, higher_is_better=higher,
-                                     python_model=model, recorded=test, ineligible=ineligible,
+                                     kind=kind, recorded=test, ineligible=ineligible,
                                      tags={"cytoray.smoke": str(smoke).lower()})  # fmt: skip
         out[reg_name] = {"version": version, "champion": promoted, "ineligible": ineligible}
         why = f" (not eligible for champion: {ineligible})" if ineligible else (" is the new champion" if promoted else " (champion kept)")

@@ -9,7 +9,9 @@ alias. A champion chosen on a test metric by an older cytoray is replaced by the
 eligible version.
 
 A registered model is an MLflow pyfunc whose artefact is a cytoray bundle folder (generator
-bundle or classifier folder), so `cytoray pull NAME@ALIAS` needs only the tracking URI.
+bundle or classifier folder), so `cytoray pull NAME@ALIAS` needs only the tracking URI. The
+pyfunc is logged as code (`model_code/`), never as a pickled object: loading a registered
+model runs a file of cytoray, not bytes someone wrote to the store.
 """
 
 from __future__ import annotations
@@ -26,23 +28,7 @@ from ..errors import CytorayError
 CHAMPION = "champion"
 
 
-class BundleModel(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper: predict({"n": [..], "cls": [..], "seed": [..]}) samples images from a generator bundle."""
-
-    def load_context(self, context):
-        from ..generators import load_bundle
-
-        self.gen = load_bundle(context.artifacts["bundle"])
-
-    def predict(self, context, model_input, params=None):
-        import numpy as np
-
-        rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
-        out = []
-        for r in rows:
-            imgs, _ = self.gen.sample(int(r["n"]), str(r["cls"]), seed=int(r.get("seed", 0)))
-            out.append(np.asarray(imgs))
-        return out
+MODEL_CODE = {kind: Path(__file__).parent / "model_code" / f"{kind}.py" for kind in ("generator", "classifier")}
 
 
 def _requirements() -> list[str]:
@@ -53,10 +39,11 @@ def _requirements() -> list[str]:
 
 
 def register(name: str, bundle_dir: str | Path, *, score: float, protocol: str, metric: str, higher_is_better: bool = True,
-             tags: dict | None = None, python_model: mlflow.pyfunc.PythonModel | None = None, recorded: dict | None = None,
+             tags: dict | None = None, kind: str = "generator", recorded: dict | None = None,
              ineligible: str | None = None) -> tuple[str, bool]:  # fmt: skip
     """Log `bundle_dir` as a pyfunc model and register it as a new version of `name`.
 
+    `kind` is "generator" or "classifier" (the pyfunc code logged with it).
     `metric`/`score` is the selection figure (validation); `recorded` figures (the test split)
     are tagged on the version and never compared. The `champion` alias moves to it when it is
     eligible (`ineligible` says why not, e.g. a smoke run) and there is no champion yet, or it
@@ -72,7 +59,7 @@ def register(name: str, bundle_dir: str | Path, *, score: float, protocol: str, 
         staged = _stage_bundle(Path(bundle_dir), Path(tmp) / "bundle")
         info = mlflow.pyfunc.log_model(
             name=name,
-            python_model=python_model or BundleModel(),
+            python_model=str(MODEL_CODE[kind]),  # models-from-code: nothing pickled
             artifacts={"bundle": str(staged)},
             pip_requirements=_requirements(),
         )  # linked to the active run, if any
