@@ -138,6 +138,7 @@ class ImageSet:
     masks: np.ndarray | None = None  # bool [N, S, S] where every image has one
     groups: list[str] | None = None
     source: str = ""
+    padding: str = "keep"  # "crop": flat edge bands were cut off before resizing (part of what the pixels are)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -173,23 +174,44 @@ def load_folder(
     classes: list[str] | None = None,
     magnification: int | None = None,
     progress: bool = False,
+    padding: str = "crop",
 ) -> ImageSet:
-    """Read every image of a folder dataset into memory at `size` x `size` (and its masks)."""
-    from ..io import sha256_file
+    """Read every image of a folder dataset into memory at `size` x `size` (and its masks).
 
+    padding="crop" (default) cuts flat bands and scanner margins off each image (and its mask)
+    before the resize, so a GAN never learns frames (see data/background.py); "keep" uses the
+    images as they are. Names and sha256 stay those of the files either way.
+    """
+    from ..io import sha256_file
+    from .background import check_padding_mode, crop_padding, detect_bands
+
+    check_padding_mode(padding, "padding")
     root = Path(root)
     records = require_folder(root, classes, magnification)
     class_names = tuple(classes) if classes else tuple(sorted({r.cls for r in records}))
     imgs, masks, hashes = [], [], []
+    n_cropped = 0
     for i, r in enumerate(records):
-        imgs.append(fit_square(read_rgb(r.path), size))
+        rgb = read_rgb(r.path)
+        bands = detect_bands(rgb) if padding == "crop" else None
+        crop = bands is not None and bands.any() and not bands.flat
+        n_cropped += crop
+        imgs.append(fit_square(crop_padding(rgb, bands) if crop else rgb, size))
         hashes.append(sha256_file(r.path))
         if r.mask is not None:
-            masks.append(fit_square(read_mask(r.mask), size, nearest=True))
+            m = read_mask(r.mask)
+            if crop and m.shape != rgb.shape[:2]:
+                raise DataError(f"{r.mask}: mask is {m.shape[1]}x{m.shape[0]} px but its image is {rgb.shape[1]}x{rgb.shape[0]}; "
+                                "masks must match their images pixel for pixel")  # fmt: skip
+            masks.append(fit_square(crop_padding(m, bands) if crop else m, size, nearest=True))
         if progress and (i + 1) % 50 == 0:
             import sys
 
             print(f"[data] read {i + 1}/{len(records)} images from {root}", file=sys.stderr)
+    if progress and n_cropped:
+        import sys
+
+        print(f"[data] cut flat padding bands off {n_cropped}/{len(records)} images (padding=crop)", file=sys.stderr)
     all_masks = len(masks) == len(records)
     return ImageSet(
         images=np.stack(imgs),
@@ -200,4 +222,5 @@ def load_folder(
         masks=np.stack(masks) if all_masks else None,
         groups=[r.group or str(r.path.relative_to(root)) for r in records],
         source=str(root.resolve()),
+        padding=padding,
     )

@@ -14,20 +14,36 @@ if TYPE_CHECKING:
     from .splits import Manifest
 
 
-def simulated_set(kind: str, n: int, size: int, seed: int) -> ImageSet:
-    """The embedded simulator's images as an ImageSet (no files written)."""
+def simulated_set(kind: str, n: int, size: int, seed: int, padding: str = "crop") -> ImageSet:
+    """The embedded simulator's images as an ImageSet (no files written).
+
+    The simulator pads some images with flat bands, as real folders are; padding="crop" cuts
+    them off and resizes back to `size` exactly as `load_folder` does, "keep" leaves them.
+    sha256 is that of the simulated image as drawn (what a written PNG would hold).
+    """
+    from .background import check_padding_mode, crop_padding, detect_bands
+    from .images import fit_square
     from .simulate import simulate
 
+    check_padding_mode(padding, "padding")
     s = simulate(kind=kind, n=n, size=size, seed=seed)
+    images, masks = s.images.copy(), s.masks.astype(bool)
+    if padding == "crop":
+        for i, im in enumerate(s.images):
+            bands = detect_bands(im)
+            if bands.any() and not bands.flat:
+                images[i] = fit_square(crop_padding(im, bands), size)
+                masks[i] = fit_square(crop_padding(masks[i], bands), size, nearest=True)
     return ImageSet(
-        images=s.images,
+        images=images,
         labels=s.labels.astype(np.int64),
         class_names=tuple(s.class_names),
         names=[f"{c}/{stem}" for c, stem in zip((s.class_names[i] for i in s.labels), s.names)],
         sha256=[hashlib.sha256(im.tobytes()).hexdigest() for im in s.images],
-        masks=s.masks.astype(bool),
+        masks=masks,
         groups=None,
         source=f"simulator:{kind}:n={n}:size={size}:seed={seed}",
+        padding=padding,
     )
 
 
@@ -55,6 +71,7 @@ def load_split(cfg: DataConfig, path, ds: ImageSet | None = None) -> tuple[Image
 
 def load_dataset(cfg: DataConfig, progress: bool = False) -> ImageSet:
     """Load `cfg.root` (a folder dataset) or, when it is None, the embedded simulator."""
+    padding = getattr(cfg, "padding", "crop")  # data.padding once DataConfig has it; crop until then
     if cfg.root:
-        return load_folder(cfg.root, cfg.size, cfg.classes, cfg.magnification, progress=progress)
-    return simulated_set(cfg.sim_kind, cfg.sim_n, cfg.size, cfg.sim_seed)
+        return load_folder(cfg.root, cfg.size, cfg.classes, cfg.magnification, progress=progress, padding=padding)
+    return simulated_set(cfg.sim_kind, cfg.sim_n, cfg.size, cfg.sim_seed, padding=padding)

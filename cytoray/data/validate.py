@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..io import sha256_file
+from .background import detect_bands
 from .folder import Problem, scan_folder
 from .images import read_rgb
 from .splits import SPLITS, duplicate_pairs, phash64
@@ -27,7 +28,7 @@ def validate_folder(
     root = Path(root)
     records, problems = scan_folder(root, magnification=magnification)
     sizes: Counter = Counter()
-    ok, hashes, thumbs = [], [], []
+    ok, hashes, thumbs, padded = [], [], [], []
     for k, r in enumerate(records):
         try:
             arr = read_rgb(r.path)
@@ -35,6 +36,12 @@ def validate_folder(
             problems.append(Problem(str(r.path), str(e).split(": ", 1)[-1]))
             continue
         sizes[f"{arr.shape[1]}x{arr.shape[0]}"] += 1
+        bands = detect_bands(arr)
+        if bands.flat:
+            problems.append(Problem(str(r.path), "the image is one flat colour (no content); remove it"))
+            continue
+        if bands.any():
+            padded.append({"file": str(r.path), **bands.as_dict(), "bands": bands.describe()})
         ok.append(r)
         hashes.append(sha256_file(r.path))
         from .images import fit_square
@@ -67,6 +74,9 @@ def validate_folder(
         "image_sizes": dict(sizes.most_common()),
         "magnifications": {f"{m}X": n for m, n in sorted(mags.items())},
         "masks": sum(1 for r in ok if r.mask is not None),
+        # Flat bands at the edges (padding to a square, scanner margins): not a problem, since
+        # masks exclude them and loading crops them off (padding=crop), but the user should know.
+        "padding": {"images": len(padded), "examples": padded[:10]},
         "duplicates": duplicates,
         "problems": [{"file": p.file, "problem": p.problem} for p in problems],
         "split_ratios": list(ratios),
@@ -84,6 +94,11 @@ def format_report(rep: dict) -> str:
     if rep["magnifications"]:
         lines.append("  BreakHis magnifications: " + ", ".join(f"{m} ({n})" for m, n in rep["magnifications"].items()))
     lines.append(f"  nucleus masks: {rep['masks']}")
+    pad = rep.get("padding") or {"images": 0, "examples": []}
+    if pad["images"]:
+        ex = pad["examples"][0]
+        lines.append(f"  padding bands: {pad['images']} of {rep['n_images']} images (e.g. {Path(ex['file']).name}: {ex['bands']}); "
+                     "nucleus masks exclude them and training crops cut them off (padding=crop)")  # fmt: skip
     for d in rep["duplicates"][:20]:
         lines.append(f"  duplicate ({d['kind']}): {d['a']} ~ {d['b']} (kept in one split when splitting)")
     for p in rep["problems"]:
