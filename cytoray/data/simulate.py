@@ -14,8 +14,11 @@ In histology: benign ducts are round lumens lined by one orderly layer of epithe
 myoepithelial cells; malignant glands are irregular, multilayered or solid, with crowded
 pleomorphic nuclei and single cells infiltrating the stroma.
 
+Real folders add what `acquisition.py` draws: single large Pap-like cells (a quarter of the
+cytology images), per-image stain variation, and flat padding bands (30% of images).
+
 Determinism: image i of a class depends only on np.random.default_rng([seed, kind_id,
-class_id, i]) (geometry) and the same key + [1] (pixel textures). Geometry lives in relative
+class_id, i]) (geometry), the same key + [1] (pixel textures) and key + [2] (acquisition). Geometry lives in relative
 units, so the same scene is rendered at 64 or 256 px.
 """
 
@@ -105,6 +108,7 @@ class SimulatedSet:
     class_names: tuple[str, ...]
     names: list[str]  # file stems, e.g. "benign_0000"
     kind: str  # "cytology" | "histology"
+    scenes: list[str] | None = None  # per image: "smear" | "single_cell" | "tissue", plus "+padded" when banded
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -352,14 +356,36 @@ def _check(kind: str, n: int, size: int, seed: int) -> None:
 
 def render(kind: str, class_id: int, index: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """One image and its nucleus mask: (uint8 [S, S, 3], uint8 [S, S] with 1 = nucleus)."""
+    img, mask, _ = render_scene(kind, class_id, index, size, seed)
+    return img, mask
+
+
+def render_scene(kind: str, class_id: int, index: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+    """`render` plus what was drawn: "smear" | "single_cell" | "tissue", "+padded" when banded.
+
+    Scene (smear field, tissue, or for some cytology images one large cell), then the
+    acquisition: stain variation, camera noise, and for some images padding bands
+    (see acquisition.py; its choices come from a stream of their own, key + [2]).
+    """
+    from .acquisition import P_PADDING, P_SINGLE_CELL, padding_bands, single_cell, stain_variation
+
     kind_id = KINDS.index(kind)
     key = [int(seed), kind_id, int(class_id), int(index)]
     rng = np.random.default_rng(key)  # geometry: identical scene at every size
     trng = np.random.default_rng(key + [1])  # pixel textures: depend on size
+    acq = np.random.default_rng(key + [2])  # acquisition: scene type, stain, padding (class-independent)
     grade = float(rng.beta(*GRADE_BETA[CLASSES[class_id]]))
-    od, mask = (_cytology if kind == "cytology" else _histology)(rng, trng, size, grade)
+    one_cell = kind == "cytology" and acq.uniform() < P_SINGLE_CELL
+    scene = single_cell if one_cell else (_cytology if kind == "cytology" else _histology)
+    od, mask = scene(rng, trng, size, grade)
+    od, illumination = stain_variation(od, acq)
     od += 0.012 * trng.standard_normal(od.shape).astype(np.float32)  # camera noise
-    return od_to_rgb(od, illumination=(0.98, 0.97, 0.98)), mask
+    rgb = od_to_rgb(od, illumination=illumination)
+    name = "single_cell" if one_cell else ("smear" if kind == "cytology" else "tissue")
+    if acq.uniform() < P_PADDING:
+        padding_bands(rgb, mask, acq)
+        name += "+padded"
+    return rgb, mask, name
 
 
 def class_counts(n: int) -> dict[str, int]:
@@ -370,15 +396,16 @@ def class_counts(n: int) -> dict[str, int]:
 def simulate(kind: str = "cytology", n: int = 150, size: int = 64, seed: int = 0) -> SimulatedSet:
     """Simulate `n` images (benign first) of `kind` at `size` px, deterministic for `seed`."""
     _check(kind, n, size, seed)
-    images, masks, labels, names = [], [], [], []
+    images, masks, labels, names, scenes = [], [], [], [], []
     for class_id, name in enumerate(CLASSES):
         for i in range(class_counts(n)[name]):
-            img, m = render(kind, class_id, i, size, seed)
+            img, m, scene = render_scene(kind, class_id, i, size, seed)
             images.append(img)
             masks.append(m)
             labels.append(class_id)
             names.append(f"{name}_{i:04d}")
-    return SimulatedSet(np.stack(images), np.stack(masks), np.asarray(labels, np.int64), CLASSES, names, kind)
+            scenes.append(scene)
+    return SimulatedSet(np.stack(images), np.stack(masks), np.asarray(labels, np.int64), CLASSES, names, kind, scenes)
 
 
 def write_dataset(
@@ -386,6 +413,8 @@ def write_dataset(
 ) -> Path:
     """Write `<out>/<class>/<stem>.png`, `<out>/<class>/masks/<stem>.png` (0/255) and
     `<out>/simulation.json`, all at once (a failure leaves no half-written folder)."""
+    from .acquisition import meta as acquisition_meta
+
     _check(kind, n, size, seed)
     out = Path(out)
     sim = simulate(kind, n, size, seed)
@@ -400,7 +429,8 @@ def write_dataset(
             "counts": class_counts(n), "classes": list(CLASSES), "cytoray_version": __version__,
             "generator": {
                 "module": "cytoray.data.simulate",
-                "rng": "numpy default_rng([seed, kind_id, class_id, index]); textures: key + [1]",
+                "rng": "numpy default_rng([seed, kind_id, class_id, index]); textures: key + [1]; acquisition: key + [2]",
+                "acquisition": acquisition_meta(),
                 "kind_ids": {k: i for i, k in enumerate(KINDS)},
                 "grade_beta": {k: list(v) for k, v in GRADE_BETA.items()},
                 "feature_jitter": FEATURE_JITTER,
