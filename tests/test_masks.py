@@ -1,17 +1,25 @@
-"""Unsupervised nucleus masks: metrics, the pipeline on drawn and simulated images, the
-stardist reference micrograph, and the folder runner (cache, evaluation, errors)."""
+"""Unsupervised nucleus masks: metrics, both methods on drawn and simulated images, a table of
+real-data failure modes rebuilt on simulated scenes (padding, stain shifts, textured nuclei),
+shipped real images (skimage's ihc.png, the stardist micrograph), quality flags, the folder
+runner (cache, evaluation, failures) and the generator-facing MasksConfig / dataset_masks.
+
+Floors were measured on these same inputs (numbers in the comments) and sit a little under them;
+the method itself was tuned on real dev folders (benchmarks/real_data.py), not on these."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
+import re
 
 import numpy as np
 import pytest
 from skimage.draw import disk
 
 from cytoray.errors import ConfigError, DataError
-from cytoray.masks import MaskParams, nucleus_mask, run_masks, stardist_reference
+from cytoray.masks import MaskParams, MasksConfig, dataset_masks, format_summary, nucleus_mask, nucleus_mask_report, run_masks, stardist_reference
+from cytoray.masks.stain import otsu_haematoxylin
 from cytoray.metrics.segmentation import dice, iou
 
 # ----------------------------------------------------------------------------- helpers
@@ -95,17 +103,127 @@ def test_deterministic_and_input_checks():
         nucleus_mask(img.astype(np.float32))
     with pytest.raises(ConfigError, match="polarity"):
         nucleus_mask(img, MaskParams(polarity="sideways"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"masks.method='otsu'.*stain, syncgan"):
+        nucleus_mask(img, method="otsu")
+    with pytest.raises(ConfigError, match=r"masks.keep_level=1.5"):
+        nucleus_mask(img, MaskParams(keep_level=1.5))
 
 
-# Floors sit just under the Dice measured on these same images (seed 0, 8 per kind at 64 px):
-# cytology 0.940, histology 0.952 (n=40 at 64/128 px: cytology 0.93/0.95, histology 0.95/0.96).
-@pytest.mark.parametrize("kind,floor", [("cytology", 0.91), ("histology", 0.91)])
-def test_simulator_dice_floor(kind, floor):
+def test_quality_flags_name_the_problem():
+    from cytoray.data.background import detect_bands
+    from cytoray.masks.quality import quality_flags
+
+    img, truth = drawn_image(seed=4)
+    params, whole = MaskParams(), np.ones(truth.shape, bool)
+
+    def flags(rgb, mask):
+        bands = detect_bands(rgb)
+        return {f["flag"]: f["reason"] for f in quality_flags(rgb, mask, bands.content(), bands, params)}
+
+    assert flags(img, truth) == {}
+    assert "the mask marks background" in flags(img, ~truth)["inverted"]
+    assert "no nucleus found" in flags(img, np.zeros_like(truth))["empty"]
+    assert "covers" in flags(img, whole) and "masks.max_cover=0.6" in flags(img, whole)["covers"]
+    padded = img.copy()
+    padded[:, :12] = (90, 80, 120)  # a purple band on the left, as Herlev pads
+    assert "left 12 px" in flags(padded, truth | (np.arange(truth.shape[1]) < 14)[None, :])["touches_padding"]
+
+
+@pytest.fixture(scope="module")
+def sims64():
     from cytoray.data.simulate import simulate
 
-    sim = simulate(kind, n=8, size=64, seed=0)
-    scores = [dice(nucleus_mask(im), m) for im, m in zip(sim.images, sim.masks)]
-    assert np.mean(scores) > floor, f"{kind}: mean Dice {np.mean(scores):.3f} per image {np.round(scores, 2)}"
+    return {kind: simulate(kind, n=8, size=64, seed=0) for kind in ("cytology", "histology")}
+
+
+# Measured on these images (seed 0, 8 per kind at 64 px): stain cytology 0.833, histology 0.914;
+# syncgan 0.930 / 0.956. The simulator now pads 30% of images and draws Giemsa-like blue
+# cytoplasm that is haematoxylin-like in colour, which costs the stain method on cytology.
+@pytest.mark.parametrize("kind,method,floor", [("cytology", "stain", 0.80), ("histology", "stain", 0.88),
+                                               ("cytology", "syncgan", 0.90), ("histology", "syncgan", 0.93)])  # fmt: skip
+def test_simulator_dice_floor(sims64, kind, method, floor):
+    sim = sims64[kind]
+    scores = [dice(nucleus_mask(im, method=method), m) for im, m in zip(sim.images, sim.masks)]
+    assert np.mean(scores) > floor, f"{kind}/{method}: mean Dice {np.mean(scores):.3f} per image {np.round(scores, 2)}"
+
+
+# ----------------------------------------------------------------------------- failure modes of real data
+
+HUE_SHIFT = np.array([[0.85, 0.10, 0.05], [0.10, 0.85, 0.10], [0.05, 0.05, 0.85]])  # OD mixing: every stain's hue moves
+
+
+def perturb(rgb, mask, pad=None, strength=1.0, hue=False, tint=(1.0, 1.0, 1.0)):
+    """Real-folder trouble on a clean scene: stain strength/hue (in optical density), a tinted
+    illumination, and flat bands (18% of the side) on top and bottom in colour `pad`."""
+    od = -np.log((rgb.astype(np.float64) + 1) / 256)
+    if hue:
+        od = od @ HUE_SHIFT
+    out = np.clip(np.exp(-od * strength) * np.asarray(tint) * 256 - 1, 0, 255).round().astype(np.uint8)
+    mask = mask.astype(bool).copy()
+    if pad is not None:
+        w = int(0.18 * out.shape[0])
+        out[:w], out[-w:], mask[:w], mask[-w:] = pad, pad, False, False
+    return out, mask
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    """Clean scenes at 128 px: one large Pap-like cell at high grade (coarse chromatin, the
+    textured nuclei real smears have) and at low grade, and H&E-like tissue."""
+    from cytoray.data.acquisition import single_cell
+    from cytoray.data.nuclei import od_to_rgb
+    from cytoray.data.simulate import simulate
+
+    out = {}
+    for name, grade in (("cell_hi", 0.9), ("cell_lo", 0.15)):
+        od, m = single_cell(np.random.default_rng([3, 1]), np.random.default_rng([3, 2]), 128, grade)
+        out[name] = (od_to_rgb(od), m)
+    sim = simulate("histology", n=6, size=128, seed=2)
+    i = next(k for k, sc in enumerate(sim.scenes) if sc == "tissue" and sim.labels[k] == 1)
+    out["tissue"] = (sim.images[i], sim.masks[i])
+    return out
+
+
+# (scene, perturbation, stain-method Dice floor). Measured stain / syncgan / Otsu-on-H Dice:
+# cell_hi 0.99/0.83/0.99; cell_hi dark pad 0.99/0.83/0.36; cell_hi faint 0.99/0.88/0.99;
+# cell_hi hue+tint 0.98/0.85/0.99; cell_lo grey pad 1.00/0.98/0.99; tissue pad 0.78/0.95/0.84;
+# tissue strong 0.92/0.95/0.90 (means over 3 seeds in development; this table uses one).
+FAILURE_MODES = [
+    ("cell_hi", {}, 0.95),
+    ("cell_hi", {"pad": (70, 60, 95)}, 0.95),
+    ("cell_hi", {"strength": 0.6}, 0.95),
+    ("cell_hi", {"hue": True, "tint": (0.97, 0.87, 0.92)}, 0.93),
+    ("cell_lo", {"pad": (180, 178, 185)}, 0.95),
+    ("tissue", {"pad": (150, 140, 160)}, 0.70),
+    ("tissue", {"strength": 1.4}, 0.75),
+]
+
+
+@pytest.mark.parametrize("scene,change,floor", FAILURE_MODES, ids=[f"{s}-{'+'.join(c) or 'clean'}" for s, c, _ in FAILURE_MODES])
+def test_failure_modes_table(scenes, scene, change, floor):
+    from cytoray.data.background import detect_bands, touches_padding
+
+    rgb, truth = perturb(*scenes[scene], **change)
+    mask, info = nucleus_mask_report(rgb)
+    d = dice(mask, truth)
+    assert d > floor, f"{scene} {change}: Dice {d:.3f}"
+    assert [f["flag"] for f in info["flags"]] == []  # never inverted, empty, too large or on the padding
+    bands = detect_bands(rgb)
+    assert bands.any() == ("pad" in change) and not touches_padding(mask, bands)
+    if "pad" in change:  # the floor method marks the band whenever it is darker than the glass
+        assert touches_padding(otsu_haematoxylin(rgb), bands) or change["pad"][0] > 150
+
+
+def test_textured_nucleus_is_filled_not_holed(scenes):
+    """Coarse chromatin (dark clumps, clear spaces): the RGB method leaves holes, the stain
+    method one solid nucleus (measured Dice 0.99 vs 0.83, holes 0 vs many pixels)."""
+    from scipy import ndimage
+
+    rgb, truth = scenes["cell_hi"]
+    stain, paper = nucleus_mask(rgb), nucleus_mask(rgb, method="syncgan")
+    holes = lambda m: int((ndimage.binary_fill_holes(m) & ~m).sum())  # noqa: E731
+    assert holes(stain) == 0 < holes(paper)
+    assert dice(stain, truth) > dice(paper, truth) + 0.08
 
 
 # ----------------------------------------------------------------------------- real reference
@@ -117,10 +235,28 @@ def test_stardist_reference_dice_floor():
     except DataError as e:
         pytest.skip(f"stardist data files not installed ({e})")
     assert rgb.dtype == np.uint8 and rgb.shape == (*truth.shape, 3) and 0.1 < truth.mean() < 0.3
-    pred = nucleus_mask(rgb)
+    pred, info = nucleus_mask_report(rgb)
+    # A dark field: the stain method hands it to the bright-polarity GMM (no stain to deconvolve).
     # Measured 0.898 Dice / 0.815 IoU with the default parameters.
+    assert info["polarity"] == "bright" and info["flags"] == []
     assert dice(pred, truth) > 0.87
     assert iou(pred, truth) > 0.78
+
+
+def test_ihc_haematoxylin_nuclei_not_dab():
+    """skimage's ihc.png (shipped, offline): blue haematoxylin nuclei among brown DAB membranes.
+    Measured: DAB basis chosen, Dice 0.854 against Otsu on rgb2hed's H (the right floor for
+    IHC), mean H 0.036 in the mask vs 0.013 outside, mean DAB 0.064 in vs 0.055 outside (the
+    RGB method: 0.108 vs 0.041, it marks the brown)."""
+    from skimage import color, data
+
+    rgb = data.immunohistochemistry()
+    hed = color.rgb2hed(rgb)
+    mask, info = nucleus_mask_report(rgb)
+    assert info["stains"] == "h-dab" and info["flags"] == []
+    assert hed[..., 0][mask].mean() > 2 * hed[..., 0][~mask].mean()  # not inverted: the mask is haematoxylin
+    assert dice(mask, otsu_haematoxylin(rgb)) > 0.8
+    assert hed[..., 2][mask].mean() < 1.5 * hed[..., 2][~mask].mean()  # brown membranes are left out
 
 
 def test_stardist_missing_is_a_data_error(monkeypatch):
@@ -162,6 +298,24 @@ def test_run_masks_writes_evaluates_and_caches(mask_dataset, tmp_path, capsys):
     # Other parameters are another cache key: nothing stale is served.
     third = run_masks(mask_dataset, tmp_path / "out3", params=MaskParams(threshold_offset=0.05), cache_dir=out / ".cache", progress=False)
     assert third["cache_hits"] == 0 and "dice" not in third
+    # ...and so is another method, reported as such.
+    paper = run_masks(mask_dataset, tmp_path / "out4", evaluate=True, cache_dir=out / ".cache", progress=False, method="syncgan")
+    assert paper["cache_hits"] == 0 and paper["method"] == "syncgan" and paper["params"]["method"] == "syncgan"
+    assert paper["dice"] != first["dice"]
+
+
+def test_run_masks_reports_failures_per_image(mask_dataset, tmp_path):
+    summary = run_masks(mask_dataset, tmp_path / "out", evaluate=True, progress=False)
+    rows = json.loads((tmp_path / "out" / "summary.json").read_text())["images"]
+    assert len(rows) == 4 and all({"dice", "iou", "flags", "padding", "fail"} <= set(r) for r in rows)
+    assert summary["failed"] == sum(r["fail"] for r in rows) and summary["failed_share"] == summary["failed"] / 4
+    assert set(summary["flags"]) == {"empty", "inverted", "covers", "touches_padding"}
+    assert summary["padded"] == sum(1 for r in rows if r["padding"])  # the simulator pads some images
+    strict = run_masks(mask_dataset, tmp_path / "strict", evaluate=True, progress=False, fail_dice=0.999)
+    assert strict["failed"] == 4 and strict["failed_share"] == 1.0
+    assert all(any(x.startswith("dice ") and x.endswith("< 0.999") for x in f["reasons"]) for f in strict["failures"])
+    text = format_summary(strict, rows)
+    assert "failed: 4/4 (100%)" in text and text.count(" dice ") >= 4 and "FAIL" in text and "min" in text
 
 
 def test_run_masks_errors(tmp_path, mask_dataset):
@@ -178,3 +332,36 @@ def test_run_masks_errors(tmp_path, mask_dataset):
         run_masks(no_gt, tmp_path / "o2", evaluate=True, progress=False)
     with pytest.raises(DataError, match="inside the dataset"):
         run_masks(mask_dataset, mask_dataset / "pred", progress=False)
+
+
+# ----------------------------------------------------------------------------- generator-facing config
+
+
+@pytest.mark.parametrize("key,value,word", [("source", "drawn", "masks.source='drawn'"), ("method", "otsu", "masks.method='otsu'"),
+                                            ("polarity", "up", "masks.polarity='up'"), ("max_cover", 0.0, "masks.max_cover=0.0"),
+                                            ("on_flag", "ignore", "masks.on_flag='ignore'"), ("exclude_padding", "yes", "masks.exclude_padding")])  # fmt: skip
+def test_masks_config_validate_names_the_key(key, value, word):
+    cfg = MasksConfig(**{key: value})
+    with pytest.raises(ConfigError, match=re.escape(word)):
+        cfg.validate()
+
+
+def test_dataset_masks_sources_padding_and_flags():
+    from cytoray.data.background import detect_bands
+    from cytoray.data.source import simulated_set
+
+    ds = simulated_set("cytology", 8, 64, 0, padding="keep")
+    padded = [i for i in range(len(ds)) if detect_bands(ds.images[i]).any()]
+    assert padded, "the simulator should pad some of these images"
+    masks = dataset_masks(ds, MasksConfig())
+    assert masks.dtype == bool and masks.shape == ds.images.shape[:3]
+    for i in padded:  # never a nucleus on (or next to) a band
+        assert not (masks[i] & ~detect_bands(ds.images[i]).content()).any()
+    assert np.mean([dice(m, t) for m, t in zip(masks, ds.masks)]) > 0.75
+    assert np.array_equal(dataset_masks(ds, MasksConfig(source="ground_truth")), ds.masks)
+    no_gt = dataclasses.replace(ds, masks=None)
+    with pytest.raises(DataError, match="masks.source=ground_truth but not every image has a ground-truth mask"):
+        dataset_masks(no_gt, MasksConfig(source="ground_truth"))
+    blank = dataclasses.replace(ds, images=np.full_like(ds.images, 200))  # nothing to find anywhere
+    with pytest.raises(DataError, match=r"8/8 stain masks flagged, e.g. benign/benign_0000 \(empty: the image is one flat colour"):
+        dataset_masks(blank, MasksConfig(on_flag="error"))

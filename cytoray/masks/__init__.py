@@ -1,11 +1,16 @@
-"""Unsupervised nucleus masks (SynCGAN §3.2): histogram stretch → gray → local threshold → GMM.
+"""Unsupervised nucleus masks: stain-aware by default (colour deconvolution, then the SynCGAN
+§3.2 steps on the haematoxylin channel), the SynCGAN-paper RGB method for reproduction.
 
-`nucleus_mask` segments one image; `run_masks` a folder dataset (cached, optionally scored
-against ground truth); `stardist_reference` loads a real micrograph with real masks.
+`nucleus_mask` segments one image (`nucleus_mask_report` adds padding and quality flags);
+`run_masks` a folder dataset (cached, optionally scored against ground truth);
+`dataset_masks` gives a generator its training masks from a `MasksConfig`;
+`stardist_reference` loads a real micrograph with real masks.
 """
 
+from .config import MasksConfig, dataset_masks
 from .reference import stardist_reference
-from .run import run_masks
-from .unsupervised import MaskParams, nucleus_mask
+from .run import format_summary, run_masks
+from .unsupervised import METHODS, MaskParams, nucleus_mask, nucleus_mask_report
 
-__all__ = ["MaskParams", "nucleus_mask", "run_masks", "stardist_reference"]
+__all__ = ["METHODS", "MaskParams", "MasksConfig", "dataset_masks", "format_summary", "nucleus_mask",
+           "nucleus_mask_report", "run_masks", "stardist_reference"]

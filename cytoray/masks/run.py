@@ -3,13 +3,17 @@
     <data>/<class>/<name>.png            →  <out>/<class>/<name>.png     (0/255 PNG)
     <data>/<class>/masks/<name>.png      →  ground truth for --evaluate  (nonzero = nucleus)
 
-A mask is cached under the image's sha256 plus a hash of the parameters, so a rerun (or a
-second output folder over the same images) recomputes nothing that is already known.
+A mask is cached under the image's sha256 plus a hash of the parameters (method included),
+so a rerun (or a second output folder over the same images) recomputes nothing already known.
+Every image gets quality flags (empty, inverted, covers, touches_padding; see quality.py) and,
+with ground truth, Dice/IoU; an image fails when it has a flag or its Dice is under
+`fail_dice`. The summary gives the share that fail, so a method is chosen by measurement.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -18,12 +22,14 @@ import numpy as np
 from ..errors import DataError
 from ..io import save_png, sha256_file, stable_hash, write_json
 from ..metrics.segmentation import dice, iou
-from .unsupervised import MaskParams, nucleus_mask
+from .quality import FLAGS
+from .unsupervised import MaskParams, nucleus_mask_report
 
 # Bump when nucleus_mask changes what it computes for the same parameters: old cache entries
 # then stop matching instead of being served as if current.
-ALGORITHM_VERSION = 1
+ALGORITHM_VERSION = 2
 SUMMARY_NAME = "summary.json"
+FAIL_DICE = 0.3  # an image whose mask scores under this Dice against ground truth has failed
 
 # ----------------------------------------------------------------------------- listing
 
@@ -65,19 +71,22 @@ def _check_unique(records: list, data: Path) -> None:
 # ----------------------------------------------------------------------------- cache
 
 
-def _cached_mask(rgb_path: Path, cache_dir: Path, key: str, params: MaskParams) -> tuple[np.ndarray, bool]:
-    """(mask, was_cached). Cache files are 0/255 PNGs named <image sha256>-<params hash>.png."""
+def _cached_mask(rgb_path: Path, cache_dir: Path, key: str, params: MaskParams) -> tuple[np.ndarray, dict, bool]:
+    """(mask, report, was_cached). Cache entries: <image sha256>-<params hash>.png (0/255) and
+    .json (flags, padding, polarity), so a cached image is not even read again."""
     from ..data.images import read_mask, read_rgb
 
     entry = cache_dir / f"{sha256_file(rgb_path)}-{key}.png"
-    if entry.is_file():
+    side = entry.with_suffix(".json")
+    if entry.is_file() and side.is_file():
         try:
-            return read_mask(entry), True
-        except DataError:
+            return read_mask(entry), json.loads(side.read_text()), True
+        except (DataError, ValueError, OSError):
             pass  # a damaged cache entry is recomputed, never trusted
-    mask = nucleus_mask(read_rgb(rgb_path), params)
+    mask, info = nucleus_mask_report(read_rgb(rgb_path), params)
     save_png(entry, mask.astype(np.uint8) * 255)
-    return mask, False
+    write_json(side, info)
+    return mask, info, False
 
 
 # ----------------------------------------------------------------------------- run
@@ -90,16 +99,22 @@ def run_masks(
     params: MaskParams | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    method: str | None = None,
+    fail_dice: float = FAIL_DICE,
 ) -> dict:
-    """Write an unsupervised nucleus mask for every image of a folder dataset.
+    """Write a nucleus mask for every image of a folder dataset (`method` overrides params.method).
 
-    Returns a JSON-able summary: n, cache_hits, out, params, and with `evaluate` the mean
-    dice/iou over the n_evaluated images that have ground truth (also per class). The
-    summary is also written to <out>/summary.json. Raises DataError for a missing folder, no
-    images, or `evaluate` without any ground-truth mask.
+    Returns a JSON-able summary: n, cache_hits, out, method, params, flags (count per flag),
+    failed / failed_share (images with a flag, or with Dice < fail_dice), padded (images with
+    padding bands), failures (image + reasons), and with `evaluate` the mean dice/iou and
+    dice_min over the n_evaluated images that have ground truth (also per class). The summary
+    plus one row per image is written to <out>/summary.json. Raises DataError for a missing
+    folder, no images, or `evaluate` without any ground-truth mask.
     """
     data, out = Path(data), Path(out)
     params = params or MaskParams()
+    if method is not None:
+        params = dataclasses.replace(params, method=method)
     params.validate()
     records = _list_images(data)
     if out.resolve().is_relative_to(data.resolve()):
@@ -108,8 +123,8 @@ def run_masks(
     _check_unique(records, data)
     if evaluate and not any(r.mask for r in records):
         raise DataError(
-            f"{data}: --evaluate needs ground-truth masks at <class>/masks/<name>.png and there are none; "
-            "add them or drop --evaluate"
+            f"{data}: --eval needs ground-truth masks at <class>/masks/<name>.png and there are none; "
+            "add them or drop --eval"
         )
     cache = Path(cache_dir) if cache_dir is not None else out / ".cache"
     pdict = dataclasses.asdict(params)
@@ -118,23 +133,61 @@ def run_masks(
     hits, scores, per_image = 0, [], []
     every = max(1, len(records) // 20)  # about 20 progress lines whatever the dataset size
     for i, rec in enumerate(records, 1):
-        mask, cached = _cached_mask(rec.path, cache, key, params)
+        mask, info, cached = _cached_mask(rec.path, cache, key, params)
         hits += cached
         name = _out_name(rec, data)
         save_png(out / name, mask.astype(np.uint8) * 255)
-        row = {"image": str(rec.path), "mask": str(out / name), "class": rec.cls, "cached": cached}
+        row = {"image": str(rec.path), "mask": str(out / name), "class": rec.cls, "cached": cached,
+               "flags": info["flags"], "padding": info.get("padding"), "polarity": info.get("polarity")}  # fmt: skip
         if evaluate and rec.mask is not None:
             row.update(_score(mask, rec.mask))
             scores.append((rec.cls, row["dice"], row["iou"]))
+        row["fail"] = bool(row["flags"]) or row.get("dice", 1.0) < fail_dice
         per_image.append(row)
         if progress and (i % every == 0 or i == len(records)):
             print(f"[masks] {i}/{len(records)} {name} ({hits} cached)", file=sys.stderr, flush=True)
 
-    summary: dict = {"n": len(records), "cache_hits": hits, "out": str(out), "params": pdict, "cache_dir": str(cache)}
+    failed = [r for r in per_image if r["fail"]]
+    summary: dict = {
+        "n": len(records), "cache_hits": hits, "out": str(out), "method": params.method, "params": pdict,
+        "cache_dir": str(cache), "fail_dice": fail_dice,
+        "flags": {f: sum(any(x["flag"] == f for x in r["flags"]) for r in per_image) for f in FLAGS},
+        "padded": sum(1 for r in per_image if r["padding"]),
+        "failed": len(failed), "failed_share": len(failed) / len(per_image),
+        "failures": [{"image": r["image"], "reasons": _reasons(r, fail_dice)} for r in failed],
+    }  # fmt: skip
     if evaluate:
         summary.update(_aggregate(scores))
     write_json(out / SUMMARY_NAME, {**summary, "images": per_image})
     return summary
+
+
+def _reasons(row: dict, fail_dice: float) -> list[str]:
+    out = [f"{f['flag']}: {f['reason']}" for f in row["flags"]]
+    if row.get("dice", 1.0) < fail_dice:
+        out.append(f"dice {row['dice']:.3f} < {fail_dice:g}")
+    return out
+
+
+def format_summary(summary: dict, images: list[dict] | None = None) -> str:
+    """Text report for `cytoray masks`: per-image Dice/IoU (when given rows with scores), the
+    flag counts, the failure share and each failure's reasons."""
+    lines = [f"{summary['n']} masks ({summary['method']}) in {summary['out']} ({summary['cache_hits']} from cache, "
+             f"{summary['padded']} images with padding bands excluded)"]  # fmt: skip
+    for r in images or []:
+        if "dice" in r:
+            lines.append(f"  {Path(r['image']).name:<40} dice {r['dice']:.3f}  iou {r['iou']:.3f}{'  FAIL' if r['fail'] else ''}")
+    if "dice" in summary:
+        lines.append(f"dice {summary['dice']:.3f} (min {summary['dice_min']:.3f})  iou {summary['iou']:.3f} over {summary['n_evaluated']} images with ground truth")
+        for c, s in summary["per_class"].items():
+            lines.append(f"  {c:<20} n={s['n']:<5} dice {s['dice']:.3f}  iou {s['iou']:.3f}")
+    flags = ", ".join(f"{k} {v}" for k, v in summary["flags"].items() if v) or "none"
+    lines.append(f"failed: {summary['failed']}/{summary['n']} ({summary['failed_share']:.0%}); flags: {flags}")
+    for f in summary["failures"][:20]:
+        lines.append(f"  FAIL {f['image']}: {'; '.join(f['reasons'])}")
+    if len(summary["failures"]) > 20:
+        lines.append(f"  ... and {len(summary['failures']) - 20} more in {Path(summary['out']) / SUMMARY_NAME}")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -162,6 +215,7 @@ def _aggregate(scores: list[tuple[str, float, float]]) -> dict:
     return {
         "n_evaluated": len(scores),
         "dice": float(np.mean([s for _, s, _ in scores])),
+        "dice_min": float(np.min([s for _, s, _ in scores])),
         "iou": float(np.mean([s for _, _, s in scores])),
         "per_class": by_class,
     }

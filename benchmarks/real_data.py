@@ -1,0 +1,202 @@
+"""Nucleus masks on real folders: Dice/IoU per method, failures, padding, and a side-by-side PNG.
+
+    python benchmarks/real_data.py --he ../shared/data/brecahad_he --cyto ../shared/data/herlev_dev --out /tmp/real_data
+
+--he   H&E tiles with ground truth: <dir>/images/*.jpg + <dir>/masks/<same stem>.* (BreCaHAD
+       layout), or a cytoray dataset folder <dir>/<class>/*.png with <class>/masks/.
+--cyto cytology folder without ground truth: <dir>/<class>/*.jpg (Herlev layout).
+
+Methods: `stain` (cytoray's default), `syncgan` (the SynCGAN-paper method, RGB), and
+`otsu_h` (Otsu on the haematoxylin channel, 5 lines: the floor). For every method and folder it
+prints mean/min Dice and IoU (where there is ground truth), failures (Dice < --fail-dice, or a
+quality flag: empty / inverted / covers / touches_padding), and how many masks touch a padding
+band; it writes per-image rows to <out>/real_data.json and one PNG per folder (image, then
+each method's mask outline; ground truth in green) to <out>/.
+
+Sections: `masks` now. A `--syncgan` section (short SynCGAN run on the cytology folder, grid
+of real vs synthetic per class, FID/KID per class against the real-vs-real baseline) belongs
+after `section_masks` once the generator restructure lands; it is not in this file yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cytoray.data.background import Bands, detect_bands, touches_padding  # noqa: E402
+from cytoray.data.images import IMAGE_EXTS, read_mask, read_rgb  # noqa: E402
+from cytoray.io import save_png, write_json  # noqa: E402
+from cytoray.masks.quality import quality_flags  # noqa: E402
+from cytoray.masks.stain import otsu_haematoxylin  # noqa: E402
+from cytoray.masks.unsupervised import MaskParams, nucleus_mask_report  # noqa: E402
+from cytoray.metrics.segmentation import dice, iou  # noqa: E402
+
+METHODS = ("stain", "syncgan", "otsu_h")
+PANEL = 256  # px: each image is shown at this height in the side-by-side PNG
+
+# ----------------------------------------------------------------------------- listing
+
+
+def list_pairs(root: Path) -> list[tuple[Path, Path | None]]:
+    """(image, ground truth or None) for a BreCaHAD-style or cytoray-style folder."""
+    if not root.is_dir():
+        sys.exit(f"{root}: folder not found; pass a folder of real images")
+    if (root / "images").is_dir():
+        out = []
+        for img in sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_EXTS):
+            gt = next((root / "masks" / f"{img.stem}{e}" for e in IMAGE_EXTS if (root / "masks" / f"{img.stem}{e}").is_file()), None)
+            out.append((img, gt))
+        return out
+    from cytoray.data.folder import scan_folder
+
+    records, _ = scan_folder(root)
+    return [(r.path, r.mask) for r in records]
+
+
+# ----------------------------------------------------------------------------- one image
+
+
+def run_method(method: str, rgb: np.ndarray, bands: Bands) -> tuple[np.ndarray, list[dict]]:
+    if method == "otsu_h":
+        mask = otsu_haematoxylin(rgb)
+        return mask, quality_flags(rgb, mask, np.ones(mask.shape, bool), bands, MaskParams())
+    mask, info = nucleus_mask_report(rgb, MaskParams(method=method))
+    return mask, info["flags"]
+
+
+def read_truth(path: Path) -> np.ndarray:
+    """Ground truth as bool; JPEG masks are thresholded at 127 (compression noise stays out)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        a = np.asarray(im.convert("L"))
+    return a > 127 if path.suffix.lower() in (".jpg", ".jpeg") else read_mask(path)
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def section_masks(name: str, root: Path, methods: list[str], out: Path, fail_dice: float, limit: int | None) -> dict:
+    pairs = list_pairs(root)[:limit]
+    rows, panels = [], []
+    t0 = time.perf_counter()
+    for k, (img_path, gt_path) in enumerate(pairs):
+        rgb = read_rgb(img_path)
+        bands = detect_bands(rgb)
+        truth = read_truth(gt_path) if gt_path else None
+        row = {"image": str(img_path), "padding": bands.describe() if bands.any() else None}
+        masks = {}
+        for m in methods:
+            mask, flags = run_method(m, rgb, bands)
+            masks[m] = mask
+            r = {"flags": [f["flag"] for f in flags], "touches_padding": touches_padding(mask, bands), "cover": float(mask.mean())}
+            if truth is not None:
+                r.update(dice=dice(mask, truth), iou=iou(mask, truth))
+            r["fail"] = bool(r["flags"]) or (truth is not None and r["dice"] < fail_dice)
+            row[m] = r
+        rows.append(row)
+        if k < 12 or k % max(1, len(pairs) // 12) == 0:
+            panels.append(_panel(rgb, masks, truth, methods))
+        print(f"[{name}] {k + 1}/{len(pairs)} {img_path.name} " + " ".join(
+            f"{m}={row[m].get('dice', row[m]['cover']):.2f}{'!' if row[m]['fail'] else ''}" for m in methods), file=sys.stderr, flush=True)
+    summary = {m: _summary(rows, m) for m in methods}
+    summary["_n"], summary["_seconds"] = len(rows), round(time.perf_counter() - t0, 1)
+    summary["_padded_images"] = sum(1 for r in rows if r["padding"])
+    _save_grid(out / f"{name}_masks.png", panels)
+    return {"summary": summary, "images": rows}
+
+
+def _summary(rows: list[dict], m: str) -> dict:
+    d = [r[m]["dice"] for r in rows if "dice" in r[m]]
+    s = {"n": len(rows), "failures": sum(r[m]["fail"] for r in rows), "touch_padding": sum(r[m]["touches_padding"] for r in rows)}
+    for flag in ("empty", "inverted", "covers", "touches_padding"):
+        s[f"flag_{flag}"] = sum(flag in r[m]["flags"] for r in rows)
+    if d:
+        j = [r[m]["iou"] for r in rows if "iou" in r[m]]
+        s.update(dice=float(np.mean(d)), dice_min=float(np.min(d)), iou=float(np.mean(j)))
+    return s
+
+
+# ----------------------------------------------------------------------------- pictures
+
+
+def _panel(rgb: np.ndarray, masks: dict, truth: np.ndarray | None, methods: list[str]) -> np.ndarray:
+    """[image | image + outline of each method's mask] at PANEL px high (truth outline green)."""
+    from PIL import Image
+    from skimage.segmentation import find_boundaries
+
+    def fit(a, nearest=False):
+        h, w = a.shape[:2]
+        im = Image.fromarray(a.astype(np.uint8) * (255 if a.dtype == bool else 1))
+        im = im.resize((max(1, round(w * PANEL / h)), PANEL), Image.NEAREST if nearest else Image.BILINEAR)
+        out = np.asarray(im)
+        return out > 127 if a.dtype == bool else out
+
+    base = fit(rgb)
+    tiles = [base]
+    for m in methods:
+        t = base.copy()
+        if truth is not None:
+            t[find_boundaries(fit(truth, True))] = (0, 255, 0)
+        t[find_boundaries(fit(masks[m], True))] = (255, 255, 0)
+        tiles.append(t)
+    return np.concatenate(tiles, axis=1)
+
+
+def _save_grid(path: Path, panels: list[np.ndarray]) -> None:
+    if not panels:
+        return
+    w = max(p.shape[1] for p in panels)
+    rows = [np.pad(p, ((0, 4), (0, w - p.shape[1]), (0, 0)), constant_values=255) for p in panels]
+    save_png(path, np.concatenate(rows, axis=0))
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def _table(name: str, summary: dict, methods: list[str]) -> str:
+    has_gt = any("dice" in summary[m] for m in methods)
+    head = f"{name} ({summary['_n']} images, {summary['_padded_images']} with padding bands, {summary['_seconds']}s)"
+    lines = [head, f"  {'method':<8} " + ("  dice  (min)   iou " if has_gt else "") + " failures  touch_pad  empty inverted covers"]
+    for m in methods:
+        s = summary[m]
+        gt = f" {s['dice']:.3f} ({s['dice_min']:.3f}) {s['iou']:.3f}" if "dice" in s else ""
+        lines.append(f"  {m:<8}{gt}  {s['failures']:>4}/{s['n']:<4} {s['touch_padding']:>6}    "
+                     f"{s['flag_empty']:>5} {s['flag_inverted']:>8} {s['flag_covers']:>6}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--he", type=Path, help="H&E folder with ground-truth masks")
+    ap.add_argument("--cyto", type=Path, help="cytology folder (no ground truth needed)")
+    ap.add_argument("--out", type=Path, required=True, help="where the PNGs and real_data.json go (outside the repository)")
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
+    ap.add_argument("--fail-dice", type=float, default=0.3, help="an image below this Dice counts as a failure")
+    ap.add_argument("--limit", type=int, default=None, help="first N images per folder (quick looks)")
+    a = ap.parse_args()
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    if bad := [m for m in methods if m not in METHODS]:
+        ap.error(f"--methods: unknown {', '.join(bad)}; valid: {', '.join(METHODS)}")
+    if not (a.he or a.cyto):
+        ap.error("give --he and/or --cyto")
+    if a.out.resolve().is_relative_to(ROOT):
+        ap.error(f"--out {a.out} is inside the repository; write figures elsewhere (e.g. /tmp/real_data)")
+    report = {}
+    for name, root in (("he", a.he), ("cyto", a.cyto)):
+        if root:
+            report[name] = section_masks(name, root, methods, a.out, a.fail_dice, a.limit)
+            print(_table(f"{name}: {root}", report[name]["summary"], methods), flush=True)
+    write_json(a.out / "real_data.json", report)
+    print(f"wrote {a.out / 'real_data.json'} and {', '.join(f'{n}_masks.png' for n in report)} in {a.out}")
+
+
+if __name__ == "__main__":
+    main()

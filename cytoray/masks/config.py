@@ -1,0 +1,86 @@
+"""What a study sets about nucleus masks, and the masks a generator trains on.
+
+    masks:
+      source: unsupervised      # or ground_truth (<class>/masks/ files)
+      method: stain             # or syncgan (the paper's RGB method, for reproduction)
+
+`dataset_masks(ds, cfg)` is the one place a generator gets its masks from: ground truth when
+asked for (and present), otherwise computed per image with the configured method, padding
+bands excluded, and every image's quality flags checked (`on_flag`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Literal
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from .unsupervised import METHODS, MaskParams, nucleus_mask_report
+
+SOURCES = ("unsupervised", "ground_truth")
+ON_FLAG = ("warn", "error")
+
+
+@dataclasses.dataclass
+class MasksConfig:
+    source: Literal["unsupervised", "ground_truth"] = "unsupervised"  # paper: unsupervised masks (§3.2); ground_truth for ablations
+    method: Literal["stain", "syncgan"] = "stain"  # stain: beats Otsu-on-H on real H&E/Pap (benchmarks/real_data.py); syncgan: the paper's
+    polarity: Literal["auto", "dark", "bright"] = "auto"  # auto: brightfield unless the field is black (fluorescence)
+    exclude_padding: bool = True  # flat bands at the edges never hold nuclei; a mask along them teaches the GANs frames
+    max_cover: float = 0.6  # flag a mask over this share of the image (a large nucleus close-up reaches ~0.45)
+    on_flag: Literal["warn", "error"] = "warn"  # flagged masks (empty/inverted/covers/padding): list them, or refuse to train
+
+    def validate(self) -> None:
+        """Reject bad values before any job starts; errors name the key."""
+        if self.source not in SOURCES:
+            raise ConfigError(f"masks.source={self.source!r}: use one of {', '.join(SOURCES)}")
+        if self.method not in METHODS:
+            raise ConfigError(f"masks.method={self.method!r}: use one of {', '.join(METHODS)}")
+        if self.polarity not in ("auto", "dark", "bright"):
+            raise ConfigError(f"masks.polarity={self.polarity!r}: use auto, dark (brightfield) or bright (fluorescence)")
+        if not isinstance(self.exclude_padding, bool):
+            raise ConfigError(f"masks.exclude_padding={self.exclude_padding!r}: use true or false")
+        if not 0 < self.max_cover <= 1:
+            raise ConfigError(f"masks.max_cover={self.max_cover}: give a share of the image in (0, 1]")
+        if self.on_flag not in ON_FLAG:
+            raise ConfigError(f"masks.on_flag={self.on_flag!r}: use warn (list flagged images) or error (refuse to train)")
+
+    def params(self) -> MaskParams:
+        """The per-image parameters these settings stand for (defaults for everything else)."""
+        return MaskParams(method=self.method, polarity=self.polarity, exclude_padding=self.exclude_padding, max_cover=self.max_cover)
+
+
+def dataset_masks(ds, cfg: MasksConfig, progress: bool = False) -> np.ndarray:
+    """bool [N, S, S] nucleus masks of an ImageSet for generator training.
+
+    ground_truth: the dataset's own masks (DataError when it has none). unsupervised: one mask
+    per image with cfg.method, padding excluded; images whose mask is flagged are listed on
+    stderr (on_flag=warn) or refused with a DataError naming them (on_flag=error).
+    """
+    cfg.validate()
+    if cfg.source == "ground_truth":
+        if ds.masks is None:
+            raise DataError(
+                f"{ds.source or 'dataset'}: masks.source=ground_truth but not every image has a ground-truth mask "
+                "(<class>/masks/<name>.png); add them or set masks.source=unsupervised"
+            )
+        return np.asarray(ds.masks, dtype=bool)
+    params = cfg.params()
+    out = np.zeros(ds.images.shape[:3], dtype=bool)
+    flagged: list[str] = []
+    for i, img in enumerate(ds.images):
+        out[i], info = nucleus_mask_report(img, params)
+        if info["flags"]:
+            flagged.append(f"{ds.names[i]} ({'; '.join(f['flag'] + ': ' + f['reason'] for f in info['flags'])})")
+        if progress and (i + 1) % 50 == 0:
+            print(f"[masks] {i + 1}/{len(ds)} {cfg.method} masks", file=sys.stderr, flush=True)
+    if flagged:
+        msg = f"{len(flagged)}/{len(ds)} {cfg.method} masks flagged, e.g. {flagged[0]}"
+        if cfg.on_flag == "error":
+            raise DataError(f"{ds.source or 'dataset'}: {msg}; check them with `cytoray masks --data ... --eval` "
+                            "or set masks.on_flag=warn")  # fmt: skip
+        print(f"[masks] warning: {msg}", file=sys.stderr, flush=True)
+    return out
