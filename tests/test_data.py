@@ -233,3 +233,84 @@ def test_load_split_reuses_only_a_matching_manifest(folder_dataset, tmp_path, ca
         _, back = load_split(cfg, path)  # and the original settings give the original split back
         assert back.hash == m.hash
         capsys.readouterr()
+
+
+# ----------------------------------------------------------------------------- padding bands
+
+
+def _textured(size: int = 64, seed: int = 0) -> np.ndarray:
+    """A pale field with camera noise and dark blobs: real content has texture, padding none."""
+    rng = np.random.default_rng(seed)
+    img = np.clip(rng.normal(225, 6, (size, size, 3)), 0, 255).astype(np.uint8)
+    for _ in range(6):
+        r, c = rng.integers(8, size - 8, 2)
+        img[r - 3 : r + 3, c - 3 : c + 3] = (80, 50, 130)
+    return img
+
+
+def test_detect_bands_cases(tmp_path):
+    from PIL import Image
+
+    from cytoray.data.background import detect_bands
+
+    clean = _textured()
+    assert not detect_bands(clean).any()  # textured content at every edge: nothing to cut
+    tb = clean.copy()
+    tb[:10], tb[-7:] = (147, 137, 164), (147, 137, 164)  # Herlev-style: padded to a square, mauve
+    b = detect_bands(tb)
+    assert (b.top, b.bottom, b.left, b.right) == (10, 7, 0, 0) and b.colours["top"].tolist() == [147, 137, 164]
+    assert "top 10 px (147,137,164)" in b.describe() and not b.content()[:11].any() and b.content()[12:-9].all()
+    ell = clean.copy()
+    ell[:, :5], ell[:6] = (20, 20, 20), (200, 200, 200)  # a black scanner margin on the left, a grey band on top
+    b = detect_bands(ell)
+    assert (b.top, b.left) == (6, 5) and b.bottom == b.right == 0
+    # JPEG ringing at the seam still reads as a band (Herlev-like: 224 px, bands of 40 and 37 px)
+    big = _textured(224)
+    big[:40], big[-37:] = (147, 137, 164), (147, 137, 164)
+    for q in (75, 90):
+        Image.fromarray(big).save(tmp_path / "x.jpg", quality=q)
+        b = detect_bands(np.asarray(Image.open(tmp_path / "x.jpg")))
+        assert 32 <= b.top <= 40 and 30 <= b.bottom <= 37 and b.left == b.right == 0, (q, b.describe())
+    flat = np.full((40, 40, 3), 128, np.uint8)
+    assert detect_bands(flat).flat and detect_bands(flat).box() == (0, 40, 0, 40)
+
+
+def test_load_folder_crops_padding_and_keeps_hashes(tmp_path):
+    from cytoray.data.background import detect_bands
+    from cytoray.errors import ConfigError
+    from cytoray.io import sha256_file
+
+    root = tmp_path / "padded"
+    for c, cls in enumerate(("benign", "malignant")):
+        for i in range(3):
+            img = _textured(seed=10 * c + i)
+            mask = np.zeros(img.shape[:2], np.uint8)
+            mask[30:34, 30:34] = 255
+            img[:12], img[-12:] = (90, 80, 120), (90, 80, 120)
+            write_png(root / cls / f"{i}.png", img)
+            write_png(root / cls / "masks" / f"{i}.png", mask)
+    kept = load_folder(root, 32, padding="keep")
+    cropped = load_folder(root, 32)
+    assert cropped.padding == "crop" and kept.padding == "keep"
+    assert all(detect_bands(im).any() for im in kept.images) and not any(detect_bands(im).any() for im in cropped.images)
+    assert (cropped.images[:, :2] != (90, 80, 120)).any(axis=-1).all()  # no band colour left on the top rows
+    assert cropped.names == kept.names and cropped.sha256 == kept.sha256 == [sha256_file(root / n) for n in kept.names]
+    # the mask went through the same crop: the centre square stays in the centre of the content
+    assert cropped.masks is not None and cropped.masks[:, 12:20, 12:20].any() and not cropped.masks[:, :4].any()
+    with pytest.raises(ConfigError, match="padding='frame'"):
+        load_folder(root, 32, padding="frame")
+
+
+def test_validate_reports_padding_and_flat_images(folder_dataset, capsys):
+    img = blob_image(77)
+    img[:, :6] = (60, 60, 60)
+    write_png(folder_dataset / "benign" / "a_padded.png", img)  # first in scan order: among the examples
+    write_png(folder_dataset / "malignant" / "blank.png", np.full((32, 32, 3), 128, np.uint8))
+    code, out = _err(capsys, ["validate", str(folder_dataset), "--json"])
+    rep = json.loads(out)
+    assert code == 1 and [Path(p["file"]).name for p in rep["problems"]] == ["blank.png"]
+    assert "one flat colour" in rep["problems"][0]["problem"]
+    pad = rep["padding"]
+    assert pad["images"] >= 1 and any(Path(e["file"]).name == "a_padded.png" and e["left"] == 6 for e in pad["examples"])
+    code, out = _err(capsys, ["validate", str(folder_dataset)])
+    assert "padding bands:" in out and "training crops cut them off" in out

@@ -123,6 +123,60 @@ def test_cytology_colours_are_stain_like(sets64: dict[str, SimulatedSet]) -> Non
     assert img[s.masks == 0].mean() > 170
 
 
+# ----------------------------------------------------------------------------- real-folder failure modes
+
+
+def test_failure_modes_are_in_the_default_data(sets64: dict[str, SimulatedSet]) -> None:
+    """Padding bands, single large cells and stain variation show up in the default study's data."""
+    from cytoray.data.background import detect_bands
+
+    cyto = sets64["cytology"]
+    padded = [i for i, sc in enumerate(cyto.scenes) if sc.endswith("+padded")]
+    single = [i for i, sc in enumerate(cyto.scenes) if sc.startswith("single_cell")]
+    assert 4 <= len(padded) <= 24 and 3 <= len(single) <= 20, cyto.scenes  # 30% and 25% of 40
+    assert {sc.split("+")[0] for sc in sets64["histology"].scenes} == {"tissue"}
+    for i in range(len(cyto.images)):
+        bands = detect_bands(cyto.images[i])
+        assert bands.any() == (i in padded), (cyto.names[i], bands.describe())
+        assert not cyto.masks[i][bands.padding()].any()  # no nucleus on a band
+    # one large cell: a single dominant nucleus, larger at high grade (N:C ratio)
+    from skimage.measure import label
+
+    big = {int(cyto.labels[i]): [] for i in single}
+    for i in single:
+        areas = np.bincount(label(cyto.masks[i]).ravel())[1:]
+        big[int(cyto.labels[i])].append(areas.max() / cyto.masks[i].size)
+    assert np.mean(big.get(1, [1.0])) > np.mean(big.get(0, [0.0]))
+    # stain variation: the background (brightest tenth) differs in tint between images
+    tints = [np.percentile(im.reshape(-1, 3), 90, axis=0) for im in cyto.images]
+    assert np.std([t[0] - t[2] for t in tints]) > 2
+
+
+def test_stain_variation_is_a_hue_and_strength_change() -> None:
+    from cytoray.data.acquisition import stain_variation
+
+    grey = np.full((4, 4, 3), 0.5, np.float32)
+    out, tint = stain_variation(grey, np.random.default_rng(0))
+    assert np.allclose(out[..., 0], out[..., 1]) and np.allclose(out[..., 1], out[..., 2])  # a grey stays grey
+    assert not np.allclose(out, grey) and np.all((tint >= 0.85) & (tint <= 1.0))
+    col = np.zeros((4, 4, 3), np.float32)
+    col[..., 2] = 1.0  # one channel only: the hue moves into the others
+    moved, _ = stain_variation(col, np.random.default_rng(0))
+    assert (moved[..., :2] > 0).all()
+
+
+def test_simulated_set_crops_padding_like_a_folder() -> None:
+    from cytoray.data.background import detect_bands
+    from cytoray.data.source import simulated_set
+
+    cropped, kept = simulated_set("cytology", 20, 64, 0), simulated_set("cytology", 20, 64, 0, padding="keep")
+    assert cropped.padding == "crop" and cropped.images.shape == kept.images.shape == (20, 64, 64, 3)
+    assert any(detect_bands(im).any() for im in kept.images) and not any(detect_bands(im).any() for im in cropped.images)
+    assert cropped.sha256 == kept.sha256 and cropped.names == kept.names  # the drawn image's hash either way
+    unpadded = [i for i, im in enumerate(kept.images) if not detect_bands(im).any()]
+    assert all(np.array_equal(cropped.images[i], kept.images[i]) for i in unpadded)
+
+
 # ----------------------------------------------------------------------------- primitives
 
 
@@ -186,6 +240,7 @@ def test_write_dataset_layout_and_identical_bytes(tmp_path) -> None:
     assert meta["kind"] == "cytology" and meta["n"] == 5 and meta["size"] == 32 and meta["seed"] == 4
     assert meta["counts"] == {"benign": 3, "malignant": 2} and "cytoray_version" in meta
     assert "nucleus_radius" in meta["generator"]["features_at_grade_0_and_1"]
+    assert meta["generator"]["acquisition"]["p_padding"] > 0 and "nc_ratio" in meta["generator"]["acquisition"]["single_cell_features_at_grade_0_and_1"]
     # PNGs round-trip to the simulated arrays; masks are 0/255
     sim = simulate("cytology", n=5, size=32, seed=4)
     assert np.array_equal(np.asarray(Image.open(a / "benign" / "benign_0000.png")), sim.images[0])

@@ -88,7 +88,7 @@ def single_cell(rng: np.random.Generator, trng: np.random.Generator, size: int, 
 def stain_variation(od: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(OD canvas with this image's stain strength and hue, illumination RGB for od_to_rgb)."""
     mix = np.eye(3) + rng.normal(0, STAIN_MIX_SD, (3, 3)) * (1 - np.eye(3))
-    mix /= mix.sum(axis=0, keepdims=True)  # each channel keeps its total density: a hue shift, not a fade
+    mix /= mix.sum(axis=0, keepdims=True)  # columns sum to 1: a grey stays grey, so hue moves and density does not
     strength = np.exp(rng.normal(0, STAIN_STRENGTH_SD))
     tint = np.clip(0.98 * np.exp(rng.normal(0, TINT_SD, 3)), 0.85, 1.0)
     return (od @ mix.astype(np.float32)) * np.float32(strength), tint
