@@ -170,8 +170,14 @@ def _reasons(row: dict, fail_dice: float) -> list[str]:
 
 
 def format_summary(summary: dict, images: list[dict] | None = None) -> str:
-    """Text report for `cytoray masks`: per-image Dice/IoU (when given rows with scores), the
-    flag counts, the failure share and each failure's reasons."""
+    """Text report for `cytoray masks`: per-image Dice/IoU, the flag counts, the failure share
+    and each failure's reasons. `images`: the per-image rows (default: read from the summary.json
+    that run_masks wrote next to the masks)."""
+    if images is None:
+        try:
+            images = json.loads((Path(summary["out"]) / SUMMARY_NAME).read_text())["images"]
+        except (OSError, ValueError, KeyError):
+            images = []
     lines = [f"{summary['n']} masks ({summary['method']}) in {summary['out']} ({summary['cache_hits']} from cache, "
              f"{summary['padded']} images with padding bands excluded)"]  # fmt: skip
     for r in images or []:
