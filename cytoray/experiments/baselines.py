@@ -42,6 +42,7 @@ class BaselinesConfig:
     classifiers: list[str] = dataclasses.field(default_factory=lambda: ["resnet18"])
     policies: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_POLICIES))
     ratio: float = 2.0  # synthetic:real per class (paper: 90 synthetic beside 45 real)
+    fid_per_class: int = 30  # synthetic images per class for each generator's FID/KID against each split's test images
     repeats: int = 1  # classifier seeds per split
     metric: str = "balanced_accuracy"  # the table's figure; accuracy, f1_macro, roc_auc also recorded
     tune: TuneSettings = dataclasses.field(default_factory=lambda: TuneSettings(asha=False, trial_cpu=0.0))  # cells: a grid, no search
@@ -51,6 +52,8 @@ class BaselinesConfig:
             raise ConfigError(f"ratio={self.ratio}: the synthetic:real ratio must be >= 0")
         if self.repeats < 1:
             raise ConfigError(f"repeats={self.repeats}: must be >= 1")
+        if self.fid_per_class < 2:
+            raise ConfigError(f"fid_per_class={self.fid_per_class}: KID needs at least 2 images per class")
         if self.data.n_splits * self.repeats < 2:
             raise ConfigError(
                 f"data.n_splits={self.data.n_splits} × repeats={self.repeats} gives one run per cell: no interval or paired "
@@ -108,21 +111,29 @@ class BaselinesStudy(Study):
         return {"splits": splits, "needed": needed, "source": ds.source}
 
     def setup(self, cfg: BaselinesConfig, data: dict, ctx: dict) -> None:
-        """Generators once per split, reused by every policy and classifier (bundle paths go to the cells)."""
+        """Generators once per split, reused by every policy and classifier (bundle paths go to the
+        cells), each scored once by FID/KID against that split's test images (the cells of a policy
+        that draws on it report the figure, so the MLflow UI compares policies on it too)."""
         from ..generators.domains import DomainPair
-        from .common import train_generator
+        from ..report.grids import write_real_vs_synthetic
+        from .common import fidelity, real_by_class, train_generator
 
         cache = Path(ctx["cache"])
-        for sp in data["splits"]:
-            sp["bundles"] = {}
+        for k, sp in enumerate(data["splits"]):
+            sp["bundles"], sp["fid"] = {}, {}
             for g in data["needed"]:
                 gen_cls, gcfg = get_generator(g), cfg.generator_config(g)
                 if gen_cls.consumes == "domains":  # histology of class c → synthetic cytology labelled c
                     args = (DomainPair(sp["hist"]["train"], sp["train"]), DomainPair(sp["hist"]["val"], sp["val"]), f"{sp['hash']}:{sp['hist_hash']}")
                 else:
                     args = (sp["train"], sp["val"], sp["hash"])
-                _, bundle, _ = train_generator(gen_cls, gcfg, *args, cache, cfg.run, ctx["use_cache"])
+                sampler, bundle, _ = train_generator(gen_cls, gcfg, *args, cache, cfg.run, ctx["use_cache"])
                 sp["bundles"][g] = str(bundle)
+                sp["fid"][g] = fidelity(sampler, sp["test"], "test", cfg.fid_per_class, cfg.run.seed, cache / "features", sp["hash"])
+                if k == 0:  # what each generator adds, for the report and the parent run
+                    real = real_by_class(sp["val"])
+                    write_real_vs_synthetic(Path(ctx["out"]) / "figures" / g, real,
+                                            {c: sampler.sample(8, c, seed=cfg.run.seed + 1) for c in real}, f"{g} (split 0)")  # fmt: skip
 
     def grid(self, cfg: BaselinesConfig, data: dict) -> list[dict]:
         return [{"split": k, "classifier": c, "policy": p, "repeat": r}
@@ -133,7 +144,11 @@ class BaselinesStudy(Study):
 
     def describe(self, config: dict):
         c = config["cell"]
-        tags = {"classifier": c["classifier"], "policy": c["policy"], "split": c["split"], "repeat": c["repeat"], "variant": c["policy"]}
+        from ..classify.policies import parse_policy
+
+        gens = parse_policy(c["policy"]).generators
+        tags = {"classifier": c["classifier"], "policy": c["policy"], "split": c["split"], "repeat": c["repeat"], "variant": c["policy"],
+                "generator": "+".join(gens) or "none"}  # fmt: skip
         return f"{c['classifier']}|{c['policy']}|split{c['split']}|r{c['repeat']}", {f"cell.{k}": v for k, v in c.items()}, tags
 
     def trial(self, cfg: BaselinesConfig, cell: dict, data: dict, ctx: dict) -> None:
@@ -154,14 +169,18 @@ class BaselinesStudy(Study):
         m = classification_metrics(res.test_labels, res.test_prob)
         print(f"[study] split {k} {clf:<10} {policy:<14} test {cfg.metric} {m[cfg.metric]:.3f} "
               f"(best epoch {res.best_epoch}, {time.time() - ctx['t0']:.0f}s)", file=sys.stderr, flush=True)  # fmt: skip
-        tune.report({**{f"test_{a}": float(m[a]) for a in SCORES}, **{f"val_{a}": float(b) for a, b in res.val_metrics.items()},
+        gens = parse_policy(policy).generators
+        fid = sp["fid"][gens[0]] if len(gens) == 1 else {}  # the synthetic images this cell trained on, vs its test split
+        tune.report({**fid, **{f"test_{a}": float(m[a]) for a in SCORES}, **{f"val_{a}": float(b) for a, b in res.val_metrics.items()},
                      "best_epoch": res.best_epoch, "n_test": len(sp["test"]), "final": 1, "tag.split_hash": sp["hash"], "classifier_dir": str(res.dir),
                      **{f"param.{a}": b for a, b in res.params.items()}})  # fmt: skip
 
     def finish(self, cfg: BaselinesConfig, best_cfg, data: dict, results, ctx: dict) -> dict:
         import mlflow
+        from mlflow import MlflowClient
 
         from ..metrics.classification import SCORES, results_table, summarize
+        from ..tracking.study_logger import KIND_TAG, set_parent_summary
 
         out = Path(ctx["out"])
         done = finished(results, cfg.name, out)
@@ -183,4 +202,24 @@ class BaselinesStudy(Study):
         write_json(out / "results.json", {"rows": rows, "summary": summary, "config": to_dict(cfg)})
         for f in ("table.md", "table.csv", "results.json"):
             mlflow.log_artifact(str(out / f))
+        for g in data["needed"]:
+            for png in sorted((out / "figures" / g).glob("*.png")):
+                mlflow.log_artifact(str(png), artifact_path=f"figures/{g}")
+        set_parent_summary(MlflowClient(), ctx["parent"], {KIND_TAG: "baselines", "variant": ",".join(cfg.policies),
+                                                           "policy": ",".join(cfg.policies), "generator": ",".join(data["needed"]) or "none"},
+                           header + summary_lines(summary, cfg) + "\n\nReport: artefacts `report/report.html`.")  # fmt: skip
         return {"table": md, "rows": rows, "summary": summary}
+
+
+def summary_lines(summary: dict, cfg: BaselinesConfig) -> str:
+    """One line per classifier: the best policy and how it compares with orig (for the parent's description)."""
+    lines = []
+    for clf in cfg.classifiers:
+        cells = {p: summary["cells"][f"{clf}|{p}"] for p in cfg.policies if f"{clf}|{p}" in summary["cells"]}
+        if not cells:
+            continue
+        best = max(cells, key=lambda p: cells[p]["mean"])
+        t = summary["tests"].get(f"{clf}|{best}")
+        vs = f", {100 * t['mean_diff']:+.1f} points vs orig (Holm p={t['p_holm']:.2g})" if t else ""
+        lines.append(f"- {clf}: best {best}, {100 * cells[best]['mean']:.1f}% {cfg.metric}{vs}")
+    return "\n".join(lines)

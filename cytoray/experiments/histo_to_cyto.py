@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,8 @@ class HistoToCytoStudy(Study):
     Config = HistoToCytoConfig
 
     def check(self, cfg: HistoToCytoConfig) -> None:
+        # A search trial trains every translator: its child run's tags say so (describe() below).
+        self.tags = {"variant": "search: " + "+".join(cfg.variants), "generator": "+".join(cfg.variants), "policy": "none"}
         for v in cfg.variants:
             if get_generator(v).consumes != "domains":
                 raise ConfigError(f"variants: {v!r} does not translate a source domain (it consumes one image set)")
@@ -87,6 +90,19 @@ class HistoToCytoStudy(Study):
         p = data["pairs"]
         return {v: train_generator(get_generator(v), cfg.generator_config(v), p["train"], p["val"], data["key"], cache, cfg.run, use_cache)[0]
                 for v in cfg.variants}  # fmt: skip
+
+    def describe(self, config: dict):
+        """A search trial trains every translator with its point's settings: named by them, per translator."""
+        from ..config import flatten
+
+        flat = flatten(config)
+
+        def short(k: str) -> str:  # generators.nst.style_weight -> nst.style_weight
+            parts = k.split(".")
+            return f"{parts[1]}.{parts[-1]}" if parts[0] == "generators" and len(parts) > 2 else parts[-1]
+
+        name = " ".join(f"{short(k)}={v:.3g}" if isinstance(v, float) else f"{short(k)}={v}" for k, v in flat.items())
+        return name or "trial", {k: str(v)[:500] for k, v in flat.items()}, dict(getattr(self, "tags", {}))
 
     def objectives(self, cfg: HistoToCytoConfig):
         return [f"{v}/{cfg.tune.metric}" for v in cfg.variants], [cfg.tune.mode] * len(cfg.variants)
@@ -114,6 +130,9 @@ class HistoToCytoStudy(Study):
 
     def finish(self, cfg: HistoToCytoConfig, best_cfg: HistoToCytoConfig, data: dict, results, ctx: dict) -> dict:
         import mlflow
+        from mlflow import MlflowClient
+
+        from ..tracking.study_logger import KIND_TAG, set_parent_summary
 
         from ..metrics.fidelity import extractor_identity, per_class_notes
         from ..tracking.mlflow_utils import log_files, log_params_flat
@@ -145,7 +164,34 @@ class HistoToCytoStudy(Study):
         for row, m in fids.items():
             mlflow.log_metrics({f"{row}/{k}": v for k, v in m.items()})
         log_files([out / "fid_table.md", out / "fid_table.csv", *sorted((out / "grids").glob("*.png")), *map(Path, data["manifests"])], "results")
+        result_runs(fids, labels, out / "grids", ctx)
+        set_parent_summary(MlflowClient(), ctx["parent"], {KIND_TAG: "histo_to_cyto", **self.tags, "variant": "+".join(cfg.variants)},
+                           f"**{cfg.name}**: histology→cytology by " + ", ".join(labels[v] for v in samplers) + "; FID/KID per class "
+                           f"against the real cytology test split (split protocol 3:1:1, one seeded split, {test.source.counts()} "
+                           "images per class per row).\n\n" + "\n".join(f"- {labels[r]}: FID/all {m['fid_test_inception/all']:.1f}, "
+                           f"KID/all {m['kid_test_inception_mean/all']:.4f}" for r, m in fids.items())
+                           + "\n\nOne child run per row (`result: ...`) holds the same keys, for the compare view. "
+                           "Report: artefacts `report/report.html`.")  # fmt: skip
         return {"table": md, "fids": fids}
+
+
+def result_runs(fids: dict, labels: dict, grids: Path, ctx: dict) -> None:
+    """One child run per table row with the same metric keys (`fid_test_inception/all`, ...), so
+    the MLflow UI's compare view lines the translators and the real-histology baseline up."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    from ..tracking.study_logger import result_child
+
+    client = MlflowClient()
+    exp = client.get_run(ctx["parent"]).info.experiment_id
+    for row, m in fids.items():
+        tags = {"variant": row, "generator": "none (real histology)" if row == "histology" else row, "policy": "none"}
+        rid = result_child(client, exp, ctx["parent"], f"row:{row}", f"result: {labels[row]}", tags)
+        client.log_batch(rid, metrics=[Metric(k, v, int(time.time() * 1000), 0) for k, v in m.items()])
+        for png in sorted(grids.glob("*.png")):
+            client.log_artifact(rid, str(png), artifact_path="figures")
+        client.set_terminated(rid, "FINISHED")
 
 
 def fid_table(fids: dict, classes: list[str], labels: dict[str, str]) -> tuple[str, str]:
@@ -162,11 +208,10 @@ def fid_table(fids: dict, classes: list[str], labels: dict[str, str]) -> tuple[s
 
 
 def grid_png(rows: dict, cls: str, labels: dict[str, str], k: int = 8) -> np.ndarray:
-    """source | each translator, one row each, with a header naming them (and the NST features)."""
-    from PIL import Image, ImageDraw
+    """The same source histology images (top row), then each translator's output, one labelled row each."""
+    import re
 
-    body = np.concatenate([np.concatenate(list(rows[r][cls][:k]), 1) for r in rows], 0)
-    canvas = Image.new("RGB", (max(body.shape[1], 560), body.shape[0] + 14), "white")
-    canvas.paste(Image.fromarray(body), (0, 14))
-    ImageDraw.Draw(canvas).text((2, 1), f"{cls}: " + " | ".join(labels[r] for r in rows), fill="black")
-    return np.asarray(canvas)
+    from ..report.grids import labelled_grid
+
+    named = {re.sub(r":sha1=[0-9a-f]+", "", labels[r]): rows[r][cls] for r in rows}  # the extractor's hash is in the table
+    return labelled_grid(named, f"{cls}: the same test histology images, translated (FID/KID in fid_table.md)", k)

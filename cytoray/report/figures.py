@@ -1,0 +1,137 @@
+"""The report's figures, each from recorded numbers only (matplotlib's object API, no pyplot:
+building a report must not change a caller's plotting state or need a display).
+
+Conventions a reader can rely on across figures: the best trial is a gold star, the worst a red
+cross; trials ASHA stopped early are hollow (their figure is from an unfinished classifier);
+error bars are 95% t-intervals over splits; every axis names the metric key as MLflow shows it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+BEST, WORST = dict(marker="*", s=260, c="#e6a700", edgecolors="black", zorder=5), dict(marker="X", s=140, c="#c0392b", zorder=5)
+PALETTE = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd"]
+
+
+def _log_scale(values: list[float]) -> bool:
+    """A setting spread over more than a decade and a half (e.g. λ in 1..100) reads better on a log axis."""
+    pos = [v for v in values if v > 0]
+    return len(pos) == len(values) and len(pos) > 1 and max(pos) / min(pos) > 30
+
+
+def _grid(n: int, ncols: int = 3, w: float = 4.2, h: float = 3.3) -> tuple[Figure, list]:
+    cols = max(1, min(ncols, n))
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(w * cols, h * rows), layout="constrained")
+    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
+    return fig, axes
+
+
+def settings_scatter(points: list[dict], settings: list[str], metric: str, title: str) -> Figure:
+    """The metric against each searched setting. points: {"settings": {k: x}, "y", "status", "best", "worst"}."""
+    fig, axes = _grid(len(settings))
+    for ax, key in zip(axes, settings):
+        pts = [p for p in points if p["settings"].get(key) is not None and p.get("y") is not None]
+        for p in pts:
+            x, y = p["settings"][key], p["y"]
+            hollow = p["status"] != "finished"
+            ax.scatter([x], [y], s=46, facecolors="none" if hollow else PALETTE[0], edgecolors=PALETTE[0], zorder=3)
+            if p.get("best"):
+                ax.scatter([x], [y], **BEST)
+            elif p.get("worst"):
+                ax.scatter([x], [y], **WORST)
+        if _log_scale([p["settings"][key] for p in pts]):
+            ax.set_xscale("log")
+        ax.set_xlabel(key)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return fig
+
+
+def pareto_front(points: list[tuple[float, float]], mode: str) -> list[int]:
+    """Indices of the non-dominated points: FID (x) lower is better; the metric (y) by `mode`."""
+    sign = 1 if mode == "max" else -1
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any((x2 <= x and sign * y2 >= sign * y) and (x2 < x or sign * y2 > sign * y) for j, (x2, y2) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def pareto(points: list[dict], fid_key: str, metric: str, mode: str, title: str) -> Figure:
+    """Validation FID against the validation metric, one dot per trial, the Pareto front joined."""
+    fig = Figure(figsize=(6.4, 4.6), layout="constrained")
+    ax = fig.add_subplot()
+    pts = [p for p in points if p.get("x") is not None and p.get("y") is not None]
+    for p in pts:
+        hollow = p["status"] != "finished"
+        ax.scatter([p["x"]], [p["y"]], s=46, facecolors="none" if hollow else PALETTE[0], edgecolors=PALETTE[0], zorder=3)
+        if p.get("best"):
+            ax.scatter([p["x"]], [p["y"]], **BEST, label="best (selection metric)")
+        elif p.get("worst"):
+            ax.scatter([p["x"]], [p["y"]], **WORST, label="worst")
+    if any(p["status"] != "finished" for p in pts):
+        ax.scatter([], [], s=46, facecolors="none", edgecolors=PALETTE[0], label="stopped early (ASHA)")
+    done = [p for p in pts if p["status"] == "finished"]
+    front = [done[i] for i in pareto_front([(p["x"], p["y"]) for p in done], mode)]
+    if front:
+        ax.plot([p["x"] for p in front], [p["y"] for p in front], "-", c="#c0392b", alpha=0.6, lw=2, zorder=2,
+                label=f"Pareto front ({len(front)} of {len(done)})")  # fmt: skip
+    ax.set_xlabel(f"{fid_key} (lower is better)")
+    ax.set_ylabel(f"{metric} ({'higher' if mode == 'max' else 'lower'} is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(title)
+    return fig
+
+
+def learning_curves(panels: dict[str, dict[str, list[tuple[int, float]]]], title: str, xlabel: str = "epoch") -> Figure:
+    """One panel per group ({panel title: {series: [(epoch, value)]}})."""
+    fig, axes = _grid(len(panels))
+    for ax, (name, series) in zip(axes, panels.items()):
+        for i, (label, pts) in enumerate(series.items()):
+            ax.plot([x for x, _ in pts], [y for _, y in pts], "-o", ms=3, c=PALETTE[i % len(PALETTE)], label=label)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return fig
+
+
+def grouped_bars(groups: list[str], series: list[str], values: dict[tuple[str, str], tuple[float, float]], ylabel: str,
+                 title: str, notes: dict[tuple[str, str], str] | None = None, percent: bool = False) -> Figure:  # fmt: skip
+    """Bars per group (e.g. a classifier), one per series (e.g. a policy), with ± half-width error bars
+    (NaN: no interval, drawn without one); `notes` writes a mark above a bar (e.g. '*' for Holm p<0.05)."""
+    fig = Figure(figsize=(max(6.0, 1.0 + 0.55 * len(groups) * len(series)), 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(series))
+    scale = 100.0 if percent else 1.0
+    for i, s in enumerate(series):
+        xs, ys, errs = [], [], []
+        for g_i, g in enumerate(groups):
+            if (g, s) in values:
+                m, h = values[(g, s)]
+                xs.append(g_i + (i - (len(series) - 1) / 2) * width)
+                ys.append(m * scale)
+                errs.append(h * scale if h is not None and math.isfinite(h) else math.nan)  # NaN: no whisker at all
+        ax.bar(xs, ys, width * 0.92, color=PALETTE[i % len(PALETTE)], label=s if len(s) <= 40 else s[:39] + "…")
+        if any(math.isfinite(e) for e in errs):
+            ax.errorbar(xs, ys, yerr=errs, fmt="none", ecolor="black", capsize=3)
+        for x, y, e, g in zip(xs, ys, [0.0 if not math.isfinite(e) else e for e in errs], [g for g in groups if (g, s) in values]):
+            mark = (notes or {}).get((g, s))
+            if mark:
+                ax.text(x, y + e, mark, ha="center", va="bottom", fontsize=11)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncols=min(4, len(series)), loc="upper center", bbox_to_anchor=(0.5, -0.1))
+    ax.set_title(title)
+    return fig

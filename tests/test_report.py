@@ -1,0 +1,178 @@
+"""`cytoray report`: the page and figures come from MLflow alone and say what was recorded.
+
+Stores are written by the studies' own writers (tests/report_store.py) with known numbers, and
+the study's local folders are deleted before the report is built: only MLflow is left.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from report_store import BASELINE_FID, BASELINE_SCORES, BEST_TEST, HISTO_FID, RATIO_TRIALS, baselines_store, histo_store, ratio_store
+
+from cytoray.errors import CytorayError
+
+
+def _png_ok(path: Path, min_w: int = 300) -> None:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        assert im.width >= min_w and im.height >= 100, (path, im.size)
+        lo, hi = im.convert("L").getextrema()
+        assert hi - lo > 20, f"{path} is blank"
+
+
+def _text(html: str) -> str:
+    """The page's visible text (tags dropped, inline images removed)."""
+    import html as h
+
+    return h.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r"src='data:[^']+'", "", html))))
+
+
+def _build(tmp: Path, make, experiment: str, **kw):
+    from cytoray.report import build_report
+
+    uri, parent = make(tmp, experiment)
+    for local in ("figures", "grids", "study"):  # what a study leaves on disk: gone, only MLflow is left
+        shutil.rmtree(tmp / local, ignore_errors=True)
+    page = build_report(experiment, tmp / "report", uri, **kw)
+    return uri, parent, page, page.read_text()
+
+
+@pytest.fixture(scope="module")
+def ratio(tmp_path_factory):
+    return _build(tmp_path_factory.mktemp("ratio"), ratio_store, "syncgan_ratio", log=True)
+
+
+def test_ratio_report_tables_and_figures_come_from_mlflow(ratio):
+    uri, parent, page, html = ratio
+    text = _text(html)
+    figs = page.parent / "figures"
+    for name in ("metric_vs_settings", "pareto", "learning_curves_best"):
+        _png_ok(figs / f"{name}.png")
+        assert (figs / f"{name}.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
+    grids = sorted(p.name for p in figs.glob("*real_vs_synthetic_*.png"))
+    assert grids == [f"{w}_figures_real_vs_synthetic_{c}.png" for w in ("best", "worst") for c in ("benign", "malignant")]
+    for g in grids:
+        _png_ok(figs / g)
+    # Trials best first, with the statuses as recorded (one ASHA-stopped after its 2nd epoch).
+    order = [f"ratio={r:g} lam={lam:g}" for _, r, lam, *_ in sorted(RATIO_TRIALS, key=lambda t: -max(t[3]) if t[5] == "finished" else 9)]
+    assert [text.index(n) for n in order] == sorted(text.index(n) for n in order)
+    assert "stopped at epoch 2" in text and text.count("finished") >= 3
+    assert re.search(r"<tr class=best><td class=l>ratio=1 lam=10<", html) and re.search(r"<tr class=worst><td class=l>ratio=0.5 lam=25<", html)
+    for k, v in BEST_TEST.items():  # the chosen trial's test figures, as logged on the parent
+        assert f"{k} {v:.4g}" in text or f"<td class=l>{k}</td><td>{v:.4g}</td>" in html
+    assert "Split protocol: stratified 3:1:1 train:val:test split, seed 0, 1 split" in text
+    assert "the line joins the trials no other trial beats" in text  # the Pareto front, named in its caption
+
+
+def test_report_is_self_contained_and_logged_to_the_parent_run(ratio):
+    from mlflow import MlflowClient
+
+    uri, parent, page, html = ratio
+    assert not re.search(r"""(src|href)=['"]?(https?:|//|file:)""", html)  # nothing fetched from elsewhere
+    assert html.count("data:image/png;base64,") == 3 + 4  # three figures, best and worst grids per class
+    client = MlflowClient(tracking_uri=uri)
+    arts = {f.path for f in client.list_artifacts(parent, "report")} | {f.path for f in client.list_artifacts(parent, "report/figures")}
+    assert {"report/report.html", "report/figures/pareto.png", "report/figures/pareto.svg", "report/figures/learning_curves_best.png"} <= arts
+
+
+def test_pareto_front_and_learning_curves_use_the_recorded_numbers(ratio):
+    from cytoray.report import store
+    from cytoray.report.figures import pareto_front
+    from cytoray.report.search import curves
+
+    # min FID, max metric: (120, .65) and (150, .85) beat (200, .60); ties are not dominated.
+    assert pareto_front([(150, 0.85), (120, 0.65), (200, 0.60), (120, 0.65)], "max") == [1, 3, 0]
+    assert pareto_front([(1, 5), (2, 4), (3, 6)], "min") == [0, 1]
+    uri, parent, _, _ = ratio
+    rec = store.load("syncgan_ratio", uri)
+    best = next(r for r in rec.children if r.data.tags["cytoray.trial_id"] == "t0001")
+    panels = curves(rec, best)
+    assert panels["classifier: validation"]["val_balanced_accuracy"] == [(1, 0.55), (2, 0.70), (3, 0.85)]  # the final report left out
+    assert panels["generator: cgan"]["loss_g"] == [(1, 2.0), (2, 1.8), (3, 1.6)]
+    assert set(panels) >= {"generator: mask_gan/benign", "generator: mask_gan/malignant", "classifier: loss"}
+
+
+def test_baselines_report_lays_out_the_paper_tables_with_tests(tmp_path):
+    from cytoray.metrics.classification import mean_ci, summarize
+
+    _, _, page, html = _build(tmp_path, baselines_store, "augmentation_baselines")
+    text = _text(html)
+    rows = [{"classifier": "smallcnn", "policy": p, "split": k, "balanced_accuracy": s}
+            for p, v in BASELINE_SCORES.items() for k, s in enumerate(v)]  # fmt: skip
+    summary = summarize(rows, baseline="orig")
+    for pol in BASELINE_SCORES:
+        ci = summary["cells"][f"smallcnn|{pol}"]
+        cell = f"{100 * ci['mean']:.1f} ± {100 * ci['half_width']:.1f}"
+        if pol != "orig":
+            t = summary["tests"][f"smallcnn|{pol}"]
+            p = t["p_holm"]
+            cell += f" ({100 * t['mean_diff']:+.1f}, " + ("p<0.001" if p < 0.001 else f"p={p:.3f}" if p < 0.01 else f"p={p:.2f}") + ")"
+        assert cell in text, cell
+    assert "Table 2 — real, traditional and SynCGAN augmentation" in text and "Table 3" not in text  # no Table 3 policy ran
+    assert "3 splits × 1 repeats" in text and "Holm-adjusted per classifier over its 2 comparisons" in text
+    assert text.count("Split protocol: stratified 3:1:1 train:val:test split, seeds 0..2, 3 splits") >= 3  # under every table
+    fid = mean_ci(BASELINE_FID)
+    assert f"{fid['mean']:.1f} ± {fid['half_width']:.1f}" in text  # syncgan's FID over the 3 splits
+    assert re.search(r"<td class=l>syncgan</td>(<td>[^<]*</td>){3}<td>0\.0500", html)  # KID all
+    for name in ("policies_bar", "fid_per_policy", "syncgan_real_vs_synthetic_benign", "syncgan_real_vs_synthetic_malignant"):
+        _png_ok(page.parent / "figures" / f"{name}.png")
+
+
+def test_histo_report_has_the_histology_baseline_row_first(tmp_path):
+    _, _, page, html = _build(tmp_path, histo_store, "cytoray-histo-to-cyto")
+    text = _text(html)
+    labels = ["real histology", "CycleGAN G(histology)", "NST [inception]"]
+    assert [text.index(f" {lab} ") for lab in labels] == sorted(text.index(f" {lab} ") for lab in labels)
+    for row, by in HISTO_FID.items():
+        assert all(f"{v:.4g}" in text for v in by.values())
+    assert re.search(r"<tr class=best><td class=l>CycleGAN G\(histology\)<", html)  # lowest FID/all
+    assert "Real-vs-real floor" in text and "all 90.0" in text
+    _png_ok(page.parent / "figures" / "fid_rows.png")
+    assert sorted(p.name for p in (page.parent / "figures").glob("translated_*.png")) == ["translated_benign.png", "translated_malignant.png"]
+
+
+def test_unknown_experiment_and_missing_store_are_one_line_errors(tmp_path):
+    from cytoray.report import build_report
+
+    uri, _ = histo_store(tmp_path, "cytoray-histo-to-cyto")
+    with pytest.raises(CytorayError) as e:
+        build_report("no_such_study", tmp_path / "r", uri)
+    msg = str(e.value)
+    assert "no_such_study" in msg and uri in msg and "cytoray-histo-to-cyto" in msg and "\n" not in msg
+    missing = tmp_path / "nowhere" / "m.db"
+    with pytest.raises(CytorayError, match="no MLflow store at"):
+        build_report("x", tmp_path / "r", f"sqlite:///{missing}")
+    assert not missing.exists() and not (tmp_path / "r").exists()  # nothing created by a failed look-up
+
+
+def test_report_never_overwrites_a_folder_it_did_not_write(tmp_path):
+    from cytoray.report import build_report
+
+    uri, _ = histo_store(tmp_path, "h")
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "draft.txt").write_text("keep me")
+    with pytest.raises(CytorayError, match="holds no cytoray report"):
+        build_report("h", mine, uri)
+    assert (mine / "draft.txt").read_text() == "keep me"
+    first = build_report("h", tmp_path / "rep", uri)
+    (first.parent / "figures" / "stale.png").write_bytes(b"old")
+    again = build_report("h", tmp_path / "rep", uri)  # its own report: replaced whole, nothing stale left
+    assert first == again and again.is_file() and not (again.parent / "figures" / "stale.png").exists()
+
+
+def test_report_command(tmp_path, capsys):
+    import argparse
+
+    from cytoray.report import report_from_args
+
+    uri, _ = histo_store(tmp_path, "h")
+    a = argparse.Namespace(experiment="h", tracking_uri=uri, out=str(tmp_path / "out"), run_id=None, log=False)
+    assert report_from_args(a) == 0
+    assert capsys.readouterr().out.strip() == f"report: {tmp_path / 'out' / 'report.html'}"
