@@ -1,0 +1,355 @@
+"""The refined-simulation trainer (Hou et al., CVPR 2019) as ONE stage of the one loop.
+
+Models: R (style-conditioned refiner), D (style-conditioned PatchGAN with SimGAN's history
+buffer of refined images), S (U-Net nucleus segmenter). The paper's staged schedule is a
+sequence of epoch phases inside the stage (`schedule.*_epochs`, in this order):
+
+    refiner        R alone on the self-regularisation loss (SimGAN's warm start towards identity)
+    discriminator  D learns real vs refined; S starts learning on refined images
+    joint          R step(s): realism + self-regularisation − hard_weight · S's loss (hard
+                   examples); D step on that batch (and the history); S step on it, weighted
+                   by w = p/(1−p)
+    segmenter      R and D frozen; S trains on freshly refined images, weighted
+
+Losses on R are per-image sums over pixels (the scale the published weights 0.001 / 0.01 /
+1e-7 were set at), averaged over the batch; the adversarial term is the mean BCE over the
+patch logits. S's own loss is per-pixel BCE + soft Dice, per example, with self-normalised
+weights Σ wᵢLᵢ / Σ wᵢ. The best epoch (the stage's product: R and S) has the highest
+validation Dice among the epochs where S trains; the loop learns the epoch from `order()`,
+which it calls at the start of every epoch, a resumed one included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..nets import UNet
+from ..nets.refiner import Refiner, StyleDiscriminator
+from ..training.stage import Stage, adam, to_uint8_grid, unwrap
+from .losses import bce
+
+PHASES = ("refiner", "discriminator", "joint", "segmenter")
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def example_weights(p_real: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """w = p/(1−p) from D's "real" probability, clipped to [low, high] (Hou et al.)."""
+    p = p_real.clamp(1e-6, 1 - 1e-6)
+    return (p / (1 - p)).clamp(low, high)
+
+
+def soft_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-example soft Dice [B] of sigmoid(logits) against a {0,1} target."""
+    p = torch.sigmoid(logits.float())
+    inter = (p * target).sum((1, 2, 3))
+    return (2 * inter + 1) / (p.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
+
+
+def seg_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float) -> torch.Tensor:
+    """Per-example segmenter loss [B]: mean pixel BCE + dice_weight · (1 − soft Dice)."""
+    pix = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none").mean((1, 2, 3))
+    return pix + dice_weight * (1 - soft_dice(logits, target))
+
+
+def hard_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image Dice [B] of binary maps (both empty → 1, as metrics/segmentation.dice)."""
+    p, t = pred.float(), target.float()
+    denom = p.sum((1, 2, 3)) + t.sum((1, 2, 3))
+    return torch.where(denom > 0, 2 * (p * t).sum((1, 2, 3)) / denom.clamp_min(1), torch.ones_like(denom))
+
+
+def pad_to(x: torch.Tensor, k: int) -> tuple[torch.Tensor, int, int]:
+    """Reflect-pad H and W up to multiples of k (a U-Net's input); returns the original H, W."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % k, (-w) % k
+    return (F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x), h, w
+
+
+class HistoryBuffer(nn.Module):
+    """SimGAN's history of refined images: a share of D's fake batch comes from earlier R's,
+    so D does not forget the artefacts R has already learnt to avoid. Entries hold (image ‖
+    reference) so D judges each against its own style. Module buffers: checkpointed with D."""
+
+    def __init__(self, size: int, shape: tuple[int, ...], fraction: float) -> None:
+        super().__init__()
+        self.size, self.fraction = size, fraction
+        self.register_buffer("items", torch.zeros(size, *shape))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def mix(self, current: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        if self.size == 0:
+            return current
+        b, n = len(current), int(self.count)
+        out = current.clone()
+        k = min(int(round(self.fraction * b)), n)
+        if k > 0:  # replace k of the batch by stored entries
+            src = torch.randint(n, (k,), generator=gen).to(current.device)
+            out[:k] = self.items[src]
+        # store the current batch: append until full, then overwrite random entries
+        for img in current:
+            j = int(self.count) if int(self.count) < self.size else int(torch.randint(self.size, (), generator=gen))
+            self.items[j] = img
+            self.count.fill_(min(int(self.count) + 1, self.size))
+        return out
+
+
+class PooledStyleD(nn.Module):
+    """The style discriminator with its history buffer attached (the buffer rides in its state)."""
+
+    def __init__(self, history: int, history_fraction: float, patch: int, **kw) -> None:
+        super().__init__()
+        self.net = StyleDiscriminator(**kw)
+        self.pool = HistoryBuffer(history, (6, patch, patch), history_fraction)
+
+    def forward(self, x: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x, ref)
+
+
+# ----------------------------------------------------------------------------- stage
+
+
+class RefinedSimStage(Stage):
+    """Batches: "init" (initial images), "mask" (their exact masks, {0,1}), "real" (real crops),
+    "style" (reference crops of the same tile as both), all [B,C,P,P]; images in [-1, 1]."""
+
+    kind = "refined_sim"
+    ddp_kwargs = {"broadcast_buffers": False}  # D runs on real and fake batches before one backward
+
+    def __init__(self, params: dict) -> None:
+        super().__init__(params)
+        self.refine = bool(params["refiner"]["enabled"])
+        self.keep = ("R", "S") if self.refine else ("S",)
+        self._epoch = 0
+
+    # -- schedule ------------------------------------------------------------------
+    @property
+    def epochs(self) -> int:
+        """Every phase's epochs; without a refiner, as many S epochs as the refined variant gives S."""
+        return sum(int(self.p["schedule"][f"{ph}_epochs"]) for ph in (PHASES if self.refine else PHASES[1:]))
+
+    def phase(self, epoch: int) -> str:
+        """The schedule phase of an epoch; without a refiner every epoch trains S on initial images."""
+        if not self.refine:
+            return "segmenter"
+        end = 0
+        for ph in PHASES:
+            end += int(self.p["schedule"][f"{ph}_epochs"])
+            if epoch < end:
+                return ph
+        return PHASES[-1]
+
+    def order(self, train, epoch, seed):
+        self._epoch = epoch  # the loop calls this first in every epoch (also after a resume)
+        return super().order(train, epoch, seed)
+
+    # -- models --------------------------------------------------------------------
+    def refiner_kwargs(self) -> dict:
+        r = self.p["refiner"]
+        return dict(width=r["width"], blocks=r["blocks"], style_dim=r["style_dim"], style_base=r["style_base"])
+
+    def segmenter_kwargs(self) -> dict:
+        s = self.p["segmenter"]
+        return dict(in_ch=3, out_ch=1, base=s["base"], depth=s["depth"], norm="batch", dropout=0.0, out_act="none")
+
+    def meta(self):
+        return {"refiner_kwargs": self.refiner_kwargs(), "segmenter_kwargs": self.segmenter_kwargs(), "refined": self.refine,
+                "phases": {ph: int(self.p["schedule"][f"{ph}_epochs"]) for ph in PHASES}}  # fmt: skip
+
+    def build(self, device):
+        models = {"S": UNet(**self.segmenter_kwargs()).to(device)}
+        if self.refine:
+            r = self.p["refiner"]
+            models["R"] = Refiner(**self.refiner_kwargs()).to(device)
+            models["D"] = PooledStyleD(r["history"], r["history_fraction"], self.p["patch"], base=r["d_base"], n_layers=r["d_layers"],
+                                       style_dim=r["style_dim"], style_base=r["style_base"]).to(device)  # fmt: skip
+        return models
+
+    def optimizers(self, models):
+        r, s = self.p["refiner"], self.p["segmenter"]
+        opts = {"S": adam(models["S"], s["lr"], 0.9)}
+        if self.refine:
+            opts.update(R=adam(models["R"], r["lr"], r["beta1"]), D=adam(models["D"], r["d_lr"], r["beta1"]))
+        return opts
+
+    # -- training ------------------------------------------------------------------
+    def _augment(self, batch: dict, gen: torch.Generator) -> dict:
+        """One random flip / quarter turn for the whole batch (image and mask move together)."""
+        k, flip = int(torch.randint(4, (), generator=gen)), bool(torch.rand((), generator=gen) < 0.5)
+        out = {}
+        for key, v in batch.items():
+            v = torch.flip(v, (3,)) if flip else v
+            out[key] = torch.rot90(v, k, (2, 3)) if k else v
+        return out
+
+    def _weights(self, D, refined, style) -> torch.Tensor:
+        """Per-example weights from D's "real" probability (D in eval mode: no batch-statistics noise)."""
+        s = self.p["segmenter"]
+        if not (self.refine and s["example_weights"]):
+            return torch.ones(len(refined), device=refined.device)
+        was = D.training
+        D.eval()
+        with torch.no_grad():
+            p = torch.sigmoid(D(refined, style).float()).mean((1, 2, 3))
+        D.train(was)
+        return example_weights(p, *s["weight_clip"])
+
+    def _reg(self, refined, init) -> torch.Tensor:
+        r, d = self.p["refiner"], (refined.float() - init.float())
+        return (r["l1_weight"] * d.abs().sum((1, 2, 3)) + r["l2_weight"] * d.pow(2).sum((1, 2, 3))).mean()
+
+    def train_step(self, models, opts, batch, gen, amp):
+        b = self._augment(batch, gen)
+        init, mask, real, style = b["init"], b["mask"], b["real"], b["style"]
+        phase, S, r, s = self.phase(self._epoch), models["S"], self.p["refiner"], self.p["segmenter"]
+        out: dict[str, float] = {}
+        R, D = models.get("R"), models.get("D")
+        if phase == "refiner":  # 1. R alone towards the identity (self-regularisation only)
+            with amp():
+                loss_r = self._reg(R(init, style), init)
+            opts["R"].zero_grad(set_to_none=True)
+            loss_r.backward()
+            opts["R"].step()
+            return {"loss_reg": loss_r.item()}
+        x = init  # what S trains on: the initial images, or refined ones
+        if self.refine and phase == "joint":
+            # 1. R: look real in the reference's style, stay close to its input (the mask must
+            #    still fit), and be hard for S: − hard_weight · S's loss (a per-image pixel sum).
+            for _ in range(int(self.p["schedule"]["r_steps"])):
+                with amp():
+                    refined = R(init, style)
+                    adv = bce(D(refined, style), 1.0)
+                    task = F.binary_cross_entropy_with_logits(S(refined).float(), mask.float(), reduction="none").sum((1, 2, 3)).mean()
+                reg = self._reg(refined, init)
+                loss_r = adv + reg - r["hard_weight"] * task
+                opts["R"].zero_grad(set_to_none=True)
+                loss_r.backward()  # S's and D's grads from this pass are cleared before their own steps
+                opts["R"].step()
+            x = refined.detach()
+            out.update(loss_g=loss_r.item(), loss_adv=adv.item(), loss_reg=reg.item(), task_sum=task.item())
+        elif self.refine:  # discriminator / segmenter phases: R is fixed, so S sees what sample() gives
+            R.eval()
+            with torch.no_grad(), amp():
+                x = R(init, style)
+            R.train()
+        if self.refine and phase in ("discriminator", "joint"):
+            # 2. D: real crops (with their tile's reference) against the refined batch, part of it
+            #    from the history buffer; halved so D learns no faster than R.
+            fake = unwrap(D).pool.mix(torch.cat([x.float(), style.float()], 1), gen)
+            with amp():
+                d_real, d_fake = D(real, style), D(fake[:, :3], fake[:, 3:])
+            loss_d = 0.5 * (bce(d_real, 1.0) + bce(d_fake, 0.0))
+            opts["D"].zero_grad(set_to_none=True)
+            loss_d.backward()
+            opts["D"].step()
+            out.update(loss_d=loss_d.item(), d_real=torch.sigmoid(d_real.float()).mean().item(),
+                       d_fake=torch.sigmoid(d_fake.float()).mean().item())  # fmt: skip
+        # 3. S on this step's refined images with their exact masks, weighted by realism.
+        w = self._weights(D, x, style) if self.refine else torch.ones(len(x), device=x.device)
+        with amp():
+            per = seg_loss(S(x.detach()), mask, s["dice_weight"])
+        loss_s = (w * per).sum() / w.sum()
+        opts["S"].zero_grad(set_to_none=True)
+        loss_s.backward()
+        opts["S"].step()
+        out.update(loss_s=loss_s.item(), weight_mean=w.mean().item())
+        return out
+
+    # -- validation ----------------------------------------------------------------
+    @torch.no_grad()
+    def segment(self, S: nn.Module, x: torch.Tensor, batch: int = 16) -> torch.Tensor:
+        """Binary masks [N,1,H,W] of images [N,3,H,W] in [-1, 1] (padded to the U-Net's stride)."""
+        k, thr = 2 ** int(self.p["segmenter"]["depth"]), float(self.p["segmenter"]["threshold"])
+        outs = []
+        for i in range(0, len(x), batch):
+            xp, h, w = pad_to(x[i : i + batch], k)
+            outs.append(torch.sigmoid(S(xp)[..., :h, :w].float()) > thr)
+        return torch.cat(outs)
+
+    @torch.no_grad()
+    def validate(self, models, val, amp):
+        """Dice of S on real validation tiles (when they have masks) and on held-out refined
+        images; D's accuracy at calling real crops real and initial / refined images fake."""
+        if not val:
+            return None
+        S, R, D = models["S"], models.get("R"), models.get("D")
+        was = {k: m.training for k, m in models.items()}
+        for m in models.values():
+            m.eval()
+        try:
+            with amp():
+                refined = R(val["init"], val["style"]) if self.refine else val["init"]
+            out = {"val_dice_synthetic": hard_dice(self.segment(S, refined.float()), val["init_mask"] > 0.5).mean().item()}
+            if "mask" in val:
+                out["val_dice"] = hard_dice(self.segment(S, val["image"]), val["mask"] > 0.5).mean().item()
+            if self.refine:
+                with amp():
+                    p_real, p_init, p_ref = (torch.sigmoid(D(x, val["style"]).float()).mean((1, 2, 3))
+                                             for x in (val["real"], val["init"], refined))  # fmt: skip
+                out.update(d_acc_real=(p_real > 0.5).float().mean().item(), d_acc_initial=(p_init < 0.5).float().mean().item(),
+                           d_acc_refined=(p_ref < 0.5).float().mean().item(), refine_l1=(refined - val["init"]).abs().mean().item())  # fmt: skip
+            return out
+        finally:
+            for k, m in models.items():
+                m.train(was[k])
+
+    def selection(self, metrics, epoch):
+        """Highest validation Dice (real tiles when they have masks) among epochs where S trains."""
+        key = "val_dice" if "val_dice" in metrics else "val_dice_synthetic"
+        if self.phase(epoch) in ("refiner",) or key not in metrics:
+            return (1, -epoch)
+        return (0, -metrics[key], -epoch)
+
+    def progress(self, metrics):
+        keys = ("loss_d", "loss_g", "loss_s", "val_dice", "val_dice_synthetic", "d_acc_initial", "d_acc_refined")
+        return f"[{self.phase(int(metrics.get('epoch', 0)))}] " + " ".join(f"{k} {metrics[k]:.3f}" for k in keys if k in metrics)
+
+    @torch.no_grad()
+    def grid(self, models, fixed):
+        """Rows: initial | refined | exact mask | S's prediction on the refined image."""
+        S, R = models["S"], models.get("R")
+        was = {k: m.training for k, m in models.items()}
+        for m in models.values():
+            m.eval()
+        try:
+            refined = R(fixed["init"], fixed["style"]) if self.refine else fixed["init"]
+            pred = self.segment(S, refined.float()).float() * 2 - 1
+        finally:
+            for k, m in models.items():
+                m.train(was[k])
+        rows = [fixed["init"], refined.float(), (fixed["mask"] * 2 - 1).repeat(1, 3, 1, 1), pred.repeat(1, 3, 1, 1)]
+        return to_uint8_grid(torch.cat(rows), nrow=len(fixed["init"]))
+
+
+def numpy_to_unit(images: np.ndarray) -> np.ndarray:
+    """uint8 [N,H,W,3] → float32 [N,3,H,W] in [-1, 1]."""
+    return (images.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0).copy()
+
+
+def realism_probe(real: np.ndarray, fake: np.ndarray, seed: int = 0, steps: int = 150, batch: int = 32) -> float:
+    """Held-out accuracy of a fresh small CNN trained to tell `real` from `fake` (uint8 [N,H,W,3]
+    each, same size): 0.5 = indistinguishable. Both sets are halved; it trains on the first
+    halves and is scored on the second, so a lower figure means more realistic fakes."""
+    g = torch.Generator().manual_seed(seed)
+    n = min(len(real), len(fake))
+    x = torch.from_numpy(numpy_to_unit(np.concatenate([real[:n], fake[:n]])))
+    y = torch.cat([torch.ones(n), torch.zeros(n)])
+    half = torch.cat([torch.arange(n // 2), n + torch.arange(n // 2)])
+    rest = torch.cat([torch.arange(n // 2, n), n + torch.arange(n // 2, n)])
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(16, 32, 3, 2, 1), nn.LeakyReLU(0.2),
+                        nn.Conv2d(32, 32, 3, 2, 1), nn.LeakyReLU(0.2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 1))  # fmt: skip
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    for _ in range(steps):
+        idx = half[torch.randint(len(half), (batch,), generator=g)]
+        loss = F.binary_cross_entropy_with_logits(net(x[idx])[:, 0], y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return float(((net(x[rest])[:, 0] > 0).float() == y[rest]).float().mean())
