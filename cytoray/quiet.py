@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 _STATE = {"configured": False, "verbose": False, "worker_output": True}
 PREEMPTION_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
@@ -53,7 +54,10 @@ def configure(verbose: bool = False, worker_output: bool | None = None) -> None:
     except ImportError:
         pass
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy engine: silent at verbose=0
-    os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")  # read when ray.tune is imported, after this
+    os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")  # read when ray.tune is imported ...
+    util = sys.modules.get("ray.tune.utils.util")  # ... or, when a study script imported it already, set where it is read
+    if util is not None:
+        util.warn_if_slow.DEFAULT_THRESHOLD = max(util.warn_if_slow.DEFAULT_THRESHOLD, float(os.environ["TUNE_WARN_THRESHOLD_S"]))
 
 
 def verbose() -> bool:

@@ -15,6 +15,8 @@ from cytoray.progress import Progress, fmt_seconds, progress
 def test_configure_quiets_at_the_source_and_verbose_keeps_everything(tmp_path):
     probe = """
 import json, logging, os, sys
+if sys.argv[1] == "q":
+    import ray.tune.utils.util as u  # a study script imports ray.tune before its command line is parsed
 from cytoray import quiet
 quiet.configure(verbose=sys.argv[1] == "v")
 opts = quiet.ray_init_options(None)
@@ -23,14 +25,15 @@ import optuna
 print(json.dumps({"opts": opts, "cluster": opts_cluster, "tune": quiet.tune_verbosity(),
     "env": {k: os.environ.get(k) for k in ("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "RAY_AIR_NEW_OUTPUT", "TUNE_WARN_THRESHOLD_S")},
     "token": logging.getLogger("ray._private.authentication.authentication_token_setup").getEffectiveLevel(),
-    "optuna": optuna.logging.get_verbosity(), "db": logging.getLogger("mlflow.store.db.utils").getEffectiveLevel()}))
+    "optuna": optuna.logging.get_verbosity(), "db": logging.getLogger("mlflow.store.db.utils").getEffectiveLevel(),
+    "slow": sys.modules["ray.tune.utils.util"].warn_if_slow.DEFAULT_THRESHOLD if "ray.tune.utils.util" in sys.modules else None}))
 """
     env = {"CYTORAY_VERBOSE": "0", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "", "RAY_AIR_NEW_OUTPUT": "", "TUNE_WARN_THRESHOLD_S": ""}
     env = {k: v for k, v in env.items() if v}  # the probe's environment must not carry them in
     quiet, verbose = (json.loads(run_python(["-c", probe, m], cwd=tmp_path, env=env).stdout.splitlines()[-1]) for m in ("q", "v"))
     assert quiet["opts"] == {"log_to_driver": False, "logging_level": 30} and quiet["tune"] == 0
     assert quiet["env"] == {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_THRESHOLD_S": "5"}
-    assert quiet["token"] == 40 and quiet["optuna"] == 30 and quiet["db"] == 30
+    assert quiet["token"] == 40 and quiet["optuna"] == 30 and quiet["db"] == 30 and quiet["slow"] == 5.0
     assert quiet["cluster"]["log_to_driver"] is False  # on a cluster the watcher env is left alone, output still quiet
     assert verbose["opts"] == {"log_to_driver": True, "logging_level": 20} and verbose["tune"] == 1
     assert verbose["env"]["RAY_AIR_NEW_OUTPUT"] is None and verbose["optuna"] == 20  # Ray's and Optuna's own output back

@@ -33,19 +33,30 @@ def _text(html: str) -> str:
     return h.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r"src='data:[^']+'", "", html))))
 
 
-def _build(tmp: Path, make, experiment: str, **kw):
-    from cytoray.report import build_report
+EXPERIMENTS = {"syncgan_ratio": ratio_store, "augmentation_baselines": baselines_store, "cytoray-histo-to-cyto": histo_store}
 
-    uri, parent = make(tmp, experiment)
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One sqlite store holding a ratio, a baselines and a histology→cytology study: {experiment: (uri, parent)}."""
+    tmp = tmp_path_factory.mktemp("store")
+    made = {name: make(tmp, name) for name, make in EXPERIMENTS.items()}
     for local in ("figures", "grids", "study"):  # what a study leaves on disk: gone, only MLflow is left
         shutil.rmtree(tmp / local, ignore_errors=True)
-    page = build_report(experiment, tmp / "report", uri, **kw)
+    return tmp, made
+
+
+def _build(store, experiment: str, out: Path, **kw):
+    from cytoray.report import build_report
+
+    uri, parent = store[1][experiment]
+    page = build_report(experiment, out, uri, **kw)
     return uri, parent, page, page.read_text()
 
 
 @pytest.fixture(scope="module")
-def ratio(tmp_path_factory):
-    return _build(tmp_path_factory.mktemp("ratio"), ratio_store, "syncgan_ratio", log=True)
+def ratio(store, tmp_path_factory):
+    return _build(store, "syncgan_ratio", tmp_path_factory.mktemp("ratio") / "report", log=True)
 
 
 def test_ratio_report_tables_and_figures_come_from_mlflow(ratio):
@@ -56,7 +67,7 @@ def test_ratio_report_tables_and_figures_come_from_mlflow(ratio):
         _png_ok(figs / f"{name}.png")
         assert (figs / f"{name}.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
     grids = sorted(p.name for p in figs.glob("*real_vs_synthetic_*.png"))
-    assert grids == [f"{w}_figures_real_vs_synthetic_{c}.png" for w in ("best", "worst") for c in ("benign", "malignant")]
+    assert grids == [f"{w}_real_vs_synthetic_{c}.png" for w in ("best", "worst") for c in ("benign", "malignant")]
     for g in grids:
         _png_ok(figs / g)
     # Trials best first, with the statuses as recorded (one ASHA-stopped after its 2nd epoch).
@@ -98,10 +109,10 @@ def test_pareto_front_and_learning_curves_use_the_recorded_numbers(ratio):
     assert set(panels) >= {"generator: mask_gan/benign", "generator: mask_gan/malignant", "classifier: loss"}
 
 
-def test_baselines_report_lays_out_the_paper_tables_with_tests(tmp_path):
+def test_baselines_report_lays_out_the_paper_tables_with_tests(store, tmp_path):
     from cytoray.metrics.classification import mean_ci, summarize
 
-    _, _, page, html = _build(tmp_path, baselines_store, "augmentation_baselines")
+    _, _, page, html = _build(store, "augmentation_baselines", tmp_path / "report")
     text = _text(html)
     rows = [{"classifier": "smallcnn", "policy": p, "split": k, "balanced_accuracy": s}
             for p, v in BASELINE_SCORES.items() for k, s in enumerate(v)]  # fmt: skip
@@ -124,8 +135,8 @@ def test_baselines_report_lays_out_the_paper_tables_with_tests(tmp_path):
         _png_ok(page.parent / "figures" / f"{name}.png")
 
 
-def test_histo_report_has_the_histology_baseline_row_first(tmp_path):
-    _, _, page, html = _build(tmp_path, histo_store, "cytoray-histo-to-cyto")
+def test_histo_report_has_the_histology_baseline_row_first(store, tmp_path):
+    _, _, page, html = _build(store, "cytoray-histo-to-cyto", tmp_path / "report")
     text = _text(html)
     labels = ["real histology", "CycleGAN G(histology)", "NST [inception]"]
     assert [text.index(f" {lab} ") for lab in labels] == sorted(text.index(f" {lab} ") for lab in labels)
@@ -137,42 +148,42 @@ def test_histo_report_has_the_histology_baseline_row_first(tmp_path):
     assert sorted(p.name for p in (page.parent / "figures").glob("translated_*.png")) == ["translated_benign.png", "translated_malignant.png"]
 
 
-def test_unknown_experiment_and_missing_store_are_one_line_errors(tmp_path):
+def test_unknown_experiment_and_missing_store_are_one_line_errors(store, tmp_path):
     from cytoray.report import build_report
 
-    uri, _ = histo_store(tmp_path, "cytoray-histo-to-cyto")
+    uri, _ = store[1]["cytoray-histo-to-cyto"]
     with pytest.raises(CytorayError) as e:
         build_report("no_such_study", tmp_path / "r", uri)
     msg = str(e.value)
-    assert "no_such_study" in msg and uri in msg and "cytoray-histo-to-cyto" in msg and "\n" not in msg
+    assert "no_such_study" in msg and uri in msg and all(name in msg for name in EXPERIMENTS) and "\n" not in msg
     missing = tmp_path / "nowhere" / "m.db"
     with pytest.raises(CytorayError, match="no MLflow store at"):
         build_report("x", tmp_path / "r", f"sqlite:///{missing}")
     assert not missing.exists() and not (tmp_path / "r").exists()  # nothing created by a failed look-up
 
 
-def test_report_never_overwrites_a_folder_it_did_not_write(tmp_path):
+def test_report_never_overwrites_a_folder_it_did_not_write(store, tmp_path):
     from cytoray.report import build_report
 
-    uri, _ = histo_store(tmp_path, "h")
+    uri, _ = store[1]["cytoray-histo-to-cyto"]
     mine = tmp_path / "notes"
     mine.mkdir()
     (mine / "draft.txt").write_text("keep me")
     with pytest.raises(CytorayError, match="holds no cytoray report"):
-        build_report("h", mine, uri)
+        build_report("cytoray-histo-to-cyto", mine, uri)
     assert (mine / "draft.txt").read_text() == "keep me"
-    first = build_report("h", tmp_path / "rep", uri)
+    first = build_report("cytoray-histo-to-cyto", tmp_path / "rep", uri)
     (first.parent / "figures" / "stale.png").write_bytes(b"old")
-    again = build_report("h", tmp_path / "rep", uri)  # its own report: replaced whole, nothing stale left
+    again = build_report("cytoray-histo-to-cyto", tmp_path / "rep", uri)  # its own report: replaced whole, nothing stale left
     assert first == again and again.is_file() and not (again.parent / "figures" / "stale.png").exists()
 
 
-def test_report_command(tmp_path, capsys):
+def test_report_command(store, tmp_path, capsys):
     import argparse
 
     from cytoray.report import report_from_args
 
-    uri, _ = histo_store(tmp_path, "h")
-    a = argparse.Namespace(experiment="h", tracking_uri=uri, out=str(tmp_path / "out"), run_id=None, log=False)
+    uri, _ = store[1]["cytoray-histo-to-cyto"]
+    a = argparse.Namespace(experiment="cytoray-histo-to-cyto", tracking_uri=uri, out=str(tmp_path / "out"), run_id=None, log=False)
     assert report_from_args(a) == 0
     assert capsys.readouterr().out.strip() == f"report: {tmp_path / 'out' / 'report.html'}"

@@ -22,6 +22,7 @@ from ..generators.syncgan import SynCGANConfig
 from ..generators.vanilla import GANConfig
 from ..io import write_json, write_text
 from ..training.config import RunConfig
+from ..tracking.study_logger import FIGURES
 from .driver import Study, TuneSettings, finished
 
 DEFAULT_POLICIES = ["orig", "trad", "syncgan", "trad+syncgan", "syncgan-only", "gan", "orig+gan"]
@@ -130,10 +131,12 @@ class BaselinesStudy(Study):
                 sampler, bundle, _ = train_generator(gen_cls, gcfg, *args, cache, cfg.run, ctx["use_cache"])
                 sp["bundles"][g] = str(bundle)
                 sp["fid"][g] = fidelity(sampler, sp["test"], "test", cfg.fid_per_class, cfg.run.seed, cache / "features", sp["hash"])
-                if k == 0:  # what each generator adds, for the report and the parent run
-                    real = real_by_class(sp["val"])
-                    write_real_vs_synthetic(Path(ctx["out"]) / "figures" / g, real,
-                                            {c: sampler.sample(8, c, seed=cfg.run.seed + 1) for c in real}, f"{g} (split 0)")  # fmt: skip
+                # What this generator adds on this split: the cells drawing on it show it (in the UI's
+                # compare view), the parent run and the report show split 0's.
+                real = real_by_class(sp["val"])
+                sp["figures"] = {**sp.get("figures", {}), g: str(Path(ctx["out"]) / "figures" / g / f"split{k}")}
+                write_real_vs_synthetic(Path(sp["figures"][g]), real, {c: sampler.sample(8, c, seed=cfg.run.seed + 1) for c in real},
+                                        f"{g} (split {k})")  # fmt: skip
 
     def grid(self, cfg: BaselinesConfig, data: dict) -> list[dict]:
         return [{"split": k, "classifier": c, "policy": p, "repeat": r}
@@ -171,6 +174,8 @@ class BaselinesStudy(Study):
               f"(best epoch {res.best_epoch}, {time.time() - ctx['t0']:.0f}s)", file=sys.stderr, flush=True)  # fmt: skip
         gens = parse_policy(policy).generators
         fid = sp["fid"][gens[0]] if len(gens) == 1 else {}  # the synthetic images this cell trained on, vs its test split
+        if len(gens) == 1:
+            fid = {**fid, FIGURES: sp["figures"][gens[0]]}
         tune.report({**fid, **{f"test_{a}": float(m[a]) for a in SCORES}, **{f"val_{a}": float(b) for a, b in res.val_metrics.items()},
                      "best_epoch": res.best_epoch, "n_test": len(sp["test"]), "final": 1, "tag.split_hash": sp["hash"], "classifier_dir": str(res.dir),
                      **{f"param.{a}": b for a, b in res.params.items()}})  # fmt: skip
@@ -203,7 +208,7 @@ class BaselinesStudy(Study):
         for f in ("table.md", "table.csv", "results.json"):
             mlflow.log_artifact(str(out / f))
         for g in data["needed"]:
-            for png in sorted((out / "figures" / g).glob("*.png")):
+            for png in sorted((out / "figures" / g / "split0").glob("*.png")):
                 mlflow.log_artifact(str(png), artifact_path=f"figures/{g}")
         set_parent_summary(MlflowClient(), ctx["parent"], {KIND_TAG: "baselines", "variant": ",".join(cfg.policies),
                                                            "policy": ",".join(cfg.policies), "generator": ",".join(data["needed"]) or "none"},

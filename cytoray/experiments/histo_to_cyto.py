@@ -164,7 +164,7 @@ class HistoToCytoStudy(Study):
         for row, m in fids.items():
             mlflow.log_metrics({f"{row}/{k}": v for k, v in m.items()})
         log_files([out / "fid_table.md", out / "fid_table.csv", *sorted((out / "grids").glob("*.png")), *map(Path, data["manifests"])], "results")
-        result_runs(fids, labels, out / "grids", ctx)
+        result_runs(fids, labels, ctx)
         set_parent_summary(MlflowClient(), ctx["parent"], {KIND_TAG: "histo_to_cyto", **self.tags, "variant": "+".join(cfg.variants)},
                            f"**{cfg.name}**: histology→cytology by " + ", ".join(labels[v] for v in samplers) + "; FID/KID per class "
                            f"against the real cytology test split (split protocol 3:1:1, one seeded split, {test.source.counts()} "
@@ -175,7 +175,7 @@ class HistoToCytoStudy(Study):
         return {"table": md, "fids": fids}
 
 
-def result_runs(fids: dict, labels: dict, grids: Path, ctx: dict) -> None:
+def result_runs(fids: dict, labels: dict, ctx: dict) -> None:
     """One child run per table row with the same metric keys (`fid_test_inception/all`, ...), so
     the MLflow UI's compare view lines the translators and the real-histology baseline up."""
     from mlflow import MlflowClient
@@ -189,9 +189,7 @@ def result_runs(fids: dict, labels: dict, grids: Path, ctx: dict) -> None:
         tags = {"variant": row, "generator": "none (real histology)" if row == "histology" else row, "policy": "none"}
         rid = result_child(client, exp, ctx["parent"], f"row:{row}", f"result: {labels[row]}", tags)
         client.log_batch(rid, metrics=[Metric(k, v, int(time.time() * 1000), 0) for k, v in m.items()])
-        for png in sorted(grids.glob("*.png")):
-            client.log_artifact(rid, str(png), artifact_path="figures")
-        client.set_terminated(rid, "FINISHED")
+        client.set_terminated(rid, "FINISHED")  # its grids are the parent's results/<class>.png (every row in each)
 
 
 def fid_table(fids: dict, classes: list[str], labels: dict[str, str]) -> tuple[str, str]:

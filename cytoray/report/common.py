@@ -59,10 +59,12 @@ def trial_status(run) -> str:
     return run.info.status.lower()
 
 
-def run_images(rec: Recorded, run, folder: str, tmp: Path) -> list[tuple[str, Path]]:
-    """(artefact path, local copy) of each PNG artefact of a run under `folder` (empty if none)."""
+def run_images(rec: Recorded, run, folder: str, tmp: Path, prefix: str = "") -> list[tuple[str, Path]]:
+    """(artefact path, local copy) of each PNG artefact of a run under `folder` (recursively; the
+    root alone for folder ""), whose file name starts with `prefix` (empty list if none)."""
     rid = run.info.run_id
-    return [(p, rec.download(rid, p, tmp / rid / Path(p).parent)) for p in rec.artifacts(rid, folder)]
+    paths = rec.artifacts(rid, folder) if folder else [f.path for f in rec.client.list_artifacts(rid) if f.path.endswith(".png")]
+    return [(p, rec.download(rid, p, tmp / rid / Path(p).parent)) for p in paths if Path(p).name.startswith(prefix)]
 
 
 def pooled(keys, prefix: str = "") -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
-table { border-collapse: collapse; margin: .8em 0; font-size: .92em; }
+table { border-collapse: collapse; margin: .8em 0; font-size: .92em; display: block; overflow-x: auto; max-width: 100%; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
 th { background: #f3f3f3; } td.l, th.l { text-align: left; }
 tr.best td { background: #eaf6ea; } tr.worst td { background: #fbeaea; }

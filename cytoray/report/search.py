@@ -59,7 +59,8 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
             "scored once, for the chosen trial only."
     # 1. The trials table, best first.
     extra = [("mask FID (val)", "mask_fid")] if any(p["mask_fid"] is not None for p in pts) else []
-    cols = ["trial", "status", *keys, metric] + ([] if metric == FID_ALL else [FID_ALL]) + [c for c, _ in extra] + ["seconds"]
+    short = [".".join(k.split(".")[-2:]) for k in keys]  # generator.cgan.lam -> cgan.lam: the table fits a page
+    cols = ["trial", "status", *short, metric] + ([] if metric == FID_ALL else [FID_ALL]) + [c for c, _ in extra] + ["seconds"]
     rows, classes = [], []
     for p in pts:
         row = [p["name"], p["status"], *(fmt(p["settings"].get(k)) for k in keys), fmt(p["y"])]
@@ -102,7 +103,7 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
     for which, p in (("best", best), ("worst", worst)):
         if p is None:
             continue
-        imgs = run_images(rec, p["run"], "figures", tmp) or run_images(rec, p["run"], "samples", tmp)[-2:]
+        imgs = run_images(rec, p["run"], "", tmp, "real_vs_synthetic_") or run_images(rec, p["run"], "samples", tmp)[-2:]
         for path, img in imgs:
             what = "real (validation) vs synthetic" if img.name.startswith("real_vs") else "generator samples at its last epoch"
             page.image(img, f"{which} trial ({p['name']}, validation {metric} {fmt(p['y'])}): {what}, {path}.",

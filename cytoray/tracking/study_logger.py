@@ -6,7 +6,8 @@ never duplicates a trial's child run. Works with sqlite and with a tracking serv
 
 What the MLflow UI shows without clicking into a run: every run carries `variant`, `policy` and
 `generator` tags where they apply (the study's `describe` and `tag.<k>` reports), metric keys
-are the same across variants, a trial's real-vs-synthetic grids are its `figures/` artefacts,
+are the same across variants, a trial's real-vs-synthetic grids are root artefacts (so "compare
+runs" shows them side by side, one column per variant),
 and the parent's description (`mlflow.note.content`) summarises the study.
 """
 
@@ -163,7 +164,7 @@ class MlflowStudyCallback(Callback):
         figs = Path(last[FIGURES]) if last.get(FIGURES) else None
         if figs is None or not figs.is_dir():
             return
-        for png in sorted(figs.glob("*.png")):
-            self.client.log_artifact(rid, str(png), artifact_path=FIGURES)
+        for png in sorted(figs.glob("*.png")):  # at the root: the UI's compare view shows root files side by side
+            self.client.log_artifact(rid, str(png))
         if (figs / HISTORY).is_file():
             log_history_file(self.client, rid, figs / HISTORY)
