@@ -21,12 +21,24 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) studies/syncgan_ratio.py
 
+# The MLflow UI test (tests/test_mlflow_ui.py) drives Debian's Chromium through Playwright, whose
+# own browser download cannot work offline: the package is installed here when it is missing
+# (apt-get as root, or through passwordless sudo), once per machine.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else \
+	  echo "Chromium is missing for the MLflow UI test: install Debian's package (apt-get install chromium)" >&2; exit 1; fi; \
+	echo "installing Debian's chromium (for the MLflow UI test)"; \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null
+
 # The test suite (slow end-to-end runs are excluded; `make test-all` runs them too). The
-# `server` tests (a real PostgreSQL + authenticated MLflow server on 127.0.0.1) are included.
-test: $(STAMP)
+# `server` tests (a real PostgreSQL + authenticated MLflow server on 127.0.0.1) and the MLflow UI
+# test in headless Chromium are included.
+test: $(STAMP) $(CHROMIUM)
 	$(PY) -m pytest -q -m "not slow"
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(CHROMIUM)
 	$(PY) -m pytest -q
 
 clean:
