@@ -13,9 +13,10 @@ quality flag: empty / inverted / covers / touches_padding), and how many masks t
 band; it writes per-image rows to <out>/real_data.json and one PNG per folder (image, then
 each method's mask outline; ground truth in green) to <out>/.
 
-Sections: `masks` now. A `--syncgan` section (short SynCGAN run on the cytology folder, grid
-of real vs synthetic per class, FID/KID per class against the real-vs-real baseline) belongs
-after `section_masks` once the generator restructure lands; it is not in this file yet.
+With `--syncgan`, a short SynCGAN run on the cytology folder (its default masks, padding cropped,
+under Ray Train): a grid per class of real images | synthetic images | the masks that made them
+(<out>/syncgan_grid.png), and FID/KID per class of synthetic vs real images beside the floor of two
+halves of the real class and the real normal-vs-abnormal figure.
 """
 
 from __future__ import annotations
@@ -173,6 +174,52 @@ def _table(name: str, summary: dict, methods: list[str]) -> str:
     return "\n".join(lines)
 
 
+def section_syncgan(root: Path, out: Path, size: int, mask_epochs: int, cgan_epochs: int) -> dict:
+    """Train SynCGAN briefly on the folder; the per-class grid and FID/KID against the real-vs-real floors."""
+    from cytoray.config import DataConfig
+    from cytoray.data.source import load_split
+    from cytoray.generators.gan import CGANConfig, LatentGANConfig
+    from cytoray.generators.syncgan import SynCGAN, SynCGANConfig
+    from cytoray.metrics.fidelity import fid_kid_report, inception_features, per_class, per_class_notes
+    from cytoray.training.config import RunConfig
+
+    t0 = time.perf_counter()
+    work = out / "syncgan"
+    ds, man = load_split(DataConfig(root=str(root), size=size), work / "split.json")
+    train, val = ds.subset(man.indices("train")), ds.subset(man.indices("val"))
+    cfg = SynCGANConfig(mask_gan=LatentGANConfig(epochs=mask_epochs, g_base=16, d_base=16),
+                        cgan=CGANConfig(epochs=cgan_epochs, g_base=16, d_base=16))  # fmt: skip
+    bundle, _ = SynCGAN.train(train, val, cfg, work / "bundle", work / "cache", man.hash, RunConfig(checkpoint_every=10))
+    gen = SynCGAN.load(bundle)
+    real = {c: ds.images[ds.labels == i] for i, c in enumerate(ds.class_names)}
+    fake = {c: gen.sample(len(x), c, seed=1) for c, x in real.items()}
+    # 1. The grid: per class, 8 real | 8 synthetic | the 8 masks that made them.
+    rows = []
+    for c in ds.class_names:
+        rows += [np.concatenate(list(real[c][:8]), 1), np.concatenate(list(fake[c][0][:8]), 1),
+                 np.concatenate([np.repeat((m[..., None] * 255).astype(np.uint8), 3, -1) for m in fake[c][1][:8]], 1)]  # fmt: skip
+    save_png(out / "syncgan_grid.png", np.concatenate(rows, 0))
+    # 2. FID/KID per class vs all real images of the class; floors from two halves of the real class.
+    metrics = per_class(real, {c: f[0] for c, f in fake.items()}, split="real")
+    a, b = ds.class_names[:2]
+    between = fid_kid_report(inception_features(real[a]), inception_features(real[b]), names=(a, b))
+    mask_share = {c: float(f[1].mean()) for c, f in fake.items()}
+    return {"metrics": metrics, "notes": per_class_notes(metrics, "real"), "between_classes": {"fid": between["fid"], "kid": between["kid_mean"]},
+            "mask_share": mask_share, "seconds": time.perf_counter() - t0, "epochs": {"mask_gan": mask_epochs, "cgan": cgan_epochs}}  # fmt: skip
+
+
+def _syncgan_table(r: dict, classes: list[str]) -> str:
+    m = r["metrics"]
+    lines = ["| class | FID synth vs real | FID floor (real halves, at n) | KID synth vs real | KID floor | nucleus share of masks |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for c in classes:
+        lines.append(f"| {c} | {m[f'fid_real_inception/{c}']:.1f} | {m.get(f'fid_real_inception_floor_at_n/{c}', float('nan')):.1f} | "
+                     f"{m[f'kid_real_inception_mean/{c}']:.4f} | {m.get(f'kid_real_inception_floor_mean/{c}', float('nan')):.4f} | "
+                     f"{r['mask_share'][c]:.3f} |")  # fmt: skip
+    lines.append(f"real {classes[0]} vs real {classes[1]}: FID {r['between_classes']['fid']:.1f}, KID {r['between_classes']['kid']:.4f}")
+    return "\n".join(lines + r["notes"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--he", type=Path, help="H&E folder with ground-truth masks")
@@ -181,6 +228,10 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
     ap.add_argument("--fail-dice", type=float, default=0.3, help="an image below this Dice counts as a failure")
     ap.add_argument("--limit", type=int, default=None, help="first N images per folder (quick looks)")
+    ap.add_argument("--syncgan", action="store_true", help="also train SynCGAN briefly on --cyto: grid and FID/KID per class")
+    ap.add_argument("--size", type=int, default=64, help="--syncgan: image side")
+    ap.add_argument("--mask-epochs", type=int, default=60, help="--syncgan: class mask GAN epochs")
+    ap.add_argument("--cgan-epochs", type=int, default=30, help="--syncgan: CGAN epochs")
     a = ap.parse_args()
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     if bad := [m for m in methods if m not in METHODS]:
@@ -194,6 +245,11 @@ def main() -> None:
         if root:
             report[name] = section_masks(name, root, methods, a.out, a.fail_dice, a.limit)
             print(_table(f"{name}: {root}", report[name]["summary"], methods), flush=True)
+    if a.syncgan and a.cyto:
+        report["syncgan"] = section_syncgan(a.cyto, a.out, a.size, a.mask_epochs, a.cgan_epochs)
+        classes = sorted(d.name for d in a.cyto.iterdir() if d.is_dir())
+        print(f"SynCGAN on {a.cyto} ({report['syncgan']['seconds']:.0f} s): grid in {a.out / 'syncgan_grid.png'}\n"
+              + _syncgan_table(report["syncgan"], classes), flush=True)  # fmt: skip
     write_json(a.out / "real_data.json", report)
     print(f"wrote {a.out / 'real_data.json'} and {', '.join(f'{n}_masks.png' for n in report)} in {a.out}")
 

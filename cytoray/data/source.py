@@ -59,7 +59,7 @@ def load_split(cfg: DataConfig, path, ds: ImageSet | None = None) -> tuple[Image
     ds, path = (load_dataset(cfg, progress=True) if ds is None else ds), Path(path)
     if path.is_file():
         m = Manifest.load(path)
-        same = (m.seed, [float(r) for r in m.ratios]) == (cfg.split_seed, [float(r) for r in cfg.split_ratios])
+        same = (m.seed, [float(r) for r in m.ratios], m.padding) == (cfg.split_seed, [float(r) for r in cfg.split_ratios], ds.padding)
         if [it["sha256"] for it in m.items] == ds.sha256 and m.size == cfg.size and same:
             check_leakage(m)
             return ds, m
@@ -71,7 +71,7 @@ def load_split(cfg: DataConfig, path, ds: ImageSet | None = None) -> tuple[Image
 
 def load_dataset(cfg: DataConfig, progress: bool = False) -> ImageSet:
     """Load `cfg.root` (a folder dataset) or, when it is None, the embedded simulator."""
-    padding = getattr(cfg, "padding", "crop")  # data.padding once DataConfig has it; crop until then
+    padding = cfg.padding
     if cfg.root:
         return load_folder(cfg.root, cfg.size, cfg.classes, cfg.magnification, progress=progress, padding=padding)
     return simulated_set(cfg.sim_kind, cfg.sim_n, cfg.size, cfg.sim_seed, padding=padding)

@@ -132,10 +132,13 @@ class Manifest:
     ratios: list[float]
     class_names: list[str]
     items: list[dict]  # {"name", "class", "sha256", "split"}
+    padding: str = "crop"  # how flat edge bands were handled when loading (the pixels differ, the files do not)
 
     @property
     def hash(self) -> str:
-        return stable_hash([(i["name"], i["sha256"], i["split"]) for i in self.items] + [self.size])
+        """Names, file hashes and splits, and how the images were loaded: everything cached downstream
+        (stages, bundles, Inception features) keys on it."""
+        return stable_hash([(i["name"], i["sha256"], i["split"]) for i in self.items] + [self.size, self.padding])
 
     def indices(self, split: str) -> np.ndarray:
         return np.array([k for k, it in enumerate(self.items) if it["split"] == split], dtype=np.int64)
@@ -189,7 +192,7 @@ def _split_manifest(ds: ImageSet, ratios: list[float], seed: int, near_bits: int
         {"name": n, "class": ds.class_names[c], "sha256": h, "split": s}
         for n, c, h, s in zip(ds.names, ds.labels.tolist(), ds.sha256, split)
     ]
-    m = Manifest(ds.source, int(ds.images.shape[1]), seed, list(ratios), list(ds.class_names), items)
+    m = Manifest(ds.source, int(ds.images.shape[1]), seed, list(ratios), list(ds.class_names), items, getattr(ds, "padding", "crop"))
     check_leakage(m, ph, near_bits)
     return m
 

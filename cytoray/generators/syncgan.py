@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Literal
 
 import numpy as np
 import torch
@@ -22,16 +21,12 @@ import torch
 from ..config import to_plain
 from ..data.folder import ImageSet
 from ..io import stable_hash
+from ..masks.config import MasksConfig, dataset_masks
 from ..nets import MaskGenerator, UNet
 from ..training.stage import StageSpec
 from .base import Generator, GeneratorConfig
 from .bundle import load_per_class, load_state, read_bundle
 from .gan import CGANConfig, CGANStage, LatentGANConfig, MaskGANStage, from_unit, masks_to_unit, seeded_z, stage_params, to_unit
-
-
-@dataclasses.dataclass
-class MasksConfig:
-    source: Literal["unsupervised", "ground_truth"] = "unsupervised"  # paper: unsupervised §3.2 masks
 
 
 @dataclasses.dataclass
@@ -45,21 +40,17 @@ class SynCGANConfig(GeneratorConfig):
 
 
 def nucleus_masks(ds: ImageSet, masks: MasksConfig) -> np.ndarray:
-    """Masks that prime the CGAN: unsupervised (paper §3.2) or the dataset's ground truth."""
-    if masks.source == "ground_truth":
-        if ds.masks is None:
-            from ..errors import DataError
-
-            raise DataError(f"{ds.source}: masks.source=ground_truth but the dataset has no <class>/masks/ files; use masks.source=unsupervised")
-        return ds.masks.astype(bool)
-    from ..masks.unsupervised import nucleus_mask
-
-    return np.stack([nucleus_mask(im) for im in ds.images])
+    """Masks that prime the CGAN: unsupervised (stain-aware by default; the paper's §3.2 method with
+    masks.method=syncgan) or the dataset's ground truth; padding bands never hold a nucleus."""
+    return dataset_masks(ds, masks)
 
 
 def masks_key(masks: MasksConfig) -> str:
-    """Every mask setting, hashed: masks made another way are other training data."""
-    return stable_hash(to_plain(masks), 8)
+    """Every mask setting and the mask algorithm's version, hashed: masks made another way are other
+    training data (the split's hash already covers the images and how they were loaded)."""
+    from ..masks.run import ALGORITHM_VERSION
+
+    return stable_hash({"masks": to_plain(masks), "algorithm": ALGORITHM_VERSION}, 8)
 
 
 class SynCGAN(Generator):
@@ -73,7 +64,8 @@ class SynCGAN(Generator):
     @classmethod
     def stages(cls, train: ImageSet, val: ImageSet, cfg: SynCGANConfig, data_key: str, seed: int) -> list[StageSpec]:
         size = int(train.images.shape[1])
-        print(f"[syncgan] nucleus masks ({cfg.masks.source}) for {len(train)} train + {len(val)} val images", file=sys.stderr, flush=True)
+        print(f"[syncgan] nucleus masks ({cfg.masks.source}, {cfg.masks.method}) for {len(train)} train + {len(val)} val images",
+              file=sys.stderr, flush=True)  # fmt: skip
         m_train, m_val = nucleus_masks(train, cfg.masks), nucleus_masks(val, cfg.masks)
         mkey = f"{data_key}:masks={masks_key(cfg.masks)}"
         mp = stage_params(cfg.mask_gan, size)
