@@ -222,3 +222,22 @@ def test_non_ascii_class_names_train_end_to_end(tmp_path):
                    cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0 and len(list((tmp_path / "s" / "bénin").glob("*.png"))) == 2, r.stderr[-2000:]
     assert json.loads((out / "generator.json").read_text())["classes"] == ["bénin", "malin"]
+
+
+@pytest.mark.usefixtures("single_ray_instance")
+def test_a_training_that_makes_no_step_is_failed_and_leaves_no_bundle(tmp_path):
+    """3 images per class, split 1:1:1: each class GAN trains on one image, every batch is under 2 (BatchNorm)."""
+    from mlflow import MlflowClient
+
+    root = tmp_path / "few"
+    for c, cls in enumerate(("benign", "malignant")):
+        for i in range(3):  # a 1:1:1 split leaves one training image per class
+            write_png(root / cls / f"{i}.png", blob_image(10 * c + i))
+    out = tmp_path / "o"
+    r = run_python(["-m", "cytoray.cli", "train", "gan", "--data", str(root), "--size", "32", "--epochs", "1", "--out", str(out),
+                    "--set", "gan.g_base=8", "--set", "gan.d_base=8", "--set", "data.split_ratios=[1,1,1]"], cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 2 and "made no optimiser step" in r.stderr and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert not (out / "generator.json").exists()  # nothing `generate` or `pull` would load
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("cytoray-train").experiment_id])
+    assert run.info.status == "FAILED"

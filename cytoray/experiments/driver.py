@@ -162,11 +162,6 @@ def _plugins() -> dict:
 
 def run_study(study: Study, cfg, out: Path, *, tracking_uri: str | None = None, address: str | None = None,
               resume: bool = False, use_cache: bool = True, smoke: bool = False) -> dict:  # fmt: skip
-    import mlflow
-
-    from ..tracking.mlflow_utils import RetryingClient, setup
-    from ..tracking.study_logger import find_or_create_parent
-
     t0 = time.perf_counter()
     out = Path(out).resolve()
     # 1. Everything checkable before any job: config, search space, data, splits.
@@ -177,7 +172,17 @@ def run_study(study: Study, cfg, out: Path, *, tracking_uri: str | None = None, 
         check_address(address)  # a Ray head that does not answer: named in seconds, before anything is written
     space = load_search_space(resolve_file(cfg.tune.search_space, "tune.search_space"), cfg) if cfg.tune.search_space else None
     out.mkdir(parents=True, exist_ok=True)
-    lock = hold_study_lock(out)  # one study per --out (a second one, or a --resume while it runs, is refused)
+    with hold_study_lock(out):  # one study per --out (a second one, or a --resume while it runs, is refused)
+        return _run_locked(study, cfg, out, space, t0, tracking_uri=tracking_uri, address=address, resume=resume,
+                           use_cache=use_cache, smoke=smoke)  # fmt: skip
+
+
+def _run_locked(study: Study, cfg, out: Path, space, t0: float, *, tracking_uri, address, resume, use_cache, smoke) -> dict:
+    import mlflow
+
+    from ..tracking.mlflow_utils import RetryingClient, setup
+    from ..tracking.study_logger import find_or_create_parent
+
     data = study.prepare(cfg, out)
     grid = study.grid(cfg, data)
     ctx = {"out": str(out), "cache": str(out / "cache"), "use_cache": use_cache, "t0": time.time(), "smoke": smoke}
@@ -215,7 +220,6 @@ def run_study(study: Study, cfg, out: Path, *, tracking_uri: str | None = None, 
         client.set_terminated(parent, "FAILED")
         raise
     client.set_terminated(parent, "FINISHED")
-    lock.close()
     return {**summary, "uri": uri, "parent": parent, "out": str(out), "seconds": time.perf_counter() - t0,
             "n_trials": 0 if results is None else len(results)}  # fmt: skip
 
