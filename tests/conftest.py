@@ -48,6 +48,21 @@ def blob_image(seed: int, size: int = 32, dark: bool = True) -> np.ndarray:
     return img
 
 
+@pytest.fixture(autouse=True)
+def _isolated_environment():
+    """Each test sees the session's environment: `mlflow.set_tracking_uri` (called by every
+    in-process study or CLI command) exports MLFLOW_TRACKING_URI, which would otherwise point the
+    subprocesses of later tests at an earlier test's store (or at an unreachable test server)."""
+    saved = dict(os.environ)
+    yield
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri("")  # this process back to MLflow's default (it exports the variable too)
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="module")
 def single_ray_instance():
     """Studies start their own local Ray cluster in a subprocess. Ray Train's placement-group

@@ -106,7 +106,7 @@ def test_a_killed_worker_node_is_replaced_and_the_trial_finishes(tmp_path):
         # The head has 1 CPU (the trial's driver); every Ray Train worker (1 CPU) must run on the worker node.
         args = [sys.executable, str(STUDY), "--smoke-test", "--out", str(out), "--address", "127.0.0.1:6398",
                 "--tracking-uri", f"sqlite:///{tmp_path}/m.db", "--set", "tune.num_samples=1", "--set", "generator.cgan.epochs=6",
-                "--set", "run.checkpoint_every=1"]  # fmt: skip
+                "--set", "run.checkpoint_every=1", "--verbose"]  # fmt: skip (--verbose: the workers' epoch lines are watched)
         with open(log, "w") as f:
             proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
         _wait_for(lambda: "[cgan] epoch 2/6" in log.read_text(), 600, "the CGAN's second epoch", proc, log)

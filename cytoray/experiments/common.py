@@ -90,8 +90,12 @@ def epoch_report_callback(extra: dict):
     """
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from ..training.loop import ERROR_KEY
+
     class _WithExtra(TuneReportCallback):
         def after_report(self, run_context, metrics, checkpoint):
+            if ERROR_KEY in metrics[0]:  # the job ends with a TrainingError: the trial fails on it, ASHA sees no epoch
+                return
             super().after_report(run_context, [{**extra, **metrics[0]}, *metrics[1:]], checkpoint)
 
     return _WithExtra()

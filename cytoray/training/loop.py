@@ -101,6 +101,10 @@ def quiet_report_log() -> None:
 
 # ----------------------------------------------------------------------------- the loop
 
+# The metric key of a report that ends a job with a TrainingError (see train_loop_per_worker).
+ERROR_KEY, ERROR_FILE = "cytoray_training_error", "training_error.txt"
+
+
 
 def train_loop_per_worker(config: dict) -> None:
     import ray.train
@@ -118,10 +122,19 @@ def train_loop_per_worker(config: dict) -> None:
     if ckpt:
         with ckpt.as_directory() as d:
             finished, running = _load_checkpoint(Path(d), specs)
-    for spec in specs:
-        if spec.label not in finished:
-            resume = running if running is not None and running["label"] == spec.label else None
-            finished[spec.label] = _run(spec, specs, finished, resume, config, rank, world, device)
+    try:
+        for spec in specs:
+            if spec.label not in finished:
+                resume = running if running is not None and running["label"] == spec.label else None
+                finished[spec.label] = _run(spec, specs, finished, resume, config, rank, world, device)
+    except TrainingError as e:
+        # A user's error (no optimiser step, a diverged loss) is the same on every rank and on every
+        # retry: report it and end normally, so Ray Train neither restarts the job nor prints a
+        # traceback; the runner raises it in the driver as the user's one-line answer.
+        # (Train V2 keeps a result's metrics with its checkpoint: rank 0 attaches a one-file one.)
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / ERROR_FILE).write_text(str(e))
+            ray.train.report({ERROR_KEY: str(e)}, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
 
 
 def _run(spec: StageSpec, specs, finished: dict, resume: dict | None, config: dict, rank: int, world: int, device) -> dict:

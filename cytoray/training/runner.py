@@ -19,10 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import CytorayError
+from ..errors import CytorayError, TrainingError
 from ..io import atomic_dir, stable_hash, write_json
 from .config import RunConfig
-from .loop import BEST_FILE, DONE_DIR, GRID_DIR, HISTORY_FILE, META_FILE, load_result, save_result
+from .loop import BEST_FILE, DONE_DIR, ERROR_FILE, GRID_DIR, HISTORY_FILE, META_FILE, load_result, save_result
 from .stage import StageSpec
 
 
@@ -45,9 +45,9 @@ class StageResult:
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Start (or join, with `address` / RAY_ADDRESS) a Ray cluster once per process."""
-    import logging
-
     import ray
+
+    from ..quiet import ray_init_options
 
     if ray.is_initialized():
         return
@@ -56,7 +56,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     address = address or os.environ.get("RAY_ADDRESS")
     # The dashboard hosts the state API that Ray Train V2's placement-group cleaner polls.
-    kwargs = dict(include_dashboard=True, logging_level=logging.WARNING, log_to_driver=True)
+    kwargs = dict(include_dashboard=True, **ray_init_options(address))  # worker output and log level: cytoray.quiet
     if address:
         check_address(address)
         ray.init(address=address, **kwargs)
@@ -184,6 +184,10 @@ def _fit(pending: list[StageSpec], cache_root: Path, run_cfg: RunConfig, callbac
             raise err from None
         raise
     seconds = time.perf_counter() - t0
+    if result.checkpoint is not None:  # the job ended on a user's error (see loop.train_loop_per_worker)
+        with result.checkpoint.as_directory() as d:
+            if (Path(d) / ERROR_FILE).is_file():
+                raise TrainingError((Path(d) / ERROR_FILE).read_text())
     if result.checkpoint is None:
         raise RuntimeError(f"Ray Train job {name} finished without a checkpoint (see the Ray log above)")
     out: dict[str, StageResult] = {}
