@@ -73,7 +73,7 @@ def cmd_fid(a: argparse.Namespace) -> int:
         from .errors import CytorayError
 
         raise CytorayError(f"--size {a.size}: give at least 16 px (or leave it out: each image goes to 299 px as it is)")
-    res = fid_kid_dirs(a.dir_a, a.dir_b, size=a.size)
+    res = fid_kid_dirs(a.dir_a, a.dir_b, size=a.size, progress=not a.json)
     if a.json:
         _print_json(res)
     else:  # KID leads below the documented n, with each set's real-vs-real floor beside the figure
@@ -118,9 +118,13 @@ def _write_samples(gen, n: int, classes: list[str], out: str, seed: int) -> list
     _check_n(n)
     for c in classes:  # class names come from the bundle's metadata: never a path
         safe_component(c, "class name")
+    from .progress import Progress
+
     lines = []
+    bar = Progress(n * len(classes), "sampling")
     for c in classes:
         images, masks = gen.sample(n, c, seed=seed)
+        bar.update(n)
         dest = Path(out) / c
         with atomic_dir(dest, overwrite=True) as tmp:
             for i, im in enumerate(images):
@@ -128,6 +132,7 @@ def _write_samples(gen, n: int, classes: list[str], out: str, seed: int) -> list
                 if masks is not None:
                     save_png(tmp / "masks" / f"{c}_synth_{i:04d}.png", (masks[i] * 255).astype(np.uint8))
         lines.append(f"wrote {n} synthetic '{c}' images to {dest}")
+    bar.close()
     return lines
 
 
@@ -185,6 +190,7 @@ def cmd_classify(a: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cytoray", description="Synthetic cytology/histology studies (SynCGAN, CycleGAN, NST).")
+    p.add_argument("--verbose", action="store_true", help="Ray's own output too (workers, log lines)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("simulate", help="write an embedded simulated dataset (images + nucleus masks)")
@@ -265,6 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
     s.set_defaults(func=cmd_pull)
 
+    s = sub.add_parser("report", help="the HTML report (tables + figures) of a study, built from MLflow alone")
+    s.add_argument("--experiment", required=True, help="the study's MLflow experiment (e.g. syncgan_ratio)")
+    s.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    s.add_argument("--out", required=True, help="folder for report.html and figures/ (new, or a previous report)")
+    s.add_argument("--run-id", default=None, help="the study's parent run (default: the newest)")
+    s.add_argument("--log", action="store_true", help="also attach the report to that parent run")
+    s.set_defaults(func=cmd_report)
+
     s = sub.add_parser("classify", help="predict a folder of images with a registered classifier")
     s.add_argument("ref", help="NAME@ALIAS or NAME/VERSION (e.g. syncgan-classifier@champion)")
     s.add_argument("dir")
@@ -274,10 +288,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def cmd_report(a) -> int:
+    from .report import report_from_args
+
+    return report_from_args(a)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .errors import CytorayError
+    from .quiet import configure
 
     args = build_parser().parse_args(argv)
+    configure(verbose=args.verbose, worker_output=True if args.command == "train" else None)  # train: its epochs are its progress
     try:
         return int(args.func(args) or 0)
     except CytorayError as e:

@@ -1,7 +1,7 @@
 """The command line every study script shares: the same flags, the same errors, the same run.
 
     python studies/<study>.py [--data DIR] [--config YAML] [--set KEY=VALUE ...] [--out DIR]
-                              [--tracking-uri URI] [--address ADDR] [--resume] [--no-cache] [--smoke-test]
+                              [--tracking-uri URI] [--address ADDR] [--resume] [--no-cache] [--smoke-test] [--verbose]
 
 Input problems print one line, `<study>: error: ...`, and exit 2 before anything starts.
 """
@@ -42,9 +42,13 @@ def run_script(prog: str, study: Study, argv: list[str] | None, *, doc: str, smo
     ap.add_argument("--resume", action="store_true", help="continue the study in --out (finished trials are kept)")
     ap.add_argument("--no-cache", action="store_true", help="retrain every stage (to measure what the caches save)")
     ap.add_argument("--smoke-test", action="store_true", help="a minimal end-to-end run on tiny data")
+    ap.add_argument("--verbose", action="store_true", help="Ray's and Tune's own output too (workers, status tables)")
     if extra_args:
         extra_args(ap)
     a = ap.parse_args(argv)
+    from ..quiet import configure
+
+    configure(verbose=a.verbose)
     stop_on_sigterm()
     try:
         values = {"data": {"root": a.data}} if a.data else {}

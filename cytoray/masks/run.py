@@ -131,7 +131,9 @@ def run_masks(
     key = stable_hash({"params": pdict, "algorithm": ALGORITHM_VERSION})
 
     hits, scores, per_image = 0, [], []
-    every = max(1, len(records) // 20)  # about 20 progress lines whatever the dataset size
+    from ..progress import Progress
+
+    bar = Progress(len(records), "[masks]", enabled=progress)
     for i, rec in enumerate(records, 1):
         mask, info, cached = _cached_mask(rec.path, cache, key, params)
         hits += cached
@@ -144,8 +146,10 @@ def run_masks(
             scores.append((rec.cls, row["dice"], row["iou"]))
         row["fail"] = bool(row["flags"]) or row.get("dice", 1.0) < fail_dice
         per_image.append(row)
-        if progress and (i % every == 0 or i == len(records)):
-            print(f"[masks] {i}/{len(records)} {name} ({hits} cached)", file=sys.stderr, flush=True)
+        bar.update()
+    bar.close()
+    if progress:
+        print(f"[masks] {len(records)}/{len(records)} images masked ({hits} from the cache)", file=sys.stderr, flush=True)
 
     failed = [r for r in per_image if r["fail"]]
     summary: dict = {

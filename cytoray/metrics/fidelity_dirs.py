@@ -56,12 +56,17 @@ def _load_batches(paths: list[Path], size: int | None, batch_size: int) -> Itera
 
 
 def folder_features(paths: list[Path], size: int | None = None, batch_size: int = 50,
-                    device: str | torch.device = "cpu") -> np.ndarray:
+                    device: str | torch.device = "cpu", desc: str | None = None) -> np.ndarray:
     """Features of image files in their given order; each image reaches 299x299 by the extractor's
-    own resize from its own size (or from size x size), whatever else is in the folder."""
+    own resize from its own size (or from size x size), whatever else is in the folder. With
+    `desc`, a progress bar (stderr) counts the images."""
+    from ..progress import Progress
+
     out = np.zeros((len(paths), 2048))
-    for idx, batch in _load_batches(paths, size, batch_size):
-        out[idx] = _features_from_batches([batch], device)
+    with Progress(len(paths), desc or "", enabled=desc is not None) as bar:
+        for idx, batch in _load_batches(paths, size, batch_size):
+            out[idx] = _features_from_batches([batch], device)
+            bar.update(len(idx))
     return out
 
 
@@ -72,7 +77,7 @@ def resize_protocol(size: int | None) -> str:
 
 def fid_kid_dirs(dir_a: str | Path, dir_b: str | Path, size: int | None = None, *, kid_subsets: int = 100,
                  seed: int = 0, batch_size: int = 50, device: str | torch.device = "cpu",
-                 floor_splits: int = FLOOR_SPLITS) -> dict:
+                 floor_splits: int = FLOOR_SPLITS, progress: bool = False) -> dict:
     """FID/KID between two image folders (png/jpg/tif/bmp, recursive, "masks" folders skipped), read as RGB uint8.
 
     One protocol whatever the order: every image goes from its own size straight to the
@@ -92,7 +97,8 @@ def fid_kid_dirs(dir_a: str | Path, dir_b: str | Path, size: int | None = None, 
             raise DataError(f"{d}: {len(paths)} image(s) found (png/jpg/tif/bmp, 'masks' folders skipped); "
                             "FID/KID need at least 2")
     size = None if size is None else int(size)
-    fa, fb = folder_features(pa, size, batch_size, device), folder_features(pb, size, batch_size, device)
+    fa, fb = (folder_features(p, size, batch_size, device, f"Inception features {Path(d).name}" if progress else None)
+              for p, d in ((pa, dir_a), (pb, dir_b)))
     out = fid_kid_report(fa, fb, kid_subsets, seed, names=(str(dir_a), str(dir_b)), floor_splits=floor_splits)
     out.update(dir_a=str(dir_a), dir_b=str(dir_b), image_resize=resize_protocol(size))
     return out
