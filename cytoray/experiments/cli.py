@@ -73,4 +73,6 @@ def run_script(prog: str, study: Study, argv: list[str] | None, *, doc: str, smo
         print(f"{prog}: error: {os_error_message(e)}", file=sys.stderr)
         return 2
     report(cfg, res)
+    if isinstance(res, dict) and res.get("report"):  # built from MLflow at the study's end, also on the parent run
+        print(f"Report: {res['report']} (and on the MLflow parent run, artefacts report/)")
     return 0

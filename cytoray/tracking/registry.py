@@ -63,7 +63,7 @@ def register(name: str, bundle_dir: str | Path, *, score: float, protocol: str, 
             artifacts={"bundle": str(staged)},
             pip_requirements=_requirements(),
         )  # linked to the active run, if any
-    mv = mlflow.register_model(info.model_uri, name)
+    mv = _new_version(client, name, info)
     version_tags = {"cytoray.protocol": protocol, "cytoray.metric": metric, "cytoray.score": repr(float(score)),
                     "cytoray.eligible": "false" if ineligible else "true", **(tags or {})}  # fmt: skip
     if ineligible:
@@ -73,6 +73,19 @@ def register(name: str, bundle_dir: str | Path, *, score: float, protocol: str, 
         client.set_model_version_tag(name, mv.version, k, str(v))
     promoted = False if ineligible else _maybe_promote(client, name, mv.version, score, protocol, metric, higher_is_better)
     return str(mv.version), promoted
+
+
+def _new_version(client, name: str, info):
+    """`mlflow.register_model` without its console lines ("Successfully registered model ...",
+    "Created version ..."): the caller prints one `[registry]` line of its own."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    return client.create_model_version(name, info.model_uri, run_id=info.run_id, model_id=info.model_id)
 
 
 def _stage_bundle(src: Path, dst: Path) -> Path:

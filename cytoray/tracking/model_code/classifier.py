@@ -4,6 +4,7 @@ predict(uint8 images [N,H,W,3]) → class probabilities [N, C], preprocessing as
 """
 
 import mlflow
+import numpy as np
 from mlflow.pyfunc import PythonModel
 
 
@@ -13,9 +14,8 @@ class ClassifierBundleModel(PythonModel):
 
         self.model, self.meta = load_classifier_bundle(context.artifacts["bundle"])
 
-    def predict(self, context, model_input, params=None):
-        import numpy as np
-
+    # An image array has no MLflow schema: the hint says so (no warning at logging).
+    def predict(self, context, model_input: np.ndarray, params=None):
         from cytoray.classify.bundle import predict_images
 
         return predict_images(self.model, self.meta, np.asarray(model_input, dtype=np.uint8))

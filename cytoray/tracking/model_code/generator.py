@@ -4,6 +4,7 @@ predict(rows of {"n", "cls", "seed"}) → a list of uint8 image arrays sampled f
 """
 
 import mlflow
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 
@@ -13,7 +14,8 @@ class GeneratorBundleModel(PythonModel):
 
         self.gen = load_bundle(context.artifacts["bundle"])
 
-    def predict(self, context, model_input, params=None):
+    # The hint is what pyfunc passes; it also tells MLflow there is no schema to infer (no warning at logging).
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         import numpy as np
 
         rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
