@@ -314,3 +314,22 @@ def test_validate_reports_padding_and_flat_images(folder_dataset, capsys):
     assert pad["images"] >= 1 and any(Path(e["file"]).name == "a_padded.png" and e["left"] == 6 for e in pad["examples"])
     code, out = _err(capsys, ["validate", str(folder_dataset)])
     assert "padding bands:" in out and "training crops cut them off" in out
+
+
+def test_validate_calls_a_folder_unusable_when_the_split_leaves_a_class_too_few(tmp_path, capsys):
+    """3 images per class: a 3:1:1 split trains on 1 image per class, which makes no optimiser step."""
+    from conftest import blob_image, write_png
+
+    from cytoray.data.validate import MIN_PER_SPLIT, min_images, split_shortfall
+
+    for c, cls in enumerate(("benign", "malignant")):
+        for i in range(3 if cls == "benign" else 4):
+            write_png(tmp_path / "ds" / cls / f"{i}.png", blob_image(10 * c + i))
+    code, out = _err(capsys, ["validate", str(tmp_path / "ds"), "--json"])
+    rep = json.loads(out[out.index("{"):])
+    assert code == 1 and not rep["usable"]
+    [problem] = rep["problems"]
+    assert Path(problem["file"]).name == "benign" and "train 1, val 1, test 1" in problem["problem"]
+    assert "needs at least 4 images" in problem["problem"]
+    assert MIN_PER_SPLIT == {"train": 2, "val": 1, "test": 1} and min_images([3, 1, 1]) == 4 and min_images([8, 1, 1]) == 4
+    assert split_shortfall(4, [3, 1, 1]) is None and split_shortfall(1, [1, 0, 0]) and not split_shortfall(2, [1, 0, 0])

@@ -12,7 +12,33 @@ from ..io import sha256_file
 from .background import detect_bands
 from .folder import Problem, scan_folder
 from .images import read_rgb
-from .splits import SPLITS, duplicate_pairs, phash64
+from .splits import SPLITS, _allocate, duplicate_pairs, phash64
+
+
+# The documented minimum per class and split. train 2: the class-specific GANs and the classifier
+# train in batches of at least 2 (BatchNorm), so one training image makes no optimiser step (the run
+# would fail); val 1 and test 1: a class absent from a split has no per-class metric there.
+MIN_PER_SPLIT = {"train": 2, "val": 1, "test": 1}
+MINIMUM_TEXT = "per class: train >= 2 (a batch of 2), val >= 1, test >= 1 when their ratio is above 0"
+
+
+def split_shortfall(n: int, ratios) -> str | None:
+    """'train 1, val 1, test 1' when the split protocol leaves a split of one class below its
+    minimum (MIN_PER_SPLIT; splits with ratio 0 are not used); None when it is enough."""
+    used = sum(1 for x in ratios if x > 0)
+    if n < used:
+        return f"{n} image(s) for {used} splits"
+    counts = _allocate(n, list(ratios))
+    low = any(r > 0 and c < MIN_PER_SPLIT[s] for s, c, r in zip(SPLITS, counts, ratios))
+    return ", ".join(f"{s} {c}" for s, c, r in zip(SPLITS, counts, ratios) if r > 0) if low else None
+
+
+def min_images(ratios) -> int:
+    """The fewest images per class for which the split protocol meets MIN_PER_SPLIT."""
+    n = 1
+    while split_shortfall(n, ratios):
+        n += 1
+    return n
 
 
 def validate_folder(
@@ -51,10 +77,12 @@ def validate_folder(
             print(f"[validate] read {k + 1}/{len(records)}", file=sys.stderr)
 
     counts = Counter(r.cls for r in ok)
-    need = sum(1 for x in ratios if x > 0)
+    rtxt = ":".join(f"{x:g}" for x in ratios)
     for cls, n in sorted(counts.items()):
-        if n < need:
-            problems.append(Problem(str(root / cls), f"class has {n} readable images, too few for a {':'.join(f'{x:g}' for x in ratios)} split (needs {need}); add images"))
+        short = split_shortfall(n, ratios)
+        if short:
+            problems.append(Problem(str(root / cls), f"class has {n} readable images, too few for a {rtxt} split: it gives "
+                                    f"{short}; needs at least {min_images(ratios)} images ({MINIMUM_TEXT}); add images"))
     if len(counts) < 2 and records and not any("two class" in p.problem for p in problems):
         problems.append(Problem(str(root), f"needs at least two classes with readable images (found: {', '.join(counts) or 'none'})"))
 
