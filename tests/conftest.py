@@ -86,11 +86,15 @@ def tracking_server(tmp_path_factory):
         yield stack
 
 
+def two_class_folder(root: Path, n: int, name: str = "{i:02d}.png") -> Path:
+    """<root>/{benign,malignant}/<name>, n distinct images per class (blob_image seeds 100*c + i)."""
+    for c, cls in enumerate(("benign", "malignant")):
+        for i in range(n):
+            write_png(root / cls / name.format(cls=cls, i=i), blob_image(100 * c + i))
+    return root
+
+
 @pytest.fixture
 def folder_dataset(tmp_path) -> Path:
     """<root>/{benign,malignant}/*.png, 10 images per class, distinct content."""
-    root = tmp_path / "ds"
-    for c, cls in enumerate(("benign", "malignant")):
-        for i in range(10):
-            write_png(root / cls / f"{cls}_{i:02d}.png", blob_image(100 * c + i))
-    return root
+    return two_class_folder(tmp_path / "ds", 10, "{cls}_{i:02d}.png")

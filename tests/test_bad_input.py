@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import blob_image, run_python, write_png
+from conftest import blob_image, run_python, two_class_folder, write_png
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,11 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def ds(tmp_path) -> Path:
     """A usable folder: two classes, 12 distinct images each."""
-    root = tmp_path / "ds"
-    for c, cls in enumerate(("benign", "malignant")):
-        for i in range(12):
-            write_png(root / cls / f"{i:02d}.png", blob_image(100 * c + i))
-    return root
+    return two_class_folder(tmp_path / "ds", 12)
 
 
 def _cli(argv: list[str], capsys) -> tuple[int, str]:
