@@ -19,6 +19,7 @@ closes what is left by normalised convolution. Everything is numpy/scipy; seeded
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -220,3 +221,100 @@ def initial_images(refs: list[Reference], which: np.ndarray, size: int, seed: in
     for i, t in enumerate(which):
         imgs[i], masks[i] = initial_image(refs[int(t)], size, np.random.default_rng([seed, i]), cfg)
     return imgs, masks
+
+
+# ----------------------------------------------------------------------------- real tiles
+
+
+def _pairs(root: Path) -> list[tuple[Path, Path | None, str]]:
+    """(image, mask or None, class) of a folder: `<root>/images/ + <root>/masks/` (BreCaHAD's
+    layout) or the project's `<root>/<class>/*.png + <class>/masks/`; a mask has its image's stem."""
+    from .images import is_image_name
+
+    def mask_of(mdir: Path, stem: str) -> Path | None:
+        hits = [p for p in mdir.glob(f"{stem}.*") if is_image_name(p)] if mdir.is_dir() else []
+        return hits[0] if hits else None
+
+    if (root / "images").is_dir():
+        return [(p, mask_of(root / "masks", p.stem), "images") for p in sorted((root / "images").iterdir()) if is_image_name(p)]
+    out = []
+    for cdir in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name != "masks"):
+        out += [(p, mask_of(cdir / "masks", p.stem), cdir.name) for p in sorted(cdir.iterdir()) if is_image_name(p)]
+    return out
+
+
+def _scaled(arr: np.ndarray, scale: float, resample) -> np.ndarray:
+    from PIL import Image
+
+    if scale == 1:
+        return arr
+    h, w = arr.shape[:2]
+    return np.asarray(Image.fromarray(arr).resize((max(1, round(w * scale)), max(1, round(h * scale))), resample))
+
+
+def cut_tiles(arr: np.ndarray, tile: int) -> list[tuple[int, int, np.ndarray]]:
+    """Non-overlapping tile x tile squares, as many as fit, the grid centred: (y, x, tile)."""
+    h, w = arr.shape[:2]
+    ny, nx = h // tile, w // tile
+    y0, x0 = (h - ny * tile) // 2, (w - nx * tile) // 2
+    return [(y0 + i * tile, x0 + j * tile, arr[y0 + i * tile : y0 + (i + 1) * tile, x0 + j * tile : x0 + (j + 1) * tile])
+            for i in range(ny) for j in range(nx)]  # fmt: skip
+
+
+def load_tiles(root: str | Path, scale: float, tile: int, mask_threshold: int = 127, need_masks: bool = True):
+    """Real images (and nucleus masks) resized by `scale` and cut into tiles, as an ImageSet whose
+    `groups` name the source file (tiles of one image never straddle splits). Masks: grey level
+    above `mask_threshold` (JPEG masks ring near edges), resized as grey and thresholded again."""
+    import hashlib
+
+    from PIL import Image
+
+    from .folder import ImageSet
+    from .images import read_rgb
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found; give <root>/images + <root>/masks or <root>/<class>/*.png + <class>/masks/")
+    pairs = _pairs(root)
+    if not pairs:
+        raise DataError(f"{root}: no images (expected <root>/images/*.jpg + <root>/masks/ or <root>/<class>/*.png + <class>/masks/)")
+    classes = sorted({c for _, _, c in pairs})
+    imgs, masks, labels, names, groups = [], [], [], [], []
+    for path, mpath, cls in pairs:
+        if need_masks and mpath is None:
+            raise DataError(f"{path}: no nucleus mask with the same stem in its masks/ folder; add it (validation and test need masks)")
+        rgb = _scaled(read_rgb(path), scale, Image.BICUBIC)
+        m = None
+        if mpath is not None:
+            grey = np.asarray(Image.open(mpath).convert("L"))
+            if grey.shape != read_rgb(path).shape[:2]:
+                raise DataError(f"{mpath}: mask is {grey.shape[1]}x{grey.shape[0]} px but its image is not; masks must match their images")
+            m = _scaled(((grey > mask_threshold) * 255).astype(np.uint8), scale, Image.BILINEAR) > 127
+        cut = cut_tiles(rgb, tile)
+        if not cut:
+            raise DataError(f"{path}: {rgb.shape[1]}x{rgb.shape[0]} px after scale {scale} is smaller than one {tile} px tile; "
+                            "lower data.tile or raise data.scale")  # fmt: skip
+        for y, x, t in cut:
+            imgs.append(t)
+            masks.append(None if m is None else m[y : y + tile, x : x + tile])
+            labels.append(classes.index(cls))
+            names.append(f"{path.relative_to(root)}#{y},{x}")
+            groups.append(str(path.relative_to(root)))
+    images = np.stack(imgs)
+    return ImageSet(images=images, labels=np.asarray(labels, np.int64), class_names=tuple(classes), names=names,
+                    sha256=[hashlib.sha256(t.tobytes()).hexdigest() for t in images],
+                    masks=np.stack(masks) if all(m is not None for m in masks) else None, groups=groups,
+                    source=f"{root.resolve()} (scale {scale:g}, {tile} px tiles)")  # fmt: skip
+
+
+def split_groups(groups: list[str], ratios: list[float], seed: int) -> dict[str, np.ndarray]:
+    """Seeded train/val/test indices by group (source image), in proportion to `ratios`; val and
+    test get at least one group each when their ratio is > 0 and there are enough groups."""
+    uniq = sorted(set(groups))
+    order = [uniq[i] for i in np.random.default_rng(seed).permutation(len(uniq))]
+    r = np.asarray(ratios, float) / float(sum(ratios))
+    n_val, n_test = (max(1 if r[k] > 0 else 0, int(round(r[k] * len(uniq)))) for k in (1, 2))
+    if len(uniq) - n_val - n_test < 1:
+        raise DataError(f"{len(uniq)} source images cannot make train/val/test splits at {ratios}; add images")
+    parts = {"val": set(order[:n_val]), "test": set(order[n_val : n_val + n_test]), "train": set(order[n_val + n_test :])}
+    return {s: np.asarray([i for i, g in enumerate(groups) if g in parts[s]], np.int64) for s in ("train", "val", "test")}

@@ -18,6 +18,7 @@ The training tiles are only a style and texture reference: their masks are never
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 
 import numpy as np
@@ -80,15 +81,15 @@ class SegmenterConfig:
     lr: float = 1e-3  # Adam learning rate (a supervised net on exact masks)
     dice_weight: float = 1.0  # soft-Dice term beside pixel BCE: nuclei cover ~15% of a tile
     example_weights: bool = True  # weight each refined image by w = p/(1−p), p = D's "real" probability
-    weight_clip: list[float] = dataclasses.field(default_factory=lambda: [0.2, 2.0])  # Hou et al.: w clipped to [0.2, 2]; searched
+    weight_min: float = 0.2  # Hou et al.: w clipped below at 0.2 (an unrealistic image still teaches a little); searched
+    weight_max: float = 2.0  # Hou et al.: w clipped above at 2 (no single image dominates a batch); searched
     threshold: float = 0.5  # sigmoid probability above which a pixel is nucleus
 
     def validate(self) -> None:
         if self.base <= 0 or self.depth < 1 or self.lr <= 0 or self.dice_weight < 0:
             raise ConfigError("segmenter.base, depth and lr must be > 0 and dice_weight >= 0")
-        lo, hi = (self.weight_clip + [0, 0])[:2]
-        if len(self.weight_clip) != 2 or not 0 < lo <= hi:
-            raise ConfigError(f"segmenter.weight_clip={self.weight_clip}: give [low, high] with 0 < low <= high")
+        if not 0 < self.weight_min <= self.weight_max:
+            raise ConfigError(f"segmenter.weight_min={self.weight_min}, weight_max={self.weight_max}: need 0 < weight_min <= weight_max")
         if not 0 < self.threshold < 1:
             raise ConfigError(f"segmenter.threshold={self.threshold}: must lie in (0, 1)")
 
@@ -137,7 +138,7 @@ class RefinedSimConfig(GeneratorConfig):
 # ----------------------------------------------------------------------------- data
 
 
-def references(images: np.ndarray, seed: int, cfg: SynthesisConfig, names: list[str]) -> tuple[list[Reference], np.ndarray]:
+def references(images: np.ndarray, seed: int, cfg: SynthesisConfig, names: list[str], quiet: bool = False) -> tuple[list[Reference], np.ndarray]:
     """A Reference per usable tile and the indices of those tiles (a tile where Otsu finds no
     nuclei is skipped with a note; none usable is an error naming the first)."""
     rng, refs, keep, bad = np.random.default_rng(seed), [], [], []
@@ -149,7 +150,7 @@ def references(images: np.ndarray, seed: int, cfg: SynthesisConfig, names: list[
             bad.append(str(e))
     if not refs:
         raise DataError(bad[0] if bad else "no reference tiles: give at least one real H&E training image")
-    if bad:
+    if bad and not quiet:
         print(f"[refined-sim] skipped {len(bad)}/{len(images)} reference tiles, e.g. {bad[0]}", file=sys.stderr, flush=True)
     return refs, np.asarray(keep)
 
@@ -186,7 +187,7 @@ class RefinedSim(Generator):
     @classmethod
     def stages(cls, train: ImageSet, val: ImageSet, cfg: RefinedSimConfig, data_key: str, seed: int) -> list[StageSpec]:
         P = cfg.patch
-        refs, usable = references(train.images, seed, cfg.synthesis, train.names)
+        refs, usable = references(train.images, 0, cfg.synthesis, train.names)  # textures: the same in the bundle
         tiles = train.images[usable]
         rng = np.random.default_rng([seed, 1])
         which = rng.integers(0, len(refs), cfg.pool)
@@ -214,7 +215,7 @@ class RefinedSim(Generator):
     @classmethod
     def assemble(cls, train: ImageSet, cfg: RefinedSimConfig, results: dict, data_key: str):
         res = results[LABEL]
-        refs, usable = references(train.images, 0, cfg.synthesis, train.names)
+        refs, usable = references(train.images, 0, cfg.synthesis, train.names, quiet=True)
         labels = train.labels[usable]
         to_u8 = lambda od: np.clip(np.exp(-od) * 255 + 0.5, 0, 255).astype(np.uint8)  # noqa: E731
         arrays, classes = {}, {}
@@ -233,7 +234,8 @@ class RefinedSim(Generator):
                 "best_epoch": m["best_epoch"], "best_metrics": m["best_metrics"], "phases": m["phases"], "references": REFERENCES_FILE}  # fmt: skip
         best = res.best_state()
         states = {"segmenter": best["S"], **({"refiner": best["R"]} if "R" in best else {})}
-        return meta, states, {REFERENCES_FILE: npz_bytes(**arrays)}
+        history = json.dumps({LABEL: res.history}).encode()  # per-epoch stage metrics: MLflow learning curves
+        return meta, states, {REFERENCES_FILE: npz_bytes(**arrays), "history.json": history}
 
     # -- sampling -----------------------------------------------------------------
     @classmethod
@@ -290,3 +292,67 @@ def segment_with(net: UNet, images: np.ndarray, depth: int, threshold: float, ba
         x, h, w = pad_to(torch.from_numpy(numpy_to_unit(np.asarray(images[i : i + batch]))), 2**depth)
         out.append((torch.sigmoid(net(x)[:, 0, :h, :w]) > threshold).numpy())
     return np.concatenate(out) if out else np.zeros((0, *np.shape(images)[1:3]), bool)
+
+
+# ----------------------------------------------------------------------------- the segmenter alone
+
+SEGMENTER_META = "segmenter.json"  # written last: a folder holding it is a complete segmenter bundle
+
+
+class Segmenter:
+    """A trained nucleus segmenter, from a segmenter bundle (segmenter.json + segmenter.pt) or a
+    refined-sim generator bundle. `scale` is the resize factor from a native image to the
+    resolution it was trained at (e.g. 0.25 for 1360x1024 BreCaHAD tiles held at 340x256)."""
+
+    def __init__(self, net: UNet, depth: int, threshold: float, scale: float, meta: dict) -> None:
+        self.net, self.depth, self.threshold, self.scale, self.meta = net.eval(), depth, threshold, scale, meta
+
+    def masks(self, images: np.ndarray, batch: int = 8) -> np.ndarray:
+        """bool [N,H,W] masks of uint8 [N,H,W,3] images already at the working resolution."""
+        return segment_with(self.net, images, self.depth, self.threshold, batch)
+
+    def segment_image(self, rgb: np.ndarray, scale: float | None = None) -> np.ndarray:
+        """bool [H,W] mask of one native-resolution uint8 image: resized by `scale` (default:
+        the bundle's), segmented, and the mask resized back to the image's own size."""
+        from PIL import Image
+
+        s = self.scale if scale is None else float(scale)
+        h, w = rgb.shape[:2]
+        small = rgb if s == 1 else np.asarray(Image.fromarray(rgb).resize((max(8, round(w * s)), max(8, round(h * s))), Image.BICUBIC))
+        m = self.masks(small[None])[0]
+        return m if m.shape == (h, w) else np.asarray(Image.fromarray(m).resize((w, h), Image.NEAREST))
+
+
+def write_segmenter_bundle(out, state: dict, kwargs: dict, threshold: float, scale: float, meta: dict):
+    """A folder with the segmenter's weights and segmenter.json (what `load_segmenter` reads)."""
+    from pathlib import Path
+
+    from ..io import atomic_path, write_json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "segmenter.pt") as tmp:
+        torch.save(state, tmp)
+    write_json(out / SEGMENTER_META, {**meta, "segmenter_kwargs": kwargs, "threshold": threshold, "scale": scale})
+    return out
+
+
+def load_segmenter(path) -> Segmenter:
+    """A Segmenter from a segmenter bundle or a refined-sim generator bundle folder."""
+    from pathlib import Path
+
+    from ..errors import CytorayError
+    from .bundle import BUNDLE_META
+
+    path = Path(path)
+    if (path / SEGMENTER_META).is_file():
+        meta = json.loads((path / SEGMENTER_META).read_text())
+        net = UNet(**meta["segmenter_kwargs"])
+        net.load_state_dict(torch.load(path / "segmenter.pt", map_location="cpu", weights_only=True))
+        return Segmenter(net, int(meta["segmenter_kwargs"]["depth"]), float(meta["threshold"]), float(meta.get("scale", 1.0)), meta)
+    if (path / BUNDLE_META).is_file() and json.loads((path / BUNDLE_META).read_text()).get("generator") == LABEL:
+        gen = RefinedSim.load(path)
+        return Segmenter(gen.segmenter, int(gen.meta["segmenter_kwargs"]["depth"]), float(gen.meta["config"]["segmenter"]["threshold"]),
+                         float(gen.meta.get("scale", 1.0)), gen.meta)  # fmt: skip
+    raise CytorayError(f"{path}: not a nucleus segmenter (no {SEGMENTER_META}, and not a refined-sim generator bundle); "
+                       "pass a folder written by studies/refined_segmentation.py or `cytoray train refined-sim`")  # fmt: skip

@@ -197,7 +197,7 @@ class RefinedSimStage(Stage):
         with torch.no_grad():
             p = torch.sigmoid(D(refined, style).float()).mean((1, 2, 3))
         D.train(was)
-        return example_weights(p, *s["weight_clip"])
+        return example_weights(p, s["weight_min"], s["weight_max"])
 
     def _reg(self, refined, init) -> torch.Tensor:
         r, d = self.p["refiner"], (refined.float() - init.float())
@@ -331,25 +331,45 @@ def numpy_to_unit(images: np.ndarray) -> np.ndarray:
     return (images.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0).copy()
 
 
-def realism_probe(real: np.ndarray, fake: np.ndarray, seed: int = 0, steps: int = 150, batch: int = 32) -> float:
-    """Held-out accuracy of a fresh small CNN trained to tell `real` from `fake` (uint8 [N,H,W,3]
-    each, same size): 0.5 = indistinguishable. Both sets are halved; it trains on the first
-    halves and is scored on the second, so a lower figure means more realistic fakes."""
+def _probe_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(16, 32, 3, 2, 1), nn.LeakyReLU(0.2),
+                         nn.Conv2d(32, 32, 3, 2, 1), nn.LeakyReLU(0.2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 1))  # fmt: skip
+
+
+def _fit_probe(real: torch.Tensor, fake: torch.Tensor, seed: int, steps: int, batch: int = 32) -> nn.Module:
+    """A fresh small CNN trained to call `real` 1 and `fake` 0 ([-1,1] tensors)."""
     g = torch.Generator().manual_seed(seed)
-    n = min(len(real), len(fake))
-    x = torch.from_numpy(numpy_to_unit(np.concatenate([real[:n], fake[:n]])))
-    y = torch.cat([torch.ones(n), torch.zeros(n)])
-    half = torch.cat([torch.arange(n // 2), n + torch.arange(n // 2)])
-    rest = torch.cat([torch.arange(n // 2, n), n + torch.arange(n // 2, n)])
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(16, 32, 3, 2, 1), nn.LeakyReLU(0.2),
-                        nn.Conv2d(32, 32, 3, 2, 1), nn.LeakyReLU(0.2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 1))  # fmt: skip
+    net, x = _probe_net(), torch.cat([real, fake])
+    y = torch.cat([torch.ones(len(real)), torch.zeros(len(fake))])
     opt = torch.optim.Adam(net.parameters(), 1e-3)
     for _ in range(steps):
-        idx = half[torch.randint(len(half), (batch,), generator=g)]
+        idx = torch.randint(len(x), (batch,), generator=g)
         loss = F.binary_cross_entropy_with_logits(net(x[idx])[:, 0], y[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
-    with torch.no_grad():
-        return float(((net(x[rest])[:, 0] > 0).float() == y[rest]).float().mean())
+    return net.eval()
+
+
+@torch.no_grad()
+def _accuracy(net: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> float:
+    return float(torch.cat([net(real)[:, 0] > 0, net(fake)[:, 0] <= 0]).float().mean())
+
+
+def realism_probe(real: np.ndarray, fake: np.ndarray, seed: int = 0, steps: int = 150) -> float:
+    """Held-out accuracy of a fresh small CNN trained to tell `real` from `fake` (uint8 [N,H,W,3],
+    same size): trained on the first halves, scored on the second; 0.5 = indistinguishable."""
+    n = min(len(real), len(fake)) // 2
+    r, f = (torch.from_numpy(numpy_to_unit(a)) for a in (real, fake))
+    return _accuracy(_fit_probe(r[:n], f[:n], seed, steps), r[n : 2 * n], f[n : 2 * n])
+
+
+def realism_judge(real: np.ndarray, initial: np.ndarray, refined: np.ndarray, seed: int = 0, steps: int = 150) -> tuple[float, float]:
+    """A discriminator trained on real vs INITIAL images (first halves), then scored on held-out
+    real vs initial and real vs the refined versions of those held-out initial images: the
+    refiner made images more realistic when the second accuracy is lower."""
+    n = min(len(real), len(initial)) // 2
+    r, i, f = (torch.from_numpy(numpy_to_unit(a)) for a in (real, initial, refined))
+    net = _fit_probe(r[:n], i[:n], seed, steps)
+    return _accuracy(net, r[n : 2 * n], i[n : 2 * n]), _accuracy(net, r[n : 2 * n], f[n : 2 * n])
