@@ -285,7 +285,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--tracking-uri", default=None)
     s.set_defaults(func=cmd_classify)
+
+    s = sub.add_parser("segment", help="nucleus masks for a folder of real images with a registered segmenter "
+                                        "(e.g. nucleus-segmenter@champion, from studies/refined_segmentation.py)")  # fmt: skip
+    s.add_argument("ref", help="NAME@ALIAS or NAME/VERSION (e.g. nucleus-segmenter@champion), or a local segmenter bundle folder")
+    s.add_argument("dir", help="folder of images (searched recursively; masks/ folders skipped)")
+    s.add_argument("--out", required=True, help="folder for <relative path>.png masks (0/255), each at its image's size")
+    s.add_argument("--scale", type=float, default=None, help="resize factor to the segmenter's working resolution (default: "
+                                                                "the one it was trained at, recorded in its bundle)")  # fmt: skip
+    s.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    s.set_defaults(func=cmd_segment)
     return p
+
+
+def cmd_segment(a: argparse.Namespace) -> int:
+    from .experiments.segment import segment_from_args
+
+    return segment_from_args(a)
 
 
 def cmd_report(a) -> int:

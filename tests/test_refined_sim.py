@@ -311,25 +311,31 @@ def test_trained_under_ray_train_sampled_and_used_as_a_policy(trained_bundle):
     assert (out / "grids").is_dir() and (out / "history.json").is_file()
 
 
-def test_cytoray_segment_writes_a_mask_per_image(trained_bundle, tmp_path):
-    import argparse
-
+def test_cytoray_segment_writes_a_mask_per_image(trained_bundle, tmp_path, capsys):
     from PIL import Image
 
-    from cytoray.experiments.segment import segment_from_args
+    from cytoray.cli import main
 
     out, _, _ = trained_bundle
     tiles, _ = stardist_tiles(side=192, tile=96)
     (tmp_path / "in" / "sub").mkdir(parents=True)
     Image.fromarray(tiles[0]).save(tmp_path / "in" / "a.jpg")
     Image.fromarray(tiles[1][:80, :90]).save(tmp_path / "in" / "sub" / "b.png")
-    assert segment_from_args(argparse.Namespace(ref=str(out), dir=str(tmp_path / "in"), out=str(tmp_path / "out"), scale=None)) == 0
+    assert main(["segment", str(out), str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 0
+    assert "wrote 2 nucleus masks" in capsys.readouterr().out
     a, b = (np.asarray(Image.open(tmp_path / "out" / p)) for p in ("a.png", "sub/b.png"))
     assert a.shape == (96, 96) and b.shape == (80, 90) and set(np.unique(a)) <= {0, 255}
-    from cytoray.errors import CytorayError
-
-    with pytest.raises(CytorayError, match="not a nucleus segmenter"):
-        segment_from_args(argparse.Namespace(ref=str(tmp_path / "in"), dir=str(tmp_path / "in"), out=str(tmp_path / "o2"), scale=None))
+    # bad input: one line, exit 2, nothing written
+    db = f"sqlite:///{tmp_path / 'none.db'}"
+    for argv, msg in (([str(tmp_path / "in"), str(tmp_path / "in")], "not a nucleus segmenter"),
+                      ([str(out), str(tmp_path / "missing")], "missing: not a folder"),
+                      ([str(out), str(tmp_path / "in"), "--scale", "0"], "--scale 0.0: give a resize factor"),
+                      (["nucleus-segmenter", str(tmp_path / "in"), "--tracking-uri", db], "give a registered model as NAME@ALIAS"),
+                      (["nucleus-segmenter@champion", str(tmp_path / "in"), "--tracking-uri", db], "no MLflow store there")):  # fmt: skip
+        assert main(["segment", *argv, "--out", str(tmp_path / "o2")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("cytoray: error: ") and msg in err and "\n" not in err, err
+    assert not (tmp_path / "o2").exists()
 
 
 @pytest.mark.slow

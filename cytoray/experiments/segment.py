@@ -15,19 +15,24 @@ import argparse
 from pathlib import Path
 
 
-def resolve_segmenter(ref: str, tracking_uri: str | None = None) -> Path:
-    """A local bundle folder as given, or NAME@ALIAS / NAME/VERSION pulled from the registry."""
+def load_segmenter_ref(ref: str, tracking_uri: str | None = None):
+    """A Segmenter from a local bundle folder, or NAME@ALIAS / NAME/VERSION pulled from the
+    registry into a temporary folder that is gone afterwards (the weights are in memory)."""
+    import tempfile
+
+    from ..generators.refined_sim import load_segmenter
+
     if Path(ref).is_dir():
-        return Path(ref)
+        return load_segmenter(ref)
     import mlflow
 
+    from ..tracking.mlflow_utils import store_uri
     from ..tracking.mlflow_utils import tracking_uri as uri
     from ..tracking.registry import pull
 
-    import tempfile
-
-    mlflow.set_tracking_uri(uri(tracking_uri))
-    return pull(ref, tempfile.mkdtemp(prefix="cytoray-segmenter-"))
+    mlflow.set_tracking_uri(store_uri(uri(tracking_uri)))
+    with tempfile.TemporaryDirectory(prefix="cytoray-segmenter-") as d:  # nothing left behind in /tmp
+        return load_segmenter(pull(ref, d))
 
 
 def segment_folder(seg, src: Path, out: Path, scale: float | None = None) -> list[Path]:
@@ -55,9 +60,13 @@ def segment_folder(seg, src: Path, out: Path, scale: float | None = None) -> lis
 
 def segment_from_args(a: argparse.Namespace) -> int:
     """The `cytoray segment` subcommand: a.ref, a.dir, a.out, a.scale, a.tracking_uri."""
-    from ..generators.refined_sim import load_segmenter
+    from ..errors import CytorayError
 
-    seg = load_segmenter(resolve_segmenter(a.ref, getattr(a, "tracking_uri", None)))
+    if a.scale is not None and not 0 < a.scale <= 4:
+        raise CytorayError(f"--scale {a.scale}: give a resize factor in (0, 4] (or leave it out: the segmenter's own)")
+    if not Path(a.dir).is_dir():
+        raise CytorayError(f"{a.dir}: not a folder; give a folder of images to segment")
+    seg = load_segmenter_ref(a.ref, getattr(a, "tracking_uri", None))
     scale = seg.scale if a.scale is None else a.scale
     written = segment_folder(seg, Path(a.dir), Path(a.out), scale)
     print(f"wrote {len(written)} nucleus masks to {a.out} (images resized by {scale:g} for the segmenter, masks at each image's size)")
