@@ -24,12 +24,15 @@ def load_segmenter_ref(ref: str, tracking_uri: str | None = None):
 
     if Path(ref).is_dir():
         return load_segmenter(ref)
+    import os
+
     import mlflow
 
     from ..tracking.mlflow_utils import store_uri
     from ..tracking.mlflow_utils import tracking_uri as uri
     from ..tracking.registry import pull
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per bundle file is noise
     mlflow.set_tracking_uri(store_uri(uri(tracking_uri)))
     with tempfile.TemporaryDirectory(prefix="cytoray-segmenter-") as d:  # nothing left behind in /tmp
         return load_segmenter(pull(ref, d))

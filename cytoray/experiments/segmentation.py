@@ -74,6 +74,7 @@ class SegmentationStudyConfig:
     register: bool = True  # register the best segmenter and refiner; champion moves only on validation Dice
     registry_protocol: str | None = None  # champions compete within one protocol; null = this split (split:<hash>)
     champion_min_epochs: int = 5  # a run whose stage trains fewer epochs (a smoke run) never takes the champion alias
+    syncgan_mask_method: str = "syncgan"  # the table's SynCGAN row: syncgan = the paper's RGB masks; stain = cytoray's default
     run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=10))
     tune: TuneSettings = dataclasses.field(default_factory=lambda: TuneSettings(
         search_space="configs/search/refined_segmentation.yaml", num_samples=3, asha=False, metric=METRIC, mode="max"))  # fmt: skip
@@ -85,6 +86,8 @@ class SegmentationStudyConfig:
             raise ConfigError(f"data.tile={self.data.tile} < generator.patch={self.generator.patch}: tiles must hold a training crop")
         if self.tune.metric != METRIC or self.tune.mode != "max" or self.tune.asha:
             raise ConfigError(f"tune.metric/mode/asha: this study selects on {METRIC} (max) with asha=false")
+        if self.syncgan_mask_method not in ("syncgan", "stain"):
+            raise ConfigError(f"syncgan_mask_method={self.syncgan_mask_method!r}: choose syncgan (the paper's) or stain")
         if self.compare and self.data.n_splits < 2:
             raise ConfigError("compare=true needs data.n_splits >= 2 (a CI and a paired test need two splits); or set compare=false")
 
@@ -187,7 +190,7 @@ class SegmentationStudy(Study):
         registered = register_best(best_cfg, bundle, seg_bundle, val_dice, test, sp["hash"], ctx.get("smoke", False)) if cfg.register else {}
         table, comparison = None, None
         if cfg.compare:  # every row on every split's test tiles: mean ± 95% CI, paired tests
-            comparison = compare(best_cfg.generator, data["splits"], cache, best_cfg.run, ctx["use_cache"])
+            comparison = compare(best_cfg.generator, data["splits"], cache, best_cfg.run, ctx["use_cache"], cfg.syncgan_mask_method)
             table = write_comparison(out, comparison, data["source"], best_cfg)
         for f in [out / "best.json", *(out / n for n in ("comparison.md", "comparison.csv", "comparison.json")), *map(Path, data["manifests"])]:
             if f.is_file():
@@ -257,7 +260,7 @@ def write_best_segmenter(out: Path, gen: RefinedSim, bundle: Path, cfg: Segmenta
 
     shutil.copytree(bundle, out, dirs_exist_ok=True)
     return write_segmenter_bundle(out, gen.segmenter.state_dict(), gen.meta["segmenter_kwargs"], cfg.generator.segmenter.threshold,
-                                  cfg.data.scale, {"study": cfg.name, "split_hash": split_hash, "val_dice": val_dice, "tile": cfg.data.tile,
+                                  cfg.data.scale if cfg.data.root else 1.0, {"study": cfg.name, "split_hash": split_hash, "val_dice": val_dice, "tile": cfg.data.tile,
                                                    "trained_on": "refined simulation (Hou et al. 2019)"})  # fmt: skip
 
 
@@ -328,7 +331,7 @@ def train_bundles(jobs: dict[str, tuple], cache: Path, run: RunConfig, use_cache
     return out
 
 
-def row_masks(row: str, images: np.ndarray, bundles: dict) -> np.ndarray:
+def row_masks(row: str, images: np.ndarray, bundles: dict, mask_method: str = "syncgan") -> np.ndarray:
     """One row's masks of test tiles: the two unsupervised methods, or a trained segmenter."""
     from ..data.refsim import otsu_haematoxylin
     from ..masks import nucleus_mask
@@ -336,11 +339,12 @@ def row_masks(row: str, images: np.ndarray, bundles: dict) -> np.ndarray:
     if row == "otsu":
         return np.stack([otsu_haematoxylin(im) for im in images])
     if row == "syncgan_masks":
-        return np.stack([nucleus_mask(im) for im in images])
+        return np.stack([nucleus_mask(im, method=mask_method) for im in images])
     return RefinedSim.load(bundles[row]).segment(images)
 
 
-def compare(g: RefinedSimConfig, splits: list[dict], cache: Path, run: RunConfig, use_cache: bool = True) -> dict:
+def compare(g: RefinedSimConfig, splits: list[dict], cache: Path, run: RunConfig, use_cache: bool = True,
+            mask_method: str = "syncgan") -> dict:  # fmt: skip
     """Every row's pooled test Dice on every split (its test tiles, touched once here), the
     realism probe (held-out accuracy of a fresh CNN at telling real tiles from samples), and the
     paired tests of refined + hard examples against each other row (Holm-adjusted)."""
@@ -354,7 +358,7 @@ def compare(g: RefinedSimConfig, splits: list[dict], cache: Path, run: RunConfig
     for k, sp in enumerate(splits):
         test, mine = sp["test"], {v: bundles[f"s{k}/{v}"] for v in variant_configs(g)}
         for row in ROWS:
-            scores[row].append(pooled_dice(row_masks(row, test.images, mine), test.masks))
+            scores[row].append(pooled_dice(row_masks(row, test.images, mine, mask_method), test.masks))
         gen = RefinedSim.load(mine[PROPOSED])  # 2. realism of its initial and refined images against real tiles
         real = np.concatenate([sp["val"].images, test.images])
         init, refined = initial_and_refined(gen, len(real), run.seed + k)
@@ -365,7 +369,7 @@ def compare(g: RefinedSimConfig, splits: list[dict], cache: Path, run: RunConfig
     for r, p in holm({r: t["p_value"] for r, t in tests.items()}).items():
         tests[r]["p_holm"] = p
     return {"scores": scores, "cells": {r: mean_ci(v) for r, v in scores.items()}, "tests": tests, "probe": probe,
-            "n_splits": len(splits), "n_test": [len(sp["test"]) for sp in splits], "syncgan_method": _mask_method()}  # fmt: skip
+            "n_splits": len(splits), "n_test": [len(sp["test"]) for sp in splits], "syncgan_method": mask_method}  # fmt: skip
 
 
 def initial_and_refined(gen: RefinedSim, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -378,12 +382,6 @@ def initial_and_refined(gen: RefinedSim, n: int, seed: int) -> tuple[np.ndarray,
     which = rng.integers(0, len(gen.refs[cls]["tiles"]), n)
     init, _ = initial_images(gen._references(cls), which, int(gen.meta["size"]), seed, gen.synthesis)
     return init, gen.refine(init, random_crops(gen.refs[cls]["tiles"], which, int(gen.meta["patch"]), rng))
-
-
-def _mask_method() -> str:
-    from ..masks import unsupervised
-
-    return getattr(getattr(unsupervised, "MaskParams", None)(), "method", "syncgan") if hasattr(unsupervised, "MaskParams") else "syncgan"
 
 
 def comparison_table(c: dict, source: str) -> tuple[str, list[list[str]]]:
