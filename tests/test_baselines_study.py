@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "studies" / "augmentation_baselines.py"
 pytestmark = pytest.mark.usefixtures("single_ray_instance")  # see conftest.py
 
-# The smoke settings with policies that need one generator (the vanilla GAN, two classes).
-TINY = ["--smoke-test", "--set", "policies=[orig,gan,orig+gan]"]
+# The smoke settings with policies that need one generator (the vanilla GAN, two classes);
+# --verbose: the workers' epoch lines reach the console, so a re-run that trains nothing shows it.
+TINY = ["--smoke-test", "--verbose", "--set", "policies=[orig,gan,orig+gan]"]
 
 
 def run(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:

@@ -61,7 +61,22 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         check_address(address)
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+        # Ray Train's placement-group cleaner asks the state API whether its controller still lives,
+        # finding the cluster by auto-detection; with a second local cluster on the machine (another
+        # study, a `cytoray train`) it asks the wrong one, hears "dead" and removes the running job's
+        # placement group. The local cluster's own dashboard, named in the environment its processes
+        # inherit, is the answer it gets instead.
+        port = _free_port()
+        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        ray.init(num_cpus=num_cpus, dashboard_host="127.0.0.1", dashboard_port=port, **kwargs)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def check_address(address: str, timeout_s: float = 5.0) -> None:
