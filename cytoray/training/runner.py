@@ -68,7 +68,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         # inherit, is the answer it gets instead.
         port = _free_port()
         os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-        ray.init(num_cpus=num_cpus, dashboard_host="127.0.0.1", dashboard_port=port, **kwargs)
+        # address="local": a new cluster even when /tmp/ray/ray_current_cluster names another (or a dead) one
+        ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1", dashboard_port=port, **kwargs)
 
 
 def _free_port() -> int:
