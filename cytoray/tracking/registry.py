@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -57,12 +58,9 @@ def register(name: str, bundle_dir: str | Path, *, score: float, protocol: str, 
     client = MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
         staged = _stage_bundle(Path(bundle_dir), Path(tmp) / "bundle")
-        info = mlflow.pyfunc.log_model(
-            name=name,
-            python_model=str(MODEL_CODE[kind]),  # models-from-code: nothing pickled
-            artifacts={"bundle": str(staged)},
-            pip_requirements=_requirements(),
-        )  # linked to the active run, if any
+        with warnings.catch_warnings():  # the signature is stated; an example would only re-run predict at logging
+            warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
+            info = _log_model(name, kind, staged)
     mv = _new_version(client, name, info)
     version_tags = {"cytoray.protocol": protocol, "cytoray.metric": metric, "cytoray.score": repr(float(score)),
                     "cytoray.eligible": "false" if ineligible else "true", **(tags or {})}  # fmt: skip
@@ -73,6 +71,29 @@ def register(name: str, bundle_dir: str | Path, *, score: float, protocol: str, 
         client.set_model_version_tag(name, mv.version, k, str(v))
     promoted = False if ineligible else _maybe_promote(client, name, mv.version, score, protocol, metric, higher_is_better)
     return str(mv.version), promoted
+
+
+def _log_model(name: str, kind: str, staged: Path):
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(MODEL_CODE[kind]),  # models-from-code: nothing pickled
+        artifacts={"bundle": str(staged)},
+        pip_requirements=_requirements(),
+        signature=_signature(kind),  # stated, so MLflow neither guesses one nor warns that it cannot
+    )  # linked to the active run, if any
+
+
+def _signature(kind: str):
+    """What `predict` takes: a generator rows of (n, cls[, seed]); a classifier uint8 RGB images
+    [N, H, W, 3], returning class probabilities [N, C]."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    if kind == "generator":
+        return ModelSignature(inputs=Schema([ColSpec("long", "n"), ColSpec("string", "cls"), ColSpec("long", "seed", required=False)]))
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),
+                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1))]))  # fmt: skip
 
 
 def _new_version(client, name: str, info):
