@@ -67,7 +67,8 @@ def cmd_masks(a: argparse.Namespace) -> int:
 
 
 def cmd_fid(a: argparse.Namespace) -> int:
-    from .metrics.fidelity import describe, fid_kid_dirs
+    from .metrics.fidelity import describe
+    from .metrics.fidelity_dirs import fid_kid_dirs
 
     if a.size is not None and a.size < 16:
         from .errors import CytorayError
@@ -157,7 +158,7 @@ def cmd_classify(a: argparse.Namespace) -> int:
 
     from .classify.bundle import load_classifier_bundle, predict_images
     from .data.images import fit_square, read_rgb
-    from .metrics.fidelity import list_images
+    from .metrics.fidelity_dirs import list_images
     from .tracking.mlflow_utils import store_uri, tracking_uri
     from .tracking.registry import pull
 

@@ -353,16 +353,3 @@ def _put(out: dict[str, float], split: str, cls: str, r: dict, floor: dict | Non
         out[f"fid_{split}_inception_floor_at_n/{cls}"] = floor["fid_floor_at_n"]
     out[f"kid_{split}_inception_floor_mean/{cls}"] = floor["kid_floor_mean"]
     out[f"kid_{split}_inception_floor_sd/{cls}"] = floor["kid_floor_sd"]
-
-
-# ----- folders: in fidelity_dirs (it imports this module), reachable from here as before
-
-_DIRS = ("fid_kid_dirs", "folder_features", "list_images", "resize_protocol")
-
-
-def __getattr__(name: str):
-    if name in _DIRS:
-        from . import fidelity_dirs
-
-        return getattr(fidelity_dirs, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

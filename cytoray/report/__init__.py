@@ -31,7 +31,8 @@ REPORT_DIR = "report"  # artefact folder of the parent run, and sub-folder of a 
 def _sections(kind: str):
     from . import baselines, histo, search
 
-    return {"ratio": search.build, "stabilisers": search.build, "baselines": baselines.build, "histo_to_cyto": histo.build}[kind]
+    return {"ratio": search.build, "stabilisers": search.build, "segmentation": search.build, "baselines": baselines.build,
+            "histo_to_cyto": histo.build}[kind]
 
 
 def build_report(experiment: str, out: str | Path, tracking_uri: str | None = None, run_id: str | None = None,

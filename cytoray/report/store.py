@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import CytorayError
 from ..tracking.study_logger import KIND_TAG, PARENT_TAG, RESULT_TAG, STUDY_TAG, TRIAL_TAG
 
-KINDS = ("ratio", "stabilisers", "baselines", "histo_to_cyto")
+KINDS = ("ratio", "stabilisers", "baselines", "histo_to_cyto", "segmentation")
 
 
 @dataclasses.dataclass
