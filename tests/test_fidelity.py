@@ -14,6 +14,7 @@ from scipy.ndimage import gaussian_filter
 
 from cytoray.errors import CytorayError, DataError
 from cytoray.metrics import fidelity as F
+from cytoray.metrics import fidelity_dirs as FD
 
 # ----- images with structure (seeded, no files)
 
@@ -200,7 +201,7 @@ def test_fid_kid_dirs_small_sets(imgs, tmp_path):
     (a / "masks" / "junk.png").write_bytes(b"not a png")  # would raise if read
     for i in range(7):
         _write(b / f"{i}.png", imgs[5 + i])
-    r = F.fid_kid_dirs(a, b, kid_subsets=20)
+    r = FD.fid_kid_dirs(a, b, kid_subsets=20)
     # KID subset size adapts to the 5-image set; subsets of 5 out of 7 differ, so the std is real.
     assert (r["kid_subset_size"], r["n1"], r["n2"], r["kid_subsets"]) == (5, 5, 7, 20)
     assert r["kid_std"] > 0 and np.isfinite(r["fid"]) and r["fid"] > 0
@@ -208,7 +209,7 @@ def test_fid_kid_dirs_small_sets(imgs, tmp_path):
     # both folders were resized to the first image's size, 64x64 here and 48x48 swapped.)
     assert r["image_resize"] == "each image from its own size to 299x299 by the extractor (TF1 bilinear, align_corners=False)"
     assert r["weights_sha1"] == F.WEIGHTS_SHA1 and r["dir_a"] == str(a)
-    swapped = F.fid_kid_dirs(b, a, kid_subsets=20)
+    swapped = FD.fid_kid_dirs(b, a, kid_subsets=20)
     assert abs(swapped["fid"] - r["fid"]) < 1e-6 and (swapped["n1"], swapped["n2"]) == (7, 5)
     assert swapped["kid_mean"] == r["kid_mean"] and swapped["kid_std"] == r["kid_std"]
     np.testing.assert_equal(swapped["floor_a"], r["floor_b"])  # (NaN == NaN here: too few images to fit a slope)
@@ -217,22 +218,22 @@ def test_fid_kid_dirs_small_sets(imgs, tmp_path):
     # A folder's features are its images' own: a mixed-size folder is batched by size, in file order.
     from cytoray.data.images import read_rgb
 
-    paths = F.list_images(a)
+    paths = FD.list_images(a)
     own = np.concatenate([F.inception_features(read_rgb(p)[None]) for p in paths])
-    np.testing.assert_allclose(F.folder_features(paths, batch_size=3), own, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(FD.folder_features(paths, batch_size=3), own, rtol=1e-5, atol=1e-5)
     assert r["headline"] == "kid" and "2049" in r["warning"] and "KID" in r["warning"]
     lines = F.describe(r, ("a", "b"))
     assert lines[0].startswith("KID") and "[headline]" in lines[0] and "flagged" in lines[1]
     assert any(line.startswith("a: real-vs-real FID") for line in lines) and lines[-1].startswith("WARNING")
-    sized = F.fid_kid_dirs(a, b, size=32, kid_subsets=20)  # --size: the same pre-resize for both folders
+    sized = FD.fid_kid_dirs(a, b, size=32, kid_subsets=20)  # --size: the same pre-resize for both folders
     assert sized["image_resize"].startswith("each image PIL bicubic to 32x32, then to 299x299")
 
     with pytest.raises(DataError, match="nowhere"):
-        F.fid_kid_dirs(tmp_path / "nowhere", a)
+        FD.fid_kid_dirs(tmp_path / "nowhere", a)
     one = tmp_path / "one"
     _write(one / "x.png", imgs[0])
     with pytest.raises(DataError, match=r"one: 1 image"):
-        F.fid_kid_dirs(a, one)
+        FD.fid_kid_dirs(a, one)
 
 
 # ----- per-class figures
