@@ -48,19 +48,25 @@ def blob_image(seed: int, size: int = 32, dark: bool = True) -> np.ndarray:
     return img
 
 
+_SESSION_ENV = dict(os.environ)  # the environment every test starts from
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment():
-    """Each test sees the session's environment: `mlflow.set_tracking_uri` (called by every
-    in-process study or CLI command) exports MLFLOW_TRACKING_URI, which would otherwise point the
-    subprocesses of later tests at an earlier test's store (or at an unreachable test server)."""
-    saved = dict(os.environ)
+    """After each test, the session's environment again: `mlflow.set_tracking_uri` (called by every
+    in-process study, CLI command or store-writing fixture) exports MLFLOW_TRACKING_URI, which would
+    otherwise point the subprocesses of later tests (and later modules' fixtures) at an earlier
+    test's store, or at an unreachable test server."""
     yield
     if "mlflow" in sys.modules:
         import mlflow
 
         mlflow.set_tracking_uri("")  # this process back to MLflow's default (it exports the variable too)
+    current = os.environ.get("PYTEST_CURRENT_TEST")  # pytest's own, removed by pytest after teardown
     os.environ.clear()
-    os.environ.update(saved)
+    os.environ.update(_SESSION_ENV)
+    if current is not None:
+        os.environ["PYTEST_CURRENT_TEST"] = current
 
 
 @pytest.fixture(scope="module")
