@@ -163,12 +163,13 @@ def test_default_permission_hides_other_users_experiments(as_study_user):
 
 
 PULL = """
-import json, sys
+import json, sys, tempfile
 import numpy as np
 from cytoray.classify.bundle import load_classifier_bundle, predict_images
 from cytoray.tracking.registry import pull
 
-model, meta = load_classifier_bundle(pull(sys.argv[1]))
+with tempfile.TemporaryDirectory() as tmp:  # a pull goes into a folder the caller owns
+    model, meta = load_classifier_bundle(pull(sys.argv[1], tmp))
 proba = predict_images(model, meta, np.load(sys.argv[2]))
 print(json.dumps({"classifier": meta["classifier"], "proba": proba.tolist()}))
 """

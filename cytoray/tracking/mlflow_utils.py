@@ -60,9 +60,9 @@ def tracking_error(e: BaseException, uri: str, what: str):
         return CytorayError(f"cannot reach the MLflow tracking server at {uri} while {what}; start it (or check --tracking-uri), "
                             "then rerun with --resume: finished trials are kept")  # fmt: skip
     if kind == "unauthenticated":
-        return CytorayError(f"not authenticated at {uri} while {what}: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+        return CytorayError(f"not authenticated (401) at {uri} while {what}: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
     if kind == "forbidden":
-        return CytorayError(f"no permission at {uri} while {what} (or no such model for this user); ask the server's admin")
+        return CytorayError(f"no permission (403) at {uri} while {what} (or no such model for this user); ask the server's admin")
     return None
 
 
