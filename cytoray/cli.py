@@ -122,18 +122,17 @@ def _write_samples(gen, n: int, classes: list[str], out: str, seed: int) -> list
     from .progress import Progress
 
     lines = []
-    bar = Progress(n * len(classes), "sampling")
-    for c in classes:
-        images, masks = gen.sample(n, c, seed=seed)
-        bar.update(n)
-        dest = Path(out) / c
-        with atomic_dir(dest, overwrite=True) as tmp:
-            for i, im in enumerate(images):
-                save_png(tmp / f"{c}_synth_{i:04d}.png", im)
-                if masks is not None:
-                    save_png(tmp / "masks" / f"{c}_synth_{i:04d}.png", (masks[i] * 255).astype(np.uint8))
-        lines.append(f"wrote {n} synthetic '{c}' images to {dest}")
-    bar.close()
+    with Progress(n * len(classes), "sampling") as bar:
+        for c in classes:
+            images, masks = gen.sample(n, c, seed=seed)
+            bar.update(n)
+            dest = Path(out) / c
+            with atomic_dir(dest, overwrite=True) as tmp:
+                for i, im in enumerate(images):
+                    save_png(tmp / f"{c}_synth_{i:04d}.png", im)
+                    if masks is not None:
+                        save_png(tmp / "masks" / f"{c}_synth_{i:04d}.png", (masks[i] * 255).astype(np.uint8))
+            lines.append(f"wrote {n} synthetic '{c}' images to {dest}")
     return lines
 
 

@@ -134,7 +134,7 @@ def run_masks(
     from ..progress import Progress
 
     bar = Progress(len(records), "[masks]", enabled=progress)
-    for i, rec in enumerate(records, 1):
+    for rec in records:
         mask, info, cached = _cached_mask(rec.path, cache, key, params)
         hits += cached
         name = _out_name(rec, data)
