@@ -275,6 +275,64 @@ def test_comparison_table_states_intervals_and_paired_tests():
     assert len(csv) == 1 + len(ROWS) and csv[0][-1] == "split_3" and "initial 0.90, refined 0.70" in md
 
 
+# ----------------------------------------------------------------------------- the segmenter as SynCGAN's mask source
+
+
+def tiny_segmenter(out: Path, seed: int, steps: int = 20) -> Path:
+    """A 2-level segmenter bundle (what `cytoray segment` loads), trained a few steps on simulator
+    H&E with exact masks; seeds give different masks."""
+    from cytoray.data.source import simulated_set
+    from cytoray.generators.refined_sim import write_segmenter_bundle
+    from cytoray.nets import UNet
+
+    torch.manual_seed(seed)
+    kw = dict(in_ch=3, out_ch=1, base=4, depth=2, norm="batch", dropout=0.0, out_act="none")
+    net, ds = UNet(**kw), simulated_set("histology", 8, 32, 100 + seed)
+    x, y = torch.from_numpy(numpy_to_unit(ds.images)), torch.from_numpy(ds.masks[:, None].astype(np.float32))
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.binary_cross_entropy_with_logits(net(x), y).backward()
+        opt.step()
+    return write_segmenter_bundle(out, net.state_dict(), kw, 0.5, 1.0, {"trained_on": "simulator (test)"})
+
+
+def test_a_segmenter_is_the_mask_source_of_syncgan(tmp_path):
+    import shutil
+
+    from cytoray.data.source import simulated_set
+    from cytoray.generators.gan import masks_to_unit
+    from cytoray.generators.refined_sim import load_segmenter
+    from cytoray.generators.syncgan import SynCGAN, SynCGANConfig, masks_key
+    from cytoray.masks import MasksConfig
+
+    with pytest.raises(ConfigError, match=r"masks\.segmenter is not set: masks\.method=segmenter needs [^\n]+$"):
+        load(SynCGANConfig, None, ["masks.method=segmenter"])
+    with pytest.raises(ConfigError, match="set masks.method=segmenter or drop masks.segmenter"):
+        load(SynCGANConfig, None, [f"masks.segmenter={tmp_path}"])
+    a, b = tiny_segmenter(tmp_path / "a", 0), tiny_segmenter(tmp_path / "b", 1)
+    ds = simulated_set("histology", 8, 64, 0)
+    train, val = ds.subset(range(0, 8, 2)), ds.subset(range(1, 8, 2))
+    cfg = SynCGANConfig(masks=MasksConfig(method="segmenter", segmenter=str(a)))
+    # 1. The mask GANs and the CGAN train on exactly what the segmenter predicts.
+    specs = {s.label: s for s in SynCGAN.stages(train, val, cfg, "k", 0)}
+    want_train, want_val = (load_segmenter(a).masks(x.images) for x in (train, val))
+    assert want_train.any() and not want_train.all()  # a mask, not a blank
+    assert np.array_equal(specs["cgan"].train["mask"], masks_to_unit(want_train))
+    assert np.array_equal(specs["cgan"].val["mask"], masks_to_unit(want_val))
+    for i, c in enumerate(train.class_names):
+        assert np.array_equal(specs[f"mask_gan/{c}"].train["mask"], masks_to_unit(want_train[train.labels == i]))
+    # 2. Cached masks are keyed by the segmenter's content, not its name.
+    other = SynCGANConfig(masks=MasksConfig(method="segmenter", segmenter=str(b)))
+    assert not np.array_equal(load_segmenter(b).masks(train.images), want_train)
+    key_a = masks_key(cfg.masks)
+    assert key_a != masks_key(other.masks) and SynCGAN.bundle_key(cfg, "k", 0) != SynCGAN.bundle_key(other, "k", 0)
+    shutil.copytree(a, tmp_path / "copy")
+    assert masks_key(MasksConfig(method="segmenter", segmenter=str(tmp_path / "copy"))) == key_a  # same weights: same masks
+    shutil.copy2(b / "segmenter.pt", a / "segmenter.pt")  # retrained in place: same path, other masks
+    assert masks_key(cfg.masks) != key_a and specs["cgan"].data_key != SynCGAN.stages(train, val, cfg, "k", 0)[-1].data_key
+
+
 # ----------------------------------------------------------------------------- under Ray Train
 
 

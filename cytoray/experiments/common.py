@@ -70,13 +70,11 @@ def fidelity(sampler: Generator, ds: ImageSet, split: str, n: int, seed: int, fe
     feats = {c: cached_features(x, f"{split_hash}:{split}:{c}", feature_cache) for c, x in real_by_class(ds).items()}
     out = per_class({}, {c: s[0] for c, s in samples.items()}, split=split, real_features=feats)
     if masks is not None and all(s[1] is not None for s in samples.values()):
-        from ..config import to_plain
-        from ..generators.syncgan import nucleus_masks
-        from ..io import stable_hash
+        from ..generators.syncgan import masks_key, nucleus_masks
 
         m = nucleus_masks(ds, masks)
         real_m = {c: rgb_masks(m[ds.labels == i]) for i, c in enumerate(ds.class_names)}
-        mk = stable_hash(to_plain(masks), 8)
+        mk = masks_key(masks)  # a segmenter's content hash included: two segmenters never share features
         mf = {c: cached_features(x, f"{split_hash}:{split}:{c}:masks:{mk}", feature_cache) for c, x in real_m.items()}
         out.update(per_class({}, {c: rgb_masks(s[1]) for c, s in samples.items()}, split=f"{split}_mask", real_features=mf))
     return {k: float(v) for k, v in out.items()}

@@ -18,24 +18,9 @@ from pathlib import Path
 def load_segmenter_ref(ref: str, tracking_uri: str | None = None):
     """A Segmenter from a local bundle folder, or NAME@ALIAS / NAME/VERSION pulled from the
     registry into a temporary folder that is gone afterwards (the weights are in memory)."""
-    import tempfile
+    from ..masks.segmenter import load_mask_segmenter
 
-    from ..generators.refined_sim import load_segmenter
-
-    if Path(ref).is_dir():
-        return load_segmenter(ref)
-    import os
-
-    import mlflow
-
-    from ..tracking.mlflow_utils import store_uri
-    from ..tracking.mlflow_utils import tracking_uri as uri
-    from ..tracking.registry import pull
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per bundle file is noise
-    mlflow.set_tracking_uri(store_uri(uri(tracking_uri)))
-    with tempfile.TemporaryDirectory(prefix="cytoray-segmenter-") as d:  # nothing left behind in /tmp
-        return load_segmenter(pull(ref, d))
+    return load_mask_segmenter(ref, tracking_uri)[0]
 
 
 def segment_folder(seg, src: Path, out: Path, scale: float | None = None) -> list[Path]:

@@ -18,10 +18,9 @@ import sys
 import numpy as np
 import torch
 
-from ..config import to_plain
 from ..data.folder import ImageSet
 from ..io import stable_hash
-from ..masks.config import MasksConfig, dataset_masks
+from ..masks.config import MasksConfig, cache_identity, dataset_masks
 from ..nets import MaskGenerator, UNet
 from ..training.stage import StageSpec
 from .base import Generator, GeneratorConfig
@@ -46,11 +45,12 @@ def nucleus_masks(ds: ImageSet, masks: MasksConfig) -> np.ndarray:
 
 
 def masks_key(masks: MasksConfig) -> str:
-    """Every mask setting and the mask algorithm's version, hashed: masks made another way are other
-    training data (the split's hash already covers the images and how they were loaded)."""
+    """Every mask setting (a segmenter's content hash included) and the mask algorithm's version,
+    hashed: masks made another way are other training data (the split's hash already covers the
+    images and how they were loaded)."""
     from ..masks.run import ALGORITHM_VERSION
 
-    return stable_hash({"masks": to_plain(masks), "algorithm": ALGORITHM_VERSION}, 8)
+    return stable_hash({**cache_identity(masks), "algorithm": ALGORITHM_VERSION}, 8)
 
 
 class SynCGAN(Generator):
@@ -62,9 +62,15 @@ class SynCGAN(Generator):
 
     # -- training ---------------------------------------------------------------
     @classmethod
+    def bundle_key(cls, cfg: SynCGANConfig, data_key: str, seed: int) -> str:
+        """The config's hash plus what its masks are (a segmenter named by an alias may change)."""
+        return super().bundle_key(cfg, f"{data_key}:masks={masks_key(cfg.masks)}", seed)
+
+    @classmethod
     def stages(cls, train: ImageSet, val: ImageSet, cfg: SynCGANConfig, data_key: str, seed: int) -> list[StageSpec]:
         size = int(train.images.shape[1])
-        print(f"[syncgan] nucleus masks ({cfg.masks.source}, {cfg.masks.method}) for {len(train)} train + {len(val)} val images",
+        method = f"{cfg.masks.method} {cfg.masks.segmenter}" if cfg.masks.segmenter else cfg.masks.method
+        print(f"[syncgan] nucleus masks ({cfg.masks.source}, {method}) for {len(train)} train + {len(val)} val images",
               file=sys.stderr, flush=True)  # fmt: skip
         m_train, m_val = nucleus_masks(train, cfg.masks), nucleus_masks(val, cfg.masks)
         mkey = f"{data_key}:masks={masks_key(cfg.masks)}"

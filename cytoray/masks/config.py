@@ -2,11 +2,13 @@
 
     masks:
       source: unsupervised      # or ground_truth (<class>/masks/ files)
-      method: stain             # or syncgan (the paper's RGB method, for reproduction)
+      method: stain             # or syncgan (the paper's RGB method, for reproduction), or segmenter
+      segmenter: null           # method=segmenter: a nucleus segmenter (bundle folder or NAME@ALIAS)
 
 `dataset_masks(ds, cfg)` is the one place a generator gets its masks from: ground truth when
-asked for (and present), otherwise computed per image with the configured method, padding
-bands excluded, and every image's quality flags checked (`on_flag`).
+asked for (and present), otherwise computed per image with the configured method (or predicted
+by a trained segmenter, segmenter.py), padding bands excluded, and every image's quality flags
+checked (`on_flag`). `cache_identity(cfg)` is what a mask cache key must hold.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from ..errors import ConfigError, DataError
 from .unsupervised import METHODS, MaskParams, nucleus_mask_report
 
 SOURCES = ("unsupervised", "ground_truth")
+SEGMENTER = "segmenter"  # the method that predicts masks with a trained nucleus segmenter (segmenter.py)
 ON_FLAG = ("warn", "error")
 
 
 @dataclasses.dataclass
 class MasksConfig:
     source: Literal["unsupervised", "ground_truth"] = "unsupervised"  # paper: unsupervised masks (§3.2); ground_truth for ablations
-    method: Literal["stain", "syncgan"] = "stain"  # stain: beats Otsu-on-H on real H&E/Pap (benchmarks/real_data.py); syncgan: the paper's
+    method: Literal["stain", "syncgan", "segmenter"] = "stain"  # stain: beats Otsu-on-H on real H&E/Pap (benchmarks/real_data.py); syncgan: the paper's
+    segmenter: str | None = None  # method=segmenter: segmenter bundle folder or NAME@ALIAS / NAME/VERSION (what `cytoray segment` loads)
     polarity: Literal["auto", "dark", "bright"] = "auto"  # auto: brightfield unless the field is black (fluorescence)
     exclude_padding: bool = True  # flat bands at the edges never hold nuclei; a mask along them teaches the GANs frames
     max_cover: float = 0.6  # flag a mask over this share of the image (a large nucleus close-up reaches ~0.45)
@@ -37,8 +41,14 @@ class MasksConfig:
         """Reject bad values before any job starts; errors name the key."""
         if self.source not in SOURCES:
             raise ConfigError(f"masks.source={self.source!r}: use one of {', '.join(SOURCES)}")
-        if self.method not in METHODS:
-            raise ConfigError(f"masks.method={self.method!r}: use one of {', '.join(METHODS)}")
+        if self.method not in (*METHODS, SEGMENTER):
+            raise ConfigError(f"masks.method={self.method!r}: use one of {', '.join((*METHODS, SEGMENTER))}")
+        if self.method == SEGMENTER and not self.segmenter:
+            raise ConfigError("masks.segmenter is not set: masks.method=segmenter needs a segmenter bundle folder or NAME@ALIAS "
+                              "(e.g. nucleus-segmenter@champion from studies/refined_segmentation.py)")  # fmt: skip
+        if self.segmenter and self.method != SEGMENTER:
+            raise ConfigError(f"masks.segmenter={self.segmenter!r} is set but masks.method={self.method!r}; "
+                              "set masks.method=segmenter or drop masks.segmenter")  # fmt: skip
         if self.polarity not in ("auto", "dark", "bright"):
             raise ConfigError(f"masks.polarity={self.polarity!r}: use auto, dark (brightfield) or bright (fluorescence)")
         if not isinstance(self.exclude_padding, bool):
@@ -51,6 +61,19 @@ class MasksConfig:
     def params(self) -> MaskParams:
         """The per-image parameters these settings stand for (defaults for everything else)."""
         return MaskParams(method=self.method, polarity=self.polarity, exclude_padding=self.exclude_padding, max_cover=self.max_cover)
+
+
+def cache_identity(cfg: MasksConfig) -> dict:
+    """Every mask setting, a segmenter named by its content hash instead of its name (an alias
+    moves, a folder is retrained; a copy is the same segmenter): two segmenters never share masks."""
+    from ..config import to_plain
+
+    out = to_plain(cfg)
+    if cfg.source == "unsupervised" and cfg.method == SEGMENTER:
+        from .segmenter import load_mask_segmenter
+
+        out["segmenter"] = "sha256:" + load_mask_segmenter(cfg.segmenter)[1]
+    return {"masks": out}
 
 
 def dataset_masks(ds, cfg: MasksConfig, progress: bool = False) -> np.ndarray:
@@ -68,11 +91,17 @@ def dataset_masks(ds, cfg: MasksConfig, progress: bool = False) -> np.ndarray:
                 "(<class>/masks/<name>.png); add them or set masks.source=unsupervised"
             )
         return np.asarray(ds.masks, dtype=bool)
-    params = cfg.params()
+    if cfg.method == SEGMENTER:
+        from .segmenter import segmenter_reports
+
+        reports = segmenter_reports(ds.images, cfg)
+    else:
+        params = cfg.params()
+        reports = (nucleus_mask_report(img, params) for img in ds.images)
     out = np.zeros(ds.images.shape[:3], dtype=bool)
     flagged: list[str] = []
-    for i, img in enumerate(ds.images):
-        out[i], info = nucleus_mask_report(img, params)
+    for i, (mask, info) in enumerate(reports):
+        out[i] = mask
         if info["flags"]:
             flagged.append(f"{ds.names[i]} ({'; '.join(f['flag'] + ': ' + f['reason'] for f in info['flags'])})")
         if progress and (i + 1) % 50 == 0:

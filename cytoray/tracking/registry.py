@@ -136,11 +136,29 @@ def _maybe_promote(client, name, version, score, protocol, metric, higher_is_bet
     return True
 
 
+REF = re.compile(r"([^@/\s]+)(?:@([^@/\s]+)|/(\d+))")  # NAME@ALIAS or NAME/VERSION
+
+
+def resolve_version(ref: str) -> str:
+    """NAME/VERSION that NAME@ALIAS points to now (a version never changes, an alias moves); any
+    other ref, or one the registry cannot resolve, is returned as given for `pull` to explain."""
+    from .mlflow_utils import check_store
+
+    m = REF.fullmatch(ref)
+    if m is None or m.group(2) is None:
+        return ref
+    check_store(mlflow.get_tracking_uri())
+    try:
+        return f"{m.group(1)}/{mlflow.MlflowClient().get_model_version_by_alias(m.group(1), m.group(2)).version}"
+    except Exception:  # noqa: BLE001 — pull names the problem (not found, unreachable) in its own words
+        return ref
+
+
 def pull(ref: str, dst: str | Path) -> Path:
     """Download `NAME@ALIAS` (or `NAME/VERSION`) into `dst` and return its bundle folder there."""
     from .mlflow_utils import check_store, failure_kind, tracking_error
 
-    if not re.fullmatch(r"[^@/\s]+(@[^@/\s]+|/\d+)", ref):
+    if not REF.fullmatch(ref):
         raise CytorayError(f"'{ref}': give a registered model as NAME@ALIAS (e.g. syncgan@champion) or NAME/VERSION")
     uri = mlflow.get_tracking_uri()
     check_store(uri)

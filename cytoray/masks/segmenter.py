@@ -1,0 +1,89 @@
+"""Nucleus masks by a trained segmenter (`masks.method: segmenter`): the refined-sim nucleus
+segmenter (Hou et al. 2019) as the mask source of SynCGAN.
+
+    masks:
+      method: segmenter
+      segmenter: nucleus-segmenter@champion   # or NAME/VERSION, or a local segmenter bundle folder
+
+A segmenter is named by what `cytoray segment` loads. Its identity is the sha256 of its bundle
+files (what the registry stages: .json, .pt, .npz), so masks cached under one segmenter are never
+served for another, whether it came from a folder or the registry. An alias is resolved to its
+version first (versions never change; aliases move), and one version is pulled once per process.
+A registered name is looked up in the process's MLflow store: in a study's Ray workers that is
+MLFLOW_TRACKING_URI (export it, or give a bundle folder on storage every worker sees).
+
+The images are segmented at the size they were loaded at (the study's `data.size`): use a
+segmenter trained at a similar nucleus scale. Padding bands are excluded and every mask gets the
+same quality flags as the unsupervised methods.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+BUNDLE_SUFFIXES = (".json", ".pt", ".npz")  # the files a registered bundle holds (tracking/registry._stage_bundle)
+_LOADED: dict[tuple, tuple] = {}  # (tracking URI, NAME/VERSION) or (folder, content hash) → (Segmenter, identity)
+
+
+def bundle_identity(folder: str | Path) -> str:
+    """sha256 over the bundle's own files, by name and content: equal for a folder and its registered copy."""
+    from ..io import sha256_file
+
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix in BUNDLE_SUFFIXES):
+        h.update(f"{f.name}:{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+def load_mask_segmenter(ref: str, tracking_uri: str | None = None):
+    """(Segmenter, identity) for a bundle folder or a registered NAME@ALIAS / NAME/VERSION."""
+    from ..generators.refined_sim import load_segmenter
+
+    if Path(ref).is_dir():
+        ident = bundle_identity(ref)
+        key = (str(Path(ref).resolve()), ident)
+        if key not in _LOADED:
+            _LOADED[key] = (load_segmenter(ref), ident)
+        return _LOADED[key]
+    import os
+    import tempfile
+
+    import mlflow
+
+    from ..tracking.mlflow_utils import store_uri
+    from ..tracking.registry import pull, resolve_version
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per bundle file is noise
+    if tracking_uri:  # `cytoray segment --tracking-uri`
+        mlflow.set_tracking_uri(store_uri(tracking_uri))
+    uri = mlflow.get_tracking_uri()  # else this process's store (`cytoray train --tracking-uri`, MLFLOW_TRACKING_URI)
+    version = resolve_version(ref)
+    key = (uri, version)
+    if key not in _LOADED:
+        with tempfile.TemporaryDirectory(prefix="cytoray-segmenter-") as d:  # nothing left behind in /tmp
+            bundle = pull(version, d)
+            _LOADED[key] = (load_segmenter(bundle), bundle_identity(bundle))
+    return _LOADED[key]
+
+
+def segmenter_reports(images: np.ndarray, cfg, batch: int = 8):
+    """(bool mask, info) per uint8 image [N,S,S,3], as `nucleus_mask_report` gives them: padding
+    bands excluded (masks.exclude_padding), quality flags checked with masks.max_cover/polarity."""
+    from ..data.background import detect_bands
+    from .quality import quality_flags
+    from .unsupervised import MaskParams
+
+    seg, ident = load_mask_segmenter(cfg.segmenter)
+    params = MaskParams(polarity=cfg.polarity, exclude_padding=cfg.exclude_padding, max_cover=cfg.max_cover)  # for the flags
+    for start in range(0, len(images), batch):
+        chunk = np.asarray(images[start : start + batch])
+        for rgb, mask in zip(chunk, seg.masks(chunk, batch)):
+            bands = detect_bands(rgb) if cfg.exclude_padding else None
+            content = bands.content() if bands is not None else np.ones(rgb.shape[:2], dtype=bool)
+            mask = mask & content
+            info = {"method": "segmenter", "segmenter": ident, "padding": bands.as_dict() if bands is not None and bands.any() else None,
+                    "flags": quality_flags(rgb, mask, content, bands, params)}  # fmt: skip
+            yield mask, info
