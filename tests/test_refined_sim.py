@@ -333,6 +333,49 @@ def test_a_segmenter_is_the_mask_source_of_syncgan(tmp_path):
     assert masks_key(cfg.masks) != key_a and specs["cgan"].data_key != SynCGAN.stages(train, val, cfg, "k", 0)[-1].data_key
 
 
+def test_nucleus_segmenter_registers_as_a_segmenter_pyfunc(tmp_path, monkeypatch, capsys):
+    """Registered as its own kind: the segmenter pyfunc predicts masks (or probabilities) from uint8
+    images; `cytoray segment` and `masks.segmenter` take NAME@ALIAS from the same registry."""
+    import mlflow
+    from PIL import Image
+
+    from cytoray.cli import main
+    from cytoray.data.source import simulated_set
+    from cytoray.experiments.segmentation import SegmentationStudyConfig, register_best
+    from cytoray.generators.refined_sim import load_segmenter
+    from cytoray.generators.syncgan import masks_key, nucleus_masks
+    from cytoray.masks import MasksConfig
+    from cytoray.tracking.mlflow_utils import setup
+
+    monkeypatch.chdir(tmp_path)
+    uri = setup("segmenter-registry-test", f"sqlite:///{tmp_path / 'm.db'}")
+    bundle = tiny_segmenter(tmp_path / "seg", 0)
+    with mlflow.start_run():  # the refiner's slot takes the same folder: only the kinds are under test here
+        reg = register_best(SegmentationStudyConfig(), bundle, bundle, 0.5, {"test_dice": 0.4}, "h", smoke=False)
+    assert reg["nucleus-segmenter"] == {"version": "1", "champion": True, "ineligible": None}
+    code = {n: sorted(p.name for p in Path(mlflow.artifacts.download_artifacts(f"models:/{n}/1", dst_path=str(tmp_path / n))).rglob("*.py"))
+            for n in ("nucleus-segmenter", "refiner")}  # fmt: skip
+    assert code == {"nucleus-segmenter": ["segmenter.py"], "refiner": ["generator.py"]}
+    assert not list((tmp_path / "nucleus-segmenter").rglob("*.pkl"))  # models-from-code: nothing pickled
+    # 1. The pyfunc: uint8 images in, 0/1 masks (or probabilities) out, as the bundle segments them.
+    model = mlflow.pyfunc.load_model("models:/nucleus-segmenter@champion")
+    imgs = simulated_set("histology", 3, 32, 7).images
+    seg = load_segmenter(bundle)
+    masks = np.asarray(model.predict(imgs))
+    assert masks.dtype == np.uint8 and masks.shape == (3, 32, 32) and np.array_equal(masks, seg.masks(imgs))
+    prob = np.asarray(model.predict(imgs, params={"output": "probability"}))
+    assert prob.dtype == np.float32 and 0 <= prob.min() and prob.max() <= 1 and np.array_equal(prob > seg.threshold, masks.astype(bool))
+    # 2. SynCGAN's masks from NAME@ALIAS: the same masks and cache key as the folder (same content).
+    ds = simulated_set("histology", 4, 32, 8)
+    by_name, by_folder = (MasksConfig(method="segmenter", segmenter=r) for r in ("nucleus-segmenter@champion", str(bundle)))
+    assert np.array_equal(nucleus_masks(ds, by_name), nucleus_masks(ds, by_folder)) and masks_key(by_name) == masks_key(by_folder)
+    # 3. `cytoray segment NAME@ALIAS` still works.
+    (tmp_path / "in").mkdir()
+    Image.fromarray(imgs[0]).save(tmp_path / "in" / "a.png")
+    assert main(["segment", "nucleus-segmenter@champion", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--tracking-uri", uri]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "a.png")) > 0, masks[0].astype(bool))
+
+
 # ----------------------------------------------------------------------------- under Ray Train
 
 

@@ -5,8 +5,9 @@ Each image is resized by the segmenter's working scale (recorded when it was tra
 overrides), segmented, and its mask resized back to the image's own size and written as
 `<out>/<relative path>.png` (0 / 255), atomically. Existing masks are replaced.
 
-A registered `nucleus-segmenter` is a segmenter bundle (segmenter.json + weights) that is also a
-refined-sim generator bundle, so it loads whichever way the registry's pyfunc code reads it.
+A registered `nucleus-segmenter` is a segmenter bundle (segmenter.json + weights; also a
+refined-sim generator bundle when a study wrote it), registered with the segmenter pyfunc
+(`tracking/model_code/segmenter.py`: uint8 images in, masks or probabilities out).
 """
 
 from __future__ import annotations

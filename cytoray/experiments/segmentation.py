@@ -267,15 +267,14 @@ def write_best_segmenter(out: Path, gen: RefinedSim, bundle: Path, cfg: Segmenta
 def register_best(cfg: SegmentationStudyConfig, gen_bundle: Path, seg_bundle: Path, val_dice: float, test: dict, split_hash: str,
                   smoke: bool) -> dict:  # fmt: skip
     """`nucleus-segmenter` and `refiner`: champion decided on validation Dice, test Dice recorded."""
-    from ..tracking.registry import MODEL_CODE, register
+    from ..tracking.registry import register
 
     s = cfg.generator.schedule
     budget = s.discriminator_epochs + s.joint_epochs + s.segmenter_epochs
     ineligible = ("a --smoke-test run" if smoke else f"below the budget for a champion ({budget} < champion_min_epochs="
                   f"{cfg.champion_min_epochs} epochs)" if budget < cfg.champion_min_epochs else None)  # fmt: skip
-    seg_kind = "segmenter" if "segmenter" in MODEL_CODE else "generator"  # a segmenter pyfunc where the registry has one
     proto, out = cfg.registry_protocol or f"split:{split_hash}", {}
-    for name, path, kind in (("nucleus-segmenter", seg_bundle, seg_kind), ("refiner", gen_bundle, "generator")):
+    for name, path, kind in (("nucleus-segmenter", seg_bundle, "segmenter"), ("refiner", gen_bundle, "generator")):
         version, promoted = register(name, path, score=val_dice, protocol=proto, metric=METRIC, higher_is_better=True, kind=kind,
                                      recorded=test, ineligible=ineligible, tags={"cytoray.smoke": str(smoke).lower()})  # fmt: skip
         out[name] = {"version": version, "champion": promoted, "ineligible": ineligible}

@@ -284,14 +284,19 @@ class RefinedSim(Generator):
 
 
 @torch.no_grad()
-def segment_with(net: UNet, images: np.ndarray, depth: int, threshold: float, batch: int = 8) -> np.ndarray:
-    """bool [N,H,W] masks of uint8 [N,H,W,3] images by a U-Net segmenter (padded to its stride)."""
+def nucleus_probabilities(net: UNet, images: np.ndarray, depth: int, batch: int = 8) -> np.ndarray:
+    """float32 [N,H,W] nucleus probabilities of uint8 [N,H,W,3] images by a U-Net segmenter (padded to its stride)."""
     net.eval()
     out = []
     for i in range(0, len(images), batch):
         x, h, w = pad_to(torch.from_numpy(numpy_to_unit(np.asarray(images[i : i + batch]))), 2**depth)
-        out.append((torch.sigmoid(net(x)[:, 0, :h, :w]) > threshold).numpy())
-    return np.concatenate(out) if out else np.zeros((0, *np.shape(images)[1:3]), bool)
+        out.append(torch.sigmoid(net(x)[:, 0, :h, :w]).float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, *np.shape(images)[1:3]), np.float32)
+
+
+def segment_with(net: UNet, images: np.ndarray, depth: int, threshold: float, batch: int = 8) -> np.ndarray:
+    """bool [N,H,W] masks of uint8 [N,H,W,3] images by a U-Net segmenter: probability above `threshold`."""
+    return nucleus_probabilities(net, images, depth, batch) > threshold
 
 
 # ----------------------------------------------------------------------------- the segmenter alone
@@ -311,16 +316,35 @@ class Segmenter:
         """bool [N,H,W] masks of uint8 [N,H,W,3] images already at the working resolution."""
         return segment_with(self.net, images, self.depth, self.threshold, batch)
 
-    def segment_image(self, rgb: np.ndarray, scale: float | None = None) -> np.ndarray:
+    def segment_image(self, rgb: np.ndarray, scale: float | None = None, probability: bool = False) -> np.ndarray:
         """bool [H,W] mask of one native-resolution uint8 image: resized by `scale` (default:
-        the bundle's), segmented, and the mask resized back to the image's own size."""
+        the bundle's), segmented, and the mask resized back to the image's own size. With
+        `probability`, the float32 nucleus probabilities instead (resized bilinearly)."""
         from PIL import Image
 
         s = self.scale if scale is None else float(scale)
         h, w = rgb.shape[:2]
         small = rgb if s == 1 else np.asarray(Image.fromarray(rgb).resize((max(8, round(w * s)), max(8, round(h * s))), Image.BICUBIC))
+        if probability:
+            p = nucleus_probabilities(self.net, small[None], self.depth)[0]
+            return p if p.shape == (h, w) else np.asarray(Image.fromarray(p).resize((w, h), Image.BILINEAR))
         m = self.masks(small[None])[0]
         return m if m.shape == (h, w) else np.asarray(Image.fromarray(m).resize((w, h), Image.NEAREST))
+
+    def predict(self, images: np.ndarray, output: str = "mask") -> np.ndarray:
+        """What the registered pyfunc returns for uint8 images [N,H,W,3] at their native resolution
+        (each resized by the bundle's scale, as `cytoray segment` does): uint8 0/1 masks [N,H,W], or
+        with output="probability" float32 nucleus probabilities [N,H,W]."""
+        from ..errors import CytorayError
+
+        if output not in ("mask", "probability"):
+            raise CytorayError(f"output={output!r}: use mask (0/1 at the bundle's threshold) or probability")
+        images = np.asarray(images, dtype=np.uint8)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise CytorayError(f"images of shape {images.shape}: give uint8 RGB images [N, H, W, 3]")
+        prob = output == "probability"
+        out = [self.segment_image(im, probability=prob) for im in images]
+        return np.stack(out).astype(np.float32 if prob else np.uint8) if out else np.zeros(images.shape[:3], np.float32 if prob else np.uint8)
 
 
 def write_segmenter_bundle(out, state: dict, kwargs: dict, threshold: float, scale: float, meta: dict):

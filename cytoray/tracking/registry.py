@@ -9,8 +9,8 @@ alias. A champion chosen on a test metric by an older cytoray is replaced by the
 eligible version.
 
 A registered model is an MLflow pyfunc whose artefact is a cytoray bundle folder (generator
-bundle or classifier folder), so `cytoray pull NAME@ALIAS` needs only the tracking URI. The
-pyfunc is logged as code (`model_code/`), never as a pickled object: loading a registered
+bundle, classifier folder or segmenter bundle), so `cytoray pull NAME@ALIAS` needs only the
+tracking URI. The pyfunc is logged as code (`model_code/`), never as a pickled object: loading a registered
 model runs a file of cytoray, not bytes someone wrote to the store.
 """
 
@@ -29,7 +29,7 @@ from ..errors import CytorayError
 CHAMPION = "champion"
 
 
-MODEL_CODE = {kind: Path(__file__).parent / "model_code" / f"{kind}.py" for kind in ("generator", "classifier")}
+MODEL_CODE = {kind: Path(__file__).parent / "model_code" / f"{kind}.py" for kind in ("generator", "classifier", "segmenter")}
 
 
 def _requirements() -> list[str]:
@@ -44,7 +44,7 @@ def register(name: str, bundle_dir: str | Path, *, score: float, protocol: str, 
              ineligible: str | None = None) -> tuple[str, bool]:  # fmt: skip
     """Log `bundle_dir` as a pyfunc model and register it as a new version of `name`.
 
-    `kind` is "generator" or "classifier" (the pyfunc code logged with it).
+    `kind` is "generator", "classifier" or "segmenter" (the pyfunc code logged with it).
     `metric`/`score` is the selection figure (validation); `recorded` figures (the test split)
     are tagged on the version and never compared. The `champion` alias moves to it when it is
     eligible (`ineligible` says why not, e.g. a smoke run) and there is no champion yet, or it
@@ -85,15 +85,19 @@ def _log_model(name: str, kind: str, staged: Path):
 
 def _signature(kind: str):
     """What `predict` takes: a generator rows of (n, cls[, seed]); a classifier uint8 RGB images
-    [N, H, W, 3], returning class probabilities [N, C]."""
+    [N, H, W, 3], returning class probabilities [N, C]; a segmenter uint8 RGB images [N, H, W, 3],
+    returning uint8 0/1 masks [N, H, W] (params output=probability: float32 probabilities)."""
     import numpy as np
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema, TensorSpec
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
+    images = Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))])
     if kind == "generator":
         return ModelSignature(inputs=Schema([ColSpec("long", "n"), ColSpec("string", "cls"), ColSpec("long", "seed", required=False)]))
-    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),
-                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1))]))  # fmt: skip
+    if kind == "segmenter":
+        return ModelSignature(inputs=images, outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1))]),
+                              params=ParamSchema([ParamSpec("output", "string", "mask")]))  # fmt: skip
+    return ModelSignature(inputs=images, outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1))]))
 
 
 def _new_version(client, name: str, info):
