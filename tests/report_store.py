@@ -173,3 +173,43 @@ def histo_store(tmp: Path, experiment: str = "cytoray-histo-to-cyto") -> tuple[s
     set_parent_summary(client, parent, {KIND_TAG: "histo_to_cyto"}, "histo (test store)")
     client.set_terminated(parent, "FINISHED")
     return uri, parent
+
+
+# ----------------------------------------------------------------------------- refined segmentation
+
+# pooled test Dice per comparison row and split (refined + hard best on every split)
+SEG_SCORES = {"otsu": [0.40, 0.45, 0.42], "syncgan_masks": [0.30, 0.34, 0.31], "raw": [0.44, 0.46, 0.45],
+              "refined": [0.47, 0.49, 0.46], "refined_hard": [0.52, 0.55, 0.53]}  # fmt: skip
+SEG_TRIALS = [("s0001", 1e-3, 0.50), ("s0002", 1e-2, 0.55)]  # (trial id, refiner.l1_weight, val_dice)
+
+
+def segmentation_store(tmp: Path, experiment: str = "refined_segmentation") -> tuple[str, str]:
+    """A finished refined-segmentation study on the embedded simulator: two trials and its comparison
+    (comparison.json on the parent, the table in its description), as `finish` logs them."""
+    from cytoray.config import to_dict
+    from cytoray.experiments.segmentation import PROPOSED, ROWS, SegmentationStudy, SegmentationStudyConfig, write_comparison
+    from cytoray.metrics.classification import holm, mean_ci, paired_test
+    from cytoray.tracking.study_logger import KIND_TAG, MlflowStudyCallback, set_parent_summary
+
+    client, uri, exp_id = _store(tmp / "mlflow.db", experiment)
+    cfg = SegmentationStudyConfig(name=experiment)
+    parent = _parent(client, exp_id, experiment, tmp / "study", to_dict(cfg))
+    cb = MlflowStudyCallback(uri, exp_id, parent, SegmentationStudy().describe)
+    for tid, l1, dice in SEG_TRIALS:
+        trial = _trial(tid, {"generator": {"refiner": {"l1_weight": l1}}})
+        res = {"val_dice": dice, "final": 1, "trial_seconds": 20.0, "training_iteration": 1, "tag.generator": "refined-sim"}
+        cb.on_trial_result(1, [trial], trial, res)
+        trial.last_result = res
+        cb.on_trial_complete(1, [trial], trial)
+    tests = {r: paired_test(SEG_SCORES[PROPOSED], SEG_SCORES[r]) for r in ROWS if r != PROPOSED}
+    for r, p in holm({r: t["p_value"] for r, t in tests.items()}).items():
+        tests[r]["p_holm"] = p
+    c = {"scores": SEG_SCORES, "cells": {r: mean_ci(v) for r, v in SEG_SCORES.items()}, "tests": tests, "n_splits": 3,
+         "n_test": [8, 8, 8], "probe": {"initial": [0.9], "refined": [0.7]}, "syncgan_method": "syncgan"}  # fmt: skip
+    table = write_comparison(tmp / "study", c, "embedded simulator", cfg)
+    client.log_artifact(parent, str(tmp / "study" / "comparison.json"))
+    client.set_tag(parent, "cytoray.best_trial", "s0002")
+    client.log_metric(parent, "best_test_dice", 0.53)
+    set_parent_summary(client, parent, {KIND_TAG: "segmentation"}, f"**{experiment}** (test store)\n\n{table}")
+    client.set_terminated(parent, "FINISHED")
+    return uri, parent

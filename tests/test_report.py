@@ -11,7 +11,18 @@ import shutil
 from pathlib import Path
 
 import pytest
-from report_store import BASELINE_FID, BASELINE_SCORES, BEST_TEST, HISTO_FID, RATIO_TRIALS, baselines_store, histo_store, ratio_store
+from report_store import (
+    BASELINE_FID,
+    BASELINE_SCORES,
+    BEST_TEST,
+    HISTO_FID,
+    RATIO_TRIALS,
+    SEG_SCORES,
+    baselines_store,
+    histo_store,
+    ratio_store,
+    segmentation_store,
+)
 
 from cytoray.errors import CytorayError
 
@@ -33,7 +44,8 @@ def _text(html: str) -> str:
     return h.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r"src='data:[^']+'", "", html))))
 
 
-EXPERIMENTS = {"syncgan_ratio": ratio_store, "augmentation_baselines": baselines_store, "cytoray-histo-to-cyto": histo_store}
+EXPERIMENTS = {"syncgan_ratio": ratio_store, "augmentation_baselines": baselines_store, "cytoray-histo-to-cyto": histo_store,
+               "refined_segmentation": segmentation_store}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +158,28 @@ def test_histo_report_has_the_histology_baseline_row_first(store, tmp_path):
     assert "Real-vs-real floor" in text and "all 90.0" in text
     _png_ok(page.parent / "figures" / "fid_rows.png")
     assert sorted(p.name for p in (page.parent / "figures").glob("translated_*.png")) == ["translated_benign.png", "translated_malignant.png"]
+
+
+def test_segmentation_report_draws_each_method_with_its_interval_on_histology(store, tmp_path, monkeypatch):
+    from cytoray.experiments.segmentation import PROPOSED, ROWS
+    from cytoray.metrics.classification import mean_ci, paired_test
+    from cytoray.report import figures
+
+    drawn = []
+    real = figures.method_intervals
+    monkeypatch.setattr(figures, "method_intervals", lambda *a, **kw: drawn.append((a, real(*a, **kw))) or drawn[-1][1])
+    _, _, page, html = _build(store, "refined_segmentation", tmp_path / "report")
+    text = _text(html)
+    assert "Methods on the test tiles" in text and "over 3 seeded splits by source image" in text
+    assert "embedded simulator (histology, n=40, seed 0, 128 px)" in text and "cytology" not in text  # the study's own data
+    assert "by source image 3:1:1 train:val:test split" in text  # under the trials table too
+    _png_ok(page.parent / "figures" / "methods_test_dice.png")
+    (labels, cells, points, _, _, notes), fig = drawn[0]
+    assert labels == [f"{ROWS[r]} (syncgan)" if r == "syncgan_masks" else ROWS[r] for r in ROWS] and points == list(SEG_SCORES.values())
+    bars = [p.get_width() for p in fig.axes[0].patches]
+    assert bars == pytest.approx([100 * mean_ci(v)["mean"] for v in SEG_SCORES.values()])  # the recorded numbers, in %
+    raw = paired_test(SEG_SCORES[PROPOSED], SEG_SCORES["raw"])
+    assert notes[list(ROWS).index("raw")].startswith(f"Δ {100 * raw['mean_diff']:+.1f}, p") and notes[-1] == "(proposed)"
 
 
 def test_unknown_experiment_and_missing_store_are_one_line_errors(store, tmp_path):

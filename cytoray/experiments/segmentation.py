@@ -23,6 +23,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -47,6 +48,7 @@ class TileDataConfig:
     split_ratios: list[float] = dataclasses.field(default_factory=lambda: [3.0, 1.0, 1.0])  # train(reference):val:test by source image
     split_seed: int = 0  # seeds split 0; split k uses split_seed + k
     n_splits: int = 3  # seeded splits for the comparison table's mean ± 95% CI and paired tests
+    sim_kind: Literal["histology"] = "histology"  # the simulator's domain when it plays "real": H&E (the refiner deconvolves H and E)
     sim_n: int = 40  # simulator as "real": images (each one tile)
     sim_seed: int = 0  # simulator seed
 
@@ -57,6 +59,8 @@ class TileDataConfig:
             raise ConfigError(f"data.tile={self.tile}: must be >= 32 and a multiple of 16")
         if len(self.split_ratios) != 3 or min(self.split_ratios) < 0 or self.split_ratios[0] <= 0 or self.split_ratios[1] <= 0:
             raise ConfigError(f"data.split_ratios={self.split_ratios}: give train:val:test weights, train and val > 0")
+        if self.sim_kind != "histology":
+            raise ConfigError(f"data.sim_kind={self.sim_kind!r}: the refined-segmentation study simulates H&E; use histology")
         if self.n_splits < 1 or self.sim_n < 5:
             raise ConfigError("data.n_splits must be >= 1 and data.sim_n >= 5")
 
@@ -102,7 +106,7 @@ def load_real(cfg: TileDataConfig) -> ImageSet:
 
     if cfg.root:
         return load_tiles(cfg.root, cfg.scale, cfg.tile, cfg.mask_threshold)
-    ds = simulated_set("histology", cfg.sim_n, cfg.tile, cfg.sim_seed)
+    ds = simulated_set(cfg.sim_kind, cfg.sim_n, cfg.tile, cfg.sim_seed)
     return dataclasses.replace(ds, groups=list(ds.names))
 
 

@@ -15,6 +15,8 @@ What a report holds, by study kind:
   Holm), a bar chart with the intervals, FID/KID per policy;
 - histology→cytology (`histo.py`): the FID/KID table with the real-histology baseline row, its
   bar chart, the translated grids, and the search when there was one.
+- refined segmentation (`segmentation.py`): the comparison table (in the run's description), its
+  methods' test Dice with 95% CIs and paired tests as a figure, then the search as for ratio.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ REPORT_DIR = "report"  # artefact folder of the parent run, and sub-folder of a 
 
 
 def _sections(kind: str):
-    from . import baselines, histo, search
+    from . import baselines, histo, search, segmentation
 
-    return {"ratio": search.build, "stabilisers": search.build, "segmentation": search.build, "baselines": baselines.build,
+    return {"ratio": search.build, "stabilisers": search.build, "segmentation": segmentation.build, "baselines": baselines.build,
             "histo_to_cyto": histo.build}[kind]
 
 

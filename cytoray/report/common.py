@@ -31,8 +31,12 @@ def data_source(rec: Recorded, prefix: str = "data") -> str:
     root = rec.param(f"{prefix}.root")
     if root and root != "None":
         return root
-    return f"embedded simulator ({rec.param(f'{prefix}.sim_kind', 'cytology')}, n={rec.param(f'{prefix}.sim_n', '?')}, " \
-           f"seed {rec.param(f'{prefix}.sim_seed', '?')}, {rec.param(f'{prefix}.size', '?')} px)"
+    # The simulator's domain as recorded (data.sim_kind); without it, what that study ran: the segmentation
+    # study (before it recorded the key) simulated H&E, every other one the default, cytology.
+    kind = rec.param(f"{prefix}.sim_kind") or ("histology" if rec.kind == "segmentation" else "cytology")
+    size = rec.param(f"{prefix}.size") or rec.param(f"{prefix}.tile", "?")  # the segmentation study's unit is a tile
+    return f"embedded simulator ({kind}, n={rec.param(f'{prefix}.sim_n', '?')}, " \
+           f"seed {rec.param(f'{prefix}.sim_seed', '?')}, {size} px)"
 
 
 def split_protocol(rec: Recorded, n_splits: int | None = None) -> str:
@@ -44,7 +48,8 @@ def split_protocol(rec: Recorded, n_splits: int | None = None) -> str:
     k = n_splits if n_splits is not None else int(number(rec.param("data.n_splits")) or 1)
     seed = rec.param("data.split_seed", "0")
     seeds = f"seed {seed}" if k == 1 else f"seeds {seed}..{int(number(seed) or 0) + k - 1}"
-    return f"stratified {ratios} train:val:test split, {seeds}, {k} split{'s' if k != 1 else ''}; data: {data_source(rec)}"
+    how = "by source image" if rec.kind == "segmentation" else "stratified"  # tiles of one image never straddle splits
+    return f"{how} {ratios} train:val:test split, {seeds}, {k} split{'s' if k != 1 else ''}; data: {data_source(rec)}"
 
 
 def trial_status(run) -> str:

@@ -135,3 +135,29 @@ def grouped_bars(groups: list[str], series: list[str], values: dict[tuple[str, s
     ax.legend(fontsize=8, ncols=min(4, len(series)), loc="upper center", bbox_to_anchor=(0.5, -0.1))
     ax.set_title(title)
     return fig
+
+
+def method_intervals(labels: list[str], cells: list[dict], points: list[list[float]], xlabel: str, title: str,
+                     notes: list[str] | None = None, percent: bool = True) -> Figure:  # fmt: skip
+    """One horizontal bar per method, top to bottom in the given order: its mean with the 95% interval
+    (`cells`: mean_ci dicts; no whisker where n = 1), each split's value as a dot, `notes` right of the bar."""
+    scale = 100.0 if percent else 1.0
+    fig = Figure(figsize=(8.0, 1.2 + 0.6 * len(labels)), layout="constrained")
+    ax = fig.add_subplot()
+    ys = list(range(len(labels)))[::-1]
+    means = [c["mean"] * scale for c in cells]
+    err = [[(c["mean"] - c["low"]) * scale for c in cells], [(c["high"] - c["mean"]) * scale for c in cells]]
+    ax.barh(ys, means, 0.6, color=[PALETTE[i % len(PALETTE)] for i in range(len(labels))])
+    ax.errorbar(means, ys, xerr=err, fmt="none", ecolor="black", capsize=4, zorder=3)
+    for y, pts in zip(ys, points):
+        ax.scatter([v * scale for v in pts], [y] * len(pts), s=14, c="black", alpha=0.6, zorder=4)
+    right = max(max(c["high"] for c in cells), max((max(p) for p in points if p), default=0.0)) * scale
+    for y, note in zip(ys, notes or []):
+        if note:
+            ax.text(right * 1.02, y, note, va="center", fontsize=8)
+    ax.set_xlim(0, right * (1.3 if notes else 1.08) or 1.0)
+    ax.set_yticks(ys, labels)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title)
+    return fig
