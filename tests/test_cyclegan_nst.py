@@ -18,9 +18,10 @@ import torch
 from cytoray.data.folder import load_folder
 from cytoray.data.source import simulated_set
 from cytoray.errors import CytorayError, DataError
-from cytoray.generators.cyclegan import CycleGANConfig, CycleGANStage, ImagePool, loop_steps_per_epoch, lr_factor, stage_params
+from cytoray.generators.cyclegan import CycleGANConfig, CycleGANStage, loop_steps_per_epoch, lr_factor, stage_params
 from cytoray.generators.domains import DomainPair, align_unpaired, check_domains
 from cytoray.generators.gan import to_unit
+from cytoray.generators.history import HistoryBuffer
 from cytoray.generators.nst import NST, NSTConfig, build_features, stylise
 from cytoray.training.config import RunConfig
 from cytoray.training.stage import amp_context
@@ -82,7 +83,7 @@ def test_identity_weight_zero_skips_the_term():
 
 def test_image_pool_fills_then_mixes_history():
     gen = torch.Generator().manual_seed(0)
-    pool = ImagePool(4, (1, 1, 1))
+    pool = HistoryBuffer(4, (1, 1, 1), "swap")
     first = torch.arange(4.0).view(4, 1, 1, 1)
     assert torch.equal(pool.query(first, gen), first)  # filling: fakes pass through and are stored
     assert int(pool.count) == 4 and torch.equal(pool.images, first)
@@ -94,7 +95,7 @@ def test_image_pool_fills_then_mixes_history():
         assert torch.all((out == new) | (out < new))  # each answer is this fake or an older one
     assert 0.35 < swapped / 200 < 0.65  # about half the answers come from the history
     assert pool.images.min() >= 100  # the old fakes were replaced by newer ones
-    assert torch.equal(ImagePool(0, (1, 1, 1)).query(first, gen), first)  # pool_size 0: no history
+    assert torch.equal(HistoryBuffer(0, (1, 1, 1), "swap").query(first, gen), first)  # pool_size 0: no history
 
 
 def test_lr_schedule_linear_decay_over_second_half():

@@ -20,13 +20,8 @@ from cytoray.data.folder import ImageSet
 from cytoray.data.refsim import Reference, SynthesisConfig, cut_tiles, initial_image, initial_images, load_tiles, measure, split_groups
 from cytoray.errors import ConfigError, DataError
 from cytoray.generators.refined_sim import RefinedSim, RefinedSimConfig, random_crops
-from cytoray.generators.refined_stage import (
-    HistoryBuffer,
-    RefinedSimStage,
-    example_weights,
-    numpy_to_unit,
-    realism_judge,
-)
+from cytoray.generators.history import HistoryBuffer
+from cytoray.generators.refined_stage import RefinedSimStage, example_weights, numpy_to_unit, realism_judge
 from cytoray.training.stage import amp_context
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,11 +125,16 @@ def test_example_weights_and_history_buffer():
     p = torch.tensor([0.01, 0.2, 0.5, 0.6, 0.99])
     w = example_weights(p, 0.2, 2.0)
     assert torch.allclose(w, torch.tensor([0.2, 0.25, 1.0, 1.5, 2.0]))  # p/(1-p), clipped
-    buf, g = HistoryBuffer(4, (6, 2, 2), 0.5), torch.Generator().manual_seed(0)
+    buf, g = HistoryBuffer(4, (6, 2, 2), "fraction", 0.5), torch.Generator().manual_seed(0)
     first = torch.ones(4, 6, 2, 2)
-    assert torch.equal(buf.mix(first, g), first) and int(buf.count) == 4  # empty history: the batch as it is
-    out = buf.mix(torch.zeros(4, 6, 2, 2), g)
+    assert torch.equal(buf.query(first, g), first) and int(buf.count) == 4  # empty history: the batch as it is
+    out = buf.query(torch.zeros(4, 6, 2, 2), g)
     assert out[:2].eq(1).all() and out[2:].eq(0).all()  # half from the history
+    old = HistoryBuffer(4, (6, 2, 2), "fraction", 0.5)  # a checkpoint from before the buffers were one ("items")
+    old.load_state_dict({"items": torch.full((4, 6, 2, 2), 7.0), "count": torch.tensor(4)})
+    assert old.images.eq(7).all() and int(old.count) == 4
+    with pytest.raises(ValueError, match="policy must be one of fraction, swap"):
+        HistoryBuffer(4, (6, 2, 2), "half")
 
 
 def test_config_rejects_what_cannot_run():

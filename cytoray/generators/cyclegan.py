@@ -36,6 +36,7 @@ from .base import Generator, GeneratorConfig
 from .bundle import load_per_class, npz_bytes, read_bundle
 from .domains import DomainPair, align_unpaired, check_domains
 from .gan import from_unit, to_unit
+from .history import HistoryBuffer
 from .losses import bce
 
 SOURCES_FILE = "sources.npz"
@@ -94,47 +95,13 @@ def loop_steps_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
     return m // batch_size + (1 if m % batch_size >= 2 else 0)
 
 
-class ImagePool(nn.Module):
-    """CycleGAN's history buffer: D sees a mix of current and earlier fakes, which damps oscillation.
-
-    Until full, every fake is stored and returned; then each fake is, with probability 1/2,
-    swapped for a random stored one (which it replaces). The buffer is a module buffer so the
-    shared loop checkpoints it with the discriminator and a resumed run continues exactly.
-    """
-
-    def __init__(self, size: int, shape: tuple[int, ...]) -> None:
-        super().__init__()
-        self.size = size
-        self.register_buffer("images", torch.zeros(size, *shape))
-        self.register_buffer("count", torch.zeros((), dtype=torch.long))
-
-    @torch.no_grad()
-    def query(self, fakes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        if self.size == 0:
-            return fakes
-        out = []
-        for img in fakes.detach():
-            n = int(self.count)
-            if n < self.size:
-                self.images[n] = img
-                self.count += 1
-                out.append(img)
-            elif torch.rand((), generator=gen).item() < 0.5:
-                j = int(torch.randint(self.size, (), generator=gen))
-                out.append(self.images[j].clone())
-                self.images[j] = img
-            else:
-                out.append(img)
-        return torch.stack(out)
-
-
 class PooledDiscriminator(nn.Module):
     """A PatchGAN with its image pool attached (the pool rides along in its state dict)."""
 
     def __init__(self, pool_size: int, size: int, **d_kwargs) -> None:
         super().__init__()
         self.net = PatchDiscriminator(in_ch=3, **d_kwargs)
-        self.pool = ImagePool(pool_size, (3, size, size))
+        self.pool = HistoryBuffer(pool_size, (3, size, size), "swap")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

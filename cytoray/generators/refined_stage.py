@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from ..nets import UNet
 from ..nets.refiner import Refiner, StyleDiscriminator
 from ..training.stage import Stage, adam, to_uint8_grid, unwrap
+from .history import HistoryBuffer
 from .losses import bce
 
 PHASES = ("refiner", "discriminator", "joint", "segmenter")
@@ -70,42 +71,13 @@ def pad_to(x: torch.Tensor, k: int) -> tuple[torch.Tensor, int, int]:
     return (F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x), h, w
 
 
-class HistoryBuffer(nn.Module):
-    """SimGAN's history of refined images: a share of D's fake batch comes from earlier R's,
-    so D does not forget the artefacts R has already learnt to avoid. Entries hold (image ‖
-    reference) so D judges each against its own style. Module buffers: checkpointed with D."""
-
-    def __init__(self, size: int, shape: tuple[int, ...], fraction: float) -> None:
-        super().__init__()
-        self.size, self.fraction = size, fraction
-        self.register_buffer("items", torch.zeros(size, *shape))
-        self.register_buffer("count", torch.zeros((), dtype=torch.long))
-
-    @torch.no_grad()
-    def mix(self, current: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        if self.size == 0:
-            return current
-        b, n = len(current), int(self.count)
-        out = current.clone()
-        k = min(int(round(self.fraction * b)), n)
-        if k > 0:  # replace k of the batch by stored entries
-            src = torch.randint(n, (k,), generator=gen).to(current.device)
-            out[:k] = self.items[src]
-        # store the current batch: append until full, then overwrite random entries
-        for img in current:
-            j = int(self.count) if int(self.count) < self.size else int(torch.randint(self.size, (), generator=gen))
-            self.items[j] = img
-            self.count.fill_(min(int(self.count) + 1, self.size))
-        return out
-
-
 class PooledStyleD(nn.Module):
     """The style discriminator with its history buffer attached (the buffer rides in its state)."""
 
     def __init__(self, history: int, history_fraction: float, patch: int, **kw) -> None:
         super().__init__()
         self.net = StyleDiscriminator(**kw)
-        self.pool = HistoryBuffer(history, (6, patch, patch), history_fraction)
+        self.pool = HistoryBuffer(history, (6, patch, patch), "fraction", history_fraction)  # entries: image ‖ its reference
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x, ref)
@@ -240,7 +212,7 @@ class RefinedSimStage(Stage):
         if self.refine and phase in ("discriminator", "joint"):
             # 2. D: real crops (with their tile's reference) against the refined batch, part of it
             #    from the history buffer; halved so D learns no faster than R.
-            fake = unwrap(D).pool.mix(torch.cat([x.float(), style.float()], 1), gen)
+            fake = unwrap(D).pool.query(torch.cat([x.float(), style.float()], 1), gen)
             with amp():
                 d_real, d_fake = D(real, style), D(fake[:, :3], fake[:, 3:])
             loss_d = 0.5 * (bce(d_real, 1.0) + bce(d_fake, 0.0))
