@@ -20,7 +20,10 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..nets import MaskGenerator, PatchDiscriminator, UNet, VanillaGenerator, unet_depth
 from ..training.stage import Stage, adam, to_uint8_grid
+from .augment import dihedral
 from .losses import bce, d_targets
+
+AUGMENTS = ("none", "dihedral")  # of the real images a latent GAN learns from (generators/augment.py)
 
 # ----------------------------------------------------------------------------- configs
 
@@ -68,9 +71,12 @@ class LatentGANConfig:
     smooth_real_low: float = 0.9  # real D targets ~ U[smooth_real_low, 1] (paper: 0.9)
     smooth_fake_high: float = 0.1  # fake D targets ~ U[0, smooth_fake_high] (paper: 0.1)
     flip_rate: float = 0.05  # probability a D target is swapped real↔fake (per sample)
+    augment: str = "dihedral"  # real images under a random flip/quarter turn (cells have no up); "none": as the paper
 
     def validate(self) -> None:
         _positive(self, "epochs", "batch_size", "lr_g", "lr_d", "z_dim", "g_base", "d_base", "d_layers")
+        if self.augment not in AUGMENTS:
+            raise ConfigError(f"augment={self.augment!r}: use one of {', '.join(AUGMENTS)}")
         if not 0.0 <= self.beta1 < 1.0:
             raise ConfigError(f"beta1={self.beta1}: Adam's beta1 lies in [0, 1)")
         if self.batch_size < 2:
@@ -243,6 +249,8 @@ class LatentGANStage(Stage):
         G, D, p = models["G"], models["D"], self.p
         real = batch[self.input_key]
         z = torch.randn(real.shape[0], p["z_dim"], generator=gen).to(real.device)
+        if p["augment"] == "dihedral":
+            real = dihedral(real, gen)
         # 1. Discriminator with smoothed, randomly flipped targets (D updates only).
         with amp():
             fake = self._g_out(G, z)
