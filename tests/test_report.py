@@ -180,6 +180,9 @@ def test_segmentation_report_draws_each_method_with_its_interval_on_histology(st
     assert bars == pytest.approx([100 * mean_ci(v)["mean"] for v in SEG_SCORES.values()])  # the recorded numbers, in %
     raw = paired_test(SEG_SCORES[PROPOSED], SEG_SCORES["raw"])
     assert notes[list(ROWS).index("raw")].startswith(f"Δ {100 * raw['mean_diff']:+.1f}, p") and notes[-1] == "(proposed)"
+    wide = real(["a"], [{"mean": 0.9, "low": 0.5, "high": 1.3}], [[0.8, 1.0]], "Dice (%)", "two splits")
+    whisker = wide.axes[0].collections[0].get_segments()[0]  # the errorbar's line: a t-interval cut at 100% Dice
+    assert [x for x, _ in whisker] == pytest.approx([50.0, 100.0])
 
 
 def test_unknown_experiment_and_missing_store_are_one_line_errors(store, tmp_path):

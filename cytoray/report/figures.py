@@ -138,14 +138,17 @@ def grouped_bars(groups: list[str], series: list[str], values: dict[tuple[str, s
 
 
 def method_intervals(labels: list[str], cells: list[dict], points: list[list[float]], xlabel: str, title: str,
-                     notes: list[str] | None = None, percent: bool = True) -> Figure:  # fmt: skip
+                     notes: list[str] | None = None, percent: bool = True, bounds: tuple[float, float] = (0.0, 1.0)) -> Figure:  # fmt: skip
     """One horizontal bar per method, top to bottom in the given order: its mean with the 95% interval
-    (`cells`: mean_ci dicts; no whisker where n = 1), each split's value as a dot, `notes` right of the bar."""
+    (`cells`: mean_ci dicts; no whisker where n = 1) cut at the metric's `bounds` (a t-interval over
+    two splits can pass 100% Dice), each split's value as a dot, `notes` right of the bar."""
     scale = 100.0 if percent else 1.0
     fig = Figure(figsize=(8.0, 1.2 + 0.6 * len(labels)), layout="constrained")
     ax = fig.add_subplot()
     ys = list(range(len(labels)))[::-1]
     means = [c["mean"] * scale for c in cells]
+    lo, hi = bounds
+    cells = [{**c, "low": max(c["low"], lo), "high": min(c["high"], hi)} for c in cells]
     err = [[(c["mean"] - c["low"]) * scale for c in cells], [(c["high"] - c["mean"]) * scale for c in cells]]
     ax.barh(ys, means, 0.6, color=[PALETTE[i % len(PALETTE)] for i in range(len(labels))])
     ax.errorbar(means, ys, xerr=err, fmt="none", ecolor="black", capsize=4, zorder=3)

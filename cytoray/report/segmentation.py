@@ -49,6 +49,6 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
                                        "test Dice (%)", "segmentation methods on the test tiles", notes)  # fmt: skip
         page.h2("Methods on the test tiles")
         page.figure(fig, "methods_test_dice", f"Test Dice pooled over each split's test tiles: bar = mean, whiskers = 95% "
-                    f"t-interval over {c['n_splits']} seeded splits by source image, dots = the splits. Right: refined + hard "
+                    f"t-interval (cut at 0 and 100) over {c['n_splits']} seeded splits by source image, dots = the splits. Right: refined + hard "
                     f"examples minus the method (points) and the paired t-test's Holm-adjusted p. Data: {data_source(rec)}.")  # fmt: skip
     search.build(rec, page, tmp)
