@@ -232,7 +232,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64, help="--syncgan: image side")
     ap.add_argument("--mask-epochs", type=int, default=60, help="--syncgan: class mask GAN epochs")
     ap.add_argument("--cgan-epochs", type=int, default=30, help="--syncgan: CGAN epochs")
+    ap.add_argument("--verbose", action="store_true", help="--syncgan: Ray's own output and every worker's epoch line")
     a = ap.parse_args()
+    from cytoray.quiet import configure
+
+    configure(verbose=a.verbose)
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     if bad := [m for m in methods if m not in METHODS]:
         ap.error(f"--methods: unknown {', '.join(bad)}; valid: {', '.join(METHODS)}")
