@@ -224,3 +224,35 @@ def test_report_command(store, tmp_path, capsys):
     a = argparse.Namespace(experiment="cytoray-histo-to-cyto", tracking_uri=uri, out=str(tmp_path / "out"), run_id=None, log=False)
     assert report_from_args(a) == 0
     assert capsys.readouterr().out.strip() == f"report: {tmp_path / 'out' / 'report.html'}"
+
+
+def test_a_run_without_a_comparison_never_logs_an_earlier_ones(tmp_path, monkeypatch):
+    """compare=false: the comparison files an earlier run left in --out are not logged (the report
+    would draw their numbers as this run's)."""
+    import mlflow
+    import numpy as np
+    from mlflow import MlflowClient
+
+    from cytoray.config import load
+    from cytoray.data.source import simulated_set
+    from cytoray.experiments import common, segmentation
+    from cytoray.tracking.mlflow_utils import setup
+
+    class Blank:  # a refined-sim that finds no nuclei: only what finish logs is under test
+        def segment(self, images):
+            return np.zeros(images.shape[:3], bool)
+
+    out = tmp_path / "study"
+    out.mkdir()
+    for name in ("comparison.json", "comparison.md", "comparison.csv"):
+        (out / name).write_text("an earlier run's\n")
+    monkeypatch.setattr(common, "train_generator", lambda *a, **kw: (Blank(), tmp_path / "bundle", True))
+    monkeypatch.setattr(segmentation, "write_best_segmenter", lambda *a, **kw: tmp_path / "segmenter")
+    ds = simulated_set("histology", 4, 32, 0)
+    data = {"splits": [{"reference": ds, "val": ds, "test": ds, "hash": "h"}], "manifests": [], "source": "simulator"}
+    cfg = load(segmentation.SegmentationStudyConfig, None, ["compare=false", "register=false", "data.n_splits=1"])
+    setup("stale-comparison", f"sqlite:///{tmp_path / 'm.db'}")
+    with mlflow.start_run() as run:
+        ctx = {"out": str(out), "cache": str(tmp_path / "cache"), "use_cache": True, "parent": run.info.run_id}
+        assert segmentation.SegmentationStudy().finish(cfg, cfg, data, None, ctx)["comparison"] is None
+    assert [f.path for f in MlflowClient().list_artifacts(run.info.run_id)] == ["best.json"]

@@ -196,7 +196,8 @@ class SegmentationStudy(Study):
         if cfg.compare:  # every row on every split's test tiles: mean ± 95% CI, paired tests
             comparison = compare(best_cfg.generator, data["splits"], cache, best_cfg.run, ctx["use_cache"], cfg.syncgan_mask_method)
             table = write_comparison(out, comparison, data["source"], best_cfg)
-        for f in [out / "best.json", *(out / n for n in ("comparison.md", "comparison.csv", "comparison.json")), *map(Path, data["manifests"])]:
+        compared = [out / n for n in ("comparison.md", "comparison.csv", "comparison.json")] if comparison is not None else []
+        for f in [out / "best.json", *compared, *map(Path, data["manifests"])]:  # never an earlier run's comparison left in --out
             if f.is_file():
                 mlflow.log_artifact(str(f))
         from mlflow import MlflowClient
