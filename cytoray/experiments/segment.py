@@ -20,8 +20,9 @@ def load_segmenter_ref(ref: str, tracking_uri: str | None = None):
     """A Segmenter from a local bundle folder, or NAME@ALIAS / NAME/VERSION pulled from the
     registry into a temporary folder that is gone afterwards (the weights are in memory)."""
     from ..masks.segmenter import load_mask_segmenter
+    from ..tracking.mlflow_utils import tracking_uri as uri
 
-    return load_mask_segmenter(ref, tracking_uri)[0]
+    return load_mask_segmenter(ref, uri(tracking_uri))[0]  # flag > MLFLOW_TRACKING_URI > sqlite:///mlflow.db
 
 
 def segment_folder(seg, src: Path, out: Path, scale: float | None = None) -> list[Path]:
