@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 from test_refined_sim import tiny_segmenter
 
 
@@ -31,6 +32,26 @@ def fake_registry(monkeypatch, bundles: dict[str, Path]) -> list[str]:
     monkeypatch.setattr(registry, "resolve_version", resolve_version)
     monkeypatch.setattr(registry, "pull", pull)
     return seen
+
+
+def test_syncgan_resolves_an_alias_once_for_its_masks_and_their_key(tmp_path, monkeypatch):
+    from cytoray.data.source import simulated_set
+    from cytoray.generators.gan import masks_to_unit
+    from cytoray.generators.refined_sim import load_segmenter
+    from cytoray.generators.syncgan import SynCGAN, SynCGANConfig, masks_key
+    from cytoray.masks import MasksConfig
+
+    a, b = tiny_segmenter(tmp_path / "a", 0), tiny_segmenter(tmp_path / "b", 1)
+    fake_registry(monkeypatch, {"1": a, "2": b, "3": b})  # the alias moves to b after its first look-up
+    ds = simulated_set("histology", 8, 32, 0)
+    train, val = ds.subset(range(0, 8, 2)), ds.subset(range(1, 8, 2))
+    cfg = SynCGANConfig(masks=MasksConfig(method="segmenter", segmenter="moving-seg@champion"))
+    cgan = {s.label: s for s in SynCGAN.stages(train, val, cfg, "k", 0)}["cgan"]
+    seg_a = load_segmenter(a)
+    assert not np.array_equal(seg_a.masks(val.images), load_segmenter(b).masks(val.images))  # b's masks would tell
+    assert np.array_equal(cgan.train["mask"], masks_to_unit(seg_a.masks(train.images)))
+    assert np.array_equal(cgan.val["mask"], masks_to_unit(seg_a.masks(val.images)))  # not b's
+    assert cgan.data_key == f"k:masks={masks_key(MasksConfig(method='segmenter', segmenter=str(a)))}"  # the key of what made them
 
 
 def test_cytoray_segment_without_tracking_uri_uses_the_documented_store(tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ import torch
 from ..data.folder import ImageSet
 from ..io import stable_hash
 from ..masks.config import MasksConfig, cache_identity, dataset_masks
+from ..masks.segmenter import pinned
 from ..nets import MaskGenerator, UNet
 from ..training.stage import StageSpec
 from .base import Generator, GeneratorConfig
@@ -72,8 +73,9 @@ class SynCGAN(Generator):
         method = f"{cfg.masks.method} {cfg.masks.segmenter}" if cfg.masks.segmenter else cfg.masks.method
         print(f"[syncgan] nucleus masks ({cfg.masks.source}, {method}) for {len(train)} train + {len(val)} val images",
               file=sys.stderr, flush=True)  # fmt: skip
-        m_train, m_val = nucleus_masks(train, cfg.masks), nucleus_masks(val, cfg.masks)
-        mkey = f"{data_key}:masks={masks_key(cfg.masks)}"
+        masks = pinned(cfg.masks)  # an alias resolved once: both mask sets and their key name one segmenter version
+        m_train, m_val = nucleus_masks(train, masks), nucleus_masks(val, masks)
+        mkey = f"{data_key}:masks={masks_key(masks)}"
         mp = stage_params(cfg.mask_gan, size)
         specs = [
             StageSpec(f"mask_gan/{c}", MaskGANStage(mp), train={"mask": masks_to_unit(m_train[train.labels == i])}, val=None,

@@ -38,6 +38,18 @@ def bundle_identity(folder: str | Path) -> str:
     return h.hexdigest()
 
 
+def pinned(cfg):
+    """The masks config with a NAME@ALIAS segmenter resolved to its NAME/VERSION, once: masks made
+    in several calls and their cache key then name one segmenter, even if the alias moves meanwhile."""
+    import dataclasses
+
+    if cfg.source != "unsupervised" or cfg.method != "segmenter" or not cfg.segmenter or Path(cfg.segmenter).expanduser().is_dir():
+        return cfg
+    from ..tracking.registry import resolve_version
+
+    return dataclasses.replace(cfg, segmenter=resolve_version(cfg.segmenter))
+
+
 def load_mask_segmenter(ref: str, tracking_uri: str | None = None):
     """(Segmenter, identity) for a bundle folder or a registered NAME@ALIAS / NAME/VERSION."""
     from ..generators.refined_sim import load_segmenter
