@@ -8,7 +8,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from test_refined_sim import tiny_segmenter
+
+from cytoray.config import load, to_dict
+from cytoray.errors import ConfigError
 
 
 def fake_registry(monkeypatch, bundles: dict[str, Path]) -> list[str]:
@@ -32,6 +36,46 @@ def fake_registry(monkeypatch, bundles: dict[str, Path]) -> list[str]:
     monkeypatch.setattr(registry, "resolve_version", resolve_version)
     monkeypatch.setattr(registry, "pull", pull)
     return seen
+
+
+def test_a_study_pins_its_segmenter_in_the_driver(tmp_path, monkeypatch):
+    """Trials run in their own folder and process: the driver gives them an absolute folder, a
+    registered one pulled from the study's store; a bad reference stops the study before Ray."""
+    from cytoray.experiments.driver import pin_segmenters, trial_config
+    from cytoray.experiments.ratio import RatioStudy, RatioStudyConfig
+    from cytoray.generators.syncgan import masks_key
+    from cytoray.masks.segmenter import bundle_identity
+    from cytoray.tracking.mlflow_utils import setup
+
+    monkeypatch.chdir(tmp_path)
+    seg = tiny_segmenter(tmp_path / "seg", 0)
+
+    def study(ref: str) -> RatioStudyConfig:
+        return load(RatioStudyConfig, None, ["generator.masks.method=segmenter", f"generator.masks.segmenter={ref}"])
+
+    with pytest.raises(ConfigError, match=r"masks\.segmenter=runs/seg: no such folder, and not NAME@ALIAS or NAME/VERSION$"):
+        study("runs/seg")
+    uri = setup("pin-test", f"sqlite:///{tmp_path / 'm.db'}")  # the study's store (run_study does this first)
+    # 1. A relative folder: absolute, so a trial's own working folder finds it.
+    cfg = study("seg")
+    pin_segmenters(cfg, tmp_path / "out" / "cache")
+    assert cfg.generator.masks.segmenter == str(seg.resolve())
+    (tmp_path / "trial").mkdir()
+    monkeypatch.chdir(tmp_path / "trial")
+    trial = trial_config(RatioStudy(), to_dict(cfg), {"ratio": 1.0})
+    assert masks_key(trial.generator.masks) == masks_key(cfg.generator.masks)
+    # 2. A missing folder named like NAME/VERSION is not taken for a registered model that is not there.
+    with pytest.raises(ConfigError, match=r"masks\.segmenter=seg/3: no such folder, and seg/3: not found in the registry at sqlite"):
+        pin_segmenters(load(RatioStudyConfig, None, ["generator.masks.method=segmenter", "generator.masks.segmenter=seg/3"]),
+                       tmp_path / "out" / "cache")  # fmt: skip
+    # 3. NAME@ALIAS: pinned to its version, pulled once from the study's store into the study's cache.
+    seen = fake_registry(monkeypatch, {"1": seg})
+    cfg = study("nucleus-segmenter@champion")
+    pin_segmenters(cfg, tmp_path / "out" / "cache")
+    pinned = Path(cfg.generator.masks.segmenter)
+    assert pinned == tmp_path / "out" / "cache" / "segmenters" / "nucleus-segmenter-v1" and seen == [f"{uri}?timeout=30"]
+    assert bundle_identity(pinned) == bundle_identity(seg)
+    assert not [p for p in pinned.parent.iterdir() if p != pinned]  # no download folder left behind
 
 
 def test_syncgan_resolves_an_alias_once_for_its_masks_and_their_key(tmp_path, monkeypatch):

@@ -189,6 +189,7 @@ def _run_locked(study: Study, cfg, out: Path, space, t0: float, *, tracking_uri,
 
     # 2. MLflow: the study's parent run (reused on resume); this process is the only writer.
     uri = setup(cfg.name, tracking_uri)
+    pin_segmenters(cfg, out / "cache")  # from this store, before any trial (trials run elsewhere)
     exp_id = mlflow.get_experiment_by_name(cfg.name).experiment_id
     client = RetryingClient(uri)  # the parent run's writes ride out a server restart
     parent = find_or_create_parent(client, exp_id, cfg.name, str(out), resume)
@@ -270,6 +271,21 @@ def _tune(study: Study, cfg, space, grid, data, ctx, out: Path, uri, exp_id, par
     df = tuner.fit().get_dataframe()
     finished(df, cfg.name, out)  # none finished: say so here
     return df
+
+
+def pin_segmenters(cfg, cache: Path) -> None:
+    """Every `masks.segmenter` in the config (a generator's, nested or in a mapping) replaced, in
+    place, by the absolute folder its trials load (masks/segmenter.py: study_segmenter)."""
+    from ..masks.config import SEGMENTER, MasksConfig
+    from ..masks.segmenter import study_segmenter
+
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        for item in v.values() if isinstance(v, dict) else [v]:
+            if isinstance(item, MasksConfig) and item.method == SEGMENTER and item.segmenter:
+                item.segmenter = study_segmenter(item.segmenter, cache)
+            elif dataclasses.is_dataclass(item):
+                pin_segmenters(item, cache)
 
 
 def hold_study_lock(out: Path):

@@ -46,6 +46,10 @@ class MasksConfig:
         if self.method == SEGMENTER and not self.segmenter:
             raise ConfigError("masks.segmenter is not set: masks.method=segmenter needs a segmenter bundle folder or NAME@ALIAS "
                               "(e.g. nucleus-segmenter@champion from studies/refined_segmentation.py)")  # fmt: skip
+        if self.method == SEGMENTER:
+            from .segmenter import check_ref
+
+            check_ref(self.segmenter)  # a folder here, or a registered name: settled before any job (study_segmenter)
         if self.segmenter and self.method != SEGMENTER:
             raise ConfigError(f"masks.segmenter={self.segmenter!r} is set but masks.method={self.method!r}; "
                               "set masks.method=segmenter or drop masks.segmenter")  # fmt: skip

@@ -9,8 +9,9 @@ A segmenter is named by what `cytoray segment` loads. Its identity is the sha256
 files (what the registry stages: .json, .pt, .npz), so masks cached under one segmenter are never
 served for another, whether it came from a folder or the registry. An alias is resolved to its
 version first (versions never change; aliases move), and one version is pulled once per process.
-A registered name is looked up in the process's MLflow store: in a study's Ray workers that is
-MLFLOW_TRACKING_URI (export it, or give a bundle folder on storage every worker sees).
+A registered name is looked up in the process's MLflow store. A study settles the reference in
+its driver, before any trial (`study_segmenter`): a trial runs in its own folder and process,
+where a relative folder or the default store would name another segmenter, or none.
 
 The images are segmented at the size they were loaded at (the study's `data.size`): use a
 segmenter trained at a similar nucleus scale. Padding bands are excluded and every mask gets the
@@ -20,6 +21,7 @@ same quality flags as the unsupervised methods.
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,17 @@ def bundle_identity(folder: str | Path) -> str:
     return h.hexdigest()
 
 
+def check_ref(ref: str) -> None:
+    """A ConfigError unless `ref` is a folder or has the form NAME@ALIAS / NAME/VERSION."""
+    from ..errors import ConfigError
+
+    if not Path(ref).expanduser().is_dir():
+        from ..tracking.registry import REF
+
+        if not REF.fullmatch(ref):
+            raise ConfigError(f"masks.segmenter={ref}: no such folder, and not NAME@ALIAS or NAME/VERSION")
+
+
 def pinned(cfg):
     """The masks config with a NAME@ALIAS segmenter resolved to its NAME/VERSION, once: masks made
     in several calls and their cache key then name one segmenter, even if the alias moves meanwhile."""
@@ -48,6 +61,35 @@ def pinned(cfg):
     from ..tracking.registry import resolve_version
 
     return dataclasses.replace(cfg, segmenter=resolve_version(cfg.segmenter))
+
+
+def study_segmenter(ref: str, cache: Path) -> str:
+    """`masks.segmenter` as the absolute bundle folder a study's trials load (in the driver, its
+    MLflow store set): a folder made absolute; NAME@ALIAS pinned to its version and pulled from the
+    study's store into <cache>/segmenters/<NAME>-v<VERSION>/ (afresh: another store may hold
+    another NAME/VERSION). A missing folder named like NAME/VERSION is tried in the registry and
+    the error names both."""
+    import shutil
+    import tempfile
+
+    from ..errors import ConfigError, CytorayError
+    from ..tracking.registry import pull, resolve_version
+
+    check_ref(ref)
+    if Path(ref).expanduser().is_dir():
+        return str(Path(ref).expanduser().resolve())
+    version = resolve_version(ref)
+    dest = Path(cache).resolve() / "segmenters" / version.replace("/", "-v")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".pull-", dir=dest.parent) as d:
+        try:
+            bundle = pull(version, d)
+        except CytorayError as e:
+            raise ConfigError(f"masks.segmenter={ref}: no such folder, and {e}") from None
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.move(str(bundle), dest)
+    print(f"[study] masks.segmenter={ref}: {version}, pulled to {dest}", file=sys.stderr, flush=True)  # the params show the folder
+    return str(dest)
 
 
 def load_mask_segmenter(ref: str, tracking_uri: str | None = None):
