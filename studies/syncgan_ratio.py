@@ -23,9 +23,9 @@ from cytoray.experiments.ratio import RatioStudy
 
 SMOKE = [
     "data.sim_n=40", "data.size=32", "tune.num_samples=2", "tune.asha=false", "classifier.epochs=2", "fid_per_class=6",
-    "generator.cgan.epochs=10", "generator.mask_gan.epochs=20", "generator.cgan.g_base=8", "generator.cgan.d_base=8",
+    "generator.cgan.epochs=2", "generator.mask_gan.epochs=2", "generator.cgan.g_base=8", "generator.cgan.d_base=8",
     "generator.mask_gan.g_base=8", "generator.mask_gan.d_base=8",
-]  # fmt: skip (GAN epochs: a grid of nuclei, not flat colour, with --data on real cells: ~10 s a trial there)
+]  # fmt: skip (2 GAN epochs: the grid is flat colour; 20/10 showed nuclei on Herlev but cost ~85 s a trial under Ray Train)
 
 
 def report(cfg, res: dict) -> None:
