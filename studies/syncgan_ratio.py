@@ -1,7 +1,7 @@
 """Which SynCGAN settings and synthetic:real ratio help a classifier most?
 
     python studies/syncgan_ratio.py                                   # embedded data, 64 px, 2 CPUs, <= 15 min
-    python studies/syncgan_ratio.py --smoke-test                      # <= 3 min
+    python studies/syncgan_ratio.py --smoke-test                      # ~3.5 min on 2 CPUs
     python studies/syncgan_ratio.py --resume                          # continue a killed run where it stopped
     python studies/syncgan_ratio.py --data /data/jucyt --config configs/studies/syncgan_ratio_paper.yaml --address auto
     python studies/syncgan_ratio.py --set generator.name=cyclegan --set tune.search_space=configs/search/cyclegan_ratio.yaml
