@@ -115,3 +115,17 @@ def test_cytoray_segment_without_tracking_uri_uses_the_documented_store(tmp_path
     assert main(["segment", "env-store-seg/7", "in", "--out", "out"]) == 0
     assert seen == ["sqlite:///mlflow.db?timeout=30", f"sqlite:///{tmp_path / 'env.db'}?timeout=30"]
     assert (tmp_path / "out" / "a.png").is_file()
+
+
+def test_a_segmenter_folder_under_home_is_a_folder_everywhere(tmp_path, monkeypatch):
+    """`~/seg` (as a YAML config writes it: no shell to expand it) loads as the folder it names."""
+    from cytoray.masks.segmenter import bundle_identity, load_mask_segmenter, pinned
+    from cytoray.masks.config import MasksConfig
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    seg = tiny_segmenter(tmp_path / "seg", 0)
+    cfg = MasksConfig(method="segmenter", segmenter="~/seg")
+    cfg.validate()
+    assert pinned(cfg) is cfg  # a folder, not a registry name to resolve
+    _, ident = load_mask_segmenter("~/seg")
+    assert ident == bundle_identity(seg)

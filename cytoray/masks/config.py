@@ -43,10 +43,10 @@ class MasksConfig:
             raise ConfigError(f"masks.source={self.source!r}: use one of {', '.join(SOURCES)}")
         if self.method not in (*METHODS, SEGMENTER):
             raise ConfigError(f"masks.method={self.method!r}: use one of {', '.join((*METHODS, SEGMENTER))}")
-        if self.method == SEGMENTER and not self.segmenter:
-            raise ConfigError("masks.segmenter is not set: masks.method=segmenter needs a segmenter bundle folder or NAME@ALIAS "
-                              "(e.g. nucleus-segmenter@champion from studies/refined_segmentation.py)")  # fmt: skip
         if self.method == SEGMENTER:
+            if not self.segmenter:
+                raise ConfigError("masks.segmenter is not set: masks.method=segmenter needs a segmenter bundle folder or NAME@ALIAS "
+                                  "(e.g. nucleus-segmenter@champion from studies/refined_segmentation.py)")  # fmt: skip
             from .segmenter import check_ref
 
             check_ref(self.segmenter)  # a folder here, or a registered name: settled before any job (study_segmenter)

@@ -40,11 +40,16 @@ def bundle_identity(folder: str | Path) -> str:
     return h.hexdigest()
 
 
+def is_folder(ref: str) -> bool:
+    """Does `ref` name a bundle folder (~ expanded) rather than a registered model?"""
+    return Path(ref).expanduser().is_dir()
+
+
 def check_ref(ref: str) -> None:
     """A ConfigError unless `ref` is a folder or has the form NAME@ALIAS / NAME/VERSION."""
     from ..errors import ConfigError
 
-    if not Path(ref).expanduser().is_dir():
+    if not is_folder(ref):
         from ..tracking.registry import REF
 
         if not REF.fullmatch(ref):
@@ -56,7 +61,7 @@ def pinned(cfg):
     in several calls and their cache key then name one segmenter, even if the alias moves meanwhile."""
     import dataclasses
 
-    if cfg.source != "unsupervised" or cfg.method != "segmenter" or not cfg.segmenter or Path(cfg.segmenter).expanduser().is_dir():
+    if cfg.source != "unsupervised" or cfg.method != "segmenter" or not cfg.segmenter or is_folder(cfg.segmenter):
         return cfg
     from ..tracking.registry import resolve_version
 
@@ -76,7 +81,7 @@ def study_segmenter(ref: str, cache: Path) -> str:
     from ..tracking.registry import pull, resolve_version
 
     check_ref(ref)
-    if Path(ref).expanduser().is_dir():
+    if is_folder(ref):
         return str(Path(ref).expanduser().resolve())
     version = resolve_version(ref)
     dest = Path(cache).resolve() / "segmenters" / version.replace("/", "-v")
@@ -96,11 +101,12 @@ def load_mask_segmenter(ref: str, tracking_uri: str | None = None):
     """(Segmenter, identity) for a bundle folder or a registered NAME@ALIAS / NAME/VERSION."""
     from ..generators.refined_sim import load_segmenter
 
-    if Path(ref).is_dir():
-        ident = bundle_identity(ref)
-        key = (str(Path(ref).resolve()), ident)
+    if is_folder(ref):
+        folder = Path(ref).expanduser().resolve()
+        ident = bundle_identity(folder)
+        key = (str(folder), ident)
         if key not in _LOADED:
-            _LOADED[key] = (load_segmenter(ref), ident)
+            _LOADED[key] = (load_segmenter(folder), ident)
         return _LOADED[key]
     import os
     import tempfile
