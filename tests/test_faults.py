@@ -88,7 +88,9 @@ def test_study_on_the_tracking_server_rides_out_a_30_s_outage(tracking_server, t
 @pytest.mark.usefixtures("single_ray_instance")
 def test_a_killed_worker_node_is_replaced_and_the_trial_finishes(tmp_path):
     ray_bin = str(Path(sys.executable).parent / "ray")
-    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1"}
+    # Ray Train's 2 s poll paces the smoke CGAN's tiny epochs (one report a poll; cytoray's own 0.1 s would run
+    # all 6 in a second or two), so the node dies mid-job, between the second epoch and the last.
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2.0"}
     head = subprocess.run([ray_bin, "start", "--head", "--port=6398", "--num-cpus=1", "--include-dashboard=true",
                            "--dashboard-port=8298", "--disable-usage-stats"], capture_output=True, text=True, env=env)  # fmt: skip
     workers: list[subprocess.Popen] = []

@@ -158,6 +158,15 @@ def run_stages(specs: list[StageSpec], *, cache_root: str | Path, run_cfg: RunCo
     return {s.label: results[s.label] for s in specs}
 
 
+# Ray Train V2's controller takes one report from each worker per poll, every 2 s by default, and a
+# worker's next `report` waits until it has (a queue of one): every epoch shorter than the poll
+# interval then lasts the interval. A tiny stage's epoch takes a fraction of a second (a smoke
+# trial with 20 mask / 10 CGAN epochs: 2:44 at 2 s, 1:01 at 0.1 s). A poll is a small actor call; a
+# worker too busy to answer one is asked again next time (declared dead only after minutes).
+# The user's own RAY_TRAIN_HEALTH_CHECK_INTERVAL_S wins. Measured by benchmarks/report_poll.py.
+POLL_ENV, POLL_INTERVAL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1"
+
+
 def _fit(pending: list[StageSpec], cache_root: Path, run_cfg: RunConfig, callbacks, job: str | None) -> dict[str, StageResult]:
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig as RayRunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -165,6 +174,8 @@ def _fit(pending: list[StageSpec], cache_root: Path, run_cfg: RunConfig, callbac
     from .loop import train_loop_per_worker
 
     init_ray()
+    # Read by the trainer in this process (a Tune trial's, or the CLI's) and handed to its controller.
+    os.environ.setdefault(POLL_ENV, POLL_INTERVAL_S)
     for spec in pending:
         ship_by_value(type(spec.stage))
     name = pending[0].name if len(pending) == 1 else f"{job or pending[0].label}-{stable_hash([s.name for s in pending])}"
