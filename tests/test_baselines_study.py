@@ -33,7 +33,7 @@ def study(tmp_path_factory):
     return tmp, r
 
 
-@pytest.mark.slow  # the study and its re-run: ~9 min on 2 CPUs (`make test-all`)
+@pytest.mark.slow  # the study and its re-run: ~7.5 min on 2 CPUs (`make test-all`)
 def test_table_cells_and_paired_tests(study):
     tmp, r = study
     out = tmp / "out"
@@ -56,7 +56,7 @@ def test_table_cells_and_paired_tests(study):
     assert sorted(r[1] for r in csv[1:]) == ["gan", "orig", "orig+gan"]  # one row per cell
 
 
-@pytest.mark.slow  # the study and its re-run: ~9 min on 2 CPUs (`make test-all`)
+@pytest.mark.slow  # the study and its re-run: ~7.5 min on 2 CPUs (`make test-all`)
 def test_one_mlflow_parent_with_a_child_per_cell(study):
     from mlflow import MlflowClient
 
@@ -73,7 +73,7 @@ def test_one_mlflow_parent_with_a_child_per_cell(study):
     assert {"table.md", "table.csv", "results.json"} <= arts
 
 
-@pytest.mark.slow  # the study and its re-run: ~9 min on 2 CPUs (`make test-all`)
+@pytest.mark.slow  # the study and its re-run: ~7.5 min on 2 CPUs (`make test-all`)
 def test_generators_once_per_split_and_rerun_reuses_everything(study):
     tmp, first = study
     assert "epoch 1/2" in first.stdout + first.stderr  # the first run printed its training progress

@@ -294,8 +294,12 @@ def test_study_smoke_test_end_to_end(tmp_path):
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     runs = mlflow.search_runs(experiment_names=["cytoray-histo-to-cyto"])
-    assert len(runs) == 1
-    run = runs.iloc[0]
+    parents = runs[runs["tags.mlflow.parentRunId"].isna()]
+    assert len(parents) == 1  # one study run, and one `result: <row>` child per table row (the compare view)
+    rows = runs[runs["tags.mlflow.parentRunId"] == parents.iloc[0]["run_id"]]
+    assert len(runs) == 1 + len(rows) and sorted(rows["tags.cytoray.result"]) == ["row:cyclegan", "row:histology", "row:nst"]
+    assert all(np.isfinite(rows["metrics.fid_test_inception/all"]))
+    run = parents.iloc[0]
     assert run["params.nst.features"].startswith("inception-v3-nv-torchscript")
     assert np.isfinite(run["metrics.cyclegan/fid_test_inception/all"]) and np.isfinite(run["metrics.histology/fid_test_inception/benign"])
 
@@ -332,8 +336,9 @@ def test_study_search_scores_trials_on_validation_and_logs_children(tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     runs = mlflow.search_runs(experiment_names=["cytoray-histo-to-cyto"])
     parent = runs[runs["tags.mlflow.parentRunId"].isna()].iloc[0]
-    children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
-    assert len(runs) == 3 and len(children) == 2  # one parent, one child per trial
+    under = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
+    children = under[under["tags.cytoray.result"].isna()]  # the trials (the others: one `result: <row>` child per table row)
+    assert len(runs) == 1 + 2 + 3 and len(children) == 2  # one parent, one child per trial, one per row
     assert all(np.isfinite(children["metrics.cyclegan/fid_val_inception/all"]))
     logged = [c for c in children.columns if c.startswith("metrics.") and children[c].notna().any()]
     assert logged and not any("test" in c for c in logged)  # trials never see the test split

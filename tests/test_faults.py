@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-# slow: ~10 min together on 2 CPUs (a 30 s outage, a node restart), beyond CI's budget; `make test-all` runs them
+# slow: ~9 min together on 2 CPUs (a 30 s outage, a node restart), beyond CI's budget; `make test-all` runs them
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "studies" / "syncgan_ratio.py"
