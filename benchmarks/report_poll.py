@@ -4,7 +4,7 @@
 
 Train V2's controller takes one report from each worker per poll and a worker's next report
 waits for it, so an epoch shorter than the interval lasts the interval. cytoray sets
-RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.1 for its jobs (training/runner.py); this runs
+RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (0.1 s, training/runner.py: POLL_INTERVAL_S) for its jobs; this runs
 `studies/syncgan_ratio.py --smoke-test` (20 mask / 10 CGAN epochs a trial, caches off, same
 seed, so both sides train the same trials) with the variable at 2.0 (Ray's default) and unset
 (cytoray's), alternating, and prints wall and per-trial seconds and the ratio.
@@ -20,8 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from cytoray.training.runner import POLL_ENV as ENV, POLL_INTERVAL_S
+
 ROOT = Path(__file__).resolve().parents[1]
-ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 
 
 def trial_seconds(table: str) -> list[float]:
@@ -45,7 +46,7 @@ def run(extra: list[str], poll: str | None) -> tuple[float, list[float]]:
         if r.returncode != 0:
             sys.exit(f"study failed (poll {poll or 'cytoray default'}):\n{r.stderr[-3000:]}")
         secs = trial_seconds((out / "study" / "trials.md").read_text())
-    print(f"poll {poll + ' s (Ray default)' if poll else '0.1 s (cytoray)':<22} study {wall:6.1f} s, trials "
+    print(f"poll {poll + ' s (Ray default)' if poll else POLL_INTERVAL_S + ' s (cytoray)':<22} study {wall:6.1f} s, trials "
           + ", ".join(f"{s:.1f}" for s in secs) + " s", flush=True)
     return wall, secs
 
@@ -64,7 +65,7 @@ def main() -> None:
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     fw, sw = mean([w for w, _ in fast]), mean([w for w, _ in slow])
     ft, st = mean([s for _, ts in fast for s in ts]), mean([s for _, ts in slow for s in ts])
-    print(f"study: {fw:.1f} s at 0.1 s vs {sw:.1f} s at 2 s: {fw / sw:.2f}x the time; "
+    print(f"study: {fw:.1f} s at {POLL_INTERVAL_S} s vs {sw:.1f} s at 2 s: {fw / sw:.2f}x the time; "
           f"a trial: {ft:.1f} s vs {st:.1f} s: {ft / st:.2f}x")
 
 

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cytoray.training.runner import POLL_ENV
 
 # slow: ~9 min together on 2 CPUs (a 30 s outage, a node restart), beyond CI's budget; `make test-all` runs them
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -90,7 +91,7 @@ def test_a_killed_worker_node_is_replaced_and_the_trial_finishes(tmp_path):
     ray_bin = str(Path(sys.executable).parent / "ray")
     # Ray Train's 2 s poll paces the smoke CGAN's tiny epochs (one report a poll; cytoray's own 0.1 s would run
     # all 6 in a second or two), so the node dies mid-job, between the second epoch and the last.
-    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2.0"}
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1", POLL_ENV: "2.0"}
     head = subprocess.run([ray_bin, "start", "--head", "--port=6398", "--num-cpus=1", "--include-dashboard=true",
                            "--dashboard-port=8298", "--disable-usage-stats"], capture_output=True, text=True, env=env)  # fmt: skip
     workers: list[subprocess.Popen] = []

@@ -21,6 +21,7 @@ from cytoray.generators.losses import d_targets
 from cytoray.generators.syncgan import SynCGANConfig
 from cytoray.generators.vanilla import GANConfig
 from cytoray.training.config import RunConfig
+from cytoray.training.runner import POLL_ENV
 from cytoray.training.stage import amp_context
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,7 +248,7 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path):
     script.write_text(RESUME_SCRIPT)
     # Ray Train's poll paces the epochs of this tiny stage (one report a poll), so 40 epochs last
     # ~40 s: a wide window to kill the job between its second checkpoint and its end.
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "1.0"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", POLL_ENV: "1.0"}
     epochs = 40
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(epochs)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)

@@ -37,6 +37,11 @@ class MasksConfig:
     max_cover: float = 0.6  # flag a mask over this share of the image (a large nucleus close-up reaches ~0.45)
     on_flag: Literal["warn", "error"] = "warn"  # flagged masks (empty/inverted/covers/padding): list them, or refuse to train
 
+    @property
+    def uses_segmenter(self) -> bool:
+        """Masks predicted by the trained segmenter that `segmenter` names."""
+        return self.source == "unsupervised" and self.method == SEGMENTER
+
     def validate(self) -> None:
         """Reject bad values before any job starts; errors name the key."""
         if self.source not in SOURCES:
@@ -73,7 +78,7 @@ def cache_identity(cfg: MasksConfig) -> dict:
     from ..config import to_plain
 
     out = to_plain(cfg)
-    if cfg.source == "unsupervised" and cfg.method == SEGMENTER:
+    if cfg.uses_segmenter:
         from .segmenter import load_mask_segmenter
 
         out["segmenter"] = "sha256:" + load_mask_segmenter(cfg.segmenter)[1]

@@ -61,7 +61,7 @@ def pinned(cfg):
     in several calls and their cache key then name one segmenter, even if the alias moves meanwhile."""
     import dataclasses
 
-    if cfg.source != "unsupervised" or cfg.method != "segmenter" or not cfg.segmenter or is_folder(cfg.segmenter):
+    if not cfg.uses_segmenter or not cfg.segmenter or is_folder(cfg.segmenter):
         return cfg
     from ..tracking.registry import resolve_version
 
