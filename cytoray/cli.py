@@ -22,7 +22,10 @@ def _print_json(obj) -> None:
 
 def cmd_simulate(a: argparse.Namespace) -> int:
     from .data.simulate import write_dataset
+    from .io import check_output_folder
 
+    # --overwrite replaces a simulated dataset (it holds simulation.json), never one someone collected
+    check_output_folder(a.out, overwrite=a.overwrite, ours=lambda d: (d / "simulation.json").is_file())
     out = write_dataset(a.out, kind=a.kind, n=a.n, size=a.size, seed=a.seed, overwrite=a.overwrite)
     print(f"wrote {a.n} {a.kind} images ({a.size} px, seed {a.seed}) with nucleus masks to {out}")
     return 0
@@ -70,16 +73,47 @@ def cmd_fid(a: argparse.Namespace) -> int:
     from .metrics.fidelity import describe
     from .metrics.fidelity_dirs import fid_kid_dirs
 
-    if a.size is not None and a.size < 16:
-        from .errors import CytorayError
+    from .errors import CytorayError
 
+    if a.size is not None and a.size < 16:
         raise CytorayError(f"--size {a.size}: give at least 16 px (or leave it out: each image goes to 299 px as it is)")
-    res = fid_kid_dirs(a.dir_a, a.dir_b, size=a.size, progress=not a.json)
+    if a.train and not a.realism:
+        raise CytorayError("--train DIR is read for the memorisation share only; add --realism")
+    feats: dict | None = {} if a.realism else None
+    res = fid_kid_dirs(a.dir_a, a.dir_b, size=a.size, progress=not a.json, features_out=feats)
+    if feats is not None:  # dir_a is the real set, dir_b the synthetic one
+        from .metrics.realism import pair_report
+
+        train = None
+        if a.train:
+            from .metrics.fidelity_dirs import folder_features, list_images
+
+            paths = list_images(a.train)
+            if len(paths) < 2:
+                raise CytorayError(f"--train {a.train}: {len(paths)} image(s) found; the memorisation share needs at least 2")
+            train = folder_features(paths, a.size, desc=None if a.json else "Inception features train")
+        res["realism"] = pair_report(feats["a"], feats["b"], train, k=a.k)
     if a.json:
         _print_json(res)
     else:  # KID leads below the documented n, with each set's real-vs-real floor beside the figure
         print("\n".join(describe(res, (str(a.dir_a), str(a.dir_b)))))
+        if feats is not None:
+            print("\n".join(_realism_lines(res["realism"])))
     return 0
+
+
+def _realism_lines(r: dict) -> list[str]:
+    p, fl = r["prdc"], r["prdc_floor"] or {}
+    lines = [f"{m} {p[m]:.3f}" + (f" (real-vs-real {fl[m]:.3f}, {fl['floor_kind']})" if m in fl else "")
+             for m in ("precision", "recall", "density", "coverage")]
+    lines = [f"realism (dir_a real, dir_b synthetic; k={int(p['k'])} nearest neighbours): " + "; ".join(lines)]
+    m = r.get("memorisation")
+    if m:
+        pairs = ", ".join(f"#{i}~train #{j} ({d:.2f})" for i, j, d in m["closest_pairs"][:3])
+        lines.append(f"memorised share {m['share']:.3f}: synthetic images nearer to a training image than the "
+                     f"{m['percentile']:g}th percentile ({m['threshold']:.3f}) of train-to-train nearest distances "
+                     f"(held-out real dir_a: {m['held_out_real_share']:.3f}); closest: {pairs}")
+    return lines
 
 
 # ----------------------------------------------------------------------------- generator commands
@@ -103,7 +137,8 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
     _check_n(a.n)
 
-    for line in _write_samples(load_bundle(a.checkpoint), a.n, [a.cls], a.out, a.seed):
+    _check_sample_dests([a.cls], a.out, a.overwrite, inputs=[a.checkpoint])
+    for line in _write_samples(load_bundle(a.checkpoint), a.n, [a.cls], a.out, a.seed, a.overwrite, [a.checkpoint]):
         print(line)
     return 0
 
@@ -111,14 +146,28 @@ def cmd_generate(a: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- registry commands
 
 
-def _write_samples(gen, n: int, classes: list[str], out: str, seed: int) -> list[str]:
-    import numpy as np
+def _check_sample_dests(classes: list[str], out: str, overwrite: bool, inputs=()) -> None:
+    """Each `<out>/<class>` is new or empty, or (with --overwrite) holds only this command's own
+    `<class>_synth_NNNN.png` images: a class folder of a real dataset is never replaced."""
+    import re
 
-    from .io import atomic_dir, safe_component, save_png
+    from .io import check_output_folder, safe_component
 
-    _check_n(n)
     for c in classes:  # class names come from the bundle's metadata: never a path
         safe_component(c, "class name")
+        pat = re.compile(rf"{re.escape(c)}_synth_\d{{4}}\.png")
+        ours = lambda d: all(p.is_dir() and p.name == "masks" or p.is_file() and pat.fullmatch(p.name)  # noqa: E731
+                             for p in d.rglob("*"))  # fmt: skip
+        check_output_folder(Path(out) / c, overwrite=overwrite, inputs=inputs, ours=ours)
+
+
+def _write_samples(gen, n: int, classes: list[str], out: str, seed: int, overwrite: bool = False, inputs=()) -> list[str]:
+    import numpy as np
+
+    from .io import atomic_dir, save_png
+
+    _check_n(n)
+    _check_sample_dests(classes, out, overwrite, inputs)
     from .progress import Progress
 
     lines = []
@@ -144,10 +193,12 @@ def cmd_pull(a: argparse.Namespace) -> int:
     import mlflow
 
     _check_n(a.n)
+    if a.cls:  # refused before anything is pulled
+        _check_sample_dests([a.cls], a.out, a.overwrite)
     mlflow.set_tracking_uri(store_uri(tracking_uri(a.tracking_uri)))
     with tempfile.TemporaryDirectory(prefix="cytoray-pull-") as d:  # nothing left behind in /tmp
         gen = load_bundle(pull(a.ref, d))
-        lines = _write_samples(gen, a.n, [a.cls] if a.cls else gen.classes, a.out, a.seed)
+        lines = _write_samples(gen, a.n, [a.cls] if a.cls else gen.classes, a.out, a.seed, a.overwrite)
     print("\n".join(lines))
     return 0
 
@@ -233,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, default=None, help="resize every image of both folders to SIZE x SIZE first (compare at a "
                                                            "generator's resolution, e.g. real 224 px cells at 64 px); either way "
                                                            "each image then goes to the extractor's 299 px")  # fmt: skip
+    s.add_argument("--realism", action="store_true", help="also precision/recall/density/coverage (dir_a real, dir_b "
+                                                           "synthetic) with their real-vs-real values")  # fmt: skip
+    s.add_argument("--train", default=None, help="with --realism: the generator's training images, for the memorisation share")
+    s.add_argument("--k", type=int, default=5, help="with --realism: nearest neighbours of the manifolds (Naeem et al.: 5)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_fid)
 
@@ -260,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cls", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true", help="replace <out>/<cls> when it holds a previous `generate` output")
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("pull", help="sample images from a registered generator (e.g. syncgan@champion)")
@@ -269,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    s.add_argument("--overwrite", action="store_true", help="replace <out>/<class> folders that hold a previous sample")
     s.set_defaults(func=cmd_pull)
 
     s = sub.add_parser("report", help="the HTML report (tables + figures) of a study, built from MLflow alone")
@@ -294,7 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scale", type=float, default=None, help="resize factor to the segmenter's working resolution (default: "
                                                                 "the one it was trained at, recorded in its bundle)")  # fmt: skip
     s.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    s.add_argument("--overwrite", action="store_true", help="replace an --out folder that holds a previous `segment` output")
     s.set_defaults(func=cmd_segment)
+
+    from .turing.cli import add_parser as add_turing  # build / serve / score: cytoray/turing/cli.py
+
+    add_turing(sub)
     return p
 
 

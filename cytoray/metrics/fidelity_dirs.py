@@ -77,7 +77,7 @@ def resize_protocol(size: int | None) -> str:
 
 def fid_kid_dirs(dir_a: str | Path, dir_b: str | Path, size: int | None = None, *, kid_subsets: int = 100,
                  seed: int = 0, batch_size: int = 50, device: str | torch.device = "cpu",
-                 floor_splits: int = FLOOR_SPLITS, progress: bool = False) -> dict:
+                 floor_splits: int = FLOOR_SPLITS, progress: bool = False, features_out: dict | None = None) -> dict:
     """FID/KID between two image folders (png/jpg/tif/bmp, recursive, "masks" folders skipped), read as RGB uint8.
 
     One protocol whatever the order: every image goes from its own size straight to the
@@ -99,6 +99,8 @@ def fid_kid_dirs(dir_a: str | Path, dir_b: str | Path, size: int | None = None, 
     size = None if size is None else int(size)
     fa, fb = (folder_features(p, size, batch_size, device, f"Inception features {Path(d).name}" if progress else None)
               for p, d in ((pa, dir_a), (pb, dir_b)))
+    if features_out is not None:  # the caller's further metrics on the same features (`fid --realism`)
+        features_out.update(a=fa, b=fb)
     out = fid_kid_report(fa, fb, kid_subsets, seed, names=(str(dir_a), str(dir_b)), floor_splits=floor_splits)
     out.update(dir_a=str(dir_a), dir_b=str(dir_b), image_resize=resize_protocol(size))
     return out

@@ -1,0 +1,136 @@
+"""Precision / recall / density / coverage and memorisation (cytoray.metrics.realism) on feature
+sets whose answers are known by construction, then `cytoray fid --realism` on tiny folders
+through the real offline Inception."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cytoray.errors import DataError
+from cytoray.metrics import realism as R
+
+
+def gauss(n: int, seed: int, d: int = 16, scale: float = 1.0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, scale, (n, d))
+
+
+def test_identical_sets_score_one():
+    x = gauss(120, 0)
+    p = R.prdc(x, x.copy())
+    assert p["precision"] == 1.0 and p["recall"] == 1.0 and p["coverage"] == 1.0 and p["k"] == R.K
+    # Each real ball strictly holds its own copy and its k-1 nearer neighbours' copies: density is exactly 1.
+    assert p["density"] == pytest.approx(1.0)
+
+
+def test_far_apart_sets_score_zero():
+    x = gauss(80, 1)
+    p = R.prdc(x, gauss(60, 2) + 1000.0)
+    assert all(p[m] == 0.0 for m in R.PRDC)
+
+
+def test_realism_and_diversity_are_told_apart():
+    real = gauss(300, 3, d=8)
+    fresh = R.prdc(real, gauss(300, 4, d=8))
+    collapsed = R.prdc(real, gauss(300, 5, d=8, scale=0.2))  # realistic but no variety (mode collapse)
+    spread = R.prdc(real, gauss(300, 6, d=8, scale=3.0))  # varied but mostly off the real manifold
+    assert 0.8 < fresh["density"] < 1.2 and min(fresh[m] for m in ("precision", "recall", "coverage")) > 0.85
+    assert collapsed["precision"] > 0.95 and collapsed["recall"] < 0.1 and collapsed["density"] > 1.5  # crowds the mode
+    assert collapsed["coverage"] < fresh["coverage"] - 0.3
+    assert spread["precision"] < 0.2 and spread["recall"] > 0.95 and spread["density"] < 0.2 and spread["coverage"] < 0.2
+
+
+def test_k_is_stated_and_lowered_for_tiny_sets():
+    x, y = gauss(30, 7), gauss(30, 8)
+    assert R.prdc(x, y, k=3)["k"] == 3
+    assert R.prdc(x[:4], y, k=5)["k"] == 3  # n - 1 of the smaller set
+    # Larger k: larger balls, so precision and recall can only grow.
+    small, big = R.prdc(x, y, k=1), R.prdc(x, y, k=10)
+    assert big["precision"] >= small["precision"] and big["recall"] >= small["recall"]
+    with pytest.raises(DataError, match="k=0"):
+        R.prdc(x, y, k=0)
+    with pytest.raises(DataError, match="width"):
+        R.prdc(x, gauss(30, 9, d=8))
+    with pytest.raises(DataError, match="synthetic"):
+        R.prdc(x, y[:1])
+
+
+def test_memorisation_copy_of_train_is_one_and_pairs_point_back():
+    train = gauss(200, 10)
+    perm = np.random.default_rng(0).permutation(200)[:50]
+    m = R.memorisation(train[perm], train, pairs=5)
+    assert m["share"] == 1.0 and m["threshold"] > 0 and m["percentile"] == R.PERCENTILE
+    np.testing.assert_array_equal(m["nearest"], perm)
+    assert len(m["pairs"]) == 5 and all(perm[i] == j and d < 1e-6 for i, j, d in m["pairs"])
+
+
+def test_memorisation_fresh_draws_score_near_the_percentile():
+    train = gauss(400, 11)
+    for q in (5.0, 20.0):
+        share = R.memorisation(gauss(4000, 12), train, percentile=q)["share"]
+        assert abs(share - q / 100) < 0.35 * q / 100 + 0.01, (q, share)
+    # Half copies, half fresh: about half plus the fresh half's ~5%.
+    mixed = np.concatenate([train[:100], gauss(100, 13)])
+    m = R.memorisation(mixed, train)
+    assert 0.5 <= m["share"] < 0.6 and [i for i, _, _ in m["pairs"]] == sorted(i for i, _, _ in m["pairs"])
+    assert all(i < 100 for i, _, _ in m["pairs"])  # the closest pairs are the copies
+    with pytest.raises(DataError, match="percentile"):
+        R.memorisation(mixed, train, percentile=0)
+
+
+def test_per_class_names_floors_and_flag():
+    real = {"a": gauss(20, 20), "b": gauss(20, 21) + 3}
+    train = {"a": gauss(60, 22), "b": gauss(60, 23) + 3}
+    fake = {"a": train["a"][:30], "b": gauss(30, 24) + 3}  # class a copies its training images
+    out, pairs = R.per_class(real, fake, "val", train)
+    n = R.names("val")
+    for c in ("a", "b", "all"):
+        assert all(n[m].format(c=c) in out and n[f"{m}_floor"].format(c=c) in out for m in R.PRDC)
+        assert out[n["k"].format(c=c)] == R.K and n["memorised"].format(c=c) in out
+    assert out["memorised_share_val_inception/a"] == 1.0 and out["memorised_share_val_inception/b"] < 0.3
+    assert out["memorised_share_val_inception/all"] == pytest.approx((30 + 30 * out["memorised_share_val_inception/b"]) / 60)
+    assert out["memorised_share_val_inception_floor/a"] < 0.3  # held-out real images are not copies
+    # The floor scores held-out real (training) images as if synthetic: near a fresh draw's values.
+    assert out["precision_val_inception_floor/b"] > 0.5 and out["recall_val_inception_floor/b"] > 0.5
+    assert set(pairs) == {"a", "b"} and pairs["a"][0][2] < 1e-6
+    assert R.flagged(out, "val", R.MEMORISED_MAX) == {"a": 1.0}
+    lines = R.describe(out, "val")
+    assert len(lines) == 3 and lines[0].startswith("a: precision") and "memorised share 1.000" in lines[0]
+    # Without training features: PRDC only, floors from halves of the real set.
+    out2, pairs2 = R.per_class(real, fake, "val")
+    assert pairs2 == {} and not any(k.startswith("memorised") for k in out2)
+    half = R.prdc_floor(real["a"], 30)
+    assert half["floor_n_ref"] == 10 and half["floor_kind"].startswith("two seeded halves")
+    assert out2["precision_val_inception_floor/a"] == half["precision"]
+
+
+# ----- the CLI, through the real offline Inception (a few seconds: 16 tiny images)
+
+
+def test_cli_fid_realism(tmp_path, capsys):
+    from conftest import write_png
+
+    from cytoray.cli import main
+    from cytoray.data.simulate import simulate
+
+    real, train, synth = tmp_path / "real", tmp_path / "train", tmp_path / "synth"
+    for folder, seed in ((real, 1), (train, 2)):
+        for i, img in enumerate(simulate(n=8, size=32, seed=seed).images):
+            write_png(folder / f"{i}.png", img)
+    for i in range(4):  # a "generator" that copies four training images
+        (synth / f"{i}.png").parent.mkdir(exist_ok=True)
+        (synth / f"{i}.png").write_bytes((train / f"{2 * i}.png").read_bytes())
+    assert main(["fid", str(real), str(synth), "--realism", "--train", str(train), "--k", "2", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)["realism"]
+    assert r["prdc"]["k"] == 2 and set(R.PRDC) <= set(r["prdc"]) and r["prdc_floor"]["floor_n_ref"] == 4
+    assert r["memorisation"]["share"] == 1.0 and r["memorisation"]["n_train"] == 8
+    assert r["memorisation"]["held_out_real_share"] < 1.0
+    assert sorted(j for _, j, _ in r["memorisation"]["closest_pairs"]) == [0, 2, 4, 6]  # each copy finds its original
+    assert all(d < 1e-3 for _, _, d in r["memorisation"]["closest_pairs"])
+    assert main(["fid", str(real), str(synth), "--realism", "--train", str(train)]) == 0
+    text = capsys.readouterr().out
+    assert "memorised share 1.000" in text and "precision" in text and "k=3" in text  # k lowered to n - 1 of 4
+    assert main(["fid", str(real), str(synth), "--train", str(train)]) == 2
+    assert "--realism" in capsys.readouterr().err
