@@ -57,6 +57,9 @@ def build_report(experiment: str, out: str | Path, tracking_uri: str | None = No
         if desc:
             page.raw(f"<div class=desc>{esc(desc)}</div>")
         _sections(rec.kind)(rec, page, Path(dl))
+        from .turing import build as turing_section  # a visual Turing test scored onto a run, when there is one
+
+        turing_section(rec, page, Path(dl))
         figs = [(f, name) for f, name in page.figures]
         secs = rec.metrics.get("study_seconds")
         page.write([f"MLflow: {rec.uri}, experiment {experiment!r} ({rec.experiment.experiment_id}), parent run "

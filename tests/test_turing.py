@@ -1,0 +1,185 @@
+"""The visual Turing test: scoring on constructed answers (known results, scipy's intervals), the
+reading page read end to end in headless Chromium (as tests/test_mlflow_ui.py drives it), the
+scores in MLflow and the report, and a reading set built from a SynCGAN trained on the simulator."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import blob_image, write_png
+from test_mlflow_ui import CHROMIUM, FLAGS
+
+from cytoray.errors import CytorayError
+from cytoray.io import write_json
+from cytoray.turing import IMAGES, SET_FILE, key_path
+from cytoray.turing.score import binomial, cohen_kappa, fleiss_kappa, metrics, score
+from cytoray.turing.serve import Answers, make_server
+
+CLASSES = ["benign", "malignant"]
+
+
+def reading_set(root: Path, n: int = 20) -> tuple[Path, dict]:
+    """A reading set as `build` lays it out: n images (half real, classes balanced), the key beside it."""
+    out = root / "set"
+    ids = [f"{i:016x}" for i in np.random.default_rng(0).integers(0, 2**62, n)]
+    key = {}
+    for j, i in enumerate(ids):
+        write_png(out / IMAGES / f"{i}.png", blob_image(j))
+        key[i] = {"source": ("real", "synthetic")[j % 2], "class": CLASSES[(j // 2) % 2], "origin": f"{CLASSES[(j // 2) % 2]}/orig_{j:03d}.png"}
+    write_json(out / SET_FILE, {"version": 1, "n": n, "classes": CLASSES, "size": 32, "images": ids, "created": "now"})
+    write_json(key_path(out), {"version": 1, "generator": "syncgan@champion", "run_id": None, "images": key})
+    return out, key
+
+
+def answer(reader_dir: Path, reader: str, answers: dict[str, tuple[str, str]]) -> None:
+    store = Answers(reader_dir, reader)
+    for image, (source, cls) in answers.items():
+        store.record({"image": image, "source": source, "class": cls, "confidence": 2})
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def test_perfect_reader_scores_one_with_scipys_exact_interval_and_p(tmp_path):
+    from scipy.stats import binomtest
+
+    out, key = reading_set(tmp_path)
+    answer(out, "perfect", {i: (k["source"], k["class"]) for i, k in key.items()})
+    s = score(out)
+    r = s["readers"]["perfect"]
+    t = binomtest(len(key), len(key), 0.5)
+    ci = t.proportion_ci(method="exact")
+    assert r["accuracy"] == 1.0 and r["complete"]
+    assert (r["accuracy_ci_low"], r["accuracy_ci_high"], r["accuracy_p_value"]) == pytest.approx((ci.low, ci.high, t.pvalue))
+    assert r["sensitivity"] == r["specificity"] == r["class_accuracy_real"] == r["class_accuracy_synthetic"] == 1.0
+    assert s["agreement"]["method"] is None  # one reader: no kappa
+    assert metrics(s)["turing_accuracy"] == 1.0 and metrics(s)["turing_p_value"] == pytest.approx(t.pvalue)
+
+
+def test_reader_at_chance_and_class_accuracy_apart_from_source(tmp_path):
+    out, key = reading_set(tmp_path)
+    # calls everything real (chance on a half-real set) and names every class right
+    answer(out, "chance", {i: ("real", k["class"]) for i, k in key.items()})
+    # right about the source of every image, wrong about the class of every synthetic one
+    answer(out, "eye", {i: (k["source"], k["class"] if k["source"] == "real" else CLASSES[1 - CLASSES.index(k["class"])])
+                        for i, k in key.items()})  # fmt: skip
+    s = score(out)
+    c, e = s["readers"]["chance"], s["readers"]["eye"]
+    assert c["accuracy"] == 0.5 and c["accuracy_p_value"] == pytest.approx(1.0)
+    assert c["accuracy_ci_low"] < 0.5 < c["accuracy_ci_high"]
+    assert (c["sensitivity"], c["specificity"]) == (0.0, 1.0)  # synthetic is the positive class
+    assert e["accuracy"] == 1.0 and (e["class_accuracy_real"], e["class_accuracy_synthetic"]) == (1.0, 0.0)
+    pooled = s["pooled"]
+    assert pooled["answers"] == 2 * len(key) and pooled["accuracy"] == 0.75
+    assert pooled["accuracy_p_value"] == pytest.approx(binomial(30, 40)["p_value"])
+    # every synthetic image was taken for real once (by 'chance'); real ones were called real by both
+    top = s["taken_for_real"][0]
+    assert top["source"] == "real" and top["taken_for_real"] == 2
+
+
+def test_readers_who_always_agree_have_kappa_one(tmp_path):
+    out, key = reading_set(tmp_path)
+    calls = {i: (("real", "synthetic")[j % 3 == 0], k["class"]) for j, (i, k) in enumerate(key.items())}
+    answer(out, "a", calls)
+    answer(out, "b", calls)
+    s = score(out)
+    assert s["agreement"]["method"] == "cohen" and s["agreement"]["kappa"] == pytest.approx(1.0)
+    answer(out, "c", calls)
+    s = score(out)
+    assert s["agreement"]["method"] == "fleiss" and s["agreement"]["kappa"] == pytest.approx(1.0)
+    assert metrics(s)["turing_kappa"] == pytest.approx(1.0)
+
+
+def test_kappas_match_references():
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = np.random.default_rng(1)
+    a, b = rng.choice(["real", "synthetic"], 50).tolist(), rng.choice(["real", "synthetic"], 50).tolist()
+    assert cohen_kappa(a, b) == pytest.approx(cohen_kappa_score(a, b))
+    # Fleiss (1971) as worked on Wikipedia: 10 subjects, 14 raters, 5 categories, kappa 0.210
+    table = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
+             [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]  # fmt: skip
+    assert fleiss_kappa(np.array(table)) == pytest.approx(0.2099, abs=1e-3)
+
+
+def test_bad_answers_are_refused(tmp_path):
+    out, key = reading_set(tmp_path, 4)
+    app = __import__("cytoray.turing.serve", fromlist=["create_app"]).create_app(out, "r")
+    c = app.test_client()
+    img = next(iter(key))
+    for body in [{"image": "nope", "source": "real", "class": "benign", "confidence": 1},
+                 {"image": img, "source": "fake", "class": "benign", "confidence": 1},
+                 {"image": img, "source": "real", "class": "other", "confidence": 1},
+                 {"image": img, "source": "real", "class": "benign", "confidence": 7}]:  # fmt: skip
+        assert c.post("/api/answer", json=body).status_code == 400
+    assert not (out / "answers" / "r.json").exists()
+    for path in ["/set.json", f"/image/../../{key_path(out).name}", "/images/" + img + ".png", "/static/x", "/answers/r.json"]:
+        assert c.get(path).status_code == 404
+    with pytest.raises(CytorayError, match="reader name"):
+        Answers(out, "../x")
+    with pytest.raises(CytorayError, match="no answers yet"):
+        score(out)
+
+
+# ----------------------------------------------------------------------------- the page in Chromium
+
+
+@pytest.fixture
+def served(tmp_path):
+    out, key = reading_set(tmp_path, 8)
+    srv = make_server(out, "alice", 0)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    yield out, key, f"http://127.0.0.1:{srv.server_port}", tmp_path
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_page_is_read_end_to_end_resumed_and_never_sends_the_key(served):
+    if not Path(CHROMIUM).is_file():  # an error, never a skip: CI must run this
+        pytest.fail(f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium (apt-get install chromium chromium-driver)")
+    from playwright.sync_api import sync_playwright
+
+    out, key, base, tmp = served
+    bodies: list[bytes] = []
+    seen: list[str] = []
+
+    def read(pg, count: int) -> None:
+        for _ in range(count):
+            pg.wait_for_function("document.getElementById('img').complete && document.getElementById('img').naturalWidth > 0")
+            image = pg.eval_on_selector("#img", "e => e.src").rsplit("/", 1)[1]
+            truth = key[image]
+            pg.keyboard.press("r" if truth["source"] == "real" else "s")  # a perfect reader, by the keyboard
+            pg.keyboard.press(str(CLASSES.index(truth["class"]) + 1))
+            pg.keyboard.press("x")
+            seen.append(image)
+            with pg.expect_response(lambda r: r.url.endswith("/api/answer")):
+                pg.keyboard.press("Enter")
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        for session, count in [(1, 3), (2, 5)]:  # close the page after 3 answers, open it again, finish
+            ctx = browser.new_context(viewport={"width": 1200, "height": 800})
+            pg = ctx.new_page()
+            pg.set_default_timeout(60_000)
+            pg.on("response", lambda r: bodies.append(r.body()) if r.status != 304 else None)
+            pg.goto(base)
+            pg.get_by_text(f"image {len(seen) + 1} of 8").wait_for()
+            pg.screenshot(path=str(tmp / f"reading_{session}.png"))
+            read(pg, count)
+            if session == 1:
+                ctx.close()
+        pg.get_by_text("All images read").wait_for()
+        pg.screenshot(path=str(tmp / "done.png"))
+        browser.close()
+    stored = json.loads((out / "answers" / "alice.json").read_text())["answers"]
+    assert sorted(a["image"] for a in stored) == sorted(key) and len(seen) == len(set(seen)) == 8  # one answer per image
+    assert all(a["confidence"] == 2 for a in stored)
+    key_text = key_path(out).read_text()
+    secrets = [key_text, *(k["origin"] for k in key.values()), key_path(out).name]
+    assert bodies and not any(s.encode() in b for s in secrets for b in bodies)
+    assert score(out)["readers"]["alice"]["accuracy"] == 1.0
