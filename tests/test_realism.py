@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from cytoray.data.simulate import simulate
 from cytoray.errors import DataError
 from cytoray.metrics import realism as R
 
@@ -113,7 +114,6 @@ def test_cli_fid_realism(tmp_path, capsys):
     from conftest import write_png
 
     from cytoray.cli import main
-    from cytoray.data.simulate import simulate
 
     real, train, synth = tmp_path / "real", tmp_path / "train", tmp_path / "synth"
     for folder, seed in ((real, 1), (train, 2)):
@@ -134,3 +134,36 @@ def test_cli_fid_realism(tmp_path, capsys):
     assert "memorised share 1.000" in text and "precision" in text and "k=3" in text  # k lowered to n - 1 of 4
     assert main(["fid", str(real), str(synth), "--train", str(train)]) == 2
     assert "--realism" in capsys.readouterr().err
+
+
+# ----- a study's per-class figures (experiments.common.fidelity), through the real Inception
+
+
+def test_study_fidelity_logs_realism_flags_a_copier_and_draws_pairs(tmp_path, capsys):
+    from cytoray.data.folder import ImageSet
+    from cytoray.experiments.common import fidelity, memorisation_flag
+
+    sim = simulate(n=24, size=32, seed=3)
+
+    def subset(idx):
+        return ImageSet(sim.images[idx], sim.labels[idx], tuple(sim.class_names), [sim.names[i] for i in idx], ["x"] * len(idx))
+
+    train, val = subset(np.r_[0:8, 12:20]), subset(np.r_[8:12, 20:24])
+
+    class Copier:  # a "generator" that returns its training images
+        def sample(self, n, cls, seed=0):
+            return train.images[train.labels == list(train.class_names).index(cls)][:n], None
+
+    figs = tmp_path / "figs"
+    m = fidelity(Copier(), val, "val", 5, 0, tmp_path / "features", "h", train=train, figures=figs)
+    for c in ("benign", "malignant", "all"):
+        assert {f"{x}_val_inception/{c}" for x in ("fid", *R.PRDC)} <= set(m) and m[f"memorised_share_val_inception/{c}"] == 1.0
+        assert m[f"memorised_share_val_inception_floor/{c}"] < 1.0
+        assert m[f"prdc_val_inception_k/{c}"] == (5 if c == "all" else 3)  # 4 real images a class: k lowered to 3
+    assert sorted(p.name for p in figs.glob("*.png")) == ["memorisation_benign.png", "memorisation_malignant.png"]
+    tag = memorisation_flag(m, "val", 0.15, "generator copier")
+    assert tag["tag.memorised"].startswith("flagged: benign 100%") and "WARNING" in capsys.readouterr().err
+    assert memorisation_flag(m, "val", 1.0, "x")["tag.memorised"].startswith("no")
+    # Without the training images: FID/KID and P/R/D/C only, nothing about copying.
+    plain = fidelity(Copier(), val, "val", 5, 0, tmp_path / "features", "h")
+    assert "precision_val_inception/all" not in plain and plain["fid_val_inception/all"] == m["fid_val_inception/all"]
