@@ -5,7 +5,9 @@ scores in MLflow and the report, and a reading set built from a SynCGAN trained 
 from __future__ import annotations
 
 import json
+import re
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -150,7 +152,11 @@ def test_page_is_read_end_to_end_resumed_and_never_sends_the_key(served):
 
     def read(pg, count: int) -> None:
         for _ in range(count):
-            pg.wait_for_function("document.getElementById('img').complete && document.getElementById('img').naturalWidth > 0")
+            deadline = time.monotonic() + 60  # the image on screen (polled here: the page's CSP forbids Playwright's eval)
+            while not pg.eval_on_selector("#img", "(e, last) => e.complete && e.naturalWidth > 0 && e.src.includes('/image/') "
+                                          "&& !e.src.endsWith('/' + last)", seen[-1] if seen else ""):
+                assert time.monotonic() < deadline, "the image did not load"
+                time.sleep(0.05)
             image = pg.eval_on_selector("#img", "e => e.src").rsplit("/", 1)[1]
             truth = key[image]
             pg.keyboard.press("r" if truth["source"] == "real" else "s")  # a perfect reader, by the keyboard
@@ -166,11 +172,14 @@ def test_page_is_read_end_to_end_resumed_and_never_sends_the_key(served):
             ctx = browser.new_context(viewport={"width": 1200, "height": 800})
             pg = ctx.new_page()
             pg.set_default_timeout(60_000)
-            pg.on("response", lambda r: bodies.append(r.body()) if r.status != 304 else None)
+            responses: list = []
+            pg.on("response", lambda r: responses.append(r))
             pg.goto(base)
             pg.get_by_text(f"image {len(seen) + 1} of 8").wait_for()
             pg.screenshot(path=str(tmp / f"reading_{session}.png"))
             read(pg, count)
+            pg.wait_for_load_state("networkidle")
+            bodies.extend(r.body() for r in responses)  # every response of the page, read before it closes
             if session == 1:
                 ctx.close()
         pg.get_by_text("All images read").wait_for()
@@ -183,3 +192,67 @@ def test_page_is_read_end_to_end_resumed_and_never_sends_the_key(served):
     secrets = [key_text, *(k["origin"] for k in key.values()), key_path(out).name]
     assert bodies and not any(s.encode() in b for s in secrets for b in bodies)
     assert score(out)["readers"]["alice"]["accuracy"] == 1.0
+
+
+# ----------------------------------------------------------------------------- building from a trained SynCGAN
+
+
+@pytest.fixture(scope="module")
+def tiny_syncgan(tmp_path_factory):
+    """A SynCGAN trained (2 epochs, 8-channel nets, as tests/test_generators.py does) on a simulated folder, on the
+    split `cytoray train` makes of it (seed 0, 3:1:1), so its bundle records that split's hash."""
+    from test_generators import _cfg
+
+    from cytoray.config import DataConfig
+    from cytoray.data.simulate import write_dataset
+    from cytoray.data.source import load_dataset
+    from cytoray.data.splits import make_manifest
+    from cytoray.generators.syncgan import SynCGAN
+
+    tmp = tmp_path_factory.mktemp("turing-syncgan")
+    data = write_dataset(tmp / "data", n=40, size=32, seed=0)
+    cfg = DataConfig(root=str(data), size=32)
+    ds = load_dataset(cfg)
+    man, _ = make_manifest(ds, cfg.split_ratios, cfg.split_seed, cfg.near_duplicate_bits)
+    run = _cfg(tmp)
+    bundle, _ = SynCGAN.train(ds.subset(man.indices("train")), ds.subset(man.indices("val")), run.syncgan, tmp / "bundle",
+                              tmp / "cache", man.hash, run.run)  # fmt: skip
+    return {"tmp": tmp, "data": data, "bundle": bundle, "ds": ds, "man": man}
+
+
+@pytest.mark.slow
+def test_build_from_a_trained_syncgan_is_blind_balanced_and_test_only(tiny_syncgan, tmp_path):
+    from cytoray.cli import main
+    from cytoray.data.images import read_rgb
+
+    t = tiny_syncgan
+    out = tmp_path / "reading"
+    assert main(["turing", "build", "--generator", str(t["bundle"]), "--data", str(t["data"]), "--n", "8", "--out", str(out)]) == 0
+    s = json.loads((out / SET_FILE).read_text())
+    key = json.loads(key_path(out).read_text())
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == sorted([SET_FILE, *(f"{IMAGES}/{i}.png" for i in s["images"])])  # nothing else served, no key inside
+    assert key_path(out).parent == out.parent and not key_path(out).is_relative_to(out)
+    assert all(re.fullmatch(r"[0-9a-f]{16}", i) for i in s["images"]) and set(s["images"]) == set(key["images"])
+    assert not any(v in (out / SET_FILE).read_text() for v in ("real", "synthetic", "origin"))
+    counts = {}
+    for v in key["images"].values():
+        counts[(v["source"], v["class"])] = counts.get((v["source"], v["class"]), 0) + 1
+    assert counts == {(src, c): 2 for src in ("real", "synthetic") for c in ("benign", "malignant")}
+    man, ds = t["man"], t["ds"]
+    assert key["split_hash"] == man.hash and key["split_checked"]
+    split_of = {it["name"]: it["split"] for it in man.items}
+    train_pixels = {ds.images[i].tobytes() for i in man.indices("train")} | {ds.images[i].tobytes() for i in man.indices("val")}
+    for i, v in key["images"].items():
+        pixels = read_rgb(out / IMAGES / f"{i}.png")
+        assert pixels.shape == (32, 32, 3)  # every image at the generator's size
+        if v["source"] == "real":
+            assert split_of[v["origin"]] == "test" and pixels.tobytes() not in train_pixels
+    # a split the generator was not trained on is refused; so is an n that cannot be balanced
+    with pytest.raises(CytorayError, match="not the one the generator was trained on"):
+        from cytoray.turing.build import build
+
+        build(str(t["bundle"]), str(t["data"]), 8, tmp_path / "other", split_seed=1)
+    assert main(["turing", "build", "--generator", str(t["bundle"]), "--data", str(t["data"]), "--n", "6",
+                 "--out", str(tmp_path / "odd")]) == 2  # fmt: skip
+    assert not (tmp_path / "odd").exists() and not key_path(tmp_path / "odd").exists()

@@ -64,7 +64,7 @@ function show(s) {
   st = s; pick = {}; $("msg").textContent = "";
   $("who").textContent = "reader: " + s.reader;
   if (!s.next) {
-    $("reading").style.display = "none"; $("done").style.display = "block";
+    $("reading").style.display = "none"; $("done").style.display = "block"; $("progress").textContent = "finished";
     $("donetext").textContent = s.answered + " of " + s.total + " images answered. You can close this page.";
     return;
   }
