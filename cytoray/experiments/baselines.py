@@ -44,6 +44,7 @@ class BaselinesConfig:
     policies: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_POLICIES))
     ratio: float = 2.0  # synthetic:real per class (paper: 90 synthetic beside 45 real)
     fid_per_class: int = 30  # synthetic images per class for each generator's FID/KID against each split's test images
+    memorised_max: float = 0.15  # flag (tag + warning) a generator whose memorised share passes this in any class
     repeats: int = 1  # classifier seeds per split
     metric: str = "balanced_accuracy"  # the table's figure; accuracy, f1_macro, roc_auc also recorded
     tune: TuneSettings = dataclasses.field(default_factory=lambda: TuneSettings(asha=False, trial_cpu=0.0))  # cells: a grid, no search
@@ -51,6 +52,8 @@ class BaselinesConfig:
     def validate(self) -> None:
         if self.ratio < 0:
             raise ConfigError(f"ratio={self.ratio}: the synthetic:real ratio must be >= 0")
+        if not 0.0 <= self.memorised_max <= 1.0:
+            raise ConfigError(f"memorised_max={self.memorised_max}: a share in [0, 1]")
         if self.repeats < 1:
             raise ConfigError(f"repeats={self.repeats}: must be >= 1")
         if self.fid_per_class < 2:
@@ -117,7 +120,7 @@ class BaselinesStudy(Study):
         that draws on it report the figure, so the MLflow UI compares policies on it too)."""
         from ..generators.domains import DomainPair
         from ..report.grids import write_real_vs_synthetic
-        from .common import fidelity, real_by_class, train_generator
+        from .common import fidelity, memorisation_flag, real_by_class, train_generator
 
         cache = Path(ctx["cache"])
         for k, sp in enumerate(data["splits"]):
@@ -130,11 +133,13 @@ class BaselinesStudy(Study):
                     args = (sp["train"], sp["val"], sp["hash"])
                 sampler, bundle, _ = train_generator(gen_cls, gcfg, *args, cache, cfg.run, ctx["use_cache"])
                 sp["bundles"][g] = str(bundle)
-                sp["fid"][g] = fidelity(sampler, sp["test"], "test", cfg.fid_per_class, cfg.run.seed, cache / "features", sp["hash"])
                 # What this generator adds on this split: the cells drawing on it show it (in the UI's
                 # compare view), the parent run and the report show split 0's.
                 real = real_by_class(sp["val"])
                 sp["figures"] = {**sp.get("figures", {}), g: str(Path(ctx["out"]) / "figures" / g / f"split{k}")}
+                sp["fid"][g] = fidelity(sampler, sp["test"], "test", cfg.fid_per_class, cfg.run.seed, cache / "features", sp["hash"],
+                                        train=sp["train"], figures=Path(sp["figures"][g]))  # fmt: skip
+                sp["fid"][g].update(memorisation_flag(sp["fid"][g], "test", cfg.memorised_max, f"generator {g} (split {k})"))
                 write_real_vs_synthetic(Path(sp["figures"][g]), real, {c: sampler.sample(8, c, seed=cfg.run.seed + 1) for c in real},
                                         f"{g} (split {k})")  # fmt: skip
 
@@ -176,6 +181,8 @@ class BaselinesStudy(Study):
         fid = sp["fid"][gens[0]] if len(gens) == 1 else {}  # the synthetic images this cell trained on, vs its test split
         if len(gens) == 1:
             fid = {**fid, FIGURES: sp["figures"][gens[0]]}
+            if not parse_policy(policy).real and not parse_policy(policy).trad:  # CAS: synthetic only, scored on real
+                fid.update({f"cas_test_{a}": float(m[a]) for a in SCORES})
         tune.report({**fid, **{f"test_{a}": float(m[a]) for a in SCORES}, **{f"val_{a}": float(b) for a, b in res.val_metrics.items()},
                      "best_epoch": res.best_epoch, "n_test": len(sp["test"]), "final": 1, "tag.split_hash": sp["hash"], "classifier_dir": str(res.dir),
                      **{f"param.{a}": b for a, b in res.params.items()}})  # fmt: skip

@@ -60,15 +60,21 @@ def rgb_masks(m: np.ndarray) -> np.ndarray:
 
 
 def fidelity(sampler: Generator, ds: ImageSet, split: str, n: int, seed: int, feature_cache: Path, split_hash: str,
-             masks=None) -> dict[str, float]:  # fmt: skip
+             masks=None, train: ImageSet | None = None, figures: Path | None = None) -> dict[str, float]:  # fmt: skip
     """FID/KID per class and overall: synthetic samples vs the real images of `split` (features of
     the real side cached once per split and class). With `masks` (a masks config), the mask
-    generator too: sampled masks vs the masks of the real images ("fid_<split>_mask_inception/...")."""
-    from ..metrics.fidelity import cached_features, per_class
+    generator too: sampled masks vs the masks of the real images ("fid_<split>_mask_inception/...").
+    With `train` (the generator's real training images), on the same features: precision, recall,
+    density, coverage and the memorisation share (`metrics.realism`), and with `figures` (a folder)
+    each class's closest synthetic/training pairs as `memorisation_<class>.png`."""
+    from ..metrics.fidelity import cached_features, inception_features, per_class
 
     samples = {c: sampler.sample(n, c, seed=seed) for c in ds.class_names}
     feats = {c: cached_features(x, f"{split_hash}:{split}:{c}", feature_cache) for c, x in real_by_class(ds).items()}
-    out = per_class({}, {c: s[0] for c, s in samples.items()}, split=split, real_features=feats)
+    fake = {c: inception_features(s[0]) for c, s in samples.items()}  # once: FID/KID and realism read them
+    out = per_class({}, {c: s[0] for c, s in samples.items()}, split=split, real_features=feats, fake_features=fake)
+    if train is not None:
+        out.update(realism(samples, fake, feats, train, split, split_hash, feature_cache, seed, figures))
     if masks is not None and all(s[1] is not None for s in samples.values()):
         from ..generators.syncgan import masks_key, nucleus_masks
 
@@ -78,6 +84,43 @@ def fidelity(sampler: Generator, ds: ImageSet, split: str, n: int, seed: int, fe
         mf = {c: cached_features(x, f"{split_hash}:{split}:{c}:masks:{mk}", feature_cache) for c, x in real_m.items()}
         out.update(per_class({}, {c: rgb_masks(s[1]) for c, s in samples.items()}, split=f"{split}_mask", real_features=mf))
     return {k: float(v) for k, v in out.items()}
+
+
+def realism(samples: dict, fake: dict, real: dict, train: ImageSet, split: str, split_hash: str, feature_cache: Path,
+            seed: int, figures: Path | None) -> dict[str, float]:  # fmt: skip
+    """`fidelity`'s realism and memorisation figures (train features cached once per split and class)."""
+    from ..metrics import realism as R
+    from ..metrics.fidelity import cached_features
+
+    tr = real_by_class(train)
+    tf = {c: cached_features(x, f"{split_hash}:train:{c}", feature_cache) for c, x in tr.items() if len(x) >= 2}
+    out, pairs = R.per_class(real, fake, split, tf, seed=seed)
+    if figures is not None:
+        from ..io import save_png
+        from ..report.grids import labelled_grid, safe_name
+
+        for c, pp in pairs.items():
+            rows = {"synthetic": samples[c][0][[i for i, _, _ in pp]], "nearest train": tr[c][[j for _, j, _ in pp]]}
+            title = (f"{c}: closest synthetic/training pairs, Inception distance {', '.join(f'{d:.1f}' for _, _, d in pp)} "
+                     f"(memorised below {out[f'memorised_threshold_{split}_inception/{c}']:.1f})")
+            save_png(Path(figures) / f"memorisation_{safe_name(c)}.png", labelled_grid(rows, title, k=len(pp)))
+    return out
+
+
+def memorisation_flag(metrics: dict, split: str, threshold: float, who: str) -> dict[str, str]:
+    """The `tag.memorised` report key for a generator's run, and a console warning when any
+    class's memorised share passes `threshold` (a study's `memorised_max`)."""
+    from ..metrics.realism import flagged
+
+    over = flagged(metrics, split, threshold)
+    if not any(k.startswith(f"memorised_share_{split}_inception/") for k in metrics):
+        return {}
+    if over:
+        what = ", ".join(f"{c} {v:.0%}" for c, v in sorted(over.items()))
+        print(f"[study] WARNING: {who} memorises its training images: memorised share {what} > memorised_max "
+              f"{threshold:.0%} (held-out real images score ~5%); see memorisation_<class>.png", file=sys.stderr, flush=True)
+        return {"tag.memorised": f"flagged: {what} > {threshold:g}"}
+    return {"tag.memorised": f"no (every class <= {threshold:g})"}
 
 
 def epoch_report_callback(extra: dict):

@@ -25,7 +25,7 @@ from ..generators.syncgan import SynCGANConfig
 from ..io import write_json, write_text
 from ..training.config import RunConfig
 from ..tracking.study_logger import FIGURES, HISTORY, KIND_TAG
-from .common import FID_ALL, epoch_report_callback, fidelity, real_by_class, train_generator
+from .common import FID_ALL, epoch_report_callback, fidelity, memorisation_flag, real_by_class, train_generator
 from .driver import Study, TuneSettings, finished, point_of
 
 
@@ -37,6 +37,7 @@ class RatioStudyConfig:
     policy: str | None = None  # training-set policy; null = real + the study's generator (orig+<generator>)
     ratio: float = 2.0  # synthetic:real per class (searched)
     fid_per_class: int = 30  # synthetic images per class for validation FID/KID
+    memorised_max: float = 0.15  # flag (tag + warning) a generator whose memorised share passes this in any class
     register: bool = True  # register the best generator/classifier; champion moves only if it wins on validation
     registry_protocol: str | None = None  # champions compete within one protocol only; null = this split (split:<hash>)
     champion_min_epochs: int = 5  # a run training any stage for fewer epochs (a smoke run) never takes the champion alias
@@ -57,6 +58,8 @@ class RatioStudyConfig:
             raise ConfigError(f"fid_per_class={self.fid_per_class}: KID needs at least 2 images per class")
         if self.min_per_class < 5:
             raise ConfigError(f"min_per_class={self.min_per_class}: a train/val/test split needs >= 5 per class")
+        if not 0.0 <= self.memorised_max <= 1.0:
+            raise ConfigError(f"memorised_max={self.memorised_max}: a share in [0, 1]")
 
     def policy_name(self) -> str:
         return self.policy or f"orig+{self.generator.name}"
@@ -127,9 +130,10 @@ class RatioStudy(Study):
         gen_s = time.perf_counter() - t0
         # 2. Fidelity on validation (real features cached once per split and class); every report carries it.
         masks = getattr(cfg.generator, "masks", None) if cfg.objective == "fidelity" else None
-        fid = fidelity(sampler, data["val"], "val", cfg.fid_per_class, cfg.run.seed, cache / "features", data["key"], masks)
         figures = trial_figures(Path(ctx["out"]), sampler, data["val"], bundle, cfg)
-        common = {"generator_cached": int(cached), "generator_seconds": gen_s, "bundle": str(bundle), FIGURES: figures,
+        fid = fidelity(sampler, data["val"], "val", cfg.fid_per_class, cfg.run.seed, cache / "features", data["key"], masks,
+                       train=data["train"], figures=Path(figures))  # fmt: skip
+        common = {**memorisation_flag(fid, "val", cfg.memorised_max, f"generator {cfg.generator.name} ({figures})"),"generator_cached": int(cached), "generator_seconds": gen_s, "bundle": str(bundle), FIGURES: figures,
                   "tag.generator": cfg.generator.name, "tag.policy": cfg.policy_name(), "tag.variant": cfg.policy_name()}  # fmt: skip
         if cfg.objective == "fidelity":  # the stabiliser study: generators scored by FID/KID alone
             tune.report({**fid, **common, "final": 1, "trial_seconds": time.perf_counter() - t0})
@@ -140,7 +144,8 @@ class RatioStudy(Study):
         res = train_classifier(tr, data["val"], None, cfg.classifier, label=f"clf-{cfg.classifier.name}", cache_root=cache,
                                data_key=data["key"], run_cfg=cfg.run, seed=cfg.run.seed, use_cache=ctx["use_cache"],
                                callbacks=[epoch_report_callback({**fid, FIGURES: figures})])  # fmt: skip
-        tune.report({**{f"val_{k}": float(v) for k, v in res.val_metrics.items()}, **fid, **common,
+        cas = {f"cas_val_{k}": float(v) for k, v in res.val_metrics.items()} if synthetic_only(cfg.policy_name()) else {}
+        tune.report({**{f"val_{k}": float(v) for k, v in res.val_metrics.items()}, **fid, **common, **cas,
                      "epoch": len(res.history), "final": 1, "trial_seconds": time.perf_counter() - t0,
                      "classifier_dir": str(res.dir), "param.weights": res.params["weights"]})  # fmt: skip
 
@@ -163,13 +168,15 @@ class RatioStudy(Study):
         else:  # fidelity: the chosen generator against the test split, once
             masks = getattr(best_cfg.generator, "masks", None)
             test_metrics = fidelity(sampler, data["test"], "test", best_cfg.fid_per_class, best_cfg.run.seed, cache / "features",
-                                    data["key"], masks)  # fmt: skip
+                                    data["key"], masks, train=data["train"])  # fmt: skip
         table = trials_table(results, list(flatten(point_of(best_row))), metric, mode)
         write_text(out / "trials.md", table + "\n")
         write_json(out / "best.json", {"trial_id": best_row["trial_id"], "config": to_dict(best_cfg), "test": test_metrics,
                                        "split_hash": data["key"], "bundle": str(bundle)})  # fmt: skip
         mlflow.log_metrics({f"best_test_{k}": float(v) for k, v in test_metrics.items() if isinstance(v, float)})
         mlflow.log_metric(f"best_{metric}", float(best_row[metric]))
+        if cfg.objective == "classifier" and synthetic_only(cfg.policy_name()):  # CAS: trained on synthetic only, tested on real
+            mlflow.log_metrics({f"cas_test_{k}": float(v) for k, v in test_metrics.items()})
         mlflow.set_tag("cytoray.best_trial", best_row["trial_id"])
         set_parent_summary(MlflowClient(), ctx["parent"], {KIND_TAG: "stabilisers" if cfg.objective == "fidelity" else "ratio",
                                                            **self.tags}, summary_text(cfg, done, best_row, metric, test_metrics))  # fmt: skip
@@ -178,6 +185,15 @@ class RatioStudy(Study):
         val = {k: float(best_row[k]) for k in (metric, FID_ALL) if k in best_row}
         promoted = register_best(best_cfg, bundle, clf_bundle, val, test_metrics, data["key"], ctx.get("smoke", False)) if cfg.register else {}
         return {"table": table, "test": test_metrics, "best": best_row.to_dict(), "registered": promoted}
+
+
+def synthetic_only(policy: str) -> bool:
+    """A policy with one generator and no real images (`<generator>-only`): its classifier's score
+    on real images is the generator's classification accuracy score (CAS)."""
+    from ..classify.policies import parse_policy
+
+    p = parse_policy(policy)
+    return not p.real and not p.trad and len(p.generators) == 1
 
 
 def trial_figures(out: Path, sampler, val, bundle: Path, cfg: RatioStudyConfig) -> str:

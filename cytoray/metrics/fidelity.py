@@ -298,7 +298,7 @@ def fid_kid_torch_fidelity(images_a, images_b, kid_subsets: int = 100, seed: int
 
 def per_class(real: Mapping[str, object], fake: Mapping[str, object], split: str,
               real_features: Mapping[str, np.ndarray] | None = None, kid_subsets: int = 100, seed: int = 0,
-              floor_splits: int = FLOOR_SPLITS) -> dict[str, float]:
+              floor_splits: int = FLOOR_SPLITS, fake_features: Mapping[str, np.ndarray] | None = None) -> dict[str, float]:
     """FID/KID of each fake class against the real images of that class, and of all classes pooled.
 
     Names state the protocol: "fid_{split}_inception/{cls}", "kid_{split}_inception_mean/{cls}",
@@ -309,7 +309,8 @@ def per_class(real: Mapping[str, object], fake: Mapping[str, object], split: str
     "..._floor_at_n/{cls}" (at this figure's sizes; absent when it cannot be fitted),
     "kid_{split}_inception_floor_mean/{cls}", "kid_{split}_inception_floor_sd/{cls}".
     `per_class_notes` turns them into lines for a results table. `real_features[cls]` (from
-    `cached_features`) replaces computing `real[cls]`. Log `extractor_identity()` with these
+    `cached_features`) replaces computing `real[cls]`, `fake_features[cls]` computing `fake[cls]`
+    (a caller that scores the same features further: `realism`). Log `extractor_identity()` with these
     figures (the values here are plain floats for MLflow).
     """
     real_features = dict(real_features or {})
@@ -324,7 +325,8 @@ def per_class(real: Mapping[str, object], fake: Mapping[str, object], split: str
     feats_r, feats_f, out = [], [], {}
     for c in sorted(fake):
         fr = real_features[c] if c in real_features else inception_features(as_uint8_nchw(real[c], f"real/{c}"))
-        ff = inception_features(as_uint8_nchw(fake[c], f"fake/{c}"))
+        ff = (fake_features or {}).get(c)
+        ff = inception_features(as_uint8_nchw(fake[c], f"fake/{c}")) if ff is None else np.asarray(ff)
         feats_r.append(np.asarray(fr))
         feats_f.append(ff)
         r = fid_kid_from_features(fr, ff, kid_subsets, seed, names=(f"real/{c}", f"fake/{c}"))
