@@ -3,7 +3,9 @@ in the report instead of silently priming a generator.
 
     empty            no nucleus pixel in the content
     inverted         the mask is paler in haematoxylin (or, in a dark field, darker) than the rest:
-                     it marks background, not nuclei
+                     it marks background, not nuclei. Whether the image is a dark field is decided
+                     here from the image alone (stain.looks_dark_field), never from the polarity the
+                     mask was made with: a brightfield tile taken for fluorescence is caught.
     covers           the mask covers more than `max_cover` of the content
     touches_padding  a mask pixel lies on, or next to, a flat padding band
 
@@ -15,27 +17,28 @@ from __future__ import annotations
 import numpy as np
 from skimage import color
 
-# An inverted mask is one whose nuclei are not denser than what it leaves out; a margin keeps
-# a real but faint contrast (pale nuclei on pale cytoplasm) from being called inverted.
-INVERSION_MARGIN = 0.02  # optical-density units (haematoxylin) or 0..1 gray (dark field)
+# An inverted mask is one whose nuclei are not denser than what it leaves out. The margin is in
+# standard deviations of the signal over the content (so it means the same in rgb2hed units and
+# in 0..1 gray): a tenth keeps a real but faint contrast (pale nuclei on pale cytoplasm) from
+# being called inverted, while a mask of random pixels (contrast ~0) is still caught.
+INVERSION_MARGIN = 0.1
 
 FLAGS = ("empty", "inverted", "covers", "touches_padding")
 
 
-def _signal(rgb: np.ndarray, content: np.ndarray, params, bright: bool) -> np.ndarray:
-    """A method-independent nucleus signal: haematoxylin density (the stain's own deconvolution,
-    unsmoothed), or brightness in a dark field."""
-    from .stain import haematoxylin
-
+def _signal(rgb: np.ndarray, bright: bool) -> np.ndarray:
+    """A method-independent nucleus signal: haematoxylin density by skimage's own colour
+    deconvolution (`rgb2hed`, Ruifrok & Johnston; nothing of the mask method's, so a mistake of
+    the method is not repeated here), or brightness in a dark field."""
     if bright:
         return color.rgb2gray(rgb)
-    return haematoxylin(rgb, content, params)[0]
+    return color.rgb2hed(rgb)[..., 0]
 
 
 def quality_flags(rgb: np.ndarray, mask: np.ndarray, content: np.ndarray, bands, params) -> list[dict]:
     """[{'flag': name, 'reason': text}] for one image's mask (empty list = nothing suspect)."""
     from ..data.background import touches_padding
-    from .stain import dark_field
+    from .stain import dark_field_evidence, looks_dark_field
 
     flags: list[dict] = []
     n_content = int(content.sum())
@@ -50,12 +53,13 @@ def quality_flags(rgb: np.ndarray, mask: np.ndarray, content: np.ndarray, bands,
             flags.append({"flag": "covers", "reason": f"mask covers {frac:.0%} of the image (limit masks.max_cover={params.max_cover:g})"})
         rest = content & ~mask
         if rest.any():
-            bright = dark_field(rgb, content, params)
-            sig = _signal(rgb, content, params, bright)
-            d = float(sig[inside].mean() - sig[rest].mean())
+            bright = looks_dark_field(dark_field_evidence(rgb, content, params), params)
+            sig = _signal(rgb, bright)
+            spread = float(sig[content].std()) or 1.0
+            d = float(sig[inside].mean() - sig[rest].mean()) / spread
             if d < INVERSION_MARGIN:
                 what = "darker" if bright else "paler in haematoxylin"
-                flags.append({"flag": "inverted", "reason": f"masked pixels are {what} than the rest (contrast {d:+.3f}); the mask marks background"})
+                flags.append({"flag": "inverted", "reason": f"masked pixels are {what} than the rest (contrast {d:+.2f} sd); the mask marks background"})
     if bands is not None and touches_padding(mask, bands):
         flags.append({"flag": "touches_padding", "reason": f"mask reaches the padding band ({bands.describe()})"})
     return flags

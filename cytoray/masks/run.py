@@ -27,7 +27,7 @@ from .unsupervised import MaskParams, nucleus_mask_report
 
 # Bump when nucleus_mask changes what it computes for the same parameters: old cache entries
 # then stop matching instead of being served as if current.
-ALGORITHM_VERSION = 2
+ALGORITHM_VERSION = 3
 SUMMARY_NAME = "summary.json"
 FAIL_DICE = 0.3  # an image whose mask scores under this Dice against ground truth has failed
 

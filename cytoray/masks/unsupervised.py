@@ -41,7 +41,7 @@ class MaskParams:
     stretch_low_pct: float = 1.0  # percentile mapped to 0: ignores dust/dead pixels, unlike min/max
     stretch_high_pct: float = 99.5  # percentile mapped to 1: keeps a few saturated mitoses from compressing the rest
     polarity: Literal["dark", "bright", "auto"] = "auto"  # dark = brightfield stain, bright = fluorescence; auto: from the background
-    auto_dark_background: float = 0.35  # auto: median gray below this (0..1) means a dark field (fluorescence) → bright nuclei
+    auto_dark_background: float = 0.35  # auto: a dark field (fluorescence) has median gray below this (0..1), among other evidence (stain.looks_dark_field)
     block_frac: float = 0.25  # local-threshold window as a fraction of the shorter side: several nuclei wide
     block_min: int = 11  # smallest window (px): a window narrower than a nucleus marks only its rim
     threshold_offset: float = 0.02  # candidate must beat its local mean by this much (0..1): flat background stays out
@@ -57,7 +57,7 @@ class MaskParams:
     blue_weight: float = 0.5  # dark polarity: nucleus score = darkness - w * b* (haematoxylin is blue, eosin/RBC red-yellow)
     max_hole_frac: float = 0.002  # holes below this fraction of the area are pale chromatin, filled
     # -- stain method only
-    dark_floor: float = 0.1  # auto: a dark field also has its darkest tenth below this gray (a black background)
+    dark_floor: float = 0.1  # auto: a dark field also has its darkest tenth below this gray (a black background; used by both methods)
     stains: Literal["auto", "h-e", "h-dab"] = "auto"  # deconvolution basis; auto: h-dab when DAB (brown, IHC) is there
     dab_share: float = 0.2  # auto: DAB-hued share of stained pixels that makes an image IHC (ihc.png 0.76, H&E/Pap <= 0.05)
     illumination_pct: float = 99.0  # content percentile taken as white: optical density relative to the real illumination
@@ -144,11 +144,16 @@ def stretch(rgb: np.ndarray, low_pct: float, high_pct: float) -> np.ndarray:
     return out
 
 
-def resolve_polarity(gray: np.ndarray, params: MaskParams) -> str:
-    """'dark' (nuclei darker than background) or 'bright'; auto: a dark field means fluorescence."""
+def resolve_polarity(rgb: np.ndarray, params: MaskParams) -> str:
+    """'dark' (nuclei darker than background) or 'bright'; auto: bright only for a real dark
+    field (stain.looks_dark_field: black hueless background, bright objects), not for a merely
+    dark picture: a crowded H&E tile is mostly dark too, and its nuclei are the dark part."""
     if params.polarity != "auto":
         return params.polarity
-    return "bright" if float(np.median(gray)) < params.auto_dark_background else "dark"
+    from .stain import dark_field_evidence, looks_dark_field
+
+    content = np.ones(rgb.shape[:2], dtype=bool)
+    return "bright" if looks_dark_field(dark_field_evidence(rgb, content, params), params) else "dark"
 
 
 def block_size(shape: tuple[int, int], params: MaskParams) -> int:
@@ -262,7 +267,7 @@ def syncgan_mask(rgb: np.ndarray, params: MaskParams) -> np.ndarray:
     stretched = stretch(rgb, params.stretch_low_pct, params.stretch_high_pct)
     # 2. grayscale, oriented so nuclei are bright whatever the stain
     gray = color.rgb2gray(stretched)
-    polarity = resolve_polarity(gray, params)
+    polarity = resolve_polarity(rgb, params)
     signal = gray if polarity == "bright" else 1.0 - gray
     # 3. adaptive threshold: pixels clearly above their neighbourhood are candidates
     local = filters.threshold_local(signal, block_size(gray.shape, params), offset=-params.threshold_offset)
