@@ -167,3 +167,56 @@ def test_study_fidelity_logs_realism_flags_a_copier_and_draws_pairs(tmp_path, ca
     # Without the training images: FID/KID and P/R/D/C only, nothing about copying.
     plain = fidelity(Copier(), val, "val", 5, 0, tmp_path / "features", "h")
     assert "precision_val_inception/all" not in plain and plain["fid_val_inception/all"] == m["fid_val_inception/all"]
+
+
+# ----- `cytoray report`: the per-class table and the closest pairs, from what MLflow recorded
+
+
+def _log_realism(client, run_id: str, split: str, shares: dict[str, float]) -> None:
+    n = R.names(split)
+    for c, share in shares.items():
+        vals = {n["precision"]: 0.61, n["precision_floor"]: 0.93, n["recall"]: 0.12, n["recall_floor"]: 0.88,
+                n["density"]: 0.47, n["density_floor"]: 1.02, n["coverage"]: 0.33, n["coverage_floor"]: 0.91, n["k"]: 5.0,
+                n["memorised"]: share, n["memorised_floor"]: 0.05, f"kid_{split}_inception_mean/{{c}}": 0.0421,
+                f"kid_{split}_inception_floor_mean/{{c}}": 0.0107}  # fmt: skip
+        for key, v in vals.items():
+            client.log_metric(run_id, key.format(c=c), v)
+
+
+def test_report_shows_realism_tables_cas_and_pairs(tmp_path):
+    from mlflow import MlflowClient
+    from report_store import baselines_store, ratio_store
+
+    from cytoray.io import save_png
+    from cytoray.report import build_report
+    from cytoray.report.grids import labelled_grid
+
+    rng = np.random.default_rng(0)
+    png = tmp_path / "memorisation_benign.png"
+    save_png(png, labelled_grid({"synthetic": rng.integers(0, 255, (4, 32, 32, 3), np.uint8),
+                                 "nearest train": rng.integers(0, 255, (4, 32, 32, 3), np.uint8)}, "benign: closest pairs"))
+    uri, parent = ratio_store(tmp_path / "ratio")
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("syncgan_ratio").experiment_id
+    (best,) = client.search_runs([exp], "tags.`cytoray.trial_id` = 't0001'")
+    _log_realism(client, best.info.run_id, "val", {"benign": 0.4, "malignant": 0.0, "all": 0.2})
+    client.log_artifact(best.info.run_id, str(png))
+    text = build_report("syncgan_ratio", tmp_path / "r1", uri).read_text()
+    assert "Realism, diversity and copying: chosen trial" in text and "0.610 (0.930)" in text and "0.400 (0.050)" in text
+    assert "0.0421 (0.0107)" in text and (tmp_path / "r1" / "figures" / "memorisation_best_memorisation_benign.png").is_file()
+
+    uri, parent = baselines_store(tmp_path / "base")
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("augmentation_baselines").experiment_id
+    cells = client.search_runs([exp], "tags.policy = 'syncgan'")
+    for run in cells:
+        if run.data.tags["split"] == "0":
+            _log_realism(client, run.info.run_id, "test", {"benign": 0.1, "malignant": 0.3, "all": 0.2})
+        client.log_metric(run.info.run_id, "cas_test_balanced_accuracy", 0.5 + 0.1 * int(run.data.tags["split"]))
+    client.log_artifact(parent, str(png), "figures/syncgan")
+    out = tmp_path / "r2"
+    text = build_report("augmentation_baselines", out, uri).read_text()
+    assert "Realism, diversity and copying: generator syncgan (split 0)" in text and "0.300 (0.050)" in text
+    assert "CAS (syncgan-only cells" in text and "0.600, mean of 3 cell(s)" in text
+    assert (out / "figures" / "syncgan_memorisation_benign.png").is_file()
+    assert (out / "figures" / "syncgan_memorisation_benign.png").read_bytes() == png.read_bytes()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from . import figures
+from . import figures, realism
 from .common import fmt, run_images, split_protocol
 from .html import Page
 from .store import Recorded
@@ -93,6 +93,7 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
                          for k in splits)] for c in classifiers for p in policies],
                f"Test {metric} per split (mean over repeats). {proto}", left=2)  # fmt: skip
     fid_section(rec, page, rows, policies, tmp, splits)
+    realism.baselines_section(rec, page, tmp)  # per generator: P/R/D/C, copying, CAS
 
 
 def _mean(v: list[float]) -> float | None:
@@ -129,7 +130,7 @@ def fid_section(rec: Recorded, page: Page, rows: list[dict], policies: list[str]
     page.table(["policy", *(f"FID {g}" for g in groups), "KID all", "floor FID all", "splits"], table, cap)
     fig = figures.grouped_bars(groups, shown, values, "FID (lower is better)", "FID of each policy's synthetic images, per class")
     page.figure(fig, "fid_per_policy", cap)
-    for path, img in run_images(rec, rec.parent, "figures", tmp):  # figures/<generator>/real_vs_synthetic_<class>.png
+    for path, img in run_images(rec, rec.parent, "figures", tmp, "real_vs_synthetic_"):  # figures/<generator>/...png
         g = Path(path).parent.name
         page.image(img, f"{g}, split 0: real validation images against its synthetic ones ({img.stem}).", name=f"{g}_{img.name}")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import figures
+from . import figures, realism
 from .common import FID_ALL, MASK_FID_ALL, fmt, number, pooled, run_images, split_protocol, trial_status
 from .html import Page
 from .store import Recorded
@@ -108,6 +108,8 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
             what = "real (validation) vs synthetic" if img.name.startswith("real_vs") else "generator samples at its last epoch"
             page.image(img, f"{which} trial ({p['name']}, validation {metric} {fmt(p['y'])}): {what}, {path}.",
                        name=f"{which}_{path.replace('/', '_')}")  # fmt: skip
+    if best is not None:  # 6. why the chosen generator scores as it does: P/R/D/C, copying, CAS
+        realism.trial_section(rec, page, best["run"], f"chosen trial ({best['name']})", tmp)
 
 
 def curves(rec: Recorded, run) -> dict[str, dict[str, list[tuple[int, float]]]]:
