@@ -130,61 +130,64 @@ def test_bad_answers_are_refused(tmp_path):
 # ----------------------------------------------------------------------------- the page in Chromium
 
 
-@pytest.fixture
-def served(tmp_path):
-    out, key = reading_set(tmp_path, 8)
-    srv = make_server(out, "alice", 0)
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    yield out, key, f"http://127.0.0.1:{srv.server_port}", tmp_path
-    srv.shutdown()
-    srv.server_close()
+def _wait_for_next_image(pg, last: str) -> str:
+    """The id of the image on screen once it has loaded and is not `last` (polled: the page's CSP forbids Playwright's eval)."""
+    deadline = time.monotonic() + 60
+    check = "(e, last) => e.complete && e.naturalWidth > 0 && e.src.includes('/image/') && !e.src.endsWith('/' + last)"
+    while not pg.eval_on_selector("#img", check, last):
+        assert time.monotonic() < deadline, "the next image did not load"
+        time.sleep(0.05)
+    return pg.eval_on_selector("#img", "e => e.src").rsplit("/", 1)[1]
 
 
-def test_page_is_read_end_to_end_resumed_and_never_sends_the_key(served):
+def read_in_chromium(out: Path, reader: str, key: dict, sessions: list[int], shots: Path) -> tuple[list[str], list[bytes]]:
+    """Serve `out` for `reader` and read it in headless Chromium as a perfect reader, by the keyboard, closing the
+    page after each session's count of answers and opening it afresh. Returns (images read, every response body)."""
     if not Path(CHROMIUM).is_file():  # an error, never a skip: CI must run this
         pytest.fail(f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium (apt-get install chromium chromium-driver)")
     from playwright.sync_api import sync_playwright
 
-    out, key, base, tmp = served
-    bodies: list[bytes] = []
-    seen: list[str] = []
-
-    def read(pg, count: int) -> None:
-        for _ in range(count):
-            deadline = time.monotonic() + 60  # the image on screen (polled here: the page's CSP forbids Playwright's eval)
-            while not pg.eval_on_selector("#img", "(e, last) => e.complete && e.naturalWidth > 0 && e.src.includes('/image/') "
-                                          "&& !e.src.endsWith('/' + last)", seen[-1] if seen else ""):
-                assert time.monotonic() < deadline, "the image did not load"
-                time.sleep(0.05)
-            image = pg.eval_on_selector("#img", "e => e.src").rsplit("/", 1)[1]
-            truth = key[image]
-            pg.keyboard.press("r" if truth["source"] == "real" else "s")  # a perfect reader, by the keyboard
-            pg.keyboard.press(str(CLASSES.index(truth["class"]) + 1))
-            pg.keyboard.press("x")
-            seen.append(image)
-            with pg.expect_response(lambda r: r.url.endswith("/api/answer")):
-                pg.keyboard.press("Enter")
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        for session, count in [(1, 3), (2, 5)]:  # close the page after 3 answers, open it again, finish
-            ctx = browser.new_context(viewport={"width": 1200, "height": 800})
-            pg = ctx.new_page()
-            pg.set_default_timeout(60_000)
-            responses: list = []
-            pg.on("response", lambda r: responses.append(r))
-            pg.goto(base)
-            pg.get_by_text(f"image {len(seen) + 1} of 8").wait_for()
-            pg.screenshot(path=str(tmp / f"reading_{session}.png"))
-            read(pg, count)
-            pg.wait_for_load_state("networkidle")
-            bodies.extend(r.body() for r in responses)  # every response of the page, read before it closes
-            if session == 1:
+    srv = make_server(out, reader, 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    seen, bodies, total = [], [], len(key)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            for session, count in enumerate(sessions):
+                ctx = browser.new_context(viewport={"width": 1200, "height": 800})  # a fresh profile: nothing kept
+                pg = ctx.new_page()
+                pg.set_default_timeout(60_000)
+                responses: list = []
+                pg.on("response", lambda r: responses.append(r))
+                pg.goto(f"http://127.0.0.1:{srv.server_port}/")
+                pg.get_by_text(f"image {len(seen) + 1} of {total}").wait_for()  # resumed at the first unanswered image
+                for k in range(count):
+                    image = _wait_for_next_image(pg, seen[-1] if seen else "")
+                    truth = key[image]
+                    pg.keyboard.press("r" if truth["source"] == "real" else "s")
+                    pg.keyboard.press(str(CLASSES.index(truth["class"]) + 1))
+                    pg.keyboard.press("x")
+                    if k == 0:
+                        pg.screenshot(path=str(shots / f"{reader}_session{session}.png"))
+                    seen.append(image)
+                    with pg.expect_response(lambda r: r.url.endswith("/api/answer")):
+                        pg.keyboard.press("Enter")
+                if len(seen) == total:
+                    pg.get_by_text("All images read").wait_for()
+                    pg.screenshot(path=str(shots / f"{reader}_done.png"))
+                pg.wait_for_load_state("networkidle")
+                bodies.extend(r.body() for r in responses)  # every response of the page, read before it closes
                 ctx.close()
-        pg.get_by_text("All images read").wait_for()
-        pg.screenshot(path=str(tmp / "done.png"))
-        browser.close()
+            browser.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    return seen, bodies
+
+
+def test_page_is_read_end_to_end_resumed_and_never_sends_the_key(tmp_path):
+    out, key = reading_set(tmp_path, 8)
+    seen, bodies = read_in_chromium(out, "alice", key, [3, 5], tmp_path)  # closes after 3 answers, comes back, finishes
     stored = json.loads((out / "answers" / "alice.json").read_text())["answers"]
     assert sorted(a["image"] for a in stored) == sorted(key) and len(seen) == len(set(seen)) == 8  # one answer per image
     assert all(a["confidence"] == 2 for a in stored)
@@ -192,6 +195,58 @@ def test_page_is_read_end_to_end_resumed_and_never_sends_the_key(served):
     secrets = [key_text, *(k["origin"] for k in key.values()), key_path(out).name]
     assert bodies and not any(s.encode() in b for s in secrets for b in bodies)
     assert score(out)["readers"]["alice"]["accuracy"] == 1.0
+
+
+def _two_readers(tmp_path: Path) -> Path:
+    out, key = reading_set(tmp_path)
+    answer(out, "a", {i: (k["source"], k["class"]) for i, k in key.items()})  # perfect
+    answer(out, "b", {i: ("real", k["class"]) for i, k in key.items()})  # calls everything real
+    return out
+
+
+def test_scores_are_logged_to_the_run_and_shown_by_the_report_section(tmp_path):
+    from mlflow import MlflowClient
+
+    from cytoray.cli import main
+    from cytoray.report import turing as section
+    from cytoray.report.html import Page
+    from cytoray.report.store import Recorded
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("gen", artifact_location=(tmp_path / "artefacts").as_uri())
+    rid = client.create_run(exp, run_name="train-syncgan").info.run_id
+    client.set_terminated(rid, "FINISHED")  # the generator's run ended long ago: it still takes the scores
+    out = _two_readers(tmp_path)
+    assert main(["turing", "score", str(out), "--log", rid, "--tracking-uri", uri]) == 0
+    run = client.get_run(rid)
+    expected = metrics(score(out))
+    assert {k: run.data.metrics[k] for k in expected} == pytest.approx(expected)
+    assert run.data.metrics["turing_accuracy"] == 0.75 and run.data.metrics["turing_accuracy/a"] == 1.0
+    assert {f.path for f in client.list_artifacts(rid, "turing")} == {"turing/scores.json", "turing/turing.html"}
+    page = Page("t", tmp_path / "page")
+    rec = Recorded(uri, client, client.get_experiment(exp), run, [], [], "ratio")
+    section.build(rec, page, tmp_path / "dl")
+    html = "".join(page.parts)
+    assert "Visual Turing test" in html and "75% [" in html and "100% [" in html and "cohen kappa" in html
+    empty = Page("t", tmp_path / "page2")
+    section.build(Recorded(uri, client, None, client.get_run(client.create_run(exp).info.run_id), [], [], "ratio"), empty, tmp_path)
+    assert empty.parts == []  # a study without a reading shows nothing
+    assert main(["turing", "score", str(out), "--log", "--tracking-uri", uri]) == 2  # the key records no run: say so
+
+
+@pytest.mark.slow
+def test_report_of_a_study_shows_a_reading_scored_onto_its_run(tmp_path):
+    from report_store import ratio_store
+
+    from cytoray.cli import main
+    from cytoray.report import build_report
+
+    uri, parent = ratio_store(tmp_path / "store")
+    out = _two_readers(tmp_path)
+    assert main(["turing", "score", str(out), "--log", parent, "--tracking-uri", uri]) == 0
+    page = build_report("syncgan_ratio", tmp_path / "report", uri).read_text()
+    assert "Visual Turing test" in page and "75% [" in page and "100% [" in page
 
 
 # ----------------------------------------------------------------------------- building from a trained SynCGAN
@@ -221,7 +276,7 @@ def tiny_syncgan(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_build_from_a_trained_syncgan_is_blind_balanced_and_test_only(tiny_syncgan, tmp_path):
+def test_build_from_a_trained_syncgan_is_blind_balanced_test_only_and_readable(tiny_syncgan, tmp_path):
     from cytoray.cli import main
     from cytoray.data.images import read_rgb
 
@@ -248,6 +303,11 @@ def test_build_from_a_trained_syncgan_is_blind_balanced_and_test_only(tiny_syncg
         assert pixels.shape == (32, 32, 3)  # every image at the generator's size
         if v["source"] == "real":
             assert split_of[v["origin"]] == "test" and pixels.tobytes() not in train_pixels
+    # read end to end in the browser by a perfect reader, scored; no response carries the key
+    seen, bodies = read_in_chromium(out, "reader", key["images"], [8], tmp_path)
+    assert sorted(seen) == sorted(s["images"])
+    assert not any(v["origin"].encode() in b for v in key["images"].values() for b in bodies)
+    assert score(out)["readers"]["reader"]["accuracy"] == 1.0
     # a split the generator was not trained on is refused; so is an n that cannot be balanced
     with pytest.raises(CytorayError, match="not the one the generator was trained on"):
         from cytoray.turing.build import build
