@@ -6,7 +6,7 @@ sensitivity and specificity with SYNTHETIC AS THE POSITIVE class (sensitivity = 
 called synthetic, specificity = real images called real); class accuracy on real and on synthetic
 images separately (a generator can fool the eye and still draw the wrong class). Across readers:
 Cohen's kappa (two readers) or Fleiss' kappa (three or more) on the real/synthetic calls of the
-images every reader answered, and the images most often taken for real. The pooled figures count
+images every reader answered, and the synthetic images most often taken for real. The pooled figures count
 every answer of every reader as one trial: answers of one reader (or on one image) are not
 independent, so the pooled interval is narrower than the truth; the per-reader ones are exact.
 
@@ -135,16 +135,16 @@ def score(reading_dir: str | Path, key_file: str | Path | None = None) -> dict:
     seen: dict[str, list[str]] = {}
     for a in pooled:
         seen.setdefault(a["image"], []).append(a["source"])
-    taken = sorted(({"image": i, "source": key[i]["source"], "class": key[i]["class"], "origin": key[i].get("origin"),
-                     "taken_for_real": c.count("real"), "readers": len(c)} for i, c in seen.items()),
-                   key=lambda r: (-r["taken_for_real"] / r["readers"], r["source"] != "synthetic", r["image"]))  # fmt: skip
+    taken = sorted(({"image": i, "class": key[i]["class"], "origin": key[i].get("origin"), "taken_for_real": c.count("real"),
+                     "readers": len(c)} for i, c in seen.items() if key[i]["source"] == "synthetic" and "real" in c),
+                   key=lambda r: (-r["taken_for_real"] / r["readers"], -r["readers"], r["image"]))  # fmt: skip
     return {
         "reading_set": str(reading_dir), "key": str(key_file), "generator": meta.get("generator"), "run_id": meta.get("run_id"),
         "images": len(key), "positive": "synthetic",
         "readers": {r: {**reader_scores(ans, key), "complete": len(ans) == len(key)} for r, ans in by_reader.items() if ans},
         "pooled": {**reader_scores(pooled, key), "readers": sum(1 for a in by_reader.values() if a)},
         "agreement": agreement(by_reader, list(key)),
-        "taken_for_real": [t for t in taken if t["taken_for_real"]][:10],
+        "taken_for_real": taken[:10],  # the synthetic images that fooled readers most often (the generator's best)
     }  # fmt: skip
 
 
@@ -196,11 +196,13 @@ def text(s: dict) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows(s))) for i, h in enumerate(HEADER)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [HEADER, *rows(s)]]
     ag = s["agreement"]
-    lines.append(f"agreement: {ag['method'] or 'one reader, none'} kappa {ag['kappa']:.2f} on {ag['images']} images"
+    lines.append(f"agreement: {ag['method']} kappa {ag['kappa']:.2f} on {ag['images']} images"
                  if ag["method"] else "agreement: one reader (kappa needs two)")  # fmt: skip
     lines.append("synthetic is the positive class: sensitivity = synthetic called synthetic, specificity = real called real")
     for t in s["taken_for_real"][:5]:
-        lines.append(f"taken for real by {t['taken_for_real']}/{t['readers']}: {t['image']} ({t['source']} {t['class']})")
+        lines.append(f"synthetic, taken for real by {t['taken_for_real']}/{t['readers']}: {t['image']} ({t['class']}, {t['origin']})")
+    if not s["taken_for_real"]:
+        lines.append("no synthetic image was taken for real")
     return "\n".join(lines)
 
 
@@ -209,7 +211,7 @@ def html(s: dict) -> str:
 
     cell = lambda r, tag="td": "<tr>" + "".join(f"<{tag}>{escape(c)}</{tag}>" for c in r) + "</tr>"  # noqa: E731
     ag = s["agreement"]
-    taken = [[t["image"], t["source"], t["class"], f"{t['taken_for_real']}/{t['readers']}"] for t in s["taken_for_real"]]
+    taken = [[t["image"], t["class"], str(t["origin"]), f"{t['taken_for_real']}/{t['readers']}"] for t in s["taken_for_real"]]
     return (f"<!doctype html><meta charset=utf-8><title>Visual Turing test</title><style>body{{font:14px sans-serif;margin:24px}}"
             f"td,th{{border:1px solid #ccc;padding:3px 8px}}table{{border-collapse:collapse}}</style>"
             f"<h1>Visual Turing test</h1><p>generator {escape(str(s['generator']))}, {s['images']} images (half real, half "
@@ -217,8 +219,8 @@ def html(s: dict) -> str:
             f"</table><p>95% intervals exact (Clopper-Pearson); p: two-sided exact binomial test against 0.5. Synthetic is the "
             f"positive class. The pooled row counts every answer as one trial (answers are not independent: its interval is "
             f"too narrow).</p><p>Agreement: {escape(str(ag['method']))} kappa {ag['kappa']:.2f} on {ag['images']} images.</p>"
-            f"<h2>Most often taken for real</h2><table>{cell(['image', 'source', 'class', 'taken for real'], 'th')}"
-            f"{''.join(cell(r) for r in taken)}</table>")  # fmt: skip
+            f"<h2>Synthetic images most often taken for real</h2><table>{cell(['image', 'class', 'sample', 'taken for real'], 'th')}"
+            f"{''.join(cell(r) for r in taken) or cell(['none', '', '', ''])}</table>")  # fmt: skip
 
 
 def log(s: dict, run_id: str, tracking_uri: str | None = None) -> None:
