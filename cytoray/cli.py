@@ -32,9 +32,9 @@ def cmd_simulate(a: argparse.Namespace) -> int:
 
 
 def cmd_validate(a: argparse.Namespace) -> int:
-    from .data.validate import format_report, validate_folder
+    from .data.validate import format_report, parse_split, validate_folder
 
-    ratios = [float(x) for x in a.split.split(":")]
+    ratios = parse_split(a.split)  # nan / inf / 3:x:1 / 0:0:0 / 1:1: one line, before any file is read
     rep = validate_folder(a.dir, ratios=ratios, magnification=a.magnification, progress=not a.json)
     print(json.dumps(rep, indent=2) if a.json else format_report(rep))
     return 0 if rep["usable"] else 1
@@ -45,10 +45,15 @@ def cmd_split(a: argparse.Namespace) -> int:
     from .data.source import load_dataset
     from .data.splits import repeated_manifests
 
+    if a.seed < 0 or a.k < 1 or not a.out.strip():
+        from .errors import CytorayError
+
+        raise CytorayError(f"--seed {a.seed} --k {a.k} --out '{a.out}': give a seed >= 0, --k >= 1 and an output file")
     cfg = from_dict(DataConfig, {"root": a.data, "size": a.size, "split_seed": a.seed, "n_splits": a.k}, "command line")
     ds = load_dataset(cfg, progress=True)
     for k, m in enumerate(repeated_manifests(ds, cfg.split_ratios, cfg.split_seed, cfg.n_splits, cfg.near_duplicate_bits)):
-        path = m.save(a.out if cfg.n_splits == 1 else a.out.replace(".json", f"_{k}.json"))
+        out = Path(a.out)  # K splits: split_0.json, split_1.json, ... (one file each, whatever the suffix)
+        path = m.save(out if cfg.n_splits == 1 else out.with_name(f"{out.stem}_{k}{out.suffix}"))
         counts = {s: len(m.indices(s)) for s in ("train", "val", "test")}
         print(f"{path}: {counts} (seed {m.seed}, hash {m.hash})")
     return 0
@@ -158,7 +163,7 @@ def _check_sample_dests(classes: list[str], out: str, overwrite: bool, inputs=()
         pat = re.compile(rf"{re.escape(c)}_synth_\d{{4}}\.png")
         ours = lambda d: all(p.is_dir() and p.name == "masks" or p.is_file() and pat.fullmatch(p.name)  # noqa: E731
                              for p in d.rglob("*"))  # fmt: skip
-        check_output_folder(Path(out) / c, overwrite=overwrite, inputs=inputs, ours=ours)
+        check_output_folder(Path(out) / c, overwrite=overwrite, inputs=inputs, ours=ours, inside_input_ok=True)
 
 
 def _write_samples(gen, n: int, classes: list[str], out: str, seed: int, overwrite: bool = False, inputs=()) -> list[str]:

@@ -170,22 +170,109 @@ def from_dict(cls: type[T], data: dict | None, source: str = "<dict>") -> T:
     return obj
 
 
+# A config is a few kB: these limits refuse a runaway file (a 50 MB YAML, an alias bomb, 100,000
+# levels of brackets) in milliseconds instead of parsing it for minutes or overflowing the stack.
+MAX_YAML_BYTES = 1 << 20  # one config file
+MAX_YAML_NODES = 100_000  # values in a document once its aliases (*x) are expanded
+MAX_YAML_DEPTH = 100  # nesting of mappings/sequences
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # `_base_` may reach into the configs tree
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses duplicate keys (YAML says last wins, silently) and nesting
+    deeper than MAX_YAML_DEPTH (PyYAML composes recursively)."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"nested more than {MAX_YAML_DEPTH} levels deep (line {self.peek_event().start_mark.line + 1}); "
+                                  "a config is a few levels of keys")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise ConfigError(f"key '{key}' given twice (line {key_node.start_mark.line + 1}); keep one")
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node, memo: dict) -> int:
+    """Values in the document with every alias expanded (an alias bomb: 9 aliases of 9 aliases ...)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = 1  # a cycle counts once
+    n = 1
+    if isinstance(node, yaml.SequenceNode):
+        n += sum(_expanded_size(c, memo) for c in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        n += sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    memo[id(node)] = n = min(n, MAX_YAML_NODES + 1)
+    return n
+
+
+def load_yaml(text: str | bytes, where: str) -> Any:
+    """Parse one YAML document safely (no tags that build objects, size/alias/depth limits,
+    duplicate keys refused); every problem is a one-line ConfigError naming `where`."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{where}: {len(text)} bytes, over the {MAX_YAML_BYTES} a config may hold; give a config file")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{where}: not UTF-8 (byte {text[e.start]:#x} at offset {e.start}); save the file as UTF-8") from None
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise ConfigError(f"expands to more than {MAX_YAML_NODES} values through its aliases (*name); write the values out")
+        return loader.construct_document(node)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply; a config is a few levels of keys") from None
+    finally:
+        loader.dispose()
+
+
+def _base_path(path: Path, base: Any) -> Path:
+    """`_base_` relative to the file, staying inside its folder or the configs tree: a config names
+    another config, never /etc/passwd or ../../secret.yaml."""
+    if not isinstance(base, str) or not base or Path(base).is_absolute() or base.startswith("~"):
+        raise ConfigError(f"{path}: _base_: {base!r}: give a relative path to a YAML file beside it or in {CONFIGS}")
+    target = (path.parent / base).resolve()
+    if not any(target.is_relative_to(root) for root in (path.parent.resolve(), CONFIGS)):
+        raise ConfigError(f"{path}: _base_: {base} leads outside its folder and {CONFIGS}; copy the base file beside it")
+    return target
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found; pass an existing YAML file")
     if path.resolve() in seen:
         raise ConfigError(f"{path}: _base_ chain loops back on itself")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
+    if path.stat().st_size > MAX_YAML_BYTES:  # refused before reading it
+        raise ConfigError(f"{path}: {path.stat().st_size} bytes, over the {MAX_YAML_BYTES} a config may hold; give a config file")
+    data = load_yaml(path.read_bytes(), str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys to values")
     base = data.pop("_base_", None)
     if base is None:
         return data
-    return deep_merge(_read_yaml(path.parent / base, seen + (path.resolve(),)), data)
+    return deep_merge(_read_yaml(_base_path(path, base), seen + (path.resolve(),)), data)
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -200,7 +287,9 @@ def parse_override(item: str) -> dict:
     if "=" not in item:
         raise ConfigError(f"override '{item}': expected KEY=VALUE, e.g. cgan.epochs=5")
     key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw else None
+    if len(raw) > 10_000:
+        raise ConfigError(f"override '{key}': value of {len(raw)} characters; a config value is short")
+    value = load_yaml(raw, f"override '{key}'") if raw else None
     for part in reversed(key.strip().split(".")):
         value = {part: value}
     return value
@@ -276,5 +365,7 @@ class DataConfig:
             raise ConfigError(f"data.split_ratios={self.split_ratios}: give three non-negative train:val:test weights, train > 0")
         if self.n_splits < 1:
             raise ConfigError(f"data.n_splits={self.n_splits}: must be >= 1")
+        if self.split_seed < 0 or self.sim_seed < 0:
+            raise ConfigError(f"data.split_seed={self.split_seed}, data.sim_seed={self.sim_seed}: seeds must be >= 0")
         if self.sim_n < 4:
             raise ConfigError(f"data.sim_n={self.sim_n}: the simulator needs at least 4 images")

@@ -126,3 +126,61 @@ def os_error_message(e: OSError) -> str:
     """One line for an OSError on a user's path (read-only --out, a file where a folder goes, ...)."""
     where = e.filename if e.filename is not None else "a path"
     return f"{where}: {e.strerror or e}; choose another output path (or fix its permissions)"
+
+
+def _image_files(folder: Path) -> list[Path]:
+    from .data.images import is_image_name
+
+    try:
+        return [p for p in folder.iterdir() if p.is_file() and is_image_name(p)]
+    except OSError:
+        return []
+
+
+def holds_dataset(folder: str | os.PathLike) -> bool:
+    """A folder holds a dataset when it, or a subfolder of it, holds image files (class folders
+    of images, or one class folder itself): `--overwrite` never replaces one of those."""
+    folder = Path(folder)
+    if _image_files(folder):
+        return True
+    try:
+        return any(d.is_dir() and _image_files(d) for d in folder.iterdir())
+    except OSError:
+        return False
+
+
+def check_output_folder(out: str | os.PathLike, *, overwrite: bool, inputs=(), ours=None, flag: str = "--out",
+                        inside_input_ok: bool = False) -> Path:  # fmt: skip
+    """Refuse an output folder that would destroy something before anything is computed.
+
+    - an empty path, the current folder or one above it (replacing it would pull the folder
+      from under the shell);
+    - a folder that is or holds one of the command's `inputs`, or lies inside one (unless
+      `inside_input_ok`: a sample folder inside a bundle's folder harms nothing);
+    - an existing, non-empty folder unless `overwrite`; with `overwrite`, still refused unless
+      `ours(folder)` says it is a previous output of this same command (a dataset someone
+      collected is never replaced by synthetic images).
+    """
+    from .errors import CytorayError
+
+    if not str(out).strip():
+        raise CytorayError(f"{flag} '': give the path of a new folder")
+    dest = Path(out).expanduser()
+    res = dest.resolve()
+    cwd = Path.cwd().resolve()
+    if res == cwd or res in cwd.parents:
+        raise CytorayError(f"{flag} {out}: is the current folder (or holds it); give a new subfolder instead")
+    for i in inputs:
+        ir = Path(i).expanduser().resolve()
+        if res == ir or res in ir.parents or (ir in res.parents and not inside_input_ok):
+            raise CytorayError(f"{flag} {out}: overlaps the command's input {i}; choose a folder outside it")
+    try:
+        busy = res.is_dir() and any(res.iterdir())
+    except OSError:
+        busy = False
+    if busy and not overwrite:
+        raise CytorayError(f"{out}: output folder exists and is not empty; choose another {flag} or pass --overwrite")
+    if busy and not (ours is not None and ours(res)):
+        raise CytorayError(f"{out}: holds files this command did not write (a dataset or other work); --overwrite only "
+                           f"replaces a previous output of the same command; choose another {flag}")
+    return dest

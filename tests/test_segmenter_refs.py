@@ -112,7 +112,7 @@ def test_cytoray_segment_without_tracking_uri_uses_the_documented_store(tmp_path
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert main(["segment", "default-store-seg/7", "in", "--out", "out"]) == 0
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'env.db'}")
-    assert main(["segment", "env-store-seg/7", "in", "--out", "out"]) == 0
+    assert main(["segment", "env-store-seg/7", "in", "--out", "out", "--overwrite"]) == 0
     assert seen == ["sqlite:///mlflow.db?timeout=30", f"sqlite:///{tmp_path / 'env.db'}?timeout=30"]
     assert (tmp_path / "out" / "a.png").is_file()
 

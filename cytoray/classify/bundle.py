@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +28,18 @@ def load_classifier_bundle(path: str | Path):
     path = Path(path)
     if not (path / META).is_file():
         raise CytorayError(f"{path}: not a cytoray classifier bundle (no {META})")
-    meta = json.loads((path / META).read_text())
-    model = build_classifier(meta["classifier"], len(meta["class_names"]), meta["input_size"])
-    model.load_state_dict(torch.load(path / "model.pt", map_location="cpu"))
+    from ..generators.bundle import build_net, load_weights, read_meta
+
+    meta = read_meta(path / META, ("classifier", "class_names", "input_size"), "classifier bundle file")
+    names, size = meta["class_names"], meta["input_size"]
+    if not (isinstance(names, list) and len(names) >= 2 and isinstance(size, int) and 16 <= size <= 4096):
+        raise CytorayError(f"{path / META}: class_names {names!r} / input_size {size!r} are not a trained classifier's; retrain")
+    model = build_net(lambda **kw: build_classifier(meta["classifier"], **kw), {"num_classes": len(names), "image_size": size},
+                      path / META)  # fmt: skip
+    try:  # weights_only=True (in load_weights): a registered model's file holds tensors, never code
+        model.load_state_dict(load_weights(path / "model.pt"))
+    except RuntimeError as e:
+        raise CytorayError(f"{path / 'model.pt'}: does not fit {meta['classifier']} ({str(e).splitlines()[0][:120]}); retrain") from None
     return model.eval(), meta
 
 

@@ -19,6 +19,51 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 Image.LOAD_TRUNCATED_IMAGES = False
 
 
+# The pixel limit: PIL's own default (89 Mpx) warns and its 2x hard limit raises a traceback; a
+# 68-byte PNG can claim 100000 x 100000. Cells and tiles are far below 10000 x 10000 (100 Mpx, 300 MB
+# as RGB); larger files are refused by their header, before decoding. A setting, for whole slides.
+PIXELS_ENV = "CYTORAY_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+def max_image_pixels() -> int:
+    import os
+
+    raw = os.environ.get(PIXELS_ENV, "")
+    try:
+        return max(1, int(float(raw))) if raw.strip() else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise DataError(f"{PIXELS_ENV}={raw!r}: give a number of pixels (default {DEFAULT_MAX_PIXELS})") from None
+
+
+def check_pixels(path: Path, w: int, h: int) -> None:
+    limit = max_image_pixels()
+    if w * h > limit:
+        raise DataError(f"{path}: {w}x{h} px is over the {limit} px limit (a decompression bomb, or a whole slide); "
+                        f"tile it into smaller images, or raise {PIXELS_ENV}")
+
+
+def _open_checked(path: Path):
+    """Image.open with the pixel limit read from the header, before anything is decoded."""
+    Image.MAX_IMAGE_PIXELS = None  # the check below names the file and the setting instead
+    im = Image.open(path)
+    try:
+        check_pixels(path, *im.size)
+    except DataError:
+        im.close()
+        raise
+    return im
+
+
+def _tiff_shape_check(path: Path) -> None:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tf:
+        shape = tf.pages[0].shape
+    hw = [d for d in shape if d > 4][:2] or [1, 1]
+    check_pixels(path, hw[-1], hw[0])
+
+
 def is_image_name(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTS
 
@@ -57,13 +102,19 @@ def read_rgb(path: str | Path) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL's DecompressionBomb/EXIF chatter
-            with Image.open(path) as im:
+            with _open_checked(path) as im:
                 im.load()  # decode now: truncation shows here, not later
                 arr = _pil_to_rgb(im)
     except UnidentifiedImageError:
         raise DataError(f"{path}: not a readable image; remove it or replace it with a valid PNG/JPEG/TIFF/BMP") from None
     except (OSError, SyntaxError, ValueError) as e:
         if path.suffix.lower() in (".tif", ".tiff"):
+            try:
+                _tiff_shape_check(path)
+            except DataError:
+                raise
+            except Exception:
+                pass  # not even a TIFF header: the read below says so
             try:
                 arr = _array_to_rgb(_read_tiff(path))
             except Exception:
@@ -104,11 +155,14 @@ def read_mask(path: str | Path) -> np.ndarray:
     path = Path(path)
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
+            _tiff_shape_check(path)
             arr = _read_tiff(path)
         else:
-            with Image.open(path) as im:
+            with _open_checked(path) as im:
                 im.load()
                 arr = np.asarray(im)
+    except DataError:
+        raise
     except Exception as e:
         raise DataError(f"{path}: unreadable mask ({e}); re-export it as PNG (0 = background, >0 = nucleus)") from None
     if arr.ndim == 3:

@@ -22,6 +22,30 @@ MIN_PER_SPLIT = {"train": 2, "val": 1, "test": 1}
 MINIMUM_TEXT = "per class: train >= 2 (a batch of 2), val >= 1, test >= 1 when their ratio is above 0"
 
 
+def parse_split(text: str, flag: str = "--split") -> list[float]:
+    """'3:1:1' → [3.0, 1.0, 1.0]. Three finite weights in [0, 1000], train > 0 and val or test > 0,
+    the smallest used one at least 1/1000 of the largest: anything else (nan, inf, 1e308, '3:x:1',
+    0:0:0, '1:1') would loop, divide by zero or validate a split no study can make."""
+    from ..errors import CytorayError
+
+    bad = f"{flag} {text}: give three train:val:test weights like 3:1:1"
+    parts = str(text).split(":")
+    if len(parts) != 3:
+        raise CytorayError(f"{bad} (got {len(parts)} part{'s' if len(parts) != 1 else ''})")
+    try:
+        ratios = [float(x) for x in parts]
+    except ValueError:
+        raise CytorayError(f"{bad} (each a number)") from None
+    if not all(np.isfinite(r) and 0 <= r <= 1000 for r in ratios):
+        raise CytorayError(f"{bad} (each a finite number from 0 to 1000)")
+    used = [r for r in ratios if r > 0]
+    if ratios[0] <= 0 or len(used) < 2:
+        raise CytorayError(f"{bad} (train above 0, and val or test above 0: a study selects on val and reports test)")
+    if min(used) * 1000 < max(used):
+        raise CytorayError(f"{bad} (the smallest used weight at least 1/1000 of the largest)")
+    return ratios
+
+
 def split_shortfall(n: int, ratios) -> str | None:
     """'train 1, val 1, test 1' when the split protocol leaves a split of one class below its
     minimum (MIN_PER_SPLIT; splits with ratio 0 are not used); None when it is enough."""

@@ -166,6 +166,17 @@ def run_study(study: Study, cfg, out: Path, *, tracking_uri: str | None = None, 
     out = Path(out).resolve()
     # 1. Everything checkable before any job: config, search space, data, splits.
     study.check(cfg)
+    from ..io import safe_component
+
+    try:  # the name is a folder under --out (Tune's state) and an MLflow experiment
+        safe_component(cfg.name, "name")
+    except CytorayError:
+        raise ConfigError(f"name={cfg.name!r}: the study's name becomes a folder under --out; give a plain name "
+                          "(no '/', not '.' or '..')") from None
+    if resume:  # Tune's pickles are checked before anything else runs (tune_state.py)
+        from .tune_state import verify_tune_state
+
+        verify_tune_state(out / "tune" / cfg.name)
     if address:
         from ..training.runner import check_address
 
@@ -234,6 +245,7 @@ def _tune(study: Study, cfg, space, grid, data, ctx, out: Path, uri, exp_id, par
     from ..tracking.study_logger import MlflowStudyCallback
     from ..quiet import tune_verbosity
     from .progress import TrialProgress
+    from .tune_state import record_tune_state, verify_tune_state
 
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment state saved often: SIGKILL loses little
     # Tune's own SIGINT handler would end the trials and return as if the search had finished (the
@@ -251,6 +263,7 @@ def _tune(study: Study, cfg, space, grid, data, ctx, out: Path, uri, exp_id, par
     exp_dir = out / "tune" / cfg.name
     if resume and tune.Tuner.can_restore(str(exp_dir)):
         print(f"[study] resuming {exp_dir}", file=sys.stderr)
+        verify_tune_state(exp_dir)  # again, right before the unpickling
         tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         asha = study.asha_metric(cfg) if t.asha else None
@@ -268,6 +281,7 @@ def _tune(study: Study, cfg, space, grid, data, ctx, out: Path, uri, exp_id, par
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_cfg,
                            run_config=tune.RunConfig(name=cfg.name, storage_path=str(out / "tune"), callbacks=[callback, progress], verbose=tune_verbosity(),
                                                      failure_config=tune.FailureConfig(max_failures=cfg.run.max_failures)))  # fmt: skip
+    record_tune_state(exp_dir)  # the tuner.pkl Tune just wrote is the one --resume may unpickle
     df = tuner.fit().get_dataframe()
     finished(df, cfg.name, out)  # none finished: say so here
     return df

@@ -3,7 +3,9 @@ registered segmenter (or a local segmenter / refined-sim bundle folder).
 
 Each image is resized by the segmenter's working scale (recorded when it was trained; `--scale`
 overrides), segmented, and its mask resized back to the image's own size and written as
-`<out>/<relative path>.png` (0 / 255), atomically. Existing masks are replaced.
+`<out>/<relative path>.png` (0 / 255): the whole folder at once, with `segment.json` beside the
+masks. An existing non-empty --out is refused; `--overwrite` replaces only a previous `segment`
+output (it holds segment.json), and never the input folder or a folder around or inside it.
 
 A registered `nucleus-segmenter` is a segmenter bundle (segmenter.json + weights; also a
 refined-sim generator bundle when a study wrote it), registered with the segmenter pyfunc
@@ -31,7 +33,7 @@ def segment_folder(seg, src: Path, out: Path, scale: float | None = None) -> lis
 
     from ..data.images import is_image_name, read_rgb
     from ..errors import CytorayError
-    from ..io import save_png
+    from ..io import atomic_dir, save_png, write_json
 
     src = Path(src)
     if not src.is_dir():
@@ -40,12 +42,17 @@ def segment_folder(seg, src: Path, out: Path, scale: float | None = None) -> lis
     if not paths:
         raise CytorayError(f"{src}: no images (.png, .jpg, .tif, ...) to segment")
     written = []
-    for p in paths:
-        mask = seg.segment_image(read_rgb(p), scale)
-        dest = Path(out) / p.relative_to(src).with_suffix(".png")
-        save_png(dest, (mask.astype(np.uint8) * 255))
-        written.append(dest)
+    with atomic_dir(out, overwrite=True) as tmp:  # callers check --out (check_output_folder) first
+        for p in paths:
+            mask = seg.segment_image(read_rgb(p), scale)
+            rel = p.relative_to(src).with_suffix(".png")
+            save_png(tmp / rel, (mask.astype(np.uint8) * 255))
+            written.append(Path(out) / rel)
+        write_json(tmp / SEGMENT_META, {"source": str(src.resolve()), "scale": scale, "masks": len(written)})
     return written
+
+
+SEGMENT_META = "segment.json"  # marks a folder `segment` wrote: what --overwrite may replace
 
 
 def segment_from_args(a: argparse.Namespace) -> int:
@@ -56,6 +63,10 @@ def segment_from_args(a: argparse.Namespace) -> int:
         raise CytorayError(f"--scale {a.scale}: give a resize factor in (0, 4] (or leave it out: the segmenter's own)")
     if not Path(a.dir).is_dir():
         raise CytorayError(f"{a.dir}: not a folder; give a folder of images to segment")
+    from ..io import check_output_folder
+
+    check_output_folder(a.out, overwrite=getattr(a, "overwrite", False), inputs=[a.dir],
+                        ours=lambda d: (d / SEGMENT_META).is_file())  # fmt: skip
     seg = load_segmenter_ref(a.ref, getattr(a, "tracking_uri", None))
     scale = seg.scale if a.scale is None else a.scale
     written = segment_folder(seg, Path(a.dir), Path(a.out), scale)

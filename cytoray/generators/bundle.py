@@ -35,21 +35,69 @@ def write_bundle(out: str | Path, meta: dict, states: dict[str, dict], files: di
     return out
 
 
+def read_meta(file: Path, required: tuple[str, ...], what: str) -> dict:
+    """A bundle's JSON file as a mapping holding `required` keys, or a one-line error naming it
+    (not JSON, `{}`, a list, a missing key: a damaged or foreign folder, never a traceback)."""
+    from ..errors import CytorayError
+
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CytorayError(f"{file}: not a readable {what} ({str(e).splitlines()[0][:120]}); re-copy the bundle or retrain") from None
+    if not isinstance(meta, dict):
+        raise CytorayError(f"{file}: a {what} holds a JSON object, this holds {type(meta).__name__}; re-copy the bundle or retrain")
+    missing = [k for k in required if k not in meta]
+    if missing:
+        raise CytorayError(f"{file}: {what} lacks {', '.join(missing)}; re-copy the bundle or retrain")
+    return meta
+
+
 def read_bundle(path: str | Path) -> tuple[dict, Path]:
     path = Path(path)
-    return json.loads((path / BUNDLE_META).read_text()), path
+    return read_meta(path / BUNDLE_META, ("generator",), "generator bundle file"), path
+
+
+def load_weights(file: Path) -> dict:
+    """A state dict (tensors only: `weights_only=True`, never code), or a one-line error naming a
+    truncated or foreign file."""
+    from ..errors import CytorayError
+
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CytorayError(f"{file}: missing from the bundle; re-copy the bundle or retrain") from None
+    except Exception as e:  # truncated zip, a pickle with code (refused by weights_only), not torch at all
+        raise CytorayError(f"{file}: not loadable weights ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                           "re-copy the bundle or retrain") from None
 
 
 def load_state(path: Path, name: str) -> dict:
-    return torch.load(path / f"{name}.pt", map_location="cpu", weights_only=True)
+    return load_weights(path / f"{name}.pt")
+
+
+def build_net(factory, kwargs: dict, where: Path):
+    """`factory(**kwargs)` with kwargs from a bundle's JSON: unknown or absurd ones are named."""
+    from ..errors import CytorayError
+
+    if not isinstance(kwargs, dict) or any(isinstance(v, int) and not -(1 << 16) <= v <= 1 << 16 for v in kwargs.values()):
+        raise CytorayError(f"{where}: network arguments {kwargs!r} are not a plausible network (a size above 65536?); retrain")
+    try:
+        return factory(**kwargs)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise CytorayError(f"{where}: network arguments {kwargs!r} do not build ({str(e).splitlines()[0][:120]}); retrain") from None
 
 
 def load_per_class(path: Path, specs: dict[str, dict], factory, prefix: str) -> dict:
     """One network per class: `factory(**specs[c]["kwargs"])` loaded from `<prefix><c>.pt`."""
+    from ..errors import CytorayError
+
     nets = {}
     for c, spec in specs.items():
-        net = factory(**spec["kwargs"])
-        net.load_state_dict(load_state(path, f"{prefix}{c}"))
+        net = build_net(factory, spec.get("kwargs") if isinstance(spec, dict) else None, path / BUNDLE_META)
+        try:
+            net.load_state_dict(load_state(path, f"{prefix}{c}"))
+        except RuntimeError as e:  # shapes that do not match the recorded arguments
+            raise CytorayError(f"{path / f'{prefix}{c}.pt'}: does not fit its network ({str(e).splitlines()[0][:120]}); retrain") from None
         nets[c] = net
     return nets
 

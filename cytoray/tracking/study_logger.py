@@ -69,11 +69,18 @@ def find_or_create_parent(client, experiment_id: str, study: str, study_dir: str
     if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
     if resume:
-        runs = client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = '{study_dir}' and tags.`{STUDY_TAG}` = '{study}'",
-                                  max_results=1, order_by=["attributes.start_time DESC"])  # fmt: skip
-        if runs:
-            client.update_run(runs[0].info.run_id, status="RUNNING")
-            return runs[0].info.run_id
+        # Matched here, not in the filter string: MLflow's filter has no escape for a quote ("it's").
+        token = None
+        while True:
+            page = client.search_runs([experiment_id], f"tags.`{STUDY_TAG}` LIKE '%'", max_results=1000,
+                                      order_by=["attributes.start_time DESC"], page_token=token)  # fmt: skip
+            for r in page:
+                if r.data.tags.get(PARENT_TAG) == study_dir and r.data.tags.get(STUDY_TAG) == study:
+                    client.update_run(r.info.run_id, status="RUNNING")
+                    return r.info.run_id
+            token = page.token
+            if not token:
+                break
     run = client.create_run(experiment_id, run_name=study, tags={PARENT_TAG: study_dir, STUDY_TAG: study})
     return run.info.run_id
 

@@ -1,0 +1,61 @@
+"""What `--resume` lets Ray Tune unpickle: only state this user's cytoray wrote.
+
+`Tuner.restore` unpickles `<out>/tune/<name>/tuner.pkl` (and the experiment and searcher state
+beside it). On a cluster `--out` is shared storage: anyone who can write there could plant a
+pickle that runs as the next person who resumes. So, before anything is restored:
+
+- `tuner.pkl` must hash to what this cytoray recorded when Tune wrote it (`<name>.cytoray.json`
+  beside the experiment folder, written right after the Tuner is built or restored);
+- every file and folder Tune reads must belong to the current user and be writable by no one
+  else (a colleague's file, or a folder they may write into, is refused).
+
+Anything else is a one-line error, with nothing loaded and nothing written.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from ..errors import CytorayError
+from ..io import sha256_file, write_json
+
+TUNER_PKL = "tuner.pkl"
+
+
+def record_path(exp_dir: Path) -> Path:
+    return exp_dir.with_name(f"{exp_dir.name}.cytoray.json")
+
+
+def record_tune_state(exp_dir: Path) -> None:
+    """After Tune wrote tuner.pkl (Tuner() and Tuner.restore() both do): remember its hash."""
+    pkl = exp_dir / TUNER_PKL
+    if pkl.is_file():
+        write_json(record_path(exp_dir), {TUNER_PKL: sha256_file(pkl)})
+
+
+def verify_tune_state(exp_dir: Path) -> None:
+    """Refuse to restore Tune state that this user's cytoray did not write (see the module doc)."""
+    import json
+
+    pkl = exp_dir / TUNER_PKL
+    if not pkl.exists():
+        return  # nothing to restore: the study starts afresh
+    fix = f"remove {exp_dir} to start the search afresh (or resume from a copy you made)"
+    try:
+        want = json.loads(record_path(exp_dir).read_text()).get(TUNER_PKL)
+    except (OSError, ValueError, AttributeError):
+        want = None
+    if want is None:
+        raise CytorayError(f"{pkl}: no record that cytoray wrote it ({record_path(exp_dir).name} missing or unreadable); "
+                           f"refusing to unpickle it; {fix}")
+    uid = os.getuid()
+    for p in [exp_dir.parent, record_path(exp_dir), exp_dir, *sorted(exp_dir.rglob("*"))]:
+        st = p.lstat()
+        if st.st_uid != uid or st.st_mode & stat.S_IWOTH or (p.is_symlink() and not p.resolve().is_relative_to(exp_dir)):
+            raise CytorayError(f"{p}: owned by uid {st.st_uid} or writable by others (mode {stat.filemode(st.st_mode)}): "
+                               f"Tune would load it on --resume; refusing; {fix}")
+    if sha256_file(pkl) != want:
+        raise CytorayError(f"{pkl}: changed since cytoray wrote it (sha256 differs from {record_path(exp_dir).name}); "
+                           f"refusing to unpickle it; {fix}")
