@@ -31,7 +31,8 @@ def reading_set(root: Path, n: int = 20) -> tuple[Path, dict]:
     key = {}
     for j, i in enumerate(ids):
         write_png(out / IMAGES / f"{i}.png", blob_image(j))
-        key[i] = {"source": ("real", "synthetic")[j % 2], "class": CLASSES[(j // 2) % 2], "origin": f"{CLASSES[(j // 2) % 2]}/orig_{j:03d}.png"}
+        cls = CLASSES[(j // 2) % 2]
+        key[i] = {"source": ("real", "synthetic")[j % 2], "class": cls, "origin": f"{cls}/orig_{j:03d}.png"}
     write_json(out / SET_FILE, {"version": 1, "n": n, "classes": CLASSES, "size": 32, "images": ids, "created": "now"})
     write_json(key_path(out), {"version": 1, "generator": "syncgan@champion", "run_id": None, "images": key})
     return out, key

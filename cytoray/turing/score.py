@@ -130,7 +130,8 @@ def score(reading_dir: str | Path, key_file: str | Path | None = None) -> dict:
         raise CytorayError(f"{key_file}: not a reading-set key ({e})") from None
     by_reader = load_answers(reading_dir, key)
     if not any(by_reader.values()):
-        raise CytorayError(f"{reading_dir / ANSWERS}: no answers yet; readers answer with `cytoray turing serve {reading_dir} --reader NAME`")
+        raise CytorayError(f"{reading_dir / ANSWERS}: no answers yet; readers answer with "
+                           f"`cytoray turing serve {reading_dir} --reader NAME`")
     pooled = [a for ans in by_reader.values() for a in ans]
     seen: dict[str, list[str]] = {}
     for a in pooled:
@@ -211,6 +212,7 @@ def html(s: dict) -> str:
 
     cell = lambda r, tag="td": "<tr>" + "".join(f"<{tag}>{escape(c)}</{tag}>" for c in r) + "</tr>"  # noqa: E731
     ag = s["agreement"]
+    agreed = f"{ag['method']} kappa {ag['kappa']:.2f} on {ag['images']} images" if ag["method"] else "one reader (kappa needs two)"
     taken = [[t["image"], t["class"], str(t["origin"]), f"{t['taken_for_real']}/{t['readers']}"] for t in s["taken_for_real"]]
     return (f"<!doctype html><meta charset=utf-8><title>Visual Turing test</title><style>body{{font:14px sans-serif;margin:24px}}"
             f"td,th{{border:1px solid #ccc;padding:3px 8px}}table{{border-collapse:collapse}}</style>"
@@ -218,7 +220,7 @@ def html(s: dict) -> str:
             f"synthetic), reading set {escape(s['reading_set'])}</p><table>{cell(HEADER, 'th')}{''.join(cell(r) for r in rows(s))}"
             f"</table><p>95% intervals exact (Clopper-Pearson); p: two-sided exact binomial test against 0.5. Synthetic is the "
             f"positive class. The pooled row counts every answer as one trial (answers are not independent: its interval is "
-            f"too narrow).</p><p>Agreement: {escape(str(ag['method']))} kappa {ag['kappa']:.2f} on {ag['images']} images.</p>"
+            f"too narrow).</p><p>Agreement: {agreed}.</p>"
             f"<h2>Synthetic images most often taken for real</h2><table>{cell(['image', 'class', 'sample', 'taken for real'], 'th')}"
             f"{''.join(cell(r) for r in taken) or cell(['none', '', '', ''])}</table>")  # fmt: skip
 
