@@ -161,7 +161,7 @@ def test_study_fidelity_logs_realism_flags_a_copier_and_draws_pairs(tmp_path, ca
         assert m[f"memorised_share_val_inception_floor/{c}"] < 1.0
         assert m[f"prdc_val_inception_k/{c}"] == (5 if c == "all" else 3)  # 4 real images a class: k lowered to 3
     assert sorted(p.name for p in figs.glob("*.png")) == ["memorisation_benign.png", "memorisation_malignant.png"]
-    tag = memorisation_flag(m, "val", 0.15, "generator copier")
+    tag = memorisation_flag(m, "val", R.MEMORISED_MAX, "generator copier")
     assert tag["tag.memorised"].startswith("flagged: benign 100%") and "WARNING" in capsys.readouterr().err
     assert memorisation_flag(m, "val", 1.0, "x")["tag.memorised"].startswith("no")
     # Without the training images: FID/KID and P/R/D/C only, nothing about copying.

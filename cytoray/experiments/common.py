@@ -118,7 +118,7 @@ def memorisation_flag(metrics: dict, split: str, threshold: float, who: str) -> 
     if over:
         what = ", ".join(f"{c} {v:.0%}" for c, v in sorted(over.items()))
         print(f"[study] WARNING: {who} memorises its training images: memorised share {what} > memorised_max "
-              f"{threshold:.0%} (held-out real images score ~5%); see memorisation_<class>.png", file=sys.stderr, flush=True)
+              f"{threshold:.0%} (held-out real images: ~5-8%); see memorisation_<class>.png", file=sys.stderr, flush=True)
         return {"tag.memorised": f"flagged: {what} > {threshold:g}"}
     return {"tag.memorised": f"no (every class <= {threshold:g})"}
 

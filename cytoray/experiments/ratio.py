@@ -29,15 +29,18 @@ from .common import FID_ALL, epoch_report_callback, fidelity, memorisation_flag,
 from .driver import Study, TuneSettings, finished, point_of
 
 
+OWN_SPACE = "generator"  # tune.search_space's default: the study's generator's own (Generator.default_search)
+
+
 @dataclasses.dataclass
 class RatioStudyConfig:
-    name: str = "syncgan_ratio"  # MLflow experiment, Ray Tune experiment and output folder name
+    name: str | None = None  # MLflow experiment, Ray Tune experiment and output folder name; null = <generator>_ratio
     generator: GeneratorConfig = dataclasses.field(default_factory=lambda: SynCGANConfig(
         cgan=CGANConfig(epochs=8, g_base=16, d_base=16), mask_gan=LatentGANConfig(epochs=10, g_base=16, d_base=16)))  # fmt: skip
     policy: str | None = None  # training-set policy; null = real + the study's generator (orig+<generator>)
     ratio: float = 2.0  # synthetic:real per class (searched)
     fid_per_class: int = 30  # synthetic images per class for validation FID/KID
-    memorised_max: float = 0.15  # flag (tag + warning) a generator whose memorised share passes this in any class
+    memorised_max: float = 0.2  # flag (tag + warning) a generator whose memorised share passes this in a class (metrics/realism.py)
     register: bool = True  # register the best generator/classifier; champion moves only if it wins on validation
     registry_protocol: str | None = None  # champions compete within one protocol only; null = this split (split:<hash>)
     champion_min_epochs: int = 5  # a run training any stage for fewer epochs (a smoke run) never takes the champion alias
@@ -47,7 +50,14 @@ class RatioStudyConfig:
     min_per_class: int = 10  # per class and domain for a translator: a 3:1:1 split leaves >= 2 test images
     run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=10))
     classifier: ClassifierConfig = dataclasses.field(default_factory=lambda: ClassifierConfig(name="smallcnn", epochs=10))
-    tune: TuneSettings = dataclasses.field(default_factory=lambda: TuneSettings(search_space="configs/search/syncgan_ratio.yaml"))
+    tune: TuneSettings = dataclasses.field(default_factory=lambda: TuneSettings(search_space=OWN_SPACE))  # generator: configs/search/<generator>_ratio.yaml
+
+    def __post_init__(self) -> None:
+        """No name and the `generator` search space mean the generator's own: `--set generator.name=X` searches X."""
+        gen = get_generator(self.generator.name)
+        self.name = self.name or gen.study_name("ratio")
+        if self.tune.search_space == OWN_SPACE:
+            self.tune.search_space = gen.default_search("ratio")
 
     def validate(self) -> None:
         if self.ratio < 0:

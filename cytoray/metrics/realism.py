@@ -16,9 +16,13 @@ FID/KID say how far two sets are, not why. On the same Inception pool features (
   distances to their own nearest other training image. Why the 5th: the 1st percentile of
   the 40-100 training images a class has is the single closest pair (one near-duplicate moves
   it); the 5th rests on a few pairs. A fresh image drawn like the training ones scores ~5%
-  (its nearest-training distance is distributed like a training image's): that is the floor,
-  measured on held-out real images and logged beside the share, and a copy of the training
-  set scores 1.
+  (its nearest-training distance is distributed like a training image's), more at small n
+  (rank effect: ~(1 + 0.05 (n - 1)) / (n + 1), 7% at n = 45); that is the floor, measured on
+  held-out real images and logged beside the share, and a copy of the training set scores 1.
+  Measured on Herlev dev (Inception features at 64 px, 45 training and 30 held-out images a
+  class, 200 seeded splits): held-out real images score 7.1% (normal) and 8.4% (abnormal), 95th
+  percentile 20%; so a target of "at most 1%" cannot be met by real images themselves: compare
+  a generator with the held-out real value beside it.
 
 Every figure comes with its real-vs-real value at the same size: a held-out real set (train
 images against the validation reference, at the synthetic set's size) when there is one, else
@@ -35,7 +39,9 @@ from ..errors import DataError
 K = 5  # nearest neighbours for the manifolds (Naeem et al. 2020's recommendation)
 PERCENTILE = 5.0  # train-to-train nearest-neighbour distance percentile below which a sample counts as memorised
 FLOOR_SPLITS = 10  # seeded draws averaged per real-vs-real value
-MEMORISED_MAX = 0.15  # default flag threshold: fresh real images score ~5%; P(>=15% of 30 | 5%) ~ 2%
+# Default flag threshold (Herlev dev, 45 train / 30 per class, 200 splits): held-out real images pass 0.20 in 4% of
+# splits (0.15: 14-16%, too many false alarms); a generator copying 20% of its images passes it in 77-81%.
+MEMORISED_MAX = 0.2
 PRDC = ("precision", "recall", "density", "coverage")
 
 

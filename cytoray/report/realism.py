@@ -52,7 +52,7 @@ def table(page: Page, m: dict, split: str, who: str, cas: str | None = None) -> 
                "coverage (real inside / covered by the synthetic one) variety, density ~1 for a set drawn like the "
                "real one (Kynkäänniemi et al. 2019; Naeem et al. 2020), all on the FID/KID Inception features with "
                "k nearest neighbours. Memorised: nearer to a training image than the 5th percentile of training "
-               "images' distances to each other (fresh real images score ~5%)." + (f" {cas}" if cas else ""))  # fmt: skip
+               "images' distances to each other (held-out real images score ~5-8%: the value in brackets)." + (f" {cas}" if cas else ""))  # fmt: skip
     return True
 
 
