@@ -113,6 +113,24 @@ class Generator:
             raise TypeError(f"generator name {cls.name!r} is taken by {old.__module__}.{old.__qualname__}")
         GENERATORS[cls.name] = cls
 
+    # -- what studies need to know (so that no generic code names a generator) ------------------
+    @classmethod
+    def study_name(cls, study: str) -> str:
+        """A study's default MLflow / Tune experiment for this generator, e.g. `syncgan_ratio`."""
+        return f"{cls.name}_{study}"
+
+    @classmethod
+    def default_search(cls, study: str) -> str | None:
+        """The search space a study uses for this generator unless told otherwise: the project's
+        `configs/search/<name>_<study>.yaml` when it ships one (relative to the repository root,
+        as `tune.search_space` is), else None (no search). A plugin elsewhere overrides this."""
+        rel = f"configs/search/{cls.name}_{study}.yaml"
+        return rel if (Path(__file__).resolve().parents[2] / rel).is_file() else None
+
+    def display_name(self) -> str:
+        """How tables and figures label this trained sampler (NST adds its features)."""
+        return self.name
+
     # -- training (a generator class is the recipe; an instance is a trained sampler) ------------
     @classmethod
     def check(cls, train, val, cfg: GeneratorConfig) -> None:
