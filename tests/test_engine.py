@@ -127,7 +127,7 @@ def test_searched_by_the_ratio_study(tmp_path):
     imgs, _ = load_bundle(best["bundle"]).sample(3, "malignant")
     assert imgs.shape == (3, 16, 16, 3)
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("syncgan_ratio").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("toy_ratio").experiment_id])  # the generator's own experiment
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 2 and all(c.data.tags["generator"] == "toy" and "generator.lr" in c.data.params for c in children)
     assert Path(best["bundle"]).parent.name == "bundles"  # trained once per setting, in the study's bundle cache
