@@ -317,3 +317,28 @@ def test_build_from_a_trained_syncgan_is_blind_balanced_test_only_and_readable(t
     assert main(["turing", "build", "--generator", str(t["bundle"]), "--data", str(t["data"]), "--n", "6",
                  "--out", str(tmp_path / "odd")]) == 2  # fmt: skip
     assert not (tmp_path / "odd").exists() and not key_path(tmp_path / "odd").exists()
+
+
+@pytest.mark.slow
+def test_build_from_a_registered_generator_logs_back_to_its_run(tiny_syncgan, tmp_path):
+    import mlflow
+
+    from cytoray.cli import main
+    from cytoray.tracking.registry import register
+
+    t = tiny_syncgan
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("gen")
+    with mlflow.start_run() as run:
+        version, promoted = register("tiny-syncgan", t["bundle"], score=1.0, protocol="test", metric="val_fid")
+    assert promoted
+    out = tmp_path / "reading"
+    assert main(["turing", "build", "--generator", "tiny-syncgan@champion", "--data", str(t["data"]), "--n", "4",
+                 "--out", str(out), "--tracking-uri", uri]) == 0  # fmt: skip
+    key = json.loads(key_path(out).read_text())
+    assert (key["generator"], key["generator_version"], key["run_id"]) == ("tiny-syncgan@champion", f"tiny-syncgan/{version}",
+                                                                           run.info.run_id)  # fmt: skip
+    answer(out, "r", {i: (v["source"], v["class"]) for i, v in key["images"].items()})
+    assert main(["turing", "score", str(out), "--log", "--tracking-uri", uri]) == 0  # no value: the key's run
+    assert mlflow.MlflowClient(uri).get_run(run.info.run_id).data.metrics["turing_accuracy"] == 1.0
