@@ -139,9 +139,7 @@ class HistoToCytoStudy(Study):
 
         out, cache = Path(ctx["out"]), Path(ctx["cache"])
         samplers = self._samplers(best_cfg, data, cache)
-        labels = {"histology": "real histology", "cyclegan": "CycleGAN G(histology)"}
-        labels.update({v: f"NST [{s.features}]" for v, s in samplers.items() if v == "nst"})
-        labels.update({v: v for v in samplers if v not in labels})
+        labels = {"histology": "real histology", **{v: s.display_name() for v, s in samplers.items()}}  # each translator names itself
         log_params_flat({"best": to_dict(best_cfg), **{f"{v}.features": s.features for v, s in samplers.items() if hasattr(s, "features")},
                          **extractor_identity()})  # fmt: skip
         # The rows against the cytology TEST split (touched once, here).

@@ -292,6 +292,9 @@ class CycleGAN(Generator):
                for i in range(0, len(images), batch)]
         return np.concatenate(out) if out else np.zeros((0, *images.shape[1:]), np.uint8)
 
+    def display_name(self) -> str:
+        return "CycleGAN G(histology)"
+
     def sample(self, n: int, cls: str, seed: int = 0, batch: int = 32) -> tuple[np.ndarray, None]:
         """n synthetic cytology images of class `cls`: its training histology (drawn with
         replacement, seeded) through G; labelled with the source's class."""

@@ -197,6 +197,9 @@ class NST(Generator):
         out, _ = stylise(images, self.style[cls][pick], self.feats, self.cfg)
         return out
 
+    def display_name(self) -> str:
+        return f"NST [{self.features}]"  # which features styled it (random ones are labelled in every output)
+
     def sample(self, n: int, cls: str, seed: int = 0) -> tuple[np.ndarray, None]:
         """n stylised images of class `cls`: training histology drawn with replacement (seeded)."""
         self.check_class(cls)
