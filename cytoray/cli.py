@@ -200,6 +200,9 @@ def cmd_pull(a: argparse.Namespace) -> int:
     _check_n(a.n)
     if a.cls:  # refused before anything is pulled
         _check_sample_dests([a.cls], a.out, a.overwrite)
+    from .tracking.reach import probe_tracking_server
+
+    probe_tracking_server(tracking_uri(a.tracking_uri), f"pulling {a.ref}")  # seconds, not MLflow's minutes of retries
     mlflow.set_tracking_uri(store_uri(tracking_uri(a.tracking_uri)))
     with tempfile.TemporaryDirectory(prefix="cytoray-pull-") as d:  # nothing left behind in /tmp
         gen = load_bundle(pull(a.ref, d))
@@ -219,6 +222,9 @@ def cmd_classify(a: argparse.Namespace) -> int:
 
     import mlflow
 
+    from .tracking.reach import probe_tracking_server
+
+    probe_tracking_server(tracking_uri(a.tracking_uri), f"pulling {a.ref}")  # seconds, not MLflow's minutes of retries
     mlflow.set_tracking_uri(store_uri(tracking_uri(a.tracking_uri)))
     paths = list_images(a.dir)
     if not paths:
@@ -373,6 +379,10 @@ def cmd_segment(a: argparse.Namespace) -> int:
 
 def cmd_report(a) -> int:
     from .report import report_from_args
+    from .tracking.mlflow_utils import tracking_uri
+    from .tracking.reach import probe_tracking_server
+
+    probe_tracking_server(tracking_uri(a.tracking_uri), f"reading experiment {a.experiment!r}")
 
     return report_from_args(a)
 

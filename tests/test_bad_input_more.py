@@ -436,3 +436,109 @@ def test_truncated_weights_and_foreign_classifier_json(tmp_path):
         (b / "classifier.json").write_text(text)
         with pytest.raises(CytorayError, match=frag):
             load_classifier_bundle(b)
+
+
+# ----------------------------------------------------------------------------- 3b. servers that are down or not what they say
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A 127.0.0.1 port this test opened and closed again: nothing listens (connection refused)."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture
+def silent_port():
+    """A 127.0.0.1 port that accepts connections (the kernel's backlog) and never says a word."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    yield s.getsockname()[1]
+    s.close()
+
+
+@pytest.fixture
+def html_404_port():
+    """A plain web server on 127.0.0.1 that answers every path with a 404 HTML page."""
+    import http.server
+    import threading
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html><body>Not Found</body></html>")
+
+        do_POST = do_GET  # noqa: N815
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv.server_address[1]
+    srv.shutdown()
+
+
+def _tracking_argv(cmd: str, uri: str, tmp_path: Path, ds: Path) -> list[str]:
+    return {"pull": ["pull", "gen@champion", "--n", "1", "--out", str(tmp_path / "p")],
+            "classify": ["classify", "clf@champion", str(ds / "benign")],
+            "report": ["report", "--experiment", "syncgan_ratio", "--out", str(tmp_path / "r")],
+            "segment": ["segment", "seg@champion", str(ds / "benign"), "--out", str(tmp_path / "s")]}[cmd] + ["--tracking-uri", uri]  # fmt: skip
+
+
+@pytest.mark.parametrize("cmd", ["pull", "classify", "report", "segment"])
+def test_a_tracking_server_that_is_down_is_named_in_seconds(cmd, closed_port, ds, tmp_path):
+    uri = f"http://127.0.0.1:{closed_port}"
+    r = _run_limited(_tracking_argv(cmd, uri, tmp_path, ds), tmp_path, limit=30)
+    assert r.returncode == 2 and f"cannot reach the MLflow tracking server at {uri}" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "--resume" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_a_tracking_server_that_never_answers_is_named_in_seconds(silent_port, ds, tmp_path):
+    uri = f"http://127.0.0.1:{silent_port}"
+    r = _run_limited(_tracking_argv("pull", uri, tmp_path, ds), tmp_path, limit=30)
+    assert r.returncode == 2 and f"cannot reach the MLflow tracking server at {uri} (timed out)" in r.stderr, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("cmd", ["pull", "report"])
+def test_a_web_server_that_is_not_mlflow_is_not_an_empty_registry(cmd, html_404_port, ds, tmp_path, capsys):
+    uri = f"http://127.0.0.1:{html_404_port}"
+    err = _row(_tracking_argv(cmd, uri, tmp_path, ds), f"{uri} (while ", capsys, tmp_path)
+    assert "not an MLflow tracking server (HTTP 404 on /health)" in err, err
+
+
+@pytest.mark.parametrize("kind", ["silent", "http", "ray-client"])
+def test_a_ray_address_that_is_not_a_ray_head_is_refused_in_seconds(kind, silent_port, html_404_port, closed_port, tmp_path):
+    """--address (and RAY_ADDRESS) to an open port that is not Ray: named before the split or MLflow run."""
+    address = {"silent": f"127.0.0.1:{silent_port}", "http": f"127.0.0.1:{html_404_port}", "ray-client": f"ray://127.0.0.1:{closed_port}"}[kind]
+    frag = {"silent": "does not answer as a Ray head", "http": "it is not a Ray head", "ray-client": "no Ray cluster answers at"}[kind]
+    for argv, env in (([f"--address={address}"], {}), ([], {"RAY_ADDRESS": address})):
+        r = subprocess.run([sys.executable, str(ROOT / "studies" / "syncgan_ratio.py"), "--smoke-test", "--out", str(tmp_path / "o"),
+                            "--tracking-uri", f"sqlite:///{tmp_path}/m.db", *argv], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT), **env})  # fmt: skip
+        assert r.returncode == 2 and f"{address}" in r.stderr and frag in r.stderr, r.stderr[-2000:]
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not (tmp_path / "o").exists() and not (tmp_path / "m.db").exists()
+
+
+def test_train_more_workers_than_cpus_is_refused_before_the_job(ds, tmp_path, capsys):
+    _row(["train", "gan", "--data", str(ds), "--out", str(tmp_path / "o"), "--workers", "1000"], "run.num_workers=1000", capsys, tmp_path)
+
+
+def test_train_gpu_on_a_machine_without_one(ds, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    _row(["train", "gan", "--data", str(ds), "--out", str(tmp_path / "o"), "--gpu"], "--gpu: 1 worker(s)", capsys, tmp_path)

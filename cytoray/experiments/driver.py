@@ -177,10 +177,13 @@ def run_study(study: Study, cfg, out: Path, *, tracking_uri: str | None = None, 
         from .tune_state import verify_tune_state
 
         verify_tune_state(out / "tune" / cfg.name)
-    if address:
+    ray_address = address or os.environ.get("RAY_ADDRESS")
+    if ray_address:  # a Ray head that does not answer, or is not Ray: named in seconds, before anything is written
         from ..training.runner import check_address
+        from .preflight import check_ray_head
 
-        check_address(address)  # a Ray head that does not answer: named in seconds, before anything is written
+        check_address(ray_address)
+        check_ray_head(ray_address)
     space = load_search_space(resolve_file(cfg.tune.search_space, "tune.search_space"), cfg) if cfg.tune.search_space else None
     out.mkdir(parents=True, exist_ok=True)
     with hold_study_lock(out):  # one study per --out (a second one, or a --resume while it runs, is refused)

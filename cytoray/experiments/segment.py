@@ -67,6 +67,11 @@ def segment_from_args(a: argparse.Namespace) -> int:
 
     check_output_folder(a.out, overwrite=getattr(a, "overwrite", False), inputs=[a.dir],
                         ours=lambda d: (d / SEGMENT_META).is_file())  # fmt: skip
+    if not Path(a.ref).expanduser().is_dir():  # a registered model: is the server there at all (seconds)?
+        from ..tracking.mlflow_utils import tracking_uri
+        from ..tracking.reach import probe_tracking_server
+
+        probe_tracking_server(tracking_uri(getattr(a, "tracking_uri", None)), f"pulling {a.ref}")
     seg = load_segmenter_ref(a.ref, getattr(a, "tracking_uri", None))
     scale = seg.scale if a.scale is None else a.scale
     written = segment_folder(seg, Path(a.dir), Path(a.out), scale)

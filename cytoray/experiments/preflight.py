@@ -1,0 +1,65 @@
+"""Checks before Ray starts: is the Ray address a Ray head, can the cluster place the job.
+
+`ray.init` on an address where something else listens waits for minutes and ignores Ctrl-C;
+a job asking for more CPUs or GPUs than a local cluster has waits forever for its placement
+group (Ray's autoscaler warnings, retries, the MLflow run left RUNNING). Both are refused here
+in seconds, before a split, a cache or an MLflow run is written.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from ..errors import CytorayError
+
+# HTTP/2 with prior knowledge: the client preface and an empty SETTINGS frame. Ray's GCS and its
+# client server (ray://) speak gRPC, whose first answer is the server's own SETTINGS frame.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def check_ray_head(address: str | None, timeout_s: float = 5.0) -> None:
+    """`address` (host:port, ray://host:port) answers as a gRPC server, or a one-line error.
+    'auto', 'local' and None are Ray's own business; TLS clusters (RAY_USE_TLS) are not probed."""
+    if not address or address in ("auto", "local") or os.environ.get("RAY_USE_TLS", "0") not in ("", "0"):
+        return
+    hostport = address[len("ray://"):] if address.startswith("ray://") else address
+    if "://" in hostport:
+        raise CytorayError(f"--address {address}: give host:port of a Ray head, ray://host:port, or 'auto'")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CytorayError(f"--address {address}: give host:port of a Ray head (e.g. 127.0.0.1:6379), ray://host:port, or 'auto'")
+    fix = "start one with `ray start --head` or check --address / RAY_ADDRESS"
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as s:
+            s.settimeout(timeout_s)
+            s.sendall(_H2_PREFACE)
+            head = s.recv(9)
+    except socket.timeout:
+        raise CytorayError(f"{address}: something listens there but does not answer as a Ray head within {timeout_s:g} s; {fix}") from None
+    except OSError as e:
+        raise CytorayError(f"no Ray cluster answers at {address} ({e.strerror or e}); {fix}") from None
+    if len(head) < 9 or head[3] != 4:  # not an HTTP/2 SETTINGS frame: a web server, a database, ...
+        raise CytorayError(f"{address}: something listens there but it is not a Ray head (no gRPC answer: {head[:16]!r}); {fix}")
+
+
+def check_local_placement(run, address: str | None = None) -> None:
+    """On a new local cluster (no address), `run.num_workers` workers of `run.cpus_per_worker`
+    CPUs (and GPUs with `run.use_gpu`) must fit this machine; a cluster joined by address is
+    checked by Ray when it places the job."""
+    if address or os.environ.get("RAY_ADDRESS"):
+        return
+    cpus = os.cpu_count() or 1
+    need = run.num_workers * run.cpus_per_worker
+    if need > cpus:
+        raise CytorayError(f"run.num_workers={run.num_workers} x run.cpus_per_worker={run.cpus_per_worker} = {need} CPUs, and this "
+                           f"machine has {cpus}; use --workers {max(1, cpus // run.cpus_per_worker)} or fewer, or join a "
+                           "cluster (RAY_ADDRESS)")  # fmt: skip
+    if run.use_gpu:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        per = getattr(run, "gpus_per_worker", 1)
+        if run.num_workers * per > gpus:
+            raise CytorayError(f"--gpu: {run.num_workers} worker(s) x {per} GPU need {run.num_workers * per} GPUs, and this machine "
+                               f"has {gpus}; leave out --gpu (CPU training) or join a cluster with GPUs (RAY_ADDRESS)")
