@@ -47,6 +47,9 @@ def load_generator(ref: str, tmp: Path, tracking_uri: str | None = None):
     local = Path(ref).expanduser()
     if local.is_dir():
         bundle, info = local, {"ref": str(local.resolve()), "version": None, "run_id": None}
+    elif local.exists() or "/" in ref and not ref.rsplit("/", 1)[-1].isdigit():
+        raise CytorayError(f"--generator {ref}: not a generator bundle folder; give the --out folder of `cytoray train` "
+                           "or a registered NAME@ALIAS (NAME/VERSION)")  # fmt: skip
     else:
         import mlflow
 
