@@ -76,7 +76,7 @@ def test_dihedral_gives_each_image_one_of_the_eight_symmetries():
 def test_mask_gan_discriminator_sees_the_augmented_real_masks(augment):
     m, _ = _tiny_pairs(n=8)
     real = torch.from_numpy(m)
-    stage = MaskGANStage({**stage_params(LatentGANConfig(augment=augment), 32), "g_base": 8, "d_base": 8, "z_dim": 8})
+    stage = MaskGANStage({**stage_params(LatentGANConfig(augment=augment, diffaug=""), 32), "g_base": 8, "d_base": 8, "z_dim": 8})
     models = stage.build(torch.device("cpu"))
     seen = []
     models["D"].register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
@@ -196,7 +196,7 @@ def test_stage_cache_reuses_finished_stages(trained):
     cfg = trained["cfg"]
     _, res = SynCGAN.train(trained["train"], trained["val"], cfg.syncgan, trained["tmp"] / "b2", trained["tmp"] / "cache", trained["hash"], cfg.run)
     assert all(r.cached for r in res.values()) and time.perf_counter() - t0 < 30
-    cfg, cfg2 = cfg.syncgan, dataclasses.replace(cfg.syncgan, cgan=dataclasses.replace(cfg.syncgan.cgan, lam=10.0))  # only the CGAN changes
+    cfg, cfg2 = cfg.syncgan, dataclasses.replace(cfg.syncgan, cgan=dataclasses.replace(cfg.syncgan.cgan, lam=50.0))  # only the CGAN changes
     keys = {k: r.dir.parent.name for k, r in trained["res"].items()}
     from cytoray.training.stage import stage_key
 

@@ -3,8 +3,13 @@
 - CGAN (SynCGAN §3.3): G = UNet(mask) → RGB; D = PatchGAN on (mask, image) pairs.
 - Latent GANs (§3.4): z → mask (one per class) or z → RGB (the control), with the paper's
   stabilisers: label smoothing and label flipping in D updates.
+- Every one with the small-data pieces (small_data.py): D's inputs augmented (DiffAugment +
+  dihedral, ADA as an option), G's weights averaged (EMA: samples and bundles use the average),
+  an R1 penalty as an option.
 
-Tensors are in [-1, 1]: images as RGB, masks as -1 (background) / +1 (nucleus).
+Tensors are in [-1, 1]: images as RGB; a binary nucleus mask as one channel, -1 (background) /
++1 (nucleus); a label map of K labels (masks/labels.py: glass, cytoplasm, nucleus, padding) as
+K one-hot channels in {-1, +1}, which the label-map GANs draw through a softmax.
 """
 
 from __future__ import annotations
@@ -22,29 +27,40 @@ from ..nets import MaskGenerator, PatchDiscriminator, UNet, VanillaGenerator, un
 from ..training.stage import Stage, adam, to_uint8_grid
 from .augment import dihedral
 from .losses import bce, d_targets
+from .small_data import Augmenter, SmallData, ema_update, make_ema, r1_penalty
 
 AUGMENTS = ("none", "dihedral")  # of the real images a latent GAN learns from (generators/augment.py)
+RECON = ("mse", "l1", "fm")  # the CGAN's reconstruction term: paper, pix2pix, D feature matching
+SELECT = ("val_loss", "last")  # which epoch's weights a CGAN keeps
 
 # ----------------------------------------------------------------------------- configs
 
 
 @dataclasses.dataclass
-class CGANConfig:
-    """Mask → RGB conditional GAN (SynCGAN §3.3)."""
+class CGANConfig(SmallData):
+    """Mask → RGB conditional GAN (SynCGAN §3.3), with the small-data settings of SmallData."""
 
     epochs: int = 30  # paper: 200 on a GPU; CPU budgets use tens
     batch_size: int = 16  # small sets: 90 training pairs → 6 steps an epoch
     lr: float = 2e-4  # pix2pix Adam learning rate
     beta1: float = 0.5  # pix2pix Adam beta1 (GANs dislike 0.9 momentum)
-    lam: float = 100.0  # λ, weight of MSE(G(y), x) against the adversarial term (paper: 100)
+    lam: float = 10.0  # λ, weight of the reconstruction term against the adversarial one (paper: 100 with MSE)
     g_base: int = 32  # UNet width at the outermost level (pix2pix: 64)
     d_base: int = 32  # PatchGAN width (pix2pix: 64)
     d_layers: int = 3  # 3 → the 70x70 PatchGAN receptive field
     norm: Literal["batch", "instance"] = "batch"  # pix2pix default
     dropout: float = 0.5  # decoder dropout: pix2pix's noise source in G
+    recon: str = "l1"  # reconstruction term weighted by λ: mse (paper), l1 (pix2pix), fm (D feature matching)
+    select: str = "last"  # last: the last (EMA) weights; val_loss: the paper's best epoch by validation G loss (it rewards blur)
+    colours: bool = True  # with label maps: each region painted its colour in the condition (drawn from the class's real cells when sampling)
 
     def validate(self) -> None:
         _positive(self, "epochs", "batch_size", "lr", "g_base", "d_base", "d_layers")
+        self.validate_small_data("cgan.")
+        if self.recon not in RECON:
+            raise ConfigError(f"cgan.recon={self.recon!r}: use one of {', '.join(RECON)}")
+        if self.select not in SELECT:
+            raise ConfigError(f"cgan.select={self.select!r}: use one of {', '.join(SELECT)}")
         if self.lam < 0:
             raise ConfigError(f"cgan.lam={self.lam}: λ must be >= 0")
         if self.batch_size < 2:
@@ -56,8 +72,9 @@ class CGANConfig:
 
 
 @dataclasses.dataclass
-class LatentGANConfig:
-    """z → image GAN with the paper's stabilisers: the class mask GANs and the vanilla RGB control."""
+class LatentGANConfig(SmallData):
+    """z → image GAN with the paper's stabilisers and the small-data settings of SmallData: the
+    class mask (label-map) GANs and the vanilla RGB control."""
 
     epochs: int = 60  # paper: ~1600 (until G loss saturates); CPU budgets use tens
     batch_size: int = 16  # per class: 45 training images → 3 steps an epoch
@@ -75,6 +92,7 @@ class LatentGANConfig:
 
     def validate(self) -> None:
         _positive(self, "epochs", "batch_size", "lr_g", "lr_d", "z_dim", "g_base", "d_base", "d_layers")
+        self.validate_small_data()
         if self.augment not in AUGMENTS:
             raise ConfigError(f"augment={self.augment!r}: use one of {', '.join(AUGMENTS)}")
         if not 0.0 <= self.beta1 < 1.0:
@@ -109,9 +127,13 @@ def to_unit(images_uint8: np.ndarray) -> np.ndarray:
     return (images_uint8.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0).copy()
 
 
-def masks_to_unit(masks: np.ndarray) -> np.ndarray:
-    """bool [N,H,W] → float32 [N,1,H,W] in {-1, +1}."""
-    return (masks[:, None].astype(np.float32) * 2.0 - 1.0).copy()
+def masks_to_unit(masks: np.ndarray, labels: int = 1) -> np.ndarray:
+    """bool [N,H,W] → float32 [N,1,H,W] in {-1, +1}; an integer label map [N,H,W] with `labels`
+    > 1 values → its one-hot channels [N,labels,H,W] in {-1, +1}."""
+    if labels <= 1:
+        return (masks[:, None].astype(np.float32) * 2.0 - 1.0).copy()
+    onehot = masks[:, None].astype(np.int64) == np.arange(labels)[None, :, None, None]
+    return (onehot.astype(np.float32) * 2.0 - 1.0).copy()
 
 
 def from_unit(x: torch.Tensor) -> np.ndarray:
@@ -126,63 +148,139 @@ def seeded_z(n: int, z_dim: int, seed: int) -> np.ndarray:
     return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed)).numpy()
 
 
+# ----------------------------------------------------------------------------- small-data pieces
+
+
+class SmallDataStage(Stage):
+    """What every adversarial stage here shares: D's augmenter, G's moving average, the R1 term.
+
+    Models: "G", "D", and when asked "G_ema" (the moving average: sampled, kept, shown in grids)
+    and "aug" (the augmenter, whose ADA probability is checkpointed with the models).
+    """
+
+    colour_from = 0  # channels of D's input from which the colour ops apply (after a condition)
+
+    @property
+    def keep(self) -> str:  # type: ignore[override]
+        return "G_ema" if self.p.get("ema", 0) > 0 else "G"
+
+    def small_data_models(self, g: nn.Module, device) -> dict:
+        p, out = self.p, {}
+        if p.get("ema", 0) > 0:
+            out["G_ema"] = make_ema(g).to(device)
+        if p.get("diffaug"):
+            out["aug"] = Augmenter(p["diffaug"], p.get("ada", 0.0), p["size"], self.colour_from).to(device)
+        return out
+
+    def after_g_step(self, models) -> None:
+        if "G_ema" in models:
+            ema_update(models["G_ema"], models["G"], self.p["ema"])
+
+    def sampler(self, models) -> nn.Module:
+        return models.get("G_ema", models["G"])
+
+    def d_loss_r1(self, D, real_in: torch.Tensor, amp) -> torch.Tensor | None:
+        """gamma/2 · E||∇D(real)||² (None when off)."""
+        if self.p.get("r1", 0) <= 0:
+            return None
+        real_in = real_in.detach().requires_grad_(True)
+        with amp():
+            out = D(real_in)
+        return 0.5 * self.p["r1"] * r1_penalty(out, real_in)
+
+
+def _aug(models, x: torch.Tensor, gen) -> torch.Tensor:
+    return models["aug"](x, gen) if "aug" in models else x
+
+
 # ----------------------------------------------------------------------------- conditional GAN
 
 
-class CGANStage(Stage):
-    """SynCGAN §3.3: G = UNet(mask) → RGB; D = PatchGAN on (mask, image) pairs.
+class CGANStage(SmallDataStage):
+    """SynCGAN §3.3: G = UNet(condition) → RGB; D = PatchGAN on (condition, image) pairs.
 
-    D loss: BCE(D(y, x), 1) + BCE(D(y, G(y)), 0)           (eq. 2, halved as in pix2pix)
-    G loss: BCE(D(y, G(y)), 1) + λ · MSE(G(y), x)           (eq. 3)
-    The best epoch has the lowest generator loss on the validation pairs (the paper's criterion).
+    D loss: BCE(D(T(y, x)), 1) + BCE(D(T(y, G(y))), 0)    (eq. 2, halved as in pix2pix; T: D's augmentation,
+                                                           one draw for both pairs, colour on the image only)
+    G loss: BCE(D(T(y, G(y))), 1) + λ · R(G(y), x)        (eq. 3; R = MSE (paper), L1, or D feature matching)
+    The condition y is the nucleus mask (1 channel), or a label map's one-hot channels followed by
+    the region colours it is painted with (syncgan.py). The best epoch has the lowest generator loss
+    on the validation pairs (the paper's criterion) or is the last one (`select: last`).
     """
 
     kind = "cgan"
     ddp_kwargs = {"broadcast_buffers": False}  # D runs twice per step (real, fake) before backward
 
+    @property
+    def colour_from(self) -> int:  # type: ignore[override]
+        return int(self.p.get("in_ch", 1))
+
     def generator_kwargs(self) -> dict:
         p = self.p
-        return dict(in_ch=1, out_ch=3, base=p["g_base"], depth=unet_depth(p["size"]), norm=p["norm"], dropout=p["dropout"])
+        return dict(in_ch=int(p.get("in_ch", 1)), out_ch=3, base=p["g_base"], depth=unet_depth(p["size"]), norm=p["norm"],
+                    dropout=p["dropout"])  # fmt: skip
 
     def build(self, device):
         p = self.p
-        g = UNet(**self.generator_kwargs())
-        d = PatchDiscriminator(in_ch=4, base=p["d_base"], n_layers=p["d_layers"], norm=p["norm"])
-        return {"G": g.to(device), "D": d.to(device)}
+        g = UNet(**self.generator_kwargs()).to(device)
+        d = PatchDiscriminator(in_ch=int(p.get("in_ch", 1)) + 3, base=p["d_base"], n_layers=p["d_layers"], norm=p["norm"])
+        return {"G": g, "D": d.to(device), **self.small_data_models(g, device)}
 
     def optimizers(self, models):
         p = self.p
         return {"G": adam(models["G"], p["lr"], p["beta1"]), "D": adam(models["D"], p["lr"], p["beta1"])}
 
+    def _recon(self, D, y, fake, x) -> torch.Tensor:
+        kind = self.p.get("recon", "mse")
+        if kind == "l1":
+            return F.l1_loss(fake.float(), x.float())
+        if kind == "fm":
+            d = getattr(D, "module", D)
+            real_f = [f.detach() for f in d.features(torch.cat([y, x], 1))]
+            fake_f = d.features(torch.cat([y, fake], 1))
+            return sum(F.l1_loss(a.float(), b.float()) for a, b in zip(fake_f, real_f)) / len(real_f)
+        return F.mse_loss(fake.float(), x.float())
+
     def train_step(self, models, opts, batch, gen, amp):
         G, D = models["G"], models["D"]
         y, x = batch["mask"], batch["image"]
-        # 1. Discriminator: real (y, x) pairs against (y, G(y)).
+        # 1. Discriminator: real (y, x) pairs against (y, G(y)), both under the same augmentation draw.
         with amp():
             fake = G(y)
-            d_real = D(torch.cat([y, x], 1))
-            d_fake = D(torch.cat([y, fake.detach()], 1))
-        loss_d = 0.5 * (bce(d_real, 1.0) + bce(d_fake, 0.0))
-        opts["D"].zero_grad(set_to_none=True)
-        loss_d.backward()
-        opts["D"].step()
-        # 2. Generator: fool D and stay close to the real image (λ·MSE).
+        real_in, fake_in = torch.cat([y, x], 1), torch.cat([y, fake.detach()], 1)
+        if "aug" in models:
+            real_in, fake_in = models["aug"].pair(real_in, fake_in, gen)
         with amp():
-            d_fake = D(torch.cat([y, fake], 1))
+            d_real = D(real_in)
+            d_fake = D(fake_in)
+        loss_d = 0.5 * (bce(d_real, 1.0) + bce(d_fake, 0.0))
+        r1 = self.d_loss_r1(D, real_in, amp)
+        opts["D"].zero_grad(set_to_none=True)
+        (loss_d if r1 is None else loss_d + r1).backward()
+        opts["D"].step()
+        if "aug" in models:
+            models["aug"].observe(d_real, len(x))
+        # 2. Generator: fool D (through the same kind of augmentation) and stay close to the real image.
+        with amp():
+            d_fake = D(_aug(models, torch.cat([y, fake], 1), gen))
         adv = bce(d_fake, 1.0)
-        mse = F.mse_loss(fake.float(), x.float())
-        loss_g = adv + self.p["lam"] * mse
+        rec = self._recon(D, y, fake, x)
+        loss_g = adv + self.p["lam"] * rec
         opts["G"].zero_grad(set_to_none=True)
         loss_g.backward()
         opts["G"].step()
-        return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "loss_g_adv": adv.item(), "mse": mse.item()}
+        self.after_g_step(models)
+        out = {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "loss_g_adv": adv.item(), "mse": F.mse_loss(fake.detach().float(), x.float()).item()}
+        if "aug" in models:
+            out["aug_p"] = float(models["aug"].p)
+        return out
 
     @torch.no_grad()
     def val_loss(self, models, val, amp):
         """Generator loss on the validation pairs: the paper's checkpoint selection criterion."""
         if not val:
             return None
-        G, D = models["G"], models["D"]
+        G, D = self.sampler(models), models["D"]
+        was = G.training
         G.eval(), D.eval()
         try:
             with amp():
@@ -190,12 +288,14 @@ class CGANStage(Stage):
                 d_fake = D(torch.cat([val["mask"], fake], 1))
             return float(bce(d_fake, 1.0) + self.p["lam"] * F.mse_loss(fake.float(), val["image"].float()))
         finally:
-            G.train(), D.train()
+            G.train(was), D.train()
 
     def validate(self, models, val, amp):
         return {"val_loss_g": self.val_loss(models, val, amp)} if val else None
 
     def selection(self, metrics, epoch):
+        if self.p.get("select", "val_loss") == "last":
+            return (-epoch,)
         return (metrics["val_loss_g"], -epoch) if "val_loss_g" in metrics else (-epoch,)  # ties: the later epoch
 
     def meta(self):
@@ -203,21 +303,34 @@ class CGANStage(Stage):
 
     @torch.no_grad()
     def grid(self, models, fixed):
-        G = models["G"]
+        G = self.sampler(models)
+        was = G.training
         G.eval()
         try:
             fake = G(fixed["mask"])
         finally:
-            G.train()
-        # rows: mask | generated | real
-        return to_uint8_grid(torch.cat([fixed["mask"].repeat(1, 3, 1, 1), fake, fixed["image"]]), nrow=len(fake))
+            G.train(was)
+        # rows: condition (first channels shown as a picture) | generated | real
+        return to_uint8_grid(torch.cat([condition_picture(fixed["mask"]), fake, fixed["image"]]), nrow=len(fake))
+
+
+def condition_picture(y: torch.Tensor) -> torch.Tensor:
+    """A CGAN condition as a [-1, 1] RGB picture: a mask as grey; a label map as its labels' palette."""
+    if y.shape[1] == 1:
+        return y.repeat(1, 3, 1, 1)
+    from ..masks.labels import PALETTE
+
+    pal = torch.as_tensor(PALETTE, dtype=torch.float32, device=y.device) / 127.5 - 1.0
+    k = min(y.shape[1], len(pal))
+    idx = y[:, :k].argmax(1)
+    return pal[idx].permute(0, 3, 1, 2)
 
 
 # ----------------------------------------------------------------------------- latent GANs
 
 
-class LatentGANStage(Stage):
-    """z → image GAN with label smoothing and flipping (SynCGAN §3.4, eqs. 4–6)."""
+class LatentGANStage(SmallDataStage):
+    """z → image GAN with label smoothing and flipping (SynCGAN §3.4, eqs. 4–6) and D's augmentation."""
 
     out_ch = 1
     input_key = "mask"  # which training array the stage learns to generate
@@ -230,16 +343,24 @@ class LatentGANStage(Stage):
         p = self.p
         return dict(z_dim=p["z_dim"], out_size=p["size"], base=p["g_base"])
 
+    def channels(self) -> int:
+        return self.out_ch
+
     def _make_g(self) -> nn.Module:
         raise NotImplementedError
 
     def _g_out(self, G, z):
         return G(z)
 
+    @property
+    def colour_from(self) -> int:  # type: ignore[override]
+        return 0 if self.input_key == "image" else self.channels()  # masks and label maps have no colour
+
     def build(self, device):
         p = self.p
-        d = PatchDiscriminator(in_ch=self.out_ch, base=p["d_base"], n_layers=p["d_layers"], norm="batch")
-        return {"G": self._make_g().to(device), "D": d.to(device)}
+        g = self._make_g().to(device)
+        d = PatchDiscriminator(in_ch=self.channels(), base=p["d_base"], n_layers=p["d_layers"], norm="batch")
+        return {"G": g, "D": d.to(device), **self.small_data_models(g, device)}
 
     def optimizers(self, models):
         p = self.p
@@ -251,47 +372,70 @@ class LatentGANStage(Stage):
         z = torch.randn(real.shape[0], p["z_dim"], generator=gen).to(real.device)
         if p["augment"] == "dihedral":
             real = dihedral(real, gen)
-        # 1. Discriminator with smoothed, randomly flipped targets (D updates only).
+        # 1. Discriminator with smoothed, randomly flipped targets (D updates only), on augmented inputs.
         with amp():
             fake = self._g_out(G, z)
-            d_real = D(real)
-            d_fake = D(fake.detach())
+        real_in = _aug(models, real, gen)
+        with amp():
+            d_real = D(real_in)
+            d_fake = D(_aug(models, fake.detach(), gen))
         t_real = d_targets(d_real, True, p["smooth_real_low"], p["smooth_fake_high"], p["flip_rate"], gen)
         t_fake = d_targets(d_fake, False, p["smooth_real_low"], p["smooth_fake_high"], p["flip_rate"], gen)
         loss_d = bce(d_real, t_real) + bce(d_fake, t_fake)  # eq. 5
+        r1 = self.d_loss_r1(D, real_in, amp)
         opts["D"].zero_grad(set_to_none=True)
-        loss_d.backward()
+        (loss_d if r1 is None else loss_d + r1).backward()
         opts["D"].step()
-        # 2. Generator: hard target 1 (no smoothing for G, paper §3.4).
+        if "aug" in models:
+            models["aug"].observe(d_real, len(real))
+        # 2. Generator: hard target 1 (no smoothing for G, paper §3.4), through the augmentation.
         with amp():
-            d_fake = D(fake)
+            d_fake = D(_aug(models, fake, gen))
         loss_g = bce(d_fake, 1.0)  # eq. 6
         opts["G"].zero_grad(set_to_none=True)
         loss_g.backward()
         opts["G"].step()
-        return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "d_real": torch.sigmoid(d_real).mean().item()}
+        self.after_g_step(models)
+        out = {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "d_real": torch.sigmoid(d_real).mean().item()}
+        if "aug" in models:
+            out["aug_p"] = float(models["aug"].p)
+        return out
 
     @torch.no_grad()
     def grid(self, models, fixed):
-        G = models["G"]
+        G = self.sampler(models)
+        was = G.training
         G.eval()
         try:
             out = self._g_out(G, fixed["z"])
         finally:
-            G.train()
-        return to_uint8_grid(out, nrow=8)
+            G.train(was)
+        return to_uint8_grid(condition_picture(out) if out.shape[1] > 3 else out, nrow=8)
 
 
 class MaskGANStage(LatentGANStage):
-    """One class's mask GAN: z → binary nucleus mask. D sees tanh(logits) against ±1 masks."""
+    """One class's mask GAN: z → binary nucleus mask (D sees tanh(logits) against ±1 masks), or
+    z → a label map of `labels` labels (D sees softmax(logits)·2 − 1 against ±1 one-hot maps)."""
 
     kind, out_ch, input_key = "mask_gan", 1, "mask"
+
+    def channels(self) -> int:
+        return int(self.p.get("labels", 1))
+
+    def generator_kwargs(self) -> dict:
+        kw = super().generator_kwargs()
+        if self.channels() > 1:
+            kw["out_ch"] = self.channels()
+        return kw
 
     def _make_g(self):
         return MaskGenerator(**self.generator_kwargs())
 
     def _g_out(self, G, z):
-        return torch.tanh(G(z))  # soft ±1 so D's gradient reaches G; sampling thresholds at 0
+        logits = G(z)
+        if logits.shape[1] == 1:
+            return torch.tanh(logits)  # soft ±1 so D's gradient reaches G; sampling thresholds at 0
+        return torch.softmax(logits, 1) * 2 - 1  # soft one-hot; sampling takes the argmax
 
 
 class VanillaGANStage(LatentGANStage):

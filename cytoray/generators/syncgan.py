@@ -1,11 +1,18 @@
 """SynCGAN (Dey et al.): class-specific mask GANs feed a mask → RGB conditional GAN.
 
 1. Nucleus masks of the real training/validation images (unsupervised, §3.2; or the
-   simulator's ground truth when asked).
-2. One mask GAN per class, z → mask, with label smoothing and flipping (§3.4).
-3. One CGAN, mask → RGB, on (mask, image) pairs of all classes; best epoch by validation
-   generator loss (§3.3, §4.1).
-4. `sample(n, cls)` = CGAN(mask_gan[cls](z)) (eq. 7): images and the masks that made them.
+   simulator's ground truth when asked), and around them, by default (`masks.labels: cell`),
+   label maps: glass / cytoplasm / nucleus / padding (masks/labels.py). The paper's binary
+   mask is `masks.labels: nucleus`.
+2. One mask GAN per class, z → mask or label map, with label smoothing and flipping (§3.4).
+3. One CGAN, condition → RGB, on (condition, image) pairs of all classes. The condition is the
+   mask, or the label map's one-hot channels plus the map painted with the cell's own region
+   colours (`cgan.colours`): which colour a Pap cell's cytoplasm and glass are (blue, green,
+   pink; lavender or grey) is not in its shape, and a generator asked to guess it from the shape
+   paints the mean colour. When sampling, a class's colours are drawn from its training cells'
+   (with noise). Best epoch by validation generator loss (§3.3, §4.1) or the last (EMA) weights.
+4. `sample(n, cls)` = CGAN(mask_gan[cls](z)) (eq. 7): images and the nucleus masks that made them.
+Every adversarial stage trains with the small-data pieces (small_data.py).
 All three stages train in one Ray Train job; a stage whose settings and data are unchanged
 (e.g. the mask GANs of a trial that only changes λ) comes from the stage cache.
 """
@@ -20,7 +27,8 @@ import torch
 
 from ..data.folder import ImageSet
 from ..io import stable_hash
-from ..masks.config import MasksConfig, cache_identity, dataset_masks
+from ..masks.config import MasksConfig, cache_identity, dataset_label_maps, dataset_masks
+from ..masks.labels import N_LABELS, NUCLEUS, paint, region_colours
 from ..masks.segmenter import pinned
 from ..nets import MaskGenerator, UNet
 from ..training.stage import StageSpec
@@ -71,23 +79,26 @@ class SynCGAN(Generator):
     def stages(cls, train: ImageSet, val: ImageSet, cfg: SynCGANConfig, data_key: str, seed: int) -> list[StageSpec]:
         size = int(train.images.shape[1])
         method = f"{cfg.masks.method} {cfg.masks.segmenter}" if cfg.masks.segmenter else cfg.masks.method
-        print(f"[syncgan] nucleus masks ({cfg.masks.source}, {method}) for {len(train)} train + {len(val)} val images",
+        kind = "label maps" if cfg.masks.labels == "cell" else "nucleus masks"
+        print(f"[syncgan] {kind} ({cfg.masks.source}, {method}) for {len(train)} train + {len(val)} val images",
               file=sys.stderr, flush=True)  # fmt: skip
         masks = pinned(cfg.masks)  # an alias resolved once: both mask sets and their key name one segmenter version
-        m_train, m_val = nucleus_masks(train, masks), nucleus_masks(val, masks)
+        m_train, m_val = priors(train, masks), priors(val, masks)
+        k = n_labels(masks)
         mkey = f"{data_key}:masks={masks_key(masks)}"
-        mp = stage_params(cfg.mask_gan, size)
+        mp = {**stage_params(cfg.mask_gan, size), "labels": k}
         specs = [
-            StageSpec(f"mask_gan/{c}", MaskGANStage(mp), train={"mask": masks_to_unit(m_train[train.labels == i])}, val=None,
+            StageSpec(f"mask_gan/{c}", MaskGANStage(mp), train={"mask": masks_to_unit(m_train[train.labels == i], k)}, val=None,
                       fixed={"z": seeded_z(16, mp["z_dim"], 1234)}, data_key=f"{mkey}:{c}", seed=seed)
             for i, c in enumerate(train.class_names)
         ]  # fmt: skip
         fixed_idx = np.arange(min(8, len(val)))
+        y_train, y_val = condition(train.images, m_train, k, cfg.cgan), condition(val.images, m_val, k, cfg.cgan)
         specs.append(StageSpec(
-            "cgan", CGANStage(stage_params(cfg.cgan, size)),
-            train={"mask": masks_to_unit(m_train), "image": to_unit(train.images)},
-            val={"mask": masks_to_unit(m_val), "image": to_unit(val.images)},
-            fixed={"mask": masks_to_unit(m_val[fixed_idx]), "image": to_unit(val.images[fixed_idx])},
+            "cgan", CGANStage({**stage_params(cfg.cgan, size), "in_ch": int(y_train.shape[1])}),
+            train={"mask": y_train, "image": to_unit(train.images)},
+            val={"mask": y_val, "image": to_unit(val.images)},
+            fixed={"mask": y_val[fixed_idx], "image": to_unit(val.images[fixed_idx])},
             data_key=mkey, seed=seed,
         ))  # fmt: skip
         return specs
@@ -98,9 +109,15 @@ class SynCGAN(Generator):
             "classes": list(train.class_names),
             "size": int(train.images.shape[1]),
             "mask_source": cfg.masks.source,
+            "labels": n_labels(cfg.masks),
             "cgan": {"kwargs": results["cgan"].meta["generator_kwargs"], "best_epoch": results["cgan"].meta["best_epoch"]},
             "mask_gans": {c: {"kwargs": results[f"mask_gan/{c}"].meta["generator_kwargs"]} for c in train.class_names},
         }
+        if uses_colours(cfg.masks, cfg.cgan):
+            # the region colours of every training cell, per class: sampling draws a cell's colours from them
+            m = priors(train, pinned(cfg.masks))
+            cols = region_colours(train.images, m)
+            meta["colours"] = {c: np.round(cols[train.labels == i], 2).tolist() for i, c in enumerate(train.class_names)}
         states = {"cgan": results["cgan"].best_state()}
         states.update({f"mask_gan_{c}": results[f"mask_gan/{c}"].best_state() for c in train.class_names})
         return meta, states, {}
@@ -114,16 +131,66 @@ class SynCGAN(Generator):
         return cls(cgan, load_per_class(path, meta["mask_gans"], MaskGenerator, "mask_gan_"), meta)
 
     @torch.no_grad()
-    def sample(self, n: int, cls: str, seed: int = 0, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
-        """n synthetic images of class `cls` (uint8 [n,S,S,3]) and their masks (bool [n,S,S])."""
+    def sample_maps(self, n: int, cls: str, seed: int = 0, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """n synthetic images of class `cls` (uint8 [n,S,S,3]) and the label maps (uint8) or nucleus
+        masks (bool) [n,S,S] that made them."""
         self.check_class(cls)
+        k = int(self.meta.get("labels", 1))
         g = torch.Generator().manual_seed(seed)
-        imgs, masks = [], []
+        rng = np.random.default_rng(seed)
+        colours = np.asarray(self.meta["colours"][cls], dtype=np.float32) if "colours" in self.meta else None
+        imgs, maps = [], []
         for start in range(0, n, batch):
-            k = min(batch, n - start)
-            z = torch.randn(k, self.mask_gans[cls].z_dim, generator=g)
-            m = torch.tanh(self.mask_gans[cls](z)) > 0  # binary mask, eq. 7's G_GAN(z)
-            x = self.cgan(m.float() * 2 - 1)  # G_CGAN(mask)
-            imgs.append(from_unit(x))
-            masks.append(m[:, 0].numpy())
-        return np.concatenate(imgs), np.concatenate(masks)
+            b = min(batch, n - start)
+            z = torch.randn(b, self.mask_gans[cls].z_dim, generator=g)
+            logits = self.mask_gans[cls](z)
+            if k == 1:
+                m = (torch.tanh(logits) > 0)[:, 0].numpy()  # binary mask, eq. 7's G_GAN(z)
+            else:
+                m = logits.argmax(1).numpy().astype(np.uint8)  # the label map
+            y = masks_to_unit(m, k)
+            if colours is not None:
+                y = np.concatenate([y, paint(m, draw_colours(colours, b, rng))], 1)
+            imgs.append(from_unit(self.cgan(torch.as_tensor(y))))  # G_CGAN(condition)
+            maps.append(m)
+        return np.concatenate(imgs), np.concatenate(maps)
+
+    def sample(self, n: int, cls: str, seed: int = 0, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """n synthetic images of class `cls` (uint8 [n,S,S,3]) and their nucleus masks (bool [n,S,S])."""
+        imgs, maps = self.sample_maps(n, cls, seed, batch)
+        return imgs, (maps == NUCLEUS if maps.dtype == np.uint8 else maps)
+
+
+# ----------------------------------------------------------------------------- conditions
+
+
+def n_labels(masks: MasksConfig) -> int:
+    """Channels of the prior: 1 for a binary nucleus mask, one per label of a label map."""
+    return N_LABELS if masks.labels == "cell" else 1
+
+
+def uses_colours(masks: MasksConfig, cgan: CGANConfig) -> bool:
+    return masks.labels == "cell" and cgan.colours
+
+
+def priors(ds: ImageSet, masks: MasksConfig) -> np.ndarray:
+    """What the mask GANs learn and the CGAN is conditioned on: label maps or nucleus masks."""
+    nuclei = nucleus_masks(ds, masks)
+    return dataset_label_maps(ds, masks, nuclei) if masks.labels == "cell" else nuclei
+
+
+def condition(images: np.ndarray, maps: np.ndarray, k: int, cgan: CGANConfig) -> np.ndarray:
+    """The CGAN's input: the prior's channels (± 1), then, with label maps and `cgan.colours`, the
+    map painted with each image's own region colours (training; sampling draws them)."""
+    y = masks_to_unit(maps, k)
+    if k > 1 and cgan.colours:
+        y = np.concatenate([y, paint(maps, region_colours(images, maps))], 1)
+    return y
+
+
+def draw_colours(colours: np.ndarray, n: int, rng: np.random.Generator, jitter: float = 0.25) -> np.ndarray:
+    """n region-colour codes [n, K, 3] for one class: a training cell's colours plus Gaussian noise
+    of `jitter` x the class's spread per value (a kernel density draw: new colours, near real ones)."""
+    pick = colours[rng.integers(len(colours), size=n)]
+    sd = colours.std(axis=0, keepdims=True) * jitter
+    return np.clip(pick + rng.standard_normal(pick.shape).astype(np.float32) * sd, 0, 255)

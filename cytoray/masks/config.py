@@ -25,6 +25,7 @@ from .unsupervised import METHODS, MaskParams, nucleus_mask_report
 SOURCES = ("unsupervised", "ground_truth")
 SEGMENTER = "segmenter"  # the method that predicts masks with a trained nucleus segmenter (segmenter.py)
 ON_FLAG = ("warn", "error")
+LABELS = ("cell", "nucleus")
 
 
 @dataclasses.dataclass
@@ -36,6 +37,7 @@ class MasksConfig:
     exclude_padding: bool = True  # flat bands at the edges never hold nuclei; a mask along them teaches the GANs frames
     max_cover: float = 0.6  # flag a mask over this share of the image (a large nucleus close-up reaches ~0.45)
     on_flag: Literal["warn", "error"] = "warn"  # flagged masks (empty/inverted/covers/padding): list them, or refuse to train
+    labels: Literal["cell", "nucleus"] = "cell"  # cell: glass/cytoplasm/nucleus/padding maps (masks/labels.py); nucleus: the paper's binary mask
 
     @property
     def uses_segmenter(self) -> bool:
@@ -64,6 +66,8 @@ class MasksConfig:
             raise ConfigError(f"masks.exclude_padding={self.exclude_padding!r}: use true or false")
         if not 0 < self.max_cover <= 1:
             raise ConfigError(f"masks.max_cover={self.max_cover}: give a share of the image in (0, 1]")
+        if self.labels not in LABELS:
+            raise ConfigError(f"masks.labels={self.labels!r}: use cell (glass/cytoplasm/nucleus label maps) or nucleus (the paper's binary masks)")
         if self.on_flag not in ON_FLAG:
             raise ConfigError(f"masks.on_flag={self.on_flag!r}: use warn (list flagged images) or error (refuse to train)")
 
@@ -122,3 +126,16 @@ def dataset_masks(ds, cfg: MasksConfig, progress: bool = False) -> np.ndarray:
                             "or set masks.on_flag=warn")  # fmt: skip
         print(f"[masks] warning: {msg}", file=sys.stderr, flush=True)
     return out
+
+
+def dataset_label_maps(ds, cfg: MasksConfig, nuclei: np.ndarray | None = None) -> np.ndarray:
+    """uint8 [N, S, S] label maps (masks/labels.py) around the nucleus masks of `dataset_masks`;
+    images with no cytoplasm found are listed on stderr (flags are warnings: a close-up is legal)."""
+    from .labels import label_maps
+
+    nuclei = dataset_masks(ds, cfg) if nuclei is None else nuclei
+    maps, flags = label_maps(ds.images, nuclei)
+    bare = [ds.names[i] for i, f in enumerate(flags) if any(x["flag"] == "no_cytoplasm" for x in f)]
+    if bare:
+        print(f"[masks] {len(bare)}/{len(ds)} label maps found no cytoplasm, e.g. {bare[0]}", file=sys.stderr, flush=True)
+    return maps

@@ -99,3 +99,12 @@ class PatchDiscriminator(nn.Module):
                 f"{need}x{need} px, got {h}x{w}; use fewer layers for small images"
             )
         return self.model(x)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The activations after every LeakyReLU (pix2pixHD's feature-matching layers)."""
+        out = []
+        for layer in self.model:
+            x = layer(x)
+            if isinstance(layer, nn.LeakyReLU):
+                out.append(x)
+        return out

@@ -257,10 +257,11 @@ class LatentGenerator(nn.Module):
 
 
 class MaskGenerator(LatentGenerator):
-    """SynCGAN mask GAN generator: z → 1-channel mask logits (sigmoid/threshold when sampling)."""
+    """SynCGAN mask GAN generator: z → 1-channel mask logits (threshold when sampling), or
+    `out_ch` label logits of a label map (argmax when sampling)."""
 
-    def __init__(self, z_dim: int = 128, out_size: int = 64, base: int = 64, max_ch: int = 512) -> None:
-        super().__init__(z_dim=z_dim, out_size=out_size, out_ch=1, base=base, max_ch=max_ch, out_act="none")
+    def __init__(self, z_dim: int = 128, out_size: int = 64, base: int = 64, max_ch: int = 512, out_ch: int = 1) -> None:
+        super().__init__(z_dim=z_dim, out_size=out_size, out_ch=out_ch, base=base, max_ch=max_ch, out_act="none")
 
 
 class VanillaGenerator(LatentGenerator):

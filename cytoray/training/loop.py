@@ -165,8 +165,9 @@ def _run(spec: StageSpec, specs, finished: dict, resume: dict | None, config: di
             print(f"[{label}] resumed after epoch {state['epoch'] + 1}", flush=True)
     bare = models
     if world > 1:
+        # modules nothing trains (a moving average, an augmenter) stay bare: DDP wraps trained weights
         models = {k: ray.train.torch.prepare_model(m, move_to_device=False, parallel_strategy_kwargs=stage.ddp_kwargs)
-                  for k, m in models.items()}  # fmt: skip
+                  if any(q.requires_grad for q in m.parameters()) else m for k, m in models.items()}  # fmt: skip
     epochs, bs = stage.epochs, stage.batch_size
     for epoch in range(state["epoch"] + 1, epochs):
         # 3. One epoch: the shared order, this rank's equal shard, batches of >= 2 (BatchNorm).

@@ -1,0 +1,166 @@
+"""Generators side by side on a real cytology folder: KID on held-out real cells, with floors.
+
+    python benchmarks/generators_real.py --cyto ../shared/data/herlev_dev --out /tmp/generators_real
+
+One seeded 3:1:1 split of the folder. Every variant trains on the training split only, under
+Ray Train (the stage cache shares identical stages between variants), and is scored per class
+by KID of n synthetic images against the real images it never saw (validation + test), beside:
+  kid_floor        two halves of that held-out real class (what sampling alone scores)
+  kid_other_class  the other real class's held-out images against this class's: a synthetic set
+                   above it is further from its class than real cells of the other class are
+Variants (each adds one thing to the one before; `--variants` picks):
+  paper        SynCGAN as published: binary nucleus masks, λ·MSE (λ = 100), best validation G
+               loss, no augmentation of D's inputs, the last weights
+  small_data   + DiffAugment (colour, translation, cutout, dihedral) on D's inputs, EMA of G
+  labels       + glass/cytoplasm/nucleus/padding label maps painted with region colours
+  loss         + L1 at λ = 10 and the last EMA weights: cytoray's shipped defaults
+  gan          the vanilla RGB GAN per class with the small-data pieces (control)
+It writes <out>/generators_real.json (per variant and class: kid, kid_sd, kid_floor,
+kid_other_class; train_seconds; `default`: the variant the shipped defaults train) and one grid
+per variant, <out>/grid_<variant>.png: per class, a row of real held-out cells, a row of synthetic
+cells and a row of the label maps (or masks) that made them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+VARIANTS = ("paper", "small_data", "labels", "loss", "gan")
+DEFAULT = "loss"  # the variant whose settings are SynCGANConfig()'s
+
+
+def variant_config(name: str, a: argparse.Namespace):
+    """The generator config of one variant at the benchmark's epochs and widths."""
+    from cytoray.generators.gan import CGANConfig, LatentGANConfig
+    from cytoray.generators.syncgan import SynCGANConfig
+    from cytoray.generators.vanilla import GANConfig
+    from cytoray.masks.config import MasksConfig
+
+    width = dict(g_base=a.width, d_base=a.width)
+    if name == "gan":
+        return GANConfig(epochs=a.gan_epochs, **width)
+    off = dict(diffaug="", ema=0.0)
+    paper = dict(recon="mse", lam=100.0, select="val_loss")
+    cgan = {"paper": {**paper, **off}, "small_data": {**paper, "select": "last"}, "labels": {**paper, "select": "last"}, "loss": {}}[name]
+    mask_gan = off if name == "paper" else {}
+    labels = "nucleus" if name in ("paper", "small_data") else "cell"
+    cfg = SynCGANConfig(masks=MasksConfig(labels=labels), mask_gan=LatentGANConfig(epochs=a.mask_epochs, **width, **mask_gan),
+                        cgan=CGANConfig(epochs=a.cgan_epochs, **width, **cgan))  # fmt: skip
+    if name == DEFAULT:  # the shipped defaults, at the benchmark's epochs and widths only
+        ref = SynCGANConfig()
+        assert dataclasses.replace(cfg.cgan, epochs=ref.cgan.epochs, g_base=ref.cgan.g_base, d_base=ref.cgan.d_base) == ref.cgan
+        assert cfg.masks == ref.masks
+    return cfg
+
+
+def held_out(ds, man) -> dict:
+    idx = np.concatenate([man.indices("val"), man.indices("test")])
+    sub = ds.subset(idx)
+    return {c: sub.images[sub.labels == i] for i, c in enumerate(sub.class_names)}
+
+
+def kid_row(f_fake, f_real, f_other, seed: int) -> dict:
+    from cytoray.metrics.fidelity import fid_kid_from_features
+    from cytoray.metrics.fidelity_stats import real_floor
+
+    r = fid_kid_from_features(f_fake, f_real, seed=seed)
+    other = fid_kid_from_features(f_other, f_real, seed=seed)
+    floor = real_floor(f_real, seed=seed) or {}
+    return {"kid": r["kid_mean"], "kid_sd": r["kid_std"], "fid": r["fid"], "kid_floor": floor.get("kid_floor_mean", float("nan")),
+            "kid_other_class": other["kid_mean"], "n_fake": r["n1"], "n_real": r["n2"]}  # fmt: skip
+
+
+def grid(real: dict, fake: dict, maps: dict, n: int = 8) -> np.ndarray:
+    from cytoray.masks.labels import PALETTE
+
+    rows = []
+    for c in real:
+        rows.append(np.concatenate(list(real[c][:n]), 1))
+        rows.append(np.concatenate(list(fake[c][:n]), 1))
+        if maps.get(c) is not None:
+            m = maps[c][:n]
+            pic = PALETTE[m] if m.dtype == np.uint8 else np.repeat((m[..., None] * 255).astype(np.uint8), 3, -1)
+            rows.append(np.concatenate(list(pic), 1))
+    w = max(r.shape[1] for r in rows)
+    return np.concatenate([np.pad(r, ((0, 2), (0, w - r.shape[1]), (0, 0)), constant_values=255) for r in rows], 0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cyto", type=Path, required=True, help="real cytology folder <dir>/<class>/*.jpg")
+    ap.add_argument("--out", type=Path, required=True, help="results folder (outside the repository)")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
+    ap.add_argument("--size", type=int, default=128, help="image side (128 shows a cell; 64 for quick looks)")
+    ap.add_argument("--mask-epochs", type=int, default=60, help="class mask GAN epochs")
+    ap.add_argument("--cgan-epochs", type=int, default=40, help="CGAN epochs")
+    ap.add_argument("--gan-epochs", type=int, default=60, help="vanilla GAN epochs")
+    ap.add_argument("--width", type=int, default=32, help="g_base and d_base of every network")
+    ap.add_argument("--n", type=int, default=90, help="synthetic images per class for KID")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cpus", type=int, default=2, help="CPU threads of the training job")
+    ap.add_argument("--verbose", action="store_true")
+    a = ap.parse_args()
+    from cytoray.config import DataConfig
+    from cytoray.data.source import load_split
+    from cytoray.generators.base import get_generator
+    from cytoray.io import save_png, write_json
+    from cytoray.metrics.fidelity import inception_features
+    from cytoray.quiet import configure
+    from cytoray.training.config import RunConfig
+
+    configure(verbose=a.verbose)
+    names = [v.strip() for v in a.variants.split(",") if v.strip()]
+    if bad := [v for v in names if v not in VARIANTS]:
+        ap.error(f"--variants: unknown {', '.join(bad)}; valid: {', '.join(VARIANTS)}")
+    if a.out.resolve().is_relative_to(ROOT):
+        ap.error(f"--out {a.out} is inside the repository; write results elsewhere (e.g. /tmp/generators_real)")
+    a.out.mkdir(parents=True, exist_ok=True)
+    ds, man = load_split(DataConfig(root=str(a.cyto), size=a.size, split_seed=a.seed), a.out / "split.json")
+    train, val = ds.subset(man.indices("train")), ds.subset(man.indices("val"))
+    real = held_out(ds, man)
+    classes = list(real)
+    f_real = {c: inception_features(x) for c, x in real.items()}
+    report: dict = {"data": str(a.cyto), "size": a.size, "n_train": len(train), "n_held_out": {c: len(x) for c, x in real.items()},
+                    "epochs": {"mask_gan": a.mask_epochs, "cgan": a.cgan_epochs, "gan": a.gan_epochs}, "width": a.width,
+                    "default": DEFAULT, "variants": {}}  # fmt: skip
+    for name in names:
+        cfg = variant_config(name, a)
+        gen_cls = get_generator(cfg.name)
+        t0 = time.perf_counter()
+        bundle, _ = gen_cls.train(train, val, cfg, a.out / "bundles" / name, a.out / "cache", man.hash, RunConfig(seed=a.seed, cpus_per_worker=a.cpus))
+        seconds = time.perf_counter() - t0
+        gen = gen_cls.load(bundle)
+        fake, maps = {}, {}
+        for c in classes:
+            out = gen.sample_maps(a.n, c, seed=1) if hasattr(gen, "sample_maps") else gen.sample(a.n, c, seed=1)
+            fake[c], maps[c] = out
+        row = {"train_seconds": round(seconds, 1)}
+        for c in classes:
+            other = next(o for o in classes if o != c)
+            row[c] = kid_row(inception_features(fake[c]), f_real[c], f_real[other], a.seed)
+        report["variants"][name] = row
+        save_png(a.out / f"grid_{name}.png", grid(real, fake, maps))
+        print(f"[{name}] {seconds:.0f} s  " + "  ".join(
+            f"{c}: KID {row[c]['kid']:.4f} ± {row[c]['kid_sd']:.4f} (floor {row[c]['kid_floor']:.4f}, other class "
+            f"{row[c]['kid_other_class']:.4f})" for c in classes), flush=True)  # fmt: skip
+        write_json(a.out / "generators_real.json", report)
+    print("\n| variant | " + " | ".join(f"KID {c} (sd) | floor | other class" for c in classes) + " | train s |")
+    print("|---|" + "---|---|---|" * len(classes) + "---|")
+    for name, row in report["variants"].items():
+        print(f"| {name}{' (default)' if name == DEFAULT else ''} | " + " | ".join(
+            f"{row[c]['kid']:.4f} ({row[c]['kid_sd']:.4f}) | {row[c]['kid_floor']:.4f} | {row[c]['kid_other_class']:.4f}"
+            for c in classes) + f" | {row['train_seconds']:.0f} |")  # fmt: skip
+    print(f"wrote {a.out / 'generators_real.json'} and grid_<variant>.png in {a.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Cytology label maps: glass, cytoplasm, nucleus (and padding), from the stain step.
+
+A binary nucleus mask leaves a mask → RGB generator to invent the cell body from nothing; with
+a reconstruction loss it paints the mean colour everywhere (issue 20: blurred purple blobs on
+one pink field). A label map says where the cell is: per pixel
+
+    0 glass      bare slide around the cell (low optical density)
+    1 cytoplasm  stained content that is not nucleus: the cell body, blue, green or pink in Pap
+    2 nucleus    the nucleus mask of `masks.method` (stain, syncgan, a segmenter, or ground truth)
+    3 padding    flat bands a dataset's own script added at the edges (Herlev's square padding):
+                 not glass, and a generator must draw them flat, so they are a label of their own
+
+How the cell body is found: total optical density (all stains absorb; the white level is the
+illumination, not the brightest pixel, so a close-up with no glass is not read as glass),
+smoothed at the scale of a cytoplasm's texture, split by Otsu's threshold over the content that
+is not nucleus. The lower class is glass only when it is pale in absolute terms (`glass_od`):
+a close-up of one cell is all cytoplasm, and Otsu would otherwise cut it in two; and the upper
+class is cytoplasm only when it is denser than the glass by `min_contrast` (else the glass's
+grain would be cut in two). Specks of either
+class below `min_area` of the image join their surroundings.
+
+Quality flags (listed with the nucleus flags): `no_cytoplasm` (under 1% of the content: a bare
+nucleus, or a cell body as pale as glass) and `cytoplasm_covers` (no glass at all: a close-up;
+common in Herlev and not an error, but a generator then never sees the cell's outline).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from scipy import ndimage
+from skimage import filters
+
+from ..data.background import detect_bands
+
+GLASS, CYTOPLASM, NUCLEUS, PADDING = 0, 1, 2, 3
+NAMES = ("glass", "cytoplasm", "nucleus", "padding")
+N_LABELS = len(NAMES)
+PALETTE = np.array([[235, 235, 235], [120, 190, 120], [70, 40, 150], [255, 255, 255]], dtype=np.uint8)  # for pictures
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelParams:
+    smooth_frac: float = 1 / 64  # Gaussian sigma / image side: evens out cytoplasm texture (2 px at 128)
+    glass_od: float = 0.65  # the lower Otsu class is glass only if its mean total OD (white = 255) is below this (Herlev glass 0.1-0.6, close-ups of cytoplasm 0.7-1.0)
+    min_area: float = 0.002  # specks of glass or cytoplasm under this share of the image join their surroundings
+    min_contrast: float = 0.15  # the body must beat the glass by this total OD: the grain of bare glass is no cell
+
+
+def optical_density_abs(rgb: np.ndarray) -> np.ndarray:
+    """Total optical density against a white of 255 (sum over R, G, B)."""
+    return -np.log((rgb.astype(np.float64) + 1.0) / 256.0).sum(-1)
+
+
+def _drop_specks(mask: np.ndarray, min_px: int) -> np.ndarray:
+    lab, n = ndimage.label(mask)
+    if n == 0:
+        return mask
+    sizes = ndimage.sum(mask, lab, index=np.arange(1, n + 1))
+    return np.isin(lab, 1 + np.flatnonzero(sizes >= min_px))
+
+
+def label_map(rgb: np.ndarray, nucleus: np.ndarray, params: LabelParams = LabelParams()) -> tuple[np.ndarray, list[dict]]:
+    """uint8 [H, W] label map of one uint8 RGB image and its nucleus mask; and quality flags."""
+    bands = detect_bands(rgb)
+    content = bands.content(margin=False) if bands.any() else np.ones(rgb.shape[:2], dtype=bool)
+    out = np.full(rgb.shape[:2], GLASS, dtype=np.uint8)
+    out[~content] = PADDING
+    nucleus = nucleus & content
+    body = content & ~nucleus
+    flags: list[dict] = []
+    if body.sum() >= 16:
+        # smoothed over the body alone (normalised convolution): the dark nucleus must not bleed a rim
+        sigma = max(0.5, params.smooth_frac * min(rgb.shape[:2]))
+        od = filters.gaussian(optical_density_abs(rgb) * body, sigma) / np.maximum(filters.gaussian(body.astype(float), sigma), 1e-6)
+        vals = od[body]
+        t = filters.threshold_otsu(vals) if np.ptp(vals) > 1e-6 else float(vals.max()) + 1.0
+        low, high = vals[vals <= t], vals[vals > t]
+        pale = low.size and float(low.mean()) < params.glass_od
+        if pale and high.size and float(high.mean() - low.mean()) >= params.min_contrast:
+            cyto = body & (od > t)
+        elif pale:
+            cyto = np.zeros_like(body)  # one pale class: bare glass around the nucleus
+        else:
+            cyto = body.copy()  # no pale class: a close-up, all cell body
+        min_px = max(1, int(params.min_area * rgb.shape[0] * rgb.shape[1]))
+        cyto = _drop_specks(cyto, min_px) | (body & ~_drop_specks(body & ~cyto, min_px))
+        # the cell body surrounds its nucleus: glass enclosed by cytoplasm and nucleus is cytoplasm
+        cyto |= body & ndimage.binary_fill_holes(cyto | nucleus)
+        out[cyto] = CYTOPLASM
+    out[nucleus] = NUCLEUS
+    n_content = max(int(content.sum()), 1)
+    share = float((out == CYTOPLASM).sum()) / n_content
+    if share < 0.01:
+        flags.append({"flag": "no_cytoplasm", "reason": f"cytoplasm is {share:.1%} of the content"})
+    if not (out == GLASS).any():
+        flags.append({"flag": "cytoplasm_covers", "reason": "no glass: cell body (or nucleus) covers the content"})
+    return out, flags
+
+
+def label_maps(images: np.ndarray, nuclei: np.ndarray, params: LabelParams = LabelParams()) -> tuple[np.ndarray, list[list[dict]]]:
+    """uint8 [N, H, W] label maps of uint8 [N, H, W, 3] images with bool [N, H, W] nucleus masks."""
+    maps = np.zeros(nuclei.shape, dtype=np.uint8)
+    flags = []
+    for i, (img, nuc) in enumerate(zip(images, nuclei)):
+        maps[i], f = label_map(img, nuc, params)
+        flags.append(f)
+    return maps, flags
+
+
+# ----------------------------------------------------------------------------- region colours
+
+
+def region_colours(images: np.ndarray, maps: np.ndarray, n_labels: int = N_LABELS) -> np.ndarray:
+    """float32 [N, K, 3] mean RGB (0..255) of each label region; a label an image lacks takes the
+    image's mean colour (it paints nothing, but a sampled code stays a plausible colour)."""
+    out = np.zeros((len(images), n_labels, 3), dtype=np.float32)
+    for i, (img, m) in enumerate(zip(images, maps)):
+        mean = img.reshape(-1, 3).mean(0)
+        for k in range(n_labels):
+            sel = m == k
+            out[i, k] = img[sel].mean(0) if sel.any() else mean
+    return out
+
+
+def paint(maps: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """float32 [N, 3, H, W] in [-1, 1]: every label region filled with its colour (a flat rendering
+    of the cell that the generator gives texture, outlines and chromatin)."""
+    idx = maps.astype(np.int64)
+    rgb = np.take_along_axis(colours[:, None, None, :, :], idx[:, :, :, None, None], axis=3)[:, :, :, 0, :]
+    return (rgb.transpose(0, 3, 1, 2) / 127.5 - 1.0).astype(np.float32)

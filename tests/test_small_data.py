@@ -1,0 +1,202 @@
+"""Small-data GAN training (generators/small_data.py) and cytology label maps (masks/labels.py).
+
+The augmentation of D's inputs must be differentiable (G learns through it) and move a
+(condition, image) pair together; the moving average must move; ADA must raise its probability
+when D is over-confident; label maps of simulated cells must hold glass, cytoplasm and nucleus;
+the CGAN must train on one-hot label maps (its reconstruction error falls).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cytoray.errors import ConfigError
+from cytoray.generators.gan import CGANConfig, CGANStage, LatentGANConfig, MaskGANStage, masks_to_unit, stage_params
+from cytoray.generators.small_data import Augmenter, apply, draw, ema_update, make_ema, parse_policy, r1_penalty
+from cytoray.masks.labels import CYTOPLASM, GLASS, N_LABELS, NUCLEUS, PADDING, label_map, label_maps, paint, region_colours
+from cytoray.training.stage import amp_context
+
+ALL = ("colour", "translation", "cutout", "dihedral")
+CPU = torch.device("cpu")
+
+
+def test_augmentation_is_differentiable_and_changes_its_input():
+    x = torch.rand(6, 3, 16, 16, requires_grad=True)
+    prm = draw(ALL, 6, 16, torch.Generator().manual_seed(0))
+    y = apply(x * 2 - 1, prm)
+    assert y.shape == x.shape and not torch.allclose(y, x * 2 - 1)
+    y.square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("op", ALL)
+def test_one_draw_moves_real_and_fake_identically(op):
+    """The same draw on two batches is the same transform: applied to copies, equal outputs;
+    the condition channels of a (label map, image) pair move with the image, untouched by colour."""
+    gen = torch.Generator().manual_seed(1)
+    real = torch.rand(4, 4, 16, 16) * 2 - 1
+    fake = real.clone()
+    aug = Augmenter(op, size=16, colour_from=1)
+    a, b = aug.pair(real, fake, gen)
+    assert torch.equal(a, b)
+    # geometry: the condition channel under the op equals the image channel's geometry (colour aside)
+    pair = torch.cat([real[:, :1], real[:, :1].repeat(1, 3, 1, 1)], 1)
+    out = aug(pair, torch.Generator().manual_seed(2))
+    if op == "colour":
+        assert torch.equal(out[:, :1], pair[:, :1]) and not torch.equal(out[:, 1:], pair[:, 1:])
+    else:
+        assert torch.equal(out[:, 1:2], out[:, :1])
+
+
+def test_ada_raises_the_probability_when_d_is_sure_of_reals():
+    aug = Augmenter("translation", ada_target=0.6, size=16)
+    assert float(aug.p) == 0.0
+    for _ in range(16):
+        aug.observe(torch.full((8, 1, 2, 2), 5.0), batch=8)  # sign(D(real)) = 1 > 0.6: overfitting
+    p_up = float(aug.p)
+    assert p_up > 0.0
+    for _ in range(16):
+        aug.observe(torch.full((8, 1, 2, 2), -5.0), batch=8)
+    assert float(aug.p) < p_up
+
+
+def test_ema_moves_towards_the_generator_and_keeps_its_statistics():
+    g = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+    ema = make_ema(g)
+    assert not any(p.requires_grad for p in ema.parameters())
+    before = [p.clone() for p in ema.parameters()]
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(1.0)
+    g(torch.randn(8, 3))  # moves BatchNorm's running statistics
+    ema_update(ema, g, 0.9)
+    for b, e in zip(before, ema.parameters()):
+        assert torch.allclose(e, b + 0.1, atol=1e-6)
+    assert torch.equal(ema[1].running_mean, g[1].running_mean)
+
+
+def test_r1_penalty_is_positive_and_differentiable():
+    d = torch.nn.Conv2d(3, 1, 3)
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    r1 = r1_penalty(d(x), x)
+    assert r1 > 0
+    r1.backward()
+    assert d.weight.grad is not None
+
+
+def test_policy_errors_name_the_key():
+    assert parse_policy("color, cutout") == ("colour", "cutout")
+    with pytest.raises(ConfigError, match="cgan.diffaug"):
+        CGANConfig(diffaug="colour,zoom").validate()
+    with pytest.raises(ConfigError, match="ema"):
+        LatentGANConfig(ema=1.0).validate()
+
+
+# ----------------------------------------------------------------------------- label maps
+
+
+def test_label_maps_of_simulated_cells_hold_glass_cytoplasm_and_nucleus():
+    from cytoray.data.simulate import simulate
+    from cytoray.masks.unsupervised import MaskParams, nucleus_mask_report
+
+    s = simulate("cytology", n=16, size=64, seed=0)
+    nuc = np.stack([nucleus_mask_report(i, MaskParams())[0] for i in s.images])
+    maps, flags = label_maps(s.images, nuc)
+    assert maps.dtype == np.uint8 and maps.shape == nuc.shape and maps.max() < N_LABELS
+    assert np.array_equal(maps == NUCLEUS, nuc)  # the nucleus label is the nucleus mask
+    three = [all((m == k).any() for k in (GLASS, CYTOPLASM, NUCLEUS)) for m in maps]
+    assert np.mean(three) >= 0.4, f"only {sum(three)}/{len(maps)} simulated cells have glass, cytoplasm and nucleus"
+    assert all((m == CYTOPLASM).mean() > 0.05 for m in maps)  # every simulated cell has a body
+    # the colours painted back come from the regions
+    cols = region_colours(s.images, maps)
+    flat = paint(maps, cols)
+    assert flat.shape == (16, 3, 64, 64) and flat.min() >= -1 and flat.max() <= 1
+
+
+def test_label_map_marks_padding_and_flags_a_bare_nucleus():
+    noise = np.random.default_rng(0).integers(-6, 7, (64, 64, 3))
+    rgb = np.full((64, 64, 3), 235) + noise  # glass has grain; a padding band is flat
+    rgb[20:50, 15:50] = (150, 120, 170) + noise[20:50, 15:50]  # a cell body
+    rgb[28:40, 25:38] = (60, 40, 110) + noise[28:40, 25:38]  # its nucleus
+    rgb[:10] = (120, 110, 160)  # a flat padding band
+    rgb = rgb.clip(0, 255).astype(np.uint8)
+    nuc = np.zeros((64, 64), bool)
+    nuc[28:40, 25:38] = True
+    m, flags = label_map(rgb, nuc)
+    assert (m[:10] == PADDING).all() and m[45, 30] == CYTOPLASM and m[60, 5] == GLASS and m[30, 30] == NUCLEUS
+    assert not flags
+    bare = (np.full((64, 64, 3), 235) + noise).clip(0, 255).astype(np.uint8)
+    bare[28:40, 25:38] = (60, 40, 110)
+    _, flags = label_map(bare, nuc)
+    assert [f["flag"] for f in flags] == ["no_cytoplasm"]
+
+
+def test_one_hot_conditions():
+    m = np.array([[[0, 1], [2, 3]]], np.uint8)
+    y = masks_to_unit(m, 4)
+    assert y.shape == (1, 4, 2, 2) and set(np.unique(y)) == {-1.0, 1.0}
+    assert (y.argmax(1) == m).all()
+    assert masks_to_unit(m > 1).shape == (1, 1, 2, 2)  # a binary mask stays one channel
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def _maps(n=8, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    m = np.zeros((n, size, size), np.uint8)
+    imgs = np.full((n, size, size, 3), 230, np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        cy, cx, r = rng.integers(10, size - 10, 2).tolist() + [int(rng.integers(6, 9))]
+        body = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+        nuc = (yy - cy) ** 2 + (xx - cx) ** 2 < (r // 2) ** 2
+        m[i][body], m[i][nuc] = CYTOPLASM, NUCLEUS
+        imgs[i][body] = rng.integers(100, 200, 3)
+        imgs[i][nuc] = (70, 40, 120)
+    return m, imgs
+
+
+def test_cgan_trains_on_one_hot_label_maps():
+    m, imgs = _maps()
+    y = np.concatenate([masks_to_unit(m, N_LABELS), paint(m, region_colours(imgs, m))], 1)
+    x = imgs.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1
+    stage = CGANStage({**stage_params(CGANConfig(g_base=8, d_base=8, d_layers=2, ada=0.6), 32), "in_ch": y.shape[1]})
+    torch.manual_seed(0)
+    models = stage.build(CPU)
+    assert set(models) == {"G", "D", "G_ema", "aug"} and stage.keep == "G_ema"
+    opts, gen, amp = stage.optimizers(models), torch.Generator().manual_seed(0), amp_context(CPU, False)
+    batch = {"mask": torch.from_numpy(y), "image": torch.from_numpy(x)}
+    ema0 = [p.clone() for p in models["G_ema"].parameters()]
+    mse = [stage.train_step(models, opts, batch, gen, amp)["mse"] for _ in range(40)]
+    assert np.mean(mse[-5:]) < 0.5 * np.mean(mse[:5]), mse
+    assert any(not torch.equal(a, b) for a, b in zip(ema0, models["G_ema"].parameters()))
+    g = stage.grid(models, {"mask": batch["mask"][:2], "image": batch["image"][:2]})
+    assert g.dtype == np.uint8 and g.ndim == 3
+
+
+@pytest.mark.parametrize("recon", ["mse", "l1", "fm"])
+def test_cgan_reconstruction_terms_train(recon):
+    m, imgs = _maps(n=4)
+    y = masks_to_unit(m, N_LABELS)
+    x = imgs.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1
+    stage = CGANStage({**stage_params(CGANConfig(g_base=8, d_base=8, d_layers=2, recon=recon, r1=1.0), 32), "in_ch": N_LABELS})
+    models = stage.build(CPU)
+    out = stage.train_step(models, stage.optimizers(models), {"mask": torch.from_numpy(y), "image": torch.from_numpy(x)},
+                           torch.Generator().manual_seed(0), amp_context(CPU, False))  # fmt: skip
+    assert all(np.isfinite(v) for v in out.values())
+
+
+def test_label_map_gan_draws_soft_one_hot_maps():
+    m, _ = _maps()
+    stage = MaskGANStage({**stage_params(LatentGANConfig(g_base=8, d_base=8, d_layers=2, z_dim=8), 32), "labels": N_LABELS})
+    models = stage.build(CPU)
+    assert stage.colour_from == N_LABELS  # no colour op on a label map
+    opts, gen, amp = stage.optimizers(models), torch.Generator().manual_seed(0), amp_context(CPU, False)
+    for _ in range(3):
+        out = stage.train_step(models, opts, {"mask": torch.from_numpy(masks_to_unit(m, N_LABELS))}, gen, amp)
+    assert np.isfinite(out["loss_d"]) and np.isfinite(out["loss_g"])
+    soft = stage._g_out(models["G_ema"], torch.randn(2, 8))
+    assert soft.shape == (2, N_LABELS, 32, 32) and torch.allclose((soft + 1).sum(1) / 2, torch.ones(2, 32, 32), atol=1e-5)
