@@ -1,17 +1,26 @@
 """Nucleus masks on real folders: Dice/IoU per method, failures, padding, and a side-by-side PNG.
 
-    python benchmarks/real_data.py --he ../shared/data/brecahad_he --cyto ../shared/data/herlev_dev --out /tmp/real_data
+    python benchmarks/real_data.py --he ../shared/data/brecahad_he ../shared/data/monusac_he \
+        --cyto ../shared/data/herlev_dev --loso stain:agree_dice=0.3,0.5,0.7 --out /tmp/real_data
 
---he   H&E tiles with ground truth: <dir>/images/*.jpg + <dir>/masks/<same stem>.* (BreCaHAD
-       layout), or a cytoray dataset folder <dir>/<class>/*.png with <class>/masks/.
+--he   one or more H&E folders with ground truth: <dir>/images/*.jpg + <dir>/masks/<same stem>.*
+       (BreCaHAD / MoNuSAC layout; JPEG masks thresholded at 127), or a cytoray dataset folder
+       <dir>/<class>/*.png with <class>/masks/.
 --cyto cytology folder without ground truth: <dir>/<class>/*.jpg (Herlev layout).
 
 Methods: `stain` (cytoray's default), `syncgan` (the SynCGAN-paper method, RGB), and
 `otsu_h` (Otsu on the haematoxylin channel, 5 lines: the floor). For every method and folder it
-prints mean/min Dice and IoU (where there is ground truth), failures (Dice < --fail-dice, or a
-quality flag: empty / inverted / covers / touches_padding), and how many masks touch a padding
-band; it writes per-image rows to <out>/real_data.json and one PNG per folder (image, then
-each method's mask outline; ground truth in green) to <out>/.
+prints mean/min Dice and IoU (where there is ground truth), per-image wins against the floor
+(higher Dice than otsu_h), failures (Dice < --fail-dice, or a quality flag: empty / inverted /
+covers / touches_padding), the worst-case count (images under Dice 0.3 that the floor gets
+above 0.5), and how many masks touch a padding band; for the stain method also how often the
+stain/Otsu disagreement rule fired and what it chose. It writes per-image rows to
+<out>/real_data.json and one PNG per folder (image, then each method's mask outline; ground truth
+in green) to <out>/.
+
+Leave-one-set-out (--loso METHOD:KEY=v1,v2,...; needs two or more --he folders): the method is
+run with each value of one MaskParams key; for every H&E folder the value with the best mean Dice
+on the *other* folders is chosen and scored on this one, so no figure is on the set it was tuned on.
 
 With `--syncgan`, a short SynCGAN run on the cytology folder (its default masks, padding cropped,
 under Ray Train): a grid per class of real images | synthetic images | the masks that made them
@@ -22,6 +31,7 @@ halves of the real class and the real normal-vs-abnormal figure.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -64,12 +74,28 @@ def list_pairs(root: Path) -> list[tuple[Path, Path | None]]:
 # ----------------------------------------------------------------------------- one image
 
 
-def run_method(method: str, rgb: np.ndarray, bands: Bands) -> tuple[np.ndarray, list[dict]]:
+def run_method(method: str, rgb: np.ndarray, bands: Bands, params: MaskParams | None = None) -> tuple[np.ndarray, dict]:
+    """(mask, report) of one method; `params` overrides the defaults (leave-one-set-out variants)."""
     if method == "otsu_h":
         mask = otsu_haematoxylin(rgb)
-        return mask, quality_flags(rgb, mask, np.ones(mask.shape, bool), bands, MaskParams())
-    mask, info = nucleus_mask_report(rgb, MaskParams(method=method))
-    return mask, info["flags"]
+        return mask, {"flags": quality_flags(rgb, mask, np.ones(mask.shape, bool), bands, MaskParams())}
+    return nucleus_mask_report(rgb, params or MaskParams(method=method))
+
+
+def parse_loso(spec: str | None) -> tuple[str, str, list] | None:
+    """'stain:agree_dice=0.3,0.5' -> ('stain', 'agree_dice', [0.3, 0.5]); values typed like the default."""
+    if not spec:
+        return None
+    method, _, rest = spec.partition(":")
+    key, _, values = rest.partition("=")
+    if method not in ("stain", "syncgan") or key not in MaskParams.__dataclass_fields__ or not values:
+        sys.exit(f"--loso {spec!r}: use METHOD:KEY=v1,v2,... with METHOD stain or syncgan and KEY a MaskParams field")
+    kind = type(getattr(MaskParams(), key))
+    return method, key, [kind(v) for v in values.split(",")]
+
+
+def variant_name(method: str, key: str, value) -> str:
+    return f"{method}@{key}={value}"
 
 
 def read_truth(path: Path) -> np.ndarray:
@@ -84,30 +110,57 @@ def read_truth(path: Path) -> np.ndarray:
 # ----------------------------------------------------------------------------- sections
 
 
-def section_masks(name: str, root: Path, methods: list[str], out: Path, fail_dice: float, limit: int | None) -> dict:
+def one_image(job: tuple) -> tuple[dict, np.ndarray | None]:
+    """Every method (and leave-one-set-out variant) on one image: (row, side-by-side panel or None)."""
+    img_path, gt_path, methods, variants, fail_dice, want_panel = job
+    rgb = read_rgb(img_path)
+    bands = detect_bands(rgb)
+    truth = read_truth(gt_path) if gt_path else None
+    row = {"image": str(img_path), "padding": bands.describe() if bands.any() else None}
+    masks = {}
+    for m in [*methods, *variants]:
+        if m in variants and variants[m] == MaskParams(method=m.split("@")[0]) and m.split("@")[0] in row:
+            row[m] = row[m.split("@")[0]]  # the default value: the method's own run
+            continue
+        mask, info = run_method(m.split("@")[0], rgb, bands, variants.get(m))
+        masks[m] = mask
+        r = {"flags": [f["flag"] for f in info["flags"]], "touches_padding": touches_padding(mask, bands), "cover": float(mask.mean())}
+        if "decision" in info:
+            r["decision"] = info["decision"]
+        if truth is not None:
+            r.update(dice=dice(mask, truth), iou=iou(mask, truth))
+        r["fail"] = bool(r["flags"]) or (truth is not None and r["dice"] < fail_dice)
+        row[m] = r
+    return row, (_panel(rgb, masks, truth, methods) if want_panel else None)
+
+
+def section_masks(name: str, root: Path, methods: list[str], out: Path, fail_dice: float, limit: int | None,
+                  loso: tuple[str, str, list] | None = None, jobs: int = 1) -> dict:
     pairs = list_pairs(root)[:limit]
+    variants = {}
+    if loso:
+        base = MaskParams(method=loso[0])
+        variants = {variant_name(loso[0], loso[1], v): dataclasses.replace(base, **{loso[1]: v}) for v in loso[2]}
+    step = max(1, len(pairs) // 12)
+    work = [(img, gt, methods, variants, fail_dice, k < 12 or k % step == 0) for k, (img, gt) in enumerate(pairs)]
     rows, panels = [], []
     t0 = time.perf_counter()
-    for k, (img_path, gt_path) in enumerate(pairs):
-        rgb = read_rgb(img_path)
-        bands = detect_bands(rgb)
-        truth = read_truth(gt_path) if gt_path else None
-        row = {"image": str(img_path), "padding": bands.describe() if bands.any() else None}
-        masks = {}
-        for m in methods:
-            mask, flags = run_method(m, rgb, bands)
-            masks[m] = mask
-            r = {"flags": [f["flag"] for f in flags], "touches_padding": touches_padding(mask, bands), "cover": float(mask.mean())}
-            if truth is not None:
-                r.update(dice=dice(mask, truth), iou=iou(mask, truth))
-            r["fail"] = bool(r["flags"]) or (truth is not None and r["dice"] < fail_dice)
-            row[m] = r
+    if jobs > 1:
+        from multiprocessing import get_context
+
+        pool = get_context("spawn").Pool(jobs)
+        results = pool.imap(one_image, work)
+    else:
+        pool, results = None, map(one_image, work)
+    for k, (row, panel) in enumerate(results):
         rows.append(row)
-        if k < 12 or k % max(1, len(pairs) // 12) == 0:
-            panels.append(_panel(rgb, masks, truth, methods))
-        print(f"[{name}] {k + 1}/{len(pairs)} {img_path.name} " + " ".join(
+        if panel is not None:
+            panels.append(panel)
+        print(f"[{name}] {k + 1}/{len(pairs)} {Path(row['image']).name} " + " ".join(
             f"{m}={row[m].get('dice', row[m]['cover']):.2f}{'!' if row[m]['fail'] else ''}" for m in methods), file=sys.stderr, flush=True)
-    summary = {m: _summary(rows, m) for m in methods}
+    if pool is not None:
+        pool.close()
+    summary = {m: _summary(rows, m) for m in [*methods, *variants]}
     summary["_n"], summary["_seconds"] = len(rows), round(time.perf_counter() - t0, 1)
     summary["_padded_images"] = sum(1 for r in rows if r["padding"])
     _save_grid(out / f"{name}_masks.png", panels)
@@ -115,14 +168,47 @@ def section_masks(name: str, root: Path, methods: list[str], out: Path, fail_dic
 
 
 def _summary(rows: list[dict], m: str) -> dict:
+    """Per method: failures, flags, padding; with ground truth mean/min Dice and IoU, wins against
+    the floor (otsu_h), and the worst-case count (Dice < 0.3 where the floor gets > 0.5)."""
     d = [r[m]["dice"] for r in rows if "dice" in r[m]]
     s = {"n": len(rows), "failures": sum(r[m]["fail"] for r in rows), "touch_padding": sum(r[m]["touches_padding"] for r in rows)}
     for flag in ("empty", "inverted", "covers", "touches_padding"):
         s[f"flag_{flag}"] = sum(flag in r[m]["flags"] for r in rows)
+    decided = [r[m]["decision"] for r in rows if "decision" in r[m]]
+    if decided:
+        s["disagreements"] = sum(x["rule"] != "agree" for x in decided)
+        s["chose_otsu"] = sum(x["chose"] == "otsu" for x in decided)
     if d:
         j = [r[m]["iou"] for r in rows if "iou" in r[m]]
         s.update(dice=float(np.mean(d)), dice_min=float(np.min(d)), iou=float(np.mean(j)))
+        if all("otsu_h" in r and "dice" in r["otsu_h"] for r in rows):
+            s["wins"] = sum(r[m]["dice"] > r["otsu_h"]["dice"] for r in rows)
+            s["worst"] = sum(r[m]["dice"] < 0.3 and r["otsu_h"]["dice"] > 0.5 for r in rows)
     return s
+
+
+def loso_table(report: dict, loso: tuple[str, str, list]) -> str:
+    """Leave-one-set-out: for each H&E set, the value chosen on the others, scored here."""
+    method, key, values = loso
+    sets = [n for n in report if n.startswith("he")]
+    names = [variant_name(method, key, v) for v in values]
+    lines = [f"leave-one-set-out: {method}, {key} chosen from {values} by mean Dice on the other set(s)",
+             "| scored on | tuned on | chosen | Dice | IoU | Otsu-H Dice | margin | wins | inverted | empty | worst (<0.3, Otsu>0.5) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for target in sets:
+        others = [o for o in sets if o != target]
+        if not others:
+            return "leave-one-set-out needs two or more --he folders"
+
+        def mean_on_others(v: str) -> float:
+            return float(np.mean([report[o]["summary"][v]["dice"] for o in others]))
+
+        best = max(names, key=mean_on_others)
+        s, floor = report[target]["summary"][best], report[target]["summary"]["otsu_h"]
+        lines.append(f"| {target} | {', '.join(others)} | {best.split('=', 1)[1]} | {s['dice']:.3f} | {s['iou']:.3f} | "
+                     f"{floor['dice']:.3f} | {s['dice'] - floor['dice']:+.3f} | {s['wins']}/{s['n']} ({s['wins'] / s['n']:.0%}) | "
+                     f"{s['flag_inverted']} | {s['flag_empty']} | {s['worst']} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- pictures
@@ -165,12 +251,14 @@ def _save_grid(path: Path, panels: list[np.ndarray]) -> None:
 def _table(name: str, summary: dict, methods: list[str]) -> str:
     has_gt = any("dice" in summary[m] for m in methods)
     head = f"{name} ({summary['_n']} images, {summary['_padded_images']} with padding bands, {summary['_seconds']}s)"
-    lines = [head, f"  {'method':<8} " + ("  dice  (min)   iou " if has_gt else "") + " failures  touch_pad  empty inverted covers"]
+    lines = [head, f"  {'method':<8} " + ("  dice  (min)   iou   wins  worst" if has_gt else "")
+             + " failures  touch_pad  empty inverted covers  disagree/chose-otsu"]  # fmt: skip
     for m in methods:
         s = summary[m]
-        gt = f" {s['dice']:.3f} ({s['dice_min']:.3f}) {s['iou']:.3f}" if "dice" in s else ""
+        gt = f" {s['dice']:.3f} ({s['dice_min']:.3f}) {s['iou']:.3f} {s.get('wins', '-'):>4}/{s['n']:<3} {s.get('worst', '-'):>3}" if "dice" in s else ""
+        rule = f"{s['disagreements']}/{s['chose_otsu']}" if "disagreements" in s else ""
         lines.append(f"  {m:<8}{gt}  {s['failures']:>4}/{s['n']:<4} {s['touch_padding']:>6}    "
-                     f"{s['flag_empty']:>5} {s['flag_inverted']:>8} {s['flag_covers']:>6}")  # fmt: skip
+                     f"{s['flag_empty']:>5} {s['flag_inverted']:>8} {s['flag_covers']:>6}  {rule:>10}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -222,7 +310,7 @@ def _syncgan_table(r: dict, classes: list[str]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--he", type=Path, help="H&E folder with ground-truth masks")
+    ap.add_argument("--he", type=Path, nargs="+", help="H&E folder(s) with ground-truth masks")
     ap.add_argument("--cyto", type=Path, help="cytology folder (no ground truth needed)")
     ap.add_argument("--out", type=Path, required=True, help="where the PNGs and real_data.json go (outside the repository)")
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
@@ -232,6 +320,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64, help="--syncgan: image side")
     ap.add_argument("--mask-epochs", type=int, default=60, help="--syncgan: class mask GAN epochs")
     ap.add_argument("--cgan-epochs", type=int, default=30, help="--syncgan: CGAN epochs")
+    ap.add_argument("--loso", help="leave-one-set-out over two or more --he folders: METHOD:KEY=v1,v2,... (e.g. stain:agree_dice=0.3,0.5)")
+    ap.add_argument("--jobs", type=int, default=1, help="images masked in parallel (processes)")
     ap.add_argument("--verbose", action="store_true", help="--syncgan: Ray's own output and every worker's epoch line")
     a = ap.parse_args()
     from cytoray.quiet import configure
@@ -244,18 +334,24 @@ def main() -> None:
         ap.error("give --he and/or --cyto")
     if a.out.resolve().is_relative_to(ROOT):
         ap.error(f"--out {a.out} is inside the repository; write figures elsewhere (e.g. /tmp/real_data)")
+    loso = parse_loso(a.loso)
+    if loso and (len(a.he or []) < 2 or "otsu_h" not in methods):
+        ap.error("--loso needs two or more --he folders and otsu_h among --methods")
     report = {}
-    for name, root in (("he", a.he), ("cyto", a.cyto)):
-        if root:
-            report[name] = section_masks(name, root, methods, a.out, a.fail_dice, a.limit)
-            print(_table(f"{name}: {root}", report[name]["summary"], methods), flush=True)
+    folders = [(f"he_{p.name}" if len(a.he) > 1 else "he", p) for p in a.he or []] + ([("cyto", a.cyto)] if a.cyto else [])
+    for name, root in folders:
+        report[name] = section_masks(name, root, methods, a.out, a.fail_dice, a.limit, loso if name.startswith("he") else None, a.jobs)
+        print(_table(f"{name}: {root}", report[name]["summary"], methods), flush=True)
+    if loso:
+        report["loso"] = loso_table(report, loso)
+        print(report["loso"], flush=True)
     if a.syncgan and a.cyto:
         report["syncgan"] = section_syncgan(a.cyto, a.out, a.size, a.mask_epochs, a.cgan_epochs)
         classes = sorted(d.name for d in a.cyto.iterdir() if d.is_dir())
         print(f"SynCGAN on {a.cyto} ({report['syncgan']['seconds']:.0f} s): grid in {a.out / 'syncgan_grid.png'}\n"
               + _syncgan_table(report["syncgan"], classes), flush=True)  # fmt: skip
     write_json(a.out / "real_data.json", report)
-    print(f"wrote {a.out / 'real_data.json'} and {', '.join(f'{n}_masks.png' for n in report)} in {a.out}")
+    print(f"wrote {a.out / 'real_data.json'} and {', '.join(f'{n}_masks.png' for n in report if n != 'loso')} in {a.out}")
 
 
 if __name__ == "__main__":

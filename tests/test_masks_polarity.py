@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from skimage import color, data
 from skimage.draw import disk
 
@@ -124,3 +125,67 @@ def test_stardist_micrograph_is_dark_field():
     except DataError as e:
         pytest.skip(f"stardist data files not installed ({e})")
     assert dark_field(rgb, _everywhere(rgb), MaskParams())
+
+
+# ----------------------------------------------------------------------------- stain vs Otsu: the stated rule
+
+
+def _purple_disks(size: int = 96, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Dark purple disks (haematoxylin-like) on a pale field, with camera noise; (rgb, truth)."""
+    rng = np.random.default_rng(seed)
+    img = np.empty((size, size, 3))
+    img[:] = (236, 230, 242)
+    truth = np.zeros((size, size), bool)
+    for r in range(14, size - 10, 24):
+        for c in range(14, size - 10, 24):
+            rr, cc = disk((r + rng.integers(-3, 4), c + rng.integers(-3, 4)), rng.uniform(5, 8), shape=truth.shape)
+            img[rr, cc] = (85, 45, 135)
+            truth[rr, cc] = True
+    img += rng.normal(0, 4, img.shape)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8), truth
+
+
+def test_decide_takes_otsu_when_the_stain_mask_misses_nuclei():
+    """A stain mask holding a quarter of the nuclei disagrees with Otsu (Dice ~0.4); what Otsu
+    adds is as dense as the common core, what it drops is nothing: Otsu's mask is taken."""
+    from cytoray.masks.stain import decide
+
+    img, truth = _purple_disks()
+    content = _everywhere(img)
+    lab = ndimage.label(truth)[0]
+    partial = truth & (lab % 4 == 1)
+    mask, decision = decide(img, content, partial, MaskParams())
+    assert decision["agreement"] < 0.5 and decision["rule"] == "nearer" and decision["chose"] == "otsu"
+    assert dice(mask, truth) > 0.9 > dice(partial, truth)
+    h = decision["haematoxylin"]
+    assert abs(h["otsu_adds"] - h["core"]) < abs(h["otsu_adds"] - h["background"])
+    empty, why = decide(img, content, np.zeros_like(truth), MaskParams())
+    assert why["rule"] == "unusable" and why["chose"] == "otsu" and dice(empty, truth) > 0.9
+    same, agreed = decide(img, content, truth, MaskParams())
+    assert agreed["rule"] == "agree" and same is truth  # agreement: the stain mask, untouched
+
+
+def test_decide_keeps_the_nucleus_when_otsu_takes_the_pale_rest():
+    """The stain mask is the nuclei and the 'Otsu' alternative adds pale cytoplasm (a Pap cell):
+    the added pixels are nearer the background than the nuclei, so the stain mask stays."""
+    from cytoray.masks import stain as stain_module
+
+    img, truth = _purple_disks(seed=1)
+    grown = ndimage.binary_dilation(truth, iterations=6)
+    img[grown & ~truth] = (200, 185, 215)  # pale lilac cytoplasm around every nucleus
+    content = _everywhere(img)
+    original = stain_module.otsu_nuclear
+    try:
+        stain_module.otsu_nuclear = lambda rgb, c, p: grown  # Otsu's threshold taking whole cells
+        mask, decision = stain_module.decide(img, content, truth, MaskParams())
+    finally:
+        stain_module.otsu_nuclear = original
+    assert decision["agreement"] < 0.5 and decision["rule"] == "nearer" and decision["chose"] == "stain"
+    assert mask is truth
+
+
+def test_report_records_the_decision_and_the_dark_field_evidence(dense_tile):
+    _, info = nucleus_mask_report(dense_tile)
+    assert info["decision"]["rule"] in ("agree", "unusable", "nearer", "no common core")
+    assert 0.0 <= info["decision"]["agreement"] <= 1.0 and info["decision"]["chose"] in ("stain", "otsu")
+    assert info["dark_field"]["floor_saturation"] > 0.3  # the tile's darkest pixels carry stain hue

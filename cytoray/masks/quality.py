@@ -35,6 +35,22 @@ def _signal(rgb: np.ndarray, bright: bool) -> np.ndarray:
     return color.rgb2hed(rgb)[..., 0]
 
 
+def contrast(sig: np.ndarray, mask: np.ndarray, content: np.ndarray) -> float:
+    """Mean signal inside the mask minus outside it (within the content), in standard deviations
+    of the signal over the content; 0.0 when either side is empty."""
+    inside, rest = mask & content, content & ~mask
+    if not inside.any() or not rest.any():
+        return 0.0
+    spread = float(sig[content].std()) or 1.0
+    return float(sig[inside].mean() - sig[rest].mean()) / spread
+
+
+def haematoxylin_contrast(rgb: np.ndarray, mask: np.ndarray, content: np.ndarray) -> float:
+    """`contrast` of rgb2hed's haematoxylin: how much denser in haematoxylin a mask is than the
+    rest (brightfield; < INVERSION_MARGIN: inverted)."""
+    return contrast(_signal(rgb, False), mask, content)
+
+
 def quality_flags(rgb: np.ndarray, mask: np.ndarray, content: np.ndarray, bands, params) -> list[dict]:
     """[{'flag': name, 'reason': text}] for one image's mask (empty list = nothing suspect)."""
     from ..data.background import touches_padding
@@ -55,8 +71,7 @@ def quality_flags(rgb: np.ndarray, mask: np.ndarray, content: np.ndarray, bands,
         if rest.any():
             bright = looks_dark_field(dark_field_evidence(rgb, content, params), params)
             sig = _signal(rgb, bright)
-            spread = float(sig[content].std()) or 1.0
-            d = float(sig[inside].mean() - sig[rest].mean()) / spread
+            d = contrast(sig, mask, content)
             if d < INVERSION_MARGIN:
                 what = "darker" if bright else "paler in haematoxylin"
                 flags.append({"flag": "inverted", "reason": f"masked pixels are {what} than the rest (contrast {d:+.2f} sd); the mask marks background"})

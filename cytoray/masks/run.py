@@ -140,7 +140,8 @@ def run_masks(
         name = _out_name(rec, data)
         save_png(out / name, mask.astype(np.uint8) * 255)
         row = {"image": str(rec.path), "mask": str(out / name), "class": rec.cls, "cached": cached,
-               "flags": info["flags"], "padding": info.get("padding"), "polarity": info.get("polarity")}  # fmt: skip
+               "flags": info["flags"], "padding": info.get("padding"), "polarity": info.get("polarity"),
+               "dark_field": info.get("dark_field"), "decision": info.get("decision")}  # fmt: skip
         if evaluate and rec.mask is not None:
             row.update(_score(mask, rec.mask))
             scores.append((rec.cls, row["dice"], row["iou"]))
@@ -159,6 +160,8 @@ def run_masks(
         "padded": sum(1 for r in per_image if r["padding"]),
         "failed": len(failed), "failed_share": len(failed) / len(per_image),
         "failures": [{"image": r["image"], "reasons": _reasons(r, fail_dice)} for r in failed],
+        "decisions": {"disagreed": sum(1 for r in per_image if (r["decision"] or {}).get("rule", "agree") != "agree"),
+                      "chose_otsu": sum(1 for r in per_image if (r["decision"] or {}).get("chose") == "otsu")},
     }  # fmt: skip
     if evaluate:
         summary.update(_aggregate(scores))
@@ -193,6 +196,9 @@ def format_summary(summary: dict, images: list[dict] | None = None) -> str:
             lines.append(f"  {c:<20} n={s['n']:<5} dice {s['dice']:.3f}  iou {s['iou']:.3f}")
     flags = ", ".join(f"{k} {v}" for k, v in summary["flags"].items() if v) or "none"
     lines.append(f"failed: {summary['failed']}/{summary['n']} ({summary['failed_share']:.0%}); flags: {flags}")
+    if dec := summary.get("decisions"):
+        lines.append(f"stain vs Otsu disagreed on {dec['disagreed']} image(s); the rule chose Otsu's mask on {dec['chose_otsu']} "
+                     f"(per image: 'decision' in {SUMMARY_NAME})")  # fmt: skip
     for f in summary["failures"][:20]:
         lines.append(f"  FAIL {f['image']}: {'; '.join(f['reasons'])}")
     if len(summary["failures"]) > 20:

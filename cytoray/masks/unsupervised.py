@@ -72,6 +72,7 @@ class MaskParams:
     fold_length: float = 1.5  # ...and longer than this many typical nucleus diameters (spindle nuclei are shorter)...
     thin_level: float = 0.8  # ...is kept only when this dense (0..1 as keep_level)
     fill_ratio: float = 1.0  # fill holes smaller than this x their object: textured chromatin, not lumens
+    agree_dice: float = 0.5  # stain mask vs Otsu on haematoxylin: under this Dice they disagree and stain.decide's rule picks
 
     def validate(self) -> None:
         """Reject values that make the pipeline meaningless; errors name the key."""
@@ -95,7 +96,7 @@ class MaskParams:
                     "refine_gap", "refine_separation", "fill_ratio", "local_nuclei", "fold_length"):  # fmt: skip
             if getattr(self, key) < 0:
                 raise ConfigError(f"masks.{key}={getattr(self, key)}: must be >= 0")
-        for key in ("keep_level", "max_cover", "thin_ratio", "thin_level", "core_unity"):
+        for key in ("keep_level", "max_cover", "thin_ratio", "thin_level", "core_unity", "agree_dice"):
             if not 0 <= getattr(self, key) <= 1:
                 raise ConfigError(f"masks.{key}={getattr(self, key)}: must be between 0 and 1")
         if self.stains not in ("auto", "h-e", "h-dab"):
