@@ -109,15 +109,15 @@ def cmd_fid(a: argparse.Namespace) -> int:
 
 def _realism_lines(r: dict) -> list[str]:
     p, fl = r["prdc"], r["prdc_floor"] or {}
-    lines = [f"{m} {p[m]:.3f}" + (f" (real-vs-real {fl[m]:.3f}, {fl['floor_kind']})" if m in fl else "")
-             for m in ("precision", "recall", "density", "coverage")]
-    lines = [f"realism (dir_a real, dir_b synthetic; k={int(p['k'])} nearest neighbours): " + "; ".join(lines)]
+    lines = [f"{m} {p[m]:.3f}" + (f" (real-vs-real {fl[m]:.3f})" if m in fl else "") for m in ("precision", "recall", "density", "coverage")]
+    floor = f"; real-vs-real: {fl['floor_kind']}, {fl['floor_n_ref']}/{fl['floor_n_other']} images" if fl else ""
+    lines = [f"realism (dir_a real, dir_b synthetic; k={int(p['k'])} nearest neighbours): " + "; ".join(lines) + floor]
     m = r.get("memorisation")
     if m:
         pairs = ", ".join(f"#{i}~train #{j} ({d:.2f})" for i, j, d in m["closest_pairs"][:3])
         lines.append(f"memorised share {m['share']:.3f}: synthetic images nearer to a training image than the "
                      f"{m['percentile']:g}th percentile ({m['threshold']:.3f}) of train-to-train nearest distances "
-                     f"(held-out real dir_a: {m['held_out_real_share']:.3f}); closest: {pairs}")
+                     f"(dir_a's real images: {m['held_out_real_share']:.3f}); closest: {pairs}")
     return lines
 
 
