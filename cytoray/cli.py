@@ -22,8 +22,10 @@ def _print_json(obj) -> None:
 
 def cmd_simulate(a: argparse.Namespace) -> int:
     from .data.simulate import write_dataset
-    from .io import check_output_folder
+    from .io import check_memory, check_output_folder
 
+    if a.size > 0 and a.n > 0:  # images and masks are built in memory first (all or nothing)
+        check_memory(float(a.n) * a.size * a.size * 4 * 3, f"--n {a.n} --size {a.size}", "give fewer or smaller images")
     # --overwrite replaces a simulated dataset (it holds simulation.json), never one someone collected
     check_output_folder(a.out, overwrite=a.overwrite, ours=lambda d: (d / "simulation.json").is_file())
     out = write_dataset(a.out, kind=a.kind, n=a.n, size=a.size, seed=a.seed, overwrite=a.overwrite)
@@ -80,8 +82,8 @@ def cmd_fid(a: argparse.Namespace) -> int:
 
     from .errors import CytorayError
 
-    if a.size is not None and a.size < 16:
-        raise CytorayError(f"--size {a.size}: give at least 16 px (or leave it out: each image goes to 299 px as it is)")
+    if a.size is not None and not 16 <= a.size <= 2048:
+        raise CytorayError(f"--size {a.size}: give 16 to 2048 px (or leave it out: each image goes to 299 px as it is)")
     if a.train and not a.realism:
         raise CytorayError("--train DIR is read for the memorisation share only; add --realism")
     feats: dict | None = {} if a.realism else None
@@ -176,6 +178,11 @@ def _write_samples(gen, n: int, classes: list[str], out: str, seed: int, overwri
     from .progress import Progress
 
     lines = []
+    if n > 256:  # the n images of a class are made in memory at once: refused before if they cannot fit
+        from .io import check_memory
+
+        one, _ = gen.sample(1, classes[0], seed=seed)
+        check_memory(float(n) * one[0].nbytes * 3, f"--n {n}", "give a smaller --n and run it several times with other --seed")
     with Progress(n * len(classes), "sampling") as bar:
         for c in classes:
             images, masks = gen.sample(n, c, seed=seed)
@@ -399,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cytoray: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a user's path: read-only --out, a file where a folder goes, a full disk
-        if e.filename is None:
+        if e.filename is None and e.errno not in (28, 122):  # ENOSPC / EDQUOT: a full disk is the user's to fix
             raise
         from .io import os_error_message
 

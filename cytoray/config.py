@@ -287,6 +287,8 @@ def parse_override(item: str) -> dict:
     if "=" not in item:
         raise ConfigError(f"override '{item}': expected KEY=VALUE, e.g. cgan.epochs=5")
     key, raw = item.split("=", 1)
+    if any(not part.strip() for part in key.split(".")):
+        raise ConfigError(f"override '{item}': '{key}' has an empty key name; give KEY=VALUE, e.g. cgan.epochs=5")
     if len(raw) > 10_000:
         raise ConfigError(f"override '{key}': value of {len(raw)} characters; a config value is short")
     value = load_yaml(raw, f"override '{key}'") if raw else None

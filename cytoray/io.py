@@ -28,12 +28,21 @@ def _umask() -> int:
 UMASK = _umask()
 
 
+def _tmp_prefix(dest: Path) -> str:
+    """'.<name>.' for the temporary sibling, cut so that it plus mkstemp's 8 random characters and
+    '.tmp' stay under the 255 bytes a file name may have (a legal 250-character name failed on it)."""
+    name = dest.name
+    while len(f".{name}.".encode()) > 200:
+        name = name[:-1]
+    return f".{name}."
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `dest`; rename it onto `dest` when the block succeeds."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(dest), suffix=".tmp", dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -80,12 +89,12 @@ def atomic_dir(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
 
         raise CytorayError(f"{dest}: output folder exists and is not empty; choose another --out or pass --overwrite")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(dest), suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~UMASK)
         if dest.exists():
-            old = dest.with_name(f".{dest.name}.old")
+            old = tmp.with_name(tmp.name[:-len(".tmp")] + ".old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(dest, old)
             os.replace(tmp, dest)
@@ -123,9 +132,16 @@ def safe_component(name: str, what: str) -> str:
 
 
 def os_error_message(e: OSError) -> str:
-    """One line for an OSError on a user's path (read-only --out, a file where a folder goes, ...)."""
-    where = e.filename if e.filename is not None else "a path"
-    return f"{where}: {e.strerror or e}; choose another output path (or fix its permissions)"
+    """One line for an OSError on a user's path (read-only --out, a file where a folder goes, an
+    unreadable input, a full disk). It cannot tell an input from an output, so it says both."""
+    import errno
+
+    where = e.filename if e.filename is not None else "a file being written"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{where}: no space left on the device (or over quota); free space or choose an --out on another disk"
+    if e.errno == errno.ENAMETOOLONG:
+        return f"{where}: a file name is too long for the file system; choose a shorter name"
+    return f"{where}: {e.strerror or e}; check the path and its permissions (inputs must be readable, --out writable)"
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -184,3 +200,16 @@ def check_output_folder(out: str | os.PathLike, *, overwrite: bool, inputs=(), o
         raise CytorayError(f"{out}: holds files this command did not write (a dataset or other work); --overwrite only "
                            f"replaces a previous output of the same command; choose another {flag}")
     return dest
+
+
+def check_memory(nbytes: float, what: str, fix: str) -> None:
+    """Refuse, before allocating, what needs more than half of the memory available now: numpy
+    would fail with a MemoryError traceback after minutes of swapping, or the kernel kill the process."""
+    from .errors import CytorayError
+
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if nbytes > avail / 2:
+        raise CytorayError(f"{what} needs about {nbytes / 2**30:.1f} GiB of memory, and {avail / 2**30:.1f} GiB is free; {fix}")

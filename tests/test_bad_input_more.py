@@ -542,3 +542,70 @@ def test_train_gpu_on_a_machine_without_one(ds, tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     _row(["train", "gan", "--data", str(ds), "--out", str(tmp_path / "o"), "--gpu"], "--gpu: 1 worker(s)", capsys, tmp_path)
+
+
+# ----------------------------------------------------------------------------- 4b. more tracebacks and misleading lines
+
+
+def test_set_the_generator_section_itself(ds, tmp_path, capsys):
+    _row(["train", "gan", "--data", str(ds), "--out", str(tmp_path / "o"), "--set", "gan=5"], "--set gan=5: 'gan' is the generator's section",
+         capsys, tmp_path)  # fmt: skip
+    _row(["train", "gan", "--data", str(ds), "--out", str(tmp_path / "o"), "--set", "run..seed=5"], "'run..seed' has an empty key name",
+         capsys, tmp_path)  # fmt: skip
+
+
+def test_report_of_a_run_id_that_does_not_exist(tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/m.db").create_experiment("syncgan_ratio")
+    _row(["report", "--experiment", "syncgan_ratio", "--run-id", "deadbeef", "--out", str(tmp_path / "r"),
+          "--tracking-uri", f"sqlite:///{tmp_path}/m.db"], "--run-id deadbeef: no such run", capsys, tmp_path)  # fmt: skip
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["simulate", "--out", "{tmp}/s", "--n", "4", "--size", "100000"], "--n 4 --size 100000 needs about"),
+    (["fid", "{ds}/benign", "{ds}/malignant", "--size", "100000"], "--size 100000: give 16 to 2048 px"),
+])  # fmt: skip
+def test_absurd_sizes_are_refused_before_allocating(argv, fragment, ds, tmp_path, capsys):
+    _row([a.format(tmp=tmp_path, ds=ds) for a in argv], fragment, capsys, tmp_path)
+
+
+def test_generate_more_images_than_memory_holds(tmp_path):
+    from cytoray.cli import _write_samples
+    from cytoray.errors import CytorayError
+
+    with pytest.raises(CytorayError, match=r"--n 100000000 needs about .* GiB of memory"):
+        _write_samples(FakeGen(), 100_000_000, ["benign"], str(tmp_path / "g"), 0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
+    """ENOSPC from a write has no file name (OSError 28 was a traceback)."""
+    import errno
+
+    import cytoray.data.simulate as sim
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(sim, "save_png", full)
+    _row(["simulate", "--out", str(tmp_path / "s"), "--n", "4", "--size", "16"], "no space left on the device", capsys, tmp_path)
+
+
+def test_an_unreadable_input_is_not_told_to_choose_another_output(ds, tmp_path, capsys):
+    from cytoray.io import os_error_message
+
+    msg = os_error_message(PermissionError(13, "Permission denied", str(ds / "benign" / "00.png")))
+    assert "choose another output" not in msg and "inputs must be readable" in msg
+
+
+def test_a_legal_250_character_name_is_written(tmp_path):
+    from cytoray.io import atomic_dir, write_text
+
+    name = "n" * 250
+    write_text(tmp_path / f"{name[:246]}.txt", "x")
+    with atomic_dir(tmp_path / name) as d:
+        (d / "f").write_text("y")
+    with atomic_dir(tmp_path / name, overwrite=True) as d:
+        (d / "g").write_text("z")
+    assert (tmp_path / name / "g").read_text() == "z" and sorted(p.name for p in tmp_path.iterdir()) == sorted([name, f"{name[:246]}.txt"])

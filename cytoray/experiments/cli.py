@@ -66,7 +66,7 @@ def run_script(prog: str, study: Study, argv: list[str] | None, *, doc: str, smo
         print(f"{prog}: interrupted; the MLflow parent run is marked KILLED; continue with --resume", file=sys.stderr)
         return 130
     except OSError as e:  # a user's path: read-only --out, a file where a folder goes
-        if e.filename is None:
+        if e.filename is None and e.errno not in (28, 122):  # ENOSPC / EDQUOT: a full disk is the user's to fix
             raise
         from ..io import os_error_message
 

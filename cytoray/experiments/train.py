@@ -41,6 +41,9 @@ def section_key(item: str, gen_name: str) -> str:
     head, _, rest = key.partition(".")
     if head in TOP or not eq:
         return item
+    if head == gen_name and not rest:
+        raise ConfigError(f"--set {item}: '{gen_name}' is the generator's section, not a key; set one of its keys, "
+                          f"e.g. {gen_name}.epochs=5")
     return f"generator.{rest if head == gen_name else key}={value}"
 
 

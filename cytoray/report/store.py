@@ -112,7 +112,13 @@ def load(experiment: str, tracking_uri: str | None = None, run_id: str | None = 
         names = sorted(e.name for e in client.search_experiments())
         raise CytorayError(f"no experiment {experiment!r} in the MLflow store {uri} (it has: {', '.join(names) or 'none'})")
     if run_id:
-        parent = client.get_run(run_id)
+        try:
+            parent = client.get_run(run_id)
+        except Exception as e:  # MLflow: RESOURCE_DOES_NOT_EXIST (or a malformed id)
+            if "RESOURCE_DOES_NOT_EXIST" not in f"{getattr(e, 'error_code', '')} {e}" and "INVALID_PARAMETER" not in str(e):
+                raise
+            raise CytorayError(f"--run-id {run_id}: no such run in the MLflow store {uri}; leave it out for the newest study "
+                               f"in {experiment!r}, or copy the parent run's id from the MLflow UI") from None
         if parent.info.experiment_id != exp.experiment_id:
             raise CytorayError(f"run {run_id} is not in experiment {experiment!r} ({uri})")
     else:
