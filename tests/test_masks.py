@@ -365,3 +365,15 @@ def test_dataset_masks_sources_padding_and_flags():
     blank = dataclasses.replace(ds, images=np.full_like(ds.images, 200))  # nothing to find anywhere
     with pytest.raises(DataError, match=r"8/8 stain masks flagged, e.g. benign/benign_0000 \(empty: the image is one flat colour"):
         dataset_masks(blank, MasksConfig(on_flag="error"))
+
+
+def test_run_masks_records_polarity_evidence_and_decisions(mask_dataset, tmp_path):
+    """Issue 24: every row says why it is brightfield (the dark-field evidence) and what the
+    stain-vs-Otsu rule did; the summary counts the disagreements and the text report names them."""
+    summary = run_masks(mask_dataset, tmp_path / "out", evaluate=True, progress=False)
+    rows = json.loads((tmp_path / "out" / "summary.json").read_text())["images"]
+    assert all(r["polarity"] == "dark" and r["dark_field"]["floor_saturation"] > 0.3 for r in rows)
+    assert all(r["decision"]["chose"] in ("stain", "otsu") and 0 <= r["decision"]["agreement"] <= 1 for r in rows)
+    assert summary["decisions"]["disagreed"] == sum(r["decision"]["rule"] != "agree" for r in rows)
+    assert summary["decisions"]["chose_otsu"] == sum(r["decision"]["chose"] == "otsu" for r in rows)
+    assert "stain vs Otsu disagreed on" in format_summary(summary)
