@@ -115,6 +115,9 @@ def _build(cls: type[T], data: dict, where: str) -> T:
         if isinstance(v, dict) and f.default_factory is not dataclasses.MISSING:
             v = _with_defaults(f.default_factory(), v)
         kwargs[k] = _coerce(v, hints[k], f"{where}.{k}")
+        if (k == "lr" or k.startswith("lr_")) and isinstance(kwargs[k], float) and not 0 < kwargs[k] <= 10:
+            # a learning rate of 1e300 overflows the optimiser's first step, after the data and the workers
+            raise ConfigError(f"{where}.{k}={kwargs[k]:g}: a learning rate is above 0 and at most 10 (e.g. 2e-4)")
     return cls(**kwargs)
 
 

@@ -609,3 +609,63 @@ def test_a_legal_250_character_name_is_written(tmp_path):
     with atomic_dir(tmp_path / name, overwrite=True) as d:
         (d / "g").write_text("z")
     assert (tmp_path / name / "g").read_text() == "z" and sorted(p.name for p in tmp_path.iterdir()) == sorted([name, f"{name[:246]}.txt"])
+
+
+# ----------------------------------------------------------------------------- 4c. configs and search spaces before Ray
+
+
+@pytest.mark.parametrize("dist,fragment", [
+    ("{dist: uniform, low: a, high: 1}", "space.ratio.low: 'a' is not a finite number"),
+    ("{dist: choice, values: []}", "space.ratio.values: give a non-empty list"),
+    ("{dist: uniform, low: 0, high: .inf}", "space.ratio.high: inf is not a finite number"),
+    ("{dist: choice, values: [1, .nan]}", "space.ratio=nan"),
+])  # fmt: skip
+def test_search_space_that_failed_inside_ray(dist, fragment, tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text(f"space:\n  ratio: {dist}\n")
+    code, err = _study("syncgan_ratio", ["--smoke-test", "--out", str(tmp_path / "out"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
+                                         "--set", f"tune.search_space={space}"], capsys)  # fmt: skip
+    assert code == 2 and f"{space}: {fragment}" in err, err
+    _one_line(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--set", "gan.lr_g=1e300"], "lr_g=1e+300: a learning rate is above 0"),
+    (["--set", "run.storage_path=/proc/cytoray-x"], "run.storage_path=/proc/cytoray-x: cannot write in /proc"),
+])  # fmt: skip
+def test_train_settings_that_failed_late(argv, fragment, ds, tmp_path, capsys):
+    _row(["train", "gan", "--data", str(ds), "--out", str(tmp_path / "o"), *argv], fragment, capsys, tmp_path)
+
+
+def test_a_class_name_mlflow_refuses_is_named_before_training(tmp_path, capsys):
+    root = tmp_path / "d"
+    for c, cls in enumerate(("a b \U0001f600", "malin")):
+        for i in range(6):
+            write_png(root / cls / f"{i}.png", blob_image(10 * c + i))
+    _row(["train", "gan", "--data", str(root), "--out", str(tmp_path / "o")], "class name 'a b \U0001f600' cannot be an MLflow metric name",
+         capsys, tmp_path)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- 5. silently wrong
+
+
+def test_validate_names_masks_of_the_wrong_size_and_notes_jpeg_and_grey_masks(ds, tmp_path, capsys):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from cytoray.cli import main
+
+    write_png(ds / "benign" / "masks" / "01.png", np.zeros((10, 12), np.uint8))  # its image is 32x32
+    Image.fromarray((blob_image(5)[..., 0] < 128).astype(np.uint8) * 255).save(ds / "benign" / "masks" / "02.jpg", quality=60)
+    write_png(ds / "malignant" / "masks" / "01.png", blob_image(7)[..., 1])  # a greyscale picture, not a mask
+    assert main(["validate", str(ds), "--json"]) == 1
+    rep = json.loads(capsys.readouterr().out)
+    problems = {p["file"]: p["problem"] for p in rep["problems"]}
+    assert problems[str(ds / "benign" / "masks" / "01.png")].startswith("mask is 12x10 px but its image is 32x32"), problems
+    notes = {n["file"]: n["note"] for n in rep["mask_notes"]}
+    assert notes[str(ds / "benign" / "masks" / "02.jpg")].startswith("a JPEG mask"), notes
+    assert notes[str(ds / "malignant" / "masks" / "01.png")].startswith("grey levels"), notes
+    assert str(ds / "benign" / "masks" / "00.png") not in notes  # a binary PNG mask is fine

@@ -78,7 +78,7 @@ def validate_folder(
     root = Path(root)
     records, problems = scan_folder(root, magnification=magnification)
     sizes: Counter = Counter()
-    ok, hashes, thumbs, padded = [], [], [], []
+    ok, hashes, thumbs, padded, mask_notes = [], [], [], [], []
     for k, r in enumerate(records):
         try:
             arr = read_rgb(r.path)
@@ -92,6 +92,11 @@ def validate_folder(
             continue
         if bands.any():
             padded.append({"file": str(r.path), **bands.as_dict(), "bands": bands.describe()})
+        if r.mask is not None:
+            bad = _mask_problem(r.mask, arr.shape[:2], mask_notes)
+            if bad:
+                problems.append(Problem(str(r.mask), bad))
+                continue
         ok.append(r)
         hashes.append(sha256_file(r.path))
         from .images import fit_square
@@ -129,12 +134,42 @@ def validate_folder(
         # Flat bands at the edges (padding to a square, scanner margins): not a problem, since
         # masks exclude them and loading crops them off (padding=crop), but the user should know.
         "padding": {"images": len(padded), "examples": padded[:10]},
+        # Masks that load but may not say what the user meant (lossy JPEG, grey levels read as nucleus).
+        "mask_notes": mask_notes,
         "duplicates": duplicates,
         "problems": [{"file": p.file, "problem": p.problem} for p in problems],
         "split_ratios": list(ratios),
         "splits": list(SPLITS),
         "usable": not problems,
     }
+
+
+def _mask_problem(path: Path, hw: tuple[int, int], notes: list) -> str | None:
+    """A ground-truth mask of another size than its image is a problem (the loader refuses it);
+    a JPEG mask or one with grey levels loads (nonzero = nucleus) but is noted: JPEG noise around
+    the edges, or a greyscale picture, turns faint pixels into nucleus."""
+    from .images import read_mask
+
+    try:
+        m = read_mask(path)
+    except DataError as e:
+        return str(e).split(": ", 1)[-1]
+    if m.shape != hw:
+        return f"mask is {m.shape[1]}x{m.shape[0]} px but its image is {hw[1]}x{hw[0]}; re-export the mask at the image's size"
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        notes.append({"file": str(path), "note": "a JPEG mask: lossy compression blurs its edges into grey values that count as "
+                                                 "nucleus; save masks as PNG (0 = background, 255 = nucleus)"})  # fmt: skip
+        return None
+    from PIL import Image
+
+    with Image.open(path) as im:
+        grey = np.asarray(im.convert("L")) if im.mode in ("L", "LA", "RGB", "RGBA", "P") else None
+    if grey is not None:
+        fg = grey[grey > 0]
+        if fg.size and np.unique(fg).size > 2 and np.mean(fg < 128) > 0.01:
+            notes.append({"file": str(path), "note": f"grey levels ({np.unique(grey).size} values): every nonzero pixel counts as "
+                                                     "nucleus; save a binary mask (0 / 255)"})  # fmt: skip
+    return None
 
 
 def format_report(rep: dict) -> str:
@@ -153,6 +188,8 @@ def format_report(rep: dict) -> str:
                      "nucleus masks exclude them and training crops cut them off (padding=crop)")  # fmt: skip
     for d in rep["duplicates"][:20]:
         lines.append(f"  duplicate ({d['kind']}): {d['a']} ~ {d['b']} (kept in one split when splitting)")
+    for n in rep.get("mask_notes", [])[:20]:
+        lines.append(f"  NOTE {n['file']}: {n['note']}")
     for p in rep["problems"]:
         lines.append(f"  PROBLEM {p['file']}: {p['problem']}")
     lines.append("usable" if rep["usable"] else f"NOT usable: {len(rep['problems'])} problem(s)")

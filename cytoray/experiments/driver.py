@@ -184,6 +184,10 @@ def run_study(study: Study, cfg, out: Path, *, tracking_uri: str | None = None, 
 
         check_address(ray_address)
         check_ray_head(ray_address)
+    from .preflight import check_class_names, check_storage
+
+    check_storage(getattr(cfg, "run", None))
+    check_class_names(getattr(getattr(cfg, "data", None), "root", None))
     space = load_search_space(resolve_file(cfg.tune.search_space, "tune.search_space"), cfg) if cfg.tune.search_space else None
     out.mkdir(parents=True, exist_ok=True)
     with hold_study_lock(out):  # one study per --out (a second one, or a --resume while it runs, is refused)

@@ -63,3 +63,36 @@ def check_local_placement(run, address: str | None = None) -> None:
         if run.num_workers * per > gpus:
             raise CytorayError(f"--gpu: {run.num_workers} worker(s) x {per} GPU need {run.num_workers * per} GPUs, and this machine "
                                f"has {gpus}; leave out --gpu (CPU training) or join a cluster with GPUs (RAY_ADDRESS)")
+
+
+def check_storage(run) -> None:
+    """`run.storage_path` (Ray Train's checkpoints) can be written: refused now, not after the
+    data, the split and the MLflow run (`/proc/x` was a traceback from inside Ray)."""
+    import tempfile
+    from pathlib import Path
+
+    sp = getattr(run, "storage_path", None)
+    if not sp or "://" in sp:  # a URI (s3://, gs://) is Ray's storage layer's to check
+        return
+    anc = Path(sp).expanduser().resolve()
+    while not anc.exists():
+        anc = anc.parent
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".cytoray-probe-", dir=anc))
+    except OSError as e:
+        raise CytorayError(f"run.storage_path={sp}: cannot write in {anc} ({e.strerror or e}); choose a folder you can write") from None
+
+
+def check_class_names(root) -> None:
+    """Class folder names become MLflow metric names (`gen/<class>/loss_g`, per-class accuracy): a
+    name MLflow refuses ('a b 😀') failed after the whole training. Checked on the folder, first."""
+    import re
+    from pathlib import Path
+
+    if not root or not Path(root).expanduser().is_dir():
+        return  # a missing folder is the loader's to name
+    ok = re.compile(r"^[/\w.\- :]*$")  # mlflow.utils.validation.validate_param_and_metric_name (not Windows)
+    for d in sorted(Path(root).expanduser().iterdir()):
+        if d.is_dir() and not d.name.startswith(".") and not ok.match(d.name):
+            raise CytorayError(f"{d}: the class name {d.name!r} cannot be an MLflow metric name (letters, digits, _ - . : / "
+                               "and spaces only); rename the folder")

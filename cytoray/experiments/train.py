@@ -85,10 +85,12 @@ def train_from_args(a: argparse.Namespace) -> int:
 
     gen_cls = get_generator(a.generator)
     cfg = load_train_config(gen_cls, a)
-    from .preflight import check_local_placement, check_ray_head
+    from .preflight import check_class_names, check_local_placement, check_ray_head, check_storage
 
     check_ray_head(os.environ.get("RAY_ADDRESS"))  # before the split and the MLflow run are written
     check_local_placement(cfg.run)  # --workers 1000, --gpu without GPUs: refused, not queued forever
+    check_storage(cfg.run)
+    check_class_names(cfg.data.root)
     out = Path(a.out)
     # 1. Data and split(s), kept in `out` and reused while they match the data.
     if gen_cls.consumes == "domains":

@@ -94,6 +94,32 @@ def has_key(cfg: Any, dotted: str) -> bool:
     return not dataclasses.is_dataclass(obj) and not isinstance(obj, dict)
 
 
+def _check_bounds(path: Path, key: str, d: dict, study_cfg: Any) -> None:
+    """Bounds are finite numbers (`low: a` was a TypeError inside Tune), a choice has values (`[]`
+    failed after Ray started), and every end of the range is a valid config, checked like a file."""
+    import math
+
+    from ..config import from_dict, to_dict
+
+    if d["dist"] == "choice":
+        if not isinstance(d["values"], list) or not d["values"]:
+            raise ConfigError(f"{path}: space.{key}.values: give a non-empty list of values")
+        ends = list(d["values"])
+    else:
+        for k in DISTS[d["dist"]]:
+            v = d[k]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"{path}: space.{key}.{k}: {v!r} is not a finite number")
+        if d["dist"] == "randint" and not all(isinstance(d[k], int) for k in ("low", "high")):
+            raise ConfigError(f"{path}: space.{key}: randint takes whole-number low and high")
+        if "q" in d and d["q"] <= 0:
+            raise ConfigError(f"{path}: space.{key}.q: must be > 0")
+        ends = [d["low"], d["high"] - 1 if d["dist"] == "randint" else d["high"]]
+    base = to_dict(study_cfg)
+    for v in ends:
+        from_dict(type(study_cfg), deep_merge(base, nest({key: v})), f"{path}: space.{key}={v!r}")
+
+
 def load_search_space(path: str | Path, study_cfg: Any) -> SearchSpace:
     path = Path(path)
     data = _read_yaml(path)
@@ -114,6 +140,7 @@ def load_search_space(path: str | Path, study_cfg: Any) -> SearchSpace:
         if missing or extra:
             what = f"missing '{missing[0]}'" if missing else f"unknown key '{sorted(extra)[0]}'"
             raise ConfigError(f"{path}: space.{key}: {what} ({d['dist']} takes {', '.join(need)})")
+        _check_bounds(path, key, d, study_cfg)
         if d["dist"] != "choice" and not d["low"] < d["high"]:
             raise ConfigError(f"{path}: space.{key}: low must be < high")
         if "log" in d["dist"] and d["low"] <= 0:
