@@ -68,6 +68,11 @@ def cmd_masks(a: argparse.Namespace) -> int:
         from .errors import CytorayError
 
         raise CytorayError(f"--fail-dice {a.fail_dice}: a Dice score in [0, 1]")
+    from .data.folder import scan_folder
+    from .data.images import check_min_side
+
+    if Path(a.data).is_dir():  # the unsupervised masks work on 8 px and up (masks/unsupervised.py)
+        check_min_side([r.path for r in scan_folder(a.data)[0]], 8, "nucleus masking")
     summary = run_masks(a.data, a.out, evaluate=a.eval, method=a.method, fail_dice=a.fail_dice, progress=not a.json)
     if a.json:
         _print_json(summary)

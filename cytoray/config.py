@@ -303,6 +303,8 @@ def parse_override(item: str) -> dict:
 def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None, values: dict | None = None) -> T:
     """Load `cls` from a YAML file (or defaults), then nested `values` (e.g. paths from command-line
     flags, never parsed as YAML), then `KEY=VALUE` overrides on top."""
+    if path and not Path(path).is_file() and not Path(path).is_absolute() and (CONFIGS.parent / path).is_file():
+        path = CONFIGS.parent / path  # a study's default `configs/...` from outside the repository root
     data = _read_yaml(Path(path)) if path else {}
     source = str(path) if path else "<defaults>"
     if values:

@@ -64,6 +64,19 @@ def _tiff_shape_check(path: Path) -> None:
     check_pixels(path, hw[-1], hw[0])
 
 
+def check_min_side(paths, min_side: int, why: str) -> None:
+    """Every image at least `min_side` px a side, read from the headers only (a 5x5 px image
+    crashed `masks` deep inside the segmentation with a ValueError)."""
+    for p in paths:
+        try:
+            with _open_checked(Path(p)) as im:
+                w, h = im.size
+        except (OSError, SyntaxError, ValueError):
+            continue  # unreadable: the reader names it with its own message
+        if min(w, h) < min_side:
+            raise DataError(f"{p}: image is {w}x{h} px; {why} needs at least {min_side}x{min_side}; remove it or use a larger crop")
+
+
 def is_image_name(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTS
 

@@ -58,7 +58,7 @@ def tracking_error(e: BaseException, uri: str, what: str):
     kind = failure_kind(e)
     if kind == "unreachable":
         return CytorayError(f"cannot reach the MLflow tracking server at {uri} while {what}; start it (or check --tracking-uri), "
-                            "then rerun with --resume: finished trials are kept")  # fmt: skip
+                            "then rerun (a study: with --resume, which keeps its finished trials)")  # fmt: skip
     if kind == "unauthenticated":
         return CytorayError(f"not authenticated (401) at {uri} while {what}: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
     if kind == "forbidden":
