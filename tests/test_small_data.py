@@ -200,3 +200,31 @@ def test_label_map_gan_draws_soft_one_hot_maps():
     assert np.isfinite(out["loss_d"]) and np.isfinite(out["loss_g"])
     soft = stage._g_out(models["G_ema"], torch.randn(2, 8))
     assert soft.shape == (2, N_LABELS, 32, 32) and torch.allclose((soft + 1).sum(1) / 2, torch.ones(2, 32, 32), atol=1e-5)
+
+
+def test_cyclegan_and_refiner_take_the_same_piece():
+    """CycleGAN's Ds and the refiner's D see augmented inputs through the shared Augmenter; CycleGAN
+    keeps G's moving average."""
+    from cytoray.generators.cyclegan import CycleGANConfig, CycleGANStage, stage_params as cg_params
+    from cytoray.generators.refined_sim import RefinerConfig
+
+    cfg = CycleGANConfig(diffaug="translation,cutout,dihedral", ema=0.99, g_base=4, d_base=4, n_blocks=1, d_layers=2, batch_size=2)
+    cfg.validate()
+    stage = CycleGANStage(cg_params(cfg, 32, 4))
+    models = stage.build(CPU)
+    assert "aug" in models and "G_ema" in models and stage.keep == "G_ema"
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    before = [p.clone() for p in models["G_ema"].parameters()]
+    out = stage.train_step(models, stage.optimizers(models), {"A": x, "B": x.flip(3)}, torch.Generator().manual_seed(0),
+                           amp_context(CPU, False))  # fmt: skip
+    assert np.isfinite(out["loss_d"]) and any(not torch.equal(a, b) for a, b in zip(before, models["G_ema"].parameters()))
+    RefinerConfig(diffaug="translation,cutout").validate()
+    with pytest.raises(ConfigError, match="refiner.diffaug"):
+        RefinerConfig(diffaug="colour").validate()
+
+
+def test_ema_decay_warms_up_for_short_runs():
+    from cytoray.generators.small_data import ema_decay
+
+    assert ema_decay(0.999, 0) == pytest.approx(0.1) and ema_decay(0.999, 90) == pytest.approx(0.91)
+    assert ema_decay(0.999, 10**6) == 0.999

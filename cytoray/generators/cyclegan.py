@@ -31,13 +31,14 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..nets import PatchDiscriminator, ResnetGenerator, UNet, min_input_size, unet_depth
-from ..training.stage import Stage, StageSpec, to_uint8_grid, unwrap
+from ..training.stage import StageSpec, to_uint8_grid, unwrap
 from .base import Generator, GeneratorConfig
 from .bundle import load_per_class, npz_bytes, read_bundle
 from .domains import DomainPair, align_unpaired, check_domains
 from .gan import from_unit, to_unit
 from .history import HistoryBuffer
 from .losses import bce
+from .small_data import SmallData, SmallDataStage, augment_d_input as _aug
 
 SOURCES_FILE = "sources.npz"
 
@@ -46,10 +47,13 @@ SOURCES_FILE = "sources.npz"
 
 
 @dataclasses.dataclass
-class CycleGANConfig(GeneratorConfig):
-    """One class's CycleGAN (keys and reasons: configs/models/cyclegan.yaml)."""
+class CycleGANConfig(SmallData, GeneratorConfig):
+    """One class's CycleGAN (keys and reasons: configs/models/cyclegan.yaml), with the small-data
+    settings (small_data.py) off by default: unmeasured on real histology→cytology pairs yet."""
 
     name: str = "cyclegan"
+    diffaug: str = ""  # D_A's and D_B's inputs augmented (e.g. translation,cutout,dihedral); "" = none (CycleGAN)
+    ema: float = 0.0  # moving average of G (A→B), sampled and kept; 0 = the last weights (CycleGAN)
     epochs: int = 40  # paper scale: 200 (100 constant + 100 decay); 40 fits the CPU budget
     batch_size: int = 4  # CycleGAN uses 1; 4 gives 12 steps an epoch on 45 images per class
     lr: float = 2e-4  # CycleGAN Adam learning rate (G/F and D_A/D_B)
@@ -76,6 +80,10 @@ class CycleGANConfig(GeneratorConfig):
             raise ConfigError("cyclegan.lambda_cyc, lambda_identity and pool_size must be >= 0")
         if not 0.0 <= self.decay_fraction <= 1.0:
             raise ConfigError(f"cyclegan.decay_fraction={self.decay_fraction}: must lie in [0, 1]")
+        self.validate_small_data("cyclegan.")
+        if self.ada > 0:
+            raise ConfigError("cyclegan.ada: adaptive augmentation is not wired into CycleGAN's two discriminators; "
+                              "use a fixed policy (cyclegan.diffaug) with ada: 0")
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -126,10 +134,11 @@ def _adv(pred: torch.Tensor, real: bool, mode: str) -> torch.Tensor:
 # ----------------------------------------------------------------------------- stage
 
 
-class CycleGANStage(Stage):
-    """One class's CycleGAN. Batches hold "A" (histology) and "B" (cytology), [-1, 1]."""
+class CycleGANStage(SmallDataStage):
+    """One class's CycleGAN. Batches hold "A" (histology) and "B" (cytology), [-1, 1]. With the
+    small-data settings, both Ds see augmented inputs (real and fake alike), G's average is kept."""
 
-    kind, keep = "cyclegan", "G"
+    kind = "cyclegan"
 
     def meta(self):
         return {"generator_kwargs": self.generator_kwargs()}
@@ -144,11 +153,13 @@ class CycleGANStage(Stage):
     def build(self, device):
         p = self.p
         d_kw = dict(base=p["d_base"], n_layers=p["d_layers"], norm=p["norm"])
+        g = make_translator(**self.generator_kwargs()).to(device)
         return {
-            "G": make_translator(**self.generator_kwargs()).to(device),
+            "G": g,
             "F": make_translator(**self.generator_kwargs()).to(device),
             "D_A": PooledDiscriminator(p["pool_size"], p["size"], **d_kw).to(device),
             "D_B": PooledDiscriminator(p["pool_size"], p["size"], **d_kw).to(device),
+            **self.small_data_models(g, device),
         }
 
     def optimizers(self, models):
@@ -183,7 +194,7 @@ class CycleGANStage(Stage):
         with amp():
             fake_b, fake_a = G(a), Fn(b)
             rec_a, rec_b = Fn(fake_b), G(fake_a)
-            adv = _adv(D_B(fake_b), True, p["gan_mode"]) + _adv(D_A(fake_a), True, p["gan_mode"])
+            adv = _adv(D_B(_aug(models, fake_b, gen)), True, p["gan_mode"]) + _adv(D_A(_aug(models, fake_a, gen)), True, p["gan_mode"])
             cyc = F.l1_loss(rec_a.float(), a.float()) + F.l1_loss(rec_b.float(), b.float())
             idt = torch.zeros((), device=a.device)
             if p["lambda_identity"] > 0:
@@ -192,12 +203,13 @@ class CycleGANStage(Stage):
         opts["G"].zero_grad(set_to_none=True)
         loss_g.backward()
         opts["G"].step()
+        self.after_g_step(models, opts)
         # 2. Discriminators: real against pooled fakes, halved (CycleGAN) so D learns slower than G.
         pool_b = unwrap(D_B).pool.query(fake_b.detach(), gen)
         pool_a = unwrap(D_A).pool.query(fake_a.detach(), gen)
         with amp():
-            loss_d_b = 0.5 * (_adv(D_B(b), True, p["gan_mode"]) + _adv(D_B(pool_b), False, p["gan_mode"]))
-            loss_d_a = 0.5 * (_adv(D_A(a), True, p["gan_mode"]) + _adv(D_A(pool_a), False, p["gan_mode"]))
+            loss_d_b = 0.5 * (_adv(D_B(_aug(models, b, gen)), True, p["gan_mode"]) + _adv(D_B(_aug(models, pool_b, gen)), False, p["gan_mode"]))
+            loss_d_a = 0.5 * (_adv(D_A(_aug(models, a, gen)), True, p["gan_mode"]) + _adv(D_A(_aug(models, pool_a, gen)), False, p["gan_mode"]))
         loss_d = loss_d_a + loss_d_b
         opts["D"].zero_grad(set_to_none=True)
         loss_d.backward()
@@ -207,13 +219,13 @@ class CycleGANStage(Stage):
 
     @torch.no_grad()
     def grid(self, models, fixed):
-        G, Fn = models["G"], models["F"]
+        G, Fn = self.sampler(models), models["F"]
         G.eval(), Fn.eval()
         try:
             fake_b = G(fixed["A"])
             rows = [fixed["A"], fake_b, Fn(fake_b), fixed["B"], Fn(fixed["B"])]
         finally:
-            G.train(), Fn.train()
+            G.train("G_ema" not in models), Fn.train()
         # rows: histology | G(histology) | F(G(histology)) | cytology | F(cytology)
         return to_uint8_grid(torch.cat(rows), nrow=len(fixed["A"]))
 

@@ -27,7 +27,7 @@ from ..nets import MaskGenerator, PatchDiscriminator, UNet, VanillaGenerator, un
 from ..training.stage import Stage, adam, to_uint8_grid
 from .augment import dihedral
 from .losses import bce, d_targets
-from .small_data import Augmenter, SmallData, ema_update, make_ema, r1_penalty
+from .small_data import SmallData, SmallDataStage, augment_d_input as _aug
 
 AUGMENTS = ("none", "dihedral")  # of the real images a latent GAN learns from (generators/augment.py)
 RECON = ("mse", "l1", "fm")  # the CGAN's reconstruction term: paper, pix2pix, D feature matching
@@ -148,51 +148,6 @@ def seeded_z(n: int, z_dim: int, seed: int) -> np.ndarray:
     return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed)).numpy()
 
 
-# ----------------------------------------------------------------------------- small-data pieces
-
-
-class SmallDataStage(Stage):
-    """What every adversarial stage here shares: D's augmenter, G's moving average, the R1 term.
-
-    Models: "G", "D", and when asked "G_ema" (the moving average: sampled, kept, shown in grids)
-    and "aug" (the augmenter, whose ADA probability is checkpointed with the models).
-    """
-
-    colour_from = 0  # channels of D's input from which the colour ops apply (after a condition)
-
-    @property
-    def keep(self) -> str:  # type: ignore[override]
-        return "G_ema" if self.p.get("ema", 0) > 0 else "G"
-
-    def small_data_models(self, g: nn.Module, device) -> dict:
-        p, out = self.p, {}
-        if p.get("ema", 0) > 0:
-            out["G_ema"] = make_ema(g).to(device)
-        if p.get("diffaug"):
-            out["aug"] = Augmenter(p["diffaug"], p.get("ada", 0.0), p["size"], self.colour_from).to(device)
-        return out
-
-    def after_g_step(self, models) -> None:
-        if "G_ema" in models:
-            ema_update(models["G_ema"], models["G"], self.p["ema"])
-
-    def sampler(self, models) -> nn.Module:
-        return models.get("G_ema", models["G"])
-
-    def d_loss_r1(self, D, real_in: torch.Tensor, amp) -> torch.Tensor | None:
-        """gamma/2 · E||∇D(real)||² (None when off)."""
-        if self.p.get("r1", 0) <= 0:
-            return None
-        real_in = real_in.detach().requires_grad_(True)
-        with amp():
-            out = D(real_in)
-        return 0.5 * self.p["r1"] * r1_penalty(out, real_in)
-
-
-def _aug(models, x: torch.Tensor, gen) -> torch.Tensor:
-    return models["aug"](x, gen) if "aug" in models else x
-
-
 # ----------------------------------------------------------------------------- conditional GAN
 
 
@@ -268,7 +223,7 @@ class CGANStage(SmallDataStage):
         opts["G"].zero_grad(set_to_none=True)
         loss_g.backward()
         opts["G"].step()
-        self.after_g_step(models)
+        self.after_g_step(models, opts)
         out = {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "loss_g_adv": adv.item(), "mse": F.mse_loss(fake.detach().float(), x.float()).item()}
         if "aug" in models:
             out["aug_p"] = float(models["aug"].p)
@@ -395,7 +350,7 @@ class LatentGANStage(SmallDataStage):
         opts["G"].zero_grad(set_to_none=True)
         loss_g.backward()
         opts["G"].step()
-        self.after_g_step(models)
+        self.after_g_step(models, opts)
         out = {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "d_real": torch.sigmoid(d_real).mean().item()}
         if "aug" in models:
             out["aug_p"] = float(models["aug"].p)

@@ -37,6 +37,7 @@ from .base import Generator, GeneratorConfig
 from .bundle import load_state, npz_bytes, read_bundle
 from .gan import from_unit
 from .refined_stage import RefinedSimStage, numpy_to_unit, pad_to
+from .small_data import SmallData
 
 REFERENCES_FILE = "references.npz"
 LABEL = "refined-sim"
@@ -46,7 +47,9 @@ LABEL = "refined-sim"
 
 
 @dataclasses.dataclass
-class RefinerConfig:
+class RefinerConfig(SmallData):
+    diffaug: str = ""  # D's real and refined crops augmented alike (small_data.py, e.g. translation,cutout); "" = none (Hou et al.)
+    ema: float = 0.0  # a moving average of R is not wired into the refined-sim bundle yet (0 only)
     enabled: bool = True  # false: S trains on the initial images (the "raw simulation" ablation)
     width: int = 16  # trunk channels (Hou et al.: 32; 16 keeps a CPU trial to minutes, 32 on a GPU)
     blocks: int = 5  # Hou et al.: 5 residual blocks
@@ -72,6 +75,14 @@ class RefinerConfig:
                 raise ConfigError(f"refiner.{k}={getattr(self, k)}: must be >= 0")
         if not 0 <= self.history_fraction <= 1:
             raise ConfigError(f"refiner.history_fraction={self.history_fraction}: must lie in [0, 1]")
+        self.validate_small_data("refiner.")
+        if "colour" in self.diffaug or "color" in self.diffaug:
+            raise ConfigError(f"refiner.diffaug={self.diffaug!r}: no colour op: matching the reference's colour is R's job "
+                              "(translation, cutout, dihedral are fine)")  # fmt: skip
+        for key in ("ema", "ada", "r1"):
+            if getattr(self, key) != 0:
+                raise ConfigError(f"refiner.{key}={getattr(self, key)}: not wired into the refined-sim stage yet; use 0 "
+                                  "(refiner.diffaug is)")  # fmt: skip
 
 
 @dataclasses.dataclass

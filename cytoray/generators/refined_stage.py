@@ -31,6 +31,7 @@ from ..nets.refiner import Refiner, StyleDiscriminator
 from ..training.stage import Stage, adam, to_uint8_grid, unwrap
 from .history import HistoryBuffer
 from .losses import bce
+from .small_data import Augmenter, augment_d_input
 
 PHASES = ("refiner", "discriminator", "joint", "segmenter")
 
@@ -140,6 +141,8 @@ class RefinedSimStage(Stage):
             models["R"] = Refiner(**self.refiner_kwargs()).to(device)
             models["D"] = PooledStyleD(r["history"], r["history_fraction"], self.p["patch"], base=r["d_base"], n_layers=r["d_layers"],
                                        style_dim=r["style_dim"], style_base=r["style_base"]).to(device)  # fmt: skip
+            if r.get("diffaug"):
+                models["aug"] = Augmenter(r["diffaug"], 0.0, self.p["patch"]).to(device)  # D's crops, real and refined alike
         return models
 
     def optimizers(self, models):
@@ -195,7 +198,7 @@ class RefinedSimStage(Stage):
             for _ in range(int(self.p["schedule"]["r_steps"])):
                 with amp():
                     refined = R(init, style)
-                    adv = bce(D(refined, style), 1.0)
+                    adv = bce(D(augment_d_input(models, refined, gen), style), 1.0)
                     task = F.binary_cross_entropy_with_logits(S(refined).float(), mask.float(), reduction="none").sum((1, 2, 3)).mean()
                 reg = self._reg(refined, init)
                 loss_r = adv + reg - r["hard_weight"] * task
@@ -214,7 +217,8 @@ class RefinedSimStage(Stage):
             #    from the history buffer; halved so D learns no faster than R.
             fake = unwrap(D).pool.query(torch.cat([x.float(), style.float()], 1), gen)
             with amp():
-                d_real, d_fake = D(real, style), D(fake[:, :3], fake[:, 3:])
+                d_real = D(augment_d_input(models, real, gen), style)
+                d_fake = D(augment_d_input(models, fake[:, :3], gen), fake[:, 3:])
             loss_d = 0.5 * (bce(d_real, 1.0) + bce(d_fake, 0.0))
             opts["D"].zero_grad(set_to_none=True)
             loss_d.backward()

@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..training.stage import Stage
 
 OPS = ("colour", "translation", "cutout", "dihedral")
 
@@ -189,6 +190,19 @@ def make_ema(g: nn.Module) -> nn.Module:
     return ema
 
 
+def ema_decay(decay: float, step: int) -> float:
+    """The decay at G's `step`-th update, warmed up as (1 + t) / (10 + t) until it reaches `decay`:
+    a CPU run of a few hundred steps must not sample an average still made of the initial weights
+    (0.999 over 48 steps would keep 95% of them)."""
+    return min(decay, (1.0 + step) / (10.0 + step))
+
+
+def optimizer_steps(opt: torch.optim.Optimizer) -> int:
+    """Steps an Adam optimiser has taken (its own state: checkpointed and resumed with it)."""
+    st = opt.state.get(opt.param_groups[0]["params"][0], {})
+    return int(st["step"]) if "step" in st else 0
+
+
 @torch.no_grad()
 def ema_update(ema: nn.Module, g: nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * g for parameters; buffers (BatchNorm statistics) copied."""
@@ -203,3 +217,49 @@ def r1_penalty(d_out: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """E||grad_x D(x)||^2 at real x (x must require grad; d_out from D(x))."""
     (grad,) = torch.autograd.grad(d_out.float().sum(), real, create_graph=True)
     return grad.pow(2).flatten(1).sum(1).mean()
+
+
+# ----------------------------------------------------------------------------- the stage base
+
+
+class SmallDataStage(Stage):
+    """What every adversarial stage here shares: D's augmenter, G's moving average, the R1 term.
+
+    Models: "G", "D", and when asked "G_ema" (the moving average: sampled, kept, shown in grids)
+    and "aug" (the augmenter, whose ADA probability is checkpointed with the models).
+    """
+
+    colour_from = 0  # channels of D's input from which the colour ops apply (after a condition)
+
+    @property
+    def keep(self) -> str:  # type: ignore[override]
+        return "G_ema" if self.p.get("ema", 0) > 0 else "G"
+
+    def small_data_models(self, g: nn.Module, device) -> dict:
+        p, out = self.p, {}
+        if p.get("ema", 0) > 0:
+            out["G_ema"] = make_ema(g).to(device)
+        if p.get("diffaug"):
+            out["aug"] = Augmenter(p["diffaug"], p.get("ada", 0.0), p["size"], self.colour_from).to(device)
+        return out
+
+    def after_g_step(self, models, opts) -> None:
+        if "G_ema" in models:
+            ema_update(models["G_ema"], models["G"], ema_decay(self.p["ema"], optimizer_steps(opts["G"])))
+
+    def sampler(self, models) -> nn.Module:
+        return models.get("G_ema", models["G"])
+
+    def d_loss_r1(self, D, real_in: torch.Tensor, amp) -> torch.Tensor | None:
+        """gamma/2 · E||∇D(real)||² (None when off)."""
+        if self.p.get("r1", 0) <= 0:
+            return None
+        real_in = real_in.detach().requires_grad_(True)
+        with amp():
+            out = D(real_in)
+        return 0.5 * self.p["r1"] * r1_penalty(out, real_in)
+
+
+def augment_d_input(models, x: torch.Tensor, gen) -> torch.Tensor:
+    """x through the stage's augmenter, if it has one (a fresh draw)."""
+    return models["aug"](x, gen) if "aug" in models else x
