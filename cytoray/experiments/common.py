@@ -60,10 +60,11 @@ def rgb_masks(m: np.ndarray) -> np.ndarray:
 
 
 def fidelity(sampler: Generator, ds: ImageSet, split: str, n: int, seed: int, feature_cache: Path, split_hash: str,
-             masks=None, train: ImageSet | None = None, figures: Path | None = None) -> dict[str, float]:  # fmt: skip
+             gen_cfg=None, train: ImageSet | None = None, figures: Path | None = None) -> dict[str, float]:  # fmt: skip
     """FID/KID per class and overall: synthetic samples vs the real images of `split` (features of
-    the real side cached once per split and class). With `masks` (a masks config), the mask
-    generator too: sampled masks vs the masks of the real images ("fid_<split>_mask_inception/...").
+    the real side cached once per split and class). With `gen_cfg` (the generator's config), the mask
+    generator too: sampled masks vs the real masks the generator names (`Generator.mask_reference`),
+    as "fid_<split>_mask_inception/...".
     With `train` (the generator's real training images), on the same features: precision, recall,
     density, coverage and the memorisation share (`metrics.realism`), and with `figures` (a folder)
     each class's closest synthetic/training pairs as `memorisation_<class>.png`."""
@@ -75,12 +76,11 @@ def fidelity(sampler: Generator, ds: ImageSet, split: str, n: int, seed: int, fe
     out = per_class({}, {c: s[0] for c, s in samples.items()}, split=split, real_features=feats, fake_features=fake)
     if train is not None:
         out.update(realism(samples, fake, feats, train, split, split_hash, feature_cache, seed, figures))
-    if masks is not None and all(s[1] is not None for s in samples.values()):
-        from ..generators.syncgan import masks_key, nucleus_masks
-
-        m = nucleus_masks(ds, masks)
+    with_masks = gen_cfg is not None and all(s[1] is not None for s in samples.values())
+    ref = type(sampler).mask_reference(gen_cfg, ds) if with_masks else None
+    if ref is not None:
+        m, mk = ref  # mk: a segmenter's content hash included: two segmenters never share features
         real_m = {c: rgb_masks(m[ds.labels == i]) for i, c in enumerate(ds.class_names)}
-        mk = masks_key(masks)  # a segmenter's content hash included: two segmenters never share features
         mf = {c: cached_features(x, f"{split_hash}:{split}:{c}:masks:{mk}", feature_cache) for c, x in real_m.items()}
         out.update(per_class({}, {c: rgb_masks(s[1]) for c, s in samples.items()}, split=f"{split}_mask", real_features=mf))
     return {k: float(v) for k, v in out.items()}

@@ -139,7 +139,7 @@ class RatioStudy(Study):
                                                   cache, cfg.run, ctx["use_cache"])  # fmt: skip
         gen_s = time.perf_counter() - t0
         # 2. Fidelity on validation (real features cached once per split and class); every report carries it.
-        masks = getattr(cfg.generator, "masks", None) if cfg.objective == "fidelity" else None
+        masks = cfg.generator if cfg.objective == "fidelity" else None  # the mask generator scored too, if it has one
         figures = trial_figures(Path(ctx["out"]), sampler, data["val"], bundle, cfg)
         fid = fidelity(sampler, data["val"], "val", cfg.fid_per_class, cfg.run.seed, cache / "features", data["key"], masks,
                        train=data["train"], figures=Path(figures))  # fmt: skip
@@ -176,7 +176,7 @@ class RatioStudy(Study):
         if cfg.objective == "classifier":  # the chosen configuration's classifier (cache hit), test split once
             test_metrics, clf_bundle = final_test(best_cfg, data, sampler, out)
         else:  # fidelity: the chosen generator against the test split, once
-            masks = getattr(best_cfg.generator, "masks", None)
+            masks = best_cfg.generator
             test_metrics = fidelity(sampler, data["test"], "test", best_cfg.fid_per_class, best_cfg.run.seed, cache / "features",
                                     data["key"], masks, train=data["train"])  # fmt: skip
         table = trials_table(results, list(flatten(point_of(best_row))), metric, mode)

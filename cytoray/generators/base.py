@@ -127,6 +127,19 @@ class Generator:
         rel = f"configs/search/{cls.name}_{study}.yaml"
         return rel if (Path(__file__).resolve().parents[2] / rel).is_file() else None
 
+    @classmethod
+    def mask_reference(cls, cfg: GeneratorConfig, ds) -> tuple[np.ndarray, str] | None:
+        """The real nucleus masks of `ds` that this generator's sampled masks are scored against
+        (FID of masks), and a key naming how they were made (a segmenter's content hash included):
+        those of its `masks:` section when it has one (SynCGAN, diffusion), else None."""
+        masks = getattr(cfg, "masks", None)
+        if masks is None:
+            return None
+        from ..masks.config import cache_identity, dataset_masks
+        from ..masks.run import ALGORITHM_VERSION
+
+        return dataset_masks(ds, masks), stable_hash({**cache_identity(masks), "algorithm": ALGORITHM_VERSION}, 8)
+
     def display_name(self) -> str:
         """How tables and figures label this trained sampler (NST adds its features)."""
         return self.name
