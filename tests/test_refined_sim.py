@@ -313,10 +313,13 @@ def test_a_segmenter_is_the_mask_source_of_syncgan(tmp_path):
     a, b = tiny_segmenter(tmp_path / "a", 0), tiny_segmenter(tmp_path / "b", 1)
     ds = simulated_set("histology", 8, 64, 0)
     train, val = ds.subset(range(0, 8, 2)), ds.subset(range(1, 8, 2))
-    cfg = SynCGANConfig(masks=MasksConfig(method="segmenter", segmenter=str(a)))
+    cfg = SynCGANConfig(masks=MasksConfig(method="segmenter", segmenter=str(a), labels="nucleus"))
     # 1. The mask GANs and the CGAN train on exactly what the segmenter predicts.
     specs = {s.label: s for s in SynCGAN.stages(train, val, cfg, "k", 0)}
     want_train, want_val = (load_segmenter(a).masks(x.images) for x in (train, val))
+    # (with label maps, the default, the nucleus label is the segmenter's mask)
+    cell = SynCGAN.stages(train, val, dataclasses.replace(cfg, masks=dataclasses.replace(cfg.masks, labels="cell")), "k", 0)
+    assert np.array_equal(cell[-1].train["mask"][:, 2], masks_to_unit(want_train)[:, 0])
     assert want_train.any() and not want_train.all()  # a mask, not a blank
     assert np.array_equal(specs["cgan"].train["mask"], masks_to_unit(want_train))
     assert np.array_equal(specs["cgan"].val["mask"], masks_to_unit(want_val))
@@ -328,7 +331,7 @@ def test_a_segmenter_is_the_mask_source_of_syncgan(tmp_path):
     key_a = masks_key(cfg.masks)
     assert key_a != masks_key(other.masks) and SynCGAN.bundle_key(cfg, "k", 0) != SynCGAN.bundle_key(other, "k", 0)
     shutil.copytree(a, tmp_path / "copy")
-    assert masks_key(MasksConfig(method="segmenter", segmenter=str(tmp_path / "copy"))) == key_a  # same weights: same masks
+    assert masks_key(MasksConfig(method="segmenter", segmenter=str(tmp_path / "copy"), labels="nucleus")) == key_a  # same weights: same masks
     shutil.copy2(b / "segmenter.pt", a / "segmenter.pt")  # retrained in place: same path, other masks
     assert masks_key(cfg.masks) != key_a and specs["cgan"].data_key != SynCGAN.stages(train, val, cfg, "k", 0)[-1].data_key
 
