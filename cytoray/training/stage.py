@@ -28,10 +28,14 @@ import torch.nn as nn
 from ..io import stable_hash
 
 
-def amp_context(device: torch.device, enabled: bool) -> Callable[[], contextlib.AbstractContextManager]:
-    """bf16 autocast on CUDA (no GradScaler needed); plain float32 elsewhere."""
+def amp_context(device: torch.device, enabled: bool, cpu_bf16: bool = False) -> Callable[[], contextlib.AbstractContextManager]:
+    """bf16 autocast on CUDA when `enabled` (no GradScaler needed: bf16 has float32's range); on the
+    CPU only when `cpu_bf16` too (`run.cpu_bf16`: its speed and its losses differ by processor, see
+    benchmarks/cpu_arith.py); plain float32 otherwise."""
     if enabled and device.type == "cuda":
         return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    if enabled and cpu_bf16 and device.type == "cpu":
+        return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext
 
 
