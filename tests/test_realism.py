@@ -220,3 +220,37 @@ def test_report_shows_realism_tables_cas_and_pairs(tmp_path):
     assert "CAS (syncgan-only cells" in text and "0.600, mean of 3 cell(s)" in text
     assert (out / "figures" / "syncgan_memorisation_benign.png").is_file()
     assert (out / "figures" / "syncgan_memorisation_benign.png").read_bytes() == png.read_bytes()
+
+
+# ----- a ratio study under Ray: every trial logs them, a <generator>-only policy logs CAS
+
+
+@pytest.mark.slow  # one Ray Tune trial of the toy generator and a 1-epoch classifier: ~2 min on 2 loaded CPUs
+@pytest.mark.usefixtures("single_ray_instance")
+def test_ratio_study_logs_realism_memorisation_and_cas(tmp_path):
+    from mlflow import MlflowClient
+    from test_engine import ToyConfig  # noqa: F401 (registers the toy generator)
+
+    from cytoray.config import load
+    from cytoray.experiments.driver import run_study
+    from cytoray.experiments.ratio import RatioStudy, RatioStudyConfig
+
+    space = tmp_path / "space.yaml"
+    space.write_text("space:\n  ratio: {dist: choice, values: [1.0]}\n")
+    sets = ["generator.name=toy", "policy=toy-only", f"tune.search_space={space}", "tune.num_samples=1", "tune.asha=false",
+            "register=false", "data.sim_n=40", "data.size=16", "classifier.epochs=1", "fid_per_class=4", "memorised_max=0.0"]
+    run_study(RatioStudy(), load(RatioStudyConfig, None, sets), tmp_path / "out", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("toy_ratio").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    (child,) = [r for r in runs if "cytoray.trial_id" in r.data.tags]
+    m = child.data.metrics
+    for c in ("benign", "malignant", "all"):
+        assert all(f"{x}_val_inception/{c}" in m and f"{x}_val_inception_floor/{c}" in m for x in R.PRDC)
+        assert f"memorised_share_val_inception/{c}" in m and f"memorised_share_val_inception_floor/{c}" in m
+    assert "cas_val_balanced_accuracy" in m and "cas_test_balanced_accuracy" in parent.data.metrics
+    assert child.data.tags["memorised"].startswith(("flagged", "no"))
+    arts = {a.path for a in client.list_artifacts(child.info.run_id)}
+    assert {"memorisation_benign.png", "memorisation_malignant.png"} <= arts
+    html = (tmp_path / "out" / "report" / "report.html").read_text()
+    assert "Realism, diversity and copying: chosen trial" in html and "CAS on the test split" in html
