@@ -142,13 +142,15 @@ def _run(spec: StageSpec, specs, finished: dict, resume: dict | None, config: di
     import ray.train.torch
 
     stage, seed, label = spec.stage, spec.seed, spec.label
-    amp = amp_context(device, bool(config.get("mixed_precision", True)))
+    amp = amp_context(device, bool(config.get("mixed_precision", True)), bool(config.get("cpu_bf16", False)))
     # 1. Data: the whole split on the device once.
     train, val, fixed = stage.prepare(spec.train, device), stage.prepare(spec.val, device) or None, stage.prepare(spec.fixed, device)
     n = len(next(iter(train.values())))
     # 2. Models (same init on every rank), optimisers, the batch generator; a resumed stage's state.
     torch.manual_seed(seed)
     models = stage.build(device)
+    if config.get("channels_last"):  # NHWC weights; convolutions then keep activations NHWC too
+        models = {k: m.to(memory_format=torch.channels_last) for k, m in models.items()}
     opts = stage.optimizers(models)
     gen = stage.rng(device, seed, rank)
     state: dict = {"epoch": -1, "best_key": None, "best_epoch": -1, "history": []}

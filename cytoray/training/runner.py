@@ -190,6 +190,8 @@ def _fit(pending: list[StageSpec], cache_root: Path, run_cfg: RunConfig, callbac
             "sample_every": run_cfg.sample_every,
             "checkpoint_every": run_cfg.checkpoint_every,
             "mixed_precision": run_cfg.mixed_precision,
+            "cpu_bf16": run_cfg.cpu_bf16,
+            "channels_last": run_cfg.channels_last,
             "threads": run_cfg.cpus_per_worker,
         },
         scaling_config=ScalingConfig(num_workers=run_cfg.num_workers, use_gpu=run_cfg.use_gpu, resources_per_worker=resources),
