@@ -5,9 +5,10 @@
    count K is taken from the data (and the mask GANs) and kept in the bundle.
 2. One mask GAN per class, z → label map: SynCGAN's own stages, taken from `SynCGAN.stages`
    (`mask_gan_specs`), so a diffusion and a SynCGAN run with the same mask settings share them
-   through the stage cache, and the two generators differ only in the map → image step. Why the GANs and not a second (unconditional) diffusion model of the maps:
-   a map is a few blobs, the mask GANs already draw them well on Herlev (augment.py), they cost
-   a minute of CPU, and reusing them makes the diffusion-vs-CGAN comparison a clean one.
+   through the stage cache, and the two generators differ only in the map → image step.
+   Why the GANs and not a second (unconditional) diffusion model of the maps: a map is a few
+   blobs, the mask GANs already draw them well on Herlev (augment.py), they cost little next to
+   the denoiser, and reusing them makes the diffusion-vs-CGAN comparison a clean one.
 3. The denoiser: MONAI's `DiffusionModelUNet` (maintained, numpy + torch only, nothing to
    download; MONAI also ships the SPADE variant should concatenation fall short), trained from
    scratch. Its input is the noisy image with the map's K one-hot channels concatenated; the
@@ -18,7 +19,9 @@
    Training maps and images are flipped / quarter-turned together (cells have no up).
 4. `sample(n, cls)` = DDIM(denoiser | mask_gan[cls](z), cls) with `sampling.steps` steps.
 All stages train in one Ray Train job on the shared loop (stage cache, checkpoints, resume,
-bf16 autocast on CUDA, DDP); the denoiser's grid shows map | sample | real every epoch.
+bf16 autocast on CUDA, DDP); the denoiser's grid (map | sample | real) every `run.sample_every`
+epochs. On an H200 (bf16 autocast, batch 64, 64 px) it trains at ~900 images/s and draws 180
+guided 25-step DDIM samples in 0.6 s; CPU budgets: configs/models/diffusion.yaml.
 """
 
 from __future__ import annotations
@@ -60,8 +63,8 @@ class DenoiserConfig:
     epochs: int = 300  # diffusion needs far more steps than a GAN (CPU budget: configs/models/diffusion.yaml)
     batch_size: int = 16  # small sets: a few steps an epoch
     lr: float = 2e-4  # Adam learning rate (DDPM: 2e-4)
-    channels: list[int] = dataclasses.field(default_factory=lambda: [16, 32, 64])  # U-Net widths per level (CPU-sized); size / 2^(levels-1) whole
-    attention: list[bool] = dataclasses.field(default_factory=lambda: [False, False, True])  # self-attention per level (lowest only: cheap)
+    channels: list[int] = dataclasses.field(default_factory=lambda: [16, 32, 64])  # U-Net widths per level (CPU-sized)
+    attention: list[bool] = dataclasses.field(default_factory=lambda: [False, False, True])  # self-attention per level
     res_blocks: int = 1  # residual blocks per level (DDPM: 2; 1 halves the CPU cost)
     norm_groups: int = 8  # GroupNorm groups; must divide every width
     head_channels: int = 16  # channels per attention head
@@ -80,7 +83,8 @@ class DenoiserConfig:
         if self.batch_size < 2:
             raise ConfigError(f"denoiser.batch_size={self.batch_size}: the loop skips batches under 2 images; use >= 2")
         if not self.channels or len(self.attention) != len(self.channels):
-            raise ConfigError(f"denoiser.attention has {len(self.attention)} entries for {len(self.channels)} channels: give one per level")
+            raise ConfigError(f"denoiser.attention has {len(self.attention)} entries for {len(self.channels)} channels: "
+                              "give one per level")  # fmt: skip
         bad = [c for c, att in zip(self.channels, self.attention) if c % self.norm_groups or (att and c % self.head_channels)]
         if bad:
             raise ConfigError(f"denoiser.channels {bad}: every width must be a multiple of norm_groups={self.norm_groups} "
@@ -163,7 +167,8 @@ def unet_kwargs(p: dict) -> dict:
 def build_unet(kwargs: dict) -> torch.nn.Module:
     from monai.networks.nets import DiffusionModelUNet
 
-    return DiffusionModelUNet(**{**kwargs, "channels": tuple(kwargs["channels"]), "attention_levels": tuple(kwargs["attention_levels"])})
+    kwargs = {**kwargs, "channels": tuple(kwargs["channels"]), "attention_levels": tuple(kwargs["attention_levels"])}  # JSON lists
+    return DiffusionModelUNet(**kwargs)
 
 
 def schedule_kwargs(p: dict) -> dict:
@@ -318,7 +323,8 @@ class Diffusion(Generator):
             "denoiser", DenoiserStage(p),
             train={"image": to_unit(train.images), "labels": maps(m_train), "cls": train.labels.astype(np.int64)},
             val={"image": to_unit(val.images), "labels": maps(m_val), "cls": val.labels.astype(np.int64)} if len(val) else None,
-            fixed={"image": to_unit(val.images[fixed_idx]), "labels": maps(m_val[fixed_idx]), "cls": val.labels[fixed_idx].astype(np.int64)},
+            fixed={"image": to_unit(val.images[fixed_idx]), "labels": maps(m_val[fixed_idx]),
+                   "cls": val.labels[fixed_idx].astype(np.int64)},
             data_key=mkey, seed=seed,
         ))  # fmt: skip
         return specs
