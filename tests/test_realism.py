@@ -169,6 +169,21 @@ def test_study_fidelity_logs_realism_flags_a_copier_and_draws_pairs(tmp_path, ca
     assert "precision_val_inception/all" not in plain and plain["fid_val_inception/all"] == m["fid_val_inception/all"]
 
 
+def test_histology_to_cytology_rows_carry_prdc(tmp_path):
+    from cytoray.data.folder import ImageSet
+    from cytoray.experiments.histo_to_cyto import fid_rows
+
+    cyto, hist = simulate(n=12, size=32, seed=4), simulate("histology", n=12, size=32, seed=5)
+    ref = ImageSet(cyto.images, cyto.labels, tuple(cyto.class_names), list(cyto.names), ["x"] * 12)
+    src = {c: hist.images[hist.labels == i] for i, c in enumerate(hist.class_names)}
+    same = {c: cyto.images[cyto.labels == i] for i, c in enumerate(cyto.class_names)}
+    out = fid_rows({"histology": src, "copy": same}, ref, "test", "k", tmp_path)
+    for row in out.values():
+        assert {f"{x}_test_inception/{c}" for x in R.PRDC for c in ("benign", "malignant", "all")} <= set(row)
+    assert out["copy"]["precision_test_inception/all"] == 1.0 and out["copy"]["coverage_test_inception/all"] == 1.0
+    assert out["histology"]["coverage_test_inception/all"] < out["copy"]["coverage_test_inception/all"]
+
+
 # ----- `cytoray report`: the per-class table and the closest pairs, from what MLflow recorded
 
 
@@ -185,7 +200,7 @@ def _log_realism(client, run_id: str, split: str, shares: dict[str, float]) -> N
 
 def test_report_shows_realism_tables_cas_and_pairs(tmp_path):
     from mlflow import MlflowClient
-    from report_store import baselines_store, ratio_store
+    from report_store import baselines_store, histo_store, ratio_store
 
     from cytoray.io import save_png
     from cytoray.report import build_report
@@ -220,6 +235,17 @@ def test_report_shows_realism_tables_cas_and_pairs(tmp_path):
     assert "CAS (syncgan-only cells" in text and "0.600, mean of 3 cell(s)" in text
     assert (out / "figures" / "syncgan_memorisation_benign.png").is_file()
     assert (out / "figures" / "syncgan_memorisation_benign.png").read_bytes() == png.read_bytes()
+
+    uri, parent = histo_store(tmp_path / "histo")
+    client = MlflowClient(tracking_uri=uri)
+    for row in ("histology", "cyclegan"):
+        n = R.names("test")
+        for c in ("benign", "malignant", "all"):
+            client.log_metric(parent, f"{row}/{n['coverage'].format(c=c)}", 0.25 if row == "histology" else 0.75)
+            client.log_metric(parent, f"{row}/{n['precision'].format(c=c)}", 0.5)
+    text = build_report("cytoray-histo-to-cyto", tmp_path / "r3", uri).read_text()
+    assert "Realism, diversity and copying: real histology" in text and "Realism, diversity and copying: CycleGAN" in text
+    assert "0.250" in text and "0.750" in text and "Realism, diversity and copying: NST" not in text  # nst logged none
 
 
 # ----- a ratio study under Ray: every trial logs them, a <generator>-only policy logs CAS

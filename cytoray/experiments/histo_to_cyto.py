@@ -63,11 +63,17 @@ def translations(pair, samplers: dict) -> dict[str, dict[str, np.ndarray]]:
 
 
 def fid_rows(rows: dict, ref, split: str, key: str, cache: Path) -> dict[str, dict[str, float]]:
-    from ..metrics.fidelity import cached_features, per_class
+    from ..metrics import realism
+    from ..metrics.fidelity import cached_features, inception_features, per_class
 
     real = {c: cached_features(ref.images[ref.labels == i], f"cytology:{key}:{split}:{c}", cache)
             for i, c in enumerate(ref.class_names)}  # fmt: skip
-    return {row: {k: float(v) for k, v in per_class({}, fakes, split, real_features=real).items()} for row, fakes in rows.items()}
+    out = {}
+    for row, fakes in rows.items():  # FID/KID, then precision/recall/density/coverage on the same features
+        ff = {c: inception_features(x) for c, x in fakes.items()}
+        m = {**per_class({}, fakes, split, real_features=real, fake_features=ff), **realism.per_class(real, ff, split)[0]}
+        out[row] = {k: float(v) for k, v in m.items()}
+    return out
 
 
 class HistoToCytoStudy(Study):

@@ -8,7 +8,7 @@ import ast
 import re
 from pathlib import Path
 
-from . import figures
+from . import figures, realism
 from .common import fmt, number, run_images, split_protocol, trial_status
 from .html import Page
 from .store import Recorded
@@ -63,6 +63,8 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
         series.append("real-vs-real floor")
     fig = figures.grouped_bars(groups, series, values, "FID (lower is better)", "FID against real cytology, per class")
     page.figure(fig, "fid_rows", proto)
+    for r in rows:  # why each row scores as it does: realism (precision) and variety (recall, coverage)
+        realism.table(page, {k[len(r) + 1:]: v for k, v in m.items() if k.startswith(f"{r}/")}, "test", lab[r])
     for _, img in run_images(rec, rec.parent, "results", tmp):  # results/<class>.png: one row per translator
         page.image(img, f"class {img.stem}: the same test histology images (top row) and each translator's output, "
                    "row by row in the table's order.", name=f"translated_{img.name}")  # fmt: skip
