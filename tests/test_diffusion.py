@@ -160,3 +160,17 @@ def test_trains_under_ray_train_with_grids_and_sampling_settings_retrain_nothing
     assert all(r.cached for r in res2.values())  # guidance is a sampling setting: every stage from the cache
     again, masks2 = load_bundle(out2).sample(4, "malignant", seed=2)
     assert np.array_equal(masks, masks2) and not np.array_equal(imgs, again)  # same maps, other guidance
+
+
+@pytest.mark.slow
+def test_trains_under_ddp_with_two_workers(tmp_path):
+    """Two Ray Train workers (DDP, gloo on CPU): the EMA copy is wrapped too but never runs forward."""
+    from cytoray.generators import load_bundle
+    from cytoray.training.config import RunConfig
+
+    train, val, key = _split(24)
+    run = RunConfig(num_workers=2, storage_path=str(tmp_path / "ray"))
+    out, res = Diffusion.train(train, val, _tiny(), tmp_path / "b", tmp_path / "cache", key, run)
+    assert [h["epoch"] for h in res["denoiser"].history] == [0, 1] and all(np.isfinite(h["loss"]) for h in res["denoiser"].history)
+    imgs, _ = load_bundle(out).sample(2, "benign", seed=0)
+    assert imgs.shape == (2, 32, 32, 3)
