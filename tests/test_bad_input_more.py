@@ -709,3 +709,31 @@ def test_unknown_or_absurd_network_arguments_in_a_bundle(tmp_path):
     for kwargs, frag in (({"nope": 1}, "do not build"), ({"base": 10**9}, "not a plausible network"), ("x", "not a plausible network")):
         with pytest.raises(CytorayError, match=frag):
             load_per_class(tmp_path, {"benign": {"kwargs": kwargs}}, PatchDiscriminator, "d_")
+
+
+def _untrained_segmenter(out: Path) -> Path:
+    """A segmenter bundle `cytoray segment` loads (untrained: these rows never get to its masks)."""
+    from cytoray.generators.refined_sim import write_segmenter_bundle
+    from cytoray.nets import UNet
+
+    kw = dict(in_ch=3, out_ch=1, base=4, depth=2, norm="batch", dropout=0.0, out_act="none")
+    return write_segmenter_bundle(out, UNet(**kw).state_dict(), kw, 0.5, 1.0, {"trained_on": "nothing (test)"})
+
+
+def test_segment_stopped_by_a_decompression_bomb_writes_no_mask(ds, tmp_path, capsys):
+    seg = _untrained_segmenter(tmp_path / "seg")
+    bomb = _bomb_png(ds / "malignant" / "zz.png")  # after the benign images: those were segmented first
+    err = _row(["segment", str(seg), str(ds), "--out", str(tmp_path / "masks")], f"{bomb}: {LIMIT_TEXT}", capsys, tmp_path)
+    assert "CYTORAY_MAX_IMAGE_PIXELS" in err
+
+
+def test_segment_overwrite_replaces_its_own_output_only(ds, tmp_path, capsys):
+    from cytoray.cli import main
+
+    seg = _untrained_segmenter(tmp_path / "seg")
+    out = tmp_path / "masks"
+    assert main(["segment", str(seg), str(ds / "benign"), "--out", str(out)]) == 0
+    assert (out / "segment.json").is_file() and len(list(out.glob("*.png"))) == 6
+    assert main(["segment", str(seg), str(ds / "benign"), "--out", str(out)]) == 2  # not without --overwrite
+    assert main(["segment", str(seg), str(ds / "malignant"), "--out", str(out), "--overwrite"]) == 0
+    assert str(ds / "malignant") in (out / "segment.json").read_text()
