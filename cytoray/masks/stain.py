@@ -11,7 +11,12 @@ on the channel that carries the nuclei.
 Polarity comes from the stain, not from a guess about the picture: in brightfield every stain
 absorbs light and nuclei are where haematoxylin is densest (high H). Only a dark field
 (fluorescence: the background emits nothing) turns it round; there, with no stain to
-deconvolve, the SynCGAN pipeline's bright polarity is used as it is.
+deconvolve, the SynCGAN pipeline's bright polarity is used as it is. A dark field is decided on
+evidence a crowded brightfield tile cannot fake (`looks_dark_field`): mostly dark and a black
+floor (all the old rule asked, and a dense H&E tile has both), and that floor without stain hue
+(a crowded tile's darkest pixels are purple nuclei), and bright objects in pieces. Last, where
+the finished mask and Otsu on rgb2hed's haematoxylin disagree badly, `decide` applies a stated
+rule and the per-image report records it.
 Haematoxylin is the nuclear stain of H&E, Papanicolaou and the IHC counterstain, so one
 deconvolution serves all (Ruifrok & Johnston's vectors, see `BASES`): eosin and the Pap
 cytoplasm stains (eosin, light green, orange G) load the other channels, and DAB its own when
