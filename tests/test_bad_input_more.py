@@ -737,3 +737,9 @@ def test_segment_overwrite_replaces_its_own_output_only(ds, tmp_path, capsys):
     assert main(["segment", str(seg), str(ds / "benign"), "--out", str(out)]) == 2  # not without --overwrite
     assert main(["segment", str(seg), str(ds / "malignant"), "--out", str(out), "--overwrite"]) == 0
     assert str(ds / "malignant") in (out / "segment.json").read_text()
+
+
+def test_fid_names_a_dangling_symlink_instead_of_skipping_it(ds, tmp_path, capsys):
+    link = ds / "benign" / "zz.png"
+    os.symlink(tmp_path / "gone.png", link)
+    _row(["fid", str(ds / "benign"), str(ds / "malignant")], f"{link}: a symbolic link to nothing", capsys, tmp_path)

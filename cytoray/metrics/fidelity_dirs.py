@@ -5,6 +5,7 @@ Split from `fidelity.py` (which re-exports these names); the protocol is describ
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -22,6 +23,9 @@ def list_images(folder: str | Path) -> list[Path]:
     root = Path(folder)
     if not root.is_dir():
         raise DataError(f"{root}: folder not found; check the path")
+    for p in root.rglob("*"):  # a dangling link was skipped without a word (is_file() is False)
+        if p.is_symlink() and not p.exists() and is_image_name(p):
+            raise DataError(f"{p}: a symbolic link to nothing ({os.readlink(p)}); fix or remove it")
     return sorted(
         p for p in root.rglob("*")
         if p.is_file() and is_image_name(p) and not p.name.startswith(".")  # "._x.png": macOS metadata, not images
