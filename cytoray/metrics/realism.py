@@ -160,9 +160,9 @@ def per_class(real: dict, fake: dict, split: str, train: dict | None = None, k: 
             m = memorisation(fake[c], t, percentile)
             out[n["memorised"].format(c=c)], out[n["threshold"].format(c=c)] = m["share"], m["threshold"]
             out[n["percentile"].format(c=c)] = m["percentile"]
-            out[n["memorised_floor"].format(c=c)] = memorised_share(real[c], m["threshold"], t)
+            out[n["memorised_floor"].format(c=c)] = floor = memorised_share(real[c], m["threshold"], t)
             pairs[c] = m["pairs"]
-            judged.append((m["distance"] < m["threshold"], memorised_share(real[c], m["threshold"], t), len(real[c])))
+            judged.append((m["distance"] < m["threshold"], floor, len(real[c])))
     if len(fake) > 1:
         cs = sorted(fake)
         pool = lambda d: np.concatenate([np.asarray(d[c]) for c in cs])  # noqa: E731
