@@ -743,3 +743,12 @@ def test_fid_names_a_dangling_symlink_instead_of_skipping_it(ds, tmp_path, capsy
     link = ds / "benign" / "zz.png"
     os.symlink(tmp_path / "gone.png", link)
     _row(["fid", str(ds / "benign"), str(ds / "malignant")], f"{link}: a symbolic link to nothing", capsys, tmp_path)
+
+
+@pytest.mark.parametrize("metric", ["test_balanced_accuracy", "balanced_accuracy"])
+def test_a_selection_metric_that_is_not_validation_is_refused_before_the_split(metric, tmp_path, capsys):
+    code, err = _study("syncgan_ratio", ["--smoke-test", "--out", str(tmp_path / "out"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
+                                         "--set", f"tune.metric={metric}"], capsys)  # fmt: skip
+    assert code == 2 and f"tune.metric={metric}: select on a validation metric" in err, err
+    _one_line(err)
+    assert list(tmp_path.iterdir()) == []

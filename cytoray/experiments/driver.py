@@ -49,6 +49,11 @@ class TuneSettings:
             raise ConfigError("tune.num_samples and tune.max_concurrent must be >= 1")
         if self.trial_cpu < 0:
             raise ConfigError(f"tune.trial_cpu={self.trial_cpu}: must be >= 0")
+        import re
+
+        if not re.search(r"(^|_)val(_|/|$)", self.metric) or "test" in self.metric:  # at config load: before split and run
+            raise ConfigError(f"tune.metric={self.metric}: select on a validation metric (val_..., e.g. val_balanced_accuracy); "
+                              "the test split is read once, after the choice")  # fmt: skip
         if self.grace_period < 1 or self.reduction_factor < 2:
             raise ConfigError("tune.grace_period must be >= 1 and tune.reduction_factor >= 2")
 
