@@ -752,3 +752,14 @@ def test_a_selection_metric_that_is_not_validation_is_refused_before_the_split(m
     assert code == 2 and f"tune.metric={metric}: select on a validation metric" in err, err
     _one_line(err)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_kid_at_n_2_shows_no_spread_instead_of_plus_minus_zero():
+    from cytoray.metrics.fidelity_stats import describe
+
+    r = {"n1": 2, "n2": 2, "kid_mean": -0.0308, "kid_std": 0.0, "kid_subset_size": 2, "kid_subsets": 100, "fid": 12.0,
+         "feature_extractor": "inception", "weights_sha1": "0" * 40, "resize": "none"}  # fmt: skip
+    text = "\n".join(describe(r))
+    assert "± 0.0000" not in text and "± n/a (every subset is the whole set" in text
+    text = "\n".join(describe({**r, "n1": 3, "kid_std": 0.01}))  # the larger set varies between subsets
+    assert "± 0.01000" in text

@@ -181,6 +181,14 @@ def _floor_text(label: str, fl: dict | None) -> str:
             f"KID {fl['kid_floor_mean']:.4f} ± {fl['kid_floor_sd']:.4f}")
 
 
+def _kid_pm(r: dict, digits: int) -> str:
+    """'± sd' over the KID subsets, or a word when every subset is the whole of both sets (n=2:
+    '± 0.0000' read as an exact figure; it is one draw repeated)."""
+    if r["kid_subset_size"] >= max(r["n1"], r["n2"]):
+        return "± n/a (every subset is the whole set: no spread to show)"
+    return f"± {r['kid_std']:.{digits}f}"
+
+
 def small_sample_warning(r: dict, labels: tuple[str, str] = ("first set", "second set"), floors: bool = True) -> str:
     """One paragraph for a FID/KID result below FID_MIN_N images ('' otherwise): why FID is flagged,
     its floors (unless `floors=False`: printed beside it), and the sample size FID would need."""
@@ -192,13 +200,13 @@ def small_sample_warning(r: dict, labels: tuple[str, str] = ("first set", "secon
     return (f"FID on {n1}/{n2} images is biased by sample size: it is comparable only at equal n and against the "
             f"real-vs-real floor{' (' + shown + ')' if shown else ''}. FID needs at least {FID_MIN_N} images per set "
             f"(more than its {FEATURE_DIM} feature dimensions, TTUR; 10,000 recommended); "
-            f"at this n report KID ({r['kid_mean']:.4f} ± {r['kid_std']:.4f}, unbiased) as the headline.")
+            f"at this n report KID ({r['kid_mean']:.4f} {_kid_pm(r, 4)}, unbiased) as the headline.")
 
 
 def describe(r: dict, labels: tuple[str, str] = ("first set", "second set")) -> list[str]:
     """Lines for a terminal: headline first, FID flagged below FID_MIN_N, floors, protocol, warning."""
     n = f"n={r['n1']}/{r['n2']}"
-    kid_line = f"KID {r['kid_mean']:.5f} ± {r['kid_std']:.5f} ({n}, subsets of {r['kid_subset_size']} x {r['kid_subsets']})"
+    kid_line = f"KID {r['kid_mean']:.5f} {_kid_pm(r, 5)} ({n}, subsets of {r['kid_subset_size']} x {r['kid_subsets']})"
     fid_line = f"FID {r['fid']:.3f} ({n})"
     if r.get("headline", headline(r["n1"], r["n2"])) == "kid":
         lines = [kid_line + "  [headline]", fid_line + f"  [flagged: biased below {FID_MIN_N} images per set]"]
