@@ -6,8 +6,9 @@ pickle that runs as the next person who resumes. So, before anything is restored
 
 - `tuner.pkl` must hash to what this cytoray recorded when Tune wrote it (`<name>.cytoray.json`
   beside the experiment folder, written right after the Tuner is built or restored);
-- every file and folder Tune reads must belong to the current user and be writable by no one
-  else (a colleague's file, or a folder they may write into, is refused).
+- the experiment folder, its parent and every file at its top level (what Tune unpickles:
+  experiment, searcher and callback state) must belong to the current user and be writable by
+  no one else (a colleague's file, or a folder they may write into, is refused).
 
 Anything else is a one-line error, with nothing loaded and nothing written.
 """
@@ -51,7 +52,10 @@ def verify_tune_state(exp_dir: Path) -> None:
         raise CytorayError(f"{pkl}: no record that cytoray wrote it ({record_path(exp_dir).name} missing or unreadable); "
                            f"refusing to unpickle it; {fix}")
     uid = os.getuid()
-    for p in [exp_dir.parent, record_path(exp_dir), exp_dir, *sorted(exp_dir.rglob("*"))]:
+    # The experiment-level files are what Tune unpickles (experiment state, searcher and callback
+    # state); trial folders may be written by Ray workers running as another user on a cluster.
+    top = sorted(p for p in exp_dir.iterdir() if p.is_file() or p.is_symlink())
+    for p in [exp_dir.parent, record_path(exp_dir), exp_dir, *top]:
         st = p.lstat()
         if st.st_uid != uid or st.st_mode & stat.S_IWOTH or (p.is_symlink() and not p.resolve().is_relative_to(exp_dir)):
             raise CytorayError(f"{p}: owned by uid {st.st_uid} or writable by others (mode {stat.filemode(st.st_mode)}): "
