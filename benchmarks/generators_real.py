@@ -15,8 +15,11 @@ Variants (each adds one thing to the one before; `--variants` picks):
   labels       + glass/cytoplasm/nucleus/padding label maps painted with region colours
   loss         + L1 at λ = 10 and the last EMA weights: cytoray's shipped defaults
   gan          the vanilla RGB GAN per class with the small-data pieces (control)
+  diffusion    the mask-conditioned diffusion generator (generators/diffusion.py) on the same label maps,
+               its maps drawn by the same class mask GANs as `loss` (shared through the stage cache)
 It writes <out>/generators_real.json (per variant and class: kid, kid_sd, kid_floor,
-kid_other_class; train_seconds; `default`: the variant the shipped defaults train) and one grid
+kid_other_class, precision/recall/density/coverage with their real-vs-real values, memorised share;
+train_seconds, sample_seconds; `default`: the variant the shipped defaults train) and one grid
 per variant, <out>/grid_<variant>.png: per class, a row of real held-out cells, a row of synthetic
 cells and a row of the label maps (or masks) that made them.
 """
@@ -34,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("paper", "small_data", "labels", "loss", "gan")
+VARIANTS = ("paper", "small_data", "labels", "loss", "gan", "diffusion")
 DEFAULT = "loss"  # the variant whose settings are SynCGANConfig()'s
 
 
@@ -48,6 +51,10 @@ def variant_config(name: str, a: argparse.Namespace):
     width = dict(g_base=a.width, d_base=a.width)
     if name == "gan":
         return GANConfig(epochs=a.gan_epochs, **width)
+    if name == "diffusion":
+        from cytoray.generators.diffusion import DenoiserConfig, DiffusionConfig
+
+        return DiffusionConfig(mask_gan=LatentGANConfig(epochs=a.mask_epochs, **width), denoiser=DenoiserConfig(epochs=a.diffusion_epochs))
     off = dict(diffaug="", ema=0.0)
     paper = dict(recon="mse", lam=100.0, select="val_loss")
     cgan = {"paper": {**paper, **off}, "small_data": {**paper, "select": "last"}, "labels": {**paper, "select": "last"}, "loss": {}}[name]
@@ -79,6 +86,21 @@ def kid_row(f_fake, f_real, f_other, seed: int) -> dict:
             "kid_other_class": other["kid_mean"], "n_fake": r["n1"], "n_real": r["n2"]}  # fmt: skip
 
 
+def realism_row(m: dict, c: str) -> dict:
+    """Precision / recall / density / coverage (with real-vs-real values) and the memorised share."""
+    from cytoray.metrics.realism import names
+
+    n = names("test")
+    out = {}
+    for key in ("precision", "recall", "density", "coverage", "memorised"):
+        if key in n and n[key].format(c=c) in m:
+            out[key] = m[n[key].format(c=c)]
+            floor = n.get(f"{key}_floor")
+            if floor and floor.format(c=c) in m:
+                out[f"{key}_real"] = m[floor.format(c=c)]
+    return out
+
+
 def grid(real: dict, fake: dict, maps: dict, n: int = 8) -> np.ndarray:
     from cytoray.masks.labels import PALETTE
 
@@ -103,6 +125,7 @@ def main() -> None:
     ap.add_argument("--mask-epochs", type=int, default=60, help="class mask GAN epochs")
     ap.add_argument("--cgan-epochs", type=int, default=40, help="CGAN epochs")
     ap.add_argument("--gan-epochs", type=int, default=60, help="vanilla GAN epochs")
+    ap.add_argument("--diffusion-epochs", type=int, default=300, help="diffusion denoiser epochs")
     ap.add_argument("--width", type=int, default=32, help="g_base and d_base of every network")
     ap.add_argument("--n", type=int, default=90, help="synthetic images per class for KID")
     ap.add_argument("--seed", type=int, default=0)
@@ -113,6 +136,7 @@ def main() -> None:
     from cytoray.data.source import load_split
     from cytoray.generators.base import get_generator
     from cytoray.io import save_png, write_json
+    from cytoray.metrics import realism
     from cytoray.metrics.fidelity import inception_features
     from cytoray.quiet import configure
     from cytoray.training.config import RunConfig
@@ -129,8 +153,10 @@ def main() -> None:
     real = held_out(ds, man)
     classes = list(real)
     f_real = {c: inception_features(x) for c, x in real.items()}
+    f_train = {c: inception_features(train.images[train.labels == i]) for i, c in enumerate(train.class_names)}
     report: dict = {"data": str(a.cyto), "size": a.size, "n_train": len(train), "n_held_out": {c: len(x) for c, x in real.items()},
-                    "epochs": {"mask_gan": a.mask_epochs, "cgan": a.cgan_epochs, "gan": a.gan_epochs}, "width": a.width,
+                    "epochs": {"mask_gan": a.mask_epochs, "cgan": a.cgan_epochs, "gan": a.gan_epochs, "diffusion": a.diffusion_epochs},
+                    "width": a.width,
                     "default": DEFAULT, "variants": {}}  # fmt: skip
     for name in names:
         cfg = variant_config(name, a)
@@ -144,21 +170,28 @@ def main() -> None:
             out = gen.sample_maps(a.n, c, seed=1) if hasattr(gen, "sample_maps") else gen.sample(a.n, c, seed=1)
             fake[c], maps[c] = out
         row = {"train_seconds": round(seconds, 1)}
+        t1 = time.perf_counter()
+        f_fake = {c: inception_features(fake[c]) for c in classes}
+        realism_metrics, _ = realism.per_class(f_real, f_fake, "test", f_train, seed=a.seed)
         for c in classes:
             other = next(o for o in classes if o != c)
-            row[c] = kid_row(inception_features(fake[c]), f_real[c], f_real[other], a.seed)
+            row[c] = kid_row(f_fake[c], f_real[c], f_real[other], a.seed)
+            row[c].update(realism_row(realism_metrics, c))
+        row["sample_seconds"] = round(time.perf_counter() - t1, 1)
         report["variants"][name] = row
         save_png(a.out / f"grid_{name}.png", grid(real, fake, maps))
         print(f"[{name}] {seconds:.0f} s  " + "  ".join(
             f"{c}: KID {row[c]['kid']:.4f} ± {row[c]['kid_sd']:.4f} (floor {row[c]['kid_floor']:.4f}, other class "
             f"{row[c]['kid_other_class']:.4f})" for c in classes), flush=True)  # fmt: skip
         write_json(a.out / "generators_real.json", report)
-    print("\n| variant | " + " | ".join(f"KID {c} (sd) | floor | other class" for c in classes) + " | train s |")
-    print("|---|" + "---|---|---|" * len(classes) + "---|")
+    print("\n| variant | " + " | ".join(f"KID {c} (sd) | floor | other class | recall | memorised" for c in classes)
+          + " | train s | sample s |")  # fmt: skip
+    print("|---|" + "---|---|---|---|---|" * len(classes) + "---|---|")
     for name, row in report["variants"].items():
         print(f"| {name}{' (default)' if name == DEFAULT else ''} | " + " | ".join(
-            f"{row[c]['kid']:.4f} ({row[c]['kid_sd']:.4f}) | {row[c]['kid_floor']:.4f} | {row[c]['kid_other_class']:.4f}"
-            for c in classes) + f" | {row['train_seconds']:.0f} |")  # fmt: skip
+            f"{row[c]['kid']:.4f} ({row[c]['kid_sd']:.4f}) | {row[c]['kid_floor']:.4f} | {row[c]['kid_other_class']:.4f} | "
+            f"{row[c].get('recall', float('nan')):.2f} | {row[c].get('memorised', float('nan')):.2f}"
+            for c in classes) + f" | {row['train_seconds']:.0f} | {row['sample_seconds']:.0f} |")  # fmt: skip
     print(f"wrote {a.out / 'generators_real.json'} and grid_<variant>.png in {a.out}")
 
 
