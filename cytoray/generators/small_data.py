@@ -74,7 +74,7 @@ def draw(ops: tuple[str, ...], b: int, size: int, gen: torch.Generator, p: float
     Each image takes the ops with probability p (ADA); p = 1 is DiffAugment."""
     on = torch.rand(b, generator=gen) < p
     out: dict = {"on": on}
-    if "colour" in ops:  # DiffAugment: brightness ±0.5, saturation x[0, 2], contrast x[0.5, 1.5] (on [-1, 1] data: x2)
+    if "colour" in ops:  # DiffAugment (on [-1, 1] data, as there): brightness ±0.5, saturation x[0, 2], contrast x[0.5, 1.5]
         out["bright"] = (torch.rand(b, generator=gen) - 0.5) * on
         out["sat"] = torch.where(on, torch.rand(b, generator=gen) * 2, torch.ones(b))
         out["contrast"] = torch.where(on, torch.rand(b, generator=gen) + 0.5, torch.ones(b))
@@ -98,7 +98,7 @@ def apply(x: torch.Tensor, prm: dict, colour_from: int = 0) -> torch.Tensor:
     if "bright" in prm and colour_from < c:
         img = x[:, colour_from:]
         view = lambda t: t.to(dev, x.dtype).view(b, 1, 1, 1)  # noqa: E731
-        img = img + view(prm["bright"]) * 2
+        img = img + view(prm["bright"])
         mean = img.mean(dim=1, keepdim=True)
         img = (img - mean) * view(prm["sat"]) + mean
         mean = img.mean(dim=(1, 2, 3), keepdim=True)
