@@ -153,3 +153,42 @@ def test_train_gpu_on_a_machine_without_one(ds, tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     _row(["train", "gan", "--data", str(ds), "--out", str(tmp_path / "o"), "--gpu"], "--gpu: 1 worker(s)", capsys, tmp_path)
+
+
+def _listening(pids: set[int]) -> list[str]:
+    """Local addresses of TCP sockets in LISTEN held by `pids` (from `ss`, which names the owner)."""
+    import subprocess
+
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[3] for line in out.splitlines() if any(f"pid={p}," in line for p in pids)]
+
+
+@pytest.mark.usefixtures("single_ray_instance")
+def test_a_local_study_cluster_listens_on_loopback_only():
+    """The local head (GCS, raylet, dashboard and its agent, runtime-env agent, metrics, workers):
+    every listening socket on 127.0.0.1, none on 0.0.0.0 or the machine's address."""
+    import shutil
+    import time
+
+    import psutil
+    import ray
+
+    from cytoray.training.runner import init_ray
+
+    if shutil.which("ss") is None:
+        pytest.skip("needs `ss` (iproute2) to name the owner of each socket")
+    init_ray(num_cpus=1)
+    try:
+        time.sleep(3)  # the agents open their ports after ray.init returns
+        me = psutil.Process()
+        pids = {me.pid} | {c.pid for c in me.children(recursive=True)}
+        node = ray._private.worker._global_node
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            if node.session_name in " ".join(p.info["cmdline"] or []):
+                pids |= {p.pid} | {c.pid for c in p.children(recursive=True)}
+        addrs = _listening(pids)
+        assert len(addrs) >= 4, addrs  # GCS, raylet, dashboard, agents
+        assert all(a.rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]") for a in addrs), addrs
+        assert node.node_ip_address == "127.0.0.1"
+    finally:
+        ray.shutdown()

@@ -12,6 +12,7 @@ shaped it (its trainer, every parameter, its data, its seed), so:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -69,7 +70,31 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         port = _free_port()
         os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
         # address="local": a new cluster even when /tmp/ray/ray_current_cluster names another (or a dead) one
-        ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1", dashboard_port=port, **kwargs)
+        with _loopback_only():
+            ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1", dashboard_port=port, **kwargs)
+
+
+@contextlib.contextmanager
+def _loopback_only():
+    """A local cluster listens on 127.0.0.1 only (GCS, raylet, dashboard agent, metrics, workers):
+    Ray takes the machine's address as the node's and binds 0.0.0.0 there, though nothing outside
+    the machine talks to a laptop study. Ray's own switch for single-machine clusters (the one it
+    sets on macOS/Windows) makes the node address loopback; the processes started by ray.init
+    inherit it. Restored afterwards (the node's address is then fixed), and left alone when the
+    user set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER themselves."""
+    from ray._private import ray_constants
+
+    var = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    if var in os.environ:
+        yield
+        return
+    old = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[var], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        os.environ.pop(var, None)
+        ray_constants.ENABLE_RAY_CLUSTER = old
 
 
 def _free_port() -> int:
