@@ -14,8 +14,8 @@ class RunConfig:
     cpus_per_worker: int = 1  # CPU slots a worker reserves (and its torch threads)
     gpus_per_worker: float = 1.0  # GPU share per worker when use_gpu (0.25: four small trials share a GPU)
     mixed_precision: bool = True  # bf16 autocast on CUDA (and on the CPU when cpu_bf16)
-    cpu_bf16: bool = False  # bf16 autocast on the CPU too (AVX-512 BF16 / AMX): benchmarks/cpu_arith.py
-    channels_last: bool = False  # NHWC weights (convolutions follow): the GAN stages' UNet/PatchGAN run faster on GPUs
+    cpu_bf16: bool = False  # bf16 autocast on the CPU too: pays with AVX-512 BF16 / AMX only (benchmarks/cpu_arith_epyc.md)
+    channels_last: bool = False  # NHWC weights (convolutions follow): GAN stages faster on CPU and GPU (benchmarks/*.md)
     sample_every: int = 5  # epochs between logged sample grids
     checkpoint_every: int = 5  # epochs between checkpoints (resume points); the last epoch of a stage always
     keep_checkpoints: int = 2  # Ray Train checkpoints kept per job
