@@ -89,13 +89,13 @@ def test_syncgan_resolves_an_alias_once_for_its_masks_and_their_key(tmp_path, mo
     fake_registry(monkeypatch, {"1": a, "2": b, "3": b})  # the alias moves to b after its first look-up
     ds = simulated_set("histology", 8, 32, 0)
     train, val = ds.subset(range(0, 8, 2)), ds.subset(range(1, 8, 2))
-    cfg = SynCGANConfig(masks=MasksConfig(method="segmenter", segmenter="moving-seg@champion"))
+    cfg = SynCGANConfig(masks=MasksConfig(method="segmenter", segmenter="moving-seg@champion", labels="nucleus"))
     cgan = {s.label: s for s in SynCGAN.stages(train, val, cfg, "k", 0)}["cgan"]
     seg_a = load_segmenter(a)
     assert not np.array_equal(seg_a.masks(val.images), load_segmenter(b).masks(val.images))  # b's masks would tell
     assert np.array_equal(cgan.train["mask"], masks_to_unit(seg_a.masks(train.images)))
     assert np.array_equal(cgan.val["mask"], masks_to_unit(seg_a.masks(val.images)))  # not b's
-    assert cgan.data_key == f"k:masks={masks_key(MasksConfig(method='segmenter', segmenter=str(a)))}"  # the key of what made them
+    assert cgan.data_key == f"k:masks={masks_key(MasksConfig(method='segmenter', segmenter=str(a), labels='nucleus'))}"  # the key of what made them
 
 
 def test_cytoray_segment_without_tracking_uri_uses_the_documented_store(tmp_path, monkeypatch):
