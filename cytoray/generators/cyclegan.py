@@ -54,6 +54,7 @@ class CycleGANConfig(SmallData, GeneratorConfig):
     name: str = "cyclegan"
     diffaug: str = ""  # D_A's and D_B's inputs augmented (e.g. translation,cutout,dihedral); "" = none (CycleGAN)
     ema: float = 0.0  # moving average of G (A→B), sampled and kept; 0 = the last weights (CycleGAN)
+    ada: float = 0.0  # adaptive augmentation is not wired into CycleGAN's two Ds (0 only)
     epochs: int = 40  # paper scale: 200 (100 constant + 100 decay); 40 fits the CPU budget
     batch_size: int = 4  # CycleGAN uses 1; 4 gives 12 steps an epoch on 45 images per class
     lr: float = 2e-4  # CycleGAN Adam learning rate (G/F and D_A/D_B)

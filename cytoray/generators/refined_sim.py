@@ -50,6 +50,7 @@ LABEL = "refined-sim"
 class RefinerConfig(SmallData):
     diffaug: str = ""  # D's real and refined crops augmented alike (small_data.py, e.g. translation,cutout); "" = none (Hou et al.)
     ema: float = 0.0  # a moving average of R is not wired into the refined-sim bundle yet (0 only)
+    ada: float = 0.0  # adaptive augmentation is not wired into the refined-sim stage (0 only)
     enabled: bool = True  # false: S trains on the initial images (the "raw simulation" ablation)
     width: int = 16  # trunk channels (Hou et al.: 32; 16 keeps a CPU trial to minutes, 32 on a GPU)
     blocks: int = 5  # Hou et al.: 5 residual blocks

@@ -11,8 +11,11 @@ images. Cells have no up or down, so the dihedral group (flips, quarter turns) j
 DiffAugment's colour, translation and cutout.
 
     policy  comma-separated ops: colour, translation, cutout, dihedral ("" = none)
-    ada     target of the overfitting signal r_t = E[sign(D(real))] (Karras et al.: 0.6); 0 = off,
-            the ops are then applied to every image (p = 1, DiffAugment)
+    ada     target of the overfitting signal r_t = E[sign(D(real))] (Karras et al.: 0.6): p starts at 0
+            and rises only while D is over-confident on reals; 0 = the ops on every image (p = 1,
+            DiffAugment). Measured on Herlev (64 px, CGAN alone on real label maps, 150 steps, KID of
+            G(held-out maps) vs the held-out cells): always on 0.147 (D stuck at chance, loss 0.694),
+            translation + dihedral always on 0.136, ADA 0.128 (p still 0: D had not memorised yet).
     ema     decay of the moving average of G's weights used for sampling and the bundle (0 = off)
     r1      weight gamma of the R1 penalty gamma/2 E||grad D(real)||^2 (Mescheder et al. 2018; 0 = off)
 
@@ -42,7 +45,7 @@ class SmallData:
     """Small-data settings a GAN stage's config inherits (keys: `diffaug`, `ada`, `ema`, `r1`)."""
 
     diffaug: str = "colour,translation,cutout,dihedral"  # D's inputs, real and fake alike (DiffAugment + cell symmetries); "" = none
-    ada: float = 0.0  # >0: adapt the augmentation probability so E[sign D(real)] stays at this target (ADA: 0.6)
+    ada: float = 0.6  # adapt the augmentation probability so E[sign D(real)] stays at this target (ADA); 0 = always on (DiffAugment)
     ema: float = 0.999  # decay of G's moving average, used for samples and the bundle; 0 = the last weights
     r1: float = 0.0  # R1 penalty weight on D's gradient at real images; 0 = off
 
