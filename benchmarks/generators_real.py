@@ -12,7 +12,7 @@ Variants (each adds one thing to the one before; `--variants` picks):
   paper        SynCGAN as published: binary nucleus masks, λ·MSE (λ = 100), best validation G
                loss, no augmentation of D's inputs, the last weights
   small_data   + DiffAugment (colour, translation, cutout, dihedral) on D's inputs, EMA of G
-  labels       + glass/cytoplasm/nucleus/padding label maps painted with region colours
+  labels       + glass/cytoplasm/nucleus label maps painted with region colours
   loss         + L1 at λ = 10 and the last EMA weights: cytoray's shipped defaults
   gan          the vanilla RGB GAN per class with the small-data pieces (control)
   diffusion    the mask-conditioned diffusion generator (generators/diffusion.py) on the same label maps,

@@ -15,7 +15,7 @@ import torch
 from cytoray.errors import ConfigError
 from cytoray.generators.gan import CGANConfig, CGANStage, LatentGANConfig, MaskGANStage, masks_to_unit, stage_params
 from cytoray.generators.small_data import Augmenter, apply, draw, ema_update, make_ema, parse_policy, r1_penalty
-from cytoray.masks.labels import CYTOPLASM, GLASS, N_LABELS, NUCLEUS, PADDING, label_map, label_maps, paint, region_colours
+from cytoray.masks.labels import CYTOPLASM, GLASS, N_LABELS, NUCLEUS, label_map, label_maps, paint, region_colours
 from cytoray.training.stage import amp_context
 
 ALL = ("colour", "translation", "cutout", "dihedral")
@@ -115,7 +115,7 @@ def test_label_maps_of_simulated_cells_hold_glass_cytoplasm_and_nucleus():
     assert flat.shape == (16, 3, 64, 64) and flat.min() >= -1 and flat.max() <= 1
 
 
-def test_label_map_marks_padding_and_flags_a_bare_nucleus():
+def test_label_map_keeps_padding_out_of_the_cell_and_flags_a_bare_nucleus():
     noise = np.random.default_rng(0).integers(-6, 7, (64, 64, 3))
     rgb = np.full((64, 64, 3), 235) + noise  # glass has grain; a padding band is flat
     rgb[20:50, 15:50] = (150, 120, 170) + noise[20:50, 15:50]  # a cell body
@@ -125,7 +125,7 @@ def test_label_map_marks_padding_and_flags_a_bare_nucleus():
     nuc = np.zeros((64, 64), bool)
     nuc[28:40, 25:38] = True
     m, flags = label_map(rgb, nuc)
-    assert (m[:10] == PADDING).all() and m[45, 30] == CYTOPLASM and m[60, 5] == GLASS and m[30, 30] == NUCLEUS
+    assert (m[:10] == GLASS).all() and m[45, 30] == CYTOPLASM  # a padding band is never cell and m[60, 5] == GLASS and m[30, 30] == NUCLEUS
     assert not flags
     bare = (np.full((64, 64, 3), 235) + noise).clip(0, 255).astype(np.uint8)
     bare[28:40, 25:38] = (60, 40, 110)
@@ -134,9 +134,9 @@ def test_label_map_marks_padding_and_flags_a_bare_nucleus():
 
 
 def test_one_hot_conditions():
-    m = np.array([[[0, 1], [2, 3]]], np.uint8)
-    y = masks_to_unit(m, 4)
-    assert y.shape == (1, 4, 2, 2) and set(np.unique(y)) == {-1.0, 1.0}
+    m = np.array([[[0, 1], [2, 1]]], np.uint8)
+    y = masks_to_unit(m, 3)
+    assert y.shape == (1, 3, 2, 2) and set(np.unique(y)) == {-1.0, 1.0}
     assert (y.argmax(1) == m).all()
     assert masks_to_unit(m > 1).shape == (1, 1, 2, 2)  # a binary mask stays one channel
 

@@ -8,7 +8,7 @@
   an R1 penalty as an option.
 
 Tensors are in [-1, 1]: images as RGB; a binary nucleus mask as one channel, -1 (background) /
-+1 (nucleus); a label map of K labels (masks/labels.py: glass, cytoplasm, nucleus, padding) as
++1 (nucleus); a label map of K labels (masks/labels.py: glass, cytoplasm, nucleus) as
 K one-hot channels in {-1, +1}, which the label-map GANs draw through a softmax.
 """
 

@@ -2,7 +2,7 @@
 
 1. Nucleus masks of the real training/validation images (unsupervised, §3.2; or the
    simulator's ground truth when asked), and around them, by default (`masks.labels: cell`),
-   label maps: glass / cytoplasm / nucleus / padding (masks/labels.py). The paper's binary
+   label maps: glass / cytoplasm / nucleus (masks/labels.py). The paper's binary
    mask is `masks.labels: nucleus`.
 2. One mask GAN per class, z → mask or label map, with label smoothing and flipping (§3.4).
 3. One CGAN, condition → RGB, on (condition, image) pairs of all classes. The condition is the

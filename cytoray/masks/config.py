@@ -37,7 +37,7 @@ class MasksConfig:
     exclude_padding: bool = True  # flat bands at the edges never hold nuclei; a mask along them teaches the GANs frames
     max_cover: float = 0.6  # flag a mask over this share of the image (a large nucleus close-up reaches ~0.45)
     on_flag: Literal["warn", "error"] = "warn"  # flagged masks (empty/inverted/covers/padding): list them, or refuse to train
-    labels: Literal["cell", "nucleus"] = "cell"  # cell: glass/cytoplasm/nucleus/padding maps (masks/labels.py); nucleus: the paper's binary mask
+    labels: Literal["cell", "nucleus"] = "cell"  # cell: glass/cytoplasm/nucleus maps (masks/labels.py); nucleus: the paper's binary mask
 
     @property
     def uses_segmenter(self) -> bool:

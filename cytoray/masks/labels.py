@@ -1,14 +1,14 @@
-"""Cytology label maps: glass, cytoplasm, nucleus (and padding), from the stain step.
+"""Cytology label maps: glass, cytoplasm, nucleus, from the stain step.
 
 A binary nucleus mask leaves a mask → RGB generator to invent the cell body from nothing; with
 a reconstruction loss it paints the mean colour everywhere (issue 20: blurred purple blobs on
 one pink field). A label map says where the cell is: per pixel
 
-    0 glass      bare slide around the cell (low optical density)
+    0 glass      bare slide around the cell (low optical density), and any flat padding band a
+                 dataset's own script left at the edges (not cell; a fourth label for it taught
+                 the map GANs on Herlev to draw a band at the top of every map)
     1 cytoplasm  stained content that is not nucleus: the cell body, blue, green or pink in Pap
     2 nucleus    the nucleus mask of `masks.method` (stain, syncgan, a segmenter, or ground truth)
-    3 padding    flat bands a dataset's own script added at the edges (Herlev's square padding):
-                 not glass, and a generator must draw them flat, so they are a label of their own
 
 How the cell body is found: total optical density (all stains absorb; the white level is the
 illumination, not the brightest pixel, so a close-up with no glass is not read as glass),
@@ -34,10 +34,10 @@ from skimage import filters
 
 from ..data.background import detect_bands
 
-GLASS, CYTOPLASM, NUCLEUS, PADDING = 0, 1, 2, 3
-NAMES = ("glass", "cytoplasm", "nucleus", "padding")
+GLASS, CYTOPLASM, NUCLEUS = 0, 1, 2
+NAMES = ("glass", "cytoplasm", "nucleus")
 N_LABELS = len(NAMES)
-PALETTE = np.array([[235, 235, 235], [120, 190, 120], [70, 40, 150], [255, 255, 255]], dtype=np.uint8)  # for pictures
+PALETTE = np.array([[235, 235, 235], [120, 190, 120], [70, 40, 150]], dtype=np.uint8)  # for pictures
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +65,7 @@ def label_map(rgb: np.ndarray, nucleus: np.ndarray, params: LabelParams = LabelP
     """uint8 [H, W] label map of one uint8 RGB image and its nucleus mask; and quality flags."""
     bands = detect_bands(rgb)
     content = bands.content(margin=False) if bands.any() else np.ones(rgb.shape[:2], dtype=bool)
-    out = np.full(rgb.shape[:2], GLASS, dtype=np.uint8)
-    out[~content] = PADDING
+    out = np.full(rgb.shape[:2], GLASS, dtype=np.uint8)  # padding bands stay glass
     nucleus = nucleus & content
     body = content & ~nucleus
     flags: list[dict] = []
