@@ -38,7 +38,7 @@ from .domains import DomainPair, align_unpaired, check_domains
 from .gan import from_unit, to_unit
 from .history import HistoryBuffer
 from .losses import bce
-from .small_data import SmallData, SmallDataStage, augment_d_input as _aug
+from .small_data import SmallData, SmallDataStage, augment_d_input as _aug, optimizer_steps
 
 SOURCES_FILE = "sources.npz"
 
@@ -174,10 +174,7 @@ class CycleGANStage(SmallDataStage):
         checkpoints, so a resumed run continues the schedule exactly (no LambdaLR to save)."""
         p = self.p
         world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-        opt = opts["G"]
-        st = opt.state.get(opt.param_groups[0]["params"][0], {})
-        steps_done = int(st["step"]) if "step" in st else 0
-        epoch = steps_done // max(1, loop_steps_per_epoch(p["n_train"], p["batch_size"], world))
+        epoch = optimizer_steps(opts["G"]) // max(1, loop_steps_per_epoch(p["n_train"], p["batch_size"], world))
         lr = p["lr"] * lr_factor(epoch, p["epochs"], p["decay_fraction"])
         for o in opts.values():
             for group in o.param_groups:

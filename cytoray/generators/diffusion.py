@@ -44,6 +44,7 @@ from .base import Generator, GeneratorConfig
 from .bundle import load_per_class, load_state, read_bundle
 from .gan import LatentGANConfig, from_unit, stage_params, to_unit
 from .syncgan import masks_key
+from .small_data import ema_decay, ema_update, optimizer_steps
 
 try:  # label maps (glass / cytoplasm / nucleus / padding) where SynCGAN makes them (masks.labels: cell)
     from ..masks.labels import NUCLEUS
@@ -243,13 +244,8 @@ class DenoiserStage(Stage):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        n = int(opt.state[next(iter(unwrap(G).parameters()))]["step"])  # Adam's step count: checkpointed with it
-        decay = min(p["ema_decay"], (1 + n) / (10 + n))
-        with torch.no_grad():
-            src, dst = unwrap(G), unwrap(models["ema"])
-            torch._foreach_lerp_(list(dst.parameters()), list(src.parameters()), 1 - decay)
-            for bd, bs in zip(dst.buffers(), src.buffers()):
-                bd.copy_(bs)
+        # the small-data piece's average: decay warmed up by Adam's (checkpointed) step count
+        ema_update(unwrap(models["ema"]), G, ema_decay(p["ema_decay"], optimizer_steps(opt)))
         return {"loss": loss.detach()}
 
     @torch.no_grad()
