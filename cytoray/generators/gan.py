@@ -164,6 +164,9 @@ class CGANStage(SmallDataStage):
 
     kind = "cgan"
     ddp_kwargs = {"broadcast_buffers": False}  # D runs twice per step (real, fake) before backward
+    # what sampling needs beside the weights (the region colours of label maps): a function of the
+    # training data, which the stage's data key covers, so it is kept out of the params hash
+    sampling_meta: dict = {}
 
     @property
     def colour_from(self) -> int:  # type: ignore[override]
@@ -254,7 +257,7 @@ class CGANStage(SmallDataStage):
         return (metrics["val_loss_g"], -epoch) if "val_loss_g" in metrics else (-epoch,)  # ties: the later epoch
 
     def meta(self):
-        return {"generator_kwargs": self.generator_kwargs()}
+        return {"generator_kwargs": self.generator_kwargs(), **self.sampling_meta}
 
     @torch.no_grad()
     def grid(self, models, fixed):

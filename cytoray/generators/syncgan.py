@@ -94,8 +94,13 @@ class SynCGAN(Generator):
         ]  # fmt: skip
         fixed_idx = np.arange(min(8, len(val)))
         y_train, y_val = condition(train.images, m_train, k, cfg.cgan), condition(val.images, m_val, k, cfg.cgan)
+        cgan = CGANStage({**stage_params(cfg.cgan, size), "in_ch": int(y_train.shape[1])})
+        if uses_colours(masks, cfg.cgan):
+            # the region colours of every training cell, per class: sampling draws a cell's colours from them
+            cols = region_colours(train.images, m_train)
+            cgan.sampling_meta = {"colours": {c: np.round(cols[train.labels == i], 2).tolist() for i, c in enumerate(train.class_names)}}
         specs.append(StageSpec(
-            "cgan", CGANStage({**stage_params(cfg.cgan, size), "in_ch": int(y_train.shape[1])}),
+            "cgan", cgan,
             train={"mask": y_train, "image": to_unit(train.images)},
             val={"mask": y_val, "image": to_unit(val.images)},
             fixed={"mask": y_val[fixed_idx], "image": to_unit(val.images[fixed_idx])},
@@ -113,11 +118,8 @@ class SynCGAN(Generator):
             "cgan": {"kwargs": results["cgan"].meta["generator_kwargs"], "best_epoch": results["cgan"].meta["best_epoch"]},
             "mask_gans": {c: {"kwargs": results[f"mask_gan/{c}"].meta["generator_kwargs"]} for c in train.class_names},
         }
-        if uses_colours(cfg.masks, cfg.cgan):
-            # the region colours of every training cell, per class: sampling draws a cell's colours from them
-            m = priors(train, pinned(cfg.masks))
-            cols = region_colours(train.images, m)
-            meta["colours"] = {c: np.round(cols[train.labels == i], 2).tolist() for i, c in enumerate(train.class_names)}
+        if "colours" in results["cgan"].meta:  # made with the stage (stages()), not by computing the masks again
+            meta["colours"] = results["cgan"].meta["colours"]
         states = {"cgan": results["cgan"].best_state()}
         states.update({f"mask_gan_{c}": results[f"mask_gan/{c}"].best_state() for c in train.class_names})
         return meta, states, {}
