@@ -243,6 +243,9 @@ def cmd_classify(a: argparse.Namespace) -> int:
         from .errors import DataError
 
         raise DataError(f"{a.dir}: no images (png, jpg, jpeg, tif, tiff, bmp) to classify")
+    from .data.images import check_min_side
+
+    check_min_side(paths, 1, "classification")  # headers only: a decompression bomb is named before the model is pulled
     with tempfile.TemporaryDirectory(prefix="cytoray-pull-") as d:  # nothing left behind in /tmp
         model, meta = load_classifier_bundle(pull(a.ref, d))
     imgs = np.stack([fit_square(read_rgb(p), meta["input_size"]) for p in paths])

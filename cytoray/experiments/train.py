@@ -91,6 +91,10 @@ def train_from_args(a: argparse.Namespace) -> int:
     check_local_placement(cfg.run)  # --workers 1000, --gpu without GPUs: refused, not queued forever
     check_storage(cfg.run)
     check_class_names(cfg.data.root)
+    from ..tracking.mlflow_utils import tracking_uri
+    from ..tracking.reach import probe_tracking_server
+
+    probe_tracking_server(tracking_uri(a.tracking_uri), "starting the training run")  # a dead server: named before the split
     out = Path(a.out)
     # 1. Data and split(s), kept in `out` and reused while they match the data.
     if gen_cls.consumes == "domains":

@@ -71,6 +71,22 @@ def load_weights(file: Path) -> dict:
                            "re-copy the bundle or retrain") from None
 
 
+def load_arrays(file: Path):
+    """An .npz of a bundle (no pickles: numpy's default), or a one-line error naming a missing,
+    truncated or foreign file (zipfile.BadZipFile was a traceback)."""
+    import numpy as np
+
+    from ..errors import CytorayError
+
+    try:
+        return np.load(file)
+    except FileNotFoundError:
+        raise CytorayError(f"{file}: missing from the bundle; re-copy the bundle or retrain") from None
+    except Exception as e:  # truncated zip, not an npz, a pickled object array (allow_pickle=False)
+        raise CytorayError(f"{file}: not loadable arrays ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                           "re-copy the bundle or retrain") from None
+
+
 def load_state(path: Path, name: str) -> dict:
     return load_weights(path / f"{name}.pt")
 

@@ -33,7 +33,7 @@ from ..errors import ConfigError
 from ..nets import PatchDiscriminator, ResnetGenerator, UNet, min_input_size, unet_depth
 from ..training.stage import StageSpec, to_uint8_grid, unwrap
 from .base import Generator, GeneratorConfig
-from .bundle import load_per_class, npz_bytes, read_bundle
+from .bundle import load_arrays, load_per_class, npz_bytes, read_bundle
 from .domains import DomainPair, align_unpaired, check_domains
 from .gan import from_unit, to_unit
 from .history import HistoryBuffer
@@ -289,7 +289,7 @@ class CycleGAN(Generator):
     def load(cls, path) -> "CycleGAN":
         meta, path = read_bundle(path)
         gens = load_per_class(path, meta["translators"], make_translator, "G_")
-        with np.load(path / meta["sources"]) as z:
+        with load_arrays(path / meta["sources"]) as z:
             sources = {n: z[n] for n in meta["classes"]}
         return cls(gens, sources, meta)
 

@@ -29,7 +29,7 @@ import torch
 from ..errors import ConfigError, CytorayError
 from ..nets.vgg import LAYERS
 from .base import Generator, GeneratorConfig
-from .bundle import npz_bytes, read_bundle
+from .bundle import load_arrays, npz_bytes, read_bundle
 from .domains import DomainPair, check_domains
 
 IMAGES_FILE = "nst_images.npz"
@@ -185,7 +185,7 @@ class NST(Generator):
     @classmethod
     def load(cls, path) -> "NST":
         meta, path = read_bundle(path)
-        with np.load(path / meta["images"]) as z:
+        with load_arrays(path / meta["images"]) as z:
             content = {n: z[f"content_{n}"] for n in meta["classes"]}
             style = {n: z[f"style_{n}"] for n in meta["classes"]}
         return cls(content, style, NSTConfig(**meta["nst"]), meta)

@@ -34,7 +34,7 @@ from ..nets.patchgan import min_input_size
 from ..nets.refiner import Refiner
 from ..training.stage import StageSpec
 from .base import Generator, GeneratorConfig
-from .bundle import load_state, npz_bytes, read_bundle
+from .bundle import load_arrays, load_state, npz_bytes, read_bundle
 from .gan import from_unit
 from .refined_stage import RefinedSimStage, numpy_to_unit, pad_to
 from .small_data import SmallData
@@ -260,7 +260,7 @@ class RefinedSim(Generator):
             ref = Refiner(**meta["refiner_kwargs"])
             ref.load_state_dict(load_state(path, "refiner"))
         refs = {}
-        with np.load(path / meta["references"]) as z:
+        with load_arrays(path / meta["references"]) as z:
             for name, c in meta["class_index"].items():
                 refs[name] = {k: z[f"{k}_{c}"] for k in ("tiles", "background", "nucleus", "stats")}
         return cls(ref, seg, refs, meta)
@@ -381,13 +381,22 @@ def load_segmenter(path) -> Segmenter:
     from .bundle import BUNDLE_META
 
     path = Path(path)
-    if (path / SEGMENTER_META).is_file():
-        meta = json.loads((path / SEGMENTER_META).read_text())
-        net = UNet(**meta["segmenter_kwargs"])
-        net.load_state_dict(torch.load(path / "segmenter.pt", map_location="cpu", weights_only=True))
-        return Segmenter(net, int(meta["segmenter_kwargs"]["depth"]), float(meta["threshold"]), float(meta.get("scale", 1.0)), meta)
-    if (path / BUNDLE_META).is_file() and json.loads((path / BUNDLE_META).read_text()).get("generator") == LABEL:
-        gen = RefinedSim.load(path)
+    if (path / SEGMENTER_META).is_file():  # a damaged file or a truncated .pt: one line naming it (bundle.py)
+        from .bundle import build_net, load_weights, read_meta
+
+        meta = read_meta(path / SEGMENTER_META, ("segmenter_kwargs", "threshold"), "segmenter bundle file")
+        net = build_net(UNet, meta["segmenter_kwargs"], path / SEGMENTER_META)
+        try:
+            net.load_state_dict(load_weights(path / "segmenter.pt"))
+            return Segmenter(net, int(meta["segmenter_kwargs"]["depth"]), float(meta["threshold"]), float(meta.get("scale", 1.0)), meta)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CytorayError(f"{path / SEGMENTER_META}: does not describe {path / 'segmenter.pt'} ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0][:120]}); re-copy the bundle or retrain") from None
+    from .base import load_bundle
+    from .bundle import read_meta
+
+    if (path / BUNDLE_META).is_file() and read_meta(path / BUNDLE_META, ("generator",), "generator bundle file")["generator"] == LABEL:
+        gen = load_bundle(path)
         return Segmenter(gen.segmenter, int(gen.meta["segmenter_kwargs"]["depth"]), float(gen.meta["config"]["segmenter"]["threshold"]),
                          float(gen.meta.get("scale", 1.0)), gen.meta)  # fmt: skip
     raise CytorayError(f"{path}: not a nucleus segmenter (no {SEGMENTER_META}, and not a refined-sim generator bundle); "

@@ -51,14 +51,15 @@ def failure_kind(e: BaseException) -> str | None:
     return None
 
 
-def tracking_error(e: BaseException, uri: str, what: str):
-    """A one-line CytorayError for a tracking failure the user can act on (or None)."""
+def tracking_error(e: BaseException, uri: str, what: str, resume: bool = False):
+    """A one-line CytorayError for a tracking failure the user can act on (or None). `resume`: the
+    caller is a study, whose --resume keeps finished trials (pull, classify, train have no --resume)."""
     from ..errors import CytorayError
 
     kind = failure_kind(e)
     if kind == "unreachable":
         return CytorayError(f"cannot reach the MLflow tracking server at {uri} while {what}; start it (or check --tracking-uri), "
-                            "then rerun (a study: with --resume, which keeps its finished trials)")  # fmt: skip
+                            "then rerun" + (" with --resume, which keeps its finished trials" if resume else ""))  # fmt: skip
     if kind == "unauthenticated":
         return CytorayError(f"not authenticated (401) at {uri} while {what}: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
     if kind == "forbidden":
@@ -66,7 +67,7 @@ def tracking_error(e: BaseException, uri: str, what: str):
     return None
 
 
-def tracking_call(fn, what: str, uri: str | None = None, max_wait_s: float | None = None):
+def tracking_call(fn, what: str, uri: str | None = None, max_wait_s: float | None = None, resume: bool = False):
     """`fn()`, retried with capped backoff while the tracking server is unreachable (a WARNING per
     attempt), for at most `max_wait_s`; then a one-line error naming the server and what was lost."""
     import sys
@@ -83,7 +84,7 @@ def tracking_call(fn, what: str, uri: str | None = None, max_wait_s: float | Non
                 raise
             waited = time.monotonic() - t0
             if waited + delay > limit:
-                raise tracking_error(e, uri, what) from None
+                raise tracking_error(e, uri, what, resume) from None
             print(f"WARNING: MLflow server at {uri} unreachable while {what}; retrying for up to {limit - waited:.0f} s more",
                   file=sys.stderr, flush=True)  # fmt: skip
             time.sleep(delay)
@@ -105,7 +106,7 @@ class RetryingClient:
         attr = getattr(self._client, name)
         if not callable(attr):
             return attr
-        return lambda *a, **kw: tracking_call(lambda: attr(*a, **kw), f"calling {name}", self._uri)
+        return lambda *a, **kw: tracking_call(lambda: attr(*a, **kw), f"calling {name}", self._uri, resume=True)  # a study's
 
 
 def check_store(uri: str) -> None:
