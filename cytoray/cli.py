@@ -380,10 +380,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an --out folder that holds a previous `segment` output")
     s.set_defaults(func=cmd_segment)
 
+    s = sub.add_parser("weights", help="which torchvision ImageNet weight files (classifiers, style-transfer VGG-19) are "
+                                        "found locally and verify by the hash in their name (nothing downloads)")  # fmt: skip
+    s.add_argument("--dir", default=None, help="a folder searched before the torch cache (as classifier.weights_dir)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_weights)
+
     from .turing.cli import add_parser as add_turing  # build / serve / score: cytoray/turing/cli.py
 
     add_turing(sub)
     return p
+
+
+def cmd_weights(a: argparse.Namespace) -> int:
+    from .classify.weights import format_inventory, inventory
+
+    if a.dir is not None and not Path(a.dir).is_dir():
+        from .errors import CytorayError
+
+        raise CytorayError(f"--dir {a.dir}: no such folder; name the folder holding torchvision's <network>-<hash>.pth files")
+    rows = inventory(a.dir)
+    _print_json(rows) if a.json else print(format_inventory(rows, a.dir))
+    return 1 if any(r["status"] == "mismatch" for r in rows) else 0  # a damaged file is worth a failing exit
 
 
 def cmd_segment(a: argparse.Namespace) -> int:

@@ -47,6 +47,8 @@ class ClassifierConfig:
     optimizer: Literal["adam", "adamw"] = "adam"  # adam: L2 in the gradient; adamw: decoupled decay
     image_size: int | None = None  # network input side; None = the data's size (resized on the device otherwise)
     weights_path: str | None = None  # local ImageNet state dict; None trains from scratch (nothing downloads)
+    weights: Literal["scratch", "imagenet"] = "scratch"  # imagenet: torchvision's file, found locally and hash-checked
+    weights_dir: str | None = None  # weights=imagenet: a folder searched before the torch cache ($TORCH_HOME/hub/checkpoints)
     online_augment: bool = False  # per-batch flips/rotation/noise on the device (on top of any policy)
     label_smoothing: float = 0.0  # cross-entropy label smoothing; 0 = plain CE as in the paper
     aux_weight: float = 0.4  # Inception-V3 auxiliary-logit loss weight (Szegedy et al.); used at >= 299 px
@@ -75,6 +77,15 @@ class ClassifierConfig:
                 f"classifier.weights_path={self.weights_path}: file not found; point it to a local state dict "
                 "(e.g. torchvision's ImageNet .pth) or set it to null to train from scratch"
             )
+        if self.weights not in ("scratch", "imagenet"):
+            raise ConfigError(f"classifier.weights={self.weights!r}: scratch or imagenet")
+        if self.weights == "imagenet" and self.weights_path is not None:
+            raise ConfigError("classifier.weights=imagenet and classifier.weights_path both name weights; keep one "
+                              "(weights_path: a file of your own; weights: imagenet: torchvision's file, hash-checked)")
+        if self.weights_dir is not None and not Path(self.weights_dir).expanduser().is_dir():
+            raise ConfigError(f"classifier.weights_dir={self.weights_dir}: no such folder; name the folder that holds "
+                              "torchvision's <network>-<hash>.pth files, or set it to null (the torch cache is searched)")
+        self.weights_file()  # weights=imagenet: found and verified now, before any job starts
         self.augment.validate()
 
     def check_size(self, data_size: int) -> int:
@@ -91,12 +102,29 @@ class ClassifierConfig:
             )
         return size
 
+    def weights_file(self) -> Path | None:
+        """The weights to start from: weights_path as given, torchvision's verified ImageNet file for
+        weights=imagenet (classify/weights.py; ConfigError saying where it goes), or None (scratch)."""
+        if self.weights_path:
+            return Path(self.weights_path)
+        if self.weights == "imagenet":
+            from .weights import find_imagenet
+
+            return find_imagenet(self.name, self.weights_dir)
+        return None
+
     def weights_tag(self) -> str:
         """What the run's params record: 'imagenet:<path>' or 'scratch'."""
-        return f"imagenet:{Path(self.weights_path).resolve()}" if self.weights_path else "scratch"
+        w = self.weights_file()
+        return f"imagenet:{w.resolve()}" if w else "scratch"
 
     def params(self, data_size: int) -> dict[str, Any]:
         """Flat params for tracking: every key, the effective input size, and the weights source."""
         p = flatten(to_dict(self))
         p.update(weights=self.weights_tag(), input_size=self.check_size(data_size))
+        w = self.weights_file()
+        if w is not None:  # the content, not the path, is what shaped the run (hashed once per file)
+            from .weights import sha256
+
+            p["weights_sha256"] = sha256(w)
         return p

@@ -154,7 +154,7 @@ class ClassifierStage(Stage):
     def build(self, device):
         from ..nets.classifiers import build_classifier
 
-        return {"net": build_classifier(self.cfg.name, self.n_cls, self.size, self.cfg.weights_path).to(device)}
+        return {"net": build_classifier(self.cfg.name, self.n_cls, self.size, self.cfg.weights_file()).to(device)}
 
     def optimizers(self, models):
         opt_cls = torch.optim.AdamW if self.cfg.optimizer == "adamw" else torch.optim.Adam
@@ -261,8 +261,8 @@ def train_classifier(
     _check_sets(train, val, test)
     size = cfg.check_size(int(train.images.shape[1]))
     params = {"classifier": dataclasses.asdict(cfg), "input_size": size, "num_classes": len(train.class_names)}
-    if cfg.weights_path:  # the weights' content, not their path, shapes the run
-        params["weights_sha256"] = sha256_file(cfg.weights_path)
+    if (weights := cfg.weights_file()) is not None:  # the weights' content, not their path, shapes the run
+        params["weights_sha256"] = sha256_file(weights)
     run_params = {
         **cfg.params(int(train.images.shape[1])),
         "seed": seed, "n_train": len(train), "n_val": len(val), "n_test": len(test) if test is not None else 0,

@@ -5,6 +5,8 @@ Offline first: torchvision constructors always get `weights=None`, so nothing is
 downloaded. ImageNet (or any other) weights are used only when the caller passes a local
 `weights_path`; the final layer(s) are then replaced for `num_classes` and every other
 tensor must load, or a `CytorayError` names the file and the keys that did not fit.
+(`classifier.weights: imagenet` finds torchvision's own file locally and checks its hash first:
+cytoray/classify/weights.py.)
 """
 
 from __future__ import annotations

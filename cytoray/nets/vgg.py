@@ -129,8 +129,8 @@ def random_vgg19_features(layers: list[str], pool: str = "avg", seed: int = 0) -
 def vgg19_features(weights: str | Path | None, layers: list[str], pool: str = "avg", seed: int = 0) -> tuple[VGGFeatures, str]:
     """(feature extractor, its name for params and labels).
 
-    `weights` = a local torchvision VGG-19 state dict → ImageNet features, named
-    "vgg19-imagenet:<path>"; None → random weights drawn with `seed` (the documented fallback,
+    `weights` = a local torchvision VGG-19 state dict (or "imagenet": torchvision's file in the
+    torch cache, hash-checked) → ImageNet features, named "vgg19-imagenet:<path>"; None → random weights drawn with `seed` (the documented fallback,
     warned on stderr), named "vgg19-random-seed<seed>". Kept for the current NST generator;
     new callers use `inception_features.real_features`, where random features must be asked for.
     """
@@ -140,6 +140,10 @@ def vgg19_features(weights: str | Path | None, layers: list[str], pool: str = "a
               f"({name}), not ImageNet ones; point nst.vgg_weights at a local vgg19 state dict for the paper's setup",
               file=sys.stderr, flush=True)
         return random_vgg19_features(layers, pool, seed), name
+    if str(weights) == "imagenet":  # torchvision's vgg19 file from the torch cache, hash-checked (classify/weights.py)
+        from ..classify.weights import find_imagenet
+
+        weights = find_imagenet("vgg19", key="nst.vgg_weights")
     path = Path(weights)
     state = _read_weights(path)
     net = torchvision.models.vgg19(weights=None)
