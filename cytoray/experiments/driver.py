@@ -43,6 +43,7 @@ class TuneSettings:
     grace_period: int = 3  # classifier epochs before ASHA may stop a trial
     reduction_factor: int = 2  # ASHA keeps the top 1/reduction_factor at each rung
     trial_cpu: float = 0.1  # the trial driver's own share; its Ray Train workers reserve their own
+    splits: int = 1  # score each trial on K seeded splits (data.split_seed .. +K-1); the searcher and ASHA see the mean
 
     def validate(self) -> None:
         if self.num_samples < 1 or self.max_concurrent < 1:
@@ -54,6 +55,8 @@ class TuneSettings:
         if not re.search(r"(^|_)val(_|/|$)", self.metric) or "test" in self.metric:  # at config load: before split and run
             raise ConfigError(f"tune.metric={self.metric}: select on a validation metric (val_..., e.g. val_balanced_accuracy); "
                               "the test split is read once, after the choice")  # fmt: skip
+        if self.splits < 1:
+            raise ConfigError(f"tune.splits={self.splits}: score each trial on at least 1 split")
         if self.grace_period < 1 or self.reduction_factor < 2:
             raise ConfigError("tune.grace_period must be >= 1 and tune.reduction_factor >= 2")
 
@@ -63,6 +66,7 @@ class Study:
 
     Config: ClassVar[type]
     experiment_default: ClassVar[str] = ""
+    split_averaged: ClassVar[bool] = False  # its trials honour tune.splits > 1 (others refuse it, not ignore it)
 
     def check(self, cfg) -> None:
         """Everything rejectable without data (policies, sizes): before anything is written."""
@@ -87,8 +91,9 @@ class Study:
         metric, mode = self.selection(cfg)
         return [metric], [mode]
 
-    def asha_metric(self, cfg) -> tuple[str, str, int] | None:
-        """(metric, mode, max epochs) when trials report per epoch and ASHA may stop them."""
+    def asha_metric(self, cfg) -> tuple | None:
+        """(metric, mode, max reports) when trials report as they go and ASHA may stop them, with an
+        optional 4th item, the grace period in those reports (default tune.grace_period)."""
         return None
 
     def describe(self, config: dict) -> tuple[str, dict, dict]:
@@ -171,6 +176,9 @@ def run_study(study: Study, cfg, out: Path, *, tracking_uri: str | None = None, 
     out = Path(out).resolve()
     # 1. Everything checkable before any job: config, search space, data, splits.
     study.check(cfg)
+    if getattr(getattr(cfg, "tune", None), "splits", 1) > 1 and not study.split_averaged:
+        raise ConfigError(f"tune.splits={cfg.tune.splits}: this study does not average its trials over splits "
+                          "(the ratio and stabiliser studies do); leave tune.splits at 1")
     from ..io import safe_component
 
     try:  # the name is a folder under --out (Tune's state) and an MLflow experiment
@@ -189,9 +197,10 @@ def run_study(study: Study, cfg, out: Path, *, tracking_uri: str | None = None, 
 
         check_address(ray_address)
         check_ray_head(ray_address)
-    from .preflight import check_class_names, check_storage
+    from .preflight import check_class_names, check_storage, check_store_space
 
     check_storage(getattr(cfg, "run", None))
+    check_store_space(tracking_uri)  # a full disk under the sqlite store: named before the split and the cache
     check_class_names(getattr(getattr(cfg, "data", None), "root", None))
     space = load_search_space(resolve_file(cfg.tune.search_space, "tune.search_space"), cfg) if cfg.tune.search_space else None
     out.mkdir(parents=True, exist_ok=True)
@@ -280,7 +289,7 @@ def _tune(study: Study, cfg, space, grid, data, ctx, out: Path, uri, exp_id, par
     else:
         asha = study.asha_metric(cfg) if t.asha else None
         sched = ASHAScheduler(time_attr="training_iteration", metric=asha[0], mode=asha[1], max_t=asha[2],
-                              grace_period=t.grace_period, reduction_factor=t.reduction_factor) if asha else None  # fmt: skip
+                              grace_period=asha[3] if len(asha) > 3 else t.grace_period, reduction_factor=t.reduction_factor) if asha else None  # fmt: skip
         if grid is not None:
             param_space = {"cell": tune.grid_search(grid)}
             tune_cfg = tune.TuneConfig(search_alg=BasicVariantGenerator(max_concurrent=t.max_concurrent), scheduler=sched, num_samples=1)

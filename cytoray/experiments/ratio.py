@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..classify.config import ClassifierConfig
+from ..classify.filter import FilterConfig
 from ..config import ConfigError, DataConfig, flatten, to_dict
 from ..generators.base import GeneratorConfig, get_generator
 from ..generators.gan import CGANConfig, LatentGANConfig
@@ -50,6 +51,7 @@ class RatioStudyConfig:
     min_per_class: int = 10  # per class and domain for a translator: a 3:1:1 split leaves >= 2 test images
     run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=10))
     classifier: ClassifierConfig = dataclasses.field(default_factory=lambda: ClassifierConfig(name="smallcnn", epochs=10))
+    filter: FilterConfig = dataclasses.field(default_factory=FilterConfig)  # which synthetic images reach the classifier (classify/filter.py)
     tune: TuneSettings = dataclasses.field(default_factory=lambda: TuneSettings(search_space=OWN_SPACE))  # generator: configs/search/<generator>_ratio.yaml
 
     def __post_init__(self) -> None:
@@ -76,25 +78,54 @@ class RatioStudyConfig:
 
 
 def load_study_data(cfg, out: Path) -> dict:
-    """The real (target) splits and, for a translator, the paired source-domain splits."""
+    """The real (target) splits and, for a translator, the paired source-domain splits: split 0 at
+    the top level (the split a one-split study uses, in `split.json`), and with tune.splits = K all
+    K in `splits` (seeds data.split_seed .. +K-1; split j > 0 in `split_<j>.json` or `split_<j>/`)."""
+    from ..data.source import load_dataset
+    from ..errors import DataError
+
+    k_splits = getattr(getattr(cfg, "tune", None), "splits", 1)
+    translator = get_generator(cfg.generator.name).consumes == "domains"
+    ds = None if translator else load_dataset(cfg.data, progress=True)  # loaded once for all K splits
+    splits = [_one_split(cfg, out, j, ds) for j in range(k_splits)]
+    first: dict[str, int] = {}
+    for j, sp in enumerate(splits):
+        if sp["key"] in first:
+            raise DataError(f"{splits[0]['train'].source}: split seeds {cfg.data.split_seed + first[sp['key']]} and "
+                            f"{cfg.data.split_seed + j} give the same split; the data is too small for tune.splits={k_splits} "
+                            "distinct splits; add images or lower tune.splits")  # fmt: skip
+        first[sp["key"]] = j
+    for j, sp in enumerate(splits):
+        tr, va, te = sp["train"], sp["val"], sp["test"]
+        print(f"[study] {cfg.name}: split {j}: {tr.source} train {tr.counts()} val {va.counts()} test {te.counts()} (split {sp['key']})",
+              file=sys.stderr)  # fmt: skip
+    return {**splits[0], "splits": splits, "manifests": [m for sp in splits for m in sp["manifests"]]}
+
+
+def _one_split(cfg, out: Path, j: int, ds) -> dict:
     from ..data.source import load_split
     from ..generators.domains import domain_splits
 
-    if get_generator(cfg.generator.name).consumes == "domains":
-        pairs, key, paths = domain_splits(cfg.data, cfg.source, cfg.min_per_class, out)
+    seed = cfg.data.split_seed + j
+    if ds is None:  # a translator: both domains split with seed + j, manifests in their own folder
+        where = out if j == 0 else out / f"split_{j}"
+        where.mkdir(parents=True, exist_ok=True)
+        pairs, key, paths = domain_splits(dataclasses.replace(cfg.data, split_seed=seed),
+                                          dataclasses.replace(cfg.source, split_seed=cfg.source.split_seed + j), cfg.min_per_class, where)  # fmt: skip
         train, val, test = (pairs[s].target for s in ("train", "val", "test"))
         gen_train, gen_val = pairs["train"], pairs["val"]
     else:
-        ds, man = load_split(cfg.data, out / "split.json")
+        path = out / ("split.json" if j == 0 else f"split_{j}.json")
+        ds, man = load_split(dataclasses.replace(cfg.data, split_seed=seed), path, ds)
         train, val, test = (ds.subset(man.indices(s)) for s in ("train", "val", "test"))
-        gen_train, gen_val, key, paths = train, val, man.hash, [out / "split.json"]
-    print(f"[study] {cfg.name}: {train.source} train {train.counts()} val {val.counts()} test {test.counts()} (split {key})", file=sys.stderr)
+        gen_train, gen_val, key, paths = train, val, man.hash, [path]
     return {"train": train, "val": val, "test": test, "gen_train": gen_train, "gen_val": gen_val, "key": key,
             "manifests": [str(p) for p in paths]}  # fmt: skip
 
 
 class RatioStudy(Study):
     Config = RatioStudyConfig
+    split_averaged = True  # tune.splits: K scores every trial on K splits (split_average.py)
 
     def check(self, cfg: RatioStudyConfig) -> None:
         from ..classify.policies import parse_policy
@@ -118,7 +149,13 @@ class RatioStudy(Study):
         return ([FID_ALL, t.metric], ["min", t.mode]) if t.multi_objective else ([t.metric], [t.mode])
 
     def asha_metric(self, cfg: RatioStudyConfig):
-        return (cfg.tune.metric, cfg.tune.mode, cfg.classifier.epochs + 1) if cfg.objective == "classifier" else None
+        """One split: the classifier's epochs. K splits: one report per scored split (the running mean),
+        the grace period capped at K - 1 splits so that ASHA can stop a trial before its last split."""
+        if cfg.objective != "classifier":
+            return None
+        k = cfg.tune.splits
+        return (cfg.tune.metric, cfg.tune.mode, cfg.classifier.epochs + 1) if k == 1 else \
+            (cfg.tune.metric, cfg.tune.mode, k, max(1, min(cfg.tune.grace_period, k - 1)))
 
     def describe(self, config: dict):
         flat = {k: v for k, v in flatten(config).items()}
@@ -129,35 +166,52 @@ class RatioStudy(Study):
     def trial(self, cfg: RatioStudyConfig, cell, data: dict, ctx: dict) -> None:
         from ray import tune
 
-        from ..classify.policies import compose_training_set
+        t0 = time.perf_counter()
+        if cfg.tune.splits == 1:  # today's trial: one split, the classifier's epochs stream to ASHA
+            tune.report({**self.score_split(cfg, data, ctx, 0, stream=True), "final": 1, "trial_seconds": time.perf_counter() - t0})
+            return
+        from ..io import stable_hash
+        from .split_average import score_splits
+        from .tune_state import SplitResults
+
+        tid = tune.get_context().get_trial_id() or "trial"
+        store = SplitResults(Path(ctx["out"]) / "trial_splits" / f"{tid}.json", stable_hash(to_dict(cfg)))
+        score_splits(data["splits"], lambda j, sp: self.score_split(cfg, sp, ctx, j, stream=False), store,
+                     lambda r: tune.report({**r, "trial_seconds": time.perf_counter() - t0}))  # fmt: skip
+
+    def score_split(self, cfg: RatioStudyConfig, sp: dict, ctx: dict, j: int, stream: bool) -> dict:
+        """(trial) The configuration on one split: generator, validation FID/KID, filtered synthetic
+        images, classifier. `stream`: its epochs go to Tune as they come (one-split studies)."""
         from ..classify.train import train_classifier
 
         cache, t0 = Path(ctx["cache"]), time.perf_counter()
-        # 1. Generator for these settings (bundle and stage caches: shared by every trial with the same ones).
+        # 1. Generator for these settings (bundle and stage caches: shared by every trial with the same ones and split).
         gen_cls = get_generator(cfg.generator.name)
-        sampler, bundle, cached = train_generator(gen_cls, cfg.generator, data["gen_train"], data["gen_val"], data["key"],
+        sampler, bundle, cached = train_generator(gen_cls, cfg.generator, sp["gen_train"], sp["gen_val"], sp["key"],
                                                   cache, cfg.run, ctx["use_cache"])  # fmt: skip
         gen_s = time.perf_counter() - t0
         # 2. Fidelity on validation (real features cached once per split and class); every report carries it.
         masks = cfg.generator if cfg.objective == "fidelity" else None  # the mask generator scored too, if it has one
-        figures = trial_figures(Path(ctx["out"]), sampler, data["val"], bundle, cfg)
-        fid = fidelity(sampler, data["val"], "val", cfg.fid_per_class, cfg.run.seed, cache / "features", data["key"], masks,
-                       train=data["train"], figures=Path(figures))  # fmt: skip
+        figures = trial_figures(Path(ctx["out"]), sampler, sp["val"], bundle, cfg, "" if j == 0 else f"split{j}")
+        fid = fidelity(sampler, sp["val"], "val", cfg.fid_per_class, cfg.run.seed, cache / "features", sp["key"], masks,
+                       train=sp["train"], figures=Path(figures))  # fmt: skip
         common = {**memorisation_flag(fid, "val", cfg.memorised_max, f"generator {cfg.generator.name} ({figures})"),"generator_cached": int(cached), "generator_seconds": gen_s, "bundle": str(bundle), FIGURES: figures,
                   "tag.generator": cfg.generator.name, "tag.policy": cfg.policy_name(), "tag.variant": cfg.policy_name()}  # fmt: skip
         if cfg.objective == "fidelity":  # the stabiliser study: generators scored by FID/KID alone
-            tune.report({**fid, **common, "final": 1, "trial_seconds": time.perf_counter() - t0})
-            return
-        # 3. Classifier on real + synthetic at the trial's ratio; its epochs stream to Tune (ASHA).
-        tr = compose_training_set(cfg.policy_name(), data["train"], cfg.ratio, {cfg.generator.name: sampler},
-                                  rng_seed=cfg.run.seed, augment=cfg.classifier.augment)  # fmt: skip
-        res = train_classifier(tr, data["val"], None, cfg.classifier, label=f"clf-{cfg.classifier.name}", cache_root=cache,
-                               data_key=data["key"], run_cfg=cfg.run, seed=cfg.run.seed, use_cache=ctx["use_cache"],
-                               callbacks=[epoch_report_callback({**fid, FIGURES: figures})])  # fmt: skip
+            return {**fid, **common, "split_seconds": time.perf_counter() - t0}
+        # 3. Classifier on real + (filtered) synthetic at the trial's ratio.
+        tr, kept = training_set(cfg, sp, sampler, cache)
+        filt = kept.stats() if kept is not None else {}
+        if kept is not None:
+            write_filter_grids(Path(figures), kept, f"{cfg.generator.name}, filter {cfg.filter.method} keep {cfg.filter.keep:g}")
+        callbacks = [epoch_report_callback({**fid, FIGURES: figures})] if stream else None
+        res = train_classifier(tr, sp["val"], None, cfg.classifier, label=f"clf-{cfg.classifier.name}", cache_root=cache,
+                               data_key=sp["key"], run_cfg=cfg.run, seed=cfg.run.seed, use_cache=ctx["use_cache"],
+                               callbacks=callbacks)  # fmt: skip
         cas = {f"cas_val_{k}": float(v) for k, v in res.val_metrics.items()} if synthetic_only(cfg.policy_name()) else {}
-        tune.report({**{f"val_{k}": float(v) for k, v in res.val_metrics.items()}, **fid, **common, **cas,
-                     "epoch": len(res.history), "final": 1, "trial_seconds": time.perf_counter() - t0,
-                     "classifier_dir": str(res.dir), "param.weights": res.params["weights"]})  # fmt: skip
+        return {**{f"val_{k}": float(v) for k, v in res.val_metrics.items()}, **fid, **common, **cas, **filt,
+                "epoch": len(res.history), "split_seconds": time.perf_counter() - t0,
+                "classifier_dir": str(res.dir), "param.weights": res.params["weights"]}  # fmt: skip
 
     # -- the end ------------------------------------------------------------------
     def finish(self, cfg: RatioStudyConfig, best_cfg: RatioStudyConfig, data: dict, results, ctx: dict) -> dict:
@@ -171,14 +225,23 @@ class RatioStudy(Study):
         done = finished(results, cfg.name, out)
         best_row = done.sort_values(metric, ascending=mode == "min").iloc[0]
         gen_cls = get_generator(best_cfg.generator.name)
-        sampler, bundle, _ = train_generator(gen_cls, best_cfg.generator, data["gen_train"], data["gen_val"], data["key"], cache, best_cfg.run)
-        clf_bundle = None
-        if cfg.objective == "classifier":  # the chosen configuration's classifier (cache hit), test split once
-            test_metrics, clf_bundle = final_test(best_cfg, data, sampler, out)
-        else:  # fidelity: the chosen generator against the test split, once
-            masks = best_cfg.generator
-            test_metrics = fidelity(sampler, data["test"], "test", best_cfg.fid_per_class, best_cfg.run.seed, cache / "features",
-                                    data["key"], masks, train=data["train"])  # fmt: skip
+        per_split, bundle, clf_bundle = [], None, None
+        for j, sp in enumerate(data["splits"]):  # one split, or each of tune.splits: test split once each
+            sampler, gb, _ = train_generator(gen_cls, best_cfg.generator, sp["gen_train"], sp["gen_val"], sp["key"], cache, best_cfg.run)
+            if cfg.objective == "classifier":  # the chosen configuration's classifier (cache hit), test split once
+                m, cb = final_test(best_cfg, sp, sampler, out, write_bundle=j == 0)
+            else:  # fidelity: the chosen generator against the test split, once
+                m, cb = fidelity(sampler, sp["test"], "test", best_cfg.fid_per_class, best_cfg.run.seed, cache / "features",
+                                 sp["key"], best_cfg.generator, train=sp["train"]), None  # fmt: skip
+            per_split.append(m)
+            bundle, clf_bundle = (gb, cb) if j == 0 else (bundle, clf_bundle)  # split 0's are registered
+        if len(per_split) == 1:
+            test_metrics = per_split[0]
+        else:  # the mean over splits, its SD and each split's value for every score
+            from .split_average import combine
+
+            test_metrics = combine(per_split, spread=lambda k: "/" not in k)
+            test_metrics.pop("splits_scored")
         table = trials_table(results, list(flatten(point_of(best_row))), metric, mode)
         write_text(out / "trials.md", table + "\n")
         write_json(out / "best.json", {"trial_id": best_row["trial_id"], "config": to_dict(best_cfg), "test": test_metrics,
@@ -206,9 +269,10 @@ def synthetic_only(policy: str) -> bool:
     return not p.real and not p.trad and len(p.generators) == 1
 
 
-def trial_figures(out: Path, sampler, val, bundle: Path, cfg: RatioStudyConfig) -> str:
+def trial_figures(out: Path, sampler, val, bundle: Path, cfg: RatioStudyConfig, sub: str = "") -> str:
     """(trial) Real vs synthetic images per class and the generator's per-stage history, in
-    `<out>/figures/<trial id>/`; the MLflow callback logs them to the trial's child run."""
+    `<out>/figures/<trial id>/` (split j > 0: in `split<j>/` below it); the MLflow callback logs
+    the top folder's to the trial's child run."""
     import shutil
 
     from ray import tune
@@ -216,7 +280,7 @@ def trial_figures(out: Path, sampler, val, bundle: Path, cfg: RatioStudyConfig) 
     from ..report.grids import write_real_vs_synthetic
 
     tid = tune.get_context().get_trial_id() or "trial"
-    d = out / FIGURES / tid
+    d = out / FIGURES / tid / sub if sub else out / FIGURES / tid
     real = real_by_class(val)
     synth = {c: sampler.sample(8, c, seed=cfg.run.seed + 1) for c in real}  # a seed apart from the FID samples'
     write_real_vs_synthetic(d, real, synth, f"{cfg.generator.name}, trial {tid}")
@@ -231,26 +295,60 @@ def summary_text(cfg: RatioStudyConfig, done, best_row, metric: str, test: dict)
     pooled = ("fid_test_inception/all", "kid_test_inception_mean/all", "fid_test_mask_inception/all")
     head = {k: v for k, v in test.items() if "/" not in k or k in pooled}  # scores, or the pooled FID/KID
     return (f"**{cfg.name}**: {len(done)} finished trials of {cfg.policy_name()} searching {', '.join(keys) or 'nothing'} "
-            f"(split protocol {':'.join(f'{r:g}' for r in cfg.data.split_ratios)}, seed {cfg.data.split_seed}, one split; "
+            f"(split protocol {':'.join(f'{r:g}' for r in cfg.data.split_ratios)}, seed {cfg.data.split_seed}, {splits_text(cfg)}; "
             f"selection on validation {metric}).\n\nBest trial {best_row['trial_id']}: validation {metric} {float(best_row[metric]):.4g}; "
             f"test split, scored once: " + ", ".join(f"{k} {v:.4g}" for k, v in head.items() if isinstance(v, float)) +
             ".\n\nReport: artefacts `report/report.html` (figures in `report/`).")  # fmt: skip
 
 
-def final_test(cfg: RatioStudyConfig, data: dict, sampler, out: Path):
+def training_set(cfg: RatioStudyConfig, sp: dict, sampler, cache: Path):
+    """The classifier's training set at the configuration's ratio and policy, the synthetic images
+    through the filter (when `filter.method` is not none; against the split's real TRAINING
+    features, cached under the same key as the realism figures). Returns (set, FilteredSampler|None)."""
+    from ..classify.policies import compose_training_set
+
+    kept = None
+    if cfg.filter.active:
+        from ..classify.filter import FilteredSampler
+        from ..metrics.fidelity import cached_features
+
+        real = {c: cached_features(x, f"{sp['key']}:train:{c}", cache / "features") for c, x in real_by_class(sp["train"]).items()}
+        kept = sampler = FilteredSampler(sampler, cfg.filter, real, seed=cfg.run.seed)
+    tr = compose_training_set(cfg.policy_name(), sp["train"], cfg.ratio, {cfg.generator.name: sampler}, rng_seed=cfg.run.seed,
+                              augment=cfg.classifier.augment)  # fmt: skip
+    return tr, kept
+
+
+def write_filter_grids(d: Path, kept, title: str, k: int = 8) -> None:
+    """(trial) `filter_<class>.png`: the best and worst kept synthetic images of each class (and the
+    best rejected ones), score order; the MLflow callback logs them to the trial's child run."""
+    from ..io import save_png
+    from ..report.grids import labelled_grid, safe_name
+
+    for c, rows in kept.best_and_worst(k).items():
+        r = kept.records[c]
+        save_png(d / f"filter_{safe_name(c)}.png", labelled_grid(rows, f"{c}: {title}: kept {r.kept} of {len(r.ranked)}", k=k))
+
+
+def splits_text(cfg: RatioStudyConfig) -> str:
+    k = cfg.tune.splits
+    return "one split" if k == 1 else f"{k} splits (seeds {cfg.data.split_seed}..{cfg.data.split_seed + k - 1}), trials scored by their mean"
+
+
+def final_test(cfg: RatioStudyConfig, data: dict, sampler, out: Path, write_bundle: bool = True):
     """The chosen configuration's classifier (a cache hit) scored on the test split once."""
     from ..classify.bundle import write_classifier_bundle
-    from ..classify.policies import compose_training_set
     from ..classify.train import train_classifier
     from ..metrics.classification import SCORES, classification_metrics
 
     train = data["train"]
-    tr = compose_training_set(cfg.policy_name(), train, cfg.ratio, {cfg.generator.name: sampler}, rng_seed=cfg.run.seed,
-                              augment=cfg.classifier.augment)  # fmt: skip
+    tr, _ = training_set(cfg, data, sampler, out / "cache")
     res = train_classifier(tr, data["val"], data["test"], cfg.classifier, label=f"clf-{cfg.classifier.name}", cache_root=out / "cache",
                            data_key=data["key"], run_cfg=cfg.run, seed=cfg.run.seed, use_cache=True)  # fmt: skip
     m = classification_metrics(res.test_labels, res.test_prob, list(train.class_names))
     metrics = {k: float(m[k]) for k in SCORES}
+    if not write_bundle:
+        return metrics, None
     size = cfg.classifier.check_size(int(train.images.shape[1]))
     bundle = write_classifier_bundle(out / "best_classifier", res.model_state, name=cfg.classifier.name,
                                      class_names=train.class_names, input_size=size, params=res.params)  # fmt: skip
@@ -273,7 +371,9 @@ def register_best(cfg: RatioStudyConfig, gen_bundle: Path, clf_bundle: Path | No
     figure that chose the trial; the test figures ride along as tags, never compared."""
     from ..tracking.registry import register
 
-    proto, name = cfg.registry_protocol or f"split:{split_hash}", cfg.generator.name
+    # A mean over K splits and one split's score are different protocols: champions never compare across them.
+    default = f"split:{split_hash}" if cfg.tune.splits == 1 else f"splits{cfg.tune.splits}:{split_hash}"
+    proto, name = cfg.registry_protocol or default, cfg.generator.name
     if clf_bundle is None:  # fidelity study: the generator, by validation FID (lower is better)
         metric, higher, todo = FID_ALL, False, [(name, gen_bundle, "generator")]
     else:
@@ -296,10 +396,9 @@ def register_best(cfg: RatioStudyConfig, gen_bundle: Path, clf_bundle: Path | No
 
 def trials_table(df, keys: list[str], metric: str, mode: str) -> str:
     """Every trial, best first; a trial ASHA stopped shows its last validation figure and epoch."""
-    shown = list(dict.fromkeys(m for m in (metric, FID_ALL, "fid_val_mask_inception/all") if m in df))
+    shown = list(dict.fromkeys(m for m in (metric, f"{metric}_sd", FID_ALL, "fid_val_mask_inception/all", "filter_rejected_share") if m in df))
     cols = ["trial_id", "status", *keys, *shown, "generator_cached", "trial_seconds"]
-    df = df.assign(status=[("finished" if r.get("final") == 1 else f"stopped at epoch {int(r.get('epoch', 0)) + 1}")
-                           for _, r in df.iterrows()])  # fmt: skip
+    df = df.assign(status=[status(r) for _, r in df.iterrows()])
     rows = df.sort_values(metric, ascending=mode == "min")
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in rows.iterrows():
@@ -307,3 +406,13 @@ def trials_table(df, keys: list[str], metric: str, mode: str) -> str:
         vals += [r.get("generator_cached"), r.get("trial_seconds")]
         lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in vals) + " |")
     return "\n".join(lines)
+
+
+def status(r) -> str:
+    """A trial's row status: finished, or where ASHA (or a failure) stopped it."""
+    if r.get("final") == 1:
+        return "finished"
+    total = r.get("splits_total")
+    if isinstance(total, (int, float)) and total == total and total > 1:  # split-averaged (NaN: a one-split trial's row)
+        return f"stopped after {int(r.get('splits_scored', 0))} of {int(r['splits_total'])} splits"
+    return f"stopped at epoch {int(r.get('epoch', 0)) + 1}"

@@ -63,3 +63,38 @@ def verify_tune_state(exp_dir: Path) -> None:
     if sha256_file(pkl) != want:
         raise CytorayError(f"{pkl}: changed since cytoray wrote it (sha256 differs from {record_path(exp_dir).name}); "
                            f"refusing to unpickle it; {fix}")
+
+
+# ----------------------------------------------------------------------------- per-split results of a trial
+
+
+class SplitResults:
+    """A split-averaged trial's finished splits (`tune.splits` > 1), kept as JSON (never a pickle)
+    in `<out>/trial_splits/<trial id>.json`, so a trial that Tune restarts (after `--resume`, or a
+    retry after a failure) keeps the splits it scored and scores only the rest.
+
+    A split's entry is written only once its result is whole, and it is reused only for the same
+    trial configuration (`config_key`) and the same split manifest (`split_key`): a changed
+    config or data scores afresh. Entries are indexed by split number, so a split is never
+    counted twice; a trial's result counts as whole (`final: 1`) only when every split is in.
+    """
+
+    def __init__(self, path: Path, config_key: str) -> None:
+        import json
+
+        self.path, self.config_key = Path(path), config_key
+        try:
+            d = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            d = {}
+        ok = isinstance(d, dict) and d.get("config") == config_key and isinstance(d.get("splits"), dict)
+        self.splits: dict[str, dict] = d["splits"] if ok else {}
+
+    def get(self, index: int, split_key: str) -> dict | None:
+        e = self.splits.get(str(index))
+        return dict(e["result"]) if isinstance(e, dict) and e.get("key") == split_key and isinstance(e.get("result"), dict) else None
+
+    def put(self, index: int, split_key: str, result: dict) -> None:
+        """Record split `index` (atomically: a kill mid-write leaves the previous file)."""
+        self.splits[str(index)] = {"key": split_key, "result": result}
+        write_json(self.path, {"config": self.config_key, "splits": self.splits})
