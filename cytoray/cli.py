@@ -432,11 +432,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cytoray: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a user's path: read-only --out, a file where a folder goes, a full disk
-        if e.filename is None and e.errno not in (28, 122):  # ENOSPC / EDQUOT: a full disk is the user's to fix
-            raise
-        from .io import os_error_message
+        from .io import FULL_DISK_ERRNOS, os_error_message
 
+        if e.filename is None and e.errno not in FULL_DISK_ERRNOS:  # ENOSPC / EDQUOT / EFBIG: the user's to fix
+            raise
         print(f"cytoray: error: {os_error_message(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a full disk under SQLAlchemy/MLflow or Ray's wrappers: one line too
+        from .io import full_disk_message
+
+        msg = full_disk_message(e)
+        if msg is None:
+            raise
+        print(f"cytoray: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cytoray: interrupted", file=sys.stderr)

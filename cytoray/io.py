@@ -50,6 +50,10 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
         if tmp_path.exists():
             os.chmod(tmp_path, 0o666 & ~UMASK)
         os.replace(tmp_path, dest)
+    except OSError as e:  # a write's ENOSPC/EFBIG names no file: this is the one that did not fit
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, str(dest)) from e
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -91,7 +95,13 @@ def atomic_dir(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(dest), suffix=".tmp", dir=dest.parent))
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as e:  # a write's ENOSPC/EFBIG names no file, or the temporary twin of one: name it under dest
+            name = None if e.filename is None else Path(os.fsdecode(e.filename))
+            if e.errno is not None and (name is None or name.is_relative_to(tmp)):
+                raise OSError(e.errno, e.strerror, str(dest if name is None else dest / name.relative_to(tmp))) from e
+            raise
         os.chmod(tmp, 0o777 & ~UMASK)
         if dest.exists():
             old = tmp.with_name(tmp.name[:-len(".tmp")] + ".old")
@@ -139,9 +149,36 @@ def os_error_message(e: OSError) -> str:
     where = e.filename if e.filename is not None else "a file being written"
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"{where}: no space left on the device (or over quota); free space or choose an --out on another disk"
+    if e.errno == errno.EFBIG:
+        return (f"{where}: file too large (over the file system's or this process's file-size limit, `ulimit -f`); "
+                "raise the limit or choose an --out on another disk")
     if e.errno == errno.ENAMETOOLONG:
         return f"{where}: a file name is too long for the file system; choose a shorter name"
     return f"{where}: {e.strerror or e}; check the path and its permissions (inputs must be readable, --out writable)"
+
+
+FULL_DISK_ERRNOS = (28, 122, 27)  # ENOSPC, EDQUOT, EFBIG: the user's to fix, whatever file it hit
+
+
+def full_disk_message(e: BaseException, where: str | None = None) -> str | None:
+    """One line for a full disk found anywhere in `e`'s chain (an OSError 28 or 27; sqlite's
+    'database or disk is full' under SQLAlchemy and MLflow; a Ray worker's error text), naming
+    the file or `where`; None when `e` is something else."""
+    seen: set[int] = set()
+    stack: list = [e]
+    while stack:
+        x = stack.pop()
+        if not isinstance(x, BaseException) or id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, OSError) and x.errno in FULL_DISK_ERRNOS:
+            return os_error_message(x if x.filename is not None or where is None else OSError(x.errno, x.strerror, where))
+        text = str(x)
+        if "database or disk is full" in text or "No space left on device" in text or "Disk quota exceeded" in text:
+            return os_error_message(OSError(28, "No space left on device", where))
+        failures = getattr(x, "worker_failures", None)  # Ray Train's WorkerGroupError: {rank: error}
+        stack += [x.__cause__, x.__context__, getattr(x, "cause", None), *(failures.values() if isinstance(failures, dict) else ())]
+    return None
 
 
 def _image_files(folder: Path) -> list[Path]:

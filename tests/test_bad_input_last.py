@@ -169,3 +169,127 @@ def test_a_server_lost_mid_command_names_resume_for_studies_only():
     e = ConnectionError("Max retries exceeded: Connection refused")
     assert "--resume" not in str(tracking_error(e, "http://127.0.0.1:9", "pulling x@champion"))
     assert "then rerun with --resume" in str(tracking_error(e, "http://127.0.0.1:9", "calling log_metric", resume=True))
+
+
+# ----------------------------------------------------------------------------- 4. a full disk
+
+# A real full disk without root: a tmpfs of a few KiB mounted in a user and mount namespace of its
+# own (`unshare -rm`), seen only by the command run inside it. The kernel may forbid unprivileged
+# user namespaces (a sysctl, or AppArmor on Ubuntu 24.04): those rows are then skipped, saying so,
+# and the RLIMIT_FSIZE row below (EFBIG at a per-process file-size limit, no namespace) still runs.
+_MOUNT = ('mount -t tmpfs -o size="$1" tmpfs "$2" || exit 97; d="$2"; r="$3"; shift 3; "$@" >"$r/out" 2>"$r/err"; '
+          'echo $? >"$r/rc"; find "$d" -mindepth 1 -printf "%P\\n" | sort >"$r/ls"')  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tmpfs_ok(tmp_path_factory) -> None:
+    import shutil
+    import subprocess
+
+    d = tmp_path_factory.mktemp("probe")
+    ok = shutil.which("unshare") and subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=8k tmpfs {d}"],
+                                                    capture_output=True).returncode == 0  # fmt: skip
+    if not ok:
+        pytest.skip("no unprivileged user namespaces here: a tmpfs needs root (the RLIMIT_FSIZE row covers the write error)")
+
+
+def _on_full_disk(tmp_path: Path, cmd: list[str], size: str = "48k", limit: float = 120) -> tuple[int, str, list[str], Path]:
+    """`python CMD` with {disk} (a new tmpfs of `size`) in its arguments: (exit code, stderr, files left on the disk, disk)."""
+    import os
+    import subprocess
+
+    disk, res = tmp_path / "disk", tmp_path / "res"
+    disk.mkdir()
+    res.mkdir()
+    args = [a.format(disk=disk, tmp=tmp_path) for a in cmd]
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", _MOUNT, "sh", size, str(disk), str(res), sys.executable, *args], cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}, timeout=limit,
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr  # the mount and the shell (the command's own code is in res/rc)
+    return int((res / "rc").read_text()), (res / "err").read_text(), (res / "ls").read_text().split(), disk
+
+
+def _only_line(err: str) -> str:
+    lines = [x for x in err.strip().splitlines() if x.strip() and not x.startswith("[")]  # [data]/[masks] progress lines
+    assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("cytoray: error: "), err
+    return lines[0]
+
+
+@pytest.mark.usefixtures("tmpfs_ok")
+def test_simulate_on_a_full_disk(tmp_path):
+    code, err, left, disk = _on_full_disk(tmp_path, ["-m", "cytoray.cli", "simulate", "--out", "{disk}/s", "--n", "20", "--size", "64"])
+    line = _only_line(err)
+    assert code == 2 and f": no space left on the device" in line and f"{disk}/s/" in line, err  # the image that did not fit
+    assert left == []  # the dataset folder is complete or absent: absent
+
+
+@pytest.mark.usefixtures("tmpfs_ok")
+def test_masks_on_a_full_disk_leave_no_half_set(ds, tmp_path):
+    code, err, left, disk = _on_full_disk(tmp_path, ["-m", "cytoray.cli", "masks", "--data", str(ds), "--out", "{disk}/m"], "16k")
+    line = _only_line(err)
+    assert code == 2 and f"{disk}/m/" in line and "no space left on the device" in line, err
+    assert left and all(p == "m" or p.startswith("m/.cache") for p in left), left  # no mask, no summary: only whole cache entries
+
+
+@pytest.mark.usefixtures("tmpfs_ok")
+def test_train_with_its_sqlite_store_on_a_full_disk_is_refused_before_the_split(ds, tmp_path):
+    code, err, left, disk = _on_full_disk(tmp_path, ["-m", "cytoray.cli", "train", "gan", "--data", str(ds), "--out", "{tmp}/o",
+                                                     "--tracking-uri", "sqlite:///{disk}/m.db"])  # fmt: skip
+    line = _only_line(err)
+    assert code == 2 and f"{disk}/m.db: " in line and "KiB free on its disk" in line and "--tracking-uri on another disk" in line, err
+    assert left == [] and not (tmp_path / "o").exists()
+
+
+@pytest.mark.usefixtures("tmpfs_ok")
+def test_a_study_with_its_sqlite_store_on_a_full_disk_is_refused_before_anything(tmp_path):
+    code, err, left, disk = _on_full_disk(tmp_path, [str(ROOT / "studies" / "syncgan_ratio.py"), "--smoke-test", "--out", "{tmp}/out",
+                                                     "--tracking-uri", "sqlite:///{disk}/m.db"])  # fmt: skip
+    assert code == 2 and "Traceback" not in err and f"{disk}/m.db: " in err and "KiB free on its disk" in err, err
+    _one_line(err)
+    assert left == [] and not (tmp_path / "out").exists()
+
+
+@pytest.mark.usefixtures("tmpfs_ok")
+def test_the_sqlite_store_filling_up_is_one_line_and_leaves_no_broken_database(tmp_path):
+    """Past the free-space check (the disk fills while MLflow creates its tables): SQLAlchemy's
+    'database or disk is full' becomes one line naming the database, and the cut-off file goes."""
+    code = ("from cytoray.tracking.mlflow_utils import setup\nfrom cytoray.errors import CytorayError\n"
+            "try:\n    setup('x', 'sqlite:///{disk}/m.db')\nexcept CytorayError as e:\n    print('cytoray: error:', e, file=__import__('sys').stderr)\n"
+            "    raise SystemExit(2)\n")  # fmt: skip
+    rc, err, left, disk = _on_full_disk(tmp_path, ["-c", code])
+    line = _only_line("\n".join(x for x in err.splitlines() if "INFO mlflow" not in x))
+    assert rc == 2 and f"{disk}/m.db: the MLflow store's disk is full" in line, err
+    assert left == []
+
+
+def test_a_file_size_limit_is_one_line_and_nothing_half_written(tmp_path):
+    """EFBIG (RLIMIT_FSIZE, `ulimit -f`): the write error a full disk gives in every environment."""
+    import os
+    import resource
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-m", "cytoray.cli", "simulate", "--out", str(tmp_path / "s"), "--n", "4", "--size", "64"],
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)), cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"})  # fmt: skip
+    line = _only_line(r.stderr)
+    assert r.returncode == 2 and f"{tmp_path / 's'}/" in line and "file too large" in line and "ulimit -f" in line, r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("tmpfs_ok", "single_ray_instance")
+def test_train_whose_ray_workers_fill_the_disk(ds, tmp_path):
+    """--out on a 64 KiB tmpfs: the split fits, a worker's checkpoint upload (pyarrow, inside Ray
+    Train) does not. One line naming Ray's storage folder, no worker traceback, no bundle, run FAILED."""
+    from mlflow import MlflowClient
+
+    code, err, left, disk = _on_full_disk(tmp_path, ["-m", "cytoray.cli", "train", "gan", "--data", str(ds), "--size", "32", "--epochs", "1",
+                                                     "--out", "{disk}/o", "--tracking-uri", "sqlite:///{tmp}/m.db", "--set", "gan.g_base=8",
+                                                     "--set", "gan.d_base=8", "--set", "gan.z_dim=16", "--set", "run.max_failures=0"],
+                                          "64k", limit=300)  # fmt: skip
+    assert code == 2 and f"cytoray: error: {disk}/o/stages/ray: no space left on the device" in err, err
+    assert "Traceback" not in err and len([x for x in err.splitlines() if "error" in x.lower()]) == 1, err
+    assert "o/generator.json" not in left and not any(p.endswith("done.json") for p in left), left
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/m.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("cytoray-train").experiment_id])
+    assert run.info.status == "FAILED"

@@ -66,11 +66,18 @@ def run_script(prog: str, study: Study, argv: list[str] | None, *, doc: str, smo
         print(f"{prog}: interrupted; the MLflow parent run is marked KILLED; continue with --resume", file=sys.stderr)
         return 130
     except OSError as e:  # a user's path: read-only --out, a file where a folder goes
-        if e.filename is None and e.errno not in (28, 122):  # ENOSPC / EDQUOT: a full disk is the user's to fix
-            raise
-        from ..io import os_error_message
+        from ..io import FULL_DISK_ERRNOS, os_error_message
 
+        if e.filename is None and e.errno not in FULL_DISK_ERRNOS:  # ENOSPC / EDQUOT / EFBIG: the user's to fix
+            raise
         print(f"{prog}: error: {os_error_message(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a full disk under SQLAlchemy/MLflow or Ray's wrappers: one line too
+        from ..io import full_disk_message
+
+        if (msg := full_disk_message(e)) is None:
+            raise
+        print(f"{prog}: error: {msg}", file=sys.stderr)
         return 2
     report(cfg, res)
     if isinstance(res, dict) and res.get("report"):  # built from MLflow at the study's end, also on the parent run

@@ -96,3 +96,27 @@ def check_class_names(root) -> None:
         if d.is_dir() and not d.name.startswith(".") and not ok.match(d.name):
             raise CytorayError(f"{d}: the class name {d.name!r} cannot be an MLflow metric name (letters, digits, _ - . : / "
                                "and spaces only); rename the folder")
+
+
+STORE_MIN_FREE = 16 << 20  # an empty MLflow sqlite store is ~1 MB; a study's runs and metrics take a few more
+
+
+def check_store_space(uri: str | None) -> None:
+    """A sqlite MLflow store on a disk with under 16 MiB free is refused before the split, the
+    cache or a run is written (the store filled mid-migration: a SQLAlchemy traceback)."""
+    import shutil
+    from pathlib import Path
+
+    from ..tracking.mlflow_utils import tracking_uri
+
+    uri = tracking_uri(uri)
+    if not uri.startswith("sqlite:///"):
+        return
+    db = Path(uri[len("sqlite:///"):].split("?")[0]).expanduser().resolve()
+    anc = db.parent
+    while not anc.exists():
+        anc = anc.parent
+    free = shutil.disk_usage(anc).free
+    if free < STORE_MIN_FREE:
+        raise CytorayError(f"{db}: {free >> 10} KiB free on its disk, and the MLflow store needs about {STORE_MIN_FREE >> 20} MiB; "
+                           "free space there or pass a --tracking-uri on another disk")

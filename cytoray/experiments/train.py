@@ -95,6 +95,9 @@ def train_from_args(a: argparse.Namespace) -> int:
     from ..tracking.reach import probe_tracking_server
 
     probe_tracking_server(tracking_uri(a.tracking_uri), "starting the training run")  # a dead server: named before the split
+    from .preflight import check_store_space
+
+    check_store_space(a.tracking_uri)  # a full disk under the sqlite store: named before the split
     out = Path(a.out)
     # 1. Data and split(s), kept in `out` and reused while they match the data.
     if gen_cls.consumes == "domains":

@@ -130,15 +130,33 @@ def run_masks(
     pdict = dataclasses.asdict(params)
     key = stable_hash({"params": pdict, "algorithm": ALGORITHM_VERSION})
 
-    hits, scores, per_image = 0, [], []
     from ..progress import Progress
 
     bar = Progress(len(records), "[masks]", enabled=progress)
+    # The masks and summary.json go to a staging folder and are moved into place together at the end
+    # (renames need no space): a full disk or Ctrl-C leaves --out as it was, plus complete cache entries.
+    import shutil
+    import tempfile
+
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".incoming-", dir=out))
+    try:
+        return _masks_into(stage, out, data, records, cache, key, params, evaluate, fail_dice, bar, progress)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _masks_into(stage: Path, out: Path, data: Path, records, cache: Path, key: str, params, evaluate: bool, fail_dice: float,
+                bar, progress: bool) -> dict:  # fmt: skip
+    import os
+
+    pdict = dataclasses.asdict(params)
+    hits, scores, per_image = 0, [], []
     for rec in records:
         mask, info, cached = _cached_mask(rec.path, cache, key, params)
         hits += cached
         name = _out_name(rec, data)
-        save_png(out / name, mask.astype(np.uint8) * 255)
+        save_png(stage / name, mask.astype(np.uint8) * 255)
         row = {"image": str(rec.path), "mask": str(out / name), "class": rec.cls, "cached": cached,
                "flags": info["flags"], "padding": info.get("padding"), "polarity": info.get("polarity"),
                "dark_field": info.get("dark_field"), "decision": info.get("decision")}  # fmt: skip
@@ -165,7 +183,12 @@ def run_masks(
     }  # fmt: skip
     if evaluate:
         summary.update(_aggregate(scores))
-    write_json(out / SUMMARY_NAME, {**summary, "images": per_image})
+    write_json(stage / SUMMARY_NAME, {**summary, "images": per_image})
+    files = sorted(p for p in stage.rglob("*") if p.is_file() and p != stage / SUMMARY_NAME)
+    for f in [*files, stage / SUMMARY_NAME]:  # the summary last: it describes the masks beside it
+        dest = out / f.relative_to(stage)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(f, dest)
     return summary
 
 

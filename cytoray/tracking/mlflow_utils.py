@@ -81,6 +81,8 @@ def tracking_call(fn, what: str, uri: str | None = None, max_wait_s: float | Non
             return fn()
         except Exception as e:  # MLflow wraps transport errors in MlflowException
             if failure_kind(e) != "unreachable":
+                if (full := store_full_error(e, uri)) is not None:  # sqlite's 'database or disk is full'
+                    raise full from None
                 raise
             waited = time.monotonic() - t0
             if waited + delay > limit:
@@ -89,6 +91,19 @@ def tracking_call(fn, what: str, uri: str | None = None, max_wait_s: float | Non
                   file=sys.stderr, flush=True)  # fmt: skip
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+
+def store_full_error(e: BaseException, uri: str):
+    """A one-line CytorayError naming the store when `e` is a full disk under it (SQLAlchemy's
+    OperationalError 'database or disk is full' was a 100-line traceback), else None."""
+    from ..errors import CytorayError
+    from ..io import full_disk_message
+
+    if full_disk_message(e) is None:
+        return None
+    where = Path(uri[len("sqlite:///"):].split("?")[0]).expanduser() if uri.startswith("sqlite:///") else uri
+    return CytorayError(f"{where}: the MLflow store's disk is full (or over quota); free space there or pass a --tracking-uri "
+                        "on another disk")
 
 
 class RetryingClient:
@@ -148,12 +163,16 @@ def setup(experiment: str, uri: str | None = None) -> str:
             mlflow.create_experiment(experiment, artifact_location=f"{root}/{re.sub(r'[^A-Za-z0-9._-]+', '_', experiment)}")
         mlflow.set_experiment(experiment)
 
+    db = Path(u[len("sqlite:///"):].split("?")[0]).expanduser() if u.startswith("sqlite:///") else None
+    new_db = db is not None and not db.exists()
     try:  # before any work: an unreachable server or bad credentials stop here, with the address
         tracking_call(_experiment, f"opening experiment {experiment!r}", u, max_wait_s=20)
     except Exception as e:
-        err = tracking_error(e, u, f"opening experiment {experiment!r}")
+        err = tracking_error(e, u, f"opening experiment {experiment!r}") or store_full_error(e, u)
         if err is None:
             raise
+        if new_db and db.exists() and "disk is full" in str(err):  # a schema cut off mid-migration is no store
+            db.unlink()
         raise err from None
     return u
 

@@ -97,6 +97,17 @@ def quiet_report_log() -> None:
     except ImportError:  # a Ray without Train V2's module layout: leave its logging alone
         return
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    # A full disk under a checkpoint upload is named by the driver in one line (runner._fit, with the
+    # storage path); the worker's "Error in training function" traceback of it is noise, once per retry.
+    util = logging.getLogger("ray.train.v2._internal.util")
+    if not any(isinstance(f, _FullDiskFilter) for f in util.filters):
+        util.addFilter(_FullDiskFilter())
+
+
+class _FullDiskFilter:
+    def filter(self, record) -> bool:
+        text = record.getMessage()
+        return not any(s in text for s in ("No space left on device", "database or disk is full", "Disk quota exceeded"))
 
 
 # ----------------------------------------------------------------------------- the loop

@@ -236,6 +236,10 @@ def _fit(pending: list[StageSpec], cache_root: Path, run_cfg: RunConfig, callbac
         err = user_error(e)
         if err is not None:
             raise err from None
+        from ..io import full_disk_message
+
+        if (full := full_disk_message(e, str(storage))) is not None:  # a worker's checkpoint upload (pyarrow) hit a full disk
+            raise CytorayError(full) from None
         raise
     seconds = time.perf_counter() - t0
     if result.checkpoint is not None:  # the job ended on a user's error (see loop.train_loop_per_worker)
