@@ -143,8 +143,13 @@ def test_baselines_report_lays_out_the_paper_tables_with_tests(store, tmp_path):
     fid = mean_ci(BASELINE_FID)
     assert f"{fid['mean']:.1f} ± {fid['half_width']:.1f}" in text  # syncgan's FID over the 3 splits
     assert re.search(r"<td class=l>syncgan</td>(<td>[^<]*</td>){3}<td>0\.0500", html)  # KID all
-    for name in ("policies_bar", "fid_per_policy", "syncgan_real_vs_synthetic_benign", "syncgan_real_vs_synthetic_malignant"):
+    for name in ("paired_differences", "fid_per_policy", "syncgan_real_vs_synthetic_benign", "syncgan_real_vs_synthetic_malignant"):
         _png_ok(page.parent / "figures" / f"{name}.png")
+    from cytoray.metrics.power import verdicts  # the report opens with one verdict per policy, before the tables
+
+    sentences = [v["sentence"] for v in verdicts(summary, "smallcnn", list(BASELINE_SCORES))]
+    assert len(sentences) == 2 and all(s in text for s in sentences)
+    assert max(text.index(s) for s in sentences) < text.index("Table 2") and text.index("Verdict") < text.index("Table 2")
 
 
 def test_histo_report_has_the_histology_baseline_row_first(store, tmp_path):

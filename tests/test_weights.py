@@ -86,7 +86,8 @@ def test_rightly_named_file_is_found_loaded_and_recorded(torch_home, tmp_path, m
     digest = sha256_file(probe)
     name = f"resnet18-{digest[:8]}.pth"  # torchvision's naming, with this file's own hash prefix
     real_expected = W.expected
-    monkeypatch.setattr(W, "expected", lambda net: (name, "https://example.invalid/" + name) if net == "resnet18" else real_expected(net))
+    monkeypatch.setattr(W, "expected",
+                        lambda net: (name, "https://example.invalid/" + name) if net == "resnet18" else real_expected(net))
     user_dir = tmp_path / "weights"
     user_dir.mkdir()
     probe.rename(user_dir / name)

@@ -147,6 +147,7 @@ def format_inventory(rows: list[dict], weights_dir: str | os.PathLike | None = N
         status = {"mismatch": "HASH MISMATCH: refused", "n/a": "n/a (no ImageNet weights)"}.get(r["status"], r["status"])
         lines.append(f"{r['net']:<13} {r['use']:<44} {r['file'] or '-':<32} {status}{where}{sha}")
     dirs = " then ".join(str(d) for d in search_dirs(weights_dir))
-    lines.append(f"searched: {dirs}. A file is used only under torchvision's name, and only when the sha256 of the file "
-                 f"starts with the hex digits between the name's '-' and '.' (torch.hub's check_hash). Nothing is downloaded.")  # fmt: skip
+    lines.append(f"searched: {dirs}. A file is used only under torchvision's name, and only when the sha256 of the "
+                 "file starts with the hex digits between the name's '-' and '.' (torch.hub's check_hash). "
+                 "Nothing is downloaded.")
     return "\n".join(lines)

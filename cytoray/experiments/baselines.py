@@ -47,6 +47,7 @@ class BaselinesConfig:
     memorised_max: float = 0.2  # flag (tag + warning) a generator whose memorised share passes this in a class (metrics/realism.py)
     repeats: int = 1  # classifier seeds per split
     metric: str = "balanced_accuracy"  # the table's figure; accuracy, f1_macro, roc_auc also recorded
+    effect: float = 0.05  # the difference that matters (0.05 = 5 points): "no effect" only when the paired 95% CI is inside ±effect
     tune: TuneSettings = dataclasses.field(default_factory=lambda: TuneSettings(asha=False, trial_cpu=0.0))  # cells: a grid, no search
 
     def validate(self) -> None:
@@ -56,6 +57,8 @@ class BaselinesConfig:
             raise ConfigError(f"memorised_max={self.memorised_max}: a share in [0, 1]")
         if self.repeats < 1:
             raise ConfigError(f"repeats={self.repeats}: must be >= 1")
+        if not 0.0 < self.effect < 1.0:
+            raise ConfigError(f"effect={self.effect}: the difference that matters, a fraction in (0, 1) (0.05 = 5 points)")
         if self.fid_per_class < 2:
             raise ConfigError(f"fid_per_class={self.fid_per_class}: KID needs at least 2 images per class")
         if self.data.n_splits * self.repeats < 2:
@@ -192,6 +195,7 @@ class BaselinesStudy(Study):
         from mlflow import MlflowClient
 
         from ..metrics.classification import SCORES, results_table, summarize
+        from ..metrics.power import verdicts
         from ..tracking.study_logger import KIND_TAG, set_parent_summary
 
         out = Path(ctx["out"])
@@ -205,10 +209,12 @@ class BaselinesStudy(Study):
         if len(rows) != want:
             raise ConfigError(f"{len(rows)} of {want} cells finished; see the errors above (rerun with --resume to finish the rest)")
         # Table with intervals and paired tests; Markdown, CSV, JSON; MLflow artefacts.
-        summary = summarize(rows, metric=cfg.metric, baseline="orig")
+        summary = summarize(rows, metric=cfg.metric, baseline="orig", delta=cfg.effect)
         md, csv_rows = results_table(summary, cfg.classifiers, cfg.policies, cfg.metric)
+        summary["verdicts"] = {c: verdicts(summary, c, cfg.policies, cfg.effect) for c in cfg.classifiers}
         header = (f"# {cfg.name}: test {cfg.metric} (%), mean ± 95% CI over {cfg.data.n_splits} splits × {cfg.repeats} repeats\n\n"
-                  f"Data: {data['source']}; ratio {cfg.ratio:g} synthetic:real per class; paired t-tests vs orig (Holm).\n\n")  # fmt: skip
+                  f"Data: {data['source']}; ratio {cfg.ratio:g} synthetic:real per class; paired t-tests vs orig (Holm).\n\n"
+                  + verdict_lines(summary["verdicts"]))  # fmt: skip
         write_text(out / "table.md", header + md + "\n")
         write_text(out / "table.csv", "\n".join(",".join(str(c) for c in r) for r in csv_rows) + "\n")
         write_json(out / "results.json", {"rows": rows, "summary": summary, "config": to_dict(cfg)})
@@ -221,6 +227,12 @@ class BaselinesStudy(Study):
                                                            "policy": ",".join(cfg.policies), "generator": ",".join(data["needed"]) or "none"},
                            header + summary_lines(summary, cfg) + "\n\nReport: artefacts `report/report.html`.")  # fmt: skip
         return {"table": md, "rows": rows, "summary": summary}
+
+
+def verdict_lines(by_classifier: dict[str, list[dict]]) -> str:
+    """The verdicts (`metrics.power.verdict`), one Markdown bullet per policy, opening the table."""
+    lines = [f"- {clf}: {v['sentence']}" for clf, vs in by_classifier.items() for v in vs]
+    return ("Verdicts against orig (paired over the same splits):\n\n" + "\n".join(lines) + "\n\n") if lines else ""
 
 
 def summary_lines(summary: dict, cfg: BaselinesConfig) -> str:

@@ -197,6 +197,8 @@ def result_runs(fids: dict, labels: dict, ctx: dict) -> None:
 
 
 def fid_table(fids: dict, classes: list[str], labels: dict[str, str]) -> tuple[str, str]:
+    from ..metrics.fidelity_stats import kid_text_of
+
     cols = [*classes, "all"]
     head = ["row", *(f"FID {c}" for c in cols), *(f"KID {c}" for c in cols)]
     md = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
@@ -204,7 +206,8 @@ def fid_table(fids: dict, classes: list[str], labels: dict[str, str]) -> tuple[s
     for row, m in fids.items():
         fid = [m[f"fid_test_inception/{c}"] for c in cols]
         kid = [(m[f"kid_test_inception_mean/{c}"], m[f"kid_test_inception_std/{c}"]) for c in cols]
-        md.append("| " + " | ".join([labels[row], *(f"{v:.1f}" for v in fid), *(f"{a:.4f} ± {b:.4f}" for a, b in kid)]) + " |")
+        kid_md = [kid_text_of(m, f"kid_test_inception_mean/{c}") for c in cols]  # no "± 0.0000" where subsets are whole sets
+        md.append("| " + " | ".join([labels[row], *(f"{v:.1f}" for v in fid), *kid_md]) + " |")
         csv.append(",".join([f'"{labels[row]}"', *(f"{v:.4f}" for v in fid), *(f"{a:.6f}" for a, _ in kid), *(f"{b:.6f}" for _, b in kid)]))
     return "\n".join(md) + "\n", "\n".join(csv) + "\n"
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -189,6 +190,32 @@ def _kid_pm(r: dict, digits: int) -> str:
     return f"± {r['kid_std']:.{digits}f}"
 
 
+KID_NO_SPREAD = ("KID's ± is the SD over its random subsets of min(1000, n_real, n_fake) images; where no set is larger "
+                 "than a subset, every subset is the whole of both sets, no spread can be estimated, and KID is shown "
+                 "without ±")
+
+
+def kid_text(mean: float, std: float, subset_size: float | None = None, n1: float | None = None, n2: float | None = None,
+             digits: int = 4) -> str:
+    """'0.0123 ± 0.0045', or '0.0123 (no spread: 12/12 images, each subset the whole set)' where the SD over
+    subsets is not an estimate (KID_NO_SPREAD): a '± 0.0000' would read as an exact figure."""
+    known = subset_size is not None and n1 and n2
+    if (known and subset_size >= max(n1, n2)) or (not known and not std) or not math.isfinite(std):
+        why = f"{int(n1)}/{int(n2)} images, each subset the whole set" if known else "the subsets all agree, no spread estimated"
+        return f"{mean:.{digits}f} (no spread: {why})"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def kid_text_of(metrics: Mapping[str, float], mean_key: str, digits: int = 4) -> str:
+    """`kid_text` of a recorded KID, by its mean's key ('[prefix/]kid_<split>_inception_mean/<cls>', as `per_class`
+    writes it): the SD, subset size and sample sizes are read from the sibling keys when recorded."""
+    g = metrics.get
+    fid_key = mean_key.replace("kid_", "fid_", 1).replace("_mean/", "/")
+    n1, n2 = (g(fid_key.replace("_inception/", f"_inception_n_{s}/")) for s in ("real", "fake"))
+    return kid_text(metrics[mean_key], g(mean_key.replace("_mean/", "_std/"), float("nan")),
+                    g(mean_key.replace("_mean/", "_subset_size/")), n1, n2, digits)
+
+
 def small_sample_warning(r: dict, labels: tuple[str, str] = ("first set", "second set"), floors: bool = True) -> str:
     """One paragraph for a FID/KID result below FID_MIN_N images ('' otherwise): why FID is flagged,
     its floors (unless `floors=False`: printed beside it), and the sample size FID would need."""
@@ -233,7 +260,7 @@ def per_class_notes(metrics: dict, split: str) -> list[str]:
         if not n_real or headline(n_real, n_fake) == "fid":
             continue
         g = lambda name: metrics.get(name.format(split=split, c=c), float("nan"))  # noqa: E731
-        line = (f"{split}/{c}: KID {g('kid_{split}_inception_mean/{c}'):.4f} ± {g('kid_{split}_inception_std/{c}'):.4f} "
+        line = (f"{split}/{c}: KID {kid_text_of(metrics, f'kid_{split}_inception_mean/{c}')} "
                 f"is the headline (n={n_real}/{n_fake} < {FID_MIN_N}); FID {metrics[key]:.1f} is biased at this n")
         if f"fid_{split}_inception_floor/{c}" in metrics:
             line += (f": real-vs-real FID {g('fid_{split}_inception_floor/{c}'):.1f} ± "

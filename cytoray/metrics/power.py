@@ -105,7 +105,8 @@ def power_statement(diffs=None, baseline_score: float | None = None, *, n_test: 
     test-image count). n_test: test images per split in this study, quoted when given.
     Returns {"delta", "alpha", "power", "metric", "sd_diff", "n_splits", "power_now",
     "splits_needed", "baseline_score", "test_images_needed", "n_test", "method_splits",
-    "method_images", "statement"}; quantities that cannot be computed are None.
+    "method_images", "min_detectable_effect" (the delta reached with `power` now), "statement"}; quantities
+    that cannot be computed are None.
     """
     _check(delta, alpha, power)
     if diffs is not None:
@@ -122,6 +123,7 @@ def power_statement(diffs=None, baseline_score: float | None = None, *, n_test: 
            "n_test": n_test, "method_splits": "paired t-test, noncentral t",
            "method_images": "normal approximation, two independent proportions (balanced test set; "
                             "an upper bound for a paired McNemar test)"}
+    out["min_detectable_effect"] = min_detectable_effect(n_splits, sd_diff, alpha, power) if have_sd else None
     out["statement"] = _sentence(out)
     return out
 
@@ -147,3 +149,82 @@ def _sentence(p: dict) -> str:
     if not parts:
         return head + ": no estimate (needs per-split differences or a baseline score)."
     return head + ", " + ", or ".join(parts) + "."
+
+
+# ----------------------------------------------------------------------------- the verdict
+
+
+def min_detectable_effect(n_splits: int | None, sd_diff: float | None, alpha: float = 0.05,
+                          power: float = 0.8) -> float | None:
+    """Smallest true paired difference (a fraction) the paired t-test over `n_splits` splits detects with
+    `power` at the observed SD of paired differences: the root of power(K, sd, delta) = power (module doc).
+    None without a spread (fewer than 2 splits); 0 when every split moved by the same amount."""
+    if n_splits is None or n_splits < 2 or sd_diff is None or not math.isfinite(sd_diff):
+        return None
+    if sd_diff == 0:
+        return 0.0
+    gap = lambda d: paired_t_power(n_splits, sd_diff, d, alpha) - power  # noqa: E731 (increasing in d, < 0 at 0)
+    hi = sd_diff
+    while gap(hi) < 0:
+        hi *= 2.0
+    from scipy.optimize import brentq
+
+    return float(brentq(gap, 0.0, hi, xtol=1e-6))
+
+
+def _pts(x: float, sign: bool = True) -> str:
+    v = round(100 * x, 1) + 0.0  # no "-0.0"
+    return f"{v:+.1f}".replace("-", "−") if sign else f"{v:.1f}"
+
+
+def verdict(policy: str, test: dict, *, baseline: str = "orig", effect: float = 0.05, alpha: float = 0.05,
+            power: float = 0.8, metric: str = "balanced_accuracy") -> dict:
+    """One sentence a reviewer can read: `policy` against `baseline` from a `summarize` test dict
+    (mean_diff, ci_low, ci_high, p_holm, n, power.sd_diff).
+
+    The call: "higher" / "lower" when the Holm-adjusted p is below `alpha` (and the interval, unadjusted,
+    excludes 0); "no effect" only when the 95% interval lies inside ±`effect`, the difference that matters,
+    so that a difference of that size is excluded; "inconclusive" otherwise, which is what a wide
+    interval around 0 is: absence of evidence, not evidence of absence. Beside it, the smallest
+    difference this design could detect with `power` at its observed spread (`min_detectable_effect`).
+    Returns {"policy", "baseline", "diff", "low", "high", "p_holm", "n", "sd_diff", "mde", "effect", "call", "sentence"}.
+    """
+    d, lo, hi = test["mean_diff"], test["ci_low"], test["ci_high"]
+    p = test.get("p_holm", test.get("p_value", float("nan")))
+    n = test.get("n")
+    sd = (test.get("power") or {}).get("sd_diff")
+    if sd is None and n and n >= 2 and math.isfinite(hi - lo):  # summaries from before: the SD back from the interval
+        sd = (hi - lo) / 2 * math.sqrt(n) / stats.t.ppf(0.975, n - 1)
+    mde = min_detectable_effect(n, sd, alpha, power)
+    e = _pts(effect, sign=False)
+    if math.isfinite(p) and p < alpha and (lo > 0 or hi < 0):
+        call = "higher" if d > 0 else "lower"
+        why = f"{call} than {baseline}"
+    elif math.isfinite(lo) and -effect < lo and hi < effect:
+        call, why = "no effect", f"no effect: the interval excludes differences of ±{e} points or more"
+    else:
+        call = "inconclusive"
+        if lo > 0 or hi < 0:
+            why = "inconclusive: the interval excludes 0 but the Holm-adjusted p does not pass the test"
+        else:
+            side = "±" if lo <= -effect and hi >= effect else "+" if hi >= effect else "−"
+            why = f"inconclusive: the interval holds both 0 and a difference of {side}{e} points"
+    p_txt = "n/a" if not math.isfinite(p) else "< 0.001" if p < 0.001 else f"= {p:.3f}" if p < 0.01 else f"= {p:.2f}"
+    mde_txt = ("the smallest difference this study could detect cannot be estimated (fewer than 2 splits)" if mde is None else
+               f"the smallest difference this study could detect with {100 * power:.0f}% power is {_pts(mde, False)} "
+               f"points (SD of paired differences {_pts(sd, False)} over {n} splits)")  # fmt: skip
+    sentence = (f"{policy} vs {baseline}: {_pts(d)} points of {metric} (95% CI {_pts(lo)} to {_pts(hi)}), "
+                f"Holm-adjusted p {p_txt}; {mde_txt}. Verdict: {why}.")
+    return {"policy": policy, "baseline": baseline, "diff": d, "low": lo, "high": hi, "p_holm": p, "n": n, "sd_diff": sd,
+            "mde": mde, "effect": effect, "call": call, "sentence": sentence}
+
+
+def verdicts(summary: dict, classifier: str, policies, effect: float = 0.05) -> list[dict]:
+    """`verdict` of every policy of `classifier` with a paired test in a `summarize` output, in `policies`' order."""
+    base = summary.get("baseline", "orig")
+    out = []
+    for pol in policies:
+        t = summary["tests"].get(f"{classifier}|{pol}")
+        if pol != base and t is not None:
+            out.append(verdict(pol, t, baseline=base, effect=effect, metric=summary.get("metric", "balanced_accuracy")))
+    return out

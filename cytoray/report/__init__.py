@@ -12,7 +12,7 @@ What a report holds, by study kind:
   against the metric with the Pareto front, the best trial's learning curves, real vs synthetic
   images per class for the best and the worst trial;
 - baselines (`baselines.py`): SynCGAN Tables 2 and 3 (mean ± 95% CI, paired tests vs orig,
-  Holm), a bar chart with the intervals, FID/KID per policy;
+  Holm), opened by one verdict per policy and the paired-difference figure, FID/KID per policy;
 - histology→cytology (`histo.py`): the FID/KID table with the real-histology baseline row, its
   bar chart, the translated grids, and the search when there was one.
 - refined segmentation (`segmentation.py`): the comparison table (in the run's description), its

@@ -1,6 +1,12 @@
-"""Report sections of the augmentation-baselines study: SynCGAN Tables 2 and 3 as in the paper
-(rows: classifiers, columns: policies), with mean ± 95% CI over splits and each policy's paired
-test against orig (Holm-adjusted); a bar chart with the intervals; FID/KID per policy.
+"""Report sections of the augmentation-baselines study. It opens with the verdict: one sentence per
+policy against orig (paired difference, 95% interval, Holm-adjusted p, the smallest difference the
+study could detect; "no effect" only when the interval excludes the difference that matters, the
+study's `effect`), and the paired figure (each policy's difference from orig, its interval, one dot
+per split). Then SynCGAN Tables 2 and 3 as in the paper (rows: classifiers, columns: policies),
+mean ± 95% CI over splits; the per-split scores; FID/KID per policy.
+
+Bars of each policy's own mean and interval are not drawn: the policies share their splits, so
+unpaired intervals (which pass 100% on three splits) hide what the paired differences show.
 
 Everything is recomputed from the cells' child runs with the same `summarize` the study used,
 so a table here and the study's table.md agree to the digit.
@@ -59,7 +65,9 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
     classifiers = list(dict.fromkeys(r["classifier"] for r in sorted(rows, key=lambda r: r["classifier"])))
     recorded = [p.strip(" '\"") for p in (rec.param("policies", "[]").strip("[]").split(","))]
     policies = [p for p in recorded if any(r["policy"] == p for r in rows)] or sorted({r["policy"] for r in rows})
-    summary = summarize([{k: v for k, v in r.items() if k != "metrics"} for r in rows], metric=metric, baseline="orig")
+    effect = float(rec.param("effect", "0.05"))
+    summary = summarize([{k: v for k, v in r.items() if k != "metrics"} for r in rows], metric=metric, baseline="orig",
+                        delta=effect)  # fmt: skip
     splits = sorted({r["split"] for r in rows})
     repeats = len({r["repeat"] for r in rows})
     n_test = sorted({r["n_test"] for r in rows if r["n_test"] is not None})
@@ -69,6 +77,7 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
              f"(Δ, p): paired t-test against orig on the same splits, Δ in points, p Holm-adjusted per classifier over its "
              f"{len(policies) - 1} comparisons.")  # fmt: skip
     power = [f"Power ({c}): {summary['power'][c]['statement']}" for c in classifiers if c in summary.get("power", {})]
+    verdict_section(page, summary, rows, classifiers, policies, metric, effect, proto)
     # 1. Tables 2 and 3 (and any other policy the study ran), laid out as in the paper.
     rest = ["orig", *[p for p in policies if p not in TABLE2 and p not in TABLE3]]
     for title, cols in (("Table 2 — real, traditional and SynCGAN augmentation", TABLE2),
@@ -79,21 +88,51 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
         page.h2(title)
         page.table(["classifier", *cols], [[c, *(_cell(summary, c, p, "orig") for p in cols)] for c in classifiers],
                    proto + (" " + " ".join(power) if power else ""))  # fmt: skip
-    # 2. The same numbers as bars with their intervals.
-    values = {(c, p): (ci["mean"], ci.get("half_width", float("nan"))) for c in classifiers for p in policies
-              if (ci := summary["cells"].get(f"{c}|{p}"))}  # fmt: skip
-    stars = {(c, p): "*" for c in classifiers for p in policies if (t := summary["tests"].get(f"{c}|{p}")) and t["p_holm"] < 0.05}
-    fig = figures.grouped_bars(classifiers, policies, values, f"test {metric} (%)", f"test {metric} by classifier and policy",
-                               notes=stars, percent=True)  # fmt: skip
-    page.figure(fig, "policies_bar", f"Bars: mean; whiskers: 95% t-interval over splits (none with one split); *: Holm-adjusted "
-                f"p < 0.05 against orig. {proto}")  # fmt: skip
-    # 3. Per-split scores (what the intervals summarise).
+    # 2. Per-split scores (what the intervals summarise).
     page.table(["classifier", "policy", *(f"split {k}" for k in splits)],
                [[c, p, *(fmt(_mean([r[metric] for r in rows if (r["classifier"], r["policy"], r["split"]) == (c, p, k)]), 3)
                          for k in splits)] for c in classifiers for p in policies],
                f"Test {metric} per split (mean over repeats). {proto}", left=2)  # fmt: skip
     fid_section(rec, page, rows, policies, tmp, splits)
     realism.baselines_section(rec, page, tmp)  # per generator: P/R/D/C, copying, CAS
+
+
+def paired_points(rows: list[dict], metric: str, clf: str, policy: str, baseline: str = "orig") -> list[float]:
+    """The per-split (× repeat) paired differences policy − baseline that the test and its interval summarise."""
+    base = {(r["split"], r["repeat"]): r[metric] for r in rows if (r["classifier"], r["policy"]) == (clf, baseline)}
+    return [r[metric] - base[(r["split"], r["repeat"])] for r in sorted(rows, key=lambda r: (r["split"], r["repeat"]))
+            if (r["classifier"], r["policy"]) == (clf, policy) and (r["split"], r["repeat"]) in base]  # fmt: skip
+
+
+def verdict_section(page: Page, summary: dict, rows: list[dict], classifiers: list[str], policies: list[str], metric: str,
+                    effect: float, proto: str) -> None:
+    """The verdict sentences (metrics/power.py) and the paired figure, first in the report."""
+    from ..metrics.power import verdicts
+
+    by = {c: verdicts(summary, c, policies, effect) for c in classifiers}
+    if not any(by.values()):
+        page.p("No policy has a paired test against orig (it needs at least 2 shared splits): no verdict.")
+        return
+    page.h2("Verdict: each policy against orig")
+    many = len(classifiers) > 1
+    for c in classifiers:
+        for v in by[c]:
+            page.p((f"{c}: " if many else "") + v["sentence"])
+    pts = round(100 * effect, 1)
+    page.p(f"The difference that matters is {pts:g} points (the study's `effect`): \"no effect\" is said only when the "
+           f"95% interval of the paired difference lies inside ±{pts:g} points; an interval that holds 0 and ±{pts:g} "
+           f"is inconclusive, however large its p-value. Intervals are paired t-intervals over the same splits "
+           f"(unadjusted); p-values are Holm-adjusted per classifier.")  # fmt: skip
+    panels = {c: [{"policy": v["policy"], "diff": v["diff"], "low": v["low"], "high": v["high"],
+                   "points": paired_points(rows, metric, c, v["policy"]),
+                   "note": f"{v['call']}, p={v['p_holm']:.2g}" + (f", MDE {100 * v['mde']:.1f}" if v["mde"] is not None else "")}
+                  for v in by[c]] for c in classifiers if by[c]}  # fmt: skip
+    fig = figures.paired_differences(panels, effect, f"difference in test {metric} from orig (points)",
+                                     f"Paired differences from orig, test {metric}")  # fmt: skip
+    page.figure(fig, "paired_differences", f"Each policy's test {metric} minus orig's on the same split: diamond, the mean; "
+                f"line, its 95% paired t-interval (unclipped); dots, one per split (× repeat); green band, ±{pts:g} points, the "
+                f"difference that matters. Right: the verdict, the Holm-adjusted p and the minimum detectable effect (MDE, "
+                f"points, 80% power at the observed spread). {proto}")  # fmt: skip
 
 
 def _mean(v: list[float]) -> float | None:

@@ -164,3 +164,45 @@ def method_intervals(labels: list[str], cells: list[dict], points: list[list[flo
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(title)
     return fig
+
+
+def paired_differences(panels: dict[str, list[dict]], effect: float, xlabel: str, title: str, baseline: str = "orig") -> Figure:
+    """Each policy's paired difference from `baseline`, one panel per classifier (rows top to bottom in
+    the given order): the mean as a diamond, its 95% t-interval as a line (not clipped: the interval is
+    the claim), one dot per split (the paired differences the interval summarises, so a policy lower on
+    every split is seen to be), a line at 0 and a band at ±`effect`, the difference that matters.
+
+    panels: classifier → rows {"policy", "diff", "low", "high", "points": [per-split differences],
+    "note": text right of the row (e.g. 'p=0.09, inconclusive')}; all values are fractions, drawn in points.
+    """
+    n_rows = max([len(r) for r in panels.values()] + [1])
+    fig = Figure(figsize=(8.5, 0.9 + len(panels) * (0.6 + 0.55 * n_rows)), layout="constrained")
+    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0] if panels else [fig.add_subplot()]
+    finite = [v for rows in panels.values() for r in rows for v in (r["low"], r["high"], *r["points"]) if math.isfinite(v)]
+    span = max([abs(v) for v in finite] + [effect]) * 100 * 1.12
+    for ax, (clf, rows) in zip(axes, panels.items()):
+        ys = list(range(len(rows)))[::-1]
+        ax.axvspan(-100 * effect, 100 * effect, color="#55a868", alpha=0.13, lw=0,
+                   label=f"±{100 * effect:g} points: the difference that matters")  # fmt: skip
+        ax.axvline(0, color="black", lw=0.9)
+        for i, (y, r) in enumerate(zip(ys, rows)):
+            colour = PALETTE[(i + 1) % len(PALETTE)]
+            if math.isfinite(r["low"]) and math.isfinite(r["high"]):
+                ax.plot([100 * r["low"], 100 * r["high"]], [y, y], color=colour, lw=3, solid_capstyle="butt", zorder=3)
+            pts = [100 * v for v in r["points"]]
+            jitter = [y + 0.18 + 0.06 * ((k % 3) - 1) for k in range(len(pts))]  # just above the line, a little spread
+            ax.scatter(pts, jitter, s=22, c=colour, edgecolors="black", linewidths=0.5, zorder=4,
+                       label="one split" if i == 0 else None)  # fmt: skip
+            ax.scatter([100 * r["diff"]], [y], marker="D", s=46, c="white", edgecolors="black", zorder=5,
+                       label="mean, 95% interval" if i == 0 else None)  # fmt: skip
+            if r.get("note"):
+                ax.text(span * 1.02, y, r["note"], va="center", fontsize=8)
+        ax.set_yticks(ys, [r["policy"] for r in rows])
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.set_xlim(-span, span)
+        ax.set_xlabel(xlabel)
+        ax.set_title(f"{clf}: difference from {baseline}", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.08), ncols=3, frameon=False)
+    fig.suptitle(title)
+    return fig

@@ -8,6 +8,7 @@ import ast
 import re
 from pathlib import Path
 
+from ..metrics.fidelity_stats import KID_NO_SPREAD, kid_text_of
 from . import figures, realism
 from .common import fmt, number, run_images, split_protocol, trial_status
 from .html import Page
@@ -50,10 +51,11 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
     floor_txt = ", ".join(f"{c} {v:.1f}" for c, v in floors.items() if v is not None)
     page.h2("FID / KID against real cytology (test split)")
     body = [[lab[r], *(fmt(m.get(f"{r}/{FID}/{c}"), 4) for c in groups),
-             *(f"{m[f'{r}/{KID}/{c}']:.4f} ± {m.get(f'{r}/{KID_SD}/{c}', float('nan')):.4f}" if f"{r}/{KID}/{c}" in m else "—"
+             *(kid_text_of(m, f"{r}/{KID}/{c}") if f"{r}/{KID}/{c}" in m else "—"
                for c in groups)] for r in rows]  # fmt: skip
     page.table(["row", *(f"FID {c}" for c in groups), *(f"KID {c}" for c in groups)], body,
-               proto + (f" Real-vs-real floor (two seeded halves of the real test images): FID {floor_txt}." if floor_txt else ""),
+               proto + f" {KID_NO_SPREAD}."
+               + (f" Real-vs-real floor (two seeded halves of the real test images): FID {floor_txt}." if floor_txt else ""),
                ["best" if r == min(rows, key=lambda r: m[f"{r}/{FID}/all"]) else "" for r in rows])  # fmt: skip
     short = {r: re.sub(r":sha1=[0-9a-f]+", "", lab[r]) for r in rows}  # the extractor's hash is in the table, not the legend
     values = {(c, short[r]): (m[f"{r}/{FID}/{c}"], float("nan")) for r in rows for c in groups if f"{r}/{FID}/{c}" in m}
