@@ -106,3 +106,13 @@ def test_rightly_named_file_is_found_loaded_and_recorded(torch_home, tmp_path, m
     # alone, the cache's damaged copy is refused
     with pytest.raises(ConfigError, match="refused"):
         ClassifierConfig(name="resnet18", weights="imagenet").validate()
+
+
+def test_inception_from_imagenet_takes_inputs_as_torchvision_sets_it():
+    # torchvision turns transform_input on with its (Google) Inception weights; cytoray does the same,
+    # at training, at the test evaluation and in a registered bundle (recorded in the params)
+    cfg = ClassifierConfig(name="inception_v3", weights="imagenet")
+    assert cfg.transform_input() and not ClassifierConfig(name="inception_v3").transform_input()
+    assert not ClassifierConfig(name="resnet18", weights="imagenet").transform_input()
+    assert build_classifier("inception_v3", 2, 75, transform_input=True).transform_input
+    assert not build_classifier("inception_v3", 2, 75).transform_input

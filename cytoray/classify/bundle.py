@@ -34,8 +34,9 @@ def load_classifier_bundle(path: str | Path):
     names, size = meta["class_names"], meta["input_size"]
     if not (isinstance(names, list) and len(names) >= 2 and isinstance(size, int) and 16 <= size <= 4096):
         raise CytorayError(f"{path / META}: class_names {names!r} / input_size {size!r} are not a trained classifier's; retrain")
-    model = build_net(lambda **kw: build_classifier(meta["classifier"], **kw), {"num_classes": len(names), "image_size": size},
-                      path / META)  # fmt: skip
+    params = meta.get("params") if isinstance(meta.get("params"), dict) else {}
+    kwargs = {"num_classes": len(names), "image_size": size, "transform_input": params.get("transform_input") is True}
+    model = build_net(lambda **kw: build_classifier(meta["classifier"], **kw), kwargs, path / META)  # transform_input: as trained
     try:  # weights_only=True (in load_weights): a registered model's file holds tensors, never code
         model.load_state_dict(load_weights(path / "model.pt"))
     except RuntimeError as e:

@@ -113,6 +113,11 @@ class ClassifierConfig:
             return find_imagenet(self.name, self.weights_dir)
         return None
 
+    def transform_input(self) -> bool:
+        """Inception-V3 from torchvision's ImageNet file takes its inputs as torchvision sets it up for
+        those weights (transform_input: ImageNet-normalised → the [-1, 1] Google trained on)."""
+        return self.name == "inception_v3" and self.weights == "imagenet"
+
     def weights_tag(self) -> str:
         """What the run's params record: 'imagenet:<path>' or 'scratch'."""
         w = self.weights_file()
@@ -121,7 +126,7 @@ class ClassifierConfig:
     def params(self, data_size: int) -> dict[str, Any]:
         """Flat params for tracking: every key, the effective input size, and the weights source."""
         p = flatten(to_dict(self))
-        p.update(weights=self.weights_tag(), input_size=self.check_size(data_size))
+        p.update(weights=self.weights_tag(), input_size=self.check_size(data_size), transform_input=self.transform_input())
         w = self.weights_file()
         if w is not None:  # the content, not the path, is what shaped the run (hashed once per file)
             from .weights import sha256

@@ -154,7 +154,8 @@ class ClassifierStage(Stage):
     def build(self, device):
         from ..nets.classifiers import build_classifier
 
-        return {"net": build_classifier(self.cfg.name, self.n_cls, self.size, self.cfg.weights_file()).to(device)}
+        return {"net": build_classifier(self.cfg.name, self.n_cls, self.size, self.cfg.weights_file(),
+                                          transform_input=self.cfg.transform_input()).to(device)}
 
     def optimizers(self, models):
         opt_cls = torch.optim.AdamW if self.cfg.optimizer == "adamw" else torch.optim.Adam
@@ -285,7 +286,7 @@ def train_classifier(
 
     # 4. The one test evaluation: best-on-validation model, on the driver, stored with the run.
     device = torch.device("cuda" if run_cfg.use_gpu and torch.cuda.is_available() else "cpu")
-    model = build_classifier(cfg.name, len(train.class_names), size)
+    model = build_classifier(cfg.name, len(train.class_names), size, transform_input=cfg.transform_input())
     model.load_state_dict(res.best_state())
     prob = predict_proba(model.to(device), to_input(test.images, size, device), cfg.eval_batch_size)
     with atomic_path(res.dir / test_file) as tmp:

@@ -85,11 +85,14 @@ def min_image_size(name: str) -> int:
     return _MIN_SIZE[name]
 
 
-def _inception(num_classes: int, image_size: int) -> nn.Module:
+def _inception(num_classes: int, image_size: int, transform_input: bool = False) -> nn.Module:
     # aux_logits=True is the paper's training setup, but the aux head cannot run below
-    # 299 px, so smaller images train on the main logits only.
+    # 299 px, so smaller images train on the main logits only. transform_input: torchvision's
+    # ImageNet file is Google's, trained on inputs in [-1, 1]; torchvision turns it on with those
+    # weights so that ImageNet-normalised inputs reach the network as it was trained.
     aux = image_size >= INCEPTION_AUX_MIN_SIZE
-    return torchvision.models.inception_v3(weights=None, num_classes=num_classes, aux_logits=aux, init_weights=True)
+    return torchvision.models.inception_v3(weights=None, num_classes=num_classes, aux_logits=aux, init_weights=True,
+                                           transform_input=transform_input)  # fmt: skip
 
 
 _BUILDERS: dict[str, Callable[[int, int], nn.Module]] = {
@@ -102,7 +105,7 @@ _BUILDERS: dict[str, Callable[[int, int], nn.Module]] = {
 
 
 def build_classifier(
-    name: str, num_classes: int, image_size: int, weights_path: str | Path | None = None
+    name: str, num_classes: int, image_size: int, weights_path: str | Path | None = None, transform_input: bool = False
 ) -> nn.Module:
     """Build a classifier by name with a `num_classes` head, from scratch or local weights.
 
@@ -112,6 +115,8 @@ def build_classifier(
         image_size: input side in pixels; checked against `min_image_size(name)`.
         weights_path: optional local state dict (e.g. torchvision ImageNet weights);
             everything but the replaced head must load.
+        transform_input: Inception-V3 only, as torchvision sets it with its ImageNet weights
+            (`ClassifierConfig.transform_input()`); ignored by the other networks.
 
     Raises:
         CytorayError: unknown name, too-small images, or an unusable weights file.
@@ -124,7 +129,10 @@ def build_classifier(
             f"classifier {name!r} needs images of at least {_MIN_SIZE[name]}x{_MIN_SIZE[name]} px, "
             f"got {image_size}; raise image_size or choose one of {', '.join(CLASSIFIERS)}"
         )
-    model = _BUILDERS[name](num_classes, image_size)
+    if name == "inception_v3":
+        model = _inception(num_classes, image_size, transform_input)
+    else:
+        model = _BUILDERS[name](num_classes, image_size)
     if weights_path is not None:
         load_classifier_weights(model, name, weights_path)
     return model
