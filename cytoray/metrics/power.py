@@ -205,7 +205,8 @@ def verdict(policy: str, test: dict, *, baseline: str = "orig", effect: float = 
     else:
         call = "inconclusive"
         if lo > 0 or hi < 0:
-            why = "inconclusive: the interval excludes 0 but the Holm-adjusted p does not pass the test"
+            why = (f"inconclusive: the interval (unadjusted) excludes 0, but the Holm-adjusted p is not below {alpha:g} "
+                   "once every policy's comparison is counted")
         else:
             side = "±" if lo <= -effect and hi >= effect else "+" if hi >= effect else "−"
             why = f"inconclusive: the interval holds both 0 and a difference of {side}{e} points"
