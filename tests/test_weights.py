@@ -63,6 +63,9 @@ def test_wrongly_hashed_file_is_refused(torch_home, capsys):
     rows = {r["net"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["resnet18"]["status"] == "mismatch" and rows["resnet152"]["status"] == "missing"
     assert rows["smallcnn"]["status"] == "n/a" and rows["vgg19"]["file"] == W.expected("vgg19")[0]
+    from cytoray.nets.inception_features import EXTRACTOR
+
+    assert rows[EXTRACTOR]["status"] == "verified"  # the FID / NST Inception from its wheel, by its published SHA-1
 
 
 def test_missing_file_says_where_it_goes(torch_home, tmp_path):
