@@ -8,8 +8,10 @@
        <dir>/<class>/*.png with <class>/masks/.
 --cyto cytology folder without ground truth: <dir>/<class>/*.jpg (Herlev layout).
 
-Methods: `stain` (cytoray's default), `syncgan` (the SynCGAN-paper method, RGB), and
-`otsu_h` (Otsu on the haematoxylin channel, 5 lines: the floor). For every method and folder it
+Methods: `stain` (cytoray's default), `syncgan` (the SynCGAN-paper method, RGB), `otsu_h` (Otsu
+on the haematoxylin channel, 5 lines: the floor), and `segmenter` (the refined-simulation nucleus
+segmenter, benchmarks/real_segmenter.py: --segmenter FOLDER|NAME@ALIAS, or --train-segmenter,
+one per H&E set trained with the other set as reference). For every method and folder it
 prints mean/min Dice and IoU (where there is ground truth), per-image wins against the floor
 (higher Dice than otsu_h), failures (Dice < --fail-dice, or a quality flag: empty / inverted /
 covers / touches_padding), the worst-case count (images under Dice 0.3 that the floor gets
@@ -29,6 +31,13 @@ cases; leave-one-set-out 0.493 on BreCaHAD (keep_level 0.3 chosen on MoNuSAC) an
 MoNuSAC (0.5 chosen on BreCaHAD); Herlev 0/150 flagged, 0 on a padding band (Otsu 45).
 The SynCGAN-paper method (--methods syncgan,otsu_h, 9 min): BreCaHAD 0.335 / 0.210, wins 9/30,
 1 worst case; MoNuSAC 0.530 / 0.393, wins 39/63, 1 worst case; 0 inverted, 0 empty.
+
+The segmenter (--methods segmenter,otsu_h --train-segmenter --seg-scale 0.25,0.5 --seg-epochs 12,8;
+4 refined-sim trainings of 46-56 s, the scale chosen on the reference set's validation tiles:
+0.25 for BreCaHAD, 0.5 for MoNuSAC): BreCaHAD 0.398 / 0.251, wins 6/30; MoNuSAC 0.394 / 0.272,
+wins 20/63, 7 worst cases; 0 inverted, 0 empty. With the study's schedule (6,4; scale 0.25):
+0.388 (3/30) and 0.399 (14/63, 5 worst). It loses to the floor on both sets: blocky masks at
+the working scale, red cells and eosin taken for nuclei, most large MoNuSAC nuclei missed.
 
 With `--syncgan`, a short SynCGAN run on the cytology folder (its default masks, padding cropped,
 under Ray Train): a grid per class of real images | synthetic images | the masks that made them
@@ -57,7 +66,7 @@ from cytoray.masks.stain import otsu_haematoxylin  # noqa: E402
 from cytoray.masks.unsupervised import MaskParams, nucleus_mask_report  # noqa: E402
 from cytoray.metrics.segmentation import dice, iou  # noqa: E402
 
-METHODS = ("stain", "syncgan", "otsu_h")
+METHODS = ("stain", "syncgan", "otsu_h", "segmenter")
 PANEL = 256  # px: each image is shown at this height in the side-by-side PNG
 
 # ----------------------------------------------------------------------------- listing
@@ -82,9 +91,14 @@ def list_pairs(root: Path) -> list[tuple[Path, Path | None]]:
 # ----------------------------------------------------------------------------- one image
 
 
-def run_method(method: str, rgb: np.ndarray, bands: Bands, params: MaskParams | None = None
-               ) -> tuple[np.ndarray, dict]:
-    """(mask, report) of one method; `params` overrides the defaults (leave-one-set-out variants)."""
+def run_method(method: str, rgb: np.ndarray, bands: Bands, params: MaskParams | None = None, segmenter: str | None = None
+               ) -> tuple[np.ndarray, dict]:  # fmt: skip
+    """(mask, report) of one method; `params` overrides the defaults (leave-one-set-out variants);
+    `segmenter` is the bundle folder the segmenter method uses on this set."""
+    if method == "segmenter":
+        from real_segmenter import segmenter_mask
+
+        return segmenter_mask(segmenter, rgb, bands)
     if method == "otsu_h":
         mask = otsu_haematoxylin(rgb)
         return mask, {"flags": quality_flags(rgb, mask, np.ones(mask.shape, bool), bands, MaskParams())}
@@ -121,7 +135,7 @@ def read_truth(path: Path) -> np.ndarray:
 
 def one_image(job: tuple) -> tuple[dict, np.ndarray | None]:
     """Every method (and leave-one-set-out variant) on one image: (row, side-by-side panel or None)."""
-    img_path, gt_path, methods, variants, fail_dice, want_panel = job
+    img_path, gt_path, methods, variants, fail_dice, want_panel, segmenter = job
     rgb = read_rgb(img_path)
     bands = detect_bands(rgb)
     truth = read_truth(gt_path) if gt_path else None
@@ -131,7 +145,7 @@ def one_image(job: tuple) -> tuple[dict, np.ndarray | None]:
         if m in variants and variants[m] == MaskParams(method=m.split("@")[0]) and m.split("@")[0] in row:
             row[m] = row[m.split("@")[0]]  # the default value: the method's own run
             continue
-        mask, info = run_method(m.split("@")[0], rgb, bands, variants.get(m))
+        mask, info = run_method(m.split("@")[0], rgb, bands, variants.get(m), segmenter)
         masks[m] = mask
         r = {"flags": [f["flag"] for f in info["flags"]], "touches_padding": touches_padding(mask, bands), "cover": float(mask.mean())}
         if "decision" in info:
@@ -144,14 +158,14 @@ def one_image(job: tuple) -> tuple[dict, np.ndarray | None]:
 
 
 def section_masks(name: str, root: Path, methods: list[str], out: Path, fail_dice: float, limit: int | None,
-                  loso: tuple[str, str, list] | None = None, jobs: int = 1) -> dict:
+                  loso: tuple[str, str, list] | None = None, jobs: int = 1, segmenter: str | None = None) -> dict:
     pairs = list_pairs(root)[:limit]
     variants = {}
     if loso:
         base = MaskParams(method=loso[0])
         variants = {variant_name(loso[0], loso[1], v): dataclasses.replace(base, **{loso[1]: v}) for v in loso[2]}
     step = max(1, len(pairs) // 12)
-    work = [(img, gt, methods, variants, fail_dice, k < 12 or k % step == 0) for k, (img, gt) in enumerate(pairs)]
+    work = [(img, gt, methods, variants, fail_dice, k < 12 or k % step == 0, segmenter) for k, (img, gt) in enumerate(pairs)]
     rows, panels = [], []
     t0 = time.perf_counter()
     if jobs > 1:
@@ -322,7 +336,8 @@ def main() -> None:
     ap.add_argument("--he", type=Path, nargs="+", help="H&E folder(s) with ground-truth masks")
     ap.add_argument("--cyto", type=Path, help="cytology folder (no ground truth needed)")
     ap.add_argument("--out", type=Path, required=True, help="where the PNGs and real_data.json go (outside the repository)")
-    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
+    ap.add_argument("--methods", default=None, help=f"comma-separated, from {', '.join(METHODS)} (default: all; segmenter "
+                    "only with --segmenter or --train-segmenter)")
     ap.add_argument("--fail-dice", type=float, default=0.3, help="an image below this Dice counts as a failure")
     ap.add_argument("--limit", type=int, default=None, help="first N images per folder (quick looks)")
     ap.add_argument("--syncgan", action="store_true", help="also train SynCGAN briefly on --cyto: grid and FID/KID per class")
@@ -332,15 +347,28 @@ def main() -> None:
     ap.add_argument("--loso", help="leave-one-set-out over two or more --he folders: METHOD:KEY=v1,v2,... (e.g. stain:agree_dice=0.3,0.5)")
     ap.add_argument("--jobs", type=int, default=1, help="images masked in parallel (processes)")
     ap.add_argument("--verbose", action="store_true", help="--syncgan: Ray's own output and every worker's epoch line")
+    ap.add_argument("--segmenter", help="segmenter method: a nucleus-segmenter bundle folder or NAME@ALIAS / NAME/VERSION, scored on every set")
+    ap.add_argument("--train-segmenter", action="store_true", help="segmenter method: train one per --he set on refined simulation "
+                    "with the OTHER set(s) as reference (leave-one-set-out; benchmarks/real_segmenter.py)")
+    ap.add_argument("--seg-scale", default=None, help="--train-segmenter: working scale(s), comma-separated: one segmenter each, the best "
+                    "on the reference set's validation tiles is used (default real_segmenter.SCALE)")
+    ap.add_argument("--seg-tile", type=int, default=None, help="--train-segmenter: tile side after scaling (default real_segmenter.TILE)")
+    ap.add_argument("--seg-tiles", type=int, default=96, help="--train-segmenter: at most this many tiles per reference set")
+    ap.add_argument("--seg-epochs", default="6,4", help="--train-segmenter: joint,segmenter epochs (the study's defaults: 6,4)")
     a = ap.parse_args()
     from cytoray.quiet import configure
 
     configure(verbose=a.verbose)
-    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    want_seg = bool(a.segmenter or a.train_segmenter)
+    methods = [m.strip() for m in (a.methods or ",".join(m for m in METHODS if want_seg or m != "segmenter")).split(",") if m.strip()]
     if bad := [m for m in methods if m not in METHODS]:
         ap.error(f"--methods: unknown {', '.join(bad)}; valid: {', '.join(METHODS)}")
     if not (a.he or a.cyto):
         ap.error("give --he and/or --cyto")
+    if "segmenter" in methods and (not want_seg or (a.segmenter and a.train_segmenter)):
+        ap.error("--methods segmenter: give one of --segmenter REF or --train-segmenter")
+    if a.train_segmenter and len(a.he or []) < 2:
+        ap.error("--train-segmenter needs two or more --he folders (each set's segmenter is trained on the others)")
     if a.out.resolve().is_relative_to(ROOT):
         ap.error(f"--out {a.out} is inside the repository; write figures elsewhere (e.g. /tmp/real_data)")
     loso = parse_loso(a.loso)
@@ -348,20 +376,29 @@ def main() -> None:
         ap.error("--loso needs two or more --he folders and otsu_h among --methods")
     report = {}
     folders = [(f"he_{p.name}" if len(a.he) > 1 else "he", p) for p in a.he or []] + ([("cyto", a.cyto)] if a.cyto else [])
+    from real_segmenter import segmenter_folders, segmenter_table
+
+    segmenters = segmenter_folders(a, folders, methods, list_pairs, read_truth)
     for name, root in folders:
         grid = loso if name.startswith("he") else None
-        report[name] = section_masks(name, root, methods, a.out, a.fail_dice, a.limit, grid, a.jobs)
-        print(_table(f"{name}: {root}", report[name]["summary"], methods), flush=True)
+        here = [m for m in methods if m != "segmenter" or name in segmenters]
+        report[name] = section_masks(name, root, here, a.out, a.fail_dice, a.limit, grid, a.jobs, segmenters.get(name))
+        print(_table(f"{name}: {root}", report[name]["summary"], here), flush=True)
+        if name in segmenters:
+            report[name]["segmenter"] = segmenters[name]
     if loso:
         report["loso"] = loso_table(report, loso)
         print(report["loso"], flush=True)
+    if a.train_segmenter:
+        report["loso_segmenter"] = segmenter_table(report)
+        print(report["loso_segmenter"], flush=True)
     if a.syncgan and a.cyto:
         report["syncgan"] = section_syncgan(a.cyto, a.out, a.size, a.mask_epochs, a.cgan_epochs)
         classes = sorted(d.name for d in a.cyto.iterdir() if d.is_dir())
         print(f"SynCGAN on {a.cyto} ({report['syncgan']['seconds']:.0f} s): grid in {a.out / 'syncgan_grid.png'}\n"
               + _syncgan_table(report["syncgan"], classes), flush=True)  # fmt: skip
     write_json(a.out / "real_data.json", report)
-    print(f"wrote {a.out / 'real_data.json'} and {', '.join(f'{n}_masks.png' for n in report if n != 'loso')} in {a.out}")
+    print(f"wrote {a.out / 'real_data.json'} and {', '.join(f'{n}_masks.png' for n in report if not n.startswith('loso'))} in {a.out}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ LABELS = ("cell", "nucleus")
 @dataclasses.dataclass
 class MasksConfig:
     source: Literal["unsupervised", "ground_truth"] = "unsupervised"  # paper: unsupervised masks (§3.2); ground_truth for ablations
-    method: Literal["stain", "syncgan", "segmenter"] = "stain"  # stain: beats Otsu-on-H on real H&E/Pap (benchmarks/real_data.py); syncgan: the paper's
+    method: Literal["stain", "syncgan", "segmenter"] = "stain"  # stain: beats Otsu-on-H and the segmenter on real H&E (benchmarks/real_data.py); syncgan: the paper's
     segmenter: str | None = None  # method=segmenter: segmenter bundle folder or NAME@ALIAS / NAME/VERSION (what `cytoray segment` loads)
     polarity: Literal["auto", "dark", "bright"] = "auto"  # auto: brightfield unless the field is black (fluorescence)
     exclude_padding: bool = True  # flat bands at the edges never hold nuclei; a mask along them teaches the GANs frames
