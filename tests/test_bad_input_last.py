@@ -293,3 +293,67 @@ def test_train_whose_ray_workers_fill_the_disk(ds, tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/m.db")
     (run,) = client.search_runs([client.get_experiment_by_name("cytoray-train").experiment_id])
     assert run.info.status == "FAILED"
+
+
+# ----------------------------------------------------------------------------- 5. a joined cluster that cannot place the job
+
+_HEAD = ("import sys\nimport ray\nfrom cytoray.training.runner import init_ray\n"
+         "init_ray(num_cpus=1)\nprint(ray.get_runtime_context().gcs_address, flush=True)\nsys.stdin.read()\n")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """A running Ray head of 1 CPU and no GPU on 127.0.0.1 (cytoray's loopback-only local cluster, with
+    Ray's token authentication), in a process of its own that this fixture ends by closing its stdin
+    (its ray.shutdown stops the head; `ray stop` would stop every Ray on the machine)."""
+    import os
+    import subprocess
+
+    p = subprocess.Popen([sys.executable, "-c", _HEAD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                         cwd=tmp_path_factory.mktemp("head"), env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    try:
+        address = p.stdout.readline().strip()
+        assert address.startswith("127.0.0.1:"), address
+        yield address
+    finally:
+        p.stdin.close()
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def _train_joined(address: str, ds: Path, tmp_path: Path, argv: list[str], auth: str = "token"):
+    """`cytoray train` as a driver of the cluster at `address` (RAY_AUTH_MODE is read when Ray is imported: a process of its own)."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": address, "RAY_AUTH_MODE": auth}
+    return subprocess.run([sys.executable, "-m", "cytoray.cli", "train", "gan", "--data", str(ds), "--out", str(tmp_path / "o"),
+                           "--tracking-uri", f"sqlite:///{tmp_path}/m.db", *argv], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--workers", "1000"], "run.num_workers=1000 x run.cpus_per_worker=1 = 1000 CPUs, and the Ray cluster at {address} has 1; "
+                            "use --workers 1 or fewer"),
+    (["--gpu"], "--gpu: 1 worker(s) x 1 GPU need 1 GPUs, and the Ray cluster at {address} has 0; leave out --gpu"),
+])  # fmt: skip
+def test_train_on_a_joined_cluster_that_cannot_place_it(argv, fragment, ray_head, ds, tmp_path):
+    """Joined on loopback (Ray turned 127.0.0.1 into the machine's address, where a loopback-only head
+    does not listen: minutes of silence), asked for its CPUs and GPUs, refused before the split."""
+    import time
+
+    before = tree(tmp_path)
+    t0 = time.monotonic()
+    r = _train_joined(ray_head, ds, tmp_path, argv)
+    line = _only_line(r.stderr)
+    assert r.returncode == 2 and fragment.format(address=ray_head) in line and "CYTORAY_TRUST_AUTOSCALER=1" in line, r.stderr
+    assert time.monotonic() - t0 < 60 and tree(tmp_path) == before  # no split, no store, no Ray folder
+
+
+@pytest.mark.slow  # Ray's own retries take ~20 s before it gives up
+def test_train_on_a_token_cluster_without_the_token_is_one_line(ray_head, ds, tmp_path):
+    r = _train_joined(ray_head, ds, tmp_path, ["--workers", "1000"], auth="disabled")
+    line = _only_line("\n".join(x for x in r.stderr.splitlines() if " W " not in x[:40]))  # Ray's C++ retry warnings
+    assert r.returncode == 2 and f"cannot join the Ray cluster at {ray_head}" in line and "RAY_AUTH_MODE=token" in line, r.stderr

@@ -44,25 +44,43 @@ def check_ray_head(address: str | None, timeout_s: float = 5.0) -> None:
 
 
 def check_local_placement(run, address: str | None = None) -> None:
-    """On a new local cluster (no address), `run.num_workers` workers of `run.cpus_per_worker`
-    CPUs (and GPUs with `run.use_gpu`) must fit this machine; a cluster joined by address is
-    checked by Ray when it places the job."""
-    if address or os.environ.get("RAY_ADDRESS"):
+    """`run.num_workers` workers of `run.cpus_per_worker` CPUs (and GPUs with `run.use_gpu`) must fit
+    this machine, or the cluster joined by address (RAY_ADDRESS): joined here, before the split and
+    the MLflow run, and asked for its CPUs and GPUs (Ray would queue the job forever, ignoring Ctrl-C,
+    the run left RUNNING). An autoscaling cluster grows past what it has now: CYTORAY_TRUST_AUTOSCALER=1
+    leaves the placement to it."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address and os.environ.get("CYTORAY_TRUST_AUTOSCALER", "0") not in ("", "0"):
         return
-    cpus = os.cpu_count() or 1
-    need = run.num_workers * run.cpus_per_worker
-    if need > cpus:
-        raise CytorayError(f"run.num_workers={run.num_workers} x run.cpus_per_worker={run.cpus_per_worker} = {need} CPUs, and this "
-                           f"machine has {cpus}; use --workers {max(1, cpus // run.cpus_per_worker)} or fewer, or join a "
-                           "cluster (RAY_ADDRESS)")  # fmt: skip
-    if run.use_gpu:
+    per = getattr(run, "gpus_per_worker", 1)
+    if address:
+        import ray
+
+        from ..training.runner import init_ray
+
+        init_ray(address)  # the job joins it anyway (init_ray is once per process)
+        total = ray.cluster_resources()
+        cpus, gpus = int(total.get("CPU", 0)), int(total.get("GPU", 0))
+        where, fix = f"the Ray cluster at {address}", "; or, if it autoscales, set CYTORAY_TRUST_AUTOSCALER=1"
+    else:
         import torch
 
-        gpus = torch.cuda.device_count()
-        per = getattr(run, "gpus_per_worker", 1)
-        if run.num_workers * per > gpus:
-            raise CytorayError(f"--gpu: {run.num_workers} worker(s) x {per} GPU need {run.num_workers * per} GPUs, and this machine "
-                               f"has {gpus}; leave out --gpu (CPU training) or join a cluster with GPUs (RAY_ADDRESS)")
+        cpus, gpus = os.cpu_count() or 1, torch.cuda.device_count() if run.use_gpu else 0
+        where, fix = "this machine", ", or join a cluster (RAY_ADDRESS)"
+    need = run.num_workers * run.cpus_per_worker
+    try:
+        if need > cpus:
+            raise CytorayError(f"run.num_workers={run.num_workers} x run.cpus_per_worker={run.cpus_per_worker} = {need} CPUs, and "
+                               f"{where} has {cpus}; use --workers {max(1, cpus // run.cpus_per_worker)} or fewer{fix}")  # fmt: skip
+        if run.use_gpu and run.num_workers * per > gpus:
+            raise CytorayError(f"--gpu: {run.num_workers} worker(s) x {per:g} GPU need {run.num_workers * per:g} GPUs, and {where} "
+                               f"has {gpus}; leave out --gpu (CPU training){fix if address else ' or join a cluster with GPUs (RAY_ADDRESS)'}")
+    except CytorayError:
+        if address:  # leave the cluster as it was found (a process that goes on, e.g. a test, starts clean)
+            import ray
+
+            ray.shutdown()
+        raise
 
 
 def check_storage(run) -> None:

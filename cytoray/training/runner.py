@@ -60,7 +60,16 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     kwargs = dict(include_dashboard=True, **ray_init_options(address))  # worker output and log level: cytoray.quiet
     if address:
         check_address(address)
-        ray.init(address=address, **kwargs)
+        # A loopback-only head (cytoray's own local cluster, below) is joined on loopback: Ray turns
+        # 127.0.0.1 into the machine's address, where nothing listens, and waited for minutes.
+        try:
+            with _loopback_only() if _loopback_head(address) else contextlib.nullcontext():
+                ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError) as e:  # a head that answers gRPC but refuses this driver
+            chain = f"{e} {e.__cause__} {getattr(e.__cause__, '__cause__', '')}"
+            hint = ("it wants its token: set RAY_AUTH_MODE=token (the token from ~/.ray/auth_token or RAY_AUTH_TOKEN)"
+                    if "AuthToken" in chain or "Authentication" in chain else "check --address / RAY_ADDRESS and the head's log")
+            raise CytorayError(f"cannot join the Ray cluster at {address} ({str(e).splitlines()[0][:120]}); {hint}") from None
     else:
         # Ray Train's placement-group cleaner asks the state API whether its controller still lives,
         # finding the cluster by auto-detection; with a second local cluster on the machine (another
@@ -95,6 +104,23 @@ def _loopback_only():
     finally:
         os.environ.pop(var, None)
         ray_constants.ENABLE_RAY_CLUSTER = old
+
+
+def _loopback_head(address: str) -> bool:
+    """`address` is 127.0.0.1:PORT (or localhost) and the head there does not also listen on the
+    machine's own address: a head bound to loopback only."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if host not in ("127.0.0.1", "localhost", "[::1]", "::1") or not port.isdigit():
+        return False
+    from ray._private.services import node_ip_address_from_perspective
+
+    try:
+        with socket.create_connection((node_ip_address_from_perspective(), int(port)), timeout=2):
+            return False
+    except OSError:
+        return True
 
 
 def _free_port() -> int:
