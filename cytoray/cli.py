@@ -70,7 +70,13 @@ def cmd_masks(a: argparse.Namespace) -> int:
         raise CytorayError(f"--fail-dice {a.fail_dice}: a Dice score in [0, 1]")
     from .data.folder import scan_folder
     from .data.images import check_min_side
+    from .errors import CytorayError
 
+    out, data = Path(a.out).expanduser().resolve(), Path(a.data).expanduser().resolve()
+    mine = lambda d: (d / "summary.json").is_file() or (d / ".cache").is_dir()  # noqa: E731 (a previous `masks` output)
+    if out.is_dir() and any(out.iterdir()) and not mine(out) or out == data or out in data.parents:
+        raise CytorayError(f"--out {a.out}: holds files `masks` did not write (a dataset, or the input itself); masks would be "
+                           "written over same-named images there; choose a new or empty folder")
     if Path(a.data).is_dir():  # the unsupervised masks work on 8 px and up (masks/unsupervised.py)
         check_min_side([r.path for r in scan_folder(a.data)[0]], 8, "nucleus masking")
     summary = run_masks(a.data, a.out, evaluate=a.eval, method=a.method, fail_dice=a.fail_dice, progress=not a.json)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_bad_input import _cli, _one_line  # noqa: E402
+from test_bad_input import _one_line, _study  # noqa: E402
 from test_bad_input_hangs import closed_port  # noqa: E402,F401 (the fixture)
 from test_bad_input_more import LIMIT_TEXT, _bomb_png, _row, ds, tree  # noqa: E402,F401 (ds: the fixture)
 
@@ -219,7 +219,7 @@ def _only_line(err: str) -> str:
 def test_simulate_on_a_full_disk(tmp_path):
     code, err, left, disk = _on_full_disk(tmp_path, ["-m", "cytoray.cli", "simulate", "--out", "{disk}/s", "--n", "20", "--size", "64"])
     line = _only_line(err)
-    assert code == 2 and f": no space left on the device" in line and f"{disk}/s/" in line, err  # the image that did not fit
+    assert code == 2 and ": no space left on the device" in line and f"{disk}/s/" in line, err  # the image that did not fit
     assert left == []  # the dataset folder is complete or absent: absent
 
 
@@ -357,3 +357,61 @@ def test_train_on_a_token_cluster_without_the_token_is_one_line(ray_head, ds, tm
     r = _train_joined(ray_head, ds, tmp_path, ["--workers", "1000"], auth="disabled")
     line = _only_line("\n".join(x for x in r.stderr.splitlines() if " W " not in x[:40]))  # Ray's C++ retry warnings
     assert r.returncode == 2 and f"cannot join the Ray cluster at {ray_head}" in line and "RAY_AUTH_MODE=token" in line, r.stderr
+
+
+# ----------------------------------------------------------------------------- 6. the rest of the issue's list
+
+
+@pytest.mark.parametrize("kwargs,fragment", [({"base": 10**9}, "are not a plausible network"), ({"nope": 1}, "do not build")])
+@pytest.mark.parametrize("kind", ["syncgan", "refined-sim"])
+def test_absurd_or_unknown_network_arguments_of_a_unet_bundle(kind, kwargs, fragment, tmp_path, capsys):
+    """The UNet-based loaders (SynCGAN's CGAN, refined-sim's segmenter) built from generator.json as
+    given: a 10^9-channel UNet would allocate until the machine gives out."""
+    kw, _ = _tiny_unet()
+    meta = ({"generator": "syncgan", "classes": ["benign"], "cgan": {"kwargs": {**kw, **kwargs}}, "mask_gans": {}} if kind == "syncgan"
+            else {"generator": kind, "classes": ["benign"], "segmenter_kwargs": {**kw, **kwargs}, "refined": False})  # fmt: skip
+    b = _bundle(tmp_path / "b", meta)
+    err = _row(_generate(b, tmp_path), f"{b / 'generator.json'}: network arguments", capsys, tmp_path)
+    assert fragment in err, err
+
+
+def test_weights_of_another_shape_in_a_generator_bundle(tmp_path, capsys):
+    from cytoray.nets import UNet
+
+    kw, _ = _tiny_unet()
+    other = UNet(**{**kw, "base": 8}).state_dict()  # twice the channels the bundle's kwargs say
+    b = _bundle(tmp_path / "b", {"generator": "syncgan", "classes": ["benign"], "cgan": {"kwargs": kw}, "mask_gans": {}}, {"cgan": other})
+    _row(_generate(b, tmp_path), f"{b / 'generator.json'}: not a complete 'syncgan' bundle (RuntimeError: Error(s) in loading",
+         capsys, tmp_path)  # fmt: skip
+
+
+@pytest.mark.parametrize("where", ["another dataset", "the input", "above the input"])
+def test_masks_never_write_over_a_dataset_or_their_input(where, ds, tmp_path, capsys):
+    import shutil
+
+    other = shutil.copytree(ds, tmp_path / "other")  # same class folders, same file names: masks would replace its images
+    out = {"another dataset": other, "the input": ds, "above the input": tmp_path}[where]
+    _row(["masks", "--data", str(ds), "--out", str(out)], f"--out {out}: holds files `masks` did not write", capsys, tmp_path)
+
+
+def test_masks_rerun_into_their_own_output(ds, tmp_path, capsys):
+    from cytoray.cli import main
+
+    out = tmp_path / "m"
+    assert main(["masks", "--data", str(ds), "--out", str(out), "--json"]) == 0
+    masks = {k: v for k, v in tree(out).items() if k.endswith(".png") and "/.cache/" not in k}
+    capsys.readouterr()
+    assert main(["masks", "--data", str(ds), "--out", str(out), "--json"]) == 0  # its own output: the cache answers
+    assert json.loads(capsys.readouterr().out)["cache_hits"] == 12 and len(masks) == 12
+    assert {k: v for k, v in tree(out).items() if k.endswith(".png") and "/.cache/" not in k} == masks
+
+
+def test_refined_segmentation_outside_the_repository_finds_its_config(tmp_path, capsys, monkeypatch):
+    """Run from another folder: the study's default config is found (it said 'config file not found');
+    the row stops on a wrong key, which is only known once the config was read."""
+    monkeypatch.chdir(tmp_path)
+    code, err = _study("refined_segmentation", ["--smoke-test", "--out", str(tmp_path / "out"), "--tracking-uri",
+                                                f"sqlite:///{tmp_path}/m.db", "--set", "nosuchkey=1"], capsys)  # fmt: skip
+    assert code == 2 and "unknown key 'nosuchkey'" in err and "not found" not in err, err
+    _one_line(err)
+    assert list(tmp_path.iterdir()) == []

@@ -206,7 +206,7 @@ def load_bundle(path: str | Path) -> Generator:
     gen_cls = get_generator(meta["generator"])
     try:  # each loader reads its own keys: a missing or mistyped one is the file's fault, never a traceback
         return gen_cls.load(path)
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:  # RuntimeError: weights of other shapes
         what = f"no key {e.args[0]!r}" if isinstance(e, KeyError) else f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
         raise CytorayError(f"{path / BUNDLE_META}: not a complete {gen_cls.name!r} bundle ({what}); re-copy the bundle or "
                            "retrain") from None

@@ -34,7 +34,7 @@ from ..nets.patchgan import min_input_size
 from ..nets.refiner import Refiner
 from ..training.stage import StageSpec
 from .base import Generator, GeneratorConfig
-from .bundle import load_arrays, load_state, npz_bytes, read_bundle
+from .bundle import build_net, load_arrays, load_state, npz_bytes, read_bundle
 from .gan import from_unit
 from .refined_stage import RefinedSimStage, numpy_to_unit, pad_to
 from .small_data import SmallData
@@ -253,11 +253,11 @@ class RefinedSim(Generator):
     @classmethod
     def load(cls, path) -> "RefinedSim":
         meta, path = read_bundle(path)
-        seg = UNet(**meta["segmenter_kwargs"])
+        seg = build_net(UNet, meta["segmenter_kwargs"], path / "generator.json")  # absurd or unknown kwargs: one line
         seg.load_state_dict(load_state(path, "segmenter"))
         ref = None
         if meta["refined"]:
-            ref = Refiner(**meta["refiner_kwargs"])
+            ref = build_net(Refiner, meta["refiner_kwargs"], path / "generator.json")
             ref.load_state_dict(load_state(path, "refiner"))
         refs = {}
         with load_arrays(path / meta["references"]) as z:

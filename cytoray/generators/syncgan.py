@@ -33,7 +33,7 @@ from ..masks.segmenter import pinned
 from ..nets import MaskGenerator, UNet
 from ..training.stage import StageSpec
 from .base import Generator, GeneratorConfig
-from .bundle import load_per_class, load_state, read_bundle
+from .bundle import build_net, load_per_class, load_state, read_bundle
 from .gan import CGANConfig, CGANStage, LatentGANConfig, MaskGANStage, from_unit, masks_to_unit, seeded_z, stage_params, to_unit
 
 
@@ -128,7 +128,7 @@ class SynCGAN(Generator):
     @classmethod
     def load(cls, path) -> "SynCGAN":
         meta, path = read_bundle(path)
-        cgan = UNet(**meta["cgan"]["kwargs"])
+        cgan = build_net(UNet, meta["cgan"]["kwargs"], path / "generator.json")  # absurd or unknown kwargs: one line
         cgan.load_state_dict(load_state(path, "cgan"))
         return cls(cgan, load_per_class(path, meta["mask_gans"], MaskGenerator, "mask_gan_"), meta)
 
