@@ -254,7 +254,8 @@ def test_the_sqlite_store_filling_up_is_one_line_and_leaves_no_broken_database(t
     """Past the free-space check (the disk fills while MLflow creates its tables): SQLAlchemy's
     'database or disk is full' becomes one line naming the database, and the cut-off file goes."""
     code = ("from cytoray.tracking.mlflow_utils import setup\nfrom cytoray.errors import CytorayError\n"
-            "try:\n    setup('x', 'sqlite:///{disk}/m.db')\nexcept CytorayError as e:\n    print('cytoray: error:', e, file=__import__('sys').stderr)\n"
+            "try:\n    setup('x', 'sqlite:///{disk}/m.db')\n"
+            "except CytorayError as e:\n    print('cytoray: error:', e, file=__import__('sys').stderr)\n"
             "    raise SystemExit(2)\n")  # fmt: skip
     rc, err, left, disk = _on_full_disk(tmp_path, ["-c", code])
     line = _only_line("\n".join(x for x in err.splitlines() if "INFO mlflow" not in x))
@@ -283,10 +284,10 @@ def test_train_whose_ray_workers_fill_the_disk(ds, tmp_path):
     Train) does not. One line naming Ray's storage folder, no worker traceback, no bundle, run FAILED."""
     from mlflow import MlflowClient
 
-    code, err, left, disk = _on_full_disk(tmp_path, ["-m", "cytoray.cli", "train", "gan", "--data", str(ds), "--size", "32", "--epochs", "1",
-                                                     "--out", "{disk}/o", "--tracking-uri", "sqlite:///{tmp}/m.db", "--set", "gan.g_base=8",
-                                                     "--set", "gan.d_base=8", "--set", "gan.z_dim=16", "--set", "run.max_failures=0"],
-                                          "64k", limit=300)  # fmt: skip
+    argv = ["-m", "cytoray.cli", "train", "gan", "--data", str(ds), "--size", "32", "--epochs", "1", "--out", "{disk}/o",
+            "--tracking-uri", "sqlite:///{tmp}/m.db", "--set", "gan.g_base=8", "--set", "gan.d_base=8", "--set", "gan.z_dim=16",
+            "--set", "run.max_failures=0"]  # fmt: skip
+    code, err, left, disk = _on_full_disk(tmp_path, argv, "64k", limit=300)
     assert code == 2 and f"cytoray: error: {disk}/o/stages/ray: no space left on the device" in err, err
     assert "Traceback" not in err and len([x for x in err.splitlines() if "error" in x.lower()]) == 1, err
     assert "o/generator.json" not in left and not any(p.endswith("done.json") for p in left), left

@@ -74,7 +74,8 @@ def check_local_placement(run, address: str | None = None) -> None:
                                f"{where} has {cpus}; use --workers {max(1, cpus // run.cpus_per_worker)} or fewer{fix}")  # fmt: skip
         if run.use_gpu and run.num_workers * per > gpus:
             raise CytorayError(f"--gpu: {run.num_workers} worker(s) x {per:g} GPU need {run.num_workers * per:g} GPUs, and {where} "
-                               f"has {gpus}; leave out --gpu (CPU training){fix if address else ' or join a cluster with GPUs (RAY_ADDRESS)'}")
+                               f"has {gpus}; leave out --gpu (CPU training)"
+                               f"{fix if address else ' or join a cluster with GPUs (RAY_ADDRESS)'}")  # fmt: skip
     except CytorayError:
         if address:  # leave the cluster as it was found (a process that goes on, e.g. a test, starts clean)
             import ray
