@@ -42,7 +42,7 @@ class MaskParams:
     stretch_high_pct: float = 99.5  # percentile mapped to 1: keeps a few saturated mitoses from compressing the rest
     polarity: Literal["dark", "bright", "auto"] = "auto"  # dark = brightfield stain, bright = fluorescence; auto: from the background
     auto_dark_background: float = 0.35  # auto: a dark field (fluorescence) has median gray below this (0..1), among other evidence (stain.looks_dark_field)
-    block_frac: float = 0.25  # local-threshold window as a fraction of the shorter side: several nuclei wide
+    block_frac: float = 0.25  # syncgan: local-threshold window as a fraction of the shorter side, several nuclei wide (stain: local_nuclei)
     block_min: int = 11  # smallest window (px): a window narrower than a nucleus marks only its rim
     threshold_offset: float = 0.02  # candidate must beat its local mean by this much (0..1): flat background stays out
     open_frac: float = 1 / 256  # opening radius / shorter side (2 px at 512): cuts speckle; larger erases spindle nuclei
@@ -68,9 +68,6 @@ class MaskParams:
     refine_separation: float = 4.0  # ...or by this many rim standard deviations (a unimodal textured nucleus splits at ~2.7)
     core_unity: float = 0.8  # ...and only when its core is one body (largest part >= this share): not chromatin clumps
     keep_level: float = 0.5  # keep objects at least this far (0..1) from background to the densest nuclei: drops folds
-    thin_ratio: float = 0.35  # a ribbon (fold, cell outline): inscribed radius under this x the typical nucleus's...
-    fold_length: float = 1.5  # ...and longer than this many typical nucleus diameters (spindle nuclei are shorter)...
-    thin_level: float = 0.8  # ...is kept only when this dense (0..1 as keep_level)
     fill_ratio: float = 1.0  # fill holes smaller than this x their object: textured chromatin, not lumens
     agree_dice: float = 0.5  # stain mask vs Otsu on haematoxylin: under this Dice they disagree and stain.decide's rule picks
 
@@ -93,10 +90,10 @@ class MaskParams:
         if self.gmm_max_samples < 100:
             raise ConfigError(f"masks.gmm_max_samples={self.gmm_max_samples}: need at least 100 pixels to fit a mixture")
         for key in ("open_frac", "min_object_frac", "max_hole_frac", "blue_weight", "smooth_frac", "glass_od",
-                    "refine_gap", "refine_separation", "fill_ratio", "local_nuclei", "fold_length"):  # fmt: skip
+                    "refine_gap", "refine_separation", "fill_ratio", "local_nuclei"):  # fmt: skip
             if getattr(self, key) < 0:
                 raise ConfigError(f"masks.{key}={getattr(self, key)}: must be >= 0")
-        for key in ("keep_level", "max_cover", "thin_ratio", "thin_level", "core_unity", "agree_dice"):
+        for key in ("keep_level", "max_cover", "core_unity", "agree_dice"):
             if not 0 <= getattr(self, key) <= 1:
                 raise ConfigError(f"masks.{key}={getattr(self, key)}: must be between 0 and 1")
         if self.stains not in ("auto", "h-e", "h-dab"):
