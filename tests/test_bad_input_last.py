@@ -28,9 +28,11 @@ FIRST_KEY = {"syncgan": "cgan", "gan": "gans", "cyclegan": "translators", "nst":
 
 
 def test_every_generator_kind_is_in_the_table():
-    from cytoray.generators import generator_names
+    from cytoray.generators import generator_names, get_generator
 
-    assert sorted(generator_names()) == sorted(FIRST_KEY)
+    # Kinds the package ships (test modules register their own toy kinds: not bundles users hold).
+    shipped = [n for n in generator_names() if get_generator(n).__module__.startswith("cytoray.")]
+    assert sorted(shipped) == sorted(FIRST_KEY)
 
 
 def _bundle(root: Path, meta: dict, weights: dict[str, dict] | None = None) -> Path:
