@@ -135,7 +135,7 @@ def test_bad_settings_are_refused():
 def test_grid_of_best_and_worst_kept(tmp_path):
     from PIL import Image
 
-    from cytoray.experiments.ratio import write_filter_grids
+    from cytoray.experiments.common import write_filter_grids
 
     fs = FilteredSampler(Constructed(), FilterConfig(method="realism", keep=0.5), real_features(), extract=extract)
     for c in ("a", "b"):
@@ -169,3 +169,65 @@ def test_default_features_are_the_offline_inception_on_cells():
     assert fs.extract is inception_features
     kept = fs.sample(2, "benign")
     assert {im.tobytes() for im in kept} == {im.tobytes() for im in cells[4:6]}
+
+
+# ----------------------------------------------------------------------------- the baselines study's filtered policies
+
+
+def test_filtered_policy_names():
+    from cytoray.classify.filter import split_filtered
+
+    assert split_filtered("trad+syncgan-filtered") == ("trad+syncgan", True)
+    assert split_filtered("syncgan-only-filtered") == ("syncgan-only", True)
+    assert split_filtered("orig+gan") == ("orig+gan", False)
+
+
+@pytest.mark.parametrize(
+    "sets,match",
+    [
+        (["policies=[orig,trad-filtered]"], "trad-filtered.*draws on no generator"),
+        (["policies=[orig,gan-filtered]", "filter.method=none"], "filter.method=none.*-filtered"),
+        (["policies=[orig,gan-filtered]", "filter.keep=0"], "filter.keep"),
+    ],
+)
+def test_baselines_refuse_a_filter_that_cannot_run(sets, match):
+    from cytoray.config import load
+    from cytoray.experiments.baselines import BaselinesConfig, BaselinesStudy
+
+    with pytest.raises(ConfigError, match=match):
+        cfg = load(BaselinesConfig, None, sets)
+        BaselinesStudy().check(cfg)
+
+
+def test_baselines_filtered_cell_ranks_against_the_split_training_images(tmp_path, monkeypatch):
+    """A '-filtered' cell: each generator's sampler behind the study's filter, scored against the
+    split's real TRAINING images (features cached under the realism key), and the cell's report keys
+    and figures (the filter grids beside a copy of the generator's own PNGs)."""
+    import cytoray.classify.filter as F
+    from cytoray.data.folder import ImageSet
+    from cytoray.experiments.baselines import BaselinesConfig, filter_report, filtered_samplers
+
+    def features(x, batch_size=50, device="cpu"):  # the cache hands NCHW, the sampler NHWC
+        x = np.asarray(x)
+        return extract(x.transpose(0, 2, 3, 1) if x.shape[1] == 3 else x)
+
+    monkeypatch.setattr("cytoray.metrics.fidelity.inception_features", features)  # what FilteredSampler and the cache call
+    real = real_features(6)
+    images = np.concatenate([np.stack([image_of(f) for f in real[c]]) for c in ("a", "b")])
+    train = ImageSet(images=images, labels=np.repeat([0, 1], 6), class_names=("a", "b"), names=[f"{i}.png" for i in range(12)],
+                     sha256=[str(i) for i in range(12)])  # fmt: skip
+    cfg = BaselinesConfig()
+    cfg.filter = F.FilterConfig(method="centroid", keep=0.5)
+    gen = Constructed()
+    samplers = filtered_samplers(cfg, {"hash": "h0", "train": train}, {"gan": gen}, tmp_path / "cache")
+    assert isinstance(samplers["gan"], F.FilteredSampler) and (tmp_path / "cache" / "features").is_dir()
+    for c in ("a", "b"):
+        out = samplers["gan"].sample(6, c, seed=1)
+        assert len(out) == 6 and gen.calls[-1] == 12 and near(out, c).all()
+    gfig = tmp_path / "gen_figures"
+    gfig.mkdir()
+    (gfig / "real_vs_synthetic.png").write_bytes(b"the generator's figure")
+    rep = filter_report(samplers, tmp_path / "cell", str(gfig), "gan-filtered (split 0)")
+    assert rep["filter_rejected_share"] == pytest.approx(0.5) and rep["filter_rejected_share/a"] == pytest.approx(0.5)
+    assert {p.name for p in (tmp_path / "cell").iterdir()} == {"real_vs_synthetic.png", "filter_a.png", "filter_b.png"}
+    assert rep["figures"] == str(tmp_path / "cell")

@@ -34,6 +34,13 @@ import numpy as np
 from ..config import ConfigError
 
 METHODS = ("none", "realism", "centroid", "classifier")
+FILTERED = "-filtered"  # a baselines policy's suffix: its synthetic images go through the study's `filter`
+
+
+def split_filtered(policy: str) -> tuple[str, bool]:
+    """('trad+syncgan', True) for 'trad+syncgan-filtered'; a policy without the suffix unchanged."""
+    p = policy.strip()
+    return (p[: -len(FILTERED)], True) if p.lower().endswith(FILTERED) else (p, False)
 
 
 @dataclasses.dataclass

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..classify.config import ClassifierConfig
+from ..classify.filter import FilterConfig, split_filtered
 from ..config import ConfigError, DataConfig, to_dict
 from ..generators.base import GeneratorConfig, get_generator
 from ..generators.gan import CGANConfig, LatentGANConfig
@@ -48,6 +49,9 @@ class BaselinesConfig:
     repeats: int = 1  # classifier seeds per split
     metric: str = "balanced_accuracy"  # the table's figure; accuracy, f1_macro, roc_auc also recorded
     effect: float = 0.05  # the difference that matters (0.05 = 5 points): "no effect" only when the paired 95% CI is inside ±effect
+    # A policy named '<policy>-filtered' (e.g. syncgan-filtered, trad+syncgan-filtered) draws its synthetic
+    # images through this filter (classify/filter.py) against the split's real training images.
+    filter: FilterConfig = dataclasses.field(default_factory=lambda: FilterConfig(method="realism", keep=0.5))
     tune: TuneSettings = dataclasses.field(default_factory=lambda: TuneSettings(asha=False, trial_cpu=0.0))  # cells: a grid, no search
 
     def validate(self) -> None:
@@ -66,6 +70,9 @@ class BaselinesConfig:
                 f"data.n_splits={self.data.n_splits} × repeats={self.repeats} gives one run per cell: no interval or paired "
                 f"test is possible; set data.n_splits=3 (or repeats >= 2)"
             )
+        self.filter.validate()
+        if any(split_filtered(p)[1] for p in self.policies) and not self.filter.active:
+            raise ConfigError("filter.method=none: a '-filtered' policy needs a filter (realism, centroid or classifier)")
         if not self.policies or "orig" not in self.policies:
             raise ConfigError("policies: must include 'orig' (every policy is tested against it)")
         if self.tune.search_space:
@@ -87,7 +94,9 @@ class BaselinesStudy(Study):
         from ..classify.policies import parse_policy
 
         for p in cfg.policies:
-            parse_policy(p)  # unknown names list the valid ones
+            base, filtered = split_filtered(p)
+            if filtered and not parse_policy(base).generators:  # unknown names list the valid ones
+                raise ConfigError(f"policy {p!r}: '-filtered' filters synthetic images, and {base!r} draws on no generator")
         for name in cfg.classifiers:
             ccfg = dataclasses.replace(cfg.classifier, name=name)
             ccfg.validate()
@@ -100,7 +109,7 @@ class BaselinesStudy(Study):
 
         ds = load_dataset(cfg.data, progress=True)
         manifests = repeated_manifests(ds, cfg.data.split_ratios, cfg.data.split_seed, cfg.data.n_splits, cfg.data.near_duplicate_bits)
-        needed = sorted(generators_needed(cfg.policies))
+        needed = sorted(generators_needed([split_filtered(p)[0] for p in cfg.policies]))
         translators = [g for g in needed if get_generator(g).consumes == "domains"]
         hist = hmans = None
         if translators:  # the histology domain, split the same way (same K seeds), same image size
@@ -157,9 +166,10 @@ class BaselinesStudy(Study):
         c = config["cell"]
         from ..classify.policies import parse_policy
 
-        gens = parse_policy(c["policy"]).generators
+        base, filtered = split_filtered(c["policy"])
+        gens = parse_policy(base).generators
         tags = {"classifier": c["classifier"], "policy": c["policy"], "split": c["split"], "repeat": c["repeat"], "variant": c["policy"],
-                "generator": "+".join(gens) or "none"}  # fmt: skip
+                "generator": "+".join(gens) or "none", **({"filter": "filtered"} if filtered else {})}  # fmt: skip
         return f"{c['classifier']}|{c['policy']}|split{c['split']}|r{c['repeat']}", {f"cell.{k}": v for k, v in c.items()}, tags
 
     def trial(self, cfg: BaselinesConfig, cell: dict, data: dict, ctx: dict) -> None:
@@ -172,20 +182,27 @@ class BaselinesStudy(Study):
 
         k, clf, policy, r = cell["split"], cell["classifier"], cell["policy"], cell["repeat"]
         sp = data["splits"][k]
-        samplers = {g: load_bundle(sp["bundles"][g]) for g in parse_policy(policy).generators}
+        base, filtered = split_filtered(policy)
+        pol = parse_policy(base)
+        samplers = {g: load_bundle(sp["bundles"][g]) for g in pol.generators}
+        if filtered:
+            samplers = filtered_samplers(cfg, sp, samplers, Path(ctx["cache"]))
         ccfg = dataclasses.replace(cfg.classifier, name=clf)
-        tr = compose_training_set(policy, sp["train"], cfg.ratio, samplers, rng_seed=1000 * k + r, augment=ccfg.augment)
+        tr = compose_training_set(base, sp["train"], cfg.ratio, samplers, rng_seed=1000 * k + r, augment=ccfg.augment)
         res = train_classifier(tr, sp["val"], sp["test"], ccfg, label=f"{clf}-{policy.replace('+', '_')}-s{k}-r{r}",
                                cache_root=ctx["cache"], data_key=sp["hash"], run_cfg=cfg.run, seed=r, use_cache=ctx["use_cache"])  # fmt: skip
         m = classification_metrics(res.test_labels, res.test_prob)
         print(f"[study] split {k} {clf:<10} {policy:<14} test {cfg.metric} {m[cfg.metric]:.3f} "
               f"(best epoch {res.best_epoch}, {time.time() - ctx['t0']:.0f}s)", file=sys.stderr, flush=True)  # fmt: skip
-        gens = parse_policy(policy).generators
-        fid = sp["fid"][gens[0]] if len(gens) == 1 else {}  # the synthetic images this cell trained on, vs its test split
+        gens = pol.generators
+        fid = sp["fid"][gens[0]] if len(gens) == 1 else {}  # the generator this cell drew on (before any filter), vs its test split
         if len(gens) == 1:
             fid = {**fid, FIGURES: sp["figures"][gens[0]]}
-            if not parse_policy(policy).real and not parse_policy(policy).trad:  # CAS: synthetic only, scored on real
+            if not pol.real and not pol.trad and not filtered:  # CAS (the generator's metric): synthetic only, scored on real
                 fid.update({f"cas_test_{a}": float(m[a]) for a in SCORES})
+        if filtered:  # what the filter rejected, and its best/worst kept images, in this cell's own folder
+            fid = {**fid, **filter_report(samplers, Path(ctx["out"]) / FIGURES / "filtered" / f"split{k}-{clf}-{policy}-r{r}",
+                                          fid.get(FIGURES), f"{policy} (split {k})")}  # fmt: skip
         tune.report({**fid, **{f"test_{a}": float(m[a]) for a in SCORES}, **{f"val_{a}": float(b) for a, b in res.val_metrics.items()},
                      "best_epoch": res.best_epoch, "n_test": len(sp["test"]), "final": 1, "tag.split_hash": sp["hash"], "classifier_dir": str(res.dir),
                      **{f"param.{a}": b for a, b in res.params.items()}})  # fmt: skip
@@ -227,6 +244,35 @@ class BaselinesStudy(Study):
                                                            "policy": ",".join(cfg.policies), "generator": ",".join(data["needed"]) or "none"},
                            header + summary_lines(summary, cfg) + "\n\nReport: artefacts `report/report.html`.")  # fmt: skip
         return {"table": md, "rows": rows, "summary": summary}
+
+
+def filtered_samplers(cfg: BaselinesConfig, sp: dict, samplers: dict, cache: Path) -> dict:
+    """Each generator's sampler behind `cfg.filter`, ranked against the split's real TRAINING features
+    (cached under the key the realism figures use)."""
+    from ..classify.filter import FilteredSampler
+    from ..metrics.fidelity import cached_features
+    from .common import real_by_class
+
+    real = {c: cached_features(x, f"{sp['hash']}:train:{c}", cache / "features") for c, x in real_by_class(sp["train"]).items()}
+    return {g: FilteredSampler(s, cfg.filter, real, seed=cfg.run.seed) for g, s in samplers.items()}
+
+
+def filter_report(samplers: dict, d: Path, generator_figures: str | None, title: str) -> dict:
+    """(cell) The filter's figures (`filter_<class>.png`, beside the generator's own PNGs, copied) in
+    the cell's folder, which the MLflow callback logs to the cell's run; returns the report keys."""
+    import shutil
+
+    from .common import write_filter_grids
+
+    d.mkdir(parents=True, exist_ok=True)
+    if generator_figures and Path(generator_figures).is_dir():
+        for png in Path(generator_figures).glob("*.png"):
+            shutil.copyfile(png, d / png.name)
+    out: dict = {FIGURES: str(d)}
+    for g, s in samplers.items():
+        write_filter_grids(d, s, f"{g}, filter {s.cfg.method} keep {s.cfg.keep:g}")
+        out.update(s.stats())
+    return out
 
 
 def verdict_lines(by_classifier: dict[str, list[dict]]) -> str:

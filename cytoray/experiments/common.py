@@ -140,3 +140,14 @@ def epoch_report_callback(extra: dict):
             super().after_report(run_context, [{**extra, **metrics[0]}, *metrics[1:]], checkpoint)
 
     return _WithExtra()
+
+
+def write_filter_grids(d: Path, kept, title: str, k: int = 8) -> None:
+    """(trial) `filter_<class>.png`: the best and worst kept synthetic images of each class (and the
+    best rejected ones), score order; the MLflow callback logs them to the trial's child run."""
+    from ..io import save_png
+    from ..report.grids import labelled_grid, safe_name
+
+    for c, rows in kept.best_and_worst(k).items():
+        r = kept.records[c]
+        save_png(d / f"filter_{safe_name(c)}.png", labelled_grid(rows, f"{c}: {title}: kept {r.kept} of {len(r.ranked)}", k=k))

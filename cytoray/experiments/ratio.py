@@ -26,7 +26,7 @@ from ..generators.syncgan import SynCGANConfig
 from ..io import write_json, write_text
 from ..training.config import RunConfig
 from ..tracking.study_logger import FIGURES, HISTORY, KIND_TAG
-from .common import FID_ALL, epoch_report_callback, fidelity, memorisation_flag, real_by_class, train_generator
+from .common import FID_ALL, epoch_report_callback, fidelity, memorisation_flag, real_by_class, train_generator, write_filter_grids
 from .driver import Study, TuneSettings, finished, point_of
 
 
@@ -317,17 +317,6 @@ def training_set(cfg: RatioStudyConfig, sp: dict, sampler, cache: Path):
     tr = compose_training_set(cfg.policy_name(), sp["train"], cfg.ratio, {cfg.generator.name: sampler}, rng_seed=cfg.run.seed,
                               augment=cfg.classifier.augment)  # fmt: skip
     return tr, kept
-
-
-def write_filter_grids(d: Path, kept, title: str, k: int = 8) -> None:
-    """(trial) `filter_<class>.png`: the best and worst kept synthetic images of each class (and the
-    best rejected ones), score order; the MLflow callback logs them to the trial's child run."""
-    from ..io import save_png
-    from ..report.grids import labelled_grid, safe_name
-
-    for c, rows in kept.best_and_worst(k).items():
-        r = kept.records[c]
-        save_png(d / f"filter_{safe_name(c)}.png", labelled_grid(rows, f"{c}: {title}: kept {r.kept} of {len(r.ranked)}", k=k))
 
 
 def splits_text(cfg: RatioStudyConfig) -> str:
