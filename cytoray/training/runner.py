@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import CytorayError, TrainingError
+from ..errors import ConfigError, CytorayError, TrainingError
 from ..io import atomic_dir, stable_hash, write_json
 from .config import RunConfig
 from .loop import BEST_FILE, DONE_DIR, ERROR_FILE, GRID_DIR, HISTORY_FILE, META_FILE, load_result, save_result
@@ -205,8 +205,24 @@ def run_stages(specs: list[StageSpec], *, cache_root: str | Path, run_cfg: RunCo
         else:
             pending.append(spec)
     if pending:
+        for spec in pending:
+            check_batches(spec, run_cfg.num_workers)
         results.update(_fit(pending, cache_root, run_cfg, callbacks, job))
     return {s.label: results[s.label] for s in specs}
+
+
+def check_batches(spec: StageSpec, workers: int) -> None:
+    """Refuse, before a job starts, a stage that could make no optimiser step: the loop gives each of
+    `workers` ranks an equal shard (n // workers images) in batches of `batch_size` per rank and skips
+    batches under 2 (BatchNorm), so a per-rank batch or shard under 2 trains nothing."""
+    if not spec.train:
+        return
+    n, bs = len(next(iter(spec.train.values()))), int(spec.stage.batch_size)
+    if min(bs, n // workers) < 2:
+        why = (f"batch_size {bs} is per worker and a batch needs 2 images" if bs < 2 else
+               f"{n} training images on {workers} worker(s) leave each worker {n // workers}")  # fmt: skip
+        fix = "set batch_size >= 2" if bs < 2 else "add images or lower run.num_workers"
+        raise ConfigError(f"[{spec.label}] would have made no optimiser step: {why}; {fix}")
 
 
 # Ray Train V2's controller takes one report from each worker per poll, every 2 s by default, and a
