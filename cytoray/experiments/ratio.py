@@ -211,7 +211,8 @@ class RatioStudy(Study):
         cas = {f"cas_val_{k}": float(v) for k, v in res.val_metrics.items()} if synthetic_only(cfg.policy_name()) else {}
         return {**{f"val_{k}": float(v) for k, v in res.val_metrics.items()}, **fid, **common, **cas, **filt,
                 "epoch": len(res.history), "split_seconds": time.perf_counter() - t0,
-                "classifier_dir": str(res.dir), "param.weights": res.params["weights"]}  # fmt: skip
+                "classifier_dir": str(res.dir), "param.weights": res.params["weights"],
+                **({"param.weights_sha256": res.params["weights_sha256"]} if "weights_sha256" in res.params else {})}  # fmt: skip
 
     # -- the end ------------------------------------------------------------------
     def finish(self, cfg: RatioStudyConfig, best_cfg: RatioStudyConfig, data: dict, results, ctx: dict) -> dict:
