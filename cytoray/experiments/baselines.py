@@ -95,7 +95,8 @@ class BaselinesStudy(Study):
 
         for p in cfg.policies:
             base, filtered = split_filtered(p)
-            if filtered and not parse_policy(base).generators:  # unknown names list the valid ones
+            pol = parse_policy(base)  # unknown names list the valid ones
+            if filtered and not pol.generators:
                 raise ConfigError(f"policy {p!r}: '-filtered' filters synthetic images, and {base!r} draws on no generator")
         for name in cfg.classifiers:
             ccfg = dataclasses.replace(cfg.classifier, name=name)
