@@ -248,14 +248,10 @@ class BaselinesStudy(Study):
 
 
 def filtered_samplers(cfg: BaselinesConfig, sp: dict, samplers: dict, cache: Path) -> dict:
-    """Each generator's sampler behind `cfg.filter`, ranked against the split's real TRAINING features
-    (cached under the key the realism figures use)."""
-    from ..classify.filter import FilteredSampler
-    from ..metrics.fidelity import cached_features
-    from .common import real_by_class
+    """Each generator's sampler behind `cfg.filter` (`common.filtered_sampler`, as the ratio study)."""
+    from .common import filtered_sampler
 
-    real = {c: cached_features(x, f"{sp['hash']}:train:{c}", cache / "features") for c, x in real_by_class(sp["train"]).items()}
-    return {g: FilteredSampler(s, cfg.filter, real, seed=cfg.run.seed) for g, s in samplers.items()}
+    return {g: filtered_sampler(s, cfg.filter, sp["train"], sp["hash"], cache, cfg.run.seed) for g, s in samplers.items()}
 
 
 def filter_report(samplers: dict, d: Path, generator_figures: str | None, title: str) -> dict:

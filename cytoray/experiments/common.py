@@ -142,6 +142,16 @@ def epoch_report_callback(extra: dict):
     return _WithExtra()
 
 
+def filtered_sampler(sampler, cfg, train: ImageSet, split_hash: str, cache: Path, seed: int):
+    """`sampler` behind the synthetic-sample filter `cfg` (classify/filter.py), ranked against the
+    split's real TRAINING features (cached under the key `realism` uses)."""
+    from ..classify.filter import FilteredSampler
+    from ..metrics.fidelity import cached_features
+
+    real = {c: cached_features(x, f"{split_hash}:train:{c}", cache / "features") for c, x in real_by_class(train).items()}
+    return FilteredSampler(sampler, cfg, real, seed=seed)
+
+
 def write_filter_grids(d: Path, kept, title: str, k: int = 8) -> None:
     """(trial) `filter_<class>.png`: the best and worst kept synthetic images of each class (and the
     best rejected ones), score order; the MLflow callback logs them to the trial's child run."""

@@ -26,7 +26,8 @@ from ..generators.syncgan import SynCGANConfig
 from ..io import write_json, write_text
 from ..training.config import RunConfig
 from ..tracking.study_logger import FIGURES, HISTORY, KIND_TAG
-from .common import FID_ALL, epoch_report_callback, fidelity, memorisation_flag, real_by_class, train_generator, write_filter_grids
+from .common import (FID_ALL, epoch_report_callback, fidelity, filtered_sampler, memorisation_flag, real_by_class, train_generator,
+                     write_filter_grids)
 from .driver import Study, TuneSettings, finished, point_of
 
 
@@ -310,11 +311,7 @@ def training_set(cfg: RatioStudyConfig, sp: dict, sampler, cache: Path):
 
     kept = None
     if cfg.filter.active:
-        from ..classify.filter import FilteredSampler
-        from ..metrics.fidelity import cached_features
-
-        real = {c: cached_features(x, f"{sp['key']}:train:{c}", cache / "features") for c, x in real_by_class(sp["train"]).items()}
-        kept = sampler = FilteredSampler(sampler, cfg.filter, real, seed=cfg.run.seed)
+        kept = sampler = filtered_sampler(sampler, cfg.filter, sp["train"], sp["key"], cache, cfg.run.seed)
     tr = compose_training_set(cfg.policy_name(), sp["train"], cfg.ratio, {cfg.generator.name: sampler}, rng_seed=cfg.run.seed,
                               augment=cfg.classifier.augment)  # fmt: skip
     return tr, kept

@@ -218,11 +218,13 @@ def check_batches(spec: StageSpec, workers: int) -> None:
     if not spec.train:
         return
     n, bs = len(next(iter(spec.train.values()))), int(spec.stage.batch_size)
-    if min(bs, n // workers) < 2:
-        why = (f"batch_size {bs} is per worker and a batch needs 2 images" if bs < 2 else
-               f"{n} training images on {workers} worker(s) leave each worker {n // workers}")  # fmt: skip
-        fix = "set batch_size >= 2" if bs < 2 else "add images or lower run.num_workers"
-        raise ConfigError(f"[{spec.label}] would have made no optimiser step: {why}; {fix}")
+    if bs < 2:
+        why = f"batch_size {bs} is per worker and a batch needs 2 images; set batch_size >= 2"
+    elif n // workers < 2:
+        why = f"{n} training images on {workers} worker(s) leave each worker {n // workers}; add images or lower run.num_workers"
+    else:
+        return
+    raise ConfigError(f"[{spec.label}] would have made no optimiser step: {why}")
 
 
 # Ray Train V2's controller takes one report from each worker per poll, every 2 s by default, and a
