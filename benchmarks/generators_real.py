@@ -13,10 +13,12 @@ Variants (each adds one thing to the one before; `--variants` picks):
                loss, no augmentation of D's inputs, the last weights
   small_data   + DiffAugment (colour, translation, cutout, dihedral) on D's inputs, EMA of G
   labels       + glass/cytoplasm/nucleus label maps painted with region colours
-  loss         + L1 at λ = 10 and the last EMA weights: cytoray's shipped defaults
+  loss         + L1 at λ = 10 and the last EMA weights
+  sharp        + a full-resolution path with per-pixel noise in the CGAN's UNet (nets/unet.py):
+               cytoray's shipped defaults
   gan          the vanilla RGB GAN per class with the small-data pieces (control)
   diffusion    the mask-conditioned diffusion generator (generators/diffusion.py) on the same label maps,
-               its maps drawn by the same class mask GANs as `loss` (shared through the stage cache)
+               its maps drawn by the same class mask GANs as `sharp` (shared through the stage cache)
 It writes <out>/generators_real.json (per variant and class: kid, kid_sd, kid_floor,
 kid_other_class, precision/recall/density/coverage with their real-vs-real values, memorised share;
 train_seconds, sample_seconds; `default`: the variant the shipped defaults train) and one grid
@@ -37,8 +39,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("paper", "small_data", "labels", "loss", "gan", "diffusion")
-DEFAULT = "loss"  # the variant whose settings are SynCGANConfig()'s
+VARIANTS = ("paper", "small_data", "labels", "loss", "sharp", "gan", "diffusion")
+DEFAULT = "sharp"  # the variant whose settings are SynCGANConfig()'s
 
 
 def variant_config(name: str, a: argparse.Namespace):
@@ -56,8 +58,10 @@ def variant_config(name: str, a: argparse.Namespace):
 
         return DiffusionConfig(mask_gan=LatentGANConfig(epochs=a.mask_epochs, **width), denoiser=DenoiserConfig(epochs=a.diffusion_epochs))
     off = dict(diffaug="", ema=0.0)
-    paper = dict(recon="mse", lam=100.0, select="val_loss")
-    cgan = {"paper": {**paper, **off}, "small_data": {**paper, "select": "last"}, "labels": {**paper, "select": "last"}, "loss": {}}[name]
+    unet = dict(full_res=0, noise=0)  # pix2pix's UNet
+    paper = dict(recon="mse", lam=100.0, select="val_loss", **unet)
+    cgan = {"paper": {**paper, **off}, "small_data": {**paper, "select": "last"}, "labels": {**paper, "select": "last"}, "loss": unet,
+            "sharp": {}}[name]  # fmt: skip
     mask_gan = off if name == "paper" else {}
     labels = "nucleus" if name in ("paper", "small_data") else "cell"
     cfg = SynCGANConfig(masks=MasksConfig(labels=labels), mask_gan=LatentGANConfig(epochs=a.mask_epochs, **width, **mask_gan),

@@ -50,6 +50,8 @@ class CGANConfig(SmallData):
     d_layers: int = 3  # 3 → the 70x70 PatchGAN receptive field
     norm: Literal["batch", "instance"] = "batch"  # pix2pix default
     dropout: float = 0.5  # decoder dropout: pix2pix's noise source in G
+    full_res: int = 32  # channels of G's full-resolution path (nets/unet.py); 0 = pix2pix's UNet, as smooth as a x2 down/up
+    noise: int = 1  # per-pixel noise channels into that path: texture a flat label map does not fix; 0 = none
     recon: str = "l1"  # reconstruction term weighted by λ: mse (paper), l1 (pix2pix), fm (D feature matching)
     select: str = "last"  # last: the last (EMA) weights; val_loss: the paper's best epoch by validation G loss (it rewards blur)
     colours: bool = True  # with label maps: each region painted its colour in the condition (drawn from the class's real cells when sampling)
@@ -67,6 +69,10 @@ class CGANConfig(SmallData):
             raise ConfigError(f"cgan.batch_size={self.batch_size}: the loop skips batches under 2 images (BatchNorm); use >= 2")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"cgan.dropout={self.dropout}: a dropout probability in [0, 1)")
+        if self.full_res < 0 or self.noise < 0:
+            raise ConfigError(f"cgan.full_res={self.full_res}, cgan.noise={self.noise}: channel counts must be >= 0")
+        if self.noise and not self.full_res:
+            raise ConfigError(f"cgan.noise={self.noise} needs cgan.full_res > 0 (the noise enters G's full-resolution path)")
         if not 0.0 <= self.beta1 < 1.0:
             raise ConfigError(f"cgan.beta1={self.beta1}: Adam's beta1 lies in [0, 1)")
 
@@ -174,8 +180,11 @@ class CGANStage(SmallDataStage):
 
     def generator_kwargs(self) -> dict:
         p = self.p
-        return dict(in_ch=int(p.get("in_ch", 1)), out_ch=3, base=p["g_base"], depth=unet_depth(p["size"]), norm=p["norm"],
-                    dropout=p["dropout"])  # fmt: skip
+        kw = dict(in_ch=int(p.get("in_ch", 1)), out_ch=3, base=p["g_base"], depth=unet_depth(p["size"]), norm=p["norm"],
+                  dropout=p["dropout"])  # fmt: skip
+        if p.get("full_res", 0):  # absent from older bundles' kwargs: they load as the UNet they were
+            kw.update(full_res=p["full_res"], noise=p.get("noise", 0))
+        return kw
 
     def build(self, device):
         p = self.p

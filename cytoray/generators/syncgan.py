@@ -142,19 +142,21 @@ class SynCGAN(Generator):
         rng = np.random.default_rng(seed)
         colours = np.asarray(self.meta["colours"][cls], dtype=np.float32) if "colours" in self.meta else None
         imgs, maps = [], []
-        for start in range(0, n, batch):
-            b = min(batch, n - start)
-            z = torch.randn(b, self.mask_gans[cls].z_dim, generator=g)
-            logits = self.mask_gans[cls](z)
-            if k == 1:
-                m = (torch.tanh(logits) > 0)[:, 0].numpy()  # binary mask, eq. 7's G_GAN(z)
-            else:
-                m = logits.argmax(1).numpy().astype(np.uint8)  # the label map
-            y = masks_to_unit(m, k)
-            if colours is not None:
-                y = np.concatenate([y, paint(m, draw_colours(colours, b, rng))], 1)
-            imgs.append(from_unit(self.cgan(torch.as_tensor(y))))  # G_CGAN(condition)
-            maps.append(m)
+        with torch.random.fork_rng(devices=[]):  # the CGAN's per-pixel noise (cgan.noise) from the seed, not the caller's state
+            torch.manual_seed(seed)
+            for start in range(0, n, batch):
+                b = min(batch, n - start)
+                z = torch.randn(b, self.mask_gans[cls].z_dim, generator=g)
+                logits = self.mask_gans[cls](z)
+                if k == 1:
+                    m = (torch.tanh(logits) > 0)[:, 0].numpy()  # binary mask, eq. 7's G_GAN(z)
+                else:
+                    m = logits.argmax(1).numpy().astype(np.uint8)  # the label map
+                y = masks_to_unit(m, k)
+                if colours is not None:
+                    y = np.concatenate([y, paint(m, draw_colours(colours, b, rng))], 1)
+                imgs.append(from_unit(self.cgan(torch.as_tensor(y))))  # G_CGAN(condition)
+                maps.append(m)
         return np.concatenate(imgs), np.concatenate(maps)
 
     def sample(self, n: int, cls: str, seed: int = 0, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
