@@ -117,6 +117,25 @@ def test_cgan_step_losses_fall():
     assert grid.dtype == np.uint8 and grid.shape[2] == 3
 
 
+def test_cgan_step_draws_its_noise_from_the_stage_generator():
+    """The CGAN's per-pixel noise comes from the stage's generator (checkpointed with it, sharded
+    like z under DDP), not torch's global stream: the same stage seed gives the same step whatever the
+    global seed, another stage seed another one."""
+    m, x = _tiny_pairs(n=4)
+    batch = {"mask": torch.from_numpy(m), "image": torch.from_numpy(x)}
+
+    def step(global_seed: int, stage_seed: int) -> dict:
+        stage = CGANStage(stage_params(CGANConfig(g_base=4, d_base=4, full_res=4, dropout=0.0, diffaug="", ema=0.0), 32))
+        torch.manual_seed(0)
+        models = stage.build(torch.device("cpu"))
+        opts = stage.optimizers(models)
+        torch.manual_seed(global_seed)
+        return stage.train_step(models, opts, batch, torch.Generator().manual_seed(stage_seed), amp_context(torch.device("cpu"), False))
+
+    a, b, c = step(1, 0), step(2, 0), step(1, 5)
+    assert a == b and a["loss_g"] != c["loss_g"]
+
+
 @pytest.mark.parametrize("name,key,aug", [("mask_gan", "mask", {}), ("gan", "image", {}), ("mask_gan", "mask", {"augment": "none"}),
                                           ("gan", "image", {"augment": "none"})])  # fmt: skip
 def test_latent_gan_learns_foreground_fraction(name, key, aug):

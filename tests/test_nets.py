@@ -313,3 +313,22 @@ def test_unet_noise_is_per_pixel_and_seedable() -> None:
     diff = (a - c)[0]
     assert diff.abs().mean() > 1e-4
     assert (diff[:, 1:, :] - diff[:, :-1, :]).abs().mean() > 0.3 * diff.abs().mean()
+
+
+def test_unet_takes_its_noise_from_the_caller() -> None:
+    """A caller's noise (the CGAN stage draws it from its own generator) decides the output whatever
+    torch's global seed; a tensor of the wrong shape is refused with the shape expected."""
+    torch.manual_seed(0)
+    g = UNet(in_ch=1, base=8, depth=5, full_res=8, noise=1).eval()
+    x = torch.zeros(2, 1, 32, 32)
+    assert g.noise_shape(x) == (2, 1, 32, 32) and UNet(in_ch=1, base=8, depth=5).noise_shape(x) == ()
+    n = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.manual_seed(1)
+        a = g(x, n)
+        torch.manual_seed(2)
+        b = g(x, n)
+        c = g(x, torch.randn_like(n))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    with pytest.raises(ValueError, match=r"expected \(2, 1, 32, 32\)"):
+        g(x, n[:1])

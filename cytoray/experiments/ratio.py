@@ -38,7 +38,7 @@ OWN_SPACE = "generator"  # tune.search_space's default: the study's generator's 
 class RatioStudyConfig:
     name: str | None = None  # MLflow experiment, Ray Tune experiment and output folder name; null = <generator>_ratio
     generator: GeneratorConfig = dataclasses.field(default_factory=lambda: SynCGANConfig(
-        cgan=CGANConfig(epochs=8, g_base=16, d_base=16), mask_gan=LatentGANConfig(epochs=10, g_base=16, d_base=16)))  # fmt: skip
+        cgan=CGANConfig(epochs=8, g_base=16, d_base=16, full_res=16), mask_gan=LatentGANConfig(epochs=10, g_base=16, d_base=16)))  # fmt: skip
     policy: str | None = None  # training-set policy; null = real + the study's generator (orig+<generator>)
     ratio: float = 2.0  # synthetic:real per class (searched)
     fid_per_class: int = 30  # synthetic images per class for validation FID/KID

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..nets import MaskGenerator, PatchDiscriminator, UNet, VanillaGenerator, unet_depth
-from ..training.stage import Stage, adam, to_uint8_grid
+from ..training.stage import Stage, adam, to_uint8_grid, unwrap
 from .augment import dihedral
 from .losses import bce, d_targets
 from .small_data import SmallData, SmallDataStage, augment_d_input as _aug
@@ -211,8 +211,10 @@ class CGANStage(SmallDataStage):
         G, D = models["G"], models["D"]
         y, x = batch["mask"], batch["image"]
         # 1. Discriminator: real (y, x) pairs against (y, G(y)), both under the same augmentation draw.
+        shape = unwrap(G).noise_shape(y)  # per-pixel noise (cgan.noise) from the stage's stream, like z
+        noise = torch.randn(shape, generator=gen) if shape else None
         with amp():
-            fake = G(y)
+            fake = G(y) if noise is None else G(y, noise.to(y.device))
         real_in, fake_in = torch.cat([y, x], 1), torch.cat([y, fake.detach()], 1)
         if "aug" in models:
             real_in, fake_in = models["aug"].pair(real_in, fake_in, gen)

@@ -25,8 +25,10 @@ between the two real classes). `full_res > 0` adds a path at full resolution:
     out    = act(conv3x3(ReLU(conv3x3(cat(h, s)))))
 
 The noise is the generator's source of texture (chromatin, glass grain) that a flat label map does
-not determine; unlike dropout it stays on in eval mode, so seed torch's generator to sample
-reproducibly (`torch.random.fork_rng`).
+not determine; unlike dropout it stays on in eval mode. A caller may pass it (`forward(x, noise)`:
+the CGAN stage draws it from the stage's generator, as it draws z and the augmentation, so a
+checkpoint resumes the same stream and 2 DDP workers draw the rows 1 worker would); otherwise it comes
+from torch's global generator, so seed that to sample reproducibly (`torch.random.fork_rng`).
 """
 
 from __future__ import annotations
@@ -206,7 +208,11 @@ class UNet(nn.Module):
                 _out_act(out_act),
             )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def noise_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        """The shape of the per-pixel noise `forward` takes with input `x` (empty when there is none)."""
+        return (x.shape[0], self.noise, *x.shape[-2:]) if self.noise else ()
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         h, w = x.shape[-2:]
         k = 2**self.depth
         if h % k or w % k:
@@ -218,7 +224,11 @@ class UNet(nn.Module):
         if self.stem is not None:
             inp = x
             if self.noise:
-                inp = torch.cat([x, torch.randn(x.shape[0], self.noise, h, w, device=x.device, dtype=x.dtype)], 1)
+                if noise is None:
+                    noise = torch.randn(self.noise_shape(x), device=x.device, dtype=x.dtype)
+                elif tuple(noise.shape) != self.noise_shape(x):
+                    raise ValueError(f"UNet noise of shape {tuple(noise.shape)}, expected {self.noise_shape(x)}")
+                inp = torch.cat([x, noise.to(x.device, x.dtype)], 1)
             stem = self.stem(inp)
         skips = []
         for layer in self.down:
