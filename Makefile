@@ -33,7 +33,7 @@ $(CHROMIUM):
 	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null
 
 # The test suite (slow end-to-end runs are excluded; `make test-all` runs them too: the fault
-# tests, the baselines study end to end, the longest smoke runs). The `server` tests (a real
+# tests, the baselines study end to end, the longest smoke runs, the study on a two-node cluster). The `server` tests (a real
 # PostgreSQL + authenticated MLflow server on 127.0.0.1) and the MLflow UI test in headless
 # Chromium are included.
 test: $(STAMP) $(CHROMIUM)

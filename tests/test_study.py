@@ -37,15 +37,38 @@ def mlflow_runs(db: Path, experiment: str = "syncgan_ratio"):
 
 @pytest.fixture(scope="module")
 def smoke_study(tmp_path_factory):
+    """One smoke study (3 trials, multi-objective: validation FID and balanced accuracy), killed with
+    SIGKILL once a trial has finished and resumed to the end: the resume test reads what the kill
+    left, the other tests the finished study (one study instead of two: ~5 min of `make test`).
+    The cluster test runs the default objective."""
     tmp = tmp_path_factory.mktemp("study")
-    # Multi-objective (validation FID and balanced accuracy) here; the resume and cluster tests run the default.
-    r = run([str(STUDY), "--smoke-test", "--out", str(tmp / "study"), *TINY, "--set", "tune.multi_objective=true"], cwd=tmp)
+    out = tmp / "study"
+    args = [str(STUDY), "--smoke-test", "--out", str(out), *TINY, "--set", "tune.multi_objective=true"]
+    proc = subprocess.Popen([sys.executable, *args], cwd=tmp, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    exp = out / "tune" / "syncgan_ratio"
+    deadline = time.time() + 600
+    done_before: set[str] = set()
+    while time.time() < deadline:  # wait for one finished trial in Tune's saved state
+        time.sleep(2)
+        done_before = {p.parent.name for p in exp.glob("trial_fn_*/result.json") if '"final": 1' in p.read_text()}
+        if done_before:
+            break
+        assert proc.poll() is None, "study ended before it could be killed"
+    time.sleep(3)  # let the experiment state (saved every 2 s) include it
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
+    proc.wait()
+    assert done_before, "no trial finished before the deadline"
+    _, parents, children = mlflow_runs(tmp / "mlflow.db")
+    killed = {"done": done_before, "parents": [p.info.run_id for p in parents],
+              "children": {c.data.tags["cytoray.trial_id"]: c.info.run_id for c in children}}  # fmt: skip
+    r = run([*args, "--resume"], cwd=tmp)
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
-    return tmp, r
+    return tmp, r, killed
 
 
 def test_study_writes_parent_and_one_child_per_trial(smoke_study):
-    tmp, r = smoke_study
+    tmp, r, _ = smoke_study
     client, parents, children = mlflow_runs(tmp / "mlflow.db")
     assert len(parents) == 1 and len(children) == 3
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
@@ -62,7 +85,7 @@ def test_study_writes_parent_and_one_child_per_trial(smoke_study):
 def test_multi_objective_search_is_told_both_objectives(smoke_study):
     import pickle
 
-    tmp, _ = smoke_study
+    tmp, _, _ = smoke_study
     exp = tmp / "study" / "tune" / "syncgan_ratio"
     reports = [json.loads(line) for p in exp.glob("trial_fn_*/result.json") for line in p.read_text().splitlines()]
     assert len(reports) > 3 and all(FID_ALL in r and "val_balanced_accuracy" in r for r in reports)  # every epoch:
@@ -74,7 +97,7 @@ def test_multi_objective_search_is_told_both_objectives(smoke_study):
 
 
 def test_pull_and_classify_from_registry_in_a_fresh_process(smoke_study):
-    tmp, study = smoke_study
+    tmp, study, _ = smoke_study
     # A smoke run is registered but never takes the champion alias (selection is on validation, budgets count).
     assert "registered syncgan v1 (not champion: a --smoke-test run)" in study.stdout
     r = run(["-m", "cytoray.cli", "pull", "syncgan@champion", "--n", "1", "--out", str(tmp / "none")], cwd=tmp)
@@ -91,39 +114,22 @@ def test_pull_and_classify_from_registry_in_a_fresh_process(smoke_study):
     assert r.returncode == 2 and "not found in the registry" in r.stderr
 
 
-def test_resume_after_sigkill_loses_nothing(tmp_path):
-    out = tmp_path / "study"
-    args = [str(STUDY), "--smoke-test", "--out", str(out), "--set", "tune.num_samples=3"]
-    proc = subprocess.Popen([sys.executable, *args], cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    exp = out / "tune" / "syncgan_ratio"
-    deadline = time.time() + 600
-    done_before: set[str] = set()
-    while time.time() < deadline:  # wait for one finished trial in Tune's saved state
-        time.sleep(2)
-        done_before = {p.parent.name for p in exp.glob("trial_fn_*/result.json") if '"final": 1' in p.read_text()}
-        if done_before:
-            break
-        assert proc.poll() is None, "study ended before it could be killed"
-    time.sleep(3)  # let the experiment state (saved every 2 s) include it
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
-    proc.wait()
-    assert done_before, "no trial finished before the deadline"
-    _, parents, children = mlflow_runs(tmp_path / "mlflow.db")
-    assert len(parents) == 1
-    before = {c.data.tags["cytoray.trial_id"]: c.info.run_id for c in children}
-    r = run([*args, "--resume"], cwd=tmp_path)
-    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+def test_resume_after_sigkill_loses_nothing(smoke_study):
+    tmp, r, killed = smoke_study
+    assert len(killed["parents"]) == 1
     assert "resuming" in r.stderr
-    _, parents2, children2 = mlflow_runs(tmp_path / "mlflow.db")
-    assert [p.info.run_id for p in parents2] == [p.info.run_id for p in parents]  # parent reused
+    _, parents2, children2 = mlflow_runs(tmp / "mlflow.db")
+    assert [p.info.run_id for p in parents2] == killed["parents"]  # parent reused
     ids = [c.data.tags["cytoray.trial_id"] for c in children2]
     assert len(ids) == len(set(ids)) == 3  # no duplicate child runs, the searcher kept its count
+    before = killed["children"]
     assert all(before[t] == c.info.run_id for c in children2 for t in [c.data.tags["cytoray.trial_id"]] if t in before)
+    exp = tmp / "study" / "tune" / "syncgan_ratio"
     results = {p.parent.name: p.read_text().count('"final": 1') for p in exp.glob("trial_fn_*/result.json")}
-    assert all(results[name] == 1 for name in done_before)  # finished trials were not rerun
+    assert all(results[name] == 1 for name in killed["done"])  # finished trials were not rerun
 
 
+@pytest.mark.slow  # ~3 min: two `ray start` nodes and a study on them (make test-all)
 @pytest.mark.skipif(shutil.which("ray") is None and not (Path(sys.executable).parent / "ray").exists(), reason="ray CLI not installed")
 def test_study_on_a_two_node_ray_cluster(tmp_path):
     import ray
