@@ -16,6 +16,9 @@ Variants (each adds one thing to the one before; `--variants` picks):
   loss         + L1 at λ = 10 and the last EMA weights
   sharp        + a full-resolution path with per-pixel noise in the CGAN's UNet (nets/unet.py):
                cytoray's shipped defaults
+  bank         + `prior: bank`: no class mask GAN; each map is one of the class's training maps under
+               a random symmetry, rotation, scale and elastic warp (masks/warp.py); the CGAN is
+               `sharp`'s (shared through the stage cache)
   gan          the vanilla RGB GAN per class with the small-data pieces (control)
   diffusion    the mask-conditioned diffusion generator (generators/diffusion.py) on the same label maps,
                its maps drawn by the same class mask GANs as `sharp` (shared through the stage cache)
@@ -39,7 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("paper", "small_data", "labels", "loss", "sharp", "gan", "diffusion")
+VARIANTS = ("paper", "small_data", "labels", "loss", "sharp", "bank", "gan", "diffusion")
 DEFAULT = "sharp"  # the variant whose settings are SynCGANConfig()'s
 
 
@@ -61,11 +64,11 @@ def variant_config(name: str, a: argparse.Namespace):
     unet = dict(full_res=0, noise=0)  # pix2pix's UNet
     paper = dict(recon="mse", lam=100.0, select="val_loss", **unet)
     cgan = {"paper": {**paper, **off}, "small_data": {**paper, "select": "last"}, "labels": {**paper, "select": "last"}, "loss": unet,
-            "sharp": {}}[name]  # fmt: skip
+            "sharp": {}, "bank": {}}[name]  # fmt: skip
     mask_gan = off if name == "paper" else {}
     labels = "nucleus" if name in ("paper", "small_data") else "cell"
     cfg = SynCGANConfig(masks=MasksConfig(labels=labels), mask_gan=LatentGANConfig(epochs=a.mask_epochs, **width, **mask_gan),
-                        cgan=CGANConfig(epochs=a.cgan_epochs, **width, **cgan))  # fmt: skip
+                        cgan=CGANConfig(epochs=a.cgan_epochs, **width, **cgan), prior="bank" if name == "bank" else "gan")  # fmt: skip
     if name == DEFAULT:  # the shipped defaults, at the benchmark's epochs and widths only
         ref = SynCGANConfig()
         assert dataclasses.replace(cfg.cgan, epochs=ref.cgan.epochs, g_base=ref.cgan.g_base, d_base=ref.cgan.d_base) == ref.cgan

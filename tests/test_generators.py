@@ -208,6 +208,32 @@ def test_syncgan_trains_all_stages_and_samples(trained):
     assert np.array_equal(imgs, again)
 
 
+def test_bank_prior_draws_warped_training_maps_without_a_mask_gan(trained):
+    """`prior: bank`: no mask GAN trains (the CGAN comes from the stage cache of the GAN-prior run,
+    whose result holds no bank: the bundle makes it from the masks again); a sampled map is a
+    class's training map under a warp, with its labels, never the training map itself."""
+    from cytoray.config import load
+    from cytoray.errors import ConfigError
+    from cytoray.generators import load_bundle
+    from cytoray.generators.syncgan import SynCGAN
+    from cytoray.masks.warp import unpack_maps
+
+    cfg, tmp = dataclasses.replace(trained["cfg"].syncgan, prior="bank"), trained["tmp"]
+    out, res = SynCGAN.train(trained["train"], trained["val"], cfg, tmp / "bank", tmp / "cache", trained["hash"], trained["cfg"].run)
+    assert set(res) == {"cgan"} and not list(out.glob("mask_gan_*"))
+    gen = load_bundle(out)
+    real = unpack_maps(gen.meta["bank"]["malignant"])
+    assert len(real) == int((trained["train"].labels == trained["train"].class_names.index("malignant")).sum())
+    imgs, maps = gen.sample_maps(6, "malignant", seed=1)
+    assert imgs.shape == (6, 32, 32, 3) and maps.shape == (6, 32, 32) and maps.dtype == np.uint8
+    assert set(np.unique(maps)) <= set(np.unique(real)) and len(np.unique(maps)) > 1
+    assert not any(np.array_equal(m, r) for m in maps for r in real)
+    again, maps2 = gen.sample_maps(6, "malignant", seed=1)
+    assert np.array_equal(imgs, again) and np.array_equal(maps, maps2)
+    with pytest.raises(ConfigError, match="warp=0.5"):
+        load(SynCGANConfig, None, ["warp=0.5"])
+
+
 def test_stage_cache_reuses_finished_stages(trained):
     from cytoray.generators.syncgan import SynCGAN
 

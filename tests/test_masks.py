@@ -377,3 +377,28 @@ def test_run_masks_records_polarity_evidence_and_decisions(mask_dataset, tmp_pat
     assert summary["decisions"]["disagreed"] == sum(r["decision"]["rule"] != "agree" for r in rows)
     assert summary["decisions"]["chose_otsu"] == sum(r["decision"]["chose"] == "otsu" for r in rows)
     assert "stain vs Otsu disagreed on" in format_summary(summary)
+
+
+def test_warped_label_maps_keep_their_labels_and_areas_but_move():
+    """masks/warp.py (SynCGAN's `prior: bank`): a warped map holds the labels it had, in about the
+    same shares (scale ±10%: area ±21%), outlines that moved, and a new map per draw; pack/unpack
+    round-trips the maps a bundle stores."""
+    from cytoray.masks.warp import pack_maps, unpack_maps, warp_label_maps
+
+    yy, xx = np.mgrid[0:48, 0:48]
+    r = np.hypot(yy - 20, xx - 26)
+    cell = np.where(r < 8, 2, np.where(r < 18, 1, 0)).astype(np.uint8)  # nucleus in a cytoplasm on glass, off centre
+    maps = np.stack([cell, cell])
+    out = warp_label_maps(maps, np.random.default_rng(0))
+    assert out.shape == maps.shape and out.dtype == np.uint8 and set(np.unique(out)) == {0, 1, 2}
+    for k in (1, 2):
+        assert 0.75 < (out == k).mean(axis=(1, 2)).min() / (cell == k).mean() < 1.3
+    assert not np.array_equal(out[0], cell) and not np.array_equal(out[0], out[1])
+    again = warp_label_maps(maps, np.random.default_rng(0))
+    assert np.array_equal(out, again)
+    masks = warp_label_maps(maps == 2, np.random.default_rng(1))
+    assert masks.dtype == bool and 0.75 < masks.mean() / (cell == 2).mean() < 1.3
+    for a in (out, masks):
+        assert np.array_equal(unpack_maps(pack_maps(a)), a) and unpack_maps(pack_maps(a)).dtype == a.dtype
+    with pytest.raises(ValueError, match=r"\[N, H, W\]"):
+        warp_label_maps(cell, np.random.default_rng(0))

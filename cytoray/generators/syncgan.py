@@ -12,6 +12,8 @@
    paints the mean colour. When sampling, a class's colours are drawn from its training cells'
    (with noise). Best epoch by validation generator loss (§3.3, §4.1) or the last (EMA) weights.
 4. `sample(n, cls)` = CGAN(mask_gan[cls](z)) (eq. 7): images and the nucleus masks that made them.
+   With `prior: bank` no mask GAN is trained: a map is one of the class's training maps under a
+   random symmetry, rotation, scale and elastic warp (masks/warp.py), then CGAN(map) as above.
 Every adversarial stage trains with the small-data pieces (small_data.py).
 All three stages train in one Ray Train job; a stage whose settings and data are unchanged
 (e.g. the mask GANs of a trial that only changes λ) comes from the stage cache.
@@ -21,15 +23,18 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from typing import Literal
 
 import numpy as np
 import torch
 
 from ..data.folder import ImageSet
+from ..errors import ConfigError
 from ..io import stable_hash
 from ..masks.config import MasksConfig, cache_identity, dataset_label_maps, dataset_masks
 from ..masks.labels import N_LABELS, NUCLEUS, paint, region_colours
 from ..masks.segmenter import pinned
+from ..masks.warp import pack_maps, unpack_maps, warp_label_maps
 from ..nets import MaskGenerator, UNet
 from ..training.stage import StageSpec
 from .base import Generator, GeneratorConfig
@@ -45,6 +50,12 @@ class SynCGANConfig(GeneratorConfig):
     masks: MasksConfig = dataclasses.field(default_factory=MasksConfig)
     mask_gan: LatentGANConfig = dataclasses.field(default_factory=LatentGANConfig)
     cgan: CGANConfig = dataclasses.field(default_factory=CGANConfig)
+    prior: Literal["gan", "bank"] = "gan"  # sampling's label maps: the class mask GANs (eq. 7), or the class's training maps warped
+    warp: float = 0.06  # prior bank: the elastic warp's largest shift, a share of the image size (masks/warp.py)
+
+    def validate(self) -> None:
+        if not 0.0 <= self.warp <= 0.25:
+            raise ConfigError(f"warp={self.warp}: the elastic shift is a share of the image size in [0, 0.25]")
 
 
 def nucleus_masks(ds: ImageSet, masks: MasksConfig) -> np.ndarray:
@@ -68,6 +79,7 @@ class SynCGAN(Generator):
     def __init__(self, cgan: UNet, mask_gans: dict[str, MaskGenerator], meta: dict) -> None:
         self.cgan, self.mask_gans, self.meta = cgan.eval(), {k: g.eval() for k, g in mask_gans.items()}, meta
         self.classes = list(meta["classes"])
+        self._bank: dict[str, np.ndarray] = {}
 
     # -- training ---------------------------------------------------------------
     @classmethod
@@ -91,7 +103,7 @@ class SynCGAN(Generator):
             StageSpec(f"mask_gan/{c}", MaskGANStage(mp), train={"mask": masks_to_unit(m_train[train.labels == i], k)}, val=None,
                       fixed={"z": seeded_z(16, mp["z_dim"], 1234)}, data_key=f"{mkey}:{c}", seed=seed)
             for i, c in enumerate(train.class_names)
-        ]  # fmt: skip
+        ] if cfg.prior == "gan" else []  # fmt: skip
         fixed_idx = np.arange(min(8, len(val)))
         y_train, y_val = condition(train.images, m_train, k, cfg.cgan), condition(val.images, m_val, k, cfg.cgan)
         cgan = CGANStage({**stage_params(cfg.cgan, size), "in_ch": int(y_train.shape[1])})
@@ -99,6 +111,8 @@ class SynCGAN(Generator):
             # the region colours of every training cell, per class: sampling draws a cell's colours from them
             cols = region_colours(train.images, m_train)
             cgan.sampling_meta = {"colours": {c: np.round(cols[train.labels == i], 2).tolist() for i, c in enumerate(train.class_names)}}
+        if cfg.prior == "bank":  # the maps sampling warps (a function of the data, as the colours are)
+            cgan.sampling_meta = {**cgan.sampling_meta, "bank": bank(train, m_train)}
         specs.append(StageSpec(
             "cgan", cgan,
             train={"mask": y_train, "image": to_unit(train.images)},
@@ -116,12 +130,16 @@ class SynCGAN(Generator):
             "mask_source": cfg.masks.source,
             "labels": n_labels(cfg.masks),
             "cgan": {"kwargs": results["cgan"].meta["generator_kwargs"], "best_epoch": results["cgan"].meta["best_epoch"]},
-            "mask_gans": {c: {"kwargs": results[f"mask_gan/{c}"].meta["generator_kwargs"]} for c in train.class_names},
+            "prior": cfg.prior,
         }
+        if cfg.prior == "gan":
+            meta["mask_gans"] = {c: {"kwargs": results[f"mask_gan/{c}"].meta["generator_kwargs"]} for c in train.class_names}
+        else:  # a CGAN stage cached by a run with the GAN prior holds no bank: the maps again
+            meta.update(bank=results["cgan"].meta.get("bank") or bank(train, priors(train, pinned(cfg.masks))), warp=cfg.warp)
         if "colours" in results["cgan"].meta:  # made with the stage (stages()), not by computing the masks again
             meta["colours"] = results["cgan"].meta["colours"]
         states = {"cgan": results["cgan"].best_state()}
-        states.update({f"mask_gan_{c}": results[f"mask_gan/{c}"].best_state() for c in train.class_names})
+        states.update({f"mask_gan_{c}": results[f"mask_gan/{c}"].best_state() for c in train.class_names if cfg.prior == "gan"})
         return meta, states, {}
 
     # -- sampling ---------------------------------------------------------------
@@ -130,7 +148,8 @@ class SynCGAN(Generator):
         meta, path = read_bundle(path)
         cgan = build_net(UNet, meta["cgan"]["kwargs"], path / "generator.json")  # absurd or unknown kwargs: one line
         cgan.load_state_dict(load_state(path, "cgan"))
-        return cls(cgan, load_per_class(path, meta["mask_gans"], MaskGenerator, "mask_gan_"), meta)
+        gans = load_per_class(path, meta["mask_gans"], MaskGenerator, "mask_gan_") if meta.get("prior", "gan") == "gan" else {}
+        return cls(cgan, gans, meta)
 
     @torch.no_grad()
     def sample_maps(self, n: int, cls: str, seed: int = 0, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -146,18 +165,22 @@ class SynCGAN(Generator):
             torch.manual_seed(seed)
             for start in range(0, n, batch):
                 b = min(batch, n - start)
-                z = torch.randn(b, self.mask_gans[cls].z_dim, generator=g)
-                logits = self.mask_gans[cls](z)
-                if k == 1:
-                    m = (torch.tanh(logits) > 0)[:, 0].numpy()  # binary mask, eq. 7's G_GAN(z)
-                else:
-                    m = logits.argmax(1).numpy().astype(np.uint8)  # the label map
+                m = self._maps(cls, b, k, g, rng)
                 y = masks_to_unit(m, k)
                 if colours is not None:
                     y = np.concatenate([y, paint(m, draw_colours(colours, b, rng))], 1)
                 imgs.append(from_unit(self.cgan(torch.as_tensor(y))))  # G_CGAN(condition)
                 maps.append(m)
         return np.concatenate(imgs), np.concatenate(maps)
+
+    def _maps(self, cls: str, b: int, k: int, g: torch.Generator, rng: np.random.Generator) -> np.ndarray:
+        if cls not in self.mask_gans:  # prior bank: training maps of the class, each under its own warp
+            maps = self._bank.setdefault(cls, unpack_maps(self.meta["bank"][cls]))
+            return warp_label_maps(maps[rng.integers(len(maps), size=b)], rng, elastic=float(self.meta.get("warp", 0.06)))
+        logits = self.mask_gans[cls](torch.randn(b, self.mask_gans[cls].z_dim, generator=g))
+        if k == 1:
+            return (torch.tanh(logits) > 0)[:, 0].numpy()  # binary mask, eq. 7's G_GAN(z)
+        return logits.argmax(1).numpy().astype(np.uint8)  # the label map
 
     def sample(self, n: int, cls: str, seed: int = 0, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """n synthetic images of class `cls` (uint8 [n,S,S,3]) and their nucleus masks (bool [n,S,S])."""
@@ -171,6 +194,11 @@ class SynCGAN(Generator):
 def n_labels(masks: MasksConfig) -> int:
     """Channels of the prior: 1 for a binary nucleus mask, one per label of a label map."""
     return N_LABELS if masks.labels == "cell" else 1
+
+
+def bank(train: ImageSet, maps: np.ndarray) -> dict:
+    """Each class's training label maps (or masks), packed for the bundle's meta (prior: bank)."""
+    return {c: pack_maps(maps[train.labels == i]) for i, c in enumerate(train.class_names)}
 
 
 def uses_colours(masks: MasksConfig, cgan: CGANConfig) -> bool:
