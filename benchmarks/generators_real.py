@@ -14,11 +14,10 @@ Variants (each adds one thing to the one before; `--variants` picks):
   small_data   + DiffAugment (colour, translation, cutout, dihedral) on D's inputs, EMA of G
   labels       + glass/cytoplasm/nucleus label maps painted with region colours
   loss         + L1 at λ = 10 and the last EMA weights
-  sharp        + a full-resolution path with per-pixel noise in the CGAN's UNet (nets/unet.py):
-               cytoray's shipped defaults
+  sharp        + a full-resolution path with per-pixel noise in the CGAN's UNet (nets/unet.py)
   bank         + `prior: bank`: no class mask GAN; each map is one of the class's training maps under
                a random symmetry, rotation, scale and elastic warp (masks/warp.py); the CGAN is
-               `sharp`'s (shared through the stage cache)
+               `sharp`'s (shared through the stage cache): cytoray's shipped defaults
   gan          the vanilla RGB GAN per class with the small-data pieces (control)
   diffusion    the mask-conditioned diffusion generator (generators/diffusion.py) on the same label maps,
                its maps drawn by the same class mask GANs as `sharp` (shared through the stage cache)
@@ -43,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 VARIANTS = ("paper", "small_data", "labels", "loss", "sharp", "bank", "gan", "diffusion")
-DEFAULT = "sharp"  # the variant whose settings are SynCGANConfig()'s
+DEFAULT = "bank"  # the variant whose settings are SynCGANConfig()'s
 
 
 def variant_config(name: str, a: argparse.Namespace):
@@ -72,7 +71,7 @@ def variant_config(name: str, a: argparse.Namespace):
     if name == DEFAULT:  # the shipped defaults, at the benchmark's epochs and widths only
         ref = SynCGANConfig()
         assert dataclasses.replace(cfg.cgan, epochs=ref.cgan.epochs, g_base=ref.cgan.g_base, d_base=ref.cgan.d_base) == ref.cgan
-        assert cfg.masks == ref.masks
+        assert cfg.masks == ref.masks and cfg.prior == ref.prior and cfg.warp == ref.warp
     return cfg
 
 

@@ -122,7 +122,7 @@ def test_mask_gans_are_syncgans_own_stages():
     train, val, key = _split()
     cfg = _tiny()
     mine = {s.label: s.name for s in Diffusion.stages(train, val, cfg, key, 0) if s.label.startswith("mask_gan/")}
-    theirs = {s.label: s.name for s in SynCGAN.stages(train, val, SynCGANConfig(masks=cfg.masks, mask_gan=cfg.mask_gan), key, 0)
+    theirs = {s.label: s.name for s in SynCGAN.stages(train, val, SynCGANConfig(masks=cfg.masks, mask_gan=cfg.mask_gan, prior="gan"), key, 0)
               if s.label.startswith("mask_gan/")}  # fmt: skip
     assert mine == theirs and len(mine) == 2  # same cache folders: trained once for both generators
 

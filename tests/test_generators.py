@@ -168,7 +168,7 @@ def test_latent_gan_learns_foreground_fraction(name, key, aug):
 
 
 def _cfg(tmp: Path, epochs: int = 2) -> SimpleNamespace:
-    cfg = SimpleNamespace(syncgan=SynCGANConfig())
+    cfg = SimpleNamespace(syncgan=SynCGANConfig(prior="gan"))  # every stage kind; the bank prior reuses its CGAN
     cfg.syncgan.cgan = dataclasses.replace(cfg.syncgan.cgan, epochs=epochs, g_base=8, d_base=8)
     cfg.syncgan.mask_gan = dataclasses.replace(cfg.syncgan.mask_gan, epochs=epochs, g_base=8, d_base=8, z_dim=16)
     cfg.gan = GANConfig(epochs=epochs, g_base=8, d_base=8, z_dim=16)

@@ -20,13 +20,16 @@ def test_shipped_spaces_load_and_apply(name):
     cfg = RatioStudyConfig()
     space = load_search_space(CONFIGS / "search" / name, cfg)
     tune_space = space.domains()
+    prior = {"generator.prior"} if name == "syncgan_ratio.yaml" else set()  # the paper's space keeps eq. 7's mask GANs
     assert set(tune_space) == {"generator.cgan.lam", "generator.mask_gan.smooth_real_low", "generator.mask_gan.smooth_fake_high",
-                               "generator.mask_gan.flip_rate", "ratio"}  # fmt: skip
+                               "generator.mask_gan.flip_rate", "ratio"} | prior  # fmt: skip
     point = {k: d.sample() for k, d in tune_space.items()}
     assert type(space.to_tune()["generator"]["cgan"]["lam"]) is type(tune_space["generator.cgan.lam"])  # nested like the config
     new = trial_config(RatioStudy(), to_dict(cfg), nest(point))  # merged as nested values, never through strings
     assert new.ratio == pytest.approx(point["ratio"]) and new.generator.cgan.lam == pytest.approx(point["generator.cgan.lam"])
     assert new.generator.mask_gan.flip_rate == pytest.approx(point["generator.mask_gan.flip_rate"])
+    if prior:
+        assert new.generator.prior == point["generator.prior"] in ("bank", "gan")
 
 
 def test_bad_spaces_name_key_and_file(tmp_path):

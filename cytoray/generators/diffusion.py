@@ -151,7 +151,7 @@ def mask_gan_specs(train: ImageSet, val: ImageSet, cfg: DiffusionConfig, data_ke
     seeds, whatever SynCGAN's version): identical mask settings share these stages in the cache."""
     from .syncgan import SynCGAN, SynCGANConfig
 
-    specs = SynCGAN.stages(train, val, SynCGANConfig(masks=cfg.masks, mask_gan=cfg.mask_gan), data_key, seed)
+    specs = SynCGAN.stages(train, val, SynCGANConfig(masks=cfg.masks, mask_gan=cfg.mask_gan, prior="gan"), data_key, seed)
     return [s for s in specs if s.label.startswith("mask_gan/")]
 
 

@@ -4,16 +4,22 @@
    simulator's ground truth when asked), and around them, by default (`masks.labels: cell`),
    label maps: glass / cytoplasm / nucleus (masks/labels.py). The paper's binary
    mask is `masks.labels: nucleus`.
-2. One mask GAN per class, z → mask or label map, with label smoothing and flipping (§3.4).
+2. The prior of the label maps (`prior`). `gan`, the paper's: one mask GAN per class, z → mask
+   or label map, with label smoothing and flipping (§3.4). `bank`, the default: no mask GAN; a
+   map is one of the class's training maps under a random symmetry, rotation, scale and elastic
+   warp (masks/warp.py). On Herlev (64 px) the mask GANs' maps cost the synthetic cells half of
+   their distance to real ones: KID to held-out cells 0.121 / 0.132 with `gan`, 0.063 / 0.082
+   with `bank` for the same CGAN settings, in a third of the training time
+   (benchmarks/generators_real_herlev.md). The bundle then holds the training label maps (not
+   the images), as it holds their region colours.
 3. One CGAN, condition → RGB, on (condition, image) pairs of all classes. The condition is the
    mask, or the label map's one-hot channels plus the map painted with the cell's own region
    colours (`cgan.colours`): which colour a Pap cell's cytoplasm and glass are (blue, green,
    pink; lavender or grey) is not in its shape, and a generator asked to guess it from the shape
    paints the mean colour. When sampling, a class's colours are drawn from its training cells'
    (with noise). Best epoch by validation generator loss (§3.3, §4.1) or the last (EMA) weights.
-4. `sample(n, cls)` = CGAN(mask_gan[cls](z)) (eq. 7): images and the nucleus masks that made them.
-   With `prior: bank` no mask GAN is trained: a map is one of the class's training maps under a
-   random symmetry, rotation, scale and elastic warp (masks/warp.py), then CGAN(map) as above.
+4. `sample(n, cls)` = CGAN(map), map = mask_gan[cls](z) (eq. 7) or a warped training map of
+   the class: images and the nucleus masks that made them.
 Every adversarial stage trains with the small-data pieces (small_data.py).
 All three stages train in one Ray Train job; a stage whose settings and data are unchanged
 (e.g. the mask GANs of a trial that only changes λ) comes from the stage cache.
@@ -50,7 +56,7 @@ class SynCGANConfig(GeneratorConfig):
     masks: MasksConfig = dataclasses.field(default_factory=MasksConfig)
     mask_gan: LatentGANConfig = dataclasses.field(default_factory=LatentGANConfig)
     cgan: CGANConfig = dataclasses.field(default_factory=CGANConfig)
-    prior: Literal["gan", "bank"] = "gan"  # sampling's label maps: the class mask GANs (eq. 7), or the class's training maps warped
+    prior: Literal["gan", "bank"] = "bank"  # sampling's label maps: the class's training maps warped, or the class mask GANs (eq. 7)
     warp: float = 0.06  # prior bank: the elastic warp's largest shift, a share of the image size (masks/warp.py)
 
     def validate(self) -> None:
