@@ -313,7 +313,7 @@ def test_a_segmenter_is_the_mask_source_of_syncgan(tmp_path):
     a, b = tiny_segmenter(tmp_path / "a", 0), tiny_segmenter(tmp_path / "b", 1)
     ds = simulated_set("histology", 8, 64, 0)
     train, val = ds.subset(range(0, 8, 2)), ds.subset(range(1, 8, 2))
-    cfg = SynCGANConfig(masks=MasksConfig(method="segmenter", segmenter=str(a), labels="nucleus"))
+    cfg = SynCGANConfig(masks=MasksConfig(method="segmenter", segmenter=str(a), labels="nucleus"), prior="gan")
     # 1. The mask GANs and the CGAN train on exactly what the segmenter predicts.
     specs = {s.label: s for s in SynCGAN.stages(train, val, cfg, "k", 0)}
     want_train, want_val = (load_segmenter(a).masks(x.images) for x in (train, val))
