@@ -30,7 +30,8 @@ def main() -> None:
 
     from cytoray.data.source import simulated_set
     from cytoray.data.splits import make_manifest
-    from cytoray.generators.gan import CGANConfig, CGANStage, masks_to_unit, stage_params, to_unit
+    from cytoray.generators.gan import CGANConfig, CGANStage, masks_to_unit, stage_params
+    from cytoray.nets.images import to_unit
     from cytoray.training.config import RunConfig
     from cytoray.training.runner import init_ray, run_stages
     from cytoray.training.stage import StageSpec, amp_context

@@ -38,7 +38,8 @@ ARMS = {"fp32": (False, False, 0), "bf16": (True, False, 0), "fp32_cl": (False, 
 
 def data(size: int, n: int) -> dict:
     from cytoray.data.source import simulated_set
-    from cytoray.generators.gan import masks_to_unit, to_unit
+    from cytoray.generators.gan import masks_to_unit
+    from cytoray.nets.images import to_unit
 
     cyto, histo = simulated_set("cytology", n, size, 0), simulated_set("histology", n, size, 1)
     return {"mask": torch.from_numpy(masks_to_unit(cyto.masks)), "image": torch.from_numpy(to_unit(cyto.images)),

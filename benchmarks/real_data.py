@@ -61,11 +61,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cytoray.data.background import Bands, detect_bands, touches_padding  # noqa: E402
-from cytoray.data.images import IMAGE_EXTS, read_mask, read_rgb  # noqa: E402
+from cytoray.data.images import read_mask, read_rgb  # noqa: E402
+from cytoray.io import IMAGE_EXTS  # noqa: E402
 from cytoray.io import save_png, write_json  # noqa: E402
 from cytoray.masks.quality import quality_flags  # noqa: E402
 from cytoray.masks.stain import otsu_haematoxylin  # noqa: E402
-from cytoray.masks.unsupervised import MaskParams, nucleus_mask_report  # noqa: E402
+from cytoray.masks.nucleus import nucleus_mask_report  # noqa: E402
+from cytoray.masks.params import MaskParams  # noqa: E402
 from cytoray.metrics.segmentation import dice, iou  # noqa: E402
 
 METHODS = ("stain", "syncgan", "otsu_h", "segmenter")

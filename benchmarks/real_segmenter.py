@@ -67,7 +67,8 @@ def train_segmenter(reference: dict[Path, list], read_truth, out: Path, scale: f
     """A segmenter bundle folder trained on refined simulation with `reference` folders' images as
     the style/texture reference (masks dropped) and their masks for the best-epoch choice."""
     from cytoray.data.folder import ImageSet
-    from cytoray.generators.refined_sim import RefinedSim, RefinedSimConfig, ScheduleConfig, write_segmenter_bundle
+    from cytoray.generators.refined_sim import RefinedSim, RefinedSimConfig, ScheduleConfig
+    from cytoray.masks.nucleus_net import write_segmenter_bundle
     from cytoray.io import stable_hash
     from cytoray.training.config import RunConfig
 
@@ -116,7 +117,7 @@ def segmenter_mask(folder: str, rgb: np.ndarray, bands) -> tuple[np.ndarray, dic
     """(mask, report) of the segmenter bundle at `folder` on one native-resolution image."""
     from cytoray.masks.quality import quality_flags
     from cytoray.masks.segmenter import load_mask_segmenter
-    from cytoray.masks.unsupervised import MaskParams
+    from cytoray.masks.params import MaskParams
 
     seg, ident = load_mask_segmenter(folder)
     content = bands.content()

@@ -75,7 +75,7 @@ def bare(sets: list[str]) -> float:
     from cytoray.experiments.common import fidelity
     from cytoray.experiments.ratio import RatioStudyConfig
     from cytoray.generators.base import get_generator
-    from cytoray.generators.bundle import write_bundle
+    from cytoray.bundle import write_bundle
     from cytoray.training.stage import StageSpec, amp_context
 
     cfg = load(RatioStudyConfig, ROOT / "configs/studies/syncgan_ratio.yaml", sets)

@@ -181,9 +181,14 @@ def full_disk_message(e: BaseException, where: str | None = None) -> str | None:
     return None
 
 
-def _image_files(folder: Path) -> list[Path]:
-    from .data.images import is_image_name
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")  # what cytoray reads as an image
 
+
+def is_image_name(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTS
+
+
+def _image_files(folder: Path) -> list[Path]:
     try:
         return [p for p in folder.iterdir() if p.is_file() and is_image_name(p)]
     except OSError:

@@ -271,7 +271,7 @@ def test_validate_names_masks_of_the_wrong_size_and_notes_jpeg_and_grey_masks(ds
 
 def test_unknown_or_absurd_network_arguments_in_a_bundle(tmp_path):
     from cytoray.errors import CytorayError
-    from cytoray.generators.bundle import load_per_class
+    from cytoray.bundle import load_per_class
     from cytoray.nets.patchgan import PatchDiscriminator
 
     for kwargs, frag in (({"nope": 1}, "do not build"), ({"base": 10**9}, "not a plausible network"), ("x", "not a plausible network")):

@@ -310,7 +310,7 @@ LIMIT_TEXT = "100000x100000 px is over the 100000000 px limit"
 
 def _untrained_segmenter(out: Path) -> Path:
     """A segmenter bundle `cytoray segment` loads (untrained: these rows never get to its masks)."""
-    from cytoray.generators.refined_sim import write_segmenter_bundle
+    from cytoray.masks.nucleus_net import write_segmenter_bundle
     from cytoray.nets import UNet
 
     kw = dict(in_ch=3, out_ch=1, base=4, depth=2, norm="batch", dropout=0.0, out_act="none")

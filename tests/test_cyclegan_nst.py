@@ -20,7 +20,7 @@ from cytoray.data.source import simulated_set
 from cytoray.errors import CytorayError, DataError
 from cytoray.generators.cyclegan import CycleGANConfig, CycleGANStage, loop_steps_per_epoch, lr_factor, stage_params
 from cytoray.generators.domains import DomainPair, align_unpaired, check_domains
-from cytoray.generators.gan import to_unit
+from cytoray.nets.images import to_unit
 from cytoray.generators.history import HistoryBuffer
 from cytoray.generators.nst import NST, NSTConfig, build_features, stylise
 from cytoray.training.config import RunConfig

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from cytoray.errors import CytorayError
 from cytoray.generators import Generator, GeneratorConfig, get_generator, load_bundle
-from cytoray.generators.bundle import load_state, read_bundle
+from cytoray.bundle import load_state, read_bundle
 from cytoray.training.config import RunConfig
 from cytoray.training.stage import Stage, StageSpec
 

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from cytoray.generators.gan import CGANConfig, CGANStage, LatentGANConfig, MaskGANStage, VanillaGANStage, masks_to_unit, stage_params, to_unit
+from cytoray.generators.gan import CGANConfig, CGANStage, LatentGANConfig, MaskGANStage, VanillaGANStage, masks_to_unit, stage_params
+from cytoray.nets.images import to_unit
 from cytoray.generators.losses import d_targets
 from cytoray.generators.syncgan import SynCGANConfig
 from cytoray.generators.vanilla import GANConfig

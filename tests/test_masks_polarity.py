@@ -16,7 +16,7 @@ from skimage.draw import disk
 
 from cytoray.masks import MaskParams, nucleus_mask, nucleus_mask_report
 from cytoray.masks.quality import quality_flags
-from cytoray.masks.stain import dark_field, dark_field_evidence, looks_dark_field
+from cytoray.masks.darkfield import dark_field, dark_field_evidence, looks_dark_field
 from cytoray.masks.unsupervised import resolve_polarity
 from cytoray.metrics.segmentation import dice
 

@@ -21,7 +21,8 @@ from cytoray.data.refsim import Reference, SynthesisConfig, cut_tiles, initial_i
 from cytoray.errors import ConfigError, DataError
 from cytoray.generators.refined_sim import RefinedSim, RefinedSimConfig, random_crops
 from cytoray.generators.history import HistoryBuffer
-from cytoray.generators.refined_stage import RefinedSimStage, example_weights, numpy_to_unit, realism_judge
+from cytoray.generators.refined_stage import RefinedSimStage, example_weights, realism_judge
+from cytoray.nets.images import to_unit
 from cytoray.training.stage import amp_context
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,7 +157,7 @@ def test_refiner_makes_images_more_realistic():
     """IHC-textured initial images (brown DAB, blue nuclei) against real H&E (the simulator): a
     discriminator trained on real vs initial calls the refined images fake far less often."""
     from cytoray.data.source import simulated_set
-    from cytoray.generators.gan import from_unit
+    from cytoray.nets.images import from_unit
 
     cfg = from_dict(RefinedSimConfig, {"pool": 96, "schedule": {"discriminator_epochs": 1, "joint_epochs": 3, "segmenter_epochs": 0}})
     refs, real = measure(ihc_tile()[None], 0), simulated_set("histology", 24, 64, 0).images
@@ -164,10 +165,10 @@ def test_refiner_makes_images_more_realistic():
     init, masks = initial_images(refs, np.zeros(n + held, int), 32, 0, cfg.synthesis)
     real_c, style = (random_crops(real, rng.integers(0, len(real), n + held), 32, rng) for _ in range(2))
     stage = RefinedSimStage({**to_plain(cfg), "size": 32})
-    models = run_epochs(stage, {"init": numpy_to_unit(init[:n]), "mask": masks[:n, None].astype(np.float32),
-                                "real": numpy_to_unit(real_c[:n]), "style": numpy_to_unit(style[:n])})  # fmt: skip
+    models = run_epochs(stage, {"init": to_unit(init[:n]), "mask": masks[:n, None].astype(np.float32),
+                                "real": to_unit(real_c[:n]), "style": to_unit(style[:n])})  # fmt: skip
     with torch.no_grad():
-        refined = from_unit(models["R"].eval()(torch.from_numpy(numpy_to_unit(init[n:])), torch.from_numpy(numpy_to_unit(style[n:]))))
+        refined = from_unit(models["R"].eval()(torch.from_numpy(to_unit(init[n:])), torch.from_numpy(to_unit(style[n:]))))
     acc_initial, acc_refined = realism_judge(real_c[n:], init[n:], refined)
     assert acc_initial >= 0.9 and acc_refined <= acc_initial - 0.2, (acc_initial, acc_refined)
     assert np.abs(refined.astype(float) - init[n:]).mean() > 5  # it did refine
@@ -197,7 +198,7 @@ def test_segmenter_beats_its_untrained_self_on_held_back_images(source):
     trained = run_epochs(stage, spec.train)["S"]
 
     def pooled(net, x, m):
-        return dice(stage.segment(net.eval(), torch.from_numpy(numpy_to_unit(x)))[:, 0].numpy(), m)
+        return dice(stage.segment(net.eval(), torch.from_numpy(to_unit(x)))[:, 0].numpy(), m)
 
     before, after = pooled(untrained, held.images, held.masks), pooled(trained, held.images, held.masks)
     assert after > before + 0.15 and after > 0.5, (before, after)
@@ -282,13 +283,13 @@ def tiny_segmenter(out: Path, seed: int, steps: int = 20) -> Path:
     """A 2-level segmenter bundle (what `cytoray segment` loads), trained a few steps on simulator
     H&E with exact masks; seeds give different masks."""
     from cytoray.data.source import simulated_set
-    from cytoray.generators.refined_sim import write_segmenter_bundle
+    from cytoray.masks.nucleus_net import write_segmenter_bundle
     from cytoray.nets import UNet
 
     torch.manual_seed(seed)
     kw = dict(in_ch=3, out_ch=1, base=4, depth=2, norm="batch", dropout=0.0, out_act="none")
     net, ds = UNet(**kw), simulated_set("histology", 8, 32, 100 + seed)
-    x, y = torch.from_numpy(numpy_to_unit(ds.images)), torch.from_numpy(ds.masks[:, None].astype(np.float32))
+    x, y = torch.from_numpy(to_unit(ds.images)), torch.from_numpy(ds.masks[:, None].astype(np.float32))
     opt = torch.optim.Adam(net.parameters(), 1e-2)
     for _ in range(steps):
         opt.zero_grad()
@@ -302,7 +303,7 @@ def test_a_segmenter_is_the_mask_source_of_syncgan(tmp_path):
 
     from cytoray.data.source import simulated_set
     from cytoray.generators.gan import masks_to_unit
-    from cytoray.generators.refined_sim import load_segmenter
+    from cytoray.masks.nucleus_net import load_segmenter
     from cytoray.generators.syncgan import SynCGAN, SynCGANConfig, masks_key
     from cytoray.masks import MasksConfig
 
@@ -345,7 +346,7 @@ def test_nucleus_segmenter_registers_as_a_segmenter_pyfunc(tmp_path, monkeypatch
     from cytoray.cli import main
     from cytoray.data.source import simulated_set
     from cytoray.experiments.segmentation import SegmentationStudyConfig, register_best
-    from cytoray.generators.refined_sim import load_segmenter
+    from cytoray.masks.nucleus_net import load_segmenter
     from cytoray.generators.syncgan import masks_key, nucleus_masks
     from cytoray.masks import MasksConfig
     from cytoray.tracking.mlflow_utils import setup

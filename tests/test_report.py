@@ -166,7 +166,7 @@ def test_histo_report_has_the_histology_baseline_row_first(store, tmp_path):
 
 
 def test_segmentation_report_draws_each_method_with_its_interval_on_histology(store, tmp_path, monkeypatch):
-    from cytoray.experiments.segmentation import PROPOSED, ROWS
+    from cytoray.report.segmentation import PROPOSED, ROWS
     from cytoray.metrics.classification import mean_ci, paired_test
     from cytoray.report import figures
 

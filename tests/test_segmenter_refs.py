@@ -81,7 +81,7 @@ def test_a_study_pins_its_segmenter_in_the_driver(tmp_path, monkeypatch):
 def test_syncgan_resolves_an_alias_once_for_its_masks_and_their_key(tmp_path, monkeypatch):
     from cytoray.data.source import simulated_set
     from cytoray.generators.gan import masks_to_unit
-    from cytoray.generators.refined_sim import load_segmenter
+    from cytoray.masks.nucleus_net import load_segmenter
     from cytoray.generators.syncgan import SynCGAN, SynCGANConfig, masks_key
     from cytoray.masks import MasksConfig
 

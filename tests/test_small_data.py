@@ -99,7 +99,8 @@ def test_policy_errors_name_the_key():
 
 def test_label_maps_of_simulated_cells_hold_glass_cytoplasm_and_nucleus():
     from cytoray.data.simulate import simulate
-    from cytoray.masks.unsupervised import MaskParams, nucleus_mask_report
+    from cytoray.masks.nucleus import nucleus_mask_report
+    from cytoray.masks.params import MaskParams
 
     s = simulate("cytology", n=16, size=64, seed=0)
     nuc = np.stack([nucleus_mask_report(i, MaskParams())[0] for i in s.images])

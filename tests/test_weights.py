@@ -1,4 +1,4 @@
-"""Offline ImageNet weights (classify/weights.py): torchvision's file name, its hash prefix checked
+"""Offline ImageNet weights (nets/imagenet.py; the listing in classify/weights.py): torchvision's file name, its hash prefix checked
 against the file's sha256, refused when it does not match; `cytoray weights` lists what is there.
 
 The files are constructed here (a randomly initialised ResNet-18 state dict): nothing downloads.
@@ -15,7 +15,7 @@ import pytest
 import torch
 import torchvision
 
-from cytoray.classify import weights as W
+from cytoray.nets import imagenet as W
 from cytoray.classify.config import ClassifierConfig
 from cytoray.config import ConfigError
 from cytoray.io import sha256_file

@@ -28,7 +28,7 @@ def load_classifier_bundle(path: str | Path):
     path = Path(path)
     if not (path / META).is_file():
         raise CytorayError(f"{path}: not a cytoray classifier bundle (no {META})")
-    from ..generators.bundle import build_net, load_weights, read_meta
+    from ..bundle import build_net, load_weights, read_meta
 
     meta = read_meta(path / META, ("classifier", "class_names", "input_size"), "classifier bundle file")
     names, size = meta["class_names"], meta["input_size"]

@@ -104,11 +104,11 @@ class ClassifierConfig:
 
     def weights_file(self) -> Path | None:
         """The weights to start from: weights_path as given, torchvision's verified ImageNet file for
-        weights=imagenet (classify/weights.py; ConfigError saying where it goes), or None (scratch)."""
+        weights=imagenet (nets/imagenet.py; ConfigError saying where it goes), or None (scratch)."""
         if self.weights_path:
             return Path(self.weights_path)
         if self.weights == "imagenet":
-            from .weights import find_imagenet
+            from ..nets.imagenet import find_imagenet
 
             return find_imagenet(self.name, self.weights_dir)
         return None
@@ -129,7 +129,7 @@ class ClassifierConfig:
         p.update(weights=self.weights_tag(), input_size=self.check_size(data_size), transform_input=self.transform_input())
         w = self.weights_file()
         if w is not None:  # the content, not the path, is what shaped the run (hashed once per file)
-            from .weights import sha256
+            from ..nets.imagenet import sha256
 
             p["weights_sha256"] = sha256(w)
         return p

@@ -44,10 +44,10 @@ SINGLE_CELL = {
 def single_cell(rng: np.random.Generator, trng: np.random.Generator, size: int, grade: float) -> tuple[np.ndarray, np.ndarray]:
     """One large Pap-stained cell on glass: OD canvas [S, S, 3] and nucleus mask [S, S]."""
     from .nuclei import draw_blob, draw_nucleus, random_polygon, rgb_to_od, smooth_field, smooth_polygon, stretch
-    from .simulate import GIEMSA, PAP, _Features, _palette, _px
+    from .features import GIEMSA, PAP, Features, palette, px
 
-    f = _Features(SINGLE_CELL, grade, rng)
-    pal = _palette(rng, PAP, GIEMSA)
+    f = Features(SINGLE_CELL, grade, rng)
+    pal = palette(rng, PAP, GIEMSA)
     od = np.zeros((size, size, 3), np.float32)
     mask = np.zeros((size, size), np.uint8)
     # 1. glass with a faint film
@@ -59,25 +59,25 @@ def single_cell(rng: np.random.Generator, trng: np.random.Generator, size: int, 
         c = 0.5 + 0.62 * np.array([np.cos(side), np.sin(side)])
         rc = rng.uniform(0.2, 0.3)
         col = pal["pink"] if rng.uniform() < 0.5 else pal["cyan"]
-        draw_blob(od, trng, _px(smooth_polygon(random_polygon(rng, c, rc, 0.3, 0.1, 12)), size), col, rng.uniform(0.5, 0.9), 0.01 * size, 0.2)
+        draw_blob(od, trng, px(smooth_polygon(random_polygon(rng, c, rc, 0.3, 0.1, 12)), size), col, rng.uniform(0.5, 0.9), 0.01 * size, 0.2)
         cn = c + rng.normal(0, 0.05, 2)
-        draw_nucleus(od, mask, trng, _px(smooth_polygon(random_polygon(rng, cn, 0.05, 0.2, 0.05, 12)), size), pal["nucleus"], 0.3, density=1.3)
+        draw_nucleus(od, mask, trng, px(smooth_polygon(random_polygon(rng, cn, 0.05, 0.2, 0.05, 12)), size), pal["nucleus"], 0.3, density=1.3)
     # 3. the cell: a large irregular cytoplasm, pink (eosinophilic) or cyan (cyanophilic)
     c = 0.5 + rng.normal(0, 0.04, 2)
     rc = f["cell_radius"] * rng.uniform(0.9, 1.1)
     cyto = stretch(smooth_polygon(random_polygon(rng, c, rc, 0.35, 0.12, 14)), c, rng.uniform(1.0, 1.5), rng.uniform(0, np.pi))
     col = pal["pink"] if rng.uniform() < 0.5 else pal["cyan"]
-    draw_blob(od, trng, _px(cyto, size), col, rng.uniform(0.6, 1.0), max(0.5, 0.01 * size), 0.3)
+    draw_blob(od, trng, px(cyto, size), col, rng.uniform(0.6, 1.0), max(0.5, 0.01 * size), 0.3)
     # 4. folds: thin dense ridges inside the cytoplasm, the usual false nucleus of a naive mask
     for _ in range(int(rng.poisson(f["folds"]))):
         p = c + rng.normal(0, 0.5 * rc, 2)
         ridge = stretch(random_polygon(rng, p, 0.045, 0.2, 0.05, 10), p, rng.uniform(10, 18), rng.uniform(0, np.pi))
-        draw_blob(od, trng, _px(ridge, size), col, rng.uniform(0.5, 1.0), 0.4, 0.2)
+        draw_blob(od, trng, px(ridge, size), col, rng.uniform(0.5, 1.0), 0.4, 0.2)
     # 5. the nucleus, off-centre a little; coarse chromatin at high grade (textured, with clear spaces)
     r = rc * f["nc_ratio"] * rng.uniform(0.9, 1.1)
     cn = c + rng.normal(0, 0.15 * (rc - r), 2)
     poly = stretch(smooth_polygon(random_polygon(rng, cn, r, f["irregularity"], f["spikiness"], 14)), cn, 1 + abs(rng.normal(0, 0.2)), rng.uniform(0, np.pi))
-    draw_nucleus(od, mask, trng, _px(poly, size), pal["nucleus"], f["chromatin"], density=f["hyperchromasia"],
+    draw_nucleus(od, mask, trng, px(poly, size), pal["nucleus"], f["chromatin"], density=f["hyperchromasia"],
                  nucleolus=f["nucleolus"], rim=0.5)  # fmt: skip
     return od, mask
 

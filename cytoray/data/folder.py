@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .images import IMAGE_EXTS, fit_square, is_image_name, read_mask, read_rgb
+from ..io import IMAGE_EXTS, is_image_name
+from .images import fit_square, read_mask, read_rgb
 
 MASK_DIR = "masks"
 IGNORED_FILES = {"thumbs.db", "desktop.ini"}

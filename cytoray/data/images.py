@@ -13,7 +13,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
 
 # A truncated file must be an error, never a silently half-grey image.
 Image.LOAD_TRUNCATED_IMAGES = False
@@ -75,10 +75,6 @@ def check_min_side(paths, min_side: int, why: str) -> None:
             continue  # unreadable: the reader names it with its own message
         if min(w, h) < min_side:
             raise DataError(f"{p}: image is {w}x{h} px; {why} needs at least {min_side}x{min_side}; remove it or use a larger crop")
-
-
-def is_image_name(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in IMAGE_EXTS
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:

@@ -229,7 +229,7 @@ def initial_images(refs: list[Reference], which: np.ndarray, size: int, seed: in
 def _pairs(root: Path) -> list[tuple[Path, Path | None, str]]:
     """(image, mask or None, class) of a folder: `<root>/images/ + <root>/masks/` (BreCaHAD's
     layout) or the project's `<root>/<class>/*.png + <class>/masks/`; a mask has its image's stem."""
-    from .images import is_image_name
+    from ..io import is_image_name
 
     def mask_of(mdir: Path, stem: str) -> Path | None:
         hits = [p for p in mdir.glob(f"{stem}.*") if is_image_name(p)] if mdir.is_dir() else []

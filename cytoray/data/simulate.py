@@ -33,57 +33,15 @@ import numpy as np
 from .. import __version__
 from ..errors import CytorayError
 from ..io import atomic_dir, save_png, write_json
+from .acquisition import P_PADDING, P_SINGLE_CELL, padding_bands, single_cell, stain_variation
+from .acquisition import meta as acquisition_meta
+from .features import CYTOLOGY, FEATURE_JITTER, GIEMSA, HE, HISTOLOGY, PAP, Features, nucleus, palette, px
 from .nuclei import draw_blob, draw_nucleus, draw_rbc, od_to_rgb, random_polygon, rgb_to_od, smooth_field, smooth_polygon, stretch
+from .tissue import histology
 
 CLASSES = ("benign", "malignant")
 KINDS = ("cytology", "histology")
 GRADE_BETA = {"benign": (2.0, 4.5), "malignant": (4.5, 2.0)}
-FEATURE_JITTER = 0.08  # std of each feature's own grade offset: features are not in lockstep
-
-# Each feature: (value at grade 0, value at grade 1). Radii are fractions of the image width.
-CYTOLOGY = {
-    "nucleus_radius": (0.032, 0.056),
-    "anisonucleosis": (0.06, 0.30),  # log-normal sigma of nucleus radius within an image
-    "irregularity": (0.15, 0.65),
-    "spikiness": (0.04, 0.22),
-    "nc_ratio": (0.38, 0.75),  # nucleus radius / cell radius
-    "chromatin": (0.15, 0.95),
-    "hyperchromasia": (0.95, 1.7),
-    "nucleolus": (0.0, 1.2),
-    "cohesion": (0.95, 0.35),  # fraction of cells in groups
-    "spacing": (1.0, 0.62),  # centre distance / cell diameter inside a group (< 1 overlaps)
-    "disorder": (0.08, 0.45),  # jitter of cell positions / spacing
-    "cells": (14.0, 34.0),  # mean epithelial cells per field
-    "bare_nuclei": (6.0, 0.0),  # benign bare bipolar (myoepithelial) nuclei
-    "debris": (3.0, 10.0),
-}
-HISTOLOGY = {
-    "nucleus_radius": (0.022, 0.036),
-    "anisonucleosis": (0.06, 0.30),
-    "irregularity": (0.10, 0.60),
-    "spikiness": (0.03, 0.20),
-    "chromatin": (0.15, 0.90),
-    "hyperchromasia": (0.95, 1.45),
-    "nucleolus": (0.0, 1.2),
-    "glands": (1.4, 4.0),  # mean count of ducts / tumour nests
-    "gland_radius": (0.26, 0.12),
-    "gland_irregularity": (0.10, 0.65),
-    "gland_spikiness": (0.04, 0.28),
-    "layers": (-0.8, 5.5),  # epithelial layers, rounded, >= 1 (many = solid nest, no lumen)
-    "spacing": (1.25, 0.85),  # centre distance / nucleus diameter along a layer
-    "disorder": (0.05, 0.55),  # position jitter and loss of polarity
-    "myoepithelium": (1.0, 0.0),  # probability that a gland keeps its myoepithelial layer
-    "stromal_nuclei": (10.0, 6.0),
-    "infiltrating": (0.0, 12.0),  # single tumour cells in stroma
-    "lymphocytes": (2.0, 6.0),
-}
-# Stain palettes: RGB transmittance at unit density. Pap and Giemsa-like are mixed per image
-# independently of class, so colour carries no label information.
-PAP = {"nucleus": (0.42, 0.36, 0.68), "cyan": (0.62, 0.86, 0.88), "pink": (0.93, 0.66, 0.80),
-       "rbc": (0.95, 0.50, 0.52), "bg_pink": (0.90, 0.78, 0.86), "bg_grey": (0.80, 0.85, 0.92)}
-GIEMSA = {"nucleus": (0.55, 0.30, 0.66), "cyan": (0.70, 0.76, 0.95), "pink": (0.86, 0.68, 0.92),
-          "rbc": (0.96, 0.60, 0.60), "bg_pink": (0.88, 0.80, 0.92), "bg_grey": (0.82, 0.84, 0.95)}
-HE = {"nucleus": (0.40, 0.30, 0.62), "eosin": (0.93, 0.52, 0.72), "epithelium": (0.84, 0.70, 0.90)}
 
 
 @dataclass
@@ -97,43 +55,6 @@ class SimulatedSet:
     scenes: list[str] | None = None  # per image: "smear" | "single_cell" | "tissue", plus "+padded" when banded
 
 
-# ----------------------------------------------------------------------------- helpers
-
-
-class _Features:
-    """Per-image feature values: lerp of each (g0, g1) pair at the grade plus own jitter."""
-
-    def __init__(self, table: dict[str, tuple[float, float]], grade: float, rng: np.random.Generator):
-        self.g = {k: float(np.clip(grade + rng.normal(0, FEATURE_JITTER), 0, 1)) for k in table}
-        self.v = {k: lo + (hi - lo) * self.g[k] for k, (lo, hi) in table.items()}
-
-    def __getitem__(self, key: str) -> float:
-        return self.v[key]
-
-
-def _palette(rng: np.random.Generator, a: dict, b: dict | None = None) -> dict[str, np.ndarray]:
-    """Mix two stain palettes at a random weight and jitter each colour a little (lab-to-lab)."""
-    t = rng.uniform() if b is not None else 0.0
-    out = {}
-    for k, c in a.items():
-        mix = np.asarray(c) * (1 - t) + (np.asarray(b[k]) * t if b is not None else 0)
-        out[k] = np.clip(mix * np.exp(rng.normal(0, 0.03, 3)), 0.05, 1.0)
-    return out
-
-
-def _px(poly: np.ndarray, size: int) -> np.ndarray:
-    """Relative (0..1) coordinates -> pixel coordinates with centres at integers."""
-    return poly * size - 0.5
-
-
-def _nucleus(
-    rng: np.random.Generator, c: np.ndarray, r: float, f: _Features, ratio: float = 1.0, angle: float | None = None
-) -> np.ndarray:
-    """A smoothed random-polygon nucleus with the image's irregularity/spikiness (relative units)."""
-    poly = smooth_polygon(random_polygon(rng, c, r, f["irregularity"], f["spikiness"], 12))
-    return stretch(poly, c, ratio, rng.uniform(0, np.pi) if angle is None else angle)
-
-
 # ----------------------------------------------------------------------------- cytology
 
 
@@ -141,8 +62,8 @@ def _cytology(
     rng: np.random.Generator, trng: np.random.Generator, size: int, grade: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """One FNAC-like smear field: background, red cells, debris, cell groups and single cells."""
-    f = _Features(CYTOLOGY, grade, rng)
-    pal = _palette(rng, PAP, GIEMSA)
+    f = Features(CYTOLOGY, grade, rng)
+    pal = palette(rng, PAP, GIEMSA)
     od = np.zeros((size, size, 3), np.float32)
     mask = np.zeros((size, size), np.uint8)
     # 1. background: pale pink or blue-grey proteinaceous film with smooth variation.
@@ -160,7 +81,7 @@ def _cytology(
         c = rng.uniform(0, 1, 2)
         poly = random_polygon(rng, c, rng.uniform(0.004, 0.014), 0.7, 0.45, 9)
         col = (pal["nucleus"], pal["cyan"], pal["pink"])[int(rng.integers(3))]
-        draw_blob(od, trng, _px(poly, size), col, rng.uniform(0.3, 0.9), 0.5, 0.3)
+        draw_blob(od, trng, px(poly, size), col, rng.uniform(0.3, 0.9), 0.5, 0.3)
     # 4. epithelial cells: cohesive groups (hex lattice, jittered) plus dissociated singles.
     r_mean = f["nucleus_radius"]
     rc_mean = r_mean / f["nc_ratio"]
@@ -181,23 +102,23 @@ def _cytology(
         if rng.uniform() > 0.05 + 0.2 * f.g["cohesion"]:
             cyto = smooth_polygon(random_polygon(rng, c, rc, 0.35, 0.12, 10))
             col = pal["pink"] if rng.uniform() < p_pink else pal["cyan"]
-            draw_blob(od, trng, _px(cyto, size), col, rng.uniform(0.6, 0.95), max(0.5, 0.04 * rc * size), 0.25)
+            draw_blob(od, trng, px(cyto, size), col, rng.uniform(0.6, 0.95), max(0.5, 0.04 * rc * size), 0.25)
         off = (rc - r) * rng.uniform(0, 0.3 + 0.5 * f.g["nc_ratio"])
         a = rng.uniform(0, 2 * np.pi)
         cn = c + off * np.array([np.cos(a), np.sin(a)])
-        poly = _nucleus(rng, cn, r, f, ratio=1.0 + abs(rng.normal(0, 0.18)))
-        draw_nucleus(od, mask, trng, _px(poly, size), pal["nucleus"], f["chromatin"],
+        poly = nucleus(rng, cn, r, f, ratio=1.0 + abs(rng.normal(0, 0.18)))
+        draw_nucleus(od, mask, trng, px(poly, size), pal["nucleus"], f["chromatin"],
                      density=f["hyperchromasia"] * rng.uniform(0.9, 1.1),
                      nucleolus=f["nucleolus"] * rng.uniform(0.5, 1.0))
     # 5. bare bipolar nuclei (benign hallmark): small dark ovals with no cytoplasm.
     for _ in range(int(rng.poisson(f["bare_nuclei"]))):
         c = rng.uniform(0.05, 0.95, 2)
         poly = stretch(random_polygon(rng, c, 0.022, 0.15, 0.05, 12), c, rng.uniform(1.6, 2.3), rng.uniform(0, np.pi))
-        draw_nucleus(od, mask, trng, _px(poly, size), pal["nucleus"], 0.2, density=1.5)
+        draw_nucleus(od, mask, trng, px(poly, size), pal["nucleus"], 0.2, density=1.5)
     return od, mask
 
 
-def _group(rng: np.random.Generator, k: int, rc: float, f: _Features) -> list[np.ndarray]:
+def _group(rng: np.random.Generator, k: int, rc: float, f: Features) -> list[np.ndarray]:
     """k cell centres in one group: the k lattice sites nearest a random (elliptical) centre."""
     d = 2 * rc * f["spacing"]
     centre = rng.uniform(0.2, 0.8, 2)
@@ -243,8 +164,6 @@ def render_scene(kind: str, class_id: int, index: int, size: int = 64, seed: int
     acquisition: stain variation, camera noise, and for some images padding bands
     (see acquisition.py; its choices come from a stream of their own, key + [2]).
     """
-    from .acquisition import P_PADDING, P_SINGLE_CELL, padding_bands, single_cell, stain_variation
-    from .tissue import histology
 
     kind_id = KINDS.index(kind)
     key = [int(seed), kind_id, int(class_id), int(index)]
@@ -290,7 +209,6 @@ def write_dataset(
 ) -> Path:
     """Write `<out>/<class>/<stem>.png`, `<out>/<class>/masks/<stem>.png` (0/255) and
     `<out>/simulation.json`, all at once (a failure leaves no half-written folder)."""
-    from .acquisition import meta as acquisition_meta
 
     _check(kind, n, size, seed)
     out = Path(out)

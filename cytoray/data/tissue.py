@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .nuclei import collagen, draw_blob, draw_nucleus, points_inside, polygon_alpha, random_polygon, resample_contour, rgb_to_od, scale_polygon, smooth_field, stretch
-from .simulate import HE, HISTOLOGY, _Features, _nucleus, _palette, _px
+from .features import HE, HISTOLOGY, Features, nucleus, palette, px
 
 # ----------------------------------------------------------------------------- histology
 
@@ -15,8 +15,8 @@ def histology(
     rng: np.random.Generator, trng: np.random.Generator, size: int, grade: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """One H&E-like field: fibrous eosin stroma, glands or nests, stromal nuclei."""
-    f = _Features(HISTOLOGY, grade, rng)
-    pal = _palette(rng, HE)
+    f = Features(HISTOLOGY, grade, rng)
+    pal = palette(rng, HE)
     od = np.zeros((size, size, 3), np.float32)
     mask = np.zeros((size, size), np.uint8)
     r_mean = f["nucleus_radius"]
@@ -42,9 +42,9 @@ def histology(
     lumen_a = np.zeros((size, size), np.float32)
     for poly, c, big_r in outlines:
         lumen = _gland(rng, trng, od, mask, poly, c, big_r, f, pal, size)
-        _union(gland_a, _px(poly, size), max(0.6, 0.01 * size))
+        _union(gland_a, px(poly, size), max(0.6, 0.01 * size))
         if lumen is not None:
-            _union(lumen_a, _px(lumen, size), max(0.5, 0.004 * size))
+            _union(lumen_a, px(lumen, size), max(0.5, 0.004 * size))
     epithelium = np.clip(gland_a - 0.92 * lumen_a, 0, 1)  # a faint pink secretion stays in lumens
     od += (stroma * (1 - gland_a))[..., None] * rgb_to_od(pal["eosin"])
     od += (epithelium * rng.uniform(0.6, 0.85))[..., None] * rgb_to_od(pal["epithelium"])
@@ -57,15 +57,15 @@ def histology(
             if kind == "fibro":
                 poly = random_polygon(rng, c, 0.014, 0.2, 0.08, 12)  # long axis along the fibres
                 poly = stretch(poly, c, rng.uniform(3, 5), theta + rng.normal(0, 0.3))
-                draw_nucleus(od, mask, trng, _px(poly, size), pal["nucleus"], 0.2, density=1.4)
+                draw_nucleus(od, mask, trng, px(poly, size), pal["nucleus"], 0.2, density=1.4)
             elif kind == "lympho":
                 poly = random_polygon(rng, c, 0.012, 0.1, 0.04, 12)
-                draw_nucleus(od, mask, trng, _px(poly, size), pal["nucleus"], 0.3, density=2.0)
+                draw_nucleus(od, mask, trng, px(poly, size), pal["nucleus"], 0.3, density=2.0)
             else:
                 r = r_mean * np.exp(rng.normal(0, f["anisonucleosis"]))
                 cyto = random_polygon(rng, c, r * 1.6, 0.3, 0.1, 12)
-                draw_blob(od, trng, _px(cyto, size), pal["epithelium"], 0.4, 0.8)
-                draw_nucleus(od, mask, trng, _px(_nucleus(rng, c, r, f), size), pal["nucleus"], f["chromatin"],
+                draw_blob(od, trng, px(cyto, size), pal["epithelium"], 0.4, 0.8)
+                draw_nucleus(od, mask, trng, px(nucleus(rng, c, r, f), size), pal["nucleus"], f["chromatin"],
                              density=f["hyperchromasia"], nucleolus=f["nucleolus"])
     return od, mask
 
@@ -80,7 +80,7 @@ def _union(target: np.ndarray, polygon_px: np.ndarray, softness: float) -> None:
 
 def _gland(
     rng: np.random.Generator, trng: np.random.Generator, od: np.ndarray, mask: np.ndarray, poly: np.ndarray,
-    c: np.ndarray, big_r: float, f: _Features, pal: dict[str, np.ndarray], size: int,
+    c: np.ndarray, big_r: float, f: Features, pal: dict[str, np.ndarray], size: int,
 ) -> np.ndarray | None:
     """Draw the epithelial nuclei of one gland in concentric layers; return its lumen polygon
     (relative units) or None for a solid nest.
@@ -98,7 +98,7 @@ def _gland(
         for p, t in zip(pts, tang):
             q = random_polygon(rng, p, 0.7 * r_mean, 0.15, 0.05, 12)  # flat, along the basement membrane
             q = stretch(q, p, rng.uniform(2.0, 2.8), np.arctan2(t[1], t[0]))
-            draw_nucleus(od, mask, trng, _px(q, size), pal["nucleus"], 0.2, density=1.4)
+            draw_nucleus(od, mask, trng, px(q, size), pal["nucleus"], 0.2, density=1.4)
         start = 1.2 * r_mean
     lumen_s = 1 - (start + n_layers * step + 1.6 * r_mean) / big_r  # + apical cytoplasm
     for k in range(n_layers):
@@ -112,7 +112,7 @@ def _gland(
             # polarity: long axis normal to the wall, lost with disorder
             ang = np.arctan2(t[1], t[0]) + np.pi / 2 + rng.normal(0, np.pi * f["disorder"])
             ratio = 1.0 + (0.5 - 0.3 * f.g["disorder"]) * rng.uniform(0.6, 1.0)
-            draw_nucleus(od, mask, trng, _px(_nucleus(rng, p, r, f, ratio, ang), size), pal["nucleus"],
+            draw_nucleus(od, mask, trng, px(nucleus(rng, p, r, f, ratio, ang), size), pal["nucleus"],
                          f["chromatin"], density=f["hyperchromasia"] * rng.uniform(0.9, 1.1),
                          nucleolus=f["nucleolus"] * rng.uniform(0.5, 1.0))
     return scale_polygon(poly, c, lumen_s) if lumen_s > 0.12 else None

@@ -9,7 +9,7 @@ output (it holds segment.json), and never the input folder or a folder around or
 
 A registered `nucleus-segmenter` is a segmenter bundle (segmenter.json + weights; also a
 refined-sim generator bundle when a study wrote it), registered with the segmenter pyfunc
-(`tracking/model_code/segmenter.py`: uint8 images in, masks or probabilities out).
+(`model_code/segmenter.py`: uint8 images in, masks or probabilities out).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def segment_folder(seg, src: Path, out: Path, scale: float | None = None) -> lis
     """Masks for every image under `src` (recursively, masks/ folders skipped) into `out`."""
     import numpy as np
 
-    from ..data.images import is_image_name, read_rgb
+    from ..data.images import read_rgb
+    from ..io import is_image_name
     from ..errors import CytorayError
     from ..io import atomic_dir, save_png, write_json
 

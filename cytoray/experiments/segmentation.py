@@ -32,6 +32,7 @@ from ..data.folder import ImageSet
 from ..generators.base import GeneratorConfig
 from ..generators.refined_sim import LABEL, RefinedSim, RefinedSimConfig
 from ..io import stable_hash, write_json
+from ..report.segmentation import PROPOSED, ROWS
 from ..training.config import RunConfig
 from .driver import Study, TuneSettings, finished
 
@@ -261,7 +262,7 @@ def write_best_segmenter(out: Path, gen: RefinedSim, bundle: Path, cfg: Segmenta
     refined-sim generator bundle: `cytoray segment` and either registry pyfunc can load it."""
     import shutil
 
-    from ..generators.refined_sim import write_segmenter_bundle
+    from ..masks.nucleus_net import write_segmenter_bundle
 
     shutil.copytree(bundle, out, dirs_exist_ok=True)
     return write_segmenter_bundle(out, gen.segmenter.state_dict(), gen.meta["segmenter_kwargs"], cfg.generator.segmenter.threshold,
@@ -290,9 +291,6 @@ def register_best(cfg: SegmentationStudyConfig, gen_bundle: Path, seg_bundle: Pa
 
 # ----------------------------------------------------------------------------- the comparison
 
-ROWS = {"otsu": "Otsu on haematoxylin (floor)", "syncgan_masks": "SynCGAN unsupervised masks", "raw": "segmenter on raw simulation",
-        "refined": "segmenter on refined simulation", "refined_hard": "segmenter on refined + hard examples"}  # fmt: skip
-PROPOSED = "refined_hard"
 
 
 def variant_configs(g: RefinedSimConfig) -> dict[str, RefinedSimConfig]:
@@ -308,7 +306,7 @@ def train_bundles(jobs: dict[str, tuple], cache: Path, run: RunConfig, use_cache
     are reused; every other stage trains in ONE Ray Train job (start-up paid once)."""
     from ..config import to_plain
     from ..generators.base import BUNDLE_META
-    from ..generators.bundle import write_bundle
+    from ..bundle import write_bundle
     from ..training.runner import cached_result, run_stages
 
     out, todo, results = {}, {}, {}

@@ -40,7 +40,7 @@ import numpy as np
 from ..config import Section, to_plain
 from ..errors import ConfigError, CytorayError
 from ..io import stable_hash
-from .bundle import BUNDLE_META, write_bundle
+from ..bundle import BUNDLE_META, write_bundle
 
 GENERATORS: dict[str, type["Generator"]] = {}
 ENTRY_POINTS = "cytoray.generators"
@@ -200,7 +200,7 @@ def load_bundle(path: str | Path) -> Generator:
     meta_path = path / BUNDLE_META
     if not meta_path.is_file():
         raise CytorayError(f"{path}: not a cytoray generator checkpoint (no {BUNDLE_META}); pass the --out folder of `cytoray train`")
-    from .bundle import read_bundle
+    from ..bundle import read_bundle
 
     meta, _ = read_bundle(path)  # not JSON, {}, a list, no 'generator': one line naming the file
     gen_cls = get_generator(meta["generator"])

@@ -33,9 +33,9 @@ from ..errors import ConfigError
 from ..nets import PatchDiscriminator, ResnetGenerator, UNet, min_input_size, unet_depth
 from ..training.stage import StageSpec, to_uint8_grid, unwrap
 from .base import Generator, GeneratorConfig
-from .bundle import load_arrays, load_per_class, npz_bytes, read_bundle
+from ..bundle import load_arrays, load_per_class, npz_bytes, read_bundle
 from .domains import DomainPair, align_unpaired, check_domains
-from .gan import from_unit, to_unit
+from ..nets.images import from_unit, to_unit
 from .history import HistoryBuffer
 from .losses import bce
 from .small_data import SmallData, SmallDataStage, augment_d_input as _aug, optimizer_steps

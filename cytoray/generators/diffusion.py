@@ -41,8 +41,9 @@ from ..nets import MaskGenerator
 from ..training.stage import Stage, StageSpec, to_uint8_grid, unwrap
 from .augment import dihedral
 from .base import Generator, GeneratorConfig
-from .bundle import load_per_class, load_state, read_bundle
-from .gan import LatentGANConfig, from_unit, stage_params, to_unit
+from ..bundle import load_per_class, load_state, read_bundle
+from ..nets.images import from_unit, to_unit
+from .gan import LatentGANConfig, stage_params
 from .syncgan import masks_key
 from .small_data import ema_decay, ema_update, optimizer_steps
 

@@ -128,11 +128,6 @@ def _positive(obj, *names: str) -> None:
 # ----------------------------------------------------------------------------- tensors
 
 
-def to_unit(images_uint8: np.ndarray) -> np.ndarray:
-    """uint8 [N,H,W,3] → float32 [N,3,H,W] in [-1, 1]."""
-    return (images_uint8.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0).copy()
-
-
 def masks_to_unit(masks: np.ndarray, labels: int = 1) -> np.ndarray:
     """bool [N,H,W] → float32 [N,1,H,W] in {-1, +1}; an integer label map [N,H,W] with `labels`
     > 1 values → its one-hot channels [N,labels,H,W] in {-1, +1}."""
@@ -140,10 +135,6 @@ def masks_to_unit(masks: np.ndarray, labels: int = 1) -> np.ndarray:
         return (masks[:, None].astype(np.float32) * 2.0 - 1.0).copy()
     onehot = masks[:, None].astype(np.int64) == np.arange(labels)[None, :, None, None]
     return (onehot.astype(np.float32) * 2.0 - 1.0).copy()
-
-
-def from_unit(x: torch.Tensor) -> np.ndarray:
-    return ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 def stage_params(cfg_section, size: int) -> dict:

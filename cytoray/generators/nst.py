@@ -29,7 +29,7 @@ import torch
 from ..errors import ConfigError, CytorayError
 from ..nets.vgg import LAYERS
 from .base import Generator, GeneratorConfig
-from .bundle import load_arrays, npz_bytes, read_bundle
+from ..bundle import load_arrays, npz_bytes, read_bundle
 from .domains import DomainPair, check_domains
 
 IMAGES_FILE = "nst_images.npz"

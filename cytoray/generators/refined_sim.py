@@ -24,6 +24,7 @@ import sys
 import numpy as np
 import torch
 
+from ..bundle import build_net, load_arrays, load_state, npz_bytes, read_bundle
 from ..config import to_plain
 from ..data.folder import ImageSet
 from ..data.nuclei import rgb_to_od
@@ -34,13 +35,13 @@ from ..nets.patchgan import min_input_size
 from ..nets.refiner import Refiner
 from ..training.stage import StageSpec
 from .base import Generator, GeneratorConfig
-from .bundle import build_net, load_arrays, load_state, npz_bytes, read_bundle
-from .gan import from_unit
-from .refined_stage import RefinedSimStage, numpy_to_unit, pad_to
+from ..masks.nucleus_net import REFINED_SIM, segment_with
+from ..nets.images import from_unit, to_unit
+from .refined_stage import RefinedSimStage
 from .small_data import SmallData
 
 REFERENCES_FILE = "references.npz"
-LABEL = "refined-sim"
+LABEL = REFINED_SIM
 
 
 # ----------------------------------------------------------------------------- config
@@ -205,16 +206,16 @@ class RefinedSim(Generator):
         which = rng.integers(0, len(refs), cfg.pool)
         # 1. The pool: initial images from tile t's textures, a real crop and a reference crop of t.
         init, masks = initial_images(refs, which, P, seed, cfg.synthesis)
-        train_arrays = {"init": numpy_to_unit(init), "mask": masks[:, None].astype(np.float32),
-                        "real": numpy_to_unit(random_crops(tiles, which, P, rng)), "style": numpy_to_unit(random_crops(tiles, which, P, rng))}  # fmt: skip
+        train_arrays = {"init": to_unit(init), "mask": masks[:, None].astype(np.float32),
+                        "real": to_unit(random_crops(tiles, which, P, rng)), "style": to_unit(random_crops(tiles, which, P, rng))}  # fmt: skip
         # 2. Validation: real tiles (Dice where they have masks), held-out initial images.
         hold = rng.integers(0, len(refs), cfg.holdout)
         h_init, h_mask = initial_images(refs, hold, P, seed + 7919, cfg.synthesis)
         vi = np.arange(len(val)) % len(val)
-        val_arrays = {"init": numpy_to_unit(h_init), "init_mask": h_mask[:, None].astype(np.float32),
-                      "style": numpy_to_unit(random_crops(tiles, hold, P, rng)),
-                      "real": numpy_to_unit(random_crops(val.images, rng.integers(0, len(val), cfg.holdout), P, rng)),
-                      "image": numpy_to_unit(val.images[vi])}  # fmt: skip
+        val_arrays = {"init": to_unit(h_init), "init_mask": h_mask[:, None].astype(np.float32),
+                      "style": to_unit(random_crops(tiles, hold, P, rng)),
+                      "real": to_unit(random_crops(val.images, rng.integers(0, len(val), cfg.holdout), P, rng)),
+                      "image": to_unit(val.images[vi])}  # fmt: skip
         if val.masks is not None:
             val_arrays["mask"] = val.masks[vi][:, None].astype(np.float32)
         fixed = {k: train_arrays[k][:8] for k in ("init", "mask", "style")}
@@ -275,7 +276,7 @@ class RefinedSim(Generator):
         """uint8 initial images [N,S,S,3] refined in the style of reference crops [N,P,P,3]."""
         if self.refiner is None:
             return images
-        out = [from_unit(self.refiner(torch.from_numpy(numpy_to_unit(images[i : i + batch])), torch.from_numpy(numpy_to_unit(style[i : i + batch]))))
+        out = [from_unit(self.refiner(torch.from_numpy(to_unit(images[i : i + batch])), torch.from_numpy(to_unit(style[i : i + batch]))))
                for i in range(0, len(images), batch)]  # fmt: skip
         return np.concatenate(out) if out else images
 
@@ -293,111 +294,3 @@ class RefinedSim(Generator):
         """Nucleus masks (bool [N,H,W]) of real uint8 images [N,H,W,3] by the trained segmenter."""
         return segment_with(self.segmenter, images, int(self.meta["segmenter_kwargs"]["depth"]),
                             float(self.meta["config"]["segmenter"]["threshold"]), batch)  # fmt: skip
-
-
-@torch.no_grad()
-def nucleus_probabilities(net: UNet, images: np.ndarray, depth: int, batch: int = 8) -> np.ndarray:
-    """float32 [N,H,W] nucleus probabilities of uint8 [N,H,W,3] images by a U-Net segmenter (padded to its stride)."""
-    net.eval()
-    out = []
-    for i in range(0, len(images), batch):
-        x, h, w = pad_to(torch.from_numpy(numpy_to_unit(np.asarray(images[i : i + batch]))), 2**depth)
-        out.append(torch.sigmoid(net(x)[:, 0, :h, :w]).float().numpy())
-    return np.concatenate(out) if out else np.zeros((0, *np.shape(images)[1:3]), np.float32)
-
-
-def segment_with(net: UNet, images: np.ndarray, depth: int, threshold: float, batch: int = 8) -> np.ndarray:
-    """bool [N,H,W] masks of uint8 [N,H,W,3] images by a U-Net segmenter: probability above `threshold`."""
-    return nucleus_probabilities(net, images, depth, batch) > threshold
-
-
-# ----------------------------------------------------------------------------- the segmenter alone
-
-SEGMENTER_META = "segmenter.json"  # written last: a folder holding it is a complete segmenter bundle
-
-
-class Segmenter:
-    """A trained nucleus segmenter, from a segmenter bundle (segmenter.json + segmenter.pt) or a
-    refined-sim generator bundle. `scale` is the resize factor from a native image to the
-    resolution it was trained at (e.g. 0.25 for 1360x1024 BreCaHAD tiles held at 340x256)."""
-
-    def __init__(self, net: UNet, depth: int, threshold: float, scale: float, meta: dict) -> None:
-        self.net, self.depth, self.threshold, self.scale, self.meta = net.eval(), depth, threshold, scale, meta
-
-    def masks(self, images: np.ndarray, batch: int = 8) -> np.ndarray:
-        """bool [N,H,W] masks of uint8 [N,H,W,3] images already at the working resolution."""
-        return segment_with(self.net, images, self.depth, self.threshold, batch)
-
-    def segment_image(self, rgb: np.ndarray, scale: float | None = None, probability: bool = False) -> np.ndarray:
-        """bool [H,W] mask of one native-resolution uint8 image: resized by `scale` (default:
-        the bundle's), segmented, and the mask resized back to the image's own size. With
-        `probability`, the float32 nucleus probabilities instead (resized bilinearly)."""
-        from PIL import Image
-
-        s = self.scale if scale is None else float(scale)
-        h, w = rgb.shape[:2]
-        small = rgb if s == 1 else np.asarray(Image.fromarray(rgb).resize((max(8, round(w * s)), max(8, round(h * s))), Image.BICUBIC))
-        if probability:
-            p = nucleus_probabilities(self.net, small[None], self.depth)[0]
-            return p if p.shape == (h, w) else np.asarray(Image.fromarray(p).resize((w, h), Image.BILINEAR))
-        m = self.masks(small[None])[0]
-        return m if m.shape == (h, w) else np.asarray(Image.fromarray(m).resize((w, h), Image.NEAREST))
-
-    def predict(self, images: np.ndarray, output: str = "mask") -> np.ndarray:
-        """What the registered pyfunc returns for uint8 images [N,H,W,3] at their native resolution
-        (each resized by the bundle's scale, as `cytoray segment` does): uint8 0/1 masks [N,H,W], or
-        with output="probability" float32 nucleus probabilities [N,H,W]."""
-        from ..errors import CytorayError
-
-        if output not in ("mask", "probability"):
-            raise CytorayError(f"output={output!r}: use mask (0/1 at the bundle's threshold) or probability")
-        images = np.asarray(images, dtype=np.uint8)
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise CytorayError(f"images of shape {images.shape}: give uint8 RGB images [N, H, W, 3]")
-        prob = output == "probability"
-        out = [self.segment_image(im, probability=prob) for im in images]
-        return np.stack(out).astype(np.float32 if prob else np.uint8) if out else np.zeros(images.shape[:3], np.float32 if prob else np.uint8)
-
-
-def write_segmenter_bundle(out, state: dict, kwargs: dict, threshold: float, scale: float, meta: dict):
-    """A folder with the segmenter's weights and segmenter.json (what `load_segmenter` reads)."""
-    from pathlib import Path
-
-    from ..io import atomic_path, write_json
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "segmenter.pt") as tmp:
-        torch.save(state, tmp)
-    write_json(out / SEGMENTER_META, {**meta, "segmenter_kwargs": kwargs, "threshold": threshold, "scale": scale})
-    return out
-
-
-def load_segmenter(path) -> Segmenter:
-    """A Segmenter from a segmenter bundle or a refined-sim generator bundle folder."""
-    from pathlib import Path
-
-    from ..errors import CytorayError
-    from .bundle import BUNDLE_META
-
-    path = Path(path)
-    if (path / SEGMENTER_META).is_file():  # a damaged file or a truncated .pt: one line naming it (bundle.py)
-        from .bundle import build_net, load_weights, read_meta
-
-        meta = read_meta(path / SEGMENTER_META, ("segmenter_kwargs", "threshold"), "segmenter bundle file")
-        net = build_net(UNet, meta["segmenter_kwargs"], path / SEGMENTER_META)
-        try:
-            net.load_state_dict(load_weights(path / "segmenter.pt"))
-            return Segmenter(net, int(meta["segmenter_kwargs"]["depth"]), float(meta["threshold"]), float(meta.get("scale", 1.0)), meta)
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise CytorayError(f"{path / SEGMENTER_META}: does not describe {path / 'segmenter.pt'} ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0][:120]}); re-copy the bundle or retrain") from None
-    from .base import load_bundle
-    from .bundle import read_meta
-
-    if (path / BUNDLE_META).is_file() and read_meta(path / BUNDLE_META, ("generator",), "generator bundle file")["generator"] == LABEL:
-        gen = load_bundle(path)
-        return Segmenter(gen.segmenter, int(gen.meta["segmenter_kwargs"]["depth"]), float(gen.meta["config"]["segmenter"]["threshold"]),
-                         float(gen.meta.get("scale", 1.0)), gen.meta)  # fmt: skip
-    raise CytorayError(f"{path}: not a nucleus segmenter (no {SEGMENTER_META}, and not a refined-sim generator bundle); "
-                       "pass a folder written by studies/refined_segmentation.py or `cytoray train refined-sim`")  # fmt: skip

@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..nets import UNet
+from ..nets.images import pad_to, to_unit
 from ..nets.refiner import Refiner, StyleDiscriminator
 from ..training.stage import Stage, adam, to_uint8_grid, unwrap
 from .history import HistoryBuffer
@@ -63,13 +64,6 @@ def hard_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     p, t = pred.float(), target.float()
     denom = p.sum((1, 2, 3)) + t.sum((1, 2, 3))
     return torch.where(denom > 0, 2 * (p * t).sum((1, 2, 3)) / denom.clamp_min(1), torch.ones_like(denom))
-
-
-def pad_to(x: torch.Tensor, k: int) -> tuple[torch.Tensor, int, int]:
-    """Reflect-pad H and W up to multiples of k (a U-Net's input); returns the original H, W."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % k, (-w) % k
-    return (F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x), h, w
 
 
 class PooledStyleD(nn.Module):
@@ -302,11 +296,6 @@ class RefinedSimStage(Stage):
         return to_uint8_grid(torch.cat(rows), nrow=len(fixed["init"]))
 
 
-def numpy_to_unit(images: np.ndarray) -> np.ndarray:
-    """uint8 [N,H,W,3] → float32 [N,3,H,W] in [-1, 1]."""
-    return (images.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0).copy()
-
-
 def _probe_net() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(16, 32, 3, 2, 1), nn.LeakyReLU(0.2),
                          nn.Conv2d(32, 32, 3, 2, 1), nn.LeakyReLU(0.2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 1))  # fmt: skip
@@ -337,7 +326,7 @@ def realism_probe(real: np.ndarray, fake: np.ndarray, seed: int = 0, steps: int 
     """Held-out accuracy of a fresh small CNN trained to tell `real` from `fake` (uint8 [N,H,W,3],
     same size): trained on the first halves, scored on the second; 0.5 = indistinguishable."""
     n = min(len(real), len(fake)) // 2
-    r, f = (torch.from_numpy(numpy_to_unit(a)) for a in (real, fake))
+    r, f = (torch.from_numpy(to_unit(a)) for a in (real, fake))
     return _accuracy(_fit_probe(r[:n], f[:n], seed, steps), r[n : 2 * n], f[n : 2 * n])
 
 
@@ -346,6 +335,6 @@ def realism_judge(real: np.ndarray, initial: np.ndarray, refined: np.ndarray, se
     real vs initial and real vs the refined versions of those held-out initial images: the
     refiner made images more realistic when the second accuracy is lower."""
     n = min(len(real), len(initial)) // 2
-    r, i, f = (torch.from_numpy(numpy_to_unit(a)) for a in (real, initial, refined))
+    r, i, f = (torch.from_numpy(to_unit(a)) for a in (real, initial, refined))
     net = _fit_probe(r[:n], i[:n], seed, steps)
     return _accuracy(net, r[n : 2 * n], i[n : 2 * n]), _accuracy(net, r[n : 2 * n], f[n : 2 * n])

@@ -44,8 +44,9 @@ from ..masks.warp import pack_maps, unpack_maps, warp_label_maps
 from ..nets import MaskGenerator, UNet
 from ..training.stage import StageSpec
 from .base import Generator, GeneratorConfig
-from .bundle import build_net, load_per_class, load_state, read_bundle
-from .gan import CGANConfig, CGANStage, LatentGANConfig, MaskGANStage, from_unit, masks_to_unit, seeded_z, stage_params, to_unit
+from ..bundle import build_net, load_per_class, load_state, read_bundle
+from ..nets.images import from_unit, to_unit
+from .gan import CGANConfig, CGANStage, LatentGANConfig, MaskGANStage, masks_to_unit, seeded_z, stage_params
 
 
 @dataclasses.dataclass

@@ -13,8 +13,9 @@ from ..data.folder import ImageSet
 from ..nets import VanillaGenerator
 from ..training.stage import StageSpec
 from .base import Generator, GeneratorConfig
-from .bundle import load_per_class, read_bundle
-from .gan import LatentGANConfig, VanillaGANStage, from_unit, seeded_z, stage_params, to_unit
+from ..bundle import load_per_class, read_bundle
+from ..nets.images import from_unit, to_unit
+from .gan import LatentGANConfig, VanillaGANStage, seeded_z, stage_params
 
 
 @dataclasses.dataclass

@@ -20,7 +20,8 @@ from typing import Literal
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .unsupervised import METHODS, MaskParams, nucleus_mask_report
+from .nucleus import nucleus_mask_report
+from .params import METHODS, MaskParams
 
 SOURCES = ("unsupervised", "ground_truth")
 SEGMENTER = "segmenter"  # the method that predicts masks with a trained nucleus segmenter (segmenter.py)

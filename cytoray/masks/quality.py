@@ -4,7 +4,7 @@ in the report instead of silently priming a generator.
     empty            no nucleus pixel in the content
     inverted         the mask is paler in haematoxylin (or, in a dark field, darker) than the rest:
                      it marks background, not nuclei. Whether the image is a dark field is decided
-                     here from the image alone (stain.looks_dark_field), never from the polarity the
+                     here from the image alone (darkfield.looks_dark_field), never from the polarity the
                      mask was made with: a brightfield tile taken for fluorescence is caught.
     covers           the mask covers more than `max_cover` of the content
     touches_padding  a mask pixel lies on, or next to, a flat padding band
@@ -54,7 +54,7 @@ def haematoxylin_contrast(rgb: np.ndarray, mask: np.ndarray, content: np.ndarray
 def quality_flags(rgb: np.ndarray, mask: np.ndarray, content: np.ndarray, bands, params) -> list[dict]:
     """[{'flag': name, 'reason': text}] for one image's mask (empty list = nothing suspect)."""
     from ..data.background import touches_padding
-    from .stain import dark_field_evidence, looks_dark_field
+    from .darkfield import dark_field_evidence, looks_dark_field
 
     flags: list[dict] = []
     n_content = int(content.sum())

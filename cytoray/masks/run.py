@@ -23,7 +23,8 @@ from ..errors import DataError
 from ..io import save_png, sha256_file, stable_hash, write_json
 from ..metrics.segmentation import dice, iou
 from .quality import FLAGS
-from .unsupervised import MaskParams, nucleus_mask_report
+from .nucleus import nucleus_mask_report
+from .params import MaskParams
 
 # Bump when nucleus_mask changes what it computes for the same parameters: old cache entries
 # then stop matching instead of being served as if current.

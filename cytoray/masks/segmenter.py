@@ -99,7 +99,7 @@ def study_segmenter(ref: str, cache: Path) -> str:
 
 def load_mask_segmenter(ref: str, tracking_uri: str | None = None):
     """(Segmenter, identity) for a bundle folder or a registered NAME@ALIAS / NAME/VERSION."""
-    from ..generators.refined_sim import load_segmenter
+    from .nucleus_net import load_segmenter
 
     if is_folder(ref):
         folder = Path(ref).expanduser().resolve()
@@ -134,7 +134,7 @@ def segmenter_reports(images: np.ndarray, cfg, batch: int = 8):
     bands excluded (masks.exclude_padding), quality flags checked with masks.max_cover/polarity."""
     from ..data.background import detect_bands
     from .quality import quality_flags
-    from .unsupervised import MaskParams
+    from .params import MaskParams
 
     seg, ident = load_mask_segmenter(cfg.segmenter)
     params = MaskParams(polarity=cfg.polarity, exclude_padding=cfg.exclude_padding, max_cover=cfg.max_cover)  # for the flags

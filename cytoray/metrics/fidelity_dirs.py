@@ -12,7 +12,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..data.images import is_image_name, read_rgb
+from ..data.images import read_rgb
+from ..io import is_image_name
 from ..errors import CytorayError, DataError
 from .fidelity import INPUT_SIZE, _features_from_batches, fid_kid_report
 from .fidelity_stats import FLOOR_SPLITS

@@ -6,7 +6,7 @@ downloaded. ImageNet (or any other) weights are used only when the caller passes
 `weights_path`; the final layer(s) are then replaced for `num_classes` and every other
 tensor must load, or a `CytorayError` names the file and the keys that did not fit.
 (`classifier.weights: imagenet` finds torchvision's own file locally and checks its hash first:
-cytoray/classify/weights.py.)
+cytoray/nets/imagenet.py.)
 """
 
 from __future__ import annotations

@@ -140,8 +140,8 @@ def vgg19_features(weights: str | Path | None, layers: list[str], pool: str = "a
               f"({name}), not ImageNet ones; point nst.vgg_weights at a local vgg19 state dict for the paper's setup",
               file=sys.stderr, flush=True)
         return random_vgg19_features(layers, pool, seed), name
-    if str(weights) == "imagenet":  # torchvision's vgg19 file from the torch cache, hash-checked (classify/weights.py)
-        from ..classify.weights import find_imagenet
+    if str(weights) == "imagenet":  # torchvision's vgg19 file from the torch cache, hash-checked (nets/imagenet.py)
+        from .imagenet import find_imagenet
 
         weights = find_imagenet("vgg19", key="nst.vgg_weights")
     path = Path(weights)

@@ -10,7 +10,7 @@ eligible version.
 
 A registered model is an MLflow pyfunc whose artefact is a cytoray bundle folder (generator
 bundle, classifier folder or segmenter bundle), so `cytoray pull NAME@ALIAS` needs only the
-tracking URI. The pyfunc is logged as code (`model_code/`), never as a pickled object: loading a registered
+tracking URI. The pyfunc is logged as code (`cytoray/model_code/`), never as a pickled object: loading a registered
 model runs a file of cytoray, not bytes someone wrote to the store.
 """
 
@@ -29,7 +29,7 @@ from ..errors import CytorayError
 CHAMPION = "champion"
 
 
-MODEL_CODE = {kind: Path(__file__).parent / "model_code" / f"{kind}.py" for kind in ("generator", "classifier", "segmenter")}
+MODEL_CODE = {kind: Path(__file__).parents[1] / "model_code" / f"{kind}.py" for kind in ("generator", "classifier", "segmenter")}
 
 
 def _requirements() -> list[str]:

@@ -42,7 +42,7 @@ def load_generator(ref: str, tmp: Path, tracking_uri: str | None = None):
     import json
 
     from ..generators import load_bundle
-    from ..generators.bundle import BUNDLE_META
+    from ..bundle import BUNDLE_META
 
     local = Path(ref).expanduser()
     if local.is_dir():

@@ -12,7 +12,7 @@ from mlflow.pyfunc import PythonModel
 
 class SegmenterBundleModel(PythonModel):
     def load_context(self, context):
-        from cytoray.generators.refined_sim import load_segmenter
+        from cytoray.masks.nucleus_net import load_segmenter
 
         self.seg = load_segmenter(context.artifacts["bundle"])
 

@@ -1,4 +1,5 @@
-"""Generator bundles on disk: one state dict per network, small data files, sample grids, generator.json.
+"""Bundles on disk (generators, segmenters, classifiers): one state dict per network, small data files,
+sample grids, and a meta JSON (generator.json for a generator).
 
 Each file is written atomically and generator.json last, so a folder with generator.json is a
 complete bundle. Weights load with `weights_only=True`: a bundle holds tensors, never code.
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import atomic_path, write_bytes, write_json
+from .io import atomic_path, write_bytes, write_json
 
 BUNDLE_META = "generator.json"  # written last: a folder holding it is a complete bundle
 
@@ -38,7 +39,7 @@ def write_bundle(out: str | Path, meta: dict, states: dict[str, dict], files: di
 def read_meta(file: Path, required: tuple[str, ...], what: str) -> dict:
     """A bundle's JSON file as a mapping holding `required` keys, or a one-line error naming it
     (not JSON, `{}`, a list, a missing key: a damaged or foreign folder, never a traceback)."""
-    from ..errors import CytorayError
+    from .errors import CytorayError
 
     try:
         meta = json.loads(file.read_text(encoding="utf-8"))
@@ -60,7 +61,7 @@ def read_bundle(path: str | Path) -> tuple[dict, Path]:
 def load_weights(file: Path) -> dict:
     """A state dict (tensors only: `weights_only=True`, never code), or a one-line error naming a
     truncated or foreign file."""
-    from ..errors import CytorayError
+    from .errors import CytorayError
 
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
@@ -76,7 +77,7 @@ def load_arrays(file: Path):
     truncated or foreign file (zipfile.BadZipFile was a traceback)."""
     import numpy as np
 
-    from ..errors import CytorayError
+    from .errors import CytorayError
 
     try:
         return np.load(file)
@@ -93,7 +94,7 @@ def load_state(path: Path, name: str) -> dict:
 
 def build_net(factory, kwargs: dict, where: Path):
     """`factory(**kwargs)` with kwargs from a bundle's JSON: unknown or absurd ones are named."""
-    from ..errors import CytorayError
+    from .errors import CytorayError
 
     if not isinstance(kwargs, dict) or any(isinstance(v, int) and not -(1 << 16) <= v <= 1 << 16 for v in kwargs.values()):
         raise CytorayError(f"{where}: network arguments {kwargs!r} are not a plausible network (a size above 65536?); retrain")
@@ -105,7 +106,7 @@ def build_net(factory, kwargs: dict, where: Path):
 
 def load_per_class(path: Path, specs: dict[str, dict], factory, prefix: str) -> dict:
     """One network per class: `factory(**specs[c]["kwargs"])` loaded from `<prefix><c>.pt`."""
-    from ..errors import CytorayError
+    from .errors import CytorayError
 
     nets = {}
     for c, spec in specs.items():
