@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-all install clean
+.PHONY: run test test-all install lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,12 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Formatting and lint (ruff, configured in pyproject.toml): `make test` runs them before pytest.
+# `.venv/bin/ruff format . && .venv/bin/ruff check --fix .` applies them.
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
 
 # The main study on the embedded default data (no downloads, CPU-sized budget).
 run: $(STAMP)
@@ -36,7 +42,7 @@ $(CHROMIUM):
 # tests, the baselines study end to end, the longest smoke runs, the study on a two-node cluster). The `server` tests (a real
 # PostgreSQL + authenticated MLflow server on 127.0.0.1) and the MLflow UI test in headless
 # Chromium are included.
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(CHROMIUM) lint
 	$(PY) -m pytest -q -m "not slow"
 
 test-all: $(STAMP) $(CHROMIUM)

@@ -43,7 +43,9 @@ def main() -> None:
     train = {"mask": masks_to_unit(tr.masks), "image": to_unit(tr.images)}
     val = {"mask": masks_to_unit(va.masks), "image": to_unit(va.images)}
     mb = sum(v.nbytes for v in (*train.values(), *val.values())) / 2**20
-    print(f"data: {len(tr)} train + {len(va)} val pairs at {a.size} px held as tensors ({mb:.1f} MiB)")
+    print(
+        f"data: {len(tr)} train + {len(va)} val pairs at {a.size} px held as tensors ({mb:.1f} MiB)"
+    )
     params = stage_params(CGANConfig(epochs=a.epochs + 1), a.size)
 
     def bare() -> float:
@@ -51,7 +53,11 @@ def main() -> None:
         torch.manual_seed(0)
         stage = CGANStage(params)
         dev = torch.device("cpu")
-        models, gen, amp = stage.build(dev), torch.Generator().manual_seed(0), amp_context(dev, False)
+        models, gen, amp = (
+            stage.build(dev),
+            torch.Generator().manual_seed(0),
+            amp_context(dev, False),
+        )
         opts = stage.optimizers(models)
         t = {k: torch.from_numpy(v) for k, v in train.items()}
         v = {k: torch.from_numpy(x) for k, x in val.items()}
@@ -69,10 +75,20 @@ def main() -> None:
 
     def ray_train() -> tuple[float, float]:
         with tempfile.TemporaryDirectory() as d:
-            spec = StageSpec("bench", CGANStage(params), train=train, val=val, fixed={k: x[:4] for k, x in val.items()},
-                             data_key=man.hash)  # fmt: skip
-            r = run_stages([spec], cache_root=Path(d), run_cfg=RunConfig(cpus_per_worker=a.threads, sample_every=10**6),
-                           use_cache=False)["bench"]  # fmt: skip
+            spec = StageSpec(
+                "bench",
+                CGANStage(params),
+                train=train,
+                val=val,
+                fixed={k: x[:4] for k, x in val.items()},
+                data_key=man.hash,
+            )
+            r = run_stages(
+                [spec],
+                cache_root=Path(d),
+                run_cfg=RunConfig(cpus_per_worker=a.threads, sample_every=10**6),
+                use_cache=False,
+            )["bench"]
         starts = [h["epoch_start"] for h in r.history]
         walls = np.diff(starts)[1:]  # epoch k's start → epoch k+1's start, warm-up dropped
         steps = [h["images_per_s"] for h in r.history[1:]]
@@ -84,9 +100,13 @@ def main() -> None:
     b2 = bare()
     b = (b1 + b2) / 2
     print(f"bare PyTorch loop : {b:7.2f} images/s  (runs: {b1:.2f}, {b2:.2f})")
-    print(f"Ray Train (epoch) : {r_wall:7.2f} images/s  whole epochs incl. val + checkpoint + report")
+    print(
+        f"Ray Train (epoch) : {r_wall:7.2f} images/s  whole epochs incl. val + checkpoint + report"
+    )
     print(f"Ray Train (steps) : {r_steps:7.2f} images/s  training steps only")
-    print(f"ratio Ray/bare    : {r_wall / b:.3f} (whole epochs), {r_steps / b:.3f} (steps)  target >= 0.9")
+    print(
+        f"ratio Ray/bare    : {r_wall / b:.3f} (whole epochs), {r_steps / b:.3f} (steps)  target >= 0.9"
+    )
 
 
 if __name__ == "__main__":

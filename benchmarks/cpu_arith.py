@@ -31,9 +31,20 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from gpu_packing import CL, Bench, Runner  # noqa: E402
 
-KEY = {"mask_gan": "loss_d", "gan": "loss_d", "cgan": "mse", "cyclegan": "cycle", "refined_sim": "loss_s"}
-ARMS = {"fp32": (False, False, 0), "bf16": (True, False, 0), "fp32_cl": (False, True, 0), "bf16_cl": (True, True, 0),
-        "fp32_seed1": (False, False, 1)}  # fmt: skip
+KEY = {
+    "mask_gan": "loss_d",
+    "gan": "loss_d",
+    "cgan": "mse",
+    "cyclegan": "cycle",
+    "refined_sim": "loss_s",
+}
+ARMS = {
+    "fp32": (False, False, 0),
+    "bf16": (True, False, 0),
+    "fp32_cl": (False, True, 0),
+    "bf16_cl": (True, True, 0),
+    "fp32_seed1": (False, False, 1),
+}
 
 
 def data(size: int, n: int) -> dict:
@@ -42,14 +53,23 @@ def data(size: int, n: int) -> dict:
     from cytoray.nets.images import to_unit
 
     cyto, histo = simulated_set("cytology", n, size, 0), simulated_set("histology", n, size, 1)
-    return {"mask": torch.from_numpy(masks_to_unit(cyto.masks)), "image": torch.from_numpy(to_unit(cyto.images)),
-            "A": torch.from_numpy(to_unit(histo.images)), "B": torch.from_numpy(to_unit(cyto.images))}  # fmt: skip
+    return {
+        "mask": torch.from_numpy(masks_to_unit(cyto.masks)),
+        "image": torch.from_numpy(to_unit(cyto.images)),
+        "A": torch.from_numpy(to_unit(histo.images)),
+        "B": torch.from_numpy(to_unit(cyto.images)),
+    }
 
 
 def bench(name: str, size: int, d: dict) -> tuple[Bench, dict]:
     """A stage at its config's defaults and the arrays its batches are drawn from."""
     if name in ("mask_gan", "gan"):
-        from cytoray.generators.gan import LatentGANConfig, MaskGANStage, VanillaGANStage, stage_params
+        from cytoray.generators.gan import (
+            LatentGANConfig,
+            MaskGANStage,
+            VanillaGANStage,
+            stage_params,
+        )
 
         cfg = LatentGANConfig()
         st = (MaskGANStage if name == "mask_gan" else VanillaGANStage)(stage_params(cfg, size))
@@ -58,12 +78,20 @@ def bench(name: str, size: int, d: dict) -> tuple[Bench, dict]:
         from cytoray.generators.gan import CGANConfig, CGANStage, stage_params
 
         cfg = CGANConfig()
-        return Bench(name, CGANStage(stage_params(cfg, size)), {}, cfg.batch_size), {"mask": d["mask"], "image": d["image"]}
+        return Bench(name, CGANStage(stage_params(cfg, size)), {}, cfg.batch_size), {
+            "mask": d["mask"],
+            "image": d["image"],
+        }
     if name == "cyclegan":
         from cytoray.generators.cyclegan import CycleGANConfig, CycleGANStage, stage_params
 
         cfg = CycleGANConfig()
-        return Bench(name, CycleGANStage(stage_params(cfg, size, len(d["A"]))), {}, cfg.batch_size), {"A": d["A"], "B": d["B"]}
+        return Bench(
+            name, CycleGANStage(stage_params(cfg, size, len(d["A"]))), {}, cfg.batch_size
+        ), {
+            "A": d["A"],
+            "B": d["B"],
+        }
     from cytoray.config import to_plain
     from cytoray.generators.refined_sim import RefinedSimConfig
     from cytoray.generators.refined_stage import RefinedSimStage
@@ -83,15 +111,28 @@ def run_stage(name: str, a, d: dict) -> dict:
     for arm, (bf16, cl, seed) in ARMS.items():
         b, arr = bench(name, a.size, d)
         b.batch = {k: v[: b.images] for k, v in arr.items()}
-        arms[arm] = {"r": Runner(b, dev, bf16, cl, seed=seed), "arr": arr, "cl": cl, "t": 0.0, "n": 0, "loss": []}
+        arms[arm] = {
+            "r": Runner(b, dev, bf16, cl, seed=seed),
+            "arr": arr,
+            "cl": cl,
+            "t": 0.0,
+            "n": 0,
+            "loss": [],
+        }
     n = len(next(iter(arms["fp32"]["arr"].values())))
     order = torch.Generator().manual_seed(0)
-    seq = [torch.randperm(n, generator=order)[: arms["fp32"]["r"].b.images] for _ in range(a.steps + a.warm)]
+    seq = [
+        torch.randperm(n, generator=order)[: arms["fp32"]["r"].b.images]
+        for _ in range(a.steps + a.warm)
+    ]
     for start in range(0, a.steps + a.warm, a.block):
         for arm, s in arms.items():
             for i in range(start, min(start + a.block, a.steps + a.warm)):
                 batch = {k: v[seq[i]] for k, v in s["arr"].items()}
-                s["r"].batch = {k: v.contiguous(memory_format=CL) if s["cl"] and v.dim() == 4 else v for k, v in batch.items()}
+                s["r"].batch = {
+                    k: v.contiguous(memory_format=CL) if s["cl"] and v.dim() == 4 else v
+                    for k, v in batch.items()
+                }
                 t0 = time.perf_counter()
                 out = s["r"].step()
                 dt = time.perf_counter() - t0
@@ -102,8 +143,11 @@ def run_stage(name: str, a, d: dict) -> dict:
     res = {}
     for arm, s in arms.items():
         half = s["loss"][len(s["loss"]) // 2 :]
-        res[arm] = {"images_per_s": s["n"] * s["r"].b.images / s["t"], "steps": s["n"],
-                    "late_losses": {k: float(np.mean([x[k] for x in half])) for k in half[0]}}  # fmt: skip
+        res[arm] = {
+            "images_per_s": s["n"] * s["r"].b.images / s["t"],
+            "steps": s["n"],
+            "late_losses": {k: float(np.mean([x[k] for x in half])) for k in half[0]},
+        }
     key, ref = KEY[name], res["fp32"]["late_losses"][KEY[name]]
     tol = abs(res["fp32_seed1"]["late_losses"][key] - ref) + 0.1 * abs(ref)
     for arm, m in res.items():
@@ -128,19 +172,30 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     d = data(a.size, a.n)
     flags = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").exists() else ""
-    info = {"torch": torch.__version__, "threads": a.threads, "size": a.size, "steps": a.steps,
-            "avx512_bf16": " avx512_bf16" in flags, "amx_bf16": " amx_bf16" in flags}  # fmt: skip
+    info = {
+        "torch": torch.__version__,
+        "threads": a.threads,
+        "size": a.size,
+        "steps": a.steps,
+        "avx512_bf16": " avx512_bf16" in flags,
+        "amx_bf16": " amx_bf16" in flags,
+    }
     print(json.dumps(info), flush=True)
     result = {"info": info}
-    rows = ["", f"stage        arm          img/s   x fp32  key loss ({'late mean'})  |diff|  tol    trains as well"]
+    rows = [
+        "",
+        f"stage        arm          img/s   x fp32  key loss ({'late mean'})  |diff|  tol    trains as well",
+    ]
     for name in a.stages:
         t0 = time.perf_counter()
         r = result[name] = run_stage(name, a, d)
         for arm in ARMS:
             m = r[arm]
-            rows.append(f"{name:12s} {arm:11s} {m['images_per_s']:7.1f}  {m['speedup_vs_fp32']:5.2f}  {r['_key']:7s} {m['key_loss']:9.4f}"
-                        f"  {m['key_diff']:7.4f}  {r['_tolerance']:.4f}  {m['trains_as_well']}")  # fmt: skip
-        print("\n".join(rows[-len(ARMS):]) + f"   ({time.perf_counter() - t0:.0f} s)", flush=True)
+            rows.append(
+                f"{name:12s} {arm:11s} {m['images_per_s']:7.1f}  {m['speedup_vs_fp32']:5.2f}  {r['_key']:7s} {m['key_loss']:9.4f}"
+                f"  {m['key_diff']:7.4f}  {r['_tolerance']:.4f}  {m['trains_as_well']}"
+            )
+        print("\n".join(rows[-len(ARMS) :]) + f"   ({time.perf_counter() - t0:.0f} s)", flush=True)
     print("\n".join(rows))
     if a.out:
         Path(a.out).mkdir(parents=True, exist_ok=True)

@@ -58,19 +58,37 @@ def variant_config(name: str, a: argparse.Namespace):
     if name == "diffusion":
         from cytoray.generators.diffusion import DenoiserConfig, DiffusionConfig
 
-        return DiffusionConfig(mask_gan=LatentGANConfig(epochs=a.mask_epochs, **width), denoiser=DenoiserConfig(epochs=a.diffusion_epochs))
+        return DiffusionConfig(
+            mask_gan=LatentGANConfig(epochs=a.mask_epochs, **width),
+            denoiser=DenoiserConfig(epochs=a.diffusion_epochs),
+        )
     off = dict(diffaug="", ema=0.0)
     unet = dict(full_res=0, noise=0)  # pix2pix's UNet
     paper = dict(recon="mse", lam=100.0, select="val_loss", **unet)
-    cgan = {"paper": {**paper, **off}, "small_data": {**paper, "select": "last"}, "labels": {**paper, "select": "last"}, "loss": unet,
-            "sharp": {}, "bank": {}}[name]  # fmt: skip
+    cgan = {
+        "paper": {**paper, **off},
+        "small_data": {**paper, "select": "last"},
+        "labels": {**paper, "select": "last"},
+        "loss": unet,
+        "sharp": {},
+        "bank": {},
+    }[name]
     mask_gan = off if name == "paper" else {}
     labels = "nucleus" if name in ("paper", "small_data") else "cell"
-    cfg = SynCGANConfig(masks=MasksConfig(labels=labels), mask_gan=LatentGANConfig(epochs=a.mask_epochs, **width, **mask_gan),
-                        cgan=CGANConfig(epochs=a.cgan_epochs, **width, **cgan), prior="bank" if name == "bank" else "gan")  # fmt: skip
+    cfg = SynCGANConfig(
+        masks=MasksConfig(labels=labels),
+        mask_gan=LatentGANConfig(epochs=a.mask_epochs, **width, **mask_gan),
+        cgan=CGANConfig(epochs=a.cgan_epochs, **width, **cgan),
+        prior="bank" if name == "bank" else "gan",
+    )
     if name == DEFAULT:  # the shipped defaults, at the benchmark's epochs and widths only
         ref = SynCGANConfig()
-        assert dataclasses.replace(cfg.cgan, epochs=ref.cgan.epochs, g_base=ref.cgan.g_base, d_base=ref.cgan.d_base) == ref.cgan
+        assert (
+            dataclasses.replace(
+                cfg.cgan, epochs=ref.cgan.epochs, g_base=ref.cgan.g_base, d_base=ref.cgan.d_base
+            )
+            == ref.cgan
+        )
         assert cfg.masks == ref.masks and cfg.prior == ref.prior and cfg.warp == ref.warp
     return cfg
 
@@ -88,8 +106,15 @@ def kid_row(f_fake, f_real, f_other, seed: int) -> dict:
     r = fid_kid_from_features(f_fake, f_real, seed=seed)
     other = fid_kid_from_features(f_other, f_real, seed=seed)
     floor = real_floor(f_real, seed=seed) or {}
-    return {"kid": r["kid_mean"], "kid_sd": r["kid_std"], "fid": r["fid"], "kid_floor": floor.get("kid_floor_mean", float("nan")),
-            "kid_other_class": other["kid_mean"], "n_fake": r["n1"], "n_real": r["n2"]}  # fmt: skip
+    return {
+        "kid": r["kid_mean"],
+        "kid_sd": r["kid_std"],
+        "fid": r["fid"],
+        "kid_floor": floor.get("kid_floor_mean", float("nan")),
+        "kid_other_class": other["kid_mean"],
+        "n_fake": r["n1"],
+        "n_real": r["n2"],
+    }
 
 
 def realism_row(m: dict, c: str) -> dict:
@@ -116,18 +141,34 @@ def grid(real: dict, fake: dict, maps: dict, n: int = 8) -> np.ndarray:
         rows.append(np.concatenate(list(fake[c][:n]), 1))
         if maps.get(c) is not None:
             m = maps[c][:n]
-            pic = PALETTE[m] if m.dtype == np.uint8 else np.repeat((m[..., None] * 255).astype(np.uint8), 3, -1)
+            pic = (
+                PALETTE[m]
+                if m.dtype == np.uint8
+                else np.repeat((m[..., None] * 255).astype(np.uint8), 3, -1)
+            )
             rows.append(np.concatenate(list(pic), 1))
     w = max(r.shape[1] for r in rows)
-    return np.concatenate([np.pad(r, ((0, 2), (0, w - r.shape[1]), (0, 0)), constant_values=255) for r in rows], 0)
+    return np.concatenate(
+        [np.pad(r, ((0, 2), (0, w - r.shape[1]), (0, 0)), constant_values=255) for r in rows], 0
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cyto", type=Path, required=True, help="real cytology folder <dir>/<class>/*.jpg")
-    ap.add_argument("--out", type=Path, required=True, help="results folder (outside the repository)")
-    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
-    ap.add_argument("--size", type=int, default=128, help="image side (128 shows a cell; 64 for quick looks)")
+    ap.add_argument(
+        "--cyto", type=Path, required=True, help="real cytology folder <dir>/<class>/*.jpg"
+    )
+    ap.add_argument(
+        "--out", type=Path, required=True, help="results folder (outside the repository)"
+    )
+    ap.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated, from {', '.join(VARIANTS)}",
+    )
+    ap.add_argument(
+        "--size", type=int, default=128, help="image side (128 shows a cell; 64 for quick looks)"
+    )
     ap.add_argument("--mask-epochs", type=int, default=60, help="class mask GAN epochs")
     ap.add_argument("--cgan-epochs", type=int, default=40, help="CGAN epochs")
     ap.add_argument("--gan-epochs", type=int, default=60, help="vanilla GAN epochs")
@@ -152,28 +193,58 @@ def main() -> None:
     if bad := [v for v in names if v not in VARIANTS]:
         ap.error(f"--variants: unknown {', '.join(bad)}; valid: {', '.join(VARIANTS)}")
     if a.out.resolve().is_relative_to(ROOT):
-        ap.error(f"--out {a.out} is inside the repository; write results elsewhere (e.g. /tmp/generators_real)")
+        ap.error(
+            f"--out {a.out} is inside the repository; write results elsewhere (e.g. /tmp/generators_real)"
+        )
     a.out.mkdir(parents=True, exist_ok=True)
-    ds, man = load_split(DataConfig(root=str(a.cyto), size=a.size, split_seed=a.seed), a.out / "split.json")
+    ds, man = load_split(
+        DataConfig(root=str(a.cyto), size=a.size, split_seed=a.seed), a.out / "split.json"
+    )
     train, val = ds.subset(man.indices("train")), ds.subset(man.indices("val"))
     real = held_out(ds, man)
     classes = list(real)
     f_real = {c: inception_features(x) for c, x in real.items()}
-    f_train = {c: inception_features(train.images[train.labels == i]) for i, c in enumerate(train.class_names)}
-    report: dict = {"data": str(a.cyto), "size": a.size, "n_train": len(train), "n_held_out": {c: len(x) for c, x in real.items()},
-                    "epochs": {"mask_gan": a.mask_epochs, "cgan": a.cgan_epochs, "gan": a.gan_epochs, "diffusion": a.diffusion_epochs},
-                    "width": a.width,
-                    "default": DEFAULT, "variants": {}}  # fmt: skip
+    f_train = {
+        c: inception_features(train.images[train.labels == i])
+        for i, c in enumerate(train.class_names)
+    }
+    report: dict = {
+        "data": str(a.cyto),
+        "size": a.size,
+        "n_train": len(train),
+        "n_held_out": {c: len(x) for c, x in real.items()},
+        "epochs": {
+            "mask_gan": a.mask_epochs,
+            "cgan": a.cgan_epochs,
+            "gan": a.gan_epochs,
+            "diffusion": a.diffusion_epochs,
+        },
+        "width": a.width,
+        "default": DEFAULT,
+        "variants": {},
+    }
     for name in names:
         cfg = variant_config(name, a)
         gen_cls = get_generator(cfg.name)
         t0 = time.perf_counter()
-        bundle, _ = gen_cls.train(train, val, cfg, a.out / "bundles" / name, a.out / "cache", man.hash, RunConfig(seed=a.seed, cpus_per_worker=a.cpus))
+        bundle, _ = gen_cls.train(
+            train,
+            val,
+            cfg,
+            a.out / "bundles" / name,
+            a.out / "cache",
+            man.hash,
+            RunConfig(seed=a.seed, cpus_per_worker=a.cpus),
+        )
         seconds = time.perf_counter() - t0
         gen = gen_cls.load(bundle)
         fake, maps = {}, {}
         for c in classes:
-            out = gen.sample_maps(a.n, c, seed=1) if hasattr(gen, "sample_maps") else gen.sample(a.n, c, seed=1)
+            out = (
+                gen.sample_maps(a.n, c, seed=1)
+                if hasattr(gen, "sample_maps")
+                else gen.sample(a.n, c, seed=1)
+            )
             fake[c], maps[c] = out
         row = {"train_seconds": round(seconds, 1)}
         t1 = time.perf_counter()
@@ -186,18 +257,32 @@ def main() -> None:
         row["sample_seconds"] = round(time.perf_counter() - t1, 1)
         report["variants"][name] = row
         save_png(a.out / f"grid_{name}.png", grid(real, fake, maps))
-        print(f"[{name}] {seconds:.0f} s  " + "  ".join(
-            f"{c}: KID {row[c]['kid']:.4f} ± {row[c]['kid_sd']:.4f} (floor {row[c]['kid_floor']:.4f}, other class "
-            f"{row[c]['kid_other_class']:.4f})" for c in classes), flush=True)  # fmt: skip
+        print(
+            f"[{name}] {seconds:.0f} s  "
+            + "  ".join(
+                f"{c}: KID {row[c]['kid']:.4f} ± {row[c]['kid_sd']:.4f} (floor {row[c]['kid_floor']:.4f}, other class "
+                f"{row[c]['kid_other_class']:.4f})"
+                for c in classes
+            ),
+            flush=True,
+        )
         write_json(a.out / "generators_real.json", report)
-    print("\n| variant | " + " | ".join(f"KID {c} (sd) | floor | other class | recall | memorised" for c in classes)
-          + " | train s | sample s |")  # fmt: skip
+    print(
+        "\n| variant | "
+        + " | ".join(f"KID {c} (sd) | floor | other class | recall | memorised" for c in classes)
+        + " | train s | sample s |"
+    )
     print("|---|" + "---|---|---|---|---|" * len(classes) + "---|---|")
     for name, row in report["variants"].items():
-        print(f"| {name}{' (default)' if name == DEFAULT else ''} | " + " | ".join(
-            f"{row[c]['kid']:.4f} ({row[c]['kid_sd']:.4f}) | {row[c]['kid_floor']:.4f} | {row[c]['kid_other_class']:.4f} | "
-            f"{row[c].get('recall', float('nan')):.2f} | {row[c].get('memorised', float('nan')):.2f}"
-            for c in classes) + f" | {row['train_seconds']:.0f} | {row['sample_seconds']:.0f} |")  # fmt: skip
+        print(
+            f"| {name}{' (default)' if name == DEFAULT else ''} | "
+            + " | ".join(
+                f"{row[c]['kid']:.4f} ({row[c]['kid_sd']:.4f}) | {row[c]['kid_floor']:.4f} | {row[c]['kid_other_class']:.4f} | "
+                f"{row[c].get('recall', float('nan')):.2f} | {row[c].get('memorised', float('nan')):.2f}"
+                for c in classes
+            )
+            + f" | {row['train_seconds']:.0f} | {row['sample_seconds']:.0f} |"
+        )
     print(f"wrote {a.out / 'generators_real.json'} and grid_<variant>.png in {a.out}")
 
 

@@ -28,18 +28,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import time
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout, nothing installed
+sys.path.insert(
+    0, str(Path(__file__).resolve().parents[1])
+)  # run from a plain checkout, nothing installed
 
 import torch  # noqa: E402
 
-TRIAL = {"mask_gan": 9600, "cgan": 1200, "classifier": 850}  # steps per paper trial (module docstring)
+TRIAL = {
+    "mask_gan": 9600,
+    "cgan": 1200,
+    "classifier": 850,
+}  # steps per paper trial (module docstring)
 CL = torch.channels_last
 
 
@@ -75,18 +80,39 @@ def make_bench(name: str, dev: torch.device, tiny: bool, bs: int | None = None) 
     g = torch.Generator().manual_seed(0)
     S, width = (32, 8) if tiny else (256, 64)
     if name in ("mask_gan", "gan"):
-        from cytoray.generators.gan import LatentGANConfig, MaskGANStage, VanillaGANStage, stage_params
+        from cytoray.generators.gan import (
+            LatentGANConfig,
+            MaskGANStage,
+            VanillaGANStage,
+            stage_params,
+        )
 
-        cfg = LatentGANConfig(**_known(LatentGANConfig, g_base=width, d_base=width, batch_size=bs or 16, **PAPER_GAN))
+        cfg = LatentGANConfig(
+            **_known(LatentGANConfig, g_base=width, d_base=width, batch_size=bs or 16, **PAPER_GAN)
+        )
         st = (MaskGANStage if name == "mask_gan" else VanillaGANStage)(stage_params(cfg, S))
         key, ch = st.input_key, int(st.channels() if hasattr(st, "channels") else st.out_ch)
-        x = torch.sign(_pm1((cfg.batch_size, 1, S, S), dev, g)) if ch == 1 else _pm1((cfg.batch_size, ch, S, S), dev, g)
+        x = (
+            torch.sign(_pm1((cfg.batch_size, 1, S, S), dev, g))
+            if ch == 1
+            else _pm1((cfg.batch_size, ch, S, S), dev, g)
+        )
         return Bench(name, st, {key: x}, cfg.batch_size)
     if name == "cgan":
         from cytoray.generators.gan import CGANConfig, CGANStage, stage_params
 
-        cfg = CGANConfig(**_known(CGANConfig, g_base=width, d_base=width, batch_size=bs or 16, lam=100.0, recon="mse",
-                                  select="val_loss", **PAPER_GAN))  # fmt: skip
+        cfg = CGANConfig(
+            **_known(
+                CGANConfig,
+                g_base=width,
+                d_base=width,
+                batch_size=bs or 16,
+                lam=100.0,
+                recon="mse",
+                select="val_loss",
+                **PAPER_GAN,
+            )
+        )
         st = CGANStage(stage_params(cfg, S))
         c = int(st.generator_kwargs()["in_ch"])  # 1: a ±1 nucleus mask; more: a one-hot label map
         if c == 1:
@@ -94,11 +120,15 @@ def make_bench(name: str, dev: torch.device, tiny: bool, bs: int | None = None) 
         else:
             lab = torch.randint(0, c, (cfg.batch_size, S, S), generator=g)
             y = (torch.nn.functional.one_hot(lab, c).permute(0, 3, 1, 2).float() * 2 - 1).to(dev)
-        return Bench(name, st, {"mask": y, "image": _pm1((cfg.batch_size, 3, S, S), dev, g)}, cfg.batch_size)
+        return Bench(
+            name, st, {"mask": y, "image": _pm1((cfg.batch_size, 3, S, S), dev, g)}, cfg.batch_size
+        )
     if name == "cyclegan":
         from cytoray.generators.cyclegan import CycleGANConfig, CycleGANStage, stage_params
 
-        cfg = CycleGANConfig(g_base=width, d_base=width, n_blocks=2 if tiny else 9, batch_size=bs or 4)
+        cfg = CycleGANConfig(
+            g_base=width, d_base=width, n_blocks=2 if tiny else 9, batch_size=bs or 4
+        )
         st = CycleGANStage(stage_params(cfg, S, 90))
         b = {k: _pm1((cfg.batch_size, 3, S, S), dev, g) for k in ("A", "B")}
         return Bench(name, st, b, cfg.batch_size)
@@ -112,10 +142,16 @@ def make_bench(name: str, dev: torch.device, tiny: bool, bs: int | None = None) 
         if not tiny:
             cfg.refiner.width = 32
         st = RefinedSimStage({**to_plain(cfg), "size": S})
-        st._epoch = next(e for e in range(st.epochs) if st.phase(e) == "joint")  # the costliest phase: R, D and S steps
+        st._epoch = next(
+            e for e in range(st.epochs) if st.phase(e) == "joint"
+        )  # the costliest phase: R, D and S steps
         n = cfg.batch_size
-        b = {"init": _pm1((n, 3, P, P), dev, g), "mask": (torch.rand((n, 1, P, P), generator=g) < 0.2).float().to(dev),
-             "real": _pm1((n, 3, P, P), dev, g), "style": _pm1((n, 3, P, P), dev, g)}  # fmt: skip
+        b = {
+            "init": _pm1((n, 3, P, P), dev, g),
+            "mask": (torch.rand((n, 1, P, P), generator=g) < 0.2).float().to(dev),
+            "real": _pm1((n, 3, P, P), dev, g),
+            "style": _pm1((n, 3, P, P), dev, g),
+        }
         return Bench(name, st, b, n)
     # the paper classifiers at their input sizes (Inception-V3 at 299 with its auxiliary loss)
     from cytoray.classify.config import ClassifierConfig
@@ -125,19 +161,40 @@ def make_bench(name: str, dev: torch.device, tiny: bool, bs: int | None = None) 
     if tiny:
         net, size = ("smallcnn", 32) if name != "resnet152" else ("resnet18", 32)
     cfg = ClassifierConfig(name=net, batch_size=bs or 16)
-    st = ClassifierStage({"classifier": dataclasses.asdict(cfg), "input_size": size, "num_classes": 2})
-    b = {"x": torch.rand((cfg.batch_size, 3, size, size), generator=g).to(dev),
-         "y": torch.randint(0, 2, (cfg.batch_size,), generator=g).to(dev)}  # fmt: skip
+    st = ClassifierStage(
+        {"classifier": dataclasses.asdict(cfg), "input_size": size, "num_classes": 2}
+    )
+    b = {
+        "x": torch.rand((cfg.batch_size, 3, size, size), generator=g).to(dev),
+        "y": torch.randint(0, 2, (cfg.batch_size,), generator=g).to(dev),
+    }
     return Bench(name, st, b, cfg.batch_size)
 
 
-STAGES = ("mask_gan", "gan", "cgan", "cyclegan", "refined_sim", "resnet152", "densenet161", "inception_v3")
+STAGES = (
+    "mask_gan",
+    "gan",
+    "cgan",
+    "cyclegan",
+    "refined_sim",
+    "resnet152",
+    "densenet161",
+    "inception_v3",
+)
 
 
 class Runner:
     """A bench's models, optimisers and step under one arithmetic mode."""
 
-    def __init__(self, b: Bench, dev: torch.device, bf16: bool, cl: bool, compile_: bool = False, seed: int = 0):
+    def __init__(
+        self,
+        b: Bench,
+        dev: torch.device,
+        bf16: bool,
+        cl: bool,
+        compile_: bool = False,
+        seed: int = 0,
+    ):
         from cytoray.training.stage import amp_context
 
         torch.manual_seed(seed)
@@ -145,7 +202,9 @@ class Runner:
         self.models = b.stage.build(dev)
         if cl:
             self.models = {k: m.to(memory_format=CL) for k, m in self.models.items()}
-            self.batch = {k: v.contiguous(memory_format=CL) if v.dim() == 4 else v for k, v in b.batch.items()}
+            self.batch = {
+                k: v.contiguous(memory_format=CL) if v.dim() == 4 else v for k, v in b.batch.items()
+            }
         else:
             self.batch = b.batch
         self.opts = b.stage.optimizers(self.models)
@@ -182,7 +241,12 @@ def time_steps(r: Runner, warm: int, min_s: float, min_steps: int) -> dict:
             break
     sync(r.dev)
     dt = time.perf_counter() - t0
-    res = {"steps": n, "seconds": dt, "images_per_s": n * r.b.images / dt, "last_losses": losses_of(out)}
+    res = {
+        "steps": n,
+        "seconds": dt,
+        "images_per_s": n * r.b.images / dt,
+        "last_losses": losses_of(out),
+    }
     if r.dev.type == "cuda":
         res["peak_mem_gib"] = torch.cuda.max_memory_allocated(r.dev) / 2**30
     return res
@@ -198,8 +262,18 @@ class BusySampler:
         self.p = None
         if on:
             try:
-                self.p = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits",
-                                           "-lms", "200"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+                self.p = subprocess.Popen(
+                    [
+                        "nvidia-smi",
+                        "--query-gpu=utilization.gpu,memory.used",
+                        "--format=csv,noheader,nounits",
+                        "-lms",
+                        "200",
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
             except OSError:
                 self.p = None
 
@@ -208,13 +282,21 @@ class BusySampler:
             return {}
         self.p.terminate()
         text, _ = self.p.communicate(timeout=10)
-        rows = [[float(x) for x in line.split(",")] for line in text.splitlines() if line.count(",") == 1]
+        rows = [
+            [float(x) for x in line.split(",")]
+            for line in text.splitlines()
+            if line.count(",") == 1
+        ]
         rows = rows[2:-1] or rows  # drop the ramp at either end
         if not rows:
             return {}
         util = [r[0] for r in rows]
-        return {"busy_pct_mean": sum(util) / len(util), "busy_pct_median": sorted(util)[len(util) // 2],
-                "mem_used_gib_max": max(r[1] for r in rows) / 1024, "samples": len(rows)}  # fmt: skip
+        return {
+            "busy_pct_mean": sum(util) / len(util),
+            "busy_pct_median": sorted(util)[len(util) // 2],
+            "mem_used_gib_max": max(r[1] for r in rows) / 1024,
+            "samples": len(rows),
+        }
 
 
 # ----------------------------------------------------------------------------- part A: one stage at a time
@@ -232,7 +314,10 @@ def per_stage(a, dev: torch.device, log) -> dict:
                 res[name][mode] = {**time_steps(r, a.warm, a.min_s, 3), **s.stop()}
                 del r
             except Exception as e:  # one stage's failure must not cost the other figures
-                res[name][mode] = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-1500:]}
+                res[name][mode] = {
+                    "error": f"{type(e).__name__}: {e}",
+                    "trace": traceback.format_exc()[-1500:],
+                }
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
             log(f"{name:12s} {mode:8s} " + _fmt(res[name][mode]))
@@ -259,8 +344,10 @@ def worker(a) -> None:
         torch.backends.cudnn.benchmark = True
     cl = json.loads(a.cl)
     d, i = Path(a.sync_dir), a.index
-    runners = {k: Runner(make_bench(n, dev, a.tiny), dev, True, cl.get(n, False), seed=i)
-               for k, n in (("mask_gan", "mask_gan"), ("cgan", "cgan"), ("classifier", "resnet152"))}  # fmt: skip
+    runners = {
+        k: Runner(make_bench(n, dev, a.tiny), dev, True, cl.get(n, False), seed=i)
+        for k, n in (("mask_gan", "mask_gan"), ("cgan", "cgan"), ("classifier", "resnet152"))
+    }
     for r in runners.values():
         for _ in range(a.warm):
             r.step()
@@ -305,19 +392,39 @@ def packing(a, cl: dict, left_s, log) -> dict:
     nmax = max(a.procs)
     d = Path(tempfile.mkdtemp(prefix="packing-"))
     phases = [str(n) for n in a.procs]
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--device", a.device, "--sync-dir", str(d),
-           "--cl", json.dumps(cl), "--threads", str(a.threads), "--warm", str(a.warm), "--phases", *phases]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        "--device",
+        a.device,
+        "--sync-dir",
+        str(d),
+        "--cl",
+        json.dumps(cl),
+        "--threads",
+        str(a.threads),
+        "--warm",
+        str(a.warm),
+        "--phases",
+        *phases,
+    ]
     cmd += ["--tiny"] if a.tiny else []
     t_start = time.perf_counter()
     logs = [open(d / f"worker_{i}.log", "w") for i in range(nmax)]
-    procs = [subprocess.Popen([*cmd, "--index", str(i)], stdout=logs[i], stderr=subprocess.STDOUT) for i in range(nmax)]
+    procs = [
+        subprocess.Popen([*cmd, "--index", str(i)], stdout=logs[i], stderr=subprocess.STDOUT)
+        for i in range(nmax)
+    ]
     res: dict = {"trial_units": TRIAL, "procs": {}}
     try:
         while sum((d / f"ready_{i}").exists() for i in range(nmax)) < nmax:
             if any(p.poll() is not None for p in procs):
                 raise RuntimeError("a worker died during start-up:\n" + _tails(d, nmax))
             if time.perf_counter() - t_start > a.start_timeout:
-                raise RuntimeError(f"workers not ready after {a.start_timeout} s:\n" + _tails(d, nmax))
+                raise RuntimeError(
+                    f"workers not ready after {a.start_timeout} s:\n" + _tails(d, nmax)
+                )
             time.sleep(0.1)
         res["startup_s"] = time.perf_counter() - t_start
         log(f"packing: {nmax} workers ready in {res['startup_s']:.0f} s")
@@ -325,7 +432,9 @@ def packing(a, cl: dict, left_s, log) -> dict:
             if left_s() < a.window + 15:
                 res["skipped"] = res.get("skipped", []) + [n]
                 log(f"packing {n} proc: skipped ({left_s():.0f} s of the budget left)")
-                (d / f"go_{n}.json").write_text(json.dumps({"n": 0, "t0": 0, "t1": 0}))  # no worker runs it
+                (d / f"go_{n}.json").write_text(
+                    json.dumps({"n": 0, "t0": 0, "t1": 0})
+                )  # no worker runs it
                 continue
             t0 = time.time() + 0.5
             tmp = d / f"go_{n}.tmp"
@@ -339,9 +448,16 @@ def packing(a, cl: dict, left_s, log) -> dict:
             busy = s.stop()
             per = [json.loads((d / f"res_{n}_{i}.json").read_text()) for i in range(n)]
             tot = sum(p["units_per_s"] for p in per)
-            res["procs"][n] = {"units_per_s": tot, "trials_per_hour": tot * 3600 / TRIAL["classifier"],
-                               "per_process": per, **busy}  # fmt: skip
-            log(f"packing {n} proc: {res['procs'][n]['trials_per_hour']:.3f} trials/h  " + _fmt_pack(res["procs"][n]))
+            res["procs"][n] = {
+                "units_per_s": tot,
+                "trials_per_hour": tot * 3600 / TRIAL["classifier"],
+                "per_process": per,
+                **busy,
+            }
+            log(
+                f"packing {n} proc: {res['procs'][n]['trials_per_hour']:.3f} trials/h  "
+                + _fmt_pack(res["procs"][n])
+            )
     except Exception as e:
         res["error"] = f"{type(e).__name__}: {e}"
         log("packing ERROR " + res["error"][:2000])
@@ -361,7 +477,9 @@ def _fmt_pack(m: dict) -> str:
 
 
 def _tails(d: Path, n: int) -> str:
-    return "\n".join(f"[worker {i}] " + (d / f"worker_{i}.log").read_text()[-800:] for i in range(n))
+    return "\n".join(
+        f"[worker {i}] " + (d / f"worker_{i}.log").read_text()[-800:] for i in range(n)
+    )
 
 
 # ----------------------------------------------------------------------------- part C: torch.compile
@@ -386,8 +504,17 @@ def compiled(a, dev: torch.device, plain: dict, left_s, log) -> dict:
         if limit < 60:
             res[name] = {"error": f"skipped: {limit + 15:.0f} s of the budget left"}
         else:
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--compile-child", name, "--device", a.device,
-                   "--min-s", str(a.min_s), *(["--tiny"] if a.tiny else [])]  # fmt: skip
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--compile-child",
+                name,
+                "--device",
+                a.device,
+                "--min-s",
+                str(a.min_s),
+                *(["--tiny"] if a.tiny else []),
+            ]
             try:
                 p = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
                 line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
@@ -411,22 +538,45 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="folder for gpu_packing.json and gpu_packing.txt")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--tiny", action="store_true", help="32 px, narrow nets, small classifiers: a quick CPU check")
+    ap.add_argument(
+        "--tiny",
+        action="store_true",
+        help="32 px, narrow nets, small classifiers: a quick CPU check",
+    )
     ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     ap.add_argument("--procs", nargs="*", type=int, default=[1, 2, 4, 8])
-    ap.add_argument("--window", type=float, default=25.0, help="seconds each packing phase is measured")
-    ap.add_argument("--min-s", type=float, default=1.5, help="seconds each per-stage figure is measured (at least)")
+    ap.add_argument(
+        "--window", type=float, default=25.0, help="seconds each packing phase is measured"
+    )
+    ap.add_argument(
+        "--min-s",
+        type=float,
+        default=1.5,
+        help="seconds each per-stage figure is measured (at least)",
+    )
     ap.add_argument("--warm", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads per process")
     ap.add_argument("--start-timeout", type=float, default=150.0)
-    ap.add_argument("--compile", nargs="*", default=[], choices=STAGES, help="also time these stages under torch.compile")
+    ap.add_argument(
+        "--compile",
+        nargs="*",
+        default=[],
+        choices=STAGES,
+        help="also time these stages under torch.compile",
+    )
     ap.add_argument("--skip-stages", action="store_true")
-    ap.add_argument("--budget", type=float, default=420.0, help="seconds: later parts are skipped or cut to fit")
+    ap.add_argument(
+        "--budget", type=float, default=420.0, help="seconds: later parts are skipped or cut to fit"
+    )
     # worker-only
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--sync-dir", help=argparse.SUPPRESS)
     ap.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
-    ap.add_argument("--cl", default="{}", help="JSON {stage: bool}: channels_last in the packed workers (default: measured)")
+    ap.add_argument(
+        "--cl",
+        default="{}",
+        help="JSON {stage: bool}: channels_last in the packed workers (default: measured)",
+    )
     ap.add_argument("--phases", nargs="*", default=[], help=argparse.SUPPRESS)
     ap.add_argument("--compile-child", choices=STAGES, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -442,7 +592,9 @@ def main() -> None:
     dev = torch.device(a.device)
     torch.set_num_threads(a.threads if dev.type == "cuda" else torch.get_num_threads())
     if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: autotuned convolutions (the warm-up pays for it)
+        torch.backends.cudnn.benchmark = (
+            True  # fixed shapes: autotuned convolutions (the warm-up pays for it)
+        )
     out = Path(a.out or ".")
     out.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
@@ -451,10 +603,14 @@ def main() -> None:
         print(s, flush=True)
         lines.append(s)
 
-    info = {"torch": torch.__version__, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-            "tiny": a.tiny, "cudnn_benchmark": torch.backends.cudnn.benchmark,
-            "fp32_means": "float32 tensors; cuDNN convolutions may use TF32 (torch.backends.cudnn.allow_tf32="
-                          f"{torch.backends.cudnn.allow_tf32}), matmuls {torch.get_float32_matmul_precision()}"}  # fmt: skip
+    info = {
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "tiny": a.tiny,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "fp32_means": "float32 tensors; cuDNN convolutions may use TF32 (torch.backends.cudnn.allow_tf32="
+        f"{torch.backends.cudnn.allow_tf32}), matmuls {torch.get_float32_matmul_precision()}",
+    }
     log(json.dumps(info))
     result: dict = {"info": info}
 
@@ -485,13 +641,18 @@ def main() -> None:
 
 
 def summary(r: dict) -> str:
-    rows = ["", "stage         fp32 img/s   bf16 img/s  bf16+CL img/s  bf16/fp32  peak GiB (bf16)  busy% (bf16)"]
+    rows = [
+        "",
+        "stage         fp32 img/s   bf16 img/s  bf16+CL img/s  bf16/fp32  peak GiB (bf16)  busy% (bf16)",
+    ]
     for name, m in r.get("stages", {}).items():
         f = [m.get(k, {}).get("images_per_s") for k in ("fp32", "bf16", "bf16_cl")]
         cell = ["%10.1f" % v if v else "%10s" % "err" for v in f]
         ratio = "%9.2f" % (f[1] / f[0]) if f[0] and f[1] else "%9s" % "-"
         pk, busy = m.get("bf16", {}).get("peak_mem_gib"), m.get("bf16", {}).get("busy_pct_mean")
-        rows.append(f"{name:12s} {cell[0]}   {cell[1]}     {cell[2]}  {ratio}  {pk or 0:14.2f}  {busy or 0:11.0f}")
+        rows.append(
+            f"{name:12s} {cell[0]}   {cell[1]}     {cell[2]}  {ratio}  {pk or 0:14.2f}  {busy or 0:11.0f}"
+        )
     p = r.get("packing", {}).get("procs", {})
     if p:
         one = p.get(1, {}).get("trials_per_hour")
@@ -499,12 +660,21 @@ def summary(r: dict) -> str:
         for n, m in p.items():
             mem = max((q.get("peak_mem_gib", 0.0) for q in m["per_process"]), default=0.0)
             x = m["trials_per_hour"] / one if one else float("nan")
-            rows.append(f"{n:5d}  {m['trials_per_hour']:11.3f}  {x:5.2f}  {m.get('busy_pct_mean', float('nan')):10.1f}  {mem:10.2f}")
+            rows.append(
+                f"{n:5d}  {m['trials_per_hour']:11.3f}  {x:5.2f}  {m.get('busy_pct_mean', float('nan')):10.1f}  {mem:10.2f}"
+            )
     if r.get("packing", {}).get("error"):
         rows.append("packing error: " + r["packing"]["error"][:300])
     for name, m in r.get("compile", {}).items():
-        rows.append(f"compile {name}: " + (_fmt(m) + f" ({m['speedup_vs_bf16'] or 0:.2f}x bf16, compile {m['compile_s']:.0f} s)"
-                                           if "error" not in m else m["error"][:200]))  # fmt: skip
+        rows.append(
+            f"compile {name}: "
+            + (
+                _fmt(m)
+                + f" ({m['speedup_vs_bf16'] or 0:.2f}x bf16, compile {m['compile_s']:.0f} s)"
+                if "error" not in m
+                else m["error"][:200]
+            )
+        )
     return "\n".join(rows)
 
 

@@ -62,12 +62,15 @@ sys.path.insert(0, str(ROOT))
 
 from cytoray.data.background import Bands, detect_bands, touches_padding  # noqa: E402
 from cytoray.data.images import read_mask, read_rgb  # noqa: E402
-from cytoray.io import IMAGE_EXTS  # noqa: E402
-from cytoray.io import save_png, write_json  # noqa: E402
-from cytoray.masks.quality import quality_flags  # noqa: E402
-from cytoray.masks.stain import otsu_haematoxylin  # noqa: E402
+from cytoray.io import (  # noqa: E402
+    IMAGE_EXTS,  # noqa: E402
+    save_png,
+    write_json,
+)
 from cytoray.masks.nucleus import nucleus_mask_report  # noqa: E402
 from cytoray.masks.params import MaskParams  # noqa: E402
+from cytoray.masks.quality import quality_flags  # noqa: E402
+from cytoray.masks.stain import otsu_haematoxylin  # noqa: E402
 from cytoray.metrics.segmentation import dice, iou  # noqa: E402
 
 METHODS = ("stain", "syncgan", "otsu_h", "segmenter")
@@ -83,7 +86,14 @@ def list_pairs(root: Path) -> list[tuple[Path, Path | None]]:
     if (root / "images").is_dir():
         out = []
         for img in sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_EXTS):
-            gt = next((root / "masks" / f"{img.stem}{e}" for e in IMAGE_EXTS if (root / "masks" / f"{img.stem}{e}").is_file()), None)
+            gt = next(
+                (
+                    root / "masks" / f"{img.stem}{e}"
+                    for e in IMAGE_EXTS
+                    if (root / "masks" / f"{img.stem}{e}").is_file()
+                ),
+                None,
+            )
             out.append((img, gt))
         return out
     from cytoray.data.folder import scan_folder
@@ -95,8 +105,13 @@ def list_pairs(root: Path) -> list[tuple[Path, Path | None]]:
 # ----------------------------------------------------------------------------- one image
 
 
-def run_method(method: str, rgb: np.ndarray, bands: Bands, params: MaskParams | None = None, segmenter: str | None = None
-               ) -> tuple[np.ndarray, dict]:  # fmt: skip
+def run_method(
+    method: str,
+    rgb: np.ndarray,
+    bands: Bands,
+    params: MaskParams | None = None,
+    segmenter: str | None = None,
+) -> tuple[np.ndarray, dict]:
     """(mask, report) of one method; `params` overrides the defaults (leave-one-set-out variants);
     `segmenter` is the bundle folder the segmenter method uses on this set."""
     if method == "segmenter":
@@ -105,7 +120,9 @@ def run_method(method: str, rgb: np.ndarray, bands: Bands, params: MaskParams | 
         return segmenter_mask(segmenter, rgb, bands)
     if method == "otsu_h":
         mask = otsu_haematoxylin(rgb)
-        return mask, {"flags": quality_flags(rgb, mask, np.ones(mask.shape, bool), bands, MaskParams())}
+        return mask, {
+            "flags": quality_flags(rgb, mask, np.ones(mask.shape, bool), bands, MaskParams())
+        }
     return nucleus_mask_report(rgb, params or MaskParams(method=method))
 
 
@@ -115,8 +132,14 @@ def parse_loso(spec: str | None) -> tuple[str, str, list] | None:
         return None
     method, _, rest = spec.partition(":")
     key, _, values = rest.partition("=")
-    if method not in ("stain", "syncgan") or key not in MaskParams.__dataclass_fields__ or not values:
-        sys.exit(f"--loso {spec!r}: use METHOD:KEY=v1,v2,... with METHOD stain or syncgan and KEY a MaskParams field")
+    if (
+        method not in ("stain", "syncgan")
+        or key not in MaskParams.__dataclass_fields__
+        or not values
+    ):
+        sys.exit(
+            f"--loso {spec!r}: use METHOD:KEY=v1,v2,... with METHOD stain or syncgan and KEY a MaskParams field"
+        )
     kind = type(getattr(MaskParams(), key))
     return method, key, [kind(v) for v in values.split(",")]
 
@@ -146,12 +169,20 @@ def one_image(job: tuple) -> tuple[dict, np.ndarray | None]:
     row = {"image": str(img_path), "padding": bands.describe() if bands.any() else None}
     masks = {}
     for m in [*methods, *variants]:
-        if m in variants and variants[m] == MaskParams(method=m.split("@")[0]) and m.split("@")[0] in row:
+        if (
+            m in variants
+            and variants[m] == MaskParams(method=m.split("@")[0])
+            and m.split("@")[0] in row
+        ):
             row[m] = row[m.split("@")[0]]  # the default value: the method's own run
             continue
         mask, info = run_method(m.split("@")[0], rgb, bands, variants.get(m), segmenter)
         masks[m] = mask
-        r = {"flags": [f["flag"] for f in info["flags"]], "touches_padding": touches_padding(mask, bands), "cover": float(mask.mean())}
+        r = {
+            "flags": [f["flag"] for f in info["flags"]],
+            "touches_padding": touches_padding(mask, bands),
+            "cover": float(mask.mean()),
+        }
         if "decision" in info:
             r["decision"] = info["decision"]
         if truth is not None:
@@ -161,15 +192,30 @@ def one_image(job: tuple) -> tuple[dict, np.ndarray | None]:
     return row, (_panel(rgb, masks, truth, methods) if want_panel else None)
 
 
-def section_masks(name: str, root: Path, methods: list[str], out: Path, fail_dice: float, limit: int | None,
-                  loso: tuple[str, str, list] | None = None, jobs: int = 1, segmenter: str | None = None) -> dict:
+def section_masks(
+    name: str,
+    root: Path,
+    methods: list[str],
+    out: Path,
+    fail_dice: float,
+    limit: int | None,
+    loso: tuple[str, str, list] | None = None,
+    jobs: int = 1,
+    segmenter: str | None = None,
+) -> dict:
     pairs = list_pairs(root)[:limit]
     variants = {}
     if loso:
         base = MaskParams(method=loso[0])
-        variants = {variant_name(loso[0], loso[1], v): dataclasses.replace(base, **{loso[1]: v}) for v in loso[2]}
+        variants = {
+            variant_name(loso[0], loso[1], v): dataclasses.replace(base, **{loso[1]: v})
+            for v in loso[2]
+        }
     step = max(1, len(pairs) // 12)
-    work = [(img, gt, methods, variants, fail_dice, k < 12 or k % step == 0, segmenter) for k, (img, gt) in enumerate(pairs)]
+    work = [
+        (img, gt, methods, variants, fail_dice, k < 12 or k % step == 0, segmenter)
+        for k, (img, gt) in enumerate(pairs)
+    ]
     rows, panels = [], []
     t0 = time.perf_counter()
     if jobs > 1:
@@ -183,8 +229,15 @@ def section_masks(name: str, root: Path, methods: list[str], out: Path, fail_dic
         rows.append(row)
         if panel is not None:
             panels.append(panel)
-        print(f"[{name}] {k + 1}/{len(pairs)} {Path(row['image']).name} " + " ".join(
-            f"{m}={row[m].get('dice', row[m]['cover']):.2f}{'!' if row[m]['fail'] else ''}" for m in methods), file=sys.stderr, flush=True)
+        print(
+            f"[{name}] {k + 1}/{len(pairs)} {Path(row['image']).name} "
+            + " ".join(
+                f"{m}={row[m].get('dice', row[m]['cover']):.2f}{'!' if row[m]['fail'] else ''}"
+                for m in methods
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
     if pool is not None:
         pool.close()
     summary = {m: _summary(rows, m) for m in [*methods, *variants]}
@@ -198,7 +251,11 @@ def _summary(rows: list[dict], m: str) -> dict:
     """Per method: failures, flags, padding; with ground truth mean/min Dice and IoU, wins against
     the floor (otsu_h), and the worst-case count (Dice < 0.3 where the floor gets > 0.5)."""
     d = [r[m]["dice"] for r in rows if "dice" in r[m]]
-    s = {"n": len(rows), "failures": sum(r[m]["fail"] for r in rows), "touch_padding": sum(r[m]["touches_padding"] for r in rows)}
+    s = {
+        "n": len(rows),
+        "failures": sum(r[m]["fail"] for r in rows),
+        "touch_padding": sum(r[m]["touches_padding"] for r in rows),
+    }
     for flag in ("empty", "inverted", "covers", "touches_padding"):
         s[f"flag_{flag}"] = sum(flag in r[m]["flags"] for r in rows)
     decided = [r[m]["decision"] for r in rows if "decision" in r[m]]
@@ -219,9 +276,11 @@ def loso_table(report: dict, loso: tuple[str, str, list]) -> str:
     method, key, values = loso
     sets = [n for n in report if n.startswith("he")]
     names = [variant_name(method, key, v) for v in values]
-    lines = [f"leave-one-set-out: {method}, {key} chosen from {values} by mean Dice on the other set(s)",
-             "| scored on | tuned on | chosen | Dice | IoU | Otsu-H Dice | margin | wins | inverted | empty | worst (<0.3, Otsu>0.5) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"leave-one-set-out: {method}, {key} chosen from {values} by mean Dice on the other set(s)",
+        "| scored on | tuned on | chosen | Dice | IoU | Otsu-H Dice | margin | wins | inverted | empty | worst (<0.3, Otsu>0.5) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for target in sets:
         others = [o for o in sets if o != target]
         if not others:
@@ -232,16 +291,20 @@ def loso_table(report: dict, loso: tuple[str, str, list]) -> str:
 
         best = max(names, key=mean_on_others)
         s, floor = report[target]["summary"][best], report[target]["summary"]["otsu_h"]
-        lines.append(f"| {target} | {', '.join(others)} | {best.split('=', 1)[1]} | {s['dice']:.3f} | {s['iou']:.3f} | "
-                     f"{floor['dice']:.3f} | {s['dice'] - floor['dice']:+.3f} | {s['wins']}/{s['n']} ({s['wins'] / s['n']:.0%}) | "
-                     f"{s['flag_inverted']} | {s['flag_empty']} | {s['worst']} |")  # fmt: skip
+        lines.append(
+            f"| {target} | {', '.join(others)} | {best.split('=', 1)[1]} | {s['dice']:.3f} | {s['iou']:.3f} | "
+            f"{floor['dice']:.3f} | {s['dice'] - floor['dice']:+.3f} | {s['wins']}/{s['n']} ({s['wins'] / s['n']:.0%}) | "
+            f"{s['flag_inverted']} | {s['flag_empty']} | {s['worst']} |"
+        )
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- pictures
 
 
-def _panel(rgb: np.ndarray, masks: dict, truth: np.ndarray | None, methods: list[str]) -> np.ndarray:
+def _panel(
+    rgb: np.ndarray, masks: dict, truth: np.ndarray | None, methods: list[str]
+) -> np.ndarray:
     """[image | image + outline of each method's mask] at PANEL px high (truth outline green)."""
     from PIL import Image
     from skimage.segmentation import find_boundaries
@@ -249,7 +312,9 @@ def _panel(rgb: np.ndarray, masks: dict, truth: np.ndarray | None, methods: list
     def fit(a, nearest=False):
         h, w = a.shape[:2]
         im = Image.fromarray(a.astype(np.uint8) * (255 if a.dtype == bool else 1))
-        im = im.resize((max(1, round(w * PANEL / h)), PANEL), Image.NEAREST if nearest else Image.BILINEAR)
+        im = im.resize(
+            (max(1, round(w * PANEL / h)), PANEL), Image.NEAREST if nearest else Image.BILINEAR
+        )
         out = np.asarray(im)
         return out > 127 if a.dtype == bool else out
 
@@ -278,14 +343,24 @@ def _save_grid(path: Path, panels: list[np.ndarray]) -> None:
 def _table(name: str, summary: dict, methods: list[str]) -> str:
     has_gt = any("dice" in summary[m] for m in methods)
     head = f"{name} ({summary['_n']} images, {summary['_padded_images']} with padding bands, {summary['_seconds']}s)"
-    lines = [head, f"  {'method':<8} " + ("  dice  (min)   iou   wins  worst" if has_gt else "")
-             + " failures  touch_pad  empty inverted covers  disagree/chose-otsu"]  # fmt: skip
+    lines = [
+        head,
+        f"  {'method':<8} "
+        + ("  dice  (min)   iou   wins  worst" if has_gt else "")
+        + " failures  touch_pad  empty inverted covers  disagree/chose-otsu",
+    ]
     for m in methods:
         s = summary[m]
-        gt = f" {s['dice']:.3f} ({s['dice_min']:.3f}) {s['iou']:.3f} {s.get('wins', '-'):>4}/{s['n']:<3} {s.get('worst', '-'):>3}" if "dice" in s else ""
+        gt = (
+            f" {s['dice']:.3f} ({s['dice_min']:.3f}) {s['iou']:.3f} {s.get('wins', '-'):>4}/{s['n']:<3} {s.get('worst', '-'):>3}"
+            if "dice" in s
+            else ""
+        )
         rule = f"{s['disagreements']}/{s['chose_otsu']}" if "disagreements" in s else ""
-        lines.append(f"  {m:<8}{gt}  {s['failures']:>4}/{s['n']:<4} {s['touch_padding']:>6}    "
-                     f"{s['flag_empty']:>5} {s['flag_inverted']:>8} {s['flag_covers']:>6}  {rule:>10}")  # fmt: skip
+        lines.append(
+            f"  {m:<8}{gt}  {s['failures']:>4}/{s['n']:<4} {s['touch_padding']:>6}    "
+            f"{s['flag_empty']:>5} {s['flag_inverted']:>8} {s['flag_covers']:>6}  {rule:>10}"
+        )
     return "\n".join(lines)
 
 
@@ -295,43 +370,69 @@ def section_syncgan(root: Path, out: Path, size: int, mask_epochs: int, cgan_epo
     from cytoray.data.source import load_split
     from cytoray.generators.gan import CGANConfig, LatentGANConfig
     from cytoray.generators.syncgan import SynCGAN, SynCGANConfig
-    from cytoray.metrics.fidelity import fid_kid_report, inception_features, per_class, per_class_notes
+    from cytoray.metrics.fidelity import (
+        fid_kid_report,
+        inception_features,
+        per_class,
+        per_class_notes,
+    )
     from cytoray.training.config import RunConfig
 
     t0 = time.perf_counter()
     work = out / "syncgan"
     ds, man = load_split(DataConfig(root=str(root), size=size), work / "split.json")
     train, val = ds.subset(man.indices("train")), ds.subset(man.indices("val"))
-    cfg = SynCGANConfig(mask_gan=LatentGANConfig(epochs=mask_epochs, g_base=16, d_base=16),
-                        cgan=CGANConfig(epochs=cgan_epochs, g_base=16, d_base=16))  # fmt: skip
-    bundle, _ = SynCGAN.train(train, val, cfg, work / "bundle", work / "cache", man.hash, RunConfig(checkpoint_every=10))
+    cfg = SynCGANConfig(
+        mask_gan=LatentGANConfig(epochs=mask_epochs, g_base=16, d_base=16),
+        cgan=CGANConfig(epochs=cgan_epochs, g_base=16, d_base=16),
+    )
+    bundle, _ = SynCGAN.train(
+        train, val, cfg, work / "bundle", work / "cache", man.hash, RunConfig(checkpoint_every=10)
+    )
     gen = SynCGAN.load(bundle)
     real = {c: ds.images[ds.labels == i] for i, c in enumerate(ds.class_names)}
     fake = {c: gen.sample(len(x), c, seed=1) for c, x in real.items()}
     # 1. The grid: per class, 8 real | 8 synthetic | the 8 masks that made them.
     rows = []
     for c in ds.class_names:
-        rows += [np.concatenate(list(real[c][:8]), 1), np.concatenate(list(fake[c][0][:8]), 1),
-                 np.concatenate([np.repeat((m[..., None] * 255).astype(np.uint8), 3, -1) for m in fake[c][1][:8]], 1)]  # fmt: skip
+        rows += [
+            np.concatenate(list(real[c][:8]), 1),
+            np.concatenate(list(fake[c][0][:8]), 1),
+            np.concatenate(
+                [np.repeat((m[..., None] * 255).astype(np.uint8), 3, -1) for m in fake[c][1][:8]], 1
+            ),
+        ]
     save_png(out / "syncgan_grid.png", np.concatenate(rows, 0))
     # 2. FID/KID per class vs all real images of the class; floors from two halves of the real class.
     metrics = per_class(real, {c: f[0] for c, f in fake.items()}, split="real")
     a, b = ds.class_names[:2]
     between = fid_kid_report(inception_features(real[a]), inception_features(real[b]), names=(a, b))
     mask_share = {c: float(f[1].mean()) for c, f in fake.items()}
-    return {"metrics": metrics, "notes": per_class_notes(metrics, "real"), "between_classes": {"fid": between["fid"], "kid": between["kid_mean"]},
-            "mask_share": mask_share, "seconds": time.perf_counter() - t0, "epochs": {"mask_gan": mask_epochs, "cgan": cgan_epochs}}  # fmt: skip
+    return {
+        "metrics": metrics,
+        "notes": per_class_notes(metrics, "real"),
+        "between_classes": {"fid": between["fid"], "kid": between["kid_mean"]},
+        "mask_share": mask_share,
+        "seconds": time.perf_counter() - t0,
+        "epochs": {"mask_gan": mask_epochs, "cgan": cgan_epochs},
+    }
 
 
 def _syncgan_table(r: dict, classes: list[str]) -> str:
     m = r["metrics"]
-    lines = ["| class | FID synth vs real | FID floor (real halves, at n) | KID synth vs real | KID floor | nucleus share of masks |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| class | FID synth vs real | FID floor (real halves, at n) | KID synth vs real | KID floor | nucleus share of masks |",
+        "|---|---|---|---|---|---|",
+    ]
     for c in classes:
-        lines.append(f"| {c} | {m[f'fid_real_inception/{c}']:.1f} | {m.get(f'fid_real_inception_floor_at_n/{c}', float('nan')):.1f} | "
-                     f"{m[f'kid_real_inception_mean/{c}']:.4f} | {m.get(f'kid_real_inception_floor_mean/{c}', float('nan')):.4f} | "
-                     f"{r['mask_share'][c]:.3f} |")  # fmt: skip
-    lines.append(f"real {classes[0]} vs real {classes[1]}: FID {r['between_classes']['fid']:.1f}, KID {r['between_classes']['kid']:.4f}")
+        lines.append(
+            f"| {c} | {m[f'fid_real_inception/{c}']:.1f} | {m.get(f'fid_real_inception_floor_at_n/{c}', float('nan')):.1f} | "
+            f"{m[f'kid_real_inception_mean/{c}']:.4f} | {m.get(f'kid_real_inception_floor_mean/{c}', float('nan')):.4f} | "
+            f"{r['mask_share'][c]:.3f} |"
+        )
+    lines.append(
+        f"real {classes[0]} vs real {classes[1]}: FID {r['between_classes']['fid']:.1f}, KID {r['between_classes']['kid']:.4f}"
+    )
     return "\n".join(lines + r["notes"])
 
 
@@ -339,32 +440,87 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--he", type=Path, nargs="+", help="H&E folder(s) with ground-truth masks")
     ap.add_argument("--cyto", type=Path, help="cytology folder (no ground truth needed)")
-    ap.add_argument("--out", type=Path, required=True, help="where the PNGs and real_data.json go (outside the repository)")
-    ap.add_argument("--methods", default=None, help=f"comma-separated, from {', '.join(METHODS)} (default: all; segmenter "
-                    "only with --segmenter or --train-segmenter)")
-    ap.add_argument("--fail-dice", type=float, default=0.3, help="an image below this Dice counts as a failure")
-    ap.add_argument("--limit", type=int, default=None, help="first N images per folder (quick looks)")
-    ap.add_argument("--syncgan", action="store_true", help="also train SynCGAN briefly on --cyto: grid and FID/KID per class")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="where the PNGs and real_data.json go (outside the repository)",
+    )
+    ap.add_argument(
+        "--methods",
+        default=None,
+        help=f"comma-separated, from {', '.join(METHODS)} (default: all; segmenter "
+        "only with --segmenter or --train-segmenter)",
+    )
+    ap.add_argument(
+        "--fail-dice", type=float, default=0.3, help="an image below this Dice counts as a failure"
+    )
+    ap.add_argument(
+        "--limit", type=int, default=None, help="first N images per folder (quick looks)"
+    )
+    ap.add_argument(
+        "--syncgan",
+        action="store_true",
+        help="also train SynCGAN briefly on --cyto: grid and FID/KID per class",
+    )
     ap.add_argument("--size", type=int, default=64, help="--syncgan: image side")
     ap.add_argument("--mask-epochs", type=int, default=60, help="--syncgan: class mask GAN epochs")
     ap.add_argument("--cgan-epochs", type=int, default=30, help="--syncgan: CGAN epochs")
-    ap.add_argument("--loso", help="leave-one-set-out over two or more --he folders: METHOD:KEY=v1,v2,... (e.g. stain:agree_dice=0.3,0.5)")
+    ap.add_argument(
+        "--loso",
+        help="leave-one-set-out over two or more --he folders: METHOD:KEY=v1,v2,... (e.g. stain:agree_dice=0.3,0.5)",
+    )
     ap.add_argument("--jobs", type=int, default=1, help="images masked in parallel (processes)")
-    ap.add_argument("--verbose", action="store_true", help="--syncgan: Ray's own output and every worker's epoch line")
-    ap.add_argument("--segmenter", help="segmenter method: a nucleus-segmenter bundle folder or NAME@ALIAS / NAME/VERSION, scored on every set")
-    ap.add_argument("--train-segmenter", action="store_true", help="segmenter method: train one per --he set on refined simulation "
-                    "with the OTHER set(s) as reference (leave-one-set-out; benchmarks/real_segmenter.py)")
-    ap.add_argument("--seg-scale", default=None, help="--train-segmenter: working scale(s), comma-separated: one segmenter each, the best "
-                    "on the reference set's validation tiles is used (default real_segmenter.SCALE)")
-    ap.add_argument("--seg-tile", type=int, default=None, help="--train-segmenter: tile side after scaling (default real_segmenter.TILE)")
-    ap.add_argument("--seg-tiles", type=int, default=96, help="--train-segmenter: at most this many tiles per reference set")
-    ap.add_argument("--seg-epochs", default="6,4", help="--train-segmenter: joint,segmenter epochs (the study's defaults: 6,4)")
+    ap.add_argument(
+        "--verbose",
+        action="store_true",
+        help="--syncgan: Ray's own output and every worker's epoch line",
+    )
+    ap.add_argument(
+        "--segmenter",
+        help="segmenter method: a nucleus-segmenter bundle folder or NAME@ALIAS / NAME/VERSION, scored on every set",
+    )
+    ap.add_argument(
+        "--train-segmenter",
+        action="store_true",
+        help="segmenter method: train one per --he set on refined simulation "
+        "with the OTHER set(s) as reference (leave-one-set-out; benchmarks/real_segmenter.py)",
+    )
+    ap.add_argument(
+        "--seg-scale",
+        default=None,
+        help="--train-segmenter: working scale(s), comma-separated: one segmenter each, the best "
+        "on the reference set's validation tiles is used (default real_segmenter.SCALE)",
+    )
+    ap.add_argument(
+        "--seg-tile",
+        type=int,
+        default=None,
+        help="--train-segmenter: tile side after scaling (default real_segmenter.TILE)",
+    )
+    ap.add_argument(
+        "--seg-tiles",
+        type=int,
+        default=96,
+        help="--train-segmenter: at most this many tiles per reference set",
+    )
+    ap.add_argument(
+        "--seg-epochs",
+        default="6,4",
+        help="--train-segmenter: joint,segmenter epochs (the study's defaults: 6,4)",
+    )
     a = ap.parse_args()
     from cytoray.quiet import configure
 
     configure(verbose=a.verbose)
     want_seg = bool(a.segmenter or a.train_segmenter)
-    methods = [m.strip() for m in (a.methods or ",".join(m for m in METHODS if want_seg or m != "segmenter")).split(",") if m.strip()]
+    methods = [
+        m.strip()
+        for m in (a.methods or ",".join(m for m in METHODS if want_seg or m != "segmenter")).split(
+            ","
+        )
+        if m.strip()
+    ]
     if bad := [m for m in methods if m not in METHODS]:
         ap.error(f"--methods: unknown {', '.join(bad)}; valid: {', '.join(METHODS)}")
     if not (a.he or a.cyto):
@@ -372,21 +528,29 @@ def main() -> None:
     if "segmenter" in methods and (not want_seg or (a.segmenter and a.train_segmenter)):
         ap.error("--methods segmenter: give one of --segmenter REF or --train-segmenter")
     if a.train_segmenter and len(a.he or []) < 2:
-        ap.error("--train-segmenter needs two or more --he folders (each set's segmenter is trained on the others)")
+        ap.error(
+            "--train-segmenter needs two or more --he folders (each set's segmenter is trained on the others)"
+        )
     if a.out.resolve().is_relative_to(ROOT):
-        ap.error(f"--out {a.out} is inside the repository; write figures elsewhere (e.g. /tmp/real_data)")
+        ap.error(
+            f"--out {a.out} is inside the repository; write figures elsewhere (e.g. /tmp/real_data)"
+        )
     loso = parse_loso(a.loso)
     if loso and (len(a.he or []) < 2 or "otsu_h" not in methods):
         ap.error("--loso needs two or more --he folders and otsu_h among --methods")
     report = {}
-    folders = [(f"he_{p.name}" if len(a.he) > 1 else "he", p) for p in a.he or []] + ([("cyto", a.cyto)] if a.cyto else [])
+    folders = [(f"he_{p.name}" if len(a.he) > 1 else "he", p) for p in a.he or []] + (
+        [("cyto", a.cyto)] if a.cyto else []
+    )
     from real_segmenter import segmenter_folders, segmenter_table
 
     segmenters = segmenter_folders(a, folders, methods, list_pairs, read_truth)
     for name, root in folders:
         grid = loso if name.startswith("he") else None
         here = [m for m in methods if m != "segmenter" or name in segmenters]
-        report[name] = section_masks(name, root, here, a.out, a.fail_dice, a.limit, grid, a.jobs, segmenters.get(name))
+        report[name] = section_masks(
+            name, root, here, a.out, a.fail_dice, a.limit, grid, a.jobs, segmenters.get(name)
+        )
         print(_table(f"{name}: {root}", report[name]["summary"], here), flush=True)
         if name in segmenters:
             report[name]["segmenter"] = segmenters[name]
@@ -399,10 +563,15 @@ def main() -> None:
     if a.syncgan and a.cyto:
         report["syncgan"] = section_syncgan(a.cyto, a.out, a.size, a.mask_epochs, a.cgan_epochs)
         classes = sorted(d.name for d in a.cyto.iterdir() if d.is_dir())
-        print(f"SynCGAN on {a.cyto} ({report['syncgan']['seconds']:.0f} s): grid in {a.out / 'syncgan_grid.png'}\n"
-              + _syncgan_table(report["syncgan"], classes), flush=True)  # fmt: skip
+        print(
+            f"SynCGAN on {a.cyto} ({report['syncgan']['seconds']:.0f} s): grid in {a.out / 'syncgan_grid.png'}\n"
+            + _syncgan_table(report["syncgan"], classes),
+            flush=True,
+        )
     write_json(a.out / "real_data.json", report)
-    print(f"wrote {a.out / 'real_data.json'} and {', '.join(f'{n}_masks.png' for n in report if not n.startswith('loso'))} in {a.out}")
+    print(
+        f"wrote {a.out / 'real_data.json'} and {', '.join(f'{n}_masks.png' for n in report if not n.startswith('loso'))} in {a.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ probe 0.56 initial, 0.56 refined. Training images/s: D phase 99, joint 49, S pha
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import time
@@ -77,10 +76,18 @@ def phase_rates(bundles: dict, n_splits: int) -> dict[str, float]:
     for key, b in bundles.items():
         hist = json.loads((Path(b) / "history.json").read_text())[LABEL]
         phases = json.loads((Path(b) / BUNDLE_META).read_text())["phases"]
-        order = [ph for ph in ("refiner", "discriminator", "joint", "segmenter") for _ in range(int(phases.get(ph, 0)))]
+        order = [
+            ph
+            for ph in ("refiner", "discriminator", "joint", "segmenter")
+            for _ in range(int(phases.get(ph, 0)))
+        ]
         variant = key.split("/", 1)[1]
         for h in hist:
-            ph = "segmenter (raw: initial images)" if variant == "raw" else (order[h["epoch"]] if h["epoch"] < len(order) else "?")
+            ph = (
+                "segmenter (raw: initial images)"
+                if variant == "raw"
+                else (order[h["epoch"]] if h["epoch"] < len(order) else "?")
+            )
             if "images_per_s" in h:
                 out.setdefault(f"train {ph}", []).append(float(h["images_per_s"]))
     return {k: float(np.median(v)) for k, v in out.items()}
@@ -99,13 +106,20 @@ def throughput(splits: list[dict], bundles: dict, mask_method: str) -> dict[str,
     init, _ = initial_images(refs, which, size, 0, gen.synthesis)
     style = random_crops(tiles, which, int(gen.meta["patch"]), np.random.default_rng(0))
     return {
-        f"initial synthesis ({size} px)": rate(lambda: initial_images(refs, which, size, 0, gen.synthesis), n),
+        f"initial synthesis ({size} px)": rate(
+            lambda: initial_images(refs, which, size, 0, gen.synthesis), n
+        ),
         f"refiner inference ({size} px)": rate(lambda: gen.refine(init, style), n),
-        f"segmenter inference ({test.shape[1]} px tiles)": rate(lambda: gen.segment(test), len(test)),
-        f"Otsu on haematoxylin ({test.shape[1]} px tiles)": rate(lambda: [otsu_haematoxylin(t) for t in test], len(test)),
-        f"unsupervised masks, method {mask_method} ({test.shape[1]} px tiles)":
-            rate(lambda: [nucleus_mask(t, method=mask_method) for t in test], len(test)),
-    }  # fmt: skip
+        f"segmenter inference ({test.shape[1]} px tiles)": rate(
+            lambda: gen.segment(test), len(test)
+        ),
+        f"Otsu on haematoxylin ({test.shape[1]} px tiles)": rate(
+            lambda: [otsu_haematoxylin(t) for t in test], len(test)
+        ),
+        f"unsupervised masks, method {mask_method} ({test.shape[1]} px tiles)": rate(
+            lambda: [nucleus_mask(t, method=mask_method) for t in test], len(test)
+        ),
+    }
 
 
 # ----------------------------------------------------------------------------- main
@@ -113,12 +127,34 @@ def throughput(splits: list[dict], bundles: dict, mask_method: str) -> dict[str,
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    ap.add_argument("--data", required=True, help="real H&E with masks: <root>/images + <root>/masks, or <root>/<class>/ + masks/")
-    ap.add_argument("--out", default="/tmp/refined_sim_bench", help="caches, bundles, comparison.{md,json}")
-    ap.add_argument("--splits", type=int, default=3, help="seeded splits by source image (>= 2 for a CI and paired tests)")
+    ap.add_argument(
+        "--data",
+        required=True,
+        help="real H&E with masks: <root>/images + <root>/masks, or <root>/<class>/ + masks/",
+    )
+    ap.add_argument(
+        "--out", default="/tmp/refined_sim_bench", help="caches, bundles, comparison.{md,json}"
+    )
+    ap.add_argument(
+        "--splits",
+        type=int,
+        default=3,
+        help="seeded splits by source image (>= 2 for a CI and paired tests)",
+    )
     ap.add_argument("--config", default=str(ROOT / "configs/studies/refined_segmentation.yaml"))
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a study config key")
-    ap.add_argument("--mask-method", choices=["syncgan", "stain"], default="syncgan", help="the SynCGAN row's unsupervised masks")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a study config key",
+    )
+    ap.add_argument(
+        "--mask-method",
+        choices=["syncgan", "stain"],
+        default="syncgan",
+        help="the SynCGAN row's unsupervised masks",
+    )
     ap.add_argument("--no-cache", action="store_true", help="retrain every bundle")
     a = ap.parse_args(argv)
     if a.splits < 2:
@@ -127,20 +163,31 @@ def main(argv: list[str] | None = None) -> int:
     from cytoray.training.runner import init_ray
 
     configure(verbose=False)
-    cfg: SegmentationStudyConfig = load(SegmentationStudyConfig, a.config, [*a.set, f"data.n_splits={a.splits}"], {"data": {"root": a.data}})
+    cfg: SegmentationStudyConfig = load(
+        SegmentationStudyConfig,
+        a.config,
+        [*a.set, f"data.n_splits={a.splits}"],
+        {"data": {"root": a.data}},
+    )
     out, t0 = Path(a.out), time.perf_counter()
     cache = out / "cache"
     # 1. Real tiles and the seeded splits (by source image).
     real = load_real(cfg.data)
     splits = [split_sets(real, None, cfg.data, k) for k in range(a.splits)]
     n_img = len(set(real.groups))
-    print(f"{real.source}: {n_img} images → {len(real)} tiles of {cfg.data.tile} px; {a.splits} splits; per split "
-          f"{len(splits[0]['reference'])} reference / {len(splits[0]['val'])} val / {len(splits[0]['test'])} test tiles", flush=True)  # fmt: skip
+    print(
+        f"{real.source}: {n_img} images → {len(real)} tiles of {cfg.data.tile} px; {a.splits} splits; per split "
+        f"{len(splits[0]['reference'])} reference / {len(splits[0]['val'])} val / {len(splits[0]['test'])} test tiles",
+        flush=True,
+    )
     # 2. Every variant of every split in one Ray Train job (compare() then reuses the bundles).
     init_ray(num_cpus=os.cpu_count())
     t1 = time.perf_counter()
-    jobs = {f"s{k}/{v}": (c, sp["reference"], sp["val"], sp["hash"]) for k, sp in enumerate(splits)
-            for v, c in variant_configs(cfg.generator).items()}  # fmt: skip
+    jobs = {
+        f"s{k}/{v}": (c, sp["reference"], sp["val"], sp["hash"])
+        for k, sp in enumerate(splits)
+        for v, c in variant_configs(cfg.generator).items()
+    }
     bundles = train_bundles(jobs, cache, cfg.run, not a.no_cache)
     train_s = time.perf_counter() - t1
     # 3. The table (test tiles, once per split) and the realism probe.
@@ -148,15 +195,31 @@ def main(argv: list[str] | None = None) -> int:
     md, _ = comparison_table(c, f"{a.data} ({n_img} images)")
     # 4. Images/s per stage.
     rates = {**phase_rates(bundles, a.splits), **throughput(splits, bundles, a.mask_method)}
-    lines = ["", "Images/s per stage (2 CPUs' worth of this machine; training: median over epochs and splits, steps only)", "",
-             "| stage | images/s |", "|---|---|", *[f"| {k} | {v:.1f} |" for k, v in rates.items()], "",
-             f"Training: {len(jobs)} bundles ({len(jobs) // a.splits} variants x {a.splits} splits) in {train_s / 60:.1f} min; "
-             f"whole benchmark {(time.perf_counter() - t0) / 60:.1f} min."]  # fmt: skip
+    lines = [
+        "",
+        "Images/s per stage (2 CPUs' worth of this machine; training: median over epochs and splits, steps only)",
+        "",
+        "| stage | images/s |",
+        "|---|---|",
+        *[f"| {k} | {v:.1f} |" for k, v in rates.items()],
+        "",
+        f"Training: {len(jobs)} bundles ({len(jobs) // a.splits} variants x {a.splits} splits) in {train_s / 60:.1f} min; "
+        f"whole benchmark {(time.perf_counter() - t0) / 60:.1f} min.",
+    ]
     text = md + "\n".join(lines) + "\n"
     print("\n" + text)
     write_text(out / "comparison.md", text)
-    write_json(out / "comparison.json", {**c, "rates": rates, "train_seconds": train_s, "config": to_dict(cfg), "n_images": n_img,
-                                         "n_tiles": len(real)})  # fmt: skip
+    write_json(
+        out / "comparison.json",
+        {
+            **c,
+            "rates": rates,
+            "train_seconds": train_s,
+            "config": to_dict(cfg),
+            "n_images": n_img,
+            "n_tiles": len(real),
+        },
+    )
     print(f"written: {out / 'comparison.md'}, {out / 'comparison.json'}")
     return 0
 

@@ -20,14 +20,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from cytoray.training.runner import POLL_ENV as ENV, POLL_INTERVAL_S
+from cytoray.training.runner import POLL_ENV as ENV
+from cytoray.training.runner import POLL_INTERVAL_S
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def trial_seconds(table: str) -> list[float]:
     """The `trial_seconds` column of the study's trials.md table."""
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table.splitlines() if line.startswith("|")]
+    rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in table.splitlines()
+        if line.startswith("|")
+    ]
     col = rows[0].index("trial_seconds")
     return [float(r[col]) for r in rows[2:]]
 
@@ -38,22 +43,39 @@ def run(extra: list[str], poll: str | None) -> tuple[float, list[float]]:
         env[ENV] = poll
     with tempfile.TemporaryDirectory() as d:
         out = Path(d)
-        cmd = [sys.executable, str(ROOT / "studies" / "syncgan_ratio.py"), "--smoke-test", "--no-cache", "--out", str(out / "study"),
-               "--tracking-uri", f"sqlite:///{out / 'mlflow.db'}", "--set", "register=false", *extra]  # fmt: skip
+        cmd = [
+            sys.executable,
+            str(ROOT / "studies" / "syncgan_ratio.py"),
+            "--smoke-test",
+            "--no-cache",
+            "--out",
+            str(out / "study"),
+            "--tracking-uri",
+            f"sqlite:///{out / 'mlflow.db'}",
+            "--set",
+            "register=false",
+            *extra,
+        ]
         t0 = time.perf_counter()
         r = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if r.returncode != 0:
             sys.exit(f"study failed (poll {poll or 'cytoray default'}):\n{r.stderr[-3000:]}")
         secs = trial_seconds((out / "study" / "trials.md").read_text())
-    print(f"poll {poll + ' s (Ray default)' if poll else POLL_INTERVAL_S + ' s (cytoray)':<22} study {wall:6.1f} s, trials "
-          + ", ".join(f"{s:.1f}" for s in secs) + " s", flush=True)
+    print(
+        f"poll {poll + ' s (Ray default)' if poll else POLL_INTERVAL_S + ' s (cytoray)':<22} study {wall:6.1f} s, trials "
+        + ", ".join(f"{s:.1f}" for s in secs)
+        + " s",
+        flush=True,
+    )
     return wall, secs
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=1, help="pairs of runs (alternating, to cancel drift)")
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="pairs of runs (alternating, to cancel drift)"
+    )
     ap.add_argument("--data", help="a real image folder (default: the embedded simulator)")
     ap.add_argument("--set", action="append", default=[])
     a = ap.parse_args()
@@ -65,8 +87,10 @@ def main() -> None:
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     fw, sw = mean([w for w, _ in fast]), mean([w for w, _ in slow])
     ft, st = mean([s for _, ts in fast for s in ts]), mean([s for _, ts in slow for s in ts])
-    print(f"study: {fw:.1f} s at {POLL_INTERVAL_S} s vs {sw:.1f} s at 2 s: {fw / sw:.2f}x the time; "
-          f"a trial: {ft:.1f} s vs {st:.1f} s: {ft / st:.2f}x")
+    print(
+        f"study: {fw:.1f} s at {POLL_INTERVAL_S} s vs {sw:.1f} s at 2 s: {fw / sw:.2f}x the time; "
+        f"a trial: {ft:.1f} s vs {st:.1f} s: {ft / st:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(out: Path, extra: list[str], cache: bool) -> float:
-    cmd = [sys.executable, str(ROOT / "studies" / "syncgan_ratio.py"), "--out", str(out / "study"),
-           "--tracking-uri", f"sqlite:///{out / 'mlflow.db'}", *extra] + ([] if cache else ["--no-cache"])  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(ROOT / "studies" / "syncgan_ratio.py"),
+        "--out",
+        str(out / "study"),
+        "--tracking-uri",
+        f"sqlite:///{out / 'mlflow.db'}",
+        *extra,
+    ] + ([] if cache else ["--no-cache"])
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=out, capture_output=True, text=True)
     dt = time.perf_counter() - t0
@@ -32,7 +39,9 @@ def run(out: Path, extra: list[str], cache: bool) -> float:
         sys.exit(f"study failed ({'cache' if cache else 'no cache'}):\n{r.stderr[-3000:]}")
     table = (out / "study" / "trials.md").read_text()
     best = json.loads((out / "study" / "best.json").read_text())
-    print(f"--- {'with cache' if cache else 'without cache'}: {dt:.0f}s, best test balanced accuracy {best['test']['balanced_accuracy']:.3f}\n{table}")
+    print(
+        f"--- {'with cache' if cache else 'without cache'}: {dt:.0f}s, best test balanced accuracy {best['test']['balanced_accuracy']:.3f}\n{table}"
+    )
     return dt
 
 
@@ -41,11 +50,15 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--set", action="append", default=[])
     a = ap.parse_args()
-    extra = ["--set", f"tune.num_samples={a.samples}", "--set", "tune.asha=false"] + [x for s in a.set for x in ("--set", s)]
+    extra = ["--set", f"tune.num_samples={a.samples}", "--set", "tune.asha=false"] + [
+        x for s in a.set for x in ("--set", s)
+    ]
     with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
         t_off = run(Path(d1), extra, cache=False)
         t_on = run(Path(d2), extra, cache=True)
-    print(f"without cache {t_off:.0f}s, with cache {t_on:.0f}s: the cache saves {t_off - t_on:.0f}s ({t_on / t_off:.2f}x the time)")
+    print(
+        f"without cache {t_off:.0f}s, with cache {t_on:.0f}s: the cache saves {t_off - t_on:.0f}s ({t_on / t_off:.2f}x the time)"
+    )
 
 
 if __name__ == "__main__":

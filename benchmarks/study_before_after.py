@@ -25,10 +25,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run(root: Path, sets: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as d:
-        cmd = [sys.executable, str(root / "studies/syncgan_ratio.py"), "--out", f"{d}/study", "--tracking-uri", f"sqlite:///{d}/m.db",
-               *[x for s in sets for x in ("--set", s)]]  # fmt: skip
+        cmd = [
+            sys.executable,
+            str(root / "studies/syncgan_ratio.py"),
+            "--out",
+            f"{d}/study",
+            "--tracking-uri",
+            f"sqlite:///{d}/m.db",
+            *[x for s in sets for x in ("--set", s)],
+        ]
         t0 = time.perf_counter()
-        r = subprocess.run(cmd, cwd=d, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True)
+        r = subprocess.run(
+            cmd, cwd=d, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True
+        )
         wall = time.perf_counter() - t0
         if r.returncode != 0:
             sys.exit(f"study at {root} failed:\n{r.stderr[-3000:]}")
@@ -37,31 +46,59 @@ def run(root: Path, sets: list[str]) -> dict:
         trials = []
         for p in Path(d, "study", "tune").rglob("params.json"):
             trials.append(json.loads(p.read_text()))
-        return {"wall": wall, "jobs": jobs, "trials": sorted(json.dumps(t, sort_keys=True) for t in trials)}
+        return {
+            "wall": wall,
+            "jobs": jobs,
+            "trials": sorted(json.dumps(t, sort_keys=True) for t in trials),
+        }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--before", required=True, help="git revision of the 'before' code")
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--set", action="append", default=[], help="study config override for the 'after' run (e.g. a smaller budget)")
-    ap.add_argument("--set-before", action="append", default=[], help="the same override in the before commit's key names")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="study config override for the 'after' run (e.g. a smaller budget)",
+    )
+    ap.add_argument(
+        "--set-before",
+        action="append",
+        default=[],
+        help="the same override in the before commit's key names",
+    )
     a = ap.parse_args()
     res: dict[str, list[dict]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory() as wt:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", wt, a.before], check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", wt, a.before],
+            check=True,
+            capture_output=True,
+        )
         try:
             for k in range(a.rounds):
-                for side, root, sets in (("before", Path(wt), a.set_before), ("after", ROOT, a.set)):
+                for side, root, sets in (
+                    ("before", Path(wt), a.set_before),
+                    ("after", ROOT, a.set),
+                ):
                     r = run(root, sets)
                     res[side].append(r)
-                    print(f"round {k + 1} {side:<6}: {r['wall']:7.1f} s, {r['jobs']} Ray Train jobs, {len(r['trials'])} trials", flush=True)
+                    print(
+                        f"round {k + 1} {side:<6}: {r['wall']:7.1f} s, {r['jobs']} Ray Train jobs, {len(r['trials'])} trials",
+                        flush=True,
+                    )
         finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", wt], capture_output=True)
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", wt], capture_output=True
+            )
     for side in res:
         print(f"{side} trials: " + "; ".join(res[side][0]["trials"]))
     mean = {s: sum(r["wall"] for r in v) / len(v) for s, v in res.items()}
-    print(f"mean wall time: before {mean['before']:.1f} s, after {mean['after']:.1f} s; after/before {mean['after'] / mean['before']:.2f}")
+    print(
+        f"mean wall time: before {mean['before']:.1f} s, after {mean['after']:.1f} s; after/before {mean['after'] / mean['before']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,13 @@ from .io import atomic_path, write_bytes, write_json
 BUNDLE_META = "generator.json"  # written last: a folder holding it is a complete bundle
 
 
-def write_bundle(out: str | Path, meta: dict, states: dict[str, dict], files: dict[str, bytes] | None = None,
-                 extra_dirs: dict[str, list[Path]] | None = None) -> Path:  # fmt: skip
+def write_bundle(
+    out: str | Path,
+    meta: dict,
+    states: dict[str, dict],
+    files: dict[str, bytes] | None = None,
+    extra_dirs: dict[str, list[Path]] | None = None,
+) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name, sd in states.items():
@@ -44,12 +49,18 @@ def read_meta(file: Path, required: tuple[str, ...], what: str) -> dict:
     try:
         meta = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise CytorayError(f"{file}: not a readable {what} ({str(e).splitlines()[0][:120]}); re-copy the bundle or retrain") from None
+        raise CytorayError(
+            f"{file}: not a readable {what} ({str(e).splitlines()[0][:120]}); re-copy the bundle or retrain"
+        ) from None
     if not isinstance(meta, dict):
-        raise CytorayError(f"{file}: a {what} holds a JSON object, this holds {type(meta).__name__}; re-copy the bundle or retrain")
+        raise CytorayError(
+            f"{file}: a {what} holds a JSON object, this holds {type(meta).__name__}; re-copy the bundle or retrain"
+        )
     missing = [k for k in required if k not in meta]
     if missing:
-        raise CytorayError(f"{file}: {what} lacks {', '.join(missing)}; re-copy the bundle or retrain")
+        raise CytorayError(
+            f"{file}: {what} lacks {', '.join(missing)}; re-copy the bundle or retrain"
+        )
     return meta
 
 
@@ -66,10 +77,16 @@ def load_weights(file: Path) -> dict:
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise CytorayError(f"{file}: missing from the bundle; re-copy the bundle or retrain") from None
-    except Exception as e:  # truncated zip, a pickle with code (refused by weights_only), not torch at all
-        raise CytorayError(f"{file}: not loadable weights ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                           "re-copy the bundle or retrain") from None
+        raise CytorayError(
+            f"{file}: missing from the bundle; re-copy the bundle or retrain"
+        ) from None
+    except (
+        Exception
+    ) as e:  # truncated zip, a pickle with code (refused by weights_only), not torch at all
+        raise CytorayError(
+            f"{file}: not loadable weights ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+            "re-copy the bundle or retrain"
+        ) from None
 
 
 def load_arrays(file: Path):
@@ -82,10 +99,14 @@ def load_arrays(file: Path):
     try:
         return np.load(file)
     except FileNotFoundError:
-        raise CytorayError(f"{file}: missing from the bundle; re-copy the bundle or retrain") from None
+        raise CytorayError(
+            f"{file}: missing from the bundle; re-copy the bundle or retrain"
+        ) from None
     except Exception as e:  # truncated zip, not an npz, a pickled object array (allow_pickle=False)
-        raise CytorayError(f"{file}: not loadable arrays ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                           "re-copy the bundle or retrain") from None
+        raise CytorayError(
+            f"{file}: not loadable arrays ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+            "re-copy the bundle or retrain"
+        ) from None
 
 
 def load_state(path: Path, name: str) -> dict:
@@ -96,12 +117,18 @@ def build_net(factory, kwargs: dict, where: Path):
     """`factory(**kwargs)` with kwargs from a bundle's JSON: unknown or absurd ones are named."""
     from .errors import CytorayError
 
-    if not isinstance(kwargs, dict) or any(isinstance(v, int) and not -(1 << 16) <= v <= 1 << 16 for v in kwargs.values()):
-        raise CytorayError(f"{where}: network arguments {kwargs!r} are not a plausible network (a size above 65536?); retrain")
+    if not isinstance(kwargs, dict) or any(
+        isinstance(v, int) and not -(1 << 16) <= v <= 1 << 16 for v in kwargs.values()
+    ):
+        raise CytorayError(
+            f"{where}: network arguments {kwargs!r} are not a plausible network (a size above 65536?); retrain"
+        )
     try:
         return factory(**kwargs)
     except (TypeError, ValueError, RuntimeError) as e:
-        raise CytorayError(f"{where}: network arguments {kwargs!r} do not build ({str(e).splitlines()[0][:120]}); retrain") from None
+        raise CytorayError(
+            f"{where}: network arguments {kwargs!r} do not build ({str(e).splitlines()[0][:120]}); retrain"
+        ) from None
 
 
 def load_per_class(path: Path, specs: dict[str, dict], factory, prefix: str) -> dict:
@@ -110,11 +137,15 @@ def load_per_class(path: Path, specs: dict[str, dict], factory, prefix: str) -> 
 
     nets = {}
     for c, spec in specs.items():
-        net = build_net(factory, spec.get("kwargs") if isinstance(spec, dict) else None, path / BUNDLE_META)
+        net = build_net(
+            factory, spec.get("kwargs") if isinstance(spec, dict) else None, path / BUNDLE_META
+        )
         try:
             net.load_state_dict(load_state(path, f"{prefix}{c}"))
         except RuntimeError as e:  # shapes that do not match the recorded arguments
-            raise CytorayError(f"{path / f'{prefix}{c}.pt'}: does not fit its network ({str(e).splitlines()[0][:120]}); retrain") from None
+            raise CytorayError(
+                f"{path / f'{prefix}{c}.pt'}: does not fit its network ({str(e).splitlines()[0][:120]}); retrain"
+            ) from None
         nets[c] = net
     return nets
 

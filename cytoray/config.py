@@ -57,8 +57,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         (_, arg) = typing.get_args(tp) or (str, Any)
         if _is_section(arg):  # {name: section}: the key names the plugin
-            return {k: _coerce(v if not isinstance(v, dict) or "name" in v else {"name": k, **v}, arg, f"{where}.{k}")
-                    for k, v in value.items()}  # fmt: skip
+            return {
+                k: _coerce(
+                    v if not isinstance(v, dict) or "name" in v else {"name": k, **v},
+                    arg,
+                    f"{where}.{k}",
+                )
+                for k, v in value.items()
+            }
         return {k: _coerce(v, arg, f"{where}.{k}") for k, v in value.items()}
     if origin is typing.Literal:
         choices = typing.get_args(tp)
@@ -70,7 +76,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping for {_type_name(tp)}, got {value!r}")
         if _is_section(tp):
             if not isinstance(value.get("name"), str):
-                raise ConfigError(f"{where}: give its 'name' (one of {', '.join(tp.section_names())})")
+                raise ConfigError(
+                    f"{where}: give its 'name' (one of {', '.join(tp.section_names())})"
+                )
             tp = tp.section_class(value["name"], where)
         return _build(tp, value, where)
     if tp is Any:
@@ -115,9 +123,15 @@ def _build(cls: type[T], data: dict, where: str) -> T:
         if isinstance(v, dict) and f.default_factory is not dataclasses.MISSING:
             v = _with_defaults(f.default_factory(), v)
         kwargs[k] = _coerce(v, hints[k], f"{where}.{k}")
-        if (k == "lr" or k.startswith("lr_")) and isinstance(kwargs[k], float) and not 0 < kwargs[k] <= 10:
+        if (
+            (k == "lr" or k.startswith("lr_"))
+            and isinstance(kwargs[k], float)
+            and not 0 < kwargs[k] <= 10
+        ):
             # a learning rate of 1e300 overflows the optimiser's first step, after the data and the workers
-            raise ConfigError(f"{where}.{k}={kwargs[k]:g}: a learning rate is above 0 and at most 10 (e.g. 2e-4)")
+            raise ConfigError(
+                f"{where}.{k}={kwargs[k]:g}: a learning rate is above 0 and at most 10 (e.g. 2e-4)"
+            )
     return cls(**kwargs)
 
 
@@ -178,7 +192,9 @@ def from_dict(cls: type[T], data: dict | None, source: str = "<dict>") -> T:
 MAX_YAML_BYTES = 1 << 20  # one config file
 MAX_YAML_NODES = 100_000  # values in a document once its aliases (*x) are expanded
 MAX_YAML_DEPTH = 100  # nesting of mappings/sequences
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # `_base_` may reach into the configs tree
+CONFIGS = (
+    Path(__file__).resolve().parents[1] / "configs"
+)  # `_base_` may reach into the configs tree
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -191,8 +207,10 @@ class _StrictLoader(yaml.SafeLoader):
         self._depth += 1
         try:
             if self._depth > MAX_YAML_DEPTH:
-                raise ConfigError(f"nested more than {MAX_YAML_DEPTH} levels deep (line {self.peek_event().start_mark.line + 1}); "
-                                  "a config is a few levels of keys")
+                raise ConfigError(
+                    f"nested more than {MAX_YAML_DEPTH} levels deep (line {self.peek_event().start_mark.line + 1}); "
+                    "a config is a few levels of keys"
+                )
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -203,7 +221,9 @@ class _StrictLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             if isinstance(key, (str, int, float, bool)) or key is None:
                 if key in seen:
-                    raise ConfigError(f"key '{key}' given twice (line {key_node.start_mark.line + 1}); keep one")
+                    raise ConfigError(
+                        f"key '{key}' given twice (line {key_node.start_mark.line + 1}); keep one"
+                    )
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -226,24 +246,32 @@ def load_yaml(text: str | bytes, where: str) -> Any:
     """Parse one YAML document safely (no tags that build objects, size/alias/depth limits,
     duplicate keys refused); every problem is a one-line ConfigError naming `where`."""
     if len(text) > MAX_YAML_BYTES:
-        raise ConfigError(f"{where}: {len(text)} bytes, over the {MAX_YAML_BYTES} a config may hold; give a config file")
+        raise ConfigError(
+            f"{where}: {len(text)} bytes, over the {MAX_YAML_BYTES} a config may hold; give a config file"
+        )
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise ConfigError(f"{where}: not UTF-8 (byte {text[e.start]:#x} at offset {e.start}); save the file as UTF-8") from None
+            raise ConfigError(
+                f"{where}: not UTF-8 (byte {text[e.start]:#x} at offset {e.start}); save the file as UTF-8"
+            ) from None
     loader = _StrictLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return None
         if _expanded_size(node, {}) > MAX_YAML_NODES:
-            raise ConfigError(f"expands to more than {MAX_YAML_NODES} values through its aliases (*name); write the values out")
+            raise ConfigError(
+                f"expands to more than {MAX_YAML_NODES} values through its aliases (*name); write the values out"
+            )
         return loader.construct_document(node)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
+        raise ConfigError(
+            f"{where}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax"
+        ) from None
     except RecursionError:
         raise ConfigError(f"{where}: nested too deeply; a config is a few levels of keys") from None
     finally:
@@ -254,10 +282,14 @@ def _base_path(path: Path, base: Any) -> Path:
     """`_base_` relative to the file, staying inside its folder or the configs tree: a config names
     another config, never /etc/passwd or ../../secret.yaml."""
     if not isinstance(base, str) or not base or Path(base).is_absolute() or base.startswith("~"):
-        raise ConfigError(f"{path}: _base_: {base!r}: give a relative path to a YAML file beside it or in {CONFIGS}")
+        raise ConfigError(
+            f"{path}: _base_: {base!r}: give a relative path to a YAML file beside it or in {CONFIGS}"
+        )
     target = (path.parent / base).resolve()
     if not any(target.is_relative_to(root) for root in (path.parent.resolve(), CONFIGS)):
-        raise ConfigError(f"{path}: _base_: {base} leads outside its folder and {CONFIGS}; copy the base file beside it")
+        raise ConfigError(
+            f"{path}: _base_: {base} leads outside its folder and {CONFIGS}; copy the base file beside it"
+        )
     return target
 
 
@@ -268,7 +300,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if path.resolve() in seen:
         raise ConfigError(f"{path}: _base_ chain loops back on itself")
     if path.stat().st_size > MAX_YAML_BYTES:  # refused before reading it
-        raise ConfigError(f"{path}: {path.stat().st_size} bytes, over the {MAX_YAML_BYTES} a config may hold; give a config file")
+        raise ConfigError(
+            f"{path}: {path.stat().st_size} bytes, over the {MAX_YAML_BYTES} a config may hold; give a config file"
+        )
     data = load_yaml(path.read_bytes(), str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys to values")
@@ -281,7 +315,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
 def deep_merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = (
+            deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
     return out
 
 
@@ -291,20 +327,36 @@ def parse_override(item: str) -> dict:
         raise ConfigError(f"override '{item}': expected KEY=VALUE, e.g. cgan.epochs=5")
     key, raw = item.split("=", 1)
     if any(not part.strip() for part in key.split(".")):
-        raise ConfigError(f"override '{item}': '{key}' has an empty key name; give KEY=VALUE, e.g. cgan.epochs=5")
+        raise ConfigError(
+            f"override '{item}': '{key}' has an empty key name; give KEY=VALUE, e.g. cgan.epochs=5"
+        )
     if len(raw) > 10_000:
-        raise ConfigError(f"override '{key}': value of {len(raw)} characters; a config value is short")
+        raise ConfigError(
+            f"override '{key}': value of {len(raw)} characters; a config value is short"
+        )
     value = load_yaml(raw, f"override '{key}'") if raw else None
     for part in reversed(key.strip().split(".")):
         value = {part: value}
     return value
 
 
-def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None, values: dict | None = None) -> T:
+def load(
+    cls: type[T],
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    values: dict | None = None,
+) -> T:
     """Load `cls` from a YAML file (or defaults), then nested `values` (e.g. paths from command-line
     flags, never parsed as YAML), then `KEY=VALUE` overrides on top."""
-    if path and not Path(path).is_file() and not Path(path).is_absolute() and (CONFIGS.parent / path).is_file():
-        path = CONFIGS.parent / path  # a study's default `configs/...` from outside the repository root
+    if (
+        path
+        and not Path(path).is_file()
+        and not Path(path).is_absolute()
+        and (CONFIGS.parent / path).is_file()
+    ):
+        path = (
+            CONFIGS.parent / path
+        )  # a study's default `configs/...` from outside the repository root
     data = _read_yaml(Path(path)) if path else {}
     source = str(path) if path else "<defaults>"
     if values:
@@ -356,23 +408,35 @@ class DataConfig:
     size: int = 64  # square side in px after resize + centre crop (64 for CPU budgets)
     magnification: int | None = None  # BreakHis filter (40/100/200/400); None keeps all
     classes: list[str] | None = None  # restrict/order classes; None = every class folder
-    split_ratios: list[float] = dataclasses.field(default_factory=lambda: [3.0, 1.0, 1.0])  # train:val:test
+    split_ratios: list[float] = dataclasses.field(
+        default_factory=lambda: [3.0, 1.0, 1.0]
+    )  # train:val:test
     split_seed: int = 0  # seeds the stratified split (same seed, same manifest)
     n_splits: int = 1  # K seeded splits for repeated evaluation (seeds split_seed..+K-1)
     near_duplicate_bits: int = 4  # perceptual-hash Hamming distance counted as a near-duplicate
     sim_n: int = 150  # embedded simulator: images in all (75 per class, as in SynCGAN)
     sim_seed: int = 0  # embedded simulator seed
     sim_kind: typing.Literal["cytology", "histology"] = "cytology"  # which embedded domain
-    padding: typing.Literal["crop", "keep"] = "crop"  # flat edge bands (scanner margins, square padding) cut off before resizing
+    padding: typing.Literal["crop", "keep"] = (
+        "crop"  # flat edge bands (scanner margins, square padding) cut off before resizing
+    )
 
     def validate(self) -> None:
         if self.size < 16:
             raise ConfigError(f"data.size={self.size}: must be at least 16 px")
-        if len(self.split_ratios) != 3 or any(r < 0 for r in self.split_ratios) or self.split_ratios[0] <= 0:
-            raise ConfigError(f"data.split_ratios={self.split_ratios}: give three non-negative train:val:test weights, train > 0")
+        if (
+            len(self.split_ratios) != 3
+            or any(r < 0 for r in self.split_ratios)
+            or self.split_ratios[0] <= 0
+        ):
+            raise ConfigError(
+                f"data.split_ratios={self.split_ratios}: give three non-negative train:val:test weights, train > 0"
+            )
         if self.n_splits < 1:
             raise ConfigError(f"data.n_splits={self.n_splits}: must be >= 1")
         if self.split_seed < 0 or self.sim_seed < 0:
-            raise ConfigError(f"data.split_seed={self.split_seed}, data.sim_seed={self.sim_seed}: seeds must be >= 0")
+            raise ConfigError(
+                f"data.split_seed={self.split_seed}, data.sim_seed={self.sim_seed}: seeds must be >= 0"
+            )
         if self.sim_n < 4:
             raise ConfigError(f"data.sim_n={self.sim_n}: the simulator needs at least 4 images")

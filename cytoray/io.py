@@ -12,8 +12,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 def _umask() -> int:
@@ -91,7 +92,9 @@ def atomic_dir(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     if dest.exists() and any(dest.iterdir()) and not overwrite:
         from .errors import CytorayError
 
-        raise CytorayError(f"{dest}: output folder exists and is not empty; choose another --out or pass --overwrite")
+        raise CytorayError(
+            f"{dest}: output folder exists and is not empty; choose another --out or pass --overwrite"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(dest), suffix=".tmp", dir=dest.parent))
     try:
@@ -100,11 +103,13 @@ def atomic_dir(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         except OSError as e:  # a write's ENOSPC/EFBIG names no file, or the temporary twin of one: name it under dest
             name = None if e.filename is None else Path(os.fsdecode(e.filename))
             if e.errno is not None and (name is None or name.is_relative_to(tmp)):
-                raise OSError(e.errno, e.strerror, str(dest if name is None else dest / name.relative_to(tmp))) from e
+                raise OSError(
+                    e.errno, e.strerror, str(dest if name is None else dest / name.relative_to(tmp))
+                ) from e
             raise
         os.chmod(tmp, 0o777 & ~UMASK)
         if dest.exists():
-            old = tmp.with_name(tmp.name[:-len(".tmp")] + ".old")
+            old = tmp.with_name(tmp.name[: -len(".tmp")] + ".old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(dest, old)
             os.replace(tmp, dest)
@@ -135,9 +140,15 @@ def safe_component(name: str, what: str) -> str:
     come from metadata (a bundle's class names) must never reach outside the folder they go into."""
     from .errors import CytorayError
 
-    ok = isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in ("/", "\\", "\x00"))
+    ok = (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and not any(c in name for c in ("/", "\\", "\x00"))
+    )
     if not ok:
-        raise CytorayError(f"{what} {name!r} is not a plain folder name; refusing to write outside the output folder")
+        raise CytorayError(
+            f"{what} {name!r} is not a plain folder name; refusing to write outside the output folder"
+        )
     return name
 
 
@@ -150,8 +161,10 @@ def os_error_message(e: OSError) -> str:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"{where}: no space left on the device (or over quota); free space or choose an --out on another disk"
     if e.errno == errno.EFBIG:
-        return (f"{where}: file too large (over the file system's or this process's file-size limit, `ulimit -f`); "
-                "raise the limit or choose an --out on another disk")
+        return (
+            f"{where}: file too large (over the file system's or this process's file-size limit, `ulimit -f`); "
+            "raise the limit or choose an --out on another disk"
+        )
     if e.errno == errno.ENAMETOOLONG:
         return f"{where}: a file name is too long for the file system; choose a shorter name"
     return f"{where}: {e.strerror or e}; check the path and its permissions (inputs must be readable, --out writable)"
@@ -172,12 +185,27 @@ def full_disk_message(e: BaseException, where: str | None = None) -> str | None:
             continue
         seen.add(id(x))
         if isinstance(x, OSError) and x.errno in FULL_DISK_ERRNOS:
-            return os_error_message(x if x.filename is not None or where is None else OSError(x.errno, x.strerror, where))
+            return os_error_message(
+                x
+                if x.filename is not None or where is None
+                else OSError(x.errno, x.strerror, where)
+            )
         text = str(x)
-        if "database or disk is full" in text or "No space left on device" in text or "Disk quota exceeded" in text:
+        if (
+            "database or disk is full" in text
+            or "No space left on device" in text
+            or "Disk quota exceeded" in text
+        ):
             return os_error_message(OSError(28, "No space left on device", where))
-        failures = getattr(x, "worker_failures", None)  # Ray Train's WorkerGroupError: {rank: error}
-        stack += [x.__cause__, x.__context__, getattr(x, "cause", None), *(failures.values() if isinstance(failures, dict) else ())]
+        failures = getattr(
+            x, "worker_failures", None
+        )  # Ray Train's WorkerGroupError: {rank: error}
+        stack += [
+            x.__cause__,
+            x.__context__,
+            getattr(x, "cause", None),
+            *(failures.values() if isinstance(failures, dict) else ()),
+        ]
     return None
 
 
@@ -207,8 +235,15 @@ def holds_dataset(folder: str | os.PathLike) -> bool:
         return False
 
 
-def check_output_folder(out: str | os.PathLike, *, overwrite: bool, inputs=(), ours=None, flag: str = "--out",
-                        inside_input_ok: bool = False) -> Path:  # fmt: skip
+def check_output_folder(
+    out: str | os.PathLike,
+    *,
+    overwrite: bool,
+    inputs=(),
+    ours=None,
+    flag: str = "--out",
+    inside_input_ok: bool = False,
+) -> Path:
     """Refuse an output folder that would destroy something before anything is computed.
 
     - an empty path, the current folder or one above it (replacing it would pull the folder
@@ -227,20 +262,28 @@ def check_output_folder(out: str | os.PathLike, *, overwrite: bool, inputs=(), o
     res = dest.resolve()
     cwd = Path.cwd().resolve()
     if res == cwd or res in cwd.parents:
-        raise CytorayError(f"{flag} {out}: is the current folder (or holds it); give a new subfolder instead")
+        raise CytorayError(
+            f"{flag} {out}: is the current folder (or holds it); give a new subfolder instead"
+        )
     for i in inputs:
         ir = Path(i).expanduser().resolve()
         if res == ir or res in ir.parents or (ir in res.parents and not inside_input_ok):
-            raise CytorayError(f"{flag} {out}: overlaps the command's input {i}; choose a folder outside it")
+            raise CytorayError(
+                f"{flag} {out}: overlaps the command's input {i}; choose a folder outside it"
+            )
     try:
         busy = res.is_dir() and any(res.iterdir())
     except OSError:
         busy = False
     if busy and not overwrite:
-        raise CytorayError(f"{out}: output folder exists and is not empty; choose another {flag} or pass --overwrite")
+        raise CytorayError(
+            f"{out}: output folder exists and is not empty; choose another {flag} or pass --overwrite"
+        )
     if busy and not (ours is not None and ours(res)):
-        raise CytorayError(f"{out}: holds files this command did not write (a dataset or other work); --overwrite only "
-                           f"replaces a previous output of the same command; choose another {flag}")
+        raise CytorayError(
+            f"{out}: holds files this command did not write (a dataset or other work); --overwrite only "
+            f"replaces a previous output of the same command; choose another {flag}"
+        )
     return dest
 
 
@@ -254,4 +297,6 @@ def check_memory(nbytes: float, what: str, fix: str) -> None:
     except (ValueError, OSError, AttributeError):
         return
     if nbytes > avail / 2:
-        raise CytorayError(f"{what} needs about {nbytes / 2**30:.1f} GiB of memory, and {avail / 2**30:.1f} GiB is free; {fix}")
+        raise CytorayError(
+            f"{what} needs about {nbytes / 2**30:.1f} GiB of memory, and {avail / 2**30:.1f} GiB is free; {fix}"
+        )

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Iterable, Iterator, TextIO, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import TextIO, TypeVar
 
 T = TypeVar("T")
 
@@ -32,8 +33,16 @@ def fmt_seconds(s: float) -> str:
 class Progress:
     """Counts done items of `total`; shows count, percent, elapsed and the remaining time."""
 
-    def __init__(self, total: int | None, desc: str = "", *, stream: TextIO | None = None, enabled: bool = True,
-                 width: int = 24, tty: bool | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        total: int | None,
+        desc: str = "",
+        *,
+        stream: TextIO | None = None,
+        enabled: bool = True,
+        width: int = 24,
+        tty: bool | None = None,
+    ) -> None:
         self.total, self.desc, self.width = total, desc, width
         self.stream = stream or sys.stderr
         # CYTORAY_PROGRESS=0 silences bars (scripts that parse stderr); a closed/odd stream is not a TTY.
@@ -49,7 +58,11 @@ class Progress:
             return f"{head}{self.n} done, {fmt_seconds(el)} elapsed"
         frac = min(1.0, self.n / self.total)
         bar = "#" * int(frac * self.width) + "." * (self.width - int(frac * self.width))
-        eta = "" if self.n == 0 or self.n >= self.total else f", {fmt_seconds(el / self.n * (self.total - self.n))} left"
+        eta = (
+            ""
+            if self.n == 0 or self.n >= self.total
+            else f", {fmt_seconds(el / self.n * (self.total - self.n))} left"
+        )
         return f"{head}[{bar}] {self.n}/{self.total} ({frac:.0%}), {fmt_seconds(el)} elapsed{eta}"
 
     def update(self, k: int = 1) -> None:
@@ -58,7 +71,9 @@ class Progress:
             return
         if self.tty:
             now = time.perf_counter()
-            if now - self._last_draw >= 0.1 or (self.total and self.n >= self.total):  # redraw at most 10x a second
+            if now - self._last_draw >= 0.1 or (
+                self.total and self.n >= self.total
+            ):  # redraw at most 10x a second
                 self._last_draw = now
                 self.stream.write("\r" + self.line() + "\x1b[K")
                 self.stream.flush()
@@ -75,7 +90,7 @@ class Progress:
         elif self.enabled and not self.total:
             print(self.line(), file=self.stream, flush=True)
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc) -> None:

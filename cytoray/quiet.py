@@ -42,7 +42,11 @@ def configure(verbose: bool = False, worker_output: bool | None = None) -> None:
     """Called once by a command (study scripts, `cytoray`). `worker_output` (default: `verbose`)
     streams Ray workers' output to this console; `cytoray train` keeps it, its epochs are its progress."""
     verbose = verbose or os.environ.get("CYTORAY_VERBOSE", "0") == "1"
-    _STATE.update(configured=True, verbose=verbose, worker_output=verbose if worker_output is None else worker_output)
+    _STATE.update(
+        configured=True,
+        verbose=verbose,
+        worker_output=verbose if worker_output is None else worker_output,
+    )
     if verbose:
         return
     for name, level in LOGGER_LEVELS:
@@ -55,9 +59,13 @@ def configure(verbose: bool = False, worker_output: bool | None = None) -> None:
         pass
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy engine: silent at verbose=0
     os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")  # read when ray.tune is imported ...
-    util = sys.modules.get("ray.tune.utils.util")  # ... or, when a study script imported it already, set where it is read
+    util = sys.modules.get(
+        "ray.tune.utils.util"
+    )  # ... or, when a study script imported it already, set where it is read
     if util is not None:
-        util.warn_if_slow.DEFAULT_THRESHOLD = max(util.warn_if_slow.DEFAULT_THRESHOLD, float(os.environ["TUNE_WARN_THRESHOLD_S"]))
+        util.warn_if_slow.DEFAULT_THRESHOLD = max(
+            util.warn_if_slow.DEFAULT_THRESHOLD, float(os.environ["TUNE_WARN_THRESHOLD_S"])
+        )
 
 
 def verbose() -> bool:
@@ -77,4 +85,7 @@ def ray_init_options(address: str | None) -> dict:
         return {"log_to_driver": True, "logging_level": logging.WARNING}
     if not address:  # workers of a local cluster inherit this process's environment at ray.init
         os.environ.setdefault(PREEMPTION_ENV, "0")
-    return {"log_to_driver": bool(_STATE["worker_output"]), "logging_level": logging.INFO if _STATE["verbose"] else logging.WARNING}
+    return {
+        "log_to_driver": bool(_STATE["worker_output"]),
+        "logging_level": logging.INFO if _STATE["verbose"] else logging.WARNING,
+    }

@@ -19,23 +19,43 @@ from cytoray.experiments.baselines import BaselinesStudy
 from cytoray.experiments.cli import run_script
 
 SMOKE = [
-    "data.sim_n=40", "data.size=32", "data.n_splits=2", "policies=[orig,trad,syncgan]", "classifiers=[smallcnn]",
-    "classifier.epochs=2", "run.checkpoint_every=100",
-    "generators.syncgan.cgan.epochs=2", "generators.syncgan.mask_gan.epochs=2", "generators.syncgan.cgan.g_base=8",
-    "generators.syncgan.cgan.d_base=8", "generators.syncgan.mask_gan.g_base=8", "generators.syncgan.mask_gan.d_base=8",
-    "generators.gan.epochs=2", "generators.gan.g_base=8", "generators.gan.d_base=8",
-]  # fmt: skip
+    "data.sim_n=40",
+    "data.size=32",
+    "data.n_splits=2",
+    "policies=[orig,trad,syncgan]",
+    "classifiers=[smallcnn]",
+    "classifier.epochs=2",
+    "run.checkpoint_every=100",
+    "generators.syncgan.cgan.epochs=2",
+    "generators.syncgan.mask_gan.epochs=2",
+    "generators.syncgan.cgan.g_base=8",
+    "generators.syncgan.cgan.d_base=8",
+    "generators.syncgan.mask_gan.g_base=8",
+    "generators.syncgan.mask_gan.d_base=8",
+    "generators.gan.epochs=2",
+    "generators.gan.g_base=8",
+    "generators.gan.d_base=8",
+]
 
 
 def report(cfg, res: dict) -> None:
     print(res["table"])
-    print(f"\n{len(res['rows'])} classifier runs in {res['seconds']:.0f}s; table in {res['out']}/table.md")
+    print(
+        f"\n{len(res['rows'])} classifier runs in {res['seconds']:.0f}s; table in {res['out']}/table.md"
+    )
     print(f"MLflow: mlflow ui --backend-store-uri {res['uri']}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_script("augmentation_baselines", BaselinesStudy(), argv, doc=__doc__, smoke=SMOKE,
-                      default_out="runs/augmentation_baselines", report=report)  # fmt: skip
+    return run_script(
+        "augmentation_baselines",
+        BaselinesStudy(),
+        argv,
+        doc=__doc__,
+        smoke=SMOKE,
+        default_out="runs/augmentation_baselines",
+        report=report,
+    )
 
 
 if __name__ == "__main__":

@@ -21,4 +21,8 @@ import syncgan_ratio  # noqa: E402  (the same study kind, the fidelity objective
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "studies" / "gan_stabilizers.yaml")
 
 if __name__ == "__main__":
-    sys.exit(syncgan_ratio.main(sys.argv[1:], config=CONFIG, out="runs/gan_stabilizers", prog="gan_stabilizers"))
+    sys.exit(
+        syncgan_ratio.main(
+            sys.argv[1:], config=CONFIG, out="runs/gan_stabilizers", prog="gan_stabilizers"
+        )
+    )

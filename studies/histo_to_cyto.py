@@ -19,17 +19,39 @@ from cytoray.experiments.cli import run_script
 from cytoray.experiments.histo_to_cyto import HistoToCytoStudy
 
 SEARCH = "configs/search/histo_to_cyto.yaml"
-SMOKE = ["data.size=32", "source.size=32", "data.sim_n=40", "source.sim_n=40", "generators.cyclegan.epochs=2",
-         "generators.cyclegan.g_base=8", "generators.cyclegan.d_base=8", "generators.cyclegan.n_blocks=2",
-         "generators.nst.steps=5", "run.sample_every=1", "tune.num_samples=2"]  # fmt: skip
+SMOKE = [
+    "data.size=32",
+    "source.size=32",
+    "data.sim_n=40",
+    "source.sim_n=40",
+    "generators.cyclegan.epochs=2",
+    "generators.cyclegan.g_base=8",
+    "generators.cyclegan.d_base=8",
+    "generators.cyclegan.n_blocks=2",
+    "generators.nst.steps=5",
+    "run.sample_every=1",
+    "tune.num_samples=2",
+]
 
 
 def flags(ap) -> None:
-    ap.add_argument("--histology", help="histology folder <dir>/<class>/*.png (BreakHis); default: embedded simulator")
-    ap.add_argument("--cytology", help="cytology folder <dir>/<class>/*.png (JUCYT); same as --data")
-    ap.add_argument("--search", action="store_true", help=f"Tune + Optuna over the translators' settings first ({SEARCH})")
-    ap.add_argument("--allow-random-features", action="store_true", help="debugging only: let NST run on random-weight "
-                                                                         "features (labelled RANDOM in every output)")  # fmt: skip
+    ap.add_argument(
+        "--histology",
+        help="histology folder <dir>/<class>/*.png (BreakHis); default: embedded simulator",
+    )
+    ap.add_argument(
+        "--cytology", help="cytology folder <dir>/<class>/*.png (JUCYT); same as --data"
+    )
+    ap.add_argument(
+        "--search",
+        action="store_true",
+        help=f"Tune + Optuna over the translators' settings first ({SEARCH})",
+    )
+    ap.add_argument(
+        "--allow-random-features",
+        action="store_true",
+        help="debugging only: let NST run on random-weight features (labelled RANDOM in every output)",
+    )
 
 
 def values(a) -> dict:
@@ -45,12 +67,23 @@ def values(a) -> dict:
 
 def report(cfg, res: dict) -> None:
     print(res["table"])
-    print(f"results in {res['out']}/ (fid_table.md, grids/); browse: mlflow ui --backend-store-uri {res['uri']}")
+    print(
+        f"results in {res['out']}/ (fid_table.md, grids/); browse: mlflow ui --backend-store-uri {res['uri']}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_script("histo_to_cyto", HistoToCytoStudy(), argv, doc=__doc__, smoke=SMOKE, default_out="runs/histo_to_cyto",
-                      report=report, extra_args=flags, values_of=values)  # fmt: skip
+    return run_script(
+        "histo_to_cyto",
+        HistoToCytoStudy(),
+        argv,
+        doc=__doc__,
+        smoke=SMOKE,
+        default_out="runs/histo_to_cyto",
+        report=report,
+        extra_args=flags,
+        values_of=values,
+    )
 
 
 if __name__ == "__main__":

@@ -26,30 +26,65 @@ from cytoray.experiments.cli import run_script
 from cytoray.experiments.segmentation import SegmentationStudy
 
 SMOKE = [
-    "data.sim_n=16", "data.tile=64", "data.n_splits=2", "tune.num_samples=1", "generator.pool=32", "generator.holdout=8",
-    "generator.schedule.discriminator_epochs=1", "generator.schedule.joint_epochs=1", "generator.schedule.segmenter_epochs=1",
-]  # fmt: skip
+    "data.sim_n=16",
+    "data.tile=64",
+    "data.n_splits=2",
+    "tune.num_samples=1",
+    "generator.pool=32",
+    "generator.holdout=8",
+    "generator.schedule.discriminator_epochs=1",
+    "generator.schedule.joint_epochs=1",
+    "generator.schedule.segmenter_epochs=1",
+]
 
 
 def extra_args(ap) -> None:
-    ap.add_argument("--reference", default=None, help="unlabelled H&E folder for the style and textures (default: the training split)")
+    ap.add_argument(
+        "--reference",
+        default=None,
+        help="unlabelled H&E folder for the style and textures (default: the training split)",
+    )
 
 
 def report(cfg, res: dict) -> None:
-    print(f"\nBest setting (validation Dice {res['val_dice']:.3f}); its segmenter on split 0's test tiles (scored once): "
-          f"Dice {res['test']['test_dice']:.3f}")  # fmt: skip
+    print(
+        f"\nBest setting (validation Dice {res['val_dice']:.3f}); its segmenter on split 0's test tiles (scored once): "
+        f"Dice {res['test']['test_dice']:.3f}"
+    )
     for name, r in res["registered"].items():
-        state = f"not champion: {r['ineligible']}" if r["ineligible"] else ("→ champion" if r["champion"] else "champion kept")
-        print(f"registered {name} v{r['version']} ({state}); champions are chosen on validation Dice")
+        state = (
+            f"not champion: {r['ineligible']}"
+            if r["ineligible"]
+            else ("→ champion" if r["champion"] else "champion kept")
+        )
+        print(
+            f"registered {name} v{r['version']} ({state}); champions are chosen on validation Dice"
+        )
     if res["table"]:
         print("\n" + res["table"])
-    print(f"{res['n_trials']} trials in {res['seconds']:.0f}s; results in {res['out']}. MLflow: mlflow ui --backend-store-uri {res['uri']}")
+    print(
+        f"{res['n_trials']} trials in {res['seconds']:.0f}s; results in {res['out']}. MLflow: mlflow ui --backend-store-uri {res['uri']}"
+    )
 
 
-def main(argv: list[str] | None = None, config: str | None = "configs/studies/refined_segmentation.yaml",
-         out: str = "runs/refined_segmentation", prog: str = "refined_segmentation") -> int:  # fmt: skip
-    return run_script(prog, SegmentationStudy(), argv, doc=__doc__, smoke=SMOKE, default_out=out, default_config=config, report=report,
-                      extra_args=extra_args, values_of=lambda a: {"data": {"reference": a.reference}} if a.reference else {})  # fmt: skip
+def main(
+    argv: list[str] | None = None,
+    config: str | None = "configs/studies/refined_segmentation.yaml",
+    out: str = "runs/refined_segmentation",
+    prog: str = "refined_segmentation",
+) -> int:
+    return run_script(
+        prog,
+        SegmentationStudy(),
+        argv,
+        doc=__doc__,
+        smoke=SMOKE,
+        default_out=out,
+        default_config=config,
+        report=report,
+        extra_args=extra_args,
+        values_of=lambda a: {"data": {"reference": a.reference}} if a.reference else {},
+    )
 
 
 if __name__ == "__main__":

@@ -22,24 +22,62 @@ from cytoray.experiments.cli import run_script
 from cytoray.experiments.ratio import RatioStudy
 
 SMOKE = [
-    "data.sim_n=40", "data.size=32", "tune.num_samples=2", "tune.asha=false", "classifier.epochs=2", "fid_per_class=6",
-    "generator.cgan.epochs=10", "generator.mask_gan.epochs=20", "generator.cgan.g_base=8", "generator.cgan.d_base=8",
-    "generator.mask_gan.g_base=8", "generator.mask_gan.d_base=8",
-]  # fmt: skip (20/10 GAN epochs: enough for nuclei in the grid on real cells; at 2 it is flat colour)
+    "data.sim_n=40",
+    "data.size=32",
+    "tune.num_samples=2",
+    "tune.asha=false",
+    "classifier.epochs=2",
+    "fid_per_class=6",
+    "generator.cgan.epochs=10",
+    "generator.mask_gan.epochs=20",
+    "generator.cgan.g_base=8",
+    "generator.cgan.d_base=8",
+    "generator.mask_gan.g_base=8",
+    "generator.mask_gan.d_base=8",
+]  # 20/10 GAN epochs: enough for nuclei in the grid on real cells; at 2 it is flat colour
 
 
 def report(cfg, res: dict) -> None:
     print(f"\nTrials of {cfg.name} (validation {cfg.tune.metric}; best first):\n{res['table']}")
-    headline = {k: v for k, v in res["test"].items() if "/" not in k or (k.endswith("/all") and "_std" not in k and "subset" not in k)}
-    print("\nBest configuration, test split (scored once): " + ", ".join(f"{k} {v:.3f}" for k, v in headline.items()))
+    headline = {
+        k: v
+        for k, v in res["test"].items()
+        if "/" not in k or (k.endswith("/all") and "_std" not in k and "subset" not in k)
+    }
+    print(
+        "\nBest configuration, test split (scored once): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in headline.items())
+    )
     for name, r in res["registered"].items():
-        state = f"not champion: {r['ineligible']}" if r["ineligible"] else ("→ champion" if r["champion"] else "champion kept")
-        print(f"registered {name} v{r['version']} ({state}); champions are chosen on validation {cfg.tune.metric}")
-    print(f"{res['n_trials']} trials in {res['seconds']:.0f}s. MLflow: mlflow ui --backend-store-uri {res['uri']}")
+        state = (
+            f"not champion: {r['ineligible']}"
+            if r["ineligible"]
+            else ("→ champion" if r["champion"] else "champion kept")
+        )
+        print(
+            f"registered {name} v{r['version']} ({state}); champions are chosen on validation {cfg.tune.metric}"
+        )
+    print(
+        f"{res['n_trials']} trials in {res['seconds']:.0f}s. MLflow: mlflow ui --backend-store-uri {res['uri']}"
+    )
 
 
-def main(argv: list[str] | None = None, config: str | None = None, out: str = "runs/syncgan_ratio", prog: str = "syncgan_ratio") -> int:
-    return run_script(prog, RatioStudy(), argv, doc=__doc__, smoke=SMOKE, default_out=out, default_config=config, report=report)
+def main(
+    argv: list[str] | None = None,
+    config: str | None = None,
+    out: str = "runs/syncgan_ratio",
+    prog: str = "syncgan_ratio",
+) -> int:
+    return run_script(
+        prog,
+        RatioStudy(),
+        argv,
+        doc=__doc__,
+        smoke=SMOKE,
+        default_out=out,
+        default_config=config,
+        report=report,
+    )
 
 
 if __name__ == "__main__":

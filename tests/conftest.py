@@ -20,17 +20,23 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
-def run_python(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+def run_python(
+    args: list[str], cwd: Path, env: dict | None = None, timeout: int = 900
+) -> subprocess.CompletedProcess:
     """`python ARGS` in a fresh process (unbuffered, output captured): the end-to-end studies and CLI."""
     e = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def write_png(path: Path, arr: np.ndarray) -> Path:
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)  # mode follows the dtype/shape (uint16 → I;16, 4 channels → RGBA)
+    Image.fromarray(arr).save(
+        path
+    )  # mode follows the dtype/shape (uint16 → I;16, 4 channels → RGBA)
     return path
 
 
@@ -42,7 +48,13 @@ def blob_image(seed: int, size: int = 32, dark: bool = True) -> np.ndarray:
     img = np.full((size, size, 3), 230, np.uint8)
     img[..., 2] = 240
     for _ in range(rng.integers(3, 7)):
-        rr, cc = ellipse(rng.uniform(4, size - 4), rng.uniform(4, size - 4), rng.uniform(2, 6), rng.uniform(2, 6), shape=img.shape[:2])
+        rr, cc = ellipse(
+            rng.uniform(4, size - 4),
+            rng.uniform(4, size - 4),
+            rng.uniform(2, 6),
+            rng.uniform(2, 6),
+            shape=img.shape[:2],
+        )
         img[rr, cc] = rng.integers(20, 120, 3) if dark else rng.integers(150, 255, 3)
     img[rng.integers(0, size), :] = rng.integers(0, 255, 3)  # a random stripe keeps images apart
     return img
@@ -61,8 +73,12 @@ def _isolated_environment():
     if "mlflow" in sys.modules:
         import mlflow
 
-        mlflow.set_tracking_uri("")  # this process back to MLflow's default (it exports the variable too)
-    current = os.environ.get("PYTEST_CURRENT_TEST")  # pytest's own, removed by pytest after teardown
+        mlflow.set_tracking_uri(
+            ""
+        )  # this process back to MLflow's default (it exports the variable too)
+    current = os.environ.get(
+        "PYTEST_CURRENT_TEST"
+    )  # pytest's own, removed by pytest after teardown
     os.environ.clear()
     os.environ.update(_SESSION_ENV)
     if current is not None:

@@ -40,7 +40,9 @@ def _parent(client, exp_id: str, name: str, out: Path, params: dict) -> str:
 
 
 def _trial(tid: str, config: dict, last: dict | None = None):
-    return types.SimpleNamespace(trial_id=tid, config=config, last_result=last or {}, status="TERMINATED")
+    return types.SimpleNamespace(
+        trial_id=tid, config=config, last_result=last or {}, status="TERMINATED"
+    )
 
 
 # ----------------------------------------------------------------------------- ratio study
@@ -74,20 +76,49 @@ def ratio_store(tmp: Path, experiment: str = "syncgan_ratio") -> tuple[str, str]
         trial = _trial(tid, {"ratio": ratio, "generator": {"cgan": {"lam": lam}}})
         figs = tmp / "figures" / tid
         real = {c: rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8) for c in CLASSES}
-        synth = {c: (rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8), rng.random((8, 32, 32)) > 0.5) for c in CLASSES}
+        synth = {
+            c: (rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8), rng.random((8, 32, 32)) > 0.5)
+            for c in CLASSES
+        }
         write_real_vs_synthetic(figs, real, synth, f"syncgan, trial {tid}")
-        hist = {f"mask_gan/{c}": [{"epoch": e, "loss_g": 1.0 - 0.1 * e, "loss_d": 0.7} for e in range(3)] for c in CLASSES}
-        hist["cgan"] = [{"epoch": e, "loss_g": 2.0 - 0.2 * e, "loss_l1": 0.5 - 0.05 * e} for e in range(3)]
+        hist = {
+            f"mask_gan/{c}": [
+                {"epoch": e, "loss_g": 1.0 - 0.1 * e, "loss_d": 0.7} for e in range(3)
+            ]
+            for c in CLASSES
+        }
+        hist["cgan"] = [
+            {"epoch": e, "loss_g": 2.0 - 0.2 * e, "loss_l1": 0.5 - 0.05 * e} for e in range(3)
+        ]
         (figs / "generator_history.json").write_text(json.dumps(hist))
-        extra = {FID_ALL: fid, "figures": str(figs), "tag.generator": "syncgan", "tag.policy": "orig+syncgan"}
+        extra = {
+            FID_ALL: fid,
+            "figures": str(figs),
+            "tag.generator": "syncgan",
+            "tag.policy": "orig+syncgan",
+        }
         for e, bacc in enumerate(curve):
-            res = {"val_balanced_accuracy": bacc, "val_accuracy": bacc, "train_loss": 1.0 / (e + 1), "val_loss": 1.2 / (e + 1),
-                   "epoch": e, "training_iteration": e + 1, **extra}  # fmt: skip
+            res = {
+                "val_balanced_accuracy": bacc,
+                "val_accuracy": bacc,
+                "train_loss": 1.0 / (e + 1),
+                "val_loss": 1.2 / (e + 1),
+                "epoch": e,
+                "training_iteration": e + 1,
+                **extra,
+            }
             cb.on_trial_result(e + 1, [trial], trial, res)
             trial.last_result = res
         if outcome == "finished":
-            res = {"val_balanced_accuracy": max(curve), "final": 1, "trial_seconds": 30.0, "generator_cached": 0,
-                   "training_iteration": len(curve) + 1, "param.weights": "scratch", **extra}  # fmt: skip
+            res = {
+                "val_balanced_accuracy": max(curve),
+                "final": 1,
+                "trial_seconds": 30.0,
+                "generator_cached": 0,
+                "training_iteration": len(curve) + 1,
+                "param.weights": "scratch",
+                **extra,
+            }
             cb.on_trial_result(len(curve) + 1, [trial], trial, res)
             trial.last_result = res
         cb.on_trial_complete(0, [trial], trial)
@@ -95,7 +126,12 @@ def ratio_store(tmp: Path, experiment: str = "syncgan_ratio") -> tuple[str, str]
     for k, v in BEST_TEST.items():
         client.log_metric(parent, f"best_test_{k}", v)
     client.log_metric(parent, "study_seconds", 125.0)
-    set_parent_summary(client, parent, {KIND_TAG: "ratio", **study.tags}, f"**{experiment}**: 4 trials (test store)")
+    set_parent_summary(
+        client,
+        parent,
+        {KIND_TAG: "ratio", **study.tags},
+        f"**{experiment}**: 4 trials (test store)",
+    )
     client.set_terminated(parent, "FINISHED")
     return uri, parent
 
@@ -103,7 +139,11 @@ def ratio_store(tmp: Path, experiment: str = "syncgan_ratio") -> tuple[str, str]
 # ----------------------------------------------------------------------------- baselines study
 
 # test balanced accuracy per (policy, split): orig lowest, syncgan best on every split
-BASELINE_SCORES = {"orig": [0.60, 0.65, 0.62], "trad": [0.66, 0.70, 0.64], "syncgan": [0.75, 0.80, 0.78]}
+BASELINE_SCORES = {
+    "orig": [0.60, 0.65, 0.62],
+    "trad": [0.66, 0.70, 0.64],
+    "syncgan": [0.75, 0.80, 0.78],
+}
 BASELINE_FID = [140.0, 150.0, 160.0]  # syncgan's FID on each split's test images
 
 
@@ -122,18 +162,33 @@ def baselines_store(tmp: Path, experiment: str = "augmentation_baselines") -> tu
         for k, s in enumerate(scores):
             cell = {"split": k, "classifier": "smallcnn", "policy": pol, "repeat": 0}
             trial = _trial(f"{pol}-{k}", {"cell": cell})
-            res = {"test_balanced_accuracy": s, "test_accuracy": s, "n_test": 30, "final": 1, "training_iteration": 1}
+            res = {
+                "test_balanced_accuracy": s,
+                "test_accuracy": s,
+                "n_test": 30,
+                "final": 1,
+                "training_iteration": 1,
+            }
             if pol == "syncgan":
-                res.update({"fid_test_inception/all": BASELINE_FID[k], "fid_test_inception/benign": BASELINE_FID[k] + 5,
-                            "fid_test_inception/malignant": BASELINE_FID[k] - 5, "kid_test_inception_mean/all": 0.05,
-                            "fid_test_inception_floor/all": 60.0, "fid_test_inception_n_fake/all": 60.0})  # fmt: skip
+                res.update(
+                    {
+                        "fid_test_inception/all": BASELINE_FID[k],
+                        "fid_test_inception/benign": BASELINE_FID[k] + 5,
+                        "fid_test_inception/malignant": BASELINE_FID[k] - 5,
+                        "kid_test_inception_mean/all": 0.05,
+                        "fid_test_inception_floor/all": 60.0,
+                        "fid_test_inception_n_fake/all": 60.0,
+                    }
+                )
             cb.on_trial_result(1, [trial], trial, res)
             trial.last_result = res
             cb.on_trial_complete(1, [trial], trial)
     rng = np.random.default_rng(1)
     figs = tmp / "figures" / "syncgan"
     real = {c: rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8) for c in CLASSES}
-    write_real_vs_synthetic(figs, real, {c: (x[::-1], None) for c, x in real.items()}, "syncgan (split 0)")
+    write_real_vs_synthetic(
+        figs, real, {c: (x[::-1], None) for c, x in real.items()}, "syncgan (split 0)"
+    )
     for png in sorted(figs.glob("*.png")):
         client.log_artifact(parent, str(png), "figures/syncgan")
     set_parent_summary(client, parent, {KIND_TAG: "baselines"}, "baselines (test store)")
@@ -143,9 +198,11 @@ def baselines_store(tmp: Path, experiment: str = "augmentation_baselines") -> tu
 
 # ----------------------------------------------------------------------------- histology -> cytology
 
-HISTO_FID = {"histology": {"benign": 300.0, "malignant": 280.0, "all": 290.0},
-             "cyclegan": {"benign": 150.0, "malignant": 140.0, "all": 145.0},
-             "nst": {"benign": 200.0, "malignant": 210.0, "all": 205.0}}  # fmt: skip
+HISTO_FID = {
+    "histology": {"benign": 300.0, "malignant": 280.0, "all": 290.0},
+    "cyclegan": {"benign": 150.0, "malignant": 140.0, "all": 145.0},
+    "nst": {"benign": 200.0, "malignant": 210.0, "all": 205.0},
+}
 
 
 def histo_store(tmp: Path, experiment: str = "cytoray-histo-to-cyto") -> tuple[str, str]:
@@ -155,7 +212,9 @@ def histo_store(tmp: Path, experiment: str = "cytoray-histo-to-cyto") -> tuple[s
     from cytoray.tracking.study_logger import KIND_TAG, result_child, set_parent_summary
 
     client, uri, exp_id = _store(tmp / "mlflow.db", experiment)
-    parent = _parent(client, exp_id, experiment, tmp / "study", to_dict(HistoToCytoConfig(name=experiment)))
+    parent = _parent(
+        client, exp_id, experiment, tmp / "study", to_dict(HistoToCytoConfig(name=experiment))
+    )
     for row, by in HISTO_FID.items():
         for c, v in by.items():
             client.log_metric(parent, f"{row}/fid_test_inception/{c}", v)
@@ -163,8 +222,14 @@ def histo_store(tmp: Path, experiment: str = "cytoray-histo-to-cyto") -> tuple[s
             client.log_metric(parent, f"{row}/kid_test_inception_std/{c}", 0.01)
             client.log_metric(parent, f"{row}/fid_test_inception_n_real/{c}", 8.0)
         client.log_metric(parent, f"{row}/fid_test_inception_floor/all", 90.0)
-        label = {"histology": "real histology", "cyclegan": "CycleGAN G(histology)", "nst": "NST [inception]"}[row]
-        rid = result_child(client, exp_id, parent, f"row:{row}", f"result: {label}", {"variant": row})
+        label = {
+            "histology": "real histology",
+            "cyclegan": "CycleGAN G(histology)",
+            "nst": "NST [inception]",
+        }[row]
+        rid = result_child(
+            client, exp_id, parent, f"row:{row}", f"result: {label}", {"variant": row}
+        )
         client.set_terminated(rid, "FINISHED")
     rng = np.random.default_rng(2)
     for c in CLASSES:
@@ -178,16 +243,30 @@ def histo_store(tmp: Path, experiment: str = "cytoray-histo-to-cyto") -> tuple[s
 # ----------------------------------------------------------------------------- refined segmentation
 
 # pooled test Dice per comparison row and split (refined + hard best on every split)
-SEG_SCORES = {"otsu": [0.40, 0.45, 0.42], "syncgan_masks": [0.30, 0.34, 0.31], "raw": [0.44, 0.46, 0.45],
-              "refined": [0.47, 0.49, 0.46], "refined_hard": [0.52, 0.55, 0.53]}  # fmt: skip
-SEG_TRIALS = [("s0001", 1e-3, 0.50), ("s0002", 1e-2, 0.55)]  # (trial id, refiner.l1_weight, val_dice)
+SEG_SCORES = {
+    "otsu": [0.40, 0.45, 0.42],
+    "syncgan_masks": [0.30, 0.34, 0.31],
+    "raw": [0.44, 0.46, 0.45],
+    "refined": [0.47, 0.49, 0.46],
+    "refined_hard": [0.52, 0.55, 0.53],
+}
+SEG_TRIALS = [
+    ("s0001", 1e-3, 0.50),
+    ("s0002", 1e-2, 0.55),
+]  # (trial id, refiner.l1_weight, val_dice)
 
 
 def segmentation_store(tmp: Path, experiment: str = "refined_segmentation") -> tuple[str, str]:
     """A finished refined-segmentation study on the embedded simulator: two trials and its comparison
     (comparison.json on the parent, the table in its description), as `finish` logs them."""
     from cytoray.config import to_dict
-    from cytoray.experiments.segmentation import PROPOSED, ROWS, SegmentationStudy, SegmentationStudyConfig, write_comparison
+    from cytoray.experiments.segmentation import (
+        PROPOSED,
+        ROWS,
+        SegmentationStudy,
+        SegmentationStudyConfig,
+        write_comparison,
+    )
     from cytoray.metrics.classification import holm, mean_ci, paired_test
     from cytoray.tracking.study_logger import KIND_TAG, MlflowStudyCallback, set_parent_summary
 
@@ -197,19 +276,34 @@ def segmentation_store(tmp: Path, experiment: str = "refined_segmentation") -> t
     cb = MlflowStudyCallback(uri, exp_id, parent, SegmentationStudy().describe)
     for tid, l1, dice in SEG_TRIALS:
         trial = _trial(tid, {"generator": {"refiner": {"l1_weight": l1}}})
-        res = {"val_dice": dice, "final": 1, "trial_seconds": 20.0, "training_iteration": 1, "tag.generator": "refined-sim"}
+        res = {
+            "val_dice": dice,
+            "final": 1,
+            "trial_seconds": 20.0,
+            "training_iteration": 1,
+            "tag.generator": "refined-sim",
+        }
         cb.on_trial_result(1, [trial], trial, res)
         trial.last_result = res
         cb.on_trial_complete(1, [trial], trial)
     tests = {r: paired_test(SEG_SCORES[PROPOSED], SEG_SCORES[r]) for r in ROWS if r != PROPOSED}
     for r, p in holm({r: t["p_value"] for r, t in tests.items()}).items():
         tests[r]["p_holm"] = p
-    c = {"scores": SEG_SCORES, "cells": {r: mean_ci(v) for r, v in SEG_SCORES.items()}, "tests": tests, "n_splits": 3,
-         "n_test": [8, 8, 8], "probe": {"initial": [0.9], "refined": [0.7]}, "syncgan_method": "syncgan"}  # fmt: skip
+    c = {
+        "scores": SEG_SCORES,
+        "cells": {r: mean_ci(v) for r, v in SEG_SCORES.items()},
+        "tests": tests,
+        "n_splits": 3,
+        "n_test": [8, 8, 8],
+        "probe": {"initial": [0.9], "refined": [0.7]},
+        "syncgan_method": "syncgan",
+    }
     table = write_comparison(tmp / "study", c, "embedded simulator", cfg)
     client.log_artifact(parent, str(tmp / "study" / "comparison.json"))
     client.set_tag(parent, "cytoray.best_trial", "s0002")
     client.log_metric(parent, "best_test_dice", 0.53)
-    set_parent_summary(client, parent, {KIND_TAG: "segmentation"}, f"**{experiment}** (test store)\n\n{table}")
+    set_parent_summary(
+        client, parent, {KIND_TAG: "segmentation"}, f"**{experiment}** (test store)\n\n{table}"
+    )
     client.set_terminated(parent, "FINISHED")
     return uri, parent

@@ -58,7 +58,9 @@ def _procs() -> dict[int, tuple[str, int, int]]:
     table = {}
     for p in Path("/proc").glob("[0-9]*"):
         try:
-            f = (p / "stat").read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp session
+            f = (
+                (p / "stat").read_text().rsplit(")", 1)[1].split()
+            )  # after "pid (comm)": state ppid pgrp session
             table[int(p.name)] = (f[0], int(f[1]), int(f[3]))
         except (OSError, IndexError, ValueError):
             continue  # exited while we looked
@@ -84,7 +86,9 @@ def _alive(pids: set[int]) -> set[int]:
     return {p for p in pids if p in table and table[p][0] != "Z"}
 
 
-def _stop_tree(proc: subprocess.Popen, name: str, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+def _stop_tree(
+    proc: subprocess.Popen, name: str, sig: int = signal.SIGTERM, timeout: float = 15.0
+) -> None:
     """Signal the process group of `proc` (started with start_new_session=True: its pid is the
     group id), escalate to SIGKILL, and fail if any process it started survives."""
     tree = family(proc.pid)
@@ -116,7 +120,9 @@ def _pg_bin_dir() -> Path:
 
     # Located, not imported: importing pgserver sets up lock files and a runtime dir we don't use.
     if (spec := importlib.util.find_spec("pgserver")) and spec.submodule_search_locations:
-        d = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"  # the wheel's relocatable build
+        d = (
+            Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+        )  # the wheel's relocatable build
         if (d / "postgres").is_file():
             return d
     for exe in ("pg_ctl", "initdb", "postgres"):
@@ -124,8 +130,10 @@ def _pg_bin_dir() -> Path:
             d = Path(found).resolve().parent
             if (d / "initdb").is_file() and (d / "postgres").is_file():
                 return d
-    raise ServerStartError("no PostgreSQL server binaries: install the test extra (`pip install -c constraints.txt -e '.[test]'`, "
-                           "which brings the pgserver wheel) or put initdb/postgres on PATH")  # fmt: skip
+    raise ServerStartError(
+        "no PostgreSQL server binaries: install the test extra (`pip install -c constraints.txt -e '.[test]'`, "
+        "which brings the pgserver wheel) or put initdb/postgres on PATH"
+    )
 
 
 def _unprivileged() -> dict:
@@ -150,10 +158,14 @@ class Postgres:
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self._as = _unprivileged()
-        closed = [d for d in [self.bin, *self.bin.parents] if self._as and not d.stat().st_mode & 0o001]
+        closed = [
+            d for d in [self.bin, *self.bin.parents] if self._as and not d.stat().st_mode & 0o001
+        ]
         if closed:  # `nobody` must traverse every folder down to the binaries
-            raise ServerStartError(f"PostgreSQL refuses to run as root, so it runs as `nobody`, who cannot reach "
-                                   f"{self.bin}: {closed[-1]} is not searchable by others (chmod o+x)")  # fmt: skip
+            raise ServerStartError(
+                f"PostgreSQL refuses to run as root, so it runs as `nobody`, who cannot reach "
+                f"{self.bin}: {closed[-1]} is not searchable by others (chmod o+x)"
+            )
         # Not under pytest's tmp dir: that is 0700 root, and the server may run as `nobody`.
         self.root = Path(tempfile.mkdtemp(prefix="cytoray-pg-"))
         self.data, self.log = self.root / "data", self.root / "postgres.log"
@@ -169,12 +181,23 @@ class Postgres:
     def connect(self, db: str = "postgres", **kw):
         import psycopg2
 
-        return psycopg2.connect(host=HOST, port=self.port, user=self.user, password=self.password, dbname=db, **kw)
+        return psycopg2.connect(
+            host=HOST, port=self.port, user=self.user, password=self.password, dbname=db, **kw
+        )
 
     def _run(self, args: list[str]) -> None:
-        r = subprocess.run(args, capture_output=True, text=True, cwd=self.root, env={**os.environ, "LC_ALL": "C"}, **self._as)
+        r = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            cwd=self.root,
+            env={**os.environ, "LC_ALL": "C"},
+            **self._as,
+        )
         if r.returncode:
-            raise ServerStartError(f"{' '.join(args[:2])} failed ({r.returncode}):\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+            raise ServerStartError(
+                f"{' '.join(args[:2])} failed ({r.returncode}):\n{r.stdout[-2000:]}{r.stderr[-2000:]}"
+            )
 
     def start(self, timeout: float = 20.0) -> None:
         if not self.data.exists():
@@ -183,15 +206,45 @@ class Postgres:
             if self._as:
                 os.chown(pw, self._as["user"], self._as["group"])
             # scram passwords over TCP, as a real deployment; --no-sync: a test cluster needs no durability on disk
-            self._run([str(self.bin / "initdb"), "-D", str(self.data), "-U", self.user, f"--pwfile={pw}",
-                       "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8", "--no-sync"])  # fmt: skip
+            self._run(
+                [
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    self.user,
+                    f"--pwfile={pw}",
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ]
+            )
             pw.unlink()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(self.bin / "postgres"), "-D", str(self.data), "-h", HOST, "-p", str(self.port),
-                 "-c", "unix_socket_directories=",  # TCP on loopback only, no socket file anywhere
-                 "-c", "fsync=off", "-c", "full_page_writes=off"],  # speed; only the MLflow server is faulted here
-                stdout=log, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True, **self._as)  # fmt: skip
+                [
+                    str(self.bin / "postgres"),
+                    "-D",
+                    str(self.data),
+                    "-h",
+                    HOST,
+                    "-p",
+                    str(self.port),
+                    "-c",
+                    "unix_socket_directories=",  # TCP on loopback only, no socket file anywhere
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "full_page_writes=off",
+                ],  # speed; only the MLflow server is faulted here
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+                start_new_session=True,
+                **self._as,
+            )
         self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -200,14 +253,18 @@ class Postgres:
         deadline, err = time.monotonic() + timeout, None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise ServerStartError(f"postgres exited with {self.proc.returncode}:\n{_tail(self.log)}")
+                raise ServerStartError(
+                    f"postgres exited with {self.proc.returncode}:\n{_tail(self.log)}"
+                )
             try:
                 self.connect(connect_timeout=2).close()
                 return
             except psycopg2.OperationalError as e:
                 err = e
                 time.sleep(0.1)
-        raise ServerStartError(f"postgres on {HOST}:{self.port} not ready after {timeout:.0f} s ({err}):\n{_tail(self.log)}")
+        raise ServerStartError(
+            f"postgres on {HOST}:{self.port} not ready after {timeout:.0f} s ({err}):\n{_tail(self.log)}"
+        )
 
     def create_database(self, name: str) -> str:
         conn = self.connect()
@@ -221,7 +278,9 @@ class Postgres:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop_tree(self.proc, "postgres", sig=signal.SIGINT)  # SIGINT: "fast" shutdown, no waiting for clients
+            _stop_tree(
+                self.proc, "postgres", sig=signal.SIGINT
+            )  # SIGINT: "fast" shutdown, no waiting for clients
             self.proc = None
 
     def remove(self) -> None:
@@ -264,13 +323,18 @@ class MlflowServer:
         self.proc: subprocess.Popen | None = None
 
     def _env(self) -> dict:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}  # never the client's identity
-        env.update(MLFLOW_AUTH_CONFIG_PATH=str(self.auth_config), MLFLOW_FLASK_SERVER_SECRET_KEY=self.secret_key,
-                   MLFLOW_AUTH_ADMIN_PASSWORD=self.admin.password,  # the admin password only from the environment
-                   PGPASSWORD=self.db_password,  # both stores' database password, never in a URI
-                   # The job runner (7 huey consumer processes) serves GenAI features cytoray does not use;
-                   # on 2 cores it triples the start time.
-                   MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")
+        }  # never the client's identity
+        env.update(
+            MLFLOW_AUTH_CONFIG_PATH=str(self.auth_config),
+            MLFLOW_FLASK_SERVER_SECRET_KEY=self.secret_key,
+            MLFLOW_AUTH_ADMIN_PASSWORD=self.admin.password,  # the admin password only from the environment
+            PGPASSWORD=self.db_password,  # both stores' database password, never in a URI
+            # The job runner (7 huey consumer processes) serves GenAI features cytoray does not use;
+            # on 2 cores it triples the start time.
+            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+        )
         return env
 
     def start(self, timeout: float = 60.0) -> float:
@@ -278,12 +342,34 @@ class MlflowServer:
         if self.proc is not None:
             raise RuntimeError("mlflow server already running")
         t0 = time.monotonic()
-        cmd = [sys.executable, "-m", "mlflow", "server", "--host", HOST, "--port", str(self.port), "--workers", "1",
-               "--backend-store-uri", self.backend_uri, "--serve-artifacts", "--artifacts-destination", str(self.artifacts),
-               "--app-name", "basic-auth"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            self.backend_uri,
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(self.artifacts),
+            "--app-name",
+            "basic-auth",
+        ]
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.root, env=self._env(),
-                                         start_new_session=True)  # fmt: skip
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+                env=self._env(),
+                start_new_session=True,
+            )
         self._wait_ready(t0 + timeout)
         return time.monotonic() - t0
 
@@ -296,18 +382,28 @@ class MlflowServer:
                 self.proc = None
                 raise ServerStartError(f"mlflow server exited before answering:\n{_tail(self.log)}")
             try:
-                r = requests.get(f"{self.uri}/api/2.0/mlflow/users/current", auth=(self.admin.username, self.admin.password), timeout=5)
+                r = requests.get(
+                    f"{self.uri}/api/2.0/mlflow/users/current",
+                    auth=(self.admin.username, self.admin.password),
+                    timeout=5,
+                )
                 if r.status_code == 200:
                     return
                 if r.status_code == 404:  # answering, but without the users API: no auth app
                     self.stop()
-                    raise ServerStartError(f"mlflow server at {self.uri} runs without the basic-auth app:\n{_tail(self.log)}")
+                    raise ServerStartError(
+                        f"mlflow server at {self.uri} runs without the basic-auth app:\n{_tail(self.log)}"
+                    )
                 err = f"HTTP {r.status_code}: {r.text[:200]}"
-            except requests.RequestException as e:  # refused while binding, or slow on its first request
+            except (
+                requests.RequestException
+            ) as e:  # refused while binding, or slow on its first request
                 err = e
             time.sleep(0.2)
         self.stop()
-        raise ServerStartError(f"mlflow server at {self.uri} did not answer in time ({err}):\n{_tail(self.log)}")
+        raise ServerStartError(
+            f"mlflow server at {self.uri} did not answer in time ({err}):\n{_tail(self.log)}"
+        )
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -322,8 +418,12 @@ class MlflowServer:
         import requests
 
         creds = Credentials(username, secrets.token_urlsafe(18))
-        r = requests.post(f"{self.uri}/api/2.0/mlflow/users/create", json={"username": username, "password": creds.password},
-                          auth=(self.admin.username, self.admin.password), timeout=10)  # fmt: skip
+        r = requests.post(
+            f"{self.uri}/api/2.0/mlflow/users/create",
+            json={"username": username, "password": creds.password},
+            auth=(self.admin.username, self.admin.password),
+            timeout=10,
+        )
         r.raise_for_status()
         return creds
 
@@ -344,7 +444,11 @@ class TrackingStack:
 
     def client_env(self, creds: Credentials | None = None) -> dict:
         c = creds or self.user
-        return {"MLFLOW_TRACKING_URI": self.uri, "MLFLOW_TRACKING_USERNAME": c.username, "MLFLOW_TRACKING_PASSWORD": c.password}
+        return {
+            "MLFLOW_TRACKING_URI": self.uri,
+            "MLFLOW_TRACKING_USERNAME": c.username,
+            "MLFLOW_TRACKING_PASSWORD": c.password,
+        }
 
 
 @contextmanager

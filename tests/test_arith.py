@@ -20,7 +20,9 @@ def _conv_dtype(amp) -> torch.dtype:
 
 def test_cpu_bf16_only_when_asked():
     assert _conv_dtype(amp_context(CPU, True)) == torch.float32  # mixed_precision alone: CUDA only
-    assert _conv_dtype(amp_context(CPU, False, cpu_bf16=True)) == torch.float32  # mixed_precision off wins
+    assert (
+        _conv_dtype(amp_context(CPU, False, cpu_bf16=True)) == torch.float32
+    )  # mixed_precision off wins
     assert _conv_dtype(amp_context(CPU, True, cpu_bf16=True)) == torch.bfloat16
     assert RunConfig().cpu_bf16 is False and RunConfig().channels_last is False
 
@@ -33,7 +35,10 @@ def _losses(channels_last: bool, steps: int = 3) -> list[float]:
         models = {k: m.to(memory_format=torch.channels_last) for k, m in models.items()}
     opts, gen = stage.optimizers(models), torch.Generator().manual_seed(0)
     g = torch.Generator().manual_seed(1)
-    batch = {"mask": torch.sign(torch.rand(2, 1, 32, 32, generator=g) - 0.8), "image": torch.rand(2, 3, 32, 32, generator=g) * 2 - 1}
+    batch = {
+        "mask": torch.sign(torch.rand(2, 1, 32, 32, generator=g) - 0.8),
+        "image": torch.rand(2, 3, 32, 32, generator=g) * 2 - 1,
+    }
     out = []
     for _ in range(steps):
         out.append(stage.train_step(models, opts, batch, gen, amp_context(CPU, False))["loss_g"])

@@ -18,7 +18,12 @@ from test_bad_input_more import _row, _run_limited, ds, time_limit  # noqa: E402
 @pytest.mark.parametrize("split", ["nan:1:1", "inf:1:1", "1e308:1:1"])
 def test_validate_split_that_would_loop_forever_answers(split, ds, tmp_path, capsys):
     with time_limit(60):
-        _row(["validate", str(ds), "--split", split], f"--split {split}: give three", capsys, tmp_path)
+        _row(
+            ["validate", str(ds), "--split", split],
+            f"--split {split}: give three",
+            capsys,
+            tmp_path,
+        )
 
 
 def _bomb(levels: int = 9) -> str:
@@ -32,10 +37,27 @@ def test_yaml_alias_bomb_answers_in_a_config_and_in_set(ds, tmp_path, capsys):
     cfg.write_text(_bomb())
     flow = "{" + _bomb().replace("\n", ", ").rstrip(", ") + "}"
     with time_limit(60):
-        _row(["train", "gan", "--data", str(ds), "--out", str(tmp_path / "o"), "--config", str(cfg)], f"{cfg}: expands to more than",
-             capsys, tmp_path)  # fmt: skip
-        err = _row(["train", "gan", "--data", str(ds), "--out", str(tmp_path / "o"), "--set", f"gan.extra={flow}"],
-                   "extra': expands to more than", capsys, tmp_path)  # fmt: skip
+        _row(
+            ["train", "gan", "--data", str(ds), "--out", str(tmp_path / "o"), "--config", str(cfg)],
+            f"{cfg}: expands to more than",
+            capsys,
+            tmp_path,
+        )
+        err = _row(
+            [
+                "train",
+                "gan",
+                "--data",
+                str(ds),
+                "--out",
+                str(tmp_path / "o"),
+                "--set",
+                f"gan.extra={flow}",
+            ],
+            "extra': expands to more than",
+            capsys,
+            tmp_path,
+        )
     assert len(err) < 1000  # one short line, not the 157 MB expansion
 
 
@@ -43,8 +65,12 @@ def test_a_50_mb_yaml_is_refused_unread(ds, tmp_path, capsys):
     cfg = tmp_path / "big.yaml"
     with open(cfg, "wb") as f:
         f.truncate(50 << 20)  # sparse: 50 MB on paper
-    _row(["train", "gan", "--data", str(ds), "--out", str(tmp_path / "o"), "--config", str(cfg)], f"{cfg}: 52428800 bytes, over",
-         capsys, tmp_path)  # fmt: skip
+    _row(
+        ["train", "gan", "--data", str(ds), "--out", str(tmp_path / "o"), "--config", str(cfg)],
+        f"{cfg}: 52428800 bytes, over",
+        capsys,
+        tmp_path,
+    )
 
 
 # ----------------------------------------------------------------------------- 3b. servers that are down or not what they say
@@ -99,52 +125,89 @@ def html_404_port():
 
 
 def _tracking_argv(cmd: str, uri: str, tmp_path: Path, ds: Path) -> list[str]:
-    return {"pull": ["pull", "gen@champion", "--n", "1", "--out", str(tmp_path / "p")],
-            "classify": ["classify", "clf@champion", str(ds / "benign")],
-            "report": ["report", "--experiment", "syncgan_ratio", "--out", str(tmp_path / "r")],
-            "segment": ["segment", "seg@champion", str(ds / "benign"), "--out", str(tmp_path / "s")]}[cmd] + ["--tracking-uri", uri]  # fmt: skip
+    return {
+        "pull": ["pull", "gen@champion", "--n", "1", "--out", str(tmp_path / "p")],
+        "classify": ["classify", "clf@champion", str(ds / "benign")],
+        "report": ["report", "--experiment", "syncgan_ratio", "--out", str(tmp_path / "r")],
+        "segment": ["segment", "seg@champion", str(ds / "benign"), "--out", str(tmp_path / "s")],
+    }[cmd] + ["--tracking-uri", uri]
 
 
 @pytest.mark.parametrize("cmd", ["pull", "classify", "report", "segment"])
 def test_a_tracking_server_that_is_down_is_named_in_seconds(cmd, closed_port, ds, tmp_path, capsys):
     uri = f"http://127.0.0.1:{closed_port}"
     with time_limit(60):  # MLflow's own retries took 250 s and more
-        err = _row(_tracking_argv(cmd, uri, tmp_path, ds), f"cannot reach the MLflow tracking server at {uri}", capsys, tmp_path)
+        err = _row(
+            _tracking_argv(cmd, uri, tmp_path, ds),
+            f"cannot reach the MLflow tracking server at {uri}",
+            capsys,
+            tmp_path,
+        )
     assert "--resume" not in err
 
 
 def test_a_tracking_server_that_never_answers_is_named_in_seconds(silent_port, ds, tmp_path):
     uri = f"http://127.0.0.1:{silent_port}"
     r = _run_limited(_tracking_argv("pull", uri, tmp_path, ds), tmp_path, limit=30)
-    assert r.returncode == 2 and f"cannot reach the MLflow tracking server at {uri} (timed out)" in r.stderr, r.stderr[-2000:]
+    assert (
+        r.returncode == 2
+        and f"cannot reach the MLflow tracking server at {uri} (timed out)" in r.stderr
+    ), r.stderr[-2000:]
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 @pytest.mark.parametrize("cmd", ["pull", "report"])
-def test_a_web_server_that_is_not_mlflow_is_not_an_empty_registry(cmd, html_404_port, ds, tmp_path, capsys):
+def test_a_web_server_that_is_not_mlflow_is_not_an_empty_registry(
+    cmd, html_404_port, ds, tmp_path, capsys
+):
     uri = f"http://127.0.0.1:{html_404_port}"
     err = _row(_tracking_argv(cmd, uri, tmp_path, ds), f"{uri} (while ", capsys, tmp_path)
     assert "not an MLflow tracking server (HTTP 404 on /health)" in err, err
 
 
 @pytest.mark.parametrize("kind", ["silent", "http", "ray-client"])
-def test_a_ray_address_that_is_not_a_ray_head_is_refused_in_seconds(kind, silent_port, html_404_port, closed_port, tmp_path, capsys):
+def test_a_ray_address_that_is_not_a_ray_head_is_refused_in_seconds(
+    kind, silent_port, html_404_port, closed_port, tmp_path, capsys
+):
     """--address (and RAY_ADDRESS) to an open port that is not Ray: named before the split or MLflow run."""
-    address = {"silent": f"127.0.0.1:{silent_port}", "http": f"127.0.0.1:{html_404_port}", "ray-client": f"ray://127.0.0.1:{closed_port}"}[kind]
-    frag = {"silent": "does not answer as a Ray head", "http": "it is not a Ray head", "ray-client": "no Ray cluster answers at"}[kind]
+    address = {
+        "silent": f"127.0.0.1:{silent_port}",
+        "http": f"127.0.0.1:{html_404_port}",
+        "ray-client": f"ray://127.0.0.1:{closed_port}",
+    }[kind]
+    frag = {
+        "silent": "does not answer as a Ray head",
+        "http": "it is not a Ray head",
+        "ray-client": "no Ray cluster answers at",
+    }[kind]
     for argv, env in (([f"--address={address}"], None), ([], address)):
         if env:
             os.environ["RAY_ADDRESS"] = env  # the conftest fixture restores the environment
         with time_limit(60):  # ray.init waited minutes, ignoring Ctrl-C
-            code, err = _study("syncgan_ratio", ["--smoke-test", "--out", str(tmp_path / "o"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
-                                                 *argv], capsys)  # fmt: skip
+            code, err = _study(
+                "syncgan_ratio",
+                [
+                    "--smoke-test",
+                    "--out",
+                    str(tmp_path / "o"),
+                    "--tracking-uri",
+                    f"sqlite:///{tmp_path}/m.db",
+                    *argv,
+                ],
+                capsys,
+            )
         assert code == 2 and address in err and frag in err, err
         _one_line(err)
         assert not (tmp_path / "o").exists() and not (tmp_path / "m.db").exists()
 
 
 def test_train_more_workers_than_cpus_is_refused_before_the_job(ds, tmp_path, capsys):
-    _row(["train", "gan", "--data", str(ds), "--out", str(tmp_path / "o"), "--workers", "1000"], "run.num_workers=1000", capsys, tmp_path)
+    _row(
+        ["train", "gan", "--data", str(ds), "--out", str(tmp_path / "o"), "--workers", "1000"],
+        "run.num_workers=1000",
+        capsys,
+        tmp_path,
+    )
 
 
 def test_train_gpu_on_a_machine_without_one(ds, tmp_path, capsys):
@@ -152,7 +215,12 @@ def test_train_gpu_on_a_machine_without_one(ds, tmp_path, capsys):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    _row(["train", "gan", "--data", str(ds), "--out", str(tmp_path / "o"), "--gpu"], "--gpu: 1 worker(s)", capsys, tmp_path)
+    _row(
+        ["train", "gan", "--data", str(ds), "--out", str(tmp_path / "o"), "--gpu"],
+        "--gpu: 1 worker(s)",
+        capsys,
+        tmp_path,
+    )
 
 
 def _listening(pids: set[int]) -> list[str]:

@@ -40,7 +40,9 @@ def ds(tmp_path) -> Path:
     """A real-looking dataset: two class folders of images, masks/ included."""
     root = two_class_folder(tmp_path / "ds", 6)
     for c in ("benign", "malignant"):
-        write_png(root / c / "masks" / "00.png", (blob_image(99)[..., 0] < 128).astype("uint8") * 255)
+        write_png(
+            root / c / "masks" / "00.png", (blob_image(99)[..., 0] < 128).astype("uint8") * 255
+        )
     return root
 
 
@@ -71,24 +73,77 @@ def test_generate_onto_a_dataset_leaves_it_byte_identical(ds, tmp_path, capsys, 
     """`generate --out DATASET`: <out>/<cls> is a real class folder; never replaced, --overwrite or not."""
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    frag = "holds files this command did not write" if overwrite else "output folder exists and is not empty"
-    _row(["generate", "--checkpoint", str(bundle), "--n", "2", "--cls", "benign", "--out", str(ds), *overwrite],
-         f"{ds / 'benign'}: {frag}", capsys, tmp_path)  # fmt: skip
+    frag = (
+        "holds files this command did not write"
+        if overwrite
+        else "output folder exists and is not empty"
+    )
+    _row(
+        [
+            "generate",
+            "--checkpoint",
+            str(bundle),
+            "--n",
+            "2",
+            "--cls",
+            "benign",
+            "--out",
+            str(ds),
+            *overwrite,
+        ],
+        f"{ds / 'benign'}: {frag}",
+        capsys,
+        tmp_path,
+    )
 
 
 def test_generate_into_its_own_checkpoint_is_refused(tmp_path, capsys):
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     (bundle / "generator.json").write_text('{"generator": "gan"}')
-    for out, cls in ((tmp_path, "bundle"), (tmp_path.parent, tmp_path.name)):  # <out>/<cls> is, or holds, the checkpoint
-        _row(["generate", "--checkpoint", str(bundle), "--n", "2", "--cls", cls, "--out", str(out), "--overwrite"],
-             "overlaps the command's input", capsys, tmp_path)  # fmt: skip
+    for out, cls in (
+        (tmp_path, "bundle"),
+        (tmp_path.parent, tmp_path.name),
+    ):  # <out>/<cls> is, or holds, the checkpoint
+        _row(
+            [
+                "generate",
+                "--checkpoint",
+                str(bundle),
+                "--n",
+                "2",
+                "--cls",
+                cls,
+                "--out",
+                str(out),
+                "--overwrite",
+            ],
+            "overlaps the command's input",
+            capsys,
+            tmp_path,
+        )
 
 
 @pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
 def test_pull_onto_a_dataset_is_refused_before_anything_is_pulled(ds, tmp_path, capsys, overwrite):
-    _row(["pull", "x@champion", "--n", "2", "--cls", "malignant", "--out", str(ds), "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
-          *overwrite], f"{ds / 'malignant'}", capsys, tmp_path)  # fmt: skip
+    _row(
+        [
+            "pull",
+            "x@champion",
+            "--n",
+            "2",
+            "--cls",
+            "malignant",
+            "--out",
+            str(ds),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/m.db",
+            *overwrite,
+        ],
+        f"{ds / 'malignant'}",
+        capsys,
+        tmp_path,
+    )
 
 
 class FakeGen:
@@ -113,35 +168,63 @@ def test_samples_replace_only_a_previous_sample_and_only_with_overwrite(ds, tmp_
     _write_samples(FakeGen(), 2, FakeGen.classes, str(out), 0)
     with pytest.raises(CytorayError, match="pass --overwrite"):
         _write_samples(FakeGen(), 2, FakeGen.classes, str(out), 1)
-    _write_samples(FakeGen(), 3, FakeGen.classes, str(out), 1, overwrite=True)  # its own previous output: replaced
-    assert sorted(p.name for p in (out / "benign").glob("*.png")) == [f"benign_synth_{i:04d}.png" for i in range(3)]
+    _write_samples(
+        FakeGen(), 3, FakeGen.classes, str(out), 1, overwrite=True
+    )  # its own previous output: replaced
+    assert sorted(p.name for p in (out / "benign").glob("*.png")) == [
+        f"benign_synth_{i:04d}.png" for i in range(3)
+    ]
 
 
 @pytest.mark.parametrize("where", ["same", "inside", "around"])
 def test_segment_never_writes_over_its_input(ds, tmp_path, capsys, where):
     out = {"same": ds, "inside": ds / "benign" / "seg", "around": tmp_path}[where]
     for flags in ([], ["--overwrite"]):
-        _row(["segment", str(tmp_path / "no-segmenter"), str(ds), "--out", str(out), *flags], "overlaps the command's input",
-             capsys, tmp_path)  # fmt: skip
+        _row(
+            ["segment", str(tmp_path / "no-segmenter"), str(ds), "--out", str(out), *flags],
+            "overlaps the command's input",
+            capsys,
+            tmp_path,
+        )
 
 
 def test_segment_into_a_non_empty_folder_needs_overwrite_and_then_only_its_own(tmp_path, capsys):
     other = tmp_path / "other"
     write_png(other / "keep.png", blob_image(1))
     (tmp_path / "in").mkdir()
-    _row(["segment", "seg@champion", str(tmp_path / "in"), "--out", str(other)], "pass --overwrite", capsys, tmp_path)
-    _row(["segment", "seg@champion", str(tmp_path / "in"), "--out", str(other), "--overwrite"], "did not write", capsys, tmp_path)
+    _row(
+        ["segment", "seg@champion", str(tmp_path / "in"), "--out", str(other)],
+        "pass --overwrite",
+        capsys,
+        tmp_path,
+    )
+    _row(
+        ["segment", "seg@champion", str(tmp_path / "in"), "--out", str(other), "--overwrite"],
+        "did not write",
+        capsys,
+        tmp_path,
+    )
 
 
-@pytest.mark.parametrize("argv,fragment", [
-    (["--out", "{ds}", "--overwrite"], "holds files this command did not write"),
-    (["--out", "{ds}"], "output folder exists and is not empty"),
-    (["--out", ""], "--out '': give the path"),
-    (["--out", ".", "--overwrite"], "--out .: is the current folder"),
-])  # fmt: skip
-def test_simulate_never_replaces_a_collected_dataset_or_the_current_folder(argv, fragment, ds, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (["--out", "{ds}", "--overwrite"], "holds files this command did not write"),
+        (["--out", "{ds}"], "output folder exists and is not empty"),
+        (["--out", ""], "--out '': give the path"),
+        (["--out", ".", "--overwrite"], "--out .: is the current folder"),
+    ],
+)
+def test_simulate_never_replaces_a_collected_dataset_or_the_current_folder(
+    argv, fragment, ds, tmp_path, capsys, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
-    _row(["simulate", "--n", "4", "--size", "16", *[a.format(ds=ds) for a in argv]], fragment, capsys, tmp_path)
+    _row(
+        ["simulate", "--n", "4", "--size", "16", *[a.format(ds=ds) for a in argv]],
+        fragment,
+        capsys,
+        tmp_path,
+    )
 
 
 def test_simulate_overwrite_replaces_a_simulated_dataset(tmp_path, capsys):
@@ -150,13 +233,40 @@ def test_simulate_overwrite_replaces_a_simulated_dataset(tmp_path, capsys):
     out = tmp_path / "sim"
     assert main(["simulate", "--out", str(out), "--n", "4", "--size", "16"]) == 0
     assert main(["simulate", "--out", str(out), "--n", "4", "--size", "16"]) == 2
-    assert main(["simulate", "--out", str(out), "--n", "4", "--size", "16", "--seed", "1", "--overwrite"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "--out",
+                str(out),
+                "--n",
+                "4",
+                "--size",
+                "16",
+                "--seed",
+                "1",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     assert '"seed": 1' in (out / "simulation.json").read_text()
 
 
 def test_a_study_name_never_leaves_out(tmp_path, capsys):
-    code, err = _study("syncgan_ratio", ["--smoke-test", "--out", str(tmp_path / "out"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
-                                         "--set", "name=../../escape"], capsys)  # fmt: skip
+    code, err = _study(
+        "syncgan_ratio",
+        [
+            "--smoke-test",
+            "--out",
+            str(tmp_path / "out"),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/m.db",
+            "--set",
+            "name=../../escape",
+        ],
+        capsys,
+    )
     assert code == 2 and "name='../../escape'" in err, err
     _one_line(err)
     assert sorted(tmp_path.iterdir()) == []
@@ -179,8 +289,18 @@ def test_resume_never_unpickles_a_planted_tuner_pkl(tmp_path, capsys, record):
     marker = tmp_path / "marker"
     exp = _plant(tmp_path / "out", marker, record)
     before = tree(tmp_path)
-    code, err = _study("syncgan_ratio", ["--smoke-test", "--resume", "--out", str(tmp_path / "out"),
-                                         "--tracking-uri", f"sqlite:///{tmp_path}/m.db"], capsys)  # fmt: skip
+    code, err = _study(
+        "syncgan_ratio",
+        [
+            "--smoke-test",
+            "--resume",
+            "--out",
+            str(tmp_path / "out"),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/m.db",
+        ],
+        capsys,
+    )
     assert code == 2 and f"{exp / 'tuner.pkl'}: " in err and "refusing to unpickle" in err, err
     _one_line(err)
     assert not marker.exists() and tree(tmp_path) == before
@@ -195,8 +315,18 @@ def test_resume_refuses_tune_state_another_user_wrote(tmp_path, capsys):
     record_tune_state(exp)  # the hash matches: only the owner gives it away
     (exp / "searcher-state.pkl").write_bytes(pickle.dumps(Payload(marker)))
     os.chown(exp / "searcher-state.pkl", 65534, 65534)
-    code, err = _study("syncgan_ratio", ["--smoke-test", "--resume", "--out", str(tmp_path / "out"),
-                                         "--tracking-uri", f"sqlite:///{tmp_path}/m.db"], capsys)  # fmt: skip
+    code, err = _study(
+        "syncgan_ratio",
+        [
+            "--smoke-test",
+            "--resume",
+            "--out",
+            str(tmp_path / "out"),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/m.db",
+        ],
+        capsys,
+    )
     assert code == 2 and "searcher-state.pkl: owned by uid 65534" in err, err
     assert not marker.exists()
 
@@ -214,7 +344,9 @@ def test_resume_accepts_state_it_recorded(tmp_path):
         verify_tune_state(exp)
 
 
-def test_a_registered_classifier_pickle_never_runs_even_when_torch_is_told_to(tmp_path, monkeypatch):
+def test_a_registered_classifier_pickle_never_runs_even_when_torch_is_told_to(
+    tmp_path, monkeypatch
+):
     from cytoray.classify.bundle import load_classifier_bundle
     from cytoray.errors import CytorayError
 
@@ -222,7 +354,9 @@ def test_a_registered_classifier_pickle_never_runs_even_when_torch_is_told_to(tm
     marker = tmp_path / "marker"
     b = tmp_path / "clf"
     b.mkdir()
-    (b / "classifier.json").write_text('{"classifier": "smallcnn", "class_names": ["a", "b"], "input_size": 32, "params": {}}')
+    (b / "classifier.json").write_text(
+        '{"classifier": "smallcnn", "class_names": ["a", "b"], "input_size": 32, "params": {}}'
+    )
     import torch
 
     torch.save({"w": Payload(marker)}, b / "model.pt")
@@ -245,8 +379,12 @@ def test_base_never_reaches_outside_the_config_folder(tmp_path, ds, capsys, base
     cfg = tmp_path / "cfgs" / "a.yaml"
     cfg.parent.mkdir()
     cfg.write_text(f"_base_: {base}\n")
-    _row(["train", "gan", "--data", str(ds), "--out", str(tmp_path / "o"), "--config", str(cfg)], f"{cfg}: _base_: ",
-         capsys, tmp_path)  # fmt: skip
+    _row(
+        ["train", "gan", "--data", str(ds), "--out", str(tmp_path / "o"), "--config", str(cfg)],
+        f"{cfg}: _base_: ",
+        capsys,
+        tmp_path,
+    )
 
 
 def test_resume_finds_the_parent_of_an_out_with_a_quote(tmp_path):
@@ -258,7 +396,11 @@ def test_resume_finds_the_parent_of_an_out_with_a_quote(tmp_path):
     exp = client.create_experiment("s")
     first = find_or_create_parent(client, exp, "s", str(tmp_path / "it's"), resume=False)
     other = find_or_create_parent(client, exp, "s", str(tmp_path / "other"), resume=False)
-    assert find_or_create_parent(client, exp, "s", str(tmp_path / "it's"), resume=True) == first != other
+    assert (
+        find_or_create_parent(client, exp, "s", str(tmp_path / "it's"), resume=True)
+        == first
+        != other
+    )
 
 
 # ----------------------------------------------------------------------------- helpers of the sibling tables (hangs, pixel bombs)
@@ -287,8 +429,14 @@ def time_limit(seconds: float):
 
 def _run_limited(argv: list[str], cwd: Path, limit: float = 60) -> subprocess.CompletedProcess:
     """The CLI in a subprocess that must answer within `limit` seconds (a hang fails the row)."""
-    return subprocess.run([sys.executable, "-m", "cytoray.cli", *argv], cwd=cwd, capture_output=True, text=True, timeout=limit,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "cytoray.cli", *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=limit,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def _bomb_png(path: Path, w: int = 100_000, h: int = 100_000) -> Path:
@@ -300,8 +448,12 @@ def _bomb_png(path: Path, w: int = 100_000, h: int = 100_000) -> Path:
         return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))  # fmt: skip
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -314,13 +466,22 @@ def _untrained_segmenter(out: Path) -> Path:
     from cytoray.nets import UNet
 
     kw = dict(in_ch=3, out_ch=1, base=4, depth=2, norm="batch", dropout=0.0, out_act="none")
-    return write_segmenter_bundle(out, UNet(**kw).state_dict(), kw, 0.5, 1.0, {"trained_on": "nothing (test)"})
+    return write_segmenter_bundle(
+        out, UNet(**kw).state_dict(), kw, 0.5, 1.0, {"trained_on": "nothing (test)"}
+    )
 
 
 def test_segment_stopped_by_a_decompression_bomb_writes_no_mask(ds, tmp_path, capsys):
     seg = _untrained_segmenter(tmp_path / "seg")
-    bomb = _bomb_png(ds / "malignant" / "zz.png")  # after the benign images: those were segmented first
-    err = _row(["segment", str(seg), str(ds), "--out", str(tmp_path / "masks")], f"{bomb}: {LIMIT_TEXT}", capsys, tmp_path)
+    bomb = _bomb_png(
+        ds / "malignant" / "zz.png"
+    )  # after the benign images: those were segmented first
+    err = _row(
+        ["segment", str(seg), str(ds), "--out", str(tmp_path / "masks")],
+        f"{bomb}: {LIMIT_TEXT}",
+        capsys,
+        tmp_path,
+    )
     assert "CYTORAY_MAX_IMAGE_PIXELS" in err
 
 
@@ -331,6 +492,8 @@ def test_segment_overwrite_replaces_its_own_output_only(ds, tmp_path, capsys):
     out = tmp_path / "masks"
     assert main(["segment", str(seg), str(ds / "benign"), "--out", str(out)]) == 0
     assert (out / "segment.json").is_file() and len(list(out.glob("*.png"))) == 6
-    assert main(["segment", str(seg), str(ds / "benign"), "--out", str(out)]) == 2  # not without --overwrite
+    assert (
+        main(["segment", str(seg), str(ds / "benign"), "--out", str(out)]) == 2
+    )  # not without --overwrite
     assert main(["segment", str(seg), str(ds / "malignant"), "--out", str(out), "--overwrite"]) == 0
     assert str(ds / "malignant") in (out / "segment.json").read_text()

@@ -39,7 +39,9 @@ def test_table_cells_and_paired_tests(study):
     out = tmp / "out"
     res = json.loads((out / "results.json").read_text())
     rows = res["rows"]
-    assert sorted((row["split"], row["policy"]) for row in rows) == sorted((k, p) for k in (0, 1) for p in ("orig", "gan", "orig+gan"))
+    assert sorted((row["split"], row["policy"]) for row in rows) == sorted(
+        (k, p) for k in (0, 1) for p in ("orig", "gan", "orig+gan")
+    )
     for row in rows:
         assert 0.0 <= row["balanced_accuracy"] <= 1.0 and 0 <= row["best_epoch"] < 2
     cells = res["summary"]["cells"]
@@ -47,7 +49,10 @@ def test_table_cells_and_paired_tests(study):
     for key, cell in cells.items():  # the cell's mean is the mean of its two splits
         vals = [row["balanced_accuracy"] for row in rows if f"smallcnn|{row['policy']}" == key]
         assert cell["mean"] == pytest.approx(sum(vals) / 2)
-    assert set(res["summary"]["tests"]) == {"smallcnn|gan", "smallcnn|orig+gan"}  # every policy vs orig, paired
+    assert set(res["summary"]["tests"]) == {
+        "smallcnn|gan",
+        "smallcnn|orig+gan",
+    }  # every policy vs orig, paired
     md = (out / "table.md").read_text()
     assert "±" in md and "smallcnn" in md and "orig+gan" in md and "2 splits" in md
     assert md.strip().splitlines()[-1] in r.stdout  # the table is printed
@@ -68,7 +73,10 @@ def test_one_mlflow_parent_with_a_child_per_cell(study):
     children = [x for x in runs if "mlflow.parentRunId" in x.data.tags]
     assert len(parents) == 1 and len(children) == 6
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
-    assert all("test_balanced_accuracy" in c.data.metrics and c.data.params["weights"] == "scratch" for c in children)
+    assert all(
+        "test_balanced_accuracy" in c.data.metrics and c.data.params["weights"] == "scratch"
+        for c in children
+    )
     arts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"table.md", "table.csv", "results.json"} <= arts
 
@@ -79,11 +87,18 @@ def test_generators_once_per_split_and_rerun_reuses_everything(study):
     assert "epoch 1/2" in first.stdout + first.stderr  # the first run printed its training progress
     cache = tmp / "out" / "cache"
     gans = sorted(p.name.rsplit("-", 1)[0] for p in cache.iterdir() if p.name.startswith("gan-"))
-    assert gans == ["gan-benign", "gan-benign", "gan-malignant", "gan-malignant"]  # 2 classes × 2 splits, shared by 2 policies
+    assert gans == [
+        "gan-benign",
+        "gan-benign",
+        "gan-malignant",
+        "gan-malignant",
+    ]  # 2 classes × 2 splits, shared by 2 policies
     before = json.loads((tmp / "out" / "results.json").read_text())["rows"]
     r = run([*TINY, "--out", str(tmp / "out")], cwd=tmp)
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
-    assert r.stderr.count("[cache]") == 4 + 6 and "epoch 1/" not in r.stdout + r.stderr  # no stage trained again
+    assert (
+        r.stderr.count("[cache]") == 4 + 6 and "epoch 1/" not in r.stdout + r.stderr
+    )  # no stage trained again
     assert json.loads((tmp / "out" / "results.json").read_text())["rows"] == before
 
 
@@ -106,14 +121,28 @@ def test_bad_input_refused_before_ray_starts(tmp_path, capsys, sets, match):
         import augmentation_baselines as script
     finally:
         sys.path.pop(0)
-    args = ["--smoke-test", "--out", str(tmp_path / "out"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    args = [
+        "--smoke-test",
+        "--out",
+        str(tmp_path / "out"),
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'm.db'}",
+    ]
     assert script.main(args + [a for s in sets for a in ("--set", s)]) == 2
     err = capsys.readouterr().err
     assert re.search(match, err, re.S), err
-    assert not ray.is_initialized() and not (tmp_path / "out").exists() and not (tmp_path / "m.db").exists()
+    assert (
+        not ray.is_initialized()
+        and not (tmp_path / "out").exists()
+        and not (tmp_path / "m.db").exists()
+    )
 
 
 def test_split_too_small_for_the_ratios_is_refused(tmp_path):
-    r = run(["--smoke-test", "--set", "data.sim_n=4", "--out", str(tmp_path / "out")], cwd=tmp_path, timeout=300)
+    r = run(
+        ["--smoke-test", "--set", "data.sim_n=4", "--out", str(tmp_path / "out")],
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert r.returncode == 2 and "too few for split ratios" in r.stderr, r.stderr[-3000:]
     assert not (tmp_path / "out" / "cache").exists()

@@ -64,7 +64,11 @@ def test_perfect_and_chance_predictions():
     assert perfect["confusion"] == [[3, 0], [0, 3]]
     # Constant 0.5: every image predicted class 0 (tie → class 0), ranking carries no information.
     chance = classification_metrics(y, [0.5] * 6)
-    assert chance["accuracy"] == 0.5 and chance["balanced_accuracy"] == 0.5 and chance["roc_auc"] == 0.5
+    assert (
+        chance["accuracy"] == 0.5
+        and chance["balanced_accuracy"] == 0.5
+        and chance["roc_auc"] == 0.5
+    )
     assert chance["confusion"] == [[3, 0], [3, 0]]
 
 
@@ -155,9 +159,13 @@ def test_paired_test_known_values():
     assert t["mean_diff"] == pytest.approx(0.15)
     assert t["p_value"] == pytest.approx(2 * stats.t.sf(0.15 / (sd / 2), 3), rel=1e-6)
     assert t["effect_size"] == pytest.approx(0.15 / sd)
-    j3 = math.gamma(1.5) / (math.sqrt(1.5) * math.gamma(1.0))  # Hedges' J for 3 df ≈ 1 − 3/(4·3 − 1)
+    j3 = math.gamma(1.5) / (
+        math.sqrt(1.5) * math.gamma(1.0)
+    )  # Hedges' J for 3 df ≈ 1 − 3/(4·3 − 1)
     assert t["hedges_gz"] == pytest.approx(0.15 / sd * j3)
-    assert (t["ci_low"], t["ci_high"]) == pytest.approx((mean_ci([0.1, 0.2, 0.1, 0.2])["low"], mean_ci([0.1, 0.2, 0.1, 0.2])["high"]))
+    assert (t["ci_low"], t["ci_high"]) == pytest.approx(
+        (mean_ci([0.1, 0.2, 0.1, 0.2])["low"], mean_ci([0.1, 0.2, 0.1, 0.2])["high"])
+    )
 
 
 def test_paired_test_detects_clear_shift():
@@ -184,13 +192,18 @@ def test_holm_known_example():
     adj = holm({"trad": 0.01, "syncgan": 0.04, "gan": 0.03})
     assert adj == pytest.approx({"trad": 0.03, "syncgan": 0.06, "gan": 0.06})
     adj = holm({"a": 0.5, "b": 0.6, "c": float("nan")})
-    assert adj["a"] == 1.0 and adj["b"] == 1.0 and math.isnan(adj["c"])  # capped; NaN outside the family
+    assert (
+        adj["a"] == 1.0 and adj["b"] == 1.0 and math.isnan(adj["c"])
+    )  # capped; NaN outside the family
 
 
 def test_format_cell():
     assert format_cell({"mean": 0.8, "half_width": 0.041, "n": 5}) == "80.0 ± 4.1"
     assert format_cell({"mean": 0.8, "half_width": float("nan"), "n": 1}) == "80.0"
-    assert format_cell({"mean": 0.8, "half_width": 0.041, "n": 5}, pct=False, digits=2) == "0.80 ± 0.04"
+    assert (
+        format_cell({"mean": 0.8, "half_width": 0.041, "n": 5}, pct=False, digits=2)
+        == "0.80 ± 0.04"
+    )
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -207,8 +220,16 @@ def _results() -> list[dict]:
         for pol, shift in SHIFT.items():
             for s in range(5):
                 noise = JITTER[(s + len(pol)) % 5] if pol != "orig" else 0.0
-                rows.append({"classifier": clf, "policy": pol, "split": s, "repeat": 0,
-                             "balanced_accuracy": base[s] + shift + noise, "accuracy": 0.5})
+                rows.append(
+                    {
+                        "classifier": clf,
+                        "policy": pol,
+                        "split": s,
+                        "repeat": 0,
+                        "balanced_accuracy": base[s] + shift + noise,
+                        "accuracy": 0.5,
+                    }
+                )
     rng = np.random.default_rng(1)
     return [rows[i] for i in rng.permutation(len(rows))]  # matching must not rely on row order
 
@@ -231,7 +252,9 @@ def test_summarize_means_tests_and_holm():
 
 def test_results_table_markdown_and_csv():
     s = summarize(_results())
-    md, rows = results_table(s, ["resnet", "densenet"], ["orig", "trad", "syncgan"], "balanced_accuracy")
+    md, rows = results_table(
+        s, ["resnet", "densenet"], ["orig", "trad", "syncgan"], "balanced_accuracy"
+    )
     lines = md.splitlines()
     assert lines[0] == "| classifier | orig | trad | syncgan |"
     assert lines[1] == "|---|---|---|---|"
@@ -239,8 +262,19 @@ def test_results_table_markdown_and_csv():
     assert resnet[0] == "resnet"
     assert resnet[1] == format_cell(s["cells"]["resnet|orig"]) and "(" not in resnet[1]
     assert resnet[3].startswith("78.0 ± ") and "(+8.0, p" in resnet[3]
-    assert rows[0][:11] == ["classifier", "policy", "metric", "mean", "low", "high", "n",
-                            "mean_diff", "p_value", "p_holm", "effect_size"]
+    assert rows[0][:11] == [
+        "classifier",
+        "policy",
+        "metric",
+        "mean",
+        "low",
+        "high",
+        "n",
+        "mean_diff",
+        "p_value",
+        "p_holm",
+        "effect_size",
+    ]
     assert len(rows) == 1 + 6
     orig_row = next(r for r in rows if r[:2] == ["resnet", "orig"])
     assert float(orig_row[3]) == pytest.approx(0.70) and orig_row[7] == ""
@@ -260,13 +294,19 @@ def test_summarize_input_errors_and_single_split():
     s = summarize(one)
     assert s["tests"] == {} and s["cells"]["resnet|orig"]["n"] == 1
     md, _ = results_table(s, ["resnet"], ["orig", "trad", "gan"], "balanced_accuracy")
-    assert md.splitlines()[2] == "| resnet | 70.0 | 71.5 | — |"  # means only, no marker, missing cell dashed
+    assert (
+        md.splitlines()[2] == "| resnet | 70.0 | 71.5 | — |"
+    )  # means only, no marker, missing cell dashed
 
 
 def test_results_table_zero_difference_has_no_minus_sign():
-    rows = [{"classifier": "r", "policy": p, "split": s, "balanced_accuracy": v}
-            for s, (a, b) in enumerate([(0.5, 0.5333333333333333), (0.7333333333333334, 0.7), (0.8333333333333334,) * 2])
-            for p, v in (("orig", a), ("gan", b))]  # fmt: skip
+    rows = [
+        {"classifier": "r", "policy": p, "split": s, "balanced_accuracy": v}
+        for s, (a, b) in enumerate(
+            [(0.5, 0.5333333333333333), (0.7333333333333334, 0.7), (0.8333333333333334,) * 2]
+        )
+        for p, v in (("orig", a), ("gan", b))
+    ]
     s = summarize(rows)  # the default study's gan column: per-split differences cancel
     assert -1e-12 < s["tests"]["r|gan"]["mean_diff"] < 0  # float rounding leaves a tiny negative
     md, _ = results_table(s, ["r"], ["orig", "gan"], "balanced_accuracy")
@@ -277,8 +317,11 @@ def test_results_table_says_when_an_interval_leaves_the_unit_range():
     tight = summarize(_results())
     md, _ = results_table(tight, ["resnet"], ["orig", "trad"], "balanced_accuracy")
     assert "unclipped" not in md
-    wide = [{"classifier": "r", "policy": p, "split": s, "balanced_accuracy": v}
-            for s, v in enumerate([0.5, 0.7333333333333334, 0.8333333333333334]) for p in ("orig", "trad")]  # fmt: skip
+    wide = [
+        {"classifier": "r", "policy": p, "split": s, "balanced_accuracy": v}
+        for s, v in enumerate([0.5, 0.7333333333333334, 0.8333333333333334])
+        for p in ("orig", "trad")
+    ]
     s = summarize(wide)  # the default study's orig column: 68.9 ± 42.5 reaches 111%
     assert s["cells"]["r|orig"]["high"] > 1
     md, _ = results_table(s, ["r"], ["orig", "trad"], "balanced_accuracy")
@@ -316,7 +359,9 @@ def test_paired_t_power_by_hand_and_by_simulation():
 def test_images_needed_two_proportions():
     # (1.96·√(2·.775·.225) + 0.8416·√(.75·.25 + .8·.2))² / .05² = 1093.4 → 1094 images.
     za, zb = stats.norm.ppf(0.975), stats.norm.ppf(0.8)
-    by_hand = (za * math.sqrt(2 * 0.775 * 0.225) + zb * math.sqrt(0.75 * 0.25 + 0.8 * 0.2)) ** 2 / 0.05**2
+    by_hand = (
+        za * math.sqrt(2 * 0.775 * 0.225) + zb * math.sqrt(0.75 * 0.25 + 0.8 * 0.2)
+    ) ** 2 / 0.05**2
     assert images_needed(0.75) == math.ceil(by_hand) == 1094
     # A pooled two-proportion z-test on that many images per classifier rejects ~80% of the time.
     rng = np.random.default_rng(1)
@@ -324,7 +369,9 @@ def test_images_needed_two_proportions():
     pbar = (a + b) / 2
     z = (b - a) / np.sqrt(2 * pbar * (1 - pbar) / 1094)
     assert np.mean(np.abs(z) > za) == pytest.approx(0.8, abs=0.015)
-    assert images_needed(0.98) == images_needed(0.93)  # near 100% the detectable change is downwards
+    assert images_needed(0.98) == images_needed(
+        0.93
+    )  # near 100% the detectable change is downwards
     with pytest.raises(CytorayError, match="delta"):
         images_needed(0.7, delta=5)
 
@@ -333,10 +380,17 @@ def test_power_statement_and_table_line():
     p = power_statement([0.05, -0.02, 0.10, 0.0, 0.03], 0.72, n_test=30)
     sd = float(np.std([0.05, -0.02, 0.10, 0.0, 0.03], ddof=1))
     assert p["sd_diff"] == pytest.approx(sd) and p["n_splits"] == 5
-    assert p["splits_needed"] == splits_needed(sd) and p["test_images_needed"] == images_needed(0.72)
+    assert p["splits_needed"] == splits_needed(sd) and p["test_images_needed"] == images_needed(
+        0.72
+    )
     assert p["power_now"] == pytest.approx(paired_t_power(5, sd))
-    assert p["statement"].startswith("To detect a 5-point difference in balanced_accuracy with 80% power")
-    assert f"about {p['splits_needed']} splits" in p["statement"] and "this study: 30" in p["statement"]
+    assert p["statement"].startswith(
+        "To detect a 5-point difference in balanced_accuracy with 80% power"
+    )
+    assert (
+        f"about {p['splits_needed']} splits" in p["statement"]
+        and "this study: 30" in p["statement"]
+    )
     assert f"{p['test_images_needed']:,} test images per split" in p["statement"]
     one = power_statement([0.04], 0.72)
     assert one["splits_needed"] is None and "cannot be estimated from 1 split" in one["statement"]
@@ -345,19 +399,29 @@ def test_power_statement_and_table_line():
     rows = [{**r, "n_test": 30} for r in _results()]
     s = summarize(rows)
     t = s["tests"]["resnet|syncgan"]["power"]
-    def scores(policy):
-        return [r["balanced_accuracy"] for r in sorted(rows, key=lambda r: r["split"])
-                if (r["classifier"], r["policy"]) == ("resnet", policy)]
 
-    assert t["sd_diff"] == pytest.approx(float(np.std(np.subtract(scores("syncgan"), scores("orig")), ddof=1)))
+    def scores(policy):
+        return [
+            r["balanced_accuracy"]
+            for r in sorted(rows, key=lambda r: r["split"])
+            if (r["classifier"], r["policy"]) == ("resnet", policy)
+        ]
+
+    assert t["sd_diff"] == pytest.approx(
+        float(np.std(np.subtract(scores("syncgan"), scores("orig")), ddof=1))
+    )
     assert t["baseline_score"] == pytest.approx(0.70) and t["n_test"] == 30
     pooled = s["power"]["resnet"]  # trad and syncgan differences: same JITTER spread, pooled
     sds = [s["tests"][f"resnet|{pol}"]["power"]["sd_diff"] for pol in ("trad", "syncgan")]
     assert pooled["sd_diff"] == pytest.approx(math.sqrt(np.mean(np.square(sds))))
-    md, _ = results_table(s, ["resnet", "densenet"], ["orig", "trad", "syncgan"], "balanced_accuracy")
+    md, _ = results_table(
+        s, ["resnet", "densenet"], ["orig", "trad", "syncgan"], "balanced_accuracy"
+    )
     assert f"Power (resnet): {pooled['statement']}" in md.splitlines()
     assert s["power"]["densenet"]["statement"] in md
-    single = summarize([r for r in rows if r["split"] == 0])  # one split: no spread, test images still stated
+    single = summarize(
+        [r for r in rows if r["split"] == 0]
+    )  # one split: no spread, test images still stated
     assert single["power"]["resnet"]["splits_needed"] is None
     assert single["power"]["resnet"]["test_images_needed"] == images_needed(0.70)
     auc = summarize([{**r, "roc_auc": r["balanced_accuracy"]} for r in rows], metric="roc_auc")

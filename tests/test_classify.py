@@ -49,13 +49,21 @@ def real_set(per_class: int = 6, masks: bool = False) -> ImageSet:
     labels = np.repeat(np.arange(2), per_class).astype(np.int64)
     names = [f"{('benign', 'malignant')[c]}/r{i:02d}" for i, c in enumerate(labels)]
     return ImageSet(
-        images, labels, ("benign", "malignant"), names, [hashlib.sha256(im.tobytes()).hexdigest() for im in images],
-        masks=rng.random((n, S, S)) > 0.5 if masks else None, source="test",
+        images,
+        labels,
+        ("benign", "malignant"),
+        names,
+        [hashlib.sha256(im.tobytes()).hexdigest() for im in images],
+        masks=rng.random((n, S, S)) > 0.5 if masks else None,
+        source="test",
     )
 
 
 def by_kind(ds: ImageSet, cls: int) -> dict[str, int]:
-    kinds = ["synth" if n.startswith("synth:") else "trad" if n.startswith("trad:") else "real" for n in ds.names]
+    kinds = [
+        "synth" if n.startswith("synth:") else "trad" if n.startswith("trad:") else "real"
+        for n in ds.names
+    ]
     out = {"real": 0, "trad": 0, "synth": 0}
     for k, lab in zip(kinds, ds.labels):
         out[k] += int(lab == cls)
@@ -95,12 +103,18 @@ def test_policy_is_seeded_and_trad_copies_keep_masks():
     a = compose_training_set("trad", real, 2.0, {}, rng_seed=3)
     b = compose_training_set("trad", real, 2.0, {}, rng_seed=3)
     c = compose_training_set("trad", real, 2.0, {}, rng_seed=4)
-    assert np.array_equal(a.images, b.images) and a.names == b.names and not np.array_equal(a.images, c.images)
+    assert (
+        np.array_equal(a.images, b.images)
+        and a.names == b.names
+        and not np.array_equal(a.images, c.images)
+    )
     assert a.masks is not None and a.masks.shape == (30, S, S)
     # every real image is copied floor(10/5)=2 times; names point at their source
     assert sum(n.startswith("trad:benign/r00/") for n in a.names) == 2
     # a policy that draws maskless synthetic images drops masks instead of misaligning them
-    assert compose_training_set("trad+syncgan", real, 1.0, {"syncgan": FakeSampler()}, 0).masks is None
+    assert (
+        compose_training_set("trad+syncgan", real, 1.0, {"syncgan": FakeSampler()}, 0).masks is None
+    )
 
 
 def test_policy_aliases_and_generic_parsing():
@@ -119,7 +133,12 @@ def test_unknown_policy_lists_valid_names():
     with pytest.raises(CytorayError) as e:
         parse_policy("orig+nosuchgan")
     msg = str(e.value)
-    assert "'nosuchgan'" in msg and "syncgan-only" in msg and "trad+syncgan" in msg and "gan, syncgan" in msg
+    assert (
+        "'nosuchgan'" in msg
+        and "syncgan-only" in msg
+        and "trad+syncgan" in msg
+        and "gan, syncgan" in msg
+    )
     with pytest.raises(CytorayError, match="twice"):
         parse_policy("orig+gan+gan")
 
@@ -139,7 +158,12 @@ def test_missing_sampler_named_before_any_sampling():
 
 
 def test_generators_needed():
-    assert generators_needed(["orig", "trad", "syncgan", "trad+syncgan", "syncgan-only", "gan", "orig+gan"]) == {"syncgan", "gan"}
+    assert generators_needed(
+        ["orig", "trad", "syncgan", "trad+syncgan", "syncgan-only", "gan", "orig+gan"]
+    ) == {
+        "syncgan",
+        "gan",
+    }
     assert generators_needed("trad") == set()
 
 
@@ -167,18 +191,26 @@ def test_paired_augmentation_keeps_geometry_in_sync():
         img, mask = _blob_pair(i)
         out = augment_pair({"image": img, "mask": mask, "id": i}, rng, exact)
         assert out["id"] == i and out["mask"].dtype == bool
-        assert np.array_equal(out["image"][..., 0] > 127, out["mask"])  # flips and quarter turns: exact
+        assert np.array_equal(
+            out["image"][..., 0] > 127, out["mask"]
+        )  # flips and quarter turns: exact
         changed += not np.array_equal(out["mask"], mask)
         out = augment_pair({"image": img, "mask": mask}, rng, small)
-        assert ((out["image"][..., 0] > 127) == out["mask"]).mean() > 0.97  # bilinear vs nearest at edges
+        assert (
+            (out["image"][..., 0] > 127) == out["mask"]
+        ).mean() > 0.97  # bilinear vs nearest at edges
     assert changed >= 8  # the transforms really move pixels
 
 
 def test_traditional_copies_are_seeded_and_noise_has_its_std():
     imgs = np.stack([_blob_pair(i)[0] for i in range(4)])
     masks = np.stack([_blob_pair(i)[1] for i in range(4)])
-    a, am, src = traditional_copies(imgs, np.random.default_rng(7), n_total=10, masks=masks, cfg=AugmentConfig(noise_std=0))
-    b, bm, src_b = traditional_copies(imgs, np.random.default_rng(7), n_total=10, masks=masks, cfg=AugmentConfig(noise_std=0))
+    a, am, src = traditional_copies(
+        imgs, np.random.default_rng(7), n_total=10, masks=masks, cfg=AugmentConfig(noise_std=0)
+    )
+    b, bm, src_b = traditional_copies(
+        imgs, np.random.default_rng(7), n_total=10, masks=masks, cfg=AugmentConfig(noise_std=0)
+    )
     assert np.array_equal(a, b) and np.array_equal(am, bm) and np.array_equal(src, src_b)
     assert sorted(np.bincount(src, minlength=4).tolist()) == [2, 2, 3, 3]
     assert ((a[..., 0] > 127) == am).mean() > 0.97
@@ -215,15 +247,26 @@ def test_classifier_config_rejects_sizes_before_training(tmp_path):
 
     with pytest.raises(ConfigError, match="inception_v3.*at least 75"):
         from_dict(ClassifierConfig, {"name": "inception_v3", "image_size": 64}, "clf.yaml")
-    assert from_dict(ClassifierConfig, {"name": "inception_v3", "image_size": 96}).check_size(32) == 96
+    assert (
+        from_dict(ClassifierConfig, {"name": "inception_v3", "image_size": 96}).check_size(32) == 96
+    )
     with pytest.raises(ConfigError, match="unknown key 'lr_g'"):
         from_dict(ClassifierConfig, {"lr_g": 1.0})
     with pytest.raises(ConfigError, match="weights_path"):
         from_dict(ClassifierConfig, {"weights_path": str(tmp_path / "missing.pth")})
     real = real_set(4)
     with pytest.raises(ConfigError, match="inception_v3.*75 px.*32"):
-        train_classifier(real, real, real, ClassifierConfig(name="inception_v3"), label="x", cache_root=tmp_path / "c",
-                         data_key="k", run_cfg=RunConfig(storage_path=str(tmp_path / "ray")), seed=0)
+        train_classifier(
+            real,
+            real,
+            real,
+            ClassifierConfig(name="inception_v3"),
+            label="x",
+            cache_root=tmp_path / "c",
+            data_key="k",
+            run_cfg=RunConfig(storage_path=str(tmp_path / "ray")),
+            seed=0,
+        )
     assert not (tmp_path / "c").exists() and not (tmp_path / "ray").exists()  # nothing started
     assert ClassifierConfig().weights_tag() == "scratch"
     w = tmp_path / "w.pth"
@@ -238,15 +281,20 @@ def test_train_classifier_end_to_end_and_cache(tmp_path):
     from cytoray.classify.train import predict_proba, selection_metrics, to_input, train_classifier
     from cytoray.data.source import simulated_set
     from cytoray.data.splits import make_manifest
-    from cytoray.training.config import RunConfig
     from cytoray.nets.classifiers import build_classifier
+    from cytoray.training.config import RunConfig
 
     ds = simulated_set("cytology", 40, S, seed=0)
     man, _ = make_manifest(ds, [3, 1, 1], seed=0)
     train, val, test = (ds.subset(man.indices(s)) for s in ("train", "val", "test"))
     cfg = ClassifierConfig(name="smallcnn", epochs=3, batch_size=8, lr=3e-3)
-    kw = dict(label="orig-smallcnn", cache_root=tmp_path / "cache", data_key=man.hash,
-              run_cfg=RunConfig(storage_path=str(tmp_path / "ray")), seed=0)
+    kw = dict(
+        label="orig-smallcnn",
+        cache_root=tmp_path / "cache",
+        data_key=man.hash,
+        run_cfg=RunConfig(storage_path=str(tmp_path / "ray")),
+        seed=0,
+    )
     res = train_classifier(train, val, test, cfg, **kw)
 
     assert res.test_prob.shape == (len(test), 2) and np.allclose(res.test_prob.sum(1), 1, atol=1e-5)
@@ -256,7 +304,9 @@ def test_train_classifier_end_to_end_and_cache(tmp_path):
     assert losses[-1] < losses[0], losses
     best = res.history[res.best_epoch]
     assert res.val_metrics["balanced_accuracy"] == pytest.approx(best["val_balanced_accuracy"])
-    assert all(h["val_balanced_accuracy"] <= best["val_balanced_accuracy"] + 1e-9 for h in res.history)
+    assert all(
+        h["val_balanced_accuracy"] <= best["val_balanced_accuracy"] + 1e-9 for h in res.history
+    )
     assert res.params["weights"] == "scratch" and res.params["n_train"] == len(train)
     # the stored test probabilities are the best-on-validation model's
     model = build_classifier("smallcnn", 2, S)

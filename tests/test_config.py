@@ -20,17 +20,30 @@ def _part(name: str):
     from cytoray.generators import get_generator
     from cytoray.training.config import RunConfig
 
-    parts = {"data": DataConfig, "run": RunConfig, "tune": TuneSettings, "classifier": ClassifierConfig}
+    parts = {
+        "data": DataConfig,
+        "run": RunConfig,
+        "tune": TuneSettings,
+        "classifier": ClassifierConfig,
+    }
     return parts[name] if name in parts else get_generator(name).Config
 
 
 def test_base_yaml_documents_every_default():
     """configs/models/syncgan.yaml lists every key with the dataclass default (comments stay true)."""
-    assert to_dict(load(SynCGANConfig, CONFIGS / "models" / "syncgan.yaml")) == to_dict(SynCGANConfig())
+    assert to_dict(load(SynCGANConfig, CONFIGS / "models" / "syncgan.yaml")) == to_dict(
+        SynCGANConfig()
+    )
 
 
-@pytest.mark.parametrize("path", sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.glob("*/*.yaml")
-                                        if p.parent.name in ("models", "common") and "_paper" not in p.name))  # fmt: skip
+@pytest.mark.parametrize(
+    "path",
+    sorted(
+        str(p.relative_to(CONFIGS))
+        for p in CONFIGS.glob("*/*.yaml")
+        if p.parent.name in ("models", "common") and "_paper" not in p.name
+    ),
+)
 def test_every_part_yaml_documents_every_default(path):
     """One YAML per generator/classifier (configs/models) and per common section (configs/common)."""
     cls = _part(Path(path).stem)
@@ -42,7 +55,11 @@ def test_every_generator_has_its_yaml():
     when pytest collects that module, has no YAML here and is not one of them)."""
     from cytoray.generators import generator_names, get_generator
 
-    shipped = {n for n in generator_names() if get_generator(n).__module__.startswith("cytoray.generators.")}
+    shipped = {
+        n
+        for n in generator_names()
+        if get_generator(n).__module__.startswith("cytoray.generators.")
+    }
     assert {"syncgan", "gan", "cyclegan", "nst", "refined-sim"} <= shipped
     assert {p.stem for p in (CONFIGS / "models").glob("*.yaml")} >= shipped
 
@@ -77,31 +94,54 @@ def test_bad_values_and_overrides(tmp_path):
     assert load(Study, None, ["generator.cgan.lam=10", "data.size=32"]).generator.cgan.lam == 10.0
     with pytest.raises(ConfigError, match="lam: nan is not a finite number"):
         load(Study, None, ["generator.cgan.lam=.nan"])
-    with pytest.raises(ConfigError, match=r"generator.name: unknown generator 'nope' \(valid: .*syncgan"):
+    with pytest.raises(
+        ConfigError, match=r"generator.name: unknown generator 'nope' \(valid: .*syncgan"
+    ):
         load(Study, None, ["generator.name=nope"])
-    assert load(Study, None, ["generator.cgan.lr=1e-3"]).generator.cgan.lr == 0.001  # YAML 1.1 reads 1e-3 as text
+    assert (
+        load(Study, None, ["generator.cgan.lr=1e-3"]).generator.cgan.lr == 0.001
+    )  # YAML 1.1 reads 1e-3 as text
 
 
 def test_partial_nested_override_keeps_the_parents_defaults():
     from cytoray.experiments.ratio import RatioStudyConfig
 
     cfg = load(RatioStudyConfig, None, ["classifier.epochs=2", "generator.cgan.lam=5"])
-    assert cfg.classifier.name == "smallcnn" and cfg.classifier.epochs == 2  # the study's default, not the class's
+    assert (
+        cfg.classifier.name == "smallcnn" and cfg.classifier.epochs == 2
+    )  # the study's default, not the class's
     default = RatioStudyConfig().generator.cgan
-    assert cfg.generator.cgan.g_base == default.g_base == 16 and cfg.generator.cgan.epochs == default.epochs
+    assert (
+        cfg.generator.cgan.g_base == default.g_base == 16
+        and cfg.generator.cgan.epochs == default.epochs
+    )
     assert cfg.generator.cgan.lam == 5.0
-    other = load(RatioStudyConfig, None, ["generator.name=cyclegan", "generator.lambda_cyc=3"])  # another plugin: its own defaults
-    assert type(other.generator).__name__ == "CycleGANConfig" and other.generator.lambda_cyc == 3.0 and other.generator.epochs == 40
+    other = load(
+        RatioStudyConfig, None, ["generator.name=cyclegan", "generator.lambda_cyc=3"]
+    )  # another plugin: its own defaults
+    assert (
+        type(other.generator).__name__ == "CycleGANConfig"
+        and other.generator.lambda_cyc == 3.0
+        and other.generator.epochs == 40
+    )
 
 
-@pytest.mark.parametrize("path,cls", [("studies/syncgan_ratio.yaml", "study"), ("studies/augmentation_baselines.yaml", "baselines"),
-                                      ("studies/histo_to_cyto.yaml", "histo")])
+@pytest.mark.parametrize(
+    "path,cls",
+    [
+        ("studies/syncgan_ratio.yaml", "study"),
+        ("studies/augmentation_baselines.yaml", "baselines"),
+        ("studies/histo_to_cyto.yaml", "histo"),
+    ],
+)
 def test_study_yaml_documents_every_default(path, cls):
     from cytoray.experiments.baselines import BaselinesConfig
     from cytoray.experiments.histo_to_cyto import HistoToCytoConfig
     from cytoray.experiments.ratio import RatioStudyConfig
 
-    klass = {"study": RatioStudyConfig, "baselines": BaselinesConfig, "histo": HistoToCytoConfig}[cls]
+    klass = {"study": RatioStudyConfig, "baselines": BaselinesConfig, "histo": HistoToCytoConfig}[
+        cls
+    ]
     assert to_dict(load(klass, CONFIGS / path)) == to_dict(klass())
 
 
@@ -109,6 +149,10 @@ def test_paper_study_config_loads():
     from cytoray.experiments.ratio import RatioStudyConfig
 
     cfg = load(RatioStudyConfig, CONFIGS / "studies" / "syncgan_ratio_paper.yaml")
-    assert cfg.data.size == 256 and cfg.generator.cgan.epochs == 200 and cfg.generator.mask_gan.epochs == 1600
+    assert (
+        cfg.data.size == 256
+        and cfg.generator.cgan.epochs == 200
+        and cfg.generator.mask_gan.epochs == 1600
+    )
     assert cfg.classifier.name == "resnet152" and cfg.run.use_gpu and cfg.tune.num_samples == 40
     assert cfg.generator.cgan.lam == 100.0 and cfg.generator.cgan.batch_size == 16  # inherited

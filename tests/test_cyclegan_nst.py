@@ -14,19 +14,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import blob_image, write_png
 
 from cytoray.data.folder import load_folder
 from cytoray.data.source import simulated_set
 from cytoray.errors import CytorayError, DataError
-from cytoray.generators.cyclegan import CycleGANConfig, CycleGANStage, loop_steps_per_epoch, lr_factor, stage_params
+from cytoray.generators.cyclegan import (
+    CycleGANConfig,
+    CycleGANStage,
+    loop_steps_per_epoch,
+    lr_factor,
+    stage_params,
+)
 from cytoray.generators.domains import DomainPair, align_unpaired, check_domains
-from cytoray.nets.images import to_unit
 from cytoray.generators.history import HistoryBuffer
 from cytoray.generators.nst import NST, NSTConfig, build_features, stylise
+from cytoray.nets.images import to_unit
 from cytoray.training.config import RunConfig
 from cytoray.training.stage import amp_context
-
-from conftest import blob_image, write_png
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -56,7 +61,9 @@ def test_translators_and_discriminators_shapes(arch):
         assert y.shape == x.shape and y.abs().max() <= 1.0  # tanh images
     for k in ("D_A", "D_B"):
         assert models[k](x).shape == (2, 1, 2, 2)  # 70x70 PatchGAN on 32 px → 2x2 logits
-        assert {"pool.images", "pool.count"} <= set(models[k].state_dict())  # the pool is checkpointed
+        assert {"pool.images", "pool.count"} <= set(
+            models[k].state_dict()
+        )  # the pool is checkpointed
     assert stage.generator_kwargs()["arch"] == arch
 
 
@@ -77,7 +84,9 @@ def test_cycle_loss_falls(gan_mode):
 def test_identity_weight_zero_skips_the_term():
     stage = _stage(lambda_identity=0.0)
     models = stage.build(CPU)
-    h = stage.train_step(models, stage.optimizers(models), _domains(4), torch.Generator().manual_seed(0), AMP)
+    h = stage.train_step(
+        models, stage.optimizers(models), _domains(4), torch.Generator().manual_seed(0), AMP
+    )
     assert h["identity"] == 0.0
 
 
@@ -95,13 +104,30 @@ def test_image_pool_fills_then_mixes_history():
         assert torch.all((out == new) | (out < new))  # each answer is this fake or an older one
     assert 0.35 < swapped / 200 < 0.65  # about half the answers come from the history
     assert pool.images.min() >= 100  # the old fakes were replaced by newer ones
-    assert torch.equal(HistoryBuffer(0, (1, 1, 1), "swap").query(first, gen), first)  # pool_size 0: no history
+    assert torch.equal(
+        HistoryBuffer(0, (1, 1, 1), "swap").query(first, gen), first
+    )  # pool_size 0: no history
 
 
 def test_lr_schedule_linear_decay_over_second_half():
-    assert [round(lr_factor(e, 10, 0.5), 4) for e in range(10)] == [1, 1, 1, 1, 1, 0.8333, 0.6667, 0.5, 0.3333, 0.1667]
+    assert [round(lr_factor(e, 10, 0.5), 4) for e in range(10)] == [
+        1,
+        1,
+        1,
+        1,
+        1,
+        0.8333,
+        0.6667,
+        0.5,
+        0.3333,
+        0.1667,
+    ]
     assert all(lr_factor(e, 7, 0.0) == 1.0 for e in range(7))
-    assert loop_steps_per_epoch(13, 4) == 3 and loop_steps_per_epoch(14, 4) == 4 and loop_steps_per_epoch(14, 4, 2) == 2
+    assert (
+        loop_steps_per_epoch(13, 4) == 3
+        and loop_steps_per_epoch(14, 4) == 4
+        and loop_steps_per_epoch(14, 4, 2) == 2
+    )
     # Inside the stage: n_train 8, batch 4 → 2 steps an epoch; 4 epochs → epochs 2 and 3 decay.
     stage = _stage(n_train=8, epochs=4, lr=1e-3)
     models, batch = stage.build(CPU), _domains(4)
@@ -121,7 +147,12 @@ def test_resume_from_state_dicts_is_exact():
     opts, gen = stage.optimizers(models), torch.Generator().manual_seed(0)
     for _ in range(3):
         stage.train_step(models, opts, batch, gen, AMP)
-    snap = copy.deepcopy(({k: m.state_dict() for k, m in models.items()}, {k: o.state_dict() for k, o in opts.items()}))
+    snap = copy.deepcopy(
+        (
+            {k: m.state_dict() for k, m in models.items()},
+            {k: o.state_dict() for k, o in opts.items()},
+        )
+    )
     rng = gen.get_state()
     cont = [stage.train_step(models, opts, batch, gen, AMP) for _ in range(3)]
     models2 = stage.build(CPU)
@@ -159,13 +190,21 @@ def test_nst_style_loss_falls_and_output_differs():
 def test_nst_random_features_are_refused_unless_allowed_then_named_and_warned(tmp_path, capsys):
     from cytoray.config import ConfigError, from_dict
 
-    with pytest.raises(ConfigError, match="--allow-random-features"):  # refused before anything runs
+    with pytest.raises(
+        ConfigError, match="--allow-random-features"
+    ):  # refused before anything runs
         from_dict(NSTConfig, {"features": "random"}, "study.yaml")
     h, c = simulated_set("histology", 20, 32, 1), simulated_set("cytology", 20, 32, 0)
     cfg = NSTConfig(features="random", allow_random_features=True, steps=3, random_seed=7)
-    out, stages = NST.train(DomainPair(h, c), DomainPair(h, c), cfg, tmp_path / "nst", tmp_path, "k", RunConfig())
+    out, stages = NST.train(
+        DomainPair(h, c), DomainPair(h, c), cfg, tmp_path / "nst", tmp_path, "k", RunConfig()
+    )
     features = json.loads((out / "generator.json").read_text())["features"]
-    assert stages == {} and features.startswith("vgg19-random-seed7") and "RANDOM FEATURES (debug only)" in features
+    assert (
+        stages == {}
+        and features.startswith("vgg19-random-seed7")
+        and "RANDOM FEATURES (debug only)" in features
+    )
     gen = NST.load(out)
     err = capsys.readouterr().err
     assert "WARNING" in err and "vgg19-random-seed7" in err and "not comparable" in err
@@ -179,7 +218,15 @@ def test_nst_random_features_are_refused_unless_allowed_then_named_and_warned(tm
 
 def test_nst_defaults_to_real_inception_features(tmp_path, capsys):
     h, c = simulated_set("histology", 20, 32, 1), simulated_set("cytology", 20, 32, 0)
-    out, _ = NST.train(DomainPair(h, c), DomainPair(h, c), NSTConfig(steps=2), tmp_path / "nst", tmp_path, "k", RunConfig())
+    out, _ = NST.train(
+        DomainPair(h, c),
+        DomainPair(h, c),
+        NSTConfig(steps=2),
+        tmp_path / "nst",
+        tmp_path,
+        "k",
+        RunConfig(),
+    )
     features = json.loads((out / "generator.json").read_text())["features"]
     assert features.startswith("inception-v3-nv-torchscript") and "RANDOM" not in features
     assert "WARNING" not in capsys.readouterr().err
@@ -188,14 +235,22 @@ def test_nst_defaults_to_real_inception_features(tmp_path, capsys):
 def test_nst_local_vgg_weights_are_loaded_and_named(tmp_path, capsys):
     import torchvision
 
-    sd = {k: v for k, v in torchvision.models.vgg19(weights=None).state_dict().items() if k.startswith("features.")}
+    sd = {
+        k: v
+        for k, v in torchvision.models.vgg19(weights=None).state_dict().items()
+        if k.startswith("features.")
+    }
     path = tmp_path / "vgg19.pth"
     torch.save(sd, path)
     feats, name = build_features(NSTConfig(features="vgg19", vgg_weights=str(path)))
     assert name == f"vgg19-imagenet:{path.resolve()}"
-    assert torch.equal(feats.body[0].weight, sd["features.0.weight"]) and torch.equal(feats.body[28].weight, sd["features.28.weight"])
+    assert torch.equal(feats.body[0].weight, sd["features.0.weight"]) and torch.equal(
+        feats.body[28].weight, sd["features.28.weight"]
+    )
     assert "WARNING" not in capsys.readouterr().err
-    assert isinstance(feats.body[4], torch.nn.AvgPool2d) and len(feats.body) == 30  # cut after conv5_1's ReLU
+    assert (
+        isinstance(feats.body[4], torch.nn.AvgPool2d) and len(feats.body) == 30
+    )  # cut after conv5_1's ReLU
     (tmp_path / "bad.pth").write_bytes(b"not a state dict")
     with pytest.raises(CytorayError, match="bad.pth"):
         build_features(NSTConfig(features="vgg19", vgg_weights=str(tmp_path / "bad.pth")))
@@ -210,7 +265,9 @@ def _folder(root: Path, classes: dict[str, int]) -> Path:
     for c, (cls, n) in enumerate(classes.items()):
         (root / cls).mkdir(parents=True, exist_ok=True)
         for i in range(n):
-            write_png(root / cls / f"{cls}_{i:02d}.png", blob_image(1000 * c + i + hash(root.name) % 97))
+            write_png(
+                root / cls / f"{cls}_{i:02d}.png", blob_image(1000 * c + i + hash(root.name) % 97)
+            )
     return root
 
 
@@ -235,13 +292,33 @@ def test_study_refuses_bad_input_before_training(tmp_path):
     (tmp_path / "empty" / "benign").mkdir(parents=True)
     (tmp_path / "empty" / "malignant").mkdir(parents=True)
     cyto = _folder(tmp_path / "cyto", {"benign": 10, "malignant": 10})
-    cases = {"empty": tmp_path / "empty", "few": _folder(tmp_path / "few", {"benign": 3, "malignant": 10})}
+    cases = {
+        "empty": tmp_path / "empty",
+        "few": _folder(tmp_path / "few", {"benign": 3, "malignant": 10}),
+    }
     for name, hist in cases.items():
         out = tmp_path / f"out_{name}"
-        r = subprocess.run([sys.executable, str(ROOT / "studies/histo_to_cyto.py"), "--histology", str(hist), "--cytology",
-                            str(cyto), "--out", str(out), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"],
-                           capture_output=True, text=True, timeout=300, cwd=ROOT)
-        assert r.returncode != 0 and "histo_to_cyto: error:" in r.stderr and str(hist) in r.stderr, r.stderr[-2000:]
+        r = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "studies/histo_to_cyto.py"),
+                "--histology",
+                str(hist),
+                "--cytology",
+                str(cyto),
+                "--out",
+                str(out),
+                "--tracking-uri",
+                f"sqlite:///{tmp_path}/m.db",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
+        )
+        assert (
+            r.returncode != 0 and "histo_to_cyto: error:" in r.stderr and str(hist) in r.stderr
+        ), r.stderr[-2000:]
         assert "Traceback" not in r.stderr and not (out / "stages").exists()  # nothing trained
 
 
@@ -264,7 +341,9 @@ def test_cyclegan_trains_under_ray_and_samples_from_its_bundle(tmp_path):
     out, res = gen_cls.train(train, val, cfg, tmp_path / "bundle", tmp_path / "cache", "k", run)
     assert set(res) == {"cyclegan/benign", "cyclegan/malignant"}
     hist = res["cyclegan/benign"].history
-    assert [r["lr"] for r in hist] == pytest.approx([2e-4 * lr_factor(e, 2, 0.5) for e in range(2)])  # schedule under the real loop
+    assert [r["lr"] for r in hist] == pytest.approx(
+        [2e-4 * lr_factor(e, 2, 0.5) for e in range(2)]
+    )  # schedule under the real loop
     gen = load_bundle(out)
     imgs, masks = gen.sample(5, "malignant", seed=3)
     assert imgs.shape == (5, 32, 32, 3) and imgs.dtype == np.uint8 and masks is None
@@ -278,14 +357,33 @@ def test_cyclegan_trains_under_ray_and_samples_from_its_bundle(tmp_path):
 def test_study_smoke_test_end_to_end(tmp_path):
     out = tmp_path / "out"
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, str(ROOT / "studies/histo_to_cyto.py"), "--smoke-test", "--out", str(out),
-                        "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "studies/histo_to_cyto.py"),
+            "--smoke-test",
+            "--out",
+            str(out),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/mlflow.db",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     print(f"smoke test wall time {time.perf_counter() - t0:.0f}s")
     md = (out / "fid_table.md").read_text()
-    rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith(("| row", "| ---"))]
+    rows = [
+        line
+        for line in md.splitlines()
+        if line.startswith("| ") and not line.startswith(("| row", "| ---"))
+    ]
     labels = [row.split("|")[1].strip() for row in rows]
-    assert labels[:2] == ["real histology", "CycleGAN G(histology)"] and labels[2].startswith("NST [inception-v3-nv-torchscript")
+    assert labels[:2] == ["real histology", "CycleGAN G(histology)"] and labels[2].startswith(
+        "NST [inception-v3-nv-torchscript"
+    )
     csv = (out / "fid_table.csv").read_text().splitlines()
     assert len(csv) == 4 and all(np.isfinite(float(v)) for v in csv[1].split(",")[1:])
     assert {p.name for p in (out / "grids").glob("*.png")} == {"benign.png", "malignant.png"}
@@ -295,17 +393,27 @@ def test_study_smoke_test_end_to_end(tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     runs = mlflow.search_runs(experiment_names=["cytoray-histo-to-cyto"])
     parents = runs[runs["tags.mlflow.parentRunId"].isna()]
-    assert len(parents) == 1  # one study run, and one `result: <row>` child per table row (the compare view)
+    assert (
+        len(parents) == 1
+    )  # one study run, and one `result: <row>` child per table row (the compare view)
     rows = runs[runs["tags.mlflow.parentRunId"] == parents.iloc[0]["run_id"]]
-    assert len(runs) == 1 + len(rows) and sorted(rows["tags.cytoray.result"]) == ["row:cyclegan", "row:histology", "row:nst"]
+    assert len(runs) == 1 + len(rows) and sorted(rows["tags.cytoray.result"]) == [
+        "row:cyclegan",
+        "row:histology",
+        "row:nst",
+    ]
     assert all(np.isfinite(rows["metrics.fid_test_inception/all"]))
     run = parents.iloc[0]
     assert run["params.nst.features"].startswith("inception-v3-nv-torchscript")
-    assert np.isfinite(run["metrics.cyclegan/fid_test_inception/all"]) and np.isfinite(run["metrics.histology/fid_test_inception/benign"])
+    assert np.isfinite(run["metrics.cyclegan/fid_test_inception/all"]) and np.isfinite(
+        run["metrics.histology/fid_test_inception/benign"]
+    )
 
 
 def test_study_script_reads_top_to_bottom():
-    spec = importlib.util.spec_from_file_location("histo_to_cyto", ROOT / "studies/histo_to_cyto.py")
+    spec = importlib.util.spec_from_file_location(
+        "histo_to_cyto", ROOT / "studies/histo_to_cyto.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses resolve their annotations through sys.modules
     spec.loader.exec_module(mod)
@@ -317,17 +425,37 @@ def test_study_script_reads_top_to_bottom():
 
     study, base = HistoToCytoStudy(), HistoToCytoConfig()
     s = load_search_space(ROOT / mod.SEARCH, base)
-    assert set(s.space) == {"generators.cyclegan.lambda_cyc", "generators.cyclegan.lambda_identity", "generators.nst.content_weight",
-                            "generators.nst.style_weight"}  # fmt: skip
-    assert all("val" in m for m in study.objectives(base)[0])  # the search never sees the test split
-    cfg = trial_config(study, to_dict(base), {"generators": {"cyclegan": {"lambda_cyc": 3.0}, "nst": {"style_weight": 1e5}}})
-    assert cfg.generators["cyclegan"].lambda_cyc == 3.0 and cfg.generators["nst"].style_weight == 1e5
+    assert set(s.space) == {
+        "generators.cyclegan.lambda_cyc",
+        "generators.cyclegan.lambda_identity",
+        "generators.nst.content_weight",
+        "generators.nst.style_weight",
+    }
+    assert all(
+        "val" in m for m in study.objectives(base)[0]
+    )  # the search never sees the test split
+    cfg = trial_config(
+        study,
+        to_dict(base),
+        {"generators": {"cyclegan": {"lambda_cyc": 3.0}, "nst": {"style_weight": 1e5}}},
+    )
+    assert (
+        cfg.generators["cyclegan"].lambda_cyc == 3.0 and cfg.generators["nst"].style_weight == 1e5
+    )
 
 
 @pytest.mark.slow
 def test_study_search_scores_trials_on_validation_and_logs_children(tmp_path):
-    cmd = [sys.executable, str(ROOT / "studies/histo_to_cyto.py"), "--smoke-test", "--search", "--out", str(tmp_path / "out"),
-           "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "studies/histo_to_cyto.py"),
+        "--smoke-test",
+        "--search",
+        "--out",
+        str(tmp_path / "out"),
+        "--tracking-uri",
+        f"sqlite:///{tmp_path}/mlflow.db",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=ROOT)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert "[search] best by validation FID" in r.stderr
@@ -337,10 +465,17 @@ def test_study_search_scores_trials_on_validation_and_logs_children(tmp_path):
     runs = mlflow.search_runs(experiment_names=["cytoray-histo-to-cyto"])
     parent = runs[runs["tags.mlflow.parentRunId"].isna()].iloc[0]
     under = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
-    children = under[under["tags.cytoray.result"].isna()]  # the trials (the others: one `result: <row>` child per table row)
-    assert len(runs) == 1 + 2 + 3 and len(children) == 2  # one parent, one child per trial, one per row
+    children = under[
+        under["tags.cytoray.result"].isna()
+    ]  # the trials (the others: one `result: <row>` child per table row)
+    assert (
+        len(runs) == 1 + 2 + 3 and len(children) == 2
+    )  # one parent, one child per trial, one per row
     assert all(np.isfinite(children["metrics.cyclegan/fid_val_inception/all"]))
     logged = [c for c in children.columns if c.startswith("metrics.") and children[c].notna().any()]
     assert logged and not any("test" in c for c in logged)  # trials never see the test split
-    best = children.loc[children["metrics.cyclegan/fid_val_inception/all"].idxmin(), "params.generators.cyclegan.lambda_cyc"]
+    best = children.loc[
+        children["metrics.cyclegan/fid_val_inception/all"].idxmin(),
+        "params.generators.cyclegan.lambda_cyc",
+    ]
     assert float(parent["params.best.generators.cyclegan.lambda_cyc"]) == pytest.approx(float(best))

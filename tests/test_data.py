@@ -17,7 +17,6 @@ from cytoray.data.images import fit_square, read_rgb
 from cytoray.data.splits import Manifest, check_leakage, make_manifest, repeated_manifests
 from cytoray.errors import DataError
 
-
 # ----------------------------------------------------------------------------- image conversion
 
 
@@ -47,7 +46,9 @@ def test_read_rgb_palette_and_tiff(tmp_path):
     assert read_rgb(tmp_path / "p.png").shape == (32, 32, 3)
     import tifffile
 
-    tifffile.imwrite(tmp_path / "t.tif", (np.random.default_rng(0).random((40, 30)) * 60000).astype(np.uint16))
+    tifffile.imwrite(
+        tmp_path / "t.tif", (np.random.default_rng(0).random((40, 30)) * 60000).astype(np.uint16)
+    )
     out = read_rgb(tmp_path / "t.tif")
     assert out.shape == (40, 30, 3) and out.max() > 100
 
@@ -78,7 +79,7 @@ def test_corrupt_and_truncated_images_are_named(folder_dataset, capsys):
     with pytest.raises(DataError, match="garbage.jpg: not a readable image"):
         read_rgb(folder_dataset / "malignant" / "garbage.jpg")
     code, out = _err(capsys, ["validate", str(folder_dataset), "--json"])
-    rep = json.loads(out[out.index("{"):])
+    rep = json.loads(out[out.index("{") :])
     assert code == 1 and not rep["usable"]
     files = {Path(p["file"]).name for p in rep["problems"]}
     assert files == {"truncated.png", "garbage.jpg"}
@@ -111,19 +112,33 @@ def test_class_too_small_for_split(tmp_path):
     for i in range(2):
         write_png(tmp_path / "d" / "malignant" / f"{i}.png", blob_image(50 + i))
     ds = load_folder(tmp_path / "d", 32)
-    with pytest.raises(DataError, match="class 'malignant' has 2 images.*too few for split ratios 3:1:1"):
+    with pytest.raises(
+        DataError, match="class 'malignant' has 2 images.*too few for split ratios 3:1:1"
+    ):
         make_manifest(ds, [3, 1, 1], seed=0)
 
 
 def test_missing_directory_cli_has_no_traceback(tmp_path):
     r = subprocess.run(
-        [sys.executable, "-m", "cytoray.cli", "validate", str(tmp_path / "nope")], capture_output=True, text=True
+        [sys.executable, "-m", "cytoray.cli", "validate", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 1
     assert "folder not found" in r.stdout and "Traceback" not in r.stderr
     r = subprocess.run(
-        [sys.executable, "-m", "cytoray.cli", "split", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "m.json")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "cytoray.cli",
+            "split",
+            "--data",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "m.json"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 2 and r.stderr.startswith("cytoray: error:") and "nope" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "m.json").exists()
@@ -142,8 +157,18 @@ def test_validate_json_counts(folder_dataset, capsys):
 def test_split_is_stratified_seeded_and_saved(folder_dataset, tmp_path):
     ds = load_folder(folder_dataset, 32)
     m, _ = make_manifest(ds, [3, 1, 1], seed=7)
-    counts = {s: {c: sum(1 for it in m.items if it["split"] == s and it["class"] == c) for c in ds.class_names} for s in ("train", "val", "test")}
-    assert counts == {"train": {"benign": 6, "malignant": 6}, "val": {"benign": 2, "malignant": 2}, "test": {"benign": 2, "malignant": 2}}
+    counts = {
+        s: {
+            c: sum(1 for it in m.items if it["split"] == s and it["class"] == c)
+            for c in ds.class_names
+        }
+        for s in ("train", "val", "test")
+    }
+    assert counts == {
+        "train": {"benign": 6, "malignant": 6},
+        "val": {"benign": 2, "malignant": 2},
+        "test": {"benign": 2, "malignant": 2},
+    }
     again, _ = make_manifest(ds, [3, 1, 1], seed=7)
     assert again.items == m.items and again.hash == m.hash
     other, _ = make_manifest(ds, [3, 1, 1], seed=8)
@@ -155,7 +180,10 @@ def test_split_is_stratified_seeded_and_saved(folder_dataset, tmp_path):
 
 
 def test_repeated_splits_must_differ(folder_dataset):
-    for cls in ("benign", "malignant"):  # 2 images per class: split 1:1 there are 2 × 2 = 4 assignments
+    for cls in (
+        "benign",
+        "malignant",
+    ):  # 2 images per class: split 1:1 there are 2 × 2 = 4 assignments
         for p in sorted((folder_dataset / cls).glob("*.png"))[2:]:
             p.unlink()
     ds = load_folder(folder_dataset, 32)
@@ -186,12 +214,20 @@ def test_duplicates_stay_together_and_leakage_is_refused(folder_dataset):
             it["split"] = "train"
         if it["name"] == "benign/copy_b.png":
             it["split"] = "test"
-    with pytest.raises(DataError, match=r"leakage: benign/\w+.png \(train\) and benign/copy_b.png \(test\) are exact duplicates"):
+    with pytest.raises(
+        DataError,
+        match=r"leakage: benign/\w+.png \(train\) and benign/copy_b.png \(test\) are exact duplicates",
+    ):
         check_leakage(m)
 
 
 def test_breakhis_names_magnification_and_patient_groups(tmp_path):
-    assert parse_breakhis("SOB_B_A-14-22549AB-40-001") == {"cls": "benign", "subtype": "A", "patient": "14-22549AB", "magnification": 40}
+    assert parse_breakhis("SOB_B_A-14-22549AB-40-001") == {
+        "cls": "benign",
+        "subtype": "A",
+        "patient": "14-22549AB",
+        "magnification": 40,
+    }
     assert parse_breakhis("SOB_M_DC-14-2523-400-010")["magnification"] == 400
     assert parse_breakhis("random_name") is None
     root = tmp_path / "bh"
@@ -201,7 +237,9 @@ def test_breakhis_names_magnification_and_patient_groups(tmp_path):
             for mag in (40, 100):
                 for seq in (1, 2):
                     k += 1
-                    write_png(root / cls / f"SOB_{letter}_A-{patient}-{mag}-{seq:03d}.png", blob_image(k))
+                    write_png(
+                        root / cls / f"SOB_{letter}_A-{patient}-{mag}-{seq:03d}.png", blob_image(k)
+                    )
     recs = require_folder(root, magnification=40)
     assert len(recs) == 20 and {r.magnification for r in recs} == {40}
     ds = load_folder(root, 32, magnification=100)
@@ -258,10 +296,21 @@ def test_detect_bands_cases(tmp_path):
     tb = clean.copy()
     tb[:10], tb[-7:] = (147, 137, 164), (147, 137, 164)  # Herlev-style: padded to a square, mauve
     b = detect_bands(tb)
-    assert (b.top, b.bottom, b.left, b.right) == (10, 7, 0, 0) and b.colours["top"].tolist() == [147, 137, 164]
-    assert "top 10 px (147,137,164)" in b.describe() and not b.content()[:11].any() and b.content()[12:-9].all()
+    assert (b.top, b.bottom, b.left, b.right) == (10, 7, 0, 0) and b.colours["top"].tolist() == [
+        147,
+        137,
+        164,
+    ]
+    assert (
+        "top 10 px (147,137,164)" in b.describe()
+        and not b.content()[:11].any()
+        and b.content()[12:-9].all()
+    )
     ell = clean.copy()
-    ell[:, :5], ell[:6] = (20, 20, 20), (200, 200, 200)  # a black scanner margin on the left, a grey band on top
+    ell[:, :5], ell[:6] = (
+        (20, 20, 20),
+        (200, 200, 200),
+    )  # a black scanner margin on the left, a grey band on top
     b = detect_bands(ell)
     assert (b.top, b.left) == (6, 5) and b.bottom == b.right == 0
     # JPEG ringing at the seam still reads as a band (Herlev-like: 224 px, bands of 40 and 37 px)
@@ -270,7 +319,10 @@ def test_detect_bands_cases(tmp_path):
     for q in (75, 90):
         Image.fromarray(big).save(tmp_path / "x.jpg", quality=q)
         b = detect_bands(np.asarray(Image.open(tmp_path / "x.jpg")))
-        assert 32 <= b.top <= 40 and 30 <= b.bottom <= 37 and b.left == b.right == 0, (q, b.describe())
+        assert 32 <= b.top <= 40 and 30 <= b.bottom <= 37 and b.left == b.right == 0, (
+            q,
+            b.describe(),
+        )
     flat = np.full((40, 40, 3), 128, np.uint8)
     assert detect_bands(flat).flat and detect_bands(flat).box() == (0, 40, 0, 40)
 
@@ -292,11 +344,21 @@ def test_load_folder_crops_padding_and_keeps_hashes(tmp_path):
     kept = load_folder(root, 32, padding="keep")
     cropped = load_folder(root, 32)
     assert cropped.padding == "crop" and kept.padding == "keep"
-    assert all(detect_bands(im).any() for im in kept.images) and not any(detect_bands(im).any() for im in cropped.images)
-    assert (cropped.images[:, :2] != (90, 80, 120)).any(axis=-1).all()  # no band colour left on the top rows
-    assert cropped.names == kept.names and cropped.sha256 == kept.sha256 == [sha256_file(root / n) for n in kept.names]
+    assert all(detect_bands(im).any() for im in kept.images) and not any(
+        detect_bands(im).any() for im in cropped.images
+    )
+    assert (
+        (cropped.images[:, :2] != (90, 80, 120)).any(axis=-1).all()
+    )  # no band colour left on the top rows
+    assert cropped.names == kept.names and cropped.sha256 == kept.sha256 == [
+        sha256_file(root / n) for n in kept.names
+    ]
     # the mask went through the same crop: the centre square stays in the centre of the content
-    assert cropped.masks is not None and cropped.masks[:, 12:20, 12:20].any() and not cropped.masks[:, :4].any()
+    assert (
+        cropped.masks is not None
+        and cropped.masks[:, 12:20, 12:20].any()
+        and not cropped.masks[:, :4].any()
+    )
     with pytest.raises(ConfigError, match="padding='frame'"):
         load_folder(root, 32, padding="frame")
 
@@ -304,14 +366,18 @@ def test_load_folder_crops_padding_and_keeps_hashes(tmp_path):
 def test_validate_reports_padding_and_flat_images(folder_dataset, capsys):
     img = blob_image(77)
     img[:, :6] = (60, 60, 60)
-    write_png(folder_dataset / "benign" / "a_padded.png", img)  # first in scan order: among the examples
+    write_png(
+        folder_dataset / "benign" / "a_padded.png", img
+    )  # first in scan order: among the examples
     write_png(folder_dataset / "malignant" / "blank.png", np.full((32, 32, 3), 128, np.uint8))
     code, out = _err(capsys, ["validate", str(folder_dataset), "--json"])
     rep = json.loads(out)
     assert code == 1 and [Path(p["file"]).name for p in rep["problems"]] == ["blank.png"]
     assert "one flat colour" in rep["problems"][0]["problem"]
     pad = rep["padding"]
-    assert pad["images"] >= 1 and any(Path(e["file"]).name == "a_padded.png" and e["left"] == 6 for e in pad["examples"])
+    assert pad["images"] >= 1 and any(
+        Path(e["file"]).name == "a_padded.png" and e["left"] == 6 for e in pad["examples"]
+    )
     code, out = _err(capsys, ["validate", str(folder_dataset)])
     assert "padding bands:" in out and "training crops cut them off" in out
 
@@ -326,10 +392,18 @@ def test_validate_calls_a_folder_unusable_when_the_split_leaves_a_class_too_few(
         for i in range(3 if cls == "benign" else 4):
             write_png(tmp_path / "ds" / cls / f"{i}.png", blob_image(10 * c + i))
     code, out = _err(capsys, ["validate", str(tmp_path / "ds"), "--json"])
-    rep = json.loads(out[out.index("{"):])
+    rep = json.loads(out[out.index("{") :])
     assert code == 1 and not rep["usable"]
     [problem] = rep["problems"]
     assert Path(problem["file"]).name == "benign" and "train 1, val 1, test 1" in problem["problem"]
     assert "needs at least 4 images" in problem["problem"]
-    assert MIN_PER_SPLIT == {"train": 2, "val": 1, "test": 1} and min_images([3, 1, 1]) == 4 and min_images([8, 1, 1]) == 4
-    assert split_shortfall(4, [3, 1, 1]) is None and split_shortfall(1, [1, 0, 0]) and not split_shortfall(2, [1, 0, 0])
+    assert (
+        MIN_PER_SPLIT == {"train": 2, "val": 1, "test": 1}
+        and min_images([3, 1, 1]) == 4
+        and min_images([8, 1, 1]) == 4
+    )
+    assert (
+        split_shortfall(4, [3, 1, 1]) is None
+        and split_shortfall(1, [1, 0, 0])
+        and not split_shortfall(2, [1, 0, 0])
+    )

@@ -32,18 +32,30 @@ def test_label_maps_of_either_kind_become_one_hot_channels():
     masks = np.zeros((2, 4, 4), bool)
     masks[0, 1:3, 1:3] = True
     maps = np.array([[[0, 1], [2, 1]]], np.uint8)
-    assert label_count(masks) == 2 and label_count(maps) == 3 and label_count(np.zeros((1, 2, 2), np.uint8)) == 2
+    assert (
+        label_count(masks) == 2
+        and label_count(maps) == 3
+        and label_count(np.zeros((1, 2, 2), np.uint8)) == 2
+    )
     oh = one_hot(masks, 2)
     assert oh.shape == (2, 2, 4, 4) and set(oh.unique().tolist()) == {-1.0, 1.0}
-    assert torch.equal(oh.argmax(1), torch.as_tensor(masks).long()) and torch.equal(one_hot(torch.as_tensor(maps), 3).argmax(1), torch.as_tensor(maps).long())
+    assert torch.equal(oh.argmax(1), torch.as_tensor(masks).long()) and torch.equal(
+        one_hot(torch.as_tensor(maps), 3).argmax(1), torch.as_tensor(maps).long()
+    )
 
 
 def test_config_file_and_checks():
     from cytoray.config import load
 
-    assert load(DiffusionConfig, ROOT / "configs/models/diffusion.yaml") == DiffusionConfig()  # the YAML documents the defaults
-    for bad, match in [({"attention": [True]}, "one per level"), ({"channels": [12, 24], "attention": [False, False]}, "multiple of norm_groups"),
-                       ({"schedule": "exp"}, "use one of"), ({"cond_drop": 1.0}, r"\[0, 1\)")]:  # fmt: skip
+    assert (
+        load(DiffusionConfig, ROOT / "configs/models/diffusion.yaml") == DiffusionConfig()
+    )  # the YAML documents the defaults
+    for bad, match in [
+        ({"attention": [True]}, "one per level"),
+        ({"channels": [12, 24], "attention": [False, False]}, "multiple of norm_groups"),
+        ({"schedule": "exp"}, "use one of"),
+        ({"cond_drop": 1.0}, r"\[0, 1\)"),
+    ]:
         with pytest.raises(ConfigError, match=match):
             DenoiserConfig(**bad).validate()
 
@@ -70,33 +82,60 @@ def test_guidance_mixes_conditional_and_unconditional_predictions(prediction):
     assert guided.calls == [4] * 4  # conditional and unconditional together: one pass of 2B a step
     mixed = ClassConstant({0: -0.1 + 3.0 * (0.3 - -0.1)})  # ε_u + w (ε_c − ε_u)
     y = ddim_sample(mixed, sched, cond, cls, null, 4, 1.0, 0.0, torch.Generator().manual_seed(1))
-    assert mixed.calls == [2] * 4 and torch.allclose(x, y, atol=1e-5)  # w = 1: the conditional pass alone
-    plain = ddim_sample(ClassConstant({0: 0.3}), sched, cond, cls, null, 4, 1.0, 0.0, torch.Generator().manual_seed(1))
+    assert mixed.calls == [2] * 4 and torch.allclose(
+        x, y, atol=1e-5
+    )  # w = 1: the conditional pass alone
+    plain = ddim_sample(
+        ClassConstant({0: 0.3}),
+        sched,
+        cond,
+        cls,
+        null,
+        4,
+        1.0,
+        0.0,
+        torch.Generator().manual_seed(1),
+    )
     assert not torch.allclose(plain, x, atol=1e-3)
 
 
 def test_denoiser_learns_with_the_class_dropped_for_guidance():
-    p = {**dataclasses.asdict(DenoiserConfig(**TINY_UNET, cond_drop=0.5, lr=2e-3)), "size": 16, "labels": 2, "classes": 2}
+    p = {
+        **dataclasses.asdict(DenoiserConfig(**TINY_UNET, cond_drop=0.5, lr=2e-3)),
+        "size": 16,
+        "labels": 2,
+        "classes": 2,
+    }
     stage = DenoiserStage(p)
     torch.manual_seed(0)
     models = stage.build(torch.device("cpu"))
     opts = stage.optimizers(models)
     gen = torch.Generator().manual_seed(0)
     yy, xx = np.mgrid[:16, :16]
-    labels = torch.as_tensor(np.stack([(yy - 8) ** 2 + (xx - 8) ** 2 < r * r for r in (3, 4, 5, 6) * 2])).long()
-    image = torch.where(labels.bool()[:, None], torch.tensor([-0.6, -0.8, 0.2]).view(1, 3, 1, 1), torch.tensor(0.8))
+    labels = torch.as_tensor(
+        np.stack([(yy - 8) ** 2 + (xx - 8) ** 2 < r * r for r in (3, 4, 5, 6) * 2])
+    ).long()
+    image = torch.where(
+        labels.bool()[:, None], torch.tensor([-0.6, -0.8, 0.2]).view(1, 3, 1, 1), torch.tensor(0.8)
+    )
     batch = {"image": image.float(), "labels": labels, "cls": torch.tensor([0, 1] * 4)}
     before = stage.validate(models, batch, AMP)["val_loss"]
     seen = []
     g = models["G"]
-    hook = g.register_forward_pre_hook(lambda m, a, kw: seen.extend(kw["class_labels"].tolist()), with_kwargs=True)
+    hook = g.register_forward_pre_hook(
+        lambda m, a, kw: seen.extend(kw["class_labels"].tolist()), with_kwargs=True
+    )
     for _ in range(80):
         stage.train_step(models, opts, batch, gen, AMP)
     hook.remove()
-    assert stage.validate(models, batch, AMP)["val_loss"] < 0.7 * before  # the EMA copy denoises better
+    assert (
+        stage.validate(models, batch, AMP)["val_loss"] < 0.7 * before
+    )  # the EMA copy denoises better
     assert 0.3 < seen.count(2) / len(seen) < 0.7  # ~half the classes were the null class
     ema = dict(models["ema"].named_parameters())
-    assert any(not torch.equal(ema[k], v) for k, v in models["G"].named_parameters())  # an average, not a copy
+    assert any(
+        not torch.equal(ema[k], v) for k, v in models["G"].named_parameters()
+    )  # an average, not a copy
 
 
 def _split(n=20, size=32):
@@ -111,9 +150,11 @@ def _split(n=20, size=32):
 def _tiny(**sampling) -> DiffusionConfig:
     cfg = DiffusionConfig()
     return dataclasses.replace(
-        cfg, mask_gan=dataclasses.replace(cfg.mask_gan, epochs=1, g_base=8, d_base=8, z_dim=8),
+        cfg,
+        mask_gan=dataclasses.replace(cfg.mask_gan, epochs=1, g_base=8, d_base=8, z_dim=8),
         denoiser=dataclasses.replace(cfg.denoiser, epochs=2, grid_steps=2, **TINY_UNET),
-        sampling=dataclasses.replace(cfg.sampling, steps=3, **sampling))  # fmt: skip
+        sampling=dataclasses.replace(cfg.sampling, steps=3, **sampling),
+    )
 
 
 def test_mask_gans_are_syncgans_own_stages():
@@ -121,9 +162,18 @@ def test_mask_gans_are_syncgans_own_stages():
 
     train, val, key = _split()
     cfg = _tiny()
-    mine = {s.label: s.name for s in Diffusion.stages(train, val, cfg, key, 0) if s.label.startswith("mask_gan/")}
-    theirs = {s.label: s.name for s in SynCGAN.stages(train, val, SynCGANConfig(masks=cfg.masks, mask_gan=cfg.mask_gan, prior="gan"), key, 0)
-              if s.label.startswith("mask_gan/")}  # fmt: skip
+    mine = {
+        s.label: s.name
+        for s in Diffusion.stages(train, val, cfg, key, 0)
+        if s.label.startswith("mask_gan/")
+    }
+    theirs = {
+        s.label: s.name
+        for s in SynCGAN.stages(
+            train, val, SynCGANConfig(masks=cfg.masks, mask_gan=cfg.mask_gan, prior="gan"), key, 0
+        )
+        if s.label.startswith("mask_gan/")
+    }
     assert mine == theirs and len(mine) == 2  # same cache folders: trained once for both generators
 
 
@@ -135,12 +185,22 @@ def test_the_ratio_study_searches_it_by_name():
     from cytoray.training.search import load_search_space
 
     cfg = load(RatioStudyConfig, None, ["generator.name=diffusion"])
-    assert cfg.name == "diffusion_ratio" and cfg.tune.search_space == "configs/search/diffusion_ratio.yaml"
-    space = load_search_space(resolve_file(cfg.tune.search_space, "tune.search_space"), cfg)  # every key a diffusion setting
+    assert (
+        cfg.name == "diffusion_ratio"
+        and cfg.tune.search_space == "configs/search/diffusion_ratio.yaml"
+    )
+    space = load_search_space(
+        resolve_file(cfg.tune.search_space, "tune.search_space"), cfg
+    )  # every key a diffusion setting
     assert any(k.startswith("generator.denoiser.") for k in space.space)
-    assert load(RatioStudyConfig, None, []).tune.search_space == "configs/search/syncgan_ratio.yaml"  # SynCGAN's stays its own
+    assert (
+        load(RatioStudyConfig, None, []).tune.search_space == "configs/search/syncgan_ratio.yaml"
+    )  # SynCGAN's stays its own
     assert [parse_policy(p).sources for p in ("diffusion", "orig+diffusion", "diffusion-only")] == [
-        ("diffusion",), ("orig", "diffusion"), ("diffusion",)]  # fmt: skip
+        ("diffusion",),
+        ("orig", "diffusion"),
+        ("diffusion",),
+    ]
 
 
 def test_trains_under_ray_train_with_grids_and_sampling_settings_retrain_nothing(tmp_path):
@@ -151,15 +211,28 @@ def test_trains_under_ray_train_with_grids_and_sampling_settings_retrain_nothing
     run = RunConfig(sample_every=1, storage_path=str(tmp_path / "ray"))
     out, res = Diffusion.train(train, val, _tiny(), tmp_path / "b1", tmp_path / "cache", key, run)
     den = res["denoiser"]
-    assert [h["epoch"] for h in den.history] == [0, 1] and all(np.isfinite(h["val_loss"]) for h in den.history)
+    assert [h["epoch"] for h in den.history] == [0, 1] and all(
+        np.isfinite(h["val_loss"]) for h in den.history
+    )
     assert len(den.grids()) == 2  # one grid (map | sample | real) per epoch
     gen = load_bundle(out)
     imgs, masks = gen.sample(4, "malignant", seed=2)
-    assert imgs.shape == (4, 32, 32, 3) and imgs.dtype == np.uint8 and masks.dtype == bool and masks.shape == (4, 32, 32)
-    out2, res2 = Diffusion.train(train, val, _tiny(guidance=4.0), tmp_path / "b2", tmp_path / "cache", key, run)
-    assert all(r.cached for r in res2.values())  # guidance is a sampling setting: every stage from the cache
+    assert (
+        imgs.shape == (4, 32, 32, 3)
+        and imgs.dtype == np.uint8
+        and masks.dtype == bool
+        and masks.shape == (4, 32, 32)
+    )
+    out2, res2 = Diffusion.train(
+        train, val, _tiny(guidance=4.0), tmp_path / "b2", tmp_path / "cache", key, run
+    )
+    assert all(
+        r.cached for r in res2.values()
+    )  # guidance is a sampling setting: every stage from the cache
     again, masks2 = load_bundle(out2).sample(4, "malignant", seed=2)
-    assert np.array_equal(masks, masks2) and not np.array_equal(imgs, again)  # same maps, other guidance
+    assert np.array_equal(masks, masks2) and not np.array_equal(
+        imgs, again
+    )  # same maps, other guidance
 
 
 @pytest.mark.slow
@@ -171,6 +244,8 @@ def test_trains_under_ddp_with_two_workers(tmp_path):
     train, val, key = _split(24)
     run = RunConfig(num_workers=2, storage_path=str(tmp_path / "ray"))
     out, res = Diffusion.train(train, val, _tiny(), tmp_path / "b", tmp_path / "cache", key, run)
-    assert [h["epoch"] for h in res["denoiser"].history] == [0, 1] and all(np.isfinite(h["loss"]) for h in res["denoiser"].history)
+    assert [h["epoch"] for h in res["denoiser"].history] == [0, 1] and all(
+        np.isfinite(h["loss"]) for h in res["denoiser"].history
+    )
     imgs, _ = load_bundle(out).sample(2, "benign", seed=0)
     assert imgs.shape == (2, 32, 32, 3)

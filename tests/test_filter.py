@@ -14,7 +14,10 @@ import pytest
 from cytoray.classify.filter import FilterConfig, FilteredSampler, n_drawn, realism_scores
 from cytoray.errors import ConfigError
 
-D, S = 8, 4  # feature width; constructed images are S x S x 3 = 48 values, the first D carry the features
+D, S = (
+    8,
+    4,
+)  # feature width; constructed images are S x S x 3 = 48 values, the first D carry the features
 CENTRES = {"a": 60.0, "b": 190.0}
 
 
@@ -30,7 +33,10 @@ def image_of(feature: np.ndarray) -> np.ndarray:
 
 def real_features(n: int = 20, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {c: extract(np.stack([image_of(m + rng.normal(0, 6, D)) for _ in range(n)])) for c, m in CENTRES.items()}
+    return {
+        c: extract(np.stack([image_of(m + rng.normal(0, 6, D)) for _ in range(n)]))
+        for c, m in CENTRES.items()
+    }
 
 
 class Constructed:
@@ -57,24 +63,32 @@ class Constructed:
 
 def near(images: np.ndarray, cls: str) -> np.ndarray:
     f = extract(images)
-    return np.linalg.norm(f - CENTRES[cls], axis=1) < np.linalg.norm(f - CENTRES["b" if cls == "a" else "a"], axis=1)
+    return np.linalg.norm(f - CENTRES[cls], axis=1) < np.linalg.norm(
+        f - CENTRES["b" if cls == "a" else "a"], axis=1
+    )
 
 
 @pytest.mark.parametrize("method", ["realism", "centroid", "classifier"])
 @pytest.mark.parametrize("keep,n", [(0.5, 10), (0.75, 9), (0.4, 7)])
 def test_each_filter_keeps_the_share_asked_and_prefers_images_near_the_real_ones(method, keep, n):
     gen = Constructed()
-    fs = FilteredSampler(gen, FilterConfig(method=method, keep=keep), real_features(), extract=extract)
+    fs = FilteredSampler(
+        gen, FilterConfig(method=method, keep=keep), real_features(), extract=extract
+    )
     for cls in ("a", "b"):
         out = fs.sample(n, cls, seed=3)
-        assert out.shape == (n, S, S, 3) and out.dtype == np.uint8  # the policy's count: the ratio holds
+        assert (
+            out.shape == (n, S, S, 3) and out.dtype == np.uint8
+        )  # the policy's count: the ratio holds
         assert gen.calls[-1] == n_drawn(n, keep) == int(np.ceil(n / keep - 1e-9))
         drawn = gen.calls[-1]
         n_near = (drawn + 1) // 2  # even draws
         # Every kept image is a near one while there are enough of them; beyond that all near ones are kept.
         assert near(out, cls).sum() == min(n, n_near)
         rec = fs.records[cls]
-        assert rec.kept == n and len(rec.ranked) == drawn and np.all(np.diff(rec.scores) <= 0)  # best first
+        assert (
+            rec.kept == n and len(rec.ranked) == drawn and np.all(np.diff(rec.scores) <= 0)
+        )  # best first
     st = fs.stats()
     assert st["filter_rejected_share"] == pytest.approx(1 - 2 * n / (2 * n_drawn(n, keep)))
     assert st["filter_rejected_share/a"] == pytest.approx(1 - n / n_drawn(n, keep))
@@ -84,7 +98,9 @@ def test_a_filter_orders_by_distance_not_by_draw_order():
     """Within the near images, the nearest come first (centroid: distance to the class mean)."""
     real = real_features()
     rng = np.random.default_rng(1)
-    offsets = rng.permutation(np.arange(1, 9)) * 8.0  # distinct distances from the centroid, shuffled
+    offsets = (
+        rng.permutation(np.arange(1, 9)) * 8.0
+    )  # distinct distances from the centroid, shuffled
     centre = real["a"].mean(0)
     images = np.stack([image_of(centre + o) for o in offsets])
 
@@ -95,7 +111,10 @@ def test_a_filter_orders_by_distance_not_by_draw_order():
     fs = FilteredSampler(Fixed(), FilterConfig(method="centroid", keep=0.5), real, extract=extract)
     kept = fs.sample(4, "a")
     d = np.linalg.norm(extract(kept) - centre, axis=1)
-    assert np.all(np.diff(d) > 0) and d.max() < np.sort(np.linalg.norm(extract(images) - centre, axis=1))[4]
+    assert (
+        np.all(np.diff(d) > 0)
+        and d.max() < np.sort(np.linalg.norm(extract(images) - centre, axis=1))[4]
+    )
 
 
 def test_realism_score_agrees_with_precision():
@@ -106,21 +125,29 @@ def test_realism_score_agrees_with_precision():
     fake = extract(np.stack(Constructed().sample(30, "a", seed=5)))
     s = realism_scores(fake, real, k=5)
     assert np.mean(s > -1) == pytest.approx(prdc(real, fake, k=5)["precision"])
-    assert (s[1::2] <= -1).all() and np.mean(s[::2] > -1) > 0.5  # the other class's outside, most near ones inside
+    assert (s[1::2] <= -1).all() and np.mean(
+        s[::2] > -1
+    ) > 0.5  # the other class's outside, most near ones inside
     assert s[::2].min() > s[1::2].max()  # and every near one ranks above every far one
 
 
 def test_masks_follow_their_images_and_none_draws_exactly_n():
     gen = Constructed(with_masks=True)
-    fs = FilteredSampler(gen, FilterConfig(method="centroid", keep=0.5), real_features(), extract=extract)
+    fs = FilteredSampler(
+        gen, FilterConfig(method="centroid", keep=0.5), real_features(), extract=extract
+    )
     images, masks = fs.sample(6, "a", seed=2)
     ref_images, ref_masks = Constructed(with_masks=True).sample(12, "a", seed=2)
     for im, m in zip(images, masks):
         j = next(i for i in range(12) if np.array_equal(ref_images[i], im))
         assert np.array_equal(ref_masks[j], m)
-    plain = FilteredSampler(gen, FilterConfig(method="none", keep=0.5), real_features(), extract=extract)
+    plain = FilteredSampler(
+        gen, FilterConfig(method="none", keep=0.5), real_features(), extract=extract
+    )
     images, _ = plain.sample(6, "a", seed=2)
-    assert gen.calls[-1] == 6 and len(images) == 6 and plain.stats() == {}  # nothing to rank by: keep ignored
+    assert (
+        gen.calls[-1] == 6 and len(images) == 6 and plain.stats() == {}
+    )  # nothing to rank by: keep ignored
 
 
 def test_bad_settings_are_refused():
@@ -129,7 +156,12 @@ def test_bad_settings_are_refused():
     with pytest.raises(ConfigError, match="filter.keep"):
         FilterConfig(method="centroid", keep=1.5).validate()
     with pytest.raises(ConfigError, match="at least 2 classes"):
-        FilteredSampler(Constructed(), FilterConfig(method="classifier", keep=0.5), {"a": real_features()["a"]}, extract=extract)
+        FilteredSampler(
+            Constructed(),
+            FilterConfig(method="classifier", keep=0.5),
+            {"a": real_features()["a"]},
+            extract=extract,
+        )
 
 
 def test_grid_of_best_and_worst_kept(tmp_path):
@@ -137,16 +169,22 @@ def test_grid_of_best_and_worst_kept(tmp_path):
 
     from cytoray.experiments.common import write_filter_grids
 
-    fs = FilteredSampler(Constructed(), FilterConfig(method="realism", keep=0.5), real_features(), extract=extract)
+    fs = FilteredSampler(
+        Constructed(), FilterConfig(method="realism", keep=0.5), real_features(), extract=extract
+    )
     for c in ("a", "b"):
         fs.sample(8, c, seed=0)
     rows = fs.best_and_worst(k=4)
-    assert set(rows["a"]) == {"best kept", "worst kept", "best rejected"} and all(near(rows["a"]["best kept"], "a"))
+    assert set(rows["a"]) == {"best kept", "worst kept", "best rejected"} and all(
+        near(rows["a"]["best kept"], "a")
+    )
     assert not near(rows["a"]["best rejected"], "a").any()
     write_filter_grids(tmp_path, fs, "constructed", k=4)
     for c in ("a", "b"):
         im = Image.open(tmp_path / f"filter_{c}.png")
-        assert im.size[0] > 4 * 96 and im.size[1] > 3 * 96  # 3 rows of 4 tiles, scaled up to readable tiles
+        assert (
+            im.size[0] > 4 * 96 and im.size[1] > 3 * 96
+        )  # 3 rows of 4 tiles, scaled up to readable tiles
 
 
 def test_default_features_are_the_offline_inception_on_cells():
@@ -157,7 +195,10 @@ def test_default_features_are_the_offline_inception_on_cells():
 
     sim = simulate(kind="cytology", n=12, size=32, seed=0)
     cells = sim.images[sim.labels == 0]
-    real = {"benign": inception_features(cells[:4]), "malignant": inception_features(sim.images[sim.labels == 1][:4])}
+    real = {
+        "benign": inception_features(cells[:4]),
+        "malignant": inception_features(sim.images[sim.labels == 1][:4]),
+    }
     noise = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
     pool = np.concatenate([noise[:1], cells[4:6], noise[1:]])  # noise, cell, cell, noise
 
@@ -211,16 +252,28 @@ def test_baselines_filtered_cell_ranks_against_the_split_training_images(tmp_pat
         x = np.asarray(x)
         return extract(x.transpose(0, 2, 3, 1) if x.shape[1] == 3 else x)
 
-    monkeypatch.setattr("cytoray.metrics.fidelity.inception_features", features)  # what FilteredSampler and the cache call
+    monkeypatch.setattr(
+        "cytoray.metrics.fidelity.inception_features", features
+    )  # what FilteredSampler and the cache call
     real = real_features(6)
     images = np.concatenate([np.stack([image_of(f) for f in real[c]]) for c in ("a", "b")])
-    train = ImageSet(images=images, labels=np.repeat([0, 1], 6), class_names=("a", "b"), names=[f"{i}.png" for i in range(12)],
-                     sha256=[str(i) for i in range(12)])  # fmt: skip
+    train = ImageSet(
+        images=images,
+        labels=np.repeat([0, 1], 6),
+        class_names=("a", "b"),
+        names=[f"{i}.png" for i in range(12)],
+        sha256=[str(i) for i in range(12)],
+    )
     cfg = BaselinesConfig()
     cfg.filter = F.FilterConfig(method="centroid", keep=0.5)
     gen = Constructed()
-    samplers = filtered_samplers(cfg, {"hash": "h0", "train": train}, {"gan": gen}, tmp_path / "cache")
-    assert isinstance(samplers["gan"], F.FilteredSampler) and (tmp_path / "cache" / "features").is_dir()
+    samplers = filtered_samplers(
+        cfg, {"hash": "h0", "train": train}, {"gan": gen}, tmp_path / "cache"
+    )
+    assert (
+        isinstance(samplers["gan"], F.FilteredSampler)
+        and (tmp_path / "cache" / "features").is_dir()
+    )
     for c in ("a", "b"):
         out = samplers["gan"].sample(6, c, seed=1)
         assert len(out) == 6 and gen.calls[-1] == 12 and near(out, c).all()
@@ -228,6 +281,12 @@ def test_baselines_filtered_cell_ranks_against_the_split_training_images(tmp_pat
     gfig.mkdir()
     (gfig / "real_vs_synthetic.png").write_bytes(b"the generator's figure")
     rep = filter_report(samplers, tmp_path / "cell", str(gfig), "gan-filtered (split 0)")
-    assert rep["filter_rejected_share"] == pytest.approx(0.5) and rep["filter_rejected_share/a"] == pytest.approx(0.5)
-    assert {p.name for p in (tmp_path / "cell").iterdir()} == {"real_vs_synthetic.png", "filter_a.png", "filter_b.png"}
+    assert rep["filter_rejected_share"] == pytest.approx(0.5) and rep[
+        "filter_rejected_share/a"
+    ] == pytest.approx(0.5)
+    assert {p.name for p in (tmp_path / "cell").iterdir()} == {
+        "real_vs_synthetic.png",
+        "filter_a.png",
+        "filter_b.png",
+    }
     assert rep["figures"] == str(tmp_path / "cell")

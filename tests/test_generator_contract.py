@@ -19,7 +19,9 @@ from cytoray.generators import generator_names, get_generator, load_bundle
 
 SIZE = 32  # the smallest size every generator takes (PatchGAN's 3 layers need >= 24 px)
 SHRINK = {"epochs": 1, "z_dim": 8, "base": 8, "width": 8, "steps": 2, "blocks": 2, "n_blocks": 2}
-EXTRA = {"refined-sim": {"pool": 16, "holdout": 4}}  # its per-epoch image pool and validation images
+EXTRA = {
+    "refined-sim": {"pool": 16, "holdout": 4}
+}  # its per-epoch image pool and validation images
 
 
 def tiny(cfg):
@@ -42,7 +44,9 @@ def config_for(name: str):
     from cytoray.config import from_dict, to_dict
 
     cfg = tiny(get_generator(name).Config())
-    return from_dict(type(cfg), {**to_dict(cfg), **EXTRA.get(name, {})}, f"tiny {name}")  # validated like a user's
+    return from_dict(
+        type(cfg), {**to_dict(cfg), **EXTRA.get(name, {})}, f"tiny {name}"
+    )  # validated like a user's
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +75,27 @@ def test_generator_contract(name, data, tmp_path):
     else:
         train, val = c_train, c_val
     cfg = config_for(name)
-    out, _ = gen_cls.train(train, val, cfg, tmp_path / "bundle", tmp_path / "cache", "k", RunConfig(storage_path=str(tmp_path / "ray")))
+    out, _ = gen_cls.train(
+        train,
+        val,
+        cfg,
+        tmp_path / "bundle",
+        tmp_path / "cache",
+        "k",
+        RunConfig(storage_path=str(tmp_path / "ray")),
+    )
     gen = load_bundle(out)
     assert type(gen) is gen_cls and list(gen.classes) == list(c_train.class_names)
     for cls in gen.classes:
         imgs, masks = gen.sample(3, cls, seed=5)
-        assert imgs.dtype == np.uint8 and imgs.shape == (3, SIZE, SIZE, 3), (cls, imgs.dtype, imgs.shape)
-        assert masks is None or (np.asarray(masks).dtype == bool and np.asarray(masks).shape == (3, SIZE, SIZE))
+        assert imgs.dtype == np.uint8 and imgs.shape == (3, SIZE, SIZE, 3), (
+            cls,
+            imgs.dtype,
+            imgs.shape,
+        )
+        assert masks is None or (
+            np.asarray(masks).dtype == bool and np.asarray(masks).shape == (3, SIZE, SIZE)
+        )
         assert imgs.std() > 0  # not a blank canvas
         assert np.array_equal(imgs, gen.sample(3, cls, seed=5)[0])  # seeded
     with pytest.raises(CytorayError, match="not in this generator"):

@@ -16,11 +16,19 @@ import numpy as np
 import pytest
 import torch
 
-from cytoray.generators.gan import CGANConfig, CGANStage, LatentGANConfig, MaskGANStage, VanillaGANStage, masks_to_unit, stage_params
-from cytoray.nets.images import to_unit
+from cytoray.generators.gan import (
+    CGANConfig,
+    CGANStage,
+    LatentGANConfig,
+    MaskGANStage,
+    VanillaGANStage,
+    masks_to_unit,
+    stage_params,
+)
 from cytoray.generators.losses import d_targets
 from cytoray.generators.syncgan import SynCGANConfig
 from cytoray.generators.vanilla import GANConfig
+from cytoray.nets.images import to_unit
 from cytoray.training.config import RunConfig
 from cytoray.training.runner import POLL_ENV
 from cytoray.training.stage import amp_context
@@ -40,7 +48,9 @@ def test_label_smoothing_ranges_and_flip_rate():
     assert fake.min() >= 0.0 and fake.max() <= 0.1
     assert torch.equal(real[:, :, 0, 0], real[:, :, 1, 1])  # one target per sample, whole patch map
     flipped = d_targets(like, True, 0.9, 0.1, 0.2, g)[:, 0, 0, 0]
-    assert abs((flipped <= 0.1).float().mean().item() - 0.2) < 0.02  # ~20% of real targets became fake
+    assert (
+        abs((flipped <= 0.1).float().mean().item() - 0.2) < 0.02
+    )  # ~20% of real targets became fake
     hard = d_targets(like, True)
     assert torch.all(hard == 1.0)
 
@@ -77,11 +87,24 @@ def test_dihedral_gives_each_image_one_of_the_eight_symmetries():
 def test_mask_gan_discriminator_sees_the_augmented_real_masks(augment):
     m, _ = _tiny_pairs(n=8)
     real = torch.from_numpy(m)
-    stage = MaskGANStage({**stage_params(LatentGANConfig(augment=augment, diffaug=""), 32), "g_base": 8, "d_base": 8, "z_dim": 8})
+    stage = MaskGANStage(
+        {
+            **stage_params(LatentGANConfig(augment=augment, diffaug=""), 32),
+            "g_base": 8,
+            "d_base": 8,
+            "z_dim": 8,
+        }
+    )
     models = stage.build(torch.device("cpu"))
     seen = []
     models["D"].register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
-    stage.train_step(models, stage.optimizers(models), {"mask": real}, torch.Generator().manual_seed(3), amp_context(torch.device("cpu"), False))
+    stage.train_step(
+        models,
+        stage.optimizers(models),
+        {"mask": real},
+        torch.Generator().manual_seed(3),
+        amp_context(torch.device("cpu"), False),
+    )
     d_real = seen[0]  # D's first call of a step is on the real batch
     same = [torch.equal(a, b) for a, b in zip(d_real, real)]
     if augment == "none":
@@ -89,7 +112,9 @@ def test_mask_gan_discriminator_sees_the_augmented_real_masks(augment):
     else:
         assert not all(same)
         for a, b in zip(d_real, real):
-            assert any(torch.equal(a, torch.rot90(v, k, (1, 2))) for v in (b, b.flip(2)) for k in range(4))
+            assert any(
+                torch.equal(a, torch.rot90(v, k, (1, 2))) for v in (b, b.flip(2)) for k in range(4)
+            )
 
 
 # ----------------------------------------------------------------------------- steps
@@ -106,10 +131,13 @@ def test_cgan_step_losses_fall():
     torch.manual_seed(0)
     m, x = _tiny_pairs()
     stage = CGANStage({**stage_params(CGANConfig(), 32), "g_base": 8, "d_base": 8, "lr": 1e-3})
-    models, = (stage.build(torch.device("cpu")),)
+    (models,) = (stage.build(torch.device("cpu")),)
     opts, gen = stage.optimizers(models), torch.Generator().manual_seed(0)
     batch = {"mask": torch.from_numpy(m), "image": torch.from_numpy(x)}
-    hist = [stage.train_step(models, opts, batch, gen, amp_context(torch.device("cpu"), False)) for _ in range(40)]
+    hist = [
+        stage.train_step(models, opts, batch, gen, amp_context(torch.device("cpu"), False))
+        for _ in range(40)
+    ]
     assert np.mean([h["mse"] for h in hist[-5:]]) < 0.5 * np.mean([h["mse"] for h in hist[:3]])
     assert np.mean([h["loss_g"] for h in hist[-5:]]) < np.mean([h["loss_g"] for h in hist[:3]])
     val = stage.val_loss(models, batch, amp_context(torch.device("cpu"), False))
@@ -126,26 +154,50 @@ def test_cgan_step_draws_its_noise_from_the_stage_generator():
     batch = {"mask": torch.from_numpy(m), "image": torch.from_numpy(x)}
 
     def step(global_seed: int, stage_seed: int) -> dict:
-        stage = CGANStage(stage_params(CGANConfig(g_base=4, d_base=4, full_res=4, dropout=0.0, diffaug="", ema=0.0), 32))
+        stage = CGANStage(
+            stage_params(
+                CGANConfig(g_base=4, d_base=4, full_res=4, dropout=0.0, diffaug="", ema=0.0), 32
+            )
+        )
         torch.manual_seed(0)
         models = stage.build(torch.device("cpu"))
         opts = stage.optimizers(models)
         torch.manual_seed(global_seed)
-        return stage.train_step(models, opts, batch, torch.Generator().manual_seed(stage_seed), amp_context(torch.device("cpu"), False))
+        return stage.train_step(
+            models,
+            opts,
+            batch,
+            torch.Generator().manual_seed(stage_seed),
+            amp_context(torch.device("cpu"), False),
+        )
 
     a, b, c = step(1, 0), step(2, 0), step(1, 5)
     assert a == b and a["loss_g"] != c["loss_g"]
 
 
-@pytest.mark.parametrize("name,key,aug", [("mask_gan", "mask", {}), ("gan", "image", {}), ("mask_gan", "mask", {"augment": "none"}),
-                                          ("gan", "image", {"augment": "none"})])  # fmt: skip
+@pytest.mark.parametrize(
+    "name,key,aug",
+    [
+        ("mask_gan", "mask", {}),
+        ("gan", "image", {}),
+        ("mask_gan", "mask", {"augment": "none"}),
+        ("gan", "image", {"augment": "none"}),
+    ],
+)
 def test_latent_gan_learns_foreground_fraction(name, key, aug):
     """The mask GAN (and RGB control) move their output statistics toward the real data, with
     (default) and without the dihedral augmentation of the real images."""
     torch.manual_seed(0)
     m, x = _tiny_pairs(n=16)
     data = torch.from_numpy(m if key == "mask" else x)
-    p = {**stage_params(LatentGANConfig(**aug), 32), "g_base": 8, "d_base": 8, "z_dim": 16, "lr_g": 2e-3, "lr_d": 2e-4}
+    p = {
+        **stage_params(LatentGANConfig(**aug), 32),
+        "g_base": 8,
+        "d_base": 8,
+        "z_dim": 16,
+        "lr_g": 2e-3,
+        "lr_d": 2e-4,
+    }
     stage = {"mask_gan": MaskGANStage, "gan": VanillaGANStage}[name](p)
     models = stage.build(torch.device("cpu"))
     opts, gen = stage.optimizers(models), torch.Generator().manual_seed(0)
@@ -160,7 +212,9 @@ def test_latent_gan_learns_foreground_fraction(name, key, aug):
 
     before = gap()
     for _ in range(60):
-        h = stage.train_step(models, opts, {key: data}, gen, amp_context(torch.device("cpu"), False))
+        h = stage.train_step(
+            models, opts, {key: data}, gen, amp_context(torch.device("cpu"), False)
+        )
         assert np.isfinite(h["loss_d"]) and np.isfinite(h["loss_g"])
     assert gap() < before
 
@@ -169,9 +223,13 @@ def test_latent_gan_learns_foreground_fraction(name, key, aug):
 
 
 def _cfg(tmp: Path, epochs: int = 2) -> SimpleNamespace:
-    cfg = SimpleNamespace(syncgan=SynCGANConfig(prior="gan"))  # every stage kind; the bank prior reuses its CGAN
+    cfg = SimpleNamespace(
+        syncgan=SynCGANConfig(prior="gan")
+    )  # every stage kind; the bank prior reuses its CGAN
     cfg.syncgan.cgan = dataclasses.replace(cfg.syncgan.cgan, epochs=epochs, g_base=8, d_base=8)
-    cfg.syncgan.mask_gan = dataclasses.replace(cfg.syncgan.mask_gan, epochs=epochs, g_base=8, d_base=8, z_dim=16)
+    cfg.syncgan.mask_gan = dataclasses.replace(
+        cfg.syncgan.mask_gan, epochs=epochs, g_base=8, d_base=8, z_dim=16
+    )
     cfg.gan = GANConfig(epochs=epochs, g_base=8, d_base=8, z_dim=16)
     cfg.run = RunConfig(sample_every=1, storage_path=str(tmp / "ray"))
     return cfg
@@ -189,8 +247,18 @@ def trained(tmp_path_factory):
     man, _ = make_manifest(ds, [3, 1, 1], 0)
     train, val = ds.subset(man.indices("train")), ds.subset(man.indices("val"))
     cfg = _cfg(tmp)
-    out, res = SynCGAN.train(train, val, cfg.syncgan, tmp / "bundle", tmp / "cache", man.hash, cfg.run)
-    return {"tmp": tmp, "out": out, "res": res, "cfg": cfg, "train": train, "val": val, "hash": man.hash}
+    out, res = SynCGAN.train(
+        train, val, cfg.syncgan, tmp / "bundle", tmp / "cache", man.hash, cfg.run
+    )
+    return {
+        "tmp": tmp,
+        "out": out,
+        "res": res,
+        "cfg": cfg,
+        "train": train,
+        "val": val,
+        "hash": man.hash,
+    }
 
 
 def test_syncgan_trains_all_stages_and_samples(trained):
@@ -220,11 +288,21 @@ def test_bank_prior_draws_warped_training_maps_without_a_mask_gan(trained):
     from cytoray.masks.warp import unpack_maps
 
     cfg, tmp = dataclasses.replace(trained["cfg"].syncgan, prior="bank"), trained["tmp"]
-    out, res = SynCGAN.train(trained["train"], trained["val"], cfg, tmp / "bank", tmp / "cache", trained["hash"], trained["cfg"].run)
+    out, res = SynCGAN.train(
+        trained["train"],
+        trained["val"],
+        cfg,
+        tmp / "bank",
+        tmp / "cache",
+        trained["hash"],
+        trained["cfg"].run,
+    )
     assert set(res) == {"cgan"} and not list(out.glob("mask_gan_*"))
     gen = load_bundle(out)
     real = unpack_maps(gen.meta["bank"]["malignant"])
-    assert len(real) == int((trained["train"].labels == trained["train"].class_names.index("malignant")).sum())
+    assert len(real) == int(
+        (trained["train"].labels == trained["train"].class_names.index("malignant")).sum()
+    )
     imgs, maps = gen.sample_maps(6, "malignant", seed=1)
     assert imgs.shape == (6, 32, 32, 3) and maps.shape == (6, 32, 32) and maps.dtype == np.uint8
     assert set(np.unique(maps)) <= set(np.unique(real)) and len(np.unique(maps)) > 1
@@ -240,9 +318,20 @@ def test_stage_cache_reuses_finished_stages(trained):
 
     t0 = time.perf_counter()
     cfg = trained["cfg"]
-    _, res = SynCGAN.train(trained["train"], trained["val"], cfg.syncgan, trained["tmp"] / "b2", trained["tmp"] / "cache", trained["hash"], cfg.run)
+    _, res = SynCGAN.train(
+        trained["train"],
+        trained["val"],
+        cfg.syncgan,
+        trained["tmp"] / "b2",
+        trained["tmp"] / "cache",
+        trained["hash"],
+        cfg.run,
+    )
     assert all(r.cached for r in res.values()) and time.perf_counter() - t0 < 30
-    cfg, cfg2 = cfg.syncgan, dataclasses.replace(cfg.syncgan, cgan=dataclasses.replace(cfg.syncgan.cgan, lam=50.0))  # only the CGAN changes
+    cfg, cfg2 = (
+        cfg.syncgan,
+        dataclasses.replace(cfg.syncgan, cgan=dataclasses.replace(cfg.syncgan.cgan, lam=50.0)),
+    )  # only the CGAN changes
     keys = {k: r.dir.parent.name for k, r in trained["res"].items()}
     from cytoray.training.stage import stage_key
 
@@ -256,7 +345,9 @@ def test_epochs_are_not_paced_by_ray_trains_poll(trained):
     # report waits for it, so each tiny epoch used to last ~2 s; cytoray polls every 0.1 s.
     # Idle time between one epoch's training steps and the next epoch's start, over the job's
     # 6 epochs (2 mask GANs and the CGAN, 2 epochs each): ~0.04 s now, ~1.9 s with a 2 s poll.
-    hist = sorted((h for r in trained["res"].values() for h in r.history), key=lambda h: h["epoch_start"])
+    hist = sorted(
+        (h for r in trained["res"].values() for h in r.history), key=lambda h: h["epoch_start"]
+    )
     idle = [b["epoch_start"] - a["epoch_start"] - a["epoch_s"] for a, b in zip(hist, hist[1:])]
     assert len(idle) == 5 and float(np.median(idle)) < 0.75, idle
 
@@ -266,7 +357,15 @@ def test_vanilla_gan_control(tmp_path, trained):
     from cytoray.generators.vanilla import VanillaGAN
 
     cfg = _cfg(tmp_path)
-    out, res = VanillaGAN.train(trained["train"], trained["val"], cfg.gan, tmp_path / "gan", tmp_path / "cache", trained["hash"], cfg.run)
+    out, res = VanillaGAN.train(
+        trained["train"],
+        trained["val"],
+        cfg.gan,
+        tmp_path / "gan",
+        tmp_path / "cache",
+        trained["hash"],
+        cfg.run,
+    )
     assert set(res) == {"gan/benign", "gan/malignant"}
     imgs, masks = load_bundle(out).sample(3, "benign")
     assert imgs.shape == (3, 32, 32, 3) and masks is None
@@ -296,8 +395,15 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path):
     # ~40 s: a wide window to kill the job between its second checkpoint and its end.
     env = {**os.environ, "PYTHONUNBUFFERED": "1", POLL_ENV: "1.0"}
     epochs = 40
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(epochs)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path), str(epochs)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     ckpts: list = []
     deadline = time.time() + 240
     while time.time() < deadline and len(ckpts) < 2:  # keep_checkpoints=2
@@ -309,8 +415,14 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path):
     assert ckpts, "no checkpoint was written before the deadline"
     assert not list(tmp_path.glob("resume-*/final/done.json"))
     # the resumed job need not be slow: the default poll (0.1 s) runs its remaining epochs in seconds
-    r = subprocess.run([sys.executable, str(script), str(tmp_path), str(epochs)], cwd=ROOT, env={**env, POLL_ENV: "0.1"},
-                       capture_output=True, text=True, timeout=400)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), str(epochs)],
+        cwd=ROOT,
+        env={**env, POLL_ENV: "0.1"},
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     assert "resumed after epoch" in out
@@ -318,4 +430,6 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path):
     assert first >= 1
     epochs_seen = json.loads(out.split("EPOCHS")[1].splitlines()[0].strip())
     assert epochs_seen == list(range(epochs))  # nothing lost, nothing repeated in the history
-    assert f"epoch {first}/{epochs}" not in out.split("resumed after epoch")[1]  # the finished epochs were not rerun
+    assert (
+        f"epoch {first}/{epochs}" not in out.split("resumed after epoch")[1]
+    )  # the finished epochs were not rerun

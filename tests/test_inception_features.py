@@ -33,22 +33,34 @@ def gram(f: torch.Tensor) -> torch.Tensor:
 def test_stages_are_the_fid_network():
     from cytoray.metrics import fidelity as F
 
-    img = (torch.rand(1, 3, 299, 299, generator=torch.Generator().manual_seed(0)) * 255).round().to(torch.uint8)
+    img = (
+        (torch.rand(1, 3, 299, 299, generator=torch.Generator().manual_seed(0)) * 255)
+        .round()
+        .to(torch.uint8)
+    )
     feats = I.InceptionFeatures(I.LAYERS, scale=1, min_side=None)(img.float() / 255)
     assert list(feats) == list(I.LAYERS)
     for name, _, channels in I.STAGES:  # names, channels and sizes as in TF's graph at 299 px
-        assert feats[name].shape == (1, channels, I.out_side(name, 299), I.out_side(name, 299)), name
+        assert feats[name].shape == (1, channels, I.out_side(name, 299), I.out_side(name, 299)), (
+            name
+        )
     # Mean-pooled Mixed_7c is the verified 2048-d FID feature of the same image.
-    np.testing.assert_allclose(feats["Mixed_7c"].mean((2, 3)).numpy(), F.inception_features(img), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        feats["Mixed_7c"].mean((2, 3)).numpy(), F.inception_features(img), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_sizes_and_errors():
-    assert I.min_side_for(["Mixed_6b"]) == 43 and I.min_side_for(["Mixed_7c"]) == 75  # torchvision: 75 px
+    assert (
+        I.min_side_for(["Mixed_6b"]) == 43 and I.min_side_for(["Mixed_7c"]) == 75
+    )  # torchvision: 75 px
     tiny = I.InceptionFeatures(["Mixed_6b"], scale=1, min_side=None)
     assert tiny(torch.rand(1, 3, 43, 43))["Mixed_6b"].shape[-2:] == (1, 1)
     with pytest.raises(CytorayError, match="need >= 43 px"):
         tiny(torch.rand(1, 3, 42, 42))
-    up = I.InceptionFeatures(["Conv2d_1a_3x3"])  # defaults: 2x, and at least 150 px on the short side
+    up = I.InceptionFeatures(
+        ["Conv2d_1a_3x3"]
+    )  # defaults: 2x, and at least 150 px on the short side
     side = lambda n: I.out_side("Conv2d_1a_3x3", n)  # noqa: E731
     assert up(torch.rand(1, 3, 32, 48))["Conv2d_1a_3x3"].shape[-2:] == (side(150), side(225))
     assert up(torch.rand(1, 3, 100, 100))["Conv2d_1a_3x3"].shape[-1] == side(200)
@@ -67,7 +79,9 @@ def test_gradients_reach_the_pixels_and_weights_stay_frozen():
     out = feats(x)
     assert set(out) == {I.CONTENT_LAYER, *I.STYLE_LAYERS}
     sum(v.pow(2).mean() for v in out.values()).backward()
-    assert x.grad is not None and x.grad.shape == x.shape and x.grad.is_contiguous()  # L-BFGS views it flat
+    assert (
+        x.grad is not None and x.grad.shape == x.shape and x.grad.is_contiguous()
+    )  # L-BFGS views it flat
     assert torch.isfinite(x.grad).all() and x.grad.abs().mean() > 0
     net = I.load_net("cpu")
     assert all(not p.requires_grad and p.grad is None for p in net.parameters())
@@ -84,7 +98,9 @@ def test_style_transfer_on_these_features_moves_the_style():
 
     def losses(x):
         f = feats(x)
-        return (f[I.CONTENT_LAYER] - tc).pow(2).mean(), sum((gram(f[n]) - ts[n]).pow(2).mean() for n in I.STYLE_LAYERS)
+        return (f[I.CONTENT_LAYER] - tc).pow(2).mean(), sum(
+            (gram(f[n]) - ts[n]).pow(2).mean() for n in I.STYLE_LAYERS
+        )
 
     x = content.clone().requires_grad_(True)
     opt = torch.optim.LBFGS([x], max_iter=20, line_search_fn="strong_wolfe")
@@ -104,7 +120,9 @@ def test_style_transfer_on_these_features_moves_the_style():
         after = losses(out)[1].item()
     dist = lambda a: (a.mean((0, 2, 3)) - style.mean((0, 2, 3))).abs().sum().item()  # noqa: E731
     assert after < before / 20, (before, after)  # measured: /132
-    assert (out - content).abs().mean() > 0.05  # the picture changed, not its last bits (measured 0.44)
+    assert (
+        out - content
+    ).abs().mean() > 0.05  # the picture changed, not its last bits (measured 0.44)
     # ... towards the style's colours: mean-RGB distance to the style 1.31 -> 0.02 measured
     assert dist(out) < dist(content) / 4
 
@@ -115,7 +133,14 @@ def test_real_features_choices(tmp_path, capsys):
     feats, ident = I.real_features("random", allow_random=True, seed=3)
     assert ident.startswith("vgg19-random-seed3") and I.RANDOM_LABEL in ident and I.is_random(ident)
     assert I.RANDOM_LABEL in capsys.readouterr().err
-    assert set(feats(torch.rand(1, 3, 32, 32))) == {"conv4_2", "conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"}
+    assert set(feats(torch.rand(1, 3, 32, 32))) == {
+        "conv4_2",
+        "conv1_1",
+        "conv2_1",
+        "conv3_1",
+        "conv4_1",
+        "conv5_1",
+    }
     with pytest.raises(CytorayError, match="random-weight features"):
         I.check_real(ident, what="nst")
     I.check_real(ident, allow_random=True)
@@ -128,7 +153,9 @@ def test_real_features_choices(tmp_path, capsys):
     from torchvision.models.vgg import cfgs, make_layers
 
     path = tmp_path / "vgg19.pth"
-    torch.save(make_layers(cfgs["E"]).state_dict(), path)  # a bare `features` state dict, built fast
+    torch.save(
+        make_layers(cfgs["E"]).state_dict(), path
+    )  # a bare `features` state dict, built fast
     feats, ident = I.real_features("vgg19", ["conv1_1"], vgg_weights=path)
     assert ident == f"vgg19-imagenet:{path.resolve()}" and not I.is_random(ident)
     with pytest.raises(CytorayError, match="inception, vgg19, random"):

@@ -18,7 +18,16 @@ import pytest
 from skimage.draw import disk
 
 from cytoray.errors import ConfigError, DataError
-from cytoray.masks import MaskParams, MasksConfig, dataset_masks, format_summary, nucleus_mask, nucleus_mask_report, run_masks, stardist_reference
+from cytoray.masks import (
+    MaskParams,
+    MasksConfig,
+    dataset_masks,
+    format_summary,
+    nucleus_mask,
+    nucleus_mask_report,
+    run_masks,
+    stardist_reference,
+)
 from cytoray.masks.stain import otsu_haematoxylin
 from cytoray.metrics.segmentation import dice, iou
 
@@ -40,7 +49,9 @@ def drawn_image(size: int = 96, seed: int = 0, rbc: bool = False, bright: bool =
     truth = np.zeros((size, size), bool)
     centres = [(r, c) for r in range(14, size - 10, 24) for c in range(14, size - 10, 24)]
     for i, (r, c) in enumerate(centres):
-        rr, cc = disk((r + rng.integers(-3, 4), c + rng.integers(-3, 4)), rng.uniform(5, 8), shape=truth.shape)
+        rr, cc = disk(
+            (r + rng.integers(-3, 4), c + rng.integers(-3, 4)), rng.uniform(5, 8), shape=truth.shape
+        )
         if rbc and i % 2:
             img[rr, cc] = RBC_RGB
         else:
@@ -63,7 +74,9 @@ def test_dice_iou_known_cases():
     empty = np.zeros((3, 3), bool)
     assert dice(empty, empty) == iou(empty, empty) == 1.0  # nothing to find, nothing found
     assert dice(empty, np.eye(3)) == iou(np.eye(3), empty) == 0.0
-    assert dice(np.array([[0, 255]], np.uint8), np.array([[False, True]])) == 1.0  # nonzero = foreground
+    assert (
+        dice(np.array([[0, 255]], np.uint8), np.array([[False, True]])) == 1.0
+    )  # nonzero = foreground
     with pytest.raises(ValueError, match="shapes differ"):
         dice(np.zeros((2, 2)), np.zeros((2, 3)))
 
@@ -118,7 +131,9 @@ def test_quality_flags_name_the_problem():
 
     def flags(rgb, mask):
         bands = detect_bands(rgb)
-        return {f["flag"]: f["reason"] for f in quality_flags(rgb, mask, bands.content(), bands, params)}
+        return {
+            f["flag"]: f["reason"] for f in quality_flags(rgb, mask, bands.content(), bands, params)
+        }
 
     assert flags(img, truth) == {}
     assert "the mask marks background" in flags(img, ~truth)["inverted"]
@@ -126,7 +141,10 @@ def test_quality_flags_name_the_problem():
     assert "covers" in flags(img, whole) and "masks.max_cover=0.6" in flags(img, whole)["covers"]
     padded = img.copy()
     padded[:, :12] = (90, 80, 120)  # a purple band on the left, as Herlev pads
-    assert "left 12 px" in flags(padded, truth | (np.arange(truth.shape[1]) < 14)[None, :])["touches_padding"]
+    assert (
+        "left 12 px"
+        in flags(padded, truth | (np.arange(truth.shape[1]) < 14)[None, :])["touches_padding"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -139,17 +157,28 @@ def sims64():
 # Measured on these images (seed 0, 8 per kind at 64 px): stain cytology 0.833, histology 0.914;
 # syncgan 0.930 / 0.956. The simulator now pads 30% of images and draws Giemsa-like blue
 # cytoplasm that is haematoxylin-like in colour, which costs the stain method on cytology.
-@pytest.mark.parametrize("kind,method,floor", [("cytology", "stain", 0.80), ("histology", "stain", 0.88),
-                                               ("cytology", "syncgan", 0.90), ("histology", "syncgan", 0.93)])  # fmt: skip
+@pytest.mark.parametrize(
+    "kind,method,floor",
+    [
+        ("cytology", "stain", 0.80),
+        ("histology", "stain", 0.88),
+        ("cytology", "syncgan", 0.90),
+        ("histology", "syncgan", 0.93),
+    ],
+)
 def test_simulator_dice_floor(sims64, kind, method, floor):
     sim = sims64[kind]
     scores = [dice(nucleus_mask(im, method=method), m) for im, m in zip(sim.images, sim.masks)]
-    assert np.mean(scores) > floor, f"{kind}/{method}: mean Dice {np.mean(scores):.3f} per image {np.round(scores, 2)}"
+    assert np.mean(scores) > floor, (
+        f"{kind}/{method}: mean Dice {np.mean(scores):.3f} per image {np.round(scores, 2)}"
+    )
 
 
 # ----------------------------------------------------------------------------- failure modes of real data
 
-HUE_SHIFT = np.array([[0.85, 0.10, 0.05], [0.10, 0.85, 0.10], [0.05, 0.05, 0.85]])  # OD mixing: every stain's hue moves
+HUE_SHIFT = np.array(
+    [[0.85, 0.10, 0.05], [0.10, 0.85, 0.10], [0.05, 0.05, 0.85]]
+)  # OD mixing: every stain's hue moves
 
 
 def perturb(rgb, mask, pad=None, strength=1.0, hue=False, tint=(1.0, 1.0, 1.0)):
@@ -158,7 +187,11 @@ def perturb(rgb, mask, pad=None, strength=1.0, hue=False, tint=(1.0, 1.0, 1.0)):
     od = -np.log((rgb.astype(np.float64) + 1) / 256)
     if hue:
         od = od @ HUE_SHIFT
-    out = np.clip(np.exp(-od * strength) * np.asarray(tint) * 256 - 1, 0, 255).round().astype(np.uint8)
+    out = (
+        np.clip(np.exp(-od * strength) * np.asarray(tint) * 256 - 1, 0, 255)
+        .round()
+        .astype(np.uint8)
+    )
     mask = mask.astype(bool).copy()
     if pad is not None:
         w = int(0.18 * out.shape[0])
@@ -176,7 +209,9 @@ def scenes():
 
     out = {}
     for name, grade in (("cell_hi", 0.9), ("cell_lo", 0.15)):
-        od, m = single_cell(np.random.default_rng([3, 1]), np.random.default_rng([3, 2]), 128, grade)
+        od, m = single_cell(
+            np.random.default_rng([3, 1]), np.random.default_rng([3, 2]), 128, grade
+        )
         out[name] = (od_to_rgb(od), m)
     sim = simulate("histology", n=6, size=128, seed=2)
     i = next(k for k, sc in enumerate(sim.scenes) if sc == "tissue" and sim.labels[k] == 1)
@@ -199,7 +234,11 @@ FAILURE_MODES = [
 ]
 
 
-@pytest.mark.parametrize("scene,change,floor", FAILURE_MODES, ids=[f"{s}-{'+'.join(c) or 'clean'}" for s, c, _ in FAILURE_MODES])
+@pytest.mark.parametrize(
+    "scene,change,floor",
+    FAILURE_MODES,
+    ids=[f"{s}-{'+'.join(c) or 'clean'}" for s, c, _ in FAILURE_MODES],
+)
 def test_failure_modes_table(scenes, scene, change, floor):
     from cytoray.data.background import detect_bands, touches_padding
 
@@ -207,7 +246,9 @@ def test_failure_modes_table(scenes, scene, change, floor):
     mask, info = nucleus_mask_report(rgb)
     d = dice(mask, truth)
     assert d > floor, f"{scene} {change}: Dice {d:.3f}"
-    assert [f["flag"] for f in info["flags"]] == []  # never inverted, empty, too large or on the padding
+    assert [
+        f["flag"] for f in info["flags"]
+    ] == []  # never inverted, empty, too large or on the padding
     bands = detect_bands(rgb)
     assert bands.any() == ("pad" in change) and not touches_padding(mask, bands)
     if "pad" in change:  # the floor method marks the band whenever it is darker than the glass
@@ -254,9 +295,13 @@ def test_ihc_haematoxylin_nuclei_not_dab():
     hed = color.rgb2hed(rgb)
     mask, info = nucleus_mask_report(rgb)
     assert info["stains"] == "h-dab" and info["flags"] == []
-    assert hed[..., 0][mask].mean() > 2 * hed[..., 0][~mask].mean()  # not inverted: the mask is haematoxylin
+    assert (
+        hed[..., 0][mask].mean() > 2 * hed[..., 0][~mask].mean()
+    )  # not inverted: the mask is haematoxylin
     assert dice(mask, otsu_haematoxylin(rgb)) > 0.8
-    assert hed[..., 2][mask].mean() < 1.5 * hed[..., 2][~mask].mean()  # brown membranes are left out
+    assert (
+        hed[..., 2][mask].mean() < 1.5 * hed[..., 2][~mask].mean()
+    )  # brown membranes are left out
 
 
 def test_stardist_missing_is_a_data_error(monkeypatch):
@@ -286,8 +331,15 @@ def test_run_masks_writes_evaluates_and_caches(mask_dataset, tmp_path, capsys):
     assert first["n"] == first["n_evaluated"] == 4 and first["cache_hits"] == 0
     assert 0.8 < first["dice"] <= 1 and 0.6 < first["iou"] <= first["dice"]
     assert "[masks] 4/4" in capsys.readouterr().err
-    written = sorted(p.relative_to(out).as_posix() for p in out.glob("*/*.png") if p.parent.name != ".cache")
-    assert written == ["benign/benign_0000.png", "benign/benign_0001.png", "malignant/malignant_0000.png", "malignant/malignant_0001.png"]
+    written = sorted(
+        p.relative_to(out).as_posix() for p in out.glob("*/*.png") if p.parent.name != ".cache"
+    )
+    assert written == [
+        "benign/benign_0000.png",
+        "benign/benign_0001.png",
+        "malignant/malignant_0000.png",
+        "malignant/malignant_0001.png",
+    ]
     assert set(np.unique(np.asarray(Image.open(out / written[0])))) <= {0, 255}
     json.dumps(first)  # JSON-able
     assert json.loads((out / "summary.json").read_text())["n"] == 4
@@ -296,26 +348,61 @@ def test_run_masks_writes_evaluates_and_caches(mask_dataset, tmp_path, capsys):
     assert second["cache_hits"] == 4 and second["dice"] == first["dice"]
     assert capsys.readouterr().err == ""
     # Other parameters are another cache key: nothing stale is served.
-    third = run_masks(mask_dataset, tmp_path / "out3", params=MaskParams(threshold_offset=0.05), cache_dir=out / ".cache", progress=False)
+    third = run_masks(
+        mask_dataset,
+        tmp_path / "out3",
+        params=MaskParams(threshold_offset=0.05),
+        cache_dir=out / ".cache",
+        progress=False,
+    )
     assert third["cache_hits"] == 0 and "dice" not in third
     # ...and so is another method, reported as such.
-    paper = run_masks(mask_dataset, tmp_path / "out4", evaluate=True, cache_dir=out / ".cache", progress=False, method="syncgan")
-    assert paper["cache_hits"] == 0 and paper["method"] == "syncgan" and paper["params"]["method"] == "syncgan"
+    paper = run_masks(
+        mask_dataset,
+        tmp_path / "out4",
+        evaluate=True,
+        cache_dir=out / ".cache",
+        progress=False,
+        method="syncgan",
+    )
+    assert (
+        paper["cache_hits"] == 0
+        and paper["method"] == "syncgan"
+        and paper["params"]["method"] == "syncgan"
+    )
     assert paper["dice"] != first["dice"]
 
 
 def test_run_masks_reports_failures_per_image(mask_dataset, tmp_path):
     summary = run_masks(mask_dataset, tmp_path / "out", evaluate=True, progress=False)
     rows = json.loads((tmp_path / "out" / "summary.json").read_text())["images"]
-    assert len(rows) == 4 and all({"dice", "iou", "flags", "padding", "fail"} <= set(r) for r in rows)
-    assert summary["failed"] == sum(r["fail"] for r in rows) and summary["failed_share"] == summary["failed"] / 4
+    assert len(rows) == 4 and all(
+        {"dice", "iou", "flags", "padding", "fail"} <= set(r) for r in rows
+    )
+    assert (
+        summary["failed"] == sum(r["fail"] for r in rows)
+        and summary["failed_share"] == summary["failed"] / 4
+    )
     assert set(summary["flags"]) == {"empty", "inverted", "covers", "touches_padding"}
-    assert summary["padded"] == sum(1 for r in rows if r["padding"])  # the simulator pads some images
-    strict = run_masks(mask_dataset, tmp_path / "strict", evaluate=True, progress=False, fail_dice=0.999)
+    assert summary["padded"] == sum(
+        1 for r in rows if r["padding"]
+    )  # the simulator pads some images
+    strict = run_masks(
+        mask_dataset, tmp_path / "strict", evaluate=True, progress=False, fail_dice=0.999
+    )
     assert strict["failed"] == 4 and strict["failed_share"] == 1.0
-    assert all(any(x.startswith("dice ") and x.endswith("< 0.999") for x in f["reasons"]) for f in strict["failures"])
+    assert all(
+        any(x.startswith("dice ") and x.endswith("< 0.999") for x in f["reasons"])
+        for f in strict["failures"]
+    )
     text = format_summary(strict)  # rows read back from summary.json
-    assert text.count("FAIL") >= 8 and "failed: 4/4 (100%)" in text and text.count(" dice ") >= 4 and "FAIL" in text and "min" in text
+    assert (
+        text.count("FAIL") >= 8
+        and "failed: 4/4 (100%)" in text
+        and text.count(" dice ") >= 4
+        and "FAIL" in text
+        and "min" in text
+    )
 
 
 def test_run_masks_errors(tmp_path, mask_dataset):
@@ -327,7 +414,9 @@ def test_run_masks_errors(tmp_path, mask_dataset):
 
     (no_gt / "benign").mkdir(parents=True)
     Image.fromarray(img).save(no_gt / "benign" / "a.png")
-    assert run_masks(no_gt, tmp_path / "o1", progress=False)["n"] == 1  # one class is fine without --evaluate
+    assert (
+        run_masks(no_gt, tmp_path / "o1", progress=False)["n"] == 1
+    )  # one class is fine without --evaluate
     with pytest.raises(DataError, match="no_gt.*ground-truth"):
         run_masks(no_gt, tmp_path / "o2", evaluate=True, progress=False)
     with pytest.raises(DataError, match="inside the dataset"):
@@ -337,9 +426,17 @@ def test_run_masks_errors(tmp_path, mask_dataset):
 # ----------------------------------------------------------------------------- generator-facing config
 
 
-@pytest.mark.parametrize("key,value,word", [("source", "drawn", "masks.source='drawn'"), ("method", "otsu", "masks.method='otsu'"),
-                                            ("polarity", "up", "masks.polarity='up'"), ("max_cover", 0.0, "masks.max_cover=0.0"),
-                                            ("on_flag", "ignore", "masks.on_flag='ignore'"), ("exclude_padding", "yes", "masks.exclude_padding")])  # fmt: skip
+@pytest.mark.parametrize(
+    "key,value,word",
+    [
+        ("source", "drawn", "masks.source='drawn'"),
+        ("method", "otsu", "masks.method='otsu'"),
+        ("polarity", "up", "masks.polarity='up'"),
+        ("max_cover", 0.0, "masks.max_cover=0.0"),
+        ("on_flag", "ignore", "masks.on_flag='ignore'"),
+        ("exclude_padding", "yes", "masks.exclude_padding"),
+    ],
+)
 def test_masks_config_validate_names_the_key(key, value, word):
     cfg = MasksConfig(**{key: value})
     with pytest.raises(ConfigError, match=re.escape(word)):
@@ -360,10 +457,15 @@ def test_dataset_masks_sources_padding_and_flags():
     assert np.mean([dice(m, t) for m, t in zip(masks, ds.masks)]) > 0.75
     assert np.array_equal(dataset_masks(ds, MasksConfig(source="ground_truth")), ds.masks)
     no_gt = dataclasses.replace(ds, masks=None)
-    with pytest.raises(DataError, match="masks.source=ground_truth but not every image has a ground-truth mask"):
+    with pytest.raises(
+        DataError, match="masks.source=ground_truth but not every image has a ground-truth mask"
+    ):
         dataset_masks(no_gt, MasksConfig(source="ground_truth"))
     blank = dataclasses.replace(ds, images=np.full_like(ds.images, 200))  # nothing to find anywhere
-    with pytest.raises(DataError, match=r"8/8 stain masks flagged, e.g. benign/benign_0000 \(empty: the image is one flat colour"):
+    with pytest.raises(
+        DataError,
+        match=r"8/8 stain masks flagged, e.g. benign/benign_0000 \(empty: the image is one flat colour",
+    ):
         dataset_masks(blank, MasksConfig(on_flag="error"))
 
 
@@ -373,7 +475,10 @@ def test_run_masks_records_polarity_evidence_and_decisions(mask_dataset, tmp_pat
     summary = run_masks(mask_dataset, tmp_path / "out", evaluate=True, progress=False)
     rows = json.loads((tmp_path / "out" / "summary.json").read_text())["images"]
     assert all(r["polarity"] == "dark" and r["dark_field"]["floor_saturation"] > 0.3 for r in rows)
-    assert all(r["decision"]["chose"] in ("stain", "otsu") and 0 <= r["decision"]["agreement"] <= 1 for r in rows)
+    assert all(
+        r["decision"]["chose"] in ("stain", "otsu") and 0 <= r["decision"]["agreement"] <= 1
+        for r in rows
+    )
     assert summary["decisions"]["disagreed"] == sum(r["decision"]["rule"] != "agree" for r in rows)
     assert summary["decisions"]["chose_otsu"] == sum(r["decision"]["chose"] == "otsu" for r in rows)
     assert "stain vs Otsu disagreed on" in format_summary(summary)
@@ -387,7 +492,9 @@ def test_warped_label_maps_keep_their_labels_and_areas_but_move():
 
     yy, xx = np.mgrid[0:48, 0:48]
     r = np.hypot(yy - 20, xx - 26)
-    cell = np.where(r < 8, 2, np.where(r < 18, 1, 0)).astype(np.uint8)  # nucleus in a cytoplasm on glass, off centre
+    cell = np.where(r < 8, 2, np.where(r < 18, 1, 0)).astype(
+        np.uint8
+    )  # nucleus in a cytoplasm on glass, off centre
     maps = np.stack([cell, cell])
     out = warp_label_maps(maps, np.random.default_rng(0))
     assert out.shape == maps.shape and out.dtype == np.uint8 and set(np.unique(out)) == {0, 1, 2}
@@ -399,6 +506,9 @@ def test_warped_label_maps_keep_their_labels_and_areas_but_move():
     masks = warp_label_maps(maps == 2, np.random.default_rng(1))
     assert masks.dtype == bool and 0.75 < masks.mean() / (cell == 2).mean() < 1.3
     for a in (out, masks):
-        assert np.array_equal(unpack_maps(pack_maps(a)), a) and unpack_maps(pack_maps(a)).dtype == a.dtype
+        assert (
+            np.array_equal(unpack_maps(pack_maps(a)), a)
+            and unpack_maps(pack_maps(a)).dtype == a.dtype
+        )
     with pytest.raises(ValueError, match=r"\[N, H, W\]"):
         warp_label_maps(cell, np.random.default_rng(0))

@@ -15,10 +15,11 @@ from skimage import color, data
 from skimage.draw import disk
 
 from cytoray.masks import MaskParams, nucleus_mask, nucleus_mask_report
-from cytoray.masks.quality import quality_flags
 from cytoray.masks.darkfield import dark_field, dark_field_evidence, looks_dark_field
+from cytoray.masks.quality import quality_flags
 from cytoray.masks.unsupervised import resolve_polarity
 from cytoray.metrics.segmentation import dice
+
 
 def _everywhere(rgb: np.ndarray) -> np.ndarray:
     return np.ones(rgb.shape[:2], dtype=bool)
@@ -39,21 +40,32 @@ def dense_he_tile(density: float = 7.0) -> np.ndarray:
     rows, cols = rgb.shape[0] // cell, rgb.shape[1] // cell
     win = score[: rows * cell, : cols * cell].reshape(rows, cell, cols, cell).mean(axis=(1, 3))
     best = np.argsort(win.ravel())[::-1][:64]
-    crops = [h[(i // cols) * cell : (i // cols + 1) * cell, (i % cols) * cell : (i % cols + 1) * cell] for i in best]
-    tile = np.concatenate([np.concatenate(crops[r * 8 : (r + 1) * 8], axis=1) for r in range(8)], axis=0)
+    crops = [
+        h[(i // cols) * cell : (i // cols + 1) * cell, (i % cols) * cell : (i % cols + 1) * cell]
+        for i in best
+    ]
+    tile = np.concatenate(
+        [np.concatenate(crops[r * 8 : (r + 1) * 8], axis=1) for r in range(8)], axis=0
+    )
     tile = tile / np.percentile(tile, 99) * density
     od = tile[..., None] * np.array([0.65, 0.70, 0.29]) + 0.25 * np.array([0.07, 0.99, 0.11])
     return np.clip(np.exp(-od) * 255.0, 0, 255).round().astype(np.uint8)
 
 
-def fluorescence_like(size: int = 128, seed: int = 0, tint=(1.0, 1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+def fluorescence_like(
+    size: int = 128, seed: int = 0, tint=(1.0, 1.0, 1.0)
+) -> tuple[np.ndarray, np.ndarray]:
     """Bright blobs on a black, noisy field (tint (0.2, 0.4, 1.0): a blue DAPI pseudo-colour)."""
     rng = np.random.default_rng(seed)
     img = np.full((size, size), 12.0)
     truth = np.zeros((size, size), bool)
     for r in range(16, size - 10, 30):
         for c in range(16, size - 10, 30):
-            rr, cc = disk((r + rng.integers(-4, 5), c + rng.integers(-4, 5)), rng.uniform(6, 10), shape=truth.shape)
+            rr, cc = disk(
+                (r + rng.integers(-4, 5), c + rng.integers(-4, 5)),
+                rng.uniform(6, 10),
+                shape=truth.shape,
+            )
             img[rr, cc] = rng.uniform(150, 230)
             truth[rr, cc] = True
     img = img[..., None] * np.asarray(tint) + rng.normal(0, 4, (size, size, 3))
@@ -74,13 +86,23 @@ def test_dense_brightfield_tile_is_never_dark_field(dense_tile):
         tile = dense_he_tile(density)
         ev = dark_field_evidence(tile, _everywhere(tile), params)
         if density >= 7.0:  # what fooled the old decision is really there
-            assert ev["median_gray"] < params.auto_dark_background and ev["p10_gray"] < params.dark_floor
+            assert (
+                ev["median_gray"] < params.auto_dark_background
+                and ev["p10_gray"] < params.dark_floor
+            )
         assert not looks_dark_field(ev, params), ev
         assert not dark_field(tile, _everywhere(tile), params)
-        assert resolve_polarity(tile, params) == "dark"  # the SynCGAN-paper method decides the same way
+        assert (
+            resolve_polarity(tile, params) == "dark"
+        )  # the SynCGAN-paper method decides the same way
     mask, info = nucleus_mask_report(dense_tile)
     assert info["polarity"] == "dark" and info["flags"] == []
-    assert set(info["dark_field"]) == {"median_gray", "p10_gray", "floor_saturation", "bright_piece_share"}  # reported
+    assert set(info["dark_field"]) == {
+        "median_gray",
+        "p10_gray",
+        "floor_saturation",
+        "bright_piece_share",
+    }  # reported
     h = color.rgb2hed(dense_tile)[..., 0]
     assert 0.05 < mask.mean() < 0.6 and h[mask].mean() > h[~mask].mean()
 
@@ -100,7 +122,9 @@ def test_inverted_mask_is_flagged_on_tissue(dense_tile):
     forced, info = nucleus_mask_report(dense_tile, MaskParams(polarity="bright"))
     assert info["polarity"] == "bright" and "inverted" in [f["flag"] for f in info["flags"]]
     assert dice(forced, mask) < 0.5
-    assert "inverted" in flags(~mask, MaskParams(polarity="bright"))  # the setting does not blind the check
+    assert "inverted" in flags(
+        ~mask, MaskParams(polarity="bright")
+    )  # the setting does not blind the check
 
 
 @pytest.mark.parametrize("tint", [(1.0, 1.0, 1.0), (0.2, 0.4, 1.0)], ids=["grey", "dapi-blue"])
@@ -109,11 +133,15 @@ def test_fluorescence_is_still_dark_field(tint):
     found with bright polarity, not flagged, and flagged inverted when the mask is the background."""
     img, truth = fluorescence_like(tint=tint)
     content = _everywhere(img)
-    assert dark_field(img, content, MaskParams()) and resolve_polarity(img, MaskParams()) == "bright"
+    assert (
+        dark_field(img, content, MaskParams()) and resolve_polarity(img, MaskParams()) == "bright"
+    )
     mask, info = nucleus_mask_report(img)
     assert info["polarity"] == "bright" and info["flags"] == []
     assert dice(mask, truth) > 0.9
-    assert "inverted" in [f["flag"] for f in quality_flags(img, ~truth, content, None, MaskParams())]
+    assert "inverted" in [
+        f["flag"] for f in quality_flags(img, ~truth, content, None, MaskParams())
+    ]
 
 
 def test_stardist_micrograph_is_dark_field():
@@ -138,7 +166,11 @@ def _purple_disks(size: int = 96, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     truth = np.zeros((size, size), bool)
     for r in range(14, size - 10, 24):
         for c in range(14, size - 10, 24):
-            rr, cc = disk((r + rng.integers(-3, 4), c + rng.integers(-3, 4)), rng.uniform(5, 8), shape=truth.shape)
+            rr, cc = disk(
+                (r + rng.integers(-3, 4), c + rng.integers(-3, 4)),
+                rng.uniform(5, 8),
+                shape=truth.shape,
+            )
             img[rr, cc] = (85, 45, 135)
             truth[rr, cc] = True
     img += rng.normal(0, 4, img.shape)
@@ -155,7 +187,9 @@ def test_decide_takes_otsu_when_the_stain_mask_misses_nuclei():
     lab = ndimage.label(truth)[0]
     partial = truth & (lab % 4 == 1)
     mask, decision = decide(img, content, partial, MaskParams())
-    assert decision["agreement"] < 0.5 and decision["rule"] == "nearer" and decision["chose"] == "otsu"
+    assert (
+        decision["agreement"] < 0.5 and decision["rule"] == "nearer" and decision["chose"] == "otsu"
+    )
     assert dice(mask, truth) > 0.9 > dice(partial, truth)
     h = decision["haematoxylin"]
     assert abs(h["otsu_adds"] - h["core"]) < abs(h["otsu_adds"] - h["background"])
@@ -180,12 +214,19 @@ def test_decide_keeps_the_nucleus_when_otsu_takes_the_pale_rest():
         mask, decision = stain_module.decide(img, content, truth, MaskParams())
     finally:
         stain_module.otsu_nuclear = original
-    assert decision["agreement"] < 0.5 and decision["rule"] == "nearer" and decision["chose"] == "stain"
+    assert (
+        decision["agreement"] < 0.5
+        and decision["rule"] == "nearer"
+        and decision["chose"] == "stain"
+    )
     assert mask is truth
 
 
 def test_report_records_the_decision_and_the_dark_field_evidence(dense_tile):
     _, info = nucleus_mask_report(dense_tile)
     assert info["decision"]["rule"] in ("agree", "unusable", "nearer", "no common core")
-    assert 0.0 <= info["decision"]["agreement"] <= 1.0 and info["decision"]["chose"] in ("stain", "otsu")
+    assert 0.0 <= info["decision"]["agreement"] <= 1.0 and info["decision"]["chose"] in (
+        "stain",
+        "otsu",
+    )
     assert info["dark_field"]["floor_saturation"] > 0.3  # the tile's darkest pixels carry stain hue

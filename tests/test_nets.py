@@ -41,7 +41,9 @@ NETS: dict[str, tuple[Callable, Callable, Callable, bool]] = {
         True,
     ),
     "unet_instance_raw": (
-        lambda s: UNet(in_ch=3, out_ch=1, base=8, depth=unet_depth(s), norm="instance", out_act="none"),
+        lambda s: UNet(
+            in_ch=3, out_ch=1, base=8, depth=unet_depth(s), norm="instance", out_act="none"
+        ),
         lambda s: torch.randn(B, 3, s, s),
         lambda s: (B, 1, s, s),
         False,
@@ -193,7 +195,8 @@ def test_classifier_constructs(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_FORWARD else n for n in CLASSIFIERS]
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_FORWARD else n for n in CLASSIFIERS],
 )
 def test_classifier_forward_at_min_size(name: str) -> None:
     size = min_image_size(name)
@@ -321,7 +324,9 @@ def test_unet_takes_its_noise_from_the_caller() -> None:
     torch.manual_seed(0)
     g = UNet(in_ch=1, base=8, depth=5, full_res=8, noise=1).eval()
     x = torch.zeros(2, 1, 32, 32)
-    assert g.noise_shape(x) == (2, 1, 32, 32) and UNet(in_ch=1, base=8, depth=5).noise_shape(x) == ()
+    assert (
+        g.noise_shape(x) == (2, 1, 32, 32) and UNet(in_ch=1, base=8, depth=5).noise_shape(x) == ()
+    )
     n = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         torch.manual_seed(1)

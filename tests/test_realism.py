@@ -35,12 +35,24 @@ def test_far_apart_sets_score_zero():
 def test_realism_and_diversity_are_told_apart():
     real = gauss(300, 3, d=8)
     fresh = R.prdc(real, gauss(300, 4, d=8))
-    collapsed = R.prdc(real, gauss(300, 5, d=8, scale=0.2))  # realistic but no variety (mode collapse)
+    collapsed = R.prdc(
+        real, gauss(300, 5, d=8, scale=0.2)
+    )  # realistic but no variety (mode collapse)
     spread = R.prdc(real, gauss(300, 6, d=8, scale=3.0))  # varied but mostly off the real manifold
-    assert 0.8 < fresh["density"] < 1.2 and min(fresh[m] for m in ("precision", "recall", "coverage")) > 0.85
-    assert collapsed["precision"] > 0.95 and collapsed["recall"] < 0.1 and collapsed["density"] > 1.5  # crowds the mode
+    assert (
+        0.8 < fresh["density"] < 1.2
+        and min(fresh[m] for m in ("precision", "recall", "coverage")) > 0.85
+    )
+    assert (
+        collapsed["precision"] > 0.95 and collapsed["recall"] < 0.1 and collapsed["density"] > 1.5
+    )  # crowds the mode
     assert collapsed["coverage"] < fresh["coverage"] - 0.3
-    assert spread["precision"] < 0.2 and spread["recall"] > 0.95 and spread["density"] < 0.2 and spread["coverage"] < 0.2
+    assert (
+        spread["precision"] < 0.2
+        and spread["recall"] > 0.95
+        and spread["density"] < 0.2
+        and spread["coverage"] < 0.2
+    )
 
 
 def test_k_is_stated_and_lowered_for_tiny_sets():
@@ -75,7 +87,9 @@ def test_memorisation_fresh_draws_score_near_the_percentile():
     # Half copies, half fresh: about half plus the fresh half's ~5%.
     mixed = np.concatenate([train[:100], gauss(100, 13)])
     m = R.memorisation(mixed, train)
-    assert 0.5 <= m["share"] < 0.6 and [i for i, _, _ in m["pairs"]] == sorted(i for i, _, _ in m["pairs"])
+    assert 0.5 <= m["share"] < 0.6 and [i for i, _, _ in m["pairs"]] == sorted(
+        i for i, _, _ in m["pairs"]
+    )
     assert all(i < 100 for i, _, _ in m["pairs"])  # the closest pairs are the copies
     with pytest.raises(DataError, match="percentile"):
         R.memorisation(mixed, train, percentile=0)
@@ -90,15 +104,26 @@ def test_per_class_names_floors_and_flag():
     for c in ("a", "b", "all"):
         assert all(n[m].format(c=c) in out and n[f"{m}_floor"].format(c=c) in out for m in R.PRDC)
         assert out[n["k"].format(c=c)] == R.K and n["memorised"].format(c=c) in out
-    assert out["memorised_share_val_inception/a"] == 1.0 and out["memorised_share_val_inception/b"] < 0.3
-    assert out["memorised_share_val_inception/all"] == pytest.approx((30 + 30 * out["memorised_share_val_inception/b"]) / 60)
+    assert (
+        out["memorised_share_val_inception/a"] == 1.0
+        and out["memorised_share_val_inception/b"] < 0.3
+    )
+    assert out["memorised_share_val_inception/all"] == pytest.approx(
+        (30 + 30 * out["memorised_share_val_inception/b"]) / 60
+    )
     assert out["memorised_share_val_inception_floor/a"] < 0.3  # held-out real images are not copies
     # The floor scores held-out real (training) images as if synthetic: near a fresh draw's values.
-    assert out["precision_val_inception_floor/b"] > 0.5 and out["recall_val_inception_floor/b"] > 0.5
+    assert (
+        out["precision_val_inception_floor/b"] > 0.5 and out["recall_val_inception_floor/b"] > 0.5
+    )
     assert set(pairs) == {"a", "b"} and pairs["a"][0][2] < 1e-6
     assert R.flagged(out, "val", R.MEMORISED_MAX) == {"a": 1.0}
     lines = R.describe(out, "val")
-    assert len(lines) == 3 and lines[0].startswith("a: precision") and "memorised share 1.000" in lines[0]
+    assert (
+        len(lines) == 3
+        and lines[0].startswith("a: precision")
+        and "memorised share 1.000" in lines[0]
+    )
     # Without training features: PRDC only, floors from halves of the real set.
     out2, pairs2 = R.per_class(real, fake, "val")
     assert pairs2 == {} and not any(k.startswith("memorised") for k in out2)
@@ -122,16 +147,32 @@ def test_cli_fid_realism(tmp_path, capsys):
     for i in range(4):  # a "generator" that copies four training images
         (synth / f"{i}.png").parent.mkdir(exist_ok=True)
         (synth / f"{i}.png").write_bytes((train / f"{2 * i}.png").read_bytes())
-    assert main(["fid", str(real), str(synth), "--realism", "--train", str(train), "--k", "2", "--json"]) == 0
+    assert (
+        main(
+            ["fid", str(real), str(synth), "--realism", "--train", str(train), "--k", "2", "--json"]
+        )
+        == 0
+    )
     r = json.loads(capsys.readouterr().out)["realism"]
-    assert r["prdc"]["k"] == 2 and set(R.PRDC) <= set(r["prdc"]) and r["prdc_floor"]["floor_n_ref"] == 4
+    assert (
+        r["prdc"]["k"] == 2
+        and set(R.PRDC) <= set(r["prdc"])
+        and r["prdc_floor"]["floor_n_ref"] == 4
+    )
     assert r["memorisation"]["share"] == 1.0 and r["memorisation"]["n_train"] == 8
     assert r["memorisation"]["held_out_real_share"] < 1.0
-    assert sorted(j for _, j, _ in r["memorisation"]["closest_pairs"]) == [0, 2, 4, 6]  # each copy finds its original
+    assert sorted(j for _, j, _ in r["memorisation"]["closest_pairs"]) == [
+        0,
+        2,
+        4,
+        6,
+    ]  # each copy finds its original
     assert all(d < 1e-3 for _, _, d in r["memorisation"]["closest_pairs"])
     assert main(["fid", str(real), str(synth), "--realism", "--train", str(train)]) == 0
     text = capsys.readouterr().out
-    assert "memorised share 1.000" in text and "precision" in text and "k=3" in text  # k lowered to n - 1 of 4
+    assert (
+        "memorised share 1.000" in text and "precision" in text and "k=3" in text
+    )  # k lowered to n - 1 of 4
     assert main(["fid", str(real), str(synth), "--train", str(train)]) == 2
     assert "--realism" in capsys.readouterr().err
 
@@ -146,7 +187,13 @@ def test_study_fidelity_logs_realism_flags_a_copier_and_draws_pairs(tmp_path, ca
     sim = simulate(n=24, size=32, seed=3)
 
     def subset(idx):
-        return ImageSet(sim.images[idx], sim.labels[idx], tuple(sim.class_names), [sim.names[i] for i in idx], ["x"] * len(idx))
+        return ImageSet(
+            sim.images[idx],
+            sim.labels[idx],
+            tuple(sim.class_names),
+            [sim.names[i] for i in idx],
+            ["x"] * len(idx),
+        )
 
     train, val = subset(np.r_[0:8, 12:20]), subset(np.r_[8:12, 20:24])
 
@@ -157,16 +204,29 @@ def test_study_fidelity_logs_realism_flags_a_copier_and_draws_pairs(tmp_path, ca
     figs = tmp_path / "figs"
     m = fidelity(Copier(), val, "val", 5, 0, tmp_path / "features", "h", train=train, figures=figs)
     for c in ("benign", "malignant", "all"):
-        assert {f"{x}_val_inception/{c}" for x in ("fid", *R.PRDC)} <= set(m) and m[f"memorised_share_val_inception/{c}"] == 1.0
+        assert {f"{x}_val_inception/{c}" for x in ("fid", *R.PRDC)} <= set(m) and m[
+            f"memorised_share_val_inception/{c}"
+        ] == 1.0
         assert m[f"memorised_share_val_inception_floor/{c}"] < 1.0
-        assert m[f"prdc_val_inception_k/{c}"] == (5 if c == "all" else 3)  # 4 real images a class: k lowered to 3
-    assert sorted(p.name for p in figs.glob("*.png")) == ["memorisation_benign.png", "memorisation_malignant.png"]
+        assert m[f"prdc_val_inception_k/{c}"] == (
+            5 if c == "all" else 3
+        )  # 4 real images a class: k lowered to 3
+    assert sorted(p.name for p in figs.glob("*.png")) == [
+        "memorisation_benign.png",
+        "memorisation_malignant.png",
+    ]
     tag = memorisation_flag(m, "val", R.MEMORISED_MAX, "generator copier")
-    assert tag["tag.memorised"].startswith("flagged: benign 100%") and "WARNING" in capsys.readouterr().err
+    assert (
+        tag["tag.memorised"].startswith("flagged: benign 100%")
+        and "WARNING" in capsys.readouterr().err
+    )
     assert memorisation_flag(m, "val", 1.0, "x")["tag.memorised"].startswith("no")
     # Without the training images: FID/KID and P/R/D/C only, nothing about copying.
     plain = fidelity(Copier(), val, "val", 5, 0, tmp_path / "features", "h")
-    assert "precision_val_inception/all" not in plain and plain["fid_val_inception/all"] == m["fid_val_inception/all"]
+    assert (
+        "precision_val_inception/all" not in plain
+        and plain["fid_val_inception/all"] == m["fid_val_inception/all"]
+    )
 
 
 def test_histology_to_cytology_rows_carry_prdc(tmp_path):
@@ -179,9 +239,16 @@ def test_histology_to_cytology_rows_carry_prdc(tmp_path):
     same = {c: cyto.images[cyto.labels == i] for i, c in enumerate(cyto.class_names)}
     out = fid_rows({"histology": src, "copy": same}, ref, "test", "k", tmp_path)
     for row in out.values():
-        assert {f"{x}_test_inception/{c}" for x in R.PRDC for c in ("benign", "malignant", "all")} <= set(row)
-    assert out["copy"]["precision_test_inception/all"] == 1.0 and out["copy"]["coverage_test_inception/all"] == 1.0
-    assert out["histology"]["coverage_test_inception/all"] < out["copy"]["coverage_test_inception/all"]
+        assert {
+            f"{x}_test_inception/{c}" for x in R.PRDC for c in ("benign", "malignant", "all")
+        } <= set(row)
+    assert (
+        out["copy"]["precision_test_inception/all"] == 1.0
+        and out["copy"]["coverage_test_inception/all"] == 1.0
+    )
+    assert (
+        out["histology"]["coverage_test_inception/all"] < out["copy"]["coverage_test_inception/all"]
+    )
 
 
 # ----- `cytoray report`: the per-class table and the closest pairs, from what MLflow recorded
@@ -190,10 +257,21 @@ def test_histology_to_cytology_rows_carry_prdc(tmp_path):
 def _log_realism(client, run_id: str, split: str, shares: dict[str, float]) -> None:
     n = R.names(split)
     for c, share in shares.items():
-        vals = {n["precision"]: 0.61, n["precision_floor"]: 0.93, n["recall"]: 0.12, n["recall_floor"]: 0.88,
-                n["density"]: 0.47, n["density_floor"]: 1.02, n["coverage"]: 0.33, n["coverage_floor"]: 0.91, n["k"]: 5.0,
-                n["memorised"]: share, n["memorised_floor"]: 0.05, f"kid_{split}_inception_mean/{{c}}": 0.0421,
-                f"kid_{split}_inception_floor_mean/{{c}}": 0.0107}  # fmt: skip
+        vals = {
+            n["precision"]: 0.61,
+            n["precision_floor"]: 0.93,
+            n["recall"]: 0.12,
+            n["recall_floor"]: 0.88,
+            n["density"]: 0.47,
+            n["density_floor"]: 1.02,
+            n["coverage"]: 0.33,
+            n["coverage_floor"]: 0.91,
+            n["k"]: 5.0,
+            n["memorised"]: share,
+            n["memorised_floor"]: 0.05,
+            f"kid_{split}_inception_mean/{{c}}": 0.0421,
+            f"kid_{split}_inception_floor_mean/{{c}}": 0.0107,
+        }
         for key, v in vals.items():
             client.log_metric(run_id, key.format(c=c), v)
 
@@ -208,8 +286,16 @@ def test_report_shows_realism_tables_cas_and_pairs(tmp_path):
 
     rng = np.random.default_rng(0)
     png = tmp_path / "memorisation_benign.png"
-    save_png(png, labelled_grid({"synthetic": rng.integers(0, 255, (4, 32, 32, 3), np.uint8),
-                                 "nearest train": rng.integers(0, 255, (4, 32, 32, 3), np.uint8)}, "benign: closest pairs"))
+    save_png(
+        png,
+        labelled_grid(
+            {
+                "synthetic": rng.integers(0, 255, (4, 32, 32, 3), np.uint8),
+                "nearest train": rng.integers(0, 255, (4, 32, 32, 3), np.uint8),
+            },
+            "benign: closest pairs",
+        ),
+    )
     uri, parent = ratio_store(tmp_path / "ratio")
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("syncgan_ratio").experiment_id
@@ -217,8 +303,15 @@ def test_report_shows_realism_tables_cas_and_pairs(tmp_path):
     _log_realism(client, best.info.run_id, "val", {"benign": 0.4, "malignant": 0.0, "all": 0.2})
     client.log_artifact(best.info.run_id, str(png))
     text = build_report("syncgan_ratio", tmp_path / "r1", uri).read_text()
-    assert "Realism, diversity and copying: chosen trial" in text and "0.610 (0.930)" in text and "0.400 (0.050)" in text
-    assert "0.0421 (0.0107)" in text and (tmp_path / "r1" / "figures" / "memorisation_best_memorisation_benign.png").is_file()
+    assert (
+        "Realism, diversity and copying: chosen trial" in text
+        and "0.610 (0.930)" in text
+        and "0.400 (0.050)" in text
+    )
+    assert (
+        "0.0421 (0.0107)" in text
+        and (tmp_path / "r1" / "figures" / "memorisation_best_memorisation_benign.png").is_file()
+    )
 
     uri, parent = baselines_store(tmp_path / "base")
     client = MlflowClient(tracking_uri=uri)
@@ -226,12 +319,19 @@ def test_report_shows_realism_tables_cas_and_pairs(tmp_path):
     cells = client.search_runs([exp], "tags.policy = 'syncgan'")
     for run in cells:
         if run.data.tags["split"] == "0":
-            _log_realism(client, run.info.run_id, "test", {"benign": 0.1, "malignant": 0.3, "all": 0.2})
-        client.log_metric(run.info.run_id, "cas_test_balanced_accuracy", 0.5 + 0.1 * int(run.data.tags["split"]))
+            _log_realism(
+                client, run.info.run_id, "test", {"benign": 0.1, "malignant": 0.3, "all": 0.2}
+            )
+        client.log_metric(
+            run.info.run_id, "cas_test_balanced_accuracy", 0.5 + 0.1 * int(run.data.tags["split"])
+        )
     client.log_artifact(parent, str(png), "figures/syncgan")
     out = tmp_path / "r2"
     text = build_report("augmentation_baselines", out, uri).read_text()
-    assert "Realism, diversity and copying: generator syncgan (split 0)" in text and "0.300 (0.050)" in text
+    assert (
+        "Realism, diversity and copying: generator syncgan (split 0)" in text
+        and "0.300 (0.050)" in text
+    )
     assert "CAS (syncgan-only cells" in text and "0.600, mean of 3 cell(s)" in text
     assert (out / "figures" / "syncgan_memorisation_benign.png").is_file()
     assert (out / "figures" / "syncgan_memorisation_benign.png").read_bytes() == png.read_bytes()
@@ -241,11 +341,18 @@ def test_report_shows_realism_tables_cas_and_pairs(tmp_path):
     for row in ("histology", "cyclegan"):
         n = R.names("test")
         for c in ("benign", "malignant", "all"):
-            client.log_metric(parent, f"{row}/{n['coverage'].format(c=c)}", 0.25 if row == "histology" else 0.75)
+            client.log_metric(
+                parent, f"{row}/{n['coverage'].format(c=c)}", 0.25 if row == "histology" else 0.75
+            )
             client.log_metric(parent, f"{row}/{n['precision'].format(c=c)}", 0.5)
     text = build_report("cytoray-histo-to-cyto", tmp_path / "r3", uri).read_text()
-    assert "Realism, diversity and copying: real histology" in text and "Realism, diversity and copying: CycleGAN" in text
-    assert "0.250" in text and "0.750" in text and "Realism, diversity and copying: NST" not in text  # nst logged none
+    assert (
+        "Realism, diversity and copying: real histology" in text
+        and "Realism, diversity and copying: CycleGAN" in text
+    )
+    assert (
+        "0.250" in text and "0.750" in text and "Realism, diversity and copying: NST" not in text
+    )  # nst logged none
 
 
 # ----- a ratio study under Ray: every trial logs them, a <generator>-only policy logs CAS
@@ -263,20 +370,43 @@ def test_ratio_study_logs_realism_memorisation_and_cas(tmp_path):
 
     space = tmp_path / "space.yaml"
     space.write_text("space:\n  ratio: {dist: choice, values: [1.0]}\n")
-    sets = ["generator.name=toy", "policy=toy-only", f"tune.search_space={space}", "tune.num_samples=1", "tune.asha=false",
-            "register=false", "data.sim_n=40", "data.size=16", "classifier.epochs=1", "fid_per_class=4", "memorised_max=0.0"]
-    run_study(RatioStudy(), load(RatioStudyConfig, None, sets), tmp_path / "out", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    sets = [
+        "generator.name=toy",
+        "policy=toy-only",
+        f"tune.search_space={space}",
+        "tune.num_samples=1",
+        "tune.asha=false",
+        "register=false",
+        "data.sim_n=40",
+        "data.size=16",
+        "classifier.epochs=1",
+        "fid_per_class=4",
+        "memorised_max=0.0",
+    ]
+    run_study(
+        RatioStudy(),
+        load(RatioStudyConfig, None, sets),
+        tmp_path / "out",
+        tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
+    )
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
     runs = client.search_runs([client.get_experiment_by_name("toy_ratio").experiment_id])
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     (child,) = [r for r in runs if "cytoray.trial_id" in r.data.tags]
     m = child.data.metrics
     for c in ("benign", "malignant", "all"):
-        assert all(f"{x}_val_inception/{c}" in m and f"{x}_val_inception_floor/{c}" in m for x in R.PRDC)
-        assert f"memorised_share_val_inception/{c}" in m and f"memorised_share_val_inception_floor/{c}" in m
+        assert all(
+            f"{x}_val_inception/{c}" in m and f"{x}_val_inception_floor/{c}" in m for x in R.PRDC
+        )
+        assert (
+            f"memorised_share_val_inception/{c}" in m
+            and f"memorised_share_val_inception_floor/{c}" in m
+        )
     assert "cas_val_balanced_accuracy" in m and "cas_test_balanced_accuracy" in parent.data.metrics
     assert child.data.tags["memorised"].startswith(("flagged", "no"))
     arts = {a.path for a in client.list_artifacts(child.info.run_id)}
     assert {"memorisation_benign.png", "memorisation_malignant.png"} <= arts
     html = (tmp_path / "out" / "report" / "report.html").read_text()
-    assert "Realism, diversity and copying: chosen trial" in html and "CAS on the test split" in html
+    assert (
+        "Realism, diversity and copying: chosen trial" in html and "CAS on the test split" in html
+    )

@@ -17,10 +17,19 @@ import torch
 
 from cytoray.config import from_dict, load, to_dict, to_plain
 from cytoray.data.folder import ImageSet
-from cytoray.data.refsim import Reference, SynthesisConfig, cut_tiles, initial_image, initial_images, load_tiles, measure, split_groups
+from cytoray.data.refsim import (
+    Reference,
+    SynthesisConfig,
+    cut_tiles,
+    initial_image,
+    initial_images,
+    load_tiles,
+    measure,
+    split_groups,
+)
 from cytoray.errors import ConfigError, DataError
-from cytoray.generators.refined_sim import RefinedSim, RefinedSimConfig, random_crops
 from cytoray.generators.history import HistoryBuffer
+from cytoray.generators.refined_sim import RefinedSim, RefinedSimConfig, random_crops
 from cytoray.generators.refined_stage import RefinedSimStage, example_weights, realism_judge
 from cytoray.nets.images import to_unit
 from cytoray.training.stage import amp_context
@@ -33,7 +42,9 @@ def ihc_tile(size: int = 256) -> np.ndarray:
     import skimage.data
     from PIL import Image
 
-    return np.asarray(Image.fromarray(skimage.data.immunohistochemistry()).resize((size, size), Image.BICUBIC))
+    return np.asarray(
+        Image.fromarray(skimage.data.immunohistochemistry()).resize((size, size), Image.BICUBIC)
+    )
 
 
 def stardist_tiles(side: int = 256, tile: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -45,12 +56,21 @@ def stardist_tiles(side: int = 256, tile: int = 64) -> tuple[np.ndarray, np.ndar
     img, mask = stardist_reference()
     img = np.asarray(Image.fromarray(255 - img).resize((side, side), Image.BICUBIC))
     mask = np.asarray(Image.fromarray(mask).resize((side, side), Image.NEAREST))
-    return np.stack([t for *_, t in cut_tiles(img, tile)]), np.stack([t for *_, t in cut_tiles(mask, tile)])
+    return np.stack([t for *_, t in cut_tiles(img, tile)]), np.stack(
+        [t for *_, t in cut_tiles(mask, tile)]
+    )
 
 
 def image_set(images: np.ndarray, masks: np.ndarray | None = None, prefix: str = "t") -> ImageSet:
     n = len(images)
-    return ImageSet(images, np.zeros(n, np.int64), ("tissue",), [f"{prefix}{i}" for i in range(n)], [""] * n, masks=masks)
+    return ImageSet(
+        images,
+        np.zeros(n, np.int64),
+        ("tissue",),
+        [f"{prefix}{i}" for i in range(n)],
+        [""] * n,
+        masks=masks,
+    )
 
 
 def run_epochs(stage, spec_train: dict, epochs: int | None = None):
@@ -80,7 +100,9 @@ def test_reference_inpaints_nuclei_out_and_measures_them():
     nuclei = otsu_haematoxylin(tile)
     bg_rgb = np.clip(np.exp(-ref.background) * 255, 0, 255).astype(np.uint8)
     h_tile, h_bg = rgb2hed(tile)[..., 0], rgb2hed(bg_rgb)[..., 0]
-    assert h_bg[nuclei].mean() < h_tile[nuclei].mean() - 0.3 * (h_tile[nuclei].mean() - h_tile[~nuclei].mean())  # nuclei gone
+    assert h_bg[nuclei].mean() < h_tile[nuclei].mean() - 0.3 * (
+        h_tile[nuclei].mean() - h_tile[~nuclei].mean()
+    )  # nuclei gone
     assert np.abs(h_bg[~nuclei] - h_tile[~nuclei]).mean() < 0.01  # the rest untouched
     assert 2.0 <= ref.radius <= 12 and 0.05 < ref.cover < 0.6
     with pytest.raises(DataError, match="finds no nuclei"):
@@ -113,7 +135,9 @@ def test_refiner_starts_as_identity_and_discriminator_sees_style():
 
     x, ref = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 24, 24) * 2 - 1
     r = Refiner(width=8, blocks=2, style_dim=4)
-    assert torch.allclose(r(x, ref), x)  # zero last conv: the identity the self-regularisation asks for
+    assert torch.allclose(
+        r(x, ref), x
+    )  # zero last conv: the identity the self-regularisation asks for
     r.out.weight.data.normal_(0, 1)
     y = r(x, ref)
     assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1 and not torch.allclose(y, x)
@@ -128,10 +152,14 @@ def test_example_weights_and_history_buffer():
     assert torch.allclose(w, torch.tensor([0.2, 0.25, 1.0, 1.5, 2.0]))  # p/(1-p), clipped
     buf, g = HistoryBuffer(4, (6, 2, 2), "fraction", 0.5), torch.Generator().manual_seed(0)
     first = torch.ones(4, 6, 2, 2)
-    assert torch.equal(buf.query(first, g), first) and int(buf.count) == 4  # empty history: the batch as it is
+    assert (
+        torch.equal(buf.query(first, g), first) and int(buf.count) == 4
+    )  # empty history: the batch as it is
     out = buf.query(torch.zeros(4, 6, 2, 2), g)
     assert out[:2].eq(1).all() and out[2:].eq(0).all()  # half from the history
-    old = HistoryBuffer(4, (6, 2, 2), "fraction", 0.5)  # a checkpoint from before the buffers were one ("items")
+    old = HistoryBuffer(
+        4, (6, 2, 2), "fraction", 0.5
+    )  # a checkpoint from before the buffers were one ("items")
     old.load_state_dict({"items": torch.full((4, 6, 2, 2), 7.0), "count": torch.tensor(4)})
     assert old.images.eq(7).all() and int(old.count) == 4
     with pytest.raises(ValueError, match="policy must be one of fraction, swap"):
@@ -139,7 +167,9 @@ def test_example_weights_and_history_buffer():
 
 
 def test_config_rejects_what_cannot_run():
-    with pytest.raises(ConfigError, match="patch=36: must be >= 16 and divisible by 2\\*\\*segmenter.depth=8"):
+    with pytest.raises(
+        ConfigError, match="patch=36: must be >= 16 and divisible by 2\\*\\*segmenter.depth=8"
+    ):
         from_dict(RefinedSimConfig, {"patch": 36}, "t.yaml")
     with pytest.raises(ConfigError, match="weight_min=3.0, weight_max=2.0"):
         from_dict(RefinedSimConfig, {"segmenter": {"weight_min": 3.0}}, "t.yaml")
@@ -159,16 +189,35 @@ def test_refiner_makes_images_more_realistic():
     from cytoray.data.source import simulated_set
     from cytoray.nets.images import from_unit
 
-    cfg = from_dict(RefinedSimConfig, {"pool": 96, "schedule": {"discriminator_epochs": 1, "joint_epochs": 3, "segmenter_epochs": 0}})
+    cfg = from_dict(
+        RefinedSimConfig,
+        {
+            "pool": 96,
+            "schedule": {"discriminator_epochs": 1, "joint_epochs": 3, "segmenter_epochs": 0},
+        },
+    )
     refs, real = measure(ihc_tile()[None], 0), simulated_set("histology", 24, 64, 0).images
     rng, n, held = np.random.default_rng(0), cfg.pool, 64
     init, masks = initial_images(refs, np.zeros(n + held, int), 32, 0, cfg.synthesis)
-    real_c, style = (random_crops(real, rng.integers(0, len(real), n + held), 32, rng) for _ in range(2))
+    real_c, style = (
+        random_crops(real, rng.integers(0, len(real), n + held), 32, rng) for _ in range(2)
+    )
     stage = RefinedSimStage({**to_plain(cfg), "size": 32})
-    models = run_epochs(stage, {"init": to_unit(init[:n]), "mask": masks[:n, None].astype(np.float32),
-                                "real": to_unit(real_c[:n]), "style": to_unit(style[:n])})  # fmt: skip
+    models = run_epochs(
+        stage,
+        {
+            "init": to_unit(init[:n]),
+            "mask": masks[:n, None].astype(np.float32),
+            "real": to_unit(real_c[:n]),
+            "style": to_unit(style[:n]),
+        },
+    )
     with torch.no_grad():
-        refined = from_unit(models["R"].eval()(torch.from_numpy(to_unit(init[n:])), torch.from_numpy(to_unit(style[n:]))))
+        refined = from_unit(
+            models["R"].eval()(
+                torch.from_numpy(to_unit(init[n:])), torch.from_numpy(to_unit(style[n:]))
+            )
+        )
     acc_initial, acc_refined = realism_judge(real_c[n:], init[n:], refined)
     assert acc_initial >= 0.9 and acc_refined <= acc_initial - 0.2, (acc_initial, acc_refined)
     assert np.abs(refined.astype(float) - init[n:]).mean() > 5  # it did refine
@@ -188,8 +237,15 @@ def test_segmenter_beats_its_untrained_self_on_held_back_images(source):
     else:
         ref, sim = simulated_set("histology", 8, 64, 0).images, simulated_set("histology", 8, 64, 5)
         held = image_set(sim.images, sim.masks, "v")
-    cfg = from_dict(RefinedSimConfig, {"pool": 128, "holdout": 8, "refiner": {"enabled": False},
-                                       "schedule": {"discriminator_epochs": 0, "joint_epochs": 0, "segmenter_epochs": 4}})  # fmt: skip
+    cfg = from_dict(
+        RefinedSimConfig,
+        {
+            "pool": 128,
+            "holdout": 8,
+            "refiner": {"enabled": False},
+            "schedule": {"discriminator_epochs": 0, "joint_epochs": 0, "segmenter_epochs": 4},
+        },
+    )
     (spec,) = RefinedSim.stages(image_set(ref), held, cfg, "test", 0)
     stage = spec.stage
     assert stage.keep == ("S",) and stage.epochs == 4
@@ -200,21 +256,49 @@ def test_segmenter_beats_its_untrained_self_on_held_back_images(source):
     def pooled(net, x, m):
         return dice(stage.segment(net.eval(), torch.from_numpy(to_unit(x)))[:, 0].numpy(), m)
 
-    before, after = pooled(untrained, held.images, held.masks), pooled(trained, held.images, held.masks)
+    before, after = (
+        pooled(untrained, held.images, held.masks),
+        pooled(trained, held.images, held.masks),
+    )
     assert after > before + 0.15 and after > 0.5, (before, after)
     metrics = stage.validate({"S": trained}, stage.prepare(spec.val, CPU), AMP)
     assert set(metrics) == {"val_dice", "val_dice_synthetic"} and metrics["val_dice"] > 0.4
 
 
 def test_phases_follow_the_schedule_and_selection_skips_the_refiner_warm_up():
-    cfg = from_dict(RefinedSimConfig, {"schedule": {"refiner_epochs": 1, "discriminator_epochs": 1, "joint_epochs": 2, "segmenter_epochs": 1}})
+    cfg = from_dict(
+        RefinedSimConfig,
+        {
+            "schedule": {
+                "refiner_epochs": 1,
+                "discriminator_epochs": 1,
+                "joint_epochs": 2,
+                "segmenter_epochs": 1,
+            }
+        },
+    )
     stage = RefinedSimStage({**to_plain(cfg), "size": 64})
-    assert stage.epochs == 5 and [stage.phase(e) for e in range(5)] == ["refiner", "discriminator", "joint", "joint", "segmenter"]
+    assert stage.epochs == 5 and [stage.phase(e) for e in range(5)] == [
+        "refiner",
+        "discriminator",
+        "joint",
+        "joint",
+        "segmenter",
+    ]
     assert stage.keep == ("R", "S")
     keys = [stage.selection({"val_dice": d}, e) for e, d in enumerate([0.9, 0.5, 0.7, 0.6, 0.65])]
     assert min(keys) == keys[2]  # the best validation Dice among epochs where S trains
-    raw = RefinedSimStage({**to_plain(dataclasses.replace(cfg, refiner=dataclasses.replace(cfg.refiner, enabled=False))), "size": 64})
-    assert raw.epochs == 4 and raw.phase(0) == "segmenter"  # as many S epochs as the refined variant gives S
+    raw = RefinedSimStage(
+        {
+            **to_plain(
+                dataclasses.replace(cfg, refiner=dataclasses.replace(cfg.refiner, enabled=False))
+            ),
+            "size": 64,
+        }
+    )
+    assert (
+        raw.epochs == 4 and raw.phase(0) == "segmenter"
+    )  # as many S epochs as the refined variant gives S
 
 
 # ----------------------------------------------------------------------------- real tiles and the study's data
@@ -232,11 +316,17 @@ def test_real_folder_layouts_tiles_and_group_splits(tmp_path):
         Image.fromarray(img).save(tmp_path / "b" / "images" / f"{i}.jpg")
         Image.fromarray(m).save(tmp_path / "b" / "masks" / f"{i}.jpg")
     ds = load_tiles(tmp_path / "b", scale=0.5, tile=32)
-    assert ds.images.shape == (10, 32, 32, 3) and ds.masks.shape == (10, 32, 32)  # 50x70 → two 32 px tiles each
+    assert ds.images.shape == (10, 32, 32, 3) and ds.masks.shape == (
+        10,
+        32,
+        32,
+    )  # 50x70 → two 32 px tiles each
     assert ds.masks.any() and len(set(ds.groups)) == 5
     sp = split_groups(ds.groups, [3, 1, 1], 0)
     assert sorted(np.concatenate(list(sp.values()))) == list(range(10))
-    assert not {ds.groups[i] for i in sp["test"]} & {ds.groups[i] for i in sp["train"]}  # a source image in one split only
+    assert not {ds.groups[i] for i in sp["test"]} & {
+        ds.groups[i] for i in sp["train"]
+    }  # a source image in one split only
     (tmp_path / "b" / "masks" / "4.jpg").unlink()
     with pytest.raises(DataError, match="4.jpg: no nucleus mask"):
         load_tiles(tmp_path / "b", scale=0.5, tile=32)
@@ -267,13 +357,25 @@ def test_comparison_table_states_intervals_and_paired_tests():
     tests = {r: paired_test(scores["refined_hard"], scores[r]) for r in ROWS if r != "refined_hard"}
     for r, p in holm({r: t["p_value"] for r, t in tests.items()}).items():
         tests[r]["p_holm"] = p
-    c = {"scores": scores, "cells": {r: mean_ci(v) for r, v in scores.items()}, "tests": tests, "n_splits": 4, "n_test": [6] * 4,
-         "probe": {"initial": [0.9], "refined": [0.7]}, "syncgan_method": "stain"}  # fmt: skip
+    c = {
+        "scores": scores,
+        "cells": {r: mean_ci(v) for r, v in scores.items()},
+        "tests": tests,
+        "n_splits": 4,
+        "n_test": [6] * 4,
+        "probe": {"initial": [0.9], "refined": [0.7]},
+        "syncgan_method": "stain",
+    }
     md, csv = comparison_table(c, "somewhere")
     assert "Otsu on haematoxylin (floor)" in md and "(method=stain)" in md and "over 4 seeded" in md
     raw = next(line for line in md.splitlines() if line.startswith("| segmenter on raw simulation"))
-    assert f"{100 * np.mean(scores['raw']):.1f} ±" in raw and f"{100 * tests['raw']['mean_diff']:+.1f}" in raw
-    assert len(csv) == 1 + len(ROWS) and csv[0][-1] == "split_3" and "initial 0.90, refined 0.70" in md
+    assert (
+        f"{100 * np.mean(scores['raw']):.1f} ±" in raw
+        and f"{100 * tests['raw']['mean_diff']:+.1f}" in raw
+    )
+    assert (
+        len(csv) == 1 + len(ROWS) and csv[0][-1] == "split_3" and "initial 0.90, refined 0.70" in md
+    )
 
 
 # ----------------------------------------------------------------------------- the segmenter as SynCGAN's mask source
@@ -289,13 +391,18 @@ def tiny_segmenter(out: Path, seed: int, steps: int = 20) -> Path:
     torch.manual_seed(seed)
     kw = dict(in_ch=3, out_ch=1, base=4, depth=2, norm="batch", dropout=0.0, out_act="none")
     net, ds = UNet(**kw), simulated_set("histology", 8, 32, 100 + seed)
-    x, y = torch.from_numpy(to_unit(ds.images)), torch.from_numpy(ds.masks[:, None].astype(np.float32))
+    x, y = (
+        torch.from_numpy(to_unit(ds.images)),
+        torch.from_numpy(ds.masks[:, None].astype(np.float32)),
+    )
     opt = torch.optim.Adam(net.parameters(), 1e-2)
     for _ in range(steps):
         opt.zero_grad()
         torch.nn.functional.binary_cross_entropy_with_logits(net(x), y).backward()
         opt.step()
-    return write_segmenter_bundle(out, net.state_dict(), kw, 0.5, 1.0, {"trained_on": "simulator (test)"})
+    return write_segmenter_bundle(
+        out, net.state_dict(), kw, 0.5, 1.0, {"trained_on": "simulator (test)"}
+    )
 
 
 def test_a_segmenter_is_the_mask_source_of_syncgan(tmp_path):
@@ -303,38 +410,62 @@ def test_a_segmenter_is_the_mask_source_of_syncgan(tmp_path):
 
     from cytoray.data.source import simulated_set
     from cytoray.generators.gan import masks_to_unit
-    from cytoray.masks.nucleus_net import load_segmenter
     from cytoray.generators.syncgan import SynCGAN, SynCGANConfig, masks_key
     from cytoray.masks import MasksConfig
+    from cytoray.masks.nucleus_net import load_segmenter
 
-    with pytest.raises(ConfigError, match=r"masks\.segmenter is not set: masks\.method=segmenter needs [^\n]+$"):
+    with pytest.raises(
+        ConfigError, match=r"masks\.segmenter is not set: masks\.method=segmenter needs [^\n]+$"
+    ):
         load(SynCGANConfig, None, ["masks.method=segmenter"])
     with pytest.raises(ConfigError, match="set masks.method=segmenter or drop masks.segmenter"):
         load(SynCGANConfig, None, [f"masks.segmenter={tmp_path}"])
     a, b = tiny_segmenter(tmp_path / "a", 0), tiny_segmenter(tmp_path / "b", 1)
     ds = simulated_set("histology", 8, 64, 0)
     train, val = ds.subset(range(0, 8, 2)), ds.subset(range(1, 8, 2))
-    cfg = SynCGANConfig(masks=MasksConfig(method="segmenter", segmenter=str(a), labels="nucleus"), prior="gan")
+    cfg = SynCGANConfig(
+        masks=MasksConfig(method="segmenter", segmenter=str(a), labels="nucleus"), prior="gan"
+    )
     # 1. The mask GANs and the CGAN train on exactly what the segmenter predicts.
     specs = {s.label: s for s in SynCGAN.stages(train, val, cfg, "k", 0)}
     want_train, want_val = (load_segmenter(a).masks(x.images) for x in (train, val))
     # (with label maps, the default, the nucleus label is the segmenter's mask)
-    cell = SynCGAN.stages(train, val, dataclasses.replace(cfg, masks=dataclasses.replace(cfg.masks, labels="cell")), "k", 0)
+    cell = SynCGAN.stages(
+        train,
+        val,
+        dataclasses.replace(cfg, masks=dataclasses.replace(cfg.masks, labels="cell")),
+        "k",
+        0,
+    )
     assert np.array_equal(cell[-1].train["mask"][:, 2], masks_to_unit(want_train)[:, 0])
     assert want_train.any() and not want_train.all()  # a mask, not a blank
     assert np.array_equal(specs["cgan"].train["mask"], masks_to_unit(want_train))
     assert np.array_equal(specs["cgan"].val["mask"], masks_to_unit(want_val))
     for i, c in enumerate(train.class_names):
-        assert np.array_equal(specs[f"mask_gan/{c}"].train["mask"], masks_to_unit(want_train[train.labels == i]))
+        assert np.array_equal(
+            specs[f"mask_gan/{c}"].train["mask"], masks_to_unit(want_train[train.labels == i])
+        )
     # 2. Cached masks are keyed by the segmenter's content, not its name.
     other = SynCGANConfig(masks=MasksConfig(method="segmenter", segmenter=str(b)))
     assert not np.array_equal(load_segmenter(b).masks(train.images), want_train)
     key_a = masks_key(cfg.masks)
-    assert key_a != masks_key(other.masks) and SynCGAN.bundle_key(cfg, "k", 0) != SynCGAN.bundle_key(other, "k", 0)
+    assert key_a != masks_key(other.masks) and SynCGAN.bundle_key(
+        cfg, "k", 0
+    ) != SynCGAN.bundle_key(other, "k", 0)
     shutil.copytree(a, tmp_path / "copy")
-    assert masks_key(MasksConfig(method="segmenter", segmenter=str(tmp_path / "copy"), labels="nucleus")) == key_a  # same weights: same masks
-    shutil.copy2(b / "segmenter.pt", a / "segmenter.pt")  # retrained in place: same path, other masks
-    assert masks_key(cfg.masks) != key_a and specs["cgan"].data_key != SynCGAN.stages(train, val, cfg, "k", 0)[-1].data_key
+    assert (
+        masks_key(
+            MasksConfig(method="segmenter", segmenter=str(tmp_path / "copy"), labels="nucleus")
+        )
+        == key_a
+    )  # same weights: same masks
+    shutil.copy2(
+        b / "segmenter.pt", a / "segmenter.pt"
+    )  # retrained in place: same path, other masks
+    assert (
+        masks_key(cfg.masks) != key_a
+        and specs["cgan"].data_key != SynCGAN.stages(train, val, cfg, "k", 0)[-1].data_key
+    )
 
 
 def test_nucleus_segmenter_registers_as_a_segmenter_pyfunc(tmp_path, monkeypatch, capsys):
@@ -346,38 +477,80 @@ def test_nucleus_segmenter_registers_as_a_segmenter_pyfunc(tmp_path, monkeypatch
     from cytoray.cli import main
     from cytoray.data.source import simulated_set
     from cytoray.experiments.segmentation import SegmentationStudyConfig, register_best
-    from cytoray.masks.nucleus_net import load_segmenter
     from cytoray.generators.syncgan import masks_key, nucleus_masks
     from cytoray.masks import MasksConfig
+    from cytoray.masks.nucleus_net import load_segmenter
     from cytoray.tracking.mlflow_utils import setup
 
     monkeypatch.chdir(tmp_path)
     uri = setup("segmenter-registry-test", f"sqlite:///{tmp_path / 'm.db'}")
     bundle = tiny_segmenter(tmp_path / "seg", 0)
-    with mlflow.start_run():  # the refiner's slot takes the same folder: only the kinds are under test here
-        reg = register_best(SegmentationStudyConfig(), bundle, bundle, 0.5, {"test_dice": 0.4}, "h", smoke=False)
+    with (
+        mlflow.start_run()
+    ):  # the refiner's slot takes the same folder: only the kinds are under test here
+        reg = register_best(
+            SegmentationStudyConfig(), bundle, bundle, 0.5, {"test_dice": 0.4}, "h", smoke=False
+        )
     assert reg["nucleus-segmenter"] == {"version": "1", "champion": True, "ineligible": None}
-    code = {n: sorted(p.name for p in Path(mlflow.artifacts.download_artifacts(f"models:/{n}/1", dst_path=str(tmp_path / n))).rglob("*.py"))
-            for n in ("nucleus-segmenter", "refiner")}  # fmt: skip
+    code = {
+        n: sorted(
+            p.name
+            for p in Path(
+                mlflow.artifacts.download_artifacts(f"models:/{n}/1", dst_path=str(tmp_path / n))
+            ).rglob("*.py")
+        )
+        for n in ("nucleus-segmenter", "refiner")
+    }
     assert code == {"nucleus-segmenter": ["segmenter.py"], "refiner": ["generator.py"]}
-    assert not list((tmp_path / "nucleus-segmenter").rglob("*.pkl"))  # models-from-code: nothing pickled
+    assert not list(
+        (tmp_path / "nucleus-segmenter").rglob("*.pkl")
+    )  # models-from-code: nothing pickled
     # 1. The pyfunc: uint8 images in, 0/1 masks (or probabilities) out, as the bundle segments them.
     model = mlflow.pyfunc.load_model("models:/nucleus-segmenter@champion")
     imgs = simulated_set("histology", 3, 32, 7).images
     seg = load_segmenter(bundle)
     masks = np.asarray(model.predict(imgs))
-    assert masks.dtype == np.uint8 and masks.shape == (3, 32, 32) and np.array_equal(masks, seg.masks(imgs))
+    assert (
+        masks.dtype == np.uint8
+        and masks.shape == (3, 32, 32)
+        and np.array_equal(masks, seg.masks(imgs))
+    )
     prob = np.asarray(model.predict(imgs, params={"output": "probability"}))
-    assert prob.dtype == np.float32 and 0 <= prob.min() and prob.max() <= 1 and np.array_equal(prob > seg.threshold, masks.astype(bool))
+    assert (
+        prob.dtype == np.float32
+        and 0 <= prob.min()
+        and prob.max() <= 1
+        and np.array_equal(prob > seg.threshold, masks.astype(bool))
+    )
     # 2. SynCGAN's masks from NAME@ALIAS: the same masks and cache key as the folder (same content).
     ds = simulated_set("histology", 4, 32, 8)
-    by_name, by_folder = (MasksConfig(method="segmenter", segmenter=r) for r in ("nucleus-segmenter@champion", str(bundle)))
-    assert np.array_equal(nucleus_masks(ds, by_name), nucleus_masks(ds, by_folder)) and masks_key(by_name) == masks_key(by_folder)
+    by_name, by_folder = (
+        MasksConfig(method="segmenter", segmenter=r)
+        for r in ("nucleus-segmenter@champion", str(bundle))
+    )
+    assert np.array_equal(nucleus_masks(ds, by_name), nucleus_masks(ds, by_folder)) and masks_key(
+        by_name
+    ) == masks_key(by_folder)
     # 3. `cytoray segment NAME@ALIAS` still works.
     (tmp_path / "in").mkdir()
     Image.fromarray(imgs[0]).save(tmp_path / "in" / "a.png")
-    assert main(["segment", "nucleus-segmenter@champion", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--tracking-uri", uri]) == 0
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "a.png")) > 0, masks[0].astype(bool))
+    assert (
+        main(
+            [
+                "segment",
+                "nucleus-segmenter@champion",
+                str(tmp_path / "in"),
+                "--out",
+                str(tmp_path / "out"),
+                "--tracking-uri",
+                uri,
+            ]
+        )
+        == 0
+    )
+    assert np.array_equal(
+        np.asarray(Image.open(tmp_path / "out" / "a.png")) > 0, masks[0].astype(bool)
+    )
 
 
 # ----------------------------------------------------------------------------- under Ray Train
@@ -392,9 +565,23 @@ def trained_bundle(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("refined")
     ds = simulated_set("histology", 12, 64, 0)
     train, val = ds.subset(range(0, 12, 2)), ds.subset(range(1, 12, 2))
-    cfg = from_dict(RefinedSimConfig, {"pool": 32, "holdout": 8, "schedule": {"discriminator_epochs": 1, "joint_epochs": 1, "segmenter_epochs": 1}})
-    out, res = RefinedSim.train(dataclasses.replace(train, masks=None), val, cfg, tmp / "bundle", tmp / "cache", "k",
-                                RunConfig(storage_path=str(tmp / "ray")))  # fmt: skip
+    cfg = from_dict(
+        RefinedSimConfig,
+        {
+            "pool": 32,
+            "holdout": 8,
+            "schedule": {"discriminator_epochs": 1, "joint_epochs": 1, "segmenter_epochs": 1},
+        },
+    )
+    out, res = RefinedSim.train(
+        dataclasses.replace(train, masks=None),
+        val,
+        cfg,
+        tmp / "bundle",
+        tmp / "cache",
+        "k",
+        RunConfig(storage_path=str(tmp / "ray")),
+    )
     return out, res, val
 
 
@@ -404,15 +591,28 @@ def test_trained_under_ray_train_sampled_and_used_as_a_policy(trained_bundle):
 
     out, res, val = trained_bundle
     hist = res["refined-sim"].history
-    assert [h["epoch"] for h in hist] == [0, 1, 2] and "d_acc_refined" in hist[-1] and "val_dice" in hist[-1]
+    assert (
+        [h["epoch"] for h in hist] == [0, 1, 2]
+        and "d_acc_refined" in hist[-1]
+        and "val_dice" in hist[-1]
+    )
     gen = load_bundle(out)
     assert isinstance(gen, RefinedSim) and set(gen.classes) == {"benign", "malignant"}
     imgs, masks = gen.sample(5, "malignant", seed=1)
-    assert imgs.shape == (5, 64, 64, 3) and imgs.dtype == np.uint8 and masks.shape == (5, 64, 64) and masks.dtype == bool
-    assert masks.any(axis=(1, 2)).all() and np.array_equal(gen.sample(5, "malignant", seed=1)[0], imgs)
+    assert (
+        imgs.shape == (5, 64, 64, 3)
+        and imgs.dtype == np.uint8
+        and masks.shape == (5, 64, 64)
+        and masks.dtype == bool
+    )
+    assert masks.any(axis=(1, 2)).all() and np.array_equal(
+        gen.sample(5, "malignant", seed=1)[0], imgs
+    )
     assert gen.segment(val.images).shape == val.masks.shape
     tr = compose_training_set("orig+refined-sim", val, 1.0, {"refined-sim": gen}, rng_seed=0)
-    assert len(tr) == 2 * len(val) and tr.masks is not None  # real + synthetic, exact masks carried along
+    assert (
+        len(tr) == 2 * len(val) and tr.masks is not None
+    )  # real + synthetic, exact masks carried along
     assert (out / "grids").is_dir() and (out / "history.json").is_file()
 
 
@@ -432,11 +632,19 @@ def test_cytoray_segment_writes_a_mask_per_image(trained_bundle, tmp_path, capsy
     assert a.shape == (96, 96) and b.shape == (80, 90) and set(np.unique(a)) <= {0, 255}
     # bad input: one line, exit 2, nothing written
     db = f"sqlite:///{tmp_path / 'none.db'}"
-    for argv, msg in (([str(tmp_path / "in"), str(tmp_path / "in")], "not a nucleus segmenter"),
-                      ([str(out), str(tmp_path / "missing")], "missing: not a folder"),
-                      ([str(out), str(tmp_path / "in"), "--scale", "0"], "--scale 0.0: give a resize factor"),
-                      (["nucleus-segmenter", str(tmp_path / "in"), "--tracking-uri", db], "give a registered model as NAME@ALIAS"),
-                      (["nucleus-segmenter@champion", str(tmp_path / "in"), "--tracking-uri", db], "no MLflow store there")):  # fmt: skip
+    for argv, msg in (
+        ([str(tmp_path / "in"), str(tmp_path / "in")], "not a nucleus segmenter"),
+        ([str(out), str(tmp_path / "missing")], "missing: not a folder"),
+        ([str(out), str(tmp_path / "in"), "--scale", "0"], "--scale 0.0: give a resize factor"),
+        (
+            ["nucleus-segmenter", str(tmp_path / "in"), "--tracking-uri", db],
+            "give a registered model as NAME@ALIAS",
+        ),
+        (
+            ["nucleus-segmenter@champion", str(tmp_path / "in"), "--tracking-uri", db],
+            "no MLflow store there",
+        ),
+    ):
         assert main(["segment", *argv, "--out", str(tmp_path / "o2")]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("cytoray: error: ") and msg in err and "\n" not in err, err
@@ -450,11 +658,26 @@ def test_study_smoke_end_to_end(tmp_path):
 
     from conftest import run_python
 
-    r = run_python(["studies/refined_segmentation.py", "--smoke-test", "--out", str(tmp_path / "out"),
-                    "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"], ROOT)  # fmt: skip
+    r = run_python(
+        [
+            "studies/refined_segmentation.py",
+            "--smoke-test",
+            "--out",
+            str(tmp_path / "out"),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'm.db'}",
+        ],
+        ROOT,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     table = (tmp_path / "out" / "comparison.md").read_text()
-    for row in ("Otsu on haematoxylin", "SynCGAN unsupervised masks", "raw simulation", "refined simulation", "refined + hard"):
+    for row in (
+        "Otsu on haematoxylin",
+        "SynCGAN unsupervised masks",
+        "raw simulation",
+        "refined simulation",
+        "refined + hard",
+    ):
         assert row in table
     best = json.loads((tmp_path / "out" / "best.json").read_text())
     assert 0 <= best["test_dice"] <= 1 and "not champion: a --smoke-test run" in r.stdout

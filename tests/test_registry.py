@@ -19,13 +19,27 @@ def registry(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     setup("registry-test", f"sqlite:///{tmp_path / 'm.db'}")
-    bundle = write_classifier_bundle(tmp_path / "clf", build_classifier("smallcnn", 2, 32).state_dict(), name="smallcnn",
-                                     class_names=["benign", "malignant"], input_size=32, params={})  # fmt: skip
+    bundle = write_classifier_bundle(
+        tmp_path / "clf",
+        build_classifier("smallcnn", 2, 32).state_dict(),
+        name="smallcnn",
+        class_names=["benign", "malignant"],
+        input_size=32,
+        params={},
+    )
 
     def reg(val: float, test: float, protocol: str = "split:a", **kw) -> tuple[str, bool]:
         with mlflow.start_run():
-            return register("clf", bundle, score=val, protocol=protocol, metric="val_balanced_accuracy",
-                            kind="classifier", recorded={"balanced_accuracy": test}, **kw)  # fmt: skip
+            return register(
+                "clf",
+                bundle,
+                score=val,
+                protocol=protocol,
+                metric="val_balanced_accuracy",
+                kind="classifier",
+                recorded={"balanced_accuracy": test},
+                **kw,
+            )
 
     return reg
 
@@ -55,7 +69,10 @@ def test_smoke_and_under_budget_runs_never_take_the_alias(registry):
         _champion()  # no alias at all: the only version is a smoke run
     assert MlflowClient().get_model_version("clf", "1").tags["cytoray.eligible"] == "false"
     assert registry(0.50, 0.50) == ("2", True)
-    assert registry(0.99, 0.99, ineligible="below the budget for a champion (2 < 5 epochs)") == ("3", False)
+    assert registry(0.99, 0.99, ineligible="below the budget for a champion (2 < 5 epochs)") == (
+        "3",
+        False,
+    )
     assert str(_champion().version) == "2"
 
 
@@ -71,7 +88,9 @@ def test_a_champion_chosen_on_test_by_an_older_cytoray_is_replaced(registry):
 
     assert registry(0.6, 0.6) == ("1", True)
     client = MlflowClient()
-    client.set_model_version_tag("clf", "1", "cytoray.metric", "test_balanced_accuracy")  # as the old registry recorded it
+    client.set_model_version_tag(
+        "clf", "1", "cytoray.metric", "test_balanced_accuracy"
+    )  # as the old registry recorded it
     assert registry(0.1, 0.1) == ("2", True)
 
 
@@ -96,7 +115,9 @@ def test_registered_models_load_as_code_with_nothing_pickled(registry, tmp_path)
     import numpy as np
 
     registry(0.5, 0.5)
-    local = Path(mlflow.artifacts.download_artifacts("models:/clf/1", dst_path=str(tmp_path / "dl")))
+    local = Path(
+        mlflow.artifacts.download_artifacts("models:/clf/1", dst_path=str(tmp_path / "dl"))
+    )
     assert not list(local.rglob("*.pkl")) and list(local.rglob("classifier.py"))
     model = mlflow.pyfunc.load_model("models:/clf/1")
     prob = np.asarray(model.predict(np.zeros((3, 32, 32, 3), np.uint8)))

@@ -21,17 +21,32 @@ def test_shipped_spaces_load_and_apply(name):
     space = load_search_space(CONFIGS / "search" / name, cfg)
     tune_space = space.domains()
     # the CPU default's maps come from the bank (no mask GAN): its warp is searched; the paper's space keeps eq. 7's mask GANs
-    mask_gans = {"generator.mask_gan.smooth_real_low", "generator.mask_gan.smooth_fake_high", "generator.mask_gan.flip_rate"}
+    mask_gans = {
+        "generator.mask_gan.smooth_real_low",
+        "generator.mask_gan.smooth_fake_high",
+        "generator.mask_gan.flip_rate",
+    }
     own = {"generator.warp"} if name == "syncgan_ratio.yaml" else mask_gans
     assert set(tune_space) == {"generator.cgan.lam", "ratio"} | own
     point = {k: d.sample() for k, d in tune_space.items()}
-    assert type(space.to_tune()["generator"]["cgan"]["lam"]) is type(tune_space["generator.cgan.lam"])  # nested like the config
-    new = trial_config(RatioStudy(), to_dict(cfg), nest(point))  # merged as nested values, never through strings
-    assert new.ratio == pytest.approx(point["ratio"]) and new.generator.cgan.lam == pytest.approx(point["generator.cgan.lam"])
+    assert type(space.to_tune()["generator"]["cgan"]["lam"]) is type(
+        tune_space["generator.cgan.lam"]
+    )  # nested like the config
+    new = trial_config(
+        RatioStudy(), to_dict(cfg), nest(point)
+    )  # merged as nested values, never through strings
+    assert new.ratio == pytest.approx(point["ratio"]) and new.generator.cgan.lam == pytest.approx(
+        point["generator.cgan.lam"]
+    )
     if own == mask_gans:
-        assert new.generator.mask_gan.flip_rate == pytest.approx(point["generator.mask_gan.flip_rate"])
+        assert new.generator.mask_gan.flip_rate == pytest.approx(
+            point["generator.mask_gan.flip_rate"]
+        )
     else:
-        assert new.generator.warp == pytest.approx(point["generator.warp"]) and new.generator.prior == "bank"
+        assert (
+            new.generator.warp == pytest.approx(point["generator.warp"])
+            and new.generator.prior == "bank"
+        )
 
 
 def test_bad_spaces_name_key_and_file(tmp_path):

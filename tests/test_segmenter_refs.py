@@ -51,11 +51,20 @@ def test_a_study_pins_its_segmenter_in_the_driver(tmp_path, monkeypatch):
     seg = tiny_segmenter(tmp_path / "seg", 0)
 
     def study(ref: str) -> RatioStudyConfig:
-        return load(RatioStudyConfig, None, ["generator.masks.method=segmenter", f"generator.masks.segmenter={ref}"])
+        return load(
+            RatioStudyConfig,
+            None,
+            ["generator.masks.method=segmenter", f"generator.masks.segmenter={ref}"],
+        )
 
-    with pytest.raises(ConfigError, match=r"masks\.segmenter=runs/seg: no such folder, and not NAME@ALIAS or NAME/VERSION$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"masks\.segmenter=runs/seg: no such folder, and not NAME@ALIAS or NAME/VERSION$",
+    ):
         study("runs/seg")
-    uri = setup("pin-test", f"sqlite:///{tmp_path / 'm.db'}")  # the study's store (run_study does this first)
+    uri = setup(
+        "pin-test", f"sqlite:///{tmp_path / 'm.db'}"
+    )  # the study's store (run_study does this first)
     # 1. A relative folder: absolute, so a trial's own working folder finds it.
     cfg = study("seg")
     pin_segmenters(cfg, tmp_path / "out" / "cache")
@@ -65,15 +74,27 @@ def test_a_study_pins_its_segmenter_in_the_driver(tmp_path, monkeypatch):
     trial = trial_config(RatioStudy(), to_dict(cfg), {"ratio": 1.0})
     assert masks_key(trial.generator.masks) == masks_key(cfg.generator.masks)
     # 2. A missing folder named like NAME/VERSION is not taken for a registered model that is not there.
-    with pytest.raises(ConfigError, match=r"masks\.segmenter=seg/3: no such folder, and seg/3: not found in the registry at sqlite"):
-        pin_segmenters(load(RatioStudyConfig, None, ["generator.masks.method=segmenter", "generator.masks.segmenter=seg/3"]),
-                       tmp_path / "out" / "cache")  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"masks\.segmenter=seg/3: no such folder, and seg/3: not found in the registry at sqlite",
+    ):
+        pin_segmenters(
+            load(
+                RatioStudyConfig,
+                None,
+                ["generator.masks.method=segmenter", "generator.masks.segmenter=seg/3"],
+            ),
+            tmp_path / "out" / "cache",
+        )
     # 3. NAME@ALIAS: pinned to its version, pulled once from the study's store into the study's cache.
     seen = fake_registry(monkeypatch, {"1": seg})
     cfg = study("nucleus-segmenter@champion")
     pin_segmenters(cfg, tmp_path / "out" / "cache")
     pinned = Path(cfg.generator.masks.segmenter)
-    assert pinned == tmp_path / "out" / "cache" / "segmenters" / "nucleus-segmenter-v1" and seen == [f"{uri}?timeout=30"]
+    assert (
+        pinned == tmp_path / "out" / "cache" / "segmenters" / "nucleus-segmenter-v1"
+        and seen == [f"{uri}?timeout=30"]
+    )
     assert bundle_identity(pinned) == bundle_identity(seg)
     assert not [p for p in pinned.parent.iterdir() if p != pinned]  # no download folder left behind
 
@@ -81,21 +102,30 @@ def test_a_study_pins_its_segmenter_in_the_driver(tmp_path, monkeypatch):
 def test_syncgan_resolves_an_alias_once_for_its_masks_and_their_key(tmp_path, monkeypatch):
     from cytoray.data.source import simulated_set
     from cytoray.generators.gan import masks_to_unit
-    from cytoray.masks.nucleus_net import load_segmenter
     from cytoray.generators.syncgan import SynCGAN, SynCGANConfig, masks_key
     from cytoray.masks import MasksConfig
+    from cytoray.masks.nucleus_net import load_segmenter
 
     a, b = tiny_segmenter(tmp_path / "a", 0), tiny_segmenter(tmp_path / "b", 1)
-    fake_registry(monkeypatch, {"1": a, "2": b, "3": b})  # the alias moves to b after its first look-up
+    fake_registry(
+        monkeypatch, {"1": a, "2": b, "3": b}
+    )  # the alias moves to b after its first look-up
     ds = simulated_set("histology", 8, 32, 0)
     train, val = ds.subset(range(0, 8, 2)), ds.subset(range(1, 8, 2))
-    cfg = SynCGANConfig(masks=MasksConfig(method="segmenter", segmenter="moving-seg@champion", labels="nucleus"))
+    cfg = SynCGANConfig(
+        masks=MasksConfig(method="segmenter", segmenter="moving-seg@champion", labels="nucleus")
+    )
     cgan = {s.label: s for s in SynCGAN.stages(train, val, cfg, "k", 0)}["cgan"]
     seg_a = load_segmenter(a)
-    assert not np.array_equal(seg_a.masks(val.images), load_segmenter(b).masks(val.images))  # b's masks would tell
+    assert not np.array_equal(
+        seg_a.masks(val.images), load_segmenter(b).masks(val.images)
+    )  # b's masks would tell
     assert np.array_equal(cgan.train["mask"], masks_to_unit(seg_a.masks(train.images)))
     assert np.array_equal(cgan.val["mask"], masks_to_unit(seg_a.masks(val.images)))  # not b's
-    assert cgan.data_key == f"k:masks={masks_key(MasksConfig(method='segmenter', segmenter=str(a), labels='nucleus'))}"  # the key of what made them
+    assert (
+        cgan.data_key
+        == f"k:masks={masks_key(MasksConfig(method='segmenter', segmenter=str(a), labels='nucleus'))}"
+    )  # the key of what made them
 
 
 def test_cytoray_segment_without_tracking_uri_uses_the_documented_store(tmp_path, monkeypatch):
@@ -119,8 +149,8 @@ def test_cytoray_segment_without_tracking_uri_uses_the_documented_store(tmp_path
 
 def test_a_segmenter_folder_under_home_is_a_folder_everywhere(tmp_path, monkeypatch):
     """`~/seg` (as a YAML config writes it: no shell to expand it) loads as the folder it names."""
-    from cytoray.masks.segmenter import bundle_identity, load_mask_segmenter, pinned
     from cytoray.masks.config import MasksConfig
+    from cytoray.masks.segmenter import bundle_identity, load_mask_segmenter, pinned
 
     monkeypatch.setenv("HOME", str(tmp_path))
     seg = tiny_segmenter(tmp_path / "seg", 0)

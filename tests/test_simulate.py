@@ -50,7 +50,15 @@ def test_shapes_dtypes_and_balance(kind: str) -> None:
     assert s.images.shape == (7, 32, 32, 3) and s.images.dtype == np.uint8
     assert s.masks.shape == (7, 32, 32) and s.masks.dtype == np.uint8
     assert set(np.unique(s.masks)) <= {0, 1}
-    assert s.labels.dtype == np.int64 and s.labels.tolist() == [0, 0, 0, 0, 1, 1, 1]  # odd n: benign +1
+    assert s.labels.dtype == np.int64 and s.labels.tolist() == [
+        0,
+        0,
+        0,
+        0,
+        1,
+        1,
+        1,
+    ]  # odd n: benign +1
     assert s.names[0] == "benign_0000" and s.names[4] == "malignant_0000" and len(s.names) == 7
     assert class_counts(150) == {"benign": 75, "malignant": 75}
 
@@ -75,12 +83,17 @@ def test_same_seed_same_arrays_other_seed_differs(kind: str) -> None:
 
 def test_image_depends_only_on_seed_kind_class_index() -> None:
     # Growing the dataset must not change the images already in it.
-    small, big = simulate("cytology", n=4, size=32, seed=2), simulate("cytology", n=10, size=32, seed=2)
+    small, big = (
+        simulate("cytology", n=4, size=32, seed=2),
+        simulate("cytology", n=10, size=32, seed=2),
+    )
     for i, name in enumerate(small.names):
         j = big.names.index(name)
         assert np.array_equal(small.images[i], big.images[j]), name
     # ...and the kinds use different streams.
-    assert not np.array_equal(small.images[0], simulate("histology", n=4, size=32, seed=2).images[0])
+    assert not np.array_equal(
+        small.images[0], simulate("histology", n=4, size=32, seed=2).images[0]
+    )
 
 
 def test_scene_is_resolution_independent() -> None:
@@ -104,7 +117,9 @@ def test_masks_nonempty_and_nuclei_darker(kind: str, sets64: dict[str, Simulated
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_malignant_has_bigger_nuclei_but_classes_overlap(kind: str, sets64: dict[str, SimulatedSet]) -> None:
+def test_malignant_has_bigger_nuclei_but_classes_overlap(
+    kind: str, sets64: dict[str, SimulatedSet]
+) -> None:
     s = sets64[kind]
     fb, fm = _fractions(s, 0), _fractions(s, 1)
     assert fm.mean() > 1.3 * fb.mean(), (fb.mean(), fm.mean())
@@ -157,7 +172,9 @@ def test_stain_variation_is_a_hue_and_strength_change() -> None:
 
     grey = np.full((4, 4, 3), 0.5, np.float32)
     out, tint = stain_variation(grey, np.random.default_rng(0))
-    assert np.allclose(out[..., 0], out[..., 1]) and np.allclose(out[..., 1], out[..., 2])  # a grey stays grey
+    assert np.allclose(out[..., 0], out[..., 1]) and np.allclose(
+        out[..., 1], out[..., 2]
+    )  # a grey stays grey
     assert not np.allclose(out, grey) and np.all((tint >= 0.85) & (tint <= 1.0))
     col = np.zeros((4, 4, 3), np.float32)
     col[..., 2] = 1.0  # one channel only: the hue moves into the others
@@ -169,10 +186,22 @@ def test_simulated_set_crops_padding_like_a_folder() -> None:
     from cytoray.data.background import detect_bands
     from cytoray.data.source import simulated_set
 
-    cropped, kept = simulated_set("cytology", 20, 64, 0), simulated_set("cytology", 20, 64, 0, padding="keep")
-    assert cropped.padding == "crop" and cropped.images.shape == kept.images.shape == (20, 64, 64, 3)
-    assert any(detect_bands(im).any() for im in kept.images) and not any(detect_bands(im).any() for im in cropped.images)
-    assert cropped.sha256 == kept.sha256 and cropped.names == kept.names  # the drawn image's hash either way
+    cropped, kept = (
+        simulated_set("cytology", 20, 64, 0),
+        simulated_set("cytology", 20, 64, 0, padding="keep"),
+    )
+    assert cropped.padding == "crop" and cropped.images.shape == kept.images.shape == (
+        20,
+        64,
+        64,
+        3,
+    )
+    assert any(detect_bands(im).any() for im in kept.images) and not any(
+        detect_bands(im).any() for im in cropped.images
+    )
+    assert (
+        cropped.sha256 == kept.sha256 and cropped.names == kept.names
+    )  # the drawn image's hash either way
     unpadded = [i for i, im in enumerate(kept.images) if not detect_bands(im).any()]
     assert all(np.array_equal(cropped.images[i], kept.images[i]) for i in unpadded)
 
@@ -200,8 +229,12 @@ def test_draw_nucleus_marks_mask_and_darkens() -> None:
     canvas = np.zeros((40, 40, 3), np.float32)
     mask = np.zeros((40, 40), np.uint8)
     poly = smooth_polygon(random_polygon(rng, (20.0, 20.0), 6.0, 0.3, 0.1, 12))
-    draw_nucleus(canvas, mask, rng, poly, (0.4, 0.3, 0.6), chromatin=0.8, density=1.4, nucleolus=1.0)
-    area = 0.5 * abs(np.dot(poly[:, 0], np.roll(poly[:, 1], -1)) - np.dot(poly[:, 1], np.roll(poly[:, 0], -1)))
+    draw_nucleus(
+        canvas, mask, rng, poly, (0.4, 0.3, 0.6), chromatin=0.8, density=1.4, nucleolus=1.0
+    )
+    area = 0.5 * abs(
+        np.dot(poly[:, 0], np.roll(poly[:, 1], -1)) - np.dot(poly[:, 1], np.roll(poly[:, 0], -1))
+    )
     assert abs(int(mask.sum()) - area) < 0.25 * area
     rgb = od_to_rgb(canvas)
     assert rgb[mask == 1].mean() < 120 and rgb[0, 0].tolist() == [255, 255, 255]
@@ -213,7 +246,13 @@ def test_draw_nucleus_marks_mask_and_darkens() -> None:
 
 @pytest.mark.parametrize(
     "kwargs, word",
-    [({"kind": "xray"}, "kind"), ({"n": 1}, "n="), ({"size": 8}, "size"), ({"seed": -1}, "seed"), ({"n": 2.5}, "n=")],
+    [
+        ({"kind": "xray"}, "kind"),
+        ({"n": 1}, "n="),
+        ({"size": 8}, "size"),
+        ({"seed": -1}, "seed"),
+        ({"n": 2.5}, "n="),
+    ],
 )
 def test_bad_arguments_raise(kwargs: dict, word: str, tmp_path) -> None:
     with pytest.raises(CytorayError, match=word):
@@ -237,17 +276,24 @@ def test_write_dataset_layout_and_identical_bytes(tmp_path) -> None:
     for rel in files_a:
         assert sha256_file(a / rel) == sha256_file(b / rel), rel
     meta = json.loads((a / "simulation.json").read_text())
-    assert meta["kind"] == "cytology" and meta["n"] == 5 and meta["size"] == 32 and meta["seed"] == 4
+    assert (
+        meta["kind"] == "cytology" and meta["n"] == 5 and meta["size"] == 32 and meta["seed"] == 4
+    )
     assert meta["counts"] == {"benign": 3, "malignant": 2} and "cytoray_version" in meta
     assert "nucleus_radius" in meta["generator"]["features_at_grade_0_and_1"]
-    assert meta["generator"]["acquisition"]["p_padding"] > 0 and "nc_ratio" in meta["generator"]["acquisition"]["single_cell_features_at_grade_0_and_1"]
+    assert (
+        meta["generator"]["acquisition"]["p_padding"] > 0
+        and "nc_ratio" in meta["generator"]["acquisition"]["single_cell_features_at_grade_0_and_1"]
+    )
     # PNGs round-trip to the simulated arrays; masks are 0/255
     sim = simulate("cytology", n=5, size=32, seed=4)
     assert np.array_equal(np.asarray(Image.open(a / "benign" / "benign_0000.png")), sim.images[0])
     m = np.asarray(Image.open(a / "benign" / "masks" / "benign_0000.png"))
     assert set(np.unique(m)) <= {0, 255} and np.array_equal(m // 255, sim.masks[0])
     c = write_dataset(tmp_path / "c", kind="cytology", n=5, size=32, seed=9)
-    assert sha256_file(c / "benign" / "benign_0000.png") != sha256_file(a / "benign" / "benign_0000.png")
+    assert sha256_file(c / "benign" / "benign_0000.png") != sha256_file(
+        a / "benign" / "benign_0000.png"
+    )
 
 
 def test_write_dataset_refuses_nonempty_folder(tmp_path) -> None:

@@ -13,9 +13,33 @@ import pytest
 import torch
 
 from cytoray.errors import ConfigError
-from cytoray.generators.gan import CGANConfig, CGANStage, LatentGANConfig, MaskGANStage, masks_to_unit, stage_params
-from cytoray.generators.small_data import Augmenter, apply, draw, ema_update, make_ema, parse_policy, r1_penalty
-from cytoray.masks.labels import CYTOPLASM, GLASS, N_LABELS, NUCLEUS, label_map, label_maps, paint, region_colours
+from cytoray.generators.gan import (
+    CGANConfig,
+    CGANStage,
+    LatentGANConfig,
+    MaskGANStage,
+    masks_to_unit,
+    stage_params,
+)
+from cytoray.generators.small_data import (
+    Augmenter,
+    apply,
+    draw,
+    ema_update,
+    make_ema,
+    parse_policy,
+    r1_penalty,
+)
+from cytoray.masks.labels import (
+    CYTOPLASM,
+    GLASS,
+    N_LABELS,
+    NUCLEUS,
+    label_map,
+    label_maps,
+    paint,
+    region_colours,
+)
 from cytoray.training.stage import amp_context
 
 ALL = ("colour", "translation", "cutout", "dihedral")
@@ -108,7 +132,9 @@ def test_label_maps_of_simulated_cells_hold_glass_cytoplasm_and_nucleus():
     assert maps.dtype == np.uint8 and maps.shape == nuc.shape and maps.max() < N_LABELS
     assert np.array_equal(maps == NUCLEUS, nuc)  # the nucleus label is the nucleus mask
     three = [all((m == k).any() for k in (GLASS, CYTOPLASM, NUCLEUS)) for m in maps]
-    assert np.mean(three) >= 0.4, f"only {sum(three)}/{len(maps)} simulated cells have glass, cytoplasm and nucleus"
+    assert np.mean(three) >= 0.4, (
+        f"only {sum(three)}/{len(maps)} simulated cells have glass, cytoplasm and nucleus"
+    )
     assert all((m == CYTOPLASM).mean() > 0.05 for m in maps)  # every simulated cell has a body
     # the colours painted back come from the regions
     cols = region_colours(s.images, maps)
@@ -126,7 +152,9 @@ def test_label_map_keeps_padding_out_of_the_cell_and_flags_a_bare_nucleus():
     nuc = np.zeros((64, 64), bool)
     nuc[28:40, 25:38] = True
     m, flags = label_map(rgb, nuc)
-    assert (m[:10] == GLASS).all() and m[45, 30] == CYTOPLASM  # a padding band is never cell and m[60, 5] == GLASS and m[30, 30] == NUCLEUS
+    assert (m[:10] == GLASS).all() and m[
+        45, 30
+    ] == CYTOPLASM  # a padding band is never cell and m[60, 5] == GLASS and m[30, 30] == NUCLEUS
     assert not flags
     bare = (np.full((64, 64, 3), 235) + noise).clip(0, 255).astype(np.uint8)
     bare[28:40, 25:38] = (60, 40, 110)
@@ -164,11 +192,20 @@ def test_cgan_trains_on_one_hot_label_maps():
     m, imgs = _maps()
     y = np.concatenate([masks_to_unit(m, N_LABELS), paint(m, region_colours(imgs, m))], 1)
     x = imgs.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1
-    stage = CGANStage({**stage_params(CGANConfig(g_base=8, d_base=8, d_layers=2, ada=0.6), 32), "in_ch": y.shape[1]})
+    stage = CGANStage(
+        {
+            **stage_params(CGANConfig(g_base=8, d_base=8, d_layers=2, ada=0.6), 32),
+            "in_ch": y.shape[1],
+        }
+    )
     torch.manual_seed(0)
     models = stage.build(CPU)
     assert set(models) == {"G", "D", "G_ema", "aug"} and stage.keep == "G_ema"
-    opts, gen, amp = stage.optimizers(models), torch.Generator().manual_seed(0), amp_context(CPU, False)
+    opts, gen, amp = (
+        stage.optimizers(models),
+        torch.Generator().manual_seed(0),
+        amp_context(CPU, False),
+    )
     batch = {"mask": torch.from_numpy(y), "image": torch.from_numpy(x)}
     ema0 = [p.clone() for p in models["G_ema"].parameters()]
     mse = [stage.train_step(models, opts, batch, gen, amp)["mse"] for _ in range(40)]
@@ -183,42 +220,81 @@ def test_cgan_reconstruction_terms_train(recon):
     m, imgs = _maps(n=4)
     y = masks_to_unit(m, N_LABELS)
     x = imgs.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1
-    stage = CGANStage({**stage_params(CGANConfig(g_base=8, d_base=8, d_layers=2, recon=recon, r1=1.0), 32), "in_ch": N_LABELS})
+    stage = CGANStage(
+        {
+            **stage_params(CGANConfig(g_base=8, d_base=8, d_layers=2, recon=recon, r1=1.0), 32),
+            "in_ch": N_LABELS,
+        }
+    )
     models = stage.build(CPU)
-    out = stage.train_step(models, stage.optimizers(models), {"mask": torch.from_numpy(y), "image": torch.from_numpy(x)},
-                           torch.Generator().manual_seed(0), amp_context(CPU, False))  # fmt: skip
+    out = stage.train_step(
+        models,
+        stage.optimizers(models),
+        {"mask": torch.from_numpy(y), "image": torch.from_numpy(x)},
+        torch.Generator().manual_seed(0),
+        amp_context(CPU, False),
+    )
     assert all(np.isfinite(v) for v in out.values())
 
 
 def test_label_map_gan_draws_soft_one_hot_maps():
     m, _ = _maps()
-    stage = MaskGANStage({**stage_params(LatentGANConfig(g_base=8, d_base=8, d_layers=2, z_dim=8), 32), "labels": N_LABELS})
+    stage = MaskGANStage(
+        {
+            **stage_params(LatentGANConfig(g_base=8, d_base=8, d_layers=2, z_dim=8), 32),
+            "labels": N_LABELS,
+        }
+    )
     models = stage.build(CPU)
     assert stage.colour_from == N_LABELS  # no colour op on a label map
-    opts, gen, amp = stage.optimizers(models), torch.Generator().manual_seed(0), amp_context(CPU, False)
+    opts, gen, amp = (
+        stage.optimizers(models),
+        torch.Generator().manual_seed(0),
+        amp_context(CPU, False),
+    )
     for _ in range(3):
-        out = stage.train_step(models, opts, {"mask": torch.from_numpy(masks_to_unit(m, N_LABELS))}, gen, amp)
+        out = stage.train_step(
+            models, opts, {"mask": torch.from_numpy(masks_to_unit(m, N_LABELS))}, gen, amp
+        )
     assert np.isfinite(out["loss_d"]) and np.isfinite(out["loss_g"])
     soft = stage._g_out(models["G_ema"], torch.randn(2, 8))
-    assert soft.shape == (2, N_LABELS, 32, 32) and torch.allclose((soft + 1).sum(1) / 2, torch.ones(2, 32, 32), atol=1e-5)
+    assert soft.shape == (2, N_LABELS, 32, 32) and torch.allclose(
+        (soft + 1).sum(1) / 2, torch.ones(2, 32, 32), atol=1e-5
+    )
 
 
 def test_cyclegan_and_refiner_take_the_same_piece():
     """CycleGAN's Ds and the refiner's D see augmented inputs through the shared Augmenter; CycleGAN
     keeps G's moving average."""
-    from cytoray.generators.cyclegan import CycleGANConfig, CycleGANStage, stage_params as cg_params
+    from cytoray.generators.cyclegan import CycleGANConfig, CycleGANStage
+    from cytoray.generators.cyclegan import stage_params as cg_params
     from cytoray.generators.refined_sim import RefinerConfig
 
-    cfg = CycleGANConfig(diffaug="translation,cutout,dihedral", ema=0.99, g_base=4, d_base=4, n_blocks=1, d_layers=2, batch_size=2)
+    cfg = CycleGANConfig(
+        diffaug="translation,cutout,dihedral",
+        ema=0.99,
+        g_base=4,
+        d_base=4,
+        n_blocks=1,
+        d_layers=2,
+        batch_size=2,
+    )
     cfg.validate()
     stage = CycleGANStage(cg_params(cfg, 32, 4))
     models = stage.build(CPU)
     assert "aug" in models and "G_ema" in models and stage.keep == "G_ema"
     x = torch.rand(4, 3, 32, 32) * 2 - 1
     before = [p.clone() for p in models["G_ema"].parameters()]
-    out = stage.train_step(models, stage.optimizers(models), {"A": x, "B": x.flip(3)}, torch.Generator().manual_seed(0),
-                           amp_context(CPU, False))  # fmt: skip
-    assert np.isfinite(out["loss_d"]) and any(not torch.equal(a, b) for a, b in zip(before, models["G_ema"].parameters()))
+    out = stage.train_step(
+        models,
+        stage.optimizers(models),
+        {"A": x, "B": x.flip(3)},
+        torch.Generator().manual_seed(0),
+        amp_context(CPU, False),
+    )
+    assert np.isfinite(out["loss_d"]) and any(
+        not torch.equal(a, b) for a, b in zip(before, models["G_ema"].parameters())
+    )
     RefinerConfig(diffaug="translation,cutout").validate()
     with pytest.raises(ConfigError, match="refiner.diffaug"):
         RefinerConfig(diffaug="colour").validate()

@@ -43,15 +43,33 @@ def smoke_study(tmp_path_factory):
     The cluster test runs the default objective."""
     tmp = tmp_path_factory.mktemp("study")
     out = tmp / "study"
-    args = [str(STUDY), "--smoke-test", "--out", str(out), *TINY, "--set", "tune.multi_objective=true"]
-    proc = subprocess.Popen([sys.executable, *args], cwd=tmp, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    args = [
+        str(STUDY),
+        "--smoke-test",
+        "--out",
+        str(out),
+        *TINY,
+        "--set",
+        "tune.multi_objective=true",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=tmp,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     exp = out / "tune" / "syncgan_ratio"
     deadline = time.time() + 600
     done_before: set[str] = set()
     while time.time() < deadline:  # wait for one finished trial in Tune's saved state
         time.sleep(2)
-        done_before = {p.parent.name for p in exp.glob("trial_fn_*/result.json") if '"final": 1' in p.read_text()}
+        done_before = {
+            p.parent.name
+            for p in exp.glob("trial_fn_*/result.json")
+            if '"final": 1' in p.read_text()
+        }
         if done_before:
             break
         assert proc.poll() is None, "study ended before it could be killed"
@@ -60,8 +78,11 @@ def smoke_study(tmp_path_factory):
     proc.wait()
     assert done_before, "no trial finished before the deadline"
     _, parents, children = mlflow_runs(tmp / "mlflow.db")
-    killed = {"done": done_before, "parents": [p.info.run_id for p in parents],
-              "children": {c.data.tags["cytoray.trial_id"]: c.info.run_id for c in children}}  # fmt: skip
+    killed = {
+        "done": done_before,
+        "parents": [p.info.run_id for p in parents],
+        "children": {c.data.tags["cytoray.trial_id"]: c.info.run_id for c in children},
+    }
     r = run([*args, "--resume"], cwd=tmp)
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
     return tmp, r, killed
@@ -76,10 +97,15 @@ def test_study_writes_parent_and_one_child_per_trial(smoke_study):
     p = parents[0].data
     assert "best_test_balanced_accuracy" in p.metrics and p.params["tune.num_samples"] == "3"
     finished = [c for c in children if FID_ALL in c.data.metrics]
-    assert finished and all("val_balanced_accuracy" in c.data.metrics and "ratio" in c.data.params for c in finished)
+    assert finished and all(
+        "val_balanced_accuracy" in c.data.metrics and "ratio" in c.data.params for c in finished
+    )
     best = json.loads((tmp / "study" / "best.json").read_text())
     assert set(best["test"]) == {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc"}
-    assert "Best configuration, test split (scored once)" in r.stdout and "mlflow ui --backend-store-uri" in r.stdout
+    assert (
+        "Best configuration, test split (scored once)" in r.stdout
+        and "mlflow ui --backend-store-uri" in r.stdout
+    )
 
 
 def test_multi_objective_search_is_told_both_objectives(smoke_study):
@@ -87,30 +113,64 @@ def test_multi_objective_search_is_told_both_objectives(smoke_study):
 
     tmp, _, _ = smoke_study
     exp = tmp / "study" / "tune" / "syncgan_ratio"
-    reports = [json.loads(line) for p in exp.glob("trial_fn_*/result.json") for line in p.read_text().splitlines()]
-    assert len(reports) > 3 and all(FID_ALL in r and "val_balanced_accuracy" in r for r in reports)  # every epoch:
+    reports = [
+        json.loads(line)
+        for p in exp.glob("trial_fn_*/result.json")
+        for line in p.read_text().splitlines()
+    ]
+    assert len(reports) > 3 and all(
+        FID_ALL in r and "val_balanced_accuracy" in r for r in reports
+    )  # every epoch:
     # ASHA may stop a trial after any epoch, and its last report is what Optuna is told.
     state = pickle.loads(max(exp.glob("searcher-state-*.pkl")).read_bytes())
-    assert state["_metric"] == [FID_ALL, "val_balanced_accuracy"] and state["_mode"] == ["min", "max"]
+    assert state["_metric"] == [FID_ALL, "val_balanced_accuracy"] and state["_mode"] == [
+        "min",
+        "max",
+    ]
     trials = state["_ot_study"].get_trials()
-    assert len(trials) == 3 and all(t.state.name == "COMPLETE" and len(t.values) == 2 for t in trials)
+    assert len(trials) == 3 and all(
+        t.state.name == "COMPLETE" and len(t.values) == 2 for t in trials
+    )
 
 
 def test_pull_and_classify_from_registry_in_a_fresh_process(smoke_study):
     tmp, study, _ = smoke_study
     # A smoke run is registered but never takes the champion alias (selection is on validation, budgets count).
     assert "registered syncgan v1 (not champion: a --smoke-test run)" in study.stdout
-    r = run(["-m", "cytoray.cli", "pull", "syncgan@champion", "--n", "1", "--out", str(tmp / "none")], cwd=tmp)
+    r = run(
+        ["-m", "cytoray.cli", "pull", "syncgan@champion", "--n", "1", "--out", str(tmp / "none")],
+        cwd=tmp,
+    )
     assert r.returncode == 2 and not (tmp / "none").exists()
-    r = run(["-m", "cytoray.cli", "pull", "syncgan/1", "--n", "4", "--cls", "malignant", "--out", str(tmp / "pulled")], cwd=tmp)
+    r = run(
+        [
+            "-m",
+            "cytoray.cli",
+            "pull",
+            "syncgan/1",
+            "--n",
+            "4",
+            "--cls",
+            "malignant",
+            "--out",
+            str(tmp / "pulled"),
+        ],
+        cwd=tmp,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(list((tmp / "pulled" / "malignant").glob("*.png"))) == 4
     assert len(list((tmp / "pulled" / "malignant" / "masks").glob("*.png"))) == 4
-    r = run(["-m", "cytoray.cli", "classify", "syncgan-classifier/1", str(tmp / "pulled"), "--json"], cwd=tmp)
+    r = run(
+        ["-m", "cytoray.cli", "classify", "syncgan-classifier/1", str(tmp / "pulled"), "--json"],
+        cwd=tmp,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads(r.stdout)
     assert len(rows) == 4 and all(row["prediction"] in ("benign", "malignant") for row in rows)
-    r = run(["-m", "cytoray.cli", "pull", "nosuch@champion", "--n", "1", "--out", str(tmp / "x")], cwd=tmp)
+    r = run(
+        ["-m", "cytoray.cli", "pull", "nosuch@champion", "--n", "1", "--out", str(tmp / "x")],
+        cwd=tmp,
+    )
     assert r.returncode == 2 and "not found in the registry" in r.stderr
 
 
@@ -123,14 +183,24 @@ def test_resume_after_sigkill_loses_nothing(smoke_study):
     ids = [c.data.tags["cytoray.trial_id"] for c in children2]
     assert len(ids) == len(set(ids)) == 3  # no duplicate child runs, the searcher kept its count
     before = killed["children"]
-    assert all(before[t] == c.info.run_id for c in children2 for t in [c.data.tags["cytoray.trial_id"]] if t in before)
+    assert all(
+        before[t] == c.info.run_id
+        for c in children2
+        for t in [c.data.tags["cytoray.trial_id"]]
+        if t in before
+    )
     exp = tmp / "study" / "tune" / "syncgan_ratio"
-    results = {p.parent.name: p.read_text().count('"final": 1') for p in exp.glob("trial_fn_*/result.json")}
+    results = {
+        p.parent.name: p.read_text().count('"final": 1') for p in exp.glob("trial_fn_*/result.json")
+    }
     assert all(results[name] == 1 for name in killed["done"])  # finished trials were not rerun
 
 
 @pytest.mark.slow  # ~3 min: two `ray start` nodes and a study on them (make test-all)
-@pytest.mark.skipif(shutil.which("ray") is None and not (Path(sys.executable).parent / "ray").exists(), reason="ray CLI not installed")
+@pytest.mark.skipif(
+    shutil.which("ray") is None and not (Path(sys.executable).parent / "ray").exists(),
+    reason="ray CLI not installed",
+)
 def test_study_on_a_two_node_ray_cluster(tmp_path):
     import ray
 
@@ -138,18 +208,53 @@ def test_study_on_a_two_node_ray_cluster(tmp_path):
     ray_bin = str(Path(sys.executable).parent / "ray")
     # Token authentication stays on: every node and the driver say so and share ~/.ray/auth_token.
     env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token"}
-    head = subprocess.run([ray_bin, "start", "--head", "--port=6399", "--num-cpus=1", "--include-dashboard=true",
-                           "--dashboard-port=8299", "--disable-usage-stats"], capture_output=True, text=True, env=env)  # fmt: skip
+    head = subprocess.run(
+        [
+            ray_bin,
+            "start",
+            "--head",
+            "--port=6399",
+            "--num-cpus=1",
+            "--include-dashboard=true",
+            "--dashboard-port=8299",
+            "--disable-usage-stats",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     try:
         assert head.returncode == 0, head.stderr[-3000:]
-        worker = subprocess.run([ray_bin, "start", "--address=127.0.0.1:6399", "--num-cpus=2", "--disable-usage-stats"],
-                                capture_output=True, text=True, env=env)  # fmt: skip
+        worker = subprocess.run(
+            [ray_bin, "start", "--address=127.0.0.1:6399", "--num-cpus=2", "--disable-usage-stats"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         assert worker.returncode == 0, worker.stderr[-3000:]
-        nodes = run(["-c", "import ray; ray.init(address='127.0.0.1:6399'); print(len([n for n in ray.nodes() if n['Alive']]))"],
-                    cwd=tmp_path, env={"RAY_AUTH_MODE": "token"})  # a fresh process: Ray reads the auth mode once
+        nodes = run(
+            [
+                "-c",
+                "import ray; ray.init(address='127.0.0.1:6399'); print(len([n for n in ray.nodes() if n['Alive']]))",
+            ],
+            cwd=tmp_path,
+            env={"RAY_AUTH_MODE": "token"},
+        )  # a fresh process: Ray reads the auth mode once
         assert nodes.stdout.strip().splitlines()[-1] == "2", nodes.stderr[-2000:]
-        r = run([str(STUDY), "--smoke-test", "--out", str(tmp_path / "study"), "--address", "127.0.0.1:6399",
-                 "--set", "tune.num_samples=1"], cwd=tmp_path, env={"RAY_AUTH_MODE": "token"})  # fmt: skip
+        r = run(
+            [
+                str(STUDY),
+                "--smoke-test",
+                "--out",
+                str(tmp_path / "study"),
+                "--address",
+                "127.0.0.1:6399",
+                "--set",
+                "tune.num_samples=1",
+            ],
+            cwd=tmp_path,
+            env={"RAY_AUTH_MODE": "token"},
+        )
         assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
         assert (tmp_path / "study" / "best.json").is_file()
     finally:

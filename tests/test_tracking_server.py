@@ -65,14 +65,22 @@ def test_stack_starts_in_bounded_time_and_listens_on_loopback_only(tracking_serv
     # Two imports of MLflow (CLI + uvicorn worker, ~6 s each on 2 cores) are the floor; 41 s
     # was measured with MLflow's job runner left on, which this bound catches.
     assert tracking_server.start_s < 45, f"stack took {tracking_server.start_s:.1f} s to answer"
-    for name, port in (("mlflow", tracking_server.mlflow.port), ("postgres", tracking_server.postgres.port)):
-        assert listeners(port) == ["0100007F"], f"{name} on port {port} listens on {listeners(port)}, not only 127.0.0.1"
+    for name, port in (
+        ("mlflow", tracking_server.mlflow.port),
+        ("postgres", tracking_server.postgres.port),
+    ):
+        assert listeners(port) == ["0100007F"], (
+            f"{name} on port {port} listens on {listeners(port)}, not only 127.0.0.1"
+        )
 
 
 def test_no_secret_on_a_server_command_line(tracking_server):
     from servers import family
 
-    secrets = {"database": tracking_server.postgres.password, "admin": tracking_server.mlflow.admin.password}
+    secrets = {
+        "database": tracking_server.postgres.password,
+        "admin": tracking_server.mlflow.admin.password,
+    }
     procs = family(tracking_server.mlflow.proc.pid) | family(tracking_server.postgres.proc.pid)
     assert len(procs) >= 2
     for pid in procs:  # anyone on the host can read these (ps)
@@ -100,16 +108,27 @@ def test_authenticated_run_with_params_metrics_and_proxied_artifact(as_study_use
     rid, client = run.info.run_id, MlflowClient()
 
     got = client.get_run(rid)
-    assert got.data.params == {"classifier": "smallcnn", "lr": "0.001"} and got.info.status == "FINISHED"
-    assert [(m.step, m.value) for m in client.get_metric_history(rid, "loss")] == [(0, 0.9), (1, 0.7), (2, 0.5)]
+    assert (
+        got.data.params == {"classifier": "smallcnn", "lr": "0.001"}
+        and got.info.status == "FINISHED"
+    )
+    assert [(m.step, m.value) for m in client.get_metric_history(rid, "loss")] == [
+        (0, 0.9),
+        (1, 0.7),
+        (2, 0.5),
+    ]
     # Proxied: the client sees only mlflow-artifacts:/ URIs and never a store credential.
     assert got.info.artifact_uri.startswith("mlflow-artifacts:"), got.info.artifact_uri
-    back = mlflow.artifacts.download_artifacts(run_id=rid, artifact_path="notes/note.txt", dst_path=str(tmp_path / "dl"))
+    back = mlflow.artifacts.download_artifacts(
+        run_id=rid, artifact_path="notes/note.txt", dst_path=str(tmp_path / "dl")
+    )
     assert Path(back).read_text() == note.read_text()
 
     # The server wrote the file under --artifacts-destination and the run into PostgreSQL.
     stored = [p for p in srv.mlflow.artifacts.rglob("note.txt") if rid in p.parts]
-    assert len(stored) == 1, f"artefact not under {srv.mlflow.artifacts}: {list(srv.mlflow.artifacts.rglob('*'))[:20]}"
+    assert len(stored) == 1, (
+        f"artefact not under {srv.mlflow.artifacts}: {list(srv.mlflow.artifacts.rglob('*'))[:20]}"
+    )
     with closing(srv.postgres.connect("mlflow")) as conn, conn.cursor() as cur:
         cur.execute("SELECT status FROM runs WHERE run_uuid = %s", (rid,))
         assert cur.fetchall() == [("FINISHED",)]
@@ -127,14 +146,24 @@ def test_unauthenticated_requests_are_refused(tracking_server, monkeypatch):
 
     uri, user = tracking_server.uri, tracking_server.user
     search = f"{uri}/api/2.0/mlflow/experiments/search"
-    for what, auth in (("no credentials", None), ("a wrong password", (user.username, "wrong-" + user.password))):
+    for what, auth in (
+        ("no credentials", None),
+        ("a wrong password", (user.username, "wrong-" + user.password)),
+    ):
         r = requests.get(search, params={"max_results": 5}, auth=auth, timeout=10)
         assert r.status_code == 401, f"{what}: HTTP {r.status_code} {r.text[:200]}"
         assert r.headers.get("WWW-Authenticate", "").startswith("Basic"), r.headers
-    r = requests.get(f"{uri}/api/2.0/mlflow-artifacts/artifacts", timeout=10)  # the artefact proxy too
+    r = requests.get(
+        f"{uri}/api/2.0/mlflow-artifacts/artifacts", timeout=10
+    )  # the artefact proxy too
     assert r.status_code == 401, f"artifact proxy: HTTP {r.status_code}"
     # The same request with the user's credentials passes: the 401s are about credentials.
-    assert requests.get(search, params={"max_results": 5}, auth=(user.username, user.password), timeout=10).status_code == 200
+    assert (
+        requests.get(
+            search, params={"max_results": 5}, auth=(user.username, user.password), timeout=10
+        ).status_code
+        == 200
+    )
 
     for k in [k for k in os.environ if k.startswith("MLFLOW_TRACKING_")]:
         monkeypatch.delenv(k)
@@ -151,8 +180,12 @@ def test_default_permission_hides_other_users_experiments(as_study_user):
 
     srv = as_study_user
     admin = (srv.mlflow.admin.username, srv.mlflow.admin.password)
-    r = requests.post(f"{srv.uri}/api/2.0/mlflow/experiments/create", json={"name": f"admin-only-{uuid.uuid4().hex[:8]}"},
-                      auth=admin, timeout=10)  # fmt: skip
+    r = requests.post(
+        f"{srv.uri}/api/2.0/mlflow/experiments/create",
+        json={"name": f"admin-only-{uuid.uuid4().hex[:8]}"},
+        auth=admin,
+        timeout=10,
+    )
     assert r.status_code == 200, r.text[:300]
     with pytest.raises(MlflowException) as e:
         MlflowClient().get_experiment(r.json()["experiment_id"])
@@ -178,8 +211,14 @@ print(json.dumps({"classifier": meta["classifier"], "proba": proba.tolist()}))
 def fresh_python(code: str, args: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
     """`python -c code` with no MLflow setting inherited from this process: only `env`."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    return subprocess.run([sys.executable, "-c", code, *args], env={**base, **env}, cwd=cwd, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env={**base, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_register_then_pull_in_a_fresh_process(as_study_user, tmp_path, monkeypatch):
@@ -187,31 +226,53 @@ def test_register_then_pull_in_a_fresh_process(as_study_user, tmp_path, monkeypa
     import torch
     from mlflow import MlflowClient
 
-    from cytoray.classify.bundle import load_classifier_bundle, predict_images, write_classifier_bundle
-    from cytoray.nets.classifiers import build_classifier
+    from cytoray.classify.bundle import (
+        load_classifier_bundle,
+        predict_images,
+        write_classifier_bundle,
+    )
     from cytoray.errors import CytorayError
+    from cytoray.nets.classifiers import build_classifier
     from cytoray.tracking.registry import CHAMPION, pull, register
 
     srv, name = as_study_user, f"smallcnn-{uuid.uuid4().hex[:8]}"
     torch.manual_seed(0)
-    bundle = write_classifier_bundle(tmp_path / "bundle", build_classifier("smallcnn", 2, 32).state_dict(), name="smallcnn",
-                                     class_names=["benign", "malignant"], input_size=32, params={"seed": 0})  # fmt: skip
+    bundle = write_classifier_bundle(
+        tmp_path / "bundle",
+        build_classifier("smallcnn", 2, 32).state_dict(),
+        name="smallcnn",
+        class_names=["benign", "malignant"],
+        input_size=32,
+        params={"seed": 0},
+    )
     with mlflow.start_run(experiment_id=new_experiment("c")):
-        version, promoted = register(name, bundle, score=0.8, protocol="test-split", metric="val_balanced_accuracy",
-                                     kind="classifier")  # fmt: skip
+        version, promoted = register(
+            name,
+            bundle,
+            score=0.8,
+            protocol="test-split",
+            metric="val_balanced_accuracy",
+            kind="classifier",
+        )
     assert (version, promoted) == ("1", True)
     client = MlflowClient()
-    assert [v.version for v in client.search_model_versions(f"name = '{name}'")] == ["1"]  # nothing duplicated
+    assert [v.version for v in client.search_model_versions(f"name = '{name}'")] == [
+        "1"
+    ]  # nothing duplicated
     assert client.get_model_version_by_alias(name, CHAMPION).version == "1"
 
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     np.save(tmp_path / "x.npy", images)
-    r = fresh_python(PULL, [f"{name}@{CHAMPION}", str(tmp_path / "x.npy")], srv.client_env(), tmp_path)
+    r = fresh_python(
+        PULL, [f"{name}@{CHAMPION}", str(tmp_path / "x.npy")], srv.client_env(), tmp_path
+    )
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     model, meta = load_classifier_bundle(bundle)
     assert out["classifier"] == "smallcnn"
-    np.testing.assert_allclose(out["proba"], predict_images(model, meta, images), atol=1e-6)  # the same weights came back
+    np.testing.assert_allclose(
+        out["proba"], predict_images(model, meta, images), atol=1e-6
+    )  # the same weights came back
 
     # The same pull without credentials is refused by the server (MLflow reads them per request).
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
@@ -228,7 +289,6 @@ def test_server_stop_fails_fast_then_restart_keeps_everything(as_study_user, tmp
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
-
     from servers import family
 
     srv = as_study_user

@@ -15,10 +15,10 @@ import pytest
 import torch
 import torchvision
 
-from cytoray.nets import imagenet as W
 from cytoray.classify.config import ClassifierConfig
 from cytoray.config import ConfigError
 from cytoray.io import sha256_file
+from cytoray.nets import imagenet as W
 from cytoray.nets.classifiers import build_classifier
 
 
@@ -33,7 +33,9 @@ def torch_home(tmp_path, monkeypatch):
 
 def _resnet18_file(path):
     torch.manual_seed(0)
-    state = torchvision.models.resnet18(weights=None).state_dict()  # 1000-class head, as torchvision's file
+    state = torchvision.models.resnet18(
+        weights=None
+    ).state_dict()  # 1000-class head, as torchvision's file
     torch.save(state, path)
     return state
 
@@ -41,7 +43,9 @@ def _resnet18_file(path):
 def test_expected_names_are_torchvisions():
     for net in ("resnet18", "resnet152", "densenet161", "inception_v3", "vgg19"):
         name, url = W.expected(net)
-        assert url == torchvision.models.get_model_weights(net).IMAGENET1K_V1.url and url.endswith("/" + name)
+        assert url == torchvision.models.get_model_weights(net).IMAGENET1K_V1.url and url.endswith(
+            "/" + name
+        )
         assert W.HASH_REGEX.search(name)  # every file carries its hash prefix
     with pytest.raises(ConfigError, match="smallcnn.*no torchvision ImageNet weights"):
         W.expected("smallcnn")
@@ -50,14 +54,21 @@ def test_expected_names_are_torchvisions():
 def test_wrongly_hashed_file_is_refused(torch_home, capsys):
     from cytoray.cli import main
 
-    name, _ = W.expected("resnet18")  # resnet18-f37072fd.pth: our random file's sha256 starts otherwise
+    name, _ = W.expected(
+        "resnet18"
+    )  # resnet18-f37072fd.pth: our random file's sha256 starts otherwise
     _resnet18_file(torch_home / name)
     assert not sha256_file(torch_home / name).startswith(W.HASH_REGEX.search(name).group(1))
     cfg = ClassifierConfig(name="resnet18", weights="imagenet")
     with pytest.raises(ConfigError) as e:
         cfg.validate()
     msg = str(e.value)
-    assert "refused" in msg and str(torch_home / name) in msg and name in msg and "never downloads" in msg
+    assert (
+        "refused" in msg
+        and str(torch_home / name) in msg
+        and name in msg
+        and "never downloads" in msg
+    )
     # `cytoray weights` reports it and fails; the other networks are missing, smallcnn has none
     assert main(["weights", "--json"]) == 1
     rows = {r["net"]: r for r in json.loads(capsys.readouterr().out)}
@@ -65,7 +76,9 @@ def test_wrongly_hashed_file_is_refused(torch_home, capsys):
     assert rows["smallcnn"]["status"] == "n/a" and rows["vgg19"]["file"] == W.expected("vgg19")[0]
     from cytoray.nets.inception_features import EXTRACTOR
 
-    assert rows[EXTRACTOR]["status"] == "verified"  # the FID / NST Inception from its wheel, by its published SHA-1
+    assert (
+        rows[EXTRACTOR]["status"] == "verified"
+    )  # the FID / NST Inception from its wheel, by its published SHA-1
 
 
 def test_missing_file_says_where_it_goes(torch_home, tmp_path):
@@ -89,8 +102,13 @@ def test_rightly_named_file_is_found_loaded_and_recorded(torch_home, tmp_path, m
     digest = sha256_file(probe)
     name = f"resnet18-{digest[:8]}.pth"  # torchvision's naming, with this file's own hash prefix
     real_expected = W.expected
-    monkeypatch.setattr(W, "expected",
-                        lambda net: (name, "https://example.invalid/" + name) if net == "resnet18" else real_expected(net))
+    monkeypatch.setattr(
+        W,
+        "expected",
+        lambda net: (
+            (name, "https://example.invalid/" + name) if net == "resnet18" else real_expected(net)
+        ),
+    )
     user_dir = tmp_path / "weights"
     user_dir.mkdir()
     probe.rename(user_dir / name)
@@ -100,7 +118,10 @@ def test_rightly_named_file_is_found_loaded_and_recorded(torch_home, tmp_path, m
     cfg.validate()
     assert cfg.weights_file() == user_dir / name
     params = cfg.params(32)
-    assert params["weights_sha256"] == digest and params["weights"] == f"imagenet:{(user_dir / name).resolve()}"
+    assert (
+        params["weights_sha256"] == digest
+        and params["weights"] == f"imagenet:{(user_dir / name).resolve()}"
+    )
     model = build_classifier("resnet18", 2, 32, cfg.weights_file())
     assert torch.equal(model.conv1.weight, state["conv1.weight"]) and model.fc.out_features == 2
     assert main(["weights", "--dir", str(user_dir)]) == 0

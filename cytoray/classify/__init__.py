@@ -14,7 +14,15 @@ from __future__ import annotations
 
 from .augment import augment_batch, augment_pair, traditional_copies
 from .config import AugmentConfig, ClassifierConfig
-from .policies import ALIASES, POLICIES, Policy, compose_training_set, generators_needed, parse_policy, set_key
+from .policies import (
+    ALIASES,
+    POLICIES,
+    Policy,
+    compose_training_set,
+    generators_needed,
+    parse_policy,
+    set_key,
+)
 from .train import ClassifierResult, selection_metrics, train_classifier
 
 __all__ = [

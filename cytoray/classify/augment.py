@@ -30,7 +30,6 @@ from scipy import ndimage
 
 from .config import AugmentConfig
 
-
 # ----------------------------------------------------------------------------- offline (numpy)
 
 
@@ -55,7 +54,12 @@ class Geometry:
         if self.angle:
             # reflect padding: black corners would be a cue no real image has
             out = ndimage.rotate(
-                out, self.angle, axes=(1, 0), reshape=False, order=0 if nearest else 1, mode="reflect"
+                out,
+                self.angle,
+                axes=(1, 0),
+                reshape=False,
+                order=0 if nearest else 1,
+                mode="reflect",
             )
         return np.ascontiguousarray(out)
 
@@ -125,12 +129,18 @@ def traditional_copies(
         raise ValueError(f"cannot make {m} copies")
     if m and not n:
         raise ValueError("no images to copy")
-    src = np.repeat(np.arange(n), n_per_image) if n_per_image is not None else rng.permutation(n)[np.arange(m) % max(n, 1)]
+    src = (
+        np.repeat(np.arange(n), n_per_image)
+        if n_per_image is not None
+        else rng.permutation(n)[np.arange(m) % max(n, 1)]
+    )
     src = np.sort(src, kind="stable")  # copies of one image side by side: easier to look at
     out = np.empty((m, *images.shape[1:]), np.uint8)
     out_m = None if masks is None else np.empty((m, *masks.shape[1:]), masks.dtype)
     for j, i in enumerate(src):
-        res = augment_pair({"image": images[i], "mask": None if masks is None else masks[i]}, rng, cfg)
+        res = augment_pair(
+            {"image": images[i], "mask": None if masks is None else masks[i]}, rng, cfg
+        )
         out[j] = res["image"]
         if out_m is not None:
             out_m[j] = res["mask"]
@@ -140,12 +150,18 @@ def traditional_copies(
 # ----------------------------------------------------------------------------- online (torch)
 
 
-def batch_theta(b: int, gen: torch.Generator, cfg: AugmentConfig, device: torch.device) -> torch.Tensor:
+def batch_theta(
+    b: int, gen: torch.Generator, cfg: AugmentConfig, device: torch.device
+) -> torch.Tensor:
     """Per-sample affine matrices [B,2,3] (output → input coordinates) for flips and rotations."""
     u = torch.rand(b, 3, generator=gen, device=device)
     sx = torch.where(u[:, 0] < cfg.hflip, -1.0, 1.0)
     sy = torch.where(u[:, 1] < cfg.vflip, -1.0, 1.0)
-    k = torch.randint(0, 4, (b,), generator=gen, device=device) if cfg.rot90 else torch.zeros(b, device=device)
+    k = (
+        torch.randint(0, 4, (b,), generator=gen, device=device)
+        if cfg.rot90
+        else torch.zeros(b, device=device)
+    )
     a = (u[:, 2] * 2 - 1) * math.radians(cfg.max_angle)
     t = k.float() * (math.pi / 2) + a
     cos, sin = torch.cos(t), torch.sin(t)
@@ -182,5 +198,7 @@ def augment_batch(
         out = (out + noise * (cfg.noise_std * (hi - lo))).clamp_(lo, hi)
     if mask is None:
         return out
-    m = F.grid_sample(mask.float(), grid, mode="nearest", padding_mode="reflection", align_corners=False)
+    m = F.grid_sample(
+        mask.float(), grid, mode="nearest", padding_mode="reflection", align_corners=False
+    )
     return out, m.to(mask.dtype)

@@ -13,12 +13,22 @@ from ..io import atomic_path, write_json
 META = "classifier.json"
 
 
-def write_classifier_bundle(out: str | Path, state: dict, *, name: str, class_names, input_size: int, params: dict) -> Path:
+def write_classifier_bundle(
+    out: str | Path, state: dict, *, name: str, class_names, input_size: int, params: dict
+) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.pt") as tmp:
         torch.save(state, tmp)
-    write_json(out / META, {"classifier": name, "class_names": list(class_names), "input_size": input_size, "params": params})
+    write_json(
+        out / META,
+        {
+            "classifier": name,
+            "class_names": list(class_names),
+            "input_size": input_size,
+            "params": params,
+        },
+    )
     return out
 
 
@@ -30,17 +40,31 @@ def load_classifier_bundle(path: str | Path):
         raise CytorayError(f"{path}: not a cytoray classifier bundle (no {META})")
     from ..bundle import build_net, load_weights, read_meta
 
-    meta = read_meta(path / META, ("classifier", "class_names", "input_size"), "classifier bundle file")
+    meta = read_meta(
+        path / META, ("classifier", "class_names", "input_size"), "classifier bundle file"
+    )
     names, size = meta["class_names"], meta["input_size"]
-    if not (isinstance(names, list) and len(names) >= 2 and isinstance(size, int) and 16 <= size <= 4096):
-        raise CytorayError(f"{path / META}: class_names {names!r} / input_size {size!r} are not a trained classifier's; retrain")
+    if not (
+        isinstance(names, list) and len(names) >= 2 and isinstance(size, int) and 16 <= size <= 4096
+    ):
+        raise CytorayError(
+            f"{path / META}: class_names {names!r} / input_size {size!r} are not a trained classifier's; retrain"
+        )
     params = meta.get("params") if isinstance(meta.get("params"), dict) else {}
-    kwargs = {"num_classes": len(names), "image_size": size, "transform_input": params.get("transform_input") is True}
-    model = build_net(lambda **kw: build_classifier(meta["classifier"], **kw), kwargs, path / META)  # transform_input: as trained
+    kwargs = {
+        "num_classes": len(names),
+        "image_size": size,
+        "transform_input": params.get("transform_input") is True,
+    }
+    model = build_net(
+        lambda **kw: build_classifier(meta["classifier"], **kw), kwargs, path / META
+    )  # transform_input: as trained
     try:  # weights_only=True (in load_weights): a registered model's file holds tensors, never code
         model.load_state_dict(load_weights(path / "model.pt"))
     except RuntimeError as e:
-        raise CytorayError(f"{path / 'model.pt'}: does not fit {meta['classifier']} ({str(e).splitlines()[0][:120]}); retrain") from None
+        raise CytorayError(
+            f"{path / 'model.pt'}: does not fit {meta['classifier']} ({str(e).splitlines()[0][:120]}); retrain"
+        ) from None
     return model.eval(), meta
 
 

@@ -22,7 +22,9 @@ class AugmentConfig:
     vflip: float = 0.5  # probability of a vertical flip (paper: random vertical flips)
     rot90: bool = True  # random multiple of 90 degrees: smears have no "up", and it is lossless
     max_angle: float = 15.0  # extra rotation drawn from [-max_angle, max_angle] degrees; 0 = off
-    noise_std: float = 0.03  # Gaussian noise std as a fraction of the intensity range (~8 of 255 levels)
+    noise_std: float = (
+        0.03  # Gaussian noise std as a fraction of the intensity range (~8 of 255 levels)
+    )
 
     def validate(self) -> None:
         for k in ("hflip", "vflip"):
@@ -32,44 +34,72 @@ class AugmentConfig:
         if not 0.0 <= self.max_angle <= 180.0:
             raise ConfigError(f"augment.max_angle={self.max_angle}: must lie in [0, 180] degrees")
         if not 0.0 <= self.noise_std <= 0.5:
-            raise ConfigError(f"augment.noise_std={self.noise_std}: must lie in [0, 0.5] (fraction of the range)")
+            raise ConfigError(
+                f"augment.noise_std={self.noise_std}: must lie in [0, 0.5] (fraction of the range)"
+            )
 
 
 @dataclasses.dataclass
 class ClassifierConfig:
     """One downstream classifier run (SynCGAN §4: ResNet-152, DenseNet-161, Inception-V3)."""
 
-    name: str = "resnet18"  # one of cytoray.nets.classifiers.CLASSIFIERS; smallcnn for CPU smoke runs
-    epochs: int = 30  # the best epoch is chosen on validation, so extra epochs cost time, not test accuracy
+    name: str = (
+        "resnet18"  # one of cytoray.nets.classifiers.CLASSIFIERS; smallcnn for CPU smoke runs
+    )
+    epochs: int = (
+        30  # the best epoch is chosen on validation, so extra epochs cost time, not test accuracy
+    )
     batch_size: int = 16  # 90 real + 180 synthetic images → ~17 steps an epoch
     lr: float = 1e-3  # Adam default; fine from scratch on small sets
     weight_decay: float = 1e-4  # mild regularisation for 90-image training sets
     optimizer: Literal["adam", "adamw"] = "adam"  # adam: L2 in the gradient; adamw: decoupled decay
-    image_size: int | None = None  # network input side; None = the data's size (resized on the device otherwise)
-    weights_path: str | None = None  # local ImageNet state dict; None trains from scratch (nothing downloads)
-    weights: Literal["scratch", "imagenet"] = "scratch"  # imagenet: torchvision's file, found locally and hash-checked
-    weights_dir: str | None = None  # weights=imagenet: a folder searched before the torch cache ($TORCH_HOME/hub/checkpoints)
-    online_augment: bool = False  # per-batch flips/rotation/noise on the device (on top of any policy)
+    image_size: int | None = (
+        None  # network input side; None = the data's size (resized on the device otherwise)
+    )
+    weights_path: str | None = (
+        None  # local ImageNet state dict; None trains from scratch (nothing downloads)
+    )
+    weights: Literal["scratch", "imagenet"] = (
+        "scratch"  # imagenet: torchvision's file, found locally and hash-checked
+    )
+    weights_dir: str | None = (
+        None  # weights=imagenet: a folder searched before the torch cache ($TORCH_HOME/hub/checkpoints)
+    )
+    online_augment: bool = (
+        False  # per-batch flips/rotation/noise on the device (on top of any policy)
+    )
     label_smoothing: float = 0.0  # cross-entropy label smoothing; 0 = plain CE as in the paper
-    aux_weight: float = 0.4  # Inception-V3 auxiliary-logit loss weight (Szegedy et al.); used at >= 299 px
-    sampler: Literal["shuffle", "balanced"] = "shuffle"  # shuffle: policies are class-balanced by construction
+    aux_weight: float = (
+        0.4  # Inception-V3 auxiliary-logit loss weight (Szegedy et al.); used at >= 299 px
+    )
+    sampler: Literal["shuffle", "balanced"] = (
+        "shuffle"  # shuffle: policies are class-balanced by construction
+    )
     eval_batch_size: int = 64  # inference batch for validation/test (no gradients, so larger)
-    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)  # online augment settings
+    augment: AugmentConfig = dataclasses.field(
+        default_factory=AugmentConfig
+    )  # online augment settings
 
     def validate(self) -> None:
         from ..nets.classifiers import CLASSIFIERS
 
         if self.name not in CLASSIFIERS:
-            raise ConfigError(f"classifier.name={self.name!r}: unknown network (valid: {', '.join(CLASSIFIERS)})")
+            raise ConfigError(
+                f"classifier.name={self.name!r}: unknown network (valid: {', '.join(CLASSIFIERS)})"
+            )
         for k in ("epochs", "batch_size", "lr", "eval_batch_size"):
             if getattr(self, k) <= 0:
                 raise ConfigError(f"classifier.{k}={getattr(self, k)}: must be > 0")
         if self.batch_size < 2:
-            raise ConfigError(f"classifier.batch_size={self.batch_size}: BatchNorm needs batches of at least 2")
+            raise ConfigError(
+                f"classifier.batch_size={self.batch_size}: BatchNorm needs batches of at least 2"
+            )
         if self.weight_decay < 0 or self.aux_weight < 0:
             raise ConfigError("classifier.weight_decay and classifier.aux_weight must be >= 0")
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"classifier.label_smoothing={self.label_smoothing}: must lie in [0, 1)")
+            raise ConfigError(
+                f"classifier.label_smoothing={self.label_smoothing}: must lie in [0, 1)"
+            )
         if self.image_size is not None:
             self.check_size(self.image_size)
         if self.weights_path is not None and not Path(self.weights_path).is_file():
@@ -80,11 +110,15 @@ class ClassifierConfig:
         if self.weights not in ("scratch", "imagenet"):
             raise ConfigError(f"classifier.weights={self.weights!r}: scratch or imagenet")
         if self.weights == "imagenet" and self.weights_path is not None:
-            raise ConfigError("classifier.weights=imagenet and classifier.weights_path both name weights; keep one "
-                              "(weights_path: a file of your own; weights: imagenet: torchvision's file, hash-checked)")
+            raise ConfigError(
+                "classifier.weights=imagenet and classifier.weights_path both name weights; keep one "
+                "(weights_path: a file of your own; weights: imagenet: torchvision's file, hash-checked)"
+            )
         if self.weights_dir is not None and not Path(self.weights_dir).expanduser().is_dir():
-            raise ConfigError(f"classifier.weights_dir={self.weights_dir}: no such folder; name the folder that holds "
-                              "torchvision's <network>-<hash>.pth files, or set it to null (the torch cache is searched)")
+            raise ConfigError(
+                f"classifier.weights_dir={self.weights_dir}: no such folder; name the folder that holds "
+                "torchvision's <network>-<hash>.pth files, or set it to null (the torch cache is searched)"
+            )
         self.weights_file()  # weights=imagenet: found and verified now, before any job starts
         self.augment.validate()
 
@@ -126,9 +160,15 @@ class ClassifierConfig:
     def params(self, data_size: int) -> dict[str, Any]:
         """Flat params for tracking: every key, the effective input size, and the weights source."""
         p = flatten(to_dict(self))
-        p.update(weights=self.weights_tag(), input_size=self.check_size(data_size), transform_input=self.transform_input())
+        p.update(
+            weights=self.weights_tag(),
+            input_size=self.check_size(data_size),
+            transform_input=self.transform_input(),
+        )
         w = self.weights_file()
-        if w is not None:  # the content, not the path, is what shaped the run (hashed once per file)
+        if (
+            w is not None
+        ):  # the content, not the path, is what shaped the run (hashed once per file)
             from ..nets.imagenet import sha256
 
             p["weights_sha256"] = sha256(w)

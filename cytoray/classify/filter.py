@@ -27,14 +27,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 
 from ..config import ConfigError
 
 METHODS = ("none", "realism", "centroid", "classifier")
-FILTERED = "-filtered"  # a baselines policy's suffix: its synthetic images go through the study's `filter`
+FILTERED = (
+    "-filtered"  # a baselines policy's suffix: its synthetic images go through the study's `filter`
+)
 
 
 def split_filtered(policy: str) -> tuple[str, bool]:
@@ -45,13 +48,19 @@ def split_filtered(policy: str) -> tuple[str, bool]:
 
 @dataclasses.dataclass
 class FilterConfig:
-    method: Literal["none", "realism", "centroid", "classifier"] = "none"  # how synthetic images are ranked; none = all kept
-    keep: float = 1.0  # share of drawn synthetic images kept (0, 1]: ceil(n / keep) drawn, the best n kept
+    method: Literal["none", "realism", "centroid", "classifier"] = (
+        "none"  # how synthetic images are ranked; none = all kept
+    )
+    keep: float = (
+        1.0  # share of drawn synthetic images kept (0, 1]: ceil(n / keep) drawn, the best n kept
+    )
     k: int = 5  # realism: k-th nearest real neighbour as each real image's radius (precision's k, Naeem et al.)
 
     def validate(self) -> None:
         if not (0.0 < self.keep <= 1.0) or not math.isfinite(self.keep):
-            raise ConfigError(f"filter.keep={self.keep}: the share of synthetic images kept must be in (0, 1]")
+            raise ConfigError(
+                f"filter.keep={self.keep}: the share of synthetic images kept must be in (0, 1]"
+            )
         if self.k < 1:
             raise ConfigError(f"filter.k={self.k}: give at least 1 nearest neighbour")
 
@@ -75,7 +84,9 @@ def realism_scores(fake: np.ndarray, real: np.ndarray, k: int) -> np.ndarray:
 
     real = np.asarray(real, np.float64)
     if len(real) < 2:
-        raise ConfigError("filter.method=realism needs at least 2 real training images per class; use centroid")
+        raise ConfigError(
+            "filter.method=realism needs at least 2 real training images per class; use centroid"
+        )
     radii = np.maximum(nn_radii(real, max(1, min(k, len(real) - 1))), 1e-12)
     return -(distances(real, np.asarray(fake, np.float64)) / radii[:, None]).min(0)
 
@@ -94,13 +105,19 @@ def fit_real_classifier(real: dict[str, np.ndarray], seed: int = 0):
 
     names = list(real)
     if len(names) < 2 or any(len(v) < 1 for v in real.values()):
-        raise ConfigError("filter.method=classifier needs real training images of at least 2 classes")
+        raise ConfigError(
+            "filter.method=classifier needs real training images of at least 2 classes"
+        )
     x = np.concatenate([np.asarray(real[c], np.float64) for c in names])
     y = np.concatenate([np.full(len(real[c]), i) for i, c in enumerate(names)])
-    return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000, random_state=seed)).fit(x, y)
+    return make_pipeline(
+        StandardScaler(), LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
+    ).fit(x, y)
 
 
-def scores(method: str, fake: np.ndarray, real: dict[str, np.ndarray], cls: str, k: int = 5, model=None) -> np.ndarray:
+def scores(
+    method: str, fake: np.ndarray, real: dict[str, np.ndarray], cls: str, k: int = 5, model=None
+) -> np.ndarray:
     """Each synthetic image's score for class `cls` (higher = nearer the real training images)."""
     if method == "realism":
         return realism_scores(fake, real[cls], k)
@@ -131,10 +148,20 @@ class FilteredSampler:
     images, or (images, masks)). `real` maps every class to its real training features;
     `extract` turns uint8 images into features (default: the offline Inception of metrics.fidelity)."""
 
-    def __init__(self, sampler, cfg: FilterConfig, real: dict[str, np.ndarray],
-                 extract: Callable[[np.ndarray], np.ndarray] | None = None, seed: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        sampler,
+        cfg: FilterConfig,
+        real: dict[str, np.ndarray],
+        extract: Callable[[np.ndarray], np.ndarray] | None = None,
+        seed: int = 0,
+    ) -> None:
         cfg.validate()
-        self.sampler, self.cfg, self.real = sampler, cfg, {c: np.asarray(f, np.float64) for c, f in real.items()}
+        self.sampler, self.cfg, self.real = (
+            sampler,
+            cfg,
+            {c: np.asarray(f, np.float64) for c, f in real.items()},
+        )
         if extract is None:
             from ..metrics.fidelity import inception_features as extract
         self.extract, self.seed = extract, seed
@@ -153,7 +180,11 @@ class FilteredSampler:
         keep = order[:n]
         inside = float(np.mean(s[keep] > -1.0)) if self.cfg.method == "realism" and n else None
         self.records[cls] = ClassRecord(images[order], s[order], n, inside)
-        return (images[keep], None if masks is None else np.asarray(masks)[keep]) if isinstance(out, tuple) else images[keep]
+        return (
+            (images[keep], None if masks is None else np.asarray(masks)[keep])
+            if isinstance(out, tuple)
+            else images[keep]
+        )
 
     def stats(self) -> dict[str, float]:
         """Report keys: the rejected share overall and per class (and, for realism, the kept share
@@ -162,9 +193,14 @@ class FilteredSampler:
             return {}
         drawn = sum(len(r.ranked) for r in self.records.values())
         kept = sum(r.kept for r in self.records.values())
-        out = {"filter_rejected_share": 1.0 - kept / drawn if drawn else 0.0, "filter_drawn": float(drawn)}
+        out = {
+            "filter_rejected_share": 1.0 - kept / drawn if drawn else 0.0,
+            "filter_drawn": float(drawn),
+        }
         for c, r in self.records.items():
-            out[f"filter_rejected_share/{c}"] = 1.0 - r.kept / len(r.ranked) if len(r.ranked) else 0.0
+            out[f"filter_rejected_share/{c}"] = (
+                1.0 - r.kept / len(r.ranked) if len(r.ranked) else 0.0
+            )
             if r.inside is not None:
                 out[f"filter_kept_inside_share/{c}"] = r.inside
         return out

@@ -116,7 +116,9 @@ def _unknown(policy: str, token: str) -> CytorayError:
 def parse_policy(policy: str) -> Policy:
     """Resolve a policy string (name, alias or '+'-joined sources) to its sources."""
     if not isinstance(policy, str) or not policy.strip():
-        raise CytorayError(f"policy {policy!r}: give a non-empty name such as {', '.join(POLICIES)}")
+        raise CytorayError(
+            f"policy {policy!r}: give a non-empty name such as {', '.join(POLICIES)}"
+        )
     key = "+".join(t.strip() for t in policy.strip().lower().split("+"))
     key = ALIASES.get(key, key)
     if key in POLICIES:
@@ -132,13 +134,19 @@ def parse_policy(policy: str) -> Policy:
     seen: set[str] = set()
     for t in sources:
         if t in seen:
-            raise CytorayError(f"policy {policy!r}: source {t!r} appears twice; name each source once")
+            raise CytorayError(
+                f"policy {policy!r}: source {t!r} appears twice; name each source once"
+            )
         seen.add(t)
         if t not in (REAL, TRAD) and t not in registered:
             raise _unknown(policy, t)
     if not sources:
-        raise CytorayError(f"policy {policy!r}: has no sources left; '-only' drops 'orig', add a generator or 'trad'")
-    ordered = tuple(s for s in (REAL, TRAD) if s in sources) + tuple(sorted(s for s in sources if s not in (REAL, TRAD)))
+        raise CytorayError(
+            f"policy {policy!r}: has no sources left; '-only' drops 'orig', add a generator or 'trad'"
+        )
+    ordered = tuple(s for s in (REAL, TRAD) if s in sources) + tuple(
+        sorted(s for s in sources if s not in (REAL, TRAD))
+    )
     name = _BY_SOURCES.get(ordered, "+".join(ordered))
     if name in POLICIES and POLICIES[name] != ordered:
         name += "-only"  # e.g. copies alone: "trad" already means real + copies
@@ -203,18 +211,29 @@ def compose_training_set(
         )
     shape = tuple(real_train.images.shape[1:])
     keep_masks = real_train.masks is not None or not (pol.real or pol.trad)
-    parts: list[tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None]] = []  # images, labels, names, masks
+    parts: list[
+        tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None]
+    ] = []  # images, labels, names, masks
     for c, cls in enumerate(real_train.class_names):
         idx = np.nonzero(real_train.labels == c)[0]
         k = n_extra(ratio, len(idx))
         lab = lambda n: np.full(n, c, np.int64)  # noqa: E731
         if pol.real:
             real_masks = None if real_train.masks is None else real_train.masks[idx]
-            parts.append((real_train.images[idx], lab(len(idx)), [real_train.names[i] for i in idx], real_masks))
+            parts.append(
+                (
+                    real_train.images[idx],
+                    lab(len(idx)),
+                    [real_train.names[i] for i in idx],
+                    real_masks,
+                )
+            )
         if pol.trad and k:
             rng = np.random.default_rng(_seed_for(rng_seed, TRAD, cls))
             masks = None if real_train.masks is None else real_train.masks[idx]
-            imgs, cmasks, src = traditional_copies(real_train.images[idx], rng, n_total=k, masks=masks, cfg=augment)
+            imgs, cmasks, src = traditional_copies(
+                real_train.images[idx], rng, n_total=k, masks=masks, cfg=augment
+            )
             seen: dict[int, int] = {}
             names = []
             for s in src.tolist():
@@ -228,7 +247,9 @@ def compose_training_set(
             keep_masks = keep_masks and gmasks is not None
             parts.append((imgs, lab(k), [f"synth:{g}/{cls}/{j:04d}" for j in range(k)], gmasks))
     if not parts or not sum(len(p[1]) for p in parts):
-        raise CytorayError(f"policy {pol.name!r} at ratio={ratio} gives an empty training set; raise the ratio")
+        raise CytorayError(
+            f"policy {pol.name!r} at ratio={ratio} gives an empty training set; raise the ratio"
+        )
     keep_masks = keep_masks and all(p[3] is not None for p in parts)
     images = np.concatenate([p[0] for p in parts])
     names = [n for p in parts for n in p[2]]
@@ -246,4 +267,9 @@ def compose_training_set(
 
 def set_key(ds: ImageSet) -> str:
     """Content hash of an ImageSet (names, image hashes, labels): the policy composition in a cache key."""
-    return stable_hash({"classes": list(ds.class_names), "items": list(zip(ds.names, ds.sha256, ds.labels.tolist()))})
+    return stable_hash(
+        {
+            "classes": list(ds.class_names),
+            "items": list(zip(ds.names, ds.sha256, ds.labels.tolist())),
+        }
+    )

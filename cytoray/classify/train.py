@@ -41,7 +41,11 @@ from ..training.stage import Stage, StageSpec, unwrap
 from .config import ClassifierConfig
 from .policies import set_key
 
-_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics: what torchvision weights expect, harmless from scratch
+_MEAN = (
+    0.485,
+    0.456,
+    0.406,
+)  # ImageNet statistics: what torchvision weights expect, harmless from scratch
 _STD = (0.229, 0.224, 0.225)
 
 
@@ -67,7 +71,9 @@ def to_input(images, size: int, device: torch.device) -> torch.Tensor:
     """uint8 [N,H,W,3] → float [N,3,size,size] in [0, 1] on `device` (resized there if needed)."""
     x = torch.as_tensor(np.array(images)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
     if x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+        x = F.interpolate(
+            x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        ).clamp_(0, 1)
     return x
 
 
@@ -102,7 +108,11 @@ def selection_metrics(prob: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     labels = np.asarray(labels)
     m = classification_metrics(labels, prob)
     nll = -np.log(np.clip(prob[np.arange(len(labels)), labels], 1e-12, None))
-    return {"accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"], "loss": float(nll.mean())}
+    return {
+        "accuracy": m["accuracy"],
+        "balanced_accuracy": m["balanced_accuracy"],
+        "loss": float(nll.mean()),
+    }
 
 
 def epoch_order(labels: torch.Tensor, sampler: str, seed: int, epoch: int) -> torch.Tensor:
@@ -143,23 +153,39 @@ class ClassifierStage(Stage):
     def prepare(self, arrays, device):
         if not arrays:
             return {}
-        return {"x": to_input(arrays["x"], self.size, device), "y": torch.as_tensor(np.array(arrays["y"])).to(device)}
+        return {
+            "x": to_input(arrays["x"], self.size, device),
+            "y": torch.as_tensor(np.array(arrays["y"])).to(device),
+        }
 
     def order(self, train, epoch, seed):
         return epoch_order(train["y"], self.cfg.sampler, seed, epoch)
 
     def rng(self, device, seed, rank):
-        return torch.Generator(device=device).manual_seed(seed * 7919 + rank)  # augmentation draws on the device
+        return torch.Generator(device=device).manual_seed(
+            seed * 7919 + rank
+        )  # augmentation draws on the device
 
     def build(self, device):
         from ..nets.classifiers import build_classifier
 
-        return {"net": build_classifier(self.cfg.name, self.n_cls, self.size, self.cfg.weights_file(),
-                                          transform_input=self.cfg.transform_input()).to(device)}
+        return {
+            "net": build_classifier(
+                self.cfg.name,
+                self.n_cls,
+                self.size,
+                self.cfg.weights_file(),
+                transform_input=self.cfg.transform_input(),
+            ).to(device)
+        }
 
     def optimizers(self, models):
         opt_cls = torch.optim.AdamW if self.cfg.optimizer == "adamw" else torch.optim.Adam
-        return {"net": opt_cls(models["net"].parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)}
+        return {
+            "net": opt_cls(
+                models["net"].parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay
+            )
+        }
 
     def train_step(self, models, opts, batch, gen, amp):
         from ..nets.classifiers import classifier_logits
@@ -174,16 +200,23 @@ class ClassifierStage(Stage):
             logits, aux = classifier_logits(unwrap(net), net(normalize(xb)))
             loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
             if aux is not None:  # Inception-V3 at >= 299 px
-                loss = loss + cfg.aux_weight * F.cross_entropy(aux.float(), yb, label_smoothing=cfg.label_smoothing)
+                loss = loss + cfg.aux_weight * F.cross_entropy(
+                    aux.float(), yb, label_smoothing=cfg.label_smoothing
+                )
         opts["net"].zero_grad(set_to_none=True)
         loss.backward()
         opts["net"].step()
         # device tensors: the loop sums them on the device and syncs once per epoch
-        return {"train_loss": loss.detach(), "train_accuracy": (logits.argmax(1) == yb).double().mean()}
+        return {
+            "train_loss": loss.detach(),
+            "train_accuracy": (logits.argmax(1) == yb).double().mean(),
+        }
 
     def validate(self, models, val, amp):
         """Float32, like the test evaluation."""
-        vm = selection_metrics(predict_proba(models["net"], val["x"], self.cfg.eval_batch_size), val["y"].cpu().numpy())
+        vm = selection_metrics(
+            predict_proba(models["net"], val["x"], self.cfg.eval_batch_size), val["y"].cpu().numpy()
+        )
         return {f"val_{k}": v for k, v in vm.items()}
 
     def selection(self, metrics, epoch):
@@ -201,26 +234,40 @@ def _check_sets(train: ImageSet, val: ImageSet, test: ImageSet | None) -> None:
         if ds is None:
             continue
         if tuple(ds.class_names) != tuple(train.class_names):
-            raise CytorayError(f"{what} classes {list(ds.class_names)} differ from training classes {list(train.class_names)}")
+            raise CytorayError(
+                f"{what} classes {list(ds.class_names)} differ from training classes {list(train.class_names)}"
+            )
         if len(ds) == 0:
-            raise CytorayError(f"the {what} split is empty; the classifier needs it (check data.split_ratios)")
+            raise CytorayError(
+                f"the {what} split is empty; the classifier needs it (check data.split_ratios)"
+            )
         if ds.images.shape[1:] != train.images.shape[1:]:
-            raise CytorayError(f"{what} images are {ds.images.shape[1:]} but training images are {train.images.shape[1:]}")
+            raise CytorayError(
+                f"{what} images are {ds.images.shape[1:]} but training images are {train.images.shape[1:]}"
+            )
     absent = [c for c, n in train.counts().items() if n == 0]
     if absent:
-        raise CytorayError(f"training set has no images of class {absent[0]!r}; check the policy and the split")
+        raise CytorayError(
+            f"training set has no images of class {absent[0]!r}; check the policy and the split"
+        )
 
 
 def _result(res: StageResult, params: dict, test_file: str | None) -> ClassifierResult:
     if test_file is None:  # not evaluated on test (a search trial)
-        t = {"prob": np.zeros((0, 0)), "labels": np.zeros(0, np.int64), "names": np.array([], dtype=str)}
+        t = {
+            "prob": np.zeros((0, 0)),
+            "labels": np.zeros(0, np.int64),
+            "names": np.array([], dtype=str),
+        }
     else:
         t = np.load(res.dir / test_file)
     best = res.meta["best_metrics"]
     return ClassifierResult(
         history=res.history,
         best_epoch=int(res.meta["best_epoch"]),
-        val_metrics={k[len("val_"):]: best[k] for k in ("val_accuracy", "val_balanced_accuracy", "val_loss")},
+        val_metrics={
+            k[len("val_") :]: best[k] for k in ("val_accuracy", "val_balanced_accuracy", "val_loss")
+        },
         test_prob=t["prob"],
         test_labels=t["labels"],
         model_state=res.best_state(),
@@ -261,12 +308,21 @@ def train_classifier(
     cfg.validate()
     _check_sets(train, val, test)
     size = cfg.check_size(int(train.images.shape[1]))
-    params = {"classifier": dataclasses.asdict(cfg), "input_size": size, "num_classes": len(train.class_names)}
-    if (weights := cfg.weights_file()) is not None:  # the weights' content, not their path, shapes the run
+    params = {
+        "classifier": dataclasses.asdict(cfg),
+        "input_size": size,
+        "num_classes": len(train.class_names),
+    }
+    if (
+        weights := cfg.weights_file()
+    ) is not None:  # the weights' content, not their path, shapes the run
         params["weights_sha256"] = sha256_file(weights)
     run_params = {
         **cfg.params(int(train.images.shape[1])),
-        "seed": seed, "n_train": len(train), "n_val": len(val), "n_test": len(test) if test is not None else 0,
+        "seed": seed,
+        "n_train": len(train),
+        "n_val": len(val),
+        "n_test": len(test) if test is not None else 0,
         **{f"n_train.{c}": n for c, n in train.counts().items()},
         "train_source": train.source,
     }
@@ -277,16 +333,30 @@ def train_classifier(
     test_file = None if test is None else f"test-{set_key(test)}.npz"
 
     # 3. Train under Ray Train, or reuse the finished run (the stage cache).
-    spec = StageSpec(label, ClassifierStage(params), train={"x": train.images, "y": train.labels},
-                     val={"x": val.images, "y": val.labels}, fixed={}, data_key=dkey, seed=seed)  # fmt: skip
-    res = run_stages([spec], cache_root=cache_root, run_cfg=dataclasses.replace(run_cfg, seed=seed), use_cache=use_cache,
-                     callbacks=callbacks)[label]  # fmt: skip
+    spec = StageSpec(
+        label,
+        ClassifierStage(params),
+        train={"x": train.images, "y": train.labels},
+        val={"x": val.images, "y": val.labels},
+        fixed={},
+        data_key=dkey,
+        seed=seed,
+    )
+    res = run_stages(
+        [spec],
+        cache_root=cache_root,
+        run_cfg=dataclasses.replace(run_cfg, seed=seed),
+        use_cache=use_cache,
+        callbacks=callbacks,
+    )[label]
     if test_file is None or (res.dir / test_file).is_file():
         return _result(res, run_params, test_file)
 
     # 4. The one test evaluation: best-on-validation model, on the driver, stored with the run.
     device = torch.device("cuda" if run_cfg.use_gpu and torch.cuda.is_available() else "cpu")
-    model = build_classifier(cfg.name, len(train.class_names), size, transform_input=cfg.transform_input())
+    model = build_classifier(
+        cfg.name, len(train.class_names), size, transform_input=cfg.transform_input()
+    )
     model.load_state_dict(res.best_state())
     prob = predict_proba(model.to(device), to_input(test.images, size, device), cfg.eval_batch_size)
     with atomic_path(res.dir / test_file) as tmp:

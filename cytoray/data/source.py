@@ -47,7 +47,7 @@ def simulated_set(kind: str, n: int, size: int, seed: int, padding: str = "crop"
     )
 
 
-def load_split(cfg: DataConfig, path, ds: ImageSet | None = None) -> tuple[ImageSet, "Manifest"]:
+def load_split(cfg: DataConfig, path, ds: ImageSet | None = None) -> tuple[ImageSet, Manifest]:
     """The dataset and its split manifest at `path`: reused when it was made for these exact
     images at this size with this seed and these ratios (and still passes the leakage check),
     otherwise made anew and saved. `ds`: the dataset of `cfg`, when the caller loaded it already."""
@@ -59,11 +59,18 @@ def load_split(cfg: DataConfig, path, ds: ImageSet | None = None) -> tuple[Image
     ds, path = (load_dataset(cfg, progress=True) if ds is None else ds), Path(path)
     if path.is_file():
         m = Manifest.load(path)
-        same = (m.seed, [float(r) for r in m.ratios], m.padding) == (cfg.split_seed, [float(r) for r in cfg.split_ratios], ds.padding)
+        same = (m.seed, [float(r) for r in m.ratios], m.padding) == (
+            cfg.split_seed,
+            [float(r) for r in cfg.split_ratios],
+            ds.padding,
+        )
         if [it["sha256"] for it in m.items] == ds.sha256 and m.size == cfg.size and same:
             check_leakage(m)
             return ds, m
-        print(f"[data] {path} belongs to other data or split settings; making a new split", file=sys.stderr)
+        print(
+            f"[data] {path} belongs to other data or split settings; making a new split",
+            file=sys.stderr,
+        )
     m, _ = make_manifest(ds, cfg.split_ratios, cfg.split_seed, cfg.near_duplicate_bits)
     m.save(path)
     return ds, m
@@ -73,5 +80,7 @@ def load_dataset(cfg: DataConfig, progress: bool = False) -> ImageSet:
     """Load `cfg.root` (a folder dataset) or, when it is None, the embedded simulator."""
     padding = cfg.padding
     if cfg.root:
-        return load_folder(cfg.root, cfg.size, cfg.classes, cfg.magnification, progress=progress, padding=padding)
+        return load_folder(
+            cfg.root, cfg.size, cfg.classes, cfg.magnification, progress=progress, padding=padding
+        )
     return simulated_set(cfg.sim_kind, cfg.sim_n, cfg.size, cfg.sim_seed, padding=padding)

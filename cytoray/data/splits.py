@@ -36,7 +36,9 @@ def phash64(images: np.ndarray) -> np.ndarray:
     return out
 
 
-def duplicate_pairs(sha: list[str], phash: np.ndarray | None, max_bits: int) -> list[tuple[int, int, str]]:
+def duplicate_pairs(
+    sha: list[str], phash: np.ndarray | None, max_bits: int
+) -> list[tuple[int, int, str]]:
     """All (i, j, 'exact'|'near') pairs, i < j: equal sha256, or (given hashes) phash within `max_bits`."""
     found: dict[tuple[int, int], str] = {}
     by_sha: dict[str, list[int]] = {}
@@ -138,10 +140,14 @@ class Manifest:
     def hash(self) -> str:
         """Names, file hashes and splits, and how the images were loaded: everything cached downstream
         (stages, bundles, Inception features) keys on it."""
-        return stable_hash([(i["name"], i["sha256"], i["split"]) for i in self.items] + [self.size, self.padding])
+        return stable_hash(
+            [(i["name"], i["sha256"], i["split"]) for i in self.items] + [self.size, self.padding]
+        )
 
     def indices(self, split: str) -> np.ndarray:
-        return np.array([k for k, it in enumerate(self.items) if it["split"] == split], dtype=np.int64)
+        return np.array(
+            [k for k, it in enumerate(self.items) if it["split"] == split], dtype=np.int64
+        )
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -154,7 +160,7 @@ class Manifest:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Manifest":
+    def load(cls, path: str | Path) -> Manifest:
         path = Path(path)
         try:
             d = json.loads(path.read_text())
@@ -162,9 +168,13 @@ class Manifest:
             d.pop("version", None)
             return cls(**d)
         except FileNotFoundError:
-            raise DataError(f"{path}: manifest not found; create one with a study run or `cytoray split`") from None
+            raise DataError(
+                f"{path}: manifest not found; create one with a study run or `cytoray split`"
+            ) from None
         except (json.JSONDecodeError, TypeError) as e:
-            raise DataError(f"{path}: not a cytoray split manifest ({e}); delete it to make a new split") from None
+            raise DataError(
+                f"{path}: not a cytoray split manifest ({e}); delete it to make a new split"
+            ) from None
 
 
 def _duplicate_groups(ds: ImageSet, near_bits: int) -> tuple[np.ndarray, list, np.ndarray]:
@@ -180,19 +190,31 @@ def _duplicate_groups(ds: ImageSet, near_bits: int) -> tuple[np.ndarray, list, n
     return ph, pairs, _union_groups(len(ds), ds.groups, pairs)
 
 
-def make_manifest(ds: ImageSet, ratios: list[float], seed: int, near_bits: int = 4) -> tuple[Manifest, list]:
+def make_manifest(
+    ds: ImageSet, ratios: list[float], seed: int, near_bits: int = 4
+) -> tuple[Manifest, list]:
     """Split `ds` (duplicates kept together), check leakage, return the manifest and the duplicate pairs."""
     ph, pairs, groups = _duplicate_groups(ds, near_bits)
     return _split_manifest(ds, ratios, seed, near_bits, ph, groups), pairs
 
 
-def _split_manifest(ds: ImageSet, ratios: list[float], seed: int, near_bits: int, ph: np.ndarray, groups: np.ndarray) -> Manifest:
+def _split_manifest(
+    ds: ImageSet, ratios: list[float], seed: int, near_bits: int, ph: np.ndarray, groups: np.ndarray
+) -> Manifest:
     split = stratified_split(ds.labels, ds.class_names, ratios, seed, groups)
     items = [
         {"name": n, "class": ds.class_names[c], "sha256": h, "split": s}
         for n, c, h, s in zip(ds.names, ds.labels.tolist(), ds.sha256, split)
     ]
-    m = Manifest(ds.source, int(ds.images.shape[1]), seed, list(ratios), list(ds.class_names), items, getattr(ds, "padding", "crop"))
+    m = Manifest(
+        ds.source,
+        int(ds.images.shape[1]),
+        seed,
+        list(ratios),
+        list(ds.class_names),
+        items,
+        getattr(ds, "padding", "crop"),
+    )
     check_leakage(m, ph, near_bits)
     return m
 
@@ -208,7 +230,9 @@ def check_leakage(m: Manifest, phash: np.ndarray | None = None, near_bits: int =
             )
 
 
-def repeated_manifests(ds: ImageSet, ratios: list[float], seed: int, k: int, near_bits: int = 4) -> list[Manifest]:
+def repeated_manifests(
+    ds: ImageSet, ratios: list[float], seed: int, k: int, near_bits: int = 4
+) -> list[Manifest]:
     """K seeded stratified splits (seeds seed..seed+k-1) for repeated evaluation.
 
     The K splits must differ: a set so small that two seeds give the same assignment would
@@ -219,7 +243,9 @@ def repeated_manifests(ds: ImageSet, ratios: list[float], seed: int, k: int, nea
     first: dict[str, int] = {}
     for r, m in enumerate(mans):
         if m.hash in first:
-            per_class = ", ".join(f"{c} {int(np.sum(ds.labels == i))}" for i, c in enumerate(ds.class_names))
+            per_class = ", ".join(
+                f"{c} {int(np.sum(ds.labels == i))}" for i, c in enumerate(ds.class_names)
+            )
             raise DataError(
                 f"{ds.source}: split seeds {seed + first[m.hash]} and {seed + r} give the same split ({per_class} images), "
                 f"so the data is too small for {k} distinct repeats; add images or lower data.n_splits"

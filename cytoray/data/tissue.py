@@ -5,8 +5,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from .nuclei import collagen, draw_blob, draw_nucleus, points_inside, polygon_alpha, random_polygon, resample_contour, rgb_to_od, scale_polygon, smooth_field, stretch
 from .features import HE, HISTOLOGY, Features, nucleus, palette, px
+from .nuclei import (
+    collagen,
+    draw_blob,
+    draw_nucleus,
+    points_inside,
+    polygon_alpha,
+    random_polygon,
+    resample_contour,
+    rgb_to_od,
+    scale_polygon,
+    smooth_field,
+    stretch,
+)
 
 # ----------------------------------------------------------------------------- histology
 
@@ -49,7 +61,11 @@ def histology(
     od += (stroma * (1 - gland_a))[..., None] * rgb_to_od(pal["eosin"])
     od += (epithelium * rng.uniform(0.6, 0.85))[..., None] * rgb_to_od(pal["epithelium"])
     # 3. nuclei in the stroma: spindle fibroblasts along fibres, lymphocytes, infiltrating cells.
-    for kind, mean in (("fibro", f["stromal_nuclei"]), ("lympho", f["lymphocytes"]), ("tumour", f["infiltrating"])):
+    for kind, mean in (
+        ("fibro", f["stromal_nuclei"]),
+        ("lympho", f["lymphocytes"]),
+        ("tumour", f["infiltrating"]),
+    ):
         for _ in range(int(rng.poisson(mean))):
             c = rng.uniform(0.03, 0.97, 2)
             if any(points_inside(o, c[None])[0] for o, _, _ in outlines):
@@ -65,8 +81,16 @@ def histology(
                 r = r_mean * np.exp(rng.normal(0, f["anisonucleosis"]))
                 cyto = random_polygon(rng, c, r * 1.6, 0.3, 0.1, 12)
                 draw_blob(od, trng, px(cyto, size), pal["epithelium"], 0.4, 0.8)
-                draw_nucleus(od, mask, trng, px(nucleus(rng, c, r, f), size), pal["nucleus"], f["chromatin"],
-                             density=f["hyperchromasia"], nucleolus=f["nucleolus"])
+                draw_nucleus(
+                    od,
+                    mask,
+                    trng,
+                    px(nucleus(rng, c, r, f), size),
+                    pal["nucleus"],
+                    f["chromatin"],
+                    density=f["hyperchromasia"],
+                    nucleolus=f["nucleolus"],
+                )
     return od, mask
 
 
@@ -79,8 +103,16 @@ def _union(target: np.ndarray, polygon_px: np.ndarray, softness: float) -> None:
 
 
 def _gland(
-    rng: np.random.Generator, trng: np.random.Generator, od: np.ndarray, mask: np.ndarray, poly: np.ndarray,
-    c: np.ndarray, big_r: float, f: Features, pal: dict[str, np.ndarray], size: int,
+    rng: np.random.Generator,
+    trng: np.random.Generator,
+    od: np.ndarray,
+    mask: np.ndarray,
+    poly: np.ndarray,
+    c: np.ndarray,
+    big_r: float,
+    f: Features,
+    pal: dict[str, np.ndarray],
+    size: int,
 ) -> np.ndarray | None:
     """Draw the epithelial nuclei of one gland in concentric layers; return its lumen polygon
     (relative units) or None for a solid nest.
@@ -94,9 +126,13 @@ def _gland(
     n_layers = int(np.clip(round(f["layers"] + rng.normal(0, 0.5)), 1, 8))
     start = 0.0
     if rng.uniform() < f["myoepithelium"]:
-        pts, tang = resample_contour(scale_polygon(poly, c, 1 - 0.6 * r_mean / big_r), 3.5 * r_mean, rng.uniform(0, 1))
+        pts, tang = resample_contour(
+            scale_polygon(poly, c, 1 - 0.6 * r_mean / big_r), 3.5 * r_mean, rng.uniform(0, 1)
+        )
         for p, t in zip(pts, tang):
-            q = random_polygon(rng, p, 0.7 * r_mean, 0.15, 0.05, 12)  # flat, along the basement membrane
+            q = random_polygon(
+                rng, p, 0.7 * r_mean, 0.15, 0.05, 12
+            )  # flat, along the basement membrane
             q = stretch(q, p, rng.uniform(2.0, 2.8), np.arctan2(t[1], t[0]))
             draw_nucleus(od, mask, trng, px(q, size), pal["nucleus"], 0.2, density=1.4)
         start = 1.2 * r_mean
@@ -112,7 +148,14 @@ def _gland(
             # polarity: long axis normal to the wall, lost with disorder
             ang = np.arctan2(t[1], t[0]) + np.pi / 2 + rng.normal(0, np.pi * f["disorder"])
             ratio = 1.0 + (0.5 - 0.3 * f.g["disorder"]) * rng.uniform(0.6, 1.0)
-            draw_nucleus(od, mask, trng, px(nucleus(rng, p, r, f, ratio, ang), size), pal["nucleus"],
-                         f["chromatin"], density=f["hyperchromasia"] * rng.uniform(0.9, 1.1),
-                         nucleolus=f["nucleolus"] * rng.uniform(0.5, 1.0))
+            draw_nucleus(
+                od,
+                mask,
+                trng,
+                px(nucleus(rng, p, r, f, ratio, ang), size),
+                pal["nucleus"],
+                f["chromatin"],
+                density=f["hyperchromasia"] * rng.uniform(0.9, 1.1),
+                nucleolus=f["nucleolus"] * rng.uniform(0.5, 1.0),
+            )
     return scale_polygon(poly, c, lumen_s) if lumen_s > 0.12 else None

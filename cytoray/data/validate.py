@@ -14,12 +14,13 @@ from .folder import Problem, scan_folder
 from .images import read_rgb
 from .splits import SPLITS, _allocate, duplicate_pairs, phash64
 
-
 # The documented minimum per class and split. train 2: the class-specific GANs and the classifier
 # train in batches of at least 2 (BatchNorm), so one training image makes no optimiser step (the run
 # would fail); val 1 and test 1: a class absent from a split has no per-class metric there.
 MIN_PER_SPLIT = {"train": 2, "val": 1, "test": 1}
-MINIMUM_TEXT = "per class: train >= 2 (a batch of 2), val >= 1, test >= 1 when their ratio is above 0"
+MINIMUM_TEXT = (
+    "per class: train >= 2 (a batch of 2), val >= 1, test >= 1 when their ratio is above 0"
+)
 
 
 def parse_split(text: str, flag: str = "--split") -> list[float]:
@@ -40,7 +41,9 @@ def parse_split(text: str, flag: str = "--split") -> list[float]:
         raise CytorayError(f"{bad} (each a finite number from 0 to 1000)")
     used = [r for r in ratios if r > 0]
     if ratios[0] <= 0 or len(used) < 2:
-        raise CytorayError(f"{bad} (train above 0, and val or test above 0: a study selects on val and reports test)")
+        raise CytorayError(
+            f"{bad} (train above 0, and val or test above 0: a study selects on val and reports test)"
+        )
     if min(used) * 1000 < max(used):
         raise CytorayError(f"{bad} (the smallest used weight at least 1/1000 of the largest)")
     return ratios
@@ -54,7 +57,9 @@ def split_shortfall(n: int, ratios) -> str | None:
         return f"{n} image(s) for {used} splits"
     counts = _allocate(n, list(ratios))
     low = any(r > 0 and c < MIN_PER_SPLIT[s] for s, c, r in zip(SPLITS, counts, ratios))
-    return ", ".join(f"{s} {c}" for s, c, r in zip(SPLITS, counts, ratios) if r > 0) if low else None
+    return (
+        ", ".join(f"{s} {c}" for s, c, r in zip(SPLITS, counts, ratios) if r > 0) if low else None
+    )
 
 
 def min_images(ratios) -> int:
@@ -88,7 +93,9 @@ def validate_folder(
         sizes[f"{arr.shape[1]}x{arr.shape[0]}"] += 1
         bands = detect_bands(arr)
         if bands.flat:
-            problems.append(Problem(str(r.path), "the image is one flat colour (no content); remove it"))
+            problems.append(
+                Problem(str(r.path), "the image is one flat colour (no content); remove it")
+            )
             continue
         if bands.any():
             padded.append({"file": str(r.path), **bands.as_dict(), "bands": bands.describe()})
@@ -110,10 +117,20 @@ def validate_folder(
     for cls, n in sorted(counts.items()):
         short = split_shortfall(n, ratios)
         if short:
-            problems.append(Problem(str(root / cls), f"class has {n} readable images, too few for a {rtxt} split: it gives "
-                                    f"{short}; needs at least {min_images(ratios)} images ({MINIMUM_TEXT}); add images"))
+            problems.append(
+                Problem(
+                    str(root / cls),
+                    f"class has {n} readable images, too few for a {rtxt} split: it gives "
+                    f"{short}; needs at least {min_images(ratios)} images ({MINIMUM_TEXT}); add images",
+                )
+            )
     if len(counts) < 2 and records and not any("two class" in p.problem for p in problems):
-        problems.append(Problem(str(root), f"needs at least two classes with readable images (found: {', '.join(counts) or 'none'})"))
+        problems.append(
+            Problem(
+                str(root),
+                f"needs at least two classes with readable images (found: {', '.join(counts) or 'none'})",
+            )
+        )
 
     duplicates = []
     if ok:
@@ -121,7 +138,12 @@ def validate_folder(
             a, b = ok[i], ok[j]
             duplicates.append({"a": str(a.path), "b": str(b.path), "kind": kind})
             if a.cls != b.cls:
-                problems.append(Problem(str(a.path), f"{kind} duplicate of {b.path} but labelled '{a.cls}' vs '{b.cls}'; remove one"))
+                problems.append(
+                    Problem(
+                        str(a.path),
+                        f"{kind} duplicate of {b.path} but labelled '{a.cls}' vs '{b.cls}'; remove one",
+                    )
+                )
 
     mags = Counter(r.magnification for r in ok if r.magnification)
     return {
@@ -157,8 +179,13 @@ def _mask_problem(path: Path, hw: tuple[int, int], notes: list) -> str | None:
     if m.shape != hw:
         return f"mask is {m.shape[1]}x{m.shape[0]} px but its image is {hw[1]}x{hw[0]}; re-export the mask at the image's size"
     if path.suffix.lower() in (".jpg", ".jpeg"):
-        notes.append({"file": str(path), "note": "a JPEG mask: lossy compression blurs its edges into grey values that count as "
-                                                 "nucleus; save masks as PNG (0 = background, 255 = nucleus)"})  # fmt: skip
+        notes.append(
+            {
+                "file": str(path),
+                "note": "a JPEG mask: lossy compression blurs its edges into grey values that count as "
+                "nucleus; save masks as PNG (0 = background, 255 = nucleus)",
+            }
+        )
         return None
     from PIL import Image
 
@@ -167,8 +194,13 @@ def _mask_problem(path: Path, hw: tuple[int, int], notes: list) -> str | None:
     if grey is not None:
         fg = grey[grey > 0]
         if fg.size and np.unique(fg).size > 2 and np.mean(fg < 128) > 0.01:
-            notes.append({"file": str(path), "note": f"grey levels ({np.unique(grey).size} values): every nonzero pixel counts as "
-                                                     "nucleus; save a binary mask (0 / 255)"})  # fmt: skip
+            notes.append(
+                {
+                    "file": str(path),
+                    "note": f"grey levels ({np.unique(grey).size} values): every nonzero pixel counts as "
+                    "nucleus; save a binary mask (0 / 255)",
+                }
+            )
     return None
 
 
@@ -177,17 +209,26 @@ def format_report(rep: dict) -> str:
     for c, n in rep["classes"].items():
         lines.append(f"  {c:<20} {n:>6}")
     if rep["image_sizes"]:
-        lines.append("  sizes: " + ", ".join(f"{s} ({n})" for s, n in list(rep["image_sizes"].items())[:5]))
+        lines.append(
+            "  sizes: " + ", ".join(f"{s} ({n})" for s, n in list(rep["image_sizes"].items())[:5])
+        )
     if rep["magnifications"]:
-        lines.append("  BreakHis magnifications: " + ", ".join(f"{m} ({n})" for m, n in rep["magnifications"].items()))
+        lines.append(
+            "  BreakHis magnifications: "
+            + ", ".join(f"{m} ({n})" for m, n in rep["magnifications"].items())
+        )
     lines.append(f"  nucleus masks: {rep['masks']}")
     pad = rep.get("padding") or {"images": 0, "examples": []}
     if pad["images"]:
         ex = pad["examples"][0]
-        lines.append(f"  padding bands: {pad['images']} of {rep['n_images']} images (e.g. {Path(ex['file']).name}: {ex['bands']}); "
-                     "nucleus masks exclude them and training crops cut them off (padding=crop)")  # fmt: skip
+        lines.append(
+            f"  padding bands: {pad['images']} of {rep['n_images']} images (e.g. {Path(ex['file']).name}: {ex['bands']}); "
+            "nucleus masks exclude them and training crops cut them off (padding=crop)"
+        )
     for d in rep["duplicates"][:20]:
-        lines.append(f"  duplicate ({d['kind']}): {d['a']} ~ {d['b']} (kept in one split when splitting)")
+        lines.append(
+            f"  duplicate ({d['kind']}): {d['a']} ~ {d['b']} (kept in one split when splitting)"
+        )
     for n in rep.get("mask_notes", [])[:20]:
         lines.append(f"  NOTE {n['file']}: {n['note']}")
     for p in rep["problems"]:

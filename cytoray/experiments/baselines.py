@@ -22,37 +22,52 @@ from ..generators.gan import CGANConfig, LatentGANConfig
 from ..generators.syncgan import SynCGANConfig
 from ..generators.vanilla import GANConfig
 from ..io import write_json, write_text
-from ..training.config import RunConfig
 from ..tracking.study_logger import FIGURES
+from ..training.config import RunConfig
 from .driver import Study, TuneSettings, finished
 
 DEFAULT_POLICIES = ["orig", "trad", "syncgan", "trad+syncgan", "syncgan-only", "gan", "orig+gan"]
 
 
 def _default_generators() -> dict[str, GeneratorConfig]:
-    return {"syncgan": SynCGANConfig(cgan=CGANConfig(epochs=15), mask_gan=LatentGANConfig(epochs=30)), "gan": GANConfig(epochs=30)}
+    return {
+        "syncgan": SynCGANConfig(cgan=CGANConfig(epochs=15), mask_gan=LatentGANConfig(epochs=30)),
+        "gan": GANConfig(epochs=30),
+    }
 
 
 @dataclasses.dataclass
 class BaselinesConfig:
     name: str = "augmentation_baselines"  # MLflow experiment and output folder name
     data: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(n_splits=3))
-    source: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1))  # translators' histology
-    generators: dict[str, GeneratorConfig] = dataclasses.field(default_factory=_default_generators)  # a policy's generator not here: its defaults
+    source: DataConfig = dataclasses.field(
+        default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1)
+    )  # translators' histology
+    generators: dict[str, GeneratorConfig] = dataclasses.field(
+        default_factory=_default_generators
+    )  # a policy's generator not here: its defaults
     run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(cpus_per_worker=2))
-    classifier: ClassifierConfig = dataclasses.field(default_factory=lambda: ClassifierConfig(epochs=15))
+    classifier: ClassifierConfig = dataclasses.field(
+        default_factory=lambda: ClassifierConfig(epochs=15)
+    )
     classifiers: list[str] = dataclasses.field(default_factory=lambda: ["resnet18"])
     policies: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_POLICIES))
     ratio: float = 2.0  # synthetic:real per class (paper: 90 synthetic beside 45 real)
     fid_per_class: int = 30  # synthetic images per class for each generator's FID/KID against each split's test images
     memorised_max: float = 0.2  # flag (tag + warning) a generator whose memorised share passes this in a class (metrics/realism.py)
     repeats: int = 1  # classifier seeds per split
-    metric: str = "balanced_accuracy"  # the table's figure; accuracy, f1_macro, roc_auc also recorded
+    metric: str = (
+        "balanced_accuracy"  # the table's figure; accuracy, f1_macro, roc_auc also recorded
+    )
     effect: float = 0.05  # the difference that matters (0.05 = 5 points): "no effect" only when the paired 95% CI is inside ±effect
     # A policy named '<policy>-filtered' (e.g. syncgan-filtered, trad+syncgan-filtered) draws its synthetic
     # images through this filter (classify/filter.py) against the split's real training images.
-    filter: FilterConfig = dataclasses.field(default_factory=lambda: FilterConfig(method="realism", keep=0.5))
-    tune: TuneSettings = dataclasses.field(default_factory=lambda: TuneSettings(asha=False, trial_cpu=0.0))  # cells: a grid, no search
+    filter: FilterConfig = dataclasses.field(
+        default_factory=lambda: FilterConfig(method="realism", keep=0.5)
+    )
+    tune: TuneSettings = dataclasses.field(
+        default_factory=lambda: TuneSettings(asha=False, trial_cpu=0.0)
+    )  # cells: a grid, no search
 
     def validate(self) -> None:
         if self.ratio < 0:
@@ -62,9 +77,13 @@ class BaselinesConfig:
         if self.repeats < 1:
             raise ConfigError(f"repeats={self.repeats}: must be >= 1")
         if not 0.0 < self.effect < 1.0:
-            raise ConfigError(f"effect={self.effect}: the difference that matters, a fraction in (0, 1) (0.05 = 5 points)")
+            raise ConfigError(
+                f"effect={self.effect}: the difference that matters, a fraction in (0, 1) (0.05 = 5 points)"
+            )
         if self.fid_per_class < 2:
-            raise ConfigError(f"fid_per_class={self.fid_per_class}: KID needs at least 2 images per class")
+            raise ConfigError(
+                f"fid_per_class={self.fid_per_class}: KID needs at least 2 images per class"
+            )
         if self.data.n_splits * self.repeats < 2:
             raise ConfigError(
                 f"data.n_splits={self.data.n_splits} × repeats={self.repeats} gives one run per cell: no interval or paired "
@@ -72,11 +91,15 @@ class BaselinesConfig:
             )
         self.filter.validate()
         if any(split_filtered(p)[1] for p in self.policies) and not self.filter.active:
-            raise ConfigError("filter.method=none: a '-filtered' policy needs a filter (realism, centroid or classifier)")
+            raise ConfigError(
+                "filter.method=none: a '-filtered' policy needs a filter (realism, centroid or classifier)"
+            )
         if not self.policies or "orig" not in self.policies:
             raise ConfigError("policies: must include 'orig' (every policy is tested against it)")
         if self.tune.search_space:
-            raise ConfigError("tune.search_space: the baselines study runs a fixed grid of cells, not a search; set it to null")
+            raise ConfigError(
+                "tune.search_space: the baselines study runs a fixed grid of cells, not a search; set it to null"
+            )
         from ..metrics.classification import SCORES
 
         if self.metric not in SCORES:
@@ -97,7 +120,9 @@ class BaselinesStudy(Study):
             base, filtered = split_filtered(p)
             pol = parse_policy(base)  # unknown names list the valid ones
             if filtered and not pol.generators:
-                raise ConfigError(f"policy {p!r}: '-filtered' filters synthetic images, and {base!r} draws on no generator")
+                raise ConfigError(
+                    f"policy {p!r}: '-filtered' filters synthetic images, and {base!r} draws on no generator"
+                )
         for name in cfg.classifiers:
             ccfg = dataclasses.replace(cfg.classifier, name=name)
             ccfg.validate()
@@ -109,22 +134,47 @@ class BaselinesStudy(Study):
         from ..data.splits import repeated_manifests
 
         ds = load_dataset(cfg.data, progress=True)
-        manifests = repeated_manifests(ds, cfg.data.split_ratios, cfg.data.split_seed, cfg.data.n_splits, cfg.data.near_duplicate_bits)
+        manifests = repeated_manifests(
+            ds,
+            cfg.data.split_ratios,
+            cfg.data.split_seed,
+            cfg.data.n_splits,
+            cfg.data.near_duplicate_bits,
+        )
         needed = sorted(generators_needed([split_filtered(p)[0] for p in cfg.policies]))
         translators = [g for g in needed if get_generator(g).consumes == "domains"]
         hist = hmans = None
         if translators:  # the histology domain, split the same way (same K seeds), same image size
-            hcfg = dataclasses.replace(cfg.source, size=cfg.data.size, n_splits=cfg.data.n_splits,
-                                       split_ratios=cfg.data.split_ratios, split_seed=cfg.data.split_seed)  # fmt: skip
+            hcfg = dataclasses.replace(
+                cfg.source,
+                size=cfg.data.size,
+                n_splits=cfg.data.n_splits,
+                split_ratios=cfg.data.split_ratios,
+                split_seed=cfg.data.split_seed,
+            )
             hist = load_dataset(hcfg, progress=True)
-            hmans = repeated_manifests(hist, hcfg.split_ratios, hcfg.split_seed, hcfg.n_splits, hcfg.near_duplicate_bits)
+            hmans = repeated_manifests(
+                hist, hcfg.split_ratios, hcfg.split_seed, hcfg.n_splits, hcfg.near_duplicate_bits
+            )
         splits = []
         for k, man in enumerate(manifests):
             man.save(out / f"split_{k}.json")
             train, val, test = (ds.subset(man.indices(s)) for s in ("train", "val", "test"))
-            h = None if hist is None else {s: hist.subset(hmans[k].indices(s)) for s in ("train", "val")}
-            splits.append({"train": train, "val": val, "test": test, "hash": man.hash, "hist": h,
-                           "hist_hash": None if hmans is None else hmans[k].hash})  # fmt: skip
+            h = (
+                None
+                if hist is None
+                else {s: hist.subset(hmans[k].indices(s)) for s in ("train", "val")}
+            )
+            splits.append(
+                {
+                    "train": train,
+                    "val": val,
+                    "test": test,
+                    "hash": man.hash,
+                    "hist": h,
+                    "hist_hash": None if hmans is None else hmans[k].hash,
+                }
+            )
         return {"splits": splits, "needed": needed, "source": ds.source}
 
     def setup(self, cfg: BaselinesConfig, data: dict, ctx: dict) -> None:
@@ -140,25 +190,58 @@ class BaselinesStudy(Study):
             sp["bundles"], sp["fid"] = {}, {}
             for g in data["needed"]:
                 gen_cls, gcfg = get_generator(g), cfg.generator_config(g)
-                if gen_cls.consumes == "domains":  # histology of class c → synthetic cytology labelled c
-                    args = (DomainPair(sp["hist"]["train"], sp["train"]), DomainPair(sp["hist"]["val"], sp["val"]), f"{sp['hash']}:{sp['hist_hash']}")
+                if (
+                    gen_cls.consumes == "domains"
+                ):  # histology of class c → synthetic cytology labelled c
+                    args = (
+                        DomainPair(sp["hist"]["train"], sp["train"]),
+                        DomainPair(sp["hist"]["val"], sp["val"]),
+                        f"{sp['hash']}:{sp['hist_hash']}",
+                    )
                 else:
                     args = (sp["train"], sp["val"], sp["hash"])
-                sampler, bundle, _ = train_generator(gen_cls, gcfg, *args, cache, cfg.run, ctx["use_cache"])
+                sampler, bundle, _ = train_generator(
+                    gen_cls, gcfg, *args, cache, cfg.run, ctx["use_cache"]
+                )
                 sp["bundles"][g] = str(bundle)
                 # What this generator adds on this split: the cells drawing on it show it (in the UI's
                 # compare view), the parent run and the report show split 0's.
                 real = real_by_class(sp["val"])
-                sp["figures"] = {**sp.get("figures", {}), g: str(Path(ctx["out"]) / "figures" / g / f"split{k}")}
-                sp["fid"][g] = fidelity(sampler, sp["test"], "test", cfg.fid_per_class, cfg.run.seed, cache / "features", sp["hash"],
-                                        train=sp["train"], figures=Path(sp["figures"][g]))  # fmt: skip
-                sp["fid"][g].update(memorisation_flag(sp["fid"][g], "test", cfg.memorised_max, f"generator {g} (split {k})"))
-                write_real_vs_synthetic(Path(sp["figures"][g]), real, {c: sampler.sample(8, c, seed=cfg.run.seed + 1) for c in real},
-                                        f"{g} (split {k})")  # fmt: skip
+                sp["figures"] = {
+                    **sp.get("figures", {}),
+                    g: str(Path(ctx["out"]) / "figures" / g / f"split{k}"),
+                }
+                sp["fid"][g] = fidelity(
+                    sampler,
+                    sp["test"],
+                    "test",
+                    cfg.fid_per_class,
+                    cfg.run.seed,
+                    cache / "features",
+                    sp["hash"],
+                    train=sp["train"],
+                    figures=Path(sp["figures"][g]),
+                )
+                sp["fid"][g].update(
+                    memorisation_flag(
+                        sp["fid"][g], "test", cfg.memorised_max, f"generator {g} (split {k})"
+                    )
+                )
+                write_real_vs_synthetic(
+                    Path(sp["figures"][g]),
+                    real,
+                    {c: sampler.sample(8, c, seed=cfg.run.seed + 1) for c in real},
+                    f"{g} (split {k})",
+                )
 
     def grid(self, cfg: BaselinesConfig, data: dict) -> list[dict]:
-        return [{"split": k, "classifier": c, "policy": p, "repeat": r}
-                for k in range(len(data["splits"])) for c in cfg.classifiers for p in cfg.policies for r in range(cfg.repeats)]  # fmt: skip
+        return [
+            {"split": k, "classifier": c, "policy": p, "repeat": r}
+            for k in range(len(data["splits"]))
+            for c in cfg.classifiers
+            for p in cfg.policies
+            for r in range(cfg.repeats)
+        ]
 
     def selection(self, cfg: BaselinesConfig):
         return f"test_{cfg.metric}", "max"
@@ -169,9 +252,20 @@ class BaselinesStudy(Study):
 
         base, filtered = split_filtered(c["policy"])
         gens = parse_policy(base).generators
-        tags = {"classifier": c["classifier"], "policy": c["policy"], "split": c["split"], "repeat": c["repeat"], "variant": c["policy"],
-                "generator": "+".join(gens) or "none", **({"filter": "filtered"} if filtered else {})}  # fmt: skip
-        return f"{c['classifier']}|{c['policy']}|split{c['split']}|r{c['repeat']}", {f"cell.{k}": v for k, v in c.items()}, tags
+        tags = {
+            "classifier": c["classifier"],
+            "policy": c["policy"],
+            "split": c["split"],
+            "repeat": c["repeat"],
+            "variant": c["policy"],
+            "generator": "+".join(gens) or "none",
+            **({"filter": "filtered"} if filtered else {}),
+        }
+        return (
+            f"{c['classifier']}|{c['policy']}|split{c['split']}|r{c['repeat']}",
+            {f"cell.{k}": v for k, v in c.items()},
+            tags,
+        )
 
     def trial(self, cfg: BaselinesConfig, cell: dict, data: dict, ctx: dict) -> None:
         from ray import tune
@@ -189,24 +283,63 @@ class BaselinesStudy(Study):
         if filtered:
             samplers = filtered_samplers(cfg, sp, samplers, Path(ctx["cache"]))
         ccfg = dataclasses.replace(cfg.classifier, name=clf)
-        tr = compose_training_set(base, sp["train"], cfg.ratio, samplers, rng_seed=1000 * k + r, augment=ccfg.augment)
-        res = train_classifier(tr, sp["val"], sp["test"], ccfg, label=f"{clf}-{policy.replace('+', '_')}-s{k}-r{r}",
-                               cache_root=ctx["cache"], data_key=sp["hash"], run_cfg=cfg.run, seed=r, use_cache=ctx["use_cache"])  # fmt: skip
+        tr = compose_training_set(
+            base, sp["train"], cfg.ratio, samplers, rng_seed=1000 * k + r, augment=ccfg.augment
+        )
+        res = train_classifier(
+            tr,
+            sp["val"],
+            sp["test"],
+            ccfg,
+            label=f"{clf}-{policy.replace('+', '_')}-s{k}-r{r}",
+            cache_root=ctx["cache"],
+            data_key=sp["hash"],
+            run_cfg=cfg.run,
+            seed=r,
+            use_cache=ctx["use_cache"],
+        )
         m = classification_metrics(res.test_labels, res.test_prob)
-        print(f"[study] split {k} {clf:<10} {policy:<14} test {cfg.metric} {m[cfg.metric]:.3f} "
-              f"(best epoch {res.best_epoch}, {time.time() - ctx['t0']:.0f}s)", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"[study] split {k} {clf:<10} {policy:<14} test {cfg.metric} {m[cfg.metric]:.3f} "
+            f"(best epoch {res.best_epoch}, {time.time() - ctx['t0']:.0f}s)",
+            file=sys.stderr,
+            flush=True,
+        )
         gens = pol.generators
-        fid = sp["fid"][gens[0]] if len(gens) == 1 else {}  # the generator this cell drew on (before any filter), vs its test split
+        fid = (
+            sp["fid"][gens[0]] if len(gens) == 1 else {}
+        )  # the generator this cell drew on (before any filter), vs its test split
         if len(gens) == 1:
             fid = {**fid, FIGURES: sp["figures"][gens[0]]}
-            if not pol.real and not pol.trad and not filtered:  # CAS (the generator's metric): synthetic only, scored on real
+            if (
+                not pol.real and not pol.trad and not filtered
+            ):  # CAS (the generator's metric): synthetic only, scored on real
                 fid.update({f"cas_test_{a}": float(m[a]) for a in SCORES})
-        if filtered:  # what the filter rejected, and its best/worst kept images, in this cell's own folder
-            fid = {**fid, **filter_report(samplers, Path(ctx["out"]) / FIGURES / "filtered" / f"split{k}-{clf}-{policy}-r{r}",
-                                          fid.get(FIGURES), f"{policy} (split {k})")}  # fmt: skip
-        tune.report({**fid, **{f"test_{a}": float(m[a]) for a in SCORES}, **{f"val_{a}": float(b) for a, b in res.val_metrics.items()},
-                     "best_epoch": res.best_epoch, "n_test": len(sp["test"]), "final": 1, "tag.split_hash": sp["hash"], "classifier_dir": str(res.dir),
-                     **{f"param.{a}": b for a, b in res.params.items()}})  # fmt: skip
+        if (
+            filtered
+        ):  # what the filter rejected, and its best/worst kept images, in this cell's own folder
+            fid = {
+                **fid,
+                **filter_report(
+                    samplers,
+                    Path(ctx["out"]) / FIGURES / "filtered" / f"split{k}-{clf}-{policy}-r{r}",
+                    fid.get(FIGURES),
+                    f"{policy} (split {k})",
+                ),
+            }
+        tune.report(
+            {
+                **fid,
+                **{f"test_{a}": float(m[a]) for a in SCORES},
+                **{f"val_{a}": float(b) for a, b in res.val_metrics.items()},
+                "best_epoch": res.best_epoch,
+                "n_test": len(sp["test"]),
+                "final": 1,
+                "tag.split_hash": sp["hash"],
+                "classifier_dir": str(res.dir),
+                **{f"param.{a}": b for a, b in res.params.items()},
+            }
+        )
 
     def finish(self, cfg: BaselinesConfig, best_cfg, data: dict, results, ctx: dict) -> dict:
         import mlflow
@@ -219,31 +352,63 @@ class BaselinesStudy(Study):
         out = Path(ctx["out"])
         done = finished(results, cfg.name, out)
         rows = []
-        for _, t in done.sort_values(["config/cell/split", "config/cell/classifier", "config/cell/policy", "config/cell/repeat"]).iterrows():
-            rows.append({"classifier": t["config/cell/classifier"], "policy": t["config/cell/policy"], "split": int(t["config/cell/split"]),
-                         "repeat": int(t["config/cell/repeat"]), "best_epoch": int(t["best_epoch"]), "n_test": int(t["n_test"]),
-                         **{a: float(t[a]) for a in done if a.startswith("val_")}, **{a: float(t[f"test_{a}"]) for a in SCORES}})  # fmt: skip
+        for _, t in done.sort_values(
+            [
+                "config/cell/split",
+                "config/cell/classifier",
+                "config/cell/policy",
+                "config/cell/repeat",
+            ]
+        ).iterrows():
+            rows.append(
+                {
+                    "classifier": t["config/cell/classifier"],
+                    "policy": t["config/cell/policy"],
+                    "split": int(t["config/cell/split"]),
+                    "repeat": int(t["config/cell/repeat"]),
+                    "best_epoch": int(t["best_epoch"]),
+                    "n_test": int(t["n_test"]),
+                    **{a: float(t[a]) for a in done if a.startswith("val_")},
+                    **{a: float(t[f"test_{a}"]) for a in SCORES},
+                }
+            )
         want = len(data["splits"]) * len(cfg.classifiers) * len(cfg.policies) * cfg.repeats
         if len(rows) != want:
-            raise ConfigError(f"{len(rows)} of {want} cells finished; see the errors above (rerun with --resume to finish the rest)")
+            raise ConfigError(
+                f"{len(rows)} of {want} cells finished; see the errors above (rerun with --resume to finish the rest)"
+            )
         # Table with intervals and paired tests; Markdown, CSV, JSON; MLflow artefacts.
         summary = summarize(rows, metric=cfg.metric, baseline="orig", delta=cfg.effect)
         md, csv_rows = results_table(summary, cfg.classifiers, cfg.policies, cfg.metric)
-        summary["verdicts"] = {c: verdicts(summary, c, cfg.policies, cfg.effect) for c in cfg.classifiers}
-        header = (f"# {cfg.name}: test {cfg.metric} (%), mean ± 95% CI over {cfg.data.n_splits} splits × {cfg.repeats} repeats\n\n"
-                  f"Data: {data['source']}; ratio {cfg.ratio:g} synthetic:real per class; paired t-tests vs orig (Holm).\n\n"
-                  + verdict_lines(summary["verdicts"]))  # fmt: skip
+        summary["verdicts"] = {
+            c: verdicts(summary, c, cfg.policies, cfg.effect) for c in cfg.classifiers
+        }
+        header = (
+            f"# {cfg.name}: test {cfg.metric} (%), mean ± 95% CI over {cfg.data.n_splits} splits × {cfg.repeats} repeats\n\n"
+            f"Data: {data['source']}; ratio {cfg.ratio:g} synthetic:real per class; paired t-tests vs orig (Holm).\n\n"
+            + verdict_lines(summary["verdicts"])
+        )
         write_text(out / "table.md", header + md + "\n")
-        write_text(out / "table.csv", "\n".join(",".join(str(c) for c in r) for r in csv_rows) + "\n")
+        write_text(
+            out / "table.csv", "\n".join(",".join(str(c) for c in r) for r in csv_rows) + "\n"
+        )
         write_json(out / "results.json", {"rows": rows, "summary": summary, "config": to_dict(cfg)})
         for f in ("table.md", "table.csv", "results.json"):
             mlflow.log_artifact(str(out / f))
         for g in data["needed"]:
             for png in sorted((out / "figures" / g / "split0").glob("*.png")):
                 mlflow.log_artifact(str(png), artifact_path=f"figures/{g}")
-        set_parent_summary(MlflowClient(), ctx["parent"], {KIND_TAG: "baselines", "variant": ",".join(cfg.policies),
-                                                           "policy": ",".join(cfg.policies), "generator": ",".join(data["needed"]) or "none"},
-                           header + summary_lines(summary, cfg) + "\n\nReport: artefacts `report/report.html`.")  # fmt: skip
+        set_parent_summary(
+            MlflowClient(),
+            ctx["parent"],
+            {
+                KIND_TAG: "baselines",
+                "variant": ",".join(cfg.policies),
+                "policy": ",".join(cfg.policies),
+                "generator": ",".join(data["needed"]) or "none",
+            },
+            header + summary_lines(summary, cfg) + "\n\nReport: artefacts `report/report.html`.",
+        )
         return {"table": md, "rows": rows, "summary": summary}
 
 
@@ -251,7 +416,10 @@ def filtered_samplers(cfg: BaselinesConfig, sp: dict, samplers: dict, cache: Pat
     """Each generator's sampler behind `cfg.filter` (`common.filtered_sampler`, as the ratio study)."""
     from .common import filtered_sampler
 
-    return {g: filtered_sampler(s, cfg.filter, sp["train"], sp["hash"], cache, cfg.run.seed) for g, s in samplers.items()}
+    return {
+        g: filtered_sampler(s, cfg.filter, sp["train"], sp["hash"], cache, cfg.run.seed)
+        for g, s in samplers.items()
+    }
 
 
 def filter_report(samplers: dict, d: Path, generator_figures: str | None, title: str) -> dict:
@@ -275,14 +443,22 @@ def filter_report(samplers: dict, d: Path, generator_figures: str | None, title:
 def verdict_lines(by_classifier: dict[str, list[dict]]) -> str:
     """The verdicts (`metrics.power.verdict`), one Markdown bullet per policy, opening the table."""
     lines = [f"- {clf}: {v['sentence']}" for clf, vs in by_classifier.items() for v in vs]
-    return ("Verdicts against orig (paired over the same splits):\n\n" + "\n".join(lines) + "\n\n") if lines else ""
+    return (
+        ("Verdicts against orig (paired over the same splits):\n\n" + "\n".join(lines) + "\n\n")
+        if lines
+        else ""
+    )
 
 
 def summary_lines(summary: dict, cfg: BaselinesConfig) -> str:
     """One line per classifier: the best policy and how it compares with orig (for the parent's description)."""
     lines = []
     for clf in cfg.classifiers:
-        cells = {p: summary["cells"][f"{clf}|{p}"] for p in cfg.policies if f"{clf}|{p}" in summary["cells"]}
+        cells = {
+            p: summary["cells"][f"{clf}|{p}"]
+            for p in cfg.policies
+            if f"{clf}|{p}" in summary["cells"]
+        }
         if not cells:
             continue
         best = max(cells, key=lambda p: cells[p]["mean"])

@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -33,8 +33,16 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def train_generator(gen_cls: type[Generator], cfg: GeneratorConfig, train, val, data_key: str, cache: Path, run,
-                    use_cache: bool = True) -> tuple[Generator, Path, bool]:  # fmt: skip
+def train_generator(
+    gen_cls: type[Generator],
+    cfg: GeneratorConfig,
+    train,
+    val,
+    data_key: str,
+    cache: Path,
+    run,
+    use_cache: bool = True,
+) -> tuple[Generator, Path, bool]:
     """The trained generator for these settings and data: (sampler, bundle folder, was cached).
 
     `train`/`val` are ImageSets, or DomainPairs for a generator that consumes two domains.
@@ -47,7 +55,9 @@ def train_generator(gen_cls: type[Generator], cfg: GeneratorConfig, train, val, 
             for label in json.loads((dest / BUNDLE_META).read_text()).get("stages", []):
                 print(f"[cache] {label}: reusing bundle {dest}", file=sys.stderr, flush=True)
             return gen_cls.load(dest), dest, True
-        bundle, stages = gen_cls.train(train, val, cfg, dest, cache, data_key, run, use_cache=use_cache)
+        bundle, stages = gen_cls.train(
+            train, val, cfg, dest, cache, data_key, run, use_cache=use_cache
+        )
     return gen_cls.load(bundle), bundle, bool(stages) and all(s.cached for s in stages.values())
 
 
@@ -59,8 +69,18 @@ def rgb_masks(m: np.ndarray) -> np.ndarray:
     return np.repeat((m.astype(np.uint8) * 255)[..., None], 3, axis=-1)
 
 
-def fidelity(sampler: Generator, ds: ImageSet, split: str, n: int, seed: int, feature_cache: Path, split_hash: str,
-             gen_cfg=None, train: ImageSet | None = None, figures: Path | None = None) -> dict[str, float]:  # fmt: skip
+def fidelity(
+    sampler: Generator,
+    ds: ImageSet,
+    split: str,
+    n: int,
+    seed: int,
+    feature_cache: Path,
+    split_hash: str,
+    gen_cfg=None,
+    train: ImageSet | None = None,
+    figures: Path | None = None,
+) -> dict[str, float]:
     """FID/KID per class and overall: synthetic samples vs the real images of `split` (features of
     the real side cached once per split and class). With `gen_cfg` (the generator's config), the mask
     generator too: sampled masks vs the real masks the generator names (`Generator.mask_reference`),
@@ -71,39 +91,83 @@ def fidelity(sampler: Generator, ds: ImageSet, split: str, n: int, seed: int, fe
     from ..metrics.fidelity import cached_features, inception_features, per_class
 
     samples = {c: sampler.sample(n, c, seed=seed) for c in ds.class_names}
-    feats = {c: cached_features(x, f"{split_hash}:{split}:{c}", feature_cache) for c, x in real_by_class(ds).items()}
-    fake = {c: inception_features(s[0]) for c, s in samples.items()}  # once: FID/KID and realism read them
-    out = per_class({}, {c: s[0] for c, s in samples.items()}, split=split, real_features=feats, fake_features=fake)
+    feats = {
+        c: cached_features(x, f"{split_hash}:{split}:{c}", feature_cache)
+        for c, x in real_by_class(ds).items()
+    }
+    fake = {
+        c: inception_features(s[0]) for c, s in samples.items()
+    }  # once: FID/KID and realism read them
+    out = per_class(
+        {},
+        {c: s[0] for c, s in samples.items()},
+        split=split,
+        real_features=feats,
+        fake_features=fake,
+    )
     if train is not None:
-        out.update(realism(samples, fake, feats, train, split, split_hash, feature_cache, seed, figures))
+        out.update(
+            realism(samples, fake, feats, train, split, split_hash, feature_cache, seed, figures)
+        )
     with_masks = gen_cfg is not None and all(s[1] is not None for s in samples.values())
     ref = type(sampler).mask_reference(gen_cfg, ds) if with_masks else None
     if ref is not None:
         m, mk = ref  # mk: a segmenter's content hash included: two segmenters never share features
         real_m = {c: rgb_masks(m[ds.labels == i]) for i, c in enumerate(ds.class_names)}
-        mf = {c: cached_features(x, f"{split_hash}:{split}:{c}:masks:{mk}", feature_cache) for c, x in real_m.items()}
-        out.update(per_class({}, {c: rgb_masks(s[1]) for c, s in samples.items()}, split=f"{split}_mask", real_features=mf))
+        mf = {
+            c: cached_features(x, f"{split_hash}:{split}:{c}:masks:{mk}", feature_cache)
+            for c, x in real_m.items()
+        }
+        out.update(
+            per_class(
+                {},
+                {c: rgb_masks(s[1]) for c, s in samples.items()},
+                split=f"{split}_mask",
+                real_features=mf,
+            )
+        )
     return {k: float(v) for k, v in out.items()}
 
 
-def realism(samples: dict, fake: dict, real: dict, train: ImageSet, split: str, split_hash: str, feature_cache: Path,
-            seed: int, figures: Path | None) -> dict[str, float]:  # fmt: skip
+def realism(
+    samples: dict,
+    fake: dict,
+    real: dict,
+    train: ImageSet,
+    split: str,
+    split_hash: str,
+    feature_cache: Path,
+    seed: int,
+    figures: Path | None,
+) -> dict[str, float]:
     """`fidelity`'s realism and memorisation figures (train features cached once per split and class)."""
     from ..metrics import realism as R
     from ..metrics.fidelity import cached_features
 
     tr = real_by_class(train)
-    tf = {c: cached_features(x, f"{split_hash}:train:{c}", feature_cache) for c, x in tr.items() if len(x) >= 2}
+    tf = {
+        c: cached_features(x, f"{split_hash}:train:{c}", feature_cache)
+        for c, x in tr.items()
+        if len(x) >= 2
+    }
     out, pairs = R.per_class(real, fake, split, tf, seed=seed)
     if figures is not None:
         from ..io import save_png
         from ..report.grids import labelled_grid, safe_name
 
         for c, pp in pairs.items():
-            rows = {"synthetic": samples[c][0][[i for i, _, _ in pp]], "nearest train": tr[c][[j for _, j, _ in pp]]}
-            title = (f"{c}: closest synthetic/training pairs, Inception distance {', '.join(f'{d:.1f}' for _, _, d in pp)} "
-                     f"(memorised below {out[f'memorised_threshold_{split}_inception/{c}']:.1f})")
-            save_png(Path(figures) / f"memorisation_{safe_name(c)}.png", labelled_grid(rows, title, k=len(pp)))
+            rows = {
+                "synthetic": samples[c][0][[i for i, _, _ in pp]],
+                "nearest train": tr[c][[j for _, j, _ in pp]],
+            }
+            title = (
+                f"{c}: closest synthetic/training pairs, Inception distance {', '.join(f'{d:.1f}' for _, _, d in pp)} "
+                f"(memorised below {out[f'memorised_threshold_{split}_inception/{c}']:.1f})"
+            )
+            save_png(
+                Path(figures) / f"memorisation_{safe_name(c)}.png",
+                labelled_grid(rows, title, k=len(pp)),
+            )
     return out
 
 
@@ -117,8 +181,12 @@ def memorisation_flag(metrics: dict, split: str, threshold: float, who: str) -> 
         return {}
     if over:
         what = ", ".join(f"{c} {v:.0%}" for c, v in sorted(over.items()))
-        print(f"[study] WARNING: {who} memorises its training images: memorised share {what} > memorised_max "
-              f"{threshold:.0%} (held-out real images: ~5-8%); see memorisation_<class>.png", file=sys.stderr, flush=True)
+        print(
+            f"[study] WARNING: {who} memorises its training images: memorised share {what} > memorised_max "
+            f"{threshold:.0%} (held-out real images: ~5-8%); see memorisation_<class>.png",
+            file=sys.stderr,
+            flush=True,
+        )
         return {"tag.memorised": f"flagged: {what} > {threshold:g}"}
     return {"tag.memorised": f"no (every class <= {threshold:g})"}
 
@@ -135,7 +203,9 @@ def epoch_report_callback(extra: dict):
 
     class _WithExtra(TuneReportCallback):
         def after_report(self, run_context, metrics, checkpoint):
-            if ERROR_KEY in metrics[0]:  # the job ends with a TrainingError: the trial fails on it, ASHA sees no epoch
+            if (
+                ERROR_KEY in metrics[0]
+            ):  # the job ends with a TrainingError: the trial fails on it, ASHA sees no epoch
                 return
             super().after_report(run_context, [{**extra, **metrics[0]}, *metrics[1:]], checkpoint)
 
@@ -148,7 +218,10 @@ def filtered_sampler(sampler, cfg, train: ImageSet, split_hash: str, cache: Path
     from ..classify.filter import FilteredSampler
     from ..metrics.fidelity import cached_features
 
-    real = {c: cached_features(x, f"{split_hash}:train:{c}", cache / "features") for c, x in real_by_class(train).items()}
+    real = {
+        c: cached_features(x, f"{split_hash}:train:{c}", cache / "features")
+        for c, x in real_by_class(train).items()
+    }
     return FilteredSampler(sampler, cfg, real, seed=seed)
 
 
@@ -160,4 +233,7 @@ def write_filter_grids(d: Path, kept, title: str, k: int = 8) -> None:
 
     for c, rows in kept.best_and_worst(k).items():
         r = kept.records[c]
-        save_png(d / f"filter_{safe_name(c)}.png", labelled_grid(rows, f"{c}: {title}: kept {r.kept} of {len(r.ranked)}", k=k))
+        save_png(
+            d / f"filter_{safe_name(c)}.png",
+            labelled_grid(rows, f"{c}: {title}: kept {r.kept} of {len(r.ranked)}", k=k),
+        )

@@ -32,13 +32,17 @@ REPO = Path(__file__).resolve().parents[2]
 
 @dataclasses.dataclass
 class TuneSettings:
-    search_space: str | None = None  # YAML space; relative paths resolve from the repo root; null = no search
+    search_space: str | None = (
+        None  # YAML space; relative paths resolve from the repo root; null = no search
+    )
     num_samples: int = 4  # trials the searcher proposes (CPU default: ~3 min a trial on 2 cores)
     max_concurrent: int = 1  # trials at once (each runs its own Ray Train jobs)
     seed: int = 0  # seeds the Optuna TPE sampler (same seed, same proposals)
     metric: str = "val_balanced_accuracy"  # selection metric, measured on validation only
     mode: Literal["max", "min"] = "max"
-    multi_objective: bool = False  # also minimise fid_val_inception/all (Optuna multi-objective TPE)
+    multi_objective: bool = (
+        False  # also minimise fid_val_inception/all (Optuna multi-objective TPE)
+    )
     asha: bool = True  # ASHA early stopping on the classifier's per-epoch validation metric
     grace_period: int = 3  # classifier epochs before ASHA may stop a trial
     reduction_factor: int = 2  # ASHA keeps the top 1/reduction_factor at each rung
@@ -52,9 +56,13 @@ class TuneSettings:
             raise ConfigError(f"tune.trial_cpu={self.trial_cpu}: must be >= 0")
         import re
 
-        if not re.search(r"(^|_)val(_|/|$)", self.metric) or "test" in self.metric:  # at config load: before split and run
-            raise ConfigError(f"tune.metric={self.metric}: select on a validation metric (val_..., e.g. val_balanced_accuracy); "
-                              "the test split is read once, after the choice")  # fmt: skip
+        if (
+            not re.search(r"(^|_)val(_|/|$)", self.metric) or "test" in self.metric
+        ):  # at config load: before split and run
+            raise ConfigError(
+                f"tune.metric={self.metric}: select on a validation metric (val_..., e.g. val_balanced_accuracy); "
+                "the test split is read once, after the choice"
+            )
         if self.splits < 1:
             raise ConfigError(f"tune.splits={self.splits}: score each trial on at least 1 split")
         if self.grace_period < 1 or self.reduction_factor < 2:
@@ -66,7 +74,9 @@ class Study:
 
     Config: ClassVar[type]
     experiment_default: ClassVar[str] = ""
-    split_averaged: ClassVar[bool] = False  # its trials honour tune.splits > 1 (others refuse it, not ignore it)
+    split_averaged: ClassVar[bool] = (
+        False  # its trials honour tune.splits > 1 (others refuse it, not ignore it)
+    )
 
     def check(self, cfg) -> None:
         """Everything rejectable without data (policies, sizes): before anything is written."""
@@ -138,7 +148,9 @@ def clean(point: Any) -> Any:
 
 def point_of(row) -> dict:
     """A result row's trial config ('config/a/b' columns) as a nested mapping."""
-    flat = {k[len("config/"):].replace("/", "."): row[k] for k in row.index if k.startswith("config/")}
+    flat = {
+        k[len("config/") :].replace("/", "."): row[k] for k in row.index if k.startswith("config/")
+    }
     return clean(nest(flat))
 
 
@@ -148,7 +160,9 @@ def trial_config(study: Study, base: dict, point: dict):
     return from_dict(study.Config, deep_merge(base, over), "search point")
 
 
-def trial_fn(point: dict, *, study: Study, base: dict, data: dict, plugins: dict, ctx: dict) -> None:
+def trial_fn(
+    point: dict, *, study: Study, base: dict, data: dict, plugins: dict, ctx: dict
+) -> None:
     from ..generators.base import register_classes
 
     register_classes(plugins)  # generators defined outside cytoray arrive by value
@@ -161,7 +175,9 @@ def _plugins() -> dict:
     from ..training.runner import ship_by_value
 
     discover()
-    out = {name: cls for name, cls in GENERATORS.items() if not cls.__module__.startswith("cytoray.")}
+    out = {
+        name: cls for name, cls in GENERATORS.items() if not cls.__module__.startswith("cytoray.")
+    }
     for cls in out.values():
         ship_by_value(cls)
     return out
@@ -170,22 +186,35 @@ def _plugins() -> dict:
 # ----------------------------------------------------------------------------- the driver
 
 
-def run_study(study: Study, cfg, out: Path, *, tracking_uri: str | None = None, address: str | None = None,
-              resume: bool = False, use_cache: bool = True, smoke: bool = False) -> dict:  # fmt: skip
+def run_study(
+    study: Study,
+    cfg,
+    out: Path,
+    *,
+    tracking_uri: str | None = None,
+    address: str | None = None,
+    resume: bool = False,
+    use_cache: bool = True,
+    smoke: bool = False,
+) -> dict:
     t0 = time.perf_counter()
     out = Path(out).resolve()
     # 1. Everything checkable before any job: config, search space, data, splits.
     study.check(cfg)
     if getattr(getattr(cfg, "tune", None), "splits", 1) > 1 and not study.split_averaged:
-        raise ConfigError(f"tune.splits={cfg.tune.splits}: this study does not average its trials over splits "
-                          "(the ratio and stabiliser studies do); leave tune.splits at 1")
+        raise ConfigError(
+            f"tune.splits={cfg.tune.splits}: this study does not average its trials over splits "
+            "(the ratio and stabiliser studies do); leave tune.splits at 1"
+        )
     from ..io import safe_component
 
     try:  # the name is a folder under --out (Tune's state) and an MLflow experiment
         safe_component(cfg.name, "name")
     except CytorayError:
-        raise ConfigError(f"name={cfg.name!r}: the study's name becomes a folder under --out; give a plain name "
-                          "(no '/', not '.' or '..')") from None
+        raise ConfigError(
+            f"name={cfg.name!r}: the study's name becomes a folder under --out; give a plain name "
+            "(no '/', not '.' or '..')"
+        ) from None
     if resume:  # Tune's pickles are checked before anything else runs (tune_state.py)
         from .tune_state import verify_tune_state
 
@@ -200,16 +229,46 @@ def run_study(study: Study, cfg, out: Path, *, tracking_uri: str | None = None, 
     from .preflight import check_class_names, check_storage, check_store_space
 
     check_storage(getattr(cfg, "run", None))
-    check_store_space(tracking_uri)  # a full disk under the sqlite store: named before the split and the cache
+    check_store_space(
+        tracking_uri
+    )  # a full disk under the sqlite store: named before the split and the cache
     check_class_names(getattr(getattr(cfg, "data", None), "root", None))
-    space = load_search_space(resolve_file(cfg.tune.search_space, "tune.search_space"), cfg) if cfg.tune.search_space else None
+    space = (
+        load_search_space(resolve_file(cfg.tune.search_space, "tune.search_space"), cfg)
+        if cfg.tune.search_space
+        else None
+    )
     out.mkdir(parents=True, exist_ok=True)
-    with hold_study_lock(out):  # one study per --out (a second one, or a --resume while it runs, is refused)
-        return _run_locked(study, cfg, out, space, t0, tracking_uri=tracking_uri, address=address, resume=resume,
-                           use_cache=use_cache, smoke=smoke)  # fmt: skip
+    with hold_study_lock(
+        out
+    ):  # one study per --out (a second one, or a --resume while it runs, is refused)
+        return _run_locked(
+            study,
+            cfg,
+            out,
+            space,
+            t0,
+            tracking_uri=tracking_uri,
+            address=address,
+            resume=resume,
+            use_cache=use_cache,
+            smoke=smoke,
+        )
 
 
-def _run_locked(study: Study, cfg, out: Path, space, t0: float, *, tracking_uri, address, resume, use_cache, smoke) -> dict:
+def _run_locked(
+    study: Study,
+    cfg,
+    out: Path,
+    space,
+    t0: float,
+    *,
+    tracking_uri,
+    address,
+    resume,
+    use_cache,
+    smoke,
+) -> dict:
     import mlflow
 
     from ..tracking.mlflow_utils import RetryingClient, setup
@@ -217,7 +276,13 @@ def _run_locked(study: Study, cfg, out: Path, space, t0: float, *, tracking_uri,
 
     data = study.prepare(cfg, out)
     grid = study.grid(cfg, data)
-    ctx = {"out": str(out), "cache": str(out / "cache"), "use_cache": use_cache, "t0": time.time(), "smoke": smoke}
+    ctx = {
+        "out": str(out),
+        "cache": str(out / "cache"),
+        "use_cache": use_cache,
+        "t0": time.time(),
+        "smoke": smoke,
+    }
 
     # 2. MLflow: the study's parent run (reused on resume); this process is the only writer.
     uri = setup(cfg.name, tracking_uri)
@@ -234,13 +299,21 @@ def _run_locked(study: Study, cfg, out: Path, space, t0: float, *, tracking_uri,
 
         init_ray(address)
         study.setup(cfg, data, ctx)
-        results = _tune(study, cfg, space, grid, data, ctx, out, uri, exp_id, parent, resume) if (space or grid) else None
+        results = (
+            _tune(study, cfg, space, grid, data, ctx, out, uri, exp_id, parent, resume)
+            if (space or grid)
+            else None
+        )
         # 4. The best configuration (validation only), then the study's test evaluation, once.
         best_cfg = cfg
         if results is not None and space is not None:
-            best_cfg = trial_config(study, to_dict(cfg), study.best(cfg, finished(results, cfg.name, out), space))
+            best_cfg = trial_config(
+                study, to_dict(cfg), study.best(cfg, finished(results, cfg.name, out), space)
+            )
         with mlflow.start_run(run_id=parent):
-            summary = study.finish(cfg, best_cfg, data, results, {**ctx, "parent": parent, "uri": uri})
+            summary = study.finish(
+                cfg, best_cfg, data, results, {**ctx, "parent": parent, "uri": uri}
+            )
             mlflow.log_metric("study_seconds", time.perf_counter() - t0)
             # 5. The report (HTML + figures, built from what MLflow recorded), logged to the parent run.
             from ..report import study_report
@@ -253,8 +326,14 @@ def _run_locked(study: Study, cfg, out: Path, space, t0: float, *, tracking_uri,
         client.set_terminated(parent, "FAILED")
         raise
     client.set_terminated(parent, "FINISHED")
-    return {**summary, "uri": uri, "parent": parent, "out": str(out), "seconds": time.perf_counter() - t0,
-            "n_trials": 0 if results is None else len(results)}  # fmt: skip
+    return {
+        **summary,
+        "uri": uri,
+        "parent": parent,
+        "out": str(out),
+        "seconds": time.perf_counter() - t0,
+        "n_trials": 0 if results is None else len(results),
+    }
 
 
 def _tune(study: Study, cfg, space, grid, data, ctx, out: Path, uri, exp_id, parent, resume: bool):
@@ -263,12 +342,14 @@ def _tune(study: Study, cfg, space, grid, data, ctx, out: Path, uri, exp_id, par
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from ..tracking.study_logger import MlflowStudyCallback
     from ..quiet import tune_verbosity
+    from ..tracking.study_logger import MlflowStudyCallback
     from .progress import TrialProgress
     from .tune_state import record_tune_state, verify_tune_state
 
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment state saved often: SIGKILL loses little
+    os.environ.setdefault(
+        "TUNE_GLOBAL_CHECKPOINT_S", "2"
+    )  # experiment state saved often: SIGKILL loses little
     # Tune's own SIGINT handler would end the trials and return as if the search had finished (the
     # final test would then run on a cut-short search); without it Ctrl-C stops the study at once
     # and `--resume` continues from the state saved every 2 s.
@@ -277,7 +358,11 @@ def _tune(study: Study, cfg, space, grid, data, ctx, out: Path, uri, exp_id, par
     # A trial's placement group needs a non-empty bundle: with no CPU share, it asks for one byte of memory.
     resources = {"cpu": t.trial_cpu} if t.trial_cpu > 0 else {"cpu": 0, "memory": 1}
     trainable = tune.with_resources(
-        tune.with_parameters(trial_fn, study=study, base=to_dict(cfg), data=data, plugins=_plugins(), ctx=ctx), resources)
+        tune.with_parameters(
+            trial_fn, study=study, base=to_dict(cfg), data=data, plugins=_plugins(), ctx=ctx
+        ),
+        resources,
+    )
     callback = MlflowStudyCallback(uri, exp_id, parent, study.describe)
     # One line per trial start/end (k of N, settings, figures, ETA) instead of Tune's box tables (verbose=0 unless --verbose).
     progress = TrialProgress(study.describe, study.objectives(cfg)[0], t.max_concurrent)
@@ -285,23 +370,55 @@ def _tune(study: Study, cfg, space, grid, data, ctx, out: Path, uri, exp_id, par
     if resume and tune.Tuner.can_restore(str(exp_dir)):
         print(f"[study] resuming {exp_dir}", file=sys.stderr)
         verify_tune_state(exp_dir)  # again, right before the unpickling
-        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(
+            str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
     else:
         asha = study.asha_metric(cfg) if t.asha else None
-        sched = ASHAScheduler(time_attr="training_iteration", metric=asha[0], mode=asha[1], max_t=asha[2],
-                              grace_period=asha[3] if len(asha) > 3 else t.grace_period, reduction_factor=t.reduction_factor) if asha else None  # fmt: skip
+        sched = (
+            ASHAScheduler(
+                time_attr="training_iteration",
+                metric=asha[0],
+                mode=asha[1],
+                max_t=asha[2],
+                grace_period=asha[3] if len(asha) > 3 else t.grace_period,
+                reduction_factor=t.reduction_factor,
+            )
+            if asha
+            else None
+        )
         if grid is not None:
             param_space = {"cell": tune.grid_search(grid)}
-            tune_cfg = tune.TuneConfig(search_alg=BasicVariantGenerator(max_concurrent=t.max_concurrent), scheduler=sched, num_samples=1)
+            tune_cfg = tune.TuneConfig(
+                search_alg=BasicVariantGenerator(max_concurrent=t.max_concurrent),
+                scheduler=sched,
+                num_samples=1,
+            )
         else:
             metric, mode = study.objectives(cfg)
-            searcher = OptunaSearch(metric=metric if len(metric) > 1 else metric[0], mode=mode if len(mode) > 1 else mode[0], seed=t.seed)
+            searcher = OptunaSearch(
+                metric=metric if len(metric) > 1 else metric[0],
+                mode=mode if len(mode) > 1 else mode[0],
+                seed=t.seed,
+            )
             param_space = space.to_tune()
-            tune_cfg = tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=t.max_concurrent),
-                                       scheduler=sched, num_samples=t.num_samples)  # fmt: skip
-        tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_cfg,
-                           run_config=tune.RunConfig(name=cfg.name, storage_path=str(out / "tune"), callbacks=[callback, progress], verbose=tune_verbosity(),
-                                                     failure_config=tune.FailureConfig(max_failures=cfg.run.max_failures)))  # fmt: skip
+            tune_cfg = tune.TuneConfig(
+                search_alg=ConcurrencyLimiter(searcher, max_concurrent=t.max_concurrent),
+                scheduler=sched,
+                num_samples=t.num_samples,
+            )
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune_cfg,
+            run_config=tune.RunConfig(
+                name=cfg.name,
+                storage_path=str(out / "tune"),
+                callbacks=[callback, progress],
+                verbose=tune_verbosity(),
+                failure_config=tune.FailureConfig(max_failures=cfg.run.max_failures),
+            ),
+        )
     record_tune_state(exp_dir)  # the tuner.pkl Tune just wrote is the one --resume may unpickle
     df = tuner.fit().get_dataframe()
     finished(df, cfg.name, out)  # none finished: say so here
@@ -340,11 +457,21 @@ def hold_study_lock(out: Path):
         except ValueError:
             who = {}
         f.close()
-        raise CytorayError(f"{out}: another study is running in this folder (pid {who.get('pid', '?')} on "
-                           f"{who.get('host', '?')} since {who.get('started', '?')}); wait for it or choose another --out") from None
+        raise CytorayError(
+            f"{out}: another study is running in this folder (pid {who.get('pid', '?')} on "
+            f"{who.get('host', '?')} since {who.get('started', '?')}); wait for it or choose another --out"
+        ) from None
     f.seek(0)
     f.truncate()
-    f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+    f.write(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            }
+        )
+    )
     f.flush()
     return f
 
@@ -353,5 +480,7 @@ def finished(df, name: str, out: Path):
     """The trials that reported their final result (`final: 1`)."""
     done = df[df["final"] == 1] if "final" in df else df.iloc[0:0]
     if done.empty:
-        raise CytorayError(f"no trial of {name} finished; see the errors above and {out / 'tune' / name}")
+        raise CytorayError(
+            f"no trial of {name} finished; see the errors above and {out / 'tune' / name}"
+        )
     return done

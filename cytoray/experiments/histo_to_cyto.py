@@ -34,18 +34,34 @@ def _default_generators() -> dict[str, GeneratorConfig]:
 class HistoToCytoConfig:
     name: str = "cytoray-histo-to-cyto"  # MLflow experiment and Tune experiment name
     data: DataConfig = dataclasses.field(default_factory=DataConfig)  # the target domain: cytology
-    source: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1))  # histology
-    min_per_class: int = 10  # per class and domain: 3:1:1 leaves >= 2 test images for FID/KID; fewer is refused
-    variants: list[str] = dataclasses.field(default_factory=lambda: ["cyclegan", "nst"])  # translators compared, one row each
-    generators: dict[str, GeneratorConfig] = dataclasses.field(default_factory=_default_generators)  # their settings
+    source: DataConfig = dataclasses.field(
+        default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1)
+    )  # histology
+    min_per_class: int = (
+        10  # per class and domain: 3:1:1 leaves >= 2 test images for FID/KID; fewer is refused
+    )
+    variants: list[str] = dataclasses.field(
+        default_factory=lambda: ["cyclegan", "nst"]
+    )  # translators compared, one row each
+    generators: dict[str, GeneratorConfig] = dataclasses.field(
+        default_factory=_default_generators
+    )  # their settings
     run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=10))
-    tune: TuneSettings = dataclasses.field(default_factory=lambda: TuneSettings(num_samples=8, asha=False, metric="fid_val_inception/all", mode="min"))
+    tune: TuneSettings = dataclasses.field(
+        default_factory=lambda: TuneSettings(
+            num_samples=8, asha=False, metric="fid_val_inception/all", mode="min"
+        )
+    )
 
     def validate(self) -> None:
         if self.data.size != self.source.size:
-            raise ConfigError(f"source.size={self.source.size} != data.size={self.data.size}: the translators map images of one size")
+            raise ConfigError(
+                f"source.size={self.source.size} != data.size={self.data.size}: the translators map images of one size"
+            )
         if self.min_per_class < 5:
-            raise ConfigError(f"min_per_class={self.min_per_class}: a train/val/test split needs >= 5 per class")
+            raise ConfigError(
+                f"min_per_class={self.min_per_class}: a train/val/test split needs >= 5 per class"
+            )
         if not self.variants:
             raise ConfigError("variants: name at least one translator (cyclegan, nst)")
 
@@ -55,7 +71,10 @@ class HistoToCytoConfig:
 
 def translations(pair, samplers: dict) -> dict[str, dict[str, np.ndarray]]:
     """The rows, each from the same source histology images, class by class."""
-    src = {c: pair.source.images[pair.source.labels == i] for i, c in enumerate(pair.source.class_names)}
+    src = {
+        c: pair.source.images[pair.source.labels == i]
+        for i, c in enumerate(pair.source.class_names)
+    }
     rows = {"histology": src}
     for name, s in samplers.items():
         rows[name] = {c: s.translate(x, c, seed=i) for i, (c, x) in enumerate(src.items())}
@@ -66,12 +85,20 @@ def fid_rows(rows: dict, ref, split: str, key: str, cache: Path) -> dict[str, di
     from ..metrics import realism
     from ..metrics.fidelity import cached_features, inception_features, per_class
 
-    real = {c: cached_features(ref.images[ref.labels == i], f"cytology:{key}:{split}:{c}", cache)
-            for i, c in enumerate(ref.class_names)}  # fmt: skip
+    real = {
+        c: cached_features(ref.images[ref.labels == i], f"cytology:{key}:{split}:{c}", cache)
+        for i, c in enumerate(ref.class_names)
+    }
     out = {}
-    for row, fakes in rows.items():  # FID/KID, then precision/recall/density/coverage on the same features
+    for (
+        row,
+        fakes,
+    ) in rows.items():  # FID/KID, then precision/recall/density/coverage on the same features
         ff = {c: inception_features(x) for c, x in fakes.items()}
-        m = {**per_class({}, fakes, split, real_features=real, fake_features=ff), **realism.per_class(real, ff, split)[0]}
+        m = {
+            **per_class({}, fakes, split, real_features=real, fake_features=ff),
+            **realism.per_class(real, ff, split)[0],
+        }
         out[row] = {k: float(v) for k, v in m.items()}
     return out
 
@@ -81,10 +108,16 @@ class HistoToCytoStudy(Study):
 
     def check(self, cfg: HistoToCytoConfig) -> None:
         # A search trial trains every translator: its child run's tags say so (describe() below).
-        self.tags = {"variant": "search: " + "+".join(cfg.variants), "generator": "+".join(cfg.variants), "policy": "none"}
+        self.tags = {
+            "variant": "search: " + "+".join(cfg.variants),
+            "generator": "+".join(cfg.variants),
+            "policy": "none",
+        }
         for v in cfg.variants:
             if get_generator(v).consumes != "domains":
-                raise ConfigError(f"variants: {v!r} does not translate a source domain (it consumes one image set)")
+                raise ConfigError(
+                    f"variants: {v!r} does not translate a source domain (it consumes one image set)"
+                )
 
     def prepare(self, cfg: HistoToCytoConfig, out: Path) -> dict:
         from ..generators.domains import domain_splits
@@ -92,10 +125,23 @@ class HistoToCytoStudy(Study):
         pairs, key, paths = domain_splits(cfg.data, cfg.source, cfg.min_per_class, out)
         return {"pairs": pairs, "key": key, "manifests": [str(p) for p in paths]}
 
-    def _samplers(self, cfg: HistoToCytoConfig, data: dict, cache: Path, use_cache: bool = True) -> dict:
+    def _samplers(
+        self, cfg: HistoToCytoConfig, data: dict, cache: Path, use_cache: bool = True
+    ) -> dict:
         p = data["pairs"]
-        return {v: train_generator(get_generator(v), cfg.generator_config(v), p["train"], p["val"], data["key"], cache, cfg.run, use_cache)[0]
-                for v in cfg.variants}  # fmt: skip
+        return {
+            v: train_generator(
+                get_generator(v),
+                cfg.generator_config(v),
+                p["train"],
+                p["val"],
+                data["key"],
+                cache,
+                cfg.run,
+                use_cache,
+            )[0]
+            for v in cfg.variants
+        }
 
     def describe(self, config: dict):
         """A search trial trains every translator with its point's settings: named by them, per translator."""
@@ -105,10 +151,21 @@ class HistoToCytoStudy(Study):
 
         def short(k: str) -> str:  # generators.nst.style_weight -> nst.style_weight
             parts = k.split(".")
-            return f"{parts[1]}.{parts[-1]}" if parts[0] == "generators" and len(parts) > 2 else parts[-1]
+            return (
+                f"{parts[1]}.{parts[-1]}"
+                if parts[0] == "generators" and len(parts) > 2
+                else parts[-1]
+            )
 
-        name = " ".join(f"{short(k)}={v:.3g}" if isinstance(v, float) else f"{short(k)}={v}" for k, v in flat.items())
-        return name or "trial", {k: str(v)[:500] for k, v in flat.items()}, dict(getattr(self, "tags", {}))
+        name = " ".join(
+            f"{short(k)}={v:.3g}" if isinstance(v, float) else f"{short(k)}={v}"
+            for k, v in flat.items()
+        )
+        return (
+            name or "trial",
+            {k: str(v)[:500] for k, v in flat.items()},
+            dict(getattr(self, "tags", {})),
+        )
 
     def objectives(self, cfg: HistoToCytoConfig):
         return [f"{v}/{cfg.tune.metric}" for v in cfg.variants], [cfg.tune.mode] * len(cfg.variants)
@@ -118,10 +175,14 @@ class HistoToCytoStudy(Study):
         from ray import tune
 
         cache = Path(ctx["cache"])
-        rows = translations(data["pairs"]["val"], self._samplers(cfg, data, cache, ctx["use_cache"]))
+        rows = translations(
+            data["pairs"]["val"], self._samplers(cfg, data, cache, ctx["use_cache"])
+        )
         rows.pop("histology")
         fids = fid_rows(rows, data["pairs"]["val"].target, "val", data["key"], cache / "features")
-        tune.report({**{f"{row}/{k}": v for row, m in fids.items() for k, v in m.items()}, "final": 1})
+        tune.report(
+            {**{f"{row}/{k}": v for row, m in fids.items() for k, v in m.items()}, "final": 1}
+        )
 
     def best(self, cfg: HistoToCytoConfig, done, space) -> dict:
         """The translators' settings are disjoint: each takes its own best trial's."""
@@ -134,48 +195,92 @@ class HistoToCytoStudy(Study):
         print(f"[search] best by validation FID: {clean(point)}", file=sys.stderr)
         return point
 
-    def finish(self, cfg: HistoToCytoConfig, best_cfg: HistoToCytoConfig, data: dict, results, ctx: dict) -> dict:
+    def finish(
+        self, cfg: HistoToCytoConfig, best_cfg: HistoToCytoConfig, data: dict, results, ctx: dict
+    ) -> dict:
         import mlflow
         from mlflow import MlflowClient
 
-        from ..tracking.study_logger import KIND_TAG, set_parent_summary
-
         from ..metrics.fidelity import extractor_identity, per_class_notes
         from ..tracking.mlflow_utils import log_files, log_params_flat
+        from ..tracking.study_logger import KIND_TAG, set_parent_summary
 
         out, cache = Path(ctx["out"]), Path(ctx["cache"])
         samplers = self._samplers(best_cfg, data, cache)
-        labels = {"histology": "real histology", **{v: s.display_name() for v, s in samplers.items()}}  # each translator names itself
-        log_params_flat({"best": to_dict(best_cfg), **{f"{v}.features": s.features for v, s in samplers.items() if hasattr(s, "features")},
-                         **extractor_identity()})  # fmt: skip
+        labels = {
+            "histology": "real histology",
+            **{v: s.display_name() for v, s in samplers.items()},
+        }  # each translator names itself
+        log_params_flat(
+            {
+                "best": to_dict(best_cfg),
+                **{
+                    f"{v}.features": s.features
+                    for v, s in samplers.items()
+                    if hasattr(s, "features")
+                },
+                **extractor_identity(),
+            }
+        )
         # The rows against the cytology TEST split (touched once, here).
         test = data["pairs"]["test"]
         rows = translations(test, samplers)
         fids = fid_rows(rows, test.target, "test", data["key"], cache / "features")
         md, csv = fid_table(fids, list(test.target.class_names), labels)
-        notes = [f"- {labels[row]}: {line}" for row, m in fids.items() for line in per_class_notes(m, "test")]
-        floors = {c: fids["histology"].get(f"fid_test_inception_floor/{c}") for c in [*test.target.class_names, "all"]}
+        notes = [
+            f"- {labels[row]}: {line}"
+            for row, m in fids.items()
+            for line in per_class_notes(m, "test")
+        ]
+        floors = {
+            c: fids["histology"].get(f"fid_test_inception_floor/{c}")
+            for c in [*test.target.class_names, "all"]
+        }
         floor_line = ", ".join(f"{c} {v:.1f}" for c, v in floors.items() if v is not None)
-        md = (f"FID/KID vs real cytology (test split, {test.source.counts()} images per class per row; "
-              f"{extractor_identity()['feature_extractor']}; split protocol 3:1:1, one seeded split)\n\n{md}"
-              + (f"\nReal-vs-real floor (two seeded halves of the real cytology test images): FID {floor_line}. "
-                 "A figure near its floor is as good as these sample sizes can show.\n" if floor_line else "")
-              + ("\n" + "\n".join(notes) + "\n" if notes else ""))  # fmt: skip
+        md = (
+            f"FID/KID vs real cytology (test split, {test.source.counts()} images per class per row; "
+            f"{extractor_identity()['feature_extractor']}; split protocol 3:1:1, one seeded split)\n\n{md}"
+            + (
+                f"\nReal-vs-real floor (two seeded halves of the real cytology test images): FID {floor_line}. "
+                "A figure near its floor is as good as these sample sizes can show.\n"
+                if floor_line
+                else ""
+            )
+            + ("\n" + "\n".join(notes) + "\n" if notes else "")
+        )
         write_text(out / "fid_table.md", md)
         write_text(out / "fid_table.csv", csv)
         for c in test.target.class_names:
             save_png(out / "grids" / f"{c}.png", grid_png(rows, c, labels))
         for row, m in fids.items():
             mlflow.log_metrics({f"{row}/{k}": v for k, v in m.items()})
-        log_files([out / "fid_table.md", out / "fid_table.csv", *sorted((out / "grids").glob("*.png")), *map(Path, data["manifests"])], "results")
+        log_files(
+            [
+                out / "fid_table.md",
+                out / "fid_table.csv",
+                *sorted((out / "grids").glob("*.png")),
+                *map(Path, data["manifests"]),
+            ],
+            "results",
+        )
         result_runs(fids, labels, ctx)
-        set_parent_summary(MlflowClient(), ctx["parent"], {KIND_TAG: "histo_to_cyto", **self.tags, "variant": "+".join(cfg.variants)},
-                           f"**{cfg.name}**: histology→cytology by " + ", ".join(labels[v] for v in samplers) + "; FID/KID per class "
-                           f"against the real cytology test split (split protocol 3:1:1, one seeded split, {test.source.counts()} "
-                           "images per class per row).\n\n" + "\n".join(f"- {labels[r]}: FID/all {m['fid_test_inception/all']:.1f}, "
-                           f"KID/all {m['kid_test_inception_mean/all']:.4f}" for r, m in fids.items())
-                           + "\n\nOne child run per row (`result: ...`) holds the same keys, for the compare view. "
-                           "Report: artefacts `report/report.html`.")  # fmt: skip
+        set_parent_summary(
+            MlflowClient(),
+            ctx["parent"],
+            {KIND_TAG: "histo_to_cyto", **self.tags, "variant": "+".join(cfg.variants)},
+            f"**{cfg.name}**: histology→cytology by "
+            + ", ".join(labels[v] for v in samplers)
+            + "; FID/KID per class "
+            f"against the real cytology test split (split protocol 3:1:1, one seeded split, {test.source.counts()} "
+            "images per class per row).\n\n"
+            + "\n".join(
+                f"- {labels[r]}: FID/all {m['fid_test_inception/all']:.1f}, "
+                f"KID/all {m['kid_test_inception_mean/all']:.4f}"
+                for r, m in fids.items()
+            )
+            + "\n\nOne child run per row (`result: ...`) holds the same keys, for the compare view. "
+            "Report: artefacts `report/report.html`.",
+        )
         return {"table": md, "fids": fids}
 
 
@@ -190,10 +295,18 @@ def result_runs(fids: dict, labels: dict, ctx: dict) -> None:
     client = MlflowClient()
     exp = client.get_run(ctx["parent"]).info.experiment_id
     for row, m in fids.items():
-        tags = {"variant": row, "generator": "none (real histology)" if row == "histology" else row, "policy": "none"}
+        tags = {
+            "variant": row,
+            "generator": "none (real histology)" if row == "histology" else row,
+            "policy": "none",
+        }
         rid = result_child(client, exp, ctx["parent"], f"row:{row}", f"result: {labels[row]}", tags)
-        client.log_batch(rid, metrics=[Metric(k, v, int(time.time() * 1000), 0) for k, v in m.items()])
-        client.set_terminated(rid, "FINISHED")  # its grids are the parent's results/<class>.png (every row in each)
+        client.log_batch(
+            rid, metrics=[Metric(k, v, int(time.time() * 1000), 0) for k, v in m.items()]
+        )
+        client.set_terminated(
+            rid, "FINISHED"
+        )  # its grids are the parent's results/<class>.png (every row in each)
 
 
 def fid_table(fids: dict, classes: list[str], labels: dict[str, str]) -> tuple[str, str]:
@@ -202,13 +315,33 @@ def fid_table(fids: dict, classes: list[str], labels: dict[str, str]) -> tuple[s
     cols = [*classes, "all"]
     head = ["row", *(f"FID {c}" for c in cols), *(f"KID {c}" for c in cols)]
     md = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    csv = [",".join(["row", *(f"fid_{c}" for c in cols), *(f"kid_{c}" for c in cols), *(f"kid_std_{c}" for c in cols)])]
+    csv = [
+        ",".join(
+            [
+                "row",
+                *(f"fid_{c}" for c in cols),
+                *(f"kid_{c}" for c in cols),
+                *(f"kid_std_{c}" for c in cols),
+            ]
+        )
+    ]
     for row, m in fids.items():
         fid = [m[f"fid_test_inception/{c}"] for c in cols]
         kid = [(m[f"kid_test_inception_mean/{c}"], m[f"kid_test_inception_std/{c}"]) for c in cols]
-        kid_md = [kid_text_of(m, f"kid_test_inception_mean/{c}") for c in cols]  # no "± 0.0000" where subsets are whole sets
+        kid_md = [
+            kid_text_of(m, f"kid_test_inception_mean/{c}") for c in cols
+        ]  # no "± 0.0000" where subsets are whole sets
         md.append("| " + " | ".join([labels[row], *(f"{v:.1f}" for v in fid), *kid_md]) + " |")
-        csv.append(",".join([f'"{labels[row]}"', *(f"{v:.4f}" for v in fid), *(f"{a:.6f}" for a, _ in kid), *(f"{b:.6f}" for _, b in kid)]))
+        csv.append(
+            ",".join(
+                [
+                    f'"{labels[row]}"',
+                    *(f"{v:.4f}" for v in fid),
+                    *(f"{a:.6f}" for a, _ in kid),
+                    *(f"{b:.6f}" for _, b in kid),
+                ]
+            )
+        )
     return "\n".join(md) + "\n", "\n".join(csv) + "\n"
 
 
@@ -218,5 +351,9 @@ def grid_png(rows: dict, cls: str, labels: dict[str, str], k: int = 8) -> np.nda
 
     from ..report.grids import labelled_grid
 
-    named = {re.sub(r":sha1=[0-9a-f]+", "", labels[r]): rows[r][cls] for r in rows}  # the extractor's hash is in the table
-    return labelled_grid(named, f"{cls}: the same test histology images, translated (FID/KID in fid_table.md)", k)
+    named = {
+        re.sub(r":sha1=[0-9a-f]+", "", labels[r]): rows[r][cls] for r in rows
+    }  # the extractor's hash is in the table
+    return labelled_grid(
+        named, f"{cls}: the same test histology images, translated (FID/KID in fid_table.md)", k
+    )

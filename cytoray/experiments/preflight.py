@@ -21,26 +21,40 @@ _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 
 def check_ray_head(address: str | None, timeout_s: float = 5.0) -> None:
     """`address` (host:port, ray://host:port) answers as a gRPC server, or a one-line error.
     'auto', 'local' and None are Ray's own business; TLS clusters (RAY_USE_TLS) are not probed."""
-    if not address or address in ("auto", "local") or os.environ.get("RAY_USE_TLS", "0") not in ("", "0"):
+    if (
+        not address
+        or address in ("auto", "local")
+        or os.environ.get("RAY_USE_TLS", "0") not in ("", "0")
+    ):
         return
-    hostport = address[len("ray://"):] if address.startswith("ray://") else address
+    hostport = address[len("ray://") :] if address.startswith("ray://") else address
     if "://" in hostport:
-        raise CytorayError(f"--address {address}: give host:port of a Ray head, ray://host:port, or 'auto'")
+        raise CytorayError(
+            f"--address {address}: give host:port of a Ray head, ray://host:port, or 'auto'"
+        )
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise CytorayError(f"--address {address}: give host:port of a Ray head (e.g. 127.0.0.1:6379), ray://host:port, or 'auto'")
+        raise CytorayError(
+            f"--address {address}: give host:port of a Ray head (e.g. 127.0.0.1:6379), ray://host:port, or 'auto'"
+        )
     fix = "start one with `ray start --head` or check --address / RAY_ADDRESS"
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as s:
             s.settimeout(timeout_s)
             s.sendall(_H2_PREFACE)
             head = s.recv(9)
-    except socket.timeout:
-        raise CytorayError(f"{address}: something listens there but does not answer as a Ray head within {timeout_s:g} s; {fix}") from None
+    except TimeoutError:
+        raise CytorayError(
+            f"{address}: something listens there but does not answer as a Ray head within {timeout_s:g} s; {fix}"
+        ) from None
     except OSError as e:
-        raise CytorayError(f"no Ray cluster answers at {address} ({e.strerror or e}); {fix}") from None
+        raise CytorayError(
+            f"no Ray cluster answers at {address} ({e.strerror or e}); {fix}"
+        ) from None
     if len(head) < 9 or head[3] != 4:  # not an HTTP/2 SETTINGS frame: a web server, a database, ...
-        raise CytorayError(f"{address}: something listens there but it is not a Ray head (no gRPC answer: {head[:16]!r}); {fix}")
+        raise CytorayError(
+            f"{address}: something listens there but it is not a Ray head (no gRPC answer: {head[:16]!r}); {fix}"
+        )
 
 
 def check_local_placement(run, address: str | None = None) -> None:
@@ -61,7 +75,10 @@ def check_local_placement(run, address: str | None = None) -> None:
         init_ray(address)  # the job joins it anyway (init_ray is once per process)
         total = ray.cluster_resources()
         cpus, gpus = int(total.get("CPU", 0)), int(total.get("GPU", 0))
-        where, fix = f"the Ray cluster at {address}", "; or, if it autoscales, set CYTORAY_TRUST_AUTOSCALER=1"
+        where, fix = (
+            f"the Ray cluster at {address}",
+            "; or, if it autoscales, set CYTORAY_TRUST_AUTOSCALER=1",
+        )
     else:
         import torch
 
@@ -70,14 +87,20 @@ def check_local_placement(run, address: str | None = None) -> None:
     need = run.num_workers * run.cpus_per_worker
     try:
         if need > cpus:
-            raise CytorayError(f"run.num_workers={run.num_workers} x run.cpus_per_worker={run.cpus_per_worker} = {need} CPUs, and "
-                               f"{where} has {cpus}; use --workers {max(1, cpus // run.cpus_per_worker)} or fewer{fix}")  # fmt: skip
+            raise CytorayError(
+                f"run.num_workers={run.num_workers} x run.cpus_per_worker={run.cpus_per_worker} = {need} CPUs, and "
+                f"{where} has {cpus}; use --workers {max(1, cpus // run.cpus_per_worker)} or fewer{fix}"
+            )
         if run.use_gpu and run.num_workers * per > gpus:
-            raise CytorayError(f"--gpu: {run.num_workers} worker(s) x {per:g} GPU need {run.num_workers * per:g} GPUs, and {where} "
-                               f"has {gpus}; leave out --gpu (CPU training)"
-                               f"{fix if address else ' or join a cluster with GPUs (RAY_ADDRESS)'}")  # fmt: skip
+            raise CytorayError(
+                f"--gpu: {run.num_workers} worker(s) x {per:g} GPU need {run.num_workers * per:g} GPUs, and {where} "
+                f"has {gpus}; leave out --gpu (CPU training)"
+                f"{fix if address else ' or join a cluster with GPUs (RAY_ADDRESS)'}"
+            )
     except CytorayError:
-        if address:  # leave the cluster as it was found (a process that goes on, e.g. a test, starts clean)
+        if (
+            address
+        ):  # leave the cluster as it was found (a process that goes on, e.g. a test, starts clean)
             import ray
 
             ray.shutdown()
@@ -99,7 +122,9 @@ def check_storage(run) -> None:
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".cytoray-probe-", dir=anc))
     except OSError as e:
-        raise CytorayError(f"run.storage_path={sp}: cannot write in {anc} ({e.strerror or e}); choose a folder you can write") from None
+        raise CytorayError(
+            f"run.storage_path={sp}: cannot write in {anc} ({e.strerror or e}); choose a folder you can write"
+        ) from None
 
 
 def check_class_names(root) -> None:
@@ -110,14 +135,20 @@ def check_class_names(root) -> None:
 
     if not root or not Path(root).expanduser().is_dir():
         return  # a missing folder is the loader's to name
-    ok = re.compile(r"^[/\w.\- :]*$")  # mlflow.utils.validation.validate_param_and_metric_name (not Windows)
+    ok = re.compile(
+        r"^[/\w.\- :]*$"
+    )  # mlflow.utils.validation.validate_param_and_metric_name (not Windows)
     for d in sorted(Path(root).expanduser().iterdir()):
         if d.is_dir() and not d.name.startswith(".") and not ok.match(d.name):
-            raise CytorayError(f"{d}: the class name {d.name!r} cannot be an MLflow metric name (letters, digits, _ - . : / "
-                               "and spaces only); rename the folder")
+            raise CytorayError(
+                f"{d}: the class name {d.name!r} cannot be an MLflow metric name (letters, digits, _ - . : / "
+                "and spaces only); rename the folder"
+            )
 
 
-STORE_MIN_FREE = 16 << 20  # an empty MLflow sqlite store is ~1 MB; a study's runs and metrics take a few more
+STORE_MIN_FREE = (
+    16 << 20
+)  # an empty MLflow sqlite store is ~1 MB; a study's runs and metrics take a few more
 
 
 def check_store_space(uri: str | None) -> None:
@@ -131,11 +162,13 @@ def check_store_space(uri: str | None) -> None:
     uri = tracking_uri(uri)
     if not uri.startswith("sqlite:///"):
         return
-    db = Path(uri[len("sqlite:///"):].split("?")[0]).expanduser().resolve()
+    db = Path(uri[len("sqlite:///") :].split("?")[0]).expanduser().resolve()
     anc = db.parent
     while not anc.exists():
         anc = anc.parent
     free = shutil.disk_usage(anc).free
     if free < STORE_MIN_FREE:
-        raise CytorayError(f"{db}: {free >> 10} KiB free on its disk, and the MLflow store needs about {STORE_MIN_FREE >> 20} MiB; "
-                           "free space there or pass a --tracking-uri on another disk")
+        raise CytorayError(
+            f"{db}: {free >> 10} KiB free on its disk, and the MLflow store needs about {STORE_MIN_FREE >> 20} MiB; "
+            "free space there or pass a --tracking-uri on another disk"
+        )

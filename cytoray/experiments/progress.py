@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ray.tune import Callback
 
@@ -29,7 +29,9 @@ class TrialProgress(Callback):
     """`describe(config) -> (name, params, tags)` names a trial (the same name as its MLflow run);
     `metrics` are the figures shown when it ends (the searcher's objectives first)."""
 
-    def __init__(self, describe: Callable, metrics: list[str], max_concurrent: int = 1, stream=None) -> None:
+    def __init__(
+        self, describe: Callable, metrics: list[str], max_concurrent: int = 1, stream=None
+    ) -> None:
         # The objectives, then validation FID where a trial reports it (ratio trials search on a
         # classifier metric but a person also wants to see how faithful that trial's generator was).
         self.metrics = list(dict.fromkeys([*metrics, "fid_val_inception/all"]))
@@ -38,18 +40,26 @@ class TrialProgress(Callback):
         self.total: int | None = None
         self.t0 = time.time()
         self.started: dict[str, float] = {}
-        self.ended: set[str] = set()  # trials that ended here (Tune sets a trial's status after the hook)
+        self.ended: set[str] = (
+            set()
+        )  # trials that ended here (Tune sets a trial's status after the hook)
         self.durations: list[float] = []
 
     def __getstate__(self):
-        return {**self.__dict__, "stream": None}  # a stream does not pickle; stderr again after a restore
+        return {
+            **self.__dict__,
+            "stream": None,
+        }  # a stream does not pickle; stderr again after a restore
 
     # -- formatting ---------------------------------------------------------------
     def _print(self, text: str) -> None:
         print(text, file=self.stream or sys.stderr, flush=True)
 
     def _tag(self, trials, trial) -> str:
-        k = next((i + 1 for i, t in enumerate(trials) if t is trial or t.trial_id == trial.trial_id), len(trials))
+        k = next(
+            (i + 1 for i, t in enumerate(trials) if t is trial or t.trial_id == trial.trial_id),
+            len(trials),
+        )
         return f"[trial {k}/{self.total or len(trials)}]"
 
     def _name(self, trial) -> str:
@@ -64,10 +74,16 @@ class TrialProgress(Callback):
         less what the running ones have already spent."""
         if not self.durations:
             return "ETA after the first trial"
-        done = len(self.ended | {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")})  # + restored ones
+        done = len(
+            self.ended | {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")}
+        )  # + restored ones
         left = max(0, (self.total or len(trials)) - done)
         now = time.time()
-        running = sum(now - s for tid, s in self.started.items() if any(t.trial_id == tid and t.status == "RUNNING" for t in trials))
+        running = sum(
+            now - s
+            for tid, s in self.started.items()
+            if any(t.trial_id == tid and t.status == "RUNNING" for t in trials)
+        )
         mean = sum(self.durations) / len(self.durations)
         eta = max(0.0, (mean * left - running) / self.concurrent)
         return "nothing left" if left == 0 else f"ETA ~{fmt_seconds(eta)}"
@@ -89,14 +105,20 @@ class TrialProgress(Callback):
             self.durations.append(took)
         last = trial.last_result or {}
         figs = ", ".join(f"{m} {_figure(last[m])}" for m in self.metrics if m in last)
-        self._print(f"{self._tag(trials, trial)} {what}{'  ' + figs if figs else ''} in {fmt_seconds(took)} "
-                    f"(elapsed {fmt_seconds(now - self.t0)}, {self._eta(trials)})")  # fmt: skip
+        self._print(
+            f"{self._tag(trials, trial)} {what}{'  ' + figs if figs else ''} in {fmt_seconds(took)} "
+            f"(elapsed {fmt_seconds(now - self.t0)}, {self._eta(trials)})"
+        )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
         # A trial without its final report was stopped by the scheduler (ASHA) after an epoch.
         stopped = last.get("final") != 1 and "epoch" in last
-        self._end(trials, trial, f"stopped by ASHA after epoch {int(last['epoch']) + 1}:" if stopped else "done  ")
+        self._end(
+            trials,
+            trial,
+            f"stopped by ASHA after epoch {int(last['epoch']) + 1}:" if stopped else "done  ",
+        )
 
     def on_trial_error(self, iteration, trials, trial, **info):
         where = getattr(trial, "error_file", None) or getattr(trial, "path", "")

@@ -24,36 +24,69 @@ from ..generators.base import GeneratorConfig, get_generator
 from ..generators.gan import CGANConfig, LatentGANConfig
 from ..generators.syncgan import SynCGANConfig
 from ..io import write_json, write_text
-from ..training.config import RunConfig
 from ..tracking.study_logger import FIGURES, HISTORY, KIND_TAG
-from .common import (FID_ALL, epoch_report_callback, fidelity, filtered_sampler, memorisation_flag, real_by_class, train_generator,
-                     write_filter_grids)
+from ..training.config import RunConfig
+from .common import (
+    FID_ALL,
+    epoch_report_callback,
+    fidelity,
+    filtered_sampler,
+    memorisation_flag,
+    real_by_class,
+    train_generator,
+    write_filter_grids,
+)
 from .driver import Study, TuneSettings, finished, point_of
-
 
 OWN_SPACE = "generator"  # tune.search_space's default: the study's generator's own (Generator.default_search)
 
 
 @dataclasses.dataclass
 class RatioStudyConfig:
-    name: str | None = None  # MLflow experiment, Ray Tune experiment and output folder name; null = <generator>_ratio
-    generator: GeneratorConfig = dataclasses.field(default_factory=lambda: SynCGANConfig(
-        cgan=CGANConfig(epochs=8, g_base=16, d_base=16, full_res=16), mask_gan=LatentGANConfig(epochs=10, g_base=16, d_base=16)))  # fmt: skip
-    policy: str | None = None  # training-set policy; null = real + the study's generator (orig+<generator>)
+    name: str | None = (
+        None  # MLflow experiment, Ray Tune experiment and output folder name; null = <generator>_ratio
+    )
+    generator: GeneratorConfig = dataclasses.field(
+        default_factory=lambda: SynCGANConfig(
+            cgan=CGANConfig(epochs=8, g_base=16, d_base=16, full_res=16),
+            mask_gan=LatentGANConfig(epochs=10, g_base=16, d_base=16),
+        )
+    )
+    policy: str | None = (
+        None  # training-set policy; null = real + the study's generator (orig+<generator>)
+    )
     ratio: float = 2.0  # synthetic:real per class (searched)
     fid_per_class: int = 30  # synthetic images per class for validation FID/KID
     memorised_max: float = 0.2  # flag (tag + warning) a generator whose memorised share passes this in a class (metrics/realism.py)
-    register: bool = True  # register the best generator/classifier; champion moves only if it wins on validation
-    registry_protocol: str | None = None  # champions compete within one protocol only; null = this split (split:<hash>)
-    champion_min_epochs: int = 5  # a run training any stage for fewer epochs (a smoke run) never takes the champion alias
-    objective: Literal["classifier", "fidelity"] = "classifier"  # fidelity: FID/KID of images and masks only, no classifier
+    register: bool = (
+        True  # register the best generator/classifier; champion moves only if it wins on validation
+    )
+    registry_protocol: str | None = (
+        None  # champions compete within one protocol only; null = this split (split:<hash>)
+    )
+    champion_min_epochs: int = (
+        5  # a run training any stage for fewer epochs (a smoke run) never takes the champion alias
+    )
+    objective: Literal["classifier", "fidelity"] = (
+        "classifier"  # fidelity: FID/KID of images and masks only, no classifier
+    )
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    source: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1))  # a translator's source domain
-    min_per_class: int = 10  # per class and domain for a translator: a 3:1:1 split leaves >= 2 test images
+    source: DataConfig = dataclasses.field(
+        default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1)
+    )  # a translator's source domain
+    min_per_class: int = (
+        10  # per class and domain for a translator: a 3:1:1 split leaves >= 2 test images
+    )
     run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=10))
-    classifier: ClassifierConfig = dataclasses.field(default_factory=lambda: ClassifierConfig(name="smallcnn", epochs=10))
-    filter: FilterConfig = dataclasses.field(default_factory=FilterConfig)  # which synthetic images reach the classifier (classify/filter.py)
-    tune: TuneSettings = dataclasses.field(default_factory=lambda: TuneSettings(search_space=OWN_SPACE))  # generator: configs/search/<generator>_ratio.yaml
+    classifier: ClassifierConfig = dataclasses.field(
+        default_factory=lambda: ClassifierConfig(name="smallcnn", epochs=10)
+    )
+    filter: FilterConfig = dataclasses.field(
+        default_factory=FilterConfig
+    )  # which synthetic images reach the classifier (classify/filter.py)
+    tune: TuneSettings = dataclasses.field(
+        default_factory=lambda: TuneSettings(search_space=OWN_SPACE)
+    )  # generator: configs/search/<generator>_ratio.yaml
 
     def __post_init__(self) -> None:
         """No name and the `generator` search space mean the generator's own: `--set generator.name=X` searches X."""
@@ -66,11 +99,17 @@ class RatioStudyConfig:
         if self.ratio < 0:
             raise ConfigError(f"ratio={self.ratio}: must be >= 0")
         if self.objective == "fidelity" and self.tune.metric.startswith("val_"):
-            raise ConfigError(f"objective=fidelity: tune.metric={self.tune.metric} is a classifier metric; use {FID_ALL} (mode min)")
+            raise ConfigError(
+                f"objective=fidelity: tune.metric={self.tune.metric} is a classifier metric; use {FID_ALL} (mode min)"
+            )
         if self.fid_per_class < 2:
-            raise ConfigError(f"fid_per_class={self.fid_per_class}: KID needs at least 2 images per class")
+            raise ConfigError(
+                f"fid_per_class={self.fid_per_class}: KID needs at least 2 images per class"
+            )
         if self.min_per_class < 5:
-            raise ConfigError(f"min_per_class={self.min_per_class}: a train/val/test split needs >= 5 per class")
+            raise ConfigError(
+                f"min_per_class={self.min_per_class}: a train/val/test split needs >= 5 per class"
+            )
         if not 0.0 <= self.memorised_max <= 1.0:
             raise ConfigError(f"memorised_max={self.memorised_max}: a share in [0, 1]")
 
@@ -87,20 +126,30 @@ def load_study_data(cfg, out: Path) -> dict:
 
     k_splits = getattr(getattr(cfg, "tune", None), "splits", 1)
     translator = get_generator(cfg.generator.name).consumes == "domains"
-    ds = None if translator else load_dataset(cfg.data, progress=True)  # loaded once for all K splits
+    ds = (
+        None if translator else load_dataset(cfg.data, progress=True)
+    )  # loaded once for all K splits
     splits = [_one_split(cfg, out, j, ds) for j in range(k_splits)]
     first: dict[str, int] = {}
     for j, sp in enumerate(splits):
         if sp["key"] in first:
-            raise DataError(f"{splits[0]['train'].source}: split seeds {cfg.data.split_seed + first[sp['key']]} and "
-                            f"{cfg.data.split_seed + j} give the same split; the data is too small for tune.splits={k_splits} "
-                            "distinct splits; add images or lower tune.splits")  # fmt: skip
+            raise DataError(
+                f"{splits[0]['train'].source}: split seeds {cfg.data.split_seed + first[sp['key']]} and "
+                f"{cfg.data.split_seed + j} give the same split; the data is too small for tune.splits={k_splits} "
+                "distinct splits; add images or lower tune.splits"
+            )
         first[sp["key"]] = j
     for j, sp in enumerate(splits):
         tr, va, te = sp["train"], sp["val"], sp["test"]
-        print(f"[study] {cfg.name}: split {j}: {tr.source} train {tr.counts()} val {va.counts()} test {te.counts()} (split {sp['key']})",
-              file=sys.stderr)  # fmt: skip
-    return {**splits[0], "splits": splits, "manifests": [m for sp in splits for m in sp["manifests"]]}
+        print(
+            f"[study] {cfg.name}: split {j}: {tr.source} train {tr.counts()} val {va.counts()} test {te.counts()} (split {sp['key']})",
+            file=sys.stderr,
+        )
+    return {
+        **splits[0],
+        "splits": splits,
+        "manifests": [m for sp in splits for m in sp["manifests"]],
+    }
 
 
 def _one_split(cfg, out: Path, j: int, ds) -> dict:
@@ -111,8 +160,12 @@ def _one_split(cfg, out: Path, j: int, ds) -> dict:
     if ds is None:  # a translator: both domains split with seed + j, manifests in their own folder
         where = out if j == 0 else out / f"split_{j}"
         where.mkdir(parents=True, exist_ok=True)
-        pairs, key, paths = domain_splits(dataclasses.replace(cfg.data, split_seed=seed),
-                                          dataclasses.replace(cfg.source, split_seed=cfg.source.split_seed + j), cfg.min_per_class, where)  # fmt: skip
+        pairs, key, paths = domain_splits(
+            dataclasses.replace(cfg.data, split_seed=seed),
+            dataclasses.replace(cfg.source, split_seed=cfg.source.split_seed + j),
+            cfg.min_per_class,
+            where,
+        )
         train, val, test = (pairs[s].target for s in ("train", "val", "test"))
         gen_train, gen_val = pairs["train"], pairs["val"]
     else:
@@ -120,8 +173,15 @@ def _one_split(cfg, out: Path, j: int, ds) -> dict:
         ds, man = load_split(dataclasses.replace(cfg.data, split_seed=seed), path, ds)
         train, val, test = (ds.subset(man.indices(s)) for s in ("train", "val", "test"))
         gen_train, gen_val, key, paths = train, val, man.hash, [path]
-    return {"train": train, "val": val, "test": test, "gen_train": gen_train, "gen_val": gen_val, "key": key,
-            "manifests": [str(p) for p in paths]}  # fmt: skip
+    return {
+        "train": train,
+        "val": val,
+        "test": test,
+        "gen_train": gen_train,
+        "gen_val": gen_val,
+        "key": key,
+        "manifests": [str(p) for p in paths],
+    }
 
 
 class RatioStudy(Study):
@@ -134,20 +194,28 @@ class RatioStudy(Study):
         pol = parse_policy(cfg.policy_name())
         extra = [g for g in pol.generators if g != cfg.generator.name]
         if extra or not pol.generators:
-            raise ConfigError(f"policy={cfg.policy_name()!r} must draw from the study's generator {cfg.generator.name!r} "
-                              f"(and no other); e.g. orig+{cfg.generator.name}")  # fmt: skip
+            raise ConfigError(
+                f"policy={cfg.policy_name()!r} must draw from the study's generator {cfg.generator.name!r} "
+                f"(and no other); e.g. orig+{cfg.generator.name}"
+            )
         if cfg.objective == "classifier":
             cfg.classifier.check_size(cfg.data.size)
         # Every child run carries these from its creation (describe() below), so the MLflow run
         # table can be filtered and grouped by them even for a trial that failed before reporting.
-        self.tags = {"generator": cfg.generator.name, "policy": cfg.policy_name(), "variant": cfg.policy_name()}
+        self.tags = {
+            "generator": cfg.generator.name,
+            "policy": cfg.policy_name(),
+            "variant": cfg.policy_name(),
+        }
 
     def prepare(self, cfg: RatioStudyConfig, out: Path) -> dict:
         return load_study_data(cfg, out)
 
     def objectives(self, cfg: RatioStudyConfig):
         t = cfg.tune
-        return ([FID_ALL, t.metric], ["min", t.mode]) if t.multi_objective else ([t.metric], [t.mode])
+        return (
+            ([FID_ALL, t.metric], ["min", t.mode]) if t.multi_objective else ([t.metric], [t.mode])
+        )
 
     def asha_metric(self, cfg: RatioStudyConfig):
         """One split: the classifier's epochs. K splits: one report per scored split (the running mean),
@@ -155,13 +223,25 @@ class RatioStudy(Study):
         if cfg.objective != "classifier":
             return None
         k = cfg.tune.splits
-        return (cfg.tune.metric, cfg.tune.mode, cfg.classifier.epochs + 1) if k == 1 else \
-            (cfg.tune.metric, cfg.tune.mode, k, max(1, min(cfg.tune.grace_period, k - 1)))
+        return (
+            (cfg.tune.metric, cfg.tune.mode, cfg.classifier.epochs + 1)
+            if k == 1
+            else (cfg.tune.metric, cfg.tune.mode, k, max(1, min(cfg.tune.grace_period, k - 1)))
+        )
 
     def describe(self, config: dict):
         flat = {k: v for k, v in flatten(config).items()}
-        name = " ".join(f"{k.rsplit('.', 1)[-1]}={v:.3g}" if isinstance(v, float) else f"{k.rsplit('.', 1)[-1]}={v}" for k, v in flat.items())
-        return name or "trial", {k: str(v)[:500] for k, v in flat.items()}, dict(getattr(self, "tags", {}))
+        name = " ".join(
+            f"{k.rsplit('.', 1)[-1]}={v:.3g}"
+            if isinstance(v, float)
+            else f"{k.rsplit('.', 1)[-1]}={v}"
+            for k, v in flat.items()
+        )
+        return (
+            name or "trial",
+            {k: str(v)[:500] for k, v in flat.items()},
+            dict(getattr(self, "tags", {})),
+        )
 
     # -- the trial ----------------------------------------------------------------
     def trial(self, cfg: RatioStudyConfig, cell, data: dict, ctx: dict) -> None:
@@ -169,16 +249,28 @@ class RatioStudy(Study):
 
         t0 = time.perf_counter()
         if cfg.tune.splits == 1:  # today's trial: one split, the classifier's epochs stream to ASHA
-            tune.report({**self.score_split(cfg, data, ctx, 0, stream=True), "final": 1, "trial_seconds": time.perf_counter() - t0})
+            tune.report(
+                {
+                    **self.score_split(cfg, data, ctx, 0, stream=True),
+                    "final": 1,
+                    "trial_seconds": time.perf_counter() - t0,
+                }
+            )
             return
         from ..io import stable_hash
         from .split_average import score_splits
         from .tune_state import SplitResults
 
         tid = tune.get_context().get_trial_id() or "trial"
-        store = SplitResults(Path(ctx["out"]) / "trial_splits" / f"{tid}.json", stable_hash(to_dict(cfg)))
-        score_splits(data["splits"], lambda j, sp: self.score_split(cfg, sp, ctx, j, stream=False), store,
-                     lambda r: tune.report({**r, "trial_seconds": time.perf_counter() - t0}))  # fmt: skip
+        store = SplitResults(
+            Path(ctx["out"]) / "trial_splits" / f"{tid}.json", stable_hash(to_dict(cfg))
+        )
+        score_splits(
+            data["splits"],
+            lambda j, sp: self.score_split(cfg, sp, ctx, j, stream=False),
+            store,
+            lambda r: tune.report({**r, "trial_seconds": time.perf_counter() - t0}),
+        )
 
     def score_split(self, cfg: RatioStudyConfig, sp: dict, ctx: dict, j: int, stream: bool) -> dict:
         """(trial) The configuration on one split: generator, validation FID/KID, filtered synthetic
@@ -188,35 +280,99 @@ class RatioStudy(Study):
         cache, t0 = Path(ctx["cache"]), time.perf_counter()
         # 1. Generator for these settings (bundle and stage caches: shared by every trial with the same ones and split).
         gen_cls = get_generator(cfg.generator.name)
-        sampler, bundle, cached = train_generator(gen_cls, cfg.generator, sp["gen_train"], sp["gen_val"], sp["key"],
-                                                  cache, cfg.run, ctx["use_cache"])  # fmt: skip
+        sampler, bundle, cached = train_generator(
+            gen_cls,
+            cfg.generator,
+            sp["gen_train"],
+            sp["gen_val"],
+            sp["key"],
+            cache,
+            cfg.run,
+            ctx["use_cache"],
+        )
         gen_s = time.perf_counter() - t0
         # 2. Fidelity on validation (real features cached once per split and class); every report carries it.
-        masks = cfg.generator if cfg.objective == "fidelity" else None  # the mask generator scored too, if it has one
-        figures = trial_figures(Path(ctx["out"]), sampler, sp["val"], bundle, cfg, "" if j == 0 else f"split{j}")
-        fid = fidelity(sampler, sp["val"], "val", cfg.fid_per_class, cfg.run.seed, cache / "features", sp["key"], masks,
-                       train=sp["train"], figures=Path(figures))  # fmt: skip
-        common = {**memorisation_flag(fid, "val", cfg.memorised_max, f"generator {cfg.generator.name} ({figures})"),"generator_cached": int(cached), "generator_seconds": gen_s, "bundle": str(bundle), FIGURES: figures,
-                  "tag.generator": cfg.generator.name, "tag.policy": cfg.policy_name(), "tag.variant": cfg.policy_name()}  # fmt: skip
+        masks = (
+            cfg.generator if cfg.objective == "fidelity" else None
+        )  # the mask generator scored too, if it has one
+        figures = trial_figures(
+            Path(ctx["out"]), sampler, sp["val"], bundle, cfg, "" if j == 0 else f"split{j}"
+        )
+        fid = fidelity(
+            sampler,
+            sp["val"],
+            "val",
+            cfg.fid_per_class,
+            cfg.run.seed,
+            cache / "features",
+            sp["key"],
+            masks,
+            train=sp["train"],
+            figures=Path(figures),
+        )
+        common = {
+            **memorisation_flag(
+                fid, "val", cfg.memorised_max, f"generator {cfg.generator.name} ({figures})"
+            ),
+            "generator_cached": int(cached),
+            "generator_seconds": gen_s,
+            "bundle": str(bundle),
+            FIGURES: figures,
+            "tag.generator": cfg.generator.name,
+            "tag.policy": cfg.policy_name(),
+            "tag.variant": cfg.policy_name(),
+        }
         if cfg.objective == "fidelity":  # the stabiliser study: generators scored by FID/KID alone
             return {**fid, **common, "split_seconds": time.perf_counter() - t0}
         # 3. Classifier on real + (filtered) synthetic at the trial's ratio.
         tr, kept = training_set(cfg, sp, sampler, cache)
         filt = kept.stats() if kept is not None else {}
         if kept is not None:
-            write_filter_grids(Path(figures), kept, f"{cfg.generator.name}, filter {cfg.filter.method} keep {cfg.filter.keep:g}")
+            write_filter_grids(
+                Path(figures),
+                kept,
+                f"{cfg.generator.name}, filter {cfg.filter.method} keep {cfg.filter.keep:g}",
+            )
         callbacks = [epoch_report_callback({**fid, FIGURES: figures})] if stream else None
-        res = train_classifier(tr, sp["val"], None, cfg.classifier, label=f"clf-{cfg.classifier.name}", cache_root=cache,
-                               data_key=sp["key"], run_cfg=cfg.run, seed=cfg.run.seed, use_cache=ctx["use_cache"],
-                               callbacks=callbacks)  # fmt: skip
-        cas = {f"cas_val_{k}": float(v) for k, v in res.val_metrics.items()} if synthetic_only(cfg.policy_name()) else {}
-        return {**{f"val_{k}": float(v) for k, v in res.val_metrics.items()}, **fid, **common, **cas, **filt,
-                "epoch": len(res.history), "split_seconds": time.perf_counter() - t0,
-                "classifier_dir": str(res.dir), "param.weights": res.params["weights"],
-                **({"param.weights_sha256": res.params["weights_sha256"]} if "weights_sha256" in res.params else {})}  # fmt: skip
+        res = train_classifier(
+            tr,
+            sp["val"],
+            None,
+            cfg.classifier,
+            label=f"clf-{cfg.classifier.name}",
+            cache_root=cache,
+            data_key=sp["key"],
+            run_cfg=cfg.run,
+            seed=cfg.run.seed,
+            use_cache=ctx["use_cache"],
+            callbacks=callbacks,
+        )
+        cas = (
+            {f"cas_val_{k}": float(v) for k, v in res.val_metrics.items()}
+            if synthetic_only(cfg.policy_name())
+            else {}
+        )
+        return {
+            **{f"val_{k}": float(v) for k, v in res.val_metrics.items()},
+            **fid,
+            **common,
+            **cas,
+            **filt,
+            "epoch": len(res.history),
+            "split_seconds": time.perf_counter() - t0,
+            "classifier_dir": str(res.dir),
+            "param.weights": res.params["weights"],
+            **(
+                {"param.weights_sha256": res.params["weights_sha256"]}
+                if "weights_sha256" in res.params
+                else {}
+            ),
+        }
 
     # -- the end ------------------------------------------------------------------
-    def finish(self, cfg: RatioStudyConfig, best_cfg: RatioStudyConfig, data: dict, results, ctx: dict) -> dict:
+    def finish(
+        self, cfg: RatioStudyConfig, best_cfg: RatioStudyConfig, data: dict, results, ctx: dict
+    ) -> dict:
         import mlflow
         from mlflow import MlflowClient
 
@@ -228,15 +384,41 @@ class RatioStudy(Study):
         best_row = done.sort_values(metric, ascending=mode == "min").iloc[0]
         gen_cls = get_generator(best_cfg.generator.name)
         per_split, bundle, clf_bundle = [], None, None
-        for j, sp in enumerate(data["splits"]):  # one split, or each of tune.splits: test split once each
-            sampler, gb, _ = train_generator(gen_cls, best_cfg.generator, sp["gen_train"], sp["gen_val"], sp["key"], cache, best_cfg.run)
-            if cfg.objective == "classifier":  # the chosen configuration's classifier (cache hit), test split once
+        for j, sp in enumerate(
+            data["splits"]
+        ):  # one split, or each of tune.splits: test split once each
+            sampler, gb, _ = train_generator(
+                gen_cls,
+                best_cfg.generator,
+                sp["gen_train"],
+                sp["gen_val"],
+                sp["key"],
+                cache,
+                best_cfg.run,
+            )
+            if (
+                cfg.objective == "classifier"
+            ):  # the chosen configuration's classifier (cache hit), test split once
                 m, cb = final_test(best_cfg, sp, sampler, out, write_bundle=j == 0)
             else:  # fidelity: the chosen generator against the test split, once
-                m, cb = fidelity(sampler, sp["test"], "test", best_cfg.fid_per_class, best_cfg.run.seed, cache / "features",
-                                 sp["key"], best_cfg.generator, train=sp["train"]), None  # fmt: skip
+                m, cb = (
+                    fidelity(
+                        sampler,
+                        sp["test"],
+                        "test",
+                        best_cfg.fid_per_class,
+                        best_cfg.run.seed,
+                        cache / "features",
+                        sp["key"],
+                        best_cfg.generator,
+                        train=sp["train"],
+                    ),
+                    None,
+                )
             per_split.append(m)
-            bundle, clf_bundle = (gb, cb) if j == 0 else (bundle, clf_bundle)  # split 0's are registered
+            bundle, clf_bundle = (
+                (gb, cb) if j == 0 else (bundle, clf_bundle)
+            )  # split 0's are registered
         if len(per_split) == 1:
             test_metrics = per_split[0]
         else:  # the mean over splits, its SD and each split's value for every score
@@ -246,20 +428,53 @@ class RatioStudy(Study):
             test_metrics.pop("splits_scored")
         table = trials_table(results, list(flatten(point_of(best_row))), metric, mode)
         write_text(out / "trials.md", table + "\n")
-        write_json(out / "best.json", {"trial_id": best_row["trial_id"], "config": to_dict(best_cfg), "test": test_metrics,
-                                       "split_hash": data["key"], "bundle": str(bundle)})  # fmt: skip
-        mlflow.log_metrics({f"best_test_{k}": float(v) for k, v in test_metrics.items() if isinstance(v, float)})
+        write_json(
+            out / "best.json",
+            {
+                "trial_id": best_row["trial_id"],
+                "config": to_dict(best_cfg),
+                "test": test_metrics,
+                "split_hash": data["key"],
+                "bundle": str(bundle),
+            },
+        )
+        mlflow.log_metrics(
+            {f"best_test_{k}": float(v) for k, v in test_metrics.items() if isinstance(v, float)}
+        )
         mlflow.log_metric(f"best_{metric}", float(best_row[metric]))
-        if cfg.objective == "classifier" and synthetic_only(cfg.policy_name()):  # CAS: trained on synthetic only, tested on real
+        if cfg.objective == "classifier" and synthetic_only(
+            cfg.policy_name()
+        ):  # CAS: trained on synthetic only, tested on real
             mlflow.log_metrics({f"cas_test_{k}": float(v) for k, v in test_metrics.items()})
         mlflow.set_tag("cytoray.best_trial", best_row["trial_id"])
-        set_parent_summary(MlflowClient(), ctx["parent"], {KIND_TAG: "stabilisers" if cfg.objective == "fidelity" else "ratio",
-                                                           **self.tags}, summary_text(cfg, done, best_row, metric, test_metrics))  # fmt: skip
+        set_parent_summary(
+            MlflowClient(),
+            ctx["parent"],
+            {KIND_TAG: "stabilisers" if cfg.objective == "fidelity" else "ratio", **self.tags},
+            summary_text(cfg, done, best_row, metric, test_metrics),
+        )
         for f in [out / "trials.md", out / "best.json", *map(Path, data["manifests"])]:
             mlflow.log_artifact(str(f))
         val = {k: float(best_row[k]) for k in (metric, FID_ALL) if k in best_row}
-        promoted = register_best(best_cfg, bundle, clf_bundle, val, test_metrics, data["key"], ctx.get("smoke", False)) if cfg.register else {}
-        return {"table": table, "test": test_metrics, "best": best_row.to_dict(), "registered": promoted}
+        promoted = (
+            register_best(
+                best_cfg,
+                bundle,
+                clf_bundle,
+                val,
+                test_metrics,
+                data["key"],
+                ctx.get("smoke", False),
+            )
+            if cfg.register
+            else {}
+        )
+        return {
+            "table": table,
+            "test": test_metrics,
+            "best": best_row.to_dict(),
+            "registered": promoted,
+        }
 
 
 def synthetic_only(policy: str) -> bool:
@@ -271,7 +486,9 @@ def synthetic_only(policy: str) -> bool:
     return not p.real and not p.trad and len(p.generators) == 1
 
 
-def trial_figures(out: Path, sampler, val, bundle: Path, cfg: RatioStudyConfig, sub: str = "") -> str:
+def trial_figures(
+    out: Path, sampler, val, bundle: Path, cfg: RatioStudyConfig, sub: str = ""
+) -> str:
     """(trial) Real vs synthetic images per class and the generator's per-stage history, in
     `<out>/figures/<trial id>/` (split j > 0: in `split<j>/` below it); the MLflow callback logs
     the top folder's to the trial's child run."""
@@ -284,7 +501,9 @@ def trial_figures(out: Path, sampler, val, bundle: Path, cfg: RatioStudyConfig, 
     tid = tune.get_context().get_trial_id() or "trial"
     d = out / FIGURES / tid / sub if sub else out / FIGURES / tid
     real = real_by_class(val)
-    synth = {c: sampler.sample(8, c, seed=cfg.run.seed + 1) for c in real}  # a seed apart from the FID samples'
+    synth = {
+        c: sampler.sample(8, c, seed=cfg.run.seed + 1) for c in real
+    }  # a seed apart from the FID samples'
     write_real_vs_synthetic(d, real, synth, f"{cfg.generator.name}, trial {tid}")
     if (Path(bundle) / "history.json").is_file():  # per-stage epochs, when the bundle records them
         shutil.copy2(Path(bundle) / "history.json", d / HISTORY)
@@ -293,14 +512,23 @@ def trial_figures(out: Path, sampler, val, bundle: Path, cfg: RatioStudyConfig, 
 
 def summary_text(cfg: RatioStudyConfig, done, best_row, metric: str, test: dict) -> str:
     """The parent run's description: what was searched, what won (on validation), its test figures."""
-    keys = [c[len("config/"):].replace("/", ".") for c in done if c.startswith("config/")]
-    pooled = ("fid_test_inception/all", "kid_test_inception_mean/all", "fid_test_mask_inception/all")
-    head = {k: v for k, v in test.items() if "/" not in k or k in pooled}  # scores, or the pooled FID/KID
-    return (f"**{cfg.name}**: {len(done)} finished trials of {cfg.policy_name()} searching {', '.join(keys) or 'nothing'} "
-            f"(split protocol {':'.join(f'{r:g}' for r in cfg.data.split_ratios)}, seed {cfg.data.split_seed}, {splits_text(cfg)}; "
-            f"selection on validation {metric}).\n\nBest trial {best_row['trial_id']}: validation {metric} {float(best_row[metric]):.4g}; "
-            f"test split, scored once: " + ", ".join(f"{k} {v:.4g}" for k, v in head.items() if isinstance(v, float)) +
-            ".\n\nReport: artefacts `report/report.html` (figures in `report/`).")  # fmt: skip
+    keys = [c[len("config/") :].replace("/", ".") for c in done if c.startswith("config/")]
+    pooled = (
+        "fid_test_inception/all",
+        "kid_test_inception_mean/all",
+        "fid_test_mask_inception/all",
+    )
+    head = {
+        k: v for k, v in test.items() if "/" not in k or k in pooled
+    }  # scores, or the pooled FID/KID
+    return (
+        f"**{cfg.name}**: {len(done)} finished trials of {cfg.policy_name()} searching {', '.join(keys) or 'nothing'} "
+        f"(split protocol {':'.join(f'{r:g}' for r in cfg.data.split_ratios)}, seed {cfg.data.split_seed}, {splits_text(cfg)}; "
+        f"selection on validation {metric}).\n\nBest trial {best_row['trial_id']}: validation {metric} {float(best_row[metric]):.4g}; "
+        f"test split, scored once: "
+        + ", ".join(f"{k} {v:.4g}" for k, v in head.items() if isinstance(v, float))
+        + ".\n\nReport: artefacts `report/report.html` (figures in `report/`)."
+    )
 
 
 def training_set(cfg: RatioStudyConfig, sp: dict, sampler, cache: Path):
@@ -311,15 +539,27 @@ def training_set(cfg: RatioStudyConfig, sp: dict, sampler, cache: Path):
 
     kept = None
     if cfg.filter.active:
-        kept = sampler = filtered_sampler(sampler, cfg.filter, sp["train"], sp["key"], cache, cfg.run.seed)
-    tr = compose_training_set(cfg.policy_name(), sp["train"], cfg.ratio, {cfg.generator.name: sampler}, rng_seed=cfg.run.seed,
-                              augment=cfg.classifier.augment)  # fmt: skip
+        kept = sampler = filtered_sampler(
+            sampler, cfg.filter, sp["train"], sp["key"], cache, cfg.run.seed
+        )
+    tr = compose_training_set(
+        cfg.policy_name(),
+        sp["train"],
+        cfg.ratio,
+        {cfg.generator.name: sampler},
+        rng_seed=cfg.run.seed,
+        augment=cfg.classifier.augment,
+    )
     return tr, kept
 
 
 def splits_text(cfg: RatioStudyConfig) -> str:
     k = cfg.tune.splits
-    return "one split" if k == 1 else f"{k} splits (seeds {cfg.data.split_seed}..{cfg.data.split_seed + k - 1}), trials scored by their mean"
+    return (
+        "one split"
+        if k == 1
+        else f"{k} splits (seeds {cfg.data.split_seed}..{cfg.data.split_seed + k - 1}), trials scored by their mean"
+    )
 
 
 def final_test(cfg: RatioStudyConfig, data: dict, sampler, out: Path, write_bundle: bool = True):
@@ -330,15 +570,31 @@ def final_test(cfg: RatioStudyConfig, data: dict, sampler, out: Path, write_bund
 
     train = data["train"]
     tr, _ = training_set(cfg, data, sampler, out / "cache")
-    res = train_classifier(tr, data["val"], data["test"], cfg.classifier, label=f"clf-{cfg.classifier.name}", cache_root=out / "cache",
-                           data_key=data["key"], run_cfg=cfg.run, seed=cfg.run.seed, use_cache=True)  # fmt: skip
+    res = train_classifier(
+        tr,
+        data["val"],
+        data["test"],
+        cfg.classifier,
+        label=f"clf-{cfg.classifier.name}",
+        cache_root=out / "cache",
+        data_key=data["key"],
+        run_cfg=cfg.run,
+        seed=cfg.run.seed,
+        use_cache=True,
+    )
     m = classification_metrics(res.test_labels, res.test_prob, list(train.class_names))
     metrics = {k: float(m[k]) for k in SCORES}
     if not write_bundle:
         return metrics, None
     size = cfg.classifier.check_size(int(train.images.shape[1]))
-    bundle = write_classifier_bundle(out / "best_classifier", res.model_state, name=cfg.classifier.name,
-                                     class_names=train.class_names, input_size=size, params=res.params)  # fmt: skip
+    bundle = write_classifier_bundle(
+        out / "best_classifier",
+        res.model_state,
+        name=cfg.classifier.name,
+        class_names=train.class_names,
+        input_size=size,
+        params=res.params,
+    )
     return metrics, bundle
 
 
@@ -352,14 +608,23 @@ def min_epochs(cfg: RatioStudyConfig) -> int:
     return min(epochs) if epochs else cfg.champion_min_epochs
 
 
-def register_best(cfg: RatioStudyConfig, gen_bundle: Path, clf_bundle: Path | None, val: dict, test: dict, split_hash: str,
-                  smoke: bool = False) -> dict:  # fmt: skip
+def register_best(
+    cfg: RatioStudyConfig,
+    gen_bundle: Path,
+    clf_bundle: Path | None,
+    val: dict,
+    test: dict,
+    split_hash: str,
+    smoke: bool = False,
+) -> dict:
     """Register the chosen generator (and classifier). The champion is decided on the validation
     figure that chose the trial; the test figures ride along as tags, never compared."""
     from ..tracking.registry import register
 
     # A mean over K splits and one split's score are different protocols: champions never compare across them.
-    default = f"split:{split_hash}" if cfg.tune.splits == 1 else f"splits{cfg.tune.splits}:{split_hash}"
+    default = (
+        f"split:{split_hash}" if cfg.tune.splits == 1 else f"splits{cfg.tune.splits}:{split_hash}"
+    )
     proto, name = cfg.registry_protocol or default, cfg.generator.name
     if clf_bundle is None:  # fidelity study: the generator, by validation FID (lower is better)
         metric, higher, todo = FID_ALL, False, [(name, gen_bundle, "generator")]
@@ -367,31 +632,66 @@ def register_best(cfg: RatioStudyConfig, gen_bundle: Path, clf_bundle: Path | No
         metric, higher = cfg.tune.metric, cfg.tune.mode == "max"
         todo = [(name, gen_bundle, "generator"), (f"{name}-classifier", clf_bundle, "classifier")]
     budget = min_epochs(cfg)
-    ineligible = ("a --smoke-test run" if smoke else
-                  f"below the budget for a champion ({budget} < champion_min_epochs={cfg.champion_min_epochs} epochs)"
-                  if budget < cfg.champion_min_epochs else None)  # fmt: skip
+    ineligible = (
+        "a --smoke-test run"
+        if smoke
+        else f"below the budget for a champion ({budget} < champion_min_epochs={cfg.champion_min_epochs} epochs)"
+        if budget < cfg.champion_min_epochs
+        else None
+    )
     out = {}
     for reg_name, path, kind in todo:
-        version, promoted = register(reg_name, path, score=val[metric], protocol=proto, metric=metric, higher_is_better=higher,
-                                     kind=kind, recorded=test, ineligible=ineligible,
-                                     tags={"cytoray.smoke": str(smoke).lower()})  # fmt: skip
+        version, promoted = register(
+            reg_name,
+            path,
+            score=val[metric],
+            protocol=proto,
+            metric=metric,
+            higher_is_better=higher,
+            kind=kind,
+            recorded=test,
+            ineligible=ineligible,
+            tags={"cytoray.smoke": str(smoke).lower()},
+        )
         out[reg_name] = {"version": version, "champion": promoted, "ineligible": ineligible}
-        why = f" (not eligible for champion: {ineligible})" if ineligible else (" is the new champion" if promoted else " (champion kept)")
+        why = (
+            f" (not eligible for champion: {ineligible})"
+            if ineligible
+            else (" is the new champion" if promoted else " (champion kept)")
+        )
         print(f"[registry] {reg_name} v{version}{why}", file=sys.stderr)
     return out
 
 
 def trials_table(df, keys: list[str], metric: str, mode: str) -> str:
     """Every trial, best first; a trial ASHA stopped shows its last validation figure and epoch."""
-    shown = list(dict.fromkeys(m for m in (metric, f"{metric}_sd", FID_ALL, "fid_val_mask_inception/all", "filter_rejected_share") if m in df))
+    shown = list(
+        dict.fromkeys(
+            m
+            for m in (
+                metric,
+                f"{metric}_sd",
+                FID_ALL,
+                "fid_val_mask_inception/all",
+                "filter_rejected_share",
+            )
+            if m in df
+        )
+    )
     cols = ["trial_id", "status", *keys, *shown, "generator_cached", "trial_seconds"]
     df = df.assign(status=[status(r) for _, r in df.iterrows()])
     rows = df.sort_values(metric, ascending=mode == "min")
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in rows.iterrows():
-        vals = [r["trial_id"], r["status"]] + [r.get(f"config/{k.replace('.', '/')}") for k in keys] + [r.get(m) for m in shown]
+        vals = (
+            [r["trial_id"], r["status"]]
+            + [r.get(f"config/{k.replace('.', '/')}") for k in keys]
+            + [r.get(m) for m in shown]
+        )
         vals += [r.get("generator_cached"), r.get("trial_seconds")]
-        lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in vals) + " |")
+        lines.append(
+            "| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in vals) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -400,6 +700,8 @@ def status(r) -> str:
     if r.get("final") == 1:
         return "finished"
     total = r.get("splits_total")
-    if isinstance(total, (int, float)) and total == total and total > 1:  # split-averaged (NaN: a one-split trial's row)
+    if (
+        isinstance(total, (int, float)) and total == total and total > 1
+    ):  # split-averaged (NaN: a one-split trial's row)
         return f"stopped after {int(r.get('splits_scored', 0))} of {int(r['splits_total'])} splits"
     return f"stopped at epoch {int(r.get('epoch', 0)) + 1}"

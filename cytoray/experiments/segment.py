@@ -24,7 +24,9 @@ def load_segmenter_ref(ref: str, tracking_uri: str | None = None):
     from ..masks.segmenter import load_mask_segmenter
     from ..tracking.mlflow_utils import tracking_uri as uri
 
-    return load_mask_segmenter(ref, uri(tracking_uri))[0]  # flag > MLFLOW_TRACKING_URI > sqlite:///mlflow.db
+    return load_mask_segmenter(ref, uri(tracking_uri))[
+        0
+    ]  # flag > MLFLOW_TRACKING_URI > sqlite:///mlflow.db
 
 
 def segment_folder(seg, src: Path, out: Path, scale: float | None = None) -> list[Path]:
@@ -32,14 +34,17 @@ def segment_folder(seg, src: Path, out: Path, scale: float | None = None) -> lis
     import numpy as np
 
     from ..data.images import read_rgb
-    from ..io import is_image_name
     from ..errors import CytorayError
-    from ..io import atomic_dir, save_png, write_json
+    from ..io import atomic_dir, is_image_name, save_png, write_json
 
     src = Path(src)
     if not src.is_dir():
         raise CytorayError(f"{src}: not a folder; give a folder of images to segment")
-    paths = [p for p in sorted(src.rglob("*")) if p.is_file() and is_image_name(p) and "masks" not in p.relative_to(src).parts]
+    paths = [
+        p
+        for p in sorted(src.rglob("*"))
+        if p.is_file() and is_image_name(p) and "masks" not in p.relative_to(src).parts
+    ]
     if not paths:
         raise CytorayError(f"{src}: no images (.png, .jpg, .tif, ...) to segment")
     written = []
@@ -49,7 +54,10 @@ def segment_folder(seg, src: Path, out: Path, scale: float | None = None) -> lis
             rel = p.relative_to(src).with_suffix(".png")
             save_png(tmp / rel, (mask.astype(np.uint8) * 255))
             written.append(Path(out) / rel)
-        write_json(tmp / SEGMENT_META, {"source": str(src.resolve()), "scale": scale, "masks": len(written)})
+        write_json(
+            tmp / SEGMENT_META,
+            {"source": str(src.resolve()), "scale": scale, "masks": len(written)},
+        )
     return written
 
 
@@ -61,14 +69,22 @@ def segment_from_args(a: argparse.Namespace) -> int:
     from ..errors import CytorayError
 
     if a.scale is not None and not 0 < a.scale <= 4:
-        raise CytorayError(f"--scale {a.scale}: give a resize factor in (0, 4] (or leave it out: the segmenter's own)")
+        raise CytorayError(
+            f"--scale {a.scale}: give a resize factor in (0, 4] (or leave it out: the segmenter's own)"
+        )
     if not Path(a.dir).is_dir():
         raise CytorayError(f"{a.dir}: not a folder; give a folder of images to segment")
     from ..io import check_output_folder
 
-    check_output_folder(a.out, overwrite=getattr(a, "overwrite", False), inputs=[a.dir],
-                        ours=lambda d: (d / SEGMENT_META).is_file())  # fmt: skip
-    if not Path(a.ref).expanduser().is_dir():  # a registered model: is the server there at all (seconds)?
+    check_output_folder(
+        a.out,
+        overwrite=getattr(a, "overwrite", False),
+        inputs=[a.dir],
+        ours=lambda d: (d / SEGMENT_META).is_file(),
+    )
+    if (
+        not Path(a.ref).expanduser().is_dir()
+    ):  # a registered model: is the server there at all (seconds)?
         from ..tracking.mlflow_utils import tracking_uri
         from ..tracking.reach import probe_tracking_server
 
@@ -76,5 +92,7 @@ def segment_from_args(a: argparse.Namespace) -> int:
     seg = load_segmenter_ref(a.ref, getattr(a, "tracking_uri", None))
     scale = seg.scale if a.scale is None else a.scale
     written = segment_folder(seg, Path(a.dir), Path(a.out), scale)
-    print(f"wrote {len(written)} nucleus masks to {a.out} (images resized by {scale:g} for the segmenter, masks at each image's size)")
+    print(
+        f"wrote {len(written)} nucleus masks to {a.out} (images resized by {scale:g} for the segmenter, masks at each image's size)"
+    )
     return 0

@@ -18,13 +18,16 @@ not score them twice.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from .tune_state import SplitResults
 
-SPREAD_KEYS = ("fid_val_inception/all", "filter_rejected_share")  # besides every val_* classifier metric
+SPREAD_KEYS = (
+    "fid_val_inception/all",
+    "filter_rejected_share",
+)  # besides every val_* classifier metric
 
 
 def _number(v) -> bool:
@@ -37,7 +40,10 @@ def has_spread(key: str) -> bool:
 
 def jsonable(result: dict) -> dict:
     """A split's report as plain JSON values (numbers as float, the rest as text)."""
-    return {k: float(v) if _number(v) else v if isinstance(v, (str, int, type(None))) else str(v) for k, v in result.items()}
+    return {
+        k: float(v) if _number(v) else v if isinstance(v, (str, int, type(None))) else str(v)
+        for k, v in result.items()
+    }
 
 
 def combine(results: list[dict], spread: Callable[[str], bool] = has_spread) -> dict:
@@ -56,8 +62,12 @@ def combine(results: list[dict], spread: Callable[[str], bool] = has_spread) -> 
     return out
 
 
-def score_splits(splits: list[dict], score: Callable[[int, dict], dict], store: SplitResults,
-                 report: Callable[[dict], None]) -> dict:  # fmt: skip
+def score_splits(
+    splits: list[dict],
+    score: Callable[[int, dict], dict],
+    store: SplitResults,
+    report: Callable[[dict], None],
+) -> dict:
     """Score `splits` in order with `score(j, split)` (a split the store holds for this config and
     this split's key is reused, not rescored), report the running mean after each split; the last
     report (all splits in) carries `final: 1`, every earlier one `final: 0`. Returns the last report."""
@@ -68,6 +78,10 @@ def score_splits(splits: list[dict], score: Callable[[int, dict], dict], store: 
             r = jsonable(score(j, sp))
             store.put(j, sp["key"], r)
         results.append(r)
-        agg = {**combine(results), "final": int(len(results) == len(splits)), "splits_total": len(splits)}
+        agg = {
+            **combine(results),
+            "final": int(len(results) == len(splits)),
+            "splits_total": len(splits),
+        }
         report(agg)
     return agg

@@ -30,8 +30,16 @@ def train_config_class(gen_cls: type[Generator]) -> type:
         ("generator", gen_cls.Config, dataclasses.field(default_factory=gen_cls.Config)),
     ]
     if gen_cls.consumes == "domains":
-        fields += [("source", DataConfig, dataclasses.field(default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1))),
-                   ("min_per_class", int, dataclasses.field(default=10))]  # fmt: skip
+        fields += [
+            (
+                "source",
+                DataConfig,
+                dataclasses.field(
+                    default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1)
+                ),
+            ),
+            ("min_per_class", int, dataclasses.field(default=10)),
+        ]
     return dataclasses.make_dataclass(f"Train{gen_cls.__name__}Config", fields)
 
 
@@ -42,17 +50,26 @@ def section_key(item: str, gen_name: str) -> str:
     if head in TOP or not eq:
         return item
     if head == gen_name and not rest:
-        raise ConfigError(f"--set {item}: '{gen_name}' is the generator's section, not a key; set one of its keys, "
-                          f"e.g. {gen_name}.epochs=5")
+        raise ConfigError(
+            f"--set {item}: '{gen_name}' is the generator's section, not a key; set one of its keys, "
+            f"e.g. {gen_name}.epochs=5"
+        )
     return f"generator.{rest if head == gen_name else key}={value}"
 
 
 def load_train_config(gen_cls: type[Generator], a: argparse.Namespace):
     if gen_cls.consumes == "domains" and a.data and not a.source:
-        raise ConfigError(f"{gen_cls.name} translates histology into cytology: with --data CYTOLOGY_DIR give --source HISTOLOGY_DIR")
+        raise ConfigError(
+            f"{gen_cls.name} translates histology into cytology: with --data CYTOLOGY_DIR give --source HISTOLOGY_DIR"
+        )
     if gen_cls.consumes != "domains" and a.source:
-        raise ConfigError(f"--source is the histology domain of a translation generator; {gen_cls.name} takes --data only")
-    values: dict = {"data": {"root": a.data, "size": a.size}, "run": {"num_workers": a.workers, "seed": a.seed, "use_gpu": a.gpu}}
+        raise ConfigError(
+            f"--source is the histology domain of a translation generator; {gen_cls.name} takes --data only"
+        )
+    values: dict = {
+        "data": {"root": a.data, "size": a.size},
+        "run": {"num_workers": a.workers, "seed": a.seed, "use_gpu": a.gpu},
+    }
     if gen_cls.consumes == "domains":
         values["source"] = {"root": a.source, "size": a.size}
     if a.config:  # checked on its own first, so an error names the file
@@ -88,13 +105,17 @@ def train_from_args(a: argparse.Namespace) -> int:
     from .preflight import check_class_names, check_local_placement, check_ray_head, check_storage
 
     check_ray_head(os.environ.get("RAY_ADDRESS"))  # before the split and the MLflow run are written
-    check_local_placement(cfg.run)  # --workers 1000, --gpu without GPUs: refused, not queued forever
+    check_local_placement(
+        cfg.run
+    )  # --workers 1000, --gpu without GPUs: refused, not queued forever
     check_storage(cfg.run)
     check_class_names(cfg.data.root)
     from ..tracking.mlflow_utils import tracking_uri
     from ..tracking.reach import probe_tracking_server
 
-    probe_tracking_server(tracking_uri(a.tracking_uri), "starting the training run")  # a dead server: named before the split
+    probe_tracking_server(
+        tracking_uri(a.tracking_uri), "starting the training run"
+    )  # a dead server: named before the split
     from .preflight import check_store_space
 
     check_store_space(a.tracking_uri)  # a full disk under the sqlite store: named before the split
@@ -105,32 +126,47 @@ def train_from_args(a: argparse.Namespace) -> int:
 
         pairs, split_key, manifests = domain_splits(cfg.data, cfg.source, cfg.min_per_class, out)
         train, val = pairs["train"], pairs["val"]
-        print(f"[data] histology train {train.source.counts()} → cytology train {train.target.counts()} (splits {split_key})",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"[data] histology train {train.source.counts()} → cytology train {train.target.counts()} (splits {split_key})",
+            file=sys.stderr,
+        )
     else:
         from ..data.source import load_split
 
         ds, manifest = load_split(cfg.data, out / "split.json")
         train, val = ds.subset(manifest.indices("train")), ds.subset(manifest.indices("val"))
         split_key, manifests = manifest.hash, [out / "split.json"]
-        print(f"[data] {manifest.source}: train {train.counts()} val {val.counts()} (split {split_key})", file=sys.stderr)
+        print(
+            f"[data] {manifest.source}: train {train.counts()} val {val.counts()} (split {split_key})",
+            file=sys.stderr,
+        )
     # 2. Train under Ray Train (stages cached in out/stages); one MLflow run, FAILED if training fails.
     uri = setup("cytoray-train", a.tracking_uri)
     t0 = time.perf_counter()
     with mlflow.start_run(run_name=f"train-{a.generator}-{split_key}"):
         mlflow.set_tags({"generator": a.generator, "variant": a.generator})
-        d = to_dict(cfg)  # the section under the generator's own name: params read `gan.epochs`, `syncgan.cgan.lam`
-        log_params_flat({**d, "generator": a.generator, a.generator: d["generator"], "split_hash": split_key})
-        bundle, stages = gen_cls.train(train, val, cfg.generator, out, out / "stages", split_key, cfg.run)
+        d = to_dict(
+            cfg
+        )  # the section under the generator's own name: params read `gan.epochs`, `syncgan.cgan.lam`
+        log_params_flat(
+            {**d, "generator": a.generator, a.generator: d["generator"], "split_hash": split_key}
+        )
+        bundle, stages = gen_cls.train(
+            train, val, cfg.generator, out, out / "stages", split_key, cfg.run
+        )
         for label, res in stages.items():
             log_history(label, res.history)
             log_files(res.grids(), f"samples/{label}")
         for m in manifests:
             mlflow.log_artifact(str(m))
         mlflow.log_metric("train_seconds", time.perf_counter() - t0)
-    print(f"trained {a.generator} in {time.perf_counter() - t0:.0f}s → {bundle} (MLflow: mlflow ui --backend-store-uri {uri})")
+    print(
+        f"trained {a.generator} in {time.perf_counter() - t0:.0f}s → {bundle} (MLflow: mlflow ui --backend-store-uri {uri})"
+    )
     for label, res in stages.items():
         first, last = res.history[0], res.history[-1]
-        shown = "  ".join(f"{k} {first[k]:.3f} → {last[k]:.3f}" for k in ("loss_g", "loss_d") if k in first)
+        shown = "  ".join(
+            f"{k} {first[k]:.3f} → {last[k]:.3f}" for k in ("loss_g", "loss_d") if k in first
+        )
         print(f"  {label:<22} {shown}" + ("  (cached)" if res.cached else f"  {res.seconds:.0f}s"))
     return 0

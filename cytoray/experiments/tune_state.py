@@ -49,20 +49,30 @@ def verify_tune_state(exp_dir: Path) -> None:
     except (OSError, ValueError, AttributeError):
         want = None
     if want is None:
-        raise CytorayError(f"{pkl}: no record that cytoray wrote it ({record_path(exp_dir).name} missing or unreadable); "
-                           f"refusing to unpickle it; {fix}")
+        raise CytorayError(
+            f"{pkl}: no record that cytoray wrote it ({record_path(exp_dir).name} missing or unreadable); "
+            f"refusing to unpickle it; {fix}"
+        )
     uid = os.getuid()
     # The experiment-level files are what Tune unpickles (experiment state, searcher and callback
     # state); trial folders may be written by Ray workers running as another user on a cluster.
     top = sorted(p for p in exp_dir.iterdir() if p.is_file() or p.is_symlink())
     for p in [exp_dir.parent, record_path(exp_dir), exp_dir, *top]:
         st = p.lstat()
-        if st.st_uid != uid or st.st_mode & stat.S_IWOTH or (p.is_symlink() and not p.resolve().is_relative_to(exp_dir)):
-            raise CytorayError(f"{p}: owned by uid {st.st_uid} or writable by others (mode {stat.filemode(st.st_mode)}): "
-                               f"Tune would load it on --resume; refusing; {fix}")
+        if (
+            st.st_uid != uid
+            or st.st_mode & stat.S_IWOTH
+            or (p.is_symlink() and not p.resolve().is_relative_to(exp_dir))
+        ):
+            raise CytorayError(
+                f"{p}: owned by uid {st.st_uid} or writable by others (mode {stat.filemode(st.st_mode)}): "
+                f"Tune would load it on --resume; refusing; {fix}"
+            )
     if sha256_file(pkl) != want:
-        raise CytorayError(f"{pkl}: changed since cytoray wrote it (sha256 differs from {record_path(exp_dir).name}); "
-                           f"refusing to unpickle it; {fix}")
+        raise CytorayError(
+            f"{pkl}: changed since cytoray wrote it (sha256 differs from {record_path(exp_dir).name}); "
+            f"refusing to unpickle it; {fix}"
+        )
 
 
 # ----------------------------------------------------------------------------- per-split results of a trial
@@ -87,12 +97,22 @@ class SplitResults:
             d = json.loads(self.path.read_text())
         except (OSError, ValueError):
             d = {}
-        ok = isinstance(d, dict) and d.get("config") == config_key and isinstance(d.get("splits"), dict)
+        ok = (
+            isinstance(d, dict)
+            and d.get("config") == config_key
+            and isinstance(d.get("splits"), dict)
+        )
         self.splits: dict[str, dict] = d["splits"] if ok else {}
 
     def get(self, index: int, split_key: str) -> dict | None:
         e = self.splits.get(str(index))
-        return dict(e["result"]) if isinstance(e, dict) and e.get("key") == split_key and isinstance(e.get("result"), dict) else None
+        return (
+            dict(e["result"])
+            if isinstance(e, dict)
+            and e.get("key") == split_key
+            and isinstance(e.get("result"), dict)
+            else None
+        )
 
     def put(self, index: int, split_key: str, result: dict) -> None:
         """Record split `index` (atomically: a kill mid-write leaves the previous file)."""

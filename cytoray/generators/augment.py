@@ -29,4 +29,6 @@ def dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     turns = torch.randint(4, (b,), generator=gen)
     flips = torch.rand(b, generator=gen) < 0.5
     out = torch.where(flips.to(x.device).view(b, 1, 1, 1), x.flip(3), x)
-    return torch.stack([torch.rot90(img, int(k), (1, 2)) if k else img for img, k in zip(out, turns.tolist())])
+    return torch.stack(
+        [torch.rot90(img, int(k), (1, 2)) if k else img for img, k in zip(out, turns.tolist())]
+    )

@@ -37,12 +37,12 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
+from ..bundle import BUNDLE_META, write_bundle
 from ..config import Section, to_plain
 from ..errors import ConfigError, CytorayError
 from ..io import stable_hash
-from ..bundle import BUNDLE_META, write_bundle
 
-GENERATORS: dict[str, type["Generator"]] = {}
+GENERATORS: dict[str, type[Generator]] = {}
 ENTRY_POINTS = "cytoray.generators"
 _discovered = False
 
@@ -61,7 +61,7 @@ def discover() -> None:
         ep.load()
 
 
-def get_generator(name: str) -> type["Generator"]:
+def get_generator(name: str) -> type[Generator]:
     discover()
     if name not in GENERATORS:
         raise CytorayError(f"unknown generator '{name}' (valid: {', '.join(sorted(GENERATORS))})")
@@ -73,7 +73,7 @@ def generator_names() -> list[str]:
     return sorted(GENERATORS)
 
 
-def register_classes(classes: dict[str, type["Generator"]]) -> None:
+def register_classes(classes: dict[str, type[Generator]]) -> None:
     """Make generator classes known in this process (a Ray worker receives a study's plugins by value)."""
     for name, cls in classes.items():
         GENERATORS.setdefault(name, cls)
@@ -107,10 +107,17 @@ class Generator:
         if not cls.name:  # an abstract intermediate
             return
         if cls.Config().name != cls.name:
-            raise TypeError(f"{cls.__qualname__}: Config().name is {cls.Config().name!r}, expected {cls.name!r}")
+            raise TypeError(
+                f"{cls.__qualname__}: Config().name is {cls.Config().name!r}, expected {cls.name!r}"
+            )
         old = GENERATORS.get(cls.name)
-        if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise TypeError(f"generator name {cls.name!r} is taken by {old.__module__}.{old.__qualname__}")
+        if old is not None and (old.__module__, old.__qualname__) != (
+            cls.__module__,
+            cls.__qualname__,
+        ):
+            raise TypeError(
+                f"generator name {cls.name!r} is taken by {old.__module__}.{old.__qualname__}"
+            )
         GENERATORS[cls.name] = cls
 
     # -- what studies need to know (so that no generic code names a generator) ------------------
@@ -138,7 +145,9 @@ class Generator:
         from ..masks.config import cache_identity, dataset_masks
         from ..masks.run import ALGORITHM_VERSION
 
-        return dataset_masks(ds, masks), stable_hash({**cache_identity(masks), "algorithm": ALGORITHM_VERSION}, 8)
+        return dataset_masks(ds, masks), stable_hash(
+            {**cache_identity(masks), "algorithm": ALGORITHM_VERSION}, 8
+        )
 
     def display_name(self) -> str:
         """How tables and figures label this trained sampler (NST adds its features)."""
@@ -155,16 +164,30 @@ class Generator:
         return []
 
     @classmethod
-    def assemble(cls, train, cfg: GeneratorConfig, results: dict, data_key: str) -> tuple[dict, dict, dict]:
+    def assemble(
+        cls, train, cfg: GeneratorConfig, results: dict, data_key: str
+    ) -> tuple[dict, dict, dict]:
         """The bundle: (meta, {file stem: state dict}, {file name: bytes}) from the stage results."""
         raise NotImplementedError
 
     @classmethod
     def bundle_key(cls, cfg: GeneratorConfig, data_key: str, seed: int) -> str:
-        return stable_hash({"generator": cls.name, "config": to_plain(cfg), "data": data_key, "seed": seed})
+        return stable_hash(
+            {"generator": cls.name, "config": to_plain(cfg), "data": data_key, "seed": seed}
+        )
 
     @classmethod
-    def train(cls, train, val, cfg: GeneratorConfig, out, cache_root, data_key: str, run, use_cache: bool = True):
+    def train(
+        cls,
+        train,
+        val,
+        cfg: GeneratorConfig,
+        out,
+        cache_root,
+        data_key: str,
+        run,
+        use_cache: bool = True,
+    ):
         """Check, train what the stage cache lacks (one Ray Train job), write the bundle to `out`.
 
         Returns (bundle folder, {stage label: StageResult})."""
@@ -172,9 +195,19 @@ class Generator:
 
         cls.check(train, val, cfg)
         specs = cls.stages(train, val, cfg, data_key, run.seed)
-        results = run_stages(specs, cache_root=cache_root, run_cfg=run, use_cache=use_cache, job=cls.name) if specs else {}
+        results = (
+            run_stages(specs, cache_root=cache_root, run_cfg=run, use_cache=use_cache, job=cls.name)
+            if specs
+            else {}
+        )
         meta, states, files = cls.assemble(train, cfg, results, data_key)
-        meta = {"generator": cls.name, "data_key": data_key, "config": to_plain(cfg), "stages": list(results), **meta}
+        meta = {
+            "generator": cls.name,
+            "data_key": data_key,
+            "config": to_plain(cfg),
+            "stages": list(results),
+            **meta,
+        }
         grids = {f"grids/{label.replace('/', '_')}": r.grids() for label, r in results.items()}
         return write_bundle(out, meta, states, files, grids), results
 
@@ -182,7 +215,7 @@ class Generator:
     classes: list[str]
 
     @classmethod
-    def load(cls, path) -> "Generator":
+    def load(cls, path) -> Generator:
         raise NotImplementedError
 
     def sample(self, n: int, cls: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
@@ -191,7 +224,9 @@ class Generator:
 
     def check_class(self, cls: str) -> None:
         if cls not in self.classes:
-            raise CytorayError(f"class '{cls}' not in this generator (classes: {', '.join(self.classes)})")
+            raise CytorayError(
+                f"class '{cls}' not in this generator (classes: {', '.join(self.classes)})"
+            )
 
 
 def load_bundle(path: str | Path) -> Generator:
@@ -199,14 +234,28 @@ def load_bundle(path: str | Path) -> Generator:
     path = Path(path)
     meta_path = path / BUNDLE_META
     if not meta_path.is_file():
-        raise CytorayError(f"{path}: not a cytoray generator checkpoint (no {BUNDLE_META}); pass the --out folder of `cytoray train`")
+        raise CytorayError(
+            f"{path}: not a cytoray generator checkpoint (no {BUNDLE_META}); pass the --out folder of `cytoray train`"
+        )
     from ..bundle import read_bundle
 
     meta, _ = read_bundle(path)  # not JSON, {}, a list, no 'generator': one line naming the file
     gen_cls = get_generator(meta["generator"])
     try:  # each loader reads its own keys: a missing or mistyped one is the file's fault, never a traceback
         return gen_cls.load(path)
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:  # RuntimeError: weights of other shapes
-        what = f"no key {e.args[0]!r}" if isinstance(e, KeyError) else f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
-        raise CytorayError(f"{path / BUNDLE_META}: not a complete {gen_cls.name!r} bundle ({what}); re-copy the bundle or "
-                           "retrain") from None
+    except (
+        KeyError,
+        TypeError,
+        ValueError,
+        IndexError,
+        AttributeError,
+        RuntimeError,
+    ) as e:  # RuntimeError: weights of other shapes
+        what = (
+            f"no key {e.args[0]!r}"
+            if isinstance(e, KeyError)
+            else f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+        )
+        raise CytorayError(
+            f"{path / BUNDLE_META}: not a complete {gen_cls.name!r} bundle ({what}); re-copy the bundle or retrain"
+        ) from None

@@ -29,16 +29,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..bundle import load_arrays, load_per_class, npz_bytes, read_bundle
 from ..errors import ConfigError
 from ..nets import PatchDiscriminator, ResnetGenerator, UNet, min_input_size, unet_depth
+from ..nets.images import from_unit, to_unit
 from ..training.stage import StageSpec, to_uint8_grid, unwrap
 from .base import Generator, GeneratorConfig
-from ..bundle import load_arrays, load_per_class, npz_bytes, read_bundle
 from .domains import DomainPair, align_unpaired, check_domains
-from ..nets.images import from_unit, to_unit
 from .history import HistoryBuffer
 from .losses import bce
-from .small_data import SmallData, SmallDataStage, augment_d_input as _aug, optimizer_steps
+from .small_data import SmallData, SmallDataStage, optimizer_steps
+from .small_data import augment_d_input as _aug
 
 SOURCES_FILE = "sources.npz"
 
@@ -59,8 +60,12 @@ class CycleGANConfig(SmallData, GeneratorConfig):
     batch_size: int = 4  # CycleGAN uses 1; 4 gives 12 steps an epoch on 45 images per class
     lr: float = 2e-4  # CycleGAN Adam learning rate (G/F and D_A/D_B)
     beta1: float = 0.5  # CycleGAN Adam beta1
-    decay_fraction: float = 0.5  # linear lr decay over this last fraction of the epochs (CycleGAN: half)
-    gan_mode: Literal["lsgan", "bce"] = "lsgan"  # least-squares adversarial loss (CycleGAN default) or BCE
+    decay_fraction: float = (
+        0.5  # linear lr decay over this last fraction of the epochs (CycleGAN: half)
+    )
+    gan_mode: Literal["lsgan", "bce"] = (
+        "lsgan"  # least-squares adversarial loss (CycleGAN default) or BCE
+    )
     lambda_cyc: float = 10.0  # λ_cyc, cycle-consistency weight (CycleGAN: 10)
     lambda_identity: float = 0.5  # identity weight relative to λ_cyc (CycleGAN: 0.5); 0 disables it
     pool_size: int = 50  # history of generated images shown to D (Shrivastava et al.; CycleGAN: 50)
@@ -76,15 +81,19 @@ class CycleGANConfig(SmallData, GeneratorConfig):
             if getattr(self, k) <= 0:
                 raise ConfigError(f"cyclegan.{k}={getattr(self, k)}: must be > 0")
         if self.batch_size < 2:
-            raise ConfigError(f"cyclegan.batch_size={self.batch_size}: the shared loop skips batches under 2 images")
+            raise ConfigError(
+                f"cyclegan.batch_size={self.batch_size}: the shared loop skips batches under 2 images"
+            )
         if self.lambda_cyc < 0 or self.lambda_identity < 0 or self.pool_size < 0:
             raise ConfigError("cyclegan.lambda_cyc, lambda_identity and pool_size must be >= 0")
         if not 0.0 <= self.decay_fraction <= 1.0:
             raise ConfigError(f"cyclegan.decay_fraction={self.decay_fraction}: must lie in [0, 1]")
         self.validate_small_data("cyclegan.")
         if self.ada > 0:
-            raise ConfigError("cyclegan.ada: adaptive augmentation is not wired into CycleGAN's two discriminators; "
-                              "use a fixed policy (cyclegan.diffaug) with ada: 0")
+            raise ConfigError(
+                "cyclegan.ada: adaptive augmentation is not wired into CycleGAN's two discriminators; "
+                "use a fixed policy (cyclegan.diffaug) with ada: 0"
+            )
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -145,11 +154,15 @@ class CycleGANStage(SmallDataStage):
         return {"generator_kwargs": self.generator_kwargs()}
 
     def progress(self, metrics):
-        return " ".join(f"{k} {metrics[k]:.4f}" for k in ("loss_d", "loss_g", "cycle") if k in metrics)
+        return " ".join(
+            f"{k} {metrics[k]:.4f}" for k in ("loss_d", "loss_g", "cycle") if k in metrics
+        )
 
     def generator_kwargs(self) -> dict:
         p = self.p
-        return dict(arch=p["arch"], base=p["g_base"], n_blocks=p["n_blocks"], norm=p["norm"], size=p["size"])
+        return dict(
+            arch=p["arch"], base=p["g_base"], n_blocks=p["n_blocks"], norm=p["norm"], size=p["size"]
+        )
 
     def build(self, device):
         p = self.p
@@ -167,14 +180,19 @@ class CycleGANStage(SmallDataStage):
         p, betas = self.p, (self.p["beta1"], 0.999)
         g = itertools.chain(models["G"].parameters(), models["F"].parameters())
         d = itertools.chain(models["D_A"].parameters(), models["D_B"].parameters())
-        return {"G": torch.optim.Adam(g, lr=p["lr"], betas=betas), "D": torch.optim.Adam(d, lr=p["lr"], betas=betas)}
+        return {
+            "G": torch.optim.Adam(g, lr=p["lr"], betas=betas),
+            "D": torch.optim.Adam(d, lr=p["lr"], betas=betas),
+        }
 
     def _set_lr(self, opts) -> float:
         """lr for this step from Adam's own step count: it is in the optimiser state the loop
         checkpoints, so a resumed run continues the schedule exactly (no LambdaLR to save)."""
         p = self.p
         world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-        epoch = optimizer_steps(opts["G"]) // max(1, loop_steps_per_epoch(p["n_train"], p["batch_size"], world))
+        epoch = optimizer_steps(opts["G"]) // max(
+            1, loop_steps_per_epoch(p["n_train"], p["batch_size"], world)
+        )
         lr = p["lr"] * lr_factor(epoch, p["epochs"], p["decay_fraction"])
         for o in opts.values():
             for group in o.param_groups:
@@ -184,7 +202,9 @@ class CycleGANStage(SmallDataStage):
     def train_step(self, models, opts, batch, gen, amp):
         G, Fn, D_A, D_B, p = models["G"], models["F"], models["D_A"], models["D_B"], self.p
         a = batch["A"]
-        b = batch["B"][torch.randperm(len(batch["B"]), generator=gen).to(a.device)]  # no fixed a–b pairing
+        b = batch["B"][
+            torch.randperm(len(batch["B"]), generator=gen).to(a.device)
+        ]  # no fixed a–b pairing
         lr = self._set_lr(opts)
         # 1. Generators: fool both Ds, close both cycles, (optionally) leave in-domain images alone.
         #    D's grads from this backward are discarded by the D step's zero_grad (no requires_grad
@@ -192,7 +212,9 @@ class CycleGANStage(SmallDataStage):
         with amp():
             fake_b, fake_a = G(a), Fn(b)
             rec_a, rec_b = Fn(fake_b), G(fake_a)
-            adv = _adv(D_B(_aug(models, fake_b, gen)), True, p["gan_mode"]) + _adv(D_A(_aug(models, fake_a, gen)), True, p["gan_mode"])
+            adv = _adv(D_B(_aug(models, fake_b, gen)), True, p["gan_mode"]) + _adv(
+                D_A(_aug(models, fake_a, gen)), True, p["gan_mode"]
+            )
             cyc = F.l1_loss(rec_a.float(), a.float()) + F.l1_loss(rec_b.float(), b.float())
             idt = torch.zeros((), device=a.device)
             if p["lambda_identity"] > 0:
@@ -206,14 +228,26 @@ class CycleGANStage(SmallDataStage):
         pool_b = unwrap(D_B).pool.query(fake_b.detach(), gen)
         pool_a = unwrap(D_A).pool.query(fake_a.detach(), gen)
         with amp():
-            loss_d_b = 0.5 * (_adv(D_B(_aug(models, b, gen)), True, p["gan_mode"]) + _adv(D_B(_aug(models, pool_b, gen)), False, p["gan_mode"]))
-            loss_d_a = 0.5 * (_adv(D_A(_aug(models, a, gen)), True, p["gan_mode"]) + _adv(D_A(_aug(models, pool_a, gen)), False, p["gan_mode"]))
+            loss_d_b = 0.5 * (
+                _adv(D_B(_aug(models, b, gen)), True, p["gan_mode"])
+                + _adv(D_B(_aug(models, pool_b, gen)), False, p["gan_mode"])
+            )
+            loss_d_a = 0.5 * (
+                _adv(D_A(_aug(models, a, gen)), True, p["gan_mode"])
+                + _adv(D_A(_aug(models, pool_a, gen)), False, p["gan_mode"])
+            )
         loss_d = loss_d_a + loss_d_b
         opts["D"].zero_grad(set_to_none=True)
         loss_d.backward()
         opts["D"].step()
-        return {"loss_g": loss_g.item(), "loss_d": loss_d.item(), "loss_g_adv": adv.item(),
-                "cycle": cyc.item(), "identity": idt.item(), "lr": lr}
+        return {
+            "loss_g": loss_g.item(),
+            "loss_d": loss_d.item(),
+            "loss_g_adv": adv.item(),
+            "cycle": cyc.item(),
+            "identity": idt.item(),
+            "lr": lr,
+        }
 
     @torch.no_grad()
     def grid(self, models, fixed):
@@ -240,7 +274,9 @@ class CycleGAN(Generator):
 
     name, Config, consumes = "cyclegan", CycleGANConfig, "domains"
 
-    def __init__(self, gens: dict[str, nn.Module], sources: dict[str, np.ndarray], meta: dict) -> None:
+    def __init__(
+        self, gens: dict[str, nn.Module], sources: dict[str, np.ndarray], meta: dict
+    ) -> None:
         self.gens, self.sources, self.meta = {k: g.eval() for k, g in gens.items()}, sources, meta
         self.classes = list(meta["classes"])
 
@@ -249,26 +285,45 @@ class CycleGAN(Generator):
         check_domains(train.source, train.target, 2)
         size = int(train.source.images.shape[1])
         if size % 4:
-            raise ConfigError(f"data size {size}: must be divisible by 4 (two stride-2 levels in G)")
+            raise ConfigError(
+                f"data size {size}: must be divisible by 4 (two stride-2 levels in G)"
+            )
         if size < min_input_size(cfg.d_layers):
-            raise ConfigError(f"data size {size}: cyclegan.d_layers={cfg.d_layers} needs >= {min_input_size(cfg.d_layers)} px; use fewer layers")
+            raise ConfigError(
+                f"data size {size}: cyclegan.d_layers={cfg.d_layers} needs >= {min_input_size(cfg.d_layers)} px; use fewer layers"
+            )
 
     @classmethod
-    def stages(cls, train: DomainPair, val: DomainPair, cfg: CycleGANConfig, data_key: str, seed: int) -> list[StageSpec]:
+    def stages(
+        cls, train: DomainPair, val: DomainPair, cfg: CycleGANConfig, data_key: str, seed: int
+    ) -> list[StageSpec]:
         size = int(train.source.images.shape[1])
         specs = []
         for c, name in enumerate(train.source.class_names):
-            a, b = align_unpaired(train.source.images[train.source.labels == c],
-                                  train.target.images[train.target.labels == c], seed + c)  # fmt: skip
+            a, b = align_unpaired(
+                train.source.images[train.source.labels == c],
+                train.target.images[train.target.labels == c],
+                seed + c,
+            )
             va = val.source.images[val.source.labels == c][:8]
             vb = val.target.images[val.target.labels == c][: len(va)]
             k = min(len(va), len(vb))
-            print(f"[cyclegan] {name}: {len(a)} images per domain per epoch (unpaired)", file=sys.stderr, flush=True)
-            specs.append(StageSpec(
-                f"cyclegan/{name}", CycleGANStage(stage_params(cfg, size, len(a))),
-                train={"A": to_unit(a), "B": to_unit(b)}, val=None, fixed={"A": to_unit(va[:k]), "B": to_unit(vb[:k])},
-                data_key=f"{data_key}:{name}", seed=seed,
-            ))  # fmt: skip
+            print(
+                f"[cyclegan] {name}: {len(a)} images per domain per epoch (unpaired)",
+                file=sys.stderr,
+                flush=True,
+            )
+            specs.append(
+                StageSpec(
+                    f"cyclegan/{name}",
+                    CycleGANStage(stage_params(cfg, size, len(a))),
+                    train={"A": to_unit(a), "B": to_unit(b)},
+                    val=None,
+                    fixed={"A": to_unit(va[:k]), "B": to_unit(vb[:k])},
+                    data_key=f"{data_key}:{name}",
+                    seed=seed,
+                )
+            )
         return specs
 
     @classmethod
@@ -279,14 +334,16 @@ class CycleGAN(Generator):
             "classes": list(names),
             "size": int(train.source.images.shape[1]),
             "direction": "histology→cytology",
-            "translators": {n: {"kwargs": results[f"cyclegan/{n}"].meta["generator_kwargs"]} for n in names},
+            "translators": {
+                n: {"kwargs": results[f"cyclegan/{n}"].meta["generator_kwargs"]} for n in names
+            },
             "sources": SOURCES_FILE,
         }
         states = {f"G_{n}": results[f"cyclegan/{n}"].best_state() for n in names}
         return meta, states, {SOURCES_FILE: npz_bytes(**sources)}
 
     @classmethod
-    def load(cls, path) -> "CycleGAN":
+    def load(cls, path) -> CycleGAN:
         meta, path = read_bundle(path)
         gens = load_per_class(path, meta["translators"], make_translator, "G_")
         with load_arrays(path / meta["sources"]) as z:
@@ -298,8 +355,10 @@ class CycleGAN(Generator):
         """uint8 histology [n,S,S,3] of class `cls` → uint8 synthetic cytology through that class's G
         (deterministic: `seed` is there for the translators' common signature)."""
         self.check_class(cls)
-        out = [from_unit(self.gens[cls](torch.from_numpy(to_unit(images[i : i + batch]))))
-               for i in range(0, len(images), batch)]
+        out = [
+            from_unit(self.gens[cls](torch.from_numpy(to_unit(images[i : i + batch]))))
+            for i in range(0, len(images), batch)
+        ]
         return np.concatenate(out) if out else np.zeros((0, *images.shape[1:]), np.uint8)
 
     def display_name(self) -> str:

@@ -33,19 +33,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..bundle import load_per_class, load_state, read_bundle
 from ..data.folder import ImageSet
 from ..errors import ConfigError
 from ..masks.config import MasksConfig
 from ..masks.segmenter import pinned
 from ..nets import MaskGenerator
+from ..nets.images import from_unit, to_unit
 from ..training.stage import Stage, StageSpec, to_uint8_grid, unwrap
 from .augment import dihedral
 from .base import Generator, GeneratorConfig
-from ..bundle import load_per_class, load_state, read_bundle
-from ..nets.images import from_unit, to_unit
 from .gan import LatentGANConfig, stage_params
-from .syncgan import masks_key
 from .small_data import ema_decay, ema_update, optimizer_steps
+from .syncgan import masks_key
 
 try:  # label maps (glass / cytoplasm / nucleus / padding) where SynCGAN makes them (masks.labels: cell)
     from ..masks.labels import NUCLEUS
@@ -55,44 +55,86 @@ except ImportError:  # a SynCGAN of nucleus masks only
 
     NUCLEUS = 1
 
-SCHEDULES = ("linear_beta", "scaled_linear_beta", "sigmoid_beta", "cosine")  # MONAI's NoiseSchedules
+SCHEDULES = (
+    "linear_beta",
+    "scaled_linear_beta",
+    "sigmoid_beta",
+    "cosine",
+)  # MONAI's NoiseSchedules
 
 
 @dataclasses.dataclass
 class DenoiserConfig:
     """The map → image denoiser and how it trains (keys and reasons: configs/models/diffusion.yaml)."""
 
-    epochs: int = 300  # diffusion needs far more steps than a GAN (CPU budget: configs/models/diffusion.yaml)
+    epochs: int = (
+        300  # diffusion needs far more steps than a GAN (CPU budget: configs/models/diffusion.yaml)
+    )
     batch_size: int = 16  # small sets: a few steps an epoch
     lr: float = 2e-4  # Adam learning rate (DDPM: 2e-4)
-    channels: list[int] = dataclasses.field(default_factory=lambda: [16, 32, 64])  # U-Net widths per level (CPU-sized)
-    attention: list[bool] = dataclasses.field(default_factory=lambda: [False, False, True])  # self-attention per level
+    channels: list[int] = dataclasses.field(
+        default_factory=lambda: [16, 32, 64]
+    )  # U-Net widths per level (CPU-sized)
+    attention: list[bool] = dataclasses.field(
+        default_factory=lambda: [False, False, True]
+    )  # self-attention per level
     res_blocks: int = 1  # residual blocks per level (DDPM: 2; 1 halves the CPU cost)
     norm_groups: int = 8  # GroupNorm groups; must divide every width
     head_channels: int = 16  # channels per attention head
     timesteps: int = 1000  # training noise levels T
-    schedule: str = "cosine"  # beta schedule (MONAI): cosine keeps signal at small sizes (Nichol & Dhariwal)
-    prediction: Literal["epsilon", "v_prediction"] = "v_prediction"  # v: stable at high noise with the cosine schedule
-    cond_drop: float = 0.1  # chance the class is replaced by the null class in training (classifier-free guidance)
-    ema_decay: float = 0.999  # EMA of the weights (warm-up (1+n)/(10+n) caps it early in short runs)
-    augment: Literal["none", "dihedral"] = "dihedral"  # image and map under one random flip / quarter turn
+    schedule: str = (
+        "cosine"  # beta schedule (MONAI): cosine keeps signal at small sizes (Nichol & Dhariwal)
+    )
+    prediction: Literal["epsilon", "v_prediction"] = (
+        "v_prediction"  # v: stable at high noise with the cosine schedule
+    )
+    cond_drop: float = (
+        0.1  # chance the class is replaced by the null class in training (classifier-free guidance)
+    )
+    ema_decay: float = (
+        0.999  # EMA of the weights (warm-up (1+n)/(10+n) caps it early in short runs)
+    )
+    augment: Literal["none", "dihedral"] = (
+        "dihedral"  # image and map under one random flip / quarter turn
+    )
     grid_steps: int = 20  # DDIM steps of the per-epoch grid (conditional, no guidance)
 
     def validate(self) -> None:
-        for k in ("epochs", "batch_size", "lr", "res_blocks", "norm_groups", "head_channels", "timesteps", "grid_steps"):
+        for k in (
+            "epochs",
+            "batch_size",
+            "lr",
+            "res_blocks",
+            "norm_groups",
+            "head_channels",
+            "timesteps",
+            "grid_steps",
+        ):
             if getattr(self, k) <= 0:
                 raise ConfigError(f"denoiser.{k}={getattr(self, k)}: must be > 0")
         if self.batch_size < 2:
-            raise ConfigError(f"denoiser.batch_size={self.batch_size}: the loop skips batches under 2 images; use >= 2")
+            raise ConfigError(
+                f"denoiser.batch_size={self.batch_size}: the loop skips batches under 2 images; use >= 2"
+            )
         if not self.channels or len(self.attention) != len(self.channels):
-            raise ConfigError(f"denoiser.attention has {len(self.attention)} entries for {len(self.channels)} channels: "
-                              "give one per level")  # fmt: skip
-        bad = [c for c, att in zip(self.channels, self.attention) if c % self.norm_groups or (att and c % self.head_channels)]
+            raise ConfigError(
+                f"denoiser.attention has {len(self.attention)} entries for {len(self.channels)} channels: "
+                "give one per level"
+            )
+        bad = [
+            c
+            for c, att in zip(self.channels, self.attention)
+            if c % self.norm_groups or (att and c % self.head_channels)
+        ]
         if bad:
-            raise ConfigError(f"denoiser.channels {bad}: every width must be a multiple of norm_groups={self.norm_groups} "
-                              f"(and of head_channels={self.head_channels} where attention is on)")  # fmt: skip
+            raise ConfigError(
+                f"denoiser.channels {bad}: every width must be a multiple of norm_groups={self.norm_groups} "
+                f"(and of head_channels={self.head_channels} where attention is on)"
+            )
         if self.schedule not in SCHEDULES:
-            raise ConfigError(f"denoiser.schedule={self.schedule!r}: use one of {', '.join(SCHEDULES)}")
+            raise ConfigError(
+                f"denoiser.schedule={self.schedule!r}: use one of {', '.join(SCHEDULES)}"
+            )
         if not 0.0 <= self.cond_drop < 1.0:
             raise ConfigError(f"denoiser.cond_drop={self.cond_drop}: a probability in [0, 1)")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -104,7 +146,9 @@ class SamplingConfig:
     """How a trained bundle draws images: not part of any stage, so changing it retrains nothing."""
 
     steps: int = 25  # DDIM steps (more: slower and a little sharper)
-    guidance: float = 2.0  # classifier-free guidance scale w (1 = conditional only, one pass a step)
+    guidance: float = (
+        2.0  # classifier-free guidance scale w (1 = conditional only, one pass a step)
+    )
     eta: float = 0.0  # DDIM noise (0: deterministic given the starting noise)
     batch: int = 64  # images denoised together
 
@@ -147,12 +191,20 @@ def gan_labels(gen: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
     return (out[:, 0] > 0).long() if out.shape[1] == 1 else out.argmax(1)
 
 
-def mask_gan_specs(train: ImageSet, val: ImageSet, cfg: DiffusionConfig, data_key: str, seed: int) -> list[StageSpec]:
+def mask_gan_specs(
+    train: ImageSet, val: ImageSet, cfg: DiffusionConfig, data_key: str, seed: int
+) -> list[StageSpec]:
     """SynCGAN's class mask GANs as `SynCGAN.stages` builds them (same labels, params, data keys and
     seeds, whatever SynCGAN's version): identical mask settings share these stages in the cache."""
     from .syncgan import SynCGAN, SynCGANConfig
 
-    specs = SynCGAN.stages(train, val, SynCGANConfig(masks=cfg.masks, mask_gan=cfg.mask_gan, prior="gan"), data_key, seed)
+    specs = SynCGAN.stages(
+        train,
+        val,
+        SynCGANConfig(masks=cfg.masks, mask_gan=cfg.mask_gan, prior="gan"),
+        data_key,
+        seed,
+    )
     return [s for s in specs if s.label.startswith("mask_gan/")]
 
 
@@ -161,25 +213,48 @@ def mask_gan_specs(train: ImageSet, val: ImageSet, cfg: DiffusionConfig, data_ke
 
 def unet_kwargs(p: dict) -> dict:
     """MONAI DiffusionModelUNet arguments: image + K map channels in, 3 out, classes + 1 null embedding."""
-    return dict(spatial_dims=2, in_channels=3 + p["labels"], out_channels=3, channels=tuple(p["channels"]),
-                attention_levels=tuple(p["attention"]), num_res_blocks=p["res_blocks"], norm_num_groups=p["norm_groups"],
-                num_head_channels=p["head_channels"], num_class_embeds=p["classes"] + 1)  # fmt: skip
+    return dict(
+        spatial_dims=2,
+        in_channels=3 + p["labels"],
+        out_channels=3,
+        channels=tuple(p["channels"]),
+        attention_levels=tuple(p["attention"]),
+        num_res_blocks=p["res_blocks"],
+        norm_num_groups=p["norm_groups"],
+        num_head_channels=p["head_channels"],
+        num_class_embeds=p["classes"] + 1,
+    )
 
 
 def build_unet(kwargs: dict) -> torch.nn.Module:
     from monai.networks.nets import DiffusionModelUNet
 
-    kwargs = {**kwargs, "channels": tuple(kwargs["channels"]), "attention_levels": tuple(kwargs["attention_levels"])}  # JSON lists
+    kwargs = {
+        **kwargs,
+        "channels": tuple(kwargs["channels"]),
+        "attention_levels": tuple(kwargs["attention_levels"]),
+    }  # JSON lists
     return DiffusionModelUNet(**kwargs)
 
 
 def schedule_kwargs(p: dict) -> dict:
-    return dict(num_train_timesteps=p["timesteps"], schedule=p["schedule"], prediction_type=p["prediction"])
+    return dict(
+        num_train_timesteps=p["timesteps"], schedule=p["schedule"], prediction_type=p["prediction"]
+    )
 
 
 @torch.no_grad()
-def ddim_sample(unet, sched: dict, cond: torch.Tensor, cls: torch.Tensor, null: int, steps: int, guidance: float,
-                eta: float, gen: torch.Generator) -> torch.Tensor:  # fmt: skip
+def ddim_sample(
+    unet,
+    sched: dict,
+    cond: torch.Tensor,
+    cls: torch.Tensor,
+    null: int,
+    steps: int,
+    guidance: float,
+    eta: float,
+    gen: torch.Generator,
+) -> torch.Tensor:
     """DDIM from seeded noise, conditioned on the one-hot maps `cond` and classes `cls`; with
     guidance w != 1 each step mixes ε_uncond + w·(ε_cond − ε_uncond) (also for v, which is linear)."""
     from monai.networks.schedulers import DDIMScheduler
@@ -194,7 +269,11 @@ def ddim_sample(unet, sched: dict, cond: torch.Tensor, cls: torch.Tensor, null: 
         if guidance == 1.0:
             out = unet(torch.cat([x, cond], 1), tt, class_labels=cls)
         else:
-            c, u = unet(torch.cat([x, cond], 1).repeat(2, 1, 1, 1), tt.repeat(2), class_labels=both).float().chunk(2)
+            c, u = (
+                unet(torch.cat([x, cond], 1).repeat(2, 1, 1, 1), tt.repeat(2), class_labels=both)
+                .float()
+                .chunk(2)
+            )
             out = u + guidance * (c - u)
         x, _ = ddim.step(out.float(), int(t), x, eta=eta, generator=gen)
     return x.clamp(-1, 1)
@@ -208,7 +287,9 @@ class DenoiserStage(Stage):
 
     def build(self, device):
         g, ema = build_unet(unet_kwargs(self.p)), build_unet(unet_kwargs(self.p))
-        ema.load_state_dict(g.state_dict())  # EMA starts at G (DDP needs trainable parameters: ema keeps requires_grad)
+        ema.load_state_dict(
+            g.state_dict()
+        )  # EMA starts at G (DDP needs trainable parameters: ema keeps requires_grad)
         return {"G": g.to(device), "ema": ema.to(device)}
 
     def optimizers(self, models):
@@ -226,8 +307,14 @@ class DenoiserStage(Stage):
         b, dev = x0.shape[0], x0.device
         noise = torch.randn(x0.shape, generator=gen).to(dev)
         t = torch.randint(0, p["timesteps"], (b,), generator=gen).to(dev)
-        if drop:  # classifier-free guidance: the null class (index `classes`) for a share of the batch
-            cls = torch.where((torch.rand(b, generator=gen) < p["cond_drop"]).to(dev), torch.full_like(cls, p["classes"]), cls)
+        if (
+            drop
+        ):  # classifier-free guidance: the null class (index `classes`) for a share of the batch
+            cls = torch.where(
+                (torch.rand(b, generator=gen) < p["cond_drop"]).to(dev),
+                torch.full_like(cls, p["classes"]),
+                cls,
+            )
         xt = sched.add_noise(x0, noise, t)
         target = noise if p["prediction"] == "epsilon" else sched.get_velocity(x0, noise, t)
         with amp():
@@ -259,7 +346,11 @@ class DenoiserStage(Stage):
         try:
             gen = torch.Generator().manual_seed(0)
             cond = one_hot(val["labels"], self.p["labels"]).to(val["image"].device)
-            return {"val_loss": float(self._loss(ema, val["image"], cond, val["cls"], gen, amp, drop=False))}
+            return {
+                "val_loss": float(
+                    self._loss(ema, val["image"], cond, val["cls"], gen, amp, drop=False)
+                )
+            }
         finally:
             ema.train()
 
@@ -275,12 +366,25 @@ class DenoiserStage(Stage):
         ema.eval()
         try:
             cond = one_hot(fixed["labels"], p["labels"]).to(fixed["image"].device)
-            x = ddim_sample(ema, schedule_kwargs(p), cond, fixed["cls"], p["classes"], p["grid_steps"], 1.0, 0.0,
-                            torch.Generator().manual_seed(0))  # fmt: skip
+            x = ddim_sample(
+                ema,
+                schedule_kwargs(p),
+                cond,
+                fixed["cls"],
+                p["classes"],
+                p["grid_steps"],
+                1.0,
+                0.0,
+                torch.Generator().manual_seed(0),
+            )
         finally:
             ema.train()
-        shown = (fixed["labels"].float() / (p["labels"] - 1) * 2 - 1)[:, None]  # labels as grey levels
-        return to_uint8_grid(torch.cat([shown.repeat(1, 3, 1, 1), x, fixed["image"]]), nrow=len(x))  # rows: map | sample | real
+        shown = (fixed["labels"].float() / (p["labels"] - 1) * 2 - 1)[
+            :, None
+        ]  # labels as grey levels
+        return to_uint8_grid(
+            torch.cat([shown.repeat(1, 3, 1, 1), x, fixed["image"]]), nrow=len(x)
+        )  # rows: map | sample | real
 
 
 # ----------------------------------------------------------------------------- the generator
@@ -289,8 +393,18 @@ class DenoiserStage(Stage):
 class Diffusion(Generator):
     name, Config = "diffusion", DiffusionConfig
 
-    def __init__(self, unet: torch.nn.Module, mask_gans: dict[str, MaskGenerator], meta: dict, sampling: SamplingConfig) -> None:
-        self.unet, self.mask_gans, self.meta = unet.eval(), {k: g.eval() for k, g in mask_gans.items()}, meta
+    def __init__(
+        self,
+        unet: torch.nn.Module,
+        mask_gans: dict[str, MaskGenerator],
+        meta: dict,
+        sampling: SamplingConfig,
+    ) -> None:
+        self.unet, self.mask_gans, self.meta = (
+            unet.eval(),
+            {k: g.eval() for k, g in mask_gans.items()},
+            meta,
+        )
         self.classes, self.sampling = list(meta["classes"]), sampling
 
     @classmethod
@@ -302,28 +416,58 @@ class Diffusion(Generator):
     def check(cls, train: ImageSet, val: ImageSet, cfg: DiffusionConfig) -> None:
         size, levels = int(train.images.shape[1]), len(cfg.denoiser.channels)
         if size % 2 ** (levels - 1):
-            raise ConfigError(f"generator.denoiser.channels: {levels} levels halve {size} px {levels - 1} times; "
-                              f"use images a multiple of {2 ** (levels - 1)} px or fewer levels")  # fmt: skip
+            raise ConfigError(
+                f"generator.denoiser.channels: {levels} levels halve {size} px {levels - 1} times; "
+                f"use images a multiple of {2 ** (levels - 1)} px or fewer levels"
+            )
 
     @classmethod
-    def stages(cls, train: ImageSet, val: ImageSet, cfg: DiffusionConfig, data_key: str, seed: int) -> list[StageSpec]:
+    def stages(
+        cls, train: ImageSet, val: ImageSet, cfg: DiffusionConfig, data_key: str, seed: int
+    ) -> list[StageSpec]:
         specs = mask_gan_specs(train, val, cfg, data_key, seed)
-        masks = pinned(cfg.masks)  # an alias resolved once: both map sets and their key name one segmenter version
+        masks = pinned(
+            cfg.masks
+        )  # an alias resolved once: both map sets and their key name one segmenter version
         m_train, m_val = label_maps(train, masks), label_maps(val, masks)
         mkey = f"{data_key}:masks={masks_key(masks)}"
         # K: the maps' labels, at least as many as the mask GANs draw (a split may lack one, e.g. padding)
-        k = max(label_count(np.concatenate([m_train.reshape(-1), m_val.reshape(-1)])), int(specs[0].stage.p.get("labels", 1)))
-        p = {**stage_params(cfg.denoiser, int(train.images.shape[1])), "labels": k, "classes": len(train.class_names)}
+        k = max(
+            label_count(np.concatenate([m_train.reshape(-1), m_val.reshape(-1)])),
+            int(specs[0].stage.p.get("labels", 1)),
+        )
+        p = {
+            **stage_params(cfg.denoiser, int(train.images.shape[1])),
+            "labels": k,
+            "classes": len(train.class_names),
+        }
         fixed_idx = np.arange(min(8, len(val)))
         maps = lambda m: np.asarray(m).astype(np.int64)  # noqa: E731
-        specs.append(StageSpec(
-            "denoiser", DenoiserStage(p),
-            train={"image": to_unit(train.images), "labels": maps(m_train), "cls": train.labels.astype(np.int64)},
-            val={"image": to_unit(val.images), "labels": maps(m_val), "cls": val.labels.astype(np.int64)} if len(val) else None,
-            fixed={"image": to_unit(val.images[fixed_idx]), "labels": maps(m_val[fixed_idx]),
-                   "cls": val.labels[fixed_idx].astype(np.int64)},
-            data_key=mkey, seed=seed,
-        ))  # fmt: skip
+        specs.append(
+            StageSpec(
+                "denoiser",
+                DenoiserStage(p),
+                train={
+                    "image": to_unit(train.images),
+                    "labels": maps(m_train),
+                    "cls": train.labels.astype(np.int64),
+                },
+                val={
+                    "image": to_unit(val.images),
+                    "labels": maps(m_val),
+                    "cls": val.labels.astype(np.int64),
+                }
+                if len(val)
+                else None,
+                fixed={
+                    "image": to_unit(val.images[fixed_idx]),
+                    "labels": maps(m_val[fixed_idx]),
+                    "cls": val.labels[fixed_idx].astype(np.int64),
+                },
+                data_key=mkey,
+                seed=seed,
+            )
+        )
         return specs
 
     @classmethod
@@ -333,19 +477,26 @@ class Diffusion(Generator):
             "classes": list(train.class_names),
             "size": int(train.images.shape[1]),
             "labels": den.meta["params"]["labels"],
-            "nucleus": 1 if den.meta["params"]["labels"] == 2 else NUCLEUS,  # the label `sample` returns as the mask
+            "nucleus": 1
+            if den.meta["params"]["labels"] == 2
+            else NUCLEUS,  # the label `sample` returns as the mask
             "mask_source": cfg.masks.source,
             "denoiser": {"kwargs": den.meta["unet_kwargs"], "schedule": den.meta["schedule"]},
             "sampling": dataclasses.asdict(cfg.sampling),
-            "mask_gans": {c: {"kwargs": results[f"mask_gan/{c}"].meta["generator_kwargs"]} for c in train.class_names},
+            "mask_gans": {
+                c: {"kwargs": results[f"mask_gan/{c}"].meta["generator_kwargs"]}
+                for c in train.class_names
+            },
         }
         states = {"denoiser": den.best_state()}
-        states.update({f"mask_gan_{c}": results[f"mask_gan/{c}"].best_state() for c in train.class_names})
+        states.update(
+            {f"mask_gan_{c}": results[f"mask_gan/{c}"].best_state() for c in train.class_names}
+        )
         return meta, states, {}
 
     # -- sampling ---------------------------------------------------------------
     @classmethod
-    def load(cls, path) -> "Diffusion":
+    def load(cls, path) -> Diffusion:
         meta, path = read_bundle(path)
         unet = build_unet(meta["denoiser"]["kwargs"])
         unet.load_state_dict(load_state(path, "denoiser"))
@@ -362,9 +513,20 @@ class Diffusion(Generator):
         imgs, masks = [], []
         for start in range(0, n, s.batch):
             b = min(s.batch, n - start)
-            labels = gan_labels(self.mask_gans[cls], torch.randn(b, self.mask_gans[cls].z_dim, generator=g))
-            x = ddim_sample(self.unet, self.meta["denoiser"]["schedule"], one_hot(labels, k), idx.repeat(b), len(self.classes),
-                            s.steps, s.guidance, s.eta, g)  # fmt: skip
+            labels = gan_labels(
+                self.mask_gans[cls], torch.randn(b, self.mask_gans[cls].z_dim, generator=g)
+            )
+            x = ddim_sample(
+                self.unet,
+                self.meta["denoiser"]["schedule"],
+                one_hot(labels, k),
+                idx.repeat(b),
+                len(self.classes),
+                s.steps,
+                s.guidance,
+                s.eta,
+                g,
+            )
             imgs.append(from_unit(x))
             masks.append((labels == int(self.meta["nucleus"])).numpy())
         return np.concatenate(imgs), np.concatenate(masks)

@@ -30,16 +30,22 @@ def check_domains(source: ImageSet, target: ImageSet, min_per_class: int) -> Non
         if len(ds) == 0:
             raise DataError(f"{ds.source}: the {what} domain has no images")
     if tuple(source.class_names) != tuple(target.class_names):
-        raise DataError(f"{source.source} has classes {list(source.class_names)} but {target.source} has "
-                        f"{list(target.class_names)}: a class-aware translator needs the same class folders in both domains")
+        raise DataError(
+            f"{source.source} has classes {list(source.class_names)} but {target.source} has "
+            f"{list(target.class_names)}: a class-aware translator needs the same class folders in both domains"
+        )
     for ds, what in ((source, "histology"), (target, "cytology")):
         for cls, n in ds.counts().items():
             if n < min_per_class:
-                raise DataError(f"{ds.source}: {what} class '{cls}' has {n} images, too few to train and evaluate "
-                                f"(needs >= {min_per_class}); add images to '{cls}'")
+                raise DataError(
+                    f"{ds.source}: {what} class '{cls}' has {n} images, too few to train and evaluate "
+                    f"(needs >= {min_per_class}); add images to '{cls}'"
+                )
 
 
-def domain_splits(target: DataConfig, source: DataConfig, min_per_class: int, out: Path) -> tuple[dict[str, DomainPair], str, list[Path]]:
+def domain_splits(
+    target: DataConfig, source: DataConfig, min_per_class: int, out: Path
+) -> tuple[dict[str, DomainPair], str, list[Path]]:
     """Both domains loaded and checked (before any training), each split by its own settings;
     the manifests are kept in `out` (histology_split.json, cytology_split.json) and reused while
     they match the data. Returns the train/val/test pairs, a key naming both splits, and the
@@ -55,7 +61,9 @@ def domain_splits(target: DataConfig, source: DataConfig, min_per_class: int, ou
         parts[name] = {s: ds.subset(man.indices(s)) for s in ("train", "val", "test")}
         keys.append(man.hash)
         paths.append(path)
-    pairs = {s: DomainPair(parts["histology"][s], parts["cytology"][s]) for s in ("train", "val", "test")}
+    pairs = {
+        s: DomainPair(parts["histology"][s], parts["cytology"][s]) for s in ("train", "val", "test")
+    }
     return pairs, "-".join(keys), paths
 
 

@@ -24,12 +24,16 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..nets import MaskGenerator, PatchDiscriminator, UNet, VanillaGenerator, unet_depth
-from ..training.stage import Stage, adam, to_uint8_grid, unwrap
+from ..training.stage import adam, to_uint8_grid, unwrap
 from .augment import dihedral
 from .losses import bce, d_targets
-from .small_data import SmallData, SmallDataStage, augment_d_input as _aug
+from .small_data import SmallData, SmallDataStage
+from .small_data import augment_d_input as _aug
 
-AUGMENTS = ("none", "dihedral")  # of the real images a latent GAN learns from (generators/augment.py)
+AUGMENTS = (
+    "none",
+    "dihedral",
+)  # of the real images a latent GAN learns from (generators/augment.py)
 RECON = ("mse", "l1", "fm")  # the CGAN's reconstruction term: paper, pix2pix, D feature matching
 SELECT = ("val_loss", "last")  # which epoch's weights a CGAN keeps
 
@@ -66,13 +70,19 @@ class CGANConfig(SmallData):
         if self.lam < 0:
             raise ConfigError(f"cgan.lam={self.lam}: λ must be >= 0")
         if self.batch_size < 2:
-            raise ConfigError(f"cgan.batch_size={self.batch_size}: the loop skips batches under 2 images (BatchNorm); use >= 2")
+            raise ConfigError(
+                f"cgan.batch_size={self.batch_size}: the loop skips batches under 2 images (BatchNorm); use >= 2"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"cgan.dropout={self.dropout}: a dropout probability in [0, 1)")
         if self.full_res < 0 or self.noise < 0:
-            raise ConfigError(f"cgan.full_res={self.full_res}, cgan.noise={self.noise}: channel counts must be >= 0")
+            raise ConfigError(
+                f"cgan.full_res={self.full_res}, cgan.noise={self.noise}: channel counts must be >= 0"
+            )
         if self.noise and not self.full_res:
-            raise ConfigError(f"cgan.noise={self.noise} needs cgan.full_res > 0 (the noise enters G's full-resolution path)")
+            raise ConfigError(
+                f"cgan.noise={self.noise} needs cgan.full_res > 0 (the noise enters G's full-resolution path)"
+            )
         if not 0.0 <= self.beta1 < 1.0:
             raise ConfigError(f"cgan.beta1={self.beta1}: Adam's beta1 lies in [0, 1)")
 
@@ -97,14 +107,18 @@ class LatentGANConfig(SmallData):
     augment: str = "dihedral"  # real images under a random flip/quarter turn (cells have no up); "none": as the paper
 
     def validate(self) -> None:
-        _positive(self, "epochs", "batch_size", "lr_g", "lr_d", "z_dim", "g_base", "d_base", "d_layers")
+        _positive(
+            self, "epochs", "batch_size", "lr_g", "lr_d", "z_dim", "g_base", "d_base", "d_layers"
+        )
         self.validate_small_data()
         if self.augment not in AUGMENTS:
             raise ConfigError(f"augment={self.augment!r}: use one of {', '.join(AUGMENTS)}")
         if not 0.0 <= self.beta1 < 1.0:
             raise ConfigError(f"beta1={self.beta1}: Adam's beta1 lies in [0, 1)")
         if self.batch_size < 2:
-            raise ConfigError(f"batch_size={self.batch_size}: the loop skips batches under 2 images (BatchNorm); use >= 2")
+            raise ConfigError(
+                f"batch_size={self.batch_size}: the loop skips batches under 2 images (BatchNorm); use >= 2"
+            )
         if not 0.0 <= self.smooth_real_low <= 1.0:
             raise ConfigError(f"smooth_real_low={self.smooth_real_low}: must lie in [0, 1]")
         if not 0.0 <= self.smooth_fake_high <= 1.0:
@@ -115,7 +129,9 @@ class LatentGANConfig(SmallData):
                 "real and fake target ranges would overlap"
             )
         if not 0.0 <= self.flip_rate < 0.5:
-            raise ConfigError(f"flip_rate={self.flip_rate}: must lie in [0, 0.5) (0.5 makes labels meaningless)")
+            raise ConfigError(
+                f"flip_rate={self.flip_rate}: must lie in [0, 0.5) (0.5 makes labels meaningless)"
+            )
 
 
 def _positive(obj, *names: str) -> None:
@@ -171,21 +187,37 @@ class CGANStage(SmallDataStage):
 
     def generator_kwargs(self) -> dict:
         p = self.p
-        kw = dict(in_ch=int(p.get("in_ch", 1)), out_ch=3, base=p["g_base"], depth=unet_depth(p["size"]), norm=p["norm"],
-                  dropout=p["dropout"])  # fmt: skip
-        if p.get("full_res", 0):  # absent from older bundles' kwargs: they load as the UNet they were
+        kw = dict(
+            in_ch=int(p.get("in_ch", 1)),
+            out_ch=3,
+            base=p["g_base"],
+            depth=unet_depth(p["size"]),
+            norm=p["norm"],
+            dropout=p["dropout"],
+        )
+        if p.get(
+            "full_res", 0
+        ):  # absent from older bundles' kwargs: they load as the UNet they were
             kw.update(full_res=p["full_res"], noise=p.get("noise", 0))
         return kw
 
     def build(self, device):
         p = self.p
         g = UNet(**self.generator_kwargs()).to(device)
-        d = PatchDiscriminator(in_ch=int(p.get("in_ch", 1)) + 3, base=p["d_base"], n_layers=p["d_layers"], norm=p["norm"])
+        d = PatchDiscriminator(
+            in_ch=int(p.get("in_ch", 1)) + 3,
+            base=p["d_base"],
+            n_layers=p["d_layers"],
+            norm=p["norm"],
+        )
         return {"G": g, "D": d.to(device), **self.small_data_models(g, device)}
 
     def optimizers(self, models):
         p = self.p
-        return {"G": adam(models["G"], p["lr"], p["beta1"]), "D": adam(models["D"], p["lr"], p["beta1"])}
+        return {
+            "G": adam(models["G"], p["lr"], p["beta1"]),
+            "D": adam(models["D"], p["lr"], p["beta1"]),
+        }
 
     def _recon(self, D, y, fake, x) -> torch.Tensor:
         kind = self.p.get("recon", "mse")
@@ -195,14 +227,18 @@ class CGANStage(SmallDataStage):
             d = getattr(D, "module", D)
             real_f = [f.detach() for f in d.features(torch.cat([y, x], 1))]
             fake_f = d.features(torch.cat([y, fake], 1))
-            return sum(F.l1_loss(a.float(), b.float()) for a, b in zip(fake_f, real_f)) / len(real_f)
+            return sum(F.l1_loss(a.float(), b.float()) for a, b in zip(fake_f, real_f)) / len(
+                real_f
+            )
         return F.mse_loss(fake.float(), x.float())
 
     def train_step(self, models, opts, batch, gen, amp):
         G, D = models["G"], models["D"]
         y, x = batch["mask"], batch["image"]
         # 1. Discriminator: real (y, x) pairs against (y, G(y)), both under the same augmentation draw.
-        shape = unwrap(G).noise_shape(y)  # per-pixel noise (cgan.noise) from the stage's stream, like z
+        shape = unwrap(G).noise_shape(
+            y
+        )  # per-pixel noise (cgan.noise) from the stage's stream, like z
         noise = torch.randn(shape, generator=gen) if shape else None
         with amp():
             fake = G(y) if noise is None else G(y, noise.to(y.device))
@@ -229,7 +265,12 @@ class CGANStage(SmallDataStage):
         loss_g.backward()
         opts["G"].step()
         self.after_g_step(models, opts)
-        out = {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "loss_g_adv": adv.item(), "mse": F.mse_loss(fake.detach().float(), x.float()).item()}
+        out = {
+            "loss_d": loss_d.item(),
+            "loss_g": loss_g.item(),
+            "loss_g_adv": adv.item(),
+            "mse": F.mse_loss(fake.detach().float(), x.float()).item(),
+        }
         if "aug" in models:
             out["aug_p"] = float(models["aug"].p)
         return out
@@ -246,7 +287,9 @@ class CGANStage(SmallDataStage):
             with amp():
                 fake = G(val["mask"])
                 d_fake = D(torch.cat([val["mask"], fake], 1))
-            return float(bce(d_fake, 1.0) + self.p["lam"] * F.mse_loss(fake.float(), val["image"].float()))
+            return float(
+                bce(d_fake, 1.0) + self.p["lam"] * F.mse_loss(fake.float(), val["image"].float())
+            )
         finally:
             G.train(was), D.train()
 
@@ -256,7 +299,9 @@ class CGANStage(SmallDataStage):
     def selection(self, metrics, epoch):
         if self.p.get("select", "val_loss") == "last":
             return (-epoch,)
-        return (metrics["val_loss_g"], -epoch) if "val_loss_g" in metrics else (-epoch,)  # ties: the later epoch
+        return (
+            (metrics["val_loss_g"], -epoch) if "val_loss_g" in metrics else (-epoch,)
+        )  # ties: the later epoch
 
     def meta(self):
         return {"generator_kwargs": self.generator_kwargs(), **self.sampling_meta}
@@ -271,7 +316,9 @@ class CGANStage(SmallDataStage):
         finally:
             G.train(was)
         # rows: condition (first channels shown as a picture) | generated | real
-        return to_uint8_grid(torch.cat([condition_picture(fixed["mask"]), fake, fixed["image"]]), nrow=len(fake))
+        return to_uint8_grid(
+            torch.cat([condition_picture(fixed["mask"]), fake, fixed["image"]]), nrow=len(fake)
+        )
 
 
 def condition_picture(y: torch.Tensor) -> torch.Tensor:
@@ -314,17 +361,24 @@ class LatentGANStage(SmallDataStage):
 
     @property
     def colour_from(self) -> int:  # type: ignore[override]
-        return 0 if self.input_key == "image" else self.channels()  # masks and label maps have no colour
+        return (
+            0 if self.input_key == "image" else self.channels()
+        )  # masks and label maps have no colour
 
     def build(self, device):
         p = self.p
         g = self._make_g().to(device)
-        d = PatchDiscriminator(in_ch=self.channels(), base=p["d_base"], n_layers=p["d_layers"], norm="batch")
+        d = PatchDiscriminator(
+            in_ch=self.channels(), base=p["d_base"], n_layers=p["d_layers"], norm="batch"
+        )
         return {"G": g, "D": d.to(device), **self.small_data_models(g, device)}
 
     def optimizers(self, models):
         p = self.p
-        return {"G": adam(models["G"], p["lr_g"], p["beta1"]), "D": adam(models["D"], p["lr_d"], p["beta1"])}
+        return {
+            "G": adam(models["G"], p["lr_g"], p["beta1"]),
+            "D": adam(models["D"], p["lr_d"], p["beta1"]),
+        }
 
     def train_step(self, models, opts, batch, gen, amp):
         G, D, p = models["G"], models["D"], self.p
@@ -339,8 +393,12 @@ class LatentGANStage(SmallDataStage):
         with amp():
             d_real = D(real_in)
             d_fake = D(_aug(models, fake.detach(), gen))
-        t_real = d_targets(d_real, True, p["smooth_real_low"], p["smooth_fake_high"], p["flip_rate"], gen)
-        t_fake = d_targets(d_fake, False, p["smooth_real_low"], p["smooth_fake_high"], p["flip_rate"], gen)
+        t_real = d_targets(
+            d_real, True, p["smooth_real_low"], p["smooth_fake_high"], p["flip_rate"], gen
+        )
+        t_fake = d_targets(
+            d_fake, False, p["smooth_real_low"], p["smooth_fake_high"], p["flip_rate"], gen
+        )
         loss_d = bce(d_real, t_real) + bce(d_fake, t_fake)  # eq. 5
         r1 = self.d_loss_r1(D, real_in, amp)
         opts["D"].zero_grad(set_to_none=True)
@@ -356,7 +414,11 @@ class LatentGANStage(SmallDataStage):
         loss_g.backward()
         opts["G"].step()
         self.after_g_step(models, opts)
-        out = {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "d_real": torch.sigmoid(d_real).mean().item()}
+        out = {
+            "loss_d": loss_d.item(),
+            "loss_g": loss_g.item(),
+            "d_real": torch.sigmoid(d_real).mean().item(),
+        }
         if "aug" in models:
             out["aug_p"] = float(models["aug"].p)
         return out

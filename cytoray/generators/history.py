@@ -23,7 +23,13 @@ POLICIES = ("fraction", "swap")
 
 
 class HistoryBuffer(nn.Module):
-    def __init__(self, size: int, shape: tuple[int, ...], policy: Literal["fraction", "swap"], fraction: float = 0.5) -> None:
+    def __init__(
+        self,
+        size: int,
+        shape: tuple[int, ...],
+        policy: Literal["fraction", "swap"],
+        fraction: float = 0.5,
+    ) -> None:
         super().__init__()
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
@@ -36,7 +42,11 @@ class HistoryBuffer(nn.Module):
         """The batch D is shown in place of `fakes`; the history is updated with them."""
         if self.size == 0:
             return fakes
-        return self._fraction(fakes, gen) if self.policy == "fraction" else self._swap(fakes.detach(), gen)
+        return (
+            self._fraction(fakes, gen)
+            if self.policy == "fraction"
+            else self._swap(fakes.detach(), gen)
+        )
 
     def _fraction(self, current: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         b, n = len(current), int(self.count)
@@ -45,8 +55,14 @@ class HistoryBuffer(nn.Module):
         if k > 0:  # replace k of the batch by stored entries
             src = torch.randint(n, (k,), generator=gen).to(current.device)
             out[:k] = self.images[src]
-        for img in current:  # store the current batch: append until full, then overwrite random entries
-            j = int(self.count) if int(self.count) < self.size else int(torch.randint(self.size, (), generator=gen))
+        for (
+            img
+        ) in current:  # store the current batch: append until full, then overwrite random entries
+            j = (
+                int(self.count)
+                if int(self.count) < self.size
+                else int(torch.randint(self.size, (), generator=gen))
+            )
             self.images[j] = img
             self.count.fill_(min(int(self.count) + 1, self.size))
         return out

@@ -26,10 +26,10 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ..bundle import load_arrays, npz_bytes, read_bundle
 from ..errors import ConfigError, CytorayError
 from ..nets.vgg import LAYERS
 from .base import Generator, GeneratorConfig
-from ..bundle import load_arrays, npz_bytes, read_bundle
 from .domains import DomainPair, check_domains
 
 IMAGES_FILE = "nst_images.npz"
@@ -43,16 +43,30 @@ class NSTConfig(GeneratorConfig):
     """Gatys style transfer (keys and reasons: configs/models/nst.yaml)."""
 
     name: str = "nst"
-    features: Literal["inception", "vgg19", "random"] = "inception"  # real pretrained features offline: the verified FID InceptionV3
+    features: Literal["inception", "vgg19", "random"] = (
+        "inception"  # real pretrained features offline: the verified FID InceptionV3
+    )
     content_weight: float = 1.0  # α (Gatys: α/β ratios of 1e-3 … 1e-4 under their normalisation)
-    style_weight: float | None = None  # β under Gram / (C·H·W); null = the features' own (Inception 1e4, VGG 1e6)
-    steps: int = 40  # L-BFGS iterations per image batch; 30–50 suffice at 32–64 px from the content image
-    content_layer: str | None = None  # null = the features' own (Inception Mixed_5c, VGG conv4_2 as Gatys)
-    style_layers: list[str] | None = None  # null = the features' own (one per resolution, like Gatys' convK_1)
+    style_weight: float | None = (
+        None  # β under Gram / (C·H·W); null = the features' own (Inception 1e4, VGG 1e6)
+    )
+    steps: int = (
+        40  # L-BFGS iterations per image batch; 30–50 suffice at 32–64 px from the content image
+    )
+    content_layer: str | None = (
+        None  # null = the features' own (Inception Mixed_5c, VGG conv4_2 as Gatys)
+    )
+    style_layers: list[str] | None = (
+        None  # null = the features' own (one per resolution, like Gatys' convK_1)
+    )
     pool: Literal["avg", "max"] = "avg"  # VGG only; Gatys: average pooling gives better gradients
-    vgg_weights: str | None = None  # features=vgg19: a local torchvision vgg19 state dict (ImageNet); nothing downloads
+    vgg_weights: str | None = (
+        None  # features=vgg19: a local torchvision vgg19 state dict (ImageNet); nothing downloads
+    )
     random_seed: int = 0  # features=random (debugging only): seed of the random-weight VGG-19
-    allow_random_features: bool = False  # random features are refused unless set (debugging only; labelled in every output)
+    allow_random_features: bool = (
+        False  # random features are refused unless set (debugging only; labelled in every output)
+    )
     batch: int = 16  # images optimised together (independent objectives, one L-BFGS)
 
     def validate(self) -> None:
@@ -65,15 +79,21 @@ class NSTConfig(GeneratorConfig):
         if self.content_weight < 0 or (self.style_weight is not None and self.style_weight < 0):
             raise ConfigError("nst.content_weight and nst.style_weight must be >= 0")
         if self.features == "random" and not self.allow_random_features:
-            raise ConfigError(f"nst.features=random: random-weight features are for debugging only (their FID would sit next to "
-                              f"real methods); use inception (offline) or vgg19 with vgg_weights, or pass {ALLOW_RANDOM_FLAG}")
+            raise ConfigError(
+                f"nst.features=random: random-weight features are for debugging only (their FID would sit next to "
+                f"real methods); use inception (offline) or vgg19 with vgg_weights, or pass {ALLOW_RANDOM_FLAG}"
+            )
         if self.features == "vgg19" and not self.vgg_weights:
-            raise ConfigError("nst.features=vgg19 needs nst.vgg_weights (a local ImageNet VGG-19 state dict); nothing is downloaded")
+            raise ConfigError(
+                "nst.features=vgg19 needs nst.vgg_weights (a local ImageNet VGG-19 state dict); nothing is downloaded"
+            )
         valid = INCEPTION_LAYERS if self.features == "inception" else LAYERS
         content, style = self.layers()
         bad = [n for n in [content, *style] if n not in valid]
         if bad:
-            raise ConfigError(f"nst layers {bad} are not {self.features} layers (valid: {', '.join(valid)})")
+            raise ConfigError(
+                f"nst layers {bad} are not {self.features} layers (valid: {', '.join(valid)})"
+            )
         if not style:
             raise ConfigError("nst.style_layers: give at least one layer")
 
@@ -82,13 +102,19 @@ class NSTConfig(GeneratorConfig):
         from ..nets.inception_features import default_layers
 
         content, style = default_layers(self.features)
-        return self.content_layer or content, list(self.style_layers) if self.style_layers is not None else style
+        return self.content_layer or content, list(
+            self.style_layers
+        ) if self.style_layers is not None else style
 
     def beta(self) -> float:
         """The style weight: the configured one, else the features' own."""
         from ..nets.inception_features import STYLE_WEIGHT
 
-        return self.style_weight if self.style_weight is not None else (STYLE_WEIGHT if self.features == "inception" else 1e6)
+        return (
+            self.style_weight
+            if self.style_weight is not None
+            else (STYLE_WEIGHT if self.features == "inception" else 1e6)
+        )
 
 
 def build_features(cfg: NSTConfig) -> tuple[torch.nn.Module, str]:
@@ -96,8 +122,14 @@ def build_features(cfg: NSTConfig) -> tuple[torch.nn.Module, str]:
     from ..nets.inception_features import real_features
 
     content, style = cfg.layers()
-    return real_features(cfg.features, [content, *style], vgg_weights=cfg.vgg_weights, allow_random=cfg.allow_random_features,
-                         pool=cfg.pool, seed=cfg.random_seed)  # fmt: skip
+    return real_features(
+        cfg.features,
+        [content, *style],
+        vgg_weights=cfg.vgg_weights,
+        allow_random=cfg.allow_random_features,
+        pool=cfg.pool,
+        seed=cfg.random_seed,
+    )
 
 
 # ----------------------------------------------------------------------------- optimisation
@@ -115,18 +147,28 @@ def _per_image_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).pow(2).flatten(1).mean(1).sum()
 
 
-def stylise(content: np.ndarray, style: np.ndarray, feats: torch.nn.Module, cfg: NSTConfig) -> tuple[np.ndarray, list[dict]]:
+def stylise(
+    content: np.ndarray, style: np.ndarray, feats: torch.nn.Module, cfg: NSTConfig
+) -> tuple[np.ndarray, list[dict]]:
     """uint8 content [n,S,S,3] rendered in the style of uint8 style [n,S,S,3] (pairwise).
 
     Returns the uint8 results and the loss history of every L-BFGS evaluation
     ({"batch", "content", "style", "total"}).
     """
     if content.shape != style.shape:
-        raise CytorayError(f"stylise: content {content.shape} and style {style.shape} must have one shape")
+        raise CytorayError(
+            f"stylise: content {content.shape} and style {style.shape} must have one shape"
+        )
     outs, history = [], []
     (content_layer, style_layers), beta = cfg.layers(), cfg.beta()
     for start in range(0, len(content), cfg.batch):
-        c = torch.from_numpy(content[start : start + cfg.batch]).permute(0, 3, 1, 2).contiguous().float() / 255
+        c = (
+            torch.from_numpy(content[start : start + cfg.batch])
+            .permute(0, 3, 1, 2)
+            .contiguous()
+            .float()
+            / 255
+        )
         s = torch.from_numpy(style[start : start + cfg.batch]).permute(0, 3, 1, 2).float() / 255
         # 1. Targets: content activations and style Gram matrices (fixed).
         with torch.no_grad():
@@ -144,7 +186,14 @@ def stylise(content: np.ndarray, style: np.ndarray, feats: torch.nn.Module, cfg:
             ls = sum(_per_image_mse(gram(f[n]), target_s[n]) for n in style_layers)
             loss = cfg.content_weight * lc + beta * ls
             loss.backward()
-            history.append({"batch": start // cfg.batch, "content": lc.item(), "style": ls.item(), "total": loss.item()})
+            history.append(
+                {
+                    "batch": start // cfg.batch,
+                    "content": lc.item(),
+                    "style": ls.item(),
+                    "total": loss.item(),
+                }
+            )
             return loss
 
         # 3. L-BFGS on the pixels (strong-Wolfe line search: no step size to tune), then clamp
@@ -162,10 +211,18 @@ class NST(Generator):
 
     name, Config, consumes = "nst", NSTConfig, "domains"
 
-    def __init__(self, content: dict[str, np.ndarray], style: dict[str, np.ndarray], cfg: NSTConfig, meta: dict) -> None:
+    def __init__(
+        self,
+        content: dict[str, np.ndarray],
+        style: dict[str, np.ndarray],
+        cfg: NSTConfig,
+        meta: dict,
+    ) -> None:
         self.content, self.style, self.cfg, self.meta = content, style, cfg, meta
         self.classes = list(meta["classes"])
-        self.feats, self.features = build_features(cfg)  # random features: only when allowed, warned and labelled
+        self.feats, self.features = build_features(
+            cfg
+        )  # random features: only when allowed, warned and labelled
 
     @classmethod
     def check(cls, train: DomainPair, val: DomainPair, cfg: NSTConfig) -> None:
@@ -174,16 +231,31 @@ class NST(Generator):
     @classmethod
     def assemble(cls, train: DomainPair, cfg: NSTConfig, results: dict, data_key: str):
         """No optimisation here: record contents and styles per class, and the features' identity."""
-        features = build_features(cfg)[1]  # a bad weights file or refused random features fail here, before any image
+        features = build_features(cfg)[
+            1
+        ]  # a bad weights file or refused random features fail here, before any image
         names = train.source.class_names
-        arrays = {f"content_{n}": train.source.images[train.source.labels == c] for c, n in enumerate(names)}
-        arrays.update({f"style_{n}": train.target.images[train.target.labels == c] for c, n in enumerate(names)})
-        meta = {"classes": list(names), "size": int(train.source.images.shape[1]), "features": features,
-                "nst": dataclasses.asdict(cfg), "images": IMAGES_FILE}  # fmt: skip
+        arrays = {
+            f"content_{n}": train.source.images[train.source.labels == c]
+            for c, n in enumerate(names)
+        }
+        arrays.update(
+            {
+                f"style_{n}": train.target.images[train.target.labels == c]
+                for c, n in enumerate(names)
+            }
+        )
+        meta = {
+            "classes": list(names),
+            "size": int(train.source.images.shape[1]),
+            "features": features,
+            "nst": dataclasses.asdict(cfg),
+            "images": IMAGES_FILE,
+        }
         return meta, {}, {IMAGES_FILE: npz_bytes(**arrays)}
 
     @classmethod
-    def load(cls, path) -> "NST":
+    def load(cls, path) -> NST:
         meta, path = read_bundle(path)
         with load_arrays(path / meta["images"]) as z:
             content = {n: z[f"content_{n}"] for n in meta["classes"]}

@@ -55,7 +55,9 @@ def soft_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def seg_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float) -> torch.Tensor:
     """Per-example segmenter loss [B]: mean pixel BCE + dice_weight · (1 − soft Dice)."""
-    pix = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none").mean((1, 2, 3))
+    pix = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none").mean(
+        (1, 2, 3)
+    )
     return pix + dice_weight * (1 - soft_dice(logits, target))
 
 
@@ -63,7 +65,9 @@ def hard_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image Dice [B] of binary maps (both empty → 1, as metrics/segmentation.dice)."""
     p, t = pred.float(), target.float()
     denom = p.sum((1, 2, 3)) + t.sum((1, 2, 3))
-    return torch.where(denom > 0, 2 * (p * t).sum((1, 2, 3)) / denom.clamp_min(1), torch.ones_like(denom))
+    return torch.where(
+        denom > 0, 2 * (p * t).sum((1, 2, 3)) / denom.clamp_min(1), torch.ones_like(denom)
+    )
 
 
 class PooledStyleD(nn.Module):
@@ -72,7 +76,9 @@ class PooledStyleD(nn.Module):
     def __init__(self, history: int, history_fraction: float, patch: int, **kw) -> None:
         super().__init__()
         self.net = StyleDiscriminator(**kw)
-        self.pool = HistoryBuffer(history, (6, patch, patch), "fraction", history_fraction)  # entries: image ‖ its reference
+        self.pool = HistoryBuffer(
+            history, (6, patch, patch), "fraction", history_fraction
+        )  # entries: image ‖ its reference
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x, ref)
@@ -98,7 +104,10 @@ class RefinedSimStage(Stage):
     @property
     def epochs(self) -> int:
         """Every phase's epochs; without a refiner, as many S epochs as the refined variant gives S."""
-        return sum(int(self.p["schedule"][f"{ph}_epochs"]) for ph in (PHASES if self.refine else PHASES[1:]))
+        return sum(
+            int(self.p["schedule"][f"{ph}_epochs"])
+            for ph in (PHASES if self.refine else PHASES[1:])
+        )
 
     def phase(self, epoch: int) -> str:
         """The schedule phase of an epoch; without a refiner every epoch trains S on initial images."""
@@ -118,38 +127,69 @@ class RefinedSimStage(Stage):
     # -- models --------------------------------------------------------------------
     def refiner_kwargs(self) -> dict:
         r = self.p["refiner"]
-        return dict(width=r["width"], blocks=r["blocks"], style_dim=r["style_dim"], style_base=r["style_base"])
+        return dict(
+            width=r["width"],
+            blocks=r["blocks"],
+            style_dim=r["style_dim"],
+            style_base=r["style_base"],
+        )
 
     def segmenter_kwargs(self) -> dict:
         s = self.p["segmenter"]
-        return dict(in_ch=3, out_ch=1, base=s["base"], depth=s["depth"], norm="batch", dropout=0.0, out_act="none")
+        return dict(
+            in_ch=3,
+            out_ch=1,
+            base=s["base"],
+            depth=s["depth"],
+            norm="batch",
+            dropout=0.0,
+            out_act="none",
+        )
 
     def meta(self):
-        return {"refiner_kwargs": self.refiner_kwargs(), "segmenter_kwargs": self.segmenter_kwargs(), "refined": self.refine,
-                "phases": {ph: int(self.p["schedule"][f"{ph}_epochs"]) for ph in PHASES}}  # fmt: skip
+        return {
+            "refiner_kwargs": self.refiner_kwargs(),
+            "segmenter_kwargs": self.segmenter_kwargs(),
+            "refined": self.refine,
+            "phases": {ph: int(self.p["schedule"][f"{ph}_epochs"]) for ph in PHASES},
+        }
 
     def build(self, device):
         models = {"S": UNet(**self.segmenter_kwargs()).to(device)}
         if self.refine:
             r = self.p["refiner"]
             models["R"] = Refiner(**self.refiner_kwargs()).to(device)
-            models["D"] = PooledStyleD(r["history"], r["history_fraction"], self.p["patch"], base=r["d_base"], n_layers=r["d_layers"],
-                                       style_dim=r["style_dim"], style_base=r["style_base"]).to(device)  # fmt: skip
+            models["D"] = PooledStyleD(
+                r["history"],
+                r["history_fraction"],
+                self.p["patch"],
+                base=r["d_base"],
+                n_layers=r["d_layers"],
+                style_dim=r["style_dim"],
+                style_base=r["style_base"],
+            ).to(device)
             if r.get("diffaug"):
-                models["aug"] = Augmenter(r["diffaug"], 0.0, self.p["patch"]).to(device)  # D's crops, real and refined alike
+                models["aug"] = Augmenter(r["diffaug"], 0.0, self.p["patch"]).to(
+                    device
+                )  # D's crops, real and refined alike
         return models
 
     def optimizers(self, models):
         r, s = self.p["refiner"], self.p["segmenter"]
         opts = {"S": adam(models["S"], s["lr"], 0.9)}
         if self.refine:
-            opts.update(R=adam(models["R"], r["lr"], r["beta1"]), D=adam(models["D"], r["d_lr"], r["beta1"]))
+            opts.update(
+                R=adam(models["R"], r["lr"], r["beta1"]), D=adam(models["D"], r["d_lr"], r["beta1"])
+            )
         return opts
 
     # -- training ------------------------------------------------------------------
     def _augment(self, batch: dict, gen: torch.Generator) -> dict:
         """One random flip / quarter turn for the whole batch (image and mask move together)."""
-        k, flip = int(torch.randint(4, (), generator=gen)), bool(torch.rand((), generator=gen) < 0.5)
+        k, flip = (
+            int(torch.randint(4, (), generator=gen)),
+            bool(torch.rand((), generator=gen) < 0.5),
+        )
         out = {}
         for key, v in batch.items():
             v = torch.flip(v, (3,)) if flip else v
@@ -170,12 +210,19 @@ class RefinedSimStage(Stage):
 
     def _reg(self, refined, init) -> torch.Tensor:
         r, d = self.p["refiner"], (refined.float() - init.float())
-        return (r["l1_weight"] * d.abs().sum((1, 2, 3)) + r["l2_weight"] * d.pow(2).sum((1, 2, 3))).mean()
+        return (
+            r["l1_weight"] * d.abs().sum((1, 2, 3)) + r["l2_weight"] * d.pow(2).sum((1, 2, 3))
+        ).mean()
 
     def train_step(self, models, opts, batch, gen, amp):
         b = self._augment(batch, gen)
         init, mask, real, style = b["init"], b["mask"], b["real"], b["style"]
-        phase, S, r, s = self.phase(self._epoch), models["S"], self.p["refiner"], self.p["segmenter"]
+        phase, S, r, s = (
+            self.phase(self._epoch),
+            models["S"],
+            self.p["refiner"],
+            self.p["segmenter"],
+        )
         out: dict[str, float] = {}
         R, D = models.get("R"), models.get("D")
         if phase == "refiner":  # 1. R alone towards the identity (self-regularisation only)
@@ -193,15 +240,25 @@ class RefinedSimStage(Stage):
                 with amp():
                     refined = R(init, style)
                     adv = bce(D(augment_d_input(models, refined, gen), style), 1.0)
-                    task = F.binary_cross_entropy_with_logits(S(refined).float(), mask.float(), reduction="none").sum((1, 2, 3)).mean()
+                    task = (
+                        F.binary_cross_entropy_with_logits(
+                            S(refined).float(), mask.float(), reduction="none"
+                        )
+                        .sum((1, 2, 3))
+                        .mean()
+                    )
                 reg = self._reg(refined, init)
                 loss_r = adv + reg - r["hard_weight"] * task
                 opts["R"].zero_grad(set_to_none=True)
                 loss_r.backward()  # S's and D's grads from this pass are cleared before their own steps
                 opts["R"].step()
             x = refined.detach()
-            out.update(loss_g=loss_r.item(), loss_adv=adv.item(), loss_reg=reg.item(), task_sum=task.item())
-        elif self.refine:  # discriminator / segmenter phases: R is fixed, so S sees what sample() gives
+            out.update(
+                loss_g=loss_r.item(), loss_adv=adv.item(), loss_reg=reg.item(), task_sum=task.item()
+            )
+        elif (
+            self.refine
+        ):  # discriminator / segmenter phases: R is fixed, so S sees what sample() gives
             R.eval()
             with torch.no_grad(), amp():
                 x = R(init, style)
@@ -217,8 +274,11 @@ class RefinedSimStage(Stage):
             opts["D"].zero_grad(set_to_none=True)
             loss_d.backward()
             opts["D"].step()
-            out.update(loss_d=loss_d.item(), d_real=torch.sigmoid(d_real.float()).mean().item(),
-                       d_fake=torch.sigmoid(d_fake.float()).mean().item())  # fmt: skip
+            out.update(
+                loss_d=loss_d.item(),
+                d_real=torch.sigmoid(d_real.float()).mean().item(),
+                d_fake=torch.sigmoid(d_fake.float()).mean().item(),
+            )
         # 3. S on this step's refined images with their exact masks, weighted by realism.
         w = self._weights(D, x, style) if self.refine else torch.ones(len(x), device=x.device)
         with amp():
@@ -254,15 +314,29 @@ class RefinedSimStage(Stage):
         try:
             with amp():
                 refined = R(val["init"], val["style"]) if self.refine else val["init"]
-            out = {"val_dice_synthetic": hard_dice(self.segment(S, refined.float()), val["init_mask"] > 0.5).mean().item()}
+            out = {
+                "val_dice_synthetic": hard_dice(
+                    self.segment(S, refined.float()), val["init_mask"] > 0.5
+                )
+                .mean()
+                .item()
+            }
             if "mask" in val:
-                out["val_dice"] = hard_dice(self.segment(S, val["image"]), val["mask"] > 0.5).mean().item()
+                out["val_dice"] = (
+                    hard_dice(self.segment(S, val["image"]), val["mask"] > 0.5).mean().item()
+                )
             if self.refine:
                 with amp():
-                    p_real, p_init, p_ref = (torch.sigmoid(D(x, val["style"]).float()).mean((1, 2, 3))
-                                             for x in (val["real"], val["init"], refined))  # fmt: skip
-                out.update(d_acc_real=(p_real > 0.5).float().mean().item(), d_acc_initial=(p_init < 0.5).float().mean().item(),
-                           d_acc_refined=(p_ref < 0.5).float().mean().item(), refine_l1=(refined - val["init"]).abs().mean().item())  # fmt: skip
+                    p_real, p_init, p_ref = (
+                        torch.sigmoid(D(x, val["style"]).float()).mean((1, 2, 3))
+                        for x in (val["real"], val["init"], refined)
+                    )
+                out.update(
+                    d_acc_real=(p_real > 0.5).float().mean().item(),
+                    d_acc_initial=(p_init < 0.5).float().mean().item(),
+                    d_acc_refined=(p_ref < 0.5).float().mean().item(),
+                    refine_l1=(refined - val["init"]).abs().mean().item(),
+                )
             return out
         finally:
             for k, m in models.items():
@@ -276,8 +350,18 @@ class RefinedSimStage(Stage):
         return (0, -metrics[key], -epoch)
 
     def progress(self, metrics):
-        keys = ("loss_d", "loss_g", "loss_s", "val_dice", "val_dice_synthetic", "d_acc_initial", "d_acc_refined")
-        return f"[{self.phase(int(metrics.get('epoch', 0)))}] " + " ".join(f"{k} {metrics[k]:.3f}" for k in keys if k in metrics)
+        keys = (
+            "loss_d",
+            "loss_g",
+            "loss_s",
+            "val_dice",
+            "val_dice_synthetic",
+            "d_acc_initial",
+            "d_acc_refined",
+        )
+        return f"[{self.phase(int(metrics.get('epoch', 0)))}] " + " ".join(
+            f"{k} {metrics[k]:.3f}" for k in keys if k in metrics
+        )
 
     @torch.no_grad()
     def grid(self, models, fixed):
@@ -292,16 +376,32 @@ class RefinedSimStage(Stage):
         finally:
             for k, m in models.items():
                 m.train(was[k])
-        rows = [fixed["init"], refined.float(), (fixed["mask"] * 2 - 1).repeat(1, 3, 1, 1), pred.repeat(1, 3, 1, 1)]
+        rows = [
+            fixed["init"],
+            refined.float(),
+            (fixed["mask"] * 2 - 1).repeat(1, 3, 1, 1),
+            pred.repeat(1, 3, 1, 1),
+        ]
         return to_uint8_grid(torch.cat(rows), nrow=len(fixed["init"]))
 
 
 def _probe_net() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(16, 32, 3, 2, 1), nn.LeakyReLU(0.2),
-                         nn.Conv2d(32, 32, 3, 2, 1), nn.LeakyReLU(0.2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 1))  # fmt: skip
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, 2, 1),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(16, 32, 3, 2, 1),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(32, 32, 3, 2, 1),
+        nn.LeakyReLU(0.2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 1),
+    )
 
 
-def _fit_probe(real: torch.Tensor, fake: torch.Tensor, seed: int, steps: int, batch: int = 32) -> nn.Module:
+def _fit_probe(
+    real: torch.Tensor, fake: torch.Tensor, seed: int, steps: int, batch: int = 32
+) -> nn.Module:
     """A fresh small CNN trained to call `real` 1 and `fake` 0 ([-1,1] tensors)."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -330,7 +430,9 @@ def realism_probe(real: np.ndarray, fake: np.ndarray, seed: int = 0, steps: int 
     return _accuracy(_fit_probe(r[:n], f[:n], seed, steps), r[n : 2 * n], f[n : 2 * n])
 
 
-def realism_judge(real: np.ndarray, initial: np.ndarray, refined: np.ndarray, seed: int = 0, steps: int = 150) -> tuple[float, float]:
+def realism_judge(
+    real: np.ndarray, initial: np.ndarray, refined: np.ndarray, seed: int = 0, steps: int = 150
+) -> tuple[float, float]:
     """A discriminator trained on real vs INITIAL images (first halves), then scored on held-out
     real vs initial and real vs the refined versions of those held-out initial images: the
     refiner made images more realistic when the second accuracy is lower."""

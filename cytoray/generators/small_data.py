@@ -46,26 +46,36 @@ class SmallData:
 
     diffaug: str = "colour,translation,cutout,dihedral"  # D's inputs, real and fake alike (DiffAugment + cell symmetries); "" = none
     ada: float = 0.6  # adapt the augmentation probability so E[sign D(real)] stays at this target (ADA); 0 = always on (DiffAugment)
-    ema: float = 0.999  # decay of G's moving average, used for samples and the bundle; 0 = the last weights
+    ema: float = (
+        0.999  # decay of G's moving average, used for samples and the bundle; 0 = the last weights
+    )
     r1: float = 0.0  # R1 penalty weight on D's gradient at real images; 0 = off
 
     def validate_small_data(self, prefix: str = "") -> None:
         ops = parse_policy(self.diffaug, f"{prefix}diffaug")
         del ops
         if not 0.0 <= self.ada < 1.0:
-            raise ConfigError(f"{prefix}ada={self.ada}: the target of E[sign D(real)] lies in [0, 1) (0 = off; ADA uses 0.6)")
+            raise ConfigError(
+                f"{prefix}ada={self.ada}: the target of E[sign D(real)] lies in [0, 1) (0 = off; ADA uses 0.6)"
+            )
         if not 0.0 <= self.ema < 1.0:
-            raise ConfigError(f"{prefix}ema={self.ema}: a decay in [0, 1) (0 = no moving average; 0.999 is usual)")
+            raise ConfigError(
+                f"{prefix}ema={self.ema}: a decay in [0, 1) (0 = no moving average; 0.999 is usual)"
+            )
         if self.r1 < 0:
             raise ConfigError(f"{prefix}r1={self.r1}: the R1 weight must be >= 0")
 
 
 def parse_policy(policy: str, key: str = "diffaug") -> tuple[str, ...]:
     if not isinstance(policy, str):
-        raise ConfigError(f"{key}={policy!r}: give a comma-separated list of {', '.join(OPS)} (or '' for none)")
+        raise ConfigError(
+            f"{key}={policy!r}: give a comma-separated list of {', '.join(OPS)} (or '' for none)"
+        )
     ops = tuple(o.strip() for o in policy.replace("color", "colour").split(",") if o.strip())
     if bad := [o for o in ops if o not in OPS]:
-        raise ConfigError(f"{key}={policy!r}: unknown op {bad[0]!r}; use a comma-separated list of {', '.join(OPS)}")
+        raise ConfigError(
+            f"{key}={policy!r}: unknown op {bad[0]!r}; use a comma-separated list of {', '.join(OPS)}"
+        )
     return ops
 
 
@@ -77,7 +87,9 @@ def draw(ops: tuple[str, ...], b: int, size: int, gen: torch.Generator, p: float
     Each image takes the ops with probability p (ADA); p = 1 is DiffAugment."""
     on = torch.rand(b, generator=gen) < p
     out: dict = {"on": on}
-    if "colour" in ops:  # DiffAugment (on [-1, 1] data, as there): brightness ±0.5, saturation x[0, 2], contrast x[0.5, 1.5]
+    if (
+        "colour" in ops
+    ):  # DiffAugment (on [-1, 1] data, as there): brightness ±0.5, saturation x[0, 2], contrast x[0.5, 1.5]
         out["bright"] = (torch.rand(b, generator=gen) - 0.5) * on
         out["sat"] = torch.where(on, torch.rand(b, generator=gen) * 2, torch.ones(b))
         out["contrast"] = torch.where(on, torch.rand(b, generator=gen) + 0.5, torch.ones(b))
@@ -115,7 +127,9 @@ def apply(x: torch.Tensor, prm: dict, colour_from: int = 0) -> torch.Tensor:
         x = torch.where(prm["flip"].to(dev).view(b, 1, 1, 1), x.flip(3), x)
         turns = prm["turns"].tolist()
         if any(turns) and h == w:
-            x = torch.stack([torch.rot90(img, int(k), (1, 2)) if k else img for img, k in zip(x, turns)])
+            x = torch.stack(
+                [torch.rot90(img, int(k), (1, 2)) if k else img for img, k in zip(x, turns)]
+            )
     return x
 
 
@@ -126,17 +140,25 @@ def _translate(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     if s == 0:
         return x
     pad = F.pad(x, (s, s, s, s))
-    iy = (torch.arange(h, device=x.device)[None, :] + s - shift[:, 0:1]).clamp(0, h + 2 * s - 1)  # [B, H]
-    ix = (torch.arange(w, device=x.device)[None, :] + s - shift[:, 1:2]).clamp(0, w + 2 * s - 1)  # [B, W]
+    iy = (torch.arange(h, device=x.device)[None, :] + s - shift[:, 0:1]).clamp(
+        0, h + 2 * s - 1
+    )  # [B, H]
+    ix = (torch.arange(w, device=x.device)[None, :] + s - shift[:, 1:2]).clamp(
+        0, w + 2 * s - 1
+    )  # [B, W]
     rows = torch.gather(pad, 2, iy[:, None, :, None].expand(b, c, h, w + 2 * s))
     return torch.gather(rows, 3, ix[:, None, None, :].expand(b, c, h, w))
 
 
-def _cutout_mask(b: int, h: int, w: int, centre: torch.Tensor, on: torch.Tensor, dtype) -> torch.Tensor:
+def _cutout_mask(
+    b: int, h: int, w: int, centre: torch.Tensor, on: torch.Tensor, dtype
+) -> torch.Tensor:
     half_h, half_w = max(1, h // 4), max(1, w // 4)
     yy = torch.arange(h, device=centre.device)[None, :, None]
     xx = torch.arange(w, device=centre.device)[None, None, :]
-    inside = ((yy - centre[:, 0, None, None]).abs() < half_h) & ((xx - centre[:, 1, None, None]).abs() < half_w)
+    inside = ((yy - centre[:, 0, None, None]).abs() < half_h) & (
+        (xx - centre[:, 1, None, None]).abs() < half_w
+    )
     inside = inside & on.view(b, 1, 1)
     return (~inside).to(dtype)[:, None]
 
@@ -148,11 +170,20 @@ class Augmenter(nn.Module):
     """D's input augmentation with its probability `p` as a buffer (checkpointed with the models;
     ADA moves it). Not a trained module: it is never wrapped in DDP."""
 
-    def __init__(self, policy: str, ada_target: float = 0.0, size: int = 64, colour_from: int = 0) -> None:
+    def __init__(
+        self, policy: str, ada_target: float = 0.0, size: int = 64, colour_from: int = 0
+    ) -> None:
         super().__init__()
-        self.ops, self.target, self.size, self.colour_from = parse_policy(policy), float(ada_target), int(size), int(colour_from)
+        self.ops, self.target, self.size, self.colour_from = (
+            parse_policy(policy),
+            float(ada_target),
+            int(size),
+            int(colour_from),
+        )
         self.register_buffer("p", torch.tensor(0.0 if ada_target > 0 else 1.0))
-        self.register_buffer("signs", torch.zeros(2))  # running sum of sign(D(real)) and its count since the last adjustment
+        self.register_buffer(
+            "signs", torch.zeros(2)
+        )  # running sum of sign(D(real)) and its count since the last adjustment
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:  # type: ignore[override]
         if not self.ops:
@@ -160,7 +191,9 @@ class Augmenter(nn.Module):
         prm = draw(self.ops, x.shape[0], self.size, gen, float(self.p))
         return apply(x, prm, self.colour_from)
 
-    def pair(self, a: torch.Tensor, b: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def pair(
+        self, a: torch.Tensor, b: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The same draw applied to two batches (real and fake under identical transforms)."""
         if not self.ops:
             return a, b
@@ -168,12 +201,16 @@ class Augmenter(nn.Module):
         return apply(a, prm, self.colour_from), apply(b, prm, self.colour_from)
 
     @torch.no_grad()
-    def observe(self, d_real: torch.Tensor, batch: int, every: int = 4, speed_images: float = 500.0) -> None:
+    def observe(
+        self, d_real: torch.Tensor, batch: int, every: int = 4, speed_images: float = 500.0
+    ) -> None:
         """ADA: accumulate sign(D(real)); every `every` steps move p by batch*every/speed_images
         towards keeping the mean sign at the target (up when D is over-confident on reals)."""
         if self.target <= 0:
             return
-        s = torch.stack([torch.sign(d_real.float()).mean(), torch.ones((), device=d_real.device)]).to(self.signs.device)
+        s = torch.stack(
+            [torch.sign(d_real.float()).mean(), torch.ones((), device=d_real.device)]
+        ).to(self.signs.device)
         self.signs += s
         if self.signs[1] >= every:
             rt = self.signs[0] / self.signs[1]
@@ -243,12 +280,16 @@ class SmallDataStage(Stage):
         if p.get("ema", 0) > 0:
             out["G_ema"] = make_ema(g).to(device)
         if p.get("diffaug"):
-            out["aug"] = Augmenter(p["diffaug"], p.get("ada", 0.0), p["size"], self.colour_from).to(device)
+            out["aug"] = Augmenter(p["diffaug"], p.get("ada", 0.0), p["size"], self.colour_from).to(
+                device
+            )
         return out
 
     def after_g_step(self, models, opts) -> None:
         if "G_ema" in models:
-            ema_update(models["G_ema"], models["G"], ema_decay(self.p["ema"], optimizer_steps(opts["G"])))
+            ema_update(
+                models["G_ema"], models["G"], ema_decay(self.p["ema"], optimizer_steps(opts["G"]))
+            )
 
     def sampler(self, models) -> nn.Module:
         return models.get("G_ema", models["G"])

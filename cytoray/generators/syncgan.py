@@ -34,6 +34,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ..bundle import build_net, load_per_class, load_state, read_bundle
 from ..data.folder import ImageSet
 from ..errors import ConfigError
 from ..io import stable_hash
@@ -42,11 +43,18 @@ from ..masks.labels import N_LABELS, NUCLEUS, paint, region_colours
 from ..masks.segmenter import pinned
 from ..masks.warp import pack_maps, unpack_maps, warp_label_maps
 from ..nets import MaskGenerator, UNet
+from ..nets.images import from_unit, to_unit
 from ..training.stage import StageSpec
 from .base import Generator, GeneratorConfig
-from ..bundle import build_net, load_per_class, load_state, read_bundle
-from ..nets.images import from_unit, to_unit
-from .gan import CGANConfig, CGANStage, LatentGANConfig, MaskGANStage, masks_to_unit, seeded_z, stage_params
+from .gan import (
+    CGANConfig,
+    CGANStage,
+    LatentGANConfig,
+    MaskGANStage,
+    masks_to_unit,
+    seeded_z,
+    stage_params,
+)
 
 
 @dataclasses.dataclass
@@ -57,12 +65,16 @@ class SynCGANConfig(GeneratorConfig):
     masks: MasksConfig = dataclasses.field(default_factory=MasksConfig)
     mask_gan: LatentGANConfig = dataclasses.field(default_factory=LatentGANConfig)
     cgan: CGANConfig = dataclasses.field(default_factory=CGANConfig)
-    prior: Literal["gan", "bank"] = "bank"  # sampling's label maps: the class's training maps warped, or the class mask GANs (eq. 7)
+    prior: Literal["gan", "bank"] = (
+        "bank"  # sampling's label maps: the class's training maps warped, or the class mask GANs (eq. 7)
+    )
     warp: float = 0.06  # prior bank: the elastic warp's largest shift, a share of the image size (masks/warp.py)
 
     def validate(self) -> None:
         if not 0.0 <= self.warp <= 0.25:
-            raise ConfigError(f"warp={self.warp}: the elastic shift is a share of the image size in [0, 0.25]")
+            raise ConfigError(
+                f"warp={self.warp}: the elastic shift is a share of the image size in [0, 0.25]"
+            )
 
 
 def nucleus_masks(ds: ImageSet, masks: MasksConfig) -> np.ndarray:
@@ -84,7 +96,11 @@ class SynCGAN(Generator):
     name, Config = "syncgan", SynCGANConfig
 
     def __init__(self, cgan: UNet, mask_gans: dict[str, MaskGenerator], meta: dict) -> None:
-        self.cgan, self.mask_gans, self.meta = cgan.eval(), {k: g.eval() for k, g in mask_gans.items()}, meta
+        self.cgan, self.mask_gans, self.meta = (
+            cgan.eval(),
+            {k: g.eval() for k, g in mask_gans.items()},
+            meta,
+        )
         self.classes = list(meta["classes"])
         self._bank: dict[str, np.ndarray] = {}
 
@@ -95,38 +111,72 @@ class SynCGAN(Generator):
         return super().bundle_key(cfg, f"{data_key}:masks={masks_key(cfg.masks)}", seed)
 
     @classmethod
-    def stages(cls, train: ImageSet, val: ImageSet, cfg: SynCGANConfig, data_key: str, seed: int) -> list[StageSpec]:
+    def stages(
+        cls, train: ImageSet, val: ImageSet, cfg: SynCGANConfig, data_key: str, seed: int
+    ) -> list[StageSpec]:
         size = int(train.images.shape[1])
-        method = f"{cfg.masks.method} {cfg.masks.segmenter}" if cfg.masks.segmenter else cfg.masks.method
+        method = (
+            f"{cfg.masks.method} {cfg.masks.segmenter}" if cfg.masks.segmenter else cfg.masks.method
+        )
         kind = "label maps" if cfg.masks.labels == "cell" else "nucleus masks"
-        print(f"[syncgan] {kind} ({cfg.masks.source}, {method}) for {len(train)} train + {len(val)} val images",
-              file=sys.stderr, flush=True)  # fmt: skip
-        masks = pinned(cfg.masks)  # an alias resolved once: both mask sets and their key name one segmenter version
+        print(
+            f"[syncgan] {kind} ({cfg.masks.source}, {method}) for {len(train)} train + {len(val)} val images",
+            file=sys.stderr,
+            flush=True,
+        )
+        masks = pinned(
+            cfg.masks
+        )  # an alias resolved once: both mask sets and their key name one segmenter version
         m_train, m_val = priors(train, masks), priors(val, masks)
         k = n_labels(masks)
         mkey = f"{data_key}:masks={masks_key(masks)}"
         mp = {**stage_params(cfg.mask_gan, size), "labels": k}
-        specs = [
-            StageSpec(f"mask_gan/{c}", MaskGANStage(mp), train={"mask": masks_to_unit(m_train[train.labels == i], k)}, val=None,
-                      fixed={"z": seeded_z(16, mp["z_dim"], 1234)}, data_key=f"{mkey}:{c}", seed=seed)
-            for i, c in enumerate(train.class_names)
-        ] if cfg.prior == "gan" else []  # fmt: skip
+        specs = (
+            [
+                StageSpec(
+                    f"mask_gan/{c}",
+                    MaskGANStage(mp),
+                    train={"mask": masks_to_unit(m_train[train.labels == i], k)},
+                    val=None,
+                    fixed={"z": seeded_z(16, mp["z_dim"], 1234)},
+                    data_key=f"{mkey}:{c}",
+                    seed=seed,
+                )
+                for i, c in enumerate(train.class_names)
+            ]
+            if cfg.prior == "gan"
+            else []
+        )
         fixed_idx = np.arange(min(8, len(val)))
-        y_train, y_val = condition(train.images, m_train, k, cfg.cgan), condition(val.images, m_val, k, cfg.cgan)
+        y_train, y_val = (
+            condition(train.images, m_train, k, cfg.cgan),
+            condition(val.images, m_val, k, cfg.cgan),
+        )
         cgan = CGANStage({**stage_params(cfg.cgan, size), "in_ch": int(y_train.shape[1])})
         if uses_colours(masks, cfg.cgan):
             # the region colours of every training cell, per class: sampling draws a cell's colours from them
             cols = region_colours(train.images, m_train)
-            cgan.sampling_meta = {"colours": {c: np.round(cols[train.labels == i], 2).tolist() for i, c in enumerate(train.class_names)}}
-        if cfg.prior == "bank":  # the maps sampling warps (a function of the data, as the colours are)
+            cgan.sampling_meta = {
+                "colours": {
+                    c: np.round(cols[train.labels == i], 2).tolist()
+                    for i, c in enumerate(train.class_names)
+                }
+            }
+        if (
+            cfg.prior == "bank"
+        ):  # the maps sampling warps (a function of the data, as the colours are)
             cgan.sampling_meta = {**cgan.sampling_meta, "bank": bank(train, m_train)}
-        specs.append(StageSpec(
-            "cgan", cgan,
-            train={"mask": y_train, "image": to_unit(train.images)},
-            val={"mask": y_val, "image": to_unit(val.images)},
-            fixed={"mask": y_val[fixed_idx], "image": to_unit(val.images[fixed_idx])},
-            data_key=mkey, seed=seed,
-        ))  # fmt: skip
+        specs.append(
+            StageSpec(
+                "cgan",
+                cgan,
+                train={"mask": y_train, "image": to_unit(train.images)},
+                val={"mask": y_val, "image": to_unit(val.images)},
+                fixed={"mask": y_val[fixed_idx], "image": to_unit(val.images[fixed_idx])},
+                data_key=mkey,
+                seed=seed,
+            )
+        )
         return specs
 
     @classmethod
@@ -136,39 +186,71 @@ class SynCGAN(Generator):
             "size": int(train.images.shape[1]),
             "mask_source": cfg.masks.source,
             "labels": n_labels(cfg.masks),
-            "cgan": {"kwargs": results["cgan"].meta["generator_kwargs"], "best_epoch": results["cgan"].meta["best_epoch"]},
+            "cgan": {
+                "kwargs": results["cgan"].meta["generator_kwargs"],
+                "best_epoch": results["cgan"].meta["best_epoch"],
+            },
             "prior": cfg.prior,
         }
         if cfg.prior == "gan":
-            meta["mask_gans"] = {c: {"kwargs": results[f"mask_gan/{c}"].meta["generator_kwargs"]} for c in train.class_names}
+            meta["mask_gans"] = {
+                c: {"kwargs": results[f"mask_gan/{c}"].meta["generator_kwargs"]}
+                for c in train.class_names
+            }
         else:  # a CGAN stage cached by a run with the GAN prior holds no bank: the maps again
-            meta.update(bank=results["cgan"].meta.get("bank") or bank(train, priors(train, pinned(cfg.masks))), warp=cfg.warp)
-        if "colours" in results["cgan"].meta:  # made with the stage (stages()), not by computing the masks again
+            meta.update(
+                bank=results["cgan"].meta.get("bank")
+                or bank(train, priors(train, pinned(cfg.masks))),
+                warp=cfg.warp,
+            )
+        if (
+            "colours" in results["cgan"].meta
+        ):  # made with the stage (stages()), not by computing the masks again
             meta["colours"] = results["cgan"].meta["colours"]
         states = {"cgan": results["cgan"].best_state()}
-        states.update({f"mask_gan_{c}": results[f"mask_gan/{c}"].best_state() for c in train.class_names if cfg.prior == "gan"})
+        states.update(
+            {
+                f"mask_gan_{c}": results[f"mask_gan/{c}"].best_state()
+                for c in train.class_names
+                if cfg.prior == "gan"
+            }
+        )
         return meta, states, {}
 
     # -- sampling ---------------------------------------------------------------
     @classmethod
-    def load(cls, path) -> "SynCGAN":
+    def load(cls, path) -> SynCGAN:
         meta, path = read_bundle(path)
-        cgan = build_net(UNet, meta["cgan"]["kwargs"], path / "generator.json")  # absurd or unknown kwargs: one line
+        cgan = build_net(
+            UNet, meta["cgan"]["kwargs"], path / "generator.json"
+        )  # absurd or unknown kwargs: one line
         cgan.load_state_dict(load_state(path, "cgan"))
-        gans = load_per_class(path, meta["mask_gans"], MaskGenerator, "mask_gan_") if meta.get("prior", "gan") == "gan" else {}
+        gans = (
+            load_per_class(path, meta["mask_gans"], MaskGenerator, "mask_gan_")
+            if meta.get("prior", "gan") == "gan"
+            else {}
+        )
         return cls(cgan, gans, meta)
 
     @torch.no_grad()
-    def sample_maps(self, n: int, cls: str, seed: int = 0, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    def sample_maps(
+        self, n: int, cls: str, seed: int = 0, batch: int = 64
+    ) -> tuple[np.ndarray, np.ndarray]:
         """n synthetic images of class `cls` (uint8 [n,S,S,3]) and the label maps (uint8) or nucleus
         masks (bool) [n,S,S] that made them."""
         self.check_class(cls)
         k = int(self.meta.get("labels", 1))
         g = torch.Generator().manual_seed(seed)
         rng = np.random.default_rng(seed)
-        colours = np.asarray(self.meta["colours"][cls], dtype=np.float32) if "colours" in self.meta else None
+        colours = (
+            np.asarray(self.meta["colours"][cls], dtype=np.float32)
+            if "colours" in self.meta
+            else None
+        )
         imgs, maps = [], []
-        with torch.random.fork_rng(devices=[]):  # the CGAN's per-pixel noise (cgan.noise) from the seed, not the caller's state
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # the CGAN's per-pixel noise (cgan.noise) from the seed, not the caller's state
             torch.manual_seed(seed)
             for start in range(0, n, batch):
                 b = min(batch, n - start)
@@ -180,16 +262,26 @@ class SynCGAN(Generator):
                 maps.append(m)
         return np.concatenate(imgs), np.concatenate(maps)
 
-    def _maps(self, cls: str, b: int, k: int, g: torch.Generator, rng: np.random.Generator) -> np.ndarray:
-        if cls not in self.mask_gans:  # prior bank: training maps of the class, each under its own warp
+    def _maps(
+        self, cls: str, b: int, k: int, g: torch.Generator, rng: np.random.Generator
+    ) -> np.ndarray:
+        if (
+            cls not in self.mask_gans
+        ):  # prior bank: training maps of the class, each under its own warp
             maps = self._bank.setdefault(cls, unpack_maps(self.meta["bank"][cls]))
-            return warp_label_maps(maps[rng.integers(len(maps), size=b)], rng, elastic=float(self.meta.get("warp", 0.06)))
+            return warp_label_maps(
+                maps[rng.integers(len(maps), size=b)],
+                rng,
+                elastic=float(self.meta.get("warp", 0.06)),
+            )
         logits = self.mask_gans[cls](torch.randn(b, self.mask_gans[cls].z_dim, generator=g))
         if k == 1:
             return (torch.tanh(logits) > 0)[:, 0].numpy()  # binary mask, eq. 7's G_GAN(z)
         return logits.argmax(1).numpy().astype(np.uint8)  # the label map
 
-    def sample(self, n: int, cls: str, seed: int = 0, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    def sample(
+        self, n: int, cls: str, seed: int = 0, batch: int = 64
+    ) -> tuple[np.ndarray, np.ndarray]:
         """n synthetic images of class `cls` (uint8 [n,S,S,3]) and their nucleus masks (bool [n,S,S])."""
         imgs, maps = self.sample_maps(n, cls, seed, batch)
         return imgs, (maps == NUCLEUS if maps.dtype == np.uint8 else maps)
@@ -227,7 +319,9 @@ def condition(images: np.ndarray, maps: np.ndarray, k: int, cgan: CGANConfig) ->
     return y
 
 
-def draw_colours(colours: np.ndarray, n: int, rng: np.random.Generator, jitter: float = 0.25) -> np.ndarray:
+def draw_colours(
+    colours: np.ndarray, n: int, rng: np.random.Generator, jitter: float = 0.25
+) -> np.ndarray:
     """n region-colour codes [n, K, 3] for one class: a training cell's colours plus Gaussian noise
     of `jitter` x the class's spread per value (a kernel density draw: new colours, near real ones)."""
     pick = colours[rng.integers(len(colours), size=n)]

@@ -9,12 +9,12 @@ import dataclasses
 import numpy as np
 import torch
 
+from ..bundle import load_per_class, read_bundle
 from ..data.folder import ImageSet
 from ..nets import VanillaGenerator
+from ..nets.images import from_unit, to_unit
 from ..training.stage import StageSpec
 from .base import Generator, GeneratorConfig
-from ..bundle import load_per_class, read_bundle
-from ..nets.images import from_unit, to_unit
 from .gan import LatentGANConfig, VanillaGANStage, seeded_z, stage_params
 
 
@@ -30,25 +30,47 @@ class VanillaGAN(Generator):
     name, Config = "gan", GANConfig
 
     def __init__(self, gens: dict[str, VanillaGenerator], meta: dict) -> None:
-        self.gens, self.meta, self.classes = {k: g.eval() for k, g in gens.items()}, meta, list(meta["classes"])
+        self.gens, self.meta, self.classes = (
+            {k: g.eval() for k, g in gens.items()},
+            meta,
+            list(meta["classes"]),
+        )
 
     @classmethod
-    def stages(cls, train: ImageSet, val: ImageSet, cfg: GANConfig, data_key: str, seed: int) -> list[StageSpec]:
-        p = stage_params(LatentGANConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(LatentGANConfig)}),
-                         int(train.images.shape[1]))  # fmt: skip
-        return [StageSpec(f"gan/{name}", VanillaGANStage(p), train={"image": to_unit(train.images[train.labels == c])}, val=None,
-                          fixed={"z": seeded_z(16, p["z_dim"], 1234)}, data_key=f"{data_key}:{name}", seed=seed)
-                for c, name in enumerate(train.class_names)]  # fmt: skip
+    def stages(
+        cls, train: ImageSet, val: ImageSet, cfg: GANConfig, data_key: str, seed: int
+    ) -> list[StageSpec]:
+        p = stage_params(
+            LatentGANConfig(
+                **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(LatentGANConfig)}
+            ),
+            int(train.images.shape[1]),
+        )
+        return [
+            StageSpec(
+                f"gan/{name}",
+                VanillaGANStage(p),
+                train={"image": to_unit(train.images[train.labels == c])},
+                val=None,
+                fixed={"z": seeded_z(16, p["z_dim"], 1234)},
+                data_key=f"{data_key}:{name}",
+                seed=seed,
+            )
+            for c, name in enumerate(train.class_names)
+        ]
 
     @classmethod
     def assemble(cls, train: ImageSet, cfg: GANConfig, results: dict, data_key: str):
         names = train.class_names
-        meta = {"classes": list(names), "size": int(train.images.shape[1]),
-                "gans": {n: {"kwargs": results[f"gan/{n}"].meta["generator_kwargs"]} for n in names}}  # fmt: skip
+        meta = {
+            "classes": list(names),
+            "size": int(train.images.shape[1]),
+            "gans": {n: {"kwargs": results[f"gan/{n}"].meta["generator_kwargs"]} for n in names},
+        }
         return meta, {f"gan_{n}": results[f"gan/{n}"].best_state() for n in names}, {}
 
     @classmethod
-    def load(cls, path) -> "VanillaGAN":
+    def load(cls, path) -> VanillaGAN:
         meta, path = read_bundle(path)
         return cls(load_per_class(path, meta["gans"], VanillaGenerator, "gan_"), meta)
 

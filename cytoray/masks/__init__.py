@@ -8,10 +8,19 @@
 """
 
 from .config import MasksConfig, dataset_masks
-from .reference import stardist_reference
-from .run import format_summary, run_masks
 from .nucleus import nucleus_mask, nucleus_mask_report
 from .params import METHODS, MaskParams
+from .reference import stardist_reference
+from .run import format_summary, run_masks
 
-__all__ = ["METHODS", "MaskParams", "MasksConfig", "dataset_masks", "format_summary", "nucleus_mask",
-           "nucleus_mask_report", "run_masks", "stardist_reference"]
+__all__ = [
+    "METHODS",
+    "MaskParams",
+    "MasksConfig",
+    "dataset_masks",
+    "format_summary",
+    "nucleus_mask",
+    "nucleus_mask_report",
+    "run_masks",
+    "stardist_reference",
+]

@@ -24,21 +24,39 @@ from .nucleus import nucleus_mask_report
 from .params import METHODS, MaskParams
 
 SOURCES = ("unsupervised", "ground_truth")
-SEGMENTER = "segmenter"  # the method that predicts masks with a trained nucleus segmenter (segmenter.py)
+SEGMENTER = (
+    "segmenter"  # the method that predicts masks with a trained nucleus segmenter (segmenter.py)
+)
 ON_FLAG = ("warn", "error")
 LABELS = ("cell", "nucleus")
 
 
 @dataclasses.dataclass
 class MasksConfig:
-    source: Literal["unsupervised", "ground_truth"] = "unsupervised"  # paper: unsupervised masks (§3.2); ground_truth for ablations
-    method: Literal["stain", "syncgan", "segmenter"] = "stain"  # stain: beats Otsu-on-H and the segmenter on real H&E (benchmarks/real_data.py); syncgan: the paper's
-    segmenter: str | None = None  # method=segmenter: segmenter bundle folder or NAME@ALIAS / NAME/VERSION (what `cytoray segment` loads)
-    polarity: Literal["auto", "dark", "bright"] = "auto"  # auto: brightfield unless the field is black (fluorescence)
-    exclude_padding: bool = True  # flat bands at the edges never hold nuclei; a mask along them teaches the GANs frames
-    max_cover: float = 0.6  # flag a mask over this share of the image (a large nucleus close-up reaches ~0.45)
-    on_flag: Literal["warn", "error"] = "warn"  # flagged masks (empty/inverted/covers/padding): list them, or refuse to train
-    labels: Literal["cell", "nucleus"] = "cell"  # cell: glass/cytoplasm/nucleus maps (masks/labels.py); nucleus: the paper's binary mask
+    source: Literal["unsupervised", "ground_truth"] = (
+        "unsupervised"  # paper: unsupervised masks (§3.2); ground_truth for ablations
+    )
+    method: Literal["stain", "syncgan", "segmenter"] = (
+        "stain"  # stain: beats Otsu-on-H and the segmenter on real H&E (benchmarks/real_data.py); syncgan: the paper's
+    )
+    segmenter: str | None = (
+        None  # method=segmenter: segmenter bundle folder or NAME@ALIAS / NAME/VERSION (what `cytoray segment` loads)
+    )
+    polarity: Literal["auto", "dark", "bright"] = (
+        "auto"  # auto: brightfield unless the field is black (fluorescence)
+    )
+    exclude_padding: bool = (
+        True  # flat bands at the edges never hold nuclei; a mask along them teaches the GANs frames
+    )
+    max_cover: float = (
+        0.6  # flag a mask over this share of the image (a large nucleus close-up reaches ~0.45)
+    )
+    on_flag: Literal["warn", "error"] = (
+        "warn"  # flagged masks (empty/inverted/covers/padding): list them, or refuse to train
+    )
+    labels: Literal["cell", "nucleus"] = (
+        "cell"  # cell: glass/cytoplasm/nucleus maps (masks/labels.py); nucleus: the paper's binary mask
+    )
 
     @property
     def uses_segmenter(self) -> bool:
@@ -50,31 +68,52 @@ class MasksConfig:
         if self.source not in SOURCES:
             raise ConfigError(f"masks.source={self.source!r}: use one of {', '.join(SOURCES)}")
         if self.method not in (*METHODS, SEGMENTER):
-            raise ConfigError(f"masks.method={self.method!r}: use one of {', '.join((*METHODS, SEGMENTER))}")
+            raise ConfigError(
+                f"masks.method={self.method!r}: use one of {', '.join((*METHODS, SEGMENTER))}"
+            )
         if self.method == SEGMENTER:
             if not self.segmenter:
-                raise ConfigError("masks.segmenter is not set: masks.method=segmenter needs a segmenter bundle folder or NAME@ALIAS "
-                                  "(e.g. nucleus-segmenter@champion from studies/refined_segmentation.py)")  # fmt: skip
+                raise ConfigError(
+                    "masks.segmenter is not set: masks.method=segmenter needs a segmenter bundle folder or NAME@ALIAS "
+                    "(e.g. nucleus-segmenter@champion from studies/refined_segmentation.py)"
+                )
             from .segmenter import check_ref
 
-            check_ref(self.segmenter)  # a folder here, or a registered name: settled before any job (study_segmenter)
+            check_ref(
+                self.segmenter
+            )  # a folder here, or a registered name: settled before any job (study_segmenter)
         if self.segmenter and self.method != SEGMENTER:
-            raise ConfigError(f"masks.segmenter={self.segmenter!r} is set but masks.method={self.method!r}; "
-                              "set masks.method=segmenter or drop masks.segmenter")  # fmt: skip
+            raise ConfigError(
+                f"masks.segmenter={self.segmenter!r} is set but masks.method={self.method!r}; "
+                "set masks.method=segmenter or drop masks.segmenter"
+            )
         if self.polarity not in ("auto", "dark", "bright"):
-            raise ConfigError(f"masks.polarity={self.polarity!r}: use auto, dark (brightfield) or bright (fluorescence)")
+            raise ConfigError(
+                f"masks.polarity={self.polarity!r}: use auto, dark (brightfield) or bright (fluorescence)"
+            )
         if not isinstance(self.exclude_padding, bool):
             raise ConfigError(f"masks.exclude_padding={self.exclude_padding!r}: use true or false")
         if not 0 < self.max_cover <= 1:
-            raise ConfigError(f"masks.max_cover={self.max_cover}: give a share of the image in (0, 1]")
+            raise ConfigError(
+                f"masks.max_cover={self.max_cover}: give a share of the image in (0, 1]"
+            )
         if self.labels not in LABELS:
-            raise ConfigError(f"masks.labels={self.labels!r}: use cell (glass/cytoplasm/nucleus label maps) or nucleus (the paper's binary masks)")
+            raise ConfigError(
+                f"masks.labels={self.labels!r}: use cell (glass/cytoplasm/nucleus label maps) or nucleus (the paper's binary masks)"
+            )
         if self.on_flag not in ON_FLAG:
-            raise ConfigError(f"masks.on_flag={self.on_flag!r}: use warn (list flagged images) or error (refuse to train)")
+            raise ConfigError(
+                f"masks.on_flag={self.on_flag!r}: use warn (list flagged images) or error (refuse to train)"
+            )
 
     def params(self) -> MaskParams:
         """The per-image parameters these settings stand for (defaults for everything else)."""
-        return MaskParams(method=self.method, polarity=self.polarity, exclude_padding=self.exclude_padding, max_cover=self.max_cover)
+        return MaskParams(
+            method=self.method,
+            polarity=self.polarity,
+            exclude_padding=self.exclude_padding,
+            max_cover=self.max_cover,
+        )
 
 
 def cache_identity(cfg: MasksConfig) -> dict:
@@ -117,14 +156,18 @@ def dataset_masks(ds, cfg: MasksConfig, progress: bool = False) -> np.ndarray:
     for i, (mask, info) in enumerate(reports):
         out[i] = mask
         if info["flags"]:
-            flagged.append(f"{ds.names[i]} ({'; '.join(f['flag'] + ': ' + f['reason'] for f in info['flags'])})")
+            flagged.append(
+                f"{ds.names[i]} ({'; '.join(f['flag'] + ': ' + f['reason'] for f in info['flags'])})"
+            )
         if progress and (i + 1) % 50 == 0:
             print(f"[masks] {i + 1}/{len(ds)} {cfg.method} masks", file=sys.stderr, flush=True)
     if flagged:
         msg = f"{len(flagged)}/{len(ds)} {cfg.method} masks flagged, e.g. {flagged[0]}"
         if cfg.on_flag == "error":
-            raise DataError(f"{ds.source or 'dataset'}: {msg}; check them with `cytoray masks --data ... --eval` "
-                            "or set masks.on_flag=warn")  # fmt: skip
+            raise DataError(
+                f"{ds.source or 'dataset'}: {msg}; check them with `cytoray masks --data ... --eval` "
+                "or set masks.on_flag=warn"
+            )
         print(f"[masks] warning: {msg}", file=sys.stderr, flush=True)
     return out
 
@@ -138,5 +181,9 @@ def dataset_label_maps(ds, cfg: MasksConfig, nuclei: np.ndarray | None = None) -
     maps, flags = label_maps(ds.images, nuclei)
     bare = [ds.names[i] for i, f in enumerate(flags) if any(x["flag"] == "no_cytoplasm" for x in f)]
     if bare:
-        print(f"[masks] {len(bare)}/{len(ds)} label maps found no cytoplasm, e.g. {bare[0]}", file=sys.stderr, flush=True)
+        print(
+            f"[masks] {len(bare)}/{len(ds)} label maps found no cytoplasm, e.g. {bare[0]}",
+            file=sys.stderr,
+            flush=True,
+        )
     return maps

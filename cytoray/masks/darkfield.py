@@ -35,13 +35,22 @@ def dark_field_evidence(rgb: np.ndarray, content: np.ndarray, params: MaskParams
     p10, med = (float(v) for v in np.percentile(gray, (10, 50)))
     floor = rgb[sel][gray <= p10].astype(np.float64) / 255.0
     top = floor.max(axis=1)
-    sat = float(((top - floor.min(axis=1)) / np.maximum(top, FLOOR_LIGHT)).mean()) if floor.size else 0.0
+    sat = (
+        float(((top - floor.min(axis=1)) / np.maximum(top, FLOOR_LIGHT)).mean())
+        if floor.size
+        else 0.0
+    )
     piece = 1.0
     if np.ptp(gray) > 0:
         bright = (gray_img > filters.threshold_otsu(gray)) & sel
         lab, n = ndimage.label(bright)
         piece = float(np.bincount(lab.ravel())[1:].max() / bright.sum()) if n else 1.0
-    return {"median_gray": med, "p10_gray": p10, "floor_saturation": sat, "bright_piece_share": piece}
+    return {
+        "median_gray": med,
+        "p10_gray": p10,
+        "floor_saturation": sat,
+        "bright_piece_share": piece,
+    }
 
 
 def looks_dark_field(evidence: dict, params: MaskParams) -> bool:
@@ -49,8 +58,12 @@ def looks_dark_field(evidence: dict, params: MaskParams) -> bool:
     gray under `auto_dark_background`), a black background (10th percentile under `dark_floor`),
     that background without stain hue (FLOOR_SATURATION: a crowded H&E tile's darkest pixels are
     purple nuclei), and bright objects in pieces (BRIGHT_PIECE_SHARE)."""
-    return (evidence["median_gray"] < params.auto_dark_background and evidence["p10_gray"] < params.dark_floor
-            and evidence["floor_saturation"] < FLOOR_SATURATION and evidence["bright_piece_share"] < BRIGHT_PIECE_SHARE)
+    return (
+        evidence["median_gray"] < params.auto_dark_background
+        and evidence["p10_gray"] < params.dark_floor
+        and evidence["floor_saturation"] < FLOOR_SATURATION
+        and evidence["bright_piece_share"] < BRIGHT_PIECE_SHARE
+    )
 
 
 def dark_field(rgb: np.ndarray, content: np.ndarray, params: MaskParams) -> bool:

@@ -37,15 +37,23 @@ from ..data.background import detect_bands
 GLASS, CYTOPLASM, NUCLEUS = 0, 1, 2
 NAMES = ("glass", "cytoplasm", "nucleus")
 N_LABELS = len(NAMES)
-PALETTE = np.array([[235, 235, 235], [120, 190, 120], [70, 40, 150]], dtype=np.uint8)  # for pictures
+PALETTE = np.array(
+    [[235, 235, 235], [120, 190, 120], [70, 40, 150]], dtype=np.uint8
+)  # for pictures
 
 
 @dataclasses.dataclass(frozen=True)
 class LabelParams:
-    smooth_frac: float = 1 / 64  # Gaussian sigma / image side: evens out cytoplasm texture (2 px at 128)
+    smooth_frac: float = (
+        1 / 64
+    )  # Gaussian sigma / image side: evens out cytoplasm texture (2 px at 128)
     glass_od: float = 0.65  # the lower Otsu class is glass only if its mean total OD (white = 255) is below this (Herlev glass 0.1-0.6, close-ups of cytoplasm 0.7-1.0)
-    min_area: float = 0.002  # specks of glass or cytoplasm under this share of the image join their surroundings
-    min_contrast: float = 0.15  # the body must beat the glass by this total OD: the grain of bare glass is no cell
+    min_area: float = (
+        0.002  # specks of glass or cytoplasm under this share of the image join their surroundings
+    )
+    min_contrast: float = (
+        0.15  # the body must beat the glass by this total OD: the grain of bare glass is no cell
+    )
 
 
 def optical_density_abs(rgb: np.ndarray) -> np.ndarray:
@@ -61,7 +69,9 @@ def _drop_specks(mask: np.ndarray, min_px: int) -> np.ndarray:
     return np.isin(lab, 1 + np.flatnonzero(sizes >= min_px))
 
 
-def label_map(rgb: np.ndarray, nucleus: np.ndarray, params: LabelParams = LabelParams()) -> tuple[np.ndarray, list[dict]]:
+def label_map(
+    rgb: np.ndarray, nucleus: np.ndarray, params: LabelParams = LabelParams()
+) -> tuple[np.ndarray, list[dict]]:
     """uint8 [H, W] label map of one uint8 RGB image and its nucleus mask; and quality flags."""
     bands = detect_bands(rgb)
     content = bands.content(margin=False) if bands.any() else np.ones(rgb.shape[:2], dtype=bool)
@@ -72,7 +82,9 @@ def label_map(rgb: np.ndarray, nucleus: np.ndarray, params: LabelParams = LabelP
     if body.sum() >= 16:
         # smoothed over the body alone (normalised convolution): the dark nucleus must not bleed a rim
         sigma = max(0.5, params.smooth_frac * min(rgb.shape[:2]))
-        od = filters.gaussian(optical_density_abs(rgb) * body, sigma) / np.maximum(filters.gaussian(body.astype(float), sigma), 1e-6)
+        od = filters.gaussian(optical_density_abs(rgb) * body, sigma) / np.maximum(
+            filters.gaussian(body.astype(float), sigma), 1e-6
+        )
         vals = od[body]
         t = filters.threshold_otsu(vals) if np.ptp(vals) > 1e-6 else float(vals.max()) + 1.0
         low, high = vals[vals <= t], vals[vals > t]
@@ -94,11 +106,18 @@ def label_map(rgb: np.ndarray, nucleus: np.ndarray, params: LabelParams = LabelP
     if share < 0.01:
         flags.append({"flag": "no_cytoplasm", "reason": f"cytoplasm is {share:.1%} of the content"})
     if not (out == GLASS).any():
-        flags.append({"flag": "cytoplasm_covers", "reason": "no glass: cell body (or nucleus) covers the content"})
+        flags.append(
+            {
+                "flag": "cytoplasm_covers",
+                "reason": "no glass: cell body (or nucleus) covers the content",
+            }
+        )
     return out, flags
 
 
-def label_maps(images: np.ndarray, nuclei: np.ndarray, params: LabelParams = LabelParams()) -> tuple[np.ndarray, list[list[dict]]]:
+def label_maps(
+    images: np.ndarray, nuclei: np.ndarray, params: LabelParams = LabelParams()
+) -> tuple[np.ndarray, list[list[dict]]]:
     """uint8 [N, H, W] label maps of uint8 [N, H, W, 3] images with bool [N, H, W] nucleus masks."""
     maps = np.zeros(nuclei.shape, dtype=np.uint8)
     flags = []
@@ -127,5 +146,7 @@ def paint(maps: np.ndarray, colours: np.ndarray) -> np.ndarray:
     """float32 [N, 3, H, W] in [-1, 1]: every label region filled with its colour (a flat rendering
     of the cell that the generator gives texture, outlines and chromatin)."""
     idx = maps.astype(np.int64)
-    rgb = np.take_along_axis(colours[:, None, None, :, :], idx[:, :, :, None, None], axis=3)[:, :, :, 0, :]
+    rgb = np.take_along_axis(colours[:, None, None, :, :], idx[:, :, :, None, None], axis=3)[
+        :, :, :, 0, :
+    ]
     return (rgb.transpose(0, 3, 1, 2) / 127.5 - 1.0).astype(np.float32)

@@ -8,13 +8,15 @@ import dataclasses
 import numpy as np
 
 from ..data.background import detect_bands
+from .params import MaskParams
 from .quality import quality_flags
 from .stain import stain_mask
-from .params import MaskParams
 from .unsupervised import as_rgb, syncgan_mask
 
 
-def nucleus_mask_report(rgb: np.ndarray, params: MaskParams | None = None, method: str | None = None) -> tuple[np.ndarray, dict]:
+def nucleus_mask_report(
+    rgb: np.ndarray, params: MaskParams | None = None, method: str | None = None
+) -> tuple[np.ndarray, dict]:
     """`nucleus_mask` plus what a report needs: the padding bands found, the polarity used,
     and quality flags (empty, inverted, covers too much, touches padding), each with its reason."""
     params = params or MaskParams()
@@ -34,7 +36,9 @@ def nucleus_mask_report(rgb: np.ndarray, params: MaskParams | None = None, metho
     return mask, info
 
 
-def nucleus_mask(rgb: np.ndarray, params: MaskParams | None = None, method: str | None = None) -> np.ndarray:
+def nucleus_mask(
+    rgb: np.ndarray, params: MaskParams | None = None, method: str | None = None
+) -> np.ndarray:
     """Unsupervised nucleus mask of one image: uint8 HxW or HxWx3 in, bool HxW out (True = nucleus).
 
     `method` ("stain" | "syncgan") overrides `params.method`. Padding bands are never marked

@@ -51,7 +51,9 @@ def haematoxylin_contrast(rgb: np.ndarray, mask: np.ndarray, content: np.ndarray
     return contrast(_signal(rgb, False), mask, content)
 
 
-def quality_flags(rgb: np.ndarray, mask: np.ndarray, content: np.ndarray, bands, params) -> list[dict]:
+def quality_flags(
+    rgb: np.ndarray, mask: np.ndarray, content: np.ndarray, bands, params
+) -> list[dict]:
     """[{'flag': name, 'reason': text}] for one image's mask (empty list = nothing suspect)."""
     from ..data.background import touches_padding
     from .darkfield import dark_field_evidence, looks_dark_field
@@ -60,13 +62,25 @@ def quality_flags(rgb: np.ndarray, mask: np.ndarray, content: np.ndarray, bands,
     n_content = int(content.sum())
     inside = mask & content
     if bands is not None and bands.flat:
-        return [{"flag": "empty", "reason": "the image is one flat colour; there is nothing to segment"}]
+        return [
+            {"flag": "empty", "reason": "the image is one flat colour; there is nothing to segment"}
+        ]
     if not inside.any():
-        flags.append({"flag": "empty", "reason": "no nucleus found; check the stain (haematoxylin) or the method"})
+        flags.append(
+            {
+                "flag": "empty",
+                "reason": "no nucleus found; check the stain (haematoxylin) or the method",
+            }
+        )
     else:
         frac = inside.sum() / max(n_content, 1)
         if frac > params.max_cover:
-            flags.append({"flag": "covers", "reason": f"mask covers {frac:.0%} of the image (limit masks.max_cover={params.max_cover:g})"})
+            flags.append(
+                {
+                    "flag": "covers",
+                    "reason": f"mask covers {frac:.0%} of the image (limit masks.max_cover={params.max_cover:g})",
+                }
+            )
         rest = content & ~mask
         if rest.any():
             bright = looks_dark_field(dark_field_evidence(rgb, content, params), params)
@@ -74,7 +88,17 @@ def quality_flags(rgb: np.ndarray, mask: np.ndarray, content: np.ndarray, bands,
             d = contrast(sig, mask, content)
             if d < INVERSION_MARGIN:
                 what = "darker" if bright else "paler in haematoxylin"
-                flags.append({"flag": "inverted", "reason": f"masked pixels are {what} than the rest (contrast {d:+.2f} sd); the mask marks background"})
+                flags.append(
+                    {
+                        "flag": "inverted",
+                        "reason": f"masked pixels are {what} than the rest (contrast {d:+.2f} sd); the mask marks background",
+                    }
+                )
     if bands is not None and touches_padding(mask, bands):
-        flags.append({"flag": "touches_padding", "reason": f"mask reaches the padding band ({bands.describe()})"})
+        flags.append(
+            {
+                "flag": "touches_padding",
+                "reason": f"mask reaches the padding band ({bands.describe()})",
+            }
+        )
     return flags

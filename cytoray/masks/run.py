@@ -22,9 +22,9 @@ import numpy as np
 from ..errors import DataError
 from ..io import save_png, sha256_file, stable_hash, write_json
 from ..metrics.segmentation import dice, iou
-from .quality import FLAGS
 from .nucleus import nucleus_mask_report
 from .params import MaskParams
+from .quality import FLAGS
 
 # Bump when nucleus_mask changes what it computes for the same parameters: old cache entries
 # then stop matching instead of being served as if current.
@@ -40,14 +40,20 @@ def _list_images(data: Path) -> list:
     from ..data.folder import scan_folder
 
     if not data.exists():
-        raise DataError(f"{data}: folder not found; pass a dataset folder laid out as <data>/<class>/*.png")
+        raise DataError(
+            f"{data}: folder not found; pass a dataset folder laid out as <data>/<class>/*.png"
+        )
     if not data.is_dir():
-        raise DataError(f"{data}: is a file; pass the dataset folder that holds one sub-folder per class")
+        raise DataError(
+            f"{data}: is a file; pass the dataset folder that holds one sub-folder per class"
+        )
     # The loader's other problems (one class only, stray non-image files) do not stop masking:
     # a single class of images is a fine thing to segment.
     records, _problems = scan_folder(data)
     if not records:
-        raise DataError(f"{data}: no images in <class>/ sub-folders (png, jpg, jpeg, tif, tiff, bmp); add images there")
+        raise DataError(
+            f"{data}: no images in <class>/ sub-folders (png, jpg, jpeg, tif, tiff, bmp); add images there"
+        )
     return records
 
 
@@ -72,7 +78,9 @@ def _check_unique(records: list, data: Path) -> None:
 # ----------------------------------------------------------------------------- cache
 
 
-def _cached_mask(rgb_path: Path, cache_dir: Path, key: str, params: MaskParams) -> tuple[np.ndarray, dict, bool]:
+def _cached_mask(
+    rgb_path: Path, cache_dir: Path, key: str, params: MaskParams
+) -> tuple[np.ndarray, dict, bool]:
     """(mask, report, was_cached). Cache entries: <image sha256>-<params hash>.png (0/255) and
     .json (flags, padding, polarity), so a cached image is not even read again."""
     from ..data.images import read_mask, read_rgb
@@ -120,7 +128,9 @@ def run_masks(
     records = _list_images(data)
     if out.resolve().is_relative_to(data.resolve()):
         # Masks written inside the dataset would be read back as images of a new class.
-        raise DataError(f"{out}: output folder is inside the dataset folder {data}; choose an --out outside it")
+        raise DataError(
+            f"{out}: output folder is inside the dataset folder {data}; choose an --out outside it"
+        )
     _check_unique(records, data)
     if evaluate and not any(r.mask for r in records):
         raise DataError(
@@ -142,13 +152,26 @@ def run_masks(
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".incoming-", dir=out))
     try:
-        return _masks_into(stage, out, data, records, cache, key, params, evaluate, fail_dice, bar, progress)
+        return _masks_into(
+            stage, out, data, records, cache, key, params, evaluate, fail_dice, bar, progress
+        )
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def _masks_into(stage: Path, out: Path, data: Path, records, cache: Path, key: str, params, evaluate: bool, fail_dice: float,
-                bar, progress: bool) -> dict:  # fmt: skip
+def _masks_into(
+    stage: Path,
+    out: Path,
+    data: Path,
+    records,
+    cache: Path,
+    key: str,
+    params,
+    evaluate: bool,
+    fail_dice: float,
+    bar,
+    progress: bool,
+) -> dict:
     import os
 
     pdict = dataclasses.asdict(params)
@@ -158,9 +181,17 @@ def _masks_into(stage: Path, out: Path, data: Path, records, cache: Path, key: s
         hits += cached
         name = _out_name(rec, data)
         save_png(stage / name, mask.astype(np.uint8) * 255)
-        row = {"image": str(rec.path), "mask": str(out / name), "class": rec.cls, "cached": cached,
-               "flags": info["flags"], "padding": info.get("padding"), "polarity": info.get("polarity"),
-               "dark_field": info.get("dark_field"), "decision": info.get("decision")}  # fmt: skip
+        row = {
+            "image": str(rec.path),
+            "mask": str(out / name),
+            "class": rec.cls,
+            "cached": cached,
+            "flags": info["flags"],
+            "padding": info.get("padding"),
+            "polarity": info.get("polarity"),
+            "dark_field": info.get("dark_field"),
+            "decision": info.get("decision"),
+        }
         if evaluate and rec.mask is not None:
             row.update(_score(mask, rec.mask))
             scores.append((rec.cls, row["dice"], row["iou"]))
@@ -169,19 +200,35 @@ def _masks_into(stage: Path, out: Path, data: Path, records, cache: Path, key: s
         bar.update()
     bar.close()
     if progress:
-        print(f"[masks] {len(records)}/{len(records)} images masked ({hits} from the cache)", file=sys.stderr, flush=True)
+        print(
+            f"[masks] {len(records)}/{len(records)} images masked ({hits} from the cache)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     failed = [r for r in per_image if r["fail"]]
     summary: dict = {
-        "n": len(records), "cache_hits": hits, "out": str(out), "method": params.method, "params": pdict,
-        "cache_dir": str(cache), "fail_dice": fail_dice,
-        "flags": {f: sum(any(x["flag"] == f for x in r["flags"]) for r in per_image) for f in FLAGS},
+        "n": len(records),
+        "cache_hits": hits,
+        "out": str(out),
+        "method": params.method,
+        "params": pdict,
+        "cache_dir": str(cache),
+        "fail_dice": fail_dice,
+        "flags": {
+            f: sum(any(x["flag"] == f for x in r["flags"]) for r in per_image) for f in FLAGS
+        },
         "padded": sum(1 for r in per_image if r["padding"]),
-        "failed": len(failed), "failed_share": len(failed) / len(per_image),
+        "failed": len(failed),
+        "failed_share": len(failed) / len(per_image),
         "failures": [{"image": r["image"], "reasons": _reasons(r, fail_dice)} for r in failed],
-        "decisions": {"disagreed": sum(1 for r in per_image if (r["decision"] or {}).get("rule", "agree") != "agree"),
-                      "chose_otsu": sum(1 for r in per_image if (r["decision"] or {}).get("chose") == "otsu")},
-    }  # fmt: skip
+        "decisions": {
+            "disagreed": sum(
+                1 for r in per_image if (r["decision"] or {}).get("rule", "agree") != "agree"
+            ),
+            "chose_otsu": sum(1 for r in per_image if (r["decision"] or {}).get("chose") == "otsu"),
+        },
+    }
     if evaluate:
         summary.update(_aggregate(scores))
     write_json(stage / SUMMARY_NAME, {**summary, "images": per_image})
@@ -209,24 +256,36 @@ def format_summary(summary: dict, images: list[dict] | None = None) -> str:
             images = json.loads((Path(summary["out"]) / SUMMARY_NAME).read_text())["images"]
         except (OSError, ValueError, KeyError):
             images = []
-    lines = [f"{summary['n']} masks ({summary['method']}) in {summary['out']} ({summary['cache_hits']} from cache, "
-             f"{summary['padded']} images with padding bands excluded)"]  # fmt: skip
+    lines = [
+        f"{summary['n']} masks ({summary['method']}) in {summary['out']} ({summary['cache_hits']} from cache, "
+        f"{summary['padded']} images with padding bands excluded)"
+    ]
     for r in images or []:
         if "dice" in r:
-            lines.append(f"  {Path(r['image']).name:<40} dice {r['dice']:.3f}  iou {r['iou']:.3f}{'  FAIL' if r['fail'] else ''}")
+            lines.append(
+                f"  {Path(r['image']).name:<40} dice {r['dice']:.3f}  iou {r['iou']:.3f}{'  FAIL' if r['fail'] else ''}"
+            )
     if "dice" in summary:
-        lines.append(f"dice {summary['dice']:.3f} (min {summary['dice_min']:.3f})  iou {summary['iou']:.3f} over {summary['n_evaluated']} images with ground truth")
+        lines.append(
+            f"dice {summary['dice']:.3f} (min {summary['dice_min']:.3f})  iou {summary['iou']:.3f} over {summary['n_evaluated']} images with ground truth"
+        )
         for c, s in summary["per_class"].items():
             lines.append(f"  {c:<20} n={s['n']:<5} dice {s['dice']:.3f}  iou {s['iou']:.3f}")
     flags = ", ".join(f"{k} {v}" for k, v in summary["flags"].items() if v) or "none"
-    lines.append(f"failed: {summary['failed']}/{summary['n']} ({summary['failed_share']:.0%}); flags: {flags}")
+    lines.append(
+        f"failed: {summary['failed']}/{summary['n']} ({summary['failed_share']:.0%}); flags: {flags}"
+    )
     if dec := summary.get("decisions"):
-        lines.append(f"stain vs Otsu disagreed on {dec['disagreed']} image(s); the rule chose Otsu's mask on {dec['chose_otsu']} "
-                     f"(per image: 'decision' in {SUMMARY_NAME})")  # fmt: skip
+        lines.append(
+            f"stain vs Otsu disagreed on {dec['disagreed']} image(s); the rule chose Otsu's mask on {dec['chose_otsu']} "
+            f"(per image: 'decision' in {SUMMARY_NAME})"
+        )
     for f in summary["failures"][:20]:
         lines.append(f"  FAIL {f['image']}: {'; '.join(f['reasons'])}")
     if len(summary["failures"]) > 20:
-        lines.append(f"  ... and {len(summary['failures']) - 20} more in {Path(summary['out']) / SUMMARY_NAME}")
+        lines.append(
+            f"  ... and {len(summary['failures']) - 20} more in {Path(summary['out']) / SUMMARY_NAME}"
+        )
     return "\n".join(lines)
 
 

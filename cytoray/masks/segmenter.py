@@ -26,8 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-BUNDLE_SUFFIXES = (".json", ".pt", ".npz")  # the files a registered bundle holds (tracking/registry._stage_bundle)
-_LOADED: dict[tuple, tuple] = {}  # (tracking URI, NAME/VERSION) or (folder, content hash) → (Segmenter, identity)
+BUNDLE_SUFFIXES = (
+    ".json",
+    ".pt",
+    ".npz",
+)  # the files a registered bundle holds (tracking/registry._stage_bundle)
+_LOADED: dict[
+    tuple, tuple
+] = {}  # (tracking URI, NAME/VERSION) or (folder, content hash) → (Segmenter, identity)
 
 
 def bundle_identity(folder: str | Path) -> str:
@@ -35,7 +41,9 @@ def bundle_identity(folder: str | Path) -> str:
     from ..io import sha256_file
 
     h = hashlib.sha256()
-    for f in sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix in BUNDLE_SUFFIXES):
+    for f in sorted(
+        p for p in Path(folder).iterdir() if p.is_file() and p.suffix in BUNDLE_SUFFIXES
+    ):
         h.update(f"{f.name}:{sha256_file(f)}\n".encode())
     return h.hexdigest()
 
@@ -53,7 +61,9 @@ def check_ref(ref: str) -> None:
         from ..tracking.registry import REF
 
         if not REF.fullmatch(ref):
-            raise ConfigError(f"masks.segmenter={ref}: no such folder, and not NAME@ALIAS or NAME/VERSION")
+            raise ConfigError(
+                f"masks.segmenter={ref}: no such folder, and not NAME@ALIAS or NAME/VERSION"
+            )
 
 
 def pinned(cfg):
@@ -93,7 +103,9 @@ def study_segmenter(ref: str, cache: Path) -> str:
             raise ConfigError(f"masks.segmenter={ref}: no such folder, and {e}") from None
         shutil.rmtree(dest, ignore_errors=True)
         shutil.move(str(bundle), dest)
-    print(f"[study] masks.segmenter={ref}: {version}, pulled to {dest}", file=sys.stderr, flush=True)  # the params show the folder
+    print(
+        f"[study] masks.segmenter={ref}: {version}, pulled to {dest}", file=sys.stderr, flush=True
+    )  # the params show the folder
     return str(dest)
 
 
@@ -116,14 +128,20 @@ def load_mask_segmenter(ref: str, tracking_uri: str | None = None):
     from ..tracking.mlflow_utils import store_uri
     from ..tracking.registry import pull, resolve_version
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per bundle file is noise
+    os.environ.setdefault(
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
+    )  # a bar per bundle file is noise
     if tracking_uri:  # `cytoray segment --tracking-uri`
         mlflow.set_tracking_uri(store_uri(tracking_uri))
-    uri = mlflow.get_tracking_uri()  # else this process's store (`cytoray train --tracking-uri`, MLFLOW_TRACKING_URI)
+    uri = (
+        mlflow.get_tracking_uri()
+    )  # else this process's store (`cytoray train --tracking-uri`, MLFLOW_TRACKING_URI)
     version = resolve_version(ref)
     key = (uri, version)
     if key not in _LOADED:
-        with tempfile.TemporaryDirectory(prefix="cytoray-segmenter-") as d:  # nothing left behind in /tmp
+        with tempfile.TemporaryDirectory(
+            prefix="cytoray-segmenter-"
+        ) as d:  # nothing left behind in /tmp
             bundle = pull(version, d)
             _LOADED[key] = (load_segmenter(bundle), bundle_identity(bundle))
     return _LOADED[key]
@@ -133,17 +151,23 @@ def segmenter_reports(images: np.ndarray, cfg, batch: int = 8):
     """(bool mask, info) per uint8 image [N,S,S,3], as `nucleus_mask_report` gives them: padding
     bands excluded (masks.exclude_padding), quality flags checked with masks.max_cover/polarity."""
     from ..data.background import detect_bands
-    from .quality import quality_flags
     from .params import MaskParams
+    from .quality import quality_flags
 
     seg, ident = load_mask_segmenter(cfg.segmenter)
-    params = MaskParams(polarity=cfg.polarity, exclude_padding=cfg.exclude_padding, max_cover=cfg.max_cover)  # for the flags
+    params = MaskParams(
+        polarity=cfg.polarity, exclude_padding=cfg.exclude_padding, max_cover=cfg.max_cover
+    )  # for the flags
     for start in range(0, len(images), batch):
         chunk = np.asarray(images[start : start + batch])
         for rgb, mask in zip(chunk, seg.masks(chunk, batch)):
             bands = detect_bands(rgb) if cfg.exclude_padding else None
             content = bands.content() if bands is not None else np.ones(rgb.shape[:2], dtype=bool)
             mask = mask & content
-            info = {"method": "segmenter", "segmenter": ident, "padding": bands.as_dict() if bands is not None and bands.any() else None,
-                    "flags": quality_flags(rgb, mask, content, bands, params)}  # fmt: skip
+            info = {
+                "method": "segmenter",
+                "segmenter": ident,
+                "padding": bands.as_dict() if bands is not None and bands.any() else None,
+                "flags": quality_flags(rgb, mask, content, bands, params),
+            }
             yield mask, info

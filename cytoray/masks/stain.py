@@ -102,7 +102,9 @@ def detect_stains(od: np.ndarray, content: np.ndarray, params: MaskParams) -> st
     return "h-dab" if dab.mean() > params.dab_share else "h-e"
 
 
-def haematoxylin(rgb: np.ndarray, content: np.ndarray, params: MaskParams) -> tuple[np.ndarray, np.ndarray, str]:
+def haematoxylin(
+    rgb: np.ndarray, content: np.ndarray, params: MaskParams
+) -> tuple[np.ndarray, np.ndarray, str]:
     """(haematoxylin density [H, W], total optical density [H, W], basis name)."""
     od = optical_density(rgb, content, params)
     basis = detect_stains(od, content, params)
@@ -110,10 +112,14 @@ def haematoxylin(rgb: np.ndarray, content: np.ndarray, params: MaskParams) -> tu
 
 
 def _smooth(x: np.ndarray, sigma: float) -> np.ndarray:
-    return filters.gaussian(x, sigma) if sigma >= 0.5 else x  # under half a pixel: nothing to even out
+    return (
+        filters.gaussian(x, sigma) if sigma >= 0.5 else x
+    )  # under half a pixel: nothing to even out
 
 
-def nucleus_signal(rgb: np.ndarray, content: np.ndarray, params: MaskParams) -> tuple[np.ndarray, np.ndarray, str]:
+def nucleus_signal(
+    rgb: np.ndarray, content: np.ndarray, params: MaskParams
+) -> tuple[np.ndarray, np.ndarray, str]:
     """(haematoxylin density smoothed at the chromatin scale, stained pixels = not bare glass, basis)."""
     sigma = params.smooth_frac * min(rgb.shape[:2])
     h, od, basis = haematoxylin(rgb, content, params)
@@ -126,7 +132,9 @@ def nucleus_signal(rgb: np.ndarray, content: np.ndarray, params: MaskParams) -> 
 # ----------------------------------------------------------------------------- objects
 
 
-def _split_attached(sig: np.ndarray, mask: np.ndarray, background: float, params: MaskParams) -> np.ndarray:
+def _split_attached(
+    sig: np.ndarray, mask: np.ndarray, background: float, params: MaskParams
+) -> np.ndarray:
     """Cut each object at its own Otsu level when its dense core is a different thing from its
     rim: a nucleus with the cytoplasm (or the whole cell) that passed the global threshold.
 
@@ -146,7 +154,9 @@ def _split_attached(sig: np.ndarray, mask: np.ndarray, background: float, params
             t = filters.threshold_otsu(vals)
             core, rim = vals[vals > t], vals[vals <= t]
             diff = core.mean() - rim.mean()
-            distinct = diff >= params.refine_gap * max(rim.mean() - background, 1e-6) or diff >= params.refine_separation * (rim.std() + 1e-6)
+            distinct = diff >= params.refine_gap * max(
+                rim.mean() - background, 1e-6
+            ) or diff >= params.refine_separation * (rim.std() + 1e-6)
             if distinct and core.size >= 0.01 * vals.size:
                 core_px = obj & (sig[sl] > t)
                 parts, n = ndimage.label(core_px)
@@ -156,7 +166,9 @@ def _split_attached(sig: np.ndarray, mask: np.ndarray, background: float, params
     return out
 
 
-def _nucleus_level(sig: np.ndarray, mask: np.ndarray, background: float, params: MaskParams) -> np.ndarray:
+def _nucleus_level(
+    sig: np.ndarray, mask: np.ndarray, background: float, params: MaskParams
+) -> np.ndarray:
     """Drop objects too pale to be nuclei (pale cytoplasm, debris).
 
     Level: an object's mean signal as a fraction of the way from background to the densest
@@ -235,7 +247,11 @@ def _clean(mask: np.ndarray, params: MaskParams) -> np.ndarray:
 def stain_mask(rgb: np.ndarray, content: np.ndarray, params: MaskParams) -> tuple[np.ndarray, dict]:
     """Mask [H, W] of uint8 RGB (already validated) restricted to `content`; and diagnostics."""
     evidence = {k: round(v, 4) for k, v in dark_field_evidence(rgb, content, params).items()}
-    is_dark = looks_dark_field(evidence, params) if params.polarity == "auto" else params.polarity == "bright"
+    is_dark = (
+        looks_dark_field(evidence, params)
+        if params.polarity == "auto"
+        else params.polarity == "bright"
+    )
     if is_dark:
         # No absorption stain to deconvolve: fluorescence has one emitting stain and no
         # cytoplasm confusers, which the SynCGAN pipeline's bright polarity already handles
@@ -282,7 +298,9 @@ def otsu_nuclear(rgb: np.ndarray, content: np.ndarray, params: MaskParams) -> np
     return _clean((h > filters.threshold_otsu(vals)) & content, params) & content
 
 
-def decide(rgb: np.ndarray, content: np.ndarray, stain: np.ndarray, params: MaskParams) -> tuple[np.ndarray, dict]:
+def decide(
+    rgb: np.ndarray, content: np.ndarray, stain: np.ndarray, params: MaskParams
+) -> tuple[np.ndarray, dict]:
     """(mask, decision): the stain mask, unless it and `otsu_nuclear` disagree badly (Dice under
     `agree_dice`) and the rule below prefers Otsu's. The decision goes into the per-image report.
 
@@ -328,12 +346,20 @@ def decide(rgb: np.ndarray, content: np.ndarray, stain: np.ndarray, params: Mask
 
         adds, drops = nuclear(otsu & ~stain, "otsu_adds"), nuclear(stain & ~otsu, "otsu_drops")
         lab, _ = ndimage.label(otsu)
-        new = otsu & ~np.isin(lab, np.unique(lab[core]))  # Otsu objects the stain mask does not touch
+        new = otsu & ~np.isin(
+            lab, np.unique(lab[core])
+        )  # Otsu objects the stain mask does not touch
         new_share = float(new.sum() / max(int((otsu & ~stain).sum()), 1))
-        out.update(rule="nearer", haematoxylin={k: round(v, 4) for k, v in level.items()}, new_objects=round(new_share, 4),
-                   chose="otsu" if adds and not drops and new_share > 0.5 else "stain")  # fmt: skip
+        out.update(
+            rule="nearer",
+            haematoxylin={k: round(v, 4) for k, v in level.items()},
+            new_objects=round(new_share, 4),
+            chose="otsu" if adds and not drops and new_share > 0.5 else "stain",
+        )
     else:
-        out.update(rule="no common core")  # nothing both call nucleus: no reference to judge by; keep stain
+        out.update(
+            rule="no common core"
+        )  # nothing both call nucleus: no reference to judge by; keep stain
     return (otsu if out["chose"] == "otsu" else stain), out
 
 

@@ -18,9 +18,7 @@ same defaults serve a 64 px simulator tile and a 512 px micrograph with a simila
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-from typing import Literal
 
 import numpy as np
 from skimage import color, exposure, filters, morphology
@@ -36,7 +34,9 @@ def as_rgb(img: np.ndarray) -> np.ndarray:
     """uint8 HxW / HxWx1 / HxWx3 / HxWx4 → uint8 HxWx3 (gray replicated, alpha dropped)."""
     a = np.asarray(img)
     if a.dtype != np.uint8:
-        raise ValueError(f"nucleus_mask expects uint8 pixels, got {a.dtype}; convert with cytoray.data.images.read_rgb")
+        raise ValueError(
+            f"nucleus_mask expects uint8 pixels, got {a.dtype}; convert with cytoray.data.images.read_rgb"
+        )
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     if a.ndim == 2:
@@ -72,13 +72,17 @@ def resolve_polarity(rgb: np.ndarray, params: MaskParams) -> str:
     if params.polarity != "auto":
         return params.polarity
     content = np.ones(rgb.shape[:2], dtype=bool)
-    return "bright" if looks_dark_field(dark_field_evidence(rgb, content, params), params) else "dark"
+    return (
+        "bright" if looks_dark_field(dark_field_evidence(rgb, content, params), params) else "dark"
+    )
 
 
 def block_size(shape: tuple[int, int], params: MaskParams) -> int:
     """Odd local-threshold window: block_frac of the shorter side, at least block_min, at most the image."""
     side = min(shape)
-    block = max(params.block_min, int(round(params.block_frac * side))) | 1  # threshold_local needs odd
+    block = (
+        max(params.block_min, int(round(params.block_frac * side))) | 1
+    )  # threshold_local needs odd
     return min(block, side if side % 2 else side - 1)
 
 
@@ -98,7 +102,9 @@ def _size_kwarg(func, area: int) -> dict:
     """skimage >= 0.26 takes max_size (removes <= size), older versions min_size (removes < size)."""
     if "max_size" in inspect.signature(func).parameters:
         return {"max_size": max(area - 1, 0)}
-    return {"min_size": area} if func is morphology.remove_small_objects else {"area_threshold": area}
+    return (
+        {"min_size": area} if func is morphology.remove_small_objects else {"area_threshold": area}
+    )
 
 
 def remove_small(mask: np.ndarray, frac: float) -> np.ndarray:
@@ -106,7 +112,9 @@ def remove_small(mask: np.ndarray, frac: float) -> np.ndarray:
     area = int(round(frac * mask.size))
     if area <= 1:
         return mask
-    return morphology.remove_small_objects(mask, **_size_kwarg(morphology.remove_small_objects, area))
+    return morphology.remove_small_objects(
+        mask, **_size_kwarg(morphology.remove_small_objects, area)
+    )
 
 
 def cleanup(mask: np.ndarray, params: MaskParams) -> np.ndarray:
@@ -118,7 +126,9 @@ def cleanup(mask: np.ndarray, params: MaskParams) -> np.ndarray:
     mask = remove_small(mask, params.min_object_frac)
     hole_area = int(round(params.max_hole_frac * h * w))
     if hole_area > 1:
-        mask = morphology.remove_small_holes(mask, **_size_kwarg(morphology.remove_small_holes, hole_area))
+        mask = morphology.remove_small_holes(
+            mask, **_size_kwarg(morphology.remove_small_holes, hole_area)
+        )
     return mask.astype(bool)
 
 
@@ -141,10 +151,16 @@ def gmm_nucleus_pixels(
     if k < 2:
         return np.ones(n, dtype=bool)
     rng = np.random.default_rng(params.seed)
-    fit_on = features if n <= params.gmm_max_samples else features[rng.choice(n, params.gmm_max_samples, replace=False)]
+    fit_on = (
+        features
+        if n <= params.gmm_max_samples
+        else features[rng.choice(n, params.gmm_max_samples, replace=False)]
+    )
     # Lab units differ by feature; standardise so the mixture is not dominated by L*.
     mu, sd = fit_on.mean(0), fit_on.std(0) + 1e-6
-    gmm = GaussianMixture(n_components=k, covariance_type="full", random_state=params.seed, reg_covar=1e-4)
+    gmm = GaussianMixture(
+        n_components=k, covariance_type="full", random_state=params.seed, reg_covar=1e-4
+    )
     gmm.fit((fit_on - mu) / sd)
     labels = gmm.predict((features - mu) / sd)
     score = score_of(gmm.means_ * sd + mu)  # back to Lab units, then to a nucleus score
@@ -154,7 +170,9 @@ def gmm_nucleus_pixels(
     return np.isin(labels, keep)
 
 
-def _gmm_mask(stretched: np.ndarray, candidate: np.ndarray, polarity: str, params: MaskParams) -> np.ndarray:
+def _gmm_mask(
+    stretched: np.ndarray, candidate: np.ndarray, polarity: str, params: MaskParams
+) -> np.ndarray:
     """Keep the candidate pixels that a Gaussian mixture puts in a nucleus component.
 
     Brightfield (dark polarity): the confusers are red cells and dense cytoplasm, which pass
@@ -170,10 +188,14 @@ def _gmm_mask(stretched: np.ndarray, candidate: np.ndarray, polarity: str, param
     background = float(np.median(score_of(lab[~candidate]))) if (~candidate).any() else 0.0
     if polarity == "bright":
         feats = lab[..., :1].reshape(-1, 1)  # L* only: colour in a fluorescence channel is noise
-        comp = gmm_nucleus_pixels(feats, lambda m: m[:, 0], background, params, params.gmm_components_bright)
+        comp = gmm_nucleus_pixels(
+            feats, lambda m: m[:, 0], background, params, params.gmm_components_bright
+        )
         return comp.reshape(candidate.shape) & candidate
     mask = np.zeros(candidate.shape, dtype=bool)
-    mask[candidate] = gmm_nucleus_pixels(lab[candidate], score_of, background, params, params.gmm_components)
+    mask[candidate] = gmm_nucleus_pixels(
+        lab[candidate], score_of, background, params, params.gmm_components
+    )
     return mask
 
 
@@ -189,7 +211,9 @@ def syncgan_mask(rgb: np.ndarray, params: MaskParams) -> np.ndarray:
     polarity = resolve_polarity(rgb, params)
     signal = gray if polarity == "bright" else 1.0 - gray
     # 3. adaptive threshold: pixels clearly above their neighbourhood are candidates
-    local = filters.threshold_local(signal, block_size(gray.shape, params), offset=-params.threshold_offset)
+    local = filters.threshold_local(
+        signal, block_size(gray.shape, params), offset=-params.threshold_offset
+    )
     candidate = signal > local
     if candidate.sum() < 2 * params.gmm_components:
         return np.zeros(gray.shape, dtype=bool)  # nothing stands out: an empty field, not an error

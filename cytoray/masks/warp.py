@@ -27,8 +27,14 @@ import numpy as np
 from scipy.ndimage import gaussian_filter, map_coordinates
 
 
-def warp_label_maps(maps: np.ndarray, rng: np.random.Generator, *, elastic: float = 0.06, scale: float = 0.1,
-                    smooth: float = 0.12) -> np.ndarray:  # fmt: skip
+def warp_label_maps(
+    maps: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    elastic: float = 0.06,
+    scale: float = 0.1,
+    smooth: float = 0.12,
+) -> np.ndarray:
     """Each map of `maps` [N, H, W] (label ints, or bool masks) under its own random warp; the same
     dtype back."""
     if maps.ndim != 3:
@@ -42,13 +48,21 @@ def warp_label_maps(maps: np.ndarray, rng: np.random.Generator, *, elastic: floa
         m = np.rot90(maps[i], int(rng.integers(4)))
         m = m[:, ::-1] if rng.random() < 0.5 else m
         theta, s = rng.uniform(0, 2 * np.pi), 1 + rng.uniform(-scale, scale)
-        shift = [gaussian_filter(rng.standard_normal((h, w)), smooth * h, mode="wrap") for _ in range(2)]
+        shift = [
+            gaussian_filter(rng.standard_normal((h, w)), smooth * h, mode="wrap") for _ in range(2)
+        ]
         peak = max(float(np.abs(shift[0]).max()), float(np.abs(shift[1]).max()), 1e-12)
         dy, dx = (d * (elastic * h / peak) for d in shift)
         # the source pixel of each output pixel: the inverse rotation and scale about the centre, then the warp
         c, sn = np.cos(theta), np.sin(theta)
-        src = [cy + ((yy - cy) * c + (xx - cx) * sn) / s + dy, cx + (-(yy - cy) * sn + (xx - cx) * c) / s + dx]
-        votes = [map_coordinates((m == k).astype(np.float32), src, order=1, mode="nearest") for k in labels]
+        src = [
+            cy + ((yy - cy) * c + (xx - cx) * sn) / s + dy,
+            cx + (-(yy - cy) * sn + (xx - cx) * c) / s + dx,
+        ]
+        votes = [
+            map_coordinates((m == k).astype(np.float32), src, order=1, mode="nearest")
+            for k in labels
+        ]
         out[i] = labels[np.argmax(votes, axis=0)].astype(maps.dtype)
     return out
 
@@ -56,9 +70,15 @@ def warp_label_maps(maps: np.ndarray, rng: np.random.Generator, *, elastic: floa
 def pack_maps(maps: np.ndarray) -> dict:
     """Label maps as a JSON-able dict (zlib-compressed uint8, base64): a bundle's meta holds them."""
     a = np.ascontiguousarray(maps, dtype=np.uint8)
-    return {"shape": list(a.shape), "bool": bool(maps.dtype == bool), "zlib": base64.b64encode(zlib.compress(a.tobytes(), 6)).decode()}
+    return {
+        "shape": list(a.shape),
+        "bool": bool(maps.dtype == bool),
+        "zlib": base64.b64encode(zlib.compress(a.tobytes(), 6)).decode(),
+    }
 
 
 def unpack_maps(d: dict) -> np.ndarray:
-    a = np.frombuffer(zlib.decompress(base64.b64decode(d["zlib"])), dtype=np.uint8).reshape(d["shape"])
+    a = np.frombuffer(zlib.decompress(base64.b64decode(d["zlib"])), dtype=np.uint8).reshape(
+        d["shape"]
+    )
     return a.astype(bool) if d.get("bool") else a.copy()

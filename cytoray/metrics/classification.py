@@ -48,19 +48,27 @@ def _prob_matrix(y_true, y_prob) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y_true)
     p = np.asarray(y_prob, dtype=np.float64)
     if y.ndim != 1 or y.size == 0:
-        raise CytorayError(f"y_true must be a non-empty 1-D array of class indices, got shape {y.shape}")
+        raise CytorayError(
+            f"y_true must be a non-empty 1-D array of class indices, got shape {y.shape}"
+        )
     if p.ndim == 1:  # binary scores: expand so that both cases share one code path
         p = np.stack([1.0 - p, p], axis=1)
     if p.ndim != 2 or p.shape[0] != y.size or p.shape[1] < 2:
-        raise CytorayError(f"y_prob must be [N] or [N, C>=2] with N={y.size} rows, got shape {np.shape(y_prob)}")
+        raise CytorayError(
+            f"y_prob must be [N] or [N, C>=2] with N={y.size} rows, got shape {np.shape(y_prob)}"
+        )
     if not np.all(np.isfinite(p)):
-        raise CytorayError("y_prob contains NaN or inf; check the classifier's outputs before scoring")
+        raise CytorayError(
+            "y_prob contains NaN or inf; check the classifier's outputs before scoring"
+        )
     if not np.issubdtype(y.dtype, np.integer):
         if not np.all(np.equal(np.mod(y, 1), 0)):
             raise CytorayError("y_true must hold integer class indices 0..C-1")
         y = y.astype(np.int64)
     if y.min() < 0 or y.max() >= p.shape[1]:
-        raise CytorayError(f"y_true has labels outside 0..{p.shape[1] - 1} (y_prob has {p.shape[1]} columns)")
+        raise CytorayError(
+            f"y_true has labels outside 0..{p.shape[1] - 1} (y_prob has {p.shape[1]} columns)"
+        )
     return y, p
 
 
@@ -121,7 +129,9 @@ def classification_metrics(y_true, y_prob, class_names: Sequence[str] | None = N
     """
     y, p = _prob_matrix(y_true, y_prob)
     n_classes = p.shape[1]
-    names = [str(i) for i in range(n_classes)] if class_names is None else [str(c) for c in class_names]
+    names = (
+        [str(i) for i in range(n_classes)] if class_names is None else [str(c) for c in class_names]
+    )
     if len(names) != n_classes:
         raise CytorayError(f"class_names has {len(names)} names but y_prob has {n_classes} classes")
     labels = list(range(n_classes))
@@ -132,7 +142,12 @@ def classification_metrics(y_true, y_prob, class_names: Sequence[str] | None = N
         y, _predict(p), labels=labels, zero_division=np.nan
     )  # NaN, not 0, where a class was never predicted / never present: "undefined" ≠ "wrong"
     out["per_class"] = {
-        names[k]: {"precision": float(prec[k]), "recall": float(rec[k]), "f1": float(f1[k]), "support": int(support[k])}
+        names[k]: {
+            "precision": float(prec[k]),
+            "recall": float(rec[k]),
+            "f1": float(f1[k]),
+            "support": int(support[k]),
+        }
         for k in labels
     }
     if class_names is not None:
@@ -140,7 +155,14 @@ def classification_metrics(y_true, y_prob, class_names: Sequence[str] | None = N
     return out
 
 
-def bootstrap_ci(y_true, y_prob, metric: str = "accuracy", n_boot: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict:
+def bootstrap_ci(
+    y_true,
+    y_prob,
+    metric: str = "accuracy",
+    n_boot: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict:
     """Percentile bootstrap CI of one metric over the test images of a single split.
 
     This is the uncertainty from the finite test set only (not from training or the split);
@@ -148,7 +170,9 @@ def bootstrap_ci(y_true, y_prob, metric: str = "accuracy", n_boot: int = 2000, s
     resample with one class) are left out and counted in "n_undefined".
     """
     if metric not in _METRICS:
-        raise CytorayError(f"unknown metric {metric!r} for bootstrap_ci; choose one of {sorted(_METRICS)}")
+        raise CytorayError(
+            f"unknown metric {metric!r} for bootstrap_ci; choose one of {sorted(_METRICS)}"
+        )
     y, p = _prob_matrix(y_true, y_prob)
     fn = _METRICS[metric]
 
@@ -160,8 +184,13 @@ def bootstrap_ci(y_true, y_prob, metric: str = "accuracy", n_boot: int = 2000, s
         warnings.simplefilter("ignore")  # one-class resamples would warn thousands of times
         # Resample image indices, so labels and probabilities stay paired.
         res = stats.bootstrap(
-            (np.arange(y.size),), statistic, n_resamples=n_boot, vectorized=False,
-            method="percentile", confidence_level=confidence, rng=np.random.default_rng(seed),
+            (np.arange(y.size),),
+            statistic,
+            n_resamples=n_boot,
+            vectorized=False,
+            method="percentile",
+            confidence_level=confidence,
+            rng=np.random.default_rng(seed),
         )
     dist = np.asarray(res.bootstrap_distribution, dtype=np.float64)
     n_undefined = int(np.isnan(dist).sum())
@@ -169,8 +198,16 @@ def bootstrap_ci(y_true, y_prob, metric: str = "accuracy", n_boot: int = 2000, s
     if 0 < n_undefined < dist.size:  # scipy's percentile is NaN as soon as one resample is
         alpha = (1.0 - confidence) / 2.0
         low, high = (float(v) for v in np.nanpercentile(dist, [100 * alpha, 100 * (1 - alpha)]))
-    return {"metric": metric, "estimate": fn(y, p), "low": low, "high": high, "confidence": confidence,
-            "n": int(y.size), "n_boot": int(n_boot), "n_undefined": n_undefined}
+    return {
+        "metric": metric,
+        "estimate": fn(y, p),
+        "low": low,
+        "high": high,
+        "confidence": confidence,
+        "n": int(y.size),
+        "n_boot": int(n_boot),
+        "n_undefined": n_undefined,
+    }
 
 
 # ----------------------------------------------------------------------------- across splits
@@ -186,15 +223,31 @@ def mean_ci(values, confidence: float = 0.95) -> dict:
     finite = v[np.isfinite(v)]
     n = int(finite.size)
     if n == 0:
-        raise CytorayError("mean_ci needs at least one finite score; every split's value was missing or NaN")
+        raise CytorayError(
+            "mean_ci needs at least one finite score; every split's value was missing or NaN"
+        )
     mean = float(np.mean(finite))
     if n == 1:
-        return {"mean": mean, "low": mean, "high": mean, "half_width": float("nan"), "sd": float("nan"),
-                "n": 1, "n_dropped": int(v.size - n)}
+        return {
+            "mean": mean,
+            "low": mean,
+            "high": mean,
+            "half_width": float("nan"),
+            "sd": float("nan"),
+            "n": 1,
+            "n_dropped": int(v.size - n),
+        }
     sd = float(np.std(finite, ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2.0, df=n - 1) * sd / math.sqrt(n))
-    return {"mean": mean, "low": mean - half, "high": mean + half, "half_width": half, "sd": sd,
-            "n": n, "n_dropped": int(v.size - n)}
+    return {
+        "mean": mean,
+        "low": mean - half,
+        "high": mean + half,
+        "half_width": half,
+        "sd": sd,
+        "n": n,
+        "n_dropped": int(v.size - n),
+    }
 
 
 def paired_test(a, b, method: str = "auto") -> dict:
@@ -209,15 +262,21 @@ def paired_test(a, b, method: str = "auto") -> dict:
     Pairs with a NaN on either side are dropped ("n_dropped").
     """
     if method not in ("auto", "t", "wilcoxon"):
-        raise CytorayError(f"unknown paired-test method {method!r}; choose 'auto', 't' or 'wilcoxon'")
+        raise CytorayError(
+            f"unknown paired-test method {method!r}; choose 'auto', 't' or 'wilcoxon'"
+        )
     x, z = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
     if x.size != z.size:
-        raise CytorayError(f"a paired test needs the same >= 2 splits for both policies; got {x.size} vs {z.size} scores")
+        raise CytorayError(
+            f"a paired test needs the same >= 2 splits for both policies; got {x.size} vs {z.size} scores"
+        )
     keep = np.isfinite(x) & np.isfinite(z)
     x, z = x[keep], z[keep]
     n = int(x.size)
     if n < 2:
-        raise CytorayError(f"a paired test needs the same >= 2 splits for both policies; got {n} usable pair(s)")
+        raise CytorayError(
+            f"a paired test needs the same >= 2 splits for both policies; got {n} usable pair(s)"
+        )
     diff = x - z
     ci = mean_ci(diff)
     sd = ci["sd"]
@@ -226,18 +285,33 @@ def paired_test(a, b, method: str = "auto") -> dict:
     else:
         p_t = float(stats.ttest_rel(x, z).pvalue)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # zeros/ties switch scipy to the normal approximation, with a warning
+        warnings.simplefilter(
+            "ignore"
+        )  # zeros/ties switch scipy to the normal approximation, with a warning
         p_w = float(stats.wilcoxon(x, z, zero_method="zsplit").pvalue)
     d_z = ci["mean"] / sd if sd > 0 else float("nan")
     df = n - 1
     # Exact small-sample correction J(df) = Γ(df/2) / (√(df/2) Γ((df−1)/2)) (Hedges 1981);
     # with 5 splits it shrinks d_z by ~20%, which matters for the sizes reported here.
-    j = math.exp(special.gammaln(df / 2) - special.gammaln((df - 1) / 2)) / math.sqrt(df / 2) if df > 1 else 0.0
+    j = (
+        math.exp(special.gammaln(df / 2) - special.gammaln((df - 1) / 2)) / math.sqrt(df / 2)
+        if df > 1
+        else 0.0
+    )
     use_w = method == "wilcoxon"
-    return {"mean_diff": ci["mean"], "ci_low": ci["low"], "ci_high": ci["high"],
-            "p_value": p_w if use_w else p_t, "test": "wilcoxon signed-rank" if use_w else "paired t",
-            "p_t": p_t, "p_wilcoxon": p_w, "effect_size": float(d_z), "hedges_gz": float(d_z * j),
-            "n": n, "n_dropped": int(keep.size - n)}
+    return {
+        "mean_diff": ci["mean"],
+        "ci_low": ci["low"],
+        "ci_high": ci["high"],
+        "p_value": p_w if use_w else p_t,
+        "test": "wilcoxon signed-rank" if use_w else "paired t",
+        "p_t": p_t,
+        "p_wilcoxon": p_w,
+        "effect_size": float(d_z),
+        "hedges_gz": float(d_z * j),
+        "n": n,
+        "n_dropped": int(keep.size - n),
+    }
 
 
 def holm(p_values: dict[str, float]) -> dict[str, float]:
@@ -272,12 +346,20 @@ def format_cell(ci: dict, pct: bool = True, digits: int = 1) -> str:
 def _cell_key(classifier: str, policy: str) -> str:
     for name in (classifier, policy):
         if "|" in name:
-            raise CytorayError(f"name {name!r} contains '|', which cytoray uses to join classifier and policy keys; rename it")
+            raise CytorayError(
+                f"name {name!r} contains '|', which cytoray uses to join classifier and policy keys; rename it"
+            )
     return f"{classifier}|{policy}"
 
 
-def summarize(results: list[dict], metric: str = "balanced_accuracy", baseline: str = "orig", *,
-              delta: float = 0.05, power: float = 0.8) -> dict:
+def summarize(
+    results: list[dict],
+    metric: str = "balanced_accuracy",
+    baseline: str = "orig",
+    *,
+    delta: float = 0.05,
+    power: float = 0.8,
+) -> dict:
     """Per-cell mean ± CI, paired tests of every policy against `baseline`, and power.
 
     results: rows {"classifier", "policy", "split", "repeat" (optional, default 0), metric: score,
@@ -293,27 +375,42 @@ def summarize(results: list[dict], metric: str = "balanced_accuracy", baseline: 
     for i, row in enumerate(results):
         missing = [k for k in ("classifier", "policy", "split", metric) if k not in row]
         if missing:
-            raise CytorayError(f"results row {i} lacks {missing}; every row needs classifier, policy, split and {metric!r}")
+            raise CytorayError(
+                f"results row {i} lacks {missing}; every row needs classifier, policy, split and {metric!r}"
+            )
         cell = scores.setdefault((str(row["classifier"]), str(row["policy"])), {})
         unit = (row["split"], row.get("repeat", 0))
         if unit in cell:
-            raise CytorayError(f"results hold two rows for {row['classifier']}/{row['policy']} split={unit[0]} repeat={unit[1]}; drop the duplicate")
+            raise CytorayError(
+                f"results hold two rows for {row['classifier']}/{row['policy']} split={unit[0]} repeat={unit[1]}; drop the duplicate"
+            )
         cell[unit] = float(row[metric])
         if row.get("n_test") is not None:
             n_test.append(int(row["n_test"]))
     if scores and baseline not in {pol for _, pol in scores}:
-        raise CytorayError(f"baseline policy {baseline!r} is not in the results; policies are {sorted({p for _, p in scores})}")
+        raise CytorayError(
+            f"baseline policy {baseline!r} is not in the results; policies are {sorted({p for _, p in scores})}"
+        )
 
     cells = {_cell_key(c, p): mean_ci(list(v.values())) for (c, p), v in scores.items()}
     tests: dict[str, dict] = {}
     powers: dict[str, dict] = {}
     # Test-image counts use a binomial proportion: meaningful for (balanced) accuracy only.
-    p_kw = {"metric": metric, "delta": delta, "power": power, "n_test": int(np.median(n_test)) if n_test else None}
+    p_kw = {
+        "metric": metric,
+        "delta": delta,
+        "power": power,
+        "n_test": int(np.median(n_test)) if n_test else None,
+    }
     for clf in dict.fromkeys(c for c, _ in scores):  # first-seen order
         base = scores.get((clf, baseline))
         if base is None:
             continue
-        base_mean = cells[_cell_key(clf, baseline)]["mean"] if metric in ("accuracy", "balanced_accuracy") else None
+        base_mean = (
+            cells[_cell_key(clf, baseline)]["mean"]
+            if metric in ("accuracy", "balanced_accuracy")
+            else None
+        )
         family: dict[str, dict] = {}
         diffs: list[np.ndarray] = []
         for (c, pol), v in scores.items():
@@ -334,8 +431,12 @@ def summarize(results: list[dict], metric: str = "balanced_accuracy", baseline: 
         # Pooled SD of the paired differences (variances weighted by their degrees of freedom).
         dfs = [d.size - 1 for d in diffs if d.size >= 2]
         if dfs:
-            pooled = math.sqrt(sum((d.size - 1) * np.var(d, ddof=1) for d in diffs if d.size >= 2) / sum(dfs))
-            powers[clf] = power_statement(None, base_mean, sd_diff=pooled, n_splits=max(dfs) + 1, **p_kw)
+            pooled = math.sqrt(
+                sum((d.size - 1) * np.var(d, ddof=1) for d in diffs if d.size >= 2) / sum(dfs)
+            )
+            powers[clf] = power_statement(
+                None, base_mean, sd_diff=pooled, n_splits=max(dfs) + 1, **p_kw
+            )
         else:
             powers[clf] = power_statement(None, base_mean, n_splits=len(base), **p_kw)
     return {"metric": metric, "baseline": baseline, "cells": cells, "tests": tests, "power": powers}
@@ -353,7 +454,9 @@ def _num(v) -> str:
     return "" if v is None else f"{float(v):.6g}"
 
 
-def results_table(summary: dict, classifiers: Sequence[str], policies: Sequence[str], metric: str) -> tuple[str, list[list[str]]]:
+def results_table(
+    summary: dict, classifiers: Sequence[str], policies: Sequence[str], metric: str
+) -> tuple[str, list[list[str]]]:
     """Markdown table (rows = classifiers, columns = policies) and CSV rows of a `summarize` output.
 
     A cell reads "mean ± CI half-width" in percent; a non-baseline cell with a test adds
@@ -362,8 +465,21 @@ def results_table(summary: dict, classifiers: Sequence[str], policies: Sequence[
     baseline = summary.get("baseline", "orig")
     cells, tests = summary["cells"], summary["tests"]
     lines = ["| classifier | " + " | ".join(policies) + " |", "|---|" + "---|" * len(policies)]
-    header = ["classifier", "policy", "metric", "mean", "low", "high", "n", "mean_diff", "p_value", "p_holm",
-              "effect_size", "hedges_gz", "p_wilcoxon"]
+    header = [
+        "classifier",
+        "policy",
+        "metric",
+        "mean",
+        "low",
+        "high",
+        "n",
+        "mean_diff",
+        "p_value",
+        "p_holm",
+        "effect_size",
+        "hedges_gz",
+        "p_wilcoxon",
+    ]
     csv_rows: list[list[str]] = [header]
     for clf in classifiers:
         row = [clf]
@@ -379,17 +495,37 @@ def results_table(summary: dict, classifiers: Sequence[str], policies: Sequence[
                 text += f" ({round(100 * t['mean_diff'], 1) + 0.0:+.1f}, {_p_text(t['p_holm'])})"
             row.append(text)
             t = t or {}
-            csv_rows.append([clf, pol, metric, _num(ci["mean"]), _num(ci["low"]), _num(ci["high"]), str(ci["n"]),
-                             _num(t.get("mean_diff")), _num(t.get("p_value")), _num(t.get("p_holm")),
-                             _num(t.get("effect_size")), _num(t.get("hedges_gz")), _num(t.get("p_wilcoxon"))])
+            csv_rows.append(
+                [
+                    clf,
+                    pol,
+                    metric,
+                    _num(ci["mean"]),
+                    _num(ci["low"]),
+                    _num(ci["high"]),
+                    str(ci["n"]),
+                    _num(t.get("mean_diff")),
+                    _num(t.get("p_value")),
+                    _num(t.get("p_holm")),
+                    _num(t.get("effect_size")),
+                    _num(t.get("hedges_gz")),
+                    _num(t.get("p_wilcoxon")),
+                ]
+            )
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
-    lines.append(f"{metric} in %: mean ± 95% t-interval half-width over splits; (Δ, p) = paired t-test "
-                 f"against {baseline} on the same splits, Δ in points, p Holm-adjusted per classifier.")
+    lines.append(
+        f"{metric} in %: mean ± 95% t-interval half-width over splits; (Δ, p) = paired t-test "
+        f"against {baseline} on the same splits, Δ in points, p Holm-adjusted per classifier."
+    )
     if any(c.get("low", 0) < 0 or c.get("high", 1) > 1 for c in cells.values()):
-        lines.append("Some intervals pass 0 or 100%: t-intervals over few splits are wide and left unclipped; "
-                     "more splits (data.n_splits) or repeats narrow them.")
-    for clf in classifiers:  # what this design could have detected (summaries from before power had none)
+        lines.append(
+            "Some intervals pass 0 or 100%: t-intervals over few splits are wide and left unclipped; "
+            "more splits (data.n_splits) or repeats narrow them."
+        )
+    for (
+        clf
+    ) in classifiers:  # what this design could have detected (summaries from before power had none)
         if clf in summary.get("power", {}):
             lines.append(f"Power ({clf}): {summary['power'][clf]['statement']}")
     return "\n".join(lines), csv_rows

@@ -28,8 +28,8 @@ import hashlib
 import re
 import warnings
 import zipfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -66,7 +66,9 @@ from .fidelity_stats import (  # noqa: F401 (re-exported: callers import them fr
 FEATURE_LAYER = "2048"
 INPUT_SIZE = 299
 INPUT_RANGE = (-1.0, 0.9921875)  # (0 - 128)/128 .. (255 - 128)/128
-KID_KERNEL = "poly degree=3 gamma=1/2048 coef0=1"  # torch-fidelity defaults, stated with every figure
+KID_KERNEL = (
+    "poly degree=3 gamma=1/2048 coef0=1"  # torch-fidelity defaults, stated with every figure
+)
 
 
 # ----- weights: located, verified and loaded in nets/inception_features.py (NST uses the same network)
@@ -100,11 +102,15 @@ class InceptionV3NVTorchScript(FeatureExtractorBase):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if not (torch.is_tensor(x) and x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1] == 3):
             shape = tuple(getattr(x, "shape", ()))
-            raise ValueError(f"{EXTRACTOR} expects uint8 Bx3xHxW, got {getattr(x, 'dtype', type(x))} {shape}")
+            raise ValueError(
+                f"{EXTRACTOR} expects uint8 Bx3xHxW, got {getattr(x, 'dtype', type(x))} {shape}"
+            )
         net = _load_net(_norm_device(x.device))
         x = x.to(torch.float32)
         if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
-            x = interpolate_bilinear_2d_like_tensorflow1x(x, size=(INPUT_SIZE, INPUT_SIZE), align_corners=False)
+            x = interpolate_bilinear_2d_like_tensorflow1x(
+                x, size=(INPUT_SIZE, INPUT_SIZE), align_corners=False
+            )
         x = (x - 128.0) / 128.0
         feats = net(x).reshape(x.shape[0], -1).to(torch.float32)
         return tuple(feats for _ in self.features_list)
@@ -116,7 +122,9 @@ class InceptionV3NVTorchScript(FeatureExtractorBase):
     @staticmethod
     def get_default_feature_layer_for_metric(metric: str) -> str:
         if metric not in ("fid", "kid", "prc"):
-            raise ValueError(f"{EXTRACTOR} has no logits; metric {metric!r} is not available with it")
+            raise ValueError(
+                f"{EXTRACTOR} has no logits; metric {metric!r} is not available with it"
+            )
         return FEATURE_LAYER
 
     @staticmethod
@@ -135,7 +143,9 @@ def _register() -> None:
         torch_fidelity.register_feature_extractor(EXTRACTOR, InceptionV3NVTorchScript)
     elif old is not InceptionV3NVTorchScript:
         if (old.__module__, old.__qualname__) != (__name__, InceptionV3NVTorchScript.__qualname__):
-            raise CytorayError(f"torch-fidelity feature extractor {EXTRACTOR!r} is already registered by {old.__module__}")
+            raise CytorayError(
+                f"torch-fidelity feature extractor {EXTRACTOR!r} is already registered by {old.__module__}"
+            )
         FEATURE_EXTRACTORS_REGISTRY[EXTRACTOR] = InceptionV3NVTorchScript
 
 
@@ -148,13 +158,23 @@ _register()
 def as_uint8_nchw(images, name: str = "images") -> torch.Tensor:
     """uint8 [N,3,H,W] / [N,H,W,3] / [N,1,H,W] / [N,H,W] (tensor, array or list of HWC arrays) -> uint8 [N,3,H,W]."""
     if isinstance(images, (list, tuple)):
-        images = np.stack([np.asarray(a) for a in images]) if len(images) else np.zeros((0, 3, 1, 1), np.uint8)
-    x = torch.from_numpy(np.require(images, requirements=["W"])) if isinstance(images, np.ndarray) else images
+        images = (
+            np.stack([np.asarray(a) for a in images])
+            if len(images)
+            else np.zeros((0, 3, 1, 1), np.uint8)
+        )
+    x = (
+        torch.from_numpy(np.require(images, requirements=["W"]))
+        if isinstance(images, np.ndarray)
+        else images
+    )
     if not torch.is_tensor(x):
         raise DataError(f"{name}: expected a uint8 tensor or array, got {type(images).__name__}")
     if x.dtype != torch.uint8:
-        raise DataError(f"{name}: dtype {x.dtype}, expected uint8 in [0, 255]; "
-                        "convert with (x*255).round().clamp(0,255).to(torch.uint8)")
+        raise DataError(
+            f"{name}: dtype {x.dtype}, expected uint8 in [0, 255]; "
+            "convert with (x*255).round().clamp(0,255).to(torch.uint8)"
+        )
     if x.dim() == 3:
         x = x[:, None]  # grayscale N,H,W
     if x.dim() != 4:
@@ -162,13 +182,17 @@ def as_uint8_nchw(images, name: str = "images") -> torch.Tensor:
     if x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
         x = x.permute(0, 3, 1, 2)
     if x.shape[1] not in (1, 3):
-        raise DataError(f"{name}: shape {tuple(x.shape)} has no 1- or 3-channel axis; expected [N,3,H,W] or [N,H,W,3]")
+        raise DataError(
+            f"{name}: shape {tuple(x.shape)} has no 1- or 3-channel axis; expected [N,3,H,W] or [N,H,W,3]"
+        )
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     return x.detach().cpu().contiguous()
 
 
-def _features_from_batches(batches: Iterable[torch.Tensor], device: str | torch.device) -> np.ndarray:
+def _features_from_batches(
+    batches: Iterable[torch.Tensor], device: str | torch.device
+) -> np.ndarray:
     """Run uint8 NCHW batches through the extractor; float64 [N, 2048] (exact copies of float32 outputs)."""
     extractor = InceptionV3NVTorchScript(EXTRACTOR, [FEATURE_LAYER])
     dev = _norm_device(device)
@@ -179,10 +203,14 @@ def _features_from_batches(batches: Iterable[torch.Tensor], device: str | torch.
     return np.concatenate(out) if out else np.zeros((0, 2048))
 
 
-def inception_features(images, batch_size: int = 50, device: str | torch.device = "cpu") -> np.ndarray:
+def inception_features(
+    images, batch_size: int = 50, device: str | torch.device = "cpu"
+) -> np.ndarray:
     """Pool features of uint8 images ([N,3,H,W] or [N,H,W,3]) -> float64 [N, 2048]."""
     x = as_uint8_nchw(images)
-    return _features_from_batches((x[i : i + batch_size] for i in range(0, len(x), batch_size)), device)
+    return _features_from_batches(
+        (x[i : i + batch_size] for i in range(0, len(x), batch_size)), device
+    )
 
 
 def _images_digest(x: torch.Tensor) -> str:
@@ -191,8 +219,13 @@ def _images_digest(x: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def cached_features(images, key: str, cache_dir: str | Path, batch_size: int = 50,
-                    device: str | torch.device = "cpu") -> np.ndarray:
+def cached_features(
+    images,
+    key: str,
+    cache_dir: str | Path,
+    batch_size: int = 50,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
     """Features of `images` stored under `key` (e.g. manifest hash + split + class) in `cache_dir`.
 
     The file name also hashes the extractor identity, so other weights never hit. The images'
@@ -209,20 +242,39 @@ def cached_features(images, key: str, cache_dir: str | Path, batch_size: int = 5
             with np.load(path, allow_pickle=False) as z:
                 if str(z["images_sha256"]) == digest:
                     return z["features"].astype(np.float64)
-            warnings.warn(f"{path}: cache key {key!r} was stored for other images; recomputing (make keys unique)")
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:  # unreadable: recompute, replace
+            warnings.warn(
+                f"{path}: cache key {key!r} was stored for other images; recomputing (make keys unique)"
+            )
+        except (
+            OSError,
+            KeyError,
+            ValueError,
+            EOFError,
+            zipfile.BadZipFile,
+        ) as e:  # unreadable: recompute, replace
             warnings.warn(f"{path}: unreadable feature cache ({e}); recomputing")
     feats = inception_features(x, batch_size=batch_size, device=device)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would append ".npz"
-        np.savez(f, features=feats.astype(np.float32), images_sha256=np.array(digest), key=np.array(key))
+    with (
+        atomic_path(path) as tmp,
+        open(tmp, "wb") as f,
+    ):  # a file object: np.savez would append ".npz"
+        np.savez(
+            f, features=feats.astype(np.float32), images_sha256=np.array(digest), key=np.array(key)
+        )
     return feats
 
 
 # ----- features to FID / KID
 
 
-def fid_kid_from_features(f1, f2, kid_subsets: int = 100, seed: int = 0, *,
-                          names: tuple[str, str] = ("first set", "second set")) -> dict:
+def fid_kid_from_features(
+    f1,
+    f2,
+    kid_subsets: int = 100,
+    seed: int = 0,
+    *,
+    names: tuple[str, str] = ("first set", "second set"),
+) -> dict:
     """FID and KID between two feature sets, plus n1, n2, the headline and the protocol.
 
     FID is the exact nuclear-norm form of torch-fidelity's formula and KID torch-fidelity's own
@@ -232,12 +284,23 @@ def fid_kid_from_features(f1, f2, kid_subsets: int = 100, seed: int = 0, *,
     a, b = as_features(f1, names[0]), as_features(f2, names[1])
     k = kid_subset_size(len(a), len(b), names)
     kid_mean, kid_std = kid(a, b, kid_subsets, k, seed)
-    m = {KEY_METRIC_FID: frechet_distance(a, b), KEY_METRIC_KID_MEAN: kid_mean, KEY_METRIC_KID_STD: kid_std}
+    m = {
+        KEY_METRIC_FID: frechet_distance(a, b),
+        KEY_METRIC_KID_MEAN: kid_mean,
+        KEY_METRIC_KID_STD: kid_std,
+    }
     return _result(m, k, kid_subsets, seed, len(a), len(b))
 
 
-def fid_kid_report(f1, f2, kid_subsets: int = 100, seed: int = 0, *, names: tuple[str, str] = ("first set", "second set"),
-                   floor_splits: int = FLOOR_SPLITS) -> dict:
+def fid_kid_report(
+    f1,
+    f2,
+    kid_subsets: int = 100,
+    seed: int = 0,
+    *,
+    names: tuple[str, str] = ("first set", "second set"),
+    floor_splits: int = FLOOR_SPLITS,
+) -> dict:
     """`fid_kid_from_features` + the real-vs-real floor of each set + a warning for small sets.
 
     Adds "floor_a" / "floor_b" (`real_floor` of each set against the other's size, or None) and
@@ -253,13 +316,30 @@ def fid_kid_report(f1, f2, kid_subsets: int = 100, seed: int = 0, *, names: tupl
 
 def _result(m: dict, k: int, kid_subsets: int, seed: int, n1: int, n2: int) -> dict:
     """torch-fidelity's metric dict -> cytoray's, with the KID settings and the feature identity."""
-    return {"fid": m[KEY_METRIC_FID], "kid_mean": m[KEY_METRIC_KID_MEAN], "kid_std": m[KEY_METRIC_KID_STD],
-            "kid_subset_size": k, "kid_subsets": kid_subsets, "kid_seed": seed, "kid_kernel": KID_KERNEL,
-            "n1": n1, "n2": n2, "headline": headline(n1, n2), "fid_min_n": FID_MIN_N, **extractor_identity()}
+    return {
+        "fid": m[KEY_METRIC_FID],
+        "kid_mean": m[KEY_METRIC_KID_MEAN],
+        "kid_std": m[KEY_METRIC_KID_STD],
+        "kid_subset_size": k,
+        "kid_subsets": kid_subsets,
+        "kid_seed": seed,
+        "kid_kernel": KID_KERNEL,
+        "n1": n1,
+        "n2": n2,
+        "headline": headline(n1, n2),
+        "fid_min_n": FID_MIN_N,
+        **extractor_identity(),
+    }
 
 
-def fid_kid(images_a, images_b, kid_subsets: int = 100, seed: int = 0, batch_size: int = 50,
-            device: str | torch.device = "cpu") -> dict:
+def fid_kid(
+    images_a,
+    images_b,
+    kid_subsets: int = 100,
+    seed: int = 0,
+    batch_size: int = 50,
+    device: str | torch.device = "cpu",
+) -> dict:
     """FID/KID between two uint8 image sets (features computed here, not cached)."""
     fa = inception_features(as_uint8_nchw(images_a, "images_a"), batch_size, device)
     fb = inception_features(as_uint8_nchw(images_b, "images_b"), batch_size, device)
@@ -279,16 +359,33 @@ class _UInt8Dataset(torch.utils.data.Dataset):
         return self.x[i]
 
 
-def fid_kid_torch_fidelity(images_a, images_b, kid_subsets: int = 100, seed: int = 0, batch_size: int = 50,
-                           device: str | torch.device = "cpu") -> dict:
+def fid_kid_torch_fidelity(
+    images_a,
+    images_b,
+    kid_subsets: int = 100,
+    seed: int = 0,
+    batch_size: int = 50,
+    device: str | torch.device = "cpu",
+) -> dict:
     """The same figures straight from `torch_fidelity.calculate_metrics` (the reference path)."""
     xa, xb = as_uint8_nchw(images_a, "images_a"), as_uint8_nchw(images_b, "images_b")
     k = kid_subset_size(len(xa), len(xb), ("images_a", "images_b"))
     m = torch_fidelity.calculate_metrics(
-        input1=_UInt8Dataset(xa), input2=_UInt8Dataset(xb), fid=True, kid=True,
-        feature_extractor=EXTRACTOR, feature_layer_fid=FEATURE_LAYER, feature_layer_kid=FEATURE_LAYER,
-        kid_subset_size=k, kid_subsets=kid_subsets, rng_seed=seed, batch_size=batch_size,
-        cuda=torch.device(device).type == "cuda", cache=False, save_cpu_ram=True, verbose=False,
+        input1=_UInt8Dataset(xa),
+        input2=_UInt8Dataset(xb),
+        fid=True,
+        kid=True,
+        feature_extractor=EXTRACTOR,
+        feature_layer_fid=FEATURE_LAYER,
+        feature_layer_kid=FEATURE_LAYER,
+        kid_subset_size=k,
+        kid_subsets=kid_subsets,
+        rng_seed=seed,
+        batch_size=batch_size,
+        cuda=torch.device(device).type == "cuda",
+        cache=False,
+        save_cpu_ram=True,
+        verbose=False,
     )  # save_cpu_ram: no DataLoader worker processes; cache=False: no files under $TORCH_HOME
     return _result(m, k, kid_subsets, seed, len(xa), len(xb))
 
@@ -296,9 +393,16 @@ def fid_kid_torch_fidelity(images_a, images_b, kid_subsets: int = 100, seed: int
 # ----- per-class figures for a study
 
 
-def per_class(real: Mapping[str, object], fake: Mapping[str, object], split: str,
-              real_features: Mapping[str, np.ndarray] | None = None, kid_subsets: int = 100, seed: int = 0,
-              floor_splits: int = FLOOR_SPLITS, fake_features: Mapping[str, np.ndarray] | None = None) -> dict[str, float]:
+def per_class(
+    real: Mapping[str, object],
+    fake: Mapping[str, object],
+    split: str,
+    real_features: Mapping[str, np.ndarray] | None = None,
+    kid_subsets: int = 100,
+    seed: int = 0,
+    floor_splits: int = FLOOR_SPLITS,
+    fake_features: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, float]:
     """FID/KID of each fake class against the real images of that class, and of all classes pooled.
 
     Names state the protocol: "fid_{split}_inception/{cls}", "kid_{split}_inception_mean/{cls}",
@@ -317,16 +421,28 @@ def per_class(real: Mapping[str, object], fake: Mapping[str, object], split: str
     if not fake:
         raise CytorayError(f"per_class({split}): no fake classes given")
     if "all" in fake:
-        raise CytorayError(f"per_class({split}): a class may not be named 'all' (reserved for the pooled figure)")
+        raise CytorayError(
+            f"per_class({split}): a class may not be named 'all' (reserved for the pooled figure)"
+        )
     missing = sorted(c for c in fake if c not in real_features and c not in real)
     if missing:
         have = sorted(set(real) | set(real_features))
-        raise CytorayError(f"per_class({split}): no real images for class(es) {missing}; real has {have}")
+        raise CytorayError(
+            f"per_class({split}): no real images for class(es) {missing}; real has {have}"
+        )
     feats_r, feats_f, out = [], [], {}
     for c in sorted(fake):
-        fr = real_features[c] if c in real_features else inception_features(as_uint8_nchw(real[c], f"real/{c}"))
+        fr = (
+            real_features[c]
+            if c in real_features
+            else inception_features(as_uint8_nchw(real[c], f"real/{c}"))
+        )
         ff = (fake_features or {}).get(c)
-        ff = inception_features(as_uint8_nchw(fake[c], f"fake/{c}")) if ff is None else np.asarray(ff)
+        ff = (
+            inception_features(as_uint8_nchw(fake[c], f"fake/{c}"))
+            if ff is None
+            else np.asarray(ff)
+        )
         feats_r.append(np.asarray(fr))
         feats_f.append(ff)
         r = fid_kid_from_features(fr, ff, kid_subsets, seed, names=(f"real/{c}", f"fake/{c}"))

@@ -6,15 +6,15 @@ Split from `fidelity.py` (which re-exports these names); the protocol is describ
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 
 from ..data.images import read_rgb
-from ..io import is_image_name
 from ..errors import CytorayError, DataError
+from ..io import is_image_name
 from .fidelity import INPUT_SIZE, _features_from_batches, fid_kid_report
 from .fidelity_stats import FLOOR_SPLITS
 
@@ -28,13 +28,18 @@ def list_images(folder: str | Path) -> list[Path]:
         if p.is_symlink() and not p.exists() and is_image_name(p):
             raise DataError(f"{p}: a symbolic link to nothing ({os.readlink(p)}); fix or remove it")
     return sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and is_image_name(p) and not p.name.startswith(".")  # "._x.png": macOS metadata, not images
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and is_image_name(p)
+        and not p.name.startswith(".")  # "._x.png": macOS metadata, not images
         and "masks" not in p.relative_to(root).parts[:-1]
     )
 
 
-def _load_batches(paths: list[Path], size: int | None, batch_size: int) -> Iterator[tuple[list[int], torch.Tensor]]:
+def _load_batches(
+    paths: list[Path], size: int | None, batch_size: int
+) -> Iterator[tuple[list[int], torch.Tensor]]:
     """(indices, uint8 batch) of images read lazily, each batch holding images of one size.
 
     Images of a size are grouped (a batch must be one tensor); all pending groups are flushed
@@ -47,7 +52,10 @@ def _load_batches(paths: list[Path], size: int | None, batch_size: int) -> Itera
 
     def flush():
         for group in pending.values():
-            yield [i for i, _ in group], torch.from_numpy(np.stack([a for _, a in group])).permute(0, 3, 1, 2)
+            yield (
+                [i for i, _ in group],
+                torch.from_numpy(np.stack([a for _, a in group])).permute(0, 3, 1, 2),
+            )
         pending.clear()
 
     for i, p in enumerate(paths):
@@ -60,8 +68,13 @@ def _load_batches(paths: list[Path], size: int | None, batch_size: int) -> Itera
     yield from flush()
 
 
-def folder_features(paths: list[Path], size: int | None = None, batch_size: int = 50,
-                    device: str | torch.device = "cpu", desc: str | None = None) -> np.ndarray:
+def folder_features(
+    paths: list[Path],
+    size: int | None = None,
+    batch_size: int = 50,
+    device: str | torch.device = "cpu",
+    desc: str | None = None,
+) -> np.ndarray:
     """Features of image files in their given order; each image reaches 299x299 by the extractor's
     own resize from its own size (or from size x size), whatever else is in the folder. With
     `desc`, a progress bar (stderr) counts the images."""
@@ -80,9 +93,19 @@ def resize_protocol(size: int | None) -> str:
     return f"each image {first}to {INPUT_SIZE}x{INPUT_SIZE} by the extractor (TF1 bilinear, align_corners=False)"
 
 
-def fid_kid_dirs(dir_a: str | Path, dir_b: str | Path, size: int | None = None, *, kid_subsets: int = 100,
-                 seed: int = 0, batch_size: int = 50, device: str | torch.device = "cpu",
-                 floor_splits: int = FLOOR_SPLITS, progress: bool = False, features_out: dict | None = None) -> dict:
+def fid_kid_dirs(
+    dir_a: str | Path,
+    dir_b: str | Path,
+    size: int | None = None,
+    *,
+    kid_subsets: int = 100,
+    seed: int = 0,
+    batch_size: int = 50,
+    device: str | torch.device = "cpu",
+    floor_splits: int = FLOOR_SPLITS,
+    progress: bool = False,
+    features_out: dict | None = None,
+) -> dict:
     """FID/KID between two image folders (png/jpg/tif/bmp, recursive, "masks" folders skipped), read as RGB uint8.
 
     One protocol whatever the order: every image goes from its own size straight to the
@@ -95,17 +118,28 @@ def fid_kid_dirs(dir_a: str | Path, dir_b: str | Path, size: int | None = None, 
     dir_a, dir_b and image_resize. Print it with `describe(result, (dir_a, dir_b))`.
     """
     if size is not None and int(size) < 1:
-        raise CytorayError(f"size={size}: must be a positive number of pixels (or None for each image's own size)")
+        raise CytorayError(
+            f"size={size}: must be a positive number of pixels (or None for each image's own size)"
+        )
     pa, pb = list_images(dir_a), list_images(dir_b)
     for paths, d in ((pa, dir_a), (pb, dir_b)):
         if len(paths) < 2:
-            raise DataError(f"{d}: {len(paths)} image(s) found (png/jpg/tif/bmp, 'masks' folders skipped); "
-                            "FID/KID need at least 2")
+            raise DataError(
+                f"{d}: {len(paths)} image(s) found (png/jpg/tif/bmp, 'masks' folders skipped); FID/KID need at least 2"
+            )
     size = None if size is None else int(size)
-    fa, fb = (folder_features(p, size, batch_size, device, f"Inception features {Path(d).name}" if progress else None)
-              for p, d in ((pa, dir_a), (pb, dir_b)))
-    if features_out is not None:  # the caller's further metrics on the same features (`fid --realism`)
+    fa, fb = (
+        folder_features(
+            p, size, batch_size, device, f"Inception features {Path(d).name}" if progress else None
+        )
+        for p, d in ((pa, dir_a), (pb, dir_b))
+    )
+    if (
+        features_out is not None
+    ):  # the caller's further metrics on the same features (`fid --realism`)
         features_out.update(a=fa, b=fb)
-    out = fid_kid_report(fa, fb, kid_subsets, seed, names=(str(dir_a), str(dir_b)), floor_splits=floor_splits)
+    out = fid_kid_report(
+        fa, fb, kid_subsets, seed, names=(str(dir_a), str(dir_b)), floor_splits=floor_splits
+    )
     out.update(dir_a=str(dir_a), dir_b=str(dir_b), image_resize=resize_protocol(size))
     return out

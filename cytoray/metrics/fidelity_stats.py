@@ -46,13 +46,21 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+from torch_fidelity.metric_kid import (
+    KEY_METRIC_KID_MEAN,
+    KEY_METRIC_KID_STD,
+    kid_features_to_metric,
+)
 
 from ..errors import CytorayError, DataError
 
 FEATURE_DIM = 2048
-FID_MIN_N = FEATURE_DIM + 1  # rank(S) = n - 1 must reach the dimension (TTUR); below, KID is the headline
-FLOOR_SPLITS = 10  # seeded halvings averaged per floor: the spread of one halving is ~3-20% at these n
+FID_MIN_N = (
+    FEATURE_DIM + 1
+)  # rank(S) = n - 1 must reach the dimension (TTUR); below, KID is the headline
+FLOOR_SPLITS = (
+    10  # seeded halvings averaged per floor: the spread of one halving is ~3-20% at these n
+)
 # KID subsets per halving: subsets have the smaller half's size, so with equal halves every subset
 # is a whole half and they all agree; the spread over FLOOR_SPLITS halvings is the floor's noise.
 FLOOR_KID_SUBSETS = 10
@@ -74,7 +82,9 @@ def as_features(f, name: str) -> np.ndarray:
     """float64 copy of float32-rounded features (the network's precision, as torch-fidelity holds them)."""
     a = np.asarray(f)
     if a.ndim != 2 or a.shape[1] != FEATURE_DIM or not np.isfinite(a).all():
-        raise DataError(f"{name}: features of shape {a.shape} are not finite [N, {FEATURE_DIM}] Inception features")
+        raise DataError(
+            f"{name}: features of shape {a.shape} are not finite [N, {FEATURE_DIM}] Inception features"
+        )
     return a.astype(np.float32).astype(np.float64)
 
 
@@ -103,14 +113,22 @@ def _digest(f: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(f, dtype=np.float32).tobytes()).hexdigest()
 
 
-def kid(f1: np.ndarray, f2: np.ndarray, kid_subsets: int, subset_size: int, seed: int) -> tuple[float, float]:
+def kid(
+    f1: np.ndarray, f2: np.ndarray, kid_subsets: int, subset_size: int, seed: int
+) -> tuple[float, float]:
     """torch-fidelity's KID (mean, std over subsets), the sets in a canonical order (symmetric)."""
     if kid_subsets < 1:
         raise CytorayError(f"kid_subsets={kid_subsets}: must be at least 1")
     if (len(f2), _digest(f2)) > (len(f1), _digest(f1)):  # more images first, then by content
         f1, f2 = f2, f1
-    m = kid_features_to_metric(torch.from_numpy(f1.astype(np.float32)), torch.from_numpy(f2.astype(np.float32)),
-                               kid_subsets=kid_subsets, kid_subset_size=subset_size, rng_seed=seed, verbose=False)
+    m = kid_features_to_metric(
+        torch.from_numpy(f1.astype(np.float32)),
+        torch.from_numpy(f2.astype(np.float32)),
+        kid_subsets=kid_subsets,
+        kid_subset_size=subset_size,
+        rng_seed=seed,
+        verbose=False,
+    )
     return m[KEY_METRIC_KID_MEAN], m[KEY_METRIC_KID_STD]
 
 
@@ -126,8 +144,14 @@ def _harmonic(n1: float, n2: float) -> float:
     return 2.0 / (1.0 / n1 + 1.0 / n2)
 
 
-def real_floor(features, n_other: int | None = None, splits: int = FLOOR_SPLITS, seed: int = 0,
-               kid_subsets: int = FLOOR_KID_SUBSETS, name: str = "real set") -> dict | None:
+def real_floor(
+    features,
+    n_other: int | None = None,
+    splits: int = FLOOR_SPLITS,
+    seed: int = 0,
+    kid_subsets: int = FLOOR_KID_SUBSETS,
+    name: str = "real set",
+) -> dict | None:
     """FID/KID between two seeded halves of one set: what sampling alone scores at this size.
 
     Returns None when the set has fewer than 4 images (halves of 2 are the least a covariance
@@ -150,22 +174,33 @@ def real_floor(features, n_other: int | None = None, splits: int = FLOOR_SPLITS,
     fids = [frechet_distance(f[p[:h1]], f[p[h1:]]) for p in perms]
     k = kid_subset_size(h1, n - h1)
     kids = [kid(f[p[:h1]], f[p[h1:]], kid_subsets, k, seed)[0] for p in perms]
-    out = {"fid_floor": float(np.mean(fids)), "fid_floor_sd": float(np.std(fids, ddof=1)) if splits > 1 else float("nan"),
-           "kid_floor_mean": float(np.mean(kids)), "kid_floor_sd": float(np.std(kids, ddof=1)) if splits > 1 else float("nan"),
-           "floor_n1": h1, "floor_n2": n - h1, "floor_splits": splits, "floor_seed": seed}
+    out = {
+        "fid_floor": float(np.mean(fids)),
+        "fid_floor_sd": float(np.std(fids, ddof=1)) if splits > 1 else float("nan"),
+        "kid_floor_mean": float(np.mean(kids)),
+        "kid_floor_sd": float(np.std(kids, ddof=1)) if splits > 1 else float("nan"),
+        "floor_n1": h1,
+        "floor_n2": n - h1,
+        "floor_splits": splits,
+        "floor_seed": seed,
+    }
     # Exponent of the floor's decay, from the same permutations cut into smaller disjoint pairs.
     sizes, means = [_harmonic(h1, n - h1)], [out["fid_floor"]]
     for m in (h1 // 2, h1 // 4):
         if m >= 2:
             sizes.append(m)
-            means.append(float(np.mean([frechet_distance(f[p[:m]], f[p[m : 2 * m]]) for p in perms])))
+            means.append(
+                float(np.mean([frechet_distance(f[p[:m]], f[p[m : 2 * m]]) for p in perms]))
+            )
     alpha = float("nan")
     if len(sizes) >= 2 and min(means) > 0:
         alpha = -float(np.polyfit(np.log(sizes), np.log(means), 1)[0])
     out["floor_exponent"] = alpha
     if n_other is not None:
         h_fig = _harmonic(n, n_other)
-        out["fid_floor_at_n"] = out["fid_floor"] * (sizes[0] / h_fig) ** alpha if math.isfinite(alpha) else float("nan")
+        out["fid_floor_at_n"] = (
+            out["fid_floor"] * (sizes[0] / h_fig) ** alpha if math.isfinite(alpha) else float("nan")
+        )
     return out
 
 
@@ -177,9 +212,11 @@ def _floor_text(label: str, fl: dict | None) -> str:
         return f"{label}: no floor (needs 4 to {FID_MIN_N - 1} images)"
     at = fl.get("fid_floor_at_n", float("nan"))
     at_text = f", ~{at:.1f} at this figure's n" if math.isfinite(at) else ""
-    return (f"{label}: real-vs-real FID {fl['fid_floor']:.1f} ± {fl['fid_floor_sd']:.1f} "
-            f"(two seeded halves, {fl['floor_n1']}/{fl['floor_n2']} images, {fl['floor_splits']} splits{at_text}), "
-            f"KID {fl['kid_floor_mean']:.4f} ± {fl['kid_floor_sd']:.4f}")
+    return (
+        f"{label}: real-vs-real FID {fl['fid_floor']:.1f} ± {fl['fid_floor_sd']:.1f} "
+        f"(two seeded halves, {fl['floor_n1']}/{fl['floor_n2']} images, {fl['floor_splits']} splits{at_text}), "
+        f"KID {fl['kid_floor_mean']:.4f} ± {fl['kid_floor_sd']:.4f}"
+    )
 
 
 def _kid_pm(r: dict, digits: int) -> str:
@@ -190,18 +227,30 @@ def _kid_pm(r: dict, digits: int) -> str:
     return f"± {r['kid_std']:.{digits}f}"
 
 
-KID_NO_SPREAD = ("KID's ± is the SD over its random subsets of min(1000, n_real, n_fake) images; where no set is larger "
-                 "than a subset, every subset is the whole of both sets, no spread can be estimated, and KID is shown "
-                 "without ±")
+KID_NO_SPREAD = (
+    "KID's ± is the SD over its random subsets of min(1000, n_real, n_fake) images; where no set is larger "
+    "than a subset, every subset is the whole of both sets, no spread can be estimated, and KID is shown "
+    "without ±"
+)
 
 
-def kid_text(mean: float, std: float, subset_size: float | None = None, n1: float | None = None, n2: float | None = None,
-             digits: int = 4) -> str:
+def kid_text(
+    mean: float,
+    std: float,
+    subset_size: float | None = None,
+    n1: float | None = None,
+    n2: float | None = None,
+    digits: int = 4,
+) -> str:
     """'0.0123 ± 0.0045', or '0.0123 (no spread: 12/12 images, each subset the whole set)' where the SD over
     subsets is not an estimate (KID_NO_SPREAD): a '± 0.0000' would read as an exact figure."""
     known = subset_size is not None and n1 and n2
     if (known and subset_size >= max(n1, n2)) or (not known and not std) or not math.isfinite(std):
-        why = f"{int(n1)}/{int(n2)} images, each subset the whole set" if known else "the subsets all agree, no spread estimated"
+        why = (
+            f"{int(n1)}/{int(n2)} images, each subset the whole set"
+            if known
+            else "the subsets all agree, no spread estimated"
+        )
         return f"{mean:.{digits}f} (no spread: {why})"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
@@ -212,22 +261,35 @@ def kid_text_of(metrics: Mapping[str, float], mean_key: str, digits: int = 4) ->
     g = metrics.get
     fid_key = mean_key.replace("kid_", "fid_", 1).replace("_mean/", "/")
     n1, n2 = (g(fid_key.replace("_inception/", f"_inception_n_{s}/")) for s in ("real", "fake"))
-    return kid_text(metrics[mean_key], g(mean_key.replace("_mean/", "_std/"), float("nan")),
-                    g(mean_key.replace("_mean/", "_subset_size/")), n1, n2, digits)
+    return kid_text(
+        metrics[mean_key],
+        g(mean_key.replace("_mean/", "_std/"), float("nan")),
+        g(mean_key.replace("_mean/", "_subset_size/")),
+        n1,
+        n2,
+        digits,
+    )
 
 
-def small_sample_warning(r: dict, labels: tuple[str, str] = ("first set", "second set"), floors: bool = True) -> str:
+def small_sample_warning(
+    r: dict, labels: tuple[str, str] = ("first set", "second set"), floors: bool = True
+) -> str:
     """One paragraph for a FID/KID result below FID_MIN_N images ('' otherwise): why FID is flagged,
     its floors (unless `floors=False`: printed beside it), and the sample size FID would need."""
     n1, n2 = r["n1"], r["n2"]
     if headline(n1, n2) == "fid":
         return ""
-    shown = "; ".join(_floor_text(lab, r.get(key)) for lab, key in zip(labels, ("floor_a", "floor_b"))
-                      if floors and key in r)
-    return (f"FID on {n1}/{n2} images is biased by sample size: it is comparable only at equal n and against the "
-            f"real-vs-real floor{' (' + shown + ')' if shown else ''}. FID needs at least {FID_MIN_N} images per set "
-            f"(more than its {FEATURE_DIM} feature dimensions, TTUR; 10,000 recommended); "
-            f"at this n report KID ({r['kid_mean']:.4f} {_kid_pm(r, 4)}, unbiased) as the headline.")
+    shown = "; ".join(
+        _floor_text(lab, r.get(key))
+        for lab, key in zip(labels, ("floor_a", "floor_b"))
+        if floors and key in r
+    )
+    return (
+        f"FID on {n1}/{n2} images is biased by sample size: it is comparable only at equal n and against the "
+        f"real-vs-real floor{' (' + shown + ')' if shown else ''}. FID needs at least {FID_MIN_N} images per set "
+        f"(more than its {FEATURE_DIM} feature dimensions, TTUR; 10,000 recommended); "
+        f"at this n report KID ({r['kid_mean']:.4f} {_kid_pm(r, 4)}, unbiased) as the headline."
+    )
 
 
 def describe(r: dict, labels: tuple[str, str] = ("first set", "second set")) -> list[str]:
@@ -236,13 +298,18 @@ def describe(r: dict, labels: tuple[str, str] = ("first set", "second set")) -> 
     kid_line = f"KID {r['kid_mean']:.5f} {_kid_pm(r, 5)} ({n}, subsets of {r['kid_subset_size']} x {r['kid_subsets']})"
     fid_line = f"FID {r['fid']:.3f} ({n})"
     if r.get("headline", headline(r["n1"], r["n2"])) == "kid":
-        lines = [kid_line + "  [headline]", fid_line + f"  [flagged: biased below {FID_MIN_N} images per set]"]
+        lines = [
+            kid_line + "  [headline]",
+            fid_line + f"  [flagged: biased below {FID_MIN_N} images per set]",
+        ]
     else:
         lines = [fid_line + "  [headline]", kid_line]
     for lab, key in zip(labels, ("floor_a", "floor_b")):
         if key in r:
             lines.append(_floor_text(lab, r[key]))
-    lines.append(f"extractor {r['feature_extractor']} ({r['weights_sha1'][:12]}), resize: {r.get('image_resize', r['resize'])}")
+    lines.append(
+        f"extractor {r['feature_extractor']} ({r['weights_sha1'][:12]}), resize: {r.get('image_resize', r['resize'])}"
+    )
     warning = small_sample_warning(r, labels, floors=False)  # the floors are the lines above
     if warning:
         lines.append("WARNING: " + warning)
@@ -255,16 +322,22 @@ def per_class_notes(metrics: dict, split: str) -> list[str]:
     lines = []
     prefix = f"fid_{split}_inception/"
     for key in sorted(k for k in metrics if k.startswith(prefix)):
-        c = key[len(prefix):]
-        n_real, n_fake = (int(metrics.get(f"fid_{split}_inception_n_{s}/{c}", 0)) for s in ("real", "fake"))
+        c = key[len(prefix) :]
+        n_real, n_fake = (
+            int(metrics.get(f"fid_{split}_inception_n_{s}/{c}", 0)) for s in ("real", "fake")
+        )
         if not n_real or headline(n_real, n_fake) == "fid":
             continue
         g = lambda name: metrics.get(name.format(split=split, c=c), float("nan"))  # noqa: E731
-        line = (f"{split}/{c}: KID {kid_text_of(metrics, f'kid_{split}_inception_mean/{c}')} "
-                f"is the headline (n={n_real}/{n_fake} < {FID_MIN_N}); FID {metrics[key]:.1f} is biased at this n")
+        line = (
+            f"{split}/{c}: KID {kid_text_of(metrics, f'kid_{split}_inception_mean/{c}')} "
+            f"is the headline (n={n_real}/{n_fake} < {FID_MIN_N}); FID {metrics[key]:.1f} is biased at this n"
+        )
         if f"fid_{split}_inception_floor/{c}" in metrics:
-            line += (f": real-vs-real FID {g('fid_{split}_inception_floor/{c}'):.1f} ± "
-                     f"{g('fid_{split}_inception_floor_sd/{c}'):.1f} (two seeded halves of the real set)")
+            line += (
+                f": real-vs-real FID {g('fid_{split}_inception_floor/{c}'):.1f} ± "
+                f"{g('fid_{split}_inception_floor_sd/{c}'):.1f} (two seeded halves of the real set)"
+            )
             at = g("fid_{split}_inception_floor_at_n/{c}")
             line += f", ~{at:.1f} at this n" if np.isfinite(at) else ""
         lines.append(line)

@@ -42,12 +42,18 @@ MAX_SPLITS = 100_000  # beyond this the answer is "not with this design", report
 
 def _check(delta: float, alpha: float, power: float) -> None:
     if not 0 < delta < 1:
-        raise CytorayError(f"delta={delta}: the difference to detect is a fraction in (0, 1), e.g. 0.05 for 5 points")
+        raise CytorayError(
+            f"delta={delta}: the difference to detect is a fraction in (0, 1), e.g. 0.05 for 5 points"
+        )
     if not 0 < alpha < 1 or not 0 < power < 1:
-        raise CytorayError(f"alpha={alpha}, power={power}: both must be in (0, 1), e.g. 0.05 and 0.8")
+        raise CytorayError(
+            f"alpha={alpha}, power={power}: both must be in (0, 1), e.g. 0.05 and 0.8"
+        )
 
 
-def paired_t_power(n_splits: int, sd_diff: float, delta: float = 0.05, alpha: float = 0.05) -> float:
+def paired_t_power(
+    n_splits: int, sd_diff: float, delta: float = 0.05, alpha: float = 0.05
+) -> float:
     """Power of the two-sided paired t-test over `n_splits` splits (noncentral t, module doc)."""
     if n_splits < 2:
         return float("nan")
@@ -58,14 +64,24 @@ def paired_t_power(n_splits: int, sd_diff: float, delta: float = 0.05, alpha: fl
     t_c = stats.t.ppf(1 - alpha / 2, df)
     upper, lower = stats.nct.sf(t_c, df, nc), stats.nct.cdf(-t_c, df, nc)
     # scipy's nct returns NaN deep in a tail (lower tail at nc ~ 40: < 1e-40); such a tail is 0.
-    return float(min(1.0, np.nan_to_num(upper, nan=1.0 - stats.nct.cdf(t_c, df, nc)) + np.nan_to_num(lower, nan=0.0)))
+    return float(
+        min(
+            1.0,
+            np.nan_to_num(upper, nan=1.0 - stats.nct.cdf(t_c, df, nc))
+            + np.nan_to_num(lower, nan=0.0),
+        )
+    )
 
 
-def splits_needed(sd_diff: float, delta: float = 0.05, alpha: float = 0.05, power: float = 0.8) -> int | None:
+def splits_needed(
+    sd_diff: float, delta: float = 0.05, alpha: float = 0.05, power: float = 0.8
+) -> int | None:
     """Smallest number of splits (>= 2) whose paired t-test reaches `power`; None beyond MAX_SPLITS."""
     _check(delta, alpha, power)
     if not np.isfinite(sd_diff) or sd_diff < 0:
-        raise CytorayError(f"sd_diff={sd_diff}: the SD of per-split paired differences must be finite and >= 0")
+        raise CytorayError(
+            f"sd_diff={sd_diff}: the SD of per-split paired differences must be finite and >= 0"
+        )
     if sd_diff == 0:
         return 2
     # The normal approximation is a lower bound (t has heavier tails); step up from just below it.
@@ -82,7 +98,9 @@ def splits_needed(sd_diff: float, delta: float = 0.05, alpha: float = 0.05, powe
     return n
 
 
-def images_needed(p_baseline: float, delta: float = 0.05, alpha: float = 0.05, power: float = 0.8) -> int:
+def images_needed(
+    p_baseline: float, delta: float = 0.05, alpha: float = 0.05, power: float = 0.8
+) -> int:
     """Test images for one split to detect `delta` in (balanced) accuracy from `p_baseline` (module doc)."""
     _check(delta, alpha, power)
     if not 0 <= p_baseline <= 1:
@@ -91,13 +109,26 @@ def images_needed(p_baseline: float, delta: float = 0.05, alpha: float = 0.05, p
     p2 = p1 + delta if p1 + delta <= 1 else p1 - delta
     pbar = (p1 + p2) / 2
     za, zb = stats.norm.ppf(1 - alpha / 2), stats.norm.ppf(power)
-    n = (za * math.sqrt(2 * pbar * (1 - pbar)) + zb * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))) ** 2 / delta**2
-    return max(1, math.ceil(n - 1e-9))  # 1e-9: a result that is an integer up to round-off stays that integer
+    n = (
+        za * math.sqrt(2 * pbar * (1 - pbar)) + zb * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))
+    ) ** 2 / delta**2
+    return max(
+        1, math.ceil(n - 1e-9)
+    )  # 1e-9: a result that is an integer up to round-off stays that integer
 
 
-def power_statement(diffs=None, baseline_score: float | None = None, *, n_test: int | None = None,
-                    metric: str = "balanced_accuracy", delta: float = 0.05, alpha: float = 0.05,
-                    power: float = 0.8, sd_diff: float | None = None, n_splits: int | None = None) -> dict:
+def power_statement(
+    diffs=None,
+    baseline_score: float | None = None,
+    *,
+    n_test: int | None = None,
+    metric: str = "balanced_accuracy",
+    delta: float = 0.05,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    sd_diff: float | None = None,
+    n_splits: int | None = None,
+) -> dict:
     """What the observed spread says about detecting `delta`: a dict and a sentence for a table.
 
     diffs: per-split paired differences (policy − baseline, fractions); or give `sd_diff` and
@@ -117,35 +148,58 @@ def power_statement(diffs=None, baseline_score: float | None = None, *, n_test: 
     have_sd = sd_diff is not None and n_splits is not None and n_splits >= 2
     need_k = splits_needed(sd_diff, delta, alpha, power) if have_sd else None
     now = paired_t_power(n_splits, sd_diff, delta, alpha) if have_sd else None
-    need_n = images_needed(baseline_score, delta, alpha, power) if baseline_score is not None else None
-    out = {"delta": delta, "alpha": alpha, "power": power, "metric": metric, "sd_diff": sd_diff, "n_splits": n_splits,
-           "power_now": now, "splits_needed": need_k, "baseline_score": baseline_score, "test_images_needed": need_n,
-           "n_test": n_test, "method_splits": "paired t-test, noncentral t",
-           "method_images": "normal approximation, two independent proportions (balanced test set; "
-                            "an upper bound for a paired McNemar test)"}
-    out["min_detectable_effect"] = min_detectable_effect(n_splits, sd_diff, alpha, power) if have_sd else None
+    need_n = (
+        images_needed(baseline_score, delta, alpha, power) if baseline_score is not None else None
+    )
+    out = {
+        "delta": delta,
+        "alpha": alpha,
+        "power": power,
+        "metric": metric,
+        "sd_diff": sd_diff,
+        "n_splits": n_splits,
+        "power_now": now,
+        "splits_needed": need_k,
+        "baseline_score": baseline_score,
+        "test_images_needed": need_n,
+        "n_test": n_test,
+        "method_splits": "paired t-test, noncentral t",
+        "method_images": "normal approximation, two independent proportions (balanced test set; "
+        "an upper bound for a paired McNemar test)",
+    }
+    out["min_detectable_effect"] = (
+        min_detectable_effect(n_splits, sd_diff, alpha, power) if have_sd else None
+    )
     out["statement"] = _sentence(out)
     return out
 
 
 def _sentence(p: dict) -> str:
     pts = round(100 * p["delta"], 1)
-    head = (f"To detect a {pts:g}-point difference in {p['metric']} with {100 * p['power']:.0f}% power "
-            f"(two-sided α = {p['alpha']:g})")
+    head = (
+        f"To detect a {pts:g}-point difference in {p['metric']} with {100 * p['power']:.0f}% power "
+        f"(two-sided α = {p['alpha']:g})"
+    )
     parts = []
     if p["sd_diff"] is not None:
         k = p["splits_needed"]
         k_text = f"about {k} splits" if k is not None else f"more than {MAX_SPLITS:,} splits"
-        parts.append(f"{k_text} are needed at the observed spread (SD of paired differences "
-                     f"{100 * p['sd_diff']:.1f} points over {p['n_splits']} splits, power now "
-                     f"{100 * p['power_now']:.0f}%; paired t-test, noncentral t)")
+        parts.append(
+            f"{k_text} are needed at the observed spread (SD of paired differences "
+            f"{100 * p['sd_diff']:.1f} points over {p['n_splits']} splits, power now "
+            f"{100 * p['power_now']:.0f}%; paired t-test, noncentral t)"
+        )
     elif p["n_splits"] is not None:
-        parts.append(f"the number of splits cannot be estimated from {p['n_splits']} split(s) (no spread)")
+        parts.append(
+            f"the number of splits cannot be estimated from {p['n_splits']} split(s) (no spread)"
+        )
     if p["test_images_needed"] is not None:
         used = f"; this study: {p['n_test']}" if p["n_test"] else ""
-        parts.append(f"about {p['test_images_needed']:,} test images per split at a "
-                     f"{100 * p['baseline_score']:.1f}% baseline (normal approximation, two independent "
-                     f"proportions{used})")
+        parts.append(
+            f"about {p['test_images_needed']:,} test images per split at a "
+            f"{100 * p['baseline_score']:.1f}% baseline (normal approximation, two independent "
+            f"proportions{used})"
+        )
     if not parts:
         return head + ": no estimate (needs per-split differences or a baseline score)."
     return head + ", " + ", or ".join(parts) + "."
@@ -154,8 +208,9 @@ def _sentence(p: dict) -> str:
 # ----------------------------------------------------------------------------- the verdict
 
 
-def min_detectable_effect(n_splits: int | None, sd_diff: float | None, alpha: float = 0.05,
-                          power: float = 0.8) -> float | None:
+def min_detectable_effect(
+    n_splits: int | None, sd_diff: float | None, alpha: float = 0.05, power: float = 0.8
+) -> float | None:
     """Smallest true paired difference (a fraction) the paired t-test over `n_splits` splits detects with
     `power` at the observed SD of paired differences: the root of power(K, sd, delta) = power (module doc).
     None without a spread (fewer than 2 splits); 0 when every split moved by the same amount."""
@@ -177,8 +232,16 @@ def _pts(x: float, sign: bool = True) -> str:
     return f"{v:+.1f}".replace("-", "−") if sign else f"{v:.1f}"
 
 
-def verdict(policy: str, test: dict, *, baseline: str = "orig", effect: float = 0.05, alpha: float = 0.05,
-            power: float = 0.8, metric: str = "balanced_accuracy") -> dict:
+def verdict(
+    policy: str,
+    test: dict,
+    *,
+    baseline: str = "orig",
+    effect: float = 0.05,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    metric: str = "balanced_accuracy",
+) -> dict:
     """One sentence a reviewer can read: `policy` against `baseline` from a `summarize` test dict
     (mean_diff, ci_low, ci_high, p_holm, n, power.sd_diff).
 
@@ -193,7 +256,9 @@ def verdict(policy: str, test: dict, *, baseline: str = "orig", effect: float = 
     p = test.get("p_holm", test.get("p_value", float("nan")))
     n = test.get("n")
     sd = (test.get("power") or {}).get("sd_diff")
-    if sd is None and n and n >= 2 and math.isfinite(hi - lo):  # summaries from before: the SD back from the interval
+    if (
+        sd is None and n and n >= 2 and math.isfinite(hi - lo)
+    ):  # summaries from before: the SD back from the interval
         sd = (hi - lo) / 2 * math.sqrt(n) / stats.t.ppf(0.975, n - 1)
     mde = min_detectable_effect(n, sd, alpha, power)
     e = _pts(effect, sign=False)
@@ -201,23 +266,53 @@ def verdict(policy: str, test: dict, *, baseline: str = "orig", effect: float = 
         call = "higher" if d > 0 else "lower"
         why = f"{call} than {baseline}"
     elif math.isfinite(lo) and -effect < lo and hi < effect:
-        call, why = "no effect", f"no effect: the interval excludes differences of ±{e} points or more"
+        call, why = (
+            "no effect",
+            f"no effect: the interval excludes differences of ±{e} points or more",
+        )
     else:
         call = "inconclusive"
         if lo > 0 or hi < 0:
-            why = (f"inconclusive: the interval (unadjusted) excludes 0, but the Holm-adjusted p is not below {alpha:g} "
-                   "once every policy's comparison is counted")
+            why = (
+                f"inconclusive: the interval (unadjusted) excludes 0, but the Holm-adjusted p is not below {alpha:g} "
+                "once every policy's comparison is counted"
+            )
         else:
             side = "±" if lo <= -effect and hi >= effect else "+" if hi >= effect else "−"
             why = f"inconclusive: the interval holds both 0 and a difference of {side}{e} points"
-    p_txt = "n/a" if not math.isfinite(p) else "< 0.001" if p < 0.001 else f"= {p:.3f}" if p < 0.01 else f"= {p:.2f}"
-    mde_txt = ("the smallest difference this study could detect cannot be estimated (fewer than 2 splits)" if mde is None else
-               f"the smallest difference this study could detect with {100 * power:.0f}% power is {_pts(mde, False)} "
-               f"points (SD of paired differences {_pts(sd, False)} over {n} splits)")  # fmt: skip
-    sentence = (f"{policy} vs {baseline}: {_pts(d)} points of {metric} (95% CI {_pts(lo)} to {_pts(hi)}), "
-                f"Holm-adjusted p {p_txt}; {mde_txt}. Verdict: {why}.")
-    return {"policy": policy, "baseline": baseline, "diff": d, "low": lo, "high": hi, "p_holm": p, "n": n, "sd_diff": sd,
-            "mde": mde, "effect": effect, "call": call, "sentence": sentence}
+    p_txt = (
+        "n/a"
+        if not math.isfinite(p)
+        else "< 0.001"
+        if p < 0.001
+        else f"= {p:.3f}"
+        if p < 0.01
+        else f"= {p:.2f}"
+    )
+    mde_txt = (
+        "the smallest difference this study could detect cannot be estimated (fewer than 2 splits)"
+        if mde is None
+        else f"the smallest difference this study could detect with {100 * power:.0f}% power is {_pts(mde, False)} "
+        f"points (SD of paired differences {_pts(sd, False)} over {n} splits)"
+    )
+    sentence = (
+        f"{policy} vs {baseline}: {_pts(d)} points of {metric} (95% CI {_pts(lo)} to {_pts(hi)}), "
+        f"Holm-adjusted p {p_txt}; {mde_txt}. Verdict: {why}."
+    )
+    return {
+        "policy": policy,
+        "baseline": baseline,
+        "diff": d,
+        "low": lo,
+        "high": hi,
+        "p_holm": p,
+        "n": n,
+        "sd_diff": sd,
+        "mde": mde,
+        "effect": effect,
+        "call": call,
+        "sentence": sentence,
+    }
 
 
 def verdicts(summary: dict, classifier: str, policies, effect: float = 0.05) -> list[dict]:
@@ -227,5 +322,13 @@ def verdicts(summary: dict, classifier: str, policies, effect: float = 0.05) -> 
     for pol in policies:
         t = summary["tests"].get(f"{classifier}|{pol}")
         if pol != base and t is not None:
-            out.append(verdict(pol, t, baseline=base, effect=effect, metric=summary.get("metric", "balanced_accuracy")))
+            out.append(
+                verdict(
+                    pol,
+                    t,
+                    baseline=base,
+                    effect=effect,
+                    metric=summary.get("metric", "balanced_accuracy"),
+                )
+            )
     return out

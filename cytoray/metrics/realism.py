@@ -76,16 +76,25 @@ def prdc(real, fake, k: int = K) -> dict[str, float]:
     """Precision, recall, density, coverage of `fake` against `real` (feature arrays), and the k used."""
     r, f = _features(real, "real"), _features(fake, "synthetic")
     if r.shape[1] != f.shape[1]:
-        raise DataError(f"real and synthetic features differ in width ({r.shape[1]} vs {f.shape[1]})")
+        raise DataError(
+            f"real and synthetic features differ in width ({r.shape[1]} vs {f.shape[1]})"
+        )
     k = usable_k(k, len(r), len(f))
     r_rad, f_rad = nn_radii(r, k), nn_radii(f, k)
     d = distances(r, f)  # [n_real, n_fake]
     inside = d < r_rad[:, None]  # synthetic j in real ball i
-    return {"precision": float(inside.any(0).mean()), "recall": float((d < f_rad[None, :]).any(1).mean()),
-            "density": float(inside.sum(0).mean() / k), "coverage": float((d.min(1) < r_rad).mean()), "k": float(k)}
+    return {
+        "precision": float(inside.any(0).mean()),
+        "recall": float((d < f_rad[None, :]).any(1).mean()),
+        "density": float(inside.sum(0).mean() / k),
+        "coverage": float((d.min(1) < r_rad).mean()),
+        "k": float(k),
+    }
 
 
-def prdc_floor(real, n_fake: int, k: int = K, held_out=None, splits: int = FLOOR_SPLITS, seed: int = 0) -> dict | None:
+def prdc_floor(
+    real, n_fake: int, k: int = K, held_out=None, splits: int = FLOOR_SPLITS, seed: int = 0
+) -> dict | None:
     """Real-vs-real value of each figure: `held_out` real images (min(n_fake, all) per seeded draw)
     scored against `real` as if synthetic; without them, one seeded half against the other.
     Keys: precision... coverage (means over draws), k, floor_n_ref, floor_n_other, floor_kind.
@@ -122,13 +131,23 @@ def memorisation(fake, train, percentile: float = PERCENTILE, pairs: int = 8) ->
     nearest = d.argmin(1)
     dist = d[np.arange(len(f)), nearest]
     order = np.argsort(dist, kind="stable")[:pairs]
-    return {"share": float((dist < threshold).mean()), "threshold": threshold, "percentile": float(percentile),
-            "nearest": nearest, "distance": dist, "pairs": [(int(i), int(nearest[i]), float(dist[i])) for i in order]}
+    return {
+        "share": float((dist < threshold).mean()),
+        "threshold": threshold,
+        "percentile": float(percentile),
+        "nearest": nearest,
+        "distance": dist,
+        "pairs": [(int(i), int(nearest[i]), float(dist[i])) for i in order],
+    }
 
 
 def memorised_share(f, threshold: float, train) -> float:
     """Share of `f` nearer to a training image than `threshold` (for the held-out real floor)."""
-    return float((distances(_features(f, "held-out"), _features(train, "training")).min(1) < threshold).mean())
+    return float(
+        (
+            distances(_features(f, "held-out"), _features(train, "training")).min(1) < threshold
+        ).mean()
+    )
 
 
 # ----- per class, in the study's metric names
@@ -138,14 +157,25 @@ def names(split: str) -> dict[str, str]:
     """Metric name templates ('{c}' = class or 'all'), in the FID/KID protocol style."""
     n = {m: f"{m}_{split}_inception/{{c}}" for m in PRDC}
     n.update({f"{m}_floor": f"{m}_{split}_inception_floor/{{c}}" for m in PRDC})
-    n.update(k=f"prdc_{split}_inception_k/{{c}}", memorised=f"memorised_share_{split}_inception/{{c}}",
-             memorised_floor=f"memorised_share_{split}_inception_floor/{{c}}",
-             threshold=f"memorised_threshold_{split}_inception/{{c}}", percentile=f"memorised_percentile_{split}_inception/{{c}}")
+    n.update(
+        k=f"prdc_{split}_inception_k/{{c}}",
+        memorised=f"memorised_share_{split}_inception/{{c}}",
+        memorised_floor=f"memorised_share_{split}_inception_floor/{{c}}",
+        threshold=f"memorised_threshold_{split}_inception/{{c}}",
+        percentile=f"memorised_percentile_{split}_inception/{{c}}",
+    )
     return n
 
 
-def per_class(real: dict, fake: dict, split: str, train: dict | None = None, k: int = K,
-              percentile: float = PERCENTILE, seed: int = 0) -> tuple[dict[str, float], dict[str, list]]:
+def per_class(
+    real: dict,
+    fake: dict,
+    split: str,
+    train: dict | None = None,
+    k: int = K,
+    percentile: float = PERCENTILE,
+    seed: int = 0,
+) -> tuple[dict[str, float], dict[str, list]]:
     """PRDC (with real-vs-real floors) and, with `train` features, memorisation, per class and pooled.
 
     `real`, `fake`, `train`: {class: features}. The floor's held-out set is the class's training
@@ -158,9 +188,14 @@ def per_class(real: dict, fake: dict, split: str, train: dict | None = None, k: 
         _prdc_into(out, n, c, real[c], fake[c], k, t, seed)
         if t is not None and len(t) >= 2:
             m = memorisation(fake[c], t, percentile)
-            out[n["memorised"].format(c=c)], out[n["threshold"].format(c=c)] = m["share"], m["threshold"]
+            out[n["memorised"].format(c=c)], out[n["threshold"].format(c=c)] = (
+                m["share"],
+                m["threshold"],
+            )
             out[n["percentile"].format(c=c)] = m["percentile"]
-            out[n["memorised_floor"].format(c=c)] = floor = memorised_share(real[c], m["threshold"], t)
+            out[n["memorised_floor"].format(c=c)] = floor = memorised_share(
+                real[c], m["threshold"], t
+            )
             pairs[c] = m["pairs"]
             judged.append((m["distance"] < m["threshold"], floor, len(real[c])))
     if len(fake) > 1:
@@ -170,7 +205,9 @@ def per_class(real: dict, fake: dict, split: str, train: dict | None = None, k: 
         _prdc_into(out, n, "all", pool(real), pool(fake), k, t_all, seed)
     if judged:  # pooled share: every synthetic image judged against its own class's training images
         out[n["memorised"].format(c="all")] = float(np.concatenate([j[0] for j in judged]).mean())
-        out[n["memorised_floor"].format(c="all")] = float(sum(j[1] * j[2] for j in judged) / sum(j[2] for j in judged))
+        out[n["memorised_floor"].format(c="all")] = float(
+            sum(j[1] * j[2] for j in judged) / sum(j[2] for j in judged)
+        )
     return out, pairs
 
 
@@ -185,35 +222,50 @@ def _prdc_into(out: dict, n: dict, c: str, real, fake, k: int, held_out, seed: i
             out[n[f"{m}_floor"].format(c=c)] = fl[m]
 
 
-def pair_report(real, fake, train=None, k: int = K, percentile: float = PERCENTILE, seed: int = 0) -> dict:
+def pair_report(
+    real, fake, train=None, k: int = K, percentile: float = PERCENTILE, seed: int = 0
+) -> dict:
     """One real set against one synthetic set (`cytoray fid --realism`): PRDC, its real-vs-real
     floor (halves of `real`), and with `train` the memorisation share, its held-out floor (`real`
     against `train`) and the closest pairs (plain lists: JSON-ready)."""
     out = {"prdc": prdc(real, fake, k), "prdc_floor": prdc_floor(real, len(fake), k, seed=seed)}
     if train is not None:
         m = memorisation(fake, train, percentile)
-        out["memorisation"] = {"share": m["share"], "threshold": m["threshold"], "percentile": m["percentile"],
-                               "held_out_real_share": memorised_share(real, m["threshold"], train),
-                               "n_train": len(train), "closest_pairs": m["pairs"]}
+        out["memorisation"] = {
+            "share": m["share"],
+            "threshold": m["threshold"],
+            "percentile": m["percentile"],
+            "held_out_real_share": memorised_share(real, m["threshold"], train),
+            "n_train": len(train),
+            "closest_pairs": m["pairs"],
+        }
     return out
 
 
 def flagged(metrics: dict, split: str, threshold: float) -> dict[str, float]:
     """{class: share} of classes (not 'all') whose memorised share exceeds `threshold`."""
     prefix = f"memorised_share_{split}_inception/"
-    return {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix) and not k.endswith("/all") and v > threshold}
+    return {
+        k[len(prefix) :]: v
+        for k, v in metrics.items()
+        if k.startswith(prefix) and not k.endswith("/all") and v > threshold
+    }
 
 
 def describe(metrics: dict, split: str) -> list[str]:
     """Terminal lines, one per class: P/R/D/C with their real-vs-real values, memorisation share."""
     n, lines = names(split), []
-    classes = sorted({k.split("/", 1)[1] for k in metrics if k.startswith(f"precision_{split}_inception/")})
+    classes = sorted(
+        {k.split("/", 1)[1] for k in metrics if k.startswith(f"precision_{split}_inception/")}
+    )
     for c in classes:
         g = lambda key: metrics.get(n[key].format(c=c), float("nan"))  # noqa: E731
         parts = [f"{m} {g(m):.3f} (real-vs-real {g(m + '_floor'):.3f})" for m in PRDC]
         line = f"{c}: " + ", ".join(parts) + f"; k={int(g('k'))}"
         if n["memorised"].format(c=c) in metrics:
-            line += (f"; memorised share {g('memorised'):.3f} (held-out real {g('memorised_floor'):.3f}; nearer than the "
-                     f"{g('percentile') if c != 'all' else PERCENTILE:g}th percentile of train-to-train distances)")
+            line += (
+                f"; memorised share {g('memorised'):.3f} (held-out real {g('memorised_floor'):.3f}; nearer than the "
+                f"{g('percentile') if c != 'all' else PERCENTILE:g}th percentile of train-to-train distances)"
+            )
         lines.append(line)
     return lines

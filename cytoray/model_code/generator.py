@@ -18,8 +18,13 @@ class GeneratorBundleModel(PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params=None):
         import numpy as np
 
-        rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
-        return [np.asarray(self.gen.sample(int(r["n"]), str(r["cls"]), seed=int(r.get("seed", 0)))[0]) for r in rows]
+        rows = (
+            model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
+        )
+        return [
+            np.asarray(self.gen.sample(int(r["n"]), str(r["cls"]), seed=int(r.get("seed", 0)))[0])
+            for r in rows
+        ]
 
 
 mlflow.models.set_model(GeneratorBundleModel())

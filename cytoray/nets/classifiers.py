@@ -51,7 +51,12 @@ class SmallCNN(nn.Module):
     """
 
     def __init__(
-        self, num_classes: int = 2, in_ch: int = 3, base: int = 32, n_blocks: int = 3, dropout: float = 0.2
+        self,
+        num_classes: int = 2,
+        in_ch: int = 3,
+        base: int = 32,
+        n_blocks: int = 3,
+        dropout: float = 0.2,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -59,7 +64,11 @@ class SmallCNN(nn.Module):
         for i in range(n_blocks):
             out = base * 2**i
             for cin in (ch, out):
-                layers += [nn.Conv2d(cin, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+                layers += [
+                    nn.Conv2d(cin, out, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(out),
+                    nn.ReLU(inplace=True),
+                ]
             layers.append(nn.MaxPool2d(2))
             ch = out
         self.features = nn.Sequential(*layers)
@@ -91,8 +100,13 @@ def _inception(num_classes: int, image_size: int, transform_input: bool = False)
     # ImageNet file is Google's, trained on inputs in [-1, 1]; torchvision turns it on with those
     # weights so that ImageNet-normalised inputs reach the network as it was trained.
     aux = image_size >= INCEPTION_AUX_MIN_SIZE
-    return torchvision.models.inception_v3(weights=None, num_classes=num_classes, aux_logits=aux, init_weights=True,
-                                           transform_input=transform_input)  # fmt: skip
+    return torchvision.models.inception_v3(
+        weights=None,
+        num_classes=num_classes,
+        aux_logits=aux,
+        init_weights=True,
+        transform_input=transform_input,
+    )
 
 
 _BUILDERS: dict[str, Callable[[int, int], nn.Module]] = {
@@ -105,7 +119,11 @@ _BUILDERS: dict[str, Callable[[int, int], nn.Module]] = {
 
 
 def build_classifier(
-    name: str, num_classes: int, image_size: int, weights_path: str | Path | None = None, transform_input: bool = False
+    name: str,
+    num_classes: int,
+    image_size: int,
+    weights_path: str | Path | None = None,
+    transform_input: bool = False,
 ) -> nn.Module:
     """Build a classifier by name with a `num_classes` head, from scratch or local weights.
 
@@ -150,17 +168,23 @@ _DENSENET_OLD_KEY = re.compile(
 
 def _read_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise CytorayError(f"weights file {path} for classifier {name!r} not found; check weights_path")
+        raise CytorayError(
+            f"weights file {path} for classifier {name!r} not found; check weights_path"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt, pickled code, not a torch file: all the same to the user
-        raise CytorayError(f"weights file {path} is not a loadable PyTorch state dict ({type(e).__name__}: {e})") from e
+        raise CytorayError(
+            f"weights file {path} is not a loadable PyTorch state dict ({type(e).__name__}: {e})"
+        ) from e
     # Accept checkpoints that wrap the state dict ({"state_dict": ...} / {"model": ...}).
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CytorayError(f"weights file {path} does not hold a state dict of tensors for {name!r}")
+        raise CytorayError(
+            f"weights file {path} does not hold a state dict of tensors for {name!r}"
+        )
     out = {}
     for k, v in obj.items():
         k = k.removeprefix("module.")  # saved from DistributedDataParallel
@@ -181,7 +205,11 @@ def load_classifier_weights(model: nn.Module, name: str, weights_path: str | Pat
         is_head = k.startswith(heads)
         if is_head and (k not in own or own[k].shape != v.shape):
             continue  # a head for another class count: replaced, stays freshly initialised
-        if name == "inception_v3" and k.startswith("AuxLogits.") and not any(o.startswith("AuxLogits.") for o in own):
+        if (
+            name == "inception_v3"
+            and k.startswith("AuxLogits.")
+            and not any(o.startswith("AuxLogits.") for o in own)
+        ):
             continue  # aux head dropped for < 299 px images
         keep[k] = v
     bad_shape = [
@@ -190,7 +218,9 @@ def load_classifier_weights(model: nn.Module, name: str, weights_path: str | Pat
         if k in own and own[k].shape != v.shape
     ]
     if bad_shape:
-        raise CytorayError(f"weights file {path} does not fit {name!r}: shape mismatch at {'; '.join(bad_shape[:3])}")
+        raise CytorayError(
+            f"weights file {path} does not fit {name!r}: shape mismatch at {'; '.join(bad_shape[:3])}"
+        )
     result = model.load_state_dict(keep, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(heads)]
     if missing or result.unexpected_keys:
@@ -200,7 +230,9 @@ def load_classifier_weights(model: nn.Module, name: str, weights_path: str | Pat
         if result.unexpected_keys:
             extra = result.unexpected_keys
             parts.append(f"{len(extra)} unexpected keys (e.g. {', '.join(extra[:3])})")
-        raise CytorayError(f"weights file {path} does not fit classifier {name!r}: {'; '.join(parts)}")
+        raise CytorayError(
+            f"weights file {path} does not fit classifier {name!r}: {'; '.join(parts)}"
+        )
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -217,4 +249,6 @@ def classifier_logits(model: nn.Module, output: object) -> tuple[torch.Tensor, t
         return output, None
     if isinstance(output, torchvision.models.inception.InceptionOutputs):
         return output.logits, output.aux_logits
-    raise TypeError(f"{type(model).__name__} returned {type(output).__name__}; expected a tensor or InceptionOutputs")
+    raise TypeError(
+        f"{type(model).__name__} returned {type(output).__name__}; expected a tensor or InceptionOutputs"
+    )

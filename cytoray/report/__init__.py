@@ -33,12 +33,22 @@ REPORT_DIR = "report"  # artefact folder of the parent run, and sub-folder of a 
 def _sections(kind: str):
     from . import baselines, histo, search, segmentation
 
-    return {"ratio": search.build, "stabilisers": search.build, "segmentation": segmentation.build, "baselines": baselines.build,
-            "histo_to_cyto": histo.build}[kind]
+    return {
+        "ratio": search.build,
+        "stabilisers": search.build,
+        "segmentation": segmentation.build,
+        "baselines": baselines.build,
+        "histo_to_cyto": histo.build,
+    }[kind]
 
 
-def build_report(experiment: str, out: str | Path, tracking_uri: str | None = None, run_id: str | None = None,
-                 log: bool = False) -> Path:  # fmt: skip
+def build_report(
+    experiment: str,
+    out: str | Path,
+    tracking_uri: str | None = None,
+    run_id: str | None = None,
+    log: bool = False,
+) -> Path:
     """Write `<out>/report.html` and `<out>/figures/` for the study (newest parent run, or
     `run_id`) in `experiment`; with `log`, attach both to that parent run. Returns the page."""
     from ..io import atomic_dir
@@ -47,24 +57,36 @@ def build_report(experiment: str, out: str | Path, tracking_uri: str | None = No
 
     out = Path(out).resolve()
     if out.exists() and any(out.iterdir()) and not (out / "report.html").is_file():
-        raise CytorayError(f"{out}: folder exists and holds no cytoray report; choose an empty or new --out")
+        raise CytorayError(
+            f"{out}: folder exists and holds no cytoray report; choose an empty or new --out"
+        )
     rec = load(experiment, tracking_uri, run_id)
     p = rec.parent
     figs: list = []
-    with atomic_dir(out, overwrite=True) as tmp_out, tempfile.TemporaryDirectory() as dl:  # all or nothing
+    with (
+        atomic_dir(out, overwrite=True) as tmp_out,
+        tempfile.TemporaryDirectory() as dl,
+    ):  # all or nothing
         page = Page(f"{experiment} — {rec.kind.replace('_', ' ')} study", tmp_out)
         desc = p.data.tags.get("mlflow.note.content")
         if desc:
             page.raw(f"<div class=desc>{esc(desc)}</div>")
         _sections(rec.kind)(rec, page, Path(dl))
-        from .turing import build as turing_section  # a visual Turing test scored onto a run, when there is one
+        from .turing import (
+            build as turing_section,
+        )  # a visual Turing test scored onto a run, when there is one
 
         turing_section(rec, page, Path(dl))
         figs = [(f, name) for f, name in page.figures]
         secs = rec.metrics.get("study_seconds")
-        page.write([f"MLflow: {rec.uri}, experiment {experiment!r} ({rec.experiment.experiment_id}), parent run "
-                    f"{p.info.run_id}{'' if p.info.status == 'RUNNING' else f' ({p.info.status.lower()})'}, {len(rec.children)} trial runs"
-                    + (f", {secs / 60:.1f} min" if secs else ""), f"study folder: {study_dir(rec) or '?'}"])  # fmt: skip
+        page.write(
+            [
+                f"MLflow: {rec.uri}, experiment {experiment!r} ({rec.experiment.experiment_id}), parent run "
+                f"{p.info.run_id}{'' if p.info.status == 'RUNNING' else f' ({p.info.status.lower()})'}, {len(rec.children)} trial runs"
+                + (f", {secs / 60:.1f} min" if secs else ""),
+                f"study folder: {study_dir(rec) or '?'}",
+            ]
+        )
         files = [f.relative_to(tmp_out) for f in page.files]
     if log:
         publish(rec, out, figs, files)
@@ -91,8 +113,11 @@ def study_report(experiment: str, tracking_uri: str, parent: str, out: Path) -> 
     try:
         path = build_report(experiment, out, tracking_uri, parent, log=True)
     except Exception as e:  # noqa: BLE001 — never lose a finished study to its report
-        print(f"[report] not written: {type(e).__name__}: {e}; rebuild it with `cytoray report --experiment {experiment} "
-              f"--tracking-uri {tracking_uri} --out {out}`", file=sys.stderr)  # fmt: skip
+        print(
+            f"[report] not written: {type(e).__name__}: {e}; rebuild it with `cytoray report --experiment {experiment} "
+            f"--tracking-uri {tracking_uri} --out {out}`",
+            file=sys.stderr,
+        )
         return None
     return str(path)
 

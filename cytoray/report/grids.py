@@ -13,7 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-LABEL_W, HEADER_H, MIN_TILE, CHAR_W = 84, 16, 96, 6  # px: least row-label column, title strip, smallest readable tile, PIL's default font
+LABEL_W, HEADER_H, MIN_TILE, CHAR_W = (
+    84,
+    16,
+    96,
+    6,
+)  # px: least row-label column, title strip, smallest readable tile, PIL's default font
 
 
 def _rgb(x: np.ndarray) -> np.ndarray:
@@ -38,14 +43,24 @@ def labelled_grid(rows: dict[str, np.ndarray], title: str, k: int = 8) -> np.nda
     tile = size * scale
     cols = max(len(x) for x in rows.values())
     label_w = max(LABEL_W, CHAR_W * max(len(n) for n in rows) + 10)
-    canvas = Image.new("RGB", (max(label_w + cols * (tile + 2), CHAR_W * len(title) + 8), HEADER_H + len(rows) * (tile + 2)), "white")
+    canvas = Image.new(
+        "RGB",
+        (
+            max(label_w + cols * (tile + 2), CHAR_W * len(title) + 8),
+            HEADER_H + len(rows) * (tile + 2),
+        ),
+        "white",
+    )
     draw = ImageDraw.Draw(canvas)
     draw.text((4, 2), title, fill="black")
     for r, (name, x) in enumerate(rows.items()):
         y = HEADER_H + r * (tile + 2)
         draw.text((4, y + tile // 2 - 6), name, fill="black")
         for c, im in enumerate(x):
-            canvas.paste(Image.fromarray(im).resize((tile, tile), Image.NEAREST), (label_w + c * (tile + 2), y))
+            canvas.paste(
+                Image.fromarray(im).resize((tile, tile), Image.NEAREST),
+                (label_w + c * (tile + 2), y),
+            )
     return np.asarray(canvas)
 
 
@@ -54,8 +69,9 @@ def safe_name(cls: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", cls) or "class"
 
 
-def write_real_vs_synthetic(out: Path, real: dict[str, np.ndarray], synthetic: dict[str, tuple], what: str,
-                            k: int = 8) -> list[Path]:  # fmt: skip
+def write_real_vs_synthetic(
+    out: Path, real: dict[str, np.ndarray], synthetic: dict[str, tuple], what: str, k: int = 8
+) -> list[Path]:
     """One PNG per class: real images (rows of `real[cls]`), the synthetic ones and, when the
     generator makes them, its synthetic masks. `synthetic[cls]` = (images, masks or None)."""
     from ..io import save_png

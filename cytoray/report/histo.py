@@ -29,7 +29,7 @@ def labels(rec: Recorded, rows: list[str]) -> dict[str, str]:
     for run in rec.results:
         v = run.data.tags.get("variant")
         if v in out and run.info.run_name.startswith("result: "):
-            out[v] = run.info.run_name[len("result: "):]
+            out[v] = run.info.run_name[len("result: ") :]
     return out
 
 
@@ -40,36 +40,81 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
         return
     lab = labels(rec, rows)
     m = rec.metrics
-    classes = sorted({k.rsplit("/", 1)[1] for k in m if k.startswith(f"{rows[0]}/{FID}/")} - {"all"})
+    classes = sorted(
+        {k.rsplit("/", 1)[1] for k in m if k.startswith(f"{rows[0]}/{FID}/")} - {"all"}
+    )
     groups = [*classes, "all"]
     n = {c: m.get(f"{rows[0]}/{FID}_n_real/{c}") for c in groups}
-    proto = (f"Split protocol: {split_protocol(rec, 1)}; histology: {rec.param('source.root') or 'embedded simulator'}. Every row is "
-             f"computed from the same held-out histology test images against the real cytology test split "
-             f"(real images per class: {', '.join(f'{c} {int(v)}' for c, v in n.items() if v) or '?'}); InceptionV3 pool "
-             "features, each image to 299 px. The real-histology row is the baseline a translator must beat.")  # fmt: skip
+    proto = (
+        f"Split protocol: {split_protocol(rec, 1)}; histology: {rec.param('source.root') or 'embedded simulator'}. Every row is "
+        f"computed from the same held-out histology test images against the real cytology test split "
+        f"(real images per class: {', '.join(f'{c} {int(v)}' for c, v in n.items() if v) or '?'}); InceptionV3 pool "
+        "features, each image to 299 px. The real-histology row is the baseline a translator must beat."
+    )
     floors = {c: m.get(f"histology/{FID}_floor/{c}") for c in groups}
     floor_txt = ", ".join(f"{c} {v:.1f}" for c, v in floors.items() if v is not None)
     page.h2("FID / KID against real cytology (test split)")
-    body = [[lab[r], *(fmt(m.get(f"{r}/{FID}/{c}"), 4) for c in groups),
-             *(kid_text_of(m, f"{r}/{KID}/{c}") if f"{r}/{KID}/{c}" in m else "—"
-               for c in groups)] for r in rows]  # fmt: skip
-    page.table(["row", *(f"FID {c}" for c in groups), *(f"KID {c}" for c in groups)], body,
-               proto + f" {KID_NO_SPREAD}."
-               + (f" Real-vs-real floor (two seeded halves of the real test images): FID {floor_txt}." if floor_txt else ""),
-               ["best" if r == min(rows, key=lambda r: m[f"{r}/{FID}/all"]) else "" for r in rows])  # fmt: skip
-    short = {r: re.sub(r":sha1=[0-9a-f]+", "", lab[r]) for r in rows}  # the extractor's hash is in the table, not the legend
-    values = {(c, short[r]): (m[f"{r}/{FID}/{c}"], float("nan")) for r in rows for c in groups if f"{r}/{FID}/{c}" in m}
+    body = [
+        [
+            lab[r],
+            *(fmt(m.get(f"{r}/{FID}/{c}"), 4) for c in groups),
+            *(kid_text_of(m, f"{r}/{KID}/{c}") if f"{r}/{KID}/{c}" in m else "—" for c in groups),
+        ]
+        for r in rows
+    ]
+    page.table(
+        ["row", *(f"FID {c}" for c in groups), *(f"KID {c}" for c in groups)],
+        body,
+        proto
+        + f" {KID_NO_SPREAD}."
+        + (
+            f" Real-vs-real floor (two seeded halves of the real test images): FID {floor_txt}."
+            if floor_txt
+            else ""
+        ),
+        ["best" if r == min(rows, key=lambda r: m[f"{r}/{FID}/all"]) else "" for r in rows],
+    )
+    short = {
+        r: re.sub(r":sha1=[0-9a-f]+", "", lab[r]) for r in rows
+    }  # the extractor's hash is in the table, not the legend
+    values = {
+        (c, short[r]): (m[f"{r}/{FID}/{c}"], float("nan"))
+        for r in rows
+        for c in groups
+        if f"{r}/{FID}/{c}" in m
+    }
     series = [short[r] for r in rows]
     if floor_txt:
-        values.update({(c, "real-vs-real floor"): (v, float("nan")) for c, v in floors.items() if v is not None})
+        values.update(
+            {
+                (c, "real-vs-real floor"): (v, float("nan"))
+                for c, v in floors.items()
+                if v is not None
+            }
+        )
         series.append("real-vs-real floor")
-    fig = figures.grouped_bars(groups, series, values, "FID (lower is better)", "FID against real cytology, per class")
+    fig = figures.grouped_bars(
+        groups, series, values, "FID (lower is better)", "FID against real cytology, per class"
+    )
     page.figure(fig, "fid_rows", proto)
-    for r in rows:  # why each row scores as it does: realism (precision) and variety (recall, coverage)
-        realism.table(page, {k[len(r) + 1:]: v for k, v in m.items() if k.startswith(f"{r}/")}, "test", lab[r])
-    for _, img in run_images(rec, rec.parent, "results", tmp):  # results/<class>.png: one row per translator
-        page.image(img, f"class {img.stem}: the same test histology images (top row) and each translator's output, "
-                   "row by row in the table's order.", name=f"translated_{img.name}")  # fmt: skip
+    for (
+        r
+    ) in rows:  # why each row scores as it does: realism (precision) and variety (recall, coverage)
+        realism.table(
+            page,
+            {k[len(r) + 1 :]: v for k, v in m.items() if k.startswith(f"{r}/")},
+            "test",
+            lab[r],
+        )
+    for _, img in run_images(
+        rec, rec.parent, "results", tmp
+    ):  # results/<class>.png: one row per translator
+        page.image(
+            img,
+            f"class {img.stem}: the same test histology images (top row) and each translator's output, "
+            "row by row in the table's order.",
+            name=f"translated_{img.name}",
+        )
     if rec.children:
         search_section(rec, page)
 
@@ -84,17 +129,39 @@ def search_section(rec: Recorded, page: Page) -> None:
     runs = rec.children
     keys = sorted({k for r in runs for k, v in r.data.params.items() if number(v) is not None})
     page.h2(f"Search ({len(runs)} trials; validation FID per translator)")
-    page.table(["trial", "status", *keys, *metrics],
-               [[r.info.run_name, trial_status(r), *(fmt(number(r.data.params.get(k))) for k in keys),
-                 *(fmt(r.data.metrics.get(mk)) for mk in metrics)] for r in runs],
-               f"Each trial trains every translator with its settings; each translator then takes its own best trial "
-               f"(their settings are disjoint). Split protocol: {split_protocol(rec, 1)}; FID on the validation split.", left=2)  # fmt: skip
+    page.table(
+        ["trial", "status", *keys, *metrics],
+        [
+            [
+                r.info.run_name,
+                trial_status(r),
+                *(fmt(number(r.data.params.get(k))) for k in keys),
+                *(fmt(r.data.metrics.get(mk)) for mk in metrics),
+            ]
+            for r in runs
+        ],
+        f"Each trial trains every translator with its settings; each translator then takes its own best trial "
+        f"(their settings are disjoint). Split protocol: {split_protocol(rec, 1)}; FID on the validation split.",
+        left=2,
+    )
     for v, mk in zip(variants, metrics):
         own = [k for k in keys if k.startswith(f"generators.{v}.")]
-        pts = [{"settings": {k: number(r.data.params.get(k)) for k in own}, "y": r.data.metrics.get(mk), "status": trial_status(r)}
-               for r in runs]  # fmt: skip
+        pts = [
+            {
+                "settings": {k: number(r.data.params.get(k)) for k in own},
+                "y": r.data.metrics.get(mk),
+                "status": trial_status(r),
+            }
+            for r in runs
+        ]
         done = [p for p in pts if p["y"] is not None and p["status"] == "finished"]
         if own and done:
             min(done, key=lambda p: p["y"])["best"] = True
-            fig = figures.settings_scatter(pts, own, mk, f"{v}: validation FID against its settings")
-            page.figure(fig, f"search_{v}", f"One dot per trial; gold star: {v}'s chosen trial (lowest validation FID).")
+            fig = figures.settings_scatter(
+                pts, own, mk, f"{v}: validation FID against its settings"
+            )
+            page.figure(
+                fig,
+                f"search_{v}",
+                f"One dot per trial; gold star: {v}'s chosen trial (lowest validation FID).",
+            )

@@ -34,7 +34,9 @@ class Page:
         self.title, self.out = title, Path(out)
         self.parts: list[str] = []
         self.files: list[Path] = []  # every figure file written (PNG and SVG), for MLflow
-        self.figures: list[tuple[object, str]] = []  # (matplotlib Figure, name), for MLflow's log_figure
+        self.figures: list[
+            tuple[object, str]
+        ] = []  # (matplotlib Figure, name), for MLflow's log_figure
 
     def h2(self, text: str) -> None:
         self.parts.append(f"<h2>{esc(text)}</h2>")
@@ -45,16 +47,28 @@ class Page:
     def raw(self, markup: str) -> None:
         self.parts.append(markup)
 
-    def table(self, header: list[str], rows: list[list], caption: str, row_classes: list[str] | None = None,
-              left: int = 1) -> None:  # fmt: skip
+    def table(
+        self,
+        header: list[str],
+        rows: list[list],
+        caption: str,
+        row_classes: list[str] | None = None,
+        left: int = 1,
+    ) -> None:
         """`left` leading columns are text (left-aligned); a caption (split protocol, n) goes under it."""
-        th = "".join(f"<th{' class=l' if i < left else ''}>{esc(h)}</th>" for i, h in enumerate(header))
+        th = "".join(
+            f"<th{' class=l' if i < left else ''}>{esc(h)}</th>" for i, h in enumerate(header)
+        )
         body = []
         for r, row in enumerate(rows):
             cls = (row_classes or [""] * len(rows))[r]
-            tds = "".join(f"<td{' class=l' if i < left else ''}>{esc(v)}</td>" for i, v in enumerate(row))
+            tds = "".join(
+                f"<td{' class=l' if i < left else ''}>{esc(v)}</td>" for i, v in enumerate(row)
+            )
             body.append(f"<tr{f' class={cls}' if cls else ''}>{tds}</tr>")
-        self.parts.append(f"<table><tr>{th}</tr>{''.join(body)}</table><p class=caption>{esc(caption)}</p>")
+        self.parts.append(
+            f"<table><tr>{th}</tr>{''.join(body)}</table><p class=caption>{esc(caption)}</p>"
+        )
 
     def figure(self, fig, name: str, caption: str) -> Path:
         """A matplotlib Figure (made without pyplot: no global state): PNG (inlined) and SVG in `figures/`."""
@@ -72,7 +86,9 @@ class Page:
         self.image(png, caption, already_listed=True)
         return png
 
-    def image(self, png: Path, caption: str, already_listed: bool = False, name: str | None = None) -> None:
+    def image(
+        self, png: Path, caption: str, already_listed: bool = False, name: str | None = None
+    ) -> None:
         """A PNG made elsewhere (an image grid from MLflow), copied into `figures/` (as `name`) and inlined."""
         png = Path(png)
         if not already_listed:
@@ -83,16 +99,23 @@ class Page:
             self.files.append(dst)
             png = dst
         data = base64.b64encode(png.read_bytes()).decode()
-        self.parts.append(f"<figure><img alt='{esc(png.stem)}' src='data:image/png;base64,{data}'>"
-                          f"<figcaption class=caption><p class=caption>{esc(caption)}</p></figcaption></figure>")  # fmt: skip
+        self.parts.append(
+            f"<figure><img alt='{esc(png.stem)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption class=caption><p class=caption>{esc(caption)}</p></figcaption></figure>"
+        )
 
     def write(self, meta: list[str]) -> Path:
         from ..io import write_text
 
         stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        head = "".join(f"<div class=meta>{esc(m)}</div>" for m in [*meta, f"generated {stamp} by cytoray report"])
-        page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{esc(self.title)}</title><style>{CSS}</style>"
-                f"</head><body><h1>{esc(self.title)}</h1>{head}{''.join(self.parts)}</body></html>\n")  # fmt: skip
+        head = "".join(
+            f"<div class=meta>{esc(m)}</div>"
+            for m in [*meta, f"generated {stamp} by cytoray report"]
+        )
+        page = (
+            f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{esc(self.title)}</title><style>{CSS}</style>"
+            f"</head><body><h1>{esc(self.title)}</h1>{head}{''.join(self.parts)}</body></html>\n"
+        )
         path = self.out / "report.html"
         write_text(path, page)
         return path

@@ -17,7 +17,9 @@ CAS = "cas_test_balanced_accuracy"
 
 
 def classes_of(m: dict, split: str) -> list[str]:
-    cs = sorted({k.split("/", 1)[1] for k in m if k.startswith(f"precision_{split}_inception/")} - {"all"})
+    cs = sorted(
+        {k.split("/", 1)[1] for k in m if k.startswith(f"precision_{split}_inception/")} - {"all"}
+    )
     return [*cs, "all"] if cs else []
 
 
@@ -37,36 +39,62 @@ def table(page: Page, m: dict, split: str, who: str, cas: str | None = None) -> 
     rows = []
     for c in cs:
         g = {k: t.format(c=c) for k, t in n.items()}
-        kid = _with_floor(m, f"kid_{split}_inception_mean/{c}", f"kid_{split}_inception_floor_mean/{c}", 4)
-        row = [c, fmt(m.get(f"fid_{split}_inception_n_real/{c}")), fmt(m.get(f"fid_{split}_inception_n_fake/{c}")), kid]
+        kid = _with_floor(
+            m, f"kid_{split}_inception_mean/{c}", f"kid_{split}_inception_floor_mean/{c}", 4
+        )
+        row = [
+            c,
+            fmt(m.get(f"fid_{split}_inception_n_real/{c}")),
+            fmt(m.get(f"fid_{split}_inception_n_fake/{c}")),
+            kid,
+        ]
         row += [_with_floor(m, g[x], g[f"{x}_floor"]) for x in PRDC]
         row += [fmt(m.get(g["k"])), _with_floor(m, g["memorised"], g["memorised_floor"])]
         rows.append(row)
-    head = ["class", "n real", "n synth.", "KID (floor)", *(f"{x} (real-vs-real)" for x in PRDC), "k",
-            "memorised share (held-out real)"]  # fmt: skip
+    head = [
+        "class",
+        "n real",
+        "n synth.",
+        "KID (floor)",
+        *(f"{x} (real-vs-real)" for x in PRDC),
+        "k",
+        "memorised share (held-out real)",
+    ]
     page.h2(f"Realism, diversity and copying: {who}")
-    page.table(head, rows, f"{who}, {split} split. In brackets, what real images score at the same sizes: KID between "
-               "two halves of the real set; precision/recall/density/coverage of held-out real (training) images drawn "
-               "at the synthetic set's size (or of one half of the real set against the other); the memorised share of "
-               "the real images themselves. Precision (synthetic inside the real manifold) reads realism, recall and "
-               "coverage (real inside / covered by the synthetic one) variety, density ~1 for a set drawn like the "
-               "real one (Kynkäänniemi et al. 2019; Naeem et al. 2020), all on the FID/KID Inception features with "
-               "k nearest neighbours. Memorised: nearer to a training image than the 5th percentile of training "
-               "images' distances to each other (held-out real images score ~5-8%: the value in brackets)." + (f" {cas}" if cas else ""))  # fmt: skip
+    page.table(
+        head,
+        rows,
+        f"{who}, {split} split. In brackets, what real images score at the same sizes: KID between "
+        "two halves of the real set; precision/recall/density/coverage of held-out real (training) images drawn "
+        "at the synthetic set's size (or of one half of the real set against the other); the memorised share of "
+        "the real images themselves. Precision (synthetic inside the real manifold) reads realism, recall and "
+        "coverage (real inside / covered by the synthetic one) variety, density ~1 for a set drawn like the "
+        "real one (Kynkäänniemi et al. 2019; Naeem et al. 2020), all on the FID/KID Inception features with "
+        "k nearest neighbours. Memorised: nearer to a training image than the 5th percentile of training "
+        "images' distances to each other (held-out real images score ~5-8%: the value in brackets)."
+        + (f" {cas}" if cas else ""),
+    )
     return True
 
 
 def pairs(page: Page, imgs: list[tuple[str, Path]], who: str, prefix: str) -> None:
     for path, img in imgs:
-        page.image(img, f"{who}: the closest synthetic images to any training image (top row) above their nearest "
-                   f"training image (Inception distance in the title), {path}.", name=f"{prefix}_{Path(path).name}")  # fmt: skip
+        page.image(
+            img,
+            f"{who}: the closest synthetic images to any training image (top row) above their nearest "
+            f"training image (Inception distance in the title), {path}.",
+            name=f"{prefix}_{Path(path).name}",
+        )
 
 
 def trial_section(rec: Recorded, page: Page, run, who: str, tmp: Path) -> None:
     """A ratio/stabiliser study's chosen trial: its validation figures, CAS when it trained on synthetic images only."""
     m = run.data.metrics
-    cas = f"CAS (classifier trained on synthetic images only, validation balanced accuracy): {m['cas_val_balanced_accuracy']:.3f}." \
-        if "cas_val_balanced_accuracy" in m else None
+    cas = (
+        f"CAS (classifier trained on synthetic images only, validation balanced accuracy): {m['cas_val_balanced_accuracy']:.3f}."
+        if "cas_val_balanced_accuracy" in m
+        else None
+    )
     if CAS in rec.metrics:
         cas = (cas or "") + f" CAS on the test split (chosen trial, once): {rec.metrics[CAS]:.3f}."
     if table(page, m, "val", who, cas):
@@ -89,7 +117,18 @@ def baselines_section(rec: Recorded, page: Page, tmp: Path) -> None:
     figs = run_images(rec, rec.parent, "figures", tmp, "memorisation_")
     for g, m in sorted(by_gen.items()):
         c = cas.get(g)
-        note = (f"CAS ({g}-only cells: classifier trained on its images alone, test balanced accuracy on real images): "
-                f"{sum(c) / len(c):.3f}, mean of {len(c)} cell(s).") if c else None  # fmt: skip
+        note = (
+            (
+                f"CAS ({g}-only cells: classifier trained on its images alone, test balanced accuracy on real images): "
+                f"{sum(c) / len(c):.3f}, mean of {len(c)} cell(s)."
+            )
+            if c
+            else None
+        )
         if table(page, m, "test", f"generator {g} (split 0)", note):
-            pairs(page, [(p, i) for p, i in figs if Path(p).parent.name == g], f"generator {g} (split 0)", g)
+            pairs(
+                page,
+                [(p, i) for p, i in figs if Path(p).parent.name == g],
+                f"generator {g} (split 0)",
+                g,
+            )

@@ -31,8 +31,13 @@ def comparison(rec: Recorded, tmp: Path) -> dict | None:
 
 # The segmentation study's methods (experiments/segmentation.py scores each), as the table names them,
 # and the one the others are tested against.
-ROWS = {"otsu": "Otsu on haematoxylin (floor)", "syncgan_masks": "SynCGAN unsupervised masks", "raw": "segmenter on raw simulation",
-        "refined": "segmenter on refined simulation", "refined_hard": "segmenter on refined + hard examples"}  # fmt: skip
+ROWS = {
+    "otsu": "Otsu on haematoxylin (floor)",
+    "syncgan_masks": "SynCGAN unsupervised masks",
+    "raw": "segmenter on raw simulation",
+    "refined": "segmenter on refined simulation",
+    "refined_hard": "segmenter on refined + hard examples",
+}
 PROPOSED = "refined_hard"
 
 
@@ -40,20 +45,47 @@ def _p(t: dict | None) -> str:
     if t is None:
         return ""
     p = t.get("p_holm", float("nan"))
-    return "p=n/a" if not math.isfinite(p) else "p<0.001" if p < 0.001 else f"p={p:.3f}" if p < 0.01 else f"p={p:.2f}"
+    return (
+        "p=n/a"
+        if not math.isfinite(p)
+        else "p<0.001"
+        if p < 0.001
+        else f"p={p:.3f}"
+        if p < 0.01
+        else f"p={p:.2f}"
+    )
 
 
 def build(rec: Recorded, page: Page, tmp: Path) -> None:
     c = comparison(rec, tmp)
     if c is not None:
         rows = [r for r in ROWS if r in c["cells"]]
-        labels = [f"{ROWS[r]} ({c.get('syncgan_method', '?')})" if r == "syncgan_masks" else ROWS[r] for r in rows]
-        notes = ["(proposed)" if r == PROPOSED else f"Δ {100 * t['mean_diff']:+.1f}, {_p(t)}" if (t := c["tests"].get(r)) else ""
-                 for r in rows]  # fmt: skip
-        fig = figures.method_intervals(labels, [c["cells"][r] for r in rows], [c["scores"][r] for r in rows],
-                                       "test Dice (%)", "segmentation methods on the test tiles", notes)  # fmt: skip
+        labels = [
+            f"{ROWS[r]} ({c.get('syncgan_method', '?')})" if r == "syncgan_masks" else ROWS[r]
+            for r in rows
+        ]
+        notes = [
+            "(proposed)"
+            if r == PROPOSED
+            else f"Δ {100 * t['mean_diff']:+.1f}, {_p(t)}"
+            if (t := c["tests"].get(r))
+            else ""
+            for r in rows
+        ]
+        fig = figures.method_intervals(
+            labels,
+            [c["cells"][r] for r in rows],
+            [c["scores"][r] for r in rows],
+            "test Dice (%)",
+            "segmentation methods on the test tiles",
+            notes,
+        )
         page.h2("Methods on the test tiles")
-        page.figure(fig, "methods_test_dice", f"Test Dice pooled over each split's test tiles: bar = mean, whiskers = 95% "
-                    f"t-interval (cut at 0 and 100) over {c['n_splits']} seeded splits by source image, dots = the splits. Right: refined + hard "
-                    f"examples minus the method (points) and the paired t-test's Holm-adjusted p. Data: {data_source(rec)}.")  # fmt: skip
+        page.figure(
+            fig,
+            "methods_test_dice",
+            f"Test Dice pooled over each split's test tiles: bar = mean, whiskers = 95% "
+            f"t-interval (cut at 0 and 100) over {c['n_splits']} seeded splits by source image, dots = the splits. Right: refined + hard "
+            f"examples minus the method (points) and the paired t-test's Holm-adjusted p. Data: {data_source(rec)}.",
+        )
     search.build(rec, page, tmp)

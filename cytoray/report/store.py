@@ -42,7 +42,10 @@ class Recorded:
     # -- any run --------------------------------------------------------------------
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """(step, value) of a metric, in step order (one value per step: the last one logged)."""
-        by_step = {m.step: m.value for m in sorted(self.client.get_metric_history(run_id, key), key=lambda m: m.timestamp)}
+        by_step = {
+            m.step: m.value
+            for m in sorted(self.client.get_metric_history(run_id, key), key=lambda m: m.timestamp)
+        }
         return sorted((s, v) for s, v in by_step.items() if v is not None and math.isfinite(v))
 
     def artifacts(self, run_id: str, path: str = "", suffix: str = ".png") -> list[str]:
@@ -64,15 +67,23 @@ class Recorded:
 def _check_sqlite(uri: str) -> None:
     """A sqlite store must exist to be read: MLflow would quietly create an empty database."""
     if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):].split("?")[0]).expanduser()
+        db = Path(uri[len("sqlite:///") :].split("?")[0]).expanduser()
         if not db.is_file():
-            raise CytorayError(f"no MLflow store at {db}; pass the --tracking-uri the study wrote to (e.g. sqlite:///runs/mlflow.db)")
+            raise CytorayError(
+                f"no MLflow store at {db}; pass the --tracking-uri the study wrote to (e.g. sqlite:///runs/mlflow.db)"
+            )
 
 
 def _all_runs(client, exp_id: str, query: str) -> list:
     runs, token = [], None
     while True:
-        page = client.search_runs([exp_id], query, max_results=1000, order_by=["attributes.start_time ASC"], page_token=token)
+        page = client.search_runs(
+            [exp_id],
+            query,
+            max_results=1000,
+            order_by=["attributes.start_time ASC"],
+            page_token=token,
+        )
         runs.extend(page)
         token = page.token
         if not token:
@@ -93,8 +104,10 @@ def kind_of(parent) -> str:
         return "histo_to_cyto"
     if "objective" in p:
         return "stabilisers" if p["objective"] == "fidelity" else "ratio"
-    raise CytorayError(f"run {parent.info.run_id} ({parent.info.run_name}) is not a cytoray study's parent run "
-                       "(no cytoray.kind tag, no policies/variants/objective params)")  # fmt: skip
+    raise CytorayError(
+        f"run {parent.info.run_id} ({parent.info.run_name}) is not a cytoray study's parent run "
+        "(no cytoray.kind tag, no policies/variants/objective params)"
+    )
 
 
 def load(experiment: str, tracking_uri: str | None = None, run_id: str | None = None) -> Recorded:
@@ -103,31 +116,45 @@ def load(experiment: str, tracking_uri: str | None = None, run_id: str | None = 
 
     from ..tracking.mlflow_utils import tracking_uri as resolve
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per downloaded grid is noise
+    os.environ.setdefault(
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
+    )  # a bar per downloaded grid is noise
     uri = resolve(tracking_uri)
     _check_sqlite(uri)
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = sorted(e.name for e in client.search_experiments())
-        raise CytorayError(f"no experiment {experiment!r} in the MLflow store {uri} (it has: {', '.join(names) or 'none'})")
+        raise CytorayError(
+            f"no experiment {experiment!r} in the MLflow store {uri} (it has: {', '.join(names) or 'none'})"
+        )
     if run_id:
         try:
             parent = client.get_run(run_id)
         except Exception as e:  # MLflow: RESOURCE_DOES_NOT_EXIST (or a malformed id)
-            if "RESOURCE_DOES_NOT_EXIST" not in f"{getattr(e, 'error_code', '')} {e}" and "INVALID_PARAMETER" not in str(e):
+            if (
+                "RESOURCE_DOES_NOT_EXIST" not in f"{getattr(e, 'error_code', '')} {e}"
+                and "INVALID_PARAMETER" not in str(e)
+            ):
                 raise
-            raise CytorayError(f"--run-id {run_id}: no such run in the MLflow store {uri}; leave it out for the newest study "
-                               f"in {experiment!r}, or copy the parent run's id from the MLflow UI") from None
+            raise CytorayError(
+                f"--run-id {run_id}: no such run in the MLflow store {uri}; leave it out for the newest study "
+                f"in {experiment!r}, or copy the parent run's id from the MLflow UI"
+            ) from None
         if parent.info.experiment_id != exp.experiment_id:
             raise CytorayError(f"run {run_id} is not in experiment {experiment!r} ({uri})")
     else:
-        parents = [r for r in _all_runs(client, exp.experiment_id, f"tags.`{STUDY_TAG}` != ''")
-                   if "mlflow.parentRunId" not in r.data.tags and r.info.lifecycle_stage == "active"]  # fmt: skip
+        parents = [
+            r
+            for r in _all_runs(client, exp.experiment_id, f"tags.`{STUDY_TAG}` != ''")
+            if "mlflow.parentRunId" not in r.data.tags and r.info.lifecycle_stage == "active"
+        ]
         if not parents:
             raise CytorayError(f"experiment {experiment!r} in {uri} holds no cytoray study run")
         parent = parents[-1]  # the newest study; an older one by --run-id
-    runs = _all_runs(client, exp.experiment_id, f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    runs = _all_runs(
+        client, exp.experiment_id, f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
     children = [r for r in runs if TRIAL_TAG in r.data.tags]
     results = [r for r in runs if RESULT_TAG in r.data.tags]
     return Recorded(uri, client, exp, parent, children, results, kind_of(parent))

@@ -25,15 +25,29 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
     for r in runs:
         rid = r.info.run_id
         name = r.info.run_name or rid
-        if f"{ARTIFACT_DIR}/scores.json" in {f.path for f in rec.client.list_artifacts(rid, ARTIFACT_DIR)}:
-            s = json.loads(rec.download(rid, f"{ARTIFACT_DIR}/scores.json", tmp / "turing" / rid).read_text())
+        if f"{ARTIFACT_DIR}/scores.json" in {
+            f.path for f in rec.client.list_artifacts(rid, ARTIFACT_DIR)
+        }:
+            s = json.loads(
+                rec.download(rid, f"{ARTIFACT_DIR}/scores.json", tmp / "turing" / rid).read_text()
+            )
             ag = s["agreement"]
-            kappa = f"; agreement {ag['method']} kappa {ag['kappa']:.2f} on {ag['images']} images" if ag["method"] else ""
-            page.table(HEADER, rows(s), f"Run {name}: {s['images']} blinded images, half real (test split), half synthetic "
-                       f"({s['generator']}). Accuracy of the real/synthetic call with exact 95% interval; p: two-sided exact "
-                       f"binomial test against chance; synthetic is the positive class{kappa}. 50% means readers could not "
-                       "tell the synthetic images from the real ones.")  # fmt: skip
+            kappa = (
+                f"; agreement {ag['method']} kappa {ag['kappa']:.2f} on {ag['images']} images"
+                if ag["method"]
+                else ""
+            )
+            page.table(
+                HEADER,
+                rows(s),
+                f"Run {name}: {s['images']} blinded images, half real (test split), half synthetic "
+                f"({s['generator']}). Accuracy of the real/synthetic call with exact 95% interval; p: two-sided exact "
+                f"binomial test against chance; synthetic is the positive class{kappa}. 50% means readers could not "
+                "tell the synthetic images from the real ones.",
+            )
         else:  # the metrics alone (an artefact store the report cannot read)
             m = r.data.metrics
-            page.p(f"Run {name}: accuracy {100 * m[METRIC]:.0f}% [{100 * m.get('turing_accuracy_ci_low', float('nan')):.0f}%, "
-                   f"{100 * m.get('turing_accuracy_ci_high', float('nan')):.0f}%], p {m.get('turing_p_value', float('nan')):.3f}")
+            page.p(
+                f"Run {name}: accuracy {100 * m[METRIC]:.0f}% [{100 * m.get('turing_accuracy_ci_low', float('nan')):.0f}%, "
+                f"{100 * m.get('turing_accuracy_ci_high', float('nan')):.0f}%], p {m.get('turing_p_value', float('nan')):.3f}"
+            )

@@ -25,9 +25,14 @@ def store_uri(uri: str) -> str:
 # MLflow's own HTTP retries default to 7 with backoff 2 (~250 s of silence per call, even on a
 # refused connection). Each call retries briefly itself; `tracking_call` does the long, visible,
 # bounded waiting, so a restarted server loses nothing and a dead one is named within minutes.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}  # fmt: skip
-MAX_WAIT_S = float(os.environ.get("CYTORAY_TRACKING_MAX_WAIT_S", "300"))  # how long a study waits for its server
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+MAX_WAIT_S = float(
+    os.environ.get("CYTORAY_TRACKING_MAX_WAIT_S", "300")
+)  # how long a study waits for its server
 
 
 def configure_http() -> None:
@@ -45,8 +50,20 @@ def failure_kind(e: BaseException) -> str | None:
         return "unauthenticated"
     if "PERMISSION_DENIED" in code or " 403" in text:
         return "forbidden"
-    if any(s in text for s in ("NewConnectionError", "Connection refused", "ConnectionError", "Max retries exceeded",
-                                "Read timed out", "ConnectTimeout", " 502", " 503", " 504")):  # fmt: skip
+    if any(
+        s in text
+        for s in (
+            "NewConnectionError",
+            "Connection refused",
+            "ConnectionError",
+            "Max retries exceeded",
+            "Read timed out",
+            "ConnectTimeout",
+            " 502",
+            " 503",
+            " 504",
+        )
+    ):
         return "unreachable"
     return None
 
@@ -58,16 +75,24 @@ def tracking_error(e: BaseException, uri: str, what: str, resume: bool = False):
 
     kind = failure_kind(e)
     if kind == "unreachable":
-        return CytorayError(f"cannot reach the MLflow tracking server at {uri} while {what}; start it (or check --tracking-uri), "
-                            "then rerun" + (" with --resume, which keeps its finished trials" if resume else ""))  # fmt: skip
+        return CytorayError(
+            f"cannot reach the MLflow tracking server at {uri} while {what}; start it (or check --tracking-uri), "
+            "then rerun" + (" with --resume, which keeps its finished trials" if resume else "")
+        )
     if kind == "unauthenticated":
-        return CytorayError(f"not authenticated (401) at {uri} while {what}: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+        return CytorayError(
+            f"not authenticated (401) at {uri} while {what}: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        )
     if kind == "forbidden":
-        return CytorayError(f"no permission (403) at {uri} while {what} (or no such model for this user); ask the server's admin")
+        return CytorayError(
+            f"no permission (403) at {uri} while {what} (or no such model for this user); ask the server's admin"
+        )
     return None
 
 
-def tracking_call(fn, what: str, uri: str | None = None, max_wait_s: float | None = None, resume: bool = False):
+def tracking_call(
+    fn, what: str, uri: str | None = None, max_wait_s: float | None = None, resume: bool = False
+):
     """`fn()`, retried with capped backoff while the tracking server is unreachable (a WARNING per
     attempt), for at most `max_wait_s`; then a one-line error naming the server and what was lost."""
     import sys
@@ -81,14 +106,19 @@ def tracking_call(fn, what: str, uri: str | None = None, max_wait_s: float | Non
             return fn()
         except Exception as e:  # MLflow wraps transport errors in MlflowException
             if failure_kind(e) != "unreachable":
-                if (full := store_full_error(e, uri)) is not None:  # sqlite's 'database or disk is full'
+                if (
+                    full := store_full_error(e, uri)
+                ) is not None:  # sqlite's 'database or disk is full'
                     raise full from None
                 raise
             waited = time.monotonic() - t0
             if waited + delay > limit:
                 raise tracking_error(e, uri, what, resume) from None
-            print(f"WARNING: MLflow server at {uri} unreachable while {what}; retrying for up to {limit - waited:.0f} s more",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"WARNING: MLflow server at {uri} unreachable while {what}; retrying for up to {limit - waited:.0f} s more",
+                file=sys.stderr,
+                flush=True,
+            )
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
 
@@ -101,9 +131,15 @@ def store_full_error(e: BaseException, uri: str):
 
     if full_disk_message(e) is None:
         return None
-    where = Path(uri[len("sqlite:///"):].split("?")[0]).expanduser() if uri.startswith("sqlite:///") else uri
-    return CytorayError(f"{where}: the MLflow store's disk is full (or over quota); free space there or pass a --tracking-uri "
-                        "on another disk")
+    where = (
+        Path(uri[len("sqlite:///") :].split("?")[0]).expanduser()
+        if uri.startswith("sqlite:///")
+        else uri
+    )
+    return CytorayError(
+        f"{where}: the MLflow store's disk is full (or over quota); free space there or pass a --tracking-uri "
+        "on another disk"
+    )
 
 
 class RetryingClient:
@@ -121,7 +157,9 @@ class RetryingClient:
         attr = getattr(self._client, name)
         if not callable(attr):
             return attr
-        return lambda *a, **kw: tracking_call(lambda: attr(*a, **kw), f"calling {name}", self._uri, resume=True)  # a study's
+        return lambda *a, **kw: tracking_call(
+            lambda: attr(*a, **kw), f"calling {name}", self._uri, resume=True
+        )  # a study's
 
 
 def check_store(uri: str) -> None:
@@ -129,9 +167,11 @@ def check_store(uri: str) -> None:
     from ..errors import CytorayError
 
     if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):].split("?")[0]).expanduser()
+        db = Path(uri[len("sqlite:///") :].split("?")[0]).expanduser()
         if not db.is_file():
-            raise CytorayError(f"{db}: no MLflow store there; pass the --tracking-uri a study wrote to (e.g. sqlite:///runs/mlflow.db)")
+            raise CytorayError(
+                f"{db}: no MLflow store there; pass the --tracking-uri a study wrote to (e.g. sqlite:///runs/mlflow.db)"
+            )
 
 
 def artifact_root(uri: str) -> str | None:
@@ -139,7 +179,7 @@ def artifact_root(uri: str) -> str | None:
     caller's working directory (MLflow's default `./mlruns`). A server keeps its own store (None)."""
     if not uri.startswith("sqlite:///"):
         return None
-    db = Path(uri[len("sqlite:///"):].split("?")[0]).expanduser()
+    db = Path(uri[len("sqlite:///") :].split("?")[0]).expanduser()
     return (db.resolve().parent / "mlartifacts").as_uri()
 
 
@@ -152,7 +192,9 @@ def setup(experiment: str, uri: str | None = None) -> str:
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)  # sqlite schema migration chatter
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per download is noise in logs
+    os.environ.setdefault(
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
+    )  # one line per download is noise in logs
     configure_http()
     u = tracking_uri(uri)
     mlflow.set_tracking_uri(store_uri(u))
@@ -160,10 +202,17 @@ def setup(experiment: str, uri: str | None = None) -> str:
 
     def _experiment() -> None:
         if root is not None and mlflow.get_experiment_by_name(experiment) is None:
-            mlflow.create_experiment(experiment, artifact_location=f"{root}/{re.sub(r'[^A-Za-z0-9._-]+', '_', experiment)}")
+            mlflow.create_experiment(
+                experiment,
+                artifact_location=f"{root}/{re.sub(r'[^A-Za-z0-9._-]+', '_', experiment)}",
+            )
         mlflow.set_experiment(experiment)
 
-    db = Path(u[len("sqlite:///"):].split("?")[0]).expanduser() if u.startswith("sqlite:///") else None
+    db = (
+        Path(u[len("sqlite:///") :].split("?")[0]).expanduser()
+        if u.startswith("sqlite:///")
+        else None
+    )
     new_db = db is not None and not db.exists()
     try:  # before any work: an unreachable server or bad credentials stop here, with the address
         tracking_call(_experiment, f"opening experiment {experiment!r}", u, max_wait_s=20)
@@ -171,7 +220,9 @@ def setup(experiment: str, uri: str | None = None) -> str:
         err = tracking_error(e, u, f"opening experiment {experiment!r}") or store_full_error(e, u)
         if err is None:
             raise
-        if new_db and db.exists() and "disk is full" in str(err):  # a schema cut off mid-migration is no store
+        if (
+            new_db and db.exists() and "disk is full" in str(err)
+        ):  # a schema cut off mid-migration is no store
             db.unlink()
         raise err from None
     return u
@@ -192,10 +243,9 @@ def log_history(prefix: str, history: list[dict]) -> None:
     """Per-epoch metrics of a stage as `<prefix>/<metric>` with step = epoch."""
     import time
 
+    import mlflow
     from mlflow import MlflowClient
     from mlflow.entities import Metric
-
-    import mlflow
 
     run = mlflow.active_run()
     ts = int(time.time() * 1000)

@@ -28,14 +28,22 @@ def probe_tracking_server(uri: str, what: str, timeout: float = PROBE_TIMEOUT_S)
     url = uri.split("?")[0].rstrip("/") + "/health"
     fix = "start it, or pass the --tracking-uri of a running MLflow server"
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="GET"), timeout=timeout) as r:  # noqa: S310 (http only)
+        with urllib.request.urlopen(
+            urllib.request.Request(url, method="GET"), timeout=timeout
+        ) as r:  # noqa: S310 (http only)
             body = r.read(64)
     except urllib.error.HTTPError as e:
         if e.code in (401, 403):
             return  # a server that wants credentials: MLflow's own calls say which
-        raise CytorayError(f"{uri} (while {what}): not an MLflow tracking server (HTTP {e.code} on /health); {fix}") from None
+        raise CytorayError(
+            f"{uri} (while {what}): not an MLflow tracking server (HTTP {e.code} on /health); {fix}"
+        ) from None
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
-        raise CytorayError(f"cannot reach the MLflow tracking server at {uri} ({reason}) while {what}; {fix}") from None
+        raise CytorayError(
+            f"cannot reach the MLflow tracking server at {uri} ({reason}) while {what}; {fix}"
+        ) from None
     if body.strip() != b"OK":
-        raise CytorayError(f"{uri} (while {what}): not an MLflow tracking server (/health says {body[:20]!r}); {fix}")
+        raise CytorayError(
+            f"{uri} (while {what}): not an MLflow tracking server (/health says {body[:20]!r}); {fix}"
+        )

@@ -29,19 +29,36 @@ from ..errors import CytorayError
 CHAMPION = "champion"
 
 
-MODEL_CODE = {kind: Path(__file__).parents[1] / "model_code" / f"{kind}.py" for kind in ("generator", "classifier", "segmenter")}
+MODEL_CODE = {
+    kind: Path(__file__).parents[1] / "model_code" / f"{kind}.py"
+    for kind in ("generator", "classifier", "segmenter")
+}
 
 
 def _requirements() -> list[str]:
     import torch
     import torchvision
 
-    return [f"torch=={torch.__version__.split('+')[0]}", f"torchvision=={torchvision.__version__.split('+')[0]}", "cytoray"]
+    return [
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"torchvision=={torchvision.__version__.split('+')[0]}",
+        "cytoray",
+    ]
 
 
-def register(name: str, bundle_dir: str | Path, *, score: float, protocol: str, metric: str, higher_is_better: bool = True,
-             tags: dict | None = None, kind: str = "generator", recorded: dict | None = None,
-             ineligible: str | None = None) -> tuple[str, bool]:  # fmt: skip
+def register(
+    name: str,
+    bundle_dir: str | Path,
+    *,
+    score: float,
+    protocol: str,
+    metric: str,
+    higher_is_better: bool = True,
+    tags: dict | None = None,
+    kind: str = "generator",
+    recorded: dict | None = None,
+    ineligible: str | None = None,
+) -> tuple[str, bool]:
     """Log `bundle_dir` as a pyfunc model and register it as a new version of `name`.
 
     `kind` is "generator", "classifier" or "segmenter" (the pyfunc code logged with it).
@@ -52,24 +69,39 @@ def register(name: str, bundle_dir: str | Path, *, score: float, protocol: str, 
     protocol is never displaced (the figures are not comparable). Returns (version, promoted).
     """
     if metric.startswith("test_"):
-        raise ValueError(f"metric {metric!r}: a champion is chosen on validation, never on the test split")
+        raise ValueError(
+            f"metric {metric!r}: a champion is chosen on validation, never on the test split"
+        )
     from mlflow import MlflowClient
 
     client = MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
         staged = _stage_bundle(Path(bundle_dir), Path(tmp) / "bundle")
-        with warnings.catch_warnings():  # the signature is stated; an example would only re-run predict at logging
-            warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
+        with (
+            warnings.catch_warnings()
+        ):  # the signature is stated; an example would only re-run predict at logging
+            warnings.filterwarnings(
+                "ignore", message=".*An input example was not provided", category=UserWarning
+            )
             info = _log_model(name, kind, staged)
     mv = _new_version(client, name, info)
-    version_tags = {"cytoray.protocol": protocol, "cytoray.metric": metric, "cytoray.score": repr(float(score)),
-                    "cytoray.eligible": "false" if ineligible else "true", **(tags or {})}  # fmt: skip
+    version_tags = {
+        "cytoray.protocol": protocol,
+        "cytoray.metric": metric,
+        "cytoray.score": repr(float(score)),
+        "cytoray.eligible": "false" if ineligible else "true",
+        **(tags or {}),
+    }
     if ineligible:
         version_tags["cytoray.ineligible_reason"] = ineligible
     version_tags.update({f"cytoray.test.{k}": repr(float(v)) for k, v in (recorded or {}).items()})
     for k, v in version_tags.items():
         client.set_model_version_tag(name, mv.version, k, str(v))
-    promoted = False if ineligible else _maybe_promote(client, name, mv.version, score, protocol, metric, higher_is_better)
+    promoted = (
+        False
+        if ineligible
+        else _maybe_promote(client, name, mv.version, score, protocol, metric, higher_is_better)
+    )
     return str(mv.version), promoted
 
 
@@ -79,7 +111,9 @@ def _log_model(name: str, kind: str, staged: Path):
         python_model=str(MODEL_CODE[kind]),  # models-from-code: nothing pickled
         artifacts={"bundle": str(staged)},
         pip_requirements=_requirements(),
-        signature=_signature(kind),  # stated, so MLflow neither guesses one nor warns that it cannot
+        signature=_signature(
+            kind
+        ),  # stated, so MLflow neither guesses one nor warns that it cannot
     )  # linked to the active run, if any
 
 
@@ -93,11 +127,24 @@ def _signature(kind: str):
 
     images = Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))])
     if kind == "generator":
-        return ModelSignature(inputs=Schema([ColSpec("long", "n"), ColSpec("string", "cls"), ColSpec("long", "seed", required=False)]))
+        return ModelSignature(
+            inputs=Schema(
+                [
+                    ColSpec("long", "n"),
+                    ColSpec("string", "cls"),
+                    ColSpec("long", "seed", required=False),
+                ]
+            )
+        )
     if kind == "segmenter":
-        return ModelSignature(inputs=images, outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1))]),
-                              params=ParamSchema([ParamSpec("output", "string", "mask")]))  # fmt: skip
-    return ModelSignature(inputs=images, outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1))]))
+        return ModelSignature(
+            inputs=images,
+            outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1))]),
+            params=ParamSchema([ParamSpec("output", "string", "mask")]),
+        )
+    return ModelSignature(
+        inputs=images, outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1))])
+    )
 
 
 def _new_version(client, name: str, info):
@@ -110,7 +157,9 @@ def _new_version(client, name: str, info):
     except MlflowException as e:
         if e.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    return client.create_model_version(name, info.model_uri, run_id=info.run_id, model_id=info.model_id)
+    return client.create_model_version(
+        name, info.model_uri, run_id=info.run_id, model_id=info.model_id
+    )
 
 
 def _stage_bundle(src: Path, dst: Path) -> Path:
@@ -129,7 +178,9 @@ def _maybe_promote(client, name, version, score, protocol, metric, higher_is_bet
         champ = client.get_model_version_by_alias(name, CHAMPION)
     except Exception:
         champ = None
-    if champ is not None and not champ.tags.get("cytoray.metric", "test_").startswith("test_"):  # chosen on test: replace
+    if champ is not None and not champ.tags.get("cytoray.metric", "test_").startswith(
+        "test_"
+    ):  # chosen on test: replace
         t = champ.tags
         if t.get("cytoray.protocol") != protocol or t.get("cytoray.metric") != metric:
             return False  # not comparable: keep the champion (a reviewer compares like with like)
@@ -163,18 +214,24 @@ def pull(ref: str, dst: str | Path) -> Path:
     from .mlflow_utils import check_store, failure_kind, tracking_error
 
     if not REF.fullmatch(ref):
-        raise CytorayError(f"'{ref}': give a registered model as NAME@ALIAS (e.g. syncgan@champion) or NAME/VERSION")
+        raise CytorayError(
+            f"'{ref}': give a registered model as NAME@ALIAS (e.g. syncgan@champion) or NAME/VERSION"
+        )
     uri = mlflow.get_tracking_uri()
     check_store(uri)
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{ref}", dst_path=str(dst)))
+        local = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{ref}", dst_path=str(dst))
+        )
     except Exception as e:
         err = tracking_error(e, uri, f"pulling {ref}")
         if err is not None:
             raise err from None
         kind = failure_kind(e) or "not found"
-        raise CytorayError(f"{ref}: {kind} in the registry at {uri} ({str(e).splitlines()[0][:200]}); "
-                           "check the name/alias and --tracking-uri") from None
+        raise CytorayError(
+            f"{ref}: {kind} in the registry at {uri} ({str(e).splitlines()[0][:200]}); "
+            "check the name/alias and --tracking-uri"
+        ) from None
     bundle = local / "artifacts" / "bundle"
     if not bundle.is_dir():
         raise CytorayError(f"{ref}: the registered model has no cytoray bundle (artifacts/bundle)")

@@ -22,11 +22,28 @@ from ray.tune import Callback
 PARENT_TAG, TRIAL_TAG, STUDY_TAG = "cytoray.study_dir", "cytoray.trial_id", "cytoray.study"
 RESULT_TAG, KIND_TAG, NOTE_TAG = "cytoray.result", "cytoray.kind", "mlflow.note.content"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-FIGURES, HISTORY = "figures", "generator_history.json"  # a trial's report key and its per-stage history file
+FIGURES, HISTORY = (
+    "figures",
+    "generator_history.json",
+)  # a trial's report key and its per-stage history file
 # Tune's bookkeeping, and epoch_start (a wall-clock timestamp for benchmarks, not a figure to compare).
-SKIP = {"done", "training_iteration", "trial_id", "date", "timestamp", "time_this_iter_s", "time_total_s", "pid",
-        "hostname", "node_ip", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name", "config",
-        "epoch_start"}  # fmt: skip
+SKIP = {
+    "done",
+    "training_iteration",
+    "trial_id",
+    "date",
+    "timestamp",
+    "time_this_iter_s",
+    "time_total_s",
+    "pid",
+    "hostname",
+    "node_ip",
+    "time_since_restore",
+    "iterations_since_restore",
+    "checkpoint_dir_name",
+    "config",
+    "epoch_start",
+}
 
 
 def set_parent_summary(client, run_id: str, tags: dict, description: str) -> None:
@@ -37,15 +54,27 @@ def set_parent_summary(client, run_id: str, tags: dict, description: str) -> Non
     client.set_tag(run_id, NOTE_TAG, description)
 
 
-def result_child(client, experiment_id: str, parent_id: str, key: str, name: str, tags: dict) -> str:
+def result_child(
+    client, experiment_id: str, parent_id: str, key: str, name: str, tags: dict
+) -> str:
     """A child run holding one variant's final figures (e.g. one row of the histology→cytology
     table), found again by `key` on a resumed study so it is never duplicated."""
-    found = client.search_runs([experiment_id], f"tags.`{RESULT_TAG}` = '{key}' and tags.`mlflow.parentRunId` = '{parent_id}'",
-                               max_results=1)  # fmt: skip
+    found = client.search_runs(
+        [experiment_id],
+        f"tags.`{RESULT_TAG}` = '{key}' and tags.`mlflow.parentRunId` = '{parent_id}'",
+        max_results=1,
+    )
     if found:
         return found[0].info.run_id
-    run = client.create_run(experiment_id, run_name=name, tags={**{k: str(v) for k, v in tags.items()}, RESULT_TAG: key,
-                                                                 "mlflow.parentRunId": parent_id})  # fmt: skip
+    run = client.create_run(
+        experiment_id,
+        run_name=name,
+        tags={
+            **{k: str(v) for k, v in tags.items()},
+            RESULT_TAG: key,
+            "mlflow.parentRunId": parent_id,
+        },
+    )
     return run.info.run_id
 
 
@@ -56,13 +85,20 @@ def log_history_file(client, run_id: str, path: Path) -> None:
 
     ts = int(time.time() * 1000)
     hist = json.loads(Path(path).read_text())
-    metrics = [Metric(f"gen/{label}/{k}", float(v), ts, int(row["epoch"])) for label, rows in hist.items() for row in rows
-               for k, v in row.items() if k not in ("epoch", "epoch_start") and isinstance(v, (int, float))]  # fmt: skip
+    metrics = [
+        Metric(f"gen/{label}/{k}", float(v), ts, int(row["epoch"]))
+        for label, rows in hist.items()
+        for row in rows
+        for k, v in row.items()
+        if k not in ("epoch", "epoch_start") and isinstance(v, (int, float))
+    ]
     for i in range(0, len(metrics), 1000):  # MLflow caps a batch at 1000 metrics
         client.log_batch(run_id, metrics=metrics[i : i + 1000])
 
 
-def find_or_create_parent(client, experiment_id: str, study: str, study_dir: str, resume: bool) -> str:
+def find_or_create_parent(
+    client, experiment_id: str, study: str, study_dir: str, resume: bool
+) -> str:
     """The study's parent run: reused on resume (matched by study name and output folder)."""
     # MLflow 3's UI opens an experiment it cannot classify on its GenAI trace overview; a study is
     # model training, so its experiment opens on the runs table (unless someone chose otherwise).
@@ -72,8 +108,13 @@ def find_or_create_parent(client, experiment_id: str, study: str, study_dir: str
         # Matched here, not in the filter string: MLflow's filter has no escape for a quote ("it's").
         token = None
         while True:
-            page = client.search_runs([experiment_id], f"tags.`{STUDY_TAG}` LIKE '%'", max_results=1000,
-                                      order_by=["attributes.start_time DESC"], page_token=token)  # fmt: skip
+            page = client.search_runs(
+                [experiment_id],
+                f"tags.`{STUDY_TAG}` LIKE '%'",
+                max_results=1000,
+                order_by=["attributes.start_time DESC"],
+                page_token=token,
+            )
             for r in page:
                 if r.data.tags.get(PARENT_TAG) == study_dir and r.data.tags.get(STUDY_TAG) == study:
                     client.update_run(r.info.run_id, status="RUNNING")
@@ -81,7 +122,9 @@ def find_or_create_parent(client, experiment_id: str, study: str, study_dir: str
             token = page.token
             if not token:
                 break
-    run = client.create_run(experiment_id, run_name=study, tags={PARENT_TAG: study_dir, STUDY_TAG: study})
+    run = client.create_run(
+        experiment_id, run_name=study, tags={PARENT_TAG: study_dir, STUDY_TAG: study}
+    )
     return run.info.run_id
 
 
@@ -94,7 +137,12 @@ class MlflowStudyCallback(Callback):
     """
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_id: str, describe) -> None:
-        self.uri, self.exp, self.parent, self.describe = tracking_uri, experiment_id, parent_id, describe
+        self.uri, self.exp, self.parent, self.describe = (
+            tracking_uri,
+            experiment_id,
+            parent_id,
+            describe,
+        )
         self.children: dict[str, str] = {}
         self._client = None
 
@@ -114,14 +162,20 @@ class MlflowStudyCallback(Callback):
         tid = trial.trial_id
         if tid in self.children:
             return self.children[tid]
-        found = self.client.search_runs([self.exp], f"tags.`{TRIAL_TAG}` = '{tid}' and tags.`mlflow.parentRunId` = '{self.parent}'",
-                                        max_results=1)  # fmt: skip
+        found = self.client.search_runs(
+            [self.exp],
+            f"tags.`{TRIAL_TAG}` = '{tid}' and tags.`mlflow.parentRunId` = '{self.parent}'",
+            max_results=1,
+        )
         if found:
             rid = found[0].info.run_id
         else:
             name, params, tags = self.describe(trial.config)
-            run = self.client.create_run(self.exp, run_name=name,
-                                         tags={**tags, TRIAL_TAG: tid, "mlflow.parentRunId": self.parent})  # fmt: skip
+            run = self.client.create_run(
+                self.exp,
+                run_name=name,
+                tags={**tags, TRIAL_TAG: tid, "mlflow.parentRunId": self.parent},
+            )
             rid = run.info.run_id
             for k, v in params.items():
                 self.client.log_param(rid, k, v)
@@ -132,14 +186,19 @@ class MlflowStudyCallback(Callback):
         from mlflow.entities import Metric
 
         ts, step = int(time.time() * 1000), int(result.get("training_iteration", 0))
-        metrics = [Metric(k, float(v), ts, step) for k, v in result.items()
-                   if k not in SKIP and isinstance(v, (int, float)) and not isinstance(v, bool)]  # fmt: skip
+        metrics = [
+            Metric(k, float(v), ts, step)
+            for k, v in result.items()
+            if k not in SKIP and isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
         if metrics:
             self.client.log_batch(rid, metrics=metrics)
 
     # -- Tune hooks -------------------------------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.child(trial)  # created now, so the run's start time and duration in the UI are the trial's
+        self.child(
+            trial
+        )  # created now, so the run's start time and duration in the UI are the trial's
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._log(self.child(trial), result)
@@ -165,13 +224,15 @@ class MlflowStudyCallback(Callback):
         """params/tags a trial reported, its figures (PNG) and its generator's learning curves."""
         for key, value in last.items():
             if key.startswith("param."):
-                self.client.log_param(rid, key[len("param."):], str(value)[:500])
+                self.client.log_param(rid, key[len("param.") :], str(value)[:500])
             elif key.startswith("tag."):
-                self.client.set_tag(rid, key[len("tag."):], str(value))
+                self.client.set_tag(rid, key[len("tag.") :], str(value))
         figs = Path(last[FIGURES]) if last.get(FIGURES) else None
         if figs is None or not figs.is_dir():
             return
-        for png in sorted(figs.glob("*.png")):  # at the root: the UI's compare view shows root files side by side
+        for png in sorted(
+            figs.glob("*.png")
+        ):  # at the root: the UI's compare view shows root files side by side
             self.client.log_artifact(rid, str(png))
         if (figs / HISTORY).is_file():
             log_history_file(self.client, rid, figs / HISTORY)

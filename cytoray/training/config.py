@@ -12,19 +12,29 @@ class RunConfig:
     num_workers: int = 1  # Ray Train workers; > 1 runs DDP
     use_gpu: bool = False  # one GPU per worker
     cpus_per_worker: int = 1  # CPU slots a worker reserves (and its torch threads)
-    gpus_per_worker: float = 1.0  # GPU share per worker when use_gpu (0.25: four small trials share a GPU)
+    gpus_per_worker: float = (
+        1.0  # GPU share per worker when use_gpu (0.25: four small trials share a GPU)
+    )
     mixed_precision: bool = True  # bf16 autocast on CUDA (and on the CPU when cpu_bf16)
     cpu_bf16: bool = False  # bf16 autocast on the CPU too: pays with AVX-512 BF16 / AMX only (benchmarks/cpu_arith_epyc.md)
     channels_last: bool = False  # NHWC weights (convolutions follow): GAN stages faster on CPU and GPU (benchmarks/*.md)
     sample_every: int = 5  # epochs between logged sample grids
-    checkpoint_every: int = 5  # epochs between checkpoints (resume points); the last epoch of a stage always
+    checkpoint_every: int = (
+        5  # epochs between checkpoints (resume points); the last epoch of a stage always
+    )
     keep_checkpoints: int = 2  # Ray Train checkpoints kept per job
     storage_path: str | None = None  # Ray Train storage (absolute path or URI); None = <cache>/ray
     max_failures: int = 2  # restarts of a job (and retries of a trial) after a lost worker or node, from the last checkpoint
     seed: int = 0  # seeds init, batches and latent draws
 
     def validate(self) -> None:
-        for k in ("num_workers", "cpus_per_worker", "sample_every", "checkpoint_every", "keep_checkpoints"):
+        for k in (
+            "num_workers",
+            "cpus_per_worker",
+            "sample_every",
+            "checkpoint_every",
+            "keep_checkpoints",
+        ):
             if getattr(self, k) < 1:
                 raise ConfigError(f"run.{k}={getattr(self, k)}: must be >= 1")
         if not 0.0 < self.gpus_per_worker <= 8.0:

@@ -28,9 +28,16 @@ import numpy as np
 import torch
 
 from ..errors import TrainingError
-from .stage import StageSpec, amp_context, unwrap
+from .stage import StageSpec, amp_context
 
-BEST_FILE, META_FILE, HISTORY_FILE, STATE_FILE, GRID_DIR, DONE_DIR = "best.pt", "meta.json", "history.json", "state.pt", "grids", "done"
+BEST_FILE, META_FILE, HISTORY_FILE, STATE_FILE, GRID_DIR, DONE_DIR = (
+    "best.pt",
+    "meta.json",
+    "history.json",
+    "state.pt",
+    "grids",
+    "done",
+)
 
 
 # ----------------------------------------------------------------------------- checkpoint files
@@ -65,15 +72,25 @@ def _save_checkpoint(d: Path, specs: list[StageSpec], finished: dict, running: d
 
 
 def _load_checkpoint(d: Path, specs: list[StageSpec]) -> tuple[dict, dict | None]:
-    finished = {spec.label: load_result(d / DONE_DIR / str(i)) for i, spec in enumerate(specs) if (d / DONE_DIR / str(i)).is_dir()}
-    running = torch.load(d / STATE_FILE, map_location="cpu", weights_only=True) if (d / STATE_FILE).is_file() else None
+    finished = {
+        spec.label: load_result(d / DONE_DIR / str(i))
+        for i, spec in enumerate(specs)
+        if (d / DONE_DIR / str(i)).is_dir()
+    }
+    running = (
+        torch.load(d / STATE_FILE, map_location="cpu", weights_only=True)
+        if (d / STATE_FILE).is_file()
+        else None
+    )
     return finished, running
 
 
 def kept_state(models: dict, keep: str | tuple[str, ...]) -> dict:
     """CPU copies of the kept model's state dict, or {name: state dict} when a stage keeps several."""
     copy = lambda m: {k: t.detach().cpu().clone() for k, t in m.state_dict().items()}  # noqa: E731
-    return copy(models[keep]) if isinstance(keep, str) else {name: copy(models[name]) for name in keep}
+    return (
+        copy(models[keep]) if isinstance(keep, str) else {name: copy(models[name]) for name in keep}
+    )
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -107,14 +124,16 @@ def quiet_report_log() -> None:
 class _FullDiskFilter:
     def filter(self, record) -> bool:
         text = record.getMessage()
-        return not any(s in text for s in ("No space left on device", "database or disk is full", "Disk quota exceeded"))
+        return not any(
+            s in text
+            for s in ("No space left on device", "database or disk is full", "Disk quota exceeded")
+        )
 
 
 # ----------------------------------------------------------------------------- the loop
 
 # The metric key of a report that ends a job with a TrainingError (see train_loop_per_worker).
 ERROR_KEY, ERROR_FILE = "cytoray_training_error", "training_error.txt"
-
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -137,7 +156,9 @@ def train_loop_per_worker(config: dict) -> None:
         for spec in specs:
             if spec.label not in finished:
                 resume = running if running is not None and running["label"] == spec.label else None
-                finished[spec.label] = _run(spec, specs, finished, resume, config, rank, world, device)
+                finished[spec.label] = _run(
+                    spec, specs, finished, resume, config, rank, world, device
+                )
     except TrainingError as e:
         # A user's error (no optimiser step, a diverged loss) is the same on every rank and on every
         # retry: report it and end normally, so Ray Train neither restarts the job nor prints a
@@ -145,17 +166,35 @@ def train_loop_per_worker(config: dict) -> None:
         # (Train V2 keeps a result's metrics with its checkpoint: rank 0 attaches a one-file one.)
         with tempfile.TemporaryDirectory() as d:
             (Path(d) / ERROR_FILE).write_text(str(e))
-            ray.train.report({ERROR_KEY: str(e)}, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
+            ray.train.report(
+                {ERROR_KEY: str(e)},
+                checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None,
+            )
 
 
-def _run(spec: StageSpec, specs, finished: dict, resume: dict | None, config: dict, rank: int, world: int, device) -> dict:
+def _run(
+    spec: StageSpec,
+    specs,
+    finished: dict,
+    resume: dict | None,
+    config: dict,
+    rank: int,
+    world: int,
+    device,
+) -> dict:
     import ray.train
     import ray.train.torch
 
     stage, seed, label = spec.stage, spec.seed, spec.label
-    amp = amp_context(device, bool(config.get("mixed_precision", True)), bool(config.get("cpu_bf16", False)))
+    amp = amp_context(
+        device, bool(config.get("mixed_precision", True)), bool(config.get("cpu_bf16", False))
+    )
     # 1. Data: the whole split on the device once.
-    train, val, fixed = stage.prepare(spec.train, device), stage.prepare(spec.val, device) or None, stage.prepare(spec.fixed, device)
+    train, val, fixed = (
+        stage.prepare(spec.train, device),
+        stage.prepare(spec.val, device) or None,
+        stage.prepare(spec.fixed, device),
+    )
     n = len(next(iter(train.values())))
     # 2. Models (same init on every rank), optimisers, the batch generator; a resumed stage's state.
     torch.manual_seed(seed)
@@ -179,13 +218,21 @@ def _run(spec: StageSpec, specs, finished: dict, resume: dict | None, config: di
     bare = models
     if world > 1:
         # modules nothing trains (a moving average, an augmenter) stay bare: DDP wraps trained weights
-        models = {k: ray.train.torch.prepare_model(m, move_to_device=False, parallel_strategy_kwargs=stage.ddp_kwargs)
-                  if any(q.requires_grad for q in m.parameters()) else m for k, m in models.items()}  # fmt: skip
+        models = {
+            k: ray.train.torch.prepare_model(
+                m, move_to_device=False, parallel_strategy_kwargs=stage.ddp_kwargs
+            )
+            if any(q.requires_grad for q in m.parameters())
+            else m
+            for k, m in models.items()
+        }
     epochs, bs = stage.epochs, stage.batch_size
     for epoch in range(state["epoch"] + 1, epochs):
         # 3. One epoch: the shared order, this rank's equal shard, batches of >= 2 (BatchNorm).
         t0, started = time.perf_counter(), time.time()
-        torch.manual_seed(seed * 1000003 + epoch * world + rank)  # dropout/noise stream: resumable per epoch
+        torch.manual_seed(
+            seed * 1000003 + epoch * world + rank
+        )  # dropout/noise stream: resumable per epoch
         order = stage.order(train, epoch, seed)
         shard = order[: len(order) - len(order) % world][rank::world].to(device)
         sums: dict = defaultdict(float)
@@ -196,15 +243,21 @@ def _run(spec: StageSpec, specs, finished: dict, resume: dict | None, config: di
                 continue
             losses = stage.train_step(models, opts, {k: v[idx] for k, v in train.items()}, gen, amp)
             for k, v in losses.items():  # device tensors stay on the device: one sync per epoch
-                sums[k] = sums[k] + (v.detach().double() if torch.is_tensor(v) else float(v)) * len(idx)
+                sums[k] = sums[k] + (v.detach().double() if torch.is_tensor(v) else float(v)) * len(
+                    idx
+                )
             seen += len(idx)
             steps += 1
         if steps == 0:
-            raise TrainingError(f"[{label}] made no optimiser step: {n} training images on {world} worker(s) with "
-                                f"batch_size {bs} leave no batch of at least 2; add images or lower batch_size")  # fmt: skip
+            raise TrainingError(
+                f"[{label}] made no optimiser step: {n} training images on {world} worker(s) with "
+                f"batch_size {bs} leave no batch of at least 2; add images or lower batch_size"
+            )
         keys = sorted(sums)
-        tot = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64, device=device) for k in keys]
-                          + [torch.tensor(float(seen), dtype=torch.float64, device=device)])  # fmt: skip
+        tot = torch.stack(
+            [torch.as_tensor(sums[k], dtype=torch.float64, device=device) for k in keys]
+            + [torch.tensor(float(seen), dtype=torch.float64, device=device)]
+        )
         if world > 1:  # the history shows the whole epoch, not rank 0's shard
             torch.distributed.all_reduce(tot)
         tot = tot.tolist()
@@ -216,8 +269,10 @@ def _run(spec: StageSpec, specs, finished: dict, resume: dict | None, config: di
         metrics.update(stage.validate(bare, val, amp) or {})
         bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
         if bad:
-            raise TrainingError(f"[{label}] epoch {epoch + 1}: {bad[0]} is {metrics[bad[0]]} (not finite); the run diverged: "
-                                "lower the learning rate or the loss weights")  # fmt: skip
+            raise TrainingError(
+                f"[{label}] epoch {epoch + 1}: {bad[0]} is {metrics[bad[0]]} (not finite); the run diverged: "
+                "lower the learning rate or the loss weights"
+            )
         key = tuple(stage.selection(metrics, epoch))
         if state["best_key"] is None or key < tuple(state["best_key"]):
             state["best_key"], state["best_epoch"] = key, epoch
@@ -236,17 +291,39 @@ def _run(spec: StageSpec, specs, finished: dict, resume: dict | None, config: di
         result = None
         if last:
             best_metrics = state["history"][state["best_epoch"]]
-            meta = {"stage": stage.kind, "label": label, "params": stage.p, "best_epoch": state["best_epoch"],
-                    "epoch": epoch, "best_metrics": best_metrics, **stage.meta()}  # fmt: skip
+            meta = {
+                "stage": stage.kind,
+                "label": label,
+                "params": stage.p,
+                "best_epoch": state["best_epoch"],
+                "epoch": epoch,
+                "best_metrics": best_metrics,
+                **stage.meta(),
+            }
             result = {"best": best, "meta": meta, "history": state["history"], "grids": grids}
         if rank == 0:
-            print(f"[{label}] epoch {epoch + 1}/{epochs} {stage.progress(metrics)} ({metrics['images_per_s']:.1f} img/s)", flush=True)
+            print(
+                f"[{label}] epoch {epoch + 1}/{epochs} {stage.progress(metrics)} ({metrics['images_per_s']:.1f} img/s)",
+                flush=True,
+            )
         if with_ckpt:
-            running = None if last else {"label": label, "models": {k: m.state_dict() for k, m in bare.items()},
-                                         "opts": {k: o.state_dict() for k, o in opts.items()}, "rng": gen.get_state(),
-                                         "state": state, "best": best, "grids": grids}  # fmt: skip
+            running = (
+                None
+                if last
+                else {
+                    "label": label,
+                    "models": {k: m.state_dict() for k, m in bare.items()},
+                    "opts": {k: o.state_dict() for k, o in opts.items()},
+                    "rng": gen.get_state(),
+                    "state": state,
+                    "best": best,
+                    "grids": grids,
+                }
+            )
             with tempfile.TemporaryDirectory() as d:
-                _save_checkpoint(Path(d), specs, {**finished, **({label: result} if last else {})}, running)
+                _save_checkpoint(
+                    Path(d), specs, {**finished, **({label: result} if last else {})}, running
+                )
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
         else:
             ray.train.report(metrics)

@@ -23,7 +23,16 @@ from pathlib import Path
 from ..errors import ConfigError, CytorayError, TrainingError
 from ..io import atomic_dir, stable_hash, write_json
 from .config import RunConfig
-from .loop import BEST_FILE, DONE_DIR, ERROR_FILE, GRID_DIR, HISTORY_FILE, META_FILE, load_result, save_result
+from .loop import (
+    BEST_FILE,
+    DONE_DIR,
+    ERROR_FILE,
+    GRID_DIR,
+    HISTORY_FILE,
+    META_FILE,
+    load_result,
+    save_result,
+)
 from .stage import StageSpec
 
 
@@ -57,7 +66,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     address = address or os.environ.get("RAY_ADDRESS")
     # The dashboard hosts the state API that Ray Train V2's placement-group cleaner polls.
-    kwargs = dict(include_dashboard=True, **ray_init_options(address))  # worker output and log level: cytoray.quiet
+    kwargs = dict(
+        include_dashboard=True, **ray_init_options(address)
+    )  # worker output and log level: cytoray.quiet
     if address:
         check_address(address)
         # A loopback-only head (cytoray's own local cluster, below) is joined on loopback: Ray turns
@@ -65,11 +76,19 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         try:
             with _loopback_only() if _loopback_head(address) else contextlib.nullcontext():
                 ray.init(address=address, **kwargs)
-        except (ConnectionError, RuntimeError) as e:  # a head that answers gRPC but refuses this driver
+        except (
+            ConnectionError,
+            RuntimeError,
+        ) as e:  # a head that answers gRPC but refuses this driver
             chain = f"{e} {e.__cause__} {getattr(e.__cause__, '__cause__', '')}"
-            hint = ("it wants its token: set RAY_AUTH_MODE=token (the token from ~/.ray/auth_token or RAY_AUTH_TOKEN)"
-                    if "AuthToken" in chain or "Authentication" in chain else "check --address / RAY_ADDRESS and the head's log")
-            raise CytorayError(f"cannot join the Ray cluster at {address} ({str(e).splitlines()[0][:120]}); {hint}") from None
+            hint = (
+                "it wants its token: set RAY_AUTH_MODE=token (the token from ~/.ray/auth_token or RAY_AUTH_TOKEN)"
+                if "AuthToken" in chain or "Authentication" in chain
+                else "check --address / RAY_ADDRESS and the head's log"
+            )
+            raise CytorayError(
+                f"cannot join the Ray cluster at {address} ({str(e).splitlines()[0][:120]}); {hint}"
+            ) from None
     else:
         # Ray Train's placement-group cleaner asks the state API whether its controller still lives,
         # finding the cluster by auto-detection; with a second local cluster on the machine (another
@@ -80,7 +99,13 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
         # address="local": a new cluster even when /tmp/ray/ray_current_cluster names another (or a dead) one
         with _loopback_only():
-            ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1", dashboard_port=port, **kwargs)
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                dashboard_host="127.0.0.1",
+                dashboard_port=port,
+                **kwargs,
+            )
 
 
 @contextlib.contextmanager
@@ -140,13 +165,17 @@ def check_address(address: str, timeout_s: float = 5.0) -> None:
         return
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
-        raise CytorayError(f"--address {address}: give host:port of a Ray head (e.g. 127.0.0.1:6379) or 'auto'")
+        raise CytorayError(
+            f"--address {address}: give host:port of a Ray head (e.g. 127.0.0.1:6379) or 'auto'"
+        )
     try:
         with socket.create_connection((host, int(port)), timeout=timeout_s):
             pass
     except OSError as e:
-        raise CytorayError(f"no Ray cluster answers at {address} ({e.strerror or e}); start one with `ray start --head` "
-                           "or check --address") from None
+        raise CytorayError(
+            f"no Ray cluster answers at {address} ({e.strerror or e}); start one with `ray start --head` "
+            "or check --address"
+        ) from None
 
 
 def ship_by_value(cls: type) -> None:
@@ -166,7 +195,13 @@ def cached_result(spec: StageSpec, cache_root: Path) -> StageResult | None:
     final = _final(spec, cache_root)
     if not (final / "done.json").is_file():
         return None
-    return StageResult(final, json.loads((final / HISTORY_FILE).read_text()), json.loads((final / META_FILE).read_text()), True, 0.0)
+    return StageResult(
+        final,
+        json.loads((final / HISTORY_FILE).read_text()),
+        json.loads((final / META_FILE).read_text()),
+        True,
+        0.0,
+    )
 
 
 def user_error(e: BaseException, seen: set | None = None) -> CytorayError | None:
@@ -177,16 +212,27 @@ def user_error(e: BaseException, seen: set | None = None) -> CytorayError | None
     seen.add(id(e))
     if isinstance(e, CytorayError):
         return CytorayError(str(e).strip().splitlines()[-1]) if "Traceback" in str(e) else e
-    inner = [e.__cause__, getattr(e, "cause", None), getattr(e, "controller_failure", None),
-             *getattr(e, "worker_failures", {}).values()]  # fmt: skip
+    inner = [
+        e.__cause__,
+        getattr(e, "cause", None),
+        getattr(e, "controller_failure", None),
+        *getattr(e, "worker_failures", {}).values(),
+    ]
     for sub in inner:
         if isinstance(sub, BaseException) and (found := user_error(sub, seen)):
             return found
     return None
 
 
-def run_stages(specs: list[StageSpec], *, cache_root: str | Path, run_cfg: RunConfig, use_cache: bool = True,
-               callbacks: list | None = None, job: str | None = None) -> dict[str, StageResult]:  # fmt: skip
+def run_stages(
+    specs: list[StageSpec],
+    *,
+    cache_root: str | Path,
+    run_cfg: RunConfig,
+    use_cache: bool = True,
+    callbacks: list | None = None,
+    job: str | None = None,
+) -> dict[str, StageResult]:
     """Train the stages that are not cached yet in one Ray Train job; return every stage's result.
 
     `callbacks` go to Ray Train (e.g. Tune's report callback, so ASHA sees each epoch).
@@ -236,8 +282,11 @@ def check_batches(spec: StageSpec, workers: int) -> None:
 POLL_ENV, POLL_INTERVAL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1"
 
 
-def _fit(pending: list[StageSpec], cache_root: Path, run_cfg: RunConfig, callbacks, job: str | None) -> dict[str, StageResult]:
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig as RayRunConfig, ScalingConfig
+def _fit(
+    pending: list[StageSpec], cache_root: Path, run_cfg: RunConfig, callbacks, job: str | None
+) -> dict[str, StageResult]:
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, ScalingConfig
+    from ray.train import RunConfig as RayRunConfig
     from ray.train.torch import TorchTrainer
 
     from .loop import train_loop_per_worker
@@ -247,7 +296,11 @@ def _fit(pending: list[StageSpec], cache_root: Path, run_cfg: RunConfig, callbac
     os.environ.setdefault(POLL_ENV, POLL_INTERVAL_S)
     for spec in pending:
         ship_by_value(type(spec.stage))
-    name = pending[0].name if len(pending) == 1 else f"{job or pending[0].label}-{stable_hash([s.name for s in pending])}"
+    name = (
+        pending[0].name
+        if len(pending) == 1
+        else f"{job or pending[0].label}-{stable_hash([s.name for s in pending])}"
+    )
     storage = Path(run_cfg.storage_path).resolve() if run_cfg.storage_path else cache_root / "ray"
     resources = {"CPU": run_cfg.cpus_per_worker}
     if run_cfg.use_gpu:
@@ -263,45 +316,63 @@ def _fit(pending: list[StageSpec], cache_root: Path, run_cfg: RunConfig, callbac
             "channels_last": run_cfg.channels_last,
             "threads": run_cfg.cpus_per_worker,
         },
-        scaling_config=ScalingConfig(num_workers=run_cfg.num_workers, use_gpu=run_cfg.use_gpu, resources_per_worker=resources),
+        scaling_config=ScalingConfig(
+            num_workers=run_cfg.num_workers, use_gpu=run_cfg.use_gpu, resources_per_worker=resources
+        ),
         run_config=RayRunConfig(
             name=name,
             storage_path=str(storage),
             checkpoint_config=CheckpointConfig(num_to_keep=run_cfg.keep_checkpoints),
-            failure_config=FailureConfig(max_failures=run_cfg.max_failures),  # a lost worker or node: restart from the last checkpoint
-            logging_config=LoggingConfig(log_level="WARNING"),  # our own per-epoch line is the progress
+            failure_config=FailureConfig(
+                max_failures=run_cfg.max_failures
+            ),  # a lost worker or node: restart from the last checkpoint
+            logging_config=LoggingConfig(
+                log_level="WARNING"
+            ),  # our own per-epoch line is the progress
             callbacks=callbacks or [],
         ),
     )
     t0 = time.perf_counter()
     try:
         result = trainer.fit()
-    except Exception as e:  # a worker's CytorayError (no step, diverged loss) is the user's one-line answer
+    except (
+        Exception
+    ) as e:  # a worker's CytorayError (no step, diverged loss) is the user's one-line answer
         err = user_error(e)
         if err is not None:
             raise err from None
         from ..io import full_disk_message
 
-        if (full := full_disk_message(e, str(storage))) is not None:  # a worker's checkpoint upload (pyarrow) hit a full disk
+        if (
+            full := full_disk_message(e, str(storage))
+        ) is not None:  # a worker's checkpoint upload (pyarrow) hit a full disk
             raise CytorayError(full) from None
         raise
     seconds = time.perf_counter() - t0
-    if result.checkpoint is not None:  # the job ended on a user's error (see loop.train_loop_per_worker)
+    if (
+        result.checkpoint is not None
+    ):  # the job ended on a user's error (see loop.train_loop_per_worker)
         with result.checkpoint.as_directory() as d:
             if (Path(d) / ERROR_FILE).is_file():
                 raise TrainingError((Path(d) / ERROR_FILE).read_text())
     if result.checkpoint is None:
-        raise RuntimeError(f"Ray Train job {name} finished without a checkpoint (see the Ray log above)")
+        raise RuntimeError(
+            f"Ray Train job {name} finished without a checkpoint (see the Ray log above)"
+        )
     out: dict[str, StageResult] = {}
     with result.checkpoint.as_directory() as d:
         for i, spec in enumerate(pending):
             src = Path(d) / DONE_DIR / str(i)
             if not src.is_dir():
-                raise RuntimeError(f"Ray Train job {name}: stage {spec.label} is missing from its final checkpoint")
+                raise RuntimeError(
+                    f"Ray Train job {name}: stage {spec.label} is missing from its final checkpoint"
+                )
             res = load_result(src)
             final = _final(spec, cache_root)
             with atomic_dir(final, overwrite=True) as tmp:
                 save_result(tmp, res)
-                write_json(tmp / "done.json", {"seconds": seconds, "checkpoint": result.checkpoint.path})  # last: marks it complete
+                write_json(
+                    tmp / "done.json", {"seconds": seconds, "checkpoint": result.checkpoint.path}
+                )  # last: marks it complete
             out[spec.label] = StageResult(final, res["history"], res["meta"], False, seconds)
     return out

@@ -68,7 +68,11 @@ class SearchSpace:
                 out[key] = tune.randint(d["low"], d["high"])
             else:
                 fn = getattr(tune, kind)
-                out[key] = fn(d["low"], d["high"], d["q"]) if kind.startswith("q") else fn(d["low"], d["high"])
+                out[key] = (
+                    fn(d["low"], d["high"], d["q"])
+                    if kind.startswith("q")
+                    else fn(d["low"], d["high"])
+                )
         return out
 
     def values(self, point: dict) -> dict[str, Any]:
@@ -131,7 +135,9 @@ def load_search_space(path: str | Path, study_cfg: Any) -> SearchSpace:
         raise ConfigError(f"{path}: 'space' must map config keys to distributions")
     for key, d in space.items():
         if not has_key(study_cfg, key):
-            raise ConfigError(f"{path}: space key '{key}' is not a setting of the study config; use a dotted path such as generator.cgan.lam")
+            raise ConfigError(
+                f"{path}: space key '{key}' is not a setting of the study config; use a dotted path such as generator.cgan.lam"
+            )
         if not isinstance(d, dict) or d.get("dist") not in DISTS:
             raise ConfigError(f"{path}: space.{key}: 'dist' must be one of {', '.join(DISTS)}")
         need = DISTS[d["dist"]]

@@ -19,7 +19,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -28,7 +29,9 @@ import torch.nn as nn
 from ..io import stable_hash
 
 
-def amp_context(device: torch.device, enabled: bool, cpu_bf16: bool = False) -> Callable[[], contextlib.AbstractContextManager]:
+def amp_context(
+    device: torch.device, enabled: bool, cpu_bf16: bool = False
+) -> Callable[[], contextlib.AbstractContextManager]:
     """bf16 autocast on CUDA when `enabled` (no GradScaler needed: bf16 has float32's range); on the
     CPU only when `cpu_bf16` too (`run.cpu_bf16`: its speed and its losses differ by processor, see
     benchmarks/cpu_arith.py); plain float32 otherwise."""
@@ -61,8 +64,12 @@ def adam(module: nn.Module | Any, lr: float, beta1: float) -> torch.optim.Optimi
 
 
 class Stage:
-    kind: ClassVar[str] = "stage"  # names the trainer in cache keys ("cgan", "mask_gan", "classifier", ...)
-    keep: ClassVar[str | tuple[str, ...]] = "G"  # the model(s) whose best-epoch weights are the stage's product
+    kind: ClassVar[str] = (
+        "stage"  # names the trainer in cache keys ("cgan", "mask_gan", "classifier", ...)
+    )
+    keep: ClassVar[str | tuple[str, ...]] = (
+        "G"  # the model(s) whose best-epoch weights are the stage's product
+    )
     ddp_kwargs: ClassVar[dict] = {}  # extra DistributedDataParallel arguments
 
     def __init__(self, params: dict) -> None:
@@ -95,7 +102,9 @@ class Stage:
     def optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
         raise NotImplementedError
 
-    def train_step(self, models, opts, batch: dict[str, torch.Tensor], gen: torch.Generator, amp) -> dict[str, float]:
+    def train_step(
+        self, models, opts, batch: dict[str, torch.Tensor], gen: torch.Generator, amp
+    ) -> dict[str, float]:
         raise NotImplementedError
 
     def validate(self, models, val: dict[str, torch.Tensor] | None, amp) -> dict[str, float] | None:
@@ -112,7 +121,11 @@ class Stage:
 
     def progress(self, metrics: dict) -> str:
         """The per-epoch console line's figures."""
-        return " ".join(f"{k} {metrics[k]:.4f}" for k in ("loss_d", "loss_g", "mse", "val_loss_g") if k in metrics)
+        return " ".join(
+            f"{k} {metrics[k]:.4f}"
+            for k in ("loss_d", "loss_g", "mse", "val_loss_g")
+            if k in metrics
+        )
 
 
 def stage_key(kind: str, params: dict, data_key: str, seed: int) -> str:

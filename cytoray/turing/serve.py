@@ -24,21 +24,31 @@ from ..io import safe_component, write_json
 from . import ANSWERS, CONFIDENCE, IMAGES, SET_FILE, SOURCES
 from .page import PAGE
 
-HOST = "127.0.0.1"  # a reading page is for the person at this machine; never bound to other interfaces
+HOST = (
+    "127.0.0.1"  # a reading page is for the person at this machine; never bound to other interfaces
+)
 
 
 def load_set(reading_dir: str | Path) -> dict:
     path = Path(reading_dir) / SET_FILE
     try:
         s = json.loads(path.read_text())
-        missing = [i for i in s["images"] if not (Path(reading_dir) / IMAGES / f"{i}.png").is_file()]
+        missing = [
+            i for i in s["images"] if not (Path(reading_dir) / IMAGES / f"{i}.png").is_file()
+        ]
     except FileNotFoundError:
-        raise CytorayError(f"{path}: not a reading set (no {SET_FILE}); make one with `cytoray turing build`") from None
+        raise CytorayError(
+            f"{path}: not a reading set (no {SET_FILE}); make one with `cytoray turing build`"
+        ) from None
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise CytorayError(f"{path}: not a cytoray reading set ({e}); rebuild it with `cytoray turing build`") from None
+        raise CytorayError(
+            f"{path}: not a cytoray reading set ({e}); rebuild it with `cytoray turing build`"
+        ) from None
     if missing:
-        raise CytorayError(f"{Path(reading_dir) / IMAGES}: {len(missing)} image(s) of {SET_FILE} missing (e.g. {missing[0]}.png); "
-                           "rebuild the set")  # fmt: skip
+        raise CytorayError(
+            f"{Path(reading_dir) / IMAGES}: {len(missing)} image(s) of {SET_FILE} missing (e.g. {missing[0]}.png); "
+            "rebuild the set"
+        )
     return s
 
 
@@ -60,7 +70,9 @@ class Answers:
             try:
                 self.items = json.loads(self.path.read_text())["answers"]
             except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise CytorayError(f"{self.path}: unreadable answers file ({e}); move it aside to start this reader again") from None
+                raise CytorayError(
+                    f"{self.path}: unreadable answers file ({e}); move it aside to start this reader again"
+                ) from None
 
     def answered(self) -> set[str]:
         return {a["image"] for a in self.items}
@@ -86,9 +98,14 @@ def check_answer(body, images: set[str], classes: list[str]) -> dict:
     if conf not in CONFIDENCE:
         raise ValueError(f"confidence must be one of {CONFIDENCE}")
     seconds = body.get("seconds")
-    return {"image": image, "source": source, "class": cls, "confidence": conf,
-            "seconds": round(float(seconds), 2) if isinstance(seconds, (int, float)) else None,
-            "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}  # fmt: skip
+    return {
+        "image": image,
+        "source": source,
+        "class": cls,
+        "confidence": conf,
+        "seconds": round(float(seconds), 2) if isinstance(seconds, (int, float)) else None,
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
 
 
 def create_app(reading_dir: str | Path, reader: str):
@@ -97,21 +114,35 @@ def create_app(reading_dir: str | Path, reader: str):
     reading_dir = Path(reading_dir).resolve()
     s = load_set(reading_dir)
     store = Answers(reading_dir, reader)
-    order, known, classes = reader_order(s["images"], store.reader), set(s["images"]), list(s["classes"])
+    order, known, classes = (
+        reader_order(s["images"], store.reader),
+        set(s["images"]),
+        list(s["classes"]),
+    )
     app = Flask(__name__, static_folder=None)  # no static route: only what the routes below return
 
     def state() -> dict:
         done = store.answered()
         todo = [i for i in order if i not in done]
         nxt = {"image": todo[0], "position": len(order) - len(todo) + 1} if todo else None
-        return {"reader": store.reader, "total": len(order), "answered": len(done & known), "next": nxt, "classes": classes,
-                "sources": list(SOURCES), "confidence": list(CONFIDENCE), "size": s.get("size")}  # fmt: skip
+        return {
+            "reader": store.reader,
+            "total": len(order),
+            "answered": len(done & known),
+            "next": nxt,
+            "classes": classes,
+            "sources": list(SOURCES),
+            "confidence": list(CONFIDENCE),
+            "size": s.get("size"),
+        }
 
     @app.after_request
     def headers(resp):
         resp.headers["Cache-Control"] = "no-store"  # a shared machine's browser cache keeps nothing
         resp.headers["X-Content-Type-Options"] = "nosniff"
-        resp.headers["Content-Security-Policy"] = "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
+        resp.headers["Content-Security-Policy"] = (
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"
+        )
         return resp
 
     @app.get("/")
@@ -126,7 +157,9 @@ def create_app(reading_dir: str | Path, reader: str):
     def image(image_id: str):
         if image_id not in known:  # only ids of set.json: never a path
             abort(404)
-        return Response((reading_dir / IMAGES / f"{image_id}.png").read_bytes(), mimetype="image/png")
+        return Response(
+            (reading_dir / IMAGES / f"{image_id}.png").read_bytes(), mimetype="image/png"
+        )
 
     @app.post("/api/answer")
     def answer():
@@ -146,13 +179,18 @@ def make_server(reading_dir: str | Path, reader: str, port: int = 8765):
     try:
         return wz(HOST, port, create_app(reading_dir, reader), threaded=True)
     except OSError as e:
-        raise CytorayError(f"port {port} on {HOST}: {e.strerror or e}; pass another --port") from None
+        raise CytorayError(
+            f"port {port} on {HOST}: {e.strerror or e}; pass another --port"
+        ) from None
 
 
 def serve_from_args(a) -> int:
     srv = make_server(a.dir, a.reader, a.port)
-    print(f"reading set {Path(a.dir).resolve()} for reader '{a.reader}': open http://{HOST}:{srv.server_port}/ "
-          "(Ctrl-C stops; answers are saved as given)", flush=True)  # fmt: skip
+    print(
+        f"reading set {Path(a.dir).resolve()} for reader '{a.reader}': open http://{HOST}:{srv.server_port}/ "
+        "(Ctrl-C stops; answers are saved as given)",
+        flush=True,
+    )
     try:
         srv.serve_forever()
     except KeyboardInterrupt:
