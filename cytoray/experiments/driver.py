@@ -170,14 +170,14 @@ def trial_fn(
 
 
 def _plugins() -> dict:
-    """Generator classes from outside cytoray (a Tune trial's process knows only what it imports)."""
-    from ..generators.base import GENERATORS, discover
+    """Generator classes a Tune trial's process would not find by `discover()` (it knows only what
+    it imports): those defined outside cytoray, and those of a module discovery skips (a name
+    starting with "_", such as the template)."""
+    from ..generators.base import GENERATORS, discover, discovered_module
     from ..training.runner import ship_by_value
 
     discover()
-    out = {
-        name: cls for name, cls in GENERATORS.items() if not cls.__module__.startswith("cytoray.")
-    }
+    out = {name: cls for name, cls in GENERATORS.items() if not discovered_module(cls.__module__)}
     for cls in out.values():
         ship_by_value(cls)
     return out

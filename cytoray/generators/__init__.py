@@ -1,8 +1,8 @@
 """Generators: one module per generator, each a `Generator` subclass with its own typed Config.
 
 Adding a generator is one module (a subclass of `base.Generator`; subclassing registers it),
-one YAML in configs/models/ and its test. See `base.py` for the interface and `vanilla.py` for
-the smallest real example.
+one YAML in configs/models/ and its test. Start from `_template.py` (the smallest complete
+generator, commented, to copy); `base.py` has the interface and `vanilla.py` is the smallest real one.
 """
 
 from __future__ import annotations

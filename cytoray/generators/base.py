@@ -47,6 +47,12 @@ ENTRY_POINTS = "cytoray.generators"
 _discovered = False
 
 
+def discovered_module(module: str) -> bool:
+    """Does `discover()` import this module: one of this package's, not named "_..." (_template.py)."""
+    package, _, leaf = module.rpartition(".")
+    return package == __package__ and not leaf.startswith("_")
+
+
 def discover() -> None:
     """Import every generator module of this package and every installed plugin, once."""
     global _discovered
@@ -55,7 +61,7 @@ def discover() -> None:
     _discovered = True
     pkg = importlib.import_module(__package__)
     for m in pkgutil.iter_modules(pkg.__path__):
-        if not m.name.startswith("_"):
+        if discovered_module(f"{__package__}.{m.name}"):
             importlib.import_module(f"{__package__}.{m.name}")
     for ep in importlib.metadata.entry_points(group=ENTRY_POINTS):
         ep.load()
