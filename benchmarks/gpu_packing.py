@@ -592,9 +592,8 @@ def main() -> None:
     dev = torch.device(a.device)
     torch.set_num_threads(a.threads if dev.type == "cuda" else torch.get_num_threads())
     if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = (
-            True  # fixed shapes: autotuned convolutions (the warm-up pays for it)
-        )
+        # fixed shapes: autotuned convolutions (the warm-up pays for it)
+        torch.backends.cudnn.benchmark = True
     out = Path(a.out or ".")
     out.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []

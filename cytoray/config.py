@@ -417,9 +417,8 @@ class DataConfig:
     sim_n: int = 150  # embedded simulator: images in all (75 per class, as in SynCGAN)
     sim_seed: int = 0  # embedded simulator seed
     sim_kind: typing.Literal["cytology", "histology"] = "cytology"  # which embedded domain
-    padding: typing.Literal["crop", "keep"] = (
-        "crop"  # flat edge bands (scanner margins, square padding) cut off before resizing
-    )
+    # flat edge bands (scanner margins, square padding) cut off before resizing
+    padding: typing.Literal["crop", "keep"] = "crop"
 
     def validate(self) -> None:
         if self.size < 16:

@@ -34,9 +34,8 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-TIMEOUT_MS = (
-    90_000  # the first page load compiles MLflow's JS bundle in a cold browser on 2 busy cores
-)
+# the first page load compiles MLflow's JS bundle in a cold browser on 2 busy cores
+TIMEOUT_MS = 90_000
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +50,8 @@ def ui(tmp_path_factory):
     build_report(EXPERIMENT, tmp / "report", uri, log=True)
     port, log = free_port(), tmp / "mlflow-server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = (
-        "false"  # GenAI job workers: unused here, slow to start on 2 cores
-    )
+    # GenAI job workers: unused here, slow to start on 2 cores
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     cmd = [
         sys.executable,
         "-m",

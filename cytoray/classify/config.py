@@ -22,9 +22,8 @@ class AugmentConfig:
     vflip: float = 0.5  # probability of a vertical flip (paper: random vertical flips)
     rot90: bool = True  # random multiple of 90 degrees: smears have no "up", and it is lossless
     max_angle: float = 15.0  # extra rotation drawn from [-max_angle, max_angle] degrees; 0 = off
-    noise_std: float = (
-        0.03  # Gaussian noise std as a fraction of the intensity range (~8 of 255 levels)
-    )
+    # Gaussian noise std as a fraction of the intensity range (~8 of 255 levels)
+    noise_std: float = 0.03
 
     def validate(self) -> None:
         for k in ("hflip", "vflip"):
@@ -43,38 +42,29 @@ class AugmentConfig:
 class ClassifierConfig:
     """One downstream classifier run (SynCGAN §4: ResNet-152, DenseNet-161, Inception-V3)."""
 
-    name: str = (
-        "resnet18"  # one of cytoray.nets.classifiers.CLASSIFIERS; smallcnn for CPU smoke runs
-    )
-    epochs: int = (
-        30  # the best epoch is chosen on validation, so extra epochs cost time, not test accuracy
-    )
+    # one of cytoray.nets.classifiers.CLASSIFIERS; smallcnn for CPU smoke runs
+    name: str = "resnet18"
+    # the best epoch is chosen on validation, so extra epochs cost time, not test accuracy
+    epochs: int = 30
     batch_size: int = 16  # 90 real + 180 synthetic images → ~17 steps an epoch
     lr: float = 1e-3  # Adam default; fine from scratch on small sets
     weight_decay: float = 1e-4  # mild regularisation for 90-image training sets
     optimizer: Literal["adam", "adamw"] = "adam"  # adam: L2 in the gradient; adamw: decoupled decay
-    image_size: int | None = (
-        None  # network input side; None = the data's size (resized on the device otherwise)
-    )
-    weights_path: str | None = (
-        None  # local ImageNet state dict; None trains from scratch (nothing downloads)
-    )
-    weights: Literal["scratch", "imagenet"] = (
-        "scratch"  # imagenet: torchvision's file, found locally and hash-checked
-    )
-    weights_dir: str | None = (
-        None  # weights=imagenet: a folder searched before the torch cache ($TORCH_HOME/hub/checkpoints)
-    )
-    online_augment: bool = (
-        False  # per-batch flips/rotation/noise on the device (on top of any policy)
-    )
+    # network input side; None = the data's size (resized on the device otherwise)
+    image_size: int | None = None
+    # local ImageNet state dict; None trains from scratch (nothing downloads)
+    weights_path: str | None = None
+    # imagenet: torchvision's file, found locally and hash-checked
+    weights: Literal["scratch", "imagenet"] = "scratch"
+    # weights=imagenet: a folder searched before the torch cache ($TORCH_HOME/hub/checkpoints)
+    weights_dir: str | None = None
+    # per-batch flips/rotation/noise on the device (on top of any policy)
+    online_augment: bool = False
     label_smoothing: float = 0.0  # cross-entropy label smoothing; 0 = plain CE as in the paper
-    aux_weight: float = (
-        0.4  # Inception-V3 auxiliary-logit loss weight (Szegedy et al.); used at >= 299 px
-    )
-    sampler: Literal["shuffle", "balanced"] = (
-        "shuffle"  # shuffle: policies are class-balanced by construction
-    )
+    # Inception-V3 auxiliary-logit loss weight (Szegedy et al.); used at >= 299 px
+    aux_weight: float = 0.4
+    # shuffle: policies are class-balanced by construction
+    sampler: Literal["shuffle", "balanced"] = "shuffle"
     eval_batch_size: int = 64  # inference batch for validation/test (no gradients, so larger)
     augment: AugmentConfig = dataclasses.field(
         default_factory=AugmentConfig

@@ -35,9 +35,8 @@ import numpy as np
 from ..config import ConfigError
 
 METHODS = ("none", "realism", "centroid", "classifier")
-FILTERED = (
-    "-filtered"  # a baselines policy's suffix: its synthetic images go through the study's `filter`
-)
+# a baselines policy's suffix: its synthetic images go through the study's `filter`
+FILTERED = "-filtered"
 
 
 def split_filtered(policy: str) -> tuple[str, bool]:
@@ -48,12 +47,10 @@ def split_filtered(policy: str) -> tuple[str, bool]:
 
 @dataclasses.dataclass
 class FilterConfig:
-    method: Literal["none", "realism", "centroid", "classifier"] = (
-        "none"  # how synthetic images are ranked; none = all kept
-    )
-    keep: float = (
-        1.0  # share of drawn synthetic images kept (0, 1]: ceil(n / keep) drawn, the best n kept
-    )
+    # how synthetic images are ranked; none = all kept
+    method: Literal["none", "realism", "centroid", "classifier"] = "none"
+    # share of drawn synthetic images kept (0, 1]: ceil(n / keep) drawn, the best n kept
+    keep: float = 1.0
     k: int = 5  # realism: k-th nearest real neighbour as each real image's radius (precision's k, Naeem et al.)
 
     def validate(self) -> None:

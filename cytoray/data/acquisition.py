@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-P_SINGLE_CELL = (
-    0.25  # share of cytology images that are one large cell (Herlev-like) instead of a smear field
-)
+# share of cytology images that are one large cell (Herlev-like) instead of a smear field
+P_SINGLE_CELL = 0.25
 P_PADDING = 0.3  # share of images padded with flat bands (Herlev: nearly all; a study folder: some)
 PAD_WIDTH = (0.06, 0.22)  # band width per edge, fraction of the side (Herlev: 0.02-0.34)
 STAIN_STRENGTH_SD = 0.15  # log-sd of overall stain uptake between images

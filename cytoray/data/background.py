@@ -29,9 +29,8 @@ PADDING_MODES = ("crop", "keep")
 TOLERANCE = 8.0  # max spread (2nd..98th percentile, grey levels) of a padding row, and colour drift along the band
 MIN_WIDTH_FRAC = 0.01  # bands narrower than this fraction of the side (and < 2 px) are ignored
 MARGIN_FRAC = 0.01  # content pixels this close to a band (JPEG ringing at the seam) are excluded from masks too
-MIN_CONTENT_FRAC = (
-    0.2  # content narrower than this fraction of a side means the image is (nearly) all flat
-)
+# content narrower than this fraction of a side means the image is (nearly) all flat
+MIN_CONTENT_FRAC = 0.2
 
 
 # ----------------------------------------------------------------------------- result

@@ -190,9 +190,8 @@ class ImageSet:
     masks: np.ndarray | None = None  # bool [N, S, S] where every image has one
     groups: list[str] | None = None
     source: str = ""
-    padding: str = (
-        "keep"  # "crop": flat edge bands were cut off before resizing (part of what the pixels are)
-    )
+    # "crop": flat edge bands were cut off before resizing (part of what the pixels are)
+    padding: str = "keep"
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -42,22 +42,17 @@ class SynthesisConfig:
     )  # mean nucleus radius per image, x the reference's (size drawn per image)
     anisonucleosis: float = 0.2  # log-sd of radii within one image (pleomorphism)
     irregularity: float = 0.3  # polygon angle jitter (data/nuclei.random_polygon)
-    spikiness: float = (
-        0.12  # polygon radius jitter; smoothed afterwards, so contours stay round-ish
-    )
+    # polygon radius jitter; smoothed afterwards, so contours stay round-ish
+    spikiness: float = 0.12
     elongation: float = 0.3  # half-normal sd of the long/short axis ratio above 1
-    overlap: float = (
-        0.15  # centres may come this fraction of r1+r2 closer than touching (crowded nuclei)
-    )
-    density_jitter: float = (
-        0.2  # log-sd of each nucleus's stain density (hyper/hypochromatic nuclei)
-    )
-    clutter: float = (
-        0.3  # clutter objects per nucleus: debris and fibres with nuclear stain, never in the mask
-    )
-    min_radius_px: float = (
-        2.0  # floor of the measured reference radius: Otsu on a tiny tile can return specks
-    )
+    # centres may come this fraction of r1+r2 closer than touching (crowded nuclei)
+    overlap: float = 0.15
+    # log-sd of each nucleus's stain density (hyper/hypochromatic nuclei)
+    density_jitter: float = 0.2
+    # clutter objects per nucleus: debris and fibres with nuclear stain, never in the mask
+    clutter: float = 0.3
+    # floor of the measured reference radius: Otsu on a tiny tile can return specks
+    min_radius_px: float = 2.0
 
     def validate(self) -> None:
         for k in ("cover", "radius"):

@@ -73,9 +73,8 @@ class SimulatedSet:
     class_names: tuple[str, ...]
     names: list[str]  # file stems, e.g. "benign_0000"
     kind: str  # "cytology" | "histology"
-    scenes: list[str] | None = (
-        None  # per image: "smear" | "single_cell" | "tissue", plus "+padded" when banded
-    )
+    # per image: "smear" | "single_cell" | "tissue", plus "+padded" when banded
+    scenes: list[str] | None = None
 
 
 # ----------------------------------------------------------------------------- cytology

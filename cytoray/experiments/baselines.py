@@ -56,9 +56,8 @@ class BaselinesConfig:
     fid_per_class: int = 30  # synthetic images per class for each generator's FID/KID against each split's test images
     memorised_max: float = 0.2  # flag (tag + warning) a generator whose memorised share passes this in a class (metrics/realism.py)
     repeats: int = 1  # classifier seeds per split
-    metric: str = (
-        "balanced_accuracy"  # the table's figure; accuracy, f1_macro, roc_auc also recorded
-    )
+    # the table's figure; accuracy, f1_macro, roc_auc also recorded
+    metric: str = "balanced_accuracy"
     effect: float = 0.05  # the difference that matters (0.05 = 5 points): "no effect" only when the paired 95% CI is inside ±effect
     # A policy named '<policy>-filtered' (e.g. syncgan-filtered, trad+syncgan-filtered) draws its synthetic
     # images through this filter (classify/filter.py) against the split's real training images.

@@ -32,17 +32,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 @dataclasses.dataclass
 class TuneSettings:
-    search_space: str | None = (
-        None  # YAML space; relative paths resolve from the repo root; null = no search
-    )
+    # YAML space; relative paths resolve from the repo root; null = no search
+    search_space: str | None = None
     num_samples: int = 4  # trials the searcher proposes (CPU default: ~3 min a trial on 2 cores)
     max_concurrent: int = 1  # trials at once (each runs its own Ray Train jobs)
     seed: int = 0  # seeds the Optuna TPE sampler (same seed, same proposals)
     metric: str = "val_balanced_accuracy"  # selection metric, measured on validation only
     mode: Literal["max", "min"] = "max"
-    multi_objective: bool = (
-        False  # also minimise fid_val_inception/all (Optuna multi-objective TPE)
-    )
+    # also minimise fid_val_inception/all (Optuna multi-objective TPE)
+    multi_objective: bool = False
     asha: bool = True  # ASHA early stopping on the classifier's per-epoch validation metric
     grace_period: int = 3  # classifier epochs before ASHA may stop a trial
     reduction_factor: int = 2  # ASHA keeps the top 1/reduction_factor at each rung
@@ -74,9 +72,8 @@ class Study:
 
     Config: ClassVar[type]
     experiment_default: ClassVar[str] = ""
-    split_averaged: ClassVar[bool] = (
-        False  # its trials honour tune.splits > 1 (others refuse it, not ignore it)
-    )
+    # its trials honour tune.splits > 1 (others refuse it, not ignore it)
+    split_averaged: ClassVar[bool] = False
 
     def check(self, cfg) -> None:
         """Everything rejectable without data (policies, sizes): before anything is written."""

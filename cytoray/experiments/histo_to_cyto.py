@@ -37,9 +37,8 @@ class HistoToCytoConfig:
     source: DataConfig = dataclasses.field(
         default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1)
     )  # histology
-    min_per_class: int = (
-        10  # per class and domain: 3:1:1 leaves >= 2 test images for FID/KID; fewer is refused
-    )
+    # per class and domain: 3:1:1 leaves >= 2 test images for FID/KID; fewer is refused
+    min_per_class: int = 10
     variants: list[str] = dataclasses.field(
         default_factory=lambda: ["cyclegan", "nst"]
     )  # translators compared, one row each

@@ -43,40 +43,33 @@ OWN_SPACE = "generator"  # tune.search_space's default: the study's generator's 
 
 @dataclasses.dataclass
 class RatioStudyConfig:
-    name: str | None = (
-        None  # MLflow experiment, Ray Tune experiment and output folder name; null = <generator>_ratio
-    )
+    # MLflow experiment, Ray Tune experiment and output folder name; null = <generator>_ratio
+    name: str | None = None
     generator: GeneratorConfig = dataclasses.field(
         default_factory=lambda: SynCGANConfig(
             cgan=CGANConfig(epochs=8, g_base=16, d_base=16, full_res=16),
             mask_gan=LatentGANConfig(epochs=10, g_base=16, d_base=16),
         )
     )
-    policy: str | None = (
-        None  # training-set policy; null = real + the study's generator (orig+<generator>)
-    )
+    # training-set policy; null = real + the study's generator (orig+<generator>)
+    policy: str | None = None
     ratio: float = 2.0  # synthetic:real per class (searched)
     fid_per_class: int = 30  # synthetic images per class for validation FID/KID
     memorised_max: float = 0.2  # flag (tag + warning) a generator whose memorised share passes this in a class (metrics/realism.py)
-    register: bool = (
-        True  # register the best generator/classifier; champion moves only if it wins on validation
-    )
-    registry_protocol: str | None = (
-        None  # champions compete within one protocol only; null = this split (split:<hash>)
-    )
-    champion_min_epochs: int = (
-        5  # a run training any stage for fewer epochs (a smoke run) never takes the champion alias
-    )
-    objective: Literal["classifier", "fidelity"] = (
-        "classifier"  # fidelity: FID/KID of images and masks only, no classifier
-    )
+    # register the best generator/classifier; champion moves only if it wins on validation
+    register: bool = True
+    # champions compete within one protocol only; null = this split (split:<hash>)
+    registry_protocol: str | None = None
+    # a run training any stage for fewer epochs (a smoke run) never takes the champion alias
+    champion_min_epochs: int = 5
+    # fidelity: FID/KID of images and masks only, no classifier
+    objective: Literal["classifier", "fidelity"] = "classifier"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     source: DataConfig = dataclasses.field(
         default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1)
     )  # a translator's source domain
-    min_per_class: int = (
-        10  # per class and domain for a translator: a 3:1:1 split leaves >= 2 test images
-    )
+    # per class and domain for a translator: a 3:1:1 split leaves >= 2 test images
+    min_per_class: int = 10
     run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=10))
     classifier: ClassifierConfig = dataclasses.field(
         default_factory=lambda: ClassifierConfig(name="smallcnn", epochs=10)

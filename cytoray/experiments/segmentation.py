@@ -40,25 +40,21 @@ METRIC = "val_dice"
 
 @dataclasses.dataclass
 class TileDataConfig:
-    root: str | None = (
-        None  # real H&E with masks (<root>/images + masks/, or <root>/<class>/ + masks/); null = simulator
-    )
-    reference: str | None = (
-        None  # unlabelled H&E folder (<root>/images or <root>/<class>/) for style; null = the training split
-    )
+    # real H&E with masks (<root>/images + masks/, or <root>/<class>/ + masks/); null = simulator
+    root: str | None = None
+    # unlabelled H&E folder (<root>/images or <root>/<class>/) for style; null = the training split
+    reference: str | None = None
     scale: float = 0.25  # native → working resolution (BreCaHAD 1360x1024 → 340x256: nuclei ~5 px radius, CPU-sized)
     tile: int = 128  # side of the tiles cut from each scaled image: the unit of validation, test and sampling
-    mask_threshold: int = (
-        127  # mask grey level above which a pixel is nucleus (JPEG masks ring near edges)
-    )
+    # mask grey level above which a pixel is nucleus (JPEG masks ring near edges)
+    mask_threshold: int = 127
     split_ratios: list[float] = dataclasses.field(
         default_factory=lambda: [3.0, 1.0, 1.0]
     )  # train(reference):val:test by source image
     split_seed: int = 0  # seeds split 0; split k uses split_seed + k
     n_splits: int = 3  # seeded splits for the comparison table's mean ± 95% CI and paired tests
-    sim_kind: Literal["histology"] = (
-        "histology"  # the simulator's domain when it plays "real": H&E (the refiner deconvolves H and E)
-    )
+    # the simulator's domain when it plays "real": H&E (the refiner deconvolves H and E)
+    sim_kind: Literal["histology"] = "histology"
     sim_n: int = 40  # simulator as "real": images (each one tile)
     sim_seed: int = 0  # simulator seed
 
@@ -96,15 +92,12 @@ class SegmentationStudyConfig:
         default_factory=_default_generator
     )  # refined-sim settings (searched)
     compare: bool = True  # the comparison table over data.n_splits after the search
-    register: bool = (
-        True  # register the best segmenter and refiner; champion moves only on validation Dice
-    )
-    registry_protocol: str | None = (
-        None  # champions compete within one protocol; null = this split (split:<hash>)
-    )
-    champion_min_epochs: int = (
-        5  # a run whose stage trains fewer epochs (a smoke run) never takes the champion alias
-    )
+    # register the best segmenter and refiner; champion moves only on validation Dice
+    register: bool = True
+    # champions compete within one protocol; null = this split (split:<hash>)
+    registry_protocol: str | None = None
+    # a run whose stage trains fewer epochs (a smoke run) never takes the champion alias
+    champion_min_epochs: int = 5
     syncgan_mask_method: str = "syncgan"  # the table's SynCGAN row: syncgan = the paper's RGB masks; stain = cytoray's default
     run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=10))
     tune: TuneSettings = dataclasses.field(

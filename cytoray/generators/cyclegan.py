@@ -60,12 +60,10 @@ class CycleGANConfig(SmallData, GeneratorConfig):
     batch_size: int = 4  # CycleGAN uses 1; 4 gives 12 steps an epoch on 45 images per class
     lr: float = 2e-4  # CycleGAN Adam learning rate (G/F and D_A/D_B)
     beta1: float = 0.5  # CycleGAN Adam beta1
-    decay_fraction: float = (
-        0.5  # linear lr decay over this last fraction of the epochs (CycleGAN: half)
-    )
-    gan_mode: Literal["lsgan", "bce"] = (
-        "lsgan"  # least-squares adversarial loss (CycleGAN default) or BCE
-    )
+    # linear lr decay over this last fraction of the epochs (CycleGAN: half)
+    decay_fraction: float = 0.5
+    # least-squares adversarial loss (CycleGAN default) or BCE
+    gan_mode: Literal["lsgan", "bce"] = "lsgan"
     lambda_cyc: float = 10.0  # λ_cyc, cycle-consistency weight (CycleGAN: 10)
     lambda_identity: float = 0.5  # identity weight relative to λ_cyc (CycleGAN: 0.5); 0 disables it
     pool_size: int = 50  # history of generated images shown to D (Shrivastava et al.; CycleGAN: 50)

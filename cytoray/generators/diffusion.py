@@ -67,9 +67,8 @@ SCHEDULES = (
 class DenoiserConfig:
     """The map → image denoiser and how it trains (keys and reasons: configs/models/diffusion.yaml)."""
 
-    epochs: int = (
-        300  # diffusion needs far more steps than a GAN (CPU budget: configs/models/diffusion.yaml)
-    )
+    # diffusion needs far more steps than a GAN (CPU budget: configs/models/diffusion.yaml)
+    epochs: int = 300
     batch_size: int = 16  # small sets: a few steps an epoch
     lr: float = 2e-4  # Adam learning rate (DDPM: 2e-4)
     channels: list[int] = dataclasses.field(
@@ -82,21 +81,16 @@ class DenoiserConfig:
     norm_groups: int = 8  # GroupNorm groups; must divide every width
     head_channels: int = 16  # channels per attention head
     timesteps: int = 1000  # training noise levels T
-    schedule: str = (
-        "cosine"  # beta schedule (MONAI): cosine keeps signal at small sizes (Nichol & Dhariwal)
-    )
-    prediction: Literal["epsilon", "v_prediction"] = (
-        "v_prediction"  # v: stable at high noise with the cosine schedule
-    )
-    cond_drop: float = (
-        0.1  # chance the class is replaced by the null class in training (classifier-free guidance)
-    )
-    ema_decay: float = (
-        0.999  # EMA of the weights (warm-up (1+n)/(10+n) caps it early in short runs)
-    )
-    augment: Literal["none", "dihedral"] = (
-        "dihedral"  # image and map under one random flip / quarter turn
-    )
+    # beta schedule (MONAI): cosine keeps signal at small sizes (Nichol & Dhariwal)
+    schedule: str = "cosine"
+    # v: stable at high noise with the cosine schedule
+    prediction: Literal["epsilon", "v_prediction"] = "v_prediction"
+    # chance the class is replaced by the null class in training (classifier-free guidance)
+    cond_drop: float = 0.1
+    # EMA of the weights (warm-up (1+n)/(10+n) caps it early in short runs)
+    ema_decay: float = 0.999
+    # image and map under one random flip / quarter turn
+    augment: Literal["none", "dihedral"] = "dihedral"
     grid_steps: int = 20  # DDIM steps of the per-epoch grid (conditional, no guidance)
 
     def validate(self) -> None:
@@ -146,9 +140,8 @@ class SamplingConfig:
     """How a trained bundle draws images: not part of any stage, so changing it retrains nothing."""
 
     steps: int = 25  # DDIM steps (more: slower and a little sharper)
-    guidance: float = (
-        2.0  # classifier-free guidance scale w (1 = conditional only, one pass a step)
-    )
+    # classifier-free guidance scale w (1 = conditional only, one pass a step)
+    guidance: float = 2.0
     eta: float = 0.0  # DDIM noise (0: deterministic given the starting noise)
     batch: int = 64  # images denoised together
 

@@ -43,30 +43,23 @@ class NSTConfig(GeneratorConfig):
     """Gatys style transfer (keys and reasons: configs/models/nst.yaml)."""
 
     name: str = "nst"
-    features: Literal["inception", "vgg19", "random"] = (
-        "inception"  # real pretrained features offline: the verified FID InceptionV3
-    )
+    # real pretrained features offline: the verified FID InceptionV3
+    features: Literal["inception", "vgg19", "random"] = "inception"
     content_weight: float = 1.0  # α (Gatys: α/β ratios of 1e-3 … 1e-4 under their normalisation)
-    style_weight: float | None = (
-        None  # β under Gram / (C·H·W); null = the features' own (Inception 1e4, VGG 1e6)
-    )
-    steps: int = (
-        40  # L-BFGS iterations per image batch; 30–50 suffice at 32–64 px from the content image
-    )
-    content_layer: str | None = (
-        None  # null = the features' own (Inception Mixed_5c, VGG conv4_2 as Gatys)
-    )
-    style_layers: list[str] | None = (
-        None  # null = the features' own (one per resolution, like Gatys' convK_1)
-    )
+    # β under Gram / (C·H·W); null = the features' own (Inception 1e4, VGG 1e6)
+    style_weight: float | None = None
+    # L-BFGS iterations per image batch; 30–50 suffice at 32–64 px from the content image
+    steps: int = 40
+    # null = the features' own (Inception Mixed_5c, VGG conv4_2 as Gatys)
+    content_layer: str | None = None
+    # null = the features' own (one per resolution, like Gatys' convK_1)
+    style_layers: list[str] | None = None
     pool: Literal["avg", "max"] = "avg"  # VGG only; Gatys: average pooling gives better gradients
-    vgg_weights: str | None = (
-        None  # features=vgg19: a local torchvision vgg19 state dict (ImageNet); nothing downloads
-    )
+    # features=vgg19: a local torchvision vgg19 state dict (ImageNet); nothing downloads
+    vgg_weights: str | None = None
     random_seed: int = 0  # features=random (debugging only): seed of the random-weight VGG-19
-    allow_random_features: bool = (
-        False  # random features are refused unless set (debugging only; labelled in every output)
-    )
+    # random features are refused unless set (debugging only; labelled in every output)
+    allow_random_features: bool = False
     batch: int = 16  # images optimised together (independent objectives, one L-BFGS)
 
     def validate(self) -> None:

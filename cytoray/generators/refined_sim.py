@@ -60,13 +60,11 @@ class RefinerConfig(SmallData):
     lr: float = 1e-3  # R learning rate (SimGAN: 0.001); a few hundred steps on CPU must move R
     d_lr: float = 1e-3  # D learning rate (SimGAN: 0.001)
     beta1: float = 0.5  # GANs dislike 0.9 momentum
-    l1_weight: float = (
-        0.001  # Hou et al.: L1 self-regularisation to the input (per-image pixel sum)
-    )
+    # Hou et al.: L1 self-regularisation to the input (per-image pixel sum)
+    l1_weight: float = 0.001
     l2_weight: float = 0.01  # Hou et al.: L2 self-regularisation to the input (per-image pixel sum)
-    hard_weight: float = (
-        1e-7  # Hou et al.: weight of −S's loss in R's loss (hard examples); searched
-    )
+    # Hou et al.: weight of −S's loss in R's loss (hard examples); searched
+    hard_weight: float = 1e-7
     history: int = 256  # SimGAN history buffer of refined images shown to D
     history_fraction: float = 0.5  # SimGAN: half of D's fake batch comes from the history
     d_base: int = 16  # discriminator width (small: D must not win outright on tiny sets)
@@ -103,13 +101,11 @@ class SegmenterConfig:
     depth: int = 3  # stride-2 levels: 32 px patches → 4 px innermost, a few nuclei of context
     lr: float = 1e-3  # Adam learning rate (a supervised net on exact masks)
     dice_weight: float = 1.0  # soft-Dice term beside pixel BCE: nuclei cover ~15% of a tile
-    example_weights: bool = (
-        True  # weight each refined image by w = p/(1−p), p = D's "real" probability
-    )
+    # weight each refined image by w = p/(1−p), p = D's "real" probability
+    example_weights: bool = True
     weight_min: float = 0.2  # Hou et al.: w clipped below at 0.2 (an unrealistic image still teaches a little); searched
-    weight_max: float = (
-        2.0  # Hou et al.: w clipped above at 2 (no single image dominates a batch); searched
-    )
+    # Hou et al.: w clipped above at 2 (no single image dominates a batch); searched
+    weight_max: float = 2.0
     threshold: float = 0.5  # sigmoid probability above which a pixel is nucleus
 
     def validate(self) -> None:
@@ -125,17 +121,14 @@ class SegmenterConfig:
 
 @dataclasses.dataclass
 class ScheduleConfig:
-    refiner_epochs: int = (
-        0  # R alone on self-regularisation; R starts as the identity, so 0 suffices
-    )
+    # R alone on self-regularisation; R starts as the identity, so 0 suffices
+    refiner_epochs: int = 0
     discriminator_epochs: int = 1  # D warm-up against the (near-identity) refiner, as SimGAN
     joint_epochs: int = 6  # alternating R (+ hard examples) / D / S steps: where refinement happens
-    segmenter_epochs: int = (
-        4  # S alone on images from the frozen R; the best epoch is chosen here or in joint
-    )
-    r_steps: int = (
-        1  # R steps per D step in the joint phase (SimGAN: 2 on its data; 1 keeps D ahead here)
-    )
+    # S alone on images from the frozen R; the best epoch is chosen here or in joint
+    segmenter_epochs: int = 4
+    # R steps per D step in the joint phase (SimGAN: 2 on its data; 1 keeps D ahead here)
+    r_steps: int = 1
 
     def validate(self) -> None:
         if (

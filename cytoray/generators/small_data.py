@@ -46,9 +46,8 @@ class SmallData:
 
     diffaug: str = "colour,translation,cutout,dihedral"  # D's inputs, real and fake alike (DiffAugment + cell symmetries); "" = none
     ada: float = 0.6  # adapt the augmentation probability so E[sign D(real)] stays at this target (ADA); 0 = always on (DiffAugment)
-    ema: float = (
-        0.999  # decay of G's moving average, used for samples and the bundle; 0 = the last weights
-    )
+    # decay of G's moving average, used for samples and the bundle; 0 = the last weights
+    ema: float = 0.999
     r1: float = 0.0  # R1 penalty weight on D's gradient at real images; 0 = off
 
     def validate_small_data(self, prefix: str = "") -> None:

@@ -65,9 +65,8 @@ class SynCGANConfig(GeneratorConfig):
     masks: MasksConfig = dataclasses.field(default_factory=MasksConfig)
     mask_gan: LatentGANConfig = dataclasses.field(default_factory=LatentGANConfig)
     cgan: CGANConfig = dataclasses.field(default_factory=CGANConfig)
-    prior: Literal["gan", "bank"] = (
-        "bank"  # sampling's label maps: the class's training maps warped, or the class mask GANs (eq. 7)
-    )
+    # sampling's label maps: the class's training maps warped, or the class mask GANs (eq. 7)
+    prior: Literal["gan", "bank"] = "bank"
     warp: float = 0.06  # prior bank: the elastic warp's largest shift, a share of the image size (masks/warp.py)
 
     def validate(self) -> None:

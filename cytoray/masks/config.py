@@ -24,39 +24,30 @@ from .nucleus import nucleus_mask_report
 from .params import METHODS, MaskParams
 
 SOURCES = ("unsupervised", "ground_truth")
-SEGMENTER = (
-    "segmenter"  # the method that predicts masks with a trained nucleus segmenter (segmenter.py)
-)
+# the method that predicts masks with a trained nucleus segmenter (segmenter.py)
+SEGMENTER = "segmenter"
 ON_FLAG = ("warn", "error")
 LABELS = ("cell", "nucleus")
 
 
 @dataclasses.dataclass
 class MasksConfig:
-    source: Literal["unsupervised", "ground_truth"] = (
-        "unsupervised"  # paper: unsupervised masks (§3.2); ground_truth for ablations
-    )
-    method: Literal["stain", "syncgan", "segmenter"] = (
-        "stain"  # stain: beats Otsu-on-H and the segmenter on real H&E (benchmarks/real_data.py); syncgan: the paper's
-    )
-    segmenter: str | None = (
-        None  # method=segmenter: segmenter bundle folder or NAME@ALIAS / NAME/VERSION (what `cytoray segment` loads)
-    )
-    polarity: Literal["auto", "dark", "bright"] = (
-        "auto"  # auto: brightfield unless the field is black (fluorescence)
-    )
-    exclude_padding: bool = (
-        True  # flat bands at the edges never hold nuclei; a mask along them teaches the GANs frames
-    )
-    max_cover: float = (
-        0.6  # flag a mask over this share of the image (a large nucleus close-up reaches ~0.45)
-    )
-    on_flag: Literal["warn", "error"] = (
-        "warn"  # flagged masks (empty/inverted/covers/padding): list them, or refuse to train
-    )
-    labels: Literal["cell", "nucleus"] = (
-        "cell"  # cell: glass/cytoplasm/nucleus maps (masks/labels.py); nucleus: the paper's binary mask
-    )
+    # paper: unsupervised masks (§3.2); ground_truth for ablations
+    source: Literal["unsupervised", "ground_truth"] = "unsupervised"
+    # stain: beats Otsu-on-H and the segmenter on real H&E (benchmarks/real_data.py); syncgan: the paper's
+    method: Literal["stain", "syncgan", "segmenter"] = "stain"
+    # method=segmenter: segmenter bundle folder or NAME@ALIAS / NAME/VERSION (what `cytoray segment` loads)
+    segmenter: str | None = None
+    # auto: brightfield unless the field is black (fluorescence)
+    polarity: Literal["auto", "dark", "bright"] = "auto"
+    # flat bands at the edges never hold nuclei; a mask along them teaches the GANs frames
+    exclude_padding: bool = True
+    # flag a mask over this share of the image (a large nucleus close-up reaches ~0.45)
+    max_cover: float = 0.6
+    # flagged masks (empty/inverted/covers/padding): list them, or refuse to train
+    on_flag: Literal["warn", "error"] = "warn"
+    # cell: glass/cytoplasm/nucleus maps (masks/labels.py); nucleus: the paper's binary mask
+    labels: Literal["cell", "nucleus"] = "cell"
 
     @property
     def uses_segmenter(self) -> bool:

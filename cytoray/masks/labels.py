@@ -48,12 +48,10 @@ class LabelParams:
         1 / 64
     )  # Gaussian sigma / image side: evens out cytoplasm texture (2 px at 128)
     glass_od: float = 0.65  # the lower Otsu class is glass only if its mean total OD (white = 255) is below this (Herlev glass 0.1-0.6, close-ups of cytoplasm 0.7-1.0)
-    min_area: float = (
-        0.002  # specks of glass or cytoplasm under this share of the image join their surroundings
-    )
-    min_contrast: float = (
-        0.15  # the body must beat the glass by this total OD: the grain of bare glass is no cell
-    )
+    # specks of glass or cytoplasm under this share of the image join their surroundings
+    min_area: float = 0.002
+    # the body must beat the glass by this total OD: the grain of bare glass is no cell
+    min_contrast: float = 0.15
 
 
 def optical_density_abs(rgb: np.ndarray) -> np.ndarray:

@@ -19,9 +19,8 @@ from ..io import atomic_path, write_json
 from ..nets import UNet
 from ..nets.images import pad_to, to_unit
 
-REFINED_SIM = (
-    "refined-sim"  # the generator whose bundles hold a segmenter (generators/refined_sim.py)
-)
+# the generator whose bundles hold a segmenter (generators/refined_sim.py)
+REFINED_SIM = "refined-sim"
 
 
 @torch.no_grad()
@@ -42,9 +41,8 @@ def segment_with(
     return nucleus_probabilities(net, images, depth, batch) > threshold
 
 
-SEGMENTER_META = (
-    "segmenter.json"  # written last: a folder holding it is a complete segmenter bundle
-)
+# written last: a folder holding it is a complete segmenter bundle
+SEGMENTER_META = "segmenter.json"
 
 
 class Segmenter:

@@ -15,64 +15,53 @@ METHODS = ("stain", "syncgan")
 class MaskParams:
     """Every knob of `nucleus_mask`, each with the reason for its default."""
 
-    method: Literal["stain", "syncgan"] = (
-        "stain"  # stain: measured better on real H&E/Pap; syncgan: the paper, for reproduction
-    )
+    # stain: measured better on real H&E/Pap; syncgan: the paper, for reproduction
+    method: Literal["stain", "syncgan"] = "stain"
     stretch_low_pct: float = 1.0  # percentile mapped to 0: ignores dust/dead pixels, unlike min/max
-    stretch_high_pct: float = (
-        99.5  # percentile mapped to 1: keeps a few saturated mitoses from compressing the rest
-    )
-    polarity: Literal["dark", "bright", "auto"] = (
-        "auto"  # dark = brightfield stain, bright = fluorescence; auto: from the background
-    )
+    # percentile mapped to 1: keeps a few saturated mitoses from compressing the rest
+    stretch_high_pct: float = 99.5
+    # dark = brightfield stain, bright = fluorescence; auto: from the background
+    polarity: Literal["dark", "bright", "auto"] = "auto"
     auto_dark_background: float = 0.35  # auto: a dark field (fluorescence) has median gray below this (0..1), among other evidence (darkfield.looks_dark_field)
     block_frac: float = 0.25  # syncgan: local-threshold window as a fraction of the shorter side, several nuclei wide (stain: local_nuclei)
     block_min: int = 11  # smallest window (px): a window narrower than a nucleus marks only its rim
-    threshold_offset: float = (
-        0.02  # candidate must beat its local mean by this much (0..1): flat background stays out
-    )
+    # candidate must beat its local mean by this much (0..1): flat background stays out
+    threshold_offset: float = 0.02
     open_frac: float = (
         1 / 256
     )  # opening radius / shorter side (2 px at 512): cuts speckle; larger erases spindle nuclei
     min_object_frac: float = 0.0002  # objects below this fraction of the area are noise (a lymphocyte is ~0.0003 of a 1360x1024 tile)
-    exclude_padding: bool = (
-        True  # flat bands at the edges (padding, scanner margins) never hold nuclei
-    )
+    # flat bands at the edges (padding, scanner margins) never hold nuclei
+    exclude_padding: bool = True
     max_cover: float = 0.6  # quality flag: a mask over this fraction of the content is suspect (a large nucleus close-up reaches ~0.45)
     seed: int = 0  # seeds the GMM (k-means init, sub-sampling): same image, same mask
     # -- syncgan method only
     gmm_components: int = 4  # brightfield classes among candidates: dense chromatin / pale nucleus / cytoplasm / red cells
     gmm_components_bright: int = 2  # fluorescence classes over all pixels: nuclei / background
-    gmm_max_samples: int = (
-        20000  # pixels used to fit the mixture: fit cost stays flat on large images
-    )
+    # pixels used to fit the mixture: fit cost stays flat on large images
+    gmm_max_samples: int = 20000
     blue_weight: float = 0.5  # dark polarity: nucleus score = darkness - w * b* (haematoxylin is blue, eosin/RBC red-yellow)
     max_hole_frac: float = 0.002  # holes below this fraction of the area are pale chromatin, filled
     # -- stain method only
     dark_floor: float = 0.1  # auto: a dark field also has its darkest tenth below this gray (a black background; used by both methods)
-    stains: Literal["auto", "h-e", "h-dab"] = (
-        "auto"  # deconvolution basis; auto: h-dab when DAB (brown, IHC) is there
-    )
+    # deconvolution basis; auto: h-dab when DAB (brown, IHC) is there
+    stains: Literal["auto", "h-e", "h-dab"] = "auto"
     dab_share: float = 0.2  # auto: DAB-hued share of stained pixels that makes an image IHC (ihc.png 0.76, H&E/Pap <= 0.05)
-    illumination_pct: float = (
-        99.0  # content percentile taken as white: optical density relative to the real illumination
-    )
+    # content percentile taken as white: optical density relative to the real illumination
+    illumination_pct: float = 99.0
     smooth_frac: float = (
         1 / 256
     )  # Gaussian sigma of the H channel / shorter side: evens out textured chromatin
-    local_nuclei: float = (
-        3.0  # local-threshold window in typical nucleus diameters (measured per image)
-    )
-    glass_od: float = (
-        0.15  # total optical density below this is bare glass, left out of the global threshold
-    )
+    # local-threshold window in typical nucleus diameters (measured per image)
+    local_nuclei: float = 3.0
+    # total optical density below this is bare glass, left out of the global threshold
+    glass_od: float = 0.15
     refine_gap: float = 1.0  # split an object whose core beats its rim by this x (rim - background): nucleus + cytoplasm
     refine_separation: float = 4.0  # ...or by this many rim standard deviations (a unimodal textured nucleus splits at ~2.7)
     core_unity: float = 0.8  # ...and only when its core is one body (largest part >= this share): not chromatin clumps
     keep_level: float = 0.5  # keep objects at least this far (0..1) from background to the densest nuclei: drops folds
-    fill_ratio: float = (
-        1.0  # fill holes smaller than this x their object: textured chromatin, not lumens
-    )
+    # fill holes smaller than this x their object: textured chromatin, not lumens
+    fill_ratio: float = 1.0
     agree_dice: float = 0.5  # stain mask vs Otsu on haematoxylin: under this Dice they disagree and stain.decide's rule picks
 
     def validate(self) -> None:

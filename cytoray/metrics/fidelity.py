@@ -66,9 +66,8 @@ from .fidelity_stats import (  # noqa: F401 (re-exported: callers import them fr
 FEATURE_LAYER = "2048"
 INPUT_SIZE = 299
 INPUT_RANGE = (-1.0, 0.9921875)  # (0 - 128)/128 .. (255 - 128)/128
-KID_KERNEL = (
-    "poly degree=3 gamma=1/2048 coef0=1"  # torch-fidelity defaults, stated with every figure
-)
+# torch-fidelity defaults, stated with every figure
+KID_KERNEL = "poly degree=3 gamma=1/2048 coef0=1"
 
 
 # ----- weights: located, verified and loaded in nets/inception_features.py (NST uses the same network)

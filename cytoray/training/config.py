@@ -12,16 +12,14 @@ class RunConfig:
     num_workers: int = 1  # Ray Train workers; > 1 runs DDP
     use_gpu: bool = False  # one GPU per worker
     cpus_per_worker: int = 1  # CPU slots a worker reserves (and its torch threads)
-    gpus_per_worker: float = (
-        1.0  # GPU share per worker when use_gpu (0.25: four small trials share a GPU)
-    )
+    # GPU share per worker when use_gpu (0.25: four small trials share a GPU)
+    gpus_per_worker: float = 1.0
     mixed_precision: bool = True  # bf16 autocast on CUDA (and on the CPU when cpu_bf16)
     cpu_bf16: bool = False  # bf16 autocast on the CPU too: pays with AVX-512 BF16 / AMX only (benchmarks/cpu_arith_epyc.md)
     channels_last: bool = False  # NHWC weights (convolutions follow): GAN stages faster on CPU and GPU (benchmarks/*.md)
     sample_every: int = 5  # epochs between logged sample grids
-    checkpoint_every: int = (
-        5  # epochs between checkpoints (resume points); the last epoch of a stage always
-    )
+    # epochs between checkpoints (resume points); the last epoch of a stage always
+    checkpoint_every: int = 5
     keep_checkpoints: int = 2  # Ray Train checkpoints kept per job
     storage_path: str | None = None  # Ray Train storage (absolute path or URI); None = <cache>/ray
     max_failures: int = 2  # restarts of a job (and retries of a trial) after a lost worker or node, from the last checkpoint

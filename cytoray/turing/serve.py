@@ -24,9 +24,8 @@ from ..io import safe_component, write_json
 from . import ANSWERS, CONFIDENCE, IMAGES, SET_FILE, SOURCES
 from .page import PAGE
 
-HOST = (
-    "127.0.0.1"  # a reading page is for the person at this machine; never bound to other interfaces
-)
+# a reading page is for the person at this machine; never bound to other interfaces
+HOST = "127.0.0.1"
 
 
 def load_set(reading_dir: str | Path) -> dict:
