@@ -52,7 +52,7 @@ def variant_config(name: str, a: argparse.Namespace):
     from cytoray.generators.vanilla import GANConfig
     from cytoray.masks.config import MasksConfig
 
-    width = dict(g_base=a.width, d_base=a.width)
+    width = dict(g_base=a.width, d_base=a.width) if a.width else {}  # 0: each config's own widths
     if name == "gan":
         return GANConfig(epochs=a.gan_epochs, **width)
     if name == "diffusion":
@@ -173,7 +173,12 @@ def main() -> None:
     ap.add_argument("--cgan-epochs", type=int, default=40, help="CGAN epochs")
     ap.add_argument("--gan-epochs", type=int, default=60, help="vanilla GAN epochs")
     ap.add_argument("--diffusion-epochs", type=int, default=300, help="diffusion denoiser epochs")
-    ap.add_argument("--width", type=int, default=32, help="g_base and d_base of every network")
+    ap.add_argument(
+        "--width",
+        type=int,
+        default=0,
+        help="g_base and d_base of every network (0: each config's own defaults)",
+    )
     ap.add_argument("--n", type=int, default=90, help="synthetic images per class for KID")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cpus", type=int, default=2, help="CPU threads of the training job")

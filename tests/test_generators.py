@@ -22,6 +22,7 @@ from cytoray.generators.gan import (
     LatentGANConfig,
     MaskGANStage,
     VanillaGANStage,
+    decay_factor,
     masks_to_unit,
     stage_params,
 )
@@ -144,6 +145,25 @@ def test_cgan_step_losses_fall():
     assert np.isfinite(val)
     grid = stage.grid(models, {"mask": batch["mask"][:4], "image": batch["image"][:4]})
     assert grid.dtype == np.uint8 and grid.shape[2] == 3
+
+
+def test_cgan_learning_rate_decays_linearly_over_the_last_share_of_epochs():
+    # pix2pix's lambda_rule: constant, then (epochs - epoch) / (n_decay + 1) over the last n_decay epochs
+    assert [decay_factor(e, 10, 0.0) for e in (0, 9)] == [1.0, 1.0]
+    got = [decay_factor(e, 10, 0.5) for e in range(10)]
+    assert got[:5] == [1.0] * 5 and got[5:] == pytest.approx([5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6])
+    stage = CGANStage(
+        {**stage_params(CGANConfig(epochs=10, anneal=0.5), 32), "g_base": 8, "d_base": 8}
+    )
+    opts = stage.optimizers(stage.build(torch.device("cpu")))
+    seen = []
+    for epoch in (0, 7, 9):  # the loop calls begin_epoch before each epoch's first step
+        stage.begin_epoch(opts, epoch)
+        seen.append({k: o.param_groups[0]["lr"] for k, o in opts.items()})
+    assert [s["G"] for s in seen] == pytest.approx([2e-4, 2e-4 * 3 / 6, 2e-4 / 6])
+    assert all(s["G"] == s["D"] for s in seen)
+    with pytest.raises(Exception, match="cgan.anneal=1.5"):
+        CGANConfig(anneal=1.5).validate()
 
 
 def test_cgan_step_draws_its_noise_from_the_stage_generator():

@@ -47,6 +47,7 @@ class CGANConfig(SmallData):
     epochs: int = 30  # paper: 200 on a GPU; CPU budgets use tens
     batch_size: int = 16  # small sets: 90 training pairs → 6 steps an epoch
     lr: float = 2e-4  # pix2pix Adam learning rate
+    anneal: float = 0.0  # last share of the epochs: lr falls linearly to ~0 (pix2pix 0.5)
     beta1: float = 0.5  # pix2pix Adam beta1 (GANs dislike 0.9 momentum)
     lam: float = 10.0  # λ, weight of the reconstruction term against the adversarial one (paper: 100 with MSE)
     g_base: int = 32  # UNet width at the outermost level (pix2pix: 64)
@@ -69,6 +70,10 @@ class CGANConfig(SmallData):
             raise ConfigError(f"cgan.select={self.select!r}: use one of {', '.join(SELECT)}")
         if self.lam < 0:
             raise ConfigError(f"cgan.lam={self.lam}: λ must be >= 0")
+        if not 0.0 <= self.anneal <= 1.0:
+            raise ConfigError(
+                f"cgan.anneal={self.anneal}: the share of the epochs the rate decays over, in [0, 1]"
+            )
         if self.batch_size < 2:
             raise ConfigError(
                 f"cgan.batch_size={self.batch_size}: the loop skips batches under 2 images (BatchNorm); use >= 2"
@@ -153,6 +158,15 @@ def masks_to_unit(masks: np.ndarray, labels: int = 1) -> np.ndarray:
     return (onehot.astype(np.float32) * 2.0 - 1.0).copy()
 
 
+def decay_factor(epoch: int, epochs: int, share: float) -> float:
+    """The learning-rate factor of `epoch` (0-based) when the last `share` of `epochs` decays
+    linearly: 1 before, then (epochs - epoch) / (n_decay + 1), as pix2pix's `lambda_rule`."""
+    n_decay = int(round(share * epochs))
+    if n_decay <= 0:
+        return 1.0
+    return min(1.0, (epochs - epoch) / (n_decay + 1))
+
+
 def stage_params(cfg_section, size: int) -> dict:
     return {**dataclasses.asdict(cfg_section), "size": size}
 
@@ -218,6 +232,15 @@ class CGANStage(SmallDataStage):
             "G": adam(models["G"], p["lr"], p["beta1"]),
             "D": adam(models["D"], p["lr"], p["beta1"]),
         }
+
+    def begin_epoch(self, opts, epoch):
+        """pix2pix's schedule: the rate stays at `lr`, then falls linearly towards 0 over the last
+        `anneal` share of the epochs (0 = constant)."""
+        share = float(self.p.get("anneal", 0.0))  # absent from older stages' params: constant
+        lr = self.p["lr"] * decay_factor(epoch, self.epochs, share)
+        for opt in opts.values():
+            for group in opt.param_groups:
+                group["lr"] = lr
 
     def _recon(self, D, y, fake, x) -> torch.Tensor:
         kind = self.p.get("recon", "mse")

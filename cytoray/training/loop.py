@@ -233,6 +233,9 @@ def _run(
         torch.manual_seed(
             seed * 1000003 + epoch * world + rank
         )  # dropout/noise stream: resumable per epoch
+        stage.begin_epoch(
+            opts, epoch
+        )  # e.g. a learning-rate schedule (a function of the epoch: resumes exactly)
         order = stage.order(train, epoch, seed)
         shard = order[: len(order) - len(order) % world][rank::world].to(device)
         sums: dict = defaultdict(float)

@@ -64,12 +64,10 @@ def adam(module: nn.Module | Any, lr: float, beta1: float) -> torch.optim.Optimi
 
 
 class Stage:
-    kind: ClassVar[str] = (
-        "stage"  # names the trainer in cache keys ("cgan", "mask_gan", "classifier", ...)
-    )
-    keep: ClassVar[str | tuple[str, ...]] = (
-        "G"  # the model(s) whose best-epoch weights are the stage's product
-    )
+    # names the trainer in cache keys ("cgan", "mask_gan", "classifier", ...)
+    kind: ClassVar[str] = "stage"
+    # the model(s) whose best-epoch weights are the stage's product
+    keep: ClassVar[str | tuple[str, ...]] = "G"
     ddp_kwargs: ClassVar[dict] = {}  # extra DistributedDataParallel arguments
 
     def __init__(self, params: dict) -> None:
@@ -96,6 +94,9 @@ class Stage:
         return torch.Generator().manual_seed(seed * 7919 + rank)
 
     # -- training ------------------------------------------------------------------
+    def begin_epoch(self, opts: dict[str, torch.optim.Optimizer], epoch: int) -> None:
+        """Called before each epoch's first step (a learning-rate schedule sets its rate here)."""
+
     def build(self, device: torch.device) -> dict[str, nn.Module]:
         raise NotImplementedError
 
