@@ -1,0 +1,161 @@
+"""The CGAN alone on a real folder: how far its cells are from held-out real ones, per setting and seed.
+
+    .venv/bin/python benchmarks/cgan_alone.py --cyto ../shared/data/herlev_dev --out /tmp/cgan_alone \
+        --name g48 --set g_base=48 --set d_base=48 --seed 1
+
+One split (seed 0, 64 px by default) of the folder; the stain label maps of the training cells
+(SynCGAN's default masks); SynCGAN's CGAN stage (its defaults, with `--set key=value` over
+`cgan.*`) trained for `--steps` steps in this process, no Ray (the stage's own `train_step`, batches
+of `cgan.batch_size` in a seeded order); then 90 cells per class drawn as the shipped sampler draws
+them (prior bank: a training map under a random warp, region colours from the class's cells) and
+KID against the held-out cells (validation + test) on the real Inception weights. `--seed` sets the
+weights' initialisation and the stage's noise stream: run several to see the training-seed spread.
+Appends one JSON line to OUT/results.jsonl and writes OUT/grid_<name>.png (rows per class: held-out
+real, synthetic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--cyto", type=Path, required=True, help="real cytology folder <dir>/<class>/*.jpg"
+    )
+    ap.add_argument(
+        "--out", type=Path, required=True, help="results folder (outside the repository)"
+    )
+    ap.add_argument(
+        "--name", required=True, help="the run's name in results.jsonl and the grid's file"
+    )
+    ap.add_argument(
+        "--set", action="append", default=[], help="cgan.KEY=VALUE over SynCGAN's defaults"
+    )
+    ap.add_argument(
+        "--steps", type=int, default=240, help="optimiser steps (240 = the benchmark's 40 epochs)"
+    )
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0, help="initialisation and noise seed")
+    ap.add_argument(
+        "--lr-decay", action="store_true", help="lr linear to 0 over the second half of the steps"
+    )
+    a = ap.parse_args()
+    from cytoray.config import DataConfig
+    from cytoray.data.source import load_split
+    from cytoray.generators.gan import CGANStage, masks_to_unit, stage_params
+    from cytoray.generators.syncgan import SynCGANConfig, condition, draw_colours, n_labels, priors
+    from cytoray.io import save_png
+    from cytoray.masks.labels import paint, region_colours
+    from cytoray.masks.segmenter import pinned
+    from cytoray.masks.warp import warp_label_maps
+    from cytoray.metrics.fidelity import fid_kid_from_features, inception_features
+    from cytoray.nets.images import from_unit, to_unit
+
+    torch.set_num_threads(2)
+    a.out.mkdir(parents=True, exist_ok=True)
+    ds, man = load_split(
+        DataConfig(root=str(a.cyto), size=a.size, split_seed=0), a.out / f"split{a.size}.json"
+    )
+    train = ds.subset(man.indices("train"))
+    held = ds.subset(np.concatenate([man.indices("val"), man.indices("test")]))
+    cfg = SynCGANConfig()
+    cache = (
+        a.out / f"maps{a.size}.npz"
+    )  # the training label maps, computed once per folder and size
+    if cache.is_file():
+        m_train = np.load(cache)["m"]
+    else:
+        m_train = priors(train, pinned(cfg.masks))
+        np.savez(cache, m=m_train)
+    kw = {}
+    for s in a.set:
+        k, v = s.split("=", 1)
+        cur = getattr(cfg.cgan, k)
+        kw[k] = (v in ("1", "true")) if isinstance(cur, bool) else type(cur)(v)
+    ccfg = dataclasses.replace(cfg.cgan, **kw)
+    k = n_labels(cfg.masks)
+    y, x = (
+        torch.as_tensor(condition(train.images, m_train, k, ccfg)),
+        torch.as_tensor(to_unit(train.images)),
+    )
+    stage = CGANStage({**stage_params(ccfg, a.size), "in_ch": int(y.shape[1])})
+    torch.manual_seed(a.seed)
+    models = stage.build("cpu")
+    opts, gen = stage.optimizers(models), torch.Generator().manual_seed(a.seed)
+    half = a.steps // 2
+    sched = (
+        [
+            torch.optim.lr_scheduler.LambdaLR(o, lambda s: 1 - max(0, s - half) / (a.steps / 2 + 1))
+            for o in opts.values()
+        ]
+        if a.lr_decay
+        else []
+    )
+    t0, step, bs = time.time(), 0, ccfg.batch_size
+    while step < a.steps:
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(step))
+        for i in range(0, len(perm) - bs + 1, bs):
+            b = perm[i : i + bs]
+            out = stage.train_step(
+                models, opts, {"mask": y[b], "image": x[b]}, gen, contextlib.nullcontext
+            )
+            for s in sched:
+                s.step()
+            step += 1
+            if step % 60 == 0:
+                print(
+                    step,
+                    {kk: round(v, 3) for kk, v in out.items()},
+                    f"{time.time() - t0:.0f} s",
+                    flush=True,
+                )
+            if step >= a.steps:
+                break
+    res = {
+        "name": a.name,
+        "set": a.set,
+        "steps": a.steps,
+        "seed": a.seed,
+        "train_s": round(time.time() - t0),
+    }
+    G = stage.sampler(models).eval()
+    real = {c: held.images[held.labels == i] for i, c in enumerate(held.class_names)}
+    f_real = {c: inception_features(v) for c, v in real.items()}
+    rows = []
+    for i, c in enumerate(train.class_names):
+        rng = np.random.default_rng(1)
+        torch.manual_seed(1)
+        maps = m_train[train.labels == i]
+        cols = region_colours(train.images[train.labels == i], maps).astype(np.float32)
+        mm = warp_label_maps(maps[rng.integers(len(maps), size=90)], rng, elastic=cfg.warp)
+        cond = masks_to_unit(mm, k)
+        if ccfg.colours:
+            cond = np.concatenate([cond, paint(mm, draw_colours(cols, 90, rng))], 1)
+        with torch.no_grad():
+            imgs = np.concatenate(
+                [from_unit(G(torch.as_tensor(cond[j : j + 45]))) for j in range(0, 90, 45)]
+            )
+        r = fid_kid_from_features(inception_features(imgs), f_real[c], seed=0)
+        res[c], res[f"{c}_sd"] = round(r["kid_mean"], 4), round(r["kid_std"], 4)
+        rows += [np.concatenate(list(real[c][:8]), 1), np.concatenate(list(imgs[:8]), 1)]
+    save_png(a.out / f"grid_{a.name}.png", np.concatenate(rows, 0))
+    print("RESULT", json.dumps(res), flush=True)
+    with open(a.out / "results.jsonl", "a") as f:
+        f.write(json.dumps(res) + "\n")
+
+
+if __name__ == "__main__":
+    main()
