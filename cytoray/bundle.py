@@ -56,6 +56,13 @@ def read_meta(file: Path, required: tuple[str, ...], what: str) -> dict:
         raise CytorayError(
             f"{file}: a {what} holds a JSON object, this holds {type(meta).__name__}; re-copy the bundle or retrain"
         )
+    return require(meta, required, file, what)
+
+
+def require(meta: dict, required: tuple[str, ...], file: Path, what: str) -> dict:
+    """`meta` if it holds every `required` key, else a one-line error naming `file`."""
+    from .errors import CytorayError
+
     missing = [k for k in required if k not in meta]
     if missing:
         raise CytorayError(

@@ -24,13 +24,13 @@ import sys
 import numpy as np
 import torch
 
-from ..bundle import build_net, load_arrays, load_state, npz_bytes, read_bundle
+from ..bundle import BUNDLE_META, build_net, load_arrays, load_state, npz_bytes, read_bundle
 from ..config import to_plain
 from ..data.folder import ImageSet
 from ..data.nuclei import rgb_to_od
 from ..data.refsim import Reference, SynthesisConfig, initial_images
 from ..errors import ConfigError, DataError
-from ..masks.nucleus_net import REFINED_SIM, segment_with
+from ..masks.nucleus_net import REFINED_SIM, segment_with, segmenter_net
 from ..nets import UNet
 from ..nets.images import from_unit, to_unit
 from ..nets.patchgan import min_input_size
@@ -342,10 +342,7 @@ class RefinedSim(Generator):
     @classmethod
     def load(cls, path) -> RefinedSim:
         meta, path = read_bundle(path)
-        seg = build_net(
-            UNet, meta["segmenter_kwargs"], path / "generator.json"
-        )  # absurd or unknown kwargs: one line
-        seg.load_state_dict(load_state(path, "segmenter"))
+        seg = segmenter_net(meta["segmenter_kwargs"], path / BUNDLE_META, path / "segmenter.pt")
         ref = None
         if meta["refined"]:
             ref = build_net(Refiner, meta["refiner_kwargs"], path / "generator.json")

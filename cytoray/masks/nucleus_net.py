@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..bundle import BUNDLE_META, build_net, load_weights, read_meta
+from ..bundle import BUNDLE_META, build_net, load_weights, read_meta, require
 from ..errors import CytorayError
 from ..io import atomic_path, write_json
 from ..nets import UNet
@@ -131,47 +131,51 @@ def write_segmenter_bundle(
     return out
 
 
+def segmenter_net(kwargs: dict, where: Path, weights: Path) -> UNet:
+    """The segmenter U-Net built from a bundle's stored arguments (absurd or unknown ones: one
+    line naming `where`) with the weights of `weights`."""
+    net = build_net(UNet, kwargs, where)
+    net.load_state_dict(load_weights(weights))
+    return net
+
+
 def load_segmenter(path) -> Segmenter:
     """A Segmenter from a segmenter bundle or a refined-sim generator bundle folder (its segmenter's
     weights and settings, read from the bundle's files without loading the generator)."""
     path = Path(path)
-    if (
-        path / SEGMENTER_META
-    ).is_file():  # a damaged file or a truncated .pt: one line naming it (bundle.py)
-        meta = read_meta(
-            path / SEGMENTER_META, ("segmenter_kwargs", "threshold"), "segmenter bundle file"
-        )
-        net = build_net(UNet, meta["segmenter_kwargs"], path / SEGMENTER_META)
+    weights = path / "segmenter.pt"
+    # a damaged file or a truncated .pt: one line naming it (bundle.py)
+    if (path / SEGMENTER_META).is_file():
+        what = "segmenter bundle file"
+        meta = read_meta(path / SEGMENTER_META, ("segmenter_kwargs", "threshold"), what)
         try:
-            net.load_state_dict(load_weights(path / "segmenter.pt"))
+            net = segmenter_net(meta["segmenter_kwargs"], path / SEGMENTER_META, weights)
+            threshold = float(meta["threshold"])
             return Segmenter(
                 net,
                 int(meta["segmenter_kwargs"]["depth"]),
-                float(meta["threshold"]),
+                threshold,
                 float(meta.get("scale", 1.0)),
                 meta,
             )
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise CytorayError(
-                f"{path / SEGMENTER_META}: does not describe {path / 'segmenter.pt'} ({type(e).__name__}: "
+                f"{path / SEGMENTER_META}: does not describe {weights} ({type(e).__name__}: "
                 f"{str(e).splitlines()[0][:120]}); re-copy the bundle or retrain"
             ) from None
-    if (path / BUNDLE_META).is_file():
-        meta = read_meta(path / BUNDLE_META, ("generator",), "generator bundle file")
+    file = path / BUNDLE_META
+    if file.is_file():
+        what = "generator bundle file"
+        meta = read_meta(file, ("generator",), what)
         if meta["generator"] == REFINED_SIM:
-            meta = read_meta(path / BUNDLE_META, ("segmenter_kwargs",), "generator bundle file")
-            net = build_net(
-                UNet, meta["segmenter_kwargs"], path / BUNDLE_META
-            )  # absurd or unknown kwargs: one line
-            net.load_state_dict(load_weights(path / "segmenter.pt"))
-            meta = read_meta(path / BUNDLE_META, ("config",), "generator bundle file")
-            return Segmenter(
-                net,
-                int(meta["segmenter_kwargs"]["depth"]),
-                float(meta["config"]["segmenter"]["threshold"]),
+            kwargs = require(meta, ("segmenter_kwargs",), file, what)["segmenter_kwargs"]
+            net = segmenter_net(kwargs, file, weights)
+            config = require(meta, ("config",), file, what)["config"]
+            threshold, scale = (
+                float(config["segmenter"]["threshold"]),
                 float(meta.get("scale", 1.0)),
-                meta,
             )
+            return Segmenter(net, int(kwargs["depth"]), threshold, scale, meta)
     raise CytorayError(
         f"{path}: not a nucleus segmenter (no {SEGMENTER_META}, and not a {REFINED_SIM} generator bundle); "
         "pass a folder written by studies/refined_segmentation.py or `cytoray train refined-sim`"
