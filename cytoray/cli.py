@@ -42,9 +42,8 @@ def cmd_simulate(a: argparse.Namespace) -> int:
 def cmd_validate(a: argparse.Namespace) -> int:
     from .data.validate import format_report, parse_split, validate_folder
 
-    ratios = parse_split(
-        a.split
-    )  # nan / inf / 3:x:1 / 0:0:0 / 1:1: one line, before any file is read
+    # nan / inf / 3:x:1 / 0:0:0 / 1:1: one line, before any file is read
+    ratios = parse_split(a.split)
     rep = validate_folder(a.dir, ratios=ratios, magnification=a.magnification, progress=not a.json)
     print(json.dumps(rep, indent=2) if a.json else format_report(rep))
     return 0 if rep["usable"] else 1
@@ -72,9 +71,8 @@ def cmd_split(a: argparse.Namespace) -> int:
             ds, cfg.split_ratios, cfg.split_seed, cfg.n_splits, cfg.near_duplicate_bits
         )
     ):
-        out = Path(
-            a.out
-        )  # K splits: split_0.json, split_1.json, ... (one file each, whatever the suffix)
+        # K splits: split_0.json, split_1.json, ... (one file each, whatever the suffix)
+        out = Path(a.out)
         path = m.save(out if cfg.n_splits == 1 else out.with_name(f"{out.stem}_{k}{out.suffix}"))
         counts = {s: len(m.indices(s)) for s in ("train", "val", "test")}
         print(f"{path}: {counts} (seed {m.seed}, hash {m.hash})")
@@ -279,9 +277,8 @@ def cmd_pull(a: argparse.Namespace) -> int:
         _check_sample_dests([a.cls], a.out, a.overwrite)
     from .tracking.reach import probe_tracking_server
 
-    probe_tracking_server(
-        tracking_uri(a.tracking_uri), f"pulling {a.ref}"
-    )  # seconds, not MLflow's minutes of retries
+    # seconds, not MLflow's minutes of retries
+    probe_tracking_server(tracking_uri(a.tracking_uri), f"pulling {a.ref}")
     mlflow.set_tracking_uri(store_uri(tracking_uri(a.tracking_uri)))
     with tempfile.TemporaryDirectory(prefix="cytoray-pull-") as d:  # nothing left behind in /tmp
         gen = load_bundle(pull(a.ref, d))
@@ -303,9 +300,8 @@ def cmd_classify(a: argparse.Namespace) -> int:
     from .tracking.reach import probe_tracking_server
     from .tracking.registry import pull
 
-    probe_tracking_server(
-        tracking_uri(a.tracking_uri), f"pulling {a.ref}"
-    )  # seconds, not MLflow's minutes of retries
+    # seconds, not MLflow's minutes of retries
+    probe_tracking_server(tracking_uri(a.tracking_uri), f"pulling {a.ref}")
     mlflow.set_tracking_uri(store_uri(tracking_uri(a.tracking_uri)))
     paths = list_images(a.dir)
     if not paths:
@@ -314,9 +310,8 @@ def cmd_classify(a: argparse.Namespace) -> int:
         raise DataError(f"{a.dir}: no images (png, jpg, jpeg, tif, tiff, bmp) to classify")
     from .data.images import check_min_side
 
-    check_min_side(
-        paths, 1, "classification"
-    )  # headers only: a decompression bomb is named before the model is pulled
+    # headers only: a decompression bomb is named before the model is pulled
+    check_min_side(paths, 1, "classification")
     with tempfile.TemporaryDirectory(prefix="cytoray-pull-") as d:  # nothing left behind in /tmp
         model, meta = load_classifier_bundle(pull(a.ref, d))
     imgs = np.stack([fit_square(read_rgb(p), meta["input_size"]) for p in paths])
@@ -602,9 +597,8 @@ def cmd_weights(a: argparse.Namespace) -> int:
         )
     rows = inventory(a.dir)
     _print_json(rows) if a.json else print(format_inventory(rows, a.dir))
-    return (
-        1 if any(r["status"] == "mismatch" for r in rows) else 0
-    )  # a damaged file is worth a failing exit
+    # a damaged file is worth a failing exit
+    return 1 if any(r["status"] == "mismatch" for r in rows) else 0
 
 
 def cmd_segment(a: argparse.Namespace) -> int:
@@ -628,9 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     from .quiet import configure
 
     args = build_parser().parse_args(argv)
-    configure(
-        verbose=args.verbose, worker_output=True if args.command == "train" else None
-    )  # train: its epochs are its progress
+    # train: its epochs are its progress
+    configure(verbose=args.verbose, worker_output=True if args.command == "train" else None)
     try:
         return int(args.func(args) or 0)
     except CytorayError as e:

@@ -192,9 +192,8 @@ def from_dict(cls: type[T], data: dict | None, source: str = "<dict>") -> T:
 MAX_YAML_BYTES = 1 << 20  # one config file
 MAX_YAML_NODES = 100_000  # values in a document once its aliases (*x) are expanded
 MAX_YAML_DEPTH = 100  # nesting of mappings/sequences
-CONFIGS = (
-    Path(__file__).resolve().parents[1] / "configs"
-)  # `_base_` may reach into the configs tree
+# `_base_` may reach into the configs tree
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -354,9 +353,8 @@ def load(
         and not Path(path).is_absolute()
         and (CONFIGS.parent / path).is_file()
     ):
-        path = (
-            CONFIGS.parent / path
-        )  # a study's default `configs/...` from outside the repository root
+        # a study's default `configs/...` from outside the repository root
+        path = CONFIGS.parent / path
     data = _read_yaml(Path(path)) if path else {}
     source = str(path) if path else "<defaults>"
     if values:
@@ -408,9 +406,8 @@ class DataConfig:
     size: int = 64  # square side in px after resize + centre crop (64 for CPU budgets)
     magnification: int | None = None  # BreakHis filter (40/100/200/400); None keeps all
     classes: list[str] | None = None  # restrict/order classes; None = every class folder
-    split_ratios: list[float] = dataclasses.field(
-        default_factory=lambda: [3.0, 1.0, 1.0]
-    )  # train:val:test
+    # train:val:test
+    split_ratios: list[float] = dataclasses.field(default_factory=lambda: [3.0, 1.0, 1.0])
     split_seed: int = 0  # seeds the stratified split (same seed, same manifest)
     n_splits: int = 1  # K seeded splits for repeated evaluation (seeds split_seed..+K-1)
     near_duplicate_bits: int = 4  # perceptual-hash Hamming distance counted as a near-duplicate

@@ -197,9 +197,8 @@ def full_disk_message(e: BaseException, where: str | None = None) -> str | None:
             or "Disk quota exceeded" in text
         ):
             return os_error_message(OSError(28, "No space left on device", where))
-        failures = getattr(
-            x, "worker_failures", None
-        )  # Ray Train's WorkerGroupError: {rank: error}
+        # Ray Train's WorkerGroupError: {rank: error}
+        failures = getattr(x, "worker_failures", None)
         stack += [
             x.__cause__,
             x.__context__,

@@ -59,9 +59,8 @@ def configure(verbose: bool = False, worker_output: bool | None = None) -> None:
         pass
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy engine: silent at verbose=0
     os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")  # read when ray.tune is imported ...
-    util = sys.modules.get(
-        "ray.tune.utils.util"
-    )  # ... or, when a study script imported it already, set where it is read
+    # ... or, when a study script imported it already, set where it is read
+    util = sys.modules.get("ray.tune.utils.util")
     if util is not None:
         util.warn_if_slow.DEFAULT_THRESHOLD = max(
             util.warn_if_slow.DEFAULT_THRESHOLD, float(os.environ["TUNE_WARN_THRESHOLD_S"])

@@ -56,9 +56,8 @@ def load_classifier_bundle(path: str | Path):
         "image_size": size,
         "transform_input": params.get("transform_input") is True,
     }
-    model = build_net(
-        lambda **kw: build_classifier(meta["classifier"], **kw), kwargs, path / META
-    )  # transform_input: as trained
+    # transform_input: as trained
+    model = build_net(lambda **kw: build_classifier(meta["classifier"], **kw), kwargs, path / META)
     try:  # weights_only=True (in load_weights): a registered model's file holds tensors, never code
         model.load_state_dict(load_weights(path / "model.pt"))
     except RuntimeError as e:

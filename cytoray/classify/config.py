@@ -66,9 +66,8 @@ class ClassifierConfig:
     # shuffle: policies are class-balanced by construction
     sampler: Literal["shuffle", "balanced"] = "shuffle"
     eval_batch_size: int = 64  # inference batch for validation/test (no gradients, so larger)
-    augment: AugmentConfig = dataclasses.field(
-        default_factory=AugmentConfig
-    )  # online augment settings
+    # online augment settings
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
 
     def validate(self) -> None:
         from ..nets.classifiers import CLASSIFIERS

@@ -41,11 +41,12 @@ from ..training.stage import Stage, StageSpec, unwrap
 from .config import ClassifierConfig
 from .policies import set_key
 
+# ImageNet statistics: what torchvision weights expect, harmless from scratch
 _MEAN = (
     0.485,
     0.456,
     0.406,
-)  # ImageNet statistics: what torchvision weights expect, harmless from scratch
+)
 _STD = (0.229, 0.224, 0.225)
 
 
@@ -162,9 +163,8 @@ class ClassifierStage(Stage):
         return epoch_order(train["y"], self.cfg.sampler, seed, epoch)
 
     def rng(self, device, seed, rank):
-        return torch.Generator(device=device).manual_seed(
-            seed * 7919 + rank
-        )  # augmentation draws on the device
+        # augmentation draws on the device
+        return torch.Generator(device=device).manual_seed(seed * 7919 + rank)
 
     def build(self, device):
         from ..nets.classifiers import build_classifier

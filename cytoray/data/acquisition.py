@@ -28,10 +28,11 @@ TINT_SD = 0.03  # log-sd of the illumination per channel (white balance)
 
 # Single large cell, as feature (value at grade 0, value at grade 1); radii are fractions of the side.
 SINGLE_CELL = {
+    # superficial/intermediate cells are large, dysplastic ones smaller
     "cell_radius": (
         0.40,
         0.30,
-    ),  # superficial/intermediate cells are large, dysplastic ones smaller
+    ),
     "nc_ratio": (0.16, 0.62),  # nucleus radius / cell radius: the main Pap criterion
     "irregularity": (0.10, 0.55),
     "spikiness": (0.03, 0.18),
@@ -144,9 +145,8 @@ def single_cell(
 def stain_variation(od: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(OD canvas with this image's stain strength and hue, illumination RGB for od_to_rgb)."""
     mix = np.eye(3) + rng.normal(0, STAIN_MIX_SD, (3, 3)) * (1 - np.eye(3))
-    mix /= mix.sum(
-        axis=0, keepdims=True
-    )  # columns sum to 1: a grey stays grey, so hue moves and density does not
+    # columns sum to 1: a grey stays grey, so hue moves and density does not
+    mix /= mix.sum(axis=0, keepdims=True)
     strength = np.exp(rng.normal(0, STAIN_STRENGTH_SD))
     tint = np.clip(0.98 * np.exp(rng.normal(0, TINT_SD, 3)), 0.85, 1.0)
     return (od @ mix.astype(np.float32)) * np.float32(strength), tint

@@ -34,12 +34,10 @@ from .nuclei import polygon_alpha, random_polygon, rgb_to_od, smooth_polygon, st
 class SynthesisConfig:
     """How initial images are drawn (keys and reasons: configs/models/refined-sim.yaml)."""
 
-    cover: list[float] = dataclasses.field(
-        default_factory=lambda: [0.5, 1.5]
-    )  # nuclear cover per image, x the reference's (density drawn per image)
-    radius: list[float] = dataclasses.field(
-        default_factory=lambda: [0.8, 1.6]
-    )  # mean nucleus radius per image, x the reference's (size drawn per image)
+    # nuclear cover per image, x the reference's (density drawn per image)
+    cover: list[float] = dataclasses.field(default_factory=lambda: [0.5, 1.5])
+    # mean nucleus radius per image, x the reference's (size drawn per image)
+    radius: list[float] = dataclasses.field(default_factory=lambda: [0.8, 1.6])
     anisonucleosis: float = 0.2  # log-sd of radii within one image (pleomorphism)
     irregularity: float = 0.3  # polygon angle jitter (data/nuclei.random_polygon)
     # polygon radius jitter; smoothed afterwards, so contours stay round-ish
@@ -206,9 +204,8 @@ def _place(
     placed: list[tuple[np.ndarray, float]] = []
     for r in radii[:n]:
         for _ in range(15):
-            c = rng.uniform(
-                -0.3 * r, size + 0.3 * r, 2
-            )  # nuclei may be cut by the edge, as in a crop
+            # nuclei may be cut by the edge, as in a crop
+            c = rng.uniform(-0.3 * r, size + 0.3 * r, 2)
             if all(np.hypot(*(c - c2)) >= (1 - overlap) * (r + r2) for c2, r2 in placed):
                 placed.append((c, float(r)))
                 break

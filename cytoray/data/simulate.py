@@ -224,9 +224,8 @@ def render_scene(
     key = [int(seed), kind_id, int(class_id), int(index)]
     rng = np.random.default_rng(key)  # geometry: identical scene at every size
     trng = np.random.default_rng(key + [1])  # pixel textures: depend on size
-    acq = np.random.default_rng(
-        key + [2]
-    )  # acquisition: scene type, stain, padding (class-independent)
+    # acquisition: scene type, stain, padding (class-independent)
+    acq = np.random.default_rng(key + [2])
     grade = float(rng.beta(*GRADE_BETA[CLASSES[class_id]]))
     one_cell = kind == "cytology" and acq.uniform() < P_SINGLE_CELL
     scene = single_cell if one_cell else (_cytology if kind == "cytology" else histology)

@@ -130,9 +130,8 @@ def _gland(
             scale_polygon(poly, c, 1 - 0.6 * r_mean / big_r), 3.5 * r_mean, rng.uniform(0, 1)
         )
         for p, t in zip(pts, tang):
-            q = random_polygon(
-                rng, p, 0.7 * r_mean, 0.15, 0.05, 12
-            )  # flat, along the basement membrane
+            # flat, along the basement membrane
+            q = random_polygon(rng, p, 0.7 * r_mean, 0.15, 0.05, 12)
             q = stretch(q, p, rng.uniform(2.0, 2.8), np.arctan2(t[1], t[0]))
             draw_nucleus(od, mask, trng, px(q, size), pal["nucleus"], 0.2, density=1.4)
         start = 1.2 * r_mean

@@ -40,12 +40,12 @@ def _default_generators() -> dict[str, GeneratorConfig]:
 class BaselinesConfig:
     name: str = "augmentation_baselines"  # MLflow experiment and output folder name
     data: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(n_splits=3))
+    # translators' histology
     source: DataConfig = dataclasses.field(
         default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1)
-    )  # translators' histology
-    generators: dict[str, GeneratorConfig] = dataclasses.field(
-        default_factory=_default_generators
-    )  # a policy's generator not here: its defaults
+    )
+    # a policy's generator not here: its defaults
+    generators: dict[str, GeneratorConfig] = dataclasses.field(default_factory=_default_generators)
     run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(cpus_per_worker=2))
     classifier: ClassifierConfig = dataclasses.field(
         default_factory=lambda: ClassifierConfig(epochs=15)
@@ -64,9 +64,10 @@ class BaselinesConfig:
     filter: FilterConfig = dataclasses.field(
         default_factory=lambda: FilterConfig(method="realism", keep=0.5)
     )
+    # cells: a grid, no search
     tune: TuneSettings = dataclasses.field(
         default_factory=lambda: TuneSettings(asha=False, trial_cpu=0.0)
-    )  # cells: a grid, no search
+    )
 
     def validate(self) -> None:
         if self.ratio < 0:
@@ -305,9 +306,8 @@ class BaselinesStudy(Study):
             flush=True,
         )
         gens = pol.generators
-        fid = (
-            sp["fid"][gens[0]] if len(gens) == 1 else {}
-        )  # the generator this cell drew on (before any filter), vs its test split
+        # the generator this cell drew on (before any filter), vs its test split
+        fid = sp["fid"][gens[0]] if len(gens) == 1 else {}
         if len(gens) == 1:
             fid = {**fid, FIGURES: sp["figures"][gens[0]]}
             if (

@@ -226,9 +226,8 @@ def run_study(
     from .preflight import check_class_names, check_storage, check_store_space
 
     check_storage(getattr(cfg, "run", None))
-    check_store_space(
-        tracking_uri
-    )  # a full disk under the sqlite store: named before the split and the cache
+    # a full disk under the sqlite store: named before the split and the cache
+    check_store_space(tracking_uri)
     check_class_names(getattr(getattr(cfg, "data", None), "root", None))
     space = (
         load_search_space(resolve_file(cfg.tune.search_space, "tune.search_space"), cfg)
@@ -344,9 +343,8 @@ def _tune(study: Study, cfg, space, grid, data, ctx, out: Path, uri, exp_id, par
     from .progress import TrialProgress
     from .tune_state import record_tune_state, verify_tune_state
 
-    os.environ.setdefault(
-        "TUNE_GLOBAL_CHECKPOINT_S", "2"
-    )  # experiment state saved often: SIGKILL loses little
+    # experiment state saved often: SIGKILL loses little
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     # Tune's own SIGINT handler would end the trials and return as if the search had finished (the
     # final test would then run on a cut-short search); without it Ctrl-C stops the study at once
     # and `--resume` continues from the state saved every 2 s.

@@ -34,17 +34,16 @@ def _default_generators() -> dict[str, GeneratorConfig]:
 class HistoToCytoConfig:
     name: str = "cytoray-histo-to-cyto"  # MLflow experiment and Tune experiment name
     data: DataConfig = dataclasses.field(default_factory=DataConfig)  # the target domain: cytology
+    # histology
     source: DataConfig = dataclasses.field(
         default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1)
-    )  # histology
+    )
     # per class and domain: 3:1:1 leaves >= 2 test images for FID/KID; fewer is refused
     min_per_class: int = 10
-    variants: list[str] = dataclasses.field(
-        default_factory=lambda: ["cyclegan", "nst"]
-    )  # translators compared, one row each
-    generators: dict[str, GeneratorConfig] = dataclasses.field(
-        default_factory=_default_generators
-    )  # their settings
+    # translators compared, one row each
+    variants: list[str] = dataclasses.field(default_factory=lambda: ["cyclegan", "nst"])
+    # their settings
+    generators: dict[str, GeneratorConfig] = dataclasses.field(default_factory=_default_generators)
     run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=10))
     tune: TuneSettings = dataclasses.field(
         default_factory=lambda: TuneSettings(
@@ -303,9 +302,8 @@ def result_runs(fids: dict, labels: dict, ctx: dict) -> None:
         client.log_batch(
             rid, metrics=[Metric(k, v, int(time.time() * 1000), 0) for k, v in m.items()]
         )
-        client.set_terminated(
-            rid, "FINISHED"
-        )  # its grids are the parent's results/<class>.png (every row in each)
+        # its grids are the parent's results/<class>.png (every row in each)
+        client.set_terminated(rid, "FINISHED")
 
 
 def fid_table(fids: dict, classes: list[str], labels: dict[str, str]) -> tuple[str, str]:

@@ -135,9 +135,8 @@ def check_class_names(root) -> None:
 
     if not root or not Path(root).expanduser().is_dir():
         return  # a missing folder is the loader's to name
-    ok = re.compile(
-        r"^[/\w.\- :]*$"
-    )  # mlflow.utils.validation.validate_param_and_metric_name (not Windows)
+    # mlflow.utils.validation.validate_param_and_metric_name (not Windows)
+    ok = re.compile(r"^[/\w.\- :]*$")
     for d in sorted(Path(root).expanduser().iterdir()):
         if d.is_dir() and not d.name.startswith(".") and not ok.match(d.name):
             raise CytorayError(
@@ -146,9 +145,8 @@ def check_class_names(root) -> None:
             )
 
 
-STORE_MIN_FREE = (
-    16 << 20
-)  # an empty MLflow sqlite store is ~1 MB; a study's runs and metrics take a few more
+# an empty MLflow sqlite store is ~1 MB; a study's runs and metrics take a few more
+STORE_MIN_FREE = 16 << 20
 
 
 def check_store_space(uri: str | None) -> None:

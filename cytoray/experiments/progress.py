@@ -40,9 +40,8 @@ class TrialProgress(Callback):
         self.total: int | None = None
         self.t0 = time.time()
         self.started: dict[str, float] = {}
-        self.ended: set[str] = (
-            set()
-        )  # trials that ended here (Tune sets a trial's status after the hook)
+        # trials that ended here (Tune sets a trial's status after the hook)
+        self.ended: set[str] = set()
         self.durations: list[float] = []
 
     def __getstate__(self):
@@ -74,9 +73,8 @@ class TrialProgress(Callback):
         less what the running ones have already spent."""
         if not self.durations:
             return "ETA after the first trial"
-        done = len(
-            self.ended | {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")}
-        )  # + restored ones
+        # + restored ones
+        done = len(self.ended | {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")})
         left = max(0, (self.total or len(trials)) - done)
         now = time.time()
         running = sum(

@@ -65,21 +65,22 @@ class RatioStudyConfig:
     # fidelity: FID/KID of images and masks only, no classifier
     objective: Literal["classifier", "fidelity"] = "classifier"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    # a translator's source domain
     source: DataConfig = dataclasses.field(
         default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1)
-    )  # a translator's source domain
+    )
     # per class and domain for a translator: a 3:1:1 split leaves >= 2 test images
     min_per_class: int = 10
     run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=10))
     classifier: ClassifierConfig = dataclasses.field(
         default_factory=lambda: ClassifierConfig(name="smallcnn", epochs=10)
     )
-    filter: FilterConfig = dataclasses.field(
-        default_factory=FilterConfig
-    )  # which synthetic images reach the classifier (classify/filter.py)
+    # which synthetic images reach the classifier (classify/filter.py)
+    filter: FilterConfig = dataclasses.field(default_factory=FilterConfig)
+    # generator: configs/search/<generator>_ratio.yaml
     tune: TuneSettings = dataclasses.field(
         default_factory=lambda: TuneSettings(search_space=OWN_SPACE)
-    )  # generator: configs/search/<generator>_ratio.yaml
+    )
 
     def __post_init__(self) -> None:
         """No name and the `generator` search space mean the generator's own: `--set generator.name=X` searches X."""
@@ -119,9 +120,8 @@ def load_study_data(cfg, out: Path) -> dict:
 
     k_splits = getattr(getattr(cfg, "tune", None), "splits", 1)
     translator = get_generator(cfg.generator.name).consumes == "domains"
-    ds = (
-        None if translator else load_dataset(cfg.data, progress=True)
-    )  # loaded once for all K splits
+    # loaded once for all K splits
+    ds = None if translator else load_dataset(cfg.data, progress=True)
     splits = [_one_split(cfg, out, j, ds) for j in range(k_splits)]
     first: dict[str, int] = {}
     for j, sp in enumerate(splits):
@@ -285,9 +285,8 @@ class RatioStudy(Study):
         )
         gen_s = time.perf_counter() - t0
         # 2. Fidelity on validation (real features cached once per split and class); every report carries it.
-        masks = (
-            cfg.generator if cfg.objective == "fidelity" else None
-        )  # the mask generator scored too, if it has one
+        # the mask generator scored too, if it has one
+        masks = cfg.generator if cfg.objective == "fidelity" else None
         figures = trial_figures(
             Path(ctx["out"]), sampler, sp["val"], bundle, cfg, "" if j == 0 else f"split{j}"
         )
@@ -409,9 +408,8 @@ class RatioStudy(Study):
                     None,
                 )
             per_split.append(m)
-            bundle, clf_bundle = (
-                (gb, cb) if j == 0 else (bundle, clf_bundle)
-            )  # split 0's are registered
+            # split 0's are registered
+            bundle, clf_bundle = (gb, cb) if j == 0 else (bundle, clf_bundle)
         if len(per_split) == 1:
             test_metrics = per_split[0]
         else:  # the mean over splits, its SD and each split's value for every score

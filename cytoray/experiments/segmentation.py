@@ -48,9 +48,8 @@ class TileDataConfig:
     tile: int = 128  # side of the tiles cut from each scaled image: the unit of validation, test and sampling
     # mask grey level above which a pixel is nucleus (JPEG masks ring near edges)
     mask_threshold: int = 127
-    split_ratios: list[float] = dataclasses.field(
-        default_factory=lambda: [3.0, 1.0, 1.0]
-    )  # train(reference):val:test by source image
+    # train(reference):val:test by source image
+    split_ratios: list[float] = dataclasses.field(default_factory=lambda: [3.0, 1.0, 1.0])
     split_seed: int = 0  # seeds split 0; split k uses split_seed + k
     n_splits: int = 3  # seeded splits for the comparison table's mean ± 95% CI and paired tests
     # the simulator's domain when it plays "real": H&E (the refiner deconvolves H and E)
@@ -88,9 +87,8 @@ def _default_generator() -> RefinedSimConfig:
 class SegmentationStudyConfig:
     name: str = "refined_segmentation"  # MLflow experiment, Tune experiment and output folder name
     data: TileDataConfig = dataclasses.field(default_factory=TileDataConfig)
-    generator: GeneratorConfig = dataclasses.field(
-        default_factory=_default_generator
-    )  # refined-sim settings (searched)
+    # refined-sim settings (searched)
+    generator: GeneratorConfig = dataclasses.field(default_factory=_default_generator)
     compare: bool = True  # the comparison table over data.n_splits after the search
     # register the best segmenter and refiner; champion moves only on validation Dice
     register: bool = True
@@ -599,9 +597,8 @@ def compare(
             scores[row].append(
                 pooled_dice(row_masks(row, test.images, mine, mask_method), test.masks)
             )
-        gen = RefinedSim.load(
-            mine[PROPOSED]
-        )  # 2. realism of its initial and refined images against real tiles
+        # 2. realism of its initial and refined images against real tiles
+        gen = RefinedSim.load(mine[PROPOSED])
         real = np.concatenate([sp["val"].images, test.images])
         init, refined = initial_and_refined(gen, len(real), run.seed + k)
         probe["initial"].append(realism_probe(real, init, seed=k))

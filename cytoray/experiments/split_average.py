@@ -24,10 +24,11 @@ import numpy as np
 
 from .tune_state import SplitResults
 
+# besides every val_* classifier metric
 SPREAD_KEYS = (
     "fid_val_inception/all",
     "filter_rejected_share",
-)  # besides every val_* classifier metric
+)
 
 
 def _number(v) -> bool:

@@ -105,17 +105,15 @@ def train_from_args(a: argparse.Namespace) -> int:
     from .preflight import check_class_names, check_local_placement, check_ray_head, check_storage
 
     check_ray_head(os.environ.get("RAY_ADDRESS"))  # before the split and the MLflow run are written
-    check_local_placement(
-        cfg.run
-    )  # --workers 1000, --gpu without GPUs: refused, not queued forever
+    # --workers 1000, --gpu without GPUs: refused, not queued forever
+    check_local_placement(cfg.run)
     check_storage(cfg.run)
     check_class_names(cfg.data.root)
     from ..tracking.mlflow_utils import tracking_uri
     from ..tracking.reach import probe_tracking_server
 
-    probe_tracking_server(
-        tracking_uri(a.tracking_uri), "starting the training run"
-    )  # a dead server: named before the split
+    # a dead server: named before the split
+    probe_tracking_server(tracking_uri(a.tracking_uri), "starting the training run")
     from .preflight import check_store_space
 
     check_store_space(a.tracking_uri)  # a full disk under the sqlite store: named before the split
@@ -145,9 +143,8 @@ def train_from_args(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with mlflow.start_run(run_name=f"train-{a.generator}-{split_key}"):
         mlflow.set_tags({"generator": a.generator, "variant": a.generator})
-        d = to_dict(
-            cfg
-        )  # the section under the generator's own name: params read `gan.epochs`, `syncgan.cgan.lam`
+        # the section under the generator's own name: params read `gan.epochs`, `syncgan.cgan.lam`
+        d = to_dict(cfg)
         log_params_flat(
             {**d, "generator": a.generator, a.generator: d["generator"], "split_hash": split_key}
         )

@@ -55,12 +55,13 @@ except ImportError:  # a SynCGAN of nucleus masks only
 
     NUCLEUS = 1
 
+# MONAI's NoiseSchedules
 SCHEDULES = (
     "linear_beta",
     "scaled_linear_beta",
     "sigmoid_beta",
     "cosine",
-)  # MONAI's NoiseSchedules
+)
 
 
 @dataclasses.dataclass
@@ -71,12 +72,10 @@ class DenoiserConfig:
     epochs: int = 300
     batch_size: int = 16  # small sets: a few steps an epoch
     lr: float = 2e-4  # Adam learning rate (DDPM: 2e-4)
-    channels: list[int] = dataclasses.field(
-        default_factory=lambda: [16, 32, 64]
-    )  # U-Net widths per level (CPU-sized)
-    attention: list[bool] = dataclasses.field(
-        default_factory=lambda: [False, False, True]
-    )  # self-attention per level
+    # U-Net widths per level (CPU-sized)
+    channels: list[int] = dataclasses.field(default_factory=lambda: [16, 32, 64])
+    # self-attention per level
+    attention: list[bool] = dataclasses.field(default_factory=lambda: [False, False, True])
     res_blocks: int = 1  # residual blocks per level (DDPM: 2; 1 halves the CPU cost)
     norm_groups: int = 8  # GroupNorm groups; must divide every width
     head_channels: int = 16  # channels per attention head
@@ -280,9 +279,8 @@ class DenoiserStage(Stage):
 
     def build(self, device):
         g, ema = build_unet(unet_kwargs(self.p)), build_unet(unet_kwargs(self.p))
-        ema.load_state_dict(
-            g.state_dict()
-        )  # EMA starts at G (DDP needs trainable parameters: ema keeps requires_grad)
+        # EMA starts at G (DDP needs trainable parameters: ema keeps requires_grad)
+        ema.load_state_dict(g.state_dict())
         return {"G": g.to(device), "ema": ema.to(device)}
 
     def optimizers(self, models):
@@ -375,9 +373,8 @@ class DenoiserStage(Stage):
         shown = (fixed["labels"].float() / (p["labels"] - 1) * 2 - 1)[
             :, None
         ]  # labels as grey levels
-        return to_uint8_grid(
-            torch.cat([shown.repeat(1, 3, 1, 1), x, fixed["image"]]), nrow=len(x)
-        )  # rows: map | sample | real
+        # rows: map | sample | real
+        return to_uint8_grid(torch.cat([shown.repeat(1, 3, 1, 1), x, fixed["image"]]), nrow=len(x))
 
 
 # ----------------------------------------------------------------------------- the generator
@@ -419,9 +416,8 @@ class Diffusion(Generator):
         cls, train: ImageSet, val: ImageSet, cfg: DiffusionConfig, data_key: str, seed: int
     ) -> list[StageSpec]:
         specs = mask_gan_specs(train, val, cfg, data_key, seed)
-        masks = pinned(
-            cfg.masks
-        )  # an alias resolved once: both map sets and their key name one segmenter version
+        # an alias resolved once: both map sets and their key name one segmenter version
+        masks = pinned(cfg.masks)
         m_train, m_val = label_maps(train, masks), label_maps(val, masks)
         mkey = f"{data_key}:masks={masks_key(masks)}"
         # K: the maps' labels, at least as many as the mask GANs draw (a split may lack one, e.g. padding)

@@ -30,10 +30,11 @@ from .losses import bce, d_targets
 from .small_data import SmallData, SmallDataStage
 from .small_data import augment_d_input as _aug
 
+# of the real images a latent GAN learns from (generators/augment.py)
 AUGMENTS = (
     "none",
     "dihedral",
-)  # of the real images a latent GAN learns from (generators/augment.py)
+)
 RECON = ("mse", "l1", "fm")  # the CGAN's reconstruction term: paper, pix2pix, D feature matching
 SELECT = ("val_loss", "last")  # which epoch's weights a CGAN keeps
 
@@ -259,9 +260,8 @@ class CGANStage(SmallDataStage):
         G, D = models["G"], models["D"]
         y, x = batch["mask"], batch["image"]
         # 1. Discriminator: real (y, x) pairs against (y, G(y)), both under the same augmentation draw.
-        shape = unwrap(G).noise_shape(
-            y
-        )  # per-pixel noise (cgan.noise) from the stage's stream, like z
+        # per-pixel noise (cgan.noise) from the stage's stream, like z
+        shape = unwrap(G).noise_shape(y)
         noise = torch.randn(shape, generator=gen) if shape else None
         with amp():
             fake = G(y) if noise is None else G(y, noise.to(y.device))
@@ -322,9 +322,8 @@ class CGANStage(SmallDataStage):
     def selection(self, metrics, epoch):
         if self.p.get("select", "val_loss") == "last":
             return (-epoch,)
-        return (
-            (metrics["val_loss_g"], -epoch) if "val_loss_g" in metrics else (-epoch,)
-        )  # ties: the later epoch
+        # ties: the later epoch
+        return (metrics["val_loss_g"], -epoch) if "val_loss_g" in metrics else (-epoch,)
 
     def meta(self):
         return {"generator_kwargs": self.generator_kwargs(), **self.sampling_meta}
@@ -384,9 +383,8 @@ class LatentGANStage(SmallDataStage):
 
     @property
     def colour_from(self) -> int:  # type: ignore[override]
-        return (
-            0 if self.input_key == "image" else self.channels()
-        )  # masks and label maps have no colour
+        # masks and label maps have no colour
+        return 0 if self.input_key == "image" else self.channels()
 
     def build(self, device):
         p = self.p

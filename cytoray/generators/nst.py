@@ -213,9 +213,8 @@ class NST(Generator):
     ) -> None:
         self.content, self.style, self.cfg, self.meta = content, style, cfg, meta
         self.classes = list(meta["classes"])
-        self.feats, self.features = build_features(
-            cfg
-        )  # random features: only when allowed, warned and labelled
+        # random features: only when allowed, warned and labelled
+        self.feats, self.features = build_features(cfg)
 
     @classmethod
     def check(cls, train: DomainPair, val: DomainPair, cfg: NSTConfig) -> None:

@@ -249,9 +249,8 @@ class RefinedSim(Generator):
         cls, train: ImageSet, val: ImageSet, cfg: RefinedSimConfig, data_key: str, seed: int
     ) -> list[StageSpec]:
         P = cfg.patch
-        refs, usable = references(
-            train.images, 0, cfg.synthesis, train.names
-        )  # textures: the same in the bundle
+        # textures: the same in the bundle
+        refs, usable = references(train.images, 0, cfg.synthesis, train.names)
         tiles = train.images[usable]
         rng = np.random.default_rng([seed, 1])
         which = rng.integers(0, len(refs), cfg.pool)

@@ -76,9 +76,8 @@ class PooledStyleD(nn.Module):
     def __init__(self, history: int, history_fraction: float, patch: int, **kw) -> None:
         super().__init__()
         self.net = StyleDiscriminator(**kw)
-        self.pool = HistoryBuffer(
-            history, (6, patch, patch), "fraction", history_fraction
-        )  # entries: image ‖ its reference
+        # entries: image ‖ its reference
+        self.pool = HistoryBuffer(history, (6, patch, patch), "fraction", history_fraction)
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x, ref)
@@ -169,9 +168,8 @@ class RefinedSimStage(Stage):
                 style_base=r["style_base"],
             ).to(device)
             if r.get("diffaug"):
-                models["aug"] = Augmenter(r["diffaug"], 0.0, self.p["patch"]).to(
-                    device
-                )  # D's crops, real and refined alike
+                # D's crops, real and refined alike
+                models["aug"] = Augmenter(r["diffaug"], 0.0, self.p["patch"]).to(device)
         return models
 
     def optimizers(self, models):

@@ -139,12 +139,10 @@ def _translate(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     if s == 0:
         return x
     pad = F.pad(x, (s, s, s, s))
-    iy = (torch.arange(h, device=x.device)[None, :] + s - shift[:, 0:1]).clamp(
-        0, h + 2 * s - 1
-    )  # [B, H]
-    ix = (torch.arange(w, device=x.device)[None, :] + s - shift[:, 1:2]).clamp(
-        0, w + 2 * s - 1
-    )  # [B, W]
+    # [B, H]
+    iy = (torch.arange(h, device=x.device)[None, :] + s - shift[:, 0:1]).clamp(0, h + 2 * s - 1)
+    # [B, W]
+    ix = (torch.arange(w, device=x.device)[None, :] + s - shift[:, 1:2]).clamp(0, w + 2 * s - 1)
     rows = torch.gather(pad, 2, iy[:, None, :, None].expand(b, c, h, w + 2 * s))
     return torch.gather(rows, 3, ix[:, None, None, :].expand(b, c, h, w))
 
@@ -180,9 +178,8 @@ class Augmenter(nn.Module):
             int(colour_from),
         )
         self.register_buffer("p", torch.tensor(0.0 if ada_target > 0 else 1.0))
-        self.register_buffer(
-            "signs", torch.zeros(2)
-        )  # running sum of sign(D(real)) and its count since the last adjustment
+        # running sum of sign(D(real)) and its count since the last adjustment
+        self.register_buffer("signs", torch.zeros(2))
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:  # type: ignore[override]
         if not self.ops:

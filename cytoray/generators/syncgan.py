@@ -123,9 +123,8 @@ class SynCGAN(Generator):
             file=sys.stderr,
             flush=True,
         )
-        masks = pinned(
-            cfg.masks
-        )  # an alias resolved once: both mask sets and their key name one segmenter version
+        # an alias resolved once: both mask sets and their key name one segmenter version
+        masks = pinned(cfg.masks)
         m_train, m_val = priors(train, masks), priors(val, masks)
         k = n_labels(masks)
         mkey = f"{data_key}:masks={masks_key(masks)}"
@@ -220,9 +219,8 @@ class SynCGAN(Generator):
     @classmethod
     def load(cls, path) -> SynCGAN:
         meta, path = read_bundle(path)
-        cgan = build_net(
-            UNet, meta["cgan"]["kwargs"], path / "generator.json"
-        )  # absurd or unknown kwargs: one line
+        # absurd or unknown kwargs: one line
+        cgan = build_net(UNet, meta["cgan"]["kwargs"], path / "generator.json")
         cgan.load_state_dict(load_state(path, "cgan"))
         gans = (
             load_per_class(path, meta["mask_gans"], MaskGenerator, "mask_gan_")

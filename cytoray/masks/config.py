@@ -70,9 +70,8 @@ class MasksConfig:
                 )
             from .segmenter import check_ref
 
-            check_ref(
-                self.segmenter
-            )  # a folder here, or a registered name: settled before any job (study_segmenter)
+            # a folder here, or a registered name: settled before any job (study_segmenter)
+            check_ref(self.segmenter)
         if self.segmenter and self.method != SEGMENTER:
             raise ConfigError(
                 f"masks.segmenter={self.segmenter!r} is set but masks.method={self.method!r}; "

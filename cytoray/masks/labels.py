@@ -37,16 +37,14 @@ from ..data.background import detect_bands
 GLASS, CYTOPLASM, NUCLEUS = 0, 1, 2
 NAMES = ("glass", "cytoplasm", "nucleus")
 N_LABELS = len(NAMES)
-PALETTE = np.array(
-    [[235, 235, 235], [120, 190, 120], [70, 40, 150]], dtype=np.uint8
-)  # for pictures
+# for pictures
+PALETTE = np.array([[235, 235, 235], [120, 190, 120], [70, 40, 150]], dtype=np.uint8)
 
 
 @dataclasses.dataclass(frozen=True)
 class LabelParams:
-    smooth_frac: float = (
-        1 / 64
-    )  # Gaussian sigma / image side: evens out cytoplasm texture (2 px at 128)
+    # Gaussian sigma / image side: evens out cytoplasm texture (2 px at 128)
+    smooth_frac: float = 1 / 64
     glass_od: float = 0.65  # the lower Otsu class is glass only if its mean total OD (white = 255) is below this (Herlev glass 0.1-0.6, close-ups of cytoplasm 0.7-1.0)
     # specks of glass or cytoplasm under this share of the image join their surroundings
     min_area: float = 0.002

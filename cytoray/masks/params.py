@@ -27,9 +27,8 @@ class MaskParams:
     block_min: int = 11  # smallest window (px): a window narrower than a nucleus marks only its rim
     # candidate must beat its local mean by this much (0..1): flat background stays out
     threshold_offset: float = 0.02
-    open_frac: float = (
-        1 / 256
-    )  # opening radius / shorter side (2 px at 512): cuts speckle; larger erases spindle nuclei
+    # opening radius / shorter side (2 px at 512): cuts speckle; larger erases spindle nuclei
+    open_frac: float = 1 / 256
     min_object_frac: float = 0.0002  # objects below this fraction of the area are noise (a lymphocyte is ~0.0003 of a 1360x1024 tile)
     # flat bands at the edges (padding, scanner margins) never hold nuclei
     exclude_padding: bool = True
@@ -49,9 +48,8 @@ class MaskParams:
     dab_share: float = 0.2  # auto: DAB-hued share of stained pixels that makes an image IHC (ihc.png 0.76, H&E/Pap <= 0.05)
     # content percentile taken as white: optical density relative to the real illumination
     illumination_pct: float = 99.0
-    smooth_frac: float = (
-        1 / 256
-    )  # Gaussian sigma of the H channel / shorter side: evens out textured chromatin
+    # Gaussian sigma of the H channel / shorter side: evens out textured chromatin
+    smooth_frac: float = 1 / 256
     # local-threshold window in typical nucleus diameters (measured per image)
     local_nuclei: float = 3.0
     # total optical density below this is bare glass, left out of the global threshold

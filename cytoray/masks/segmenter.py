@@ -26,11 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+# the files a registered bundle holds (tracking/registry._stage_bundle)
 BUNDLE_SUFFIXES = (
     ".json",
     ".pt",
     ".npz",
-)  # the files a registered bundle holds (tracking/registry._stage_bundle)
+)
 _LOADED: dict[
     tuple, tuple
 ] = {}  # (tracking URI, NAME/VERSION) or (folder, content hash) → (Segmenter, identity)
@@ -103,9 +104,10 @@ def study_segmenter(ref: str, cache: Path) -> str:
             raise ConfigError(f"masks.segmenter={ref}: no such folder, and {e}") from None
         shutil.rmtree(dest, ignore_errors=True)
         shutil.move(str(bundle), dest)
+    # the params show the folder
     print(
         f"[study] masks.segmenter={ref}: {version}, pulled to {dest}", file=sys.stderr, flush=True
-    )  # the params show the folder
+    )
     return str(dest)
 
 
@@ -128,14 +130,12 @@ def load_mask_segmenter(ref: str, tracking_uri: str | None = None):
     from ..tracking.mlflow_utils import store_uri
     from ..tracking.registry import pull, resolve_version
 
-    os.environ.setdefault(
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
-    )  # a bar per bundle file is noise
+    # a bar per bundle file is noise
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if tracking_uri:  # `cytoray segment --tracking-uri`
         mlflow.set_tracking_uri(store_uri(tracking_uri))
-    uri = (
-        mlflow.get_tracking_uri()
-    )  # else this process's store (`cytoray train --tracking-uri`, MLFLOW_TRACKING_URI)
+    # else this process's store (`cytoray train --tracking-uri`, MLFLOW_TRACKING_URI)
+    uri = mlflow.get_tracking_uri()
     version = resolve_version(ref)
     key = (uri, version)
     if key not in _LOADED:
@@ -155,9 +155,10 @@ def segmenter_reports(images: np.ndarray, cfg, batch: int = 8):
     from .quality import quality_flags
 
     seg, ident = load_mask_segmenter(cfg.segmenter)
+    # for the flags
     params = MaskParams(
         polarity=cfg.polarity, exclude_padding=cfg.exclude_padding, max_cover=cfg.max_cover
-    )  # for the flags
+    )
     for start in range(0, len(images), batch):
         chunk = np.asarray(images[start : start + batch])
         for rgb, mask in zip(chunk, seg.masks(chunk, batch)):

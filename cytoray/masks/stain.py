@@ -112,9 +112,8 @@ def haematoxylin(
 
 
 def _smooth(x: np.ndarray, sigma: float) -> np.ndarray:
-    return (
-        filters.gaussian(x, sigma) if sigma >= 0.5 else x
-    )  # under half a pixel: nothing to even out
+    # under half a pixel: nothing to even out
+    return filters.gaussian(x, sigma) if sigma >= 0.5 else x
 
 
 def nucleus_signal(
@@ -346,9 +345,8 @@ def decide(
 
         adds, drops = nuclear(otsu & ~stain, "otsu_adds"), nuclear(stain & ~otsu, "otsu_drops")
         lab, _ = ndimage.label(otsu)
-        new = otsu & ~np.isin(
-            lab, np.unique(lab[core])
-        )  # Otsu objects the stain mask does not touch
+        # Otsu objects the stain mask does not touch
+        new = otsu & ~np.isin(lab, np.unique(lab[core]))
         new_share = float(new.sum() / max(int((otsu & ~stain).sum()), 1))
         out.update(
             rule="nearer",
@@ -357,9 +355,8 @@ def decide(
             chose="otsu" if adds and not drops and new_share > 0.5 else "stain",
         )
     else:
-        out.update(
-            rule="no common core"
-        )  # nothing both call nucleus: no reference to judge by; keep stain
+        # nothing both call nucleus: no reference to judge by; keep stain
+        out.update(rule="no common core")
     return (otsu if out["chose"] == "otsu" else stain), out
 
 

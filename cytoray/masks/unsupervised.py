@@ -80,9 +80,8 @@ def resolve_polarity(rgb: np.ndarray, params: MaskParams) -> str:
 def block_size(shape: tuple[int, int], params: MaskParams) -> int:
     """Odd local-threshold window: block_frac of the shorter side, at least block_min, at most the image."""
     side = min(shape)
-    block = (
-        max(params.block_min, int(round(params.block_frac * side))) | 1
-    )  # threshold_local needs odd
+    # threshold_local needs odd
+    block = max(params.block_min, int(round(params.block_frac * side))) | 1
     return min(block, side if side % 2 else side - 1)
 
 

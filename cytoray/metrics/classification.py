@@ -138,9 +138,10 @@ def classification_metrics(y_true, y_prob, class_names: Sequence[str] | None = N
     out: dict = {name: fn(y, p) for name, fn in _METRICS.items()}
     out["confusion"] = confusion_matrix(y, _predict(p), labels=labels).astype(int).tolist()
     out["n"] = int(y.size)
+    # NaN, not 0, where a class was never predicted / never present: "undefined" ≠ "wrong"
     prec, rec, f1, support = precision_recall_fscore_support(
         y, _predict(p), labels=labels, zero_division=np.nan
-    )  # NaN, not 0, where a class was never predicted / never present: "undefined" ≠ "wrong"
+    )
     out["per_class"] = {
         names[k]: {
             "precision": float(prec[k]),
@@ -285,9 +286,8 @@ def paired_test(a, b, method: str = "auto") -> dict:
     else:
         p_t = float(stats.ttest_rel(x, z).pvalue)
     with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore"
-        )  # zeros/ties switch scipy to the normal approximation, with a warning
+        # zeros/ties switch scipy to the normal approximation, with a warning
+        warnings.simplefilter("ignore")
         p_w = float(stats.wilcoxon(x, z, zero_method="zsplit").pvalue)
     d_z = ci["mean"] / sd if sd > 0 else float("nan")
     df = n - 1

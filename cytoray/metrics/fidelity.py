@@ -369,6 +369,7 @@ def fid_kid_torch_fidelity(
     """The same figures straight from `torch_fidelity.calculate_metrics` (the reference path)."""
     xa, xb = as_uint8_nchw(images_a, "images_a"), as_uint8_nchw(images_b, "images_b")
     k = kid_subset_size(len(xa), len(xb), ("images_a", "images_b"))
+    # save_cpu_ram: no DataLoader worker processes; cache=False: no files under $TORCH_HOME
     m = torch_fidelity.calculate_metrics(
         input1=_UInt8Dataset(xa),
         input2=_UInt8Dataset(xb),
@@ -385,7 +386,7 @@ def fid_kid_torch_fidelity(
         cache=False,
         save_cpu_ram=True,
         verbose=False,
-    )  # save_cpu_ram: no DataLoader worker processes; cache=False: no files under $TORCH_HOME
+    )
     return _result(m, k, kid_subsets, seed, len(xa), len(xb))
 
 

@@ -55,9 +55,8 @@ from torch_fidelity.metric_kid import (
 from ..errors import CytorayError, DataError
 
 FEATURE_DIM = 2048
-FID_MIN_N = (
-    FEATURE_DIM + 1
-)  # rank(S) = n - 1 must reach the dimension (TTUR); below, KID is the headline
+# rank(S) = n - 1 must reach the dimension (TTUR); below, KID is the headline
+FID_MIN_N = FEATURE_DIM + 1
 # seeded halvings averaged per floor: the spread of one halving is ~3-20% at these n
 FLOOR_SPLITS = 10
 # KID subsets per halving: subsets have the smaller half's size, so with equal halves every subset

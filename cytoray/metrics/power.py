@@ -112,9 +112,8 @@ def images_needed(
     n = (
         za * math.sqrt(2 * pbar * (1 - pbar)) + zb * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))
     ) ** 2 / delta**2
-    return max(
-        1, math.ceil(n - 1e-9)
-    )  # 1e-9: a result that is an integer up to round-off stays that integer
+    # 1e-9: a result that is an integer up to round-off stays that integer
+    return max(1, math.ceil(n - 1e-9))
 
 
 def power_statement(

@@ -322,11 +322,12 @@ def real_features(
     `default_layers(name)` (content first, then style). The module maps float [B,3,H,W] in [0,1]
     to {layer: activation}; parameters are frozen.
     """
+    # VGG only when asked for
     from .vgg import (
         random_features_name,
         random_vgg19_features,
         vgg19_features,
-    )  # VGG only when asked for
+    )
 
     content, style = default_layers(name)
     layers = list(layers) if layers is not None else [content, *style]

@@ -72,9 +72,10 @@ def build_report(
         if desc:
             page.raw(f"<div class=desc>{esc(desc)}</div>")
         _sections(rec.kind)(rec, page, Path(dl))
+        # a visual Turing test scored onto a run, when there is one
         from .turing import (
             build as turing_section,
-        )  # a visual Turing test scored onto a run, when there is one
+        )
 
         turing_section(rec, page, Path(dl))
         figs = [(f, name) for f, name in page.figures]

@@ -23,12 +23,13 @@ from .html import Page
 from .store import Recorded
 
 TABLE2 = ("orig", "trad", "syncgan", "trad+syncgan")  # real, traditional and SynCGAN augmentation
+# synthetic-only and the vanilla-GAN control (orig for reference)
 TABLE3 = (
     "orig",
     "syncgan-only",
     "gan",
     "orig+gan",
-)  # synthetic-only and the vanilla-GAN control (orig for reference)
+)
 FID, KID = "fid_test_inception", "kid_test_inception_mean"
 
 

@@ -36,9 +36,8 @@ def data_source(rec: Recorded, prefix: str = "data") -> str:
     kind = rec.param(f"{prefix}.sim_kind") or (
         "histology" if rec.kind == "segmentation" else "cytology"
     )
-    size = rec.param(f"{prefix}.size") or rec.param(
-        f"{prefix}.tile", "?"
-    )  # the segmentation study's unit is a tile
+    # the segmentation study's unit is a tile
+    size = rec.param(f"{prefix}.size") or rec.param(f"{prefix}.tile", "?")
     return (
         f"embedded simulator ({kind}, n={rec.param(f'{prefix}.sim_n', '?')}, "
         f"seed {rec.param(f'{prefix}.sim_seed', '?')}, {size} px)"
@@ -56,9 +55,8 @@ def split_protocol(rec: Recorded, n_splits: int | None = None) -> str:
     k = n_splits if n_splits is not None else int(number(rec.param("data.n_splits")) or 1)
     seed = rec.param("data.split_seed", "0")
     seeds = f"seed {seed}" if k == 1 else f"seeds {seed}..{int(number(seed) or 0) + k - 1}"
-    how = (
-        "by source image" if rec.kind == "segmentation" else "stratified"
-    )  # tiles of one image never straddle splits
+    # tiles of one image never straddle splits
+    how = "by source image" if rec.kind == "segmentation" else "stratified"
     return f"{how} {ratios} train:val:test split, {seeds}, {k} split{'s' if k != 1 else ''}; data: {data_source(rec)}"
 
 

@@ -181,9 +181,8 @@ def grouped_bars(
                 m, h = values[(g, s)]
                 xs.append(g_i + (i - (len(series) - 1) / 2) * width)
                 ys.append(m * scale)
-                errs.append(
-                    h * scale if h is not None and math.isfinite(h) else math.nan
-                )  # NaN: no whisker at all
+                # NaN: no whisker at all
+                errs.append(h * scale if h is not None and math.isfinite(h) else math.nan)
         ax.bar(
             xs,
             ys,

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+# px: least row-label column, title strip, smallest readable tile, PIL's default font
 LABEL_W, HEADER_H, MIN_TILE, CHAR_W = (
     84,
     16,
     96,
     6,
-)  # px: least row-label column, title strip, smallest readable tile, PIL's default font
+)
 
 
 def _rgb(x: np.ndarray) -> np.ndarray:

@@ -116,9 +116,8 @@ def load(experiment: str, tracking_uri: str | None = None, run_id: str | None = 
 
     from ..tracking.mlflow_utils import tracking_uri as resolve
 
-    os.environ.setdefault(
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
-    )  # a bar per downloaded grid is noise
+    # a bar per downloaded grid is noise
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = resolve(tracking_uri)
     _check_sqlite(uri)
     client = MlflowClient(tracking_uri=uri)

@@ -30,9 +30,8 @@ HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
-MAX_WAIT_S = float(
-    os.environ.get("CYTORAY_TRACKING_MAX_WAIT_S", "300")
-)  # how long a study waits for its server
+# how long a study waits for its server
+MAX_WAIT_S = float(os.environ.get("CYTORAY_TRACKING_MAX_WAIT_S", "300"))
 
 
 def configure_http() -> None:
@@ -157,9 +156,10 @@ class RetryingClient:
         attr = getattr(self._client, name)
         if not callable(attr):
             return attr
+        # a study's
         return lambda *a, **kw: tracking_call(
             lambda: attr(*a, **kw), f"calling {name}", self._uri, resume=True
-        )  # a study's
+        )
 
 
 def check_store(uri: str) -> None:
@@ -192,9 +192,8 @@ def setup(experiment: str, uri: str | None = None) -> str:
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)  # sqlite schema migration chatter
-    os.environ.setdefault(
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
-    )  # one line per download is noise in logs
+    # one line per download is noise in logs
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     configure_http()
     u = tracking_uri(uri)
     mlflow.set_tracking_uri(store_uri(u))

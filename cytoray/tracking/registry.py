@@ -106,15 +106,15 @@ def register(
 
 
 def _log_model(name: str, kind: str, staged: Path):
+    # linked to the active run, if any
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=str(MODEL_CODE[kind]),  # models-from-code: nothing pickled
         artifacts={"bundle": str(staged)},
         pip_requirements=_requirements(),
-        signature=_signature(
-            kind
-        ),  # stated, so MLflow neither guesses one nor warns that it cannot
-    )  # linked to the active run, if any
+        # stated, so MLflow neither guesses one nor warns that it cannot
+        signature=_signature(kind),
+    )
 
 
 def _signature(kind: str):

@@ -22,10 +22,11 @@ from ray.tune import Callback
 PARENT_TAG, TRIAL_TAG, STUDY_TAG = "cytoray.study_dir", "cytoray.trial_id", "cytoray.study"
 RESULT_TAG, KIND_TAG, NOTE_TAG = "cytoray.result", "cytoray.kind", "mlflow.note.content"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+# a trial's report key and its per-stage history file
 FIGURES, HISTORY = (
     "figures",
     "generator_history.json",
-)  # a trial's report key and its per-stage history file
+)
 # Tune's bookkeeping, and epoch_start (a wall-clock timestamp for benchmarks, not a figure to compare).
 SKIP = {
     "done",
@@ -196,9 +197,8 @@ class MlflowStudyCallback(Callback):
 
     # -- Tune hooks -------------------------------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.child(
-            trial
-        )  # created now, so the run's start time and duration in the UI are the trial's
+        # created now, so the run's start time and duration in the UI are the trial's
+        self.child(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._log(self.child(trial), result)

@@ -230,12 +230,10 @@ def _run(
     for epoch in range(state["epoch"] + 1, epochs):
         # 3. One epoch: the shared order, this rank's equal shard, batches of >= 2 (BatchNorm).
         t0, started = time.perf_counter(), time.time()
-        torch.manual_seed(
-            seed * 1000003 + epoch * world + rank
-        )  # dropout/noise stream: resumable per epoch
-        stage.begin_epoch(
-            opts, epoch
-        )  # e.g. a learning-rate schedule (a function of the epoch: resumes exactly)
+        # dropout/noise stream: resumable per epoch
+        torch.manual_seed(seed * 1000003 + epoch * world + rank)
+        # e.g. a learning-rate schedule (a function of the epoch: resumes exactly)
+        stage.begin_epoch(opts, epoch)
         order = stage.order(train, epoch, seed)
         shard = order[: len(order) - len(order) % world][rank::world].to(device)
         sums: dict = defaultdict(float)

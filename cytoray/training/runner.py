@@ -66,9 +66,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     address = address or os.environ.get("RAY_ADDRESS")
     # The dashboard hosts the state API that Ray Train V2's placement-group cleaner polls.
-    kwargs = dict(
-        include_dashboard=True, **ray_init_options(address)
-    )  # worker output and log level: cytoray.quiet
+    # worker output and log level: cytoray.quiet
+    kwargs = dict(include_dashboard=True, **ray_init_options(address))
     if address:
         check_address(address)
         # A loopback-only head (cytoray's own local cluster, below) is joined on loopback: Ray turns
@@ -323,12 +322,10 @@ def _fit(
             name=name,
             storage_path=str(storage),
             checkpoint_config=CheckpointConfig(num_to_keep=run_cfg.keep_checkpoints),
-            failure_config=FailureConfig(
-                max_failures=run_cfg.max_failures
-            ),  # a lost worker or node: restart from the last checkpoint
-            logging_config=LoggingConfig(
-                log_level="WARNING"
-            ),  # our own per-epoch line is the progress
+            # a lost worker or node: restart from the last checkpoint
+            failure_config=FailureConfig(max_failures=run_cfg.max_failures),
+            # our own per-epoch line is the progress
+            logging_config=LoggingConfig(log_level="WARNING"),
             callbacks=callbacks or [],
         ),
     )
@@ -371,8 +368,9 @@ def _fit(
             final = _final(spec, cache_root)
             with atomic_dir(final, overwrite=True) as tmp:
                 save_result(tmp, res)
+                # last: marks it complete
                 write_json(
                     tmp / "done.json", {"seconds": seconds, "checkpoint": result.checkpoint.path}
-                )  # last: marks it complete
+                )
             out[spec.label] = StageResult(final, res["history"], res["meta"], False, seconds)
     return out
