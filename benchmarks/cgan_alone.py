@@ -53,6 +53,8 @@ def main() -> None:
         "--lr-decay", action="store_true", help="lr linear to 0 over the second half of the steps"
     )
     a = ap.parse_args()
+    from generators_real import grid, held_out  # the generator benchmark's split and grid
+
     from cytoray.config import DataConfig
     from cytoray.data.source import load_split
     from cytoray.generators.gan import CGANStage, masks_to_unit, stage_params
@@ -70,7 +72,7 @@ def main() -> None:
         DataConfig(root=str(a.cyto), size=a.size, split_seed=0), a.out / f"split{a.size}.json"
     )
     train = ds.subset(man.indices("train"))
-    held = ds.subset(np.concatenate([man.indices("val"), man.indices("test")]))
+    real = held_out(ds, man)  # the split's validation + test cells, per class
     cfg = SynCGANConfig()
     cache = (
         a.out / f"maps{a.size}.npz"
@@ -132,9 +134,8 @@ def main() -> None:
         "train_s": round(time.time() - t0),
     }
     G = stage.sampler(models).eval()
-    real = {c: held.images[held.labels == i] for i, c in enumerate(held.class_names)}
     f_real = {c: inception_features(v) for c, v in real.items()}
-    rows = []
+    fake = {}
     for i, c in enumerate(train.class_names):
         rng = np.random.default_rng(1)
         torch.manual_seed(1)
@@ -150,8 +151,8 @@ def main() -> None:
             )
         r = fid_kid_from_features(inception_features(imgs), f_real[c], seed=0)
         res[c], res[f"{c}_sd"] = round(r["kid_mean"], 4), round(r["kid_std"], 4)
-        rows += [np.concatenate(list(real[c][:8]), 1), np.concatenate(list(imgs[:8]), 1)]
-    save_png(a.out / f"grid_{a.name}.png", np.concatenate(rows, 0))
+        fake[c] = imgs
+    save_png(a.out / f"grid_{a.name}.png", grid(real, fake, {}))
     print("RESULT", json.dumps(res), flush=True)
     with open(a.out / "results.jsonl", "a") as f:
         f.write(json.dumps(res) + "\n")
