@@ -180,10 +180,13 @@ def _with_defaults(default: Any, over: dict) -> dict:
     return over
 
 
-def from_dict(cls: type[T], data: dict | None, source: str = "<dict>") -> T:
-    """Build a config dataclass from a mapping; unknown keys raise ConfigError naming `source`."""
+def from_dict(cls: type[T], data: dict | None, source: str = "<dict>", check: bool = True) -> T:
+    """Build a config dataclass from a mapping; unknown keys raise ConfigError naming `source`.
+    `check=False` skips the dataclasses' `validate()` (settings already checked when the study's
+    config was loaded, e.g. a trainer stage's)."""
     obj = _build(cls, data or {}, source)
-    validate(obj, source)
+    if check:
+        validate(obj, source)
     return obj
 
 

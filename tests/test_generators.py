@@ -453,3 +453,23 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path):
     assert (
         f"epoch {first}/{epochs}" not in out.split("resumed after epoch")[1]
     )  # the finished epochs were not rerun
+
+
+def test_a_stage_reads_typed_settings_from_its_config_or_a_mapping():
+    """A stage's settings are its typed Params: built from the dataclass or from a plain mapping
+    (types coerced, unknown keys refused with the stage named), with one cache key either way."""
+    from cytoray.errors import ConfigError
+    from cytoray.generators.gan import CGANParams
+    from cytoray.training.stage import StageSpec
+
+    typed = CGANStage(CGANParams(lam=3.0, size=32, in_ch=4))
+    mapped = CGANStage({**stage_params(CGANConfig(lam=3.0), 32), "in_ch": 4})
+    assert isinstance(mapped.cfg, CGANParams) and mapped.cfg.lam == 3.0 and mapped.cfg.in_ch == 4
+    assert typed.generator_kwargs() == mapped.generator_kwargs()
+    key = lambda s: StageSpec("cgan", s, train={}, val=None, fixed={}, data_key="d").key  # noqa: E731
+    assert key(typed) == key(mapped)
+    assert key(typed) != key(CGANStage(CGANParams(lam=4.0, size=32, in_ch=4)))
+    with pytest.raises(ConfigError, match="cgan stage settings: unknown key 'lamda'"):
+        CGANStage({**stage_params(CGANConfig(), 32), "lamda": 3.0})
+    with pytest.raises(ConfigError, match="cgan stage settings.g_base: expected an integer"):
+        CGANStage({**stage_params(CGANConfig(), 32), "g_base": "wide"})

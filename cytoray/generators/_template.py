@@ -58,11 +58,15 @@ class ColourStage(Stage):
     A stage is what one training loop runs (training/loop.py): the loop puts the arrays on the
     device once, builds the models (same seed on every worker), shards each epoch's batches over
     the workers, calls `train_step` per batch, then `validate`, `selection` (the best epoch) and
-    `grid`, and checkpoints. `self.p` holds the stage's settings (`Stage.epochs` and
-    `Stage.batch_size` read `epochs` and `batch_size` there); they are part of its cache key.
+    `grid`, and checkpoints. `Params` is the stage's typed settings: the stage reads them as
+    `self.cfg.<name>` (`Stage.epochs` and `Stage.batch_size` read `epochs` and `batch_size` there),
+    and they are part of its cache key. A stage whose settings hold more than its config section
+    (the image size, a label count) declares a subclass of the config with those fields
+    (gan.py's CGANParams).
     """
 
     kind = "toy_colour"  # names the stage in logs and in its cache key
+    Params = ToyConfig  # its typed settings (a plain mapping passed instead is read into them)
     keep = "G"  # the model(s) whose weights the result keeps (GAN stages keep their EMA copy)
 
     def build(self, device):
@@ -73,7 +77,7 @@ class ColourStage(Stage):
 
     def optimizers(self, models):
         """One optimiser per trained model, checkpointed and resumed with it."""
-        return {"G": torch.optim.Adam(models["G"].parameters(), lr=self.p["lr"])}
+        return {"G": torch.optim.Adam(models["G"].parameters(), lr=self.cfg.lr)}
 
     def train_step(self, models, opts, batch, gen, amp):
         """One optimiser step on `batch` (the training arrays indexed by this step's images).
@@ -108,11 +112,10 @@ class Toy(Generator):
         """What to train: one StageSpec per independent stage (here one per class). Its
         `data_key` must name the data the stage sees (the split's hash, plus the class): two
         specs with the same stage settings and data key share one cached result."""
-        p = dataclasses.asdict(cfg)
         return [
             StageSpec(
                 label=f"toy/{c}",  # the stage's name in results, logs and checkpoints
-                stage=ColourStage(p),
+                stage=ColourStage(cfg),
                 train={"image": train.images[train.labels == i].transpose(0, 3, 1, 2) / 127.5 - 1},
                 val=None,  # validation arrays, if `validate` uses them
                 fixed={},  # arrays `grid` draws with every time

@@ -94,6 +94,14 @@ class CycleGANConfig(SmallData, GeneratorConfig):
             )
 
 
+@dataclasses.dataclass
+class CycleGANParams(CycleGANConfig):
+    """One class's CycleGAN stage settings: `cyclegan.*` and what the data decides."""
+
+    size: int = 64  # image side (px)
+    n_train: int = 1  # training pairs per epoch (the lr schedule counts epochs in optimiser steps)
+
+
 # ----------------------------------------------------------------------------- pieces
 
 
@@ -146,7 +154,7 @@ class CycleGANStage(SmallDataStage):
     """One class's CycleGAN. Batches hold "A" (histology) and "B" (cytology), [-1, 1]. With the
     small-data settings, both Ds see augmented inputs (real and fake alike), G's average is kept."""
 
-    kind = "cyclegan"
+    kind, Params = "cyclegan", CycleGANParams
 
     def meta(self):
         return {"generator_kwargs": self.generator_kwargs()}
@@ -157,48 +165,46 @@ class CycleGANStage(SmallDataStage):
         )
 
     def generator_kwargs(self) -> dict:
-        p = self.p
-        return dict(
-            arch=p["arch"], base=p["g_base"], n_blocks=p["n_blocks"], norm=p["norm"], size=p["size"]
-        )
+        c = self.cfg
+        return dict(arch=c.arch, base=c.g_base, n_blocks=c.n_blocks, norm=c.norm, size=c.size)
 
     def build(self, device):
-        p = self.p
-        d_kw = dict(base=p["d_base"], n_layers=p["d_layers"], norm=p["norm"])
+        c = self.cfg
+        d_kw = dict(base=c.d_base, n_layers=c.d_layers, norm=c.norm)
         g = make_translator(**self.generator_kwargs()).to(device)
         return {
             "G": g,
             "F": make_translator(**self.generator_kwargs()).to(device),
-            "D_A": PooledDiscriminator(p["pool_size"], p["size"], **d_kw).to(device),
-            "D_B": PooledDiscriminator(p["pool_size"], p["size"], **d_kw).to(device),
+            "D_A": PooledDiscriminator(c.pool_size, c.size, **d_kw).to(device),
+            "D_B": PooledDiscriminator(c.pool_size, c.size, **d_kw).to(device),
             **self.small_data_models(g, device),
         }
 
     def optimizers(self, models):
-        p, betas = self.p, (self.p["beta1"], 0.999)
+        c, betas = self.cfg, (self.cfg.beta1, 0.999)
         g = itertools.chain(models["G"].parameters(), models["F"].parameters())
         d = itertools.chain(models["D_A"].parameters(), models["D_B"].parameters())
         return {
-            "G": torch.optim.Adam(g, lr=p["lr"], betas=betas),
-            "D": torch.optim.Adam(d, lr=p["lr"], betas=betas),
+            "G": torch.optim.Adam(g, lr=c.lr, betas=betas),
+            "D": torch.optim.Adam(d, lr=c.lr, betas=betas),
         }
 
     def _set_lr(self, opts) -> float:
         """lr for this step from Adam's own step count: it is in the optimiser state the loop
         checkpoints, so a resumed run continues the schedule exactly (no LambdaLR to save)."""
-        p = self.p
+        c = self.cfg
         world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
         epoch = optimizer_steps(opts["G"]) // max(
-            1, loop_steps_per_epoch(p["n_train"], p["batch_size"], world)
+            1, loop_steps_per_epoch(c.n_train, c.batch_size, world)
         )
-        lr = p["lr"] * lr_factor(epoch, p["epochs"], p["decay_fraction"])
+        lr = c.lr * lr_factor(epoch, c.epochs, c.decay_fraction)
         for o in opts.values():
             for group in o.param_groups:
                 group["lr"] = lr
         return lr
 
     def train_step(self, models, opts, batch, gen, amp):
-        G, Fn, D_A, D_B, p = models["G"], models["F"], models["D_A"], models["D_B"], self.p
+        G, Fn, D_A, D_B, c = models["G"], models["F"], models["D_A"], models["D_B"], self.cfg
         a = batch["A"]
         b = batch["B"][
             torch.randperm(len(batch["B"]), generator=gen).to(a.device)
@@ -210,14 +216,14 @@ class CycleGANStage(SmallDataStage):
         with amp():
             fake_b, fake_a = G(a), Fn(b)
             rec_a, rec_b = Fn(fake_b), G(fake_a)
-            adv = _adv(D_B(_aug(models, fake_b, gen)), True, p["gan_mode"]) + _adv(
-                D_A(_aug(models, fake_a, gen)), True, p["gan_mode"]
+            adv = _adv(D_B(_aug(models, fake_b, gen)), True, c.gan_mode) + _adv(
+                D_A(_aug(models, fake_a, gen)), True, c.gan_mode
             )
             cyc = F.l1_loss(rec_a.float(), a.float()) + F.l1_loss(rec_b.float(), b.float())
             idt = torch.zeros((), device=a.device)
-            if p["lambda_identity"] > 0:
+            if c.lambda_identity > 0:
                 idt = F.l1_loss(G(b).float(), b.float()) + F.l1_loss(Fn(a).float(), a.float())
-        loss_g = adv + p["lambda_cyc"] * cyc + p["lambda_cyc"] * p["lambda_identity"] * idt
+        loss_g = adv + c.lambda_cyc * cyc + c.lambda_cyc * c.lambda_identity * idt
         opts["G"].zero_grad(set_to_none=True)
         loss_g.backward()
         opts["G"].step()
@@ -227,12 +233,12 @@ class CycleGANStage(SmallDataStage):
         pool_a = unwrap(D_A).pool.query(fake_a.detach(), gen)
         with amp():
             loss_d_b = 0.5 * (
-                _adv(D_B(_aug(models, b, gen)), True, p["gan_mode"])
-                + _adv(D_B(_aug(models, pool_b, gen)), False, p["gan_mode"])
+                _adv(D_B(_aug(models, b, gen)), True, c.gan_mode)
+                + _adv(D_B(_aug(models, pool_b, gen)), False, c.gan_mode)
             )
             loss_d_a = 0.5 * (
-                _adv(D_A(_aug(models, a, gen)), True, p["gan_mode"])
-                + _adv(D_A(_aug(models, pool_a, gen)), False, p["gan_mode"])
+                _adv(D_A(_aug(models, a, gen)), True, c.gan_mode)
+                + _adv(D_A(_aug(models, pool_a, gen)), False, c.gan_mode)
             )
         loss_d = loss_d_a + loss_d_b
         opts["D"].zero_grad(set_to_none=True)

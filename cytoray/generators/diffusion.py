@@ -135,6 +135,15 @@ class DenoiserConfig:
 
 
 @dataclasses.dataclass
+class DenoiserParams(DenoiserConfig):
+    """The denoiser stage's settings: `denoiser.*` and what the data decides."""
+
+    size: int = 64  # image side (px)
+    labels: int = 2  # the label map's labels (its one-hot channels join the image's 3)
+    classes: int = 2  # image classes (+ 1 null class embedding for guidance)
+
+
+@dataclasses.dataclass
 class SamplingConfig:
     """How a trained bundle draws images: not part of any stage, so changing it retrains nothing."""
 
@@ -203,18 +212,18 @@ def mask_gan_specs(
 # ----------------------------------------------------------------------------- the denoiser
 
 
-def unet_kwargs(p: dict) -> dict:
+def unet_kwargs(c: DenoiserParams) -> dict:
     """MONAI DiffusionModelUNet arguments: image + K map channels in, 3 out, classes + 1 null embedding."""
     return dict(
         spatial_dims=2,
-        in_channels=3 + p["labels"],
+        in_channels=3 + c.labels,
         out_channels=3,
-        channels=tuple(p["channels"]),
-        attention_levels=tuple(p["attention"]),
-        num_res_blocks=p["res_blocks"],
-        norm_num_groups=p["norm_groups"],
-        num_head_channels=p["head_channels"],
-        num_class_embeds=p["classes"] + 1,
+        channels=tuple(c.channels),
+        attention_levels=tuple(c.attention),
+        num_res_blocks=c.res_blocks,
+        norm_num_groups=c.norm_groups,
+        num_head_channels=c.head_channels,
+        num_class_embeds=c.classes + 1,
     )
 
 
@@ -229,10 +238,8 @@ def build_unet(kwargs: dict) -> torch.nn.Module:
     return DiffusionModelUNet(**kwargs)
 
 
-def schedule_kwargs(p: dict) -> dict:
-    return dict(
-        num_train_timesteps=p["timesteps"], schedule=p["schedule"], prediction_type=p["prediction"]
-    )
+def schedule_kwargs(c: DenoiserConfig) -> dict:
+    return dict(num_train_timesteps=c.timesteps, schedule=c.schedule, prediction_type=c.prediction)
 
 
 @torch.no_grad()
@@ -274,48 +281,47 @@ def ddim_sample(
 class DenoiserStage(Stage):
     """Noise (or v) prediction on (map, image, class) triples, EMA of the weights as the product."""
 
-    kind, keep = "diffusion", "ema"
+    kind, keep, Params = "diffusion", "ema", DenoiserParams
     # the EMA copy never runs forward under DDP: its wrapper only broadcasts rank 0's initial weights
 
     def build(self, device):
-        g, ema = build_unet(unet_kwargs(self.p)), build_unet(unet_kwargs(self.p))
+        g, ema = build_unet(unet_kwargs(self.cfg)), build_unet(unet_kwargs(self.cfg))
         # EMA starts at G (DDP needs trainable parameters: ema keeps requires_grad)
         ema.load_state_dict(g.state_dict())
         return {"G": g.to(device), "ema": ema.to(device)}
 
     def optimizers(self, models):
-        return {"G": torch.optim.Adam(models["G"].parameters(), lr=self.p["lr"])}
+        return {"G": torch.optim.Adam(models["G"].parameters(), lr=self.cfg.lr)}
 
     def _schedule(self):
         from monai.networks.schedulers import DDPMScheduler
 
         if getattr(self, "_ddpm", None) is None:
-            self._ddpm = DDPMScheduler(**schedule_kwargs(self.p))
+            self._ddpm = DDPMScheduler(**schedule_kwargs(self.cfg))
         return self._ddpm
 
     def _loss(self, G, x0, cond, cls, gen, amp, drop: bool):
-        p, sched = self.p, self._schedule()
+        c, sched = self.cfg, self._schedule()
         b, dev = x0.shape[0], x0.device
         noise = torch.randn(x0.shape, generator=gen).to(dev)
-        t = torch.randint(0, p["timesteps"], (b,), generator=gen).to(dev)
-        if (
-            drop
-        ):  # classifier-free guidance: the null class (index `classes`) for a share of the batch
+        t = torch.randint(0, c.timesteps, (b,), generator=gen).to(dev)
+        # classifier-free guidance: the null class (index `classes`) for a share of the batch
+        if drop:
             cls = torch.where(
-                (torch.rand(b, generator=gen) < p["cond_drop"]).to(dev),
-                torch.full_like(cls, p["classes"]),
+                (torch.rand(b, generator=gen) < c.cond_drop).to(dev),
+                torch.full_like(cls, c.classes),
                 cls,
             )
         xt = sched.add_noise(x0, noise, t)
-        target = noise if p["prediction"] == "epsilon" else sched.get_velocity(x0, noise, t)
+        target = noise if c.prediction == "epsilon" else sched.get_velocity(x0, noise, t)
         with amp():
             out = G(torch.cat([xt, cond], 1), t, class_labels=cls)
         return F.mse_loss(out.float(), target.float())
 
     def train_step(self, models, opts, batch, gen, amp):
-        G, p = models["G"], self.p
-        x0, cond = batch["image"], one_hot(batch["labels"], p["labels"]).to(batch["image"].device)
-        if p["augment"] == "dihedral":  # one symmetry for the image and its map
+        G, c = models["G"], self.cfg
+        x0, cond = batch["image"], one_hot(batch["labels"], c.labels).to(batch["image"].device)
+        if c.augment == "dihedral":  # one symmetry for the image and its map
             both = dihedral(torch.cat([x0, cond], 1), gen)
             x0, cond = both[:, :3], both[:, 3:]
         loss = self._loss(G, x0, cond, batch["cls"], gen, amp, drop=True)
@@ -324,7 +330,7 @@ class DenoiserStage(Stage):
         loss.backward()
         opt.step()
         # the small-data piece's average: decay warmed up by Adam's (checkpointed) step count
-        ema_update(unwrap(models["ema"]), G, ema_decay(p["ema_decay"], optimizer_steps(opt)))
+        ema_update(unwrap(models["ema"]), G, ema_decay(c.ema_decay, optimizer_steps(opt)))
         return {"loss": loss.detach()}
 
     @torch.no_grad()
@@ -336,7 +342,7 @@ class DenoiserStage(Stage):
         ema.eval()
         try:
             gen = torch.Generator().manual_seed(0)
-            cond = one_hot(val["labels"], self.p["labels"]).to(val["image"].device)
+            cond = one_hot(val["labels"], self.cfg.labels).to(val["image"].device)
             return {
                 "val_loss": float(
                     self._loss(ema, val["image"], cond, val["cls"], gen, amp, drop=False)
@@ -349,30 +355,29 @@ class DenoiserStage(Stage):
         return " ".join(f"{k} {metrics[k]:.4f}" for k in ("loss", "val_loss") if k in metrics)
 
     def meta(self):
-        return {"unet_kwargs": unet_kwargs(self.p), "schedule": schedule_kwargs(self.p)}
+        return {"unet_kwargs": unet_kwargs(self.cfg), "schedule": schedule_kwargs(self.cfg)}
 
     @torch.no_grad()
     def grid(self, models, fixed):
-        ema, p = models["ema"], self.p
+        ema, c = models["ema"], self.cfg
         ema.eval()
         try:
-            cond = one_hot(fixed["labels"], p["labels"]).to(fixed["image"].device)
+            cond = one_hot(fixed["labels"], c.labels).to(fixed["image"].device)
             x = ddim_sample(
                 ema,
-                schedule_kwargs(p),
+                schedule_kwargs(c),
                 cond,
                 fixed["cls"],
-                p["classes"],
-                p["grid_steps"],
+                c.classes,
+                c.grid_steps,
                 1.0,
                 0.0,
                 torch.Generator().manual_seed(0),
             )
         finally:
             ema.train()
-        shown = (fixed["labels"].float() / (p["labels"] - 1) * 2 - 1)[
-            :, None
-        ]  # labels as grey levels
+        # labels as grey levels
+        shown = (fixed["labels"].float() / (c.labels - 1) * 2 - 1)[:, None]
         # rows: map | sample | real
         return to_uint8_grid(torch.cat([shown.repeat(1, 3, 1, 1), x, fixed["image"]]), nrow=len(x))
 
@@ -423,7 +428,7 @@ class Diffusion(Generator):
         # K: the maps' labels, at least as many as the mask GANs draw (a split may lack one, e.g. padding)
         k = max(
             label_count(np.concatenate([m_train.reshape(-1), m_val.reshape(-1)])),
-            int(specs[0].stage.p.get("labels", 1)),
+            specs[0].stage.cfg.labels,
         )
         p = {
             **stage_params(cfg.denoiser, int(train.images.shape[1])),

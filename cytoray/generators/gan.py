@@ -140,6 +140,24 @@ class LatentGANConfig(SmallData):
             )
 
 
+@dataclasses.dataclass
+class CGANParams(CGANConfig):
+    """The CGAN stage's settings: `cgan.*` and what the data decides."""
+
+    size: int = 64  # image side (px)
+    in_ch: int = (
+        1  # condition channels: 1 (nucleus mask), or a label map's one-hot + colour channels
+    )
+
+
+@dataclasses.dataclass
+class LatentGANParams(LatentGANConfig):
+    """A latent GAN stage's settings: its config section and what the data decides."""
+
+    size: int = 64  # image side (px)
+    labels: int = 1  # mask GANs: 1 (binary nucleus mask) or a label map's label count
+
+
 def _positive(obj, *names: str) -> None:
     for n in names:
         v = getattr(obj, n)
@@ -190,7 +208,7 @@ class CGANStage(SmallDataStage):
     on the validation pairs (the paper's criterion) or is the last one (`select: last`).
     """
 
-    kind = "cgan"
+    kind, Params = "cgan", CGANParams
     ddp_kwargs = {"broadcast_buffers": False}  # D runs twice per step (real, fake) before backward
     # what sampling needs beside the weights (the region colours of label maps): a function of the
     # training data, which the stage's data key covers, so it is kept out of the params hash
@@ -198,53 +216,44 @@ class CGANStage(SmallDataStage):
 
     @property
     def colour_from(self) -> int:  # type: ignore[override]
-        return int(self.p.get("in_ch", 1))
+        return self.cfg.in_ch
 
     def generator_kwargs(self) -> dict:
-        p = self.p
+        c = self.cfg
         kw = dict(
-            in_ch=int(p.get("in_ch", 1)),
+            in_ch=c.in_ch,
             out_ch=3,
-            base=p["g_base"],
-            depth=unet_depth(p["size"]),
-            norm=p["norm"],
-            dropout=p["dropout"],
+            base=c.g_base,
+            depth=unet_depth(c.size),
+            norm=c.norm,
+            dropout=c.dropout,
         )
-        if p.get(
-            "full_res", 0
-        ):  # absent from older bundles' kwargs: they load as the UNet they were
-            kw.update(full_res=p["full_res"], noise=p.get("noise", 0))
+        # without a full-resolution path the kwargs are those of older bundles, which load as the
+        # UNet they were
+        if c.full_res:
+            kw.update(full_res=c.full_res, noise=c.noise)
         return kw
 
     def build(self, device):
-        p = self.p
+        c = self.cfg
         g = UNet(**self.generator_kwargs()).to(device)
-        d = PatchDiscriminator(
-            in_ch=int(p.get("in_ch", 1)) + 3,
-            base=p["d_base"],
-            n_layers=p["d_layers"],
-            norm=p["norm"],
-        )
+        d = PatchDiscriminator(in_ch=c.in_ch + 3, base=c.d_base, n_layers=c.d_layers, norm=c.norm)
         return {"G": g, "D": d.to(device), **self.small_data_models(g, device)}
 
     def optimizers(self, models):
-        p = self.p
-        return {
-            "G": adam(models["G"], p["lr"], p["beta1"]),
-            "D": adam(models["D"], p["lr"], p["beta1"]),
-        }
+        c = self.cfg
+        return {"G": adam(models["G"], c.lr, c.beta1), "D": adam(models["D"], c.lr, c.beta1)}
 
     def begin_epoch(self, opts, epoch):
         """pix2pix's schedule: the rate stays at `lr`, then falls linearly towards 0 over the last
         `anneal` share of the epochs (0 = constant)."""
-        share = float(self.p.get("anneal", 0.0))  # absent from older stages' params: constant
-        lr = self.p["lr"] * decay_factor(epoch, self.epochs, share)
+        lr = self.cfg.lr * decay_factor(epoch, self.epochs, self.cfg.anneal)
         for opt in opts.values():
             for group in opt.param_groups:
                 group["lr"] = lr
 
     def _recon(self, D, y, fake, x) -> torch.Tensor:
-        kind = self.p.get("recon", "mse")
+        kind = self.cfg.recon
         if kind == "l1":
             return F.l1_loss(fake.float(), x.float())
         if kind == "fm":
@@ -283,7 +292,7 @@ class CGANStage(SmallDataStage):
             d_fake = D(_aug(models, torch.cat([y, fake], 1), gen))
         adv = bce(d_fake, 1.0)
         rec = self._recon(D, y, fake, x)
-        loss_g = adv + self.p["lam"] * rec
+        loss_g = adv + self.cfg.lam * rec
         opts["G"].zero_grad(set_to_none=True)
         loss_g.backward()
         opts["G"].step()
@@ -311,7 +320,7 @@ class CGANStage(SmallDataStage):
                 fake = G(val["mask"])
                 d_fake = D(torch.cat([val["mask"], fake], 1))
             return float(
-                bce(d_fake, 1.0) + self.p["lam"] * F.mse_loss(fake.float(), val["image"].float())
+                bce(d_fake, 1.0) + self.cfg.lam * F.mse_loss(fake.float(), val["image"].float())
             )
         finally:
             G.train(was), D.train()
@@ -320,7 +329,7 @@ class CGANStage(SmallDataStage):
         return {"val_loss_g": self.val_loss(models, val, amp)} if val else None
 
     def selection(self, metrics, epoch):
-        if self.p.get("select", "val_loss") == "last":
+        if self.cfg.select == "last":
             return (-epoch,)
         # ties: the later epoch
         return (metrics["val_loss_g"], -epoch) if "val_loss_g" in metrics else (-epoch,)
@@ -361,6 +370,7 @@ def condition_picture(y: torch.Tensor) -> torch.Tensor:
 class LatentGANStage(SmallDataStage):
     """z → image GAN with label smoothing and flipping (SynCGAN §3.4, eqs. 4–6) and D's augmentation."""
 
+    Params = LatentGANParams
     out_ch = 1
     input_key = "mask"  # which training array the stage learns to generate
     ddp_kwargs = {"broadcast_buffers": False}  # D runs twice per step (real, fake) before backward
@@ -369,8 +379,8 @@ class LatentGANStage(SmallDataStage):
         return {"generator_kwargs": self.generator_kwargs()}
 
     def generator_kwargs(self) -> dict:
-        p = self.p
-        return dict(z_dim=p["z_dim"], out_size=p["size"], base=p["g_base"])
+        c = self.cfg
+        return dict(z_dim=c.z_dim, out_size=c.size, base=c.g_base)
 
     def channels(self) -> int:
         return self.out_ch
@@ -387,25 +397,22 @@ class LatentGANStage(SmallDataStage):
         return 0 if self.input_key == "image" else self.channels()
 
     def build(self, device):
-        p = self.p
+        c = self.cfg
         g = self._make_g().to(device)
         d = PatchDiscriminator(
-            in_ch=self.channels(), base=p["d_base"], n_layers=p["d_layers"], norm="batch"
+            in_ch=self.channels(), base=c.d_base, n_layers=c.d_layers, norm="batch"
         )
         return {"G": g, "D": d.to(device), **self.small_data_models(g, device)}
 
     def optimizers(self, models):
-        p = self.p
-        return {
-            "G": adam(models["G"], p["lr_g"], p["beta1"]),
-            "D": adam(models["D"], p["lr_d"], p["beta1"]),
-        }
+        c = self.cfg
+        return {"G": adam(models["G"], c.lr_g, c.beta1), "D": adam(models["D"], c.lr_d, c.beta1)}
 
     def train_step(self, models, opts, batch, gen, amp):
-        G, D, p = models["G"], models["D"], self.p
+        G, D, c = models["G"], models["D"], self.cfg
         real = batch[self.input_key]
-        z = torch.randn(real.shape[0], p["z_dim"], generator=gen).to(real.device)
-        if p["augment"] == "dihedral":
+        z = torch.randn(real.shape[0], c.z_dim, generator=gen).to(real.device)
+        if c.augment == "dihedral":
             real = dihedral(real, gen)
         # 1. Discriminator with smoothed, randomly flipped targets (D updates only), on augmented inputs.
         with amp():
@@ -414,12 +421,8 @@ class LatentGANStage(SmallDataStage):
         with amp():
             d_real = D(real_in)
             d_fake = D(_aug(models, fake.detach(), gen))
-        t_real = d_targets(
-            d_real, True, p["smooth_real_low"], p["smooth_fake_high"], p["flip_rate"], gen
-        )
-        t_fake = d_targets(
-            d_fake, False, p["smooth_real_low"], p["smooth_fake_high"], p["flip_rate"], gen
-        )
+        t_real = d_targets(d_real, True, c.smooth_real_low, c.smooth_fake_high, c.flip_rate, gen)
+        t_fake = d_targets(d_fake, False, c.smooth_real_low, c.smooth_fake_high, c.flip_rate, gen)
         loss_d = bce(d_real, t_real) + bce(d_fake, t_fake)  # eq. 5
         r1 = self.d_loss_r1(D, real_in, amp)
         opts["D"].zero_grad(set_to_none=True)
@@ -463,7 +466,7 @@ class MaskGANStage(LatentGANStage):
     kind, out_ch, input_key = "mask_gan", 1, "mask"
 
     def channels(self) -> int:
-        return int(self.p.get("labels", 1))
+        return self.cfg.labels
 
     def generator_kwargs(self) -> dict:
         kw = super().generator_kwargs()

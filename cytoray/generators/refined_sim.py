@@ -17,7 +17,6 @@ The training tiles are only a style and texture reference: their masks are never
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 
@@ -33,150 +32,21 @@ from ..errors import ConfigError, DataError
 from ..masks.nucleus_net import REFINED_SIM, segment_with, segmenter_net
 from ..nets import UNet
 from ..nets.images import from_unit, to_unit
-from ..nets.patchgan import min_input_size
 from ..nets.refiner import Refiner
 from ..training.stage import StageSpec
-from .base import Generator, GeneratorConfig
-from .refined_stage import RefinedSimStage
-from .small_data import SmallData
+from .base import Generator
+from .refined_stage import (
+    RefinedSimConfig,
+    RefinedSimStage,
+    RefinerConfig,
+    ScheduleConfig,
+    SegmenterConfig,
+)
 
 REFERENCES_FILE = "references.npz"
 LABEL = REFINED_SIM
-
-
-# ----------------------------------------------------------------------------- config
-
-
-@dataclasses.dataclass
-class RefinerConfig(SmallData):
-    diffaug: str = ""  # D's real and refined crops augmented alike (small_data.py, e.g. translation,cutout); "" = none (Hou et al.)
-    ema: float = 0.0  # a moving average of R is not wired into the refined-sim bundle yet (0 only)
-    ada: float = 0.0  # adaptive augmentation is not wired into the refined-sim stage (0 only)
-    enabled: bool = True  # false: S trains on the initial images (the "raw simulation" ablation)
-    width: int = 16  # trunk channels (Hou et al.: 32; 16 keeps a CPU trial to minutes, 32 on a GPU)
-    blocks: int = 5  # Hou et al.: 5 residual blocks
-    style_dim: int = 8  # style vector tiled into R and D; 0 = no style reference
-    style_base: int = 16  # style encoder width: pooled colour/texture statistics need little
-    lr: float = 1e-3  # R learning rate (SimGAN: 0.001); a few hundred steps on CPU must move R
-    d_lr: float = 1e-3  # D learning rate (SimGAN: 0.001)
-    beta1: float = 0.5  # GANs dislike 0.9 momentum
-    # Hou et al.: L1 self-regularisation to the input (per-image pixel sum)
-    l1_weight: float = 0.001
-    l2_weight: float = 0.01  # Hou et al.: L2 self-regularisation to the input (per-image pixel sum)
-    # Hou et al.: weight of −S's loss in R's loss (hard examples); searched
-    hard_weight: float = 1e-7
-    history: int = 256  # SimGAN history buffer of refined images shown to D
-    history_fraction: float = 0.5  # SimGAN: half of D's fake batch comes from the history
-    d_base: int = 16  # discriminator width (small: D must not win outright on tiny sets)
-    d_layers: int = 2  # 34 px receptive field: local realism (SimGAN), about one 32 px patch
-
-    def validate(self) -> None:
-        for k in ("width", "blocks", "lr", "d_lr", "d_base", "d_layers", "style_base"):
-            if getattr(self, k) <= 0:
-                raise ConfigError(f"refiner.{k}={getattr(self, k)}: must be > 0")
-        for k in ("style_dim", "l1_weight", "l2_weight", "hard_weight", "history"):
-            if getattr(self, k) < 0:
-                raise ConfigError(f"refiner.{k}={getattr(self, k)}: must be >= 0")
-        if not 0 <= self.history_fraction <= 1:
-            raise ConfigError(
-                f"refiner.history_fraction={self.history_fraction}: must lie in [0, 1]"
-            )
-        self.validate_small_data("refiner.")
-        if "colour" in self.diffaug or "color" in self.diffaug:
-            raise ConfigError(
-                f"refiner.diffaug={self.diffaug!r}: no colour op: matching the reference's colour is R's job "
-                "(translation, cutout, dihedral are fine)"
-            )
-        for key in ("ema", "ada", "r1"):
-            if getattr(self, key) != 0:
-                raise ConfigError(
-                    f"refiner.{key}={getattr(self, key)}: not wired into the refined-sim stage yet; use 0 "
-                    "(refiner.diffaug is)"
-                )
-
-
-@dataclasses.dataclass
-class SegmenterConfig:
-    base: int = 16  # U-Net width (CPU budget; nuclei are simple shapes)
-    depth: int = 3  # stride-2 levels: 32 px patches → 4 px innermost, a few nuclei of context
-    lr: float = 1e-3  # Adam learning rate (a supervised net on exact masks)
-    dice_weight: float = 1.0  # soft-Dice term beside pixel BCE: nuclei cover ~15% of a tile
-    # weight each refined image by w = p/(1−p), p = D's "real" probability
-    example_weights: bool = True
-    weight_min: float = 0.2  # Hou et al.: w clipped below at 0.2 (an unrealistic image still teaches a little); searched
-    # Hou et al.: w clipped above at 2 (no single image dominates a batch); searched
-    weight_max: float = 2.0
-    threshold: float = 0.5  # sigmoid probability above which a pixel is nucleus
-
-    def validate(self) -> None:
-        if self.base <= 0 or self.depth < 1 or self.lr <= 0 or self.dice_weight < 0:
-            raise ConfigError("segmenter.base, depth and lr must be > 0 and dice_weight >= 0")
-        if not 0 < self.weight_min <= self.weight_max:
-            raise ConfigError(
-                f"segmenter.weight_min={self.weight_min}, weight_max={self.weight_max}: need 0 < weight_min <= weight_max"
-            )
-        if not 0 < self.threshold < 1:
-            raise ConfigError(f"segmenter.threshold={self.threshold}: must lie in (0, 1)")
-
-
-@dataclasses.dataclass
-class ScheduleConfig:
-    # R alone on self-regularisation; R starts as the identity, so 0 suffices
-    refiner_epochs: int = 0
-    discriminator_epochs: int = 1  # D warm-up against the (near-identity) refiner, as SimGAN
-    joint_epochs: int = 6  # alternating R (+ hard examples) / D / S steps: where refinement happens
-    # S alone on images from the frozen R; the best epoch is chosen here or in joint
-    segmenter_epochs: int = 4
-    # R steps per D step in the joint phase (SimGAN: 2 on its data; 1 keeps D ahead here)
-    r_steps: int = 1
-
-    def validate(self) -> None:
-        if (
-            min(
-                self.refiner_epochs,
-                self.discriminator_epochs,
-                self.joint_epochs,
-                self.segmenter_epochs,
-            )
-            < 0
-        ):
-            raise ConfigError("schedule.*_epochs must be >= 0")
-        if self.joint_epochs + self.segmenter_epochs + self.discriminator_epochs < 1:
-            raise ConfigError(
-                "schedule: the segmenter needs at least one discriminator, joint or segmenter epoch"
-            )
-        if self.r_steps < 1:
-            raise ConfigError(f"schedule.r_steps={self.r_steps}: must be >= 1")
-
-
-@dataclasses.dataclass
-class RefinedSimConfig(GeneratorConfig):
-    """Refined simulation's settings (keys and reasons: configs/models/refined-sim.yaml)."""
-
-    name: str = LABEL
-    patch: int = 32  # training crop side (px): CPU-sized (64-128 on a GPU); R, D and S are fully convolutional
-    pool: int = 256  # initial images (and real crops) per epoch; refined afresh every step
-    holdout: int = 32  # held-out initial images for validation (Dice, D accuracy)
-    batch_size: int = 8  # 32 steps an epoch at pool 256: GANs need steps more than batch size
-    synthesis: SynthesisConfig = dataclasses.field(default_factory=SynthesisConfig)
-    refiner: RefinerConfig = dataclasses.field(default_factory=RefinerConfig)
-    segmenter: SegmenterConfig = dataclasses.field(default_factory=SegmenterConfig)
-    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
-
-    def validate(self) -> None:
-        if self.patch < 16 or self.patch % 2**self.segmenter.depth:
-            raise ConfigError(
-                f"patch={self.patch}: must be >= 16 and divisible by 2**segmenter.depth={2**self.segmenter.depth}"
-            )
-        if self.patch < min_input_size(self.refiner.d_layers):
-            raise ConfigError(
-                f"patch={self.patch}: refiner.d_layers={self.refiner.d_layers} needs >= {min_input_size(self.refiner.d_layers)} px"
-            )
-        if self.pool < 2 * self.batch_size or self.batch_size < 2 or self.holdout < 2:
-            raise ConfigError(
-                f"pool={self.pool}, batch_size={self.batch_size}, holdout={self.holdout}: need batch_size >= 2, "
-                "pool >= 2 batches and holdout >= 2"
-            )
+# the settings live beside the stage that reads them; imported here by their users
+__all__ = ["RefinedSim", "RefinedSimConfig", "RefinerConfig", "ScheduleConfig", "SegmenterConfig"]
 
 
 # ----------------------------------------------------------------------------- data

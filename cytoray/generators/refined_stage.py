@@ -21,20 +21,169 @@ which it calls at the start of every epoch, a resumed one included.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.refsim import SynthesisConfig
+from ..errors import ConfigError
+from ..masks.nucleus_net import REFINED_SIM
 from ..nets import UNet
 from ..nets.images import pad_to, to_unit
+from ..nets.patchgan import min_input_size
 from ..nets.refiner import Refiner, StyleDiscriminator
 from ..training.stage import Stage, adam, to_uint8_grid, unwrap
+from .base import GeneratorConfig
 from .history import HistoryBuffer
 from .losses import bce
-from .small_data import Augmenter, augment_d_input
+from .small_data import Augmenter, SmallData, augment_d_input
 
 PHASES = ("refiner", "discriminator", "joint", "segmenter")
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclasses.dataclass
+class RefinerConfig(SmallData):
+    diffaug: str = ""  # D's real and refined crops augmented alike (small_data.py, e.g. translation,cutout); "" = none (Hou et al.)
+    ema: float = 0.0  # a moving average of R is not wired into the refined-sim bundle yet (0 only)
+    ada: float = 0.0  # adaptive augmentation is not wired into the refined-sim stage (0 only)
+    enabled: bool = True  # false: S trains on the initial images (the "raw simulation" ablation)
+    width: int = 16  # trunk channels (Hou et al.: 32; 16 keeps a CPU trial to minutes, 32 on a GPU)
+    blocks: int = 5  # Hou et al.: 5 residual blocks
+    style_dim: int = 8  # style vector tiled into R and D; 0 = no style reference
+    style_base: int = 16  # style encoder width: pooled colour/texture statistics need little
+    lr: float = 1e-3  # R learning rate (SimGAN: 0.001); a few hundred steps on CPU must move R
+    d_lr: float = 1e-3  # D learning rate (SimGAN: 0.001)
+    beta1: float = 0.5  # GANs dislike 0.9 momentum
+    # Hou et al.: L1 self-regularisation to the input (per-image pixel sum)
+    l1_weight: float = 0.001
+    l2_weight: float = 0.01  # Hou et al.: L2 self-regularisation to the input (per-image pixel sum)
+    # Hou et al.: weight of −S's loss in R's loss (hard examples); searched
+    hard_weight: float = 1e-7
+    history: int = 256  # SimGAN history buffer of refined images shown to D
+    history_fraction: float = 0.5  # SimGAN: half of D's fake batch comes from the history
+    d_base: int = 16  # discriminator width (small: D must not win outright on tiny sets)
+    d_layers: int = 2  # 34 px receptive field: local realism (SimGAN), about one 32 px patch
+
+    def validate(self) -> None:
+        for k in ("width", "blocks", "lr", "d_lr", "d_base", "d_layers", "style_base"):
+            if getattr(self, k) <= 0:
+                raise ConfigError(f"refiner.{k}={getattr(self, k)}: must be > 0")
+        for k in ("style_dim", "l1_weight", "l2_weight", "hard_weight", "history"):
+            if getattr(self, k) < 0:
+                raise ConfigError(f"refiner.{k}={getattr(self, k)}: must be >= 0")
+        if not 0 <= self.history_fraction <= 1:
+            raise ConfigError(
+                f"refiner.history_fraction={self.history_fraction}: must lie in [0, 1]"
+            )
+        self.validate_small_data("refiner.")
+        if "colour" in self.diffaug or "color" in self.diffaug:
+            raise ConfigError(
+                f"refiner.diffaug={self.diffaug!r}: no colour op: matching the reference's colour is R's job "
+                "(translation, cutout, dihedral are fine)"
+            )
+        for key in ("ema", "ada", "r1"):
+            if getattr(self, key) != 0:
+                raise ConfigError(
+                    f"refiner.{key}={getattr(self, key)}: not wired into the refined-sim stage yet; use 0 "
+                    "(refiner.diffaug is)"
+                )
+
+
+@dataclasses.dataclass
+class SegmenterConfig:
+    base: int = 16  # U-Net width (CPU budget; nuclei are simple shapes)
+    depth: int = 3  # stride-2 levels: 32 px patches → 4 px innermost, a few nuclei of context
+    lr: float = 1e-3  # Adam learning rate (a supervised net on exact masks)
+    dice_weight: float = 1.0  # soft-Dice term beside pixel BCE: nuclei cover ~15% of a tile
+    # weight each refined image by w = p/(1−p), p = D's "real" probability
+    example_weights: bool = True
+    weight_min: float = 0.2  # Hou et al.: w clipped below at 0.2 (an unrealistic image still teaches a little); searched
+    # Hou et al.: w clipped above at 2 (no single image dominates a batch); searched
+    weight_max: float = 2.0
+    threshold: float = 0.5  # sigmoid probability above which a pixel is nucleus
+
+    def validate(self) -> None:
+        if self.base <= 0 or self.depth < 1 or self.lr <= 0 or self.dice_weight < 0:
+            raise ConfigError("segmenter.base, depth and lr must be > 0 and dice_weight >= 0")
+        if not 0 < self.weight_min <= self.weight_max:
+            raise ConfigError(
+                f"segmenter.weight_min={self.weight_min}, weight_max={self.weight_max}: need 0 < weight_min <= weight_max"
+            )
+        if not 0 < self.threshold < 1:
+            raise ConfigError(f"segmenter.threshold={self.threshold}: must lie in (0, 1)")
+
+
+@dataclasses.dataclass
+class ScheduleConfig:
+    # R alone on self-regularisation; R starts as the identity, so 0 suffices
+    refiner_epochs: int = 0
+    discriminator_epochs: int = 1  # D warm-up against the (near-identity) refiner, as SimGAN
+    joint_epochs: int = 6  # alternating R (+ hard examples) / D / S steps: where refinement happens
+    # S alone on images from the frozen R; the best epoch is chosen here or in joint
+    segmenter_epochs: int = 4
+    # R steps per D step in the joint phase (SimGAN: 2 on its data; 1 keeps D ahead here)
+    r_steps: int = 1
+
+    def validate(self) -> None:
+        if (
+            min(
+                self.refiner_epochs,
+                self.discriminator_epochs,
+                self.joint_epochs,
+                self.segmenter_epochs,
+            )
+            < 0
+        ):
+            raise ConfigError("schedule.*_epochs must be >= 0")
+        if self.joint_epochs + self.segmenter_epochs + self.discriminator_epochs < 1:
+            raise ConfigError(
+                "schedule: the segmenter needs at least one discriminator, joint or segmenter epoch"
+            )
+        if self.r_steps < 1:
+            raise ConfigError(f"schedule.r_steps={self.r_steps}: must be >= 1")
+
+
+@dataclasses.dataclass
+class RefinedSimConfig(GeneratorConfig):
+    """Refined simulation's settings (keys and reasons: configs/models/refined-sim.yaml)."""
+
+    name: str = REFINED_SIM
+    patch: int = 32  # training crop side (px): CPU-sized (64-128 on a GPU); R, D and S are fully convolutional
+    pool: int = 256  # initial images (and real crops) per epoch; refined afresh every step
+    holdout: int = 32  # held-out initial images for validation (Dice, D accuracy)
+    batch_size: int = 8  # 32 steps an epoch at pool 256: GANs need steps more than batch size
+    synthesis: SynthesisConfig = dataclasses.field(default_factory=SynthesisConfig)
+    refiner: RefinerConfig = dataclasses.field(default_factory=RefinerConfig)
+    segmenter: SegmenterConfig = dataclasses.field(default_factory=SegmenterConfig)
+    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+
+    def validate(self) -> None:
+        if self.patch < 16 or self.patch % 2**self.segmenter.depth:
+            raise ConfigError(
+                f"patch={self.patch}: must be >= 16 and divisible by 2**segmenter.depth={2**self.segmenter.depth}"
+            )
+        if self.patch < min_input_size(self.refiner.d_layers):
+            raise ConfigError(
+                f"patch={self.patch}: refiner.d_layers={self.refiner.d_layers} needs >= {min_input_size(self.refiner.d_layers)} px"
+            )
+        if self.pool < 2 * self.batch_size or self.batch_size < 2 or self.holdout < 2:
+            raise ConfigError(
+                f"pool={self.pool}, batch_size={self.batch_size}, holdout={self.holdout}: need batch_size >= 2, "
+                "pool >= 2 batches and holdout >= 2"
+            )
+
+
+@dataclasses.dataclass
+class RefinedSimParams(RefinedSimConfig):
+    """The refined-sim stage's settings: the generator's config and the image size."""
+
+    size: int = 64  # image side (px) of the generator's samples
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -90,12 +239,12 @@ class RefinedSimStage(Stage):
     """Batches: "init" (initial images), "mask" (their exact masks, {0,1}), "real" (real crops),
     "style" (reference crops of the same tile as both), all [B,C,P,P]; images in [-1, 1]."""
 
-    kind = "refined_sim"
+    kind, Params = "refined_sim", RefinedSimParams
     ddp_kwargs = {"broadcast_buffers": False}  # D runs on real and fake batches before one backward
 
-    def __init__(self, params: dict) -> None:
+    def __init__(self, params: dict | RefinedSimParams) -> None:
         super().__init__(params)
-        self.refine = bool(params["refiner"]["enabled"])
+        self.refine = self.cfg.refiner.enabled
         self.keep = ("R", "S") if self.refine else ("S",)
         self._epoch = 0
 
@@ -103,10 +252,10 @@ class RefinedSimStage(Stage):
     @property
     def epochs(self) -> int:
         """Every phase's epochs; without a refiner, as many S epochs as the refined variant gives S."""
-        return sum(
-            int(self.p["schedule"][f"{ph}_epochs"])
-            for ph in (PHASES if self.refine else PHASES[1:])
-        )
+        return sum(self.phase_epochs(ph) for ph in (PHASES if self.refine else PHASES[1:]))
+
+    def phase_epochs(self, phase: str) -> int:
+        return int(getattr(self.cfg.schedule, f"{phase}_epochs"))
 
     def phase(self, epoch: int) -> str:
         """The schedule phase of an epoch; without a refiner every epoch trains S on initial images."""
@@ -114,7 +263,7 @@ class RefinedSimStage(Stage):
             return "segmenter"
         end = 0
         for ph in PHASES:
-            end += int(self.p["schedule"][f"{ph}_epochs"])
+            end += self.phase_epochs(ph)
             if epoch < end:
                 return ph
         return PHASES[-1]
@@ -125,21 +274,16 @@ class RefinedSimStage(Stage):
 
     # -- models --------------------------------------------------------------------
     def refiner_kwargs(self) -> dict:
-        r = self.p["refiner"]
-        return dict(
-            width=r["width"],
-            blocks=r["blocks"],
-            style_dim=r["style_dim"],
-            style_base=r["style_base"],
-        )
+        r = self.cfg.refiner
+        return dict(width=r.width, blocks=r.blocks, style_dim=r.style_dim, style_base=r.style_base)
 
     def segmenter_kwargs(self) -> dict:
-        s = self.p["segmenter"]
+        s = self.cfg.segmenter
         return dict(
             in_ch=3,
             out_ch=1,
-            base=s["base"],
-            depth=s["depth"],
+            base=s.base,
+            depth=s.depth,
             norm="batch",
             dropout=0.0,
             out_act="none",
@@ -150,35 +294,33 @@ class RefinedSimStage(Stage):
             "refiner_kwargs": self.refiner_kwargs(),
             "segmenter_kwargs": self.segmenter_kwargs(),
             "refined": self.refine,
-            "phases": {ph: int(self.p["schedule"][f"{ph}_epochs"]) for ph in PHASES},
+            "phases": {ph: self.phase_epochs(ph) for ph in PHASES},
         }
 
     def build(self, device):
         models = {"S": UNet(**self.segmenter_kwargs()).to(device)}
         if self.refine:
-            r = self.p["refiner"]
+            r, patch = self.cfg.refiner, self.cfg.patch
             models["R"] = Refiner(**self.refiner_kwargs()).to(device)
             models["D"] = PooledStyleD(
-                r["history"],
-                r["history_fraction"],
-                self.p["patch"],
-                base=r["d_base"],
-                n_layers=r["d_layers"],
-                style_dim=r["style_dim"],
-                style_base=r["style_base"],
+                r.history,
+                r.history_fraction,
+                patch,
+                base=r.d_base,
+                n_layers=r.d_layers,
+                style_dim=r.style_dim,
+                style_base=r.style_base,
             ).to(device)
-            if r.get("diffaug"):
+            if r.diffaug:
                 # D's crops, real and refined alike
-                models["aug"] = Augmenter(r["diffaug"], 0.0, self.p["patch"]).to(device)
+                models["aug"] = Augmenter(r.diffaug, 0.0, patch).to(device)
         return models
 
     def optimizers(self, models):
-        r, s = self.p["refiner"], self.p["segmenter"]
-        opts = {"S": adam(models["S"], s["lr"], 0.9)}
+        r, s = self.cfg.refiner, self.cfg.segmenter
+        opts = {"S": adam(models["S"], s.lr, 0.9)}
         if self.refine:
-            opts.update(
-                R=adam(models["R"], r["lr"], r["beta1"]), D=adam(models["D"], r["d_lr"], r["beta1"])
-            )
+            opts.update(R=adam(models["R"], r.lr, r.beta1), D=adam(models["D"], r.d_lr, r.beta1))
         return opts
 
     # -- training ------------------------------------------------------------------
@@ -196,31 +338,24 @@ class RefinedSimStage(Stage):
 
     def _weights(self, D, refined, style) -> torch.Tensor:
         """Per-example weights from D's "real" probability (D in eval mode: no batch-statistics noise)."""
-        s = self.p["segmenter"]
-        if not (self.refine and s["example_weights"]):
+        s = self.cfg.segmenter
+        if not (self.refine and s.example_weights):
             return torch.ones(len(refined), device=refined.device)
         was = D.training
         D.eval()
         with torch.no_grad():
             p = torch.sigmoid(D(refined, style).float()).mean((1, 2, 3))
         D.train(was)
-        return example_weights(p, s["weight_min"], s["weight_max"])
+        return example_weights(p, s.weight_min, s.weight_max)
 
     def _reg(self, refined, init) -> torch.Tensor:
-        r, d = self.p["refiner"], (refined.float() - init.float())
-        return (
-            r["l1_weight"] * d.abs().sum((1, 2, 3)) + r["l2_weight"] * d.pow(2).sum((1, 2, 3))
-        ).mean()
+        r, d = self.cfg.refiner, (refined.float() - init.float())
+        return (r.l1_weight * d.abs().sum((1, 2, 3)) + r.l2_weight * d.pow(2).sum((1, 2, 3))).mean()
 
     def train_step(self, models, opts, batch, gen, amp):
         b = self._augment(batch, gen)
         init, mask, real, style = b["init"], b["mask"], b["real"], b["style"]
-        phase, S, r, s = (
-            self.phase(self._epoch),
-            models["S"],
-            self.p["refiner"],
-            self.p["segmenter"],
-        )
+        phase, S, r, s = self.phase(self._epoch), models["S"], self.cfg.refiner, self.cfg.segmenter
         out: dict[str, float] = {}
         R, D = models.get("R"), models.get("D")
         if phase == "refiner":  # 1. R alone towards the identity (self-regularisation only)
@@ -234,7 +369,7 @@ class RefinedSimStage(Stage):
         if self.refine and phase == "joint":
             # 1. R: look real in the reference's style, stay close to its input (the mask must
             #    still fit), and be hard for S: − hard_weight · S's loss (a per-image pixel sum).
-            for _ in range(int(self.p["schedule"]["r_steps"])):
+            for _ in range(self.cfg.schedule.r_steps):
                 with amp():
                     refined = R(init, style)
                     adv = bce(D(augment_d_input(models, refined, gen), style), 1.0)
@@ -246,7 +381,7 @@ class RefinedSimStage(Stage):
                         .mean()
                     )
                 reg = self._reg(refined, init)
-                loss_r = adv + reg - r["hard_weight"] * task
+                loss_r = adv + reg - r.hard_weight * task
                 opts["R"].zero_grad(set_to_none=True)
                 loss_r.backward()  # S's and D's grads from this pass are cleared before their own steps
                 opts["R"].step()
@@ -280,7 +415,7 @@ class RefinedSimStage(Stage):
         # 3. S on this step's refined images with their exact masks, weighted by realism.
         w = self._weights(D, x, style) if self.refine else torch.ones(len(x), device=x.device)
         with amp():
-            per = seg_loss(S(x.detach()), mask, s["dice_weight"])
+            per = seg_loss(S(x.detach()), mask, s.dice_weight)
         loss_s = (w * per).sum() / w.sum()
         opts["S"].zero_grad(set_to_none=True)
         loss_s.backward()
@@ -292,7 +427,7 @@ class RefinedSimStage(Stage):
     @torch.no_grad()
     def segment(self, S: nn.Module, x: torch.Tensor, batch: int = 16) -> torch.Tensor:
         """Binary masks [N,1,H,W] of images [N,3,H,W] in [-1, 1] (padded to the U-Net's stride)."""
-        k, thr = 2 ** int(self.p["segmenter"]["depth"]), float(self.p["segmenter"]["threshold"])
+        k, thr = 2**self.cfg.segmenter.depth, self.cfg.segmenter.threshold
         outs = []
         for i in range(0, len(x), batch):
             xp, h, w = pad_to(x[i : i + batch], k)

@@ -269,22 +269,20 @@ class SmallDataStage(Stage):
 
     @property
     def keep(self) -> str:  # type: ignore[override]
-        return "G_ema" if self.p.get("ema", 0) > 0 else "G"
+        return "G_ema" if self.cfg.ema > 0 else "G"
 
     def small_data_models(self, g: nn.Module, device) -> dict:
-        p, out = self.p, {}
-        if p.get("ema", 0) > 0:
+        c, out = self.cfg, {}
+        if c.ema > 0:
             out["G_ema"] = make_ema(g).to(device)
-        if p.get("diffaug"):
-            out["aug"] = Augmenter(p["diffaug"], p.get("ada", 0.0), p["size"], self.colour_from).to(
-                device
-            )
+        if c.diffaug:
+            out["aug"] = Augmenter(c.diffaug, c.ada, c.size, self.colour_from).to(device)
         return out
 
     def after_g_step(self, models, opts) -> None:
         if "G_ema" in models:
             ema_update(
-                models["G_ema"], models["G"], ema_decay(self.p["ema"], optimizer_steps(opts["G"]))
+                models["G_ema"], models["G"], ema_decay(self.cfg.ema, optimizer_steps(opts["G"]))
             )
 
     def sampler(self, models) -> nn.Module:
@@ -292,12 +290,12 @@ class SmallDataStage(Stage):
 
     def d_loss_r1(self, D, real_in: torch.Tensor, amp) -> torch.Tensor | None:
         """gamma/2 · E||∇D(real)||² (None when off)."""
-        if self.p.get("r1", 0) <= 0:
+        if self.cfg.r1 <= 0:
             return None
         real_in = real_in.detach().requires_grad_(True)
         with amp():
             out = D(real_in)
-        return 0.5 * self.p["r1"] * r1_penalty(out, real_in)
+        return 0.5 * self.cfg.r1 * r1_penalty(out, real_in)
 
 
 def augment_d_input(models, x: torch.Tensor, gen) -> torch.Tensor:

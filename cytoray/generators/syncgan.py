@@ -136,7 +136,7 @@ class SynCGAN(Generator):
                     MaskGANStage(mp),
                     train={"mask": masks_to_unit(m_train[train.labels == i], k)},
                     val=None,
-                    fixed={"z": seeded_z(16, mp["z_dim"], 1234)},
+                    fixed={"z": seeded_z(16, cfg.mask_gan.z_dim, 1234)},
                     data_key=f"{mkey}:{c}",
                     seed=seed,
                 )

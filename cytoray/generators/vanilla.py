@@ -52,7 +52,7 @@ class VanillaGAN(Generator):
                 VanillaGANStage(p),
                 train={"image": to_unit(train.images[train.labels == c])},
                 val=None,
-                fixed={"z": seeded_z(16, p["z_dim"], 1234)},
+                fixed={"z": seeded_z(16, cfg.z_dim, 1234)},
                 data_key=f"{data_key}:{name}",
                 seed=seed,
             )

@@ -295,7 +295,7 @@ def _run(
             meta = {
                 "stage": stage.kind,
                 "label": label,
-                "params": stage.p,
+                "params": stage.params,
                 "best_epoch": state["best_epoch"],
                 "epoch": epoch,
                 "best_metrics": best_metrics,

@@ -64,22 +64,41 @@ def adam(module: nn.Module | Any, lr: float, beta1: float) -> torch.optim.Optimi
 
 
 class Stage:
+    """One trainer. `Params` is its typed settings (a dataclass: its config section plus what the
+    data decides, e.g. the image size): the stage reads `self.cfg.<name>`. It is built from the
+    dataclass itself or from a plain mapping (unknown keys refused, types checked); `self.params`
+    is that mapping, which the stage's cache key hashes."""
+
     # names the trainer in cache keys ("cgan", "mask_gan", "classifier", ...)
     kind: ClassVar[str] = "stage"
+    # the typed settings; None: the subclass reads its mapping itself (ClassifierStage)
+    Params: ClassVar[type | None] = None
     # the model(s) whose best-epoch weights are the stage's product
     keep: ClassVar[str | tuple[str, ...]] = "G"
     ddp_kwargs: ClassVar[dict] = {}  # extra DistributedDataParallel arguments
 
-    def __init__(self, params: dict) -> None:
-        self.p = params
+    def __init__(self, params: dict | Any) -> None:
+        from ..config import from_dict, to_plain
+
+        if dataclasses.is_dataclass(params) and not isinstance(params, type):
+            self.cfg = params
+            self.params: dict = to_plain(params)
+        else:
+            # the caller's mapping as given: the cache key of a stage built before the typed
+            # settings is unchanged
+            self.params = dict(params)
+            if self.Params is not None:
+                self.cfg = from_dict(
+                    self.Params, self.params, f"{self.kind} stage settings", check=False
+                )
 
     @property
     def epochs(self) -> int:
-        return int(self.p["epochs"])
+        return int(self.cfg.epochs)
 
     @property
     def batch_size(self) -> int:
-        return int(self.p["batch_size"])
+        return int(self.cfg.batch_size)
 
     # -- data ----------------------------------------------------------------------
     def prepare(self, arrays: dict | None, device: torch.device) -> dict[str, torch.Tensor]:
@@ -148,7 +167,7 @@ class StageSpec:
 
     @property
     def key(self) -> str:
-        return stage_key(self.stage.kind, self.stage.p, self.data_key, self.seed)
+        return stage_key(self.stage.kind, self.stage.params, self.data_key, self.seed)
 
     @property
     def name(self) -> str:
