@@ -33,7 +33,7 @@ from ..bundle import load_arrays, load_per_class, npz_bytes, read_bundle
 from ..errors import ConfigError
 from ..nets import PatchDiscriminator, ResnetGenerator, UNet, min_input_size, unet_depth
 from ..nets.images import from_unit, to_unit
-from ..training.stage import StageSpec, to_uint8_grid, unwrap
+from ..training.stage import StageSpec, extend, to_uint8_grid, unwrap
 from .base import Generator, GeneratorConfig
 from .domains import DomainPair, align_unpaired, check_domains
 from .history import HistoryBuffer
@@ -320,7 +320,7 @@ class CycleGAN(Generator):
             specs.append(
                 StageSpec(
                     f"cyclegan/{name}",
-                    CycleGANStage(stage_params(cfg, size, len(a))),
+                    CycleGANStage(extend(cfg, CycleGANParams, size=size, n_train=len(a))),
                     train={"A": to_unit(a), "B": to_unit(b)},
                     val=None,
                     fixed={"A": to_unit(va[:k]), "B": to_unit(vb[:k])},

@@ -40,10 +40,10 @@ from ..masks.config import MasksConfig
 from ..masks.segmenter import pinned
 from ..nets import MaskGenerator
 from ..nets.images import from_unit, to_unit
-from ..training.stage import Stage, StageSpec, to_uint8_grid, unwrap
+from ..training.stage import Stage, StageSpec, extend, to_uint8_grid, unwrap
 from .augment import dihedral
 from .base import Generator, GeneratorConfig
-from .gan import LatentGANConfig, stage_params
+from .gan import LatentGANConfig
 from .small_data import ema_decay, ema_update, optimizer_steps
 from .syncgan import masks_key
 
@@ -430,11 +430,13 @@ class Diffusion(Generator):
             label_count(np.concatenate([m_train.reshape(-1), m_val.reshape(-1)])),
             specs[0].stage.cfg.labels,
         )
-        p = {
-            **stage_params(cfg.denoiser, int(train.images.shape[1])),
-            "labels": k,
-            "classes": len(train.class_names),
-        }
+        p = extend(
+            cfg.denoiser,
+            DenoiserParams,
+            size=int(train.images.shape[1]),
+            labels=k,
+            classes=len(train.class_names),
+        )
         fixed_idx = np.arange(min(8, len(val)))
         maps = lambda m: np.asarray(m).astype(np.int64)  # noqa: E731
         specs.append(

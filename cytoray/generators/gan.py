@@ -152,10 +152,16 @@ class CGANParams(CGANConfig):
 
 @dataclasses.dataclass
 class LatentGANParams(LatentGANConfig):
-    """A latent GAN stage's settings: its config section and what the data decides."""
+    """A latent GAN stage's settings: its config section and the image size."""
 
     size: int = 64  # image side (px)
-    labels: int = 1  # mask GANs: 1 (binary nucleus mask) or a label map's label count
+
+
+@dataclasses.dataclass
+class MaskGANParams(LatentGANParams):
+    """A class mask GAN's settings: a latent GAN's and what it draws."""
+
+    labels: int = 1  # 1 (binary nucleus mask) or a label map's label count
 
 
 def _positive(obj, *names: str) -> None:
@@ -463,7 +469,7 @@ class MaskGANStage(LatentGANStage):
     """One class's mask GAN: z → binary nucleus mask (D sees tanh(logits) against ±1 masks), or
     z → a label map of `labels` labels (D sees softmax(logits)·2 − 1 against ±1 one-hot maps)."""
 
-    kind, out_ch, input_key = "mask_gan", 1, "mask"
+    kind, out_ch, input_key, Params = "mask_gan", 1, "mask", MaskGANParams
 
     def channels(self) -> int:
         return self.cfg.labels

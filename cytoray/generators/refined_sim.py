@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from ..bundle import BUNDLE_META, build_net, load_arrays, load_state, npz_bytes, read_bundle
-from ..config import to_plain
 from ..data.folder import ImageSet
 from ..data.nuclei import rgb_to_od
 from ..data.refsim import Reference, SynthesisConfig, initial_images
@@ -33,10 +32,11 @@ from ..masks.nucleus_net import REFINED_SIM, segment_with, segmenter_net
 from ..nets import UNet
 from ..nets.images import from_unit, to_unit
 from ..nets.refiner import Refiner
-from ..training.stage import StageSpec
+from ..training.stage import StageSpec, extend
 from .base import Generator
 from .refined_stage import (
     RefinedSimConfig,
+    RefinedSimParams,
     RefinedSimStage,
     RefinerConfig,
     ScheduleConfig,
@@ -155,7 +155,7 @@ class RefinedSim(Generator):
             file=sys.stderr,
             flush=True,
         )
-        params = {**to_plain(cfg), "size": int(train.images.shape[1])}
+        params = extend(cfg, RefinedSimParams, size=int(train.images.shape[1]))
         return [
             StageSpec(
                 LABEL,

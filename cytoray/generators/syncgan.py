@@ -44,16 +44,17 @@ from ..masks.segmenter import pinned
 from ..masks.warp import pack_maps, unpack_maps, warp_label_maps
 from ..nets import MaskGenerator, UNet
 from ..nets.images import from_unit, to_unit
-from ..training.stage import StageSpec
+from ..training.stage import StageSpec, extend
 from .base import Generator, GeneratorConfig
 from .gan import (
     CGANConfig,
+    CGANParams,
     CGANStage,
     LatentGANConfig,
+    MaskGANParams,
     MaskGANStage,
     masks_to_unit,
     seeded_z,
-    stage_params,
 )
 
 
@@ -128,7 +129,7 @@ class SynCGAN(Generator):
         m_train, m_val = priors(train, masks), priors(val, masks)
         k = n_labels(masks)
         mkey = f"{data_key}:masks={masks_key(masks)}"
-        mp = {**stage_params(cfg.mask_gan, size), "labels": k}
+        mp = extend(cfg.mask_gan, MaskGANParams, size=size, labels=k)
         specs = (
             [
                 StageSpec(
@@ -150,7 +151,7 @@ class SynCGAN(Generator):
             condition(train.images, m_train, k, cfg.cgan),
             condition(val.images, m_val, k, cfg.cgan),
         )
-        cgan = CGANStage({**stage_params(cfg.cgan, size), "in_ch": int(y_train.shape[1])})
+        cgan = CGANStage(extend(cfg.cgan, CGANParams, size=size, in_ch=int(y_train.shape[1])))
         if uses_colours(masks, cfg.cgan):
             # the region colours of every training cell, per class: sampling draws a cell's colours from them
             cols = region_colours(train.images, m_train)

@@ -15,7 +15,7 @@ from ..nets import VanillaGenerator
 from ..nets.images import from_unit, to_unit
 from ..training.stage import StageSpec
 from .base import Generator, GeneratorConfig
-from .gan import LatentGANConfig, VanillaGANStage, seeded_z, stage_params
+from .gan import LatentGANConfig, LatentGANParams, VanillaGANStage, seeded_z
 
 
 @dataclasses.dataclass
@@ -40,12 +40,9 @@ class VanillaGAN(Generator):
     def stages(
         cls, train: ImageSet, val: ImageSet, cfg: GANConfig, data_key: str, seed: int
     ) -> list[StageSpec]:
-        p = stage_params(
-            LatentGANConfig(
-                **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(LatentGANConfig)}
-            ),
-            int(train.images.shape[1]),
-        )
+        # the latent-GAN keys of the generator's config (not its name or other sections)
+        latent = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(LatentGANConfig)}
+        p = LatentGANParams(**latent, size=int(train.images.shape[1]))
         return [
             StageSpec(
                 f"gan/{name}",

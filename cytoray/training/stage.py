@@ -148,6 +148,12 @@ class Stage:
         )
 
 
+def extend(cfg: Any, params_cls: type, **extra: Any) -> Any:
+    """A config section as its stage's typed settings: `params_cls` (a subclass of the section's
+    dataclass) with the section's values and the fields the data decides (`extra`: size, labels)."""
+    return params_cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}, **extra)
+
+
 def stage_key(kind: str, params: dict, data_key: str, seed: int) -> str:
     """Everything that shapes a stage's result: its trainer, every parameter, its data, its seed."""
     return stable_hash({"stage": kind, "params": params, "data": data_key, "seed": seed})
