@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cytoray.tracking.run_info import with_run_info
+
 CLASSES = ("benign", "malignant")
 FID_ALL = "fid_val_inception/all"
 
@@ -91,12 +93,10 @@ def ratio_store(tmp: Path, experiment: str = "syncgan_ratio") -> tuple[str, str]
             {"epoch": e, "loss_g": 2.0 - 0.2 * e, "loss_l1": 0.5 - 0.05 * e} for e in range(3)
         ]
         (figs / "generator_history.json").write_text(json.dumps(hist))
-        extra = {
-            FID_ALL: fid,
-            "figures": str(figs),
-            "tag.generator": "syncgan",
-            "tag.policy": "orig+syncgan",
-        }
+        extra = with_run_info(
+            {FID_ALL: fid, "figures": str(figs)},
+            tags={"generator": "syncgan", "policy": "orig+syncgan"},
+        )
         for e, bacc in enumerate(curve):
             res = {
                 "val_balanced_accuracy": bacc,
@@ -110,15 +110,17 @@ def ratio_store(tmp: Path, experiment: str = "syncgan_ratio") -> tuple[str, str]
             cb.on_trial_result(e + 1, [trial], trial, res)
             trial.last_result = res
         if outcome == "finished":
-            res = {
-                "val_balanced_accuracy": max(curve),
-                "final": 1,
-                "trial_seconds": 30.0,
-                "generator_cached": 0,
-                "training_iteration": len(curve) + 1,
-                "param.weights": "scratch",
-                **extra,
-            }
+            res = with_run_info(
+                {
+                    "val_balanced_accuracy": max(curve),
+                    "final": 1,
+                    "trial_seconds": 30.0,
+                    "generator_cached": 0,
+                    "training_iteration": len(curve) + 1,
+                    **extra,
+                },
+                params={"weights": "scratch"},
+            )
             cb.on_trial_result(len(curve) + 1, [trial], trial, res)
             trial.last_result = res
         cb.on_trial_complete(0, [trial], trial)
@@ -276,13 +278,10 @@ def segmentation_store(tmp: Path, experiment: str = "refined_segmentation") -> t
     cb = MlflowStudyCallback(uri, exp_id, parent, SegmentationStudy().describe)
     for tid, l1, dice in SEG_TRIALS:
         trial = _trial(tid, {"generator": {"refiner": {"l1_weight": l1}}})
-        res = {
-            "val_dice": dice,
-            "final": 1,
-            "trial_seconds": 20.0,
-            "training_iteration": 1,
-            "tag.generator": "refined-sim",
-        }
+        res = with_run_info(
+            {"val_dice": dice, "final": 1, "trial_seconds": 20.0, "training_iteration": 1},
+            tags={"generator": "refined-sim"},
+        )
         cb.on_trial_result(1, [trial], trial, res)
         trial.last_result = res
         cb.on_trial_complete(1, [trial], trial)

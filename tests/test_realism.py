@@ -217,10 +217,9 @@ def test_study_fidelity_logs_realism_flags_a_copier_and_draws_pairs(tmp_path, ca
     ]
     tag = memorisation_flag(m, "val", R.MEMORISED_MAX, "generator copier")
     assert (
-        tag["tag.memorised"].startswith("flagged: benign 100%")
-        and "WARNING" in capsys.readouterr().err
+        tag["memorised"].startswith("flagged: benign 100%") and "WARNING" in capsys.readouterr().err
     )
-    assert memorisation_flag(m, "val", 1.0, "x")["tag.memorised"].startswith("no")
+    assert memorisation_flag(m, "val", 1.0, "x")["memorised"].startswith("no")
     # Without the training images: FID/KID and P/R/D/C only, nothing about copying.
     plain = fidelity(Copier(), val, "val", 5, 0, tmp_path / "features", "h")
     assert (

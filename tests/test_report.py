@@ -385,3 +385,25 @@ def test_a_run_without_a_comparison_never_logs_an_earlier_ones(tmp_path, monkeyp
             segmentation.SegmentationStudy().finish(cfg, cfg, data, None, ctx)["comparison"] is None
         )
     assert [f.path for f in MlflowClient().list_artifacts(run.info.run_id)] == ["best.json"]
+
+
+def test_a_trials_tags_and_params_reach_its_run_as_tags_and_params(store):
+    """A trial reports its tags and params in one nested entry (tracking/run_info.py): the study
+    logger sets them on the trial's child run as MLflow tags and params, never as metrics."""
+    from mlflow import MlflowClient
+
+    from cytoray.tracking.run_info import RUN_INFO, run_params, run_tags, with_run_info
+
+    uri, parent = store[1]["syncgan_ratio"]
+    client = MlflowClient(uri)
+    children = client.search_runs(
+        [client.get_run(parent).info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'"
+    )
+    assert children
+    for c in children:
+        assert c.data.tags["generator"] == "syncgan" and c.data.tags["policy"] == "orig+syncgan"
+        assert not any(k.startswith(("tag.", "param.", RUN_INFO)) for k in c.data.metrics)
+    assert any(c.data.params.get("weights") == "scratch" for c in children)
+    # parts of a trial add to the entry without overwriting each other
+    r = with_run_info(with_run_info({"x": 1.0}, tags={"a": 1}), tags={"b": "2"}, params={"w": "s"})
+    assert r["x"] == 1.0 and run_tags(r) == {"a": "1", "b": "2"} and run_params(r) == {"w": "s"}

@@ -22,6 +22,7 @@ from ..generators.gan import CGANConfig, LatentGANConfig
 from ..generators.syncgan import SynCGANConfig
 from ..generators.vanilla import GANConfig
 from ..io import write_json, write_text
+from ..tracking.run_info import with_run_info
 from ..tracking.study_logger import FIGURES
 from ..training.config import RunConfig
 from .driver import Study, TuneSettings, finished
@@ -222,11 +223,10 @@ class BaselinesStudy(Study):
                     train=sp["train"],
                     figures=Path(sp["figures"][g]),
                 )
-                sp["fid"][g].update(
-                    memorisation_flag(
-                        sp["fid"][g], "test", cfg.memorised_max, f"generator {g} (split {k})"
-                    )
+                flag = memorisation_flag(
+                    sp["fid"][g], "test", cfg.memorised_max, f"generator {g} (split {k})"
                 )
+                sp["fid"][g].update(with_run_info(sp["fid"][g], tags=flag))
                 write_real_vs_synthetic(
                     Path(sp["figures"][g]),
                     real,
@@ -327,17 +327,19 @@ class BaselinesStudy(Study):
                 ),
             }
         tune.report(
-            {
-                **fid,
-                **{f"test_{a}": float(m[a]) for a in SCORES},
-                **{f"val_{a}": float(b) for a, b in res.val_metrics.items()},
-                "best_epoch": res.best_epoch,
-                "n_test": len(sp["test"]),
-                "final": 1,
-                "tag.split_hash": sp["hash"],
-                "classifier_dir": str(res.dir),
-                **{f"param.{a}": b for a, b in res.params.items()},
-            }
+            with_run_info(
+                {
+                    **fid,
+                    **{f"test_{a}": float(m[a]) for a in SCORES},
+                    **{f"val_{a}": float(b) for a, b in res.val_metrics.items()},
+                    "best_epoch": res.best_epoch,
+                    "n_test": len(sp["test"]),
+                    "final": 1,
+                    "classifier_dir": str(res.dir),
+                },
+                tags={"split_hash": sp["hash"]},
+                params=res.params,
+            )
         )
 
     def finish(self, cfg: BaselinesConfig, best_cfg, data: dict, results, ctx: dict) -> dict:

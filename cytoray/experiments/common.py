@@ -172,8 +172,8 @@ def realism(
 
 
 def memorisation_flag(metrics: dict, split: str, threshold: float, who: str) -> dict[str, str]:
-    """The `tag.memorised` report key for a generator's run, and a console warning when any
-    class's memorised share passes `threshold` (a study's `memorised_max`)."""
+    """The `memorised` tag of a generator's run ({} without memorisation figures), and a console
+    warning when any class's memorised share passes `threshold` (a study's `memorised_max`)."""
     from ..metrics.realism import flagged
 
     over = flagged(metrics, split, threshold)
@@ -187,8 +187,8 @@ def memorisation_flag(metrics: dict, split: str, threshold: float, who: str) -> 
             file=sys.stderr,
             flush=True,
         )
-        return {"tag.memorised": f"flagged: {what} > {threshold:g}"}
-    return {"tag.memorised": f"no (every class <= {threshold:g})"}
+        return {"memorised": f"flagged: {what} > {threshold:g}"}
+    return {"memorised": f"no (every class <= {threshold:g})"}
 
 
 def epoch_report_callback(extra: dict):

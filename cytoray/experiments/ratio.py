@@ -24,6 +24,7 @@ from ..generators.base import GeneratorConfig, get_generator
 from ..generators.gan import CGANConfig, LatentGANConfig
 from ..generators.syncgan import SynCGANConfig
 from ..io import write_json, write_text
+from ..tracking.run_info import with_run_info
 from ..tracking.study_logger import FIGURES, HISTORY, KIND_TAG
 from ..training.config import RunConfig
 from .common import (
@@ -302,18 +303,22 @@ class RatioStudy(Study):
             train=sp["train"],
             figures=Path(figures),
         )
-        common = {
-            **memorisation_flag(
-                fid, "val", cfg.memorised_max, f"generator {cfg.generator.name} ({figures})"
-            ),
-            "generator_cached": int(cached),
-            "generator_seconds": gen_s,
-            "bundle": str(bundle),
-            FIGURES: figures,
-            "tag.generator": cfg.generator.name,
-            "tag.policy": cfg.policy_name(),
-            "tag.variant": cfg.policy_name(),
-        }
+        common = with_run_info(
+            {
+                "generator_cached": int(cached),
+                "generator_seconds": gen_s,
+                "bundle": str(bundle),
+                FIGURES: figures,
+            },
+            tags={
+                **memorisation_flag(
+                    fid, "val", cfg.memorised_max, f"generator {cfg.generator.name} ({figures})"
+                ),
+                "generator": cfg.generator.name,
+                "policy": cfg.policy_name(),
+                "variant": cfg.policy_name(),
+            },
+        )
         if cfg.objective == "fidelity":  # the stabiliser study: generators scored by FID/KID alone
             return {**fid, **common, "split_seconds": time.perf_counter() - t0}
         # 3. Classifier on real + (filtered) synthetic at the trial's ratio.
@@ -344,22 +349,19 @@ class RatioStudy(Study):
             if synthetic_only(cfg.policy_name())
             else {}
         )
-        return {
-            **{f"val_{k}": float(v) for k, v in res.val_metrics.items()},
-            **fid,
-            **common,
-            **cas,
-            **filt,
-            "epoch": len(res.history),
-            "split_seconds": time.perf_counter() - t0,
-            "classifier_dir": str(res.dir),
-            "param.weights": res.params["weights"],
-            **(
-                {"param.weights_sha256": res.params["weights_sha256"]}
-                if "weights_sha256" in res.params
-                else {}
-            ),
-        }
+        return with_run_info(
+            {
+                **{f"val_{k}": float(v) for k, v in res.val_metrics.items()},
+                **fid,
+                **common,
+                **cas,
+                **filt,
+                "epoch": len(res.history),
+                "split_seconds": time.perf_counter() - t0,
+                "classifier_dir": str(res.dir),
+            },
+            params={k: res.params[k] for k in ("weights", "weights_sha256") if k in res.params},
+        )
 
     # -- the end ------------------------------------------------------------------
     def finish(

@@ -32,6 +32,7 @@ from ..generators.base import GeneratorConfig
 from ..generators.refined_sim import LABEL, RefinedSim, RefinedSimConfig
 from ..io import stable_hash, write_json
 from ..report.segmentation import PROPOSED, ROWS
+from ..tracking.run_info import with_run_info
 from ..training.config import RunConfig
 from .driver import Study, TuneSettings
 
@@ -254,21 +255,23 @@ class SegmentationStudy(Study):
         best = gen.meta.get("best_metrics", {})
         figures = trial_figures(Path(ctx["out"]), gen, sp["val"], bundle, cfg.run.seed)
         tune.report(
-            {
-                METRIC: val_dice,
-                **{
-                    f"stage_{k}": float(best[k])
-                    for k in ("d_acc_initial", "d_acc_refined", "val_dice_synthetic")
-                    if k in best
+            with_run_info(
+                {
+                    METRIC: val_dice,
+                    **{
+                        f"stage_{k}": float(best[k])
+                        for k in ("d_acc_initial", "d_acc_refined", "val_dice_synthetic")
+                        if k in best
+                    },
+                    "best_epoch": int(gen.meta.get("best_epoch", -1)),
+                    "generator_cached": int(cached),
+                    "bundle": str(bundle),
+                    "figures": figures,
+                    "final": 1,
+                    "trial_seconds": time.perf_counter() - t0,
                 },
-                "best_epoch": int(gen.meta.get("best_epoch", -1)),
-                "generator_cached": int(cached),
-                "bundle": str(bundle),
-                "figures": figures,
-                "final": 1,
-                "trial_seconds": time.perf_counter() - t0,
-                "tag.generator": LABEL,
-            }
+                tags={"generator": LABEL},
+            )
         )
 
     def finish(

@@ -40,9 +40,16 @@ def has_spread(key: str) -> bool:
 
 
 def jsonable(result: dict) -> dict:
-    """A split's report as plain JSON values (numbers as float, the rest as text)."""
+    """A split's report as plain JSON values (numbers as float, mappings such as the run's tags
+    and params as mappings, the rest as text)."""
     return {
-        k: float(v) if _number(v) else v if isinstance(v, (str, int, type(None))) else str(v)
+        k: float(v)
+        if _number(v)
+        else jsonable(v)
+        if isinstance(v, dict)
+        else v
+        if isinstance(v, (str, int, type(None)))
+        else str(v)
         for k, v in result.items()
     }
 

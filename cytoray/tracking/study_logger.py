@@ -5,7 +5,7 @@ Child runs are found by tag (`cytoray.trial_id`), so a resumed study reuses its 
 never duplicates a trial's child run. Works with sqlite and with a tracking server alike.
 
 What the MLflow UI shows without clicking into a run: every run carries `variant`, `policy` and
-`generator` tags where they apply (the study's `describe` and `tag.<k>` reports), metric keys
+`generator` tags where they apply (the study's `describe` and the tags trials report, run_info.py), metric keys
 are the same across variants, a trial's real-vs-synthetic grids are root artefacts (so "compare
 runs" shows them side by side, one column per variant),
 and the parent's description (`mlflow.note.content`) summarises the study.
@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 from ray.tune import Callback
+
+from .run_info import run_params, run_tags
 
 PARENT_TAG, TRIAL_TAG, STUDY_TAG = "cytoray.study_dir", "cytoray.trial_id", "cytoray.study"
 RESULT_TAG, KIND_TAG, NOTE_TAG = "cytoray.result", "cytoray.kind", "mlflow.note.content"
@@ -133,8 +135,8 @@ class MlflowStudyCallback(Callback):
     """Holds only strings and a picklable `describe` (Tune pickles it with the experiment state).
 
     `describe(trial_config) -> (run name, params, tags)` names a trial's child run. A trial's
-    final report may carry `param.<key>` and `tag.<key>` strings (e.g. the classifier's
-    `weights`), which become the child run's params and tags.
+    final report may carry tags and params (run_info.py: e.g. the classifier's `weights`), which
+    become the child run's tags and params.
     """
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_id: str, describe) -> None:
@@ -222,11 +224,10 @@ class MlflowStudyCallback(Callback):
 
     def _files(self, rid: str, last: dict) -> None:
         """params/tags a trial reported, its figures (PNG) and its generator's learning curves."""
-        for key, value in last.items():
-            if key.startswith("param."):
-                self.client.log_param(rid, key[len("param.") :], str(value)[:500])
-            elif key.startswith("tag."):
-                self.client.set_tag(rid, key[len("tag.") :], str(value))
+        for key, value in run_params(last).items():
+            self.client.log_param(rid, key, value)
+        for key, value in run_tags(last).items():
+            self.client.set_tag(rid, key, value)
         figs = Path(last[FIGURES]) if last.get(FIGURES) else None
         if figs is None or not figs.is_dir():
             return
