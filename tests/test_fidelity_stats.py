@@ -131,3 +131,28 @@ def test_per_class_notes_flag_small_sets_only():
         "val/benign: KID 0.0123 ± 0.0040 is the headline (n=37/30 < 2049); FID 236.1 is biased at this n: "
         "real-vs-real FID 183.3 ± 6.1 (two seeded halves of the real set), ~170.2 at this n"
     ]
+
+
+def test_metric_names_state_the_protocol_in_one_place():
+    """metrics/names.py spells every fidelity figure; per_class_notes reads back what it spells."""
+    from cytoray.metrics import names
+
+    assert names.fid("val") == names.FID_VAL == "fid_val_inception/all"
+    assert names.kid("test", "benign") == "kid_test_inception_mean/benign"
+    assert names.kid("test", part="std") == "kid_test_inception_std/all"
+    assert names.fid("val", "b", "n_real") == "fid_val_inception_n_real/b"
+    assert names.MASK_FID_VAL == "fid_val_mask_inception/all"
+    assert names.realism("memorised_share", "val", "b") == "memorised_share_val_inception/b"
+    assert names.realism("prdc", "val", "b", "k") == "prdc_val_inception_k/b"
+    m = {
+        names.fid("val", "b"): 80.0,
+        names.fid("val", "b", "n_real"): 20.0,
+        names.fid("val", "b", "n_fake"): 20.0,
+        names.kid("val", "b"): 0.05,
+        names.kid("val", "b", "std"): 0.01,
+        names.kid("val", "b", "subset_size"): 10.0,
+        names.fid("val", "b", "floor"): 60.0,
+        names.fid("val", "b", "floor_sd"): 5.0,
+    }
+    (line,) = S.per_class_notes(m, "val")
+    assert line.startswith("val/b: KID 0.0500") and "real-vs-real FID 60.0 ± 5.0" in line

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from ..data.folder import ImageSet
 from ..errors import CytorayError
 from ..io import atomic_path, sha256_file
+from ..metrics import names
 from ..training.runner import StageResult, run_stages
 from ..training.stage import Stage, StageSpec, unwrap
 from .config import ClassifierConfig
@@ -220,7 +221,7 @@ class ClassifierStage(Stage):
         return {f"val_{k}": v for k, v in vm.items()}
 
     def selection(self, metrics, epoch):
-        return (-round(metrics["val_balanced_accuracy"], 9), metrics["val_loss"])
+        return (-round(metrics[names.VAL_BACC], 9), metrics[names.VAL_LOSS])
 
     def progress(self, m):
         return f"loss {m['train_loss']:.4f} val_bacc {m['val_balanced_accuracy']:.3f} val_loss {m['val_loss']:.4f}"
@@ -266,7 +267,7 @@ def _result(res: StageResult, params: dict, test_file: str | None) -> Classifier
         history=res.history,
         best_epoch=int(res.meta["best_epoch"]),
         val_metrics={
-            k[len("val_") :]: best[k] for k in ("val_accuracy", "val_balanced_accuracy", "val_loss")
+            k[len("val_") :]: best[k] for k in (names.VAL_ACCURACY, names.VAL_BACC, names.VAL_LOSS)
         },
         test_prob=t["prob"],
         test_labels=t["labels"],

@@ -22,6 +22,7 @@ from ..generators.gan import CGANConfig, LatentGANConfig
 from ..generators.syncgan import SynCGANConfig
 from ..generators.vanilla import GANConfig
 from ..io import write_json, write_text
+from ..metrics import names
 from ..tracking.run_info import with_run_info
 from ..tracking.study_logger import FIGURES
 from ..training.config import RunConfig
@@ -334,7 +335,7 @@ class BaselinesStudy(Study):
                     **{f"val_{a}": float(b) for a, b in res.val_metrics.items()},
                     "best_epoch": res.best_epoch,
                     "n_test": len(sp["test"]),
-                    "final": 1,
+                    names.FINAL: 1,
                     "classifier_dir": str(res.dir),
                 },
                 tags={"split_hash": sp["hash"]},

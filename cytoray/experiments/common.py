@@ -17,8 +17,9 @@ import numpy as np
 
 from ..data.folder import ImageSet
 from ..generators.base import BUNDLE_META, Generator, GeneratorConfig
+from ..metrics import names
 
-FID_ALL = "fid_val_inception/all"
+FID_ALL = names.FID_VAL
 
 
 @contextlib.contextmanager
@@ -162,7 +163,7 @@ def realism(
             }
             title = (
                 f"{c}: closest synthetic/training pairs, Inception distance {', '.join(f'{d:.1f}' for _, _, d in pp)} "
-                f"(memorised below {out[f'memorised_threshold_{split}_inception/{c}']:.1f})"
+                f"(memorised below {out[names.realism('memorised_threshold', split, c)]:.1f})"
             )
             save_png(
                 Path(figures) / f"memorisation_{safe_name(c)}.png",
@@ -177,7 +178,7 @@ def memorisation_flag(metrics: dict, split: str, threshold: float, who: str) -> 
     from ..metrics.realism import flagged
 
     over = flagged(metrics, split, threshold)
-    if not any(k.startswith(f"memorised_share_{split}_inception/") for k in metrics):
+    if not any(k.startswith(names.realism("memorised_share", split, "")) for k in metrics):
         return {}
     if over:
         what = ", ".join(f"{c} {v:.0%}" for c, v in sorted(over.items()))

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal
 
 from ..config import ConfigError, deep_merge, flatten, from_dict, to_dict
 from ..errors import CytorayError
+from ..metrics import names
 from ..training.search import SearchSpace, load_search_space, nest, plain
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +38,7 @@ class TuneSettings:
     num_samples: int = 4  # trials the searcher proposes (CPU default: ~3 min a trial on 2 cores)
     max_concurrent: int = 1  # trials at once (each runs its own Ray Train jobs)
     seed: int = 0  # seeds the Optuna TPE sampler (same seed, same proposals)
-    metric: str = "val_balanced_accuracy"  # selection metric, measured on validation only
+    metric: str = names.VAL_BACC  # selection metric, measured on validation only
     mode: Literal["max", "min"] = "max"
     # also minimise fid_val_inception/all (Optuna multi-objective TPE)
     multi_objective: bool = False
@@ -473,7 +474,7 @@ def hold_study_lock(out: Path):
 
 def finished(df, name: str, out: Path):
     """The trials that reported their final result (`final: 1`)."""
-    done = df[df["final"] == 1] if "final" in df else df.iloc[0:0]
+    done = df[df[names.FINAL] == 1] if names.FINAL in df else df.iloc[0:0]
     if done.empty:
         raise CytorayError(
             f"no trial of {name} finished; see the errors above and {out / 'tune' / name}"

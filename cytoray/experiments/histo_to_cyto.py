@@ -21,6 +21,7 @@ from ..generators.base import GeneratorConfig, get_generator
 from ..generators.cyclegan import CycleGANConfig
 from ..generators.nst import NSTConfig
 from ..io import save_png, write_text
+from ..metrics import names
 from ..training.config import RunConfig
 from .common import train_generator
 from .driver import Study, TuneSettings, clean, point_of
@@ -47,7 +48,7 @@ class HistoToCytoConfig:
     run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=10))
     tune: TuneSettings = dataclasses.field(
         default_factory=lambda: TuneSettings(
-            num_samples=8, asha=False, metric="fid_val_inception/all", mode="min"
+            num_samples=8, asha=False, metric=names.FID_VAL, mode="min"
         )
     )
 
@@ -179,7 +180,7 @@ class HistoToCytoStudy(Study):
         rows.pop("histology")
         fids = fid_rows(rows, data["pairs"]["val"].target, "val", data["key"], cache / "features")
         tune.report(
-            {**{f"{row}/{k}": v for row, m in fids.items() for k, v in m.items()}, "final": 1}
+            {**{f"{row}/{k}": v for row, m in fids.items() for k, v in m.items()}, names.FINAL: 1}
         )
 
     def best(self, cfg: HistoToCytoConfig, done, space) -> dict:
@@ -231,7 +232,7 @@ class HistoToCytoStudy(Study):
             for line in per_class_notes(m, "test")
         ]
         floors = {
-            c: fids["histology"].get(f"fid_test_inception_floor/{c}")
+            c: fids["histology"].get(names.fid("test", c, "floor"))
             for c in [*test.target.class_names, "all"]
         }
         floor_line = ", ".join(f"{c} {v:.1f}" for c, v in floors.items() if v is not None)
@@ -272,8 +273,7 @@ class HistoToCytoStudy(Study):
             f"against the real cytology test split (split protocol 3:1:1, one seeded split, {test.source.counts()} "
             "images per class per row).\n\n"
             + "\n".join(
-                f"- {labels[r]}: FID/all {m['fid_test_inception/all']:.1f}, "
-                f"KID/all {m['kid_test_inception_mean/all']:.4f}"
+                f"- {labels[r]}: FID/all {m[names.FID_TEST]:.1f}, KID/all {m[names.KID_TEST]:.4f}"
                 for r, m in fids.items()
             )
             + "\n\nOne child run per row (`result: ...`) holds the same keys, for the compare view. "
@@ -323,10 +323,10 @@ def fid_table(fids: dict, classes: list[str], labels: dict[str, str]) -> tuple[s
         )
     ]
     for row, m in fids.items():
-        fid = [m[f"fid_test_inception/{c}"] for c in cols]
-        kid = [(m[f"kid_test_inception_mean/{c}"], m[f"kid_test_inception_std/{c}"]) for c in cols]
+        fid = [m[names.fid("test", c)] for c in cols]
+        kid = [(m[names.kid("test", c)], m[names.kid("test", c, "std")]) for c in cols]
         kid_md = [
-            kid_text_of(m, f"kid_test_inception_mean/{c}") for c in cols
+            kid_text_of(m, names.kid("test", c)) for c in cols
         ]  # no "± 0.0000" where subsets are whole sets
         md.append("| " + " | ".join([labels[row], *(f"{v:.1f}" for v in fid), *kid_md]) + " |")
         csv.append(

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from ray.tune import Callback
 
+from ..metrics import names
 from ..progress import fmt_seconds
 
 
@@ -34,7 +35,7 @@ class TrialProgress(Callback):
     ) -> None:
         # The objectives, then validation FID where a trial reports it (ratio trials search on a
         # classifier metric but a person also wants to see how faithful that trial's generator was).
-        self.metrics = list(dict.fromkeys([*metrics, "fid_val_inception/all"]))
+        self.metrics = list(dict.fromkeys([*metrics, names.FID_VAL]))
         self.describe, self.concurrent = describe, max(1, int(max_concurrent))
         self.stream = stream
         self.total: int | None = None
@@ -111,7 +112,7 @@ class TrialProgress(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
         # A trial without its final report was stopped by the scheduler (ASHA) after an epoch.
-        stopped = last.get("final") != 1 and "epoch" in last
+        stopped = last.get(names.FINAL) != 1 and "epoch" in last
         self._end(
             trials,
             trial,

@@ -24,6 +24,7 @@ from ..generators.base import GeneratorConfig, get_generator
 from ..generators.gan import CGANConfig, LatentGANConfig
 from ..generators.syncgan import SynCGANConfig
 from ..io import write_json, write_text
+from ..metrics import names
 from ..tracking.run_info import with_run_info
 from ..tracking.study_logger import FIGURES, HISTORY, KIND_TAG
 from ..training.config import RunConfig
@@ -246,8 +247,8 @@ class RatioStudy(Study):
             tune.report(
                 {
                     **self.score_split(cfg, data, ctx, 0, stream=True),
-                    "final": 1,
-                    "trial_seconds": time.perf_counter() - t0,
+                    names.FINAL: 1,
+                    names.TRIAL_SECONDS: time.perf_counter() - t0,
                 }
             )
             return
@@ -263,7 +264,7 @@ class RatioStudy(Study):
             data["splits"],
             lambda j, sp: self.score_split(cfg, sp, ctx, j, stream=False),
             store,
-            lambda r: tune.report({**r, "trial_seconds": time.perf_counter() - t0}),
+            lambda r: tune.report({**r, names.TRIAL_SECONDS: time.perf_counter() - t0}),
         )
 
     def score_split(self, cfg: RatioStudyConfig, sp: dict, ctx: dict, j: int, stream: bool) -> dict:
@@ -305,7 +306,7 @@ class RatioStudy(Study):
         )
         common = with_run_info(
             {
-                "generator_cached": int(cached),
+                names.GENERATOR_CACHED: int(cached),
                 "generator_seconds": gen_s,
                 "bundle": str(bundle),
                 FIGURES: figures,
@@ -418,7 +419,7 @@ class RatioStudy(Study):
             from .split_average import combine
 
             test_metrics = combine(per_split, spread=lambda k: "/" not in k)
-            test_metrics.pop("splits_scored")
+            test_metrics.pop(names.SPLITS_SCORED)
         table = trials_table(results, list(flatten(point_of(best_row))), metric, mode)
         write_text(out / "trials.md", table + "\n")
         write_json(
@@ -507,9 +508,9 @@ def summary_text(cfg: RatioStudyConfig, done, best_row, metric: str, test: dict)
     """The parent run's description: what was searched, what won (on validation), its test figures."""
     keys = [c[len("config/") :].replace("/", ".") for c in done if c.startswith("config/")]
     pooled = (
-        "fid_test_inception/all",
-        "kid_test_inception_mean/all",
-        "fid_test_mask_inception/all",
+        names.FID_TEST,
+        names.KID_TEST,
+        names.fid("test", features=names.MASK),
     )
     head = {
         k: v for k, v in test.items() if "/" not in k or k in pooled
@@ -665,13 +666,13 @@ def trials_table(df, keys: list[str], metric: str, mode: str) -> str:
                 metric,
                 f"{metric}_sd",
                 FID_ALL,
-                "fid_val_mask_inception/all",
+                names.MASK_FID_VAL,
                 "filter_rejected_share",
             )
             if m in df
         )
     )
-    cols = ["trial_id", "status", *keys, *shown, "generator_cached", "trial_seconds"]
+    cols = ["trial_id", "status", *keys, *shown, names.GENERATOR_CACHED, names.TRIAL_SECONDS]
     df = df.assign(status=[status(r) for _, r in df.iterrows()])
     rows = df.sort_values(metric, ascending=mode == "min")
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -681,7 +682,7 @@ def trials_table(df, keys: list[str], metric: str, mode: str) -> str:
             + [r.get(f"config/{k.replace('.', '/')}") for k in keys]
             + [r.get(m) for m in shown]
         )
-        vals += [r.get("generator_cached"), r.get("trial_seconds")]
+        vals += [r.get(names.GENERATOR_CACHED), r.get(names.TRIAL_SECONDS)]
         lines.append(
             "| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in vals) + " |"
         )
@@ -690,7 +691,7 @@ def trials_table(df, keys: list[str], metric: str, mode: str) -> str:
 
 def status(r) -> str:
     """A trial's row status: finished, or where ASHA (or a failure) stopped it."""
-    if r.get("final") == 1:
+    if r.get(names.FINAL) == 1:
         return "finished"
     total = r.get("splits_total")
     if (

@@ -31,12 +31,13 @@ from ..data.folder import ImageSet
 from ..generators.base import GeneratorConfig
 from ..generators.refined_sim import LABEL, RefinedSim, RefinedSimConfig
 from ..io import stable_hash, write_json
+from ..metrics import names
 from ..report.segmentation import PROPOSED, ROWS
 from ..tracking.run_info import with_run_info
 from ..training.config import RunConfig
 from .driver import Study, TuneSettings
 
-METRIC = "val_dice"
+METRIC = names.VAL_DICE
 
 
 @dataclasses.dataclass
@@ -264,11 +265,11 @@ class SegmentationStudy(Study):
                         if k in best
                     },
                     "best_epoch": int(gen.meta.get("best_epoch", -1)),
-                    "generator_cached": int(cached),
+                    names.GENERATOR_CACHED: int(cached),
                     "bundle": str(bundle),
                     "figures": figures,
-                    "final": 1,
-                    "trial_seconds": time.perf_counter() - t0,
+                    names.FINAL: 1,
+                    names.TRIAL_SECONDS: time.perf_counter() - t0,
                 },
                 tags={"generator": LABEL},
             )

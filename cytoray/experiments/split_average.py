@@ -22,11 +22,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..metrics import names
 from .tune_state import SplitResults
 
 # besides every val_* classifier metric
 SPREAD_KEYS = (
-    "fid_val_inception/all",
+    names.FID_VAL,
     "filter_rejected_share",
 )
 
@@ -66,7 +67,7 @@ def combine(results: list[dict], spread: Callable[[str], bool] = has_spread) -> 
             if spread(k):
                 out[f"{k}_sd"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
                 out.update({f"{k}/split{j}": float(v) for j, v in enumerate(vals)})
-    out["splits_scored"] = len(results)
+    out[names.SPLITS_SCORED] = len(results)
     return out
 
 
@@ -88,7 +89,7 @@ def score_splits(
         results.append(r)
         agg = {
             **combine(results),
-            "final": int(len(results) == len(splits)),
+            names.FINAL: int(len(results) == len(splits)),
             "splits_total": len(splits),
         }
         report(agg)

@@ -46,6 +46,7 @@ from ..nets.inception_features import EXTRACTOR, WEIGHTS_ENV, WEIGHTS_SHA1, weig
 from ..nets.inception_features import load_net as _load_net
 from ..nets.inception_features import norm_device as _norm_device
 from ..nets.inception_features import sha1_ok as _sha1_ok
+from . import names
 from .fidelity_stats import (  # noqa: F401 (re-exported: callers import them from here)
     FID_MIN_N,
     FLOOR_SPLITS,
@@ -457,17 +458,17 @@ def per_class(
 
 
 def _put(out: dict[str, float], split: str, cls: str, r: dict, floor: dict | None) -> None:
-    out[f"fid_{split}_inception/{cls}"] = float(r["fid"])
-    out[f"kid_{split}_inception_mean/{cls}"] = float(r["kid_mean"])
-    out[f"kid_{split}_inception_std/{cls}"] = float(r["kid_std"])
-    out[f"kid_{split}_inception_subset_size/{cls}"] = float(r["kid_subset_size"])
-    out[f"fid_{split}_inception_n_real/{cls}"] = float(r["n1"])
-    out[f"fid_{split}_inception_n_fake/{cls}"] = float(r["n2"])
+    out[names.fid(split, cls)] = float(r["fid"])
+    out[names.kid(split, cls)] = float(r["kid_mean"])
+    out[names.kid(split, cls, "std")] = float(r["kid_std"])
+    out[names.kid(split, cls, "subset_size")] = float(r["kid_subset_size"])
+    out[names.fid(split, cls, "n_real")] = float(r["n1"])
+    out[names.fid(split, cls, "n_fake")] = float(r["n2"])
     if floor is None:
         return
-    out[f"fid_{split}_inception_floor/{cls}"] = floor["fid_floor"]
-    out[f"fid_{split}_inception_floor_sd/{cls}"] = floor["fid_floor_sd"]
+    out[names.fid(split, cls, "floor")] = floor["fid_floor"]
+    out[names.fid(split, cls, "floor_sd")] = floor["fid_floor_sd"]
     if np.isfinite(floor.get("fid_floor_at_n", np.nan)):
-        out[f"fid_{split}_inception_floor_at_n/{cls}"] = floor["fid_floor_at_n"]
-    out[f"kid_{split}_inception_floor_mean/{cls}"] = floor["kid_floor_mean"]
-    out[f"kid_{split}_inception_floor_sd/{cls}"] = floor["kid_floor_sd"]
+        out[names.fid(split, cls, "floor_at_n")] = floor["fid_floor_at_n"]
+    out[names.kid(split, cls, "floor_mean")] = floor["kid_floor_mean"]
+    out[names.kid(split, cls, "floor_sd")] = floor["kid_floor_sd"]

@@ -53,6 +53,7 @@ from torch_fidelity.metric_kid import (
 )
 
 from ..errors import CytorayError, DataError
+from . import names
 
 FEATURE_DIM = 2048
 # rank(S) = n - 1 must reach the dimension (TTUR); below, KID is the headline
@@ -318,25 +319,25 @@ def per_class_notes(metrics: dict, split: str) -> list[str]:
     """One line per class (and 'all') of `per_class` output whose sets are below FID_MIN_N images:
     KID as the headline, FID flagged with its real-vs-real floor. [] when FID can lead."""
     lines = []
-    prefix = f"fid_{split}_inception/"
+    prefix = names.fid(split, "")
     for key in sorted(k for k in metrics if k.startswith(prefix)):
         c = key[len(prefix) :]
         n_real, n_fake = (
-            int(metrics.get(f"fid_{split}_inception_n_{s}/{c}", 0)) for s in ("real", "fake")
+            int(metrics.get(names.fid(split, c, f"n_{s}"), 0)) for s in ("real", "fake")
         )
         if not n_real or headline(n_real, n_fake) == "fid":
             continue
-        g = lambda name: metrics.get(name.format(split=split, c=c), float("nan"))  # noqa: E731
+        g = lambda part: metrics.get(names.fid(split, c, part), float("nan"))  # noqa: E731
         line = (
-            f"{split}/{c}: KID {kid_text_of(metrics, f'kid_{split}_inception_mean/{c}')} "
+            f"{split}/{c}: KID {kid_text_of(metrics, names.kid(split, c))} "
             f"is the headline (n={n_real}/{n_fake} < {FID_MIN_N}); FID {metrics[key]:.1f} is biased at this n"
         )
-        if f"fid_{split}_inception_floor/{c}" in metrics:
+        if names.fid(split, c, "floor") in metrics:
             line += (
-                f": real-vs-real FID {g('fid_{split}_inception_floor/{c}'):.1f} ± "
-                f"{g('fid_{split}_inception_floor_sd/{c}'):.1f} (two seeded halves of the real set)"
+                f": real-vs-real FID {g('floor'):.1f} ± "
+                f"{g('floor_sd'):.1f} (two seeded halves of the real set)"
             )
-            at = g("fid_{split}_inception_floor_at_n/{c}")
+            at = g("floor_at_n")
             line += f", ~{at:.1f} at this n" if np.isfinite(at) else ""
         lines.append(line)
     return lines

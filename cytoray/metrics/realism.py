@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
+from .names import realism
 
 K = 5  # nearest neighbours for the manifolds (Naeem et al. 2020's recommendation)
 PERCENTILE = 5.0  # train-to-train nearest-neighbour distance percentile below which a sample counts as memorised
@@ -155,14 +156,15 @@ def memorised_share(f, threshold: float, train) -> float:
 
 def names(split: str) -> dict[str, str]:
     """Metric name templates ('{c}' = class or 'all'), in the FID/KID protocol style."""
-    n = {m: f"{m}_{split}_inception/{{c}}" for m in PRDC}
-    n.update({f"{m}_floor": f"{m}_{split}_inception_floor/{{c}}" for m in PRDC})
+    c = "{c}"
+    n = {m: realism(m, split, c) for m in PRDC}
+    n.update({f"{m}_floor": realism(m, split, c, "floor") for m in PRDC})
     n.update(
-        k=f"prdc_{split}_inception_k/{{c}}",
-        memorised=f"memorised_share_{split}_inception/{{c}}",
-        memorised_floor=f"memorised_share_{split}_inception_floor/{{c}}",
-        threshold=f"memorised_threshold_{split}_inception/{{c}}",
-        percentile=f"memorised_percentile_{split}_inception/{{c}}",
+        k=realism("prdc", split, c, "k"),
+        memorised=realism("memorised_share", split, c),
+        memorised_floor=realism("memorised_share", split, c, "floor"),
+        threshold=realism("memorised_threshold", split, c),
+        percentile=realism("memorised_percentile", split, c),
     )
     return n
 
@@ -244,7 +246,7 @@ def pair_report(
 
 def flagged(metrics: dict, split: str, threshold: float) -> dict[str, float]:
     """{class: share} of classes (not 'all') whose memorised share exceeds `threshold`."""
-    prefix = f"memorised_share_{split}_inception/"
+    prefix = realism("memorised_share", split, "")
     return {
         k[len(prefix) :]: v
         for k, v in metrics.items()
@@ -256,7 +258,7 @@ def describe(metrics: dict, split: str) -> list[str]:
     """Terminal lines, one per class: P/R/D/C with their real-vs-real values, memorisation share."""
     n, lines = names(split), []
     classes = sorted(
-        {k.split("/", 1)[1] for k in metrics if k.startswith(f"precision_{split}_inception/")}
+        {k.split("/", 1)[1] for k in metrics if k.startswith(realism("precision", split, ""))}
     )
     for c in classes:
         g = lambda key: metrics.get(n[key].format(c=c), float("nan"))  # noqa: E731

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ..metrics import names
 from . import figures, realism
 from .common import fmt, run_images, split_protocol
 from .html import Page
@@ -30,7 +31,8 @@ TABLE3 = (
     "gan",
     "orig+gan",
 )
-FID, KID = "fid_test_inception", "kid_test_inception_mean"
+# the prefixes of the per-class names (`<prefix>/<class>`, `<prefix>_floor/<class>`)
+FID, KID = names.FID_TEST.rsplit("/", 1)[0], names.KID_TEST.rsplit("/", 1)[0]
 
 
 def cell_rows(rec: Recorded, metric: str) -> list[dict]:

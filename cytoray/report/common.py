@@ -7,9 +7,10 @@ import ast
 import math
 from pathlib import Path
 
+from ..metrics import names
 from .store import Recorded
 
-FID_ALL, MASK_FID_ALL = "fid_val_inception/all", "fid_val_mask_inception/all"
+FID_ALL, MASK_FID_ALL = names.FID_VAL, names.MASK_FID_VAL
 
 
 def fmt(v, digits: int = 4) -> str:
@@ -65,7 +66,7 @@ def trial_status(run) -> str:
     m = run.data.metrics
     if run.info.status == "FAILED":
         return "failed"
-    if m.get("final") == 1:
+    if m.get(names.FINAL) == 1:
         return "finished"
     if "epoch" in m:
         return f"stopped at epoch {int(m['epoch']) + 1}"

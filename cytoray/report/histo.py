@@ -8,13 +8,17 @@ import ast
 import re
 from pathlib import Path
 
+from ..metrics import names
 from ..metrics.fidelity_stats import KID_NO_SPREAD, kid_text_of
 from . import figures, realism
 from .common import fmt, number, run_images, split_protocol, trial_status
 from .html import Page
 from .store import Recorded
 
-FID, KID, KID_SD = "fid_test_inception", "kid_test_inception_mean", "kid_test_inception_std"
+# the prefixes of the per-class names (`<prefix>/<class>`)
+FID, KID, KID_SD = (
+    n.rsplit("/", 1)[0] for n in (names.FID_TEST, names.KID_TEST, names.kid("test", part="std"))
+)
 
 
 def table_rows(rec: Recorded) -> list[str]:

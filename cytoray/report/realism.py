@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..metrics import names as metric_names
 from ..metrics.realism import PRDC, names
 from .common import fmt, run_images
 from .html import Page
@@ -18,7 +19,12 @@ CAS = "cas_test_balanced_accuracy"
 
 def classes_of(m: dict, split: str) -> list[str]:
     cs = sorted(
-        {k.split("/", 1)[1] for k in m if k.startswith(f"precision_{split}_inception/")} - {"all"}
+        {
+            k.split("/", 1)[1]
+            for k in m
+            if k.startswith(metric_names.realism("precision", split, ""))
+        }
+        - {metric_names.ALL}
     )
     return [*cs, "all"] if cs else []
 
@@ -40,12 +46,12 @@ def table(page: Page, m: dict, split: str, who: str, cas: str | None = None) -> 
     for c in cs:
         g = {k: t.format(c=c) for k, t in n.items()}
         kid = _with_floor(
-            m, f"kid_{split}_inception_mean/{c}", f"kid_{split}_inception_floor_mean/{c}", 4
+            m, metric_names.kid(split, c), metric_names.kid(split, c, "floor_mean"), 4
         )
         row = [
             c,
-            fmt(m.get(f"fid_{split}_inception_n_real/{c}")),
-            fmt(m.get(f"fid_{split}_inception_n_fake/{c}")),
+            fmt(m.get(metric_names.fid(split, c, "n_real"))),
+            fmt(m.get(metric_names.fid(split, c, "n_fake"))),
             kid,
         ]
         row += [_with_floor(m, g[x], g[f"{x}_floor"]) for x in PRDC]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..metrics import names
 from . import figures, realism
 from .common import (
     FID_ALL,
@@ -101,7 +102,7 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
     for p in pts:
         row = [p["name"], p["status"], *(fmt(p["settings"].get(k)) for k in keys), fmt(p["y"])]
         row += [] if metric == FID_ALL else [fmt(p["fid"])]
-        row += [fmt(p[k]) for _, k in extra] + [fmt(p["m"].get("trial_seconds"), 3)]
+        row += [fmt(p[k]) for _, k in extra] + [fmt(p["m"].get(names.TRIAL_SECONDS), 3)]
         rows.append(row)
         classes.append("best" if p.get("best") else "worst" if p.get("worst") else "")
     page.h2(f"Trials ({len(pts)}; best first by validation {metric})")
@@ -190,17 +191,17 @@ def curves(rec: Recorded, run) -> dict[str, dict[str, list[tuple[int, float]]]]:
     """{panel: {series: [(epoch, value)]}} from the run's metric histories. Tune steps count
     reports from 1; the final report (step with `final`) repeats the chosen epoch and is left out."""
     rid, keys = run.info.run_id, set(run.data.metrics)
-    final_steps = {s for s, _ in rec.history(rid, "final")} if "final" in keys else set()
+    final_steps = {s for s, _ in rec.history(rid, names.FINAL)} if names.FINAL in keys else set()
     panels: dict[str, dict] = {}
 
     def series(key: str) -> list[tuple[int, float]]:
         return [(s, v) for s, v in rec.history(rid, key) if s not in final_steps]
 
-    for panel, names in (
-        ("classifier: validation", ("val_balanced_accuracy", "val_accuracy")),
-        ("classifier: loss", ("train_loss", "val_loss")),
+    for panel, shown in (
+        ("classifier: validation", (names.VAL_BACC, names.VAL_ACCURACY)),
+        ("classifier: loss", ("train_loss", names.VAL_LOSS)),
     ):
-        got = {n: series(n) for n in names if n in keys}
+        got = {n: series(n) for n in shown if n in keys}
         got = {n: s for n, s in got.items() if len(s) > 1}
         if got:
             panels[panel] = got
