@@ -49,8 +49,7 @@ from cytoray.experiments.segmentation import (  # noqa: E402
     comparison_table,
     load_real,
     split_sets,
-    train_bundles,
-    variant_configs,
+    train_variants,
 )
 from cytoray.io import write_json, write_text  # noqa: E402
 
@@ -101,7 +100,7 @@ def throughput(splits: list[dict], bundles: dict, mask_method: str) -> dict[str,
     test = splits[0]["test"].images
     gen = RefinedSim.load(bundles[f"s0/{PROPOSED}"])
     cls, size, n = gen.classes[0], int(gen.meta["size"]), 64
-    refs, tiles = gen._references(cls), gen.refs[cls]["tiles"]
+    refs, tiles = gen.references(cls), gen.refs[cls]["tiles"]
     which = np.arange(n) % len(refs)
     init, _ = initial_images(refs, which, size, 0, gen.synthesis)
     style = random_crops(tiles, which, int(gen.meta["patch"]), np.random.default_rng(0))
@@ -183,12 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     # 2. Every variant of every split in one Ray Train job (compare() then reuses the bundles).
     init_ray(num_cpus=os.cpu_count())
     t1 = time.perf_counter()
-    jobs = {
-        f"s{k}/{v}": (c, sp["reference"], sp["val"], sp["hash"])
-        for k, sp in enumerate(splits)
-        for v, c in variant_configs(cfg.generator).items()
-    }
-    bundles = train_bundles(jobs, cache, cfg.run, not a.no_cache)
+    bundles = train_variants(cfg.generator, splits, cache, cfg.run, not a.no_cache)
     train_s = time.perf_counter() - t1
     # 3. The table (test tiles, once per split) and the realism probe.
     c = compare(cfg.generator, splits, cache, cfg.run, True, a.mask_method)
@@ -203,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|",
         *[f"| {k} | {v:.1f} |" for k, v in rates.items()],
         "",
-        f"Training: {len(jobs)} bundles ({len(jobs) // a.splits} variants x {a.splits} splits) in {train_s / 60:.1f} min; "
+        f"Training: {len(bundles)} bundles ({len(bundles) // a.splits} variants x {a.splits} splits) in {train_s / 60:.1f} min; "
         f"whole benchmark {(time.perf_counter() - t0) / 60:.1f} min.",
     ]
     text = md + "\n".join(lines) + "\n"

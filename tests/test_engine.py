@@ -47,6 +47,39 @@ def test_trained_under_ray_train_and_sampled(tmp_path):
     assert np.abs(imgs.reshape(-1, 3).mean(0) - real).max() < 40  # samples carry the class's colour
 
 
+def test_several_trainings_share_one_ray_train_job_and_the_bundle_cache(tmp_path, capsys):
+    """`train_generators` (the segmentation study's comparison rows): two settings train in ONE
+    Ray Train job; each bundle is the one `train_generator` finds for its settings afterwards."""
+    import dataclasses
+
+    from cytoray.bundle import read_bundle
+    from cytoray.data.source import simulated_set
+    from cytoray.experiments.common import train_generator, train_generators
+
+    ds = simulated_set("cytology", 40, 16, 0)
+    run, cache = RunConfig(storage_path=str(tmp_path / "ray")), tmp_path / "cache"
+    cfgs = {"slow": ToyConfig(lr=0.01), "fast": ToyConfig(lr=0.05)}
+    jobs = {k: (c, ds, ds, "k") for k, c in cfgs.items()}
+    bundles = train_generators(Toy, jobs, cache, run)
+    assert len(set(bundles.values())) == 2
+    jobs_run = [p.name for p in (tmp_path / "ray").iterdir() if p.is_dir()]
+    assert len(jobs_run) == 1 and jobs_run[0].startswith("toy-2-"), jobs_run  # one job, four stages
+    for k, c in cfgs.items():
+        meta, _ = read_bundle(bundles[k])
+        assert meta["config"]["lr"] == c.lr and meta["stages"] == ["toy/benign", "toy/malignant"]
+        gen, path, cached = train_generator(Toy, c, ds, ds, "k", cache, run)
+        assert path == bundles[k] and cached
+    assert train_generators(Toy, jobs, cache, run) == bundles  # the cache answers: no second job
+    assert len(list((tmp_path / "ray").iterdir())) == 1
+    assert "reusing bundle" in capsys.readouterr().err
+    # Two keys naming one setting share one bundle, trained once (a job of one setting's stages).
+    run2 = RunConfig(storage_path=str(tmp_path / "ray2"))
+    same = {"a": jobs["slow"], "b": (dataclasses.replace(cfgs["slow"]), ds, ds, "k")}
+    twice = train_generators(Toy, same, tmp_path / "cache2", run2)
+    assert twice["a"] == twice["b"] and (twice["a"] / "generator.json").is_file()
+    assert [p.name.startswith("toy-2-") for p in (tmp_path / "ray2").iterdir()] == [False]
+
+
 @pytest.mark.usefixtures("single_ray_instance")
 def test_searched_by_the_ratio_study(tmp_path):
     from mlflow import MlflowClient

@@ -476,7 +476,7 @@ def test_nucleus_segmenter_registers_as_a_segmenter_pyfunc(tmp_path, monkeypatch
 
     from cytoray.cli import main
     from cytoray.data.source import simulated_set
-    from cytoray.experiments.segmentation import SegmentationStudyConfig, register_best
+    from cytoray.experiments.segmentation import SegmentationStudyConfig, register_chosen
     from cytoray.generators.syncgan import masks_key, nucleus_masks
     from cytoray.masks import MasksConfig
     from cytoray.masks.nucleus_net import load_segmenter
@@ -488,7 +488,7 @@ def test_nucleus_segmenter_registers_as_a_segmenter_pyfunc(tmp_path, monkeypatch
     with (
         mlflow.start_run()
     ):  # the refiner's slot takes the same folder: only the kinds are under test here
-        reg = register_best(
+        reg = register_chosen(
             SegmentationStudyConfig(), bundle, bundle, 0.5, {"test_dice": 0.4}, "h", smoke=False
         )
     assert reg["nucleus-segmenter"] == {"version": "1", "champion": True, "ineligible": None}

@@ -34,6 +34,13 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def bundle_dir(
+    gen_cls: type[Generator], cfg: GeneratorConfig, data_key: str, cache: Path, seed: int
+) -> Path:
+    """Where the bundle of these settings, data and seed lives in the bundle cache."""
+    return Path(cache) / "bundles" / f"{gen_cls.name}-{gen_cls.bundle_key(cfg, data_key, seed)}"
+
+
 def train_generator(
     gen_cls: type[Generator],
     cfg: GeneratorConfig,
@@ -50,7 +57,7 @@ def train_generator(
     """
     import json
 
-    dest = Path(cache) / "bundles" / f"{gen_cls.name}-{gen_cls.bundle_key(cfg, data_key, run.seed)}"
+    dest = bundle_dir(gen_cls, cfg, data_key, cache, run.seed)
     with file_lock(dest.parent / f"{dest.name}.lock"):
         if use_cache and (dest / BUNDLE_META).is_file():
             for label in json.loads((dest / BUNDLE_META).read_text()).get("stages", []):
@@ -60,6 +67,37 @@ def train_generator(
             train, val, cfg, dest, cache, data_key, run, use_cache=use_cache
         )
     return gen_cls.load(bundle), bundle, bool(stages) and all(s.cached for s in stages.values())
+
+
+def train_generators(
+    gen_cls: type[Generator],
+    jobs: dict[str, tuple],
+    cache: Path,
+    run,
+    use_cache: bool = True,
+) -> dict[str, Path]:
+    """`train_generator` for several settings or data at once: {key: (config, train, val, data
+    key)} → {key: bundle folder}. Bundles already in the bundle cache are reused; every other one
+    trains in ONE Ray Train job (`Generator.train_many`: start-up paid once)."""
+    from ..generators.base import TrainJob
+
+    dests = {k: bundle_dir(gen_cls, c, dk, cache, run.seed) for k, (c, _, _, dk) in jobs.items()}
+    with contextlib.ExitStack() as locks:  # sorted: two studies never wait on each other's locks
+        for d in sorted(set(dests.values())):
+            locks.enter_context(file_lock(d.parent / f"{d.name}.lock"))
+        todo, first = {}, {}
+        for k, (c, tr, va, dk) in jobs.items():
+            if use_cache and (dests[k] / BUNDLE_META).is_file():
+                print(
+                    f"[cache] {gen_cls.name}/{k}: reusing bundle {dests[k]}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            elif first.setdefault(dests[k], k) == k:  # two keys, one setting: trained once
+                todo[k] = TrainJob(tr, va, c, dests[k], dk)
+        if todo:
+            gen_cls.train_many(todo, cache, run, use_cache)
+    return dests
 
 
 def real_by_class(ds: ImageSet) -> dict[str, np.ndarray]:
@@ -238,3 +276,52 @@ def write_filter_grids(d: Path, kept, title: str, k: int = 8) -> None:
             d / f"filter_{safe_name(c)}.png",
             labelled_grid(rows, f"{c}: {title}: kept {r.kept} of {len(r.ranked)}", k=k),
         )
+
+
+def register_best(
+    models: list[tuple[str, Path, str]],
+    *,
+    score: float,
+    protocol: str,
+    metric: str,
+    higher_is_better: bool,
+    recorded: dict,
+    smoke: bool,
+    budget: int,
+    min_epochs: int,
+) -> dict:
+    """Register a study's chosen models ([(registry name, bundle, kind)]) with the validation
+    figure that chose them. The champion alias moves only within `protocol`, on `score`; the test
+    figures (`recorded`) ride along as tags, never compared. A smoke run, or a run whose stages
+    trained fewer than `min_epochs` epochs (`budget`), is registered but never takes the champion."""
+    from ..tracking.registry import register
+
+    ineligible = (
+        "a --smoke-test run"
+        if smoke
+        else f"below the budget for a champion ({budget} < champion_min_epochs={min_epochs} epochs)"
+        if budget < min_epochs
+        else None
+    )
+    out = {}
+    for name, path, kind in models:
+        version, promoted = register(
+            name,
+            path,
+            score=score,
+            protocol=protocol,
+            metric=metric,
+            higher_is_better=higher_is_better,
+            kind=kind,
+            recorded=recorded,
+            ineligible=ineligible,
+            tags={"cytoray.smoke": str(smoke).lower()},
+        )
+        out[name] = {"version": version, "champion": promoted, "ineligible": ineligible}
+        why = (
+            f" (not eligible for champion: {ineligible})"
+            if ineligible
+            else (" is the new champion" if promoted else " (champion kept)")
+        )
+        print(f"[registry] {name} v{version}{why}", file=sys.stderr)
+    return out

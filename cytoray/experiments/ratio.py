@@ -35,6 +35,7 @@ from .common import (
     filtered_sampler,
     memorisation_flag,
     real_by_class,
+    register_best,
     train_generator,
     write_filter_grids,
 )
@@ -451,7 +452,7 @@ class RatioStudy(Study):
             mlflow.log_artifact(str(f))
         val = {k: float(best_row[k]) for k in (metric, FID_ALL) if k in best_row}
         promoted = (
-            register_best(
+            register_chosen(
                 best_cfg,
                 bundle,
                 clf_bundle,
@@ -602,7 +603,7 @@ def min_epochs(cfg: RatioStudyConfig) -> int:
     return min(epochs) if epochs else cfg.champion_min_epochs
 
 
-def register_best(
+def register_chosen(
     cfg: RatioStudyConfig,
     gen_bundle: Path,
     clf_bundle: Path | None,
@@ -613,48 +614,27 @@ def register_best(
 ) -> dict:
     """Register the chosen generator (and classifier). The champion is decided on the validation
     figure that chose the trial; the test figures ride along as tags, never compared."""
-    from ..tracking.registry import register
-
     # A mean over K splits and one split's score are different protocols: champions never compare across them.
     default = (
         f"split:{split_hash}" if cfg.tune.splits == 1 else f"splits{cfg.tune.splits}:{split_hash}"
     )
-    proto, name = cfg.registry_protocol or default, cfg.generator.name
+    name = cfg.generator.name
     if clf_bundle is None:  # fidelity study: the generator, by validation FID (lower is better)
-        metric, higher, todo = FID_ALL, False, [(name, gen_bundle, "generator")]
+        metric, higher, models = FID_ALL, False, [(name, gen_bundle, "generator")]
     else:
         metric, higher = cfg.tune.metric, cfg.tune.mode == "max"
-        todo = [(name, gen_bundle, "generator"), (f"{name}-classifier", clf_bundle, "classifier")]
-    budget = min_epochs(cfg)
-    ineligible = (
-        "a --smoke-test run"
-        if smoke
-        else f"below the budget for a champion ({budget} < champion_min_epochs={cfg.champion_min_epochs} epochs)"
-        if budget < cfg.champion_min_epochs
-        else None
+        models = [(name, gen_bundle, "generator"), (f"{name}-classifier", clf_bundle, "classifier")]
+    return register_best(
+        models,
+        score=val[metric],
+        protocol=cfg.registry_protocol or default,
+        metric=metric,
+        higher_is_better=higher,
+        recorded=test,
+        smoke=smoke,
+        budget=min_epochs(cfg),
+        min_epochs=cfg.champion_min_epochs,
     )
-    out = {}
-    for reg_name, path, kind in todo:
-        version, promoted = register(
-            reg_name,
-            path,
-            score=val[metric],
-            protocol=proto,
-            metric=metric,
-            higher_is_better=higher,
-            kind=kind,
-            recorded=test,
-            ineligible=ineligible,
-            tags={"cytoray.smoke": str(smoke).lower()},
-        )
-        out[reg_name] = {"version": version, "champion": promoted, "ineligible": ineligible}
-        why = (
-            f" (not eligible for champion: {ineligible})"
-            if ineligible
-            else (" is the new champion" if promoted else " (champion kept)")
-        )
-        print(f"[registry] {reg_name} v{version}{why}", file=sys.stderr)
-    return out
 
 
 def trials_table(df, keys: list[str], metric: str, mode: str) -> str:

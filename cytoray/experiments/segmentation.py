@@ -12,7 +12,7 @@ Without a folder, the embedded H&E simulator plays "real", so the study runs any
    weight and clip range on split 0; objective = pooled Dice on the validation tiles.
 2. Finish: the best segmenter on split 0's test tiles; registered as `nucleus-segmenter` (with
    the refiner as `refiner`), champion on validation Dice. Then the comparison table over
-   `data.n_splits` seeded splits (`compare.py`): Otsu on haematoxylin (floor) · SynCGAN's
+   `data.n_splits` seeded splits (`compare` below): Otsu on haematoxylin (floor) · SynCGAN's
    unsupervised masks · segmenter on raw simulation · on refined · on refined + hard examples.
 """
 
@@ -35,6 +35,7 @@ from ..metrics import names
 from ..report.segmentation import PROPOSED, ROWS
 from ..tracking.run_info import with_run_info
 from ..training.config import RunConfig
+from .common import register_best, train_generator, train_generators
 from .driver import Study, TuneSettings
 
 METRIC = names.VAL_DICE
@@ -237,8 +238,6 @@ class SegmentationStudy(Study):
     def trial(self, cfg: SegmentationStudyConfig, cell, data: dict, ctx: dict) -> None:
         from ray import tune
 
-        from .common import train_generator
-
         sp, t0 = data["splits"][0], time.perf_counter()
         # 1. The refiner, discriminator and segmenter for this point (bundle and stage caches).
         gen, bundle, cached = train_generator(
@@ -285,8 +284,6 @@ class SegmentationStudy(Study):
     ) -> dict:
         import mlflow
 
-        from .common import train_generator
-
         out, cache, sp = Path(ctx["out"]), Path(ctx["cache"]), data["splits"][0]
         gen, bundle, _ = train_generator(
             RefinedSim,
@@ -316,7 +313,7 @@ class SegmentationStudy(Study):
             out / "best_segmenter", gen, bundle, best_cfg, sp["hash"], val_dice
         )
         registered = (
-            register_best(
+            register_chosen(
                 best_cfg, bundle, seg_bundle, val_dice, test, sp["hash"], ctx.get("smoke", False)
             )
             if cfg.register
@@ -396,15 +393,10 @@ def trial_figures(out: Path, gen: RefinedSim, val: ImageSet, bundle: Path, seed:
 
 def sample_grid(gen: RefinedSim, seed: int, n: int = 6) -> np.ndarray:
     """Rows: initial | refined | exact mask, for n samples of the first class."""
-    from ..data.refsim import initial_images
-    from ..generators.refined_sim import random_crops
-
     cls = gen.classes[0]
-    refs, tiles = gen._references(cls), gen.refs[cls]["tiles"]
     rng = np.random.default_rng([seed, 99])
-    which = rng.integers(0, len(refs), n)
-    init, masks = initial_images(refs, which, int(gen.meta["size"]), seed + 99, gen.synthesis)
-    refined = gen.refine(init, random_crops(tiles, which, int(gen.meta["patch"]), rng))
+    which = rng.integers(0, len(gen.refs[cls]["tiles"]), n)
+    init, refined, masks = gen.synthesise(cls, which, seed + 99, rng)
     m = np.repeat((masks * 255).astype(np.uint8)[..., None], 3, -1)
     return np.concatenate([np.concatenate(list(r), 1) for r in (init, refined, m)], 0)
 
@@ -449,7 +441,7 @@ def write_best_segmenter(
     )
 
 
-def register_best(
+def register_chosen(
     cfg: SegmentationStudyConfig,
     gen_bundle: Path,
     seg_bundle: Path,
@@ -459,42 +451,18 @@ def register_best(
     smoke: bool,
 ) -> dict:
     """`nucleus-segmenter` and `refiner`: champion decided on validation Dice, test Dice recorded."""
-    from ..tracking.registry import register
-
     s = cfg.generator.schedule
-    budget = s.discriminator_epochs + s.joint_epochs + s.segmenter_epochs
-    ineligible = (
-        "a --smoke-test run"
-        if smoke
-        else f"below the budget for a champion ({budget} < champion_min_epochs={cfg.champion_min_epochs} epochs)"
-        if budget < cfg.champion_min_epochs
-        else None
+    return register_best(
+        [("nucleus-segmenter", seg_bundle, "segmenter"), ("refiner", gen_bundle, "generator")],
+        score=val_dice,
+        protocol=cfg.registry_protocol or f"split:{split_hash}",
+        metric=METRIC,
+        higher_is_better=True,
+        recorded=test,
+        smoke=smoke,
+        budget=s.discriminator_epochs + s.joint_epochs + s.segmenter_epochs,
+        min_epochs=cfg.champion_min_epochs,
     )
-    proto, out = cfg.registry_protocol or f"split:{split_hash}", {}
-    for name, path, kind in (
-        ("nucleus-segmenter", seg_bundle, "segmenter"),
-        ("refiner", gen_bundle, "generator"),
-    ):
-        version, promoted = register(
-            name,
-            path,
-            score=val_dice,
-            protocol=proto,
-            metric=METRIC,
-            higher_is_better=True,
-            kind=kind,
-            recorded=test,
-            ineligible=ineligible,
-            tags={"cytoray.smoke": str(smoke).lower()},
-        )
-        out[name] = {"version": version, "champion": promoted, "ineligible": ineligible}
-        why = (
-            f" (not eligible for champion: {ineligible})"
-            if ineligible
-            else (" is the new champion" if promoted else " (champion kept)")
-        )
-        print(f"[registry] {name} v{version}{why}", file=sys.stderr)
-    return out
 
 
 # ----------------------------------------------------------------------------- the comparison
@@ -513,50 +481,17 @@ def variant_configs(g: RefinedSimConfig) -> dict[str, RefinedSimConfig]:
     }
 
 
-def train_bundles(
-    jobs: dict[str, tuple], cache: Path, run: RunConfig, use_cache: bool = True
+def train_variants(
+    g: RefinedSimConfig, splits: list[dict], cache: Path, run: RunConfig, use_cache: bool = True
 ) -> dict[str, Path]:
-    """{key: (config, reference, val, data key)} → {key: bundle}: bundles already in the bundle cache
-    are reused; every other stage trains in ONE Ray Train job (start-up paid once)."""
-    from ..bundle import write_bundle
-    from ..config import to_plain
-    from ..generators.base import BUNDLE_META
-    from ..training.runner import cached_result, run_stages
-
-    out, todo, results = {}, {}, {}
-    for key, (g, ref, val, dk) in jobs.items():
-        out[key] = cache / "bundles" / f"{LABEL}-{RefinedSim.bundle_key(g, dk, run.seed)}"
-        if use_cache and (out[key] / BUNDLE_META).is_file():
-            continue
-        RefinedSim.check(ref, val, g)
-        (spec,) = RefinedSim.stages(ref, val, g, dk, run.seed)
-        hit = cached_result(spec, cache) if use_cache else None
-        if hit is not None:
-            results[key] = hit
-        else:
-            spec.label = f"{LABEL}/{key}"  # labels are unique within one job
-            todo[key] = spec
-    if todo:
-        trained = run_stages(
-            list(todo.values()),
-            cache_root=cache,
-            run_cfg=run,
-            use_cache=use_cache,
-            job=f"{LABEL}-compare",
-        )
-        results.update({key: trained[spec.label] for key, spec in todo.items()})
-    for key, res in results.items():
-        g, ref, _, dk = jobs[key]
-        meta, states, files = RefinedSim.assemble(ref, g, {LABEL: res}, dk)
-        meta = {
-            "generator": LABEL,
-            "data_key": dk,
-            "config": to_plain(g),
-            "stages": [LABEL],
-            **meta,
-        }
-        write_bundle(out[key], meta, states, files, {"grids/refined-sim": res.grids()})
-    return out
+    """Every variant of `g` (`variant_configs`) on every split: {"s<k>/<variant>": bundle folder},
+    cached bundles reused, the others trained in one Ray Train job."""
+    jobs = {
+        f"s{k}/{v}": (c, sp["reference"], sp["val"], sp["hash"])
+        for k, sp in enumerate(splits)
+        for v, c in variant_configs(g).items()
+    }
+    return train_generators(RefinedSim, jobs, cache, run, use_cache)
 
 
 def row_masks(
@@ -587,12 +522,7 @@ def compare(
     from ..generators.refined_stage import realism_probe
     from ..metrics.classification import holm, mean_ci, paired_test
 
-    jobs = {
-        f"s{k}/{v}": (c, sp["reference"], sp["val"], sp["hash"])
-        for k, sp in enumerate(splits)
-        for v, c in variant_configs(g).items()
-    }
-    bundles = train_bundles(jobs, cache, run, use_cache)
+    bundles = train_variants(g, splits, cache, run, use_cache)
     scores: dict[str, list[float]] = {r: [] for r in ROWS}
     probe: dict[str, list[float]] = {"initial": [], "refined": []}
     for k, sp in enumerate(splits):
@@ -632,18 +562,11 @@ def compare(
 
 def initial_and_refined(gen: RefinedSim, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """n initial images of a trained refined-sim and the same images refined (first class)."""
-    from ..data.refsim import initial_images
-    from ..generators.refined_sim import random_crops
-
     cls = gen.classes[0]
     rng = np.random.default_rng([seed, 7])
     which = rng.integers(0, len(gen.refs[cls]["tiles"]), n)
-    init, _ = initial_images(
-        gen._references(cls), which, int(gen.meta["size"]), seed, gen.synthesis
-    )
-    return init, gen.refine(
-        init, random_crops(gen.refs[cls]["tiles"], which, int(gen.meta["patch"]), rng)
-    )
+    init, refined, _ = gen.synthesise(cls, which, seed, rng)
+    return init, refined
 
 
 def comparison_table(c: dict, source: str) -> tuple[str, list[list[str]]]:

@@ -32,6 +32,7 @@ import dataclasses
 import importlib
 import importlib.metadata
 import pkgutil
+import sys
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -101,6 +102,18 @@ class GeneratorConfig(Section):
     @classmethod
     def section_names(cls) -> list[str]:
         return generator_names()
+
+
+@dataclasses.dataclass
+class TrainJob:
+    """One training of a generator: its data (ImageSets, or DomainPairs for a generator that
+    consumes two domains), its settings, the bundle folder to write and the data's cache key."""
+
+    train: object
+    val: object
+    cfg: GeneratorConfig
+    out: Path
+    data_key: str
 
 
 class Generator:
@@ -197,25 +210,62 @@ class Generator:
         """Check, train what the stage cache lacks (one Ray Train job), write the bundle to `out`.
 
         Returns (bundle folder, {stage label: StageResult})."""
-        from ..training.runner import run_stages
+        job = TrainJob(train, val, cfg, Path(out), data_key)
+        return cls.train_many({cls.name: job}, cache_root, run, use_cache)[cls.name]
 
-        cls.check(train, val, cfg)
-        specs = cls.stages(train, val, cfg, data_key, run.seed)
-        results = (
-            run_stages(specs, cache_root=cache_root, run_cfg=run, use_cache=use_cache, job=cls.name)
+    @classmethod
+    def train_many(
+        cls, jobs: dict[str, TrainJob], cache_root, run, use_cache: bool = True
+    ) -> dict[str, tuple[Path, dict]]:
+        """Several trainings of this generator (other settings or data) in ONE Ray Train job, so
+        the job's start-up is paid once: every job checked first, then the stages the stage cache
+        lacks trained together, then each job's bundle written to its `out`.
+
+        Returns {job key: (bundle folder, {stage label: StageResult})}."""
+        from ..training.runner import cached_result, run_stages
+
+        specs, done, order = {}, {}, []
+        for key, j in jobs.items():
+            cls.check(j.train, j.val, j.cfg)
+            for spec in cls.stages(j.train, j.val, j.cfg, j.data_key, run.seed):
+                own = spec.label
+                order.append((key, own))
+                if len(jobs) > 1:
+                    # A stage already cached under its own label (a trial trained it) is reused as
+                    # it is; the others get the job key in their label, unique within one job.
+                    hit = cached_result(spec, Path(cache_root).resolve()) if use_cache else None
+                    if hit is not None:
+                        print(f"[cache] {own}: reusing {hit.dir}", file=sys.stderr, flush=True)
+                        done[key, own] = hit
+                        continue
+                    spec.label = f"{own}/{key}"
+                specs[key, own] = spec
+        trained = (
+            run_stages(
+                list(specs.values()),
+                cache_root=cache_root,
+                run_cfg=run,
+                use_cache=use_cache,
+                job=cls.name if len(jobs) == 1 else f"{cls.name}-{len(jobs)}",
+            )
             if specs
             else {}
         )
-        meta, states, files = cls.assemble(train, cfg, results, data_key)
-        meta = {
-            "generator": cls.name,
-            "data_key": data_key,
-            "config": to_plain(cfg),
-            "stages": list(results),
-            **meta,
-        }
-        grids = {f"grids/{label.replace('/', '_')}": r.grids() for label, r in results.items()}
-        return write_bundle(out, meta, states, files, grids), results
+        done.update({ko: trained[spec.label] for ko, spec in specs.items()})
+        out = {}
+        for key, j in jobs.items():
+            results = {own: done[k, own] for k, own in order if k == key}
+            meta, states, files = cls.assemble(j.train, j.cfg, results, j.data_key)
+            meta = {
+                "generator": cls.name,
+                "data_key": j.data_key,
+                "config": to_plain(j.cfg),
+                "stages": list(results),
+                **meta,
+            }
+            grids = {f"grids/{label.replace('/', '_')}": r.grids() for label, r in results.items()}
+            out[key] = write_bundle(j.out, meta, states, files, grids), results
+        return out
 
     # -- sampling ---------------------------------------------------------------------------
     classes: list[str]

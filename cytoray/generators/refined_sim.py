@@ -222,7 +222,9 @@ class RefinedSim(Generator):
                 refs[name] = {k: z[f"{k}_{c}"] for k in ("tiles", "background", "nucleus", "stats")}
         return cls(ref, seg, refs, meta)
 
-    def _references(self, cls: str) -> list[Reference]:
+    def references(self, cls: str) -> list[Reference]:
+        """The training tiles of class `cls` as initial-image references (background and nucleus
+        optical densities, nucleus statistics): what `initial_images` draws from."""
         r = self.refs[cls]
         od = lambda u8: rgb_to_od(u8.astype(np.float32) / 255.0)  # noqa: E731
         return [
@@ -251,14 +253,22 @@ class RefinedSim(Generator):
     ) -> tuple[np.ndarray, np.ndarray]:
         """n refined images of class `cls` (uint8 [n,S,S,3]) and their exact masks (bool [n,S,S])."""
         self.check_class(cls)
-        refs, tiles = self._references(cls), self.refs[cls]["tiles"]
         rng = np.random.default_rng([seed, self.meta["class_index"][cls], 2])
-        which = rng.integers(0, len(refs), n)
+        which = rng.integers(0, len(self.refs[cls]["tiles"]), n)
+        _, refined, masks = self.synthesise(cls, which, int(rng.integers(2**31)), rng, batch)
+        return refined, masks
+
+    def synthesise(
+        self, cls: str, which: np.ndarray, seed: int, rng: np.random.Generator, batch: int = 32
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Initial images drawn from the references `which` of class `cls` (seeded by `seed`), the
+        same images refined in the style of random crops of those tiles (drawn from `rng`), and their
+        exact masks: (initial uint8 [N,S,S,3], refined uint8 [N,S,S,3], masks bool [N,S,S])."""
         init, masks = initial_images(
-            refs, which, int(self.meta["size"]), int(rng.integers(2**31)), self.synthesis
+            self.references(cls), which, int(self.meta["size"]), seed, self.synthesis
         )
-        style = random_crops(tiles, which, int(self.meta["patch"]), rng)
-        return self.refine(init, style, batch), masks
+        style = random_crops(self.refs[cls]["tiles"], which, int(self.meta["patch"]), rng)
+        return init, self.refine(init, style, batch), masks
 
     def segment(self, images: np.ndarray, batch: int = 8) -> np.ndarray:
         """Nucleus masks (bool [N,H,W]) of real uint8 images [N,H,W,3] by the trained segmenter."""
