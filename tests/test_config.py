@@ -29,25 +29,55 @@ def _part(name: str):
     return parts[name] if name in parts else get_generator(name).Config
 
 
-def test_base_yaml_documents_every_default():
-    """configs/models/syncgan.yaml lists every key with the dataclass default (comments stay true)."""
-    assert to_dict(load(SynCGANConfig, CONFIGS / "models" / "syncgan.yaml")) == to_dict(
-        SynCGANConfig()
+def _study(stem: str):
+    from cytoray.experiments.baselines import BaselinesConfig
+    from cytoray.experiments.histo_to_cyto import HistoToCytoConfig
+    from cytoray.experiments.ratio import RatioStudyConfig
+    from cytoray.experiments.segmentation import SegmentationStudyConfig
+
+    return {
+        "syncgan_ratio": RatioStudyConfig,
+        "augmentation_baselines": BaselinesConfig,
+        "histo_to_cyto": HistoToCytoConfig,
+        "refined_segmentation": SegmentationStudyConfig,
+    }[stem]
+
+
+def _is_experiment(path: Path) -> bool:
+    """An experiment file (`_base_:` a default file, or a paper's settings) holds differences."""
+    return "_paper" in path.name or any(
+        line.startswith("_base_:") for line in path.read_text().splitlines()
     )
 
 
-@pytest.mark.parametrize(
-    "path",
-    sorted(
-        str(p.relative_to(CONFIGS))
-        for p in CONFIGS.glob("*/*.yaml")
-        if p.parent.name in ("models", "common") and "_paper" not in p.name
-    ),
+DEFAULT_FILES = sorted(
+    str(p.relative_to(CONFIGS))
+    for p in CONFIGS.glob("*/*.yaml")
+    if p.parent.name in ("models", "common", "studies") and not _is_experiment(p)
 )
-def test_every_part_yaml_documents_every_default(path):
-    """One YAML per generator/classifier (configs/models) and per common section (configs/common)."""
-    cls = _part(Path(path).stem)
+
+
+@pytest.mark.parametrize("path", DEFAULT_FILES)
+def test_every_default_yaml_states_its_dataclass_defaults(path):
+    """The one place a YAML is checked against the dataclass that holds its defaults: one YAML per
+    generator/classifier (configs/models, syncgan.yaml among them), per common section
+    (configs/common) and per study (configs/studies), each equal to its dataclass's defaults, so
+    the comments beside every key stay true."""
+    where, stem = Path(path).parent.name, Path(path).stem
+    cls = _study(stem) if where == "studies" else _part(stem)
     assert to_dict(load(cls, CONFIGS / path)) == to_dict(cls())
+
+
+def test_every_study_default_file_is_checked():
+    assert {p for p in DEFAULT_FILES if p.startswith("studies/")} == {
+        "studies/syncgan_ratio.yaml",
+        "studies/augmentation_baselines.yaml",
+        "studies/histo_to_cyto.yaml",
+        "studies/refined_segmentation.yaml",
+    }
+    assert (
+        "models/syncgan.yaml" in DEFAULT_FILES and "models/syncgan_paper.yaml" not in DEFAULT_FILES
+    )
 
 
 def test_every_generator_has_its_yaml():
@@ -121,25 +151,6 @@ def test_partial_nested_override_keeps_the_parents_defaults():
         and other.generator.lambda_cyc == 3.0
         and other.generator.epochs == 40
     )
-
-
-@pytest.mark.parametrize(
-    "path,cls",
-    [
-        ("studies/syncgan_ratio.yaml", "study"),
-        ("studies/augmentation_baselines.yaml", "baselines"),
-        ("studies/histo_to_cyto.yaml", "histo"),
-    ],
-)
-def test_study_yaml_documents_every_default(path, cls):
-    from cytoray.experiments.baselines import BaselinesConfig
-    from cytoray.experiments.histo_to_cyto import HistoToCytoConfig
-    from cytoray.experiments.ratio import RatioStudyConfig
-
-    klass = {"study": RatioStudyConfig, "baselines": BaselinesConfig, "histo": HistoToCytoConfig}[
-        cls
-    ]
-    assert to_dict(load(klass, CONFIGS / path)) == to_dict(klass())
 
 
 def test_paper_study_config_loads():

@@ -18,6 +18,7 @@ from ..classify.config import ClassifierConfig
 from ..classify.filter import FilterConfig, split_filtered
 from ..config import ConfigError, DataConfig, to_dict
 from ..generators.base import GeneratorConfig, get_generator
+from ..generators.domains import source_field
 from ..generators.gan import CGANConfig, LatentGANConfig
 from ..generators.syncgan import SynCGANConfig
 from ..generators.vanilla import GANConfig
@@ -42,10 +43,7 @@ def _default_generators() -> dict[str, GeneratorConfig]:
 class BaselinesConfig:
     name: str = "augmentation_baselines"  # MLflow experiment and output folder name
     data: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(n_splits=3))
-    # translators' histology
-    source: DataConfig = dataclasses.field(
-        default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1)
-    )
+    source: DataConfig = source_field()  # translators' histology (generators/domains.py)
     # a policy's generator not here: its defaults
     generators: dict[str, GeneratorConfig] = dataclasses.field(default_factory=_default_generators)
     run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(cpus_per_worker=2))

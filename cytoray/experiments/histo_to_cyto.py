@@ -19,6 +19,7 @@ import numpy as np
 from ..config import ConfigError, DataConfig, to_dict
 from ..generators.base import GeneratorConfig, get_generator
 from ..generators.cyclegan import CycleGANConfig
+from ..generators.domains import MIN_PER_CLASS, check_min_per_class, source_field
 from ..generators.nst import NSTConfig
 from ..io import save_png, write_text
 from ..metrics import names
@@ -35,12 +36,8 @@ def _default_generators() -> dict[str, GeneratorConfig]:
 class HistoToCytoConfig:
     name: str = "cytoray-histo-to-cyto"  # MLflow experiment and Tune experiment name
     data: DataConfig = dataclasses.field(default_factory=DataConfig)  # the target domain: cytology
-    # histology
-    source: DataConfig = dataclasses.field(
-        default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1)
-    )
-    # per class and domain: 3:1:1 leaves >= 2 test images for FID/KID; fewer is refused
-    min_per_class: int = 10
+    source: DataConfig = source_field()  # the source domain: histology (generators/domains.py)
+    min_per_class: int = MIN_PER_CLASS  # per class and domain
     # translators compared, one row each
     variants: list[str] = dataclasses.field(default_factory=lambda: ["cyclegan", "nst"])
     # their settings
@@ -57,10 +54,7 @@ class HistoToCytoConfig:
             raise ConfigError(
                 f"source.size={self.source.size} != data.size={self.data.size}: the translators map images of one size"
             )
-        if self.min_per_class < 5:
-            raise ConfigError(
-                f"min_per_class={self.min_per_class}: a train/val/test split needs >= 5 per class"
-            )
+        check_min_per_class(self.min_per_class)
         if not self.variants:
             raise ConfigError("variants: name at least one translator (cyclegan, nst)")
 

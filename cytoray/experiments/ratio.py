@@ -21,6 +21,7 @@ from ..classify.config import ClassifierConfig
 from ..classify.filter import FilterConfig
 from ..config import ConfigError, DataConfig, flatten, to_dict
 from ..generators.base import GeneratorConfig, get_generator
+from ..generators.domains import MIN_PER_CLASS, check_min_per_class, source_field
 from ..generators.gan import CGANConfig, LatentGANConfig
 from ..generators.syncgan import SynCGANConfig
 from ..io import write_json, write_text
@@ -68,12 +69,8 @@ class RatioStudyConfig:
     # fidelity: FID/KID of images and masks only, no classifier
     objective: Literal["classifier", "fidelity"] = "classifier"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    # a translator's source domain
-    source: DataConfig = dataclasses.field(
-        default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1)
-    )
-    # per class and domain for a translator: a 3:1:1 split leaves >= 2 test images
-    min_per_class: int = 10
+    source: DataConfig = source_field()  # a translator's source domain (generators/domains.py)
+    min_per_class: int = MIN_PER_CLASS  # per class and domain, for a translator
     run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=10))
     classifier: ClassifierConfig = dataclasses.field(
         default_factory=lambda: ClassifierConfig(name="smallcnn", epochs=10)
@@ -103,10 +100,7 @@ class RatioStudyConfig:
             raise ConfigError(
                 f"fid_per_class={self.fid_per_class}: KID needs at least 2 images per class"
             )
-        if self.min_per_class < 5:
-            raise ConfigError(
-                f"min_per_class={self.min_per_class}: a train/val/test split needs >= 5 per class"
-            )
+        check_min_per_class(self.min_per_class)
         if not 0.0 <= self.memorised_max <= 1.0:
             raise ConfigError(f"memorised_max={self.memorised_max}: a share in [0, 1]")
 

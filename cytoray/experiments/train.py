@@ -17,6 +17,7 @@ from pathlib import Path
 from ..config import DataConfig, load
 from ..errors import ConfigError
 from ..generators.base import Generator, get_generator
+from ..generators.domains import MIN_PER_CLASS, source_field
 from ..training.config import RunConfig
 
 TOP = ("data", "run", "source", "min_per_class", "generator")
@@ -31,14 +32,8 @@ def train_config_class(gen_cls: type[Generator]) -> type:
     ]
     if gen_cls.consumes == "domains":
         fields += [
-            (
-                "source",
-                DataConfig,
-                dataclasses.field(
-                    default_factory=lambda: DataConfig(sim_kind="histology", sim_seed=1)
-                ),
-            ),
-            ("min_per_class", int, dataclasses.field(default=10)),
+            ("source", DataConfig, source_field()),
+            ("min_per_class", int, dataclasses.field(default=MIN_PER_CLASS)),
         ]
     return dataclasses.make_dataclass(f"Train{gen_cls.__name__}Config", fields)
 

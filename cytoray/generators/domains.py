@@ -13,7 +13,27 @@ import numpy as np
 
 from ..config import DataConfig
 from ..data.folder import ImageSet
-from ..errors import DataError
+from ..errors import ConfigError, DataError
+
+# Per class and domain: a 3:1:1 split leaves >= 2 test images for FID/KID; fewer is refused.
+MIN_PER_CLASS = 10
+
+
+def source_domain() -> DataConfig:
+    """A translator's default source domain: the embedded simulator's histology, seeded apart from
+    the cytology domain (seed 0) so the two domains never share a draw."""
+    return DataConfig(sim_kind="histology", sim_seed=1)
+
+
+def source_field():
+    """The `source:` section of a study or `cytoray train` config (a translator's histology)."""
+    return dataclasses.field(default_factory=source_domain)
+
+
+def check_min_per_class(n: int) -> None:
+    """`min_per_class` as a config gives it: a train/val/test split needs at least 5 per class."""
+    if n < 5:
+        raise ConfigError(f"min_per_class={n}: a train/val/test split needs >= 5 per class")
 
 
 @dataclasses.dataclass
@@ -52,6 +72,7 @@ def domain_splits(
     manifest paths."""
     from ..data.source import load_dataset, load_split
 
+    check_min_per_class(min_per_class)  # before anything is read
     hist, cyto = load_dataset(source, progress=True), load_dataset(target, progress=True)
     check_domains(hist, cyto, min_per_class)
     parts, keys, paths = {}, [], []
