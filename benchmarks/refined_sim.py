@@ -92,12 +92,12 @@ def phase_rates(bundles: dict, n_splits: int) -> dict[str, float]:
     return {k: float(np.median(v)) for k, v in out.items()}
 
 
-def throughput(splits: list[dict], bundles: dict, mask_method: str) -> dict[str, float]:
+def throughput(splits: list, bundles: dict, mask_method: str) -> dict[str, float]:
     from cytoray.data.refsim import initial_images, otsu_haematoxylin
     from cytoray.generators.refined_sim import RefinedSim, random_crops
     from cytoray.masks import nucleus_mask
 
-    test = splits[0]["test"].images
+    test = splits[0].test.images
     gen = RefinedSim.load(bundles[f"s0/{PROPOSED}"])
     cls, size, n = gen.classes[0], int(gen.meta["size"]), 64
     refs, tiles = gen.references(cls), gen.refs[cls]["tiles"]
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     n_img = len(set(real.groups))
     print(
         f"{real.source}: {n_img} images → {len(real)} tiles of {cfg.data.tile} px; {a.splits} splits; per split "
-        f"{len(splits[0]['reference'])} reference / {len(splits[0]['val'])} val / {len(splits[0]['test'])} test tiles",
+        f"{len(splits[0].reference)} reference / {len(splits[0].val)} val / {len(splits[0].test)} test tiles",
         flush=True,
     )
     # 2. Every variant of every split in one Ray Train job (compare() then reuses the bundles).

@@ -246,7 +246,12 @@ def test_baselines_filtered_cell_ranks_against_the_split_training_images(tmp_pat
     and figures (the filter grids beside a copy of the generator's own PNGs)."""
     import cytoray.classify.filter as F
     from cytoray.data.folder import ImageSet
-    from cytoray.experiments.baselines import BaselinesConfig, filter_report, filtered_samplers
+    from cytoray.experiments.baselines import (
+        BaselinesConfig,
+        BaselineSplit,
+        filter_report,
+        filtered_samplers,
+    )
 
     def features(x, batch_size=50, device="cpu"):  # the cache hands NCHW, the sampler NHWC
         x = np.asarray(x)
@@ -267,9 +272,8 @@ def test_baselines_filtered_cell_ranks_against_the_split_training_images(tmp_pat
     cfg = BaselinesConfig()
     cfg.filter = F.FilterConfig(method="centroid", keep=0.5)
     gen = Constructed()
-    samplers = filtered_samplers(
-        cfg, {"hash": "h0", "train": train}, {"gan": gen}, tmp_path / "cache"
-    )
+    split = BaselineSplit(train, train, train, "h0")
+    samplers = filtered_samplers(cfg, split, {"gan": gen}, tmp_path / "cache")
     assert (
         isinstance(samplers["gan"], F.FilteredSampler)
         and (tmp_path / "cache" / "features").is_dir()

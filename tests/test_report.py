@@ -345,7 +345,8 @@ def test_a_run_without_a_comparison_never_logs_an_earlier_ones(tmp_path, monkeyp
 
     from cytoray.config import load
     from cytoray.data.source import simulated_set
-    from cytoray.experiments import common, segmentation
+    from cytoray.experiments import segmentation
+    from cytoray.experiments.driver import StudyContext
     from cytoray.tracking.mlflow_utils import setup
 
     class Blank:  # a refined-sim that finds no nuclei: only what finish logs is under test
@@ -357,17 +358,15 @@ def test_a_run_without_a_comparison_never_logs_an_earlier_ones(tmp_path, monkeyp
     for name in ("comparison.json", "comparison.md", "comparison.csv"):
         (out / name).write_text("an earlier run's\n")
     monkeypatch.setattr(
-        common, "train_generator", lambda *a, **kw: (Blank(), tmp_path / "bundle", True)
+        segmentation, "train_generator", lambda *a, **kw: (Blank(), tmp_path / "bundle", True)
     )
     monkeypatch.setattr(
         segmentation, "write_best_segmenter", lambda *a, **kw: tmp_path / "segmenter"
     )
     ds = simulated_set("histology", 4, 32, 0)
-    data = {
-        "splits": [{"reference": ds, "val": ds, "test": ds, "hash": "h"}],
-        "manifests": [],
-        "source": "simulator",
-    }
+    data = segmentation.SegmentationData(
+        [segmentation.TileSplit(ds, ds, ds, "h", {})], "simulator", []
+    )
     cfg = load(
         segmentation.SegmentationStudyConfig,
         None,
@@ -375,12 +374,7 @@ def test_a_run_without_a_comparison_never_logs_an_earlier_ones(tmp_path, monkeyp
     )
     setup("stale-comparison", f"sqlite:///{tmp_path / 'm.db'}")
     with mlflow.start_run() as run:
-        ctx = {
-            "out": str(out),
-            "cache": str(tmp_path / "cache"),
-            "use_cache": True,
-            "parent": run.info.run_id,
-        }
+        ctx = StudyContext(out, tmp_path / "cache", parent=run.info.run_id)
         assert (
             segmentation.SegmentationStudy().finish(cfg, cfg, data, None, ctx)["comparison"] is None
         )

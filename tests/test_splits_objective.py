@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -26,12 +27,12 @@ STUDY = ROOT / "studies" / "syncgan_ratio.py"
 VALUES = [0.70, 0.55, 0.80]  # a configuration's validation balanced accuracy on splits 0, 1, 2
 
 
-def splits(k: int = 3) -> list[dict]:
-    return [{"key": f"manifest{j}"} for j in range(k)]
+def splits(k: int = 3) -> list[SimpleNamespace]:
+    return [SimpleNamespace(key=f"manifest{j}") for j in range(k)]
 
 
 def scorer(log: list[int], fail_at: int | None = None):
-    def score(j: int, sp: dict) -> dict:
+    def score(j: int, sp: SimpleNamespace) -> dict:
         if j == fail_at:
             raise RuntimeError(f"killed while scoring split {j}")
         log.append(j)
@@ -101,7 +102,7 @@ def test_stored_splits_are_reused_only_for_the_same_config_and_manifest(tmp_path
     assert other_cfg == [0, 1]
     moved = []  # split 1's manifest changed (new data): it is scored again, split 0 kept
     score_splits(
-        [{"key": "manifest0"}, {"key": "new"}],
+        [SimpleNamespace(key="manifest0"), SimpleNamespace(key="new")],
         scorer(moved),
         SplitResults(path, "other config"),
         lambda r: None,
@@ -121,9 +122,9 @@ def test_k_seeded_splits_are_distinct_and_split_0_is_the_one_split_study(tmp_pat
     three = load_study_data(
         load(RatioStudyConfig, None, [*small, "tune.splits=3"]), tmp_path / "three"
     )
-    keys = [sp["key"] for sp in three["splits"]]
-    assert len(set(keys)) == 3 and keys[0] == one["key"] == three["key"] and len(one["splits"]) == 1
-    assert sorted(Path(p).name for p in three["manifests"]) == [
+    keys = [sp.key for sp in three.splits]
+    assert len(set(keys)) == 3 and keys[0] == one.key == three.key and len(one.splits) == 1
+    assert sorted(Path(p).name for p in three.manifests) == [
         "split.json",
         "split_1.json",
         "split_2.json",

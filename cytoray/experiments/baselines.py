@@ -17,6 +17,7 @@ from pathlib import Path
 from ..classify.config import ClassifierConfig
 from ..classify.filter import FilterConfig, split_filtered
 from ..config import ConfigError, DataConfig, to_dict
+from ..data.folder import ImageSet
 from ..generators.base import GeneratorConfig, get_generator
 from ..generators.domains import source_field
 from ..generators.gan import CGANConfig, LatentGANConfig
@@ -27,7 +28,7 @@ from ..metrics import names
 from ..tracking.run_info import with_run_info
 from ..tracking.study_logger import FIGURES
 from ..training.config import RunConfig
-from .driver import Study, TuneSettings, finished
+from .driver import Study, StudyContext, TuneSettings, finished
 
 DEFAULT_POLICIES = ["orig", "trad", "syncgan", "trad+syncgan", "syncgan-only", "gan", "orig+gan"]
 
@@ -109,6 +110,32 @@ class BaselinesConfig:
         return self.generators.get(name) or get_generator(name).Config()
 
 
+@dataclasses.dataclass
+class BaselineSplit:
+    """One of the `data.n_splits` seeded splits: the real images, its manifest hash, the histology
+    domain split the same way (translators only), and what `setup` trained on it (per generator:
+    the bundle folder, FID/KID against the split's test images, the figures folder)."""
+
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+    hash: str
+    hist: dict[str, ImageSet] | None = None
+    hist_hash: str | None = None
+    bundles: dict[str, str] = dataclasses.field(default_factory=dict)
+    fid: dict[str, dict] = dataclasses.field(default_factory=dict)
+    figures: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class BaselinesData:
+    """The splits, the generators the policies draw on, and the data's source (for the tables)."""
+
+    splits: list[BaselineSplit]
+    needed: list[str]
+    source: str
+
+
 class BaselinesStudy(Study):
     Config = BaselinesConfig
 
@@ -128,7 +155,7 @@ class BaselinesStudy(Study):
             ccfg.validate()
             ccfg.check_size(cfg.data.size)
 
-    def prepare(self, cfg: BaselinesConfig, out: Path) -> dict:
+    def prepare(self, cfg: BaselinesConfig, out: Path) -> BaselinesData:
         from ..classify.policies import generators_needed
         from ..data.source import load_dataset
         from ..data.splits import repeated_manifests
@@ -166,18 +193,13 @@ class BaselinesStudy(Study):
                 else {s: hist.subset(hmans[k].indices(s)) for s in ("train", "val")}
             )
             splits.append(
-                {
-                    "train": train,
-                    "val": val,
-                    "test": test,
-                    "hash": man.hash,
-                    "hist": h,
-                    "hist_hash": None if hmans is None else hmans[k].hash,
-                }
+                BaselineSplit(
+                    train, val, test, man.hash, h, None if hmans is None else hmans[k].hash
+                )
             )
-        return {"splits": splits, "needed": needed, "source": ds.source}
+        return BaselinesData(splits, needed, ds.source)
 
-    def setup(self, cfg: BaselinesConfig, data: dict, ctx: dict) -> None:
+    def setup(self, cfg: BaselinesConfig, data: BaselinesData, ctx: StudyContext) -> None:
         """Generators once per split, reused by every policy and classifier (bundle paths go to the
         cells), each scored once by FID/KID against that split's test images (the cells of a policy
         that draws on it report the figure, so the MLflow UI compares policies on it too)."""
@@ -185,58 +207,55 @@ class BaselinesStudy(Study):
         from ..report.grids import write_real_vs_synthetic
         from .common import fidelity, memorisation_flag, real_by_class, train_generator
 
-        cache = Path(ctx["cache"])
-        for k, sp in enumerate(data["splits"]):
-            sp["bundles"], sp["fid"] = {}, {}
-            for g in data["needed"]:
+        cache = ctx.cache
+        for k, sp in enumerate(data.splits):
+            sp.bundles, sp.fid = {}, {}
+            for g in data.needed:
                 gen_cls, gcfg = get_generator(g), cfg.generator_config(g)
                 if (
                     gen_cls.consumes == "domains"
                 ):  # histology of class c → synthetic cytology labelled c
                     args = (
-                        DomainPair(sp["hist"]["train"], sp["train"]),
-                        DomainPair(sp["hist"]["val"], sp["val"]),
-                        f"{sp['hash']}:{sp['hist_hash']}",
+                        DomainPair(sp.hist["train"], sp.train),
+                        DomainPair(sp.hist["val"], sp.val),
+                        f"{sp.hash}:{sp.hist_hash}",
                     )
                 else:
-                    args = (sp["train"], sp["val"], sp["hash"])
+                    args = (sp.train, sp.val, sp.hash)
                 sampler, bundle, _ = train_generator(
-                    gen_cls, gcfg, *args, cache, cfg.run, ctx["use_cache"]
+                    gen_cls, gcfg, *args, cache, cfg.run, ctx.use_cache
                 )
-                sp["bundles"][g] = str(bundle)
+                sp.bundles[g] = str(bundle)
                 # What this generator adds on this split: the cells drawing on it show it (in the UI's
                 # compare view), the parent run and the report show split 0's.
-                real = real_by_class(sp["val"])
-                sp["figures"] = {
-                    **sp.get("figures", {}),
-                    g: str(Path(ctx["out"]) / "figures" / g / f"split{k}"),
-                }
-                sp["fid"][g] = fidelity(
+                real = real_by_class(sp.val)
+                sp.figures[g] = str(ctx.out / "figures" / g / f"split{k}")
+                sp.fid[g] = fidelity(
                     sampler,
-                    sp["test"],
+                    sp.test,
                     "test",
                     cfg.fid_per_class,
                     cfg.run.seed,
                     cache / "features",
-                    sp["hash"],
-                    train=sp["train"],
-                    figures=Path(sp["figures"][g]),
+                    sp.hash,
+                    train=sp.train,
+                    figures=Path(sp.figures[g]),
                 )
                 flag = memorisation_flag(
-                    sp["fid"][g], "test", cfg.memorised_max, f"generator {g} (split {k})"
+                    sp.fid[g], "test", cfg.memorised_max, f"generator {g} (split {k})"
                 )
-                sp["fid"][g].update(with_run_info(sp["fid"][g], tags=flag))
+                sp.fid[g].update(with_run_info(sp.fid[g], tags=flag))
                 write_real_vs_synthetic(
-                    Path(sp["figures"][g]),
+                    Path(sp.figures[g]),
                     real,
                     {c: sampler.sample(8, c, seed=cfg.run.seed + 1) for c in real},
                     f"{g} (split {k})",
                 )
 
-    def grid(self, cfg: BaselinesConfig, data: dict) -> list[dict]:
+    def grid(self, cfg: BaselinesConfig, data: BaselinesData) -> list[dict]:
         return [
             {"split": k, "classifier": c, "policy": p, "repeat": r}
-            for k in range(len(data["splits"]))
+            for k in range(len(data.splits))
             for c in cfg.classifiers
             for p in cfg.policies
             for r in range(cfg.repeats)
@@ -266,7 +285,9 @@ class BaselinesStudy(Study):
             tags,
         )
 
-    def trial(self, cfg: BaselinesConfig, cell: dict, data: dict, ctx: dict) -> None:
+    def trial(
+        self, cfg: BaselinesConfig, cell: dict, data: BaselinesData, ctx: StudyContext
+    ) -> None:
         from ray import tune
 
         from ..classify.policies import compose_training_set, parse_policy
@@ -275,40 +296,40 @@ class BaselinesStudy(Study):
         from ..metrics.classification import SCORES, classification_metrics
 
         k, clf, policy, r = cell["split"], cell["classifier"], cell["policy"], cell["repeat"]
-        sp = data["splits"][k]
+        sp = data.splits[k]
         base, filtered = split_filtered(policy)
         pol = parse_policy(base)
-        samplers = {g: load_bundle(sp["bundles"][g]) for g in pol.generators}
+        samplers = {g: load_bundle(sp.bundles[g]) for g in pol.generators}
         if filtered:
-            samplers = filtered_samplers(cfg, sp, samplers, Path(ctx["cache"]))
+            samplers = filtered_samplers(cfg, sp, samplers, ctx.cache)
         ccfg = dataclasses.replace(cfg.classifier, name=clf)
         tr = compose_training_set(
-            base, sp["train"], cfg.ratio, samplers, rng_seed=1000 * k + r, augment=ccfg.augment
+            base, sp.train, cfg.ratio, samplers, rng_seed=1000 * k + r, augment=ccfg.augment
         )
         res = train_classifier(
             tr,
-            sp["val"],
-            sp["test"],
+            sp.val,
+            sp.test,
             ccfg,
             label=f"{clf}-{policy.replace('+', '_')}-s{k}-r{r}",
-            cache_root=ctx["cache"],
-            data_key=sp["hash"],
+            cache_root=ctx.cache,
+            data_key=sp.hash,
             run_cfg=cfg.run,
             seed=r,
-            use_cache=ctx["use_cache"],
+            use_cache=ctx.use_cache,
         )
         m = classification_metrics(res.test_labels, res.test_prob)
         print(
             f"[study] split {k} {clf:<10} {policy:<14} test {cfg.metric} {m[cfg.metric]:.3f} "
-            f"(best epoch {res.best_epoch}, {time.time() - ctx['t0']:.0f}s)",
+            f"(best epoch {res.best_epoch}, {time.time() - ctx.t0:.0f}s)",
             file=sys.stderr,
             flush=True,
         )
         gens = pol.generators
         # the generator this cell drew on (before any filter), vs its test split
-        fid = sp["fid"][gens[0]] if len(gens) == 1 else {}
+        fid = sp.fid[gens[0]] if len(gens) == 1 else {}
         if len(gens) == 1:
-            fid = {**fid, FIGURES: sp["figures"][gens[0]]}
+            fid = {**fid, FIGURES: sp.figures[gens[0]]}
             if (
                 not pol.real and not pol.trad and not filtered
             ):  # CAS (the generator's metric): synthetic only, scored on real
@@ -320,7 +341,7 @@ class BaselinesStudy(Study):
                 **fid,
                 **filter_report(
                     samplers,
-                    Path(ctx["out"]) / FIGURES / "filtered" / f"split{k}-{clf}-{policy}-r{r}",
+                    ctx.out / FIGURES / "filtered" / f"split{k}-{clf}-{policy}-r{r}",
                     fid.get(FIGURES),
                     f"{policy} (split {k})",
                 ),
@@ -332,16 +353,18 @@ class BaselinesStudy(Study):
                     **{f"test_{a}": float(m[a]) for a in SCORES},
                     **{f"val_{a}": float(b) for a, b in res.val_metrics.items()},
                     "best_epoch": res.best_epoch,
-                    "n_test": len(sp["test"]),
+                    "n_test": len(sp.test),
                     names.FINAL: 1,
                     "classifier_dir": str(res.dir),
                 },
-                tags={"split_hash": sp["hash"]},
+                tags={"split_hash": sp.hash},
                 params=res.params,
             )
         )
 
-    def finish(self, cfg: BaselinesConfig, best_cfg, data: dict, results, ctx: dict) -> dict:
+    def finish(
+        self, cfg: BaselinesConfig, best_cfg, data: BaselinesData, results, ctx: StudyContext
+    ) -> dict:
         import mlflow
         from mlflow import MlflowClient
 
@@ -349,7 +372,7 @@ class BaselinesStudy(Study):
         from ..metrics.power import verdicts
         from ..tracking.study_logger import KIND_TAG, set_parent_summary
 
-        out = Path(ctx["out"])
+        out = ctx.out
         done = finished(results, cfg.name, out)
         rows = []
         for _, t in done.sort_values(
@@ -372,7 +395,7 @@ class BaselinesStudy(Study):
                     **{a: float(t[f"test_{a}"]) for a in SCORES},
                 }
             )
-        want = len(data["splits"]) * len(cfg.classifiers) * len(cfg.policies) * cfg.repeats
+        want = len(data.splits) * len(cfg.classifiers) * len(cfg.policies) * cfg.repeats
         if len(rows) != want:
             raise ConfigError(
                 f"{len(rows)} of {want} cells finished; see the errors above (rerun with --resume to finish the rest)"
@@ -385,7 +408,7 @@ class BaselinesStudy(Study):
         }
         header = (
             f"# {cfg.name}: test {cfg.metric} (%), mean ± 95% CI over {cfg.data.n_splits} splits × {cfg.repeats} repeats\n\n"
-            f"Data: {data['source']}; ratio {cfg.ratio:g} synthetic:real per class; paired t-tests vs orig (Holm).\n\n"
+            f"Data: {data.source}; ratio {cfg.ratio:g} synthetic:real per class; paired t-tests vs orig (Holm).\n\n"
             + verdict_lines(summary["verdicts"])
         )
         write_text(out / "table.md", header + md + "\n")
@@ -395,29 +418,29 @@ class BaselinesStudy(Study):
         write_json(out / "results.json", {"rows": rows, "summary": summary, "config": to_dict(cfg)})
         for f in ("table.md", "table.csv", "results.json"):
             mlflow.log_artifact(str(out / f))
-        for g in data["needed"]:
+        for g in data.needed:
             for png in sorted((out / "figures" / g / "split0").glob("*.png")):
                 mlflow.log_artifact(str(png), artifact_path=f"figures/{g}")
         set_parent_summary(
             MlflowClient(),
-            ctx["parent"],
+            ctx.parent,
             {
                 KIND_TAG: "baselines",
                 "variant": ",".join(cfg.policies),
                 "policy": ",".join(cfg.policies),
-                "generator": ",".join(data["needed"]) or "none",
+                "generator": ",".join(data.needed) or "none",
             },
             header + summary_lines(summary, cfg) + "\n\nReport: artefacts `report/report.html`.",
         )
         return {"table": md, "rows": rows, "summary": summary}
 
 
-def filtered_samplers(cfg: BaselinesConfig, sp: dict, samplers: dict, cache: Path) -> dict:
+def filtered_samplers(cfg: BaselinesConfig, sp: BaselineSplit, samplers: dict, cache: Path) -> dict:
     """Each generator's sampler behind `cfg.filter` (`common.filtered_sampler`, as the ratio study)."""
     from .common import filtered_sampler
 
     return {
-        g: filtered_sampler(s, cfg.filter, sp["train"], sp["hash"], cache, cfg.run.seed)
+        g: filtered_sampler(s, cfg.filter, sp.train, sp.hash, cache, cfg.run.seed)
         for g, s in samplers.items()
     }
 

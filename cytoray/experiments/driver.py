@@ -68,6 +68,19 @@ class TuneSettings:
             raise ConfigError("tune.grace_period must be >= 1 and tune.reduction_factor >= 2")
 
 
+@dataclasses.dataclass(frozen=True)
+class StudyContext:
+    """Where a study writes and how it runs: handed to `setup`, every trial and `finish`."""
+
+    out: Path  # the study folder (--out)
+    cache: Path  # its bundle, stage and feature caches
+    use_cache: bool = True  # False: --no-cache, every stage trains again
+    t0: float = 0.0  # wall-clock start of the study (time.time())
+    smoke: bool = False  # a --smoke-test run (never a registry champion)
+    parent: str | None = None  # the MLflow parent run (set for `finish`)
+    uri: str | None = None  # its tracking URI (set for `finish`)
+
+
 class Study:
     """One kind of study. Methods run in the driver unless marked (trial: in a Tune trial)."""
 
@@ -79,14 +92,15 @@ class Study:
     def check(self, cfg) -> None:
         """Everything rejectable without data (policies, sizes): before anything is written."""
 
-    def prepare(self, cfg, out: Path) -> dict:
-        """Load, check and split the data (split manifests written to `out`); before Ray starts."""
+    def prepare(self, cfg, out: Path) -> Any:
+        """Load, check and split the data (split manifests written to `out`); before Ray starts.
+        Returns the study's own typed data (e.g. `RatioData`), handed to every method below."""
         raise NotImplementedError
 
-    def setup(self, cfg, data: dict, ctx: dict) -> None:
+    def setup(self, cfg, data: Any, ctx: StudyContext) -> None:
         """After Ray starts, before the trials (e.g. the baselines' generators, once per split)."""
 
-    def grid(self, cfg, data: dict) -> list[dict] | None:
+    def grid(self, cfg, data: Any) -> list[dict] | None:
         """Fixed trials (each a `cell` mapping), or None for an Optuna search over the space."""
         return None
 
@@ -109,7 +123,7 @@ class Study:
         params = {k: str(v)[:500] for k, v in flatten(config).items()}
         return "trial", params, {}
 
-    def trial(self, cfg, cell: dict | None, data: dict, ctx: dict) -> None:
+    def trial(self, cfg, cell: dict | None, data: Any, ctx: StudyContext) -> None:
         """(trial) One Tune trial: train, measure on validation, `ray.tune.report(...)`; the final
         report carries `final: 1`."""
         raise NotImplementedError
@@ -120,7 +134,7 @@ class Study:
         row = done.sort_values(metric, ascending=mode == "min").iloc[0]
         return point_of(row)
 
-    def finish(self, cfg, best_cfg, data: dict, results, ctx: dict) -> dict:
+    def finish(self, cfg, best_cfg, data: Any, results, ctx: StudyContext) -> dict:
         """In the parent run: the test split once, tables, artefacts, registry. Returns the summary.
         `results` is Tune's frame of every trial (ASHA-stopped ones too), or None without trials."""
         raise NotImplementedError
@@ -159,7 +173,7 @@ def trial_config(study: Study, base: dict, point: dict):
 
 
 def trial_fn(
-    point: dict, *, study: Study, base: dict, data: dict, plugins: dict, ctx: dict
+    point: dict, *, study: Study, base: dict, data: Any, plugins: dict, ctx: StudyContext
 ) -> None:
     from ..generators.base import register_classes
 
@@ -273,13 +287,7 @@ def _run_locked(
 
     data = study.prepare(cfg, out)
     grid = study.grid(cfg, data)
-    ctx = {
-        "out": str(out),
-        "cache": str(out / "cache"),
-        "use_cache": use_cache,
-        "t0": time.time(),
-        "smoke": smoke,
-    }
+    ctx = StudyContext(out, out / "cache", use_cache, time.time(), smoke)
 
     # 2. MLflow: the study's parent run (reused on resume); this process is the only writer.
     uri = setup(cfg.name, tracking_uri)
@@ -309,7 +317,7 @@ def _run_locked(
             )
         with mlflow.start_run(run_id=parent):
             summary = study.finish(
-                cfg, best_cfg, data, results, {**ctx, "parent": parent, "uri": uri}
+                cfg, best_cfg, data, results, dataclasses.replace(ctx, parent=parent, uri=uri)
             )
             mlflow.log_metric("study_seconds", time.perf_counter() - t0)
             # 5. The report (HTML + figures, built from what MLflow recorded), logged to the parent run.

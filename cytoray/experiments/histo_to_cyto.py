@@ -19,13 +19,13 @@ import numpy as np
 from ..config import ConfigError, DataConfig, to_dict
 from ..generators.base import GeneratorConfig, get_generator
 from ..generators.cyclegan import CycleGANConfig
-from ..generators.domains import MIN_PER_CLASS, check_min_per_class, source_field
+from ..generators.domains import MIN_PER_CLASS, DomainPair, check_min_per_class, source_field
 from ..generators.nst import NSTConfig
 from ..io import save_png, write_text
 from ..metrics import names
 from ..training.config import RunConfig
 from .common import train_generator
-from .driver import Study, TuneSettings, clean, point_of
+from .driver import Study, StudyContext, TuneSettings, clean, point_of
 
 
 def _default_generators() -> dict[str, GeneratorConfig]:
@@ -96,6 +96,15 @@ def fid_rows(rows: dict, ref, split: str, key: str, cache: Path) -> dict[str, di
     return out
 
 
+@dataclasses.dataclass
+class HistoData:
+    """Both domains split (train/val/test DomainPairs), the key naming both splits, the manifests."""
+
+    pairs: dict[str, DomainPair]
+    key: str
+    manifests: list[str]
+
+
 class HistoToCytoStudy(Study):
     Config = HistoToCytoConfig
 
@@ -112,23 +121,23 @@ class HistoToCytoStudy(Study):
                     f"variants: {v!r} does not translate a source domain (it consumes one image set)"
                 )
 
-    def prepare(self, cfg: HistoToCytoConfig, out: Path) -> dict:
+    def prepare(self, cfg: HistoToCytoConfig, out: Path) -> HistoData:
         from ..generators.domains import domain_splits
 
         pairs, key, paths = domain_splits(cfg.data, cfg.source, cfg.min_per_class, out)
-        return {"pairs": pairs, "key": key, "manifests": [str(p) for p in paths]}
+        return HistoData(pairs, key, [str(p) for p in paths])
 
     def _samplers(
-        self, cfg: HistoToCytoConfig, data: dict, cache: Path, use_cache: bool = True
+        self, cfg: HistoToCytoConfig, data: HistoData, cache: Path, use_cache: bool = True
     ) -> dict:
-        p = data["pairs"]
+        p = data.pairs
         return {
             v: train_generator(
                 get_generator(v),
                 cfg.generator_config(v),
                 p["train"],
                 p["val"],
-                data["key"],
+                data.key,
                 cache,
                 cfg.run,
                 use_cache,
@@ -163,16 +172,14 @@ class HistoToCytoStudy(Study):
     def objectives(self, cfg: HistoToCytoConfig):
         return [f"{v}/{cfg.tune.metric}" for v in cfg.variants], [cfg.tune.mode] * len(cfg.variants)
 
-    def trial(self, cfg: HistoToCytoConfig, cell, data: dict, ctx: dict) -> None:
+    def trial(self, cfg: HistoToCytoConfig, cell, data: HistoData, ctx: StudyContext) -> None:
         """Train every translator with the point's settings; FID against the cytology VALIDATION split."""
         from ray import tune
 
-        cache = Path(ctx["cache"])
-        rows = translations(
-            data["pairs"]["val"], self._samplers(cfg, data, cache, ctx["use_cache"])
-        )
+        cache = ctx.cache
+        rows = translations(data.pairs["val"], self._samplers(cfg, data, cache, ctx.use_cache))
         rows.pop("histology")
-        fids = fid_rows(rows, data["pairs"]["val"].target, "val", data["key"], cache / "features")
+        fids = fid_rows(rows, data.pairs["val"].target, "val", data.key, cache / "features")
         tune.report(
             {**{f"{row}/{k}": v for row, m in fids.items() for k, v in m.items()}, names.FINAL: 1}
         )
@@ -189,7 +196,12 @@ class HistoToCytoStudy(Study):
         return point
 
     def finish(
-        self, cfg: HistoToCytoConfig, best_cfg: HistoToCytoConfig, data: dict, results, ctx: dict
+        self,
+        cfg: HistoToCytoConfig,
+        best_cfg: HistoToCytoConfig,
+        data: HistoData,
+        results,
+        ctx: StudyContext,
     ) -> dict:
         import mlflow
         from mlflow import MlflowClient
@@ -198,7 +210,7 @@ class HistoToCytoStudy(Study):
         from ..tracking.mlflow_utils import log_files, log_params_flat
         from ..tracking.study_logger import KIND_TAG, set_parent_summary
 
-        out, cache = Path(ctx["out"]), Path(ctx["cache"])
+        out, cache = ctx.out, ctx.cache
         samplers = self._samplers(best_cfg, data, cache)
         labels = {
             "histology": "real histology",
@@ -216,9 +228,9 @@ class HistoToCytoStudy(Study):
             }
         )
         # The rows against the cytology TEST split (touched once, here).
-        test = data["pairs"]["test"]
+        test = data.pairs["test"]
         rows = translations(test, samplers)
-        fids = fid_rows(rows, test.target, "test", data["key"], cache / "features")
+        fids = fid_rows(rows, test.target, "test", data.key, cache / "features")
         md, csv = fid_table(fids, list(test.target.class_names), labels)
         notes = [
             f"- {labels[row]}: {line}"
@@ -252,14 +264,14 @@ class HistoToCytoStudy(Study):
                 out / "fid_table.md",
                 out / "fid_table.csv",
                 *sorted((out / "grids").glob("*.png")),
-                *map(Path, data["manifests"]),
+                *map(Path, data.manifests),
             ],
             "results",
         )
         result_runs(fids, labels, ctx)
         set_parent_summary(
             MlflowClient(),
-            ctx["parent"],
+            ctx.parent,
             {KIND_TAG: "histo_to_cyto", **self.tags, "variant": "+".join(cfg.variants)},
             f"**{cfg.name}**: histology→cytology by "
             + ", ".join(labels[v] for v in samplers)
@@ -276,7 +288,7 @@ class HistoToCytoStudy(Study):
         return {"table": md, "fids": fids}
 
 
-def result_runs(fids: dict, labels: dict, ctx: dict) -> None:
+def result_runs(fids: dict, labels: dict, ctx: StudyContext) -> None:
     """One child run per table row with the same metric keys (`fid_test_inception/all`, ...), so
     the MLflow UI's compare view lines the translators and the real-histology baseline up."""
     from mlflow import MlflowClient
@@ -285,14 +297,14 @@ def result_runs(fids: dict, labels: dict, ctx: dict) -> None:
     from ..tracking.study_logger import result_child
 
     client = MlflowClient()
-    exp = client.get_run(ctx["parent"]).info.experiment_id
+    exp = client.get_run(ctx.parent).info.experiment_id
     for row, m in fids.items():
         tags = {
             "variant": row,
             "generator": "none (real histology)" if row == "histology" else row,
             "policy": "none",
         }
-        rid = result_child(client, exp, ctx["parent"], f"row:{row}", f"result: {labels[row]}", tags)
+        rid = result_child(client, exp, ctx.parent, f"row:{row}", f"result: {labels[row]}", tags)
         client.log_batch(
             rid, metrics=[Metric(k, v, int(time.time() * 1000), 0) for k, v in m.items()]
         )

@@ -20,8 +20,9 @@ from typing import Literal
 from ..classify.config import ClassifierConfig
 from ..classify.filter import FilterConfig
 from ..config import ConfigError, DataConfig, flatten, to_dict
+from ..data.folder import ImageSet
 from ..generators.base import GeneratorConfig, get_generator
-from ..generators.domains import MIN_PER_CLASS, check_min_per_class, source_field
+from ..generators.domains import MIN_PER_CLASS, DomainPair, check_min_per_class, source_field
 from ..generators.gan import CGANConfig, LatentGANConfig
 from ..generators.syncgan import SynCGANConfig
 from ..io import write_json, write_text
@@ -40,7 +41,7 @@ from .common import (
     train_generator,
     write_filter_grids,
 )
-from .driver import Study, TuneSettings, finished, point_of
+from .driver import Study, StudyContext, TuneSettings, finished, point_of
 
 OWN_SPACE = "generator"  # tune.search_space's default: the study's generator's own (Generator.default_search)
 
@@ -108,10 +109,40 @@ class RatioStudyConfig:
         return self.policy or f"orig+{self.generator.name}"
 
 
-def load_study_data(cfg, out: Path) -> dict:
-    """The real (target) splits and, for a translator, the paired source-domain splits: split 0 at
-    the top level (the split a one-split study uses, in `split.json`), and with tune.splits = K all
-    K in `splits` (seeds data.split_seed .. +K-1; split j > 0 in `split_<j>.json` or `split_<j>/`)."""
+@dataclasses.dataclass
+class RatioSplit:
+    """One seeded split: the classifier's real images, the generator's training and validation
+    data (the same ImageSets, or DomainPairs for a translator), the split's key (its manifest hash,
+    or both domains' for a translator) and its manifest files."""
+
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+    gen_train: ImageSet | DomainPair
+    gen_val: ImageSet | DomainPair
+    key: str
+    manifests: list[str]
+
+
+@dataclasses.dataclass
+class RatioData:
+    """The study's splits: one, or `tune.splits` seeded ones (split 0 is the one-split study's)."""
+
+    splits: list[RatioSplit]
+
+    @property
+    def key(self) -> str:
+        return self.splits[0].key
+
+    @property
+    def manifests(self) -> list[str]:
+        return [m for sp in self.splits for m in sp.manifests]
+
+
+def load_study_data(cfg, out: Path) -> RatioData:
+    """The real (target) splits and, for a translator, the paired source-domain splits: split 0 (the
+    split a one-split study uses, in `split.json`), and with tune.splits = K all K (seeds
+    data.split_seed .. +K-1; split j > 0 in `split_<j>.json` or `split_<j>/`)."""
     from ..data.source import load_dataset
     from ..errors import DataError
 
@@ -122,27 +153,23 @@ def load_study_data(cfg, out: Path) -> dict:
     splits = [_one_split(cfg, out, j, ds) for j in range(k_splits)]
     first: dict[str, int] = {}
     for j, sp in enumerate(splits):
-        if sp["key"] in first:
+        if sp.key in first:
             raise DataError(
-                f"{splits[0]['train'].source}: split seeds {cfg.data.split_seed + first[sp['key']]} and "
+                f"{splits[0].train.source}: split seeds {cfg.data.split_seed + first[sp.key]} and "
                 f"{cfg.data.split_seed + j} give the same split; the data is too small for tune.splits={k_splits} "
                 "distinct splits; add images or lower tune.splits"
             )
-        first[sp["key"]] = j
+        first[sp.key] = j
     for j, sp in enumerate(splits):
-        tr, va, te = sp["train"], sp["val"], sp["test"]
+        tr, va, te = sp.train, sp.val, sp.test
         print(
-            f"[study] {cfg.name}: split {j}: {tr.source} train {tr.counts()} val {va.counts()} test {te.counts()} (split {sp['key']})",
+            f"[study] {cfg.name}: split {j}: {tr.source} train {tr.counts()} val {va.counts()} test {te.counts()} (split {sp.key})",
             file=sys.stderr,
         )
-    return {
-        **splits[0],
-        "splits": splits,
-        "manifests": [m for sp in splits for m in sp["manifests"]],
-    }
+    return RatioData(splits)
 
 
-def _one_split(cfg, out: Path, j: int, ds) -> dict:
+def _one_split(cfg, out: Path, j: int, ds) -> RatioSplit:
     from ..data.source import load_split
     from ..generators.domains import domain_splits
 
@@ -163,15 +190,7 @@ def _one_split(cfg, out: Path, j: int, ds) -> dict:
         ds, man = load_split(dataclasses.replace(cfg.data, split_seed=seed), path, ds)
         train, val, test = (ds.subset(man.indices(s)) for s in ("train", "val", "test"))
         gen_train, gen_val, key, paths = train, val, man.hash, [path]
-    return {
-        "train": train,
-        "val": val,
-        "test": test,
-        "gen_train": gen_train,
-        "gen_val": gen_val,
-        "key": key,
-        "manifests": [str(p) for p in paths],
-    }
+    return RatioSplit(train, val, test, gen_train, gen_val, key, [str(p) for p in paths])
 
 
 class RatioStudy(Study):
@@ -198,7 +217,7 @@ class RatioStudy(Study):
             "variant": cfg.policy_name(),
         }
 
-    def prepare(self, cfg: RatioStudyConfig, out: Path) -> dict:
+    def prepare(self, cfg: RatioStudyConfig, out: Path) -> RatioData:
         return load_study_data(cfg, out)
 
     def objectives(self, cfg: RatioStudyConfig):
@@ -234,14 +253,14 @@ class RatioStudy(Study):
         )
 
     # -- the trial ----------------------------------------------------------------
-    def trial(self, cfg: RatioStudyConfig, cell, data: dict, ctx: dict) -> None:
+    def trial(self, cfg: RatioStudyConfig, cell, data: RatioData, ctx: StudyContext) -> None:
         from ray import tune
 
         t0 = time.perf_counter()
         if cfg.tune.splits == 1:  # today's trial: one split, the classifier's epochs stream to ASHA
             tune.report(
                 {
-                    **self.score_split(cfg, data, ctx, 0, stream=True),
+                    **self.score_split(cfg, data.splits[0], ctx, 0, stream=True),
                     names.FINAL: 1,
                     names.TRIAL_SECONDS: time.perf_counter() - t0,
                 }
@@ -252,51 +271,51 @@ class RatioStudy(Study):
         from .tune_state import SplitResults
 
         tid = tune.get_context().get_trial_id() or "trial"
-        store = SplitResults(
-            Path(ctx["out"]) / "trial_splits" / f"{tid}.json", stable_hash(to_dict(cfg))
-        )
+        store = SplitResults(ctx.out / "trial_splits" / f"{tid}.json", stable_hash(to_dict(cfg)))
         score_splits(
-            data["splits"],
+            data.splits,
             lambda j, sp: self.score_split(cfg, sp, ctx, j, stream=False),
             store,
             lambda r: tune.report({**r, names.TRIAL_SECONDS: time.perf_counter() - t0}),
         )
 
-    def score_split(self, cfg: RatioStudyConfig, sp: dict, ctx: dict, j: int, stream: bool) -> dict:
+    def score_split(
+        self, cfg: RatioStudyConfig, sp: RatioSplit, ctx: StudyContext, j: int, stream: bool
+    ) -> dict:
         """(trial) The configuration on one split: generator, validation FID/KID, filtered synthetic
         images, classifier. `stream`: its epochs go to Tune as they come (one-split studies)."""
         from ..classify.train import train_classifier
 
-        cache, t0 = Path(ctx["cache"]), time.perf_counter()
+        cache, t0 = ctx.cache, time.perf_counter()
         # 1. Generator for these settings (bundle and stage caches: shared by every trial with the same ones and split).
         gen_cls = get_generator(cfg.generator.name)
         sampler, bundle, cached = train_generator(
             gen_cls,
             cfg.generator,
-            sp["gen_train"],
-            sp["gen_val"],
-            sp["key"],
+            sp.gen_train,
+            sp.gen_val,
+            sp.key,
             cache,
             cfg.run,
-            ctx["use_cache"],
+            ctx.use_cache,
         )
         gen_s = time.perf_counter() - t0
         # 2. Fidelity on validation (real features cached once per split and class); every report carries it.
         # the mask generator scored too, if it has one
         masks = cfg.generator if cfg.objective == "fidelity" else None
         figures = trial_figures(
-            Path(ctx["out"]), sampler, sp["val"], bundle, cfg, "" if j == 0 else f"split{j}"
+            ctx.out, sampler, sp.val, bundle, cfg, "" if j == 0 else f"split{j}"
         )
         fid = fidelity(
             sampler,
-            sp["val"],
+            sp.val,
             "val",
             cfg.fid_per_class,
             cfg.run.seed,
             cache / "features",
-            sp["key"],
+            sp.key,
             masks,
-            train=sp["train"],
+            train=sp.train,
             figures=Path(figures),
         )
         common = with_run_info(
@@ -329,15 +348,15 @@ class RatioStudy(Study):
         callbacks = [epoch_report_callback({**fid, FIGURES: figures})] if stream else None
         res = train_classifier(
             tr,
-            sp["val"],
+            sp.val,
             None,
             cfg.classifier,
             label=f"clf-{cfg.classifier.name}",
             cache_root=cache,
-            data_key=sp["key"],
+            data_key=sp.key,
             run_cfg=cfg.run,
             seed=cfg.run.seed,
-            use_cache=ctx["use_cache"],
+            use_cache=ctx.use_cache,
             callbacks=callbacks,
         )
         cas = (
@@ -361,28 +380,33 @@ class RatioStudy(Study):
 
     # -- the end ------------------------------------------------------------------
     def finish(
-        self, cfg: RatioStudyConfig, best_cfg: RatioStudyConfig, data: dict, results, ctx: dict
+        self,
+        cfg: RatioStudyConfig,
+        best_cfg: RatioStudyConfig,
+        data: RatioData,
+        results,
+        ctx: StudyContext,
     ) -> dict:
         import mlflow
         from mlflow import MlflowClient
 
         from ..tracking.study_logger import set_parent_summary
 
-        out, cache = Path(ctx["out"]), Path(ctx["cache"])
+        out, cache = ctx.out, ctx.cache
         metric, mode = self.selection(cfg)
         done = finished(results, cfg.name, out)
         best_row = done.sort_values(metric, ascending=mode == "min").iloc[0]
         gen_cls = get_generator(best_cfg.generator.name)
         per_split, bundle, clf_bundle = [], None, None
         for j, sp in enumerate(
-            data["splits"]
+            data.splits
         ):  # one split, or each of tune.splits: test split once each
             sampler, gb, _ = train_generator(
                 gen_cls,
                 best_cfg.generator,
-                sp["gen_train"],
-                sp["gen_val"],
-                sp["key"],
+                sp.gen_train,
+                sp.gen_val,
+                sp.key,
                 cache,
                 best_cfg.run,
             )
@@ -394,14 +418,14 @@ class RatioStudy(Study):
                 m, cb = (
                     fidelity(
                         sampler,
-                        sp["test"],
+                        sp.test,
                         "test",
                         best_cfg.fid_per_class,
                         best_cfg.run.seed,
                         cache / "features",
-                        sp["key"],
+                        sp.key,
                         best_cfg.generator,
-                        train=sp["train"],
+                        train=sp.train,
                     ),
                     None,
                 )
@@ -423,7 +447,7 @@ class RatioStudy(Study):
                 "trial_id": best_row["trial_id"],
                 "config": to_dict(best_cfg),
                 "test": test_metrics,
-                "split_hash": data["key"],
+                "split_hash": data.key,
                 "bundle": str(bundle),
             },
         )
@@ -438,11 +462,11 @@ class RatioStudy(Study):
         mlflow.set_tag("cytoray.best_trial", best_row["trial_id"])
         set_parent_summary(
             MlflowClient(),
-            ctx["parent"],
+            ctx.parent,
             {KIND_TAG: "stabilisers" if cfg.objective == "fidelity" else "ratio", **self.tags},
             summary_text(cfg, done, best_row, metric, test_metrics),
         )
-        for f in [out / "trials.md", out / "best.json", *map(Path, data["manifests"])]:
+        for f in [out / "trials.md", out / "best.json", *map(Path, data.manifests)]:
             mlflow.log_artifact(str(f))
         val = {k: float(best_row[k]) for k in (metric, FID_ALL) if k in best_row}
         promoted = (
@@ -452,8 +476,8 @@ class RatioStudy(Study):
                 clf_bundle,
                 val,
                 test_metrics,
-                data["key"],
-                ctx.get("smoke", False),
+                data.key,
+                ctx.smoke,
             )
             if cfg.register
             else {}
@@ -520,7 +544,7 @@ def summary_text(cfg: RatioStudyConfig, done, best_row, metric: str, test: dict)
     )
 
 
-def training_set(cfg: RatioStudyConfig, sp: dict, sampler, cache: Path):
+def training_set(cfg: RatioStudyConfig, sp: RatioSplit, sampler, cache: Path):
     """The classifier's training set at the configuration's ratio and policy, the synthetic images
     through the filter (when `filter.method` is not none; against the split's real TRAINING
     features, cached under the same key as the realism figures). Returns (set, FilteredSampler|None)."""
@@ -529,11 +553,11 @@ def training_set(cfg: RatioStudyConfig, sp: dict, sampler, cache: Path):
     kept = None
     if cfg.filter.active:
         kept = sampler = filtered_sampler(
-            sampler, cfg.filter, sp["train"], sp["key"], cache, cfg.run.seed
+            sampler, cfg.filter, sp.train, sp.key, cache, cfg.run.seed
         )
     tr = compose_training_set(
         cfg.policy_name(),
-        sp["train"],
+        sp.train,
         cfg.ratio,
         {cfg.generator.name: sampler},
         rng_seed=cfg.run.seed,
@@ -551,22 +575,24 @@ def splits_text(cfg: RatioStudyConfig) -> str:
     )
 
 
-def final_test(cfg: RatioStudyConfig, data: dict, sampler, out: Path, write_bundle: bool = True):
+def final_test(
+    cfg: RatioStudyConfig, sp: RatioSplit, sampler, out: Path, write_bundle: bool = True
+):
     """The chosen configuration's classifier (a cache hit) scored on the test split once."""
     from ..classify.bundle import write_classifier_bundle
     from ..classify.train import train_classifier
     from ..metrics.classification import SCORES, classification_metrics
 
-    train = data["train"]
-    tr, _ = training_set(cfg, data, sampler, out / "cache")
+    train = sp.train
+    tr, _ = training_set(cfg, sp, sampler, out / "cache")
     res = train_classifier(
         tr,
-        data["val"],
-        data["test"],
+        sp.val,
+        sp.test,
         cfg.classifier,
         label=f"clf-{cfg.classifier.name}",
         cache_root=out / "cache",
-        data_key=data["key"],
+        data_key=sp.key,
         run_cfg=cfg.run,
         seed=cfg.run.seed,
         use_cache=True,

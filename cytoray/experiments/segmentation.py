@@ -36,7 +36,7 @@ from ..report.segmentation import PROPOSED, ROWS
 from ..tracking.run_info import with_run_info
 from ..training.config import RunConfig
 from .common import register_best, train_generator, train_generators
-from .driver import Study, TuneSettings
+from .driver import Study, StudyContext, TuneSettings
 
 METRIC = names.VAL_DICE
 
@@ -148,7 +148,30 @@ def load_real(cfg: TileDataConfig) -> ImageSet:
     return dataclasses.replace(ds, groups=list(ds.names))
 
 
-def split_sets(real: ImageSet, reference: ImageSet | None, cfg: TileDataConfig, k: int) -> dict:
+@dataclasses.dataclass
+class TileSplit:
+    """Split k by source image: the generator's unlabelled reference (masks dropped), the
+    validation and test tiles with masks, the split's hash and its manifest (names and sha256)."""
+
+    reference: ImageSet
+    val: ImageSet
+    test: ImageSet
+    hash: str
+    manifest: dict
+
+
+@dataclasses.dataclass
+class SegmentationData:
+    """Every split (split 0 is searched on), the data's source and the manifest files."""
+
+    splits: list[TileSplit]
+    source: str
+    manifests: list[str]
+
+
+def split_sets(
+    real: ImageSet, reference: ImageSet | None, cfg: TileDataConfig, k: int
+) -> TileSplit:
     """Split k: the generator's reference (unlabelled: masks dropped), val and test tiles, and a manifest."""
     from ..data.refsim import split_groups
 
@@ -160,13 +183,7 @@ def split_sets(real: ImageSet, reference: ImageSet | None, cfg: TileDataConfig, 
         for s in parts
     }
     manifest["reference"] = [{"name": n, "sha256": h} for n, h in zip(ref.names, ref.sha256)]
-    return {
-        "reference": ref,
-        "val": parts["val"],
-        "test": parts["test"],
-        "hash": stable_hash(manifest),
-        "manifest": manifest,
-    }
+    return TileSplit(ref, parts["val"], parts["test"], stable_hash(manifest), manifest)
 
 
 def pooled_dice(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -182,7 +199,7 @@ def pooled_dice(pred: np.ndarray, truth: np.ndarray) -> float:
 class SegmentationStudy(Study):
     Config = SegmentationStudyConfig
 
-    def prepare(self, cfg: SegmentationStudyConfig, out: Path) -> dict:
+    def prepare(self, cfg: SegmentationStudyConfig, out: Path) -> SegmentationData:
         from ..data.refsim import load_tiles
 
         real = load_real(cfg.data)
@@ -199,20 +216,17 @@ class SegmentationStudy(Study):
         splits = []
         for k in range(cfg.data.n_splits if cfg.compare else 1):
             sp = split_sets(real, reference, cfg.data, k)
-            write_json(out / f"split_{k}.json", {"hash": sp["hash"], **sp.pop("manifest")})
+            write_json(out / f"split_{k}.json", {"hash": sp.hash, **sp.manifest})
             splits.append(sp)
         s0 = splits[0]
         print(
-            f"[study] {cfg.name}: {real.source}: {len(s0['reference'])} reference, {len(s0['val'])} val, {len(s0['test'])} test "
-            f"tiles (split 0 {s0['hash']}); {len(splits)} split(s)",
+            f"[study] {cfg.name}: {real.source}: {len(s0.reference)} reference, {len(s0.val)} val, {len(s0.test)} test "
+            f"tiles (split 0 {s0.hash}); {len(splits)} split(s)",
             file=sys.stderr,
             flush=True,
         )
-        return {
-            "splits": splits,
-            "source": real.source,
-            "manifests": [str(out / f"split_{k}.json") for k in range(len(splits))],
-        }
+        manifests = [str(out / f"split_{k}.json") for k in range(len(splits))]
+        return SegmentationData(splits, real.source, manifests)
 
     def describe(self, config: dict):
         from ..config import flatten
@@ -235,25 +249,27 @@ class SegmentationStudy(Study):
             {"generator": LABEL, "variant": "refined+hard"},
         )
 
-    def trial(self, cfg: SegmentationStudyConfig, cell, data: dict, ctx: dict) -> None:
+    def trial(
+        self, cfg: SegmentationStudyConfig, cell, data: SegmentationData, ctx: StudyContext
+    ) -> None:
         from ray import tune
 
-        sp, t0 = data["splits"][0], time.perf_counter()
+        sp, t0 = data.splits[0], time.perf_counter()
         # 1. The refiner, discriminator and segmenter for this point (bundle and stage caches).
         gen, bundle, cached = train_generator(
             RefinedSim,
             cfg.generator,
-            sp["reference"],
-            sp["val"],
-            sp["hash"],
-            Path(ctx["cache"]),
+            sp.reference,
+            sp.val,
+            sp.hash,
+            ctx.cache,
             cfg.run,
-            ctx["use_cache"],
+            ctx.use_cache,
         )
         # 2. Validation Dice of the segmenter on the real validation tiles (pooled over pixels).
-        val_dice = pooled_dice(gen.segment(sp["val"].images), sp["val"].masks)
+        val_dice = pooled_dice(gen.segment(sp.val.images), sp.val.masks)
         best = gen.meta.get("best_metrics", {})
-        figures = trial_figures(Path(ctx["out"]), gen, sp["val"], bundle, cfg.run.seed)
+        figures = trial_figures(ctx.out, gen, sp.val, bundle, cfg.run.seed)
         tune.report(
             with_run_info(
                 {
@@ -278,25 +294,25 @@ class SegmentationStudy(Study):
         self,
         cfg: SegmentationStudyConfig,
         best_cfg: SegmentationStudyConfig,
-        data: dict,
+        data: SegmentationData,
         results,
-        ctx: dict,
+        ctx: StudyContext,
     ) -> dict:
         import mlflow
 
-        out, cache, sp = Path(ctx["out"]), Path(ctx["cache"]), data["splits"][0]
+        out, cache, sp = ctx.out, ctx.cache, data.splits[0]
         gen, bundle, _ = train_generator(
             RefinedSim,
             best_cfg.generator,
-            sp["reference"],
-            sp["val"],
-            sp["hash"],
+            sp.reference,
+            sp.val,
+            sp.hash,
             cache,
             best_cfg.run,
         )
-        val_dice = pooled_dice(gen.segment(sp["val"].images), sp["val"].masks)
+        val_dice = pooled_dice(gen.segment(sp.val.images), sp.val.masks)
         test = {
-            "test_dice": pooled_dice(gen.segment(sp["test"].images), sp["test"].masks)
+            "test_dice": pooled_dice(gen.segment(sp.test.images), sp.test.masks)
         }  # the test split, once
         write_json(
             out / "best.json",
@@ -305,17 +321,15 @@ class SegmentationStudy(Study):
                 "val_dice": val_dice,
                 **test,
                 "bundle": str(bundle),
-                "split_hash": sp["hash"],
+                "split_hash": sp.hash,
             },
         )
         mlflow.log_metrics({"best_val_dice": val_dice, "best_test_dice": test["test_dice"]})
         seg_bundle = write_best_segmenter(
-            out / "best_segmenter", gen, bundle, best_cfg, sp["hash"], val_dice
+            out / "best_segmenter", gen, bundle, best_cfg, sp.hash, val_dice
         )
         registered = (
-            register_chosen(
-                best_cfg, bundle, seg_bundle, val_dice, test, sp["hash"], ctx.get("smoke", False)
-            )
+            register_chosen(best_cfg, bundle, seg_bundle, val_dice, test, sp.hash, ctx.smoke)
             if cfg.register
             else {}
         )
@@ -323,13 +337,13 @@ class SegmentationStudy(Study):
         if cfg.compare:  # every row on every split's test tiles: mean ± 95% CI, paired tests
             comparison = compare(
                 best_cfg.generator,
-                data["splits"],
+                data.splits,
                 cache,
                 best_cfg.run,
-                ctx["use_cache"],
+                ctx.use_cache,
                 cfg.syncgan_mask_method,
             )
-            table = write_comparison(out, comparison, data["source"], best_cfg)
+            table = write_comparison(out, comparison, data.source, best_cfg)
         compared = (
             [out / n for n in ("comparison.md", "comparison.csv", "comparison.json")]
             if comparison is not None
@@ -338,7 +352,7 @@ class SegmentationStudy(Study):
         for f in [
             out / "best.json",
             *compared,
-            *map(Path, data["manifests"]),
+            *map(Path, data.manifests),
         ]:  # never an earlier run's comparison left in --out
             if f.is_file():
                 mlflow.log_artifact(str(f))
@@ -348,7 +362,7 @@ class SegmentationStudy(Study):
 
         set_parent_summary(
             MlflowClient(),
-            ctx["parent"],
+            ctx.parent,
             {KIND_TAG: "segmentation", "generator": LABEL, "variant": "+".join(ROWS)},
             f"**{cfg.name}**: refined-sim searched on split 0 (validation Dice {val_dice:.3f}; its test Dice, scored once, "
             f"{test['test_dice']:.3f}).\n\n" + (table or ""),
@@ -482,12 +496,16 @@ def variant_configs(g: RefinedSimConfig) -> dict[str, RefinedSimConfig]:
 
 
 def train_variants(
-    g: RefinedSimConfig, splits: list[dict], cache: Path, run: RunConfig, use_cache: bool = True
+    g: RefinedSimConfig,
+    splits: list[TileSplit],
+    cache: Path,
+    run: RunConfig,
+    use_cache: bool = True,
 ) -> dict[str, Path]:
     """Every variant of `g` (`variant_configs`) on every split: {"s<k>/<variant>": bundle folder},
     cached bundles reused, the others trained in one Ray Train job."""
     jobs = {
-        f"s{k}/{v}": (c, sp["reference"], sp["val"], sp["hash"])
+        f"s{k}/{v}": (c, sp.reference, sp.val, sp.hash)
         for k, sp in enumerate(splits)
         for v, c in variant_configs(g).items()
     }
@@ -510,7 +528,7 @@ def row_masks(
 
 def compare(
     g: RefinedSimConfig,
-    splits: list[dict],
+    splits: list[TileSplit],
     cache: Path,
     run: RunConfig,
     use_cache: bool = True,
@@ -526,14 +544,14 @@ def compare(
     scores: dict[str, list[float]] = {r: [] for r in ROWS}
     probe: dict[str, list[float]] = {"initial": [], "refined": []}
     for k, sp in enumerate(splits):
-        test, mine = sp["test"], {v: bundles[f"s{k}/{v}"] for v in variant_configs(g)}
+        test, mine = sp.test, {v: bundles[f"s{k}/{v}"] for v in variant_configs(g)}
         for row in ROWS:
             scores[row].append(
                 pooled_dice(row_masks(row, test.images, mine, mask_method), test.masks)
             )
         # 2. realism of its initial and refined images against real tiles
         gen = RefinedSim.load(mine[PROPOSED])
-        real = np.concatenate([sp["val"].images, test.images])
+        real = np.concatenate([sp.val.images, test.images])
         init, refined = initial_and_refined(gen, len(real), run.seed + k)
         probe["initial"].append(realism_probe(real, init, seed=k))
         probe["refined"].append(realism_probe(real, refined, seed=k))
@@ -555,7 +573,7 @@ def compare(
         "tests": tests,
         "probe": probe,
         "n_splits": len(splits),
-        "n_test": [len(sp["test"]) for sp in splits],
+        "n_test": [len(sp.test) for sp in splits],
         "syncgan_method": mask_method,
     }
 

@@ -72,20 +72,20 @@ def combine(results: list[dict], spread: Callable[[str], bool] = has_spread) -> 
 
 
 def score_splits(
-    splits: list[dict],
-    score: Callable[[int, dict], dict],
+    splits: list,
+    score: Callable[[int, object], dict],
     store: SplitResults,
     report: Callable[[dict], None],
 ) -> dict:
-    """Score `splits` in order with `score(j, split)` (a split the store holds for this config and
-    this split's key is reused, not rescored), report the running mean after each split; the last
+    """Score `splits` (each with a `key`: its manifest hash) in order with `score(j, split)` (a split
+    the store holds for this config and this split's key is reused, not rescored), report the running mean after each split; the last
     report (all splits in) carries `final: 1`, every earlier one `final: 0`. Returns the last report."""
     results, agg = [], {}
     for j, sp in enumerate(splits):
-        r = store.get(j, sp["key"])
+        r = store.get(j, sp.key)
         if r is None:
             r = jsonable(score(j, sp))
-            store.put(j, sp["key"], r)
+            store.put(j, sp.key, r)
         results.append(r)
         agg = {
             **combine(results),
