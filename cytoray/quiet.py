@@ -28,8 +28,10 @@ import logging
 import os
 import sys
 
+from . import process_env
+from .process_env import PREEMPTION_ENV  # noqa: F401  (named in the table above)
+
 _STATE = {"configured": False, "verbose": False, "worker_output": True}
-PREEMPTION_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 # (logger, level) pairs: informational lines at start-up that say nothing a user acts on.
 LOGGER_LEVELS = (
@@ -57,8 +59,7 @@ def configure(verbose: bool = False, worker_output: bool | None = None) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     except ImportError:
         pass
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy engine: silent at verbose=0
-    os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")  # read when ray.tune is imported ...
+    process_env.ensure("tune_quiet")  # Tune's legacy engine, warnings past 5 s; read at import ...
     # ... or, when a study script imported it already, set where it is read
     util = sys.modules.get("ray.tune.utils.util")
     if util is not None:
@@ -83,7 +84,7 @@ def ray_init_options(address: str | None) -> dict:
     if not _STATE["configured"]:
         return {"log_to_driver": True, "logging_level": logging.WARNING}
     if not address:  # workers of a local cluster inherit this process's environment at ray.init
-        os.environ.setdefault(PREEMPTION_ENV, "0")
+        process_env.ensure("ray_quiet")
     return {
         "log_to_driver": bool(_STATE["worker_output"]),
         "logging_level": logging.INFO if _STATE["verbose"] else logging.WARNING,

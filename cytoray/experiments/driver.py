@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from .. import process_env
 from ..config import ConfigError, deep_merge, flatten, from_dict, to_dict
 from ..errors import CytorayError
 from ..metrics import names
@@ -352,12 +353,8 @@ def _tune(study: Study, cfg, space, grid, data, ctx, out: Path, uri, exp_id, par
     from .progress import TrialProgress
     from .tune_state import record_tune_state, verify_tune_state
 
-    # experiment state saved often: SIGKILL loses little
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    # Tune's own SIGINT handler would end the trials and return as if the search had finished (the
-    # final test would then run on a cut-short search); without it Ctrl-C stops the study at once
-    # and `--resume` continues from the state saved every 2 s.
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    # state saved every 2 s; Ctrl-C stops the study at once and --resume goes on (process_env.py)
+    process_env.ensure("tune")
     t = cfg.tune
     # A trial's placement group needs a non-empty bundle: with no CPU share, it asks for one byte of memory.
     resources = {"cpu": t.trial_cpu} if t.trial_cpu > 0 else {"cpu": 0, "memory": 1}

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import process_env
+
 # the files a registered bundle holds (tracking/registry._stage_bundle)
 BUNDLE_SUFFIXES = (
     ".json",
@@ -122,7 +124,6 @@ def load_mask_segmenter(ref: str, tracking_uri: str | None = None):
         if key not in _LOADED:
             _LOADED[key] = (load_segmenter(folder), ident)
         return _LOADED[key]
-    import os
     import tempfile
 
     import mlflow
@@ -130,8 +131,7 @@ def load_mask_segmenter(ref: str, tracking_uri: str | None = None):
     from ..tracking.mlflow_utils import store_uri
     from ..tracking.registry import pull, resolve_version
 
-    # a bar per bundle file is noise
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    process_env.ensure("mlflow")  # no progress bar per bundle file
     if tracking_uri:  # `cytoray segment --tracking-uri`
         mlflow.set_tracking_uri(store_uri(tracking_uri))
     # else this process's store (`cytoray train --tracking-uri`, MLFLOW_TRACKING_URI)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from pathlib import Path
 
+from .. import process_env
 from ..errors import CytorayError
 from ..tracking.study_logger import KIND_TAG, PARENT_TAG, RESULT_TAG, STUDY_TAG, TRIAL_TAG
 
@@ -116,8 +116,7 @@ def load(experiment: str, tracking_uri: str | None = None, run_id: str | None = 
 
     from ..tracking.mlflow_utils import tracking_uri as resolve
 
-    # a bar per downloaded grid is noise
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    process_env.ensure("mlflow")  # no progress bar per downloaded grid
     uri = resolve(tracking_uri)
     _check_sqlite(uri)
     client = MlflowClient(tracking_uri=uri)

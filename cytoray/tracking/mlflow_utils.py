@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .. import process_env
+
 DEFAULT_URI = "sqlite:///mlflow.db"  # the registry needs a database store; sqlite by default
 
 
@@ -23,20 +25,15 @@ def store_uri(uri: str) -> str:
 # ----------------------------------------------------------------------------- an unreachable server
 
 # MLflow's own HTTP retries default to 7 with backoff 2 (~250 s of silence per call, even on a
-# refused connection). Each call retries briefly itself; `tracking_call` does the long, visible,
-# bounded waiting, so a restarted server loses nothing and a dead one is named within minutes.
-HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-}
+# refused connection). Each call retries briefly itself (process_env.py: mlflow_http); `tracking_call`
+# does the long, visible, bounded waiting, so a restarted server loses nothing and a dead one is
+# named within minutes.
 # how long a study waits for its server
 MAX_WAIT_S = float(os.environ.get("CYTORAY_TRACKING_MAX_WAIT_S", "300"))
 
 
 def configure_http() -> None:
-    for k, v in HTTP_DEFAULTS.items():
-        os.environ.setdefault(k, v)
+    process_env.ensure("mlflow_http")
 
 
 def failure_kind(e: BaseException) -> str | None:
@@ -192,8 +189,7 @@ def setup(experiment: str, uri: str | None = None) -> str:
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)  # sqlite schema migration chatter
-    # one line per download is noise in logs
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    process_env.ensure("mlflow")  # no progress bar per download
     configure_http()
     u = tracking_uri(uri)
     mlflow.set_tracking_uri(store_uri(u))

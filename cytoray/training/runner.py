@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from .. import process_env
 from ..errors import ConfigError, CytorayError, TrainingError
 from ..io import atomic_dir, stable_hash, write_json
 from .config import RunConfig
@@ -61,9 +62,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
-    # Train V2 reroutes worker print() through logging *and* tees it to stdout, so every progress
-    # line reached the console twice; Ray Train propagates this switch to its workers.
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    process_env.ensure("ray")  # worker print() once, not twice (process_env.py)
     address = address or os.environ.get("RAY_ADDRESS")
     # The dashboard hosts the state API that Ray Train V2's placement-group cleaner polls.
     # worker output and log level: cytoray.quiet
@@ -89,13 +88,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                 f"cannot join the Ray cluster at {address} ({str(e).splitlines()[0][:120]}); {hint}"
             ) from None
     else:
-        # Ray Train's placement-group cleaner asks the state API whether its controller still lives,
-        # finding the cluster by auto-detection; with a second local cluster on the machine (another
-        # study, a `cytoray train`) it asks the wrong one, hears "dead" and removes the running job's
-        # placement group. The local cluster's own dashboard, named in the environment its processes
-        # inherit, is the answer it gets instead.
         port = _free_port()
-        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        process_env.set_dashboard(port)  # its own state API, not another local cluster's
         # address="local": a new cluster even when /tmp/ray/ray_current_cluster names another (or a dead) one
         with _loopback_only():
             ray.init(
@@ -272,13 +266,9 @@ def check_batches(spec: StageSpec, workers: int) -> None:
     raise ConfigError(f"[{spec.label}] would have made no optimiser step: {why}")
 
 
-# Ray Train V2's controller takes one report from each worker per poll, every 2 s by default, and a
-# worker's next `report` waits until it has (a queue of one): every epoch shorter than the poll
-# interval then lasts the interval. A tiny stage's epoch takes a fraction of a second (a smoke
-# trial with 20 mask / 10 CGAN epochs: 2:44 at 2 s, 1:01 at 0.1 s). A poll is a small actor call; a
-# worker too busy to answer one is asked again next time (declared dead only after minutes).
+# Ray Train V2's report poll: 0.1 s instead of 2 s (why, and the figures: process_env.py "train").
 # The user's own RAY_TRAIN_HEALTH_CHECK_INTERVAL_S wins. Measured by benchmarks/report_poll.py.
-POLL_ENV, POLL_INTERVAL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1"
+POLL_ENV, POLL_INTERVAL_S = process_env.POLL_ENV, process_env.POLL_INTERVAL_S
 
 
 def _fit(
@@ -292,7 +282,7 @@ def _fit(
 
     init_ray()
     # Read by the trainer in this process (a Tune trial's, or the CLI's) and handed to its controller.
-    os.environ.setdefault(POLL_ENV, POLL_INTERVAL_S)
+    process_env.ensure("train")
     for spec in pending:
         ship_by_value(type(spec.stage))
     name = (
