@@ -50,11 +50,13 @@ def read_meta(file: Path, required: tuple[str, ...], what: str) -> dict:
         meta = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise CytorayError(
-            f"{file}: not a readable {what} ({str(e).splitlines()[0][:120]}); re-copy the bundle or retrain"
+            f"{file}: not a readable {what} "
+            f"({str(e).splitlines()[0][:120]}); re-copy the bundle or retrain"
         ) from None
     if not isinstance(meta, dict):
         raise CytorayError(
-            f"{file}: a {what} holds a JSON object, this holds {type(meta).__name__}; re-copy the bundle or retrain"
+            f"{file}: a {what} holds a JSON object, this holds "
+            f"{type(meta).__name__}; re-copy the bundle or retrain"
         )
     return require(meta, required, file, what)
 
@@ -128,13 +130,15 @@ def build_net(factory, kwargs: dict, where: Path):
         isinstance(v, int) and not -(1 << 16) <= v <= 1 << 16 for v in kwargs.values()
     ):
         raise CytorayError(
-            f"{where}: network arguments {kwargs!r} are not a plausible network (a size above 65536?); retrain"
+            f"{where}: network arguments {kwargs!r} are not a "
+            "plausible network (a size above 65536?); retrain"
         )
     try:
         return factory(**kwargs)
     except (TypeError, ValueError, RuntimeError) as e:
         raise CytorayError(
-            f"{where}: network arguments {kwargs!r} do not build ({str(e).splitlines()[0][:120]}); retrain"
+            f"{where}: network arguments {kwargs!r} do not "
+            f"build ({str(e).splitlines()[0][:120]}); retrain"
         ) from None
 
 
@@ -151,7 +155,8 @@ def load_per_class(path: Path, specs: dict[str, dict], factory, prefix: str) -> 
             net.load_state_dict(load_state(path, f"{prefix}{c}"))
         except RuntimeError as e:  # shapes that do not match the recorded arguments
             raise CytorayError(
-                f"{path / f'{prefix}{c}.pt'}: does not fit its network ({str(e).splitlines()[0][:120]}); retrain"
+                f"{path / f'{prefix}{c}.pt'}: does not fit its "
+                f"network ({str(e).splitlines()[0][:120]}); retrain"
             ) from None
         nets[c] = net
     return nets

@@ -30,7 +30,8 @@ def cmd_simulate(a: argparse.Namespace) -> int:
             f"--n {a.n} --size {a.size}",
             "give fewer or smaller images",
         )
-    # --overwrite replaces a simulated dataset (it holds simulation.json), never one someone collected
+    # --overwrite replaces a simulated dataset (it holds
+    # simulation.json), never one someone collected
     check_output_folder(
         a.out, overwrite=a.overwrite, ours=lambda d: (d / "simulation.json").is_file()
     )
@@ -58,7 +59,8 @@ def cmd_split(a: argparse.Namespace) -> int:
         from .errors import CytorayError
 
         raise CytorayError(
-            f"--seed {a.seed} --k {a.k} --out '{a.out}': give a seed >= 0, --k >= 1 and an output file"
+            f"--seed {a.seed} --k {a.k} --out '{a.out}': "
+            "give a seed >= 0, --k >= 1 and an output file"
         )
     cfg = from_dict(
         DataConfig,
@@ -94,7 +96,8 @@ def cmd_masks(a: argparse.Namespace) -> int:
     mine = lambda d: (d / "summary.json").is_file() or (d / ".cache").is_dir()  # noqa: E731 (a previous `masks` output)
     if out.is_dir() and any(out.iterdir()) and not mine(out) or out == data or out in data.parents:
         raise CytorayError(
-            f"--out {a.out}: holds files `masks` did not write (a dataset, or the input itself); masks would be "
+            f"--out {a.out}: holds files `masks` did not write "
+            "(a dataset, or the input itself); masks would be "
             "written over same-named images there; choose a new or empty folder"
         )
     if Path(a.data).is_dir():  # the unsupervised masks work on 8 px and up (masks/unsupervised.py)
@@ -116,7 +119,8 @@ def cmd_fid(a: argparse.Namespace) -> int:
 
     if a.size is not None and not 16 <= a.size <= 2048:
         raise CytorayError(
-            f"--size {a.size}: give 16 to 2048 px (or leave it out: each image goes to 299 px as it is)"
+            f"--size {a.size}: give 16 to 2048 px (or leave "
+            "it out: each image goes to 299 px as it is)"
         )
     if a.train and not a.realism:
         raise CytorayError("--train DIR is read for the memorisation share only; add --realism")
@@ -132,7 +136,8 @@ def cmd_fid(a: argparse.Namespace) -> int:
             paths = list_images(a.train)
             if len(paths) < 2:
                 raise CytorayError(
-                    f"--train {a.train}: {len(paths)} image(s) found; the memorisation share needs at least 2"
+                    f"--train {a.train}: {len(paths)} image(s) "
+                    "found; the memorisation share needs at least 2"
                 )
             train = folder_features(
                 paths, a.size, desc=None if a.json else "Inception features train"
@@ -167,8 +172,10 @@ def _realism_lines(r: dict) -> list[str]:
     if m:
         pairs = ", ".join(f"#{i}~train #{j} ({d:.2f})" for i, j, d in m["closest_pairs"][:3])
         lines.append(
-            f"memorised share {m['share']:.3f}: synthetic images nearer to a training image than the "
-            f"{m['percentile']:g}th percentile ({m['threshold']:.3f}) of train-to-train nearest distances "
+            f"memorised share {m['share']:.3f}: synthetic "
+            "images nearer to a training image than the "
+            f"{m['percentile']:g}th percentile ({m['threshold']:.3f}) "
+            "of train-to-train nearest distances "
             f"(dir_a's real images: {m['held_out_real_share']:.3f}); closest: {pairs}"
         )
     return lines
@@ -593,7 +600,8 @@ def cmd_weights(a: argparse.Namespace) -> int:
         from .errors import CytorayError
 
         raise CytorayError(
-            f"--dir {a.dir}: no such folder; name the folder holding torchvision's <network>-<hash>.pth files"
+            f"--dir {a.dir}: no such folder; name the folder "
+            "holding torchvision's <network>-<hash>.pth files"
         )
     rows = inventory(a.dir)
     _print_json(rows) if a.json else print(format_inventory(rows, a.dir))

@@ -128,7 +128,8 @@ def _build(cls: type[T], data: dict, where: str) -> T:
             and isinstance(kwargs[k], float)
             and not 0 < kwargs[k] <= 10
         ):
-            # a learning rate of 1e300 overflows the optimiser's first step, after the data and the workers
+            # a learning rate of 1e300 overflows the optimiser's first
+            # step, after the data and the workers
             raise ConfigError(
                 f"{where}.{k}={kwargs[k]:g}: a learning rate is above 0 and at most 10 (e.g. 2e-4)"
             )
@@ -210,7 +211,8 @@ class _StrictLoader(yaml.SafeLoader):
         try:
             if self._depth > MAX_YAML_DEPTH:
                 raise ConfigError(
-                    f"nested more than {MAX_YAML_DEPTH} levels deep (line {self.peek_event().start_mark.line + 1}); "
+                    f"nested more than {MAX_YAML_DEPTH} levels deep "
+                    f"(line {self.peek_event().start_mark.line + 1}); "
                     "a config is a few levels of keys"
                 )
             return super().compose_node(parent, index)
@@ -249,14 +251,16 @@ def load_yaml(text: str | bytes, where: str) -> Any:
     duplicate keys refused); every problem is a one-line ConfigError naming `where`."""
     if len(text) > MAX_YAML_BYTES:
         raise ConfigError(
-            f"{where}: {len(text)} bytes, over the {MAX_YAML_BYTES} a config may hold; give a config file"
+            f"{where}: {len(text)} bytes, over the {MAX_YAML_BYTES} "
+            "a config may hold; give a config file"
         )
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
             raise ConfigError(
-                f"{where}: not UTF-8 (byte {text[e.start]:#x} at offset {e.start}); save the file as UTF-8"
+                f"{where}: not UTF-8 (byte {text[e.start]:#x} "
+                f"at offset {e.start}); save the file as UTF-8"
             ) from None
     loader = _StrictLoader(text)
     try:
@@ -265,7 +269,8 @@ def load_yaml(text: str | bytes, where: str) -> Any:
             return None
         if _expanded_size(node, {}) > MAX_YAML_NODES:
             raise ConfigError(
-                f"expands to more than {MAX_YAML_NODES} values through its aliases (*name); write the values out"
+                f"expands to more than {MAX_YAML_NODES} values "
+                "through its aliases (*name); write the values out"
             )
         return loader.construct_document(node)
     except ConfigError as e:
@@ -285,12 +290,14 @@ def _base_path(path: Path, base: Any) -> Path:
     another config, never /etc/passwd or ../../secret.yaml."""
     if not isinstance(base, str) or not base or Path(base).is_absolute() or base.startswith("~"):
         raise ConfigError(
-            f"{path}: _base_: {base!r}: give a relative path to a YAML file beside it or in {CONFIGS}"
+            f"{path}: _base_: {base!r}: give a relative "
+            f"path to a YAML file beside it or in {CONFIGS}"
         )
     target = (path.parent / base).resolve()
     if not any(target.is_relative_to(root) for root in (path.parent.resolve(), CONFIGS)):
         raise ConfigError(
-            f"{path}: _base_: {base} leads outside its folder and {CONFIGS}; copy the base file beside it"
+            f"{path}: _base_: {base} leads outside its folder "
+            f"and {CONFIGS}; copy the base file beside it"
         )
     return target
 
@@ -303,7 +310,8 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: _base_ chain loops back on itself")
     if path.stat().st_size > MAX_YAML_BYTES:  # refused before reading it
         raise ConfigError(
-            f"{path}: {path.stat().st_size} bytes, over the {MAX_YAML_BYTES} a config may hold; give a config file"
+            f"{path}: {path.stat().st_size} bytes, over the "
+            f"{MAX_YAML_BYTES} a config may hold; give a config file"
         )
     data = load_yaml(path.read_bytes(), str(path)) or {}
     if not isinstance(data, dict):
@@ -429,13 +437,15 @@ class DataConfig:
             or self.split_ratios[0] <= 0
         ):
             raise ConfigError(
-                f"data.split_ratios={self.split_ratios}: give three non-negative train:val:test weights, train > 0"
+                f"data.split_ratios={self.split_ratios}: give three "
+                "non-negative train:val:test weights, train > 0"
             )
         if self.n_splits < 1:
             raise ConfigError(f"data.n_splits={self.n_splits}: must be >= 1")
         if self.split_seed < 0 or self.sim_seed < 0:
             raise ConfigError(
-                f"data.split_seed={self.split_seed}, data.sim_seed={self.sim_seed}: seeds must be >= 0"
+                f"data.split_seed={self.split_seed}, "
+                f"data.sim_seed={self.sim_seed}: seeds must be >= 0"
             )
         if self.sim_n < 4:
             raise ConfigError(f"data.sim_n={self.sim_n}: the simulator needs at least 4 images")

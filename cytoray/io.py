@@ -93,7 +93,8 @@ def atomic_dir(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         from .errors import CytorayError
 
         raise CytorayError(
-            f"{dest}: output folder exists and is not empty; choose another --out or pass --overwrite"
+            f"{dest}: output folder exists and is not empty; "
+            "choose another --out or pass --overwrite"
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(dest), suffix=".tmp", dir=dest.parent))
@@ -147,7 +148,8 @@ def safe_component(name: str, what: str) -> str:
     )
     if not ok:
         raise CytorayError(
-            f"{what} {name!r} is not a plain folder name; refusing to write outside the output folder"
+            f"{what} {name!r} is not a plain folder name; "
+            "refusing to write outside the output folder"
         )
     return name
 
@@ -162,7 +164,8 @@ def os_error_message(e: OSError) -> str:
         return f"{where}: no space left on the device (or over quota); free space or choose an --out on another disk"
     if e.errno == errno.EFBIG:
         return (
-            f"{where}: file too large (over the file system's or this process's file-size limit, `ulimit -f`); "
+            f"{where}: file too large (over the file system's "
+            "or this process's file-size limit, `ulimit -f`); "
             "raise the limit or choose an --out on another disk"
         )
     if e.errno == errno.ENAMETOOLONG:
@@ -276,11 +279,13 @@ def check_output_folder(
         busy = False
     if busy and not overwrite:
         raise CytorayError(
-            f"{out}: output folder exists and is not empty; choose another {flag} or pass --overwrite"
+            f"{out}: output folder exists and is not empty; "
+            f"choose another {flag} or pass --overwrite"
         )
     if busy and not (ours is not None and ours(res)):
         raise CytorayError(
-            f"{out}: holds files this command did not write (a dataset or other work); --overwrite only "
+            f"{out}: holds files this command did not write "
+            "(a dataset or other work); --overwrite only "
             f"replaces a previous output of the same command; choose another {flag}"
         )
     return dest
@@ -297,5 +302,6 @@ def check_memory(nbytes: float, what: str, fix: str) -> None:
         return
     if nbytes > avail / 2:
         raise CytorayError(
-            f"{what} needs about {nbytes / 2**30:.1f} GiB of memory, and {avail / 2**30:.1f} GiB is free; {fix}"
+            f"{what} needs about {nbytes / 2**30:.1f} GiB of "
+            f"memory, and {avail / 2**30:.1f} GiB is free; {fix}"
         )

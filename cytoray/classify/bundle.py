@@ -48,7 +48,8 @@ def load_classifier_bundle(path: str | Path):
         isinstance(names, list) and len(names) >= 2 and isinstance(size, int) and 16 <= size <= 4096
     ):
         raise CytorayError(
-            f"{path / META}: class_names {names!r} / input_size {size!r} are not a trained classifier's; retrain"
+            f"{path / META}: class_names {names!r} / input_size "
+            f"{size!r} are not a trained classifier's; retrain"
         )
     params = meta.get("params") if isinstance(meta.get("params"), dict) else {}
     kwargs = {
@@ -62,7 +63,8 @@ def load_classifier_bundle(path: str | Path):
         model.load_state_dict(load_weights(path / "model.pt"))
     except RuntimeError as e:
         raise CytorayError(
-            f"{path / 'model.pt'}: does not fit {meta['classifier']} ({str(e).splitlines()[0][:120]}); retrain"
+            f"{path / 'model.pt'}: does not fit {meta['classifier']} "
+            f"({str(e).splitlines()[0][:120]}); retrain"
         ) from None
     return model.eval(), meta
 

@@ -51,7 +51,8 @@ class FilterConfig:
     method: Literal["none", "realism", "centroid", "classifier"] = "none"
     # share of drawn synthetic images kept (0, 1]: ceil(n / keep) drawn, the best n kept
     keep: float = 1.0
-    k: int = 5  # realism: k-th nearest real neighbour as each real image's radius (precision's k, Naeem et al.)
+    # realism: k-th nearest real neighbour as each real image's radius (precision's k, Naeem et al.)
+    k: int = 5
 
     def validate(self) -> None:
         if not (0.0 < self.keep <= 1.0) or not math.isfinite(self.keep):

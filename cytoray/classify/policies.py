@@ -83,7 +83,8 @@ class Sampler(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
-    name: str  # canonical name: a POLICIES key, or the ordered '+'-joined sources (parses back to itself)
+    # canonical name: a POLICIES key, or the ordered '+'-joined sources (parses back to itself)
+    name: str
     sources: tuple[str, ...]  # orig first, then trad, then generators sorted by name
 
     @property
@@ -142,7 +143,8 @@ def parse_policy(policy: str) -> Policy:
             raise _unknown(policy, t)
     if not sources:
         raise CytorayError(
-            f"policy {policy!r}: has no sources left; '-only' drops 'orig', add a generator or 'trad'"
+            f"policy {policy!r}: has no sources left; "
+            "'-only' drops 'orig', add a generator or 'trad'"
         )
     ordered = tuple(s for s in (REAL, TRAD) if s in sources) + tuple(
         sorted(s for s in sources if s not in (REAL, TRAD))
@@ -179,7 +181,8 @@ def _draw(sampler: Sampler, gen: str, n: int, cls: str, seed: int, shape: tuple[
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.shape != (n, *shape):
         raise CytorayError(
-            f"generator {gen!r} returned {images.dtype} images of shape {images.shape} for class {cls!r}; "
+            f"generator {gen!r} returned {images.dtype} images "
+            f"of shape {images.shape} for class {cls!r}; "
             f"expected uint8 {(n, *shape)} (train the generator at the data's image size)"
         )
     return images, None if masks is None else np.asarray(masks, dtype=bool)
@@ -207,7 +210,8 @@ def compose_training_set(
     if missing:
         raise CytorayError(
             f"policy {pol.name!r} needs generator {missing[0]!r} but no trained sampler was given "
-            f"(have: {', '.join(sorted(samplers)) or 'none'}); train it first or drop it from the policy"
+            f"(have: {', '.join(sorted(samplers)) or 'none'}); "
+            "train it first or drop it from the policy"
         )
     shape = tuple(real_train.images.shape[1:])
     keep_masks = real_train.masks is not None or not (pol.real or pol.trad)

@@ -236,7 +236,8 @@ def _check_sets(train: ImageSet, val: ImageSet, test: ImageSet | None) -> None:
             continue
         if tuple(ds.class_names) != tuple(train.class_names):
             raise CytorayError(
-                f"{what} classes {list(ds.class_names)} differ from training classes {list(train.class_names)}"
+                f"{what} classes {list(ds.class_names)} differ "
+                f"from training classes {list(train.class_names)}"
             )
         if len(ds) == 0:
             raise CytorayError(
@@ -244,7 +245,8 @@ def _check_sets(train: ImageSet, val: ImageSet, test: ImageSet | None) -> None:
             )
         if ds.images.shape[1:] != train.images.shape[1:]:
             raise CytorayError(
-                f"{what} images are {ds.images.shape[1:]} but training images are {train.images.shape[1:]}"
+                f"{what} images are {ds.images.shape[1:]} but "
+                f"training images are {train.images.shape[1:]}"
             )
     absent = [c for c, n in train.counts().items() if n == 0]
     if absent:

@@ -26,7 +26,8 @@ STAIN_STRENGTH_SD = 0.15  # log-sd of overall stain uptake between images
 STAIN_MIX_SD = 0.06  # sd of the off-diagonal OD mixing (hue shift of every stain)
 TINT_SD = 0.03  # log-sd of the illumination per channel (white balance)
 
-# Single large cell, as feature (value at grade 0, value at grade 1); radii are fractions of the side.
+# Single large cell, as feature (value at grade 0, value at
+# grade 1); radii are fractions of the side.
 SINGLE_CELL = {
     # superficial/intermediate cells are large, dysplastic ones smaller
     "cell_radius": (
@@ -116,7 +117,8 @@ def single_cell(
             rng.uniform(0, np.pi),
         )
         draw_blob(od, trng, px(ridge, size), col, rng.uniform(0.5, 1.0), 0.4, 0.2)
-    # 5. the nucleus, off-centre a little; coarse chromatin at high grade (textured, with clear spaces)
+    # 5. the nucleus, off-centre a little; coarse chromatin at high
+    # grade (textured, with clear spaces)
     r = rc * f["nc_ratio"] * rng.uniform(0.9, 1.1)
     cn = c + rng.normal(0, 0.15 * (rc - r), 2)
     poly = stretch(

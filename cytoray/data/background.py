@@ -26,9 +26,11 @@ PADDING_MODES = ("crop", "keep")
 # Defaults, measured on Herlev crops (JPEG q~90): padding rows spread 0-6 levels, the flattest
 # rows of real glass background 9-13, so 8 separates them; a band narrower than 1% of the side
 # (2 px at 224) is a JPEG edge artefact, not a frame.
-TOLERANCE = 8.0  # max spread (2nd..98th percentile, grey levels) of a padding row, and colour drift along the band
+# max spread (2nd..98th percentile, grey levels) of a padding row, and colour drift along the band
+TOLERANCE = 8.0
 MIN_WIDTH_FRAC = 0.01  # bands narrower than this fraction of the side (and < 2 px) are ignored
-MARGIN_FRAC = 0.01  # content pixels this close to a band (JPEG ringing at the seam) are excluded from masks too
+# content pixels this close to a band (JPEG ringing at the seam) are excluded from masks too
+MARGIN_FRAC = 0.01
 # content narrower than this fraction of a side means the image is (nearly) all flat
 MIN_CONTENT_FRAC = 0.2
 
@@ -192,5 +194,6 @@ def check_padding_mode(mode: str, key: str = "padding") -> None:
         from ..errors import ConfigError
 
         raise ConfigError(
-            f"{key}={mode!r}: use 'crop' (drop flat bands before resizing) or 'keep' (use images as they are)"
+            f"{key}={mode!r}: use 'crop' (drop flat bands before "
+            "resizing) or 'keep' (use images as they are)"
         )

@@ -79,14 +79,16 @@ def scan_folder(
         return [], [
             Problem(
                 str(root),
-                "folder not found; pass an existing dataset folder (<root>/<class>/*.png) or use the embedded simulator",
+                "folder not found; pass an existing dataset folder "
+                "(<root>/<class>/*.png) or use the embedded simulator",
             )
         ]
     if not root.is_dir():
         return [], [
             Problem(
                 str(root),
-                "is a file, not a folder; pass the dataset folder that holds one sub-folder per class",
+                "is a file, not a folder; pass the dataset "
+                "folder that holds one sub-folder per class",
             )
         ]
     class_dirs = sorted(
@@ -100,7 +102,8 @@ def scan_folder(
             problems.append(
                 Problem(
                     str(root / c),
-                    f"class folder '{c}' not found (found: {', '.join(d.name for d in class_dirs) or 'none'})",
+                    f"class folder '{c}' not found (found: "
+                    f"{', '.join(d.name for d in class_dirs) or 'none'})",
                 )
             )
         class_dirs = [root / c for c in classes if (root / c).is_dir()]
@@ -117,7 +120,8 @@ def scan_folder(
                 problems.append(
                     Problem(
                         str(f),
-                        f"not an image file (extension '{f.suffix or 'none'}'); move it out of the class folder",
+                        f"not an image file (extension '{f.suffix or 'none'}'); "
+                        "move it out of the class folder",
                     )
                 )
                 continue
@@ -130,13 +134,16 @@ def scan_folder(
                 problems.append(
                     Problem(
                         str(f),
-                        f"BreakHis name says '{bh['cls']}' but the file is in class folder '{cdir.name}'; move it",
+                        f"BreakHis name says '{bh['cls']}' but the file "
+                        f"is in class folder '{cdir.name}'; move it",
                     )
                 )
                 continue
             mag = bh["magnification"] if bh else None
             if magnification is not None and mag != magnification:
-                continue  # filtered out (non-BreakHis names have no magnification and are dropped by the filter)
+                # filtered out (non-BreakHis names have no magnification
+                # and are dropped by the filter)
+                continue
             records.append(
                 Record(f, cdir.name, _find_mask(cdir, f), mag, bh["patient"] if bh else None)
             )
@@ -145,7 +152,8 @@ def scan_folder(
             problems.append(
                 Problem(
                     str(cdir),
-                    f"class folder has {what} ({', '.join(IMAGE_EXTS)}); add images or remove the folder",
+                    f"class folder has {what} ({', '.join(IMAGE_EXTS)}); "
+                    "add images or remove the folder",
                 )
             )
     n_classes = len({r.cls for r in records})
@@ -154,7 +162,8 @@ def scan_folder(
         problems.append(
             Problem(
                 str(root),
-                f"needs at least two class folders with images (found: {found}); put each class in its own sub-folder",
+                "needs at least two class folders with images (found: "
+                f"{found}); put each class in its own sub-folder",
             )
         )
     return records, problems
@@ -255,7 +264,8 @@ def load_folder(
             m = read_mask(r.mask)
             if crop and m.shape != rgb.shape[:2]:
                 raise DataError(
-                    f"{r.mask}: mask is {m.shape[1]}x{m.shape[0]} px but its image is {rgb.shape[1]}x{rgb.shape[0]}; "
+                    f"{r.mask}: mask is {m.shape[1]}x{m.shape[0]} px "
+                    f"but its image is {rgb.shape[1]}x{rgb.shape[0]}; "
                     "masks must match their images pixel for pixel"
                 )
             masks.append(fit_square(crop_padding(m, bands) if crop else m, size, nearest=True))

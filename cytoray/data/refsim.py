@@ -143,21 +143,23 @@ class Reference:
             )
         # 1. Nuclei by Otsu on haematoxylin, speckle removed and pale chromatin filled. A nucleus's
         #    radius is its largest inscribed distance (distance-transform peak): unlike its area,
-        #    that stays right when Otsu merges a row of nuclei into one band or splits one in specks.
+        # that stays right when Otsu merges a row of nuclei into one band or splits one in specks.
         m = ndimage.binary_fill_holes(
             ndimage.binary_closing(ndimage.binary_opening(otsu_haematoxylin(rgb)))
         )
         labels, n = ndimage.label(m)
         if n == 0 or m.mean() < 1e-3:
             raise DataError(
-                f"{name}: Otsu on haematoxylin finds no nuclei; give an H&E tile with nuclei as the reference"
+                f"{name}: Otsu on haematoxylin finds no nuclei; "
+                "give an H&E tile with nuclei as the reference"
             )
         peaks = np.asarray(
             ndimage.maximum(ndimage.distance_transform_edt(m), labels, np.arange(1, n + 1)), float
         )
         big = peaks[peaks >= min_radius]
         radius = max(min_radius, float(np.median(big if len(big) else peaks)))
-        # 2. Inpaint each class out of the other (mask dilated: nucleus rims are blurred in the tile).
+        # 2. Inpaint each class out of the other (mask dilated:
+        # nucleus rims are blurred in the tile).
         od = rgb_to_od(rgb.astype(np.float32) / 255.0)
         grow = ndimage.binary_dilation(m, iterations=max(1, int(round(0.3 * radius))))
         core = (
@@ -359,19 +361,22 @@ def load_tiles(
     root = Path(root)
     if not root.is_dir():
         raise DataError(
-            f"{root}: folder not found; give <root>/images + <root>/masks or <root>/<class>/*.png + <class>/masks/"
+            f"{root}: folder not found; give <root>/images + "
+            "<root>/masks or <root>/<class>/*.png + <class>/masks/"
         )
     pairs = _pairs(root)
     if not pairs:
         raise DataError(
-            f"{root}: no images (expected <root>/images/*.jpg + <root>/masks/ or <root>/<class>/*.png + <class>/masks/)"
+            f"{root}: no images (expected <root>/images/*.jpg + "
+            "<root>/masks/ or <root>/<class>/*.png + <class>/masks/)"
         )
     classes = sorted({c for _, _, c in pairs})
     imgs, masks, labels, names, groups = [], [], [], [], []
     for path, mpath, cls in pairs:
         if need_masks and mpath is None:
             raise DataError(
-                f"{path}: no nucleus mask with the same stem in its masks/ folder; add it (validation and test need masks)"
+                f"{path}: no nucleus mask with the same stem in its "
+                "masks/ folder; add it (validation and test need masks)"
             )
         rgb = _scaled(read_rgb(path), scale, Image.BICUBIC)
         m = None
@@ -379,7 +384,8 @@ def load_tiles(
             grey = np.asarray(Image.open(mpath).convert("L"))
             if grey.shape != read_rgb(path).shape[:2]:
                 raise DataError(
-                    f"{mpath}: mask is {grey.shape[1]}x{grey.shape[0]} px but its image is not; masks must match their images"
+                    f"{mpath}: mask is {grey.shape[1]}x{grey.shape[0]} px "
+                    "but its image is not; masks must match their images"
                 )
             m = (
                 _scaled(((grey > mask_threshold) * 255).astype(np.uint8), scale, Image.BILINEAR)
@@ -388,7 +394,8 @@ def load_tiles(
         cut = cut_tiles(rgb, tile)
         if not cut:
             raise DataError(
-                f"{path}: {rgb.shape[1]}x{rgb.shape[0]} px after scale {scale} is smaller than one {tile} px tile; "
+                f"{path}: {rgb.shape[1]}x{rgb.shape[0]} px after "
+                f"scale {scale} is smaller than one {tile} px tile; "
                 "lower data.tile or raise data.scale"
             )
         for y, x, t in cut:

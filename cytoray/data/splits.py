@@ -110,8 +110,10 @@ def stratified_split(
         if len(gids) < need:
             ratio_txt = ":".join(f"{r:g}" for r in ratios)
             raise DataError(
-                f"class '{name}' has {len(idx)} images in {len(gids)} independent groups, too few for split ratios "
-                f"{ratio_txt} (needs at least {need}); add images to '{name}' or change data.split_ratios"
+                f"class '{name}' has {len(idx)} images in {len(gids)} "
+                "independent groups, too few for split ratios "
+                f"{ratio_txt} (needs at least {need}); add "
+                f"images to '{name}' or change data.split_ratios"
             )
         gids = rng.permutation(gids)
         counts = _allocate(len(gids), ratios)
@@ -134,7 +136,8 @@ class Manifest:
     ratios: list[float]
     class_names: list[str]
     items: list[dict]  # {"name", "class", "sha256", "split"}
-    padding: str = "crop"  # how flat edge bands were handled when loading (the pixels differ, the files do not)
+    # how flat edge bands were handled when loading (the pixels differ, the files do not)
+    padding: str = "crop"
 
     @property
     def hash(self) -> str:
@@ -185,7 +188,8 @@ def _duplicate_groups(ds: ImageSet, near_bits: int) -> tuple[np.ndarray, list, n
         if ds.labels[i] != ds.labels[j]:
             raise DataError(
                 f"{ds.names[i]} and {ds.names[j]} are {kind} duplicates with different classes "
-                f"('{ds.class_names[ds.labels[i]]}' vs '{ds.class_names[ds.labels[j]]}'); remove one of them"
+                f"('{ds.class_names[ds.labels[i]]}' vs "
+                f"'{ds.class_names[ds.labels[j]]}'); remove one of them"
             )
     return ph, pairs, _union_groups(len(ds), ds.groups, pairs)
 
@@ -225,7 +229,8 @@ def check_leakage(m: Manifest, phash: np.ndarray | None = None, near_bits: int =
         a, b = m.items[i], m.items[j]
         if a["split"] != b["split"]:
             raise DataError(
-                f"leakage: {a['name']} ({a['split']}) and {b['name']} ({b['split']}) are {kind} duplicates in different "
+                f"leakage: {a['name']} ({a['split']}) and {b['name']} "
+                f"({b['split']}) are {kind} duplicates in different "
                 f"splits; remove one of them or make a new split"
             )
 
@@ -247,8 +252,10 @@ def repeated_manifests(
                 f"{c} {int(np.sum(ds.labels == i))}" for i, c in enumerate(ds.class_names)
             )
             raise DataError(
-                f"{ds.source}: split seeds {seed + first[m.hash]} and {seed + r} give the same split ({per_class} images), "
-                f"so the data is too small for {k} distinct repeats; add images or lower data.n_splits"
+                f"{ds.source}: split seeds {seed + first[m.hash]} and "
+                f"{seed + r} give the same split ({per_class} images), "
+                f"so the data is too small for {k} distinct "
+                "repeats; add images or lower data.n_splits"
             )
         first[m.hash] = r
     return mans

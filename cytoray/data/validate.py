@@ -42,7 +42,8 @@ def parse_split(text: str, flag: str = "--split") -> list[float]:
     used = [r for r in ratios if r > 0]
     if ratios[0] <= 0 or len(used) < 2:
         raise CytorayError(
-            f"{bad} (train above 0, and val or test above 0: a study selects on val and reports test)"
+            f"{bad} (train above 0, and val or test above "
+            "0: a study selects on val and reports test)"
         )
     if min(used) * 1000 < max(used):
         raise CytorayError(f"{bad} (the smallest used weight at least 1/1000 of the largest)")
@@ -121,14 +122,16 @@ def validate_folder(
                 Problem(
                     str(root / cls),
                     f"class has {n} readable images, too few for a {rtxt} split: it gives "
-                    f"{short}; needs at least {min_images(ratios)} images ({MINIMUM_TEXT}); add images",
+                    f"{short}; needs at least {min_images(ratios)} "
+                    f"images ({MINIMUM_TEXT}); add images",
                 )
             )
     if len(counts) < 2 and records and not any("two class" in p.problem for p in problems):
         problems.append(
             Problem(
                 str(root),
-                f"needs at least two classes with readable images (found: {', '.join(counts) or 'none'})",
+                "needs at least two classes with readable "
+                f"images (found: {', '.join(counts) or 'none'})",
             )
         )
 
@@ -141,7 +144,8 @@ def validate_folder(
                 problems.append(
                     Problem(
                         str(a.path),
-                        f"{kind} duplicate of {b.path} but labelled '{a.cls}' vs '{b.cls}'; remove one",
+                        f"{kind} duplicate of {b.path} but labelled "
+                        f"'{a.cls}' vs '{b.cls}'; remove one",
                     )
                 )
 
@@ -156,7 +160,8 @@ def validate_folder(
         # Flat bands at the edges (padding to a square, scanner margins): not a problem, since
         # masks exclude them and loading crops them off (padding=crop), but the user should know.
         "padding": {"images": len(padded), "examples": padded[:10]},
-        # Masks that load but may not say what the user meant (lossy JPEG, grey levels read as nucleus).
+        # Masks that load but may not say what the user meant (lossy
+        # JPEG, grey levels read as nucleus).
         "mask_notes": mask_notes,
         "duplicates": duplicates,
         "problems": [{"file": p.file, "problem": p.problem} for p in problems],
@@ -222,7 +227,8 @@ def format_report(rep: dict) -> str:
     if pad["images"]:
         ex = pad["examples"][0]
         lines.append(
-            f"  padding bands: {pad['images']} of {rep['n_images']} images (e.g. {Path(ex['file']).name}: {ex['bands']}); "
+            f"  padding bands: {pad['images']} of {rep['n_images']} "
+            f"images (e.g. {Path(ex['file']).name}: {ex['bands']}); "
             "nucleus masks exclude them and training crops cut them off (padding=crop)"
         )
     for d in rep["duplicates"][:20]:

@@ -54,13 +54,19 @@ class BaselinesConfig:
     classifiers: list[str] = dataclasses.field(default_factory=lambda: ["resnet18"])
     policies: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_POLICIES))
     ratio: float = 2.0  # synthetic:real per class (paper: 90 synthetic beside 45 real)
-    fid_per_class: int = 30  # synthetic images per class for each generator's FID/KID against each split's test images
-    memorised_max: float = 0.2  # flag (tag + warning) a generator whose memorised share passes this in a class (metrics/realism.py)
+    # synthetic images per class for each generator's FID/KID against each split's test images
+    fid_per_class: int = 30
+    # flag (tag + warning) a generator whose memorised share passes
+    # this in a class (metrics/realism.py)
+    memorised_max: float = 0.2
     repeats: int = 1  # classifier seeds per split
     # the table's figure; accuracy, f1_macro, roc_auc also recorded
     metric: str = "balanced_accuracy"
-    effect: float = 0.05  # the difference that matters (0.05 = 5 points): "no effect" only when the paired 95% CI is inside ±effect
-    # A policy named '<policy>-filtered' (e.g. syncgan-filtered, trad+syncgan-filtered) draws its synthetic
+    # the difference that matters (0.05 = 5 points): "no effect" only
+    # when the paired 95% CI is inside ±effect
+    effect: float = 0.05
+    # A policy named '<policy>-filtered' (e.g. syncgan-filtered,
+    # trad+syncgan-filtered) draws its synthetic
     # images through this filter (classify/filter.py) against the split's real training images.
     filter: FilterConfig = dataclasses.field(
         default_factory=lambda: FilterConfig(method="realism", keep=0.5)
@@ -79,7 +85,8 @@ class BaselinesConfig:
             raise ConfigError(f"repeats={self.repeats}: must be >= 1")
         if not 0.0 < self.effect < 1.0:
             raise ConfigError(
-                f"effect={self.effect}: the difference that matters, a fraction in (0, 1) (0.05 = 5 points)"
+                f"effect={self.effect}: the difference that "
+                "matters, a fraction in (0, 1) (0.05 = 5 points)"
             )
         if self.fid_per_class < 2:
             raise ConfigError(
@@ -87,19 +94,22 @@ class BaselinesConfig:
             )
         if self.data.n_splits * self.repeats < 2:
             raise ConfigError(
-                f"data.n_splits={self.data.n_splits} × repeats={self.repeats} gives one run per cell: no interval or paired "
+                f"data.n_splits={self.data.n_splits} × repeats={self.repeats} "
+                "gives one run per cell: no interval or paired "
                 f"test is possible; set data.n_splits=3 (or repeats >= 2)"
             )
         self.filter.validate()
         if any(split_filtered(p)[1] for p in self.policies) and not self.filter.active:
             raise ConfigError(
-                "filter.method=none: a '-filtered' policy needs a filter (realism, centroid or classifier)"
+                "filter.method=none: a '-filtered' policy needs "
+                "a filter (realism, centroid or classifier)"
             )
         if not self.policies or "orig" not in self.policies:
             raise ConfigError("policies: must include 'orig' (every policy is tested against it)")
         if self.tune.search_space:
             raise ConfigError(
-                "tune.search_space: the baselines study runs a fixed grid of cells, not a search; set it to null"
+                "tune.search_space: the baselines study runs a "
+                "fixed grid of cells, not a search; set it to null"
             )
         from ..metrics.classification import SCORES
 
@@ -148,7 +158,8 @@ class BaselinesStudy(Study):
             pol = parse_policy(base)  # unknown names list the valid ones
             if filtered and not pol.generators:
                 raise ConfigError(
-                    f"policy {p!r}: '-filtered' filters synthetic images, and {base!r} draws on no generator"
+                    f"policy {p!r}: '-filtered' filters synthetic "
+                    f"images, and {base!r} draws on no generator"
                 )
         for name in cfg.classifiers:
             ccfg = dataclasses.replace(cfg.classifier, name=name)
@@ -226,7 +237,8 @@ class BaselinesStudy(Study):
                     gen_cls, gcfg, *args, cache, cfg.run, ctx.use_cache
                 )
                 sp.bundles[g] = str(bundle)
-                # What this generator adds on this split: the cells drawing on it show it (in the UI's
+                # What this generator adds on this split: the cells
+                # drawing on it show it (in the UI's
                 # compare view), the parent run and the report show split 0's.
                 real = real_by_class(sp.val)
                 sp.figures[g] = str(ctx.out / "figures" / g / f"split{k}")
@@ -398,7 +410,8 @@ class BaselinesStudy(Study):
         want = len(data.splits) * len(cfg.classifiers) * len(cfg.policies) * cfg.repeats
         if len(rows) != want:
             raise ConfigError(
-                f"{len(rows)} of {want} cells finished; see the errors above (rerun with --resume to finish the rest)"
+                f"{len(rows)} of {want} cells finished; see the errors "
+                "above (rerun with --resume to finish the rest)"
             )
         # Table with intervals and paired tests; Markdown, CSV, JSON; MLflow artefacts.
         summary = summarize(rows, metric=cfg.metric, baseline="orig", delta=cfg.effect)
@@ -407,9 +420,10 @@ class BaselinesStudy(Study):
             c: verdicts(summary, c, cfg.policies, cfg.effect) for c in cfg.classifiers
         }
         header = (
-            f"# {cfg.name}: test {cfg.metric} (%), mean ± 95% CI over {cfg.data.n_splits} splits × {cfg.repeats} repeats\n\n"
-            f"Data: {data.source}; ratio {cfg.ratio:g} synthetic:real per class; paired t-tests vs orig (Holm).\n\n"
-            + verdict_lines(summary["verdicts"])
+            f"# {cfg.name}: test {cfg.metric} (%), mean ± 95% CI over "
+            f"{cfg.data.n_splits} splits × {cfg.repeats} repeats\n\n"
+            f"Data: {data.source}; ratio {cfg.ratio:g} synthetic:real "
+            "per class; paired t-tests vs orig (Holm).\n\n" + verdict_lines(summary["verdicts"])
         )
         write_text(out / "table.md", header + md + "\n")
         write_text(

@@ -200,7 +200,8 @@ def realism(
                 "nearest train": tr[c][[j for _, j, _ in pp]],
             }
             title = (
-                f"{c}: closest synthetic/training pairs, Inception distance {', '.join(f'{d:.1f}' for _, _, d in pp)} "
+                f"{c}: closest synthetic/training pairs, Inception "
+                f"distance {', '.join(f'{d:.1f}' for _, _, d in pp)} "
                 f"(memorised below {out[names.realism('memorised_threshold', split, c)]:.1f})"
             )
             save_png(
@@ -221,7 +222,8 @@ def memorisation_flag(metrics: dict, split: str, threshold: float, who: str) -> 
     if over:
         what = ", ".join(f"{c} {v:.0%}" for c, v in sorted(over.items()))
         print(
-            f"[study] WARNING: {who} memorises its training images: memorised share {what} > memorised_max "
+            f"[study] WARNING: {who} memorises its training "
+            f"images: memorised share {what} > memorised_max "
             f"{threshold:.0%} (held-out real images: ~5-8%); see memorisation_<class>.png",
             file=sys.stderr,
             flush=True,

@@ -47,7 +47,9 @@ class TuneSettings:
     grace_period: int = 3  # classifier epochs before ASHA may stop a trial
     reduction_factor: int = 2  # ASHA keeps the top 1/reduction_factor at each rung
     trial_cpu: float = 0.1  # the trial driver's own share; its Ray Train workers reserve their own
-    splits: int = 1  # score each trial on K seeded splits (data.split_seed .. +K-1); the searcher and ASHA see the mean
+    # score each trial on K seeded splits (data.split_seed ..
+    # +K-1); the searcher and ASHA see the mean
+    splits: int = 1
 
     def validate(self) -> None:
         if self.num_samples < 1 or self.max_concurrent < 1:
@@ -60,7 +62,8 @@ class TuneSettings:
             not re.search(r"(^|_)val(_|/|$)", self.metric) or "test" in self.metric
         ):  # at config load: before split and run
             raise ConfigError(
-                f"tune.metric={self.metric}: select on a validation metric (val_..., e.g. val_balanced_accuracy); "
+                f"tune.metric={self.metric}: select on a validation "
+                "metric (val_..., e.g. val_balanced_accuracy); "
                 "the test split is read once, after the choice"
             )
         if self.splits < 1:
@@ -233,7 +236,8 @@ def run_study(
 
         verify_tune_state(out / "tune" / cfg.name)
     ray_address = address or os.environ.get("RAY_ADDRESS")
-    if ray_address:  # a Ray head that does not answer, or is not Ray: named in seconds, before anything is written
+    # a Ray head that does not answer, or is not Ray: named in seconds, before anything is written
+    if ray_address:
         from ..training.runner import check_address
         from .preflight import check_ray_head
 
@@ -300,7 +304,8 @@ def _run_locked(
         for k, v in flatten(to_dict(cfg)).items():
             client.log_param(parent, k, str(v)[:500])
     try:
-        # 3. Trials (none when there is neither a space nor a grid: the base config goes straight to 4.)
+        # 3. Trials (none when there is neither a space nor a grid:
+        # the base config goes straight to 4.)
         from ..training.runner import init_ray
 
         init_ray(address)
@@ -321,7 +326,8 @@ def _run_locked(
                 cfg, best_cfg, data, results, dataclasses.replace(ctx, parent=parent, uri=uri)
             )
             mlflow.log_metric("study_seconds", time.perf_counter() - t0)
-            # 5. The report (HTML + figures, built from what MLflow recorded), logged to the parent run.
+            # 5. The report (HTML + figures, built from what MLflow
+            # recorded), logged to the parent run.
             from ..report import study_report
 
             summary["report"] = study_report(cfg.name, uri, parent, out / "report")
@@ -356,7 +362,8 @@ def _tune(study: Study, cfg, space, grid, data, ctx, out: Path, uri, exp_id, par
     # state saved every 2 s; Ctrl-C stops the study at once and --resume goes on (process_env.py)
     process_env.ensure("tune")
     t = cfg.tune
-    # A trial's placement group needs a non-empty bundle: with no CPU share, it asks for one byte of memory.
+    # A trial's placement group needs a non-empty bundle: with no CPU
+    # share, it asks for one byte of memory.
     resources = {"cpu": t.trial_cpu} if t.trial_cpu > 0 else {"cpu": 0, "memory": 1}
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -365,7 +372,8 @@ def _tune(study: Study, cfg, space, grid, data, ctx, out: Path, uri, exp_id, par
         resources,
     )
     callback = MlflowStudyCallback(uri, exp_id, parent, study.describe)
-    # One line per trial start/end (k of N, settings, figures, ETA) instead of Tune's box tables (verbose=0 unless --verbose).
+    # One line per trial start/end (k of N, settings, figures, ETA) instead of
+    # Tune's box tables (verbose=0 unless --verbose).
     progress = TrialProgress(study.describe, study.objectives(cfg)[0], t.max_concurrent)
     exp_dir = out / "tune" / cfg.name
     if resume and tune.Tuner.can_restore(str(exp_dir)):
@@ -460,7 +468,8 @@ def hold_study_lock(out: Path):
         f.close()
         raise CytorayError(
             f"{out}: another study is running in this folder (pid {who.get('pid', '?')} on "
-            f"{who.get('host', '?')} since {who.get('started', '?')}); wait for it or choose another --out"
+            f"{who.get('host', '?')} since {who.get('started', '?')}); "
+            "wait for it or choose another --out"
         ) from None
     f.seek(0)
     f.truncate()

@@ -52,7 +52,8 @@ class HistoToCytoConfig:
     def validate(self) -> None:
         if self.data.size != self.source.size:
             raise ConfigError(
-                f"source.size={self.source.size} != data.size={self.data.size}: the translators map images of one size"
+                f"source.size={self.source.size} != data.size={self.data.size}: "
+                "the translators map images of one size"
             )
         check_min_per_class(self.min_per_class)
         if not self.variants:
@@ -118,7 +119,8 @@ class HistoToCytoStudy(Study):
         for v in cfg.variants:
             if get_generator(v).consumes != "domains":
                 raise ConfigError(
-                    f"variants: {v!r} does not translate a source domain (it consumes one image set)"
+                    f"variants: {v!r} does not translate a "
+                    "source domain (it consumes one image set)"
                 )
 
     def prepare(self, cfg: HistoToCytoConfig, out: Path) -> HistoData:
@@ -243,10 +245,13 @@ class HistoToCytoStudy(Study):
         }
         floor_line = ", ".join(f"{c} {v:.1f}" for c, v in floors.items() if v is not None)
         md = (
-            f"FID/KID vs real cytology (test split, {test.source.counts()} images per class per row; "
-            f"{extractor_identity()['feature_extractor']}; split protocol 3:1:1, one seeded split)\n\n{md}"
+            "FID/KID vs real cytology (test split, "
+            f"{test.source.counts()} images per class per row; "
+            f"{extractor_identity()['feature_extractor']}; "
+            f"split protocol 3:1:1, one seeded split)\n\n{md}"
             + (
-                f"\nReal-vs-real floor (two seeded halves of the real cytology test images): FID {floor_line}. "
+                "\nReal-vs-real floor (two seeded halves of the "
+                f"real cytology test images): FID {floor_line}. "
                 "A figure near its floor is as good as these sample sizes can show.\n"
                 if floor_line
                 else ""
@@ -276,7 +281,8 @@ class HistoToCytoStudy(Study):
             f"**{cfg.name}**: histology→cytology by "
             + ", ".join(labels[v] for v in samplers)
             + "; FID/KID per class "
-            f"against the real cytology test split (split protocol 3:1:1, one seeded split, {test.source.counts()} "
+            "against the real cytology test split (split protocol "
+            f"3:1:1, one seeded split, {test.source.counts()} "
             "images per class per row).\n\n"
             + "\n".join(
                 f"- {labels[r]}: FID/all {m[names.FID_TEST]:.1f}, KID/all {m[names.KID_TEST]:.4f}"

@@ -35,7 +35,8 @@ def check_ray_head(address: str | None, timeout_s: float = 5.0) -> None:
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise CytorayError(
-            f"--address {address}: give host:port of a Ray head (e.g. 127.0.0.1:6379), ray://host:port, or 'auto'"
+            f"--address {address}: give host:port of a Ray head "
+            "(e.g. 127.0.0.1:6379), ray://host:port, or 'auto'"
         )
     fix = "start one with `ray start --head` or check --address / RAY_ADDRESS"
     try:
@@ -45,7 +46,8 @@ def check_ray_head(address: str | None, timeout_s: float = 5.0) -> None:
             head = s.recv(9)
     except TimeoutError:
         raise CytorayError(
-            f"{address}: something listens there but does not answer as a Ray head within {timeout_s:g} s; {fix}"
+            f"{address}: something listens there but does not "
+            f"answer as a Ray head within {timeout_s:g} s; {fix}"
         ) from None
     except OSError as e:
         raise CytorayError(
@@ -53,7 +55,8 @@ def check_ray_head(address: str | None, timeout_s: float = 5.0) -> None:
         ) from None
     if len(head) < 9 or head[3] != 4:  # not an HTTP/2 SETTINGS frame: a web server, a database, ...
         raise CytorayError(
-            f"{address}: something listens there but it is not a Ray head (no gRPC answer: {head[:16]!r}); {fix}"
+            f"{address}: something listens there but it is not "
+            f"a Ray head (no gRPC answer: {head[:16]!r}); {fix}"
         )
 
 
@@ -88,12 +91,15 @@ def check_local_placement(run, address: str | None = None) -> None:
     try:
         if need > cpus:
             raise CytorayError(
-                f"run.num_workers={run.num_workers} x run.cpus_per_worker={run.cpus_per_worker} = {need} CPUs, and "
-                f"{where} has {cpus}; use --workers {max(1, cpus // run.cpus_per_worker)} or fewer{fix}"
+                f"run.num_workers={run.num_workers} x "
+                f"run.cpus_per_worker={run.cpus_per_worker} = {need} CPUs, and "
+                f"{where} has {cpus}; use --workers "
+                f"{max(1, cpus // run.cpus_per_worker)} or fewer{fix}"
             )
         if run.use_gpu and run.num_workers * per > gpus:
             raise CytorayError(
-                f"--gpu: {run.num_workers} worker(s) x {per:g} GPU need {run.num_workers * per:g} GPUs, and {where} "
+                f"--gpu: {run.num_workers} worker(s) x {per:g} GPU "
+                f"need {run.num_workers * per:g} GPUs, and {where} "
                 f"has {gpus}; leave out --gpu (CPU training)"
                 f"{fix if address else ' or join a cluster with GPUs (RAY_ADDRESS)'}"
             )
@@ -123,7 +129,8 @@ def check_storage(run) -> None:
         os.rmdir(tempfile.mkdtemp(prefix=".cytoray-probe-", dir=anc))
     except OSError as e:
         raise CytorayError(
-            f"run.storage_path={sp}: cannot write in {anc} ({e.strerror or e}); choose a folder you can write"
+            f"run.storage_path={sp}: cannot write in {anc} "
+            f"({e.strerror or e}); choose a folder you can write"
         ) from None
 
 
@@ -140,7 +147,8 @@ def check_class_names(root) -> None:
     for d in sorted(Path(root).expanduser().iterdir()):
         if d.is_dir() and not d.name.startswith(".") and not ok.match(d.name):
             raise CytorayError(
-                f"{d}: the class name {d.name!r} cannot be an MLflow metric name (letters, digits, _ - . : / "
+                f"{d}: the class name {d.name!r} cannot be an "
+                "MLflow metric name (letters, digits, _ - . : / "
                 "and spaces only); rename the folder"
             )
 
@@ -167,6 +175,7 @@ def check_store_space(uri: str | None) -> None:
     free = shutil.disk_usage(anc).free
     if free < STORE_MIN_FREE:
         raise CytorayError(
-            f"{db}: {free >> 10} KiB free on its disk, and the MLflow store needs about {STORE_MIN_FREE >> 20} MiB; "
+            f"{db}: {free >> 10} KiB free on its disk, and the "
+            f"MLflow store needs about {STORE_MIN_FREE >> 20} MiB; "
             "free space there or pass a --tracking-uri on another disk"
         )

@@ -43,7 +43,8 @@ from .common import (
 )
 from .driver import Study, StudyContext, TuneSettings, finished, point_of
 
-OWN_SPACE = "generator"  # tune.search_space's default: the study's generator's own (Generator.default_search)
+# tune.search_space's default: the study's generator's own (Generator.default_search)
+OWN_SPACE = "generator"
 
 
 @dataclasses.dataclass
@@ -60,7 +61,9 @@ class RatioStudyConfig:
     policy: str | None = None
     ratio: float = 2.0  # synthetic:real per class (searched)
     fid_per_class: int = 30  # synthetic images per class for validation FID/KID
-    memorised_max: float = 0.2  # flag (tag + warning) a generator whose memorised share passes this in a class (metrics/realism.py)
+    # flag (tag + warning) a generator whose memorised share passes
+    # this in a class (metrics/realism.py)
+    memorised_max: float = 0.2
     # register the best generator/classifier; champion moves only if it wins on validation
     register: bool = True
     # champions compete within one protocol only; null = this split (split:<hash>)
@@ -95,7 +98,8 @@ class RatioStudyConfig:
             raise ConfigError(f"ratio={self.ratio}: must be >= 0")
         if self.objective == "fidelity" and self.tune.metric.startswith("val_"):
             raise ConfigError(
-                f"objective=fidelity: tune.metric={self.tune.metric} is a classifier metric; use {FID_ALL} (mode min)"
+                f"objective=fidelity: tune.metric={self.tune.metric} "
+                f"is a classifier metric; use {FID_ALL} (mode min)"
             )
         if self.fid_per_class < 2:
             raise ConfigError(
@@ -156,14 +160,16 @@ def load_study_data(cfg, out: Path) -> RatioData:
         if sp.key in first:
             raise DataError(
                 f"{splits[0].train.source}: split seeds {cfg.data.split_seed + first[sp.key]} and "
-                f"{cfg.data.split_seed + j} give the same split; the data is too small for tune.splits={k_splits} "
+                f"{cfg.data.split_seed + j} give the same split; "
+                f"the data is too small for tune.splits={k_splits} "
                 "distinct splits; add images or lower tune.splits"
             )
         first[sp.key] = j
     for j, sp in enumerate(splits):
         tr, va, te = sp.train, sp.val, sp.test
         print(
-            f"[study] {cfg.name}: split {j}: {tr.source} train {tr.counts()} val {va.counts()} test {te.counts()} (split {sp.key})",
+            f"[study] {cfg.name}: split {j}: {tr.source} train {tr.counts()} "
+            f"val {va.counts()} test {te.counts()} (split {sp.key})",
             file=sys.stderr,
         )
     return RatioData(splits)
@@ -204,7 +210,8 @@ class RatioStudy(Study):
         extra = [g for g in pol.generators if g != cfg.generator.name]
         if extra or not pol.generators:
             raise ConfigError(
-                f"policy={cfg.policy_name()!r} must draw from the study's generator {cfg.generator.name!r} "
+                f"policy={cfg.policy_name()!r} must draw from "
+                f"the study's generator {cfg.generator.name!r} "
                 f"(and no other); e.g. orig+{cfg.generator.name}"
             )
         if cfg.objective == "classifier":
@@ -287,7 +294,8 @@ class RatioStudy(Study):
         from ..classify.train import train_classifier
 
         cache, t0 = ctx.cache, time.perf_counter()
-        # 1. Generator for these settings (bundle and stage caches: shared by every trial with the same ones and split).
+        # 1. Generator for these settings (bundle and stage caches: shared by
+        # every trial with the same ones and split).
         gen_cls = get_generator(cfg.generator.name)
         sampler, bundle, cached = train_generator(
             gen_cls,
@@ -300,7 +308,8 @@ class RatioStudy(Study):
             ctx.use_cache,
         )
         gen_s = time.perf_counter() - t0
-        # 2. Fidelity on validation (real features cached once per split and class); every report carries it.
+        # 2. Fidelity on validation (real features cached once per split
+        # and class); every report carries it.
         # the mask generator scored too, if it has one
         masks = cfg.generator if cfg.objective == "fidelity" else None
         figures = trial_figures(
@@ -535,9 +544,12 @@ def summary_text(cfg: RatioStudyConfig, done, best_row, metric: str, test: dict)
         k: v for k, v in test.items() if "/" not in k or k in pooled
     }  # scores, or the pooled FID/KID
     return (
-        f"**{cfg.name}**: {len(done)} finished trials of {cfg.policy_name()} searching {', '.join(keys) or 'nothing'} "
-        f"(split protocol {':'.join(f'{r:g}' for r in cfg.data.split_ratios)}, seed {cfg.data.split_seed}, {splits_text(cfg)}; "
-        f"selection on validation {metric}).\n\nBest trial {best_row['trial_id']}: validation {metric} {float(best_row[metric]):.4g}; "
+        f"**{cfg.name}**: {len(done)} finished trials of "
+        f"{cfg.policy_name()} searching {', '.join(keys) or 'nothing'} "
+        f"(split protocol {':'.join(f'{r:g}' for r in cfg.data.split_ratios)}, "
+        f"seed {cfg.data.split_seed}, {splits_text(cfg)}; "
+        f"selection on validation {metric}).\n\nBest trial {best_row['trial_id']}: "
+        f"validation {metric} {float(best_row[metric]):.4g}; "
         f"test split, scored once: "
         + ", ".join(f"{k} {v:.4g}" for k, v in head.items() if isinstance(v, float))
         + ".\n\nReport: artefacts `report/report.html` (figures in `report/`)."
@@ -634,7 +646,8 @@ def register_chosen(
 ) -> dict:
     """Register the chosen generator (and classifier). The champion is decided on the validation
     figure that chose the trial; the test figures ride along as tags, never compared."""
-    # A mean over K splits and one split's score are different protocols: champions never compare across them.
+    # A mean over K splits and one split's score are different
+    # protocols: champions never compare across them.
     default = (
         f"split:{split_hash}" if cfg.tune.splits == 1 else f"splits{cfg.tune.splits}:{split_hash}"
     )

@@ -70,7 +70,8 @@ def segment_from_args(a: argparse.Namespace) -> int:
 
     if a.scale is not None and not 0 < a.scale <= 4:
         raise CytorayError(
-            f"--scale {a.scale}: give a resize factor in (0, 4] (or leave it out: the segmenter's own)"
+            f"--scale {a.scale}: give a resize factor in "
+            "(0, 4] (or leave it out: the segmenter's own)"
         )
     if not Path(a.dir).is_dir():
         raise CytorayError(f"{a.dir}: not a folder; give a folder of images to segment")
@@ -93,6 +94,7 @@ def segment_from_args(a: argparse.Namespace) -> int:
     scale = seg.scale if a.scale is None else a.scale
     written = segment_folder(seg, Path(a.dir), Path(a.out), scale)
     print(
-        f"wrote {len(written)} nucleus masks to {a.out} (images resized by {scale:g} for the segmenter, masks at each image's size)"
+        f"wrote {len(written)} nucleus masks to {a.out} (images resized "
+        f"by {scale:g} for the segmenter, masks at each image's size)"
     )
     return 0

@@ -47,8 +47,10 @@ class TileDataConfig:
     root: str | None = None
     # unlabelled H&E folder (<root>/images or <root>/<class>/) for style; null = the training split
     reference: str | None = None
-    scale: float = 0.25  # native → working resolution (BreCaHAD 1360x1024 → 340x256: nuclei ~5 px radius, CPU-sized)
-    tile: int = 128  # side of the tiles cut from each scaled image: the unit of validation, test and sampling
+    # native → working resolution (BreCaHAD 1360x1024 → 340x256: nuclei ~5 px radius, CPU-sized)
+    scale: float = 0.25
+    # side of the tiles cut from each scaled image: the unit of validation, test and sampling
+    tile: int = 128
     # mask grey level above which a pixel is nucleus (JPEG masks ring near edges)
     mask_threshold: int = 127
     # train(reference):val:test by source image
@@ -72,11 +74,13 @@ class TileDataConfig:
             or self.split_ratios[1] <= 0
         ):
             raise ConfigError(
-                f"data.split_ratios={self.split_ratios}: give train:val:test weights, train and val > 0"
+                f"data.split_ratios={self.split_ratios}: give "
+                "train:val:test weights, train and val > 0"
             )
         if self.sim_kind != "histology":
             raise ConfigError(
-                f"data.sim_kind={self.sim_kind!r}: the refined-segmentation study simulates H&E; use histology"
+                f"data.sim_kind={self.sim_kind!r}: the "
+                "refined-segmentation study simulates H&E; use histology"
             )
         if self.n_splits < 1 or self.sim_n < 5:
             raise ConfigError("data.n_splits must be >= 1 and data.sim_n >= 5")
@@ -99,7 +103,8 @@ class SegmentationStudyConfig:
     registry_protocol: str | None = None
     # a run whose stage trains fewer epochs (a smoke run) never takes the champion alias
     champion_min_epochs: int = 5
-    syncgan_mask_method: str = "syncgan"  # the table's SynCGAN row: syncgan = the paper's RGB masks; stain = cytoray's default
+    # the table's SynCGAN row: syncgan = the paper's RGB masks; stain = cytoray's default
+    syncgan_mask_method: str = "syncgan"
     run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=10))
     tune: TuneSettings = dataclasses.field(
         default_factory=lambda: TuneSettings(
@@ -118,7 +123,8 @@ class SegmentationStudyConfig:
             )
         if self.data.tile < self.generator.patch:
             raise ConfigError(
-                f"data.tile={self.data.tile} < generator.patch={self.generator.patch}: tiles must hold a training crop"
+                f"data.tile={self.data.tile} < generator.patch={self.generator.patch}: "
+                "tiles must hold a training crop"
             )
         if self.tune.metric != METRIC or self.tune.mode != "max" or self.tune.asha:
             raise ConfigError(
@@ -126,11 +132,13 @@ class SegmentationStudyConfig:
             )
         if self.syncgan_mask_method not in ("syncgan", "stain"):
             raise ConfigError(
-                f"syncgan_mask_method={self.syncgan_mask_method!r}: choose syncgan (the paper's) or stain"
+                f"syncgan_mask_method={self.syncgan_mask_method!r}: "
+                "choose syncgan (the paper's) or stain"
             )
         if self.compare and self.data.n_splits < 2:
             raise ConfigError(
-                "compare=true needs data.n_splits >= 2 (a CI and a paired test need two splits); or set compare=false"
+                "compare=true needs data.n_splits >= 2 (a CI and a "
+                "paired test need two splits); or set compare=false"
             )
 
 
@@ -205,7 +213,8 @@ class SegmentationStudy(Study):
         real = load_real(cfg.data)
         if real.masks is None:
             raise ConfigError(
-                f"{real.source}: every real image needs a nucleus mask (validation and test are scored on them)"
+                f"{real.source}: every real image needs a nucleus "
+                "mask (validation and test are scored on them)"
             )
         reference = None
         if cfg.data.reference:
@@ -220,7 +229,8 @@ class SegmentationStudy(Study):
             splits.append(sp)
         s0 = splits[0]
         print(
-            f"[study] {cfg.name}: {real.source}: {len(s0.reference)} reference, {len(s0.val)} val, {len(s0.test)} test "
+            f"[study] {cfg.name}: {real.source}: {len(s0.reference)} "
+            f"reference, {len(s0.val)} val, {len(s0.test)} test "
             f"tiles (split 0 {s0.hash}); {len(splits)} split(s)",
             file=sys.stderr,
             flush=True,
@@ -364,7 +374,8 @@ class SegmentationStudy(Study):
             MlflowClient(),
             ctx.parent,
             {KIND_TAG: "segmentation", "generator": LABEL, "variant": "+".join(ROWS)},
-            f"**{cfg.name}**: refined-sim searched on split 0 (validation Dice {val_dice:.3f}; its test Dice, scored once, "
+            f"**{cfg.name}**: refined-sim searched on split 0 (validation "
+            f"Dice {val_dice:.3f}; its test Dice, scored once, "
             f"{test['test_dice']:.3f}).\n\n" + (table or ""),
         )
         return {
@@ -592,10 +603,12 @@ def comparison_table(c: dict, source: str) -> tuple[str, list[list[str]]]:
     from ..metrics.classification import format_cell
 
     lines = [
-        f"Test Dice on {source} (pooled over each split's test tiles; mean ± 95% t-interval over {c['n_splits']} seeded "
+        f"Test Dice on {source} (pooled over each split's test "
+        f"tiles; mean ± 95% t-interval over {c['n_splits']} seeded "
         f"splits by source image, {min(c['n_test'])}-{max(c['n_test'])} test tiles each)",
         "",
-        "| method | test Dice (%) | Δ refined+hard − method (points) | p paired t (Holm) | p Wilcoxon |",
+        "| method | test Dice (%) | Δ refined+hard − "
+        "method (points) | p paired t (Holm) | p Wilcoxon |",
         "|---|---|---|---|---|",
     ]
     csv = [
@@ -648,7 +661,8 @@ def comparison_table(c: dict, source: str) -> tuple[str, list[list[str]]]:
     pi, pr = np.mean(c["probe"]["initial"]), np.mean(c["probe"]["refined"])
     lines += [
         "",
-        f"Realism probe (a fresh CNN told real tiles from samples, held-out accuracy, 0.5 = indistinguishable; "
+        "Realism probe (a fresh CNN told real tiles from "
+        "samples, held-out accuracy, 0.5 = indistinguishable; "
         f"mean over splits): initial {pi:.2f}, refined {pr:.2f}.",
     ]
     return "\n".join(lines) + "\n", csv

@@ -46,7 +46,8 @@ def section_key(item: str, gen_name: str) -> str:
         return item
     if head == gen_name and not rest:
         raise ConfigError(
-            f"--set {item}: '{gen_name}' is the generator's section, not a key; set one of its keys, "
+            f"--set {item}: '{gen_name}' is the generator's "
+            "section, not a key; set one of its keys, "
             f"e.g. {gen_name}.epochs=5"
         )
     return f"generator.{rest if head == gen_name else key}={value}"
@@ -55,11 +56,13 @@ def section_key(item: str, gen_name: str) -> str:
 def load_train_config(gen_cls: type[Generator], a: argparse.Namespace):
     if gen_cls.consumes == "domains" and a.data and not a.source:
         raise ConfigError(
-            f"{gen_cls.name} translates histology into cytology: with --data CYTOLOGY_DIR give --source HISTOLOGY_DIR"
+            f"{gen_cls.name} translates histology into cytology: "
+            "with --data CYTOLOGY_DIR give --source HISTOLOGY_DIR"
         )
     if gen_cls.consumes != "domains" and a.source:
         raise ConfigError(
-            f"--source is the histology domain of a translation generator; {gen_cls.name} takes --data only"
+            "--source is the histology domain of a translation "
+            f"generator; {gen_cls.name} takes --data only"
         )
     values: dict = {
         "data": {"root": a.data, "size": a.size},
@@ -120,7 +123,8 @@ def train_from_args(a: argparse.Namespace) -> int:
         pairs, split_key, manifests = domain_splits(cfg.data, cfg.source, cfg.min_per_class, out)
         train, val = pairs["train"], pairs["val"]
         print(
-            f"[data] histology train {train.source.counts()} → cytology train {train.target.counts()} (splits {split_key})",
+            f"[data] histology train {train.source.counts()} → cytology "
+            f"train {train.target.counts()} (splits {split_key})",
             file=sys.stderr,
         )
     else:
@@ -130,10 +134,12 @@ def train_from_args(a: argparse.Namespace) -> int:
         train, val = ds.subset(manifest.indices("train")), ds.subset(manifest.indices("val"))
         split_key, manifests = manifest.hash, [out / "split.json"]
         print(
-            f"[data] {manifest.source}: train {train.counts()} val {val.counts()} (split {split_key})",
+            f"[data] {manifest.source}: train {train.counts()} "
+            f"val {val.counts()} (split {split_key})",
             file=sys.stderr,
         )
-    # 2. Train under Ray Train (stages cached in out/stages); one MLflow run, FAILED if training fails.
+    # 2. Train under Ray Train (stages cached in out/stages); one
+    # MLflow run, FAILED if training fails.
     uri = setup("cytoray-train", a.tracking_uri)
     t0 = time.perf_counter()
     with mlflow.start_run(run_name=f"train-{a.generator}-{split_key}"):
@@ -153,7 +159,8 @@ def train_from_args(a: argparse.Namespace) -> int:
             mlflow.log_artifact(str(m))
         mlflow.log_metric("train_seconds", time.perf_counter() - t0)
     print(
-        f"trained {a.generator} in {time.perf_counter() - t0:.0f}s → {bundle} (MLflow: mlflow ui --backend-store-uri {uri})"
+        f"trained {a.generator} in {time.perf_counter() - t0:.0f}s "
+        f"→ {bundle} (MLflow: mlflow ui --backend-store-uri {uri})"
     )
     for label, res in stages.items():
         first, last = res.history[0], res.history[-1]

@@ -291,13 +291,16 @@ def load_bundle(path: str | Path) -> Generator:
     meta_path = path / BUNDLE_META
     if not meta_path.is_file():
         raise CytorayError(
-            f"{path}: not a cytoray generator checkpoint (no {BUNDLE_META}); pass the --out folder of `cytoray train`"
+            f"{path}: not a cytoray generator checkpoint (no "
+            f"{BUNDLE_META}); pass the --out folder of `cytoray train`"
         )
     from ..bundle import read_bundle
 
     meta, _ = read_bundle(path)  # not JSON, {}, a list, no 'generator': one line naming the file
     gen_cls = get_generator(meta["generator"])
-    try:  # each loader reads its own keys: a missing or mistyped one is the file's fault, never a traceback
+    # each loader reads its own keys: a missing or mistyped one is
+    # the file's fault, never a traceback
+    try:
         return gen_cls.load(path)
     except (
         KeyError,
@@ -313,5 +316,6 @@ def load_bundle(path: str | Path) -> Generator:
             else f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
         )
         raise CytorayError(
-            f"{path / BUNDLE_META}: not a complete {gen_cls.name!r} bundle ({what}); re-copy the bundle or retrain"
+            f"{path / BUNDLE_META}: not a complete {gen_cls.name!r} "
+            f"bundle ({what}); re-copy the bundle or retrain"
         ) from None

@@ -53,7 +53,8 @@ class CycleGANConfig(SmallData, GeneratorConfig):
     settings (small_data.py) off by default: unmeasured on real histology→cytology pairs yet."""
 
     name: str = "cyclegan"
-    diffaug: str = ""  # D_A's and D_B's inputs augmented (e.g. translation,cutout,dihedral); "" = none (CycleGAN)
+    # D_A's and D_B's inputs augmented (e.g. translation,cutout,dihedral); "" = none (CycleGAN)
+    diffaug: str = ""
     ema: float = 0.0  # moving average of G (A→B), sampled and kept; 0 = the last weights (CycleGAN)
     ada: float = 0.0  # adaptive augmentation is not wired into CycleGAN's two Ds (0 only)
     epochs: int = 40  # paper scale: 200 (100 constant + 100 decay); 40 fits the CPU budget
@@ -80,7 +81,8 @@ class CycleGANConfig(SmallData, GeneratorConfig):
                 raise ConfigError(f"cyclegan.{k}={getattr(self, k)}: must be > 0")
         if self.batch_size < 2:
             raise ConfigError(
-                f"cyclegan.batch_size={self.batch_size}: the shared loop skips batches under 2 images"
+                f"cyclegan.batch_size={self.batch_size}: the "
+                "shared loop skips batches under 2 images"
             )
         if self.lambda_cyc < 0 or self.lambda_identity < 0 or self.pool_size < 0:
             raise ConfigError("cyclegan.lambda_cyc, lambda_identity and pool_size must be >= 0")
@@ -89,7 +91,8 @@ class CycleGANConfig(SmallData, GeneratorConfig):
         self.validate_small_data("cyclegan.")
         if self.ada > 0:
             raise ConfigError(
-                "cyclegan.ada: adaptive augmentation is not wired into CycleGAN's two discriminators; "
+                "cyclegan.ada: adaptive augmentation is not "
+                "wired into CycleGAN's two discriminators; "
                 "use a fixed policy (cyclegan.diffaug) with ada: 0"
             )
 
@@ -294,7 +297,8 @@ class CycleGAN(Generator):
             )
         if size < min_input_size(cfg.d_layers):
             raise ConfigError(
-                f"data size {size}: cyclegan.d_layers={cfg.d_layers} needs >= {min_input_size(cfg.d_layers)} px; use fewer layers"
+                f"data size {size}: cyclegan.d_layers={cfg.d_layers} needs "
+                f">= {min_input_size(cfg.d_layers)} px; use fewer layers"
             )
 
     @classmethod

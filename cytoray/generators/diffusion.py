@@ -47,7 +47,8 @@ from .gan import LatentGANConfig
 from .small_data import ema_decay, ema_update, optimizer_steps
 from .syncgan import masks_key
 
-try:  # label maps (glass / cytoplasm / nucleus / padding) where SynCGAN makes them (masks.labels: cell)
+# label maps (glass / cytoplasm / nucleus / padding) where SynCGAN makes them (masks.labels: cell)
+try:
     from ..masks.labels import NUCLEUS
     from .syncgan import priors as label_maps
 except ImportError:  # a SynCGAN of nucleus masks only
@@ -107,11 +108,13 @@ class DenoiserConfig:
                 raise ConfigError(f"denoiser.{k}={getattr(self, k)}: must be > 0")
         if self.batch_size < 2:
             raise ConfigError(
-                f"denoiser.batch_size={self.batch_size}: the loop skips batches under 2 images; use >= 2"
+                f"denoiser.batch_size={self.batch_size}: the "
+                "loop skips batches under 2 images; use >= 2"
             )
         if not self.channels or len(self.attention) != len(self.channels):
             raise ConfigError(
-                f"denoiser.attention has {len(self.attention)} entries for {len(self.channels)} channels: "
+                f"denoiser.attention has {len(self.attention)} "
+                f"entries for {len(self.channels)} channels: "
                 "give one per level"
             )
         bad = [
@@ -121,7 +124,8 @@ class DenoiserConfig:
         ]
         if bad:
             raise ConfigError(
-                f"denoiser.channels {bad}: every width must be a multiple of norm_groups={self.norm_groups} "
+                f"denoiser.channels {bad}: every width must be "
+                f"a multiple of norm_groups={self.norm_groups} "
                 f"(and of head_channels={self.head_channels} where attention is on)"
             )
         if self.schedule not in SCHEDULES:
@@ -282,7 +286,8 @@ class DenoiserStage(Stage):
     """Noise (or v) prediction on (map, image, class) triples, EMA of the weights as the product."""
 
     kind, keep, Params = "diffusion", "ema", DenoiserParams
-    # the EMA copy never runs forward under DDP: its wrapper only broadcasts rank 0's initial weights
+    # the EMA copy never runs forward under DDP: its wrapper only
+    # broadcasts rank 0's initial weights
 
     def build(self, device):
         g, ema = build_unet(unet_kwargs(self.cfg)), build_unet(unet_kwargs(self.cfg))
@@ -425,7 +430,8 @@ class Diffusion(Generator):
         masks = pinned(cfg.masks)
         m_train, m_val = label_maps(train, masks), label_maps(val, masks)
         mkey = f"{data_key}:masks={masks_key(masks)}"
-        # K: the maps' labels, at least as many as the mask GANs draw (a split may lack one, e.g. padding)
+        # K: the maps' labels, at least as many as the mask GANs draw
+        # (a split may lack one, e.g. padding)
         k = max(
             label_count(np.concatenate([m_train.reshape(-1), m_val.reshape(-1)])),
             specs[0].stage.cfg.labels,

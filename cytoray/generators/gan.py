@@ -50,17 +50,26 @@ class CGANConfig(SmallData):
     lr: float = 2e-4  # pix2pix Adam learning rate
     anneal: float = 0.0  # last share of the epochs: lr falls linearly to ~0 (pix2pix 0.5)
     beta1: float = 0.5  # pix2pix Adam beta1 (GANs dislike 0.9 momentum)
-    lam: float = 10.0  # λ, weight of the reconstruction term against the adversarial one (paper: 100 with MSE)
+    # λ, weight of the reconstruction term against the adversarial one (paper: 100 with MSE)
+    lam: float = 10.0
     g_base: int = 32  # UNet width at the outermost level (pix2pix: 64)
     d_base: int = 32  # PatchGAN width (pix2pix: 64)
     d_layers: int = 3  # 3 → the 70x70 PatchGAN receptive field
     norm: Literal["batch", "instance"] = "batch"  # pix2pix default
     dropout: float = 0.5  # decoder dropout: pix2pix's noise source in G
-    full_res: int = 32  # channels of G's full-resolution path (nets/unet.py); 0 = pix2pix's UNet, as smooth as a x2 down/up
-    noise: int = 1  # per-pixel noise channels into that path: texture a flat label map does not fix; 0 = none
-    recon: str = "l1"  # reconstruction term weighted by λ: mse (paper), l1 (pix2pix), fm (D feature matching)
-    select: str = "last"  # last: the last (EMA) weights; val_loss: the paper's best epoch by validation G loss (it rewards blur)
-    colours: bool = True  # with label maps: each region painted its colour in the condition (drawn from the class's real cells when sampling)
+    # channels of G's full-resolution path (nets/unet.py); 0 =
+    # pix2pix's UNet, as smooth as a x2 down/up
+    full_res: int = 32
+    # per-pixel noise channels into that path: texture a flat label map does not fix; 0 = none
+    noise: int = 1
+    # reconstruction term weighted by λ: mse (paper), l1 (pix2pix), fm (D feature matching)
+    recon: str = "l1"
+    # last: the last (EMA) weights; val_loss: the paper's best epoch
+    # by validation G loss (it rewards blur)
+    select: str = "last"
+    # with label maps: each region painted its colour in the condition
+    # (drawn from the class's real cells when sampling)
+    colours: bool = True
 
     def validate(self) -> None:
         _positive(self, "epochs", "batch_size", "lr", "g_base", "d_base", "d_layers")
@@ -73,21 +82,25 @@ class CGANConfig(SmallData):
             raise ConfigError(f"cgan.lam={self.lam}: λ must be >= 0")
         if not 0.0 <= self.anneal <= 1.0:
             raise ConfigError(
-                f"cgan.anneal={self.anneal}: the share of the epochs the rate decays over, in [0, 1]"
+                f"cgan.anneal={self.anneal}: the share of "
+                "the epochs the rate decays over, in [0, 1]"
             )
         if self.batch_size < 2:
             raise ConfigError(
-                f"cgan.batch_size={self.batch_size}: the loop skips batches under 2 images (BatchNorm); use >= 2"
+                f"cgan.batch_size={self.batch_size}: the loop "
+                "skips batches under 2 images (BatchNorm); use >= 2"
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"cgan.dropout={self.dropout}: a dropout probability in [0, 1)")
         if self.full_res < 0 or self.noise < 0:
             raise ConfigError(
-                f"cgan.full_res={self.full_res}, cgan.noise={self.noise}: channel counts must be >= 0"
+                f"cgan.full_res={self.full_res}, "
+                f"cgan.noise={self.noise}: channel counts must be >= 0"
             )
         if self.noise and not self.full_res:
             raise ConfigError(
-                f"cgan.noise={self.noise} needs cgan.full_res > 0 (the noise enters G's full-resolution path)"
+                f"cgan.noise={self.noise} needs cgan.full_res > "
+                "0 (the noise enters G's full-resolution path)"
             )
         if not 0.0 <= self.beta1 < 1.0:
             raise ConfigError(f"cgan.beta1={self.beta1}: Adam's beta1 lies in [0, 1)")
@@ -110,7 +123,8 @@ class LatentGANConfig(SmallData):
     smooth_real_low: float = 0.9  # real D targets ~ U[smooth_real_low, 1] (paper: 0.9)
     smooth_fake_high: float = 0.1  # fake D targets ~ U[0, smooth_fake_high] (paper: 0.1)
     flip_rate: float = 0.05  # probability a D target is swapped real↔fake (per sample)
-    augment: str = "dihedral"  # real images under a random flip/quarter turn (cells have no up); "none": as the paper
+    # real images under a random flip/quarter turn (cells have no up); "none": as the paper
+    augment: str = "dihedral"
 
     def validate(self) -> None:
         _positive(
@@ -123,7 +137,8 @@ class LatentGANConfig(SmallData):
             raise ConfigError(f"beta1={self.beta1}: Adam's beta1 lies in [0, 1)")
         if self.batch_size < 2:
             raise ConfigError(
-                f"batch_size={self.batch_size}: the loop skips batches under 2 images (BatchNorm); use >= 2"
+                f"batch_size={self.batch_size}: the loop skips "
+                "batches under 2 images (BatchNorm); use >= 2"
             )
         if not 0.0 <= self.smooth_real_low <= 1.0:
             raise ConfigError(f"smooth_real_low={self.smooth_real_low}: must lie in [0, 1]")
@@ -131,7 +146,8 @@ class LatentGANConfig(SmallData):
             raise ConfigError(f"smooth_fake_high={self.smooth_fake_high}: must lie in [0, 1]")
         if self.smooth_fake_high >= self.smooth_real_low:
             raise ConfigError(
-                f"smooth_fake_high={self.smooth_fake_high} >= smooth_real_low={self.smooth_real_low}: "
+                f"smooth_fake_high={self.smooth_fake_high} "
+                f">= smooth_real_low={self.smooth_real_low}: "
                 "real and fake target ranges would overlap"
             )
         if not 0.0 <= self.flip_rate < 0.5:
@@ -274,7 +290,8 @@ class CGANStage(SmallDataStage):
     def train_step(self, models, opts, batch, gen, amp):
         G, D = models["G"], models["D"]
         y, x = batch["mask"], batch["image"]
-        # 1. Discriminator: real (y, x) pairs against (y, G(y)), both under the same augmentation draw.
+        # 1. Discriminator: real (y, x) pairs against (y, G(y)), both
+        # under the same augmentation draw.
         # per-pixel noise (cgan.noise) from the stage's stream, like z
         shape = unwrap(G).noise_shape(y)
         noise = torch.randn(shape, generator=gen) if shape else None
@@ -293,7 +310,8 @@ class CGANStage(SmallDataStage):
         opts["D"].step()
         if "aug" in models:
             models["aug"].observe(d_real, len(x))
-        # 2. Generator: fool D (through the same kind of augmentation) and stay close to the real image.
+        # 2. Generator: fool D (through the same kind of
+        # augmentation) and stay close to the real image.
         with amp():
             d_fake = D(_aug(models, torch.cat([y, fake], 1), gen))
         adv = bce(d_fake, 1.0)
@@ -420,7 +438,8 @@ class LatentGANStage(SmallDataStage):
         z = torch.randn(real.shape[0], c.z_dim, generator=gen).to(real.device)
         if c.augment == "dihedral":
             real = dihedral(real, gen)
-        # 1. Discriminator with smoothed, randomly flipped targets (D updates only), on augmented inputs.
+        # 1. Discriminator with smoothed, randomly flipped targets (D
+        # updates only), on augmented inputs.
         with amp():
             fake = self._g_out(G, z)
         real_in = _aug(models, real, gen)

@@ -73,12 +73,15 @@ class NSTConfig(GeneratorConfig):
             raise ConfigError("nst.content_weight and nst.style_weight must be >= 0")
         if self.features == "random" and not self.allow_random_features:
             raise ConfigError(
-                f"nst.features=random: random-weight features are for debugging only (their FID would sit next to "
-                f"real methods); use inception (offline) or vgg19 with vgg_weights, or pass {ALLOW_RANDOM_FLAG}"
+                "nst.features=random: random-weight features are "
+                "for debugging only (their FID would sit next to "
+                "real methods); use inception (offline) or vgg19 "
+                f"with vgg_weights, or pass {ALLOW_RANDOM_FLAG}"
             )
         if self.features == "vgg19" and not self.vgg_weights:
             raise ConfigError(
-                "nst.features=vgg19 needs nst.vgg_weights (a local ImageNet VGG-19 state dict); nothing is downloaded"
+                "nst.features=vgg19 needs nst.vgg_weights (a local "
+                "ImageNet VGG-19 state dict); nothing is downloaded"
             )
         valid = INCEPTION_LAYERS if self.features == "inception" else LAYERS
         content, style = self.layers()
@@ -190,7 +193,8 @@ def stylise(
             return loss
 
         # 3. L-BFGS on the pixels (strong-Wolfe line search: no step size to tune), then clamp
-        #    to the displayable range once at the end (clamping inside would break L-BFGS's curvature pairs).
+        # to the displayable range once at the end (clamping inside
+        # would break L-BFGS's curvature pairs).
         opt.step(closure)
         outs.append((x.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
     return (np.concatenate(outs) if outs else np.zeros((0, *content.shape[1:]), np.uint8)), history
@@ -262,7 +266,8 @@ class NST(Generator):
         return out
 
     def display_name(self) -> str:
-        return f"NST [{self.features}]"  # which features styled it (random ones are labelled in every output)
+        # which features styled it (random ones are labelled in every output)
+        return f"NST [{self.features}]"
 
     def sample(self, n: int, cls: str, seed: int = 0) -> tuple[np.ndarray, None]:
         """n stylised images of class `cls`: training histology drawn with replacement (seeded)."""

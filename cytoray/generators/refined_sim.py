@@ -106,12 +106,14 @@ class RefinedSim(Generator):
         size = int(train.images.shape[1])
         if size < cfg.patch:
             raise ConfigError(
-                f"generator.patch={cfg.patch} is larger than the {size} px training images; lower generator.patch "
+                f"generator.patch={cfg.patch} is larger than the "
+                f"{size} px training images; lower generator.patch "
                 f"to <= {size} (a multiple of {2**cfg.segmenter.depth})"
             )
         if len(train) < 1 or len(val) < 1:
             raise DataError(
-                f"{train.source}: refined-sim needs at least one training (reference) and one validation image"
+                f"{train.source}: refined-sim needs at least one "
+                "training (reference) and one validation image"
             )
 
     @classmethod
@@ -149,8 +151,10 @@ class RefinedSim(Generator):
             val_arrays["mask"] = val.masks[vi][:, None].astype(np.float32)
         fixed = {k: train_arrays[k][:8] for k in ("init", "mask", "style")}
         print(
-            f"[refined-sim] {len(refs)} reference tiles (nucleus radius {np.median([r.radius for r in refs]):.1f} px, cover "
-            f"{np.median([r.cover for r in refs]):.2f}); {cfg.pool} initial {P} px images; validation Dice on "
+            f"[refined-sim] {len(refs)} reference tiles (nucleus radius "
+            f"{np.median([r.radius for r in refs]):.1f} px, cover "
+            f"{np.median([r.cover for r in refs]):.2f}); "
+            f"{cfg.pool} initial {P} px images; validation Dice on "
             f"{'real masks' if val.masks is not None else 'held-out refined images (no real masks)'}",
             file=sys.stderr,
             flush=True,

@@ -49,7 +49,9 @@ PHASES = ("refiner", "discriminator", "joint", "segmenter")
 
 @dataclasses.dataclass
 class RefinerConfig(SmallData):
-    diffaug: str = ""  # D's real and refined crops augmented alike (small_data.py, e.g. translation,cutout); "" = none (Hou et al.)
+    # D's real and refined crops augmented alike (small_data.py, e.g.
+    # translation,cutout); "" = none (Hou et al.)
+    diffaug: str = ""
     ema: float = 0.0  # a moving average of R is not wired into the refined-sim bundle yet (0 only)
     ada: float = 0.0  # adaptive augmentation is not wired into the refined-sim stage (0 only)
     enabled: bool = True  # false: S trains on the initial images (the "raw simulation" ablation)
@@ -84,13 +86,15 @@ class RefinerConfig(SmallData):
         self.validate_small_data("refiner.")
         if "colour" in self.diffaug or "color" in self.diffaug:
             raise ConfigError(
-                f"refiner.diffaug={self.diffaug!r}: no colour op: matching the reference's colour is R's job "
+                f"refiner.diffaug={self.diffaug!r}: no colour "
+                "op: matching the reference's colour is R's job "
                 "(translation, cutout, dihedral are fine)"
             )
         for key in ("ema", "ada", "r1"):
             if getattr(self, key) != 0:
                 raise ConfigError(
-                    f"refiner.{key}={getattr(self, key)}: not wired into the refined-sim stage yet; use 0 "
+                    f"refiner.{key}={getattr(self, key)}: not "
+                    "wired into the refined-sim stage yet; use 0 "
                     "(refiner.diffaug is)"
                 )
 
@@ -103,7 +107,8 @@ class SegmenterConfig:
     dice_weight: float = 1.0  # soft-Dice term beside pixel BCE: nuclei cover ~15% of a tile
     # weight each refined image by w = p/(1−p), p = D's "real" probability
     example_weights: bool = True
-    weight_min: float = 0.2  # Hou et al.: w clipped below at 0.2 (an unrealistic image still teaches a little); searched
+    # Hou et al.: w clipped below at 0.2 (an unrealistic image still teaches a little); searched
+    weight_min: float = 0.2
     # Hou et al.: w clipped above at 2 (no single image dominates a batch); searched
     weight_max: float = 2.0
     threshold: float = 0.5  # sigmoid probability above which a pixel is nucleus
@@ -113,7 +118,8 @@ class SegmenterConfig:
             raise ConfigError("segmenter.base, depth and lr must be > 0 and dice_weight >= 0")
         if not 0 < self.weight_min <= self.weight_max:
             raise ConfigError(
-                f"segmenter.weight_min={self.weight_min}, weight_max={self.weight_max}: need 0 < weight_min <= weight_max"
+                f"segmenter.weight_min={self.weight_min}, "
+                f"weight_max={self.weight_max}: need 0 < weight_min <= weight_max"
             )
         if not 0 < self.threshold < 1:
             raise ConfigError(f"segmenter.threshold={self.threshold}: must lie in (0, 1)")
@@ -154,7 +160,8 @@ class RefinedSimConfig(GeneratorConfig):
     """Refined simulation's settings (keys and reasons: configs/models/refined-sim.yaml)."""
 
     name: str = REFINED_SIM
-    patch: int = 32  # training crop side (px): CPU-sized (64-128 on a GPU); R, D and S are fully convolutional
+    # training crop side (px): CPU-sized (64-128 on a GPU); R, D and S are fully convolutional
+    patch: int = 32
     pool: int = 256  # initial images (and real crops) per epoch; refined afresh every step
     holdout: int = 32  # held-out initial images for validation (Dice, D accuracy)
     batch_size: int = 8  # 32 steps an epoch at pool 256: GANs need steps more than batch size
@@ -166,15 +173,18 @@ class RefinedSimConfig(GeneratorConfig):
     def validate(self) -> None:
         if self.patch < 16 or self.patch % 2**self.segmenter.depth:
             raise ConfigError(
-                f"patch={self.patch}: must be >= 16 and divisible by 2**segmenter.depth={2**self.segmenter.depth}"
+                f"patch={self.patch}: must be >= 16 and divisible "
+                f"by 2**segmenter.depth={2**self.segmenter.depth}"
             )
         if self.patch < min_input_size(self.refiner.d_layers):
             raise ConfigError(
-                f"patch={self.patch}: refiner.d_layers={self.refiner.d_layers} needs >= {min_input_size(self.refiner.d_layers)} px"
+                f"patch={self.patch}: refiner.d_layers={self.refiner.d_layers} "
+                f"needs >= {min_input_size(self.refiner.d_layers)} px"
             )
         if self.pool < 2 * self.batch_size or self.batch_size < 2 or self.holdout < 2:
             raise ConfigError(
-                f"pool={self.pool}, batch_size={self.batch_size}, holdout={self.holdout}: need batch_size >= 2, "
+                f"pool={self.pool}, batch_size={self.batch_size}, "
+                f"holdout={self.holdout}: need batch_size >= 2, "
                 "pool >= 2 batches and holdout >= 2"
             )
 
@@ -383,7 +393,8 @@ class RefinedSimStage(Stage):
                 reg = self._reg(refined, init)
                 loss_r = adv + reg - r.hard_weight * task
                 opts["R"].zero_grad(set_to_none=True)
-                loss_r.backward()  # S's and D's grads from this pass are cleared before their own steps
+                # S's and D's grads from this pass are cleared before their own steps
+                loss_r.backward()
                 opts["R"].step()
             x = refined.detach()
             out.update(

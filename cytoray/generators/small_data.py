@@ -44,8 +44,11 @@ OPS = ("colour", "translation", "cutout", "dihedral")
 class SmallData:
     """Small-data settings a GAN stage's config inherits (keys: `diffaug`, `ada`, `ema`, `r1`)."""
 
-    diffaug: str = "colour,translation,cutout,dihedral"  # D's inputs, real and fake alike (DiffAugment + cell symmetries); "" = none
-    ada: float = 0.6  # adapt the augmentation probability so E[sign D(real)] stays at this target (ADA); 0 = always on (DiffAugment)
+    # D's inputs, real and fake alike (DiffAugment + cell symmetries); "" = none
+    diffaug: str = "colour,translation,cutout,dihedral"
+    # adapt the augmentation probability so E[sign D(real)] stays at this
+    # target (ADA); 0 = always on (DiffAugment)
+    ada: float = 0.6
     # decay of G's moving average, used for samples and the bundle; 0 = the last weights
     ema: float = 0.999
     r1: float = 0.0  # R1 penalty weight on D's gradient at real images; 0 = off
@@ -55,7 +58,8 @@ class SmallData:
         del ops
         if not 0.0 <= self.ada < 1.0:
             raise ConfigError(
-                f"{prefix}ada={self.ada}: the target of E[sign D(real)] lies in [0, 1) (0 = off; ADA uses 0.6)"
+                f"{prefix}ada={self.ada}: the target of E[sign "
+                "D(real)] lies in [0, 1) (0 = off; ADA uses 0.6)"
             )
         if not 0.0 <= self.ema < 1.0:
             raise ConfigError(
@@ -73,7 +77,8 @@ def parse_policy(policy: str, key: str = "diffaug") -> tuple[str, ...]:
     ops = tuple(o.strip() for o in policy.replace("color", "colour").split(",") if o.strip())
     if bad := [o for o in ops if o not in OPS]:
         raise ConfigError(
-            f"{key}={policy!r}: unknown op {bad[0]!r}; use a comma-separated list of {', '.join(OPS)}"
+            f"{key}={policy!r}: unknown op {bad[0]!r}; use "
+            f"a comma-separated list of {', '.join(OPS)}"
         )
     return ops
 

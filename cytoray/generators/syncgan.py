@@ -68,7 +68,8 @@ class SynCGANConfig(GeneratorConfig):
     cgan: CGANConfig = dataclasses.field(default_factory=CGANConfig)
     # sampling's label maps: the class's training maps warped, or the class mask GANs (eq. 7)
     prior: Literal["gan", "bank"] = "bank"
-    warp: float = 0.06  # prior bank: the elastic warp's largest shift, a share of the image size (masks/warp.py)
+    # prior bank: the elastic warp's largest shift, a share of the image size (masks/warp.py)
+    warp: float = 0.06
 
     def validate(self) -> None:
         if not 0.0 <= self.warp <= 0.25:
@@ -120,7 +121,8 @@ class SynCGAN(Generator):
         )
         kind = "label maps" if cfg.masks.labels == "cell" else "nucleus masks"
         print(
-            f"[syncgan] {kind} ({cfg.masks.source}, {method}) for {len(train)} train + {len(val)} val images",
+            f"[syncgan] {kind} ({cfg.masks.source}, {method}) "
+            f"for {len(train)} train + {len(val)} val images",
             file=sys.stderr,
             flush=True,
         )
@@ -153,7 +155,8 @@ class SynCGAN(Generator):
         )
         cgan = CGANStage(extend(cfg.cgan, CGANParams, size=size, in_ch=int(y_train.shape[1])))
         if uses_colours(masks, cfg.cgan):
-            # the region colours of every training cell, per class: sampling draws a cell's colours from them
+            # the region colours of every training cell, per class:
+            # sampling draws a cell's colours from them
             cols = region_colours(train.images, m_train)
             cgan.sampling_meta = {
                 "colours": {

@@ -34,9 +34,11 @@ LABELS = ("cell", "nucleus")
 class MasksConfig:
     # paper: unsupervised masks (§3.2); ground_truth for ablations
     source: Literal["unsupervised", "ground_truth"] = "unsupervised"
-    # stain: beats Otsu-on-H and the segmenter on real H&E (benchmarks/real_data.py); syncgan: the paper's
+    # stain: beats Otsu-on-H and the segmenter on real H&E
+    # (benchmarks/real_data.py); syncgan: the paper's
     method: Literal["stain", "syncgan", "segmenter"] = "stain"
-    # method=segmenter: segmenter bundle folder or NAME@ALIAS / NAME/VERSION (what `cytoray segment` loads)
+    # method=segmenter: segmenter bundle folder or NAME@ALIAS /
+    # NAME/VERSION (what `cytoray segment` loads)
     segmenter: str | None = None
     # auto: brightfield unless the field is black (fluorescence)
     polarity: Literal["auto", "dark", "bright"] = "auto"
@@ -65,7 +67,8 @@ class MasksConfig:
         if self.method == SEGMENTER:
             if not self.segmenter:
                 raise ConfigError(
-                    "masks.segmenter is not set: masks.method=segmenter needs a segmenter bundle folder or NAME@ALIAS "
+                    "masks.segmenter is not set: masks.method=segmenter "
+                    "needs a segmenter bundle folder or NAME@ALIAS "
                     "(e.g. nucleus-segmenter@champion from studies/refined_segmentation.py)"
                 )
             from .segmenter import check_ref
@@ -79,7 +82,8 @@ class MasksConfig:
             )
         if self.polarity not in ("auto", "dark", "bright"):
             raise ConfigError(
-                f"masks.polarity={self.polarity!r}: use auto, dark (brightfield) or bright (fluorescence)"
+                f"masks.polarity={self.polarity!r}: use auto, "
+                "dark (brightfield) or bright (fluorescence)"
             )
         if not isinstance(self.exclude_padding, bool):
             raise ConfigError(f"masks.exclude_padding={self.exclude_padding!r}: use true or false")
@@ -89,11 +93,13 @@ class MasksConfig:
             )
         if self.labels not in LABELS:
             raise ConfigError(
-                f"masks.labels={self.labels!r}: use cell (glass/cytoplasm/nucleus label maps) or nucleus (the paper's binary masks)"
+                f"masks.labels={self.labels!r}: use cell (glass/cytoplasm/nucleus "
+                "label maps) or nucleus (the paper's binary masks)"
             )
         if self.on_flag not in ON_FLAG:
             raise ConfigError(
-                f"masks.on_flag={self.on_flag!r}: use warn (list flagged images) or error (refuse to train)"
+                f"masks.on_flag={self.on_flag!r}: use warn (list "
+                "flagged images) or error (refuse to train)"
             )
 
     def params(self) -> MaskParams:
@@ -130,7 +136,8 @@ def dataset_masks(ds, cfg: MasksConfig, progress: bool = False) -> np.ndarray:
     if cfg.source == "ground_truth":
         if ds.masks is None:
             raise DataError(
-                f"{ds.source or 'dataset'}: masks.source=ground_truth but not every image has a ground-truth mask "
+                f"{ds.source or 'dataset'}: masks.source=ground_truth "
+                "but not every image has a ground-truth mask "
                 "(<class>/masks/<name>.png); add them or set masks.source=unsupervised"
             )
         return np.asarray(ds.masks, dtype=bool)
@@ -147,7 +154,8 @@ def dataset_masks(ds, cfg: MasksConfig, progress: bool = False) -> np.ndarray:
         out[i] = mask
         if info["flags"]:
             flagged.append(
-                f"{ds.names[i]} ({'; '.join(f['flag'] + ': ' + f['reason'] for f in info['flags'])})"
+                f"{ds.names[i]} "
+                f"({'; '.join(f['flag'] + ': ' + f['reason'] for f in info['flags'])})"
             )
         if progress and (i + 1) % 50 == 0:
             print(f"[masks] {i + 1}/{len(ds)} {cfg.method} masks", file=sys.stderr, flush=True)
@@ -155,7 +163,8 @@ def dataset_masks(ds, cfg: MasksConfig, progress: bool = False) -> np.ndarray:
         msg = f"{len(flagged)}/{len(ds)} {cfg.method} masks flagged, e.g. {flagged[0]}"
         if cfg.on_flag == "error":
             raise DataError(
-                f"{ds.source or 'dataset'}: {msg}; check them with `cytoray masks --data ... --eval` "
+                f"{ds.source or 'dataset'}: {msg}; check them "
+                "with `cytoray masks --data ... --eval` "
                 "or set masks.on_flag=warn"
             )
         print(f"[masks] warning: {msg}", file=sys.stderr, flush=True)

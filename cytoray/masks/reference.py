@@ -33,7 +33,8 @@ def stardist_file(rel: str) -> Path:
     path = Path(dist.locate_file(rel))
     if not path.is_file():
         raise DataError(
-            f"{path}: not in the installed stardist {dist.version}; reinstall stardist==0.9.2 with --no-deps"
+            f"{path}: not in the installed stardist {dist.version}; "
+            "reinstall stardist==0.9.2 with --no-deps"
         )
     return path
 
@@ -66,11 +67,13 @@ def stardist_reference() -> tuple[np.ndarray, np.ndarray]:
         labels = np.squeeze(tifffile.imread(mask_path))
     except Exception as e:  # tifffile raises several types for damaged files
         raise DataError(
-            f"{img_path.parent}: unreadable stardist TIFF ({e}); reinstall stardist==0.9.2 with --no-deps"
+            f"{img_path.parent}: unreadable stardist TIFF "
+            f"({e}); reinstall stardist==0.9.2 with --no-deps"
         ) from None
     if img.ndim != 2 or labels.shape != img.shape:
         raise DataError(
-            f"{img_path}: expected a 2-D image and a label image of the same shape, got {img.shape} and {labels.shape}"
+            f"{img_path}: expected a 2-D image and a label image "
+            f"of the same shape, got {img.shape} and {labels.shape}"
         )
     gray = percentile_uint8(img)
     return np.repeat(gray[..., None], 3, axis=-1), labels > 0

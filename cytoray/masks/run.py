@@ -52,7 +52,8 @@ def _list_images(data: Path) -> list:
     records, _problems = scan_folder(data)
     if not records:
         raise DataError(
-            f"{data}: no images in <class>/ sub-folders (png, jpg, jpeg, tif, tiff, bmp); add images there"
+            f"{data}: no images in <class>/ sub-folders (png, "
+            "jpg, jpeg, tif, tiff, bmp); add images there"
         )
     return records
 
@@ -69,7 +70,8 @@ def _check_unique(records: list, data: Path) -> None:
         name = _out_name(rec, data)
         if name in seen:
             raise DataError(
-                f"{rec.path}: same name as {seen[name]} apart from the extension, so both would write "
+                f"{rec.path}: same name as {seen[name]} apart "
+                "from the extension, so both would write "
                 f"{name}; rename one of them"
             )
         seen[name] = rec.path
@@ -134,7 +136,8 @@ def run_masks(
     _check_unique(records, data)
     if evaluate and not any(r.mask for r in records):
         raise DataError(
-            f"{data}: --eval needs ground-truth masks at <class>/masks/<name>.png and there are none; "
+            f"{data}: --eval needs ground-truth masks at "
+            "<class>/masks/<name>.png and there are none; "
             "add them or drop --eval"
         )
     cache = Path(cache_dir) if cache_dir is not None else out / ".cache"
@@ -145,7 +148,8 @@ def run_masks(
 
     bar = Progress(len(records), "[masks]", enabled=progress)
     # The masks and summary.json go to a staging folder and are moved into place together at the end
-    # (renames need no space): a full disk or Ctrl-C leaves --out as it was, plus complete cache entries.
+    # (renames need no space): a full disk or Ctrl-C leaves --out as
+    # it was, plus complete cache entries.
     import shutil
     import tempfile
 
@@ -257,34 +261,40 @@ def format_summary(summary: dict, images: list[dict] | None = None) -> str:
         except (OSError, ValueError, KeyError):
             images = []
     lines = [
-        f"{summary['n']} masks ({summary['method']}) in {summary['out']} ({summary['cache_hits']} from cache, "
+        f"{summary['n']} masks ({summary['method']}) in "
+        f"{summary['out']} ({summary['cache_hits']} from cache, "
         f"{summary['padded']} images with padding bands excluded)"
     ]
     for r in images or []:
         if "dice" in r:
             lines.append(
-                f"  {Path(r['image']).name:<40} dice {r['dice']:.3f}  iou {r['iou']:.3f}{'  FAIL' if r['fail'] else ''}"
+                f"  {Path(r['image']).name:<40} dice {r['dice']:.3f} "
+                f" iou {r['iou']:.3f}{'  FAIL' if r['fail'] else ''}"
             )
     if "dice" in summary:
         lines.append(
-            f"dice {summary['dice']:.3f} (min {summary['dice_min']:.3f})  iou {summary['iou']:.3f} over {summary['n_evaluated']} images with ground truth"
+            f"dice {summary['dice']:.3f} (min {summary['dice_min']:.3f})  iou "
+            f"{summary['iou']:.3f} over {summary['n_evaluated']} images with ground truth"
         )
         for c, s in summary["per_class"].items():
             lines.append(f"  {c:<20} n={s['n']:<5} dice {s['dice']:.3f}  iou {s['iou']:.3f}")
     flags = ", ".join(f"{k} {v}" for k, v in summary["flags"].items() if v) or "none"
     lines.append(
-        f"failed: {summary['failed']}/{summary['n']} ({summary['failed_share']:.0%}); flags: {flags}"
+        f"failed: {summary['failed']}/{summary['n']} "
+        f"({summary['failed_share']:.0%}); flags: {flags}"
     )
     if dec := summary.get("decisions"):
         lines.append(
-            f"stain vs Otsu disagreed on {dec['disagreed']} image(s); the rule chose Otsu's mask on {dec['chose_otsu']} "
+            f"stain vs Otsu disagreed on {dec['disagreed']} image(s); "
+            f"the rule chose Otsu's mask on {dec['chose_otsu']} "
             f"(per image: 'decision' in {SUMMARY_NAME})"
         )
     for f in summary["failures"][:20]:
         lines.append(f"  FAIL {f['image']}: {'; '.join(f['reasons'])}")
     if len(summary["failures"]) > 20:
         lines.append(
-            f"  ... and {len(summary['failures']) - 20} more in {Path(summary['out']) / SUMMARY_NAME}"
+            f"  ... and {len(summary['failures']) - 20} "
+            f"more in {Path(summary['out']) / SUMMARY_NAME}"
         )
     return "\n".join(lines)
 

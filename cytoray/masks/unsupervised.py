@@ -35,7 +35,8 @@ def as_rgb(img: np.ndarray) -> np.ndarray:
     a = np.asarray(img)
     if a.dtype != np.uint8:
         raise ValueError(
-            f"nucleus_mask expects uint8 pixels, got {a.dtype}; convert with cytoray.data.images.read_rgb"
+            f"nucleus_mask expects uint8 pixels, got {a.dtype}; "
+            "convert with cytoray.data.images.read_rgb"
         )
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]

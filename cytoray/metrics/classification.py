@@ -269,7 +269,8 @@ def paired_test(a, b, method: str = "auto") -> dict:
     x, z = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
     if x.size != z.size:
         raise CytorayError(
-            f"a paired test needs the same >= 2 splits for both policies; got {x.size} vs {z.size} scores"
+            "a paired test needs the same >= 2 splits for "
+            f"both policies; got {x.size} vs {z.size} scores"
         )
     keep = np.isfinite(x) & np.isfinite(z)
     x, z = x[keep], z[keep]
@@ -347,7 +348,8 @@ def _cell_key(classifier: str, policy: str) -> str:
     for name in (classifier, policy):
         if "|" in name:
             raise CytorayError(
-                f"name {name!r} contains '|', which cytoray uses to join classifier and policy keys; rename it"
+                f"name {name!r} contains '|', which cytoray uses "
+                "to join classifier and policy keys; rename it"
             )
     return f"{classifier}|{policy}"
 
@@ -376,20 +378,23 @@ def summarize(
         missing = [k for k in ("classifier", "policy", "split", metric) if k not in row]
         if missing:
             raise CytorayError(
-                f"results row {i} lacks {missing}; every row needs classifier, policy, split and {metric!r}"
+                f"results row {i} lacks {missing}; every row "
+                f"needs classifier, policy, split and {metric!r}"
             )
         cell = scores.setdefault((str(row["classifier"]), str(row["policy"])), {})
         unit = (row["split"], row.get("repeat", 0))
         if unit in cell:
             raise CytorayError(
-                f"results hold two rows for {row['classifier']}/{row['policy']} split={unit[0]} repeat={unit[1]}; drop the duplicate"
+                f"results hold two rows for {row['classifier']}/{row['policy']} "
+                f"split={unit[0]} repeat={unit[1]}; drop the duplicate"
             )
         cell[unit] = float(row[metric])
         if row.get("n_test") is not None:
             n_test.append(int(row["n_test"]))
     if scores and baseline not in {pol for _, pol in scores}:
         raise CytorayError(
-            f"baseline policy {baseline!r} is not in the results; policies are {sorted({p for _, p in scores})}"
+            f"baseline policy {baseline!r} is not in the results; "
+            f"policies are {sorted({p for _, p in scores})}"
         )
 
     cells = {_cell_key(c, p): mean_ci(list(v.values())) for (c, p), v in scores.items()}
@@ -520,7 +525,8 @@ def results_table(
     )
     if any(c.get("low", 0) < 0 or c.get("high", 1) > 1 for c in cells.values()):
         lines.append(
-            "Some intervals pass 0 or 100%: t-intervals over few splits are wide and left unclipped; "
+            "Some intervals pass 0 or 100%: t-intervals "
+            "over few splits are wide and left unclipped; "
             "more splits (data.n_splits) or repeats narrow them."
         )
     for (

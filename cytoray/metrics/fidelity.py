@@ -71,7 +71,8 @@ INPUT_RANGE = (-1.0, 0.9921875)  # (0 - 128)/128 .. (255 - 128)/128
 KID_KERNEL = "poly degree=3 gamma=1/2048 coef0=1"
 
 
-# ----- weights: located, verified and loaded in nets/inception_features.py (NST uses the same network)
+# ----- weights: located, verified and loaded in
+# nets/inception_features.py (NST uses the same network)
 
 
 def extractor_identity() -> dict:
@@ -144,7 +145,8 @@ def _register() -> None:
     elif old is not InceptionV3NVTorchScript:
         if (old.__module__, old.__qualname__) != (__name__, InceptionV3NVTorchScript.__qualname__):
             raise CytorayError(
-                f"torch-fidelity feature extractor {EXTRACTOR!r} is already registered by {old.__module__}"
+                f"torch-fidelity feature extractor {EXTRACTOR!r} "
+                f"is already registered by {old.__module__}"
             )
         FEATURE_EXTRACTORS_REGISTRY[EXTRACTOR] = InceptionV3NVTorchScript
 
@@ -183,7 +185,8 @@ def as_uint8_nchw(images, name: str = "images") -> torch.Tensor:
         x = x.permute(0, 3, 1, 2)
     if x.shape[1] not in (1, 3):
         raise DataError(
-            f"{name}: shape {tuple(x.shape)} has no 1- or 3-channel axis; expected [N,3,H,W] or [N,H,W,3]"
+            f"{name}: shape {tuple(x.shape)} has no 1- or "
+            "3-channel axis; expected [N,3,H,W] or [N,H,W,3]"
         )
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
@@ -243,7 +246,8 @@ def cached_features(
                 if str(z["images_sha256"]) == digest:
                     return z["features"].astype(np.float64)
             warnings.warn(
-                f"{path}: cache key {key!r} was stored for other images; recomputing (make keys unique)"
+                f"{path}: cache key {key!r} was stored for "
+                "other images; recomputing (make keys unique)"
             )
         except (
             OSError,

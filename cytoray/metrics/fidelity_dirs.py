@@ -125,7 +125,8 @@ def fid_kid_dirs(
     for paths, d in ((pa, dir_a), (pb, dir_b)):
         if len(paths) < 2:
             raise DataError(
-                f"{d}: {len(paths)} image(s) found (png/jpg/tif/bmp, 'masks' folders skipped); FID/KID need at least 2"
+                f"{d}: {len(paths)} image(s) found (png/jpg/tif/bmp, "
+                "'masks' folders skipped); FID/KID need at least 2"
             )
     size = None if size is None else int(size)
     fa, fb = (

@@ -82,7 +82,8 @@ def as_features(f, name: str) -> np.ndarray:
     a = np.asarray(f)
     if a.ndim != 2 or a.shape[1] != FEATURE_DIM or not np.isfinite(a).all():
         raise DataError(
-            f"{name}: features of shape {a.shape} are not finite [N, {FEATURE_DIM}] Inception features"
+            f"{name}: features of shape {a.shape} are not "
+            f"finite [N, {FEATURE_DIM}] Inception features"
         )
     return a.astype(np.float32).astype(np.float64)
 
@@ -213,7 +214,8 @@ def _floor_text(label: str, fl: dict | None) -> str:
     at_text = f", ~{at:.1f} at this figure's n" if math.isfinite(at) else ""
     return (
         f"{label}: real-vs-real FID {fl['fid_floor']:.1f} ± {fl['fid_floor_sd']:.1f} "
-        f"(two seeded halves, {fl['floor_n1']}/{fl['floor_n2']} images, {fl['floor_splits']} splits{at_text}), "
+        f"(two seeded halves, {fl['floor_n1']}/{fl['floor_n2']} "
+        f"images, {fl['floor_splits']} splits{at_text}), "
         f"KID {fl['kid_floor_mean']:.4f} ± {fl['kid_floor_sd']:.4f}"
     )
 
@@ -227,8 +229,10 @@ def _kid_pm(r: dict, digits: int) -> str:
 
 
 KID_NO_SPREAD = (
-    "KID's ± is the SD over its random subsets of min(1000, n_real, n_fake) images; where no set is larger "
-    "than a subset, every subset is the whole of both sets, no spread can be estimated, and KID is shown "
+    "KID's ± is the SD over its random subsets of min(1000, "
+    "n_real, n_fake) images; where no set is larger "
+    "than a subset, every subset is the whole of both "
+    "sets, no spread can be estimated, and KID is shown "
     "without ±"
 )
 
@@ -284,8 +288,10 @@ def small_sample_warning(
         if floors and key in r
     )
     return (
-        f"FID on {n1}/{n2} images is biased by sample size: it is comparable only at equal n and against the "
-        f"real-vs-real floor{' (' + shown + ')' if shown else ''}. FID needs at least {FID_MIN_N} images per set "
+        f"FID on {n1}/{n2} images is biased by sample size: "
+        "it is comparable only at equal n and against the "
+        f"real-vs-real floor{' (' + shown + ')' if shown else ''}. "
+        f"FID needs at least {FID_MIN_N} images per set "
         f"(more than its {FEATURE_DIM} feature dimensions, TTUR; 10,000 recommended); "
         f"at this n report KID ({r['kid_mean']:.4f} {_kid_pm(r, 4)}, unbiased) as the headline."
     )
@@ -307,7 +313,8 @@ def describe(r: dict, labels: tuple[str, str] = ("first set", "second set")) -> 
         if key in r:
             lines.append(_floor_text(lab, r[key]))
     lines.append(
-        f"extractor {r['feature_extractor']} ({r['weights_sha1'][:12]}), resize: {r.get('image_resize', r['resize'])}"
+        f"extractor {r['feature_extractor']} ({r['weights_sha1'][:12]}), "
+        f"resize: {r.get('image_resize', r['resize'])}"
     )
     warning = small_sample_warning(r, labels, floors=False)  # the floors are the lines above
     if warning:
@@ -330,7 +337,8 @@ def per_class_notes(metrics: dict, split: str) -> list[str]:
         g = lambda part: metrics.get(names.fid(split, c, part), float("nan"))  # noqa: E731
         line = (
             f"{split}/{c}: KID {kid_text_of(metrics, names.kid(split, c))} "
-            f"is the headline (n={n_real}/{n_fake} < {FID_MIN_N}); FID {metrics[key]:.1f} is biased at this n"
+            f"is the headline (n={n_real}/{n_fake} < {FID_MIN_N}); "
+            f"FID {metrics[key]:.1f} is biased at this n"
         )
         if names.fid(split, c, "floor") in metrics:
             line += (

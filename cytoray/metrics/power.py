@@ -43,7 +43,8 @@ MAX_SPLITS = 100_000  # beyond this the answer is "not with this design", report
 def _check(delta: float, alpha: float, power: float) -> None:
     if not 0 < delta < 1:
         raise CytorayError(
-            f"delta={delta}: the difference to detect is a fraction in (0, 1), e.g. 0.05 for 5 points"
+            f"delta={delta}: the difference to detect is "
+            "a fraction in (0, 1), e.g. 0.05 for 5 points"
         )
     if not 0 < alpha < 1 or not 0 < power < 1:
         raise CytorayError(
@@ -273,7 +274,8 @@ def verdict(
         call = "inconclusive"
         if lo > 0 or hi < 0:
             why = (
-                f"inconclusive: the interval (unadjusted) excludes 0, but the Holm-adjusted p is not below {alpha:g} "
+                "inconclusive: the interval (unadjusted) excludes "
+                f"0, but the Holm-adjusted p is not below {alpha:g} "
                 "once every policy's comparison is counted"
             )
         else:

@@ -38,10 +38,13 @@ from ..errors import DataError
 from .names import realism
 
 K = 5  # nearest neighbours for the manifolds (Naeem et al. 2020's recommendation)
-PERCENTILE = 5.0  # train-to-train nearest-neighbour distance percentile below which a sample counts as memorised
+# train-to-train nearest-neighbour distance percentile below which a sample counts as memorised
+PERCENTILE = 5.0
 FLOOR_SPLITS = 10  # seeded draws averaged per real-vs-real value
-# Default flag threshold (Herlev dev, 45 train / 30 per class, 200 splits): held-out real images pass 0.20 in 4% of
-# splits (0.15: 14-16%, too many false alarms); a generator copying 20% of its images passes it in 77-81%.
+# Default flag threshold (Herlev dev, 45 train / 30 per class, 200
+# splits): held-out real images pass 0.20 in 4% of
+# splits (0.15: 14-16%, too many false alarms); a generator
+# copying 20% of its images passes it in 77-81%.
 MEMORISED_MAX = 0.2
 PRDC = ("precision", "recall", "density", "coverage")
 
@@ -266,8 +269,10 @@ def describe(metrics: dict, split: str) -> list[str]:
         line = f"{c}: " + ", ".join(parts) + f"; k={int(g('k'))}"
         if n["memorised"].format(c=c) in metrics:
             line += (
-                f"; memorised share {g('memorised'):.3f} (held-out real {g('memorised_floor'):.3f}; nearer than the "
-                f"{g('percentile') if c != 'all' else PERCENTILE:g}th percentile of train-to-train distances)"
+                f"; memorised share {g('memorised'):.3f} (held-out "
+                f"real {g('memorised_floor'):.3f}; nearer than the "
+                f"{g('percentile') if c != 'all' else PERCENTILE:g}th "
+                "percentile of train-to-train distances)"
             )
         lines.append(line)
     return lines

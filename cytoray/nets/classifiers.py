@@ -219,7 +219,8 @@ def load_classifier_weights(model: nn.Module, name: str, weights_path: str | Pat
     ]
     if bad_shape:
         raise CytorayError(
-            f"weights file {path} does not fit {name!r}: shape mismatch at {'; '.join(bad_shape[:3])}"
+            f"weights file {path} does not fit {name!r}: "
+            f"shape mismatch at {'; '.join(bad_shape[:3])}"
         )
     result = model.load_state_dict(keep, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(heads)]
@@ -250,5 +251,6 @@ def classifier_logits(model: nn.Module, output: object) -> tuple[torch.Tensor, t
     if isinstance(output, torchvision.models.inception.InceptionOutputs):
         return output.logits, output.aux_logits
     raise TypeError(
-        f"{type(model).__name__} returned {type(output).__name__}; expected a tensor or InceptionOutputs"
+        f"{type(model).__name__} returned {type(output).__name__}; "
+        "expected a tensor or InceptionOutputs"
     )

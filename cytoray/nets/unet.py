@@ -187,7 +187,8 @@ class UNet(nn.Module):
             drop = dropout if 1 <= j <= n_dropout else 0.0
             self.up.append(UpBlock(cin, chs[level - 1], norm=norm, dropout=drop))
 
-        # 3. Output layer: same upsample + 3x3 conv, no norm, bounded activation; with a full-resolution
+        # 3. Output layer: same upsample + 3x3 conv, no norm, bounded
+        # activation; with a full-resolution
         #    path, the upsampled features meet the stem's before two 3x3 convolutions.
         self.noise = noise
         head_in = chs[0] if depth == 1 else 2 * chs[0]

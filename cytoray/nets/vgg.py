@@ -114,13 +114,15 @@ class VGGFeatures(nn.Module):
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CytorayError(
-            f"VGG-19 weights file {path} not found; set nst.vgg_weights to a local torchvision vgg19 state dict"
+            f"VGG-19 weights file {path} not found; set "
+            "nst.vgg_weights to a local torchvision vgg19 state dict"
         )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt, pickled code, not a torch file
         raise CytorayError(
-            f"VGG-19 weights file {path} is not a loadable PyTorch state dict ({type(e).__name__}: {e})"
+            f"VGG-19 weights file {path} is not a loadable "
+            f"PyTorch state dict ({type(e).__name__}: {e})"
         ) from e
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
@@ -165,8 +167,10 @@ def vgg19_features(
     if weights is None:
         name = random_features_name(seed)
         print(
-            f"WARNING: nst.vgg_weights not set: neural style transfer uses random-weight VGG-19 features "
-            f"({name}), not ImageNet ones; point nst.vgg_weights at a local vgg19 state dict for the paper's setup",
+            "WARNING: nst.vgg_weights not set: neural style "
+            "transfer uses random-weight VGG-19 features "
+            f"({name}), not ImageNet ones; point nst.vgg_weights "
+            "at a local vgg19 state dict for the paper's setup",
             file=sys.stderr,
             flush=True,
         )

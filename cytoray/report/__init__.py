@@ -82,7 +82,8 @@ def build_report(
         secs = rec.metrics.get("study_seconds")
         page.write(
             [
-                f"MLflow: {rec.uri}, experiment {experiment!r} ({rec.experiment.experiment_id}), parent run "
+                f"MLflow: {rec.uri}, experiment {experiment!r} "
+                f"({rec.experiment.experiment_id}), parent run "
                 f"{p.info.run_id}{'' if p.info.status == 'RUNNING' else f' ({p.info.status.lower()})'}, {len(rec.children)} trial runs"
                 + (f", {secs / 60:.1f} min" if secs else ""),
                 f"study folder: {study_dir(rec) or '?'}",
@@ -115,7 +116,8 @@ def study_report(experiment: str, tracking_uri: str, parent: str, out: Path) -> 
         path = build_report(experiment, out, tracking_uri, parent, log=True)
     except Exception as e:  # noqa: BLE001 — never lose a finished study to its report
         print(
-            f"[report] not written: {type(e).__name__}: {e}; rebuild it with `cytoray report --experiment {experiment} "
+            f"[report] not written: {type(e).__name__}: {e}; rebuild "
+            f"it with `cytoray report --experiment {experiment} "
             f"--tracking-uri {tracking_uri} --out {out}`",
             file=sys.stderr,
         )

@@ -105,10 +105,14 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
     repeats = len({r["repeat"] for r in rows})
     n_test = sorted({r["n_test"] for r in rows if r["n_test"] is not None})
     proto = (
-        f"Split protocol: {split_protocol(rec, len(splits))}; {repeats} classifier seed(s) per split; ratio "
-        f"{rec.param('ratio', '?')} synthetic:real per class; test images per split: {', '.join(map(str, n_test)) or '?'}. "
-        f"Cells: test {metric} in %, mean ± 95% t-interval half-width over {len(splits)} splits × {repeats} repeats; "
-        f"(Δ, p): paired t-test against orig on the same splits, Δ in points, p Holm-adjusted per classifier over its "
+        f"Split protocol: {split_protocol(rec, len(splits))}; "
+        f"{repeats} classifier seed(s) per split; ratio "
+        f"{rec.param('ratio', '?')} synthetic:real per class; test "
+        f"images per split: {', '.join(map(str, n_test)) or '?'}. "
+        f"Cells: test {metric} in %, mean ± 95% t-interval "
+        f"half-width over {len(splits)} splits × {repeats} repeats; "
+        "(Δ, p): paired t-test against orig on the same splits, "
+        "Δ in points, p Holm-adjusted per classifier over its "
         f"{len(policies) - 1} comparisons."
     )
     power = [
@@ -196,7 +200,8 @@ def verdict_section(
     by = {c: verdicts(summary, c, policies, effect) for c in classifiers}
     if not any(by.values()):
         page.p(
-            "No policy has a paired test against orig (it needs at least 2 shared splits): no verdict."
+            "No policy has a paired test against orig (it "
+            "needs at least 2 shared splits): no verdict."
         )
         return
     page.h2("Verdict: each policy against orig")
@@ -206,9 +211,12 @@ def verdict_section(
             page.p((f"{c}: " if many else "") + v["sentence"])
     pts = round(100 * effect, 1)
     page.p(
-        f'The difference that matters is {pts:g} points (the study\'s `effect`): "no effect" is said only when the '
-        f"95% interval of the paired difference lies inside ±{pts:g} points; an interval that holds 0 and ±{pts:g} "
-        f"is inconclusive, however large its p-value. Intervals are paired t-intervals over the same splits "
+        f"The difference that matters is {pts:g} points (the "
+        'study\'s `effect`): "no effect" is said only when the '
+        "95% interval of the paired difference lies inside "
+        f"±{pts:g} points; an interval that holds 0 and ±{pts:g} "
+        "is inconclusive, however large its p-value. "
+        "Intervals are paired t-intervals over the same splits "
         f"(unadjusted); p-values are Holm-adjusted per classifier."
     )
     panels = {
@@ -237,8 +245,10 @@ def verdict_section(
         fig,
         "paired_differences",
         f"Each policy's test {metric} minus orig's on the same split: diamond, the mean; "
-        f"line, its 95% paired t-interval (unclipped); dots, one per split (× repeat); green band, ±{pts:g} points, the "
-        f"difference that matters. Right: the verdict, the Holm-adjusted p and the minimum detectable effect (MDE, "
+        "line, its 95% paired t-interval (unclipped); dots, one "
+        f"per split (× repeat); green band, ±{pts:g} points, the "
+        "difference that matters. Right: the verdict, the "
+        "Holm-adjusted p and the minimum detectable effect (MDE, "
         f"points, 80% power at the observed spread). {proto}",
     )
 
@@ -301,10 +311,14 @@ def fid_section(
         }
     )
     cap = (
-        f"Synthetic images of the policy's generator (n={', '.join(map(str, n_fake)) or '?'} pooled) against the real test images "
-        f"of each split (InceptionV3 pool features, each image to 299 px), mean ± 95% t-interval over splits. Policies without "
-        f"a generator (orig, trad) train on real images only and have no figure. Floor: real-vs-real FID of two halves of "
-        f"the same test images, what these sample sizes allow. Split protocol: {split_protocol(rec, len(splits))}."
+        "Synthetic images of the policy's generator "
+        f"(n={', '.join(map(str, n_fake)) or '?'} pooled) against the real test images "
+        "of each split (InceptionV3 pool features, each image to 299 "
+        "px), mean ± 95% t-interval over splits. Policies without "
+        "a generator (orig, trad) train on real images only and "
+        "have no figure. Floor: real-vs-real FID of two halves of "
+        "the same test images, what these sample sizes allow. "
+        f"Split protocol: {split_protocol(rec, len(splits))}."
     )
     page.h2("FID / KID per policy (test split)")
     page.table(

@@ -113,7 +113,8 @@ class Page:
             for m in [*meta, f"generated {stamp} by cytoray report"]
         )
         page = (
-            f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{esc(self.title)}</title><style>{CSS}</style>"
+            "<!doctype html><html lang=en><head><meta "
+            f"charset=utf-8><title>{esc(self.title)}</title><style>{CSS}</style>"
             f"</head><body><h1>{esc(self.title)}</h1>{head}{''.join(self.parts)}</body></html>\n"
         )
         path = self.out / "report.html"

@@ -84,7 +84,8 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
         return
     keys = searched(pts)
     proto = (
-        f"Split protocol: {split_protocol(rec, 1)}. Trials are selected on the validation split; the test split is "
+        f"Split protocol: {split_protocol(rec, 1)}. Trials are "
+        "selected on the validation split; the test split is "
         "scored once, for the chosen trial only."
     )
     # 1. The trials table, best first.
@@ -122,7 +123,8 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
         page.table(
             ["figure", "value"],
             [[k, fmt(test[k])] for k in shown],
-            f"The chosen trial ({best['name'] if best else '?'}) on the test split, scored once. {proto}",
+            f"The chosen trial ({best['name'] if best else '?'}) "
+            f"on the test split, scored once. {proto}",
         )
     # 2. The metric against each setting.
     if keys:
@@ -130,7 +132,8 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
         page.figure(
             fig,
             "metric_vs_settings",
-            f"One dot per trial (hollow: stopped early by ASHA); gold star: chosen, red cross: worst. {proto}",
+            "One dot per trial (hollow: stopped early by ASHA); "
+            f"gold star: chosen, red cross: worst. {proto}",
         )
     # 3. FID against the metric (stabilisers: image FID against mask FID), Pareto front joined.
     if fidelity and any(p["mask_fid"] is not None for p in pts):
@@ -141,7 +144,8 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
         page.figure(
             fig,
             "pareto",
-            f"Both lower is better; the line joins the trials no other trial beats on both. {proto}",
+            "Both lower is better; the line joins the "
+            f"trials no other trial beats on both. {proto}",
         )
     elif not fidelity and any(p["fid"] is not None for p in pts):
         pp = [{**p, "x": p["fid"]} for p in pts]

@@ -70,7 +70,8 @@ def _check_sqlite(uri: str) -> None:
         db = Path(uri[len("sqlite:///") :].split("?")[0]).expanduser()
         if not db.is_file():
             raise CytorayError(
-                f"no MLflow store at {db}; pass the --tracking-uri the study wrote to (e.g. sqlite:///runs/mlflow.db)"
+                f"no MLflow store at {db}; pass the --tracking-uri "
+                "the study wrote to (e.g. sqlite:///runs/mlflow.db)"
             )
 
 
@@ -124,7 +125,8 @@ def load(experiment: str, tracking_uri: str | None = None, run_id: str | None = 
     if exp is None:
         names = sorted(e.name for e in client.search_experiments())
         raise CytorayError(
-            f"no experiment {experiment!r} in the MLflow store {uri} (it has: {', '.join(names) or 'none'})"
+            f"no experiment {experiment!r} in the MLflow store "
+            f"{uri} (it has: {', '.join(names) or 'none'})"
         )
     if run_id:
         try:
@@ -136,7 +138,8 @@ def load(experiment: str, tracking_uri: str | None = None, run_id: str | None = 
             ):
                 raise
             raise CytorayError(
-                f"--run-id {run_id}: no such run in the MLflow store {uri}; leave it out for the newest study "
+                f"--run-id {run_id}: no such run in the MLflow "
+                f"store {uri}; leave it out for the newest study "
                 f"in {experiment!r}, or copy the parent run's id from the MLflow UI"
             ) from None
         if parent.info.experiment_id != exp.experiment_id:

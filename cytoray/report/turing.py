@@ -41,13 +41,17 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
                 HEADER,
                 rows(s),
                 f"Run {name}: {s['images']} blinded images, half real (test split), half synthetic "
-                f"({s['generator']}). Accuracy of the real/synthetic call with exact 95% interval; p: two-sided exact "
-                f"binomial test against chance; synthetic is the positive class{kappa}. 50% means readers could not "
+                f"({s['generator']}). Accuracy of the real/synthetic "
+                "call with exact 95% interval; p: two-sided exact "
+                "binomial test against chance; synthetic is the "
+                f"positive class{kappa}. 50% means readers could not "
                 "tell the synthetic images from the real ones.",
             )
         else:  # the metrics alone (an artefact store the report cannot read)
             m = r.data.metrics
             page.p(
-                f"Run {name}: accuracy {100 * m[METRIC]:.0f}% [{100 * m.get('turing_accuracy_ci_low', float('nan')):.0f}%, "
-                f"{100 * m.get('turing_accuracy_ci_high', float('nan')):.0f}%], p {m.get('turing_p_value', float('nan')):.3f}"
+                f"Run {name}: accuracy {100 * m[METRIC]:.0f}% "
+                f"[{100 * m.get('turing_accuracy_ci_low', float('nan')):.0f}%, "
+                f"{100 * m.get('turing_accuracy_ci_high', float('nan')):.0f}%], "
+                f"p {m.get('turing_p_value', float('nan')):.3f}"
             )

@@ -22,10 +22,12 @@ def store_uri(uri: str) -> str:
     return uri
 
 
-# ----------------------------------------------------------------------------- an unreachable server
+# -----------------------------------------------------------------------------
+# an unreachable server
 
 # MLflow's own HTTP retries default to 7 with backoff 2 (~250 s of silence per call, even on a
-# refused connection). Each call retries briefly itself (process_env.py: mlflow_http); `tracking_call`
+# refused connection). Each call retries briefly itself
+# (process_env.py: mlflow_http); `tracking_call`
 # does the long, visible, bounded waiting, so a restarted server loses nothing and a dead one is
 # named within minutes.
 # how long a study waits for its server
@@ -72,16 +74,19 @@ def tracking_error(e: BaseException, uri: str, what: str, resume: bool = False):
     kind = failure_kind(e)
     if kind == "unreachable":
         return CytorayError(
-            f"cannot reach the MLflow tracking server at {uri} while {what}; start it (or check --tracking-uri), "
+            f"cannot reach the MLflow tracking server at {uri} "
+            f"while {what}; start it (or check --tracking-uri), "
             "then rerun" + (" with --resume, which keeps its finished trials" if resume else "")
         )
     if kind == "unauthenticated":
         return CytorayError(
-            f"not authenticated (401) at {uri} while {what}: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+            f"not authenticated (401) at {uri} while {what}: set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
         )
     if kind == "forbidden":
         return CytorayError(
-            f"no permission (403) at {uri} while {what} (or no such model for this user); ask the server's admin"
+            f"no permission (403) at {uri} while {what} (or no "
+            "such model for this user); ask the server's admin"
         )
     return None
 
@@ -111,7 +116,8 @@ def tracking_call(
             if waited + delay > limit:
                 raise tracking_error(e, uri, what, resume) from None
             print(
-                f"WARNING: MLflow server at {uri} unreachable while {what}; retrying for up to {limit - waited:.0f} s more",
+                f"WARNING: MLflow server at {uri} unreachable while "
+                f"{what}; retrying for up to {limit - waited:.0f} s more",
                 file=sys.stderr,
                 flush=True,
             )
@@ -133,7 +139,8 @@ def store_full_error(e: BaseException, uri: str):
         else uri
     )
     return CytorayError(
-        f"{where}: the MLflow store's disk is full (or over quota); free space there or pass a --tracking-uri "
+        f"{where}: the MLflow store's disk is full (or over "
+        "quota); free space there or pass a --tracking-uri "
         "on another disk"
     )
 
@@ -167,7 +174,8 @@ def check_store(uri: str) -> None:
         db = Path(uri[len("sqlite:///") :].split("?")[0]).expanduser()
         if not db.is_file():
             raise CytorayError(
-                f"{db}: no MLflow store there; pass the --tracking-uri a study wrote to (e.g. sqlite:///runs/mlflow.db)"
+                f"{db}: no MLflow store there; pass the --tracking-uri "
+                "a study wrote to (e.g. sqlite:///runs/mlflow.db)"
             )
 
 

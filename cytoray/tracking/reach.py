@@ -45,5 +45,6 @@ def probe_tracking_server(uri: str, what: str, timeout: float = PROBE_TIMEOUT_S)
         ) from None
     if body.strip() != b"OK":
         raise CytorayError(
-            f"{uri} (while {what}): not an MLflow tracking server (/health says {body[:20]!r}); {fix}"
+            f"{uri} (while {what}): not an MLflow tracking "
+            f"server (/health says {body[:20]!r}); {fix}"
         )

@@ -215,7 +215,8 @@ def pull(ref: str, dst: str | Path) -> Path:
 
     if not REF.fullmatch(ref):
         raise CytorayError(
-            f"'{ref}': give a registered model as NAME@ALIAS (e.g. syncgan@champion) or NAME/VERSION"
+            f"'{ref}': give a registered model as NAME@ALIAS "
+            "(e.g. syncgan@champion) or NAME/VERSION"
         )
     uri = mlflow.get_tracking_uri()
     check_store(uri)

@@ -15,14 +15,18 @@ class RunConfig:
     # GPU share per worker when use_gpu (0.25: four small trials share a GPU)
     gpus_per_worker: float = 1.0
     mixed_precision: bool = True  # bf16 autocast on CUDA (and on the CPU when cpu_bf16)
-    cpu_bf16: bool = False  # bf16 autocast on the CPU too: pays with AVX-512 BF16 / AMX only (benchmarks/cpu_arith_epyc.md)
-    channels_last: bool = False  # NHWC weights (convolutions follow): GAN stages faster on CPU and GPU (benchmarks/*.md)
+    # bf16 autocast on the CPU too: pays with AVX-512 BF16 / AMX only (benchmarks/cpu_arith_epyc.md)
+    cpu_bf16: bool = False
+    # NHWC weights (convolutions follow): GAN stages faster on CPU and GPU (benchmarks/*.md)
+    channels_last: bool = False
     sample_every: int = 5  # epochs between logged sample grids
     # epochs between checkpoints (resume points); the last epoch of a stage always
     checkpoint_every: int = 5
     keep_checkpoints: int = 2  # Ray Train checkpoints kept per job
     storage_path: str | None = None  # Ray Train storage (absolute path or URI); None = <cache>/ray
-    max_failures: int = 2  # restarts of a job (and retries of a trial) after a lost worker or node, from the last checkpoint
+    # restarts of a job (and retries of a trial) after a lost
+    # worker or node, from the last checkpoint
+    max_failures: int = 2
     seed: int = 0  # seeds init, batches and latent draws
 
     def validate(self) -> None:

@@ -80,7 +80,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ) as e:  # a head that answers gRPC but refuses this driver
             chain = f"{e} {e.__cause__} {getattr(e.__cause__, '__cause__', '')}"
             hint = (
-                "it wants its token: set RAY_AUTH_MODE=token (the token from ~/.ray/auth_token or RAY_AUTH_TOKEN)"
+                "it wants its token: set RAY_AUTH_MODE=token (the "
+                "token from ~/.ray/auth_token or RAY_AUTH_TOKEN)"
                 if "AuthToken" in chain or "Authentication" in chain
                 else "check --address / RAY_ADDRESS and the head's log"
             )
@@ -90,7 +91,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     else:
         port = _free_port()
         process_env.set_dashboard(port)  # its own state API, not another local cluster's
-        # address="local": a new cluster even when /tmp/ray/ray_current_cluster names another (or a dead) one
+        # address="local": a new cluster even when
+        # /tmp/ray/ray_current_cluster names another (or a dead) one
         with _loopback_only():
             ray.init(
                 address="local",
@@ -166,7 +168,8 @@ def check_address(address: str, timeout_s: float = 5.0) -> None:
             pass
     except OSError as e:
         raise CytorayError(
-            f"no Ray cluster answers at {address} ({e.strerror or e}); start one with `ray start --head` "
+            f"no Ray cluster answers at {address} "
+            f"({e.strerror or e}); start one with `ray start --head` "
             "or check --address"
         ) from None
 
@@ -281,7 +284,8 @@ def _fit(
     from .loop import train_loop_per_worker
 
     init_ray()
-    # Read by the trainer in this process (a Tune trial's, or the CLI's) and handed to its controller.
+    # Read by the trainer in this process (a Tune trial's, or the
+    # CLI's) and handed to its controller.
     process_env.ensure("train")
     for spec in pending:
         ship_by_value(type(spec.stage))

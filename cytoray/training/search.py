@@ -136,7 +136,8 @@ def load_search_space(path: str | Path, study_cfg: Any) -> SearchSpace:
     for key, d in space.items():
         if not has_key(study_cfg, key):
             raise ConfigError(
-                f"{path}: space key '{key}' is not a setting of the study config; use a dotted path such as generator.cgan.lam"
+                f"{path}: space key '{key}' is not a setting of the study "
+                "config; use a dotted path such as generator.cgan.lam"
             )
         if not isinstance(d, dict) or d.get("dist") not in DISTS:
             raise ConfigError(f"{path}: space.{key}: 'dist' must be one of {', '.join(DISTS)}")

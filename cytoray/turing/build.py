@@ -49,7 +49,8 @@ def load_generator(ref: str, tmp: Path, tracking_uri: str | None = None):
         bundle, info = local, {"ref": str(local.resolve()), "version": None, "run_id": None}
     elif local.exists() or "/" in ref and not ref.rsplit("/", 1)[-1].isdigit():
         raise CytorayError(
-            f"--generator {ref}: not a generator bundle folder; give the --out folder of `cytoray train` "
+            f"--generator {ref}: not a generator bundle "
+            "folder; give the --out folder of `cytoray train` "
             "or a registered NAME@ALIAS (NAME/VERSION)"
         )
     else:
@@ -82,9 +83,12 @@ def real_test_split(
     man, _ = make_manifest(ds, cfg.split_ratios, cfg.split_seed, cfg.near_duplicate_bits)
     if check and data_key is not None and data_key != man.hash:
         raise DataError(
-            f"{data}: its split with seed {split_seed} at {size} px (hash {man.hash}) is not the one the generator was "
-            f"trained on ({data_key}), so its test images may be the generator's training images; pass the --data "
-            "and --split-seed it was trained with (or --unchecked-split to take this split's test images anyway)"
+            f"{data}: its split with seed {split_seed} at {size} px "
+            f"(hash {man.hash}) is not the one the generator was "
+            f"trained on ({data_key}), so its test images may be "
+            "the generator's training images; pass the --data "
+            "and --split-seed it was trained with (or "
+            "--unchecked-split to take this split's test images anyway)"
         )
     return ds.subset(man.indices("test")), man
 
@@ -94,14 +98,16 @@ def plan(classes: list[str], n: int, available: dict[str, int]) -> int:
     per = 2 * len(classes)
     if n < per or n % per:
         raise CytorayError(
-            f"--n {n}: give a multiple of {per} (2 sources x {len(classes)} classes) so both halves are balanced"
+            f"--n {n}: give a multiple of {per} (2 sources x "
+            f"{len(classes)} classes) so both halves are balanced"
         )
     k = n // per
     short = {c: m for c, m in available.items() if m < k}
     if short:
         have = ", ".join(f"'{c}' {m}" for c, m in short.items())
         raise DataError(
-            f"the test split has too few real images for {k} per class ({have}); lower --n to at most "
+            "the test split has too few real images for "
+            f"{k} per class ({have}); lower --n to at most "
             f"{per * min(available.values())}"
         )
     return k
@@ -123,7 +129,8 @@ def build(
     key_file = key_path(out)
     if key_file.exists() or (out.exists() and any(out.iterdir())):
         raise CytorayError(
-            f"{out}: a reading set (or its key {key_file.name}) is already there; choose another --out "
+            f"{out}: a reading set (or its key {key_file.name}) "
+            "is already there; choose another --out "
             "(readers' answers belong to the set they read)"
         )
     with tempfile.TemporaryDirectory(
@@ -226,7 +233,8 @@ def build_from_args(a) -> int:
         unchecked_split=a.unchecked_split,
     )
     print(
-        f"wrote a reading set of {a.n} images to {out} (serve it: cytoray turing serve {out} --reader NAME)"
+        f"wrote a reading set of {a.n} images to {out} (serve "
+        f"it: cytoray turing serve {out} --reader NAME)"
     )
     print(f"key (keep it from the readers): {key}")
     return 0

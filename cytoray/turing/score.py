@@ -160,7 +160,8 @@ def score(reading_dir: str | Path, key_file: str | Path | None = None) -> dict:
         key = meta["images"]
     except FileNotFoundError:
         raise CytorayError(
-            f"{key_file}: no key for {reading_dir}; `cytoray turing build` writes it beside the set "
+            f"{key_file}: no key for {reading_dir}; `cytoray "
+            "turing build` writes it beside the set "
             "(pass --key if it was moved)"
         ) from None
     except (json.JSONDecodeError, KeyError, TypeError) as e:
@@ -260,7 +261,8 @@ def rows(s: dict) -> list[list[str]]:
             [
                 name,
                 str(v["answers"]),
-                f"{_pct(v['accuracy'])} [{_pct(v['accuracy_ci_low'])}, {_pct(v['accuracy_ci_high'])}]",
+                f"{_pct(v['accuracy'])} [{_pct(v['accuracy_ci_low'])}, "
+                f"{_pct(v['accuracy_ci_high'])}]",
                 _p(v["accuracy_p_value"]),
                 _pct(v["sensitivity"]),
                 _pct(v["specificity"]),
@@ -293,11 +295,13 @@ def text(s: dict) -> str:
         else "agreement: one reader (kappa needs two)"
     )
     lines.append(
-        "synthetic is the positive class: sensitivity = synthetic called synthetic, specificity = real called real"
+        "synthetic is the positive class: sensitivity = synthetic "
+        "called synthetic, specificity = real called real"
     )
     for t in s["taken_for_real"][:5]:
         lines.append(
-            f"synthetic, taken for real by {t['taken_for_real']}/{t['readers']}: {t['image']} ({t['class']}, {t['origin']})"
+            f"synthetic, taken for real by {t['taken_for_real']}/{t['readers']}: "
+            f"{t['image']} ({t['class']}, {t['origin']})"
         )
     if not s["taken_for_real"]:
         lines.append("no synthetic image was taken for real")
@@ -319,14 +323,19 @@ def html(s: dict) -> str:
         for t in s["taken_for_real"]
     ]
     return (
-        f"<!doctype html><meta charset=utf-8><title>Visual Turing test</title><style>body{{font:14px sans-serif;margin:24px}}"
+        "<!doctype html><meta charset=utf-8><title>Visual Turing "
+        f"test</title><style>body{{font:14px sans-serif;margin:24px}}"
         f"td,th{{border:1px solid #ccc;padding:3px 8px}}table{{border-collapse:collapse}}</style>"
-        f"<h1>Visual Turing test</h1><p>generator {escape(str(s['generator']))}, {s['images']} images (half real, half "
+        "<h1>Visual Turing test</h1><p>generator "
+        f"{escape(str(s['generator']))}, {s['images']} images (half real, half "
         f"synthetic), reading set {escape(s['reading_set'])}</p><table>{cell(HEADER, 'th')}{''.join(cell(r) for r in rows(s))}"
-        f"</table><p>95% intervals exact (Clopper-Pearson); p: two-sided exact binomial test against 0.5. Synthetic is the "
-        f"positive class. The pooled row counts every answer as one trial (answers are not independent: its interval is "
+        "</table><p>95% intervals exact (Clopper-Pearson); p: "
+        "two-sided exact binomial test against 0.5. Synthetic is the "
+        "positive class. The pooled row counts every answer as "
+        "one trial (answers are not independent: its interval is "
         f"too narrow).</p><p>Agreement: {agreed}.</p>"
-        f"<h2>Synthetic images most often taken for real</h2><table>{cell(['image', 'class', 'sample', 'taken for real'], 'th')}"
+        "<h2>Synthetic images most often taken for "
+        f"real</h2><table>{cell(['image', 'class', 'sample', 'taken for real'], 'th')}"
         f"{''.join(cell(r) for r in taken) or cell(['none', '', '', ''])}</table>"
     )
 
@@ -346,7 +355,8 @@ def log(s: dict, run_id: str, tracking_uri: str | None = None) -> None:
         client.get_run(run_id)
     except Exception as e:  # noqa: BLE001 — named in the user's words
         raise CytorayError(
-            f"--log {run_id}: no such run at {mlflow.get_tracking_uri()} ({str(e).splitlines()[0][:160]})"
+            f"--log {run_id}: no such run at {mlflow.get_tracking_uri()} "
+            f"({str(e).splitlines()[0][:160]})"
         ) from None
     import time
 
@@ -370,7 +380,8 @@ def score_from_args(a) -> int:
         run_id = a.log or s["run_id"]
         if not run_id:
             raise CytorayError(
-                f"--log: the key of {a.dir} records no MLflow run (a local bundle); pass the run id: --log RUN_ID"
+                f"--log: the key of {a.dir} records no MLflow run "
+                "(a local bundle); pass the run id: --log RUN_ID"
             )
         log(s, run_id, a.tracking_uri)
     print(json.dumps(s, indent=2, default=str) if a.json else text(s))

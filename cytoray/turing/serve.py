@@ -45,7 +45,8 @@ def load_set(reading_dir: str | Path) -> dict:
         ) from None
     if missing:
         raise CytorayError(
-            f"{Path(reading_dir) / IMAGES}: {len(missing)} image(s) of {SET_FILE} missing (e.g. {missing[0]}.png); "
+            f"{Path(reading_dir) / IMAGES}: {len(missing)} image(s) "
+            f"of {SET_FILE} missing (e.g. {missing[0]}.png); "
             "rebuild the set"
         )
     return s
@@ -70,7 +71,8 @@ class Answers:
                 self.items = json.loads(self.path.read_text())["answers"]
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise CytorayError(
-                    f"{self.path}: unreadable answers file ({e}); move it aside to start this reader again"
+                    f"{self.path}: unreadable answers file ({e}); "
+                    "move it aside to start this reader again"
                 ) from None
 
     def answered(self) -> set[str]:
@@ -186,7 +188,8 @@ def make_server(reading_dir: str | Path, reader: str, port: int = 8765):
 def serve_from_args(a) -> int:
     srv = make_server(a.dir, a.reader, a.port)
     print(
-        f"reading set {Path(a.dir).resolve()} for reader '{a.reader}': open http://{HOST}:{srv.server_port}/ "
+        f"reading set {Path(a.dir).resolve()} for reader "
+        f"'{a.reader}': open http://{HOST}:{srv.server_port}/ "
         "(Ctrl-C stops; answers are saved as given)",
         flush=True,
     )
