@@ -111,8 +111,7 @@ class SegmentationStudyConfig:
             search_space="configs/search/refined_segmentation.yaml",
             num_samples=3,
             asha=False,
-            metric=METRIC,
-            mode="max",
+            metric=METRIC,  # higher is better: TuneSettings' mode (max)
         )
     )
 
