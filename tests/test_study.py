@@ -196,12 +196,15 @@ def test_resume_after_sigkill_loses_nothing(smoke_study):
     assert all(results[name] == 1 for name in killed["done"])  # finished trials were not rerun
 
 
-@pytest.mark.slow  # ~3 min: two `ray start` nodes and a study on them (make test-all)
+@pytest.mark.slow  # ~6 min: two `ray start` nodes and a study on them (make test-all)
 @pytest.mark.skipif(
     shutil.which("ray") is None and not (Path(sys.executable).parent / "ray").exists(),
     reason="ray CLI not installed",
 )
 def test_study_on_a_two_node_ray_cluster(tmp_path):
+    """Two trials at once, each Ray Train worker reserving 2 CPUs on two 2-CPU nodes: one trial's
+    stages train on each node (the node id each stage records) into the one cache under --out,
+    and the final step reuses the best trial's bundle from it."""
     import ray
 
     ray.shutdown()  # this test process may hold a local cluster from earlier tests
@@ -214,7 +217,7 @@ def test_study_on_a_two_node_ray_cluster(tmp_path):
             "start",
             "--head",
             "--port=6399",
-            "--num-cpus=1",
+            "--num-cpus=2",
             "--include-dashboard=true",
             "--dashboard-port=8299",
             "--disable-usage-stats",
@@ -250,12 +253,26 @@ def test_study_on_a_two_node_ray_cluster(tmp_path):
                 "--address",
                 "127.0.0.1:6399",
                 "--set",
-                "tune.num_samples=1",
+                "tune.num_samples=2",
+                "--set",
+                "tune.max_concurrent=2",
+                "--set",
+                "tune.trial_cpu=0",
+                "--set",
+                "run.cpus_per_worker=2",  # a node holds one trial's worker: the two must spread
             ],
             cwd=tmp_path,
             env={"RAY_AUTH_MODE": "token"},
         )
         assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
         assert (tmp_path / "study" / "best.json").is_file()
+        cache = tmp_path / "study" / "cache"
+        metas = [json.loads(m.read_text()) for m in cache.glob("*/final/meta.json")]
+        nodes = {m["node"]["id"] for m in metas}
+        print("stages by node:", sorted((m["node"]["id"][:8], m["label"]) for m in metas))
+        assert len(nodes) == 2, [(m["label"], m["node"]) for m in metas]  # trials on both nodes
+        # ... written into the one cache under --out, from which the final step (in this
+        # process, on the head) reads the best trial's bundle instead of training it again
+        assert "reusing bundle" in r.stderr, r.stderr[-3000:]
     finally:
         subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env)

@@ -138,6 +138,15 @@ class _FullDiskFilter:
 ERROR_KEY, ERROR_FILE = "cytoray_training_error", "training_error.txt"
 
 
+def _node() -> dict:
+    """This worker's Ray node id and host name."""
+    import socket
+
+    import ray
+
+    return {"id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
+
+
 def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
@@ -304,6 +313,8 @@ def _run(
                 "best_epoch": state["best_epoch"],
                 "epoch": epoch,
                 "best_metrics": best_metrics,
+                # where rank 0 trained it: a cluster's trials are seen on their nodes
+                "node": _node(),
                 **stage.meta(),
             }
             result = {"best": best, "meta": meta, "history": state["history"], "grids": grids}
