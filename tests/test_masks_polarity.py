@@ -4,7 +4,7 @@ quality flag that catches an inverted mask (issue 24).
 A crowded H&E tile (nuclei nearly everywhere) is mostly dark and its darkest pixels are almost
 black, which is all the old decision looked at: it took such a tile for fluorescence and marked
 the pale gaps as nuclei, and the quality check, judging in the same (wrong) polarity, called the
-mask fine. Built here from skimage's shipped ihc.png (no download), never from ../shared."""
+mask fine. Built here from the ihc.png that scikit-image ships (no download, no user data)."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ CPU_ONE_EPOCH = [
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory):
+def paper_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("paper")
 
 
@@ -45,7 +45,7 @@ def shared(tmp_path_factory):
 @pytest.mark.parametrize(
     "clf,input_size", [("resnet152", 256), ("densenet161", 256), ("inception_v3", 299)]
 )
-def test_the_paper_scale_study_completes_on_cpu(shared, clf, input_size):
+def test_the_paper_scale_study_completes_on_cpu(paper_dir, clf, input_size):
     from mlflow import MlflowClient
 
     from cytoray.config import load
@@ -59,8 +59,8 @@ def test_the_paper_scale_study_completes_on_cpu(shared, clf, input_size):
     g = cfg.generator
     assert cfg.data.size == 256 and g.cgan.g_base == g.mask_gan.g_base == 64
     assert g.cgan.lam == 100.0 and g.cgan.recon == "mse" and g.cgan.select == "val_loss"
-    uri = f"sqlite:///{shared / 'mlflow.db'}"
-    res = run_study(RatioStudy(), cfg, shared / "out", tracking_uri=uri)
+    uri = f"sqlite:///{paper_dir / 'mlflow.db'}"
+    res = run_study(RatioStudy(), cfg, paper_dir / "out", tracking_uri=uri)
 
     assert res["n_trials"] == 1
     assert set(res["test"]) >= {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc"}
@@ -72,11 +72,11 @@ def test_the_paper_scale_study_completes_on_cpu(shared, clf, input_size):
     )
     assert "val_balanced_accuracy" in child.data.metrics
     assert "fid_val_inception/all" in child.data.metrics  # real Inception features at 256 px
-    bundle = shared / "out" / "best_classifier"
+    bundle = paper_dir / "out" / "best_classifier"
     meta = json.loads((bundle / "classifier.json").read_text())
     assert meta["classifier"] == clf and meta["input_size"] == input_size
     state = torch.load(bundle / "model.pt", map_location="cpu", weights_only=True)
     # Inception-V3 trains with its auxiliary head at 299 px (the paper's setup); none below.
     assert any(k.startswith("AuxLogits.") for k in state) == (clf == "inception_v3")
-    gens = sorted(p.name for p in (shared / "out" / "cache" / "bundles").iterdir() if p.is_dir())
+    gens = sorted(p.name for p in (paper_dir / "out" / "cache" / "bundles").iterdir() if p.is_dir())
     assert len(gens) == 1, gens  # one generator bundle for the three studies
