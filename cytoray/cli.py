@@ -96,9 +96,8 @@ def cmd_masks(a: argparse.Namespace) -> int:
     mine = lambda d: (d / "summary.json").is_file() or (d / ".cache").is_dir()  # noqa: E731 (a previous `masks` output)
     if out.is_dir() and any(out.iterdir()) and not mine(out) or out == data or out in data.parents:
         raise CytorayError(
-            f"--out {a.out}: holds files `masks` did not write "
-            "(a dataset, or the input itself); masks would be "
-            "written over same-named images there; choose a new or empty folder"
+            f"--out {a.out}: holds files `masks` did not write (a dataset, or the input itself); "
+            "masks would be written over same-named images there; choose a new or empty folder"
         )
     if Path(a.data).is_dir():  # the unsupervised masks work on 8 px and up (masks/unsupervised.py)
         check_min_side([r.path for r in scan_folder(a.data)[0]], 8, "nucleus masking")
@@ -172,11 +171,10 @@ def _realism_lines(r: dict) -> list[str]:
     if m:
         pairs = ", ".join(f"#{i}~train #{j} ({d:.2f})" for i, j, d in m["closest_pairs"][:3])
         lines.append(
-            f"memorised share {m['share']:.3f}: synthetic "
-            "images nearer to a training image than the "
-            f"{m['percentile']:g}th percentile ({m['threshold']:.3f}) "
-            "of train-to-train nearest distances "
-            f"(dir_a's real images: {m['held_out_real_share']:.3f}); closest: {pairs}"
+            f"memorised share {m['share']:.3f}: synthetic images nearer to "
+            f"a training image than the {m['percentile']:g}th percentile "
+            f"({m['threshold']:.3f}) of train-to-train nearest distances (dir_a's "
+            f"real images: {m['held_out_real_share']:.3f}); closest: {pairs}"
         )
     return lines
 

@@ -128,8 +128,8 @@ def _build(cls: type[T], data: dict, where: str) -> T:
             and isinstance(kwargs[k], float)
             and not 0 < kwargs[k] <= 10
         ):
-            # a learning rate of 1e300 overflows the optimiser's first
-            # step, after the data and the workers
+            # a learning rate of 1e300 overflows the optimiser's
+            # first step, after the data and the workers
             raise ConfigError(
                 f"{where}.{k}={kwargs[k]:g}: a learning rate is above 0 and at most 10 (e.g. 2e-4)"
             )
@@ -211,9 +211,8 @@ class _StrictLoader(yaml.SafeLoader):
         try:
             if self._depth > MAX_YAML_DEPTH:
                 raise ConfigError(
-                    f"nested more than {MAX_YAML_DEPTH} levels deep "
-                    f"(line {self.peek_event().start_mark.line + 1}); "
-                    "a config is a few levels of keys"
+                    f"nested more than {MAX_YAML_DEPTH} levels deep (line "
+                    f"{self.peek_event().start_mark.line + 1}); a config is a few levels of keys"
                 )
             return super().compose_node(parent, index)
         finally:

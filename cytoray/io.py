@@ -164,9 +164,8 @@ def os_error_message(e: OSError) -> str:
         return f"{where}: no space left on the device (or over quota); free space or choose an --out on another disk"
     if e.errno == errno.EFBIG:
         return (
-            f"{where}: file too large (over the file system's "
-            "or this process's file-size limit, `ulimit -f`); "
-            "raise the limit or choose an --out on another disk"
+            f"{where}: file too large (over the file system's or this process's file-size "
+            "limit, `ulimit -f`); raise the limit or choose an --out on another disk"
         )
     if e.errno == errno.ENAMETOOLONG:
         return f"{where}: a file name is too long for the file system; choose a shorter name"
@@ -284,9 +283,8 @@ def check_output_folder(
         )
     if busy and not (ours is not None and ours(res)):
         raise CytorayError(
-            f"{out}: holds files this command did not write "
-            "(a dataset or other work); --overwrite only "
-            f"replaces a previous output of the same command; choose another {flag}"
+            f"{out}: holds files this command did not write (a dataset or other work); --overwrite "
+            f"only replaces a previous output of the same command; choose another {flag}"
         )
     return dest
 

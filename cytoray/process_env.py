@@ -30,19 +30,18 @@ GROUPS: dict[str, dict[str, Setting]] = {
     "ray": {
         "RAY_TRAIN_ENABLE_PRINT_PATCH": Setting(
             "0",
-            "Train V2 reroutes worker print() through "
-            "logging and tees it to stdout: every progress "
-            "line reached the console twice; Ray Train propagates this switch to its workers",
+            "Train V2 reroutes worker print() through logging and tees "
+            "it to stdout: every progress line reached the console "
+            "twice; Ray Train propagates this switch to its workers",
         ),
     },
-    # Before `ray.init` of a local cluster, when a command
-    # configured quiet output (cytoray/quiet.py).
+    # Before `ray.init` of a local cluster, when a
+    # command configured quiet output (cytoray/quiet.py).
     "ray_quiet": {
         PREEMPTION_ENV: Setting(
             "0",
-            "the Train V2 controller's preemption watcher "
-            "logs a red core_worker error per job; one "
-            "machine has no spot nodes to watch (kept on a cluster: --address)",
+            "the Train V2 controller's preemption watcher logs a red core_worker error per "
+            "job; one machine has no spot nodes to watch (kept on a cluster: --address)",
         ),
     },
     # Before a TorchTrainer is built in this process (training/runner.py: _fit).
@@ -73,9 +72,8 @@ GROUPS: dict[str, dict[str, Setting]] = {
         "RAY_AIR_NEW_OUTPUT": Setting("0", "Tune's legacy output engine is silent at verbose=0"),
         "TUNE_WARN_THRESHOLD_S": Setting(
             "5",
-            "Tune warns of a 'performance bottleneck' past "
-            "0.5 s; trials report once an epoch and a "
-            "busy laptop's half-second MLflow write is not one (read when ray.tune is imported)",
+            "Tune warns of a 'performance bottleneck' past 0.5 s; trials report once an epoch and "
+            "a busy laptop's half-second MLflow write is not one (read when ray.tune is imported)",
         ),
     },
     # Before MLflow downloads artefacts (the report, a registry pull).

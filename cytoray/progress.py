@@ -45,8 +45,8 @@ class Progress:
     ) -> None:
         self.total, self.desc, self.width = total, desc, width
         self.stream = stream or sys.stderr
-        # CYTORAY_PROGRESS=0 silences bars (scripts that parse
-        # stderr); a closed/odd stream is not a TTY.
+        # CYTORAY_PROGRESS=0 silences bars (scripts that
+        # parse stderr); a closed/odd stream is not a TTY.
         self.enabled = enabled and os.environ.get("CYTORAY_PROGRESS", "1") != "0"
         self.tty = tty if tty is not None else bool(getattr(self.stream, "isatty", lambda: False)())
         self.n, self.t0, self._last_decile, self._last_draw = 0, time.perf_counter(), -1, 0.0

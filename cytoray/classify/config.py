@@ -93,25 +93,23 @@ class ClassifierConfig:
             self.check_size(self.image_size)
         if self.weights_path is not None and not Path(self.weights_path).is_file():
             raise ConfigError(
-                f"classifier.weights_path={self.weights_path}: "
-                "file not found; point it to a local state dict "
-                "(e.g. torchvision's ImageNet .pth) or set it to null to train from scratch"
+                f"classifier.weights_path={self.weights_path}: file not "
+                "found; point it to a local state dict (e.g. torchvision's "
+                "ImageNet .pth) or set it to null to train from scratch"
             )
         if self.weights not in ("scratch", "imagenet"):
             raise ConfigError(f"classifier.weights={self.weights!r}: scratch or imagenet")
         if self.weights == "imagenet" and self.weights_path is not None:
             raise ConfigError(
-                "classifier.weights=imagenet and "
-                "classifier.weights_path both name weights; keep one "
-                "(weights_path: a file of your own; weights: "
-                "imagenet: torchvision's file, hash-checked)"
+                "classifier.weights=imagenet and classifier.weights_path "
+                "both name weights; keep one (weights_path: a file of your "
+                "own; weights: imagenet: torchvision's file, hash-checked)"
             )
         if self.weights_dir is not None and not Path(self.weights_dir).expanduser().is_dir():
             raise ConfigError(
-                f"classifier.weights_dir={self.weights_dir}: "
-                "no such folder; name the folder that holds "
-                "torchvision's <network>-<hash>.pth files, or "
-                "set it to null (the torch cache is searched)"
+                f"classifier.weights_dir={self.weights_dir}: no such folder; "
+                "name the folder that holds torchvision's <network>-<hash>.pth "
+                "files, or set it to null (the torch cache is searched)"
             )
         self.weights_file()  # weights=imagenet: found and verified now, before any job starts
         self.augment.validate()
@@ -125,10 +123,9 @@ class ClassifierConfig:
         if size < need:
             where = "classifier.image_size" if self.image_size else "the data size (data.size)"
             raise ConfigError(
-                f"classifier {self.name!r} needs images of "
-                f"at least {need} px but {where} is {size}; "
-                f"set classifier.image_size >= {need} (resized "
-                "on the device) or pick a smaller network"
+                f"classifier {self.name!r} needs images of at least {need} "
+                f"px but {where} is {size}; set classifier.image_size >= "
+                f"{need} (resized on the device) or pick a smaller network"
             )
         return size
 

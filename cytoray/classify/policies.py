@@ -181,9 +181,8 @@ def _draw(sampler: Sampler, gen: str, n: int, cls: str, seed: int, shape: tuple[
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.shape != (n, *shape):
         raise CytorayError(
-            f"generator {gen!r} returned {images.dtype} images "
-            f"of shape {images.shape} for class {cls!r}; "
-            f"expected uint8 {(n, *shape)} (train the generator at the data's image size)"
+            f"generator {gen!r} returned {images.dtype} images of shape {images.shape} for class "
+            f"{cls!r}; expected uint8 {(n, *shape)} (train the generator at the data's image size)"
         )
     return images, None if masks is None else np.asarray(masks, dtype=bool)
 
@@ -209,8 +208,8 @@ def compose_training_set(
     missing = [g for g in pol.generators if g not in samplers]
     if missing:
         raise CytorayError(
-            f"policy {pol.name!r} needs generator {missing[0]!r} but no trained sampler was given "
-            f"(have: {', '.join(sorted(samplers)) or 'none'}); "
+            f"policy {pol.name!r} needs generator {missing[0]!r} but no trained "
+            f"sampler was given (have: {', '.join(sorted(samplers)) or 'none'}); "
             "train it first or drop it from the policy"
         )
     shape = tuple(real_train.images.shape[1:])

@@ -89,9 +89,8 @@ def format_inventory(rows: list[dict], weights_dir: str | os.PathLike | None = N
         lines.append(f"{r['net']:<{n}} {r['use']:<{w}} {r['file'] or '-':<32} {status}{where}{sha}")
     dirs = " then ".join(str(d) for d in search_dirs(weights_dir))
     lines.append(
-        f"torchvision files searched in: {dirs}. A file is used only "
-        "under torchvision's name, and only when the sha256 of the "
-        "file starts with the hex digits between the name's '-' and '.' (torch.hub's check_hash). "
-        "Nothing is downloaded."
+        f"torchvision files searched in: {dirs}. A file is used only under torchvision's "
+        "name, and only when the sha256 of the file starts with the hex digits between "
+        "the name's '-' and '.' (torch.hub's check_hash). Nothing is downloaded."
     )
     return "\n".join(lines)

@@ -26,8 +26,8 @@ STAIN_STRENGTH_SD = 0.15  # log-sd of overall stain uptake between images
 STAIN_MIX_SD = 0.06  # sd of the off-diagonal OD mixing (hue shift of every stain)
 TINT_SD = 0.03  # log-sd of the illumination per channel (white balance)
 
-# Single large cell, as feature (value at grade 0, value at
-# grade 1); radii are fractions of the side.
+# Single large cell, as feature (value at grade 0,
+# value at grade 1); radii are fractions of the side.
 SINGLE_CELL = {
     # superficial/intermediate cells are large, dysplastic ones smaller
     "cell_radius": (

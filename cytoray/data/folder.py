@@ -141,8 +141,8 @@ def scan_folder(
                 continue
             mag = bh["magnification"] if bh else None
             if magnification is not None and mag != magnification:
-                # filtered out (non-BreakHis names have no magnification
-                # and are dropped by the filter)
+                # filtered out (non-BreakHis names have no
+                # magnification and are dropped by the filter)
                 continue
             records.append(
                 Record(f, cdir.name, _find_mask(cdir, f), mag, bh["patient"] if bh else None)
@@ -264,9 +264,8 @@ def load_folder(
             m = read_mask(r.mask)
             if crop and m.shape != rgb.shape[:2]:
                 raise DataError(
-                    f"{r.mask}: mask is {m.shape[1]}x{m.shape[0]} px "
-                    f"but its image is {rgb.shape[1]}x{rgb.shape[0]}; "
-                    "masks must match their images pixel for pixel"
+                    f"{r.mask}: mask is {m.shape[1]}x{m.shape[0]} px but its image is "
+                    f"{rgb.shape[1]}x{rgb.shape[0]}; masks must match their images pixel for pixel"
                 )
             masks.append(fit_square(crop_padding(m, bands) if crop else m, size, nearest=True))
         if progress and (i + 1) % 50 == 0:

@@ -17,10 +17,10 @@ from ..errors import DataError
 Image.LOAD_TRUNCATED_IMAGES = False
 
 
-# The pixel limit: PIL's own default (89 Mpx) warns and its 2x hard limit raises a traceback; a
-# 68-byte PNG can claim 100000 x 100000. Cells and tiles are far
-# below 10000 x 10000 (100 Mpx, 300 MB
-# as RGB); larger files are refused by their header, before decoding. A setting, for whole slides.
+# The pixel limit: PIL's own default (89 Mpx) warns and its 2x hard limit
+# raises a traceback; a 68-byte PNG can claim 100000 x 100000. Cells and
+# tiles are far below 10000 x 10000 (100 Mpx, 300 MB as RGB); larger files
+# are refused by their header, before decoding. A setting, for whole slides.
 PIXELS_ENV = "CYTORAY_MAX_IMAGE_PIXELS"
 DEFAULT_MAX_PIXELS = 100_000_000
 
@@ -41,9 +41,8 @@ def check_pixels(path: Path, w: int, h: int) -> None:
     limit = max_image_pixels()
     if w * h > limit:
         raise DataError(
-            f"{path}: {w}x{h} px is over the {limit} px "
-            "limit (a decompression bomb, or a whole slide); "
-            f"tile it into smaller images, or raise {PIXELS_ENV}"
+            f"{path}: {w}x{h} px is over the {limit} px limit (a decompression bomb, "
+            f"or a whole slide); tile it into smaller images, or raise {PIXELS_ENV}"
         )
 
 

@@ -394,9 +394,8 @@ def load_tiles(
         cut = cut_tiles(rgb, tile)
         if not cut:
             raise DataError(
-                f"{path}: {rgb.shape[1]}x{rgb.shape[0]} px after "
-                f"scale {scale} is smaller than one {tile} px tile; "
-                "lower data.tile or raise data.scale"
+                f"{path}: {rgb.shape[1]}x{rgb.shape[0]} px after scale {scale} is "
+                f"smaller than one {tile} px tile; lower data.tile or raise data.scale"
             )
         for y, x, t in cut:
             imgs.append(t)

@@ -110,10 +110,9 @@ def stratified_split(
         if len(gids) < need:
             ratio_txt = ":".join(f"{r:g}" for r in ratios)
             raise DataError(
-                f"class '{name}' has {len(idx)} images in {len(gids)} "
-                "independent groups, too few for split ratios "
-                f"{ratio_txt} (needs at least {need}); add "
-                f"images to '{name}' or change data.split_ratios"
+                f"class '{name}' has {len(idx)} images in {len(gids)} independent "
+                f"groups, too few for split ratios {ratio_txt} (needs at least "
+                f"{need}); add images to '{name}' or change data.split_ratios"
             )
         gids = rng.permutation(gids)
         counts = _allocate(len(gids), ratios)
@@ -187,9 +186,9 @@ def _duplicate_groups(ds: ImageSet, near_bits: int) -> tuple[np.ndarray, list, n
     for i, j, kind in pairs:
         if ds.labels[i] != ds.labels[j]:
             raise DataError(
-                f"{ds.names[i]} and {ds.names[j]} are {kind} duplicates with different classes "
-                f"('{ds.class_names[ds.labels[i]]}' vs "
-                f"'{ds.class_names[ds.labels[j]]}'); remove one of them"
+                f"{ds.names[i]} and {ds.names[j]} are {kind} duplicates "
+                f"with different classes ('{ds.class_names[ds.labels[i]]}' "
+                f"vs '{ds.class_names[ds.labels[j]]}'); remove one of them"
             )
     return ph, pairs, _union_groups(len(ds), ds.groups, pairs)
 
@@ -229,9 +228,8 @@ def check_leakage(m: Manifest, phash: np.ndarray | None = None, near_bits: int =
         a, b = m.items[i], m.items[j]
         if a["split"] != b["split"]:
             raise DataError(
-                f"leakage: {a['name']} ({a['split']}) and {b['name']} "
-                f"({b['split']}) are {kind} duplicates in different "
-                f"splits; remove one of them or make a new split"
+                f"leakage: {a['name']} ({a['split']}) and {b['name']} ({b['split']}) are "
+                f"{kind} duplicates in different splits; remove one of them or make a new split"
             )
 
 
@@ -252,10 +250,9 @@ def repeated_manifests(
                 f"{c} {int(np.sum(ds.labels == i))}" for i, c in enumerate(ds.class_names)
             )
             raise DataError(
-                f"{ds.source}: split seeds {seed + first[m.hash]} and "
-                f"{seed + r} give the same split ({per_class} images), "
-                f"so the data is too small for {k} distinct "
-                "repeats; add images or lower data.n_splits"
+                f"{ds.source}: split seeds {seed + first[m.hash]} and {seed + r} "
+                f"give the same split ({per_class} images), so the data is too "
+                f"small for {k} distinct repeats; add images or lower data.n_splits"
             )
         first[m.hash] = r
     return mans

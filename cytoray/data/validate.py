@@ -121,9 +121,8 @@ def validate_folder(
             problems.append(
                 Problem(
                     str(root / cls),
-                    f"class has {n} readable images, too few for a {rtxt} split: it gives "
-                    f"{short}; needs at least {min_images(ratios)} "
-                    f"images ({MINIMUM_TEXT}); add images",
+                    f"class has {n} readable images, too few for a {rtxt} split: it gives {short}; "
+                    f"needs at least {min_images(ratios)} images ({MINIMUM_TEXT}); add images",
                 )
             )
     if len(counts) < 2 and records and not any("two class" in p.problem for p in problems):
@@ -160,8 +159,8 @@ def validate_folder(
         # Flat bands at the edges (padding to a square, scanner margins): not a problem, since
         # masks exclude them and loading crops them off (padding=crop), but the user should know.
         "padding": {"images": len(padded), "examples": padded[:10]},
-        # Masks that load but may not say what the user meant (lossy
-        # JPEG, grey levels read as nucleus).
+        # Masks that load but may not say what the user
+        # meant (lossy JPEG, grey levels read as nucleus).
         "mask_notes": mask_notes,
         "duplicates": duplicates,
         "problems": [{"file": p.file, "problem": p.problem} for p in problems],
@@ -227,9 +226,9 @@ def format_report(rep: dict) -> str:
     if pad["images"]:
         ex = pad["examples"][0]
         lines.append(
-            f"  padding bands: {pad['images']} of {rep['n_images']} "
-            f"images (e.g. {Path(ex['file']).name}: {ex['bands']}); "
-            "nucleus masks exclude them and training crops cut them off (padding=crop)"
+            f"  padding bands: {pad['images']} of {rep['n_images']} images "
+            f"(e.g. {Path(ex['file']).name}: {ex['bands']}); nucleus masks "
+            "exclude them and training crops cut them off (padding=crop)"
         )
     for d in rep["duplicates"][:20]:
         lines.append(

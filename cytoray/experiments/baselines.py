@@ -56,18 +56,18 @@ class BaselinesConfig:
     ratio: float = 2.0  # synthetic:real per class (paper: 90 synthetic beside 45 real)
     # synthetic images per class for each generator's FID/KID against each split's test images
     fid_per_class: int = 30
-    # flag (tag + warning) a generator whose memorised share passes
-    # this in a class (metrics/realism.py)
+    # flag (tag + warning) a generator whose memorised
+    # share passes this in a class (metrics/realism.py)
     memorised_max: float = 0.2
     repeats: int = 1  # classifier seeds per split
     # the table's figure; accuracy, f1_macro, roc_auc also recorded
     metric: str = "balanced_accuracy"
-    # the difference that matters (0.05 = 5 points): "no effect" only
-    # when the paired 95% CI is inside ±effect
+    # the difference that matters (0.05 = 5 points): "no
+    # effect" only when the paired 95% CI is inside ±effect
     effect: float = 0.05
     # A policy named '<policy>-filtered' (e.g. syncgan-filtered,
-    # trad+syncgan-filtered) draws its synthetic
-    # images through this filter (classify/filter.py) against the split's real training images.
+    # trad+syncgan-filtered) draws its synthetic images through this filter
+    # (classify/filter.py) against the split's real training images.
     filter: FilterConfig = dataclasses.field(
         default_factory=lambda: FilterConfig(method="realism", keep=0.5)
     )
@@ -95,8 +95,8 @@ class BaselinesConfig:
         if self.data.n_splits * self.repeats < 2:
             raise ConfigError(
                 f"data.n_splits={self.data.n_splits} × repeats={self.repeats} "
-                "gives one run per cell: no interval or paired "
-                f"test is possible; set data.n_splits=3 (or repeats >= 2)"
+                "gives one run per cell: no interval or paired test "
+                "is possible; set data.n_splits=3 (or repeats >= 2)"
             )
         self.filter.validate()
         if any(split_filtered(p)[1] for p in self.policies) and not self.filter.active:
@@ -237,9 +237,8 @@ class BaselinesStudy(Study):
                     gen_cls, gcfg, *args, cache, cfg.run, ctx.use_cache
                 )
                 sp.bundles[g] = str(bundle)
-                # What this generator adds on this split: the cells
-                # drawing on it show it (in the UI's
-                # compare view), the parent run and the report show split 0's.
+                # What this generator adds on this split: the cells drawing on it show it
+                # (in the UI's compare view), the parent run and the report show split 0's.
                 real = real_by_class(sp.val)
                 sp.figures[g] = str(ctx.out / "figures" / g / f"split{k}")
                 sp.fid[g] = fidelity(
@@ -420,9 +419,8 @@ class BaselinesStudy(Study):
             c: verdicts(summary, c, cfg.policies, cfg.effect) for c in cfg.classifiers
         }
         header = (
-            f"# {cfg.name}: test {cfg.metric} (%), mean ± 95% CI over "
-            f"{cfg.data.n_splits} splits × {cfg.repeats} repeats\n\n"
-            f"Data: {data.source}; ratio {cfg.ratio:g} synthetic:real "
+            f"# {cfg.name}: test {cfg.metric} (%), mean ± 95% CI over {cfg.data.n_splits} splits "
+            f"× {cfg.repeats} repeats\n\nData: {data.source}; ratio {cfg.ratio:g} synthetic:real "
             "per class; paired t-tests vs orig (Holm).\n\n" + verdict_lines(summary["verdicts"])
         )
         write_text(out / "table.md", header + md + "\n")

@@ -200,9 +200,9 @@ def realism(
                 "nearest train": tr[c][[j for _, j, _ in pp]],
             }
             title = (
-                f"{c}: closest synthetic/training pairs, Inception "
-                f"distance {', '.join(f'{d:.1f}' for _, _, d in pp)} "
-                f"(memorised below {out[names.realism('memorised_threshold', split, c)]:.1f})"
+                f"{c}: closest synthetic/training pairs, Inception distance "
+                f"{', '.join(f'{d:.1f}' for _, _, d in pp)} (memorised below "
+                f"{out[names.realism('memorised_threshold', split, c)]:.1f})"
             )
             save_png(
                 Path(figures) / f"memorisation_{safe_name(c)}.png",
@@ -222,9 +222,9 @@ def memorisation_flag(metrics: dict, split: str, threshold: float, who: str) -> 
     if over:
         what = ", ".join(f"{c} {v:.0%}" for c, v in sorted(over.items()))
         print(
-            f"[study] WARNING: {who} memorises its training "
-            f"images: memorised share {what} > memorised_max "
-            f"{threshold:.0%} (held-out real images: ~5-8%); see memorisation_<class>.png",
+            f"[study] WARNING: {who} memorises its training images: "
+            f"memorised share {what} > memorised_max {threshold:.0%} "
+            "(held-out real images: ~5-8%); see memorisation_<class>.png",
             file=sys.stderr,
             flush=True,
         )

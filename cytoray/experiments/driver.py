@@ -47,8 +47,8 @@ class TuneSettings:
     grace_period: int = 3  # classifier epochs before ASHA may stop a trial
     reduction_factor: int = 2  # ASHA keeps the top 1/reduction_factor at each rung
     trial_cpu: float = 0.1  # the trial driver's own share; its Ray Train workers reserve their own
-    # score each trial on K seeded splits (data.split_seed ..
-    # +K-1); the searcher and ASHA see the mean
+    # score each trial on K seeded splits (data.split_seed
+    # .. +K-1); the searcher and ASHA see the mean
     splits: int = 1
 
     def validate(self) -> None:
@@ -62,9 +62,8 @@ class TuneSettings:
             not re.search(r"(^|_)val(_|/|$)", self.metric) or "test" in self.metric
         ):  # at config load: before split and run
             raise ConfigError(
-                f"tune.metric={self.metric}: select on a validation "
-                "metric (val_..., e.g. val_balanced_accuracy); "
-                "the test split is read once, after the choice"
+                f"tune.metric={self.metric}: select on a validation metric (val_..., e.g. "
+                "val_balanced_accuracy); the test split is read once, after the choice"
             )
         if self.splits < 1:
             raise ConfigError(f"tune.splits={self.splits}: score each trial on at least 1 split")
@@ -362,8 +361,8 @@ def _tune(study: Study, cfg, space, grid, data, ctx, out: Path, uri, exp_id, par
     # state saved every 2 s; Ctrl-C stops the study at once and --resume goes on (process_env.py)
     process_env.ensure("tune")
     t = cfg.tune
-    # A trial's placement group needs a non-empty bundle: with no CPU
-    # share, it asks for one byte of memory.
+    # A trial's placement group needs a non-empty bundle:
+    # with no CPU share, it asks for one byte of memory.
     resources = {"cpu": t.trial_cpu} if t.trial_cpu > 0 else {"cpu": 0, "memory": 1}
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -372,8 +371,8 @@ def _tune(study: Study, cfg, space, grid, data, ctx, out: Path, uri, exp_id, par
         resources,
     )
     callback = MlflowStudyCallback(uri, exp_id, parent, study.describe)
-    # One line per trial start/end (k of N, settings, figures, ETA) instead of
-    # Tune's box tables (verbose=0 unless --verbose).
+    # One line per trial start/end (k of N, settings, figures, ETA)
+    # instead of Tune's box tables (verbose=0 unless --verbose).
     progress = TrialProgress(study.describe, study.objectives(cfg)[0], t.max_concurrent)
     exp_dir = out / "tune" / cfg.name
     if resume and tune.Tuner.can_restore(str(exp_dir)):
@@ -467,9 +466,9 @@ def hold_study_lock(out: Path):
             who = {}
         f.close()
         raise CytorayError(
-            f"{out}: another study is running in this folder (pid {who.get('pid', '?')} on "
-            f"{who.get('host', '?')} since {who.get('started', '?')}); "
-            "wait for it or choose another --out"
+            f"{out}: another study is running in this folder (pid "
+            f"{who.get('pid', '?')} on {who.get('host', '?')} since "
+            f"{who.get('started', '?')}); wait for it or choose another --out"
         ) from None
     f.seek(0)
     f.truncate()

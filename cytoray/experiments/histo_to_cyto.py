@@ -245,14 +245,13 @@ class HistoToCytoStudy(Study):
         }
         floor_line = ", ".join(f"{c} {v:.1f}" for c, v in floors.items() if v is not None)
         md = (
-            "FID/KID vs real cytology (test split, "
-            f"{test.source.counts()} images per class per row; "
-            f"{extractor_identity()['feature_extractor']}; "
+            f"FID/KID vs real cytology (test split, {test.source.counts()} images "
+            f"per class per row; {extractor_identity()['feature_extractor']}; "
             f"split protocol 3:1:1, one seeded split)\n\n{md}"
             + (
-                "\nReal-vs-real floor (two seeded halves of the "
-                f"real cytology test images): FID {floor_line}. "
-                "A figure near its floor is as good as these sample sizes can show.\n"
+                "\nReal-vs-real floor (two seeded halves of the real "
+                f"cytology test images): FID {floor_line}. A figure near "
+                "its floor is as good as these sample sizes can show.\n"
                 if floor_line
                 else ""
             )
@@ -281,9 +280,8 @@ class HistoToCytoStudy(Study):
             f"**{cfg.name}**: histology→cytology by "
             + ", ".join(labels[v] for v in samplers)
             + "; FID/KID per class "
-            "against the real cytology test split (split protocol "
-            f"3:1:1, one seeded split, {test.source.counts()} "
-            "images per class per row).\n\n"
+            "against the real cytology test split (split protocol 3:1:1, one "
+            f"seeded split, {test.source.counts()} images per class per row).\n\n"
             + "\n".join(
                 f"- {labels[r]}: FID/all {m[names.FID_TEST]:.1f}, KID/all {m[names.KID_TEST]:.4f}"
                 for r, m in fids.items()

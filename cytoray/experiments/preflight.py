@@ -91,17 +91,15 @@ def check_local_placement(run, address: str | None = None) -> None:
     try:
         if need > cpus:
             raise CytorayError(
-                f"run.num_workers={run.num_workers} x "
-                f"run.cpus_per_worker={run.cpus_per_worker} = {need} CPUs, and "
-                f"{where} has {cpus}; use --workers "
+                f"run.num_workers={run.num_workers} x run.cpus_per_worker={run.cpus_per_worker} "
+                f"= {need} CPUs, and {where} has {cpus}; use --workers "
                 f"{max(1, cpus // run.cpus_per_worker)} or fewer{fix}"
             )
         if run.use_gpu and run.num_workers * per > gpus:
             raise CytorayError(
-                f"--gpu: {run.num_workers} worker(s) x {per:g} GPU "
-                f"need {run.num_workers * per:g} GPUs, and {where} "
-                f"has {gpus}; leave out --gpu (CPU training)"
-                f"{fix if address else ' or join a cluster with GPUs (RAY_ADDRESS)'}"
+                f"--gpu: {run.num_workers} worker(s) x {per:g} GPU need "
+                f"{run.num_workers * per:g} GPUs, and {where} has {gpus}; leave out --gpu (CPU "
+                f"training){fix if address else ' or join a cluster with GPUs (RAY_ADDRESS)'}"
             )
     except CytorayError:
         if (
@@ -147,9 +145,8 @@ def check_class_names(root) -> None:
     for d in sorted(Path(root).expanduser().iterdir()):
         if d.is_dir() and not d.name.startswith(".") and not ok.match(d.name):
             raise CytorayError(
-                f"{d}: the class name {d.name!r} cannot be an "
-                "MLflow metric name (letters, digits, _ - . : / "
-                "and spaces only); rename the folder"
+                f"{d}: the class name {d.name!r} cannot be an MLflow metric name "
+                "(letters, digits, _ - . : / and spaces only); rename the folder"
             )
 
 
@@ -175,7 +172,6 @@ def check_store_space(uri: str | None) -> None:
     free = shutil.disk_usage(anc).free
     if free < STORE_MIN_FREE:
         raise CytorayError(
-            f"{db}: {free >> 10} KiB free on its disk, and the "
-            f"MLflow store needs about {STORE_MIN_FREE >> 20} MiB; "
-            "free space there or pass a --tracking-uri on another disk"
+            f"{db}: {free >> 10} KiB free on its disk, and the MLflow store needs about "
+            f"{STORE_MIN_FREE >> 20} MiB; free space there or pass a --tracking-uri on another disk"
         )

@@ -105,9 +105,8 @@ class TrialProgress(Callback):
         last = trial.last_result or {}
         figs = ", ".join(f"{m} {_figure(last[m])}" for m in self.metrics if m in last)
         self._print(
-            f"{self._tag(trials, trial)} "
-            f"{what}{'  ' + figs if figs else ''} in {fmt_seconds(took)} "
-            f"(elapsed {fmt_seconds(now - self.t0)}, {self._eta(trials)})"
+            f"{self._tag(trials, trial)} {what}{'  ' + figs if figs else ''} in "
+            f"{fmt_seconds(took)} (elapsed {fmt_seconds(now - self.t0)}, {self._eta(trials)})"
         )
 
     def on_trial_complete(self, iteration, trials, trial, **info):

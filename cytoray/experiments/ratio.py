@@ -61,8 +61,8 @@ class RatioStudyConfig:
     policy: str | None = None
     ratio: float = 2.0  # synthetic:real per class (searched)
     fid_per_class: int = 30  # synthetic images per class for validation FID/KID
-    # flag (tag + warning) a generator whose memorised share passes
-    # this in a class (metrics/realism.py)
+    # flag (tag + warning) a generator whose memorised
+    # share passes this in a class (metrics/realism.py)
     memorised_max: float = 0.2
     # register the best generator/classifier; champion moves only if it wins on validation
     register: bool = True
@@ -159,10 +159,9 @@ def load_study_data(cfg, out: Path) -> RatioData:
     for j, sp in enumerate(splits):
         if sp.key in first:
             raise DataError(
-                f"{splits[0].train.source}: split seeds {cfg.data.split_seed + first[sp.key]} and "
-                f"{cfg.data.split_seed + j} give the same split; "
-                f"the data is too small for tune.splits={k_splits} "
-                "distinct splits; add images or lower tune.splits"
+                f"{splits[0].train.source}: split seeds {cfg.data.split_seed + first[sp.key]} "
+                f"and {cfg.data.split_seed + j} give the same split; the data is too small "
+                f"for tune.splits={k_splits} distinct splits; add images or lower tune.splits"
             )
         first[sp.key] = j
     for j, sp in enumerate(splits):
@@ -210,9 +209,8 @@ class RatioStudy(Study):
         extra = [g for g in pol.generators if g != cfg.generator.name]
         if extra or not pol.generators:
             raise ConfigError(
-                f"policy={cfg.policy_name()!r} must draw from "
-                f"the study's generator {cfg.generator.name!r} "
-                f"(and no other); e.g. orig+{cfg.generator.name}"
+                f"policy={cfg.policy_name()!r} must draw from the study's generator "
+                f"{cfg.generator.name!r} (and no other); e.g. orig+{cfg.generator.name}"
             )
         if cfg.objective == "classifier":
             cfg.classifier.check_size(cfg.data.size)
@@ -544,13 +542,12 @@ def summary_text(cfg: RatioStudyConfig, done, best_row, metric: str, test: dict)
         k: v for k, v in test.items() if "/" not in k or k in pooled
     }  # scores, or the pooled FID/KID
     return (
-        f"**{cfg.name}**: {len(done)} finished trials of "
-        f"{cfg.policy_name()} searching {', '.join(keys) or 'nothing'} "
-        f"(split protocol {':'.join(f'{r:g}' for r in cfg.data.split_ratios)}, "
-        f"seed {cfg.data.split_seed}, {splits_text(cfg)}; "
-        f"selection on validation {metric}).\n\nBest trial {best_row['trial_id']}: "
-        f"validation {metric} {float(best_row[metric]):.4g}; "
-        f"test split, scored once: "
+        f"**{cfg.name}**: {len(done)} finished trials of {cfg.policy_name()} "
+        f"searching {', '.join(keys) or 'nothing'} (split protocol "
+        f"{':'.join(f'{r:g}' for r in cfg.data.split_ratios)}, seed "
+        f"{cfg.data.split_seed}, {splits_text(cfg)}; selection on validation "
+        f"{metric}).\n\nBest trial {best_row['trial_id']}: validation "
+        f"{metric} {float(best_row[metric]):.4g}; test split, scored once: "
         + ", ".join(f"{k} {v:.4g}" for k, v in head.items() if isinstance(v, float))
         + ".\n\nReport: artefacts `report/report.html` (figures in `report/`)."
     )

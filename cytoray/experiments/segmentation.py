@@ -228,9 +228,8 @@ class SegmentationStudy(Study):
             splits.append(sp)
         s0 = splits[0]
         print(
-            f"[study] {cfg.name}: {real.source}: {len(s0.reference)} "
-            f"reference, {len(s0.val)} val, {len(s0.test)} test "
-            f"tiles (split 0 {s0.hash}); {len(splits)} split(s)",
+            f"[study] {cfg.name}: {real.source}: {len(s0.reference)} reference, {len(s0.val)} "
+            f"val, {len(s0.test)} test tiles (split 0 {s0.hash}); {len(splits)} split(s)",
             file=sys.stderr,
             flush=True,
         )
@@ -373,9 +372,8 @@ class SegmentationStudy(Study):
             MlflowClient(),
             ctx.parent,
             {KIND_TAG: "segmentation", "generator": LABEL, "variant": "+".join(ROWS)},
-            f"**{cfg.name}**: refined-sim searched on split 0 (validation "
-            f"Dice {val_dice:.3f}; its test Dice, scored once, "
-            f"{test['test_dice']:.3f}).\n\n" + (table or ""),
+            f"**{cfg.name}**: refined-sim searched on split 0 (validation Dice {val_dice:.3f}; "
+            f"its test Dice, scored once, {test['test_dice']:.3f}).\n\n" + (table or ""),
         )
         return {
             "val_dice": val_dice,
@@ -602,9 +600,9 @@ def comparison_table(c: dict, source: str) -> tuple[str, list[list[str]]]:
     from ..metrics.classification import format_cell
 
     lines = [
-        f"Test Dice on {source} (pooled over each split's test "
-        f"tiles; mean ± 95% t-interval over {c['n_splits']} seeded "
-        f"splits by source image, {min(c['n_test'])}-{max(c['n_test'])} test tiles each)",
+        f"Test Dice on {source} (pooled over each split's test tiles; mean "
+        f"± 95% t-interval over {c['n_splits']} seeded splits by source "
+        f"image, {min(c['n_test'])}-{max(c['n_test'])} test tiles each)",
         "",
         "| method | test Dice (%) | Δ refined+hard − "
         "method (points) | p paired t (Holm) | p Wilcoxon |",
@@ -660,9 +658,8 @@ def comparison_table(c: dict, source: str) -> tuple[str, list[list[str]]]:
     pi, pr = np.mean(c["probe"]["initial"]), np.mean(c["probe"]["refined"])
     lines += [
         "",
-        "Realism probe (a fresh CNN told real tiles from "
-        "samples, held-out accuracy, 0.5 = indistinguishable; "
-        f"mean over splits): initial {pi:.2f}, refined {pr:.2f}.",
+        "Realism probe (a fresh CNN told real tiles from samples, held-out accuracy, "
+        f"0.5 = indistinguishable; mean over splits): initial {pi:.2f}, refined {pr:.2f}.",
     ]
     return "\n".join(lines) + "\n", csv
 

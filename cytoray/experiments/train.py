@@ -46,9 +46,8 @@ def section_key(item: str, gen_name: str) -> str:
         return item
     if head == gen_name and not rest:
         raise ConfigError(
-            f"--set {item}: '{gen_name}' is the generator's "
-            "section, not a key; set one of its keys, "
-            f"e.g. {gen_name}.epochs=5"
+            f"--set {item}: '{gen_name}' is the generator's section, "
+            f"not a key; set one of its keys, e.g. {gen_name}.epochs=5"
         )
     return f"generator.{rest if head == gen_name else key}={value}"
 

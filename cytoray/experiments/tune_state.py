@@ -50,9 +50,8 @@ def verify_tune_state(exp_dir: Path) -> None:
         want = None
     if want is None:
         raise CytorayError(
-            f"{pkl}: no record that cytoray wrote it "
-            f"({record_path(exp_dir).name} missing or unreadable); "
-            f"refusing to unpickle it; {fix}"
+            f"{pkl}: no record that cytoray wrote it ({record_path(exp_dir).name} "
+            f"missing or unreadable); refusing to unpickle it; {fix}"
         )
     uid = os.getuid()
     # The experiment-level files are what Tune unpickles (experiment state, searcher and callback
@@ -66,15 +65,13 @@ def verify_tune_state(exp_dir: Path) -> None:
             or (p.is_symlink() and not p.resolve().is_relative_to(exp_dir))
         ):
             raise CytorayError(
-                f"{p}: owned by uid {st.st_uid} or writable by "
-                f"others (mode {stat.filemode(st.st_mode)}): "
-                f"Tune would load it on --resume; refusing; {fix}"
+                f"{p}: owned by uid {st.st_uid} or writable by others (mode "
+                f"{stat.filemode(st.st_mode)}): Tune would load it on --resume; refusing; {fix}"
             )
     if sha256_file(pkl) != want:
         raise CytorayError(
-            f"{pkl}: changed since cytoray wrote it (sha256 "
-            f"differs from {record_path(exp_dir).name}); "
-            f"refusing to unpickle it; {fix}"
+            f"{pkl}: changed since cytoray wrote it (sha256 differs from "
+            f"{record_path(exp_dir).name}); refusing to unpickle it; {fix}"
         )
 
 

@@ -298,8 +298,8 @@ def load_bundle(path: str | Path) -> Generator:
 
     meta, _ = read_bundle(path)  # not JSON, {}, a list, no 'generator': one line naming the file
     gen_cls = get_generator(meta["generator"])
-    # each loader reads its own keys: a missing or mistyped one is
-    # the file's fault, never a traceback
+    # each loader reads its own keys: a missing or
+    # mistyped one is the file's fault, never a traceback
     try:
         return gen_cls.load(path)
     except (

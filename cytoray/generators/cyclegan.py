@@ -91,9 +91,8 @@ class CycleGANConfig(SmallData, GeneratorConfig):
         self.validate_small_data("cyclegan.")
         if self.ada > 0:
             raise ConfigError(
-                "cyclegan.ada: adaptive augmentation is not "
-                "wired into CycleGAN's two discriminators; "
-                "use a fixed policy (cyclegan.diffaug) with ada: 0"
+                "cyclegan.ada: adaptive augmentation is not wired into CycleGAN's two "
+                "discriminators; use a fixed policy (cyclegan.diffaug) with ada: 0"
             )
 
 

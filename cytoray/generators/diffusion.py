@@ -113,9 +113,8 @@ class DenoiserConfig:
             )
         if not self.channels or len(self.attention) != len(self.channels):
             raise ConfigError(
-                f"denoiser.attention has {len(self.attention)} "
-                f"entries for {len(self.channels)} channels: "
-                "give one per level"
+                f"denoiser.attention has {len(self.attention)} entries "
+                f"for {len(self.channels)} channels: give one per level"
             )
         bad = [
             c
@@ -124,9 +123,9 @@ class DenoiserConfig:
         ]
         if bad:
             raise ConfigError(
-                f"denoiser.channels {bad}: every width must be "
-                f"a multiple of norm_groups={self.norm_groups} "
-                f"(and of head_channels={self.head_channels} where attention is on)"
+                f"denoiser.channels {bad}: every width must be a "
+                f"multiple of norm_groups={self.norm_groups} (and of "
+                f"head_channels={self.head_channels} where attention is on)"
             )
         if self.schedule not in SCHEDULES:
             raise ConfigError(
@@ -286,8 +285,8 @@ class DenoiserStage(Stage):
     """Noise (or v) prediction on (map, image, class) triples, EMA of the weights as the product."""
 
     kind, keep, Params = "diffusion", "ema", DenoiserParams
-    # the EMA copy never runs forward under DDP: its wrapper only
-    # broadcasts rank 0's initial weights
+    # the EMA copy never runs forward under DDP: its
+    # wrapper only broadcasts rank 0's initial weights
 
     def build(self, device):
         g, ema = build_unet(unet_kwargs(self.cfg)), build_unet(unet_kwargs(self.cfg))
@@ -430,8 +429,8 @@ class Diffusion(Generator):
         masks = pinned(cfg.masks)
         m_train, m_val = label_maps(train, masks), label_maps(val, masks)
         mkey = f"{data_key}:masks={masks_key(masks)}"
-        # K: the maps' labels, at least as many as the mask GANs draw
-        # (a split may lack one, e.g. padding)
+        # K: the maps' labels, at least as many as the mask
+        # GANs draw (a split may lack one, e.g. padding)
         k = max(
             label_count(np.concatenate([m_train.reshape(-1), m_val.reshape(-1)])),
             specs[0].stage.cfg.labels,

@@ -51,17 +51,16 @@ def check_domains(source: ImageSet, target: ImageSet, min_per_class: int) -> Non
             raise DataError(f"{ds.source}: the {what} domain has no images")
     if tuple(source.class_names) != tuple(target.class_names):
         raise DataError(
-            f"{source.source} has classes {list(source.class_names)} but {target.source} has "
-            f"{list(target.class_names)}: a class-aware translator "
-            "needs the same class folders in both domains"
+            f"{source.source} has classes {list(source.class_names)} but "
+            f"{target.source} has {list(target.class_names)}: a class-aware "
+            "translator needs the same class folders in both domains"
         )
     for ds, what in ((source, "histology"), (target, "cytology")):
         for cls, n in ds.counts().items():
             if n < min_per_class:
                 raise DataError(
-                    f"{ds.source}: {what} class '{cls}' has "
-                    f"{n} images, too few to train and evaluate "
-                    f"(needs >= {min_per_class}); add images to '{cls}'"
+                    f"{ds.source}: {what} class '{cls}' has {n} images, too few to train "
+                    f"and evaluate (needs >= {min_per_class}); add images to '{cls}'"
                 )
 
 

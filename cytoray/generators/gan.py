@@ -57,18 +57,18 @@ class CGANConfig(SmallData):
     d_layers: int = 3  # 3 → the 70x70 PatchGAN receptive field
     norm: Literal["batch", "instance"] = "batch"  # pix2pix default
     dropout: float = 0.5  # decoder dropout: pix2pix's noise source in G
-    # channels of G's full-resolution path (nets/unet.py); 0 =
-    # pix2pix's UNet, as smooth as a x2 down/up
+    # channels of G's full-resolution path (nets/unet.py);
+    # 0 = pix2pix's UNet, as smooth as a x2 down/up
     full_res: int = 32
     # per-pixel noise channels into that path: texture a flat label map does not fix; 0 = none
     noise: int = 1
     # reconstruction term weighted by λ: mse (paper), l1 (pix2pix), fm (D feature matching)
     recon: str = "l1"
-    # last: the last (EMA) weights; val_loss: the paper's best epoch
-    # by validation G loss (it rewards blur)
+    # last: the last (EMA) weights; val_loss: the paper's
+    # best epoch by validation G loss (it rewards blur)
     select: str = "last"
-    # with label maps: each region painted its colour in the condition
-    # (drawn from the class's real cells when sampling)
+    # with label maps: each region painted its colour in the
+    # condition (drawn from the class's real cells when sampling)
     colours: bool = True
 
     def validate(self) -> None:
@@ -87,8 +87,8 @@ class CGANConfig(SmallData):
             )
         if self.batch_size < 2:
             raise ConfigError(
-                f"cgan.batch_size={self.batch_size}: the loop "
-                "skips batches under 2 images (BatchNorm); use >= 2"
+                f"cgan.batch_size={self.batch_size}: the loop skips "
+                "batches under 2 images (BatchNorm); use >= 2"
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"cgan.dropout={self.dropout}: a dropout probability in [0, 1)")
@@ -146,9 +146,8 @@ class LatentGANConfig(SmallData):
             raise ConfigError(f"smooth_fake_high={self.smooth_fake_high}: must lie in [0, 1]")
         if self.smooth_fake_high >= self.smooth_real_low:
             raise ConfigError(
-                f"smooth_fake_high={self.smooth_fake_high} "
-                f">= smooth_real_low={self.smooth_real_low}: "
-                "real and fake target ranges would overlap"
+                f"smooth_fake_high={self.smooth_fake_high} >= "
+                f"smooth_real_low={self.smooth_real_low}: real and fake target ranges would overlap"
             )
         if not 0.0 <= self.flip_rate < 0.5:
             raise ConfigError(

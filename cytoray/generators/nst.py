@@ -73,10 +73,9 @@ class NSTConfig(GeneratorConfig):
             raise ConfigError("nst.content_weight and nst.style_weight must be >= 0")
         if self.features == "random" and not self.allow_random_features:
             raise ConfigError(
-                "nst.features=random: random-weight features are "
-                "for debugging only (their FID would sit next to "
-                "real methods); use inception (offline) or vgg19 "
-                f"with vgg_weights, or pass {ALLOW_RANDOM_FLAG}"
+                "nst.features=random: random-weight features are for debugging "
+                "only (their FID would sit next to real methods); use inception "
+                f"(offline) or vgg19 with vgg_weights, or pass {ALLOW_RANDOM_FLAG}"
             )
         if self.features == "vgg19" and not self.vgg_weights:
             raise ConfigError(

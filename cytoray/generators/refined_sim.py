@@ -106,9 +106,8 @@ class RefinedSim(Generator):
         size = int(train.images.shape[1])
         if size < cfg.patch:
             raise ConfigError(
-                f"generator.patch={cfg.patch} is larger than the "
-                f"{size} px training images; lower generator.patch "
-                f"to <= {size} (a multiple of {2**cfg.segmenter.depth})"
+                f"generator.patch={cfg.patch} is larger than the {size} px training images; "
+                f"lower generator.patch to <= {size} (a multiple of {2**cfg.segmenter.depth})"
             )
         if len(train) < 1 or len(val) < 1:
             raise DataError(

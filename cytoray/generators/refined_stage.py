@@ -49,8 +49,8 @@ PHASES = ("refiner", "discriminator", "joint", "segmenter")
 
 @dataclasses.dataclass
 class RefinerConfig(SmallData):
-    # D's real and refined crops augmented alike (small_data.py, e.g.
-    # translation,cutout); "" = none (Hou et al.)
+    # D's real and refined crops augmented alike (small_data.py,
+    # e.g. translation,cutout); "" = none (Hou et al.)
     diffaug: str = ""
     ema: float = 0.0  # a moving average of R is not wired into the refined-sim bundle yet (0 only)
     ada: float = 0.0  # adaptive augmentation is not wired into the refined-sim stage (0 only)
@@ -86,16 +86,14 @@ class RefinerConfig(SmallData):
         self.validate_small_data("refiner.")
         if "colour" in self.diffaug or "color" in self.diffaug:
             raise ConfigError(
-                f"refiner.diffaug={self.diffaug!r}: no colour "
-                "op: matching the reference's colour is R's job "
-                "(translation, cutout, dihedral are fine)"
+                f"refiner.diffaug={self.diffaug!r}: no colour op: matching the "
+                "reference's colour is R's job (translation, cutout, dihedral are fine)"
             )
         for key in ("ema", "ada", "r1"):
             if getattr(self, key) != 0:
                 raise ConfigError(
-                    f"refiner.{key}={getattr(self, key)}: not "
-                    "wired into the refined-sim stage yet; use 0 "
-                    "(refiner.diffaug is)"
+                    f"refiner.{key}={getattr(self, key)}: not wired into "
+                    "the refined-sim stage yet; use 0 (refiner.diffaug is)"
                 )
 
 
@@ -183,9 +181,8 @@ class RefinedSimConfig(GeneratorConfig):
             )
         if self.pool < 2 * self.batch_size or self.batch_size < 2 or self.holdout < 2:
             raise ConfigError(
-                f"pool={self.pool}, batch_size={self.batch_size}, "
-                f"holdout={self.holdout}: need batch_size >= 2, "
-                "pool >= 2 batches and holdout >= 2"
+                f"pool={self.pool}, batch_size={self.batch_size}, holdout={self.holdout}: "
+                "need batch_size >= 2, pool >= 2 batches and holdout >= 2"
             )
 
 

@@ -46,8 +46,8 @@ class SmallData:
 
     # D's inputs, real and fake alike (DiffAugment + cell symmetries); "" = none
     diffaug: str = "colour,translation,cutout,dihedral"
-    # adapt the augmentation probability so E[sign D(real)] stays at this
-    # target (ADA); 0 = always on (DiffAugment)
+    # adapt the augmentation probability so E[sign D(real)]
+    # stays at this target (ADA); 0 = always on (DiffAugment)
     ada: float = 0.6
     # decay of G's moving average, used for samples and the bundle; 0 = the last weights
     ema: float = 0.999

@@ -155,8 +155,8 @@ class SynCGAN(Generator):
         )
         cgan = CGANStage(extend(cfg.cgan, CGANParams, size=size, in_ch=int(y_train.shape[1])))
         if uses_colours(masks, cfg.cgan):
-            # the region colours of every training cell, per class:
-            # sampling draws a cell's colours from them
+            # the region colours of every training cell, per
+            # class: sampling draws a cell's colours from them
             cols = region_colours(train.images, m_train)
             cgan.sampling_meta = {
                 "colours": {

@@ -34,11 +34,11 @@ LABELS = ("cell", "nucleus")
 class MasksConfig:
     # paper: unsupervised masks (§3.2); ground_truth for ablations
     source: Literal["unsupervised", "ground_truth"] = "unsupervised"
-    # stain: beats Otsu-on-H and the segmenter on real H&E
-    # (benchmarks/real_data.py); syncgan: the paper's
+    # stain: beats Otsu-on-H and the segmenter on real
+    # H&E (benchmarks/real_data.py); syncgan: the paper's
     method: Literal["stain", "syncgan", "segmenter"] = "stain"
-    # method=segmenter: segmenter bundle folder or NAME@ALIAS /
-    # NAME/VERSION (what `cytoray segment` loads)
+    # method=segmenter: segmenter bundle folder or NAME@ALIAS
+    # / NAME/VERSION (what `cytoray segment` loads)
     segmenter: str | None = None
     # auto: brightfield unless the field is black (fluorescence)
     polarity: Literal["auto", "dark", "bright"] = "auto"
@@ -68,8 +68,8 @@ class MasksConfig:
             if not self.segmenter:
                 raise ConfigError(
                     "masks.segmenter is not set: masks.method=segmenter "
-                    "needs a segmenter bundle folder or NAME@ALIAS "
-                    "(e.g. nucleus-segmenter@champion from studies/refined_segmentation.py)"
+                    "needs a segmenter bundle folder or NAME@ALIAS (e.g. "
+                    "nucleus-segmenter@champion from studies/refined_segmentation.py)"
                 )
             from .segmenter import check_ref
 
@@ -136,9 +136,9 @@ def dataset_masks(ds, cfg: MasksConfig, progress: bool = False) -> np.ndarray:
     if cfg.source == "ground_truth":
         if ds.masks is None:
             raise DataError(
-                f"{ds.source or 'dataset'}: masks.source=ground_truth "
-                "but not every image has a ground-truth mask "
-                "(<class>/masks/<name>.png); add them or set masks.source=unsupervised"
+                f"{ds.source or 'dataset'}: masks.source=ground_truth but not "
+                "every image has a ground-truth mask (<class>/masks/<name>.png); "
+                "add them or set masks.source=unsupervised"
             )
         return np.asarray(ds.masks, dtype=bool)
     if cfg.method == SEGMENTER:
@@ -163,9 +163,8 @@ def dataset_masks(ds, cfg: MasksConfig, progress: bool = False) -> np.ndarray:
         msg = f"{len(flagged)}/{len(ds)} {cfg.method} masks flagged, e.g. {flagged[0]}"
         if cfg.on_flag == "error":
             raise DataError(
-                f"{ds.source or 'dataset'}: {msg}; check them "
-                "with `cytoray masks --data ... --eval` "
-                "or set masks.on_flag=warn"
+                f"{ds.source or 'dataset'}: {msg}; check them with `cytoray "
+                "masks --data ... --eval` or set masks.on_flag=warn"
             )
         print(f"[masks] warning: {msg}", file=sys.stderr, flush=True)
     return out

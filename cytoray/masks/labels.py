@@ -45,8 +45,8 @@ PALETTE = np.array([[235, 235, 235], [120, 190, 120], [70, 40, 150]], dtype=np.u
 class LabelParams:
     # Gaussian sigma / image side: evens out cytoplasm texture (2 px at 128)
     smooth_frac: float = 1 / 64
-    # the lower Otsu class is glass only if its mean total OD (white = 255) is below
-    # this (Herlev glass 0.1-0.6, close-ups of cytoplasm 0.7-1.0)
+    # the lower Otsu class is glass only if its mean total OD (white = 255)
+    # is below this (Herlev glass 0.1-0.6, close-ups of cytoplasm 0.7-1.0)
     glass_od: float = 0.65
     # specks of glass or cytoplasm under this share of the image join their surroundings
     min_area: float = 0.002
@@ -78,8 +78,8 @@ def label_map(
     body = content & ~nucleus
     flags: list[dict] = []
     if body.sum() >= 16:
-        # smoothed over the body alone (normalised convolution): the
-        # dark nucleus must not bleed a rim
+        # smoothed over the body alone (normalised
+        # convolution): the dark nucleus must not bleed a rim
         sigma = max(0.5, params.smooth_frac * min(rgb.shape[:2]))
         od = filters.gaussian(optical_density_abs(rgb) * body, sigma) / np.maximum(
             filters.gaussian(body.astype(float), sigma), 1e-6

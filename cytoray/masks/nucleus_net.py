@@ -177,7 +177,7 @@ def load_segmenter(path) -> Segmenter:
             )
             return Segmenter(net, int(kwargs["depth"]), threshold, scale, meta)
     raise CytorayError(
-        f"{path}: not a nucleus segmenter (no {SEGMENTER_META}, "
-        f"and not a {REFINED_SIM} generator bundle); "
-        "pass a folder written by studies/refined_segmentation.py or `cytoray train refined-sim`"
+        f"{path}: not a nucleus segmenter (no {SEGMENTER_META}, and not "
+        f"a {REFINED_SIM} generator bundle); pass a folder written by "
+        "studies/refined_segmentation.py or `cytoray train refined-sim`"
     )

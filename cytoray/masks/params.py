@@ -22,28 +22,28 @@ class MaskParams:
     stretch_high_pct: float = 99.5
     # dark = brightfield stain, bright = fluorescence; auto: from the background
     polarity: Literal["dark", "bright", "auto"] = "auto"
-    # auto: a dark field (fluorescence) has median gray below this (0..1),
-    # among other evidence (darkfield.looks_dark_field)
+    # auto: a dark field (fluorescence) has median gray below this
+    # (0..1), among other evidence (darkfield.looks_dark_field)
     auto_dark_background: float = 0.35
-    # syncgan: local-threshold window as a fraction of the shorter side,
-    # several nuclei wide (stain: local_nuclei)
+    # syncgan: local-threshold window as a fraction of the
+    # shorter side, several nuclei wide (stain: local_nuclei)
     block_frac: float = 0.25
     block_min: int = 11  # smallest window (px): a window narrower than a nucleus marks only its rim
     # candidate must beat its local mean by this much (0..1): flat background stays out
     threshold_offset: float = 0.02
     # opening radius / shorter side (2 px at 512): cuts speckle; larger erases spindle nuclei
     open_frac: float = 1 / 256
-    # objects below this fraction of the area are noise (a
-    # lymphocyte is ~0.0003 of a 1360x1024 tile)
+    # objects below this fraction of the area are noise
+    # (a lymphocyte is ~0.0003 of a 1360x1024 tile)
     min_object_frac: float = 0.0002
     # flat bands at the edges (padding, scanner margins) never hold nuclei
     exclude_padding: bool = True
-    # quality flag: a mask over this fraction of the content is suspect
-    # (a large nucleus close-up reaches ~0.45)
+    # quality flag: a mask over this fraction of the content
+    # is suspect (a large nucleus close-up reaches ~0.45)
     max_cover: float = 0.6
     seed: int = 0  # seeds the GMM (k-means init, sub-sampling): same image, same mask
-    # -- syncgan method only
-    # brightfield classes among candidates: dense chromatin / pale nucleus / cytoplasm / red cells
+    # -- syncgan method only brightfield classes among candidates:
+    # dense chromatin / pale nucleus / cytoplasm / red cells
     gmm_components: int = 4
     gmm_components_bright: int = 2  # fluorescence classes over all pixels: nuclei / background
     # pixels used to fit the mixture: fit cost stays flat on large images
@@ -51,9 +51,8 @@ class MaskParams:
     # dark polarity: nucleus score = darkness - w * b* (haematoxylin is blue, eosin/RBC red-yellow)
     blue_weight: float = 0.5
     max_hole_frac: float = 0.002  # holes below this fraction of the area are pale chromatin, filled
-    # -- stain method only
-    # auto: a dark field also has its darkest tenth below this gray (a
-    # black background; used by both methods)
+    # -- stain method only auto: a dark field also has its darkest
+    # tenth below this gray (a black background; used by both methods)
     dark_floor: float = 0.1
     # deconvolution basis; auto: h-dab when DAB (brown, IHC) is there
     stains: Literal["auto", "h-e", "h-dab"] = "auto"
@@ -77,8 +76,8 @@ class MaskParams:
     keep_level: float = 0.5
     # fill holes smaller than this x their object: textured chromatin, not lumens
     fill_ratio: float = 1.0
-    # stain mask vs Otsu on haematoxylin: under this Dice they
-    # disagree and stain.decide's rule picks
+    # stain mask vs Otsu on haematoxylin: under this
+    # Dice they disagree and stain.decide's rule picks
     agree_dice: float = 0.5
 
     def validate(self) -> None:
@@ -135,6 +134,6 @@ class MaskParams:
             raise ConfigError(f"masks.dark_floor={self.dark_floor}: must be between 0 and 1")
         if not 50 <= self.illumination_pct <= 100:
             raise ConfigError(
-                f"masks.illumination_pct={self.illumination_pct}: "
-                "use 50..100 (the white level is a bright percentile)"
+                f"masks.illumination_pct={self.illumination_pct}: use "
+                "50..100 (the white level is a bright percentile)"
             )

@@ -70,9 +70,8 @@ def _check_unique(records: list, data: Path) -> None:
         name = _out_name(rec, data)
         if name in seen:
             raise DataError(
-                f"{rec.path}: same name as {seen[name]} apart "
-                "from the extension, so both would write "
-                f"{name}; rename one of them"
+                f"{rec.path}: same name as {seen[name]} apart from the "
+                f"extension, so both would write {name}; rename one of them"
             )
         seen[name] = rec.path
 
@@ -136,9 +135,8 @@ def run_masks(
     _check_unique(records, data)
     if evaluate and not any(r.mask for r in records):
         raise DataError(
-            f"{data}: --eval needs ground-truth masks at "
-            "<class>/masks/<name>.png and there are none; "
-            "add them or drop --eval"
+            f"{data}: --eval needs ground-truth masks at <class>/masks/<name>.png "
+            "and there are none; add them or drop --eval"
         )
     cache = Path(cache_dir) if cache_dir is not None else out / ".cache"
     pdict = dataclasses.asdict(params)
@@ -147,9 +145,9 @@ def run_masks(
     from ..progress import Progress
 
     bar = Progress(len(records), "[masks]", enabled=progress)
-    # The masks and summary.json go to a staging folder and are moved into place together at the end
-    # (renames need no space): a full disk or Ctrl-C leaves --out as
-    # it was, plus complete cache entries.
+    # The masks and summary.json go to a staging folder and are moved
+    # into place together at the end (renames need no space): a full disk
+    # or Ctrl-C leaves --out as it was, plus complete cache entries.
     import shutil
     import tempfile
 
@@ -261,9 +259,8 @@ def format_summary(summary: dict, images: list[dict] | None = None) -> str:
         except (OSError, ValueError, KeyError):
             images = []
     lines = [
-        f"{summary['n']} masks ({summary['method']}) in "
-        f"{summary['out']} ({summary['cache_hits']} from cache, "
-        f"{summary['padded']} images with padding bands excluded)"
+        f"{summary['n']} masks ({summary['method']}) in {summary['out']} ({summary['cache_hits']} "
+        f"from cache, {summary['padded']} images with padding bands excluded)"
     ]
     for r in images or []:
         if "dice" in r:
@@ -285,9 +282,8 @@ def format_summary(summary: dict, images: list[dict] | None = None) -> str:
     )
     if dec := summary.get("decisions"):
         lines.append(
-            f"stain vs Otsu disagreed on {dec['disagreed']} image(s); "
-            f"the rule chose Otsu's mask on {dec['chose_otsu']} "
-            f"(per image: 'decision' in {SUMMARY_NAME})"
+            f"stain vs Otsu disagreed on {dec['disagreed']} image(s); the rule chose "
+            f"Otsu's mask on {dec['chose_otsu']} (per image: 'decision' in {SUMMARY_NAME})"
         )
     for f in summary["failures"][:20]:
         lines.append(f"  FAIL {f['image']}: {'; '.join(f['reasons'])}")

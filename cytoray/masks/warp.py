@@ -53,8 +53,8 @@ def warp_label_maps(
         ]
         peak = max(float(np.abs(shift[0]).max()), float(np.abs(shift[1]).max()), 1e-12)
         dy, dx = (d * (elastic * h / peak) for d in shift)
-        # the source pixel of each output pixel: the inverse rotation and
-        # scale about the centre, then the warp
+        # the source pixel of each output pixel: the inverse
+        # rotation and scale about the centre, then the warp
         c, sn = np.cos(theta), np.sin(theta)
         src = [
             cy + ((yy - cy) * c + (xx - cx) * sn) / s + dy,

@@ -525,9 +525,8 @@ def results_table(
     )
     if any(c.get("low", 0) < 0 or c.get("high", 1) > 1 for c in cells.values()):
         lines.append(
-            "Some intervals pass 0 or 100%: t-intervals "
-            "over few splits are wide and left unclipped; "
-            "more splits (data.n_splits) or repeats narrow them."
+            "Some intervals pass 0 or 100%: t-intervals over few splits are wide "
+            "and left unclipped; more splits (data.n_splits) or repeats narrow them."
         )
     for (
         clf

@@ -213,10 +213,9 @@ def _floor_text(label: str, fl: dict | None) -> str:
     at = fl.get("fid_floor_at_n", float("nan"))
     at_text = f", ~{at:.1f} at this figure's n" if math.isfinite(at) else ""
     return (
-        f"{label}: real-vs-real FID {fl['fid_floor']:.1f} ± {fl['fid_floor_sd']:.1f} "
-        f"(two seeded halves, {fl['floor_n1']}/{fl['floor_n2']} "
-        f"images, {fl['floor_splits']} splits{at_text}), "
-        f"KID {fl['kid_floor_mean']:.4f} ± {fl['kid_floor_sd']:.4f}"
+        f"{label}: real-vs-real FID {fl['fid_floor']:.1f} ± {fl['fid_floor_sd']:.1f} (two "
+        f"seeded halves, {fl['floor_n1']}/{fl['floor_n2']} images, {fl['floor_splits']} "
+        f"splits{at_text}), KID {fl['kid_floor_mean']:.4f} ± {fl['kid_floor_sd']:.4f}"
     )
 
 
@@ -229,11 +228,9 @@ def _kid_pm(r: dict, digits: int) -> str:
 
 
 KID_NO_SPREAD = (
-    "KID's ± is the SD over its random subsets of min(1000, "
-    "n_real, n_fake) images; where no set is larger "
-    "than a subset, every subset is the whole of both "
-    "sets, no spread can be estimated, and KID is shown "
-    "without ±"
+    "KID's ± is the SD over its random subsets of min(1000, n_real, n_fake) "
+    "images; where no set is larger than a subset, every subset is the whole "
+    "of both sets, no spread can be estimated, and KID is shown without ±"
 )
 
 
@@ -288,12 +285,11 @@ def small_sample_warning(
         if floors and key in r
     )
     return (
-        f"FID on {n1}/{n2} images is biased by sample size: "
-        "it is comparable only at equal n and against the "
-        f"real-vs-real floor{' (' + shown + ')' if shown else ''}. "
-        f"FID needs at least {FID_MIN_N} images per set "
-        f"(more than its {FEATURE_DIM} feature dimensions, TTUR; 10,000 recommended); "
-        f"at this n report KID ({r['kid_mean']:.4f} {_kid_pm(r, 4)}, unbiased) as the headline."
+        f"FID on {n1}/{n2} images is biased by sample size: it is comparable only at equal "
+        f"n and against the real-vs-real floor{' (' + shown + ')' if shown else ''}. "
+        f"FID needs at least {FID_MIN_N} images per set (more than its {FEATURE_DIM} "
+        "feature dimensions, TTUR; 10,000 recommended); at this n report KID "
+        f"({r['kid_mean']:.4f} {_kid_pm(r, 4)}, unbiased) as the headline."
     )
 
 
@@ -336,9 +332,8 @@ def per_class_notes(metrics: dict, split: str) -> list[str]:
             continue
         g = lambda part: metrics.get(names.fid(split, c, part), float("nan"))  # noqa: E731
         line = (
-            f"{split}/{c}: KID {kid_text_of(metrics, names.kid(split, c))} "
-            f"is the headline (n={n_real}/{n_fake} < {FID_MIN_N}); "
-            f"FID {metrics[key]:.1f} is biased at this n"
+            f"{split}/{c}: KID {kid_text_of(metrics, names.kid(split, c))} is the headline "
+            f"(n={n_real}/{n_fake} < {FID_MIN_N}); FID {metrics[key]:.1f} is biased at this n"
         )
         if names.fid(split, c, "floor") in metrics:
             line += (

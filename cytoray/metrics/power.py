@@ -274,9 +274,8 @@ def verdict(
         call = "inconclusive"
         if lo > 0 or hi < 0:
             why = (
-                "inconclusive: the interval (unadjusted) excludes "
-                f"0, but the Holm-adjusted p is not below {alpha:g} "
-                "once every policy's comparison is counted"
+                "inconclusive: the interval (unadjusted) excludes 0, but the Holm-adjusted "
+                f"p is not below {alpha:g} once every policy's comparison is counted"
             )
         else:
             side = "±" if lo <= -effect and hi >= effect else "+" if hi >= effect else "−"

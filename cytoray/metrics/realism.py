@@ -41,10 +41,9 @@ K = 5  # nearest neighbours for the manifolds (Naeem et al. 2020's recommendatio
 # train-to-train nearest-neighbour distance percentile below which a sample counts as memorised
 PERCENTILE = 5.0
 FLOOR_SPLITS = 10  # seeded draws averaged per real-vs-real value
-# Default flag threshold (Herlev dev, 45 train / 30 per class, 200
-# splits): held-out real images pass 0.20 in 4% of
-# splits (0.15: 14-16%, too many false alarms); a generator
-# copying 20% of its images passes it in 77-81%.
+# Default flag threshold (Herlev dev, 45 train / 30 per class, 200 splits):
+# held-out real images pass 0.20 in 4% of splits (0.15: 14-16%, too many
+# false alarms); a generator copying 20% of its images passes it in 77-81%.
 MEMORISED_MAX = 0.2
 PRDC = ("precision", "recall", "density", "coverage")
 

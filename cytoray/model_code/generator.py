@@ -14,8 +14,8 @@ class GeneratorBundleModel(PythonModel):
 
         self.gen = load_bundle(context.artifacts["bundle"])
 
-    # The hint is what pyfunc passes; it also tells MLflow there is no
-    # schema to infer (no warning at logging).
+    # The hint is what pyfunc passes; it also tells MLflow
+    # there is no schema to infer (no warning at logging).
     def predict(self, context, model_input: pd.DataFrame, params=None):
         import numpy as np
 

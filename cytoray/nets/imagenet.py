@@ -44,9 +44,8 @@ def expected(net: str) -> tuple[str, str]:
     """(file name, torchvision's URL) of `net`'s ImageNet weights; ConfigError for a network without any."""
     if net not in IMAGENET_NETS:
         raise ConfigError(
-            f"{net!r} has no torchvision ImageNet weights "
-            f"(networks with them: {', '.join(IMAGENET_NETS)}); "
-            "train it from scratch (classifier.weights: scratch)"
+            f"{net!r} has no torchvision ImageNet weights (networks with them: "
+            f"{', '.join(IMAGENET_NETS)}); train it from scratch (classifier.weights: scratch)"
         )
     import torchvision
 
@@ -101,11 +100,10 @@ class Found:
         """The sentence that tells a user where the file must go and how it is named."""
         dirs = " or ".join(str(d) for d in self.searched)
         return (
-            f"put torchvision's file {self.file_name} (the one at "
-            f"{self.url}, copied from a machine with network access) "
-            f"in {dirs} (torch's cache is $TORCH_HOME/hub/checkpoints; "
-            "classifier.weights_dir names another folder); "
-            f"cytoray never downloads it"
+            f"put torchvision's file {self.file_name} (the one at {self.url}, "
+            f"copied from a machine with network access) in {dirs} (torch's "
+            "cache is $TORCH_HOME/hub/checkpoints; classifier.weights_dir "
+            "names another folder); cytoray never downloads it"
         )
 
 
@@ -136,8 +134,7 @@ def find_imagenet(
     if f.status == "mismatch":
         prefix = HASH_REGEX.search(f.file_name).group(1)
         raise ConfigError(
-            f"{key}=imagenet: {f.path} has sha256 {f.sha256[:12]}…, "
-            f"not the {prefix}… its name promises: "
-            f"a damaged or different file, refused; {f.where()}"
+            f"{key}=imagenet: {f.path} has sha256 {f.sha256[:12]}…, not the {prefix}… "
+            f"its name promises: a damaged or different file, refused; {f.where()}"
         )
     raise ConfigError(f"{key}=imagenet: no {f.file_name} for {net!r} found; {f.where()}")

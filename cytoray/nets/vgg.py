@@ -167,10 +167,9 @@ def vgg19_features(
     if weights is None:
         name = random_features_name(seed)
         print(
-            "WARNING: nst.vgg_weights not set: neural style "
-            "transfer uses random-weight VGG-19 features "
-            f"({name}), not ImageNet ones; point nst.vgg_weights "
-            "at a local vgg19 state dict for the paper's setup",
+            "WARNING: nst.vgg_weights not set: neural style transfer uses "
+            f"random-weight VGG-19 features ({name}), not ImageNet ones; point "
+            "nst.vgg_weights at a local vgg19 state dict for the paper's setup",
             file=sys.stderr,
             flush=True,
         )

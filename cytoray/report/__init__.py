@@ -116,9 +116,8 @@ def study_report(experiment: str, tracking_uri: str, parent: str, out: Path) -> 
         path = build_report(experiment, out, tracking_uri, parent, log=True)
     except Exception as e:  # noqa: BLE001 — never lose a finished study to its report
         print(
-            f"[report] not written: {type(e).__name__}: {e}; rebuild "
-            f"it with `cytoray report --experiment {experiment} "
-            f"--tracking-uri {tracking_uri} --out {out}`",
+            f"[report] not written: {type(e).__name__}: {e}; rebuild it with `cytoray "
+            f"report --experiment {experiment} --tracking-uri {tracking_uri} --out {out}`",
             file=sys.stderr,
         )
         return None

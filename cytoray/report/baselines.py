@@ -105,15 +105,12 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
     repeats = len({r["repeat"] for r in rows})
     n_test = sorted({r["n_test"] for r in rows if r["n_test"] is not None})
     proto = (
-        f"Split protocol: {split_protocol(rec, len(splits))}; "
-        f"{repeats} classifier seed(s) per split; ratio "
-        f"{rec.param('ratio', '?')} synthetic:real per class; test "
-        f"images per split: {', '.join(map(str, n_test)) or '?'}. "
-        f"Cells: test {metric} in %, mean ± 95% t-interval "
-        f"half-width over {len(splits)} splits × {repeats} repeats; "
-        "(Δ, p): paired t-test against orig on the same splits, "
-        "Δ in points, p Holm-adjusted per classifier over its "
-        f"{len(policies) - 1} comparisons."
+        f"Split protocol: {split_protocol(rec, len(splits))}; {repeats} classifier "
+        f"seed(s) per split; ratio {rec.param('ratio', '?')} synthetic:real per class; "
+        f"test images per split: {', '.join(map(str, n_test)) or '?'}. Cells: test "
+        f"{metric} in %, mean ± 95% t-interval half-width over {len(splits)} splits × "
+        f"{repeats} repeats; (Δ, p): paired t-test against orig on the same splits, Δ in "
+        f"points, p Holm-adjusted per classifier over its {len(policies) - 1} comparisons."
     )
     power = [
         f"Power ({c}): {summary['power'][c]['statement']}"
@@ -244,12 +241,10 @@ def verdict_section(
     page.figure(
         fig,
         "paired_differences",
-        f"Each policy's test {metric} minus orig's on the same split: diamond, the mean; "
-        "line, its 95% paired t-interval (unclipped); dots, one "
-        f"per split (× repeat); green band, ±{pts:g} points, the "
-        "difference that matters. Right: the verdict, the "
-        "Holm-adjusted p and the minimum detectable effect (MDE, "
-        f"points, 80% power at the observed spread). {proto}",
+        f"Each policy's test {metric} minus orig's on the same split: diamond, the mean; line, its "
+        f"95% paired t-interval (unclipped); dots, one per split (× repeat); green band, ±{pts:g} "
+        "points, the difference that matters. Right: the verdict, the Holm-adjusted p and the "
+        f"minimum detectable effect (MDE, points, 80% power at the observed spread). {proto}",
     )
 
 
@@ -311,14 +306,12 @@ def fid_section(
         }
     )
     cap = (
-        "Synthetic images of the policy's generator "
-        f"(n={', '.join(map(str, n_fake)) or '?'} pooled) against the real test images "
-        "of each split (InceptionV3 pool features, each image to 299 "
-        "px), mean ± 95% t-interval over splits. Policies without "
-        "a generator (orig, trad) train on real images only and "
-        "have no figure. Floor: real-vs-real FID of two halves of "
-        "the same test images, what these sample sizes allow. "
-        f"Split protocol: {split_protocol(rec, len(splits))}."
+        f"Synthetic images of the policy's generator (n={', '.join(map(str, n_fake)) or '?'} "
+        "pooled) against the real test images of each split (InceptionV3 pool features, "
+        "each image to 299 px), mean ± 95% t-interval over splits. Policies without "
+        "a generator (orig, trad) train on real images only and have no figure. "
+        "Floor: real-vs-real FID of two halves of the same test images, what these "
+        f"sample sizes allow. Split protocol: {split_protocol(rec, len(splits))}."
     )
     page.h2("FID / KID per policy (test split)")
     page.table(

@@ -33,8 +33,8 @@ def data_source(rec: Recorded, prefix: str = "data") -> str:
     if root and root != "None":
         return root
     # The simulator's domain as recorded (data.sim_kind); without it,
-    # what that study ran: the segmentation
-    # study (before it recorded the key) simulated H&E, every other one the default, cytology.
+    # what that study ran: the segmentation study (before it recorded
+    # the key) simulated H&E, every other one the default, cytology.
     kind = rec.param(f"{prefix}.sim_kind") or (
         "histology" if rec.kind == "segmentation" else "cytology"
     )

@@ -51,13 +51,11 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
     n = {c: m.get(f"{rows[0]}/{FID}_n_real/{c}") for c in groups}
     proto = (
         f"Split protocol: {split_protocol(rec, 1)}; histology: "
-        f"{rec.param('source.root') or 'embedded simulator'}. Every row is "
-        "computed from the same held-out histology test "
-        "images against the real cytology test split "
-        "(real images per class: "
-        f"{', '.join(f'{c} {int(v)}' for c, v in n.items() if v) or '?'}); InceptionV3 pool "
-        "features, each image to 299 px. The real-histology "
-        "row is the baseline a translator must beat."
+        f"{rec.param('source.root') or 'embedded simulator'}. Every row is computed from the "
+        "same held-out histology test images against the real cytology test split (real "
+        f"images per class: {', '.join(f'{c} {int(v)}' for c, v in n.items() if v) or '?'}); "
+        "InceptionV3 pool features, each image to 299 px. The "
+        "real-histology row is the baseline a translator must beat."
     )
     floors = {c: m.get(f"histology/{FID}_floor/{c}") for c in groups}
     floor_txt = ", ".join(f"{c} {v:.1f}" for c, v in floors.items() if v is not None)
@@ -119,9 +117,8 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
     ):  # results/<class>.png: one row per translator
         page.image(
             img,
-            f"class {img.stem}: the same test histology "
-            "images (top row) and each translator's output, "
-            "row by row in the table's order.",
+            f"class {img.stem}: the same test histology images (top row) "
+            "and each translator's output, row by row in the table's order.",
             name=f"translated_{img.name}",
         )
     if rec.children:
@@ -149,10 +146,9 @@ def search_section(rec: Recorded, page: Page) -> None:
             ]
             for r in runs
         ],
-        "Each trial trains every translator with its settings; "
-        "each translator then takes its own best trial "
-        "(their settings are disjoint). Split protocol: "
-        f"{split_protocol(rec, 1)}; FID on the validation split.",
+        "Each trial trains every translator with its settings; each translator "
+        "then takes its own best trial (their settings are disjoint). Split "
+        f"protocol: {split_protocol(rec, 1)}; FID on the validation split.",
         left=2,
     )
     for v, mk in zip(variants, metrics):

@@ -70,20 +70,16 @@ def table(page: Page, m: dict, split: str, who: str, cas: str | None = None) -> 
     page.table(
         head,
         rows,
-        f"{who}, {split} split. In brackets, what real images score at the same sizes: KID between "
-        "two halves of the real set; precision/recall/density/coverage "
-        "of held-out real (training) images drawn "
-        "at the synthetic set's size (or of one half of the "
-        "real set against the other); the memorised share of "
-        "the real images themselves. Precision (synthetic "
-        "inside the real manifold) reads realism, recall and "
-        "coverage (real inside / covered by the synthetic "
-        "one) variety, density ~1 for a set drawn like the "
-        "real one (Kynkäänniemi et al. 2019; Naeem et al. "
-        "2020), all on the FID/KID Inception features with "
-        "k nearest neighbours. Memorised: nearer to a "
-        "training image than the 5th percentile of training "
-        "images' distances to each other (held-out real images score ~5-8%: the value in brackets)."
+        f"{who}, {split} split. In brackets, what real images score at the same sizes: "
+        "KID between two halves of the real set; precision/recall/density/coverage of "
+        "held-out real (training) images drawn at the synthetic set's size (or of one "
+        "half of the real set against the other); the memorised share of the real images "
+        "themselves. Precision (synthetic inside the real manifold) reads realism, "
+        "recall and coverage (real inside / covered by the synthetic one) variety, "
+        "density ~1 for a set drawn like the real one (Kynkäänniemi et al. 2019; Naeem "
+        "et al. 2020), all on the FID/KID Inception features with k nearest neighbours. "
+        "Memorised: nearer to a training image than the 5th percentile of training images' "
+        "distances to each other (held-out real images score ~5-8%: the value in brackets)."
         + (f" {cas}" if cas else ""),
     )
     return True
@@ -93,9 +89,8 @@ def pairs(page: Page, imgs: list[tuple[str, Path]], who: str, prefix: str) -> No
     for path, img in imgs:
         page.image(
             img,
-            f"{who}: the closest synthetic images to any "
-            "training image (top row) above their nearest "
-            f"training image (Inception distance in the title), {path}.",
+            f"{who}: the closest synthetic images to any training image (top row) above "
+            f"their nearest training image (Inception distance in the title), {path}.",
             name=f"{prefix}_{Path(path).name}",
         )
 
@@ -133,9 +128,8 @@ def baselines_section(rec: Recorded, page: Page, tmp: Path) -> None:
         c = cas.get(g)
         note = (
             (
-                f"CAS ({g}-only cells: classifier trained on its images "
-                "alone, test balanced accuracy on real images): "
-                f"{sum(c) / len(c):.3f}, mean of {len(c)} cell(s)."
+                f"CAS ({g}-only cells: classifier trained on its images alone, test balanced "
+                f"accuracy on real images): {sum(c) / len(c):.3f}, mean of {len(c)} cell(s)."
             )
             if c
             else None

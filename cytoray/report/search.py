@@ -84,9 +84,8 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
         return
     keys = searched(pts)
     proto = (
-        f"Split protocol: {split_protocol(rec, 1)}. Trials are "
-        "selected on the validation split; the test split is "
-        "scored once, for the chosen trial only."
+        f"Split protocol: {split_protocol(rec, 1)}. Trials are selected on the "
+        "validation split; the test split is scored once, for the chosen trial only."
     )
     # 1. The trials table, best first.
     extra = [("mask FID (val)", "mask_fid")] if any(p["mask_fid"] is not None for p in pts) else []

@@ -29,9 +29,8 @@ def comparison(rec: Recorded, tmp: Path) -> dict | None:
     return json.loads(rec.download(rid, COMPARISON, tmp / "comparison").read_text())
 
 
-# The segmentation study's methods (experiments/segmentation.py
-# scores each), as the table names them,
-# and the one the others are tested against.
+# The segmentation study's methods (experiments/segmentation.py scores
+# each), as the table names them, and the one the others are tested against.
 ROWS = {
     "otsu": "Otsu on haematoxylin (floor)",
     "syncgan_masks": "SynCGAN unsupervised masks",
@@ -85,10 +84,9 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
         page.figure(
             fig,
             "methods_test_dice",
-            f"Test Dice pooled over each split's test tiles: bar = mean, whiskers = 95% "
-            f"t-interval (cut at 0 and 100) over {c['n_splits']} seeded splits "
-            "by source image, dots = the splits. Right: refined + hard "
-            "examples minus the method (points) and the paired "
-            f"t-test's Holm-adjusted p. Data: {data_source(rec)}.",
+            "Test Dice pooled over each split's test tiles: bar = mean, whiskers = 95% "
+            f"t-interval (cut at 0 and 100) over {c['n_splits']} seeded splits by source "
+            "image, dots = the splits. Right: refined + hard examples minus the method "
+            f"(points) and the paired t-test's Holm-adjusted p. Data: {data_source(rec)}.",
         )
     search.build(rec, page, tmp)

@@ -138,9 +138,8 @@ def load(experiment: str, tracking_uri: str | None = None, run_id: str | None = 
             ):
                 raise
             raise CytorayError(
-                f"--run-id {run_id}: no such run in the MLflow "
-                f"store {uri}; leave it out for the newest study "
-                f"in {experiment!r}, or copy the parent run's id from the MLflow UI"
+                f"--run-id {run_id}: no such run in the MLflow store {uri}; leave it out for the "
+                f"newest study in {experiment!r}, or copy the parent run's id from the MLflow UI"
             ) from None
         if parent.info.experiment_id != exp.experiment_id:
             raise CytorayError(f"run {run_id} is not in experiment {experiment!r} ({uri})")

@@ -40,12 +40,11 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
             page.table(
                 HEADER,
                 rows(s),
-                f"Run {name}: {s['images']} blinded images, half real (test split), half synthetic "
-                f"({s['generator']}). Accuracy of the real/synthetic "
-                "call with exact 95% interval; p: two-sided exact "
-                "binomial test against chance; synthetic is the "
-                f"positive class{kappa}. 50% means readers could not "
-                "tell the synthetic images from the real ones.",
+                f"Run {name}: {s['images']} blinded images, half real (test split), "
+                f"half synthetic ({s['generator']}). Accuracy of the real/synthetic "
+                "call with exact 95% interval; p: two-sided exact binomial test "
+                f"against chance; synthetic is the positive class{kappa}. 50% means "
+                "readers could not tell the synthetic images from the real ones.",
             )
         else:  # the metrics alone (an artefact store the report cannot read)
             m = r.data.metrics

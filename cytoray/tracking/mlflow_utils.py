@@ -25,12 +25,10 @@ def store_uri(uri: str) -> str:
 # -----------------------------------------------------------------------------
 # an unreachable server
 
-# MLflow's own HTTP retries default to 7 with backoff 2 (~250 s of silence per call, even on a
-# refused connection). Each call retries briefly itself
-# (process_env.py: mlflow_http); `tracking_call`
-# does the long, visible, bounded waiting, so a restarted server loses nothing and a dead one is
-# named within minutes.
-# how long a study waits for its server
+# MLflow's own HTTP retries default to 7 with backoff 2 (~250 s of silence per call, even
+# on a refused connection). Each call retries briefly itself (process_env.py: mlflow_http);
+# `tracking_call` does the long, visible, bounded waiting, so a restarted server loses
+# nothing and a dead one is named within minutes. how long a study waits for its server
 MAX_WAIT_S = float(os.environ.get("CYTORAY_TRACKING_MAX_WAIT_S", "300"))
 
 
@@ -139,9 +137,8 @@ def store_full_error(e: BaseException, uri: str):
         else uri
     )
     return CytorayError(
-        f"{where}: the MLflow store's disk is full (or over "
-        "quota); free space there or pass a --tracking-uri "
-        "on another disk"
+        f"{where}: the MLflow store's disk is full (or over quota); "
+        "free space there or pass a --tracking-uri on another disk"
     )
 
 

@@ -29,8 +29,8 @@ FIGURES, HISTORY = (
     "figures",
     "generator_history.json",
 )
-# Tune's bookkeeping, and epoch_start (a wall-clock timestamp for
-# benchmarks, not a figure to compare).
+# Tune's bookkeeping, and epoch_start (a wall-clock
+# timestamp for benchmarks, not a figure to compare).
 SKIP = {
     "done",
     "training_iteration",
@@ -109,8 +109,8 @@ def find_or_create_parent(
     if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
     if resume:
-        # Matched here, not in the filter string: MLflow's filter
-        # has no escape for a quote ("it's").
+        # Matched here, not in the filter string: MLflow's
+        # filter has no escape for a quote ("it's").
         token = None
         while True:
             page = client.search_runs(

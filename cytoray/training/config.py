@@ -24,8 +24,8 @@ class RunConfig:
     checkpoint_every: int = 5
     keep_checkpoints: int = 2  # Ray Train checkpoints kept per job
     storage_path: str | None = None  # Ray Train storage (absolute path or URI); None = <cache>/ray
-    # restarts of a job (and retries of a trial) after a lost
-    # worker or node, from the last checkpoint
+    # restarts of a job (and retries of a trial) after
+    # a lost worker or node, from the last checkpoint
     max_failures: int = 2
     seed: int = 0  # seeds init, batches and latent draws
 

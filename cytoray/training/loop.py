@@ -114,10 +114,9 @@ def quiet_report_log() -> None:
     except ImportError:  # a Ray without Train V2's module layout: leave its logging alone
         return
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
-    # A full disk under a checkpoint upload is named by the driver
-    # in one line (runner._fit, with the
-    # storage path); the worker's "Error in training function"
-    # traceback of it is noise, once per retry.
+    # A full disk under a checkpoint upload is named by the driver in
+    # one line (runner._fit, with the storage path); the worker's "Error
+    # in training function" traceback of it is noise, once per retry.
     util = logging.getLogger("ray.train.v2._internal.util")
     if not any(isinstance(f, _FullDiskFilter) for f in util.filters):
         util.addFilter(_FullDiskFilter())
@@ -228,8 +227,8 @@ def _run(
             print(f"[{label}] resumed after epoch {state['epoch'] + 1}", flush=True)
     bare = models
     if world > 1:
-        # modules nothing trains (a moving average, an augmenter)
-        # stay bare: DDP wraps trained weights
+        # modules nothing trains (a moving average, an
+        # augmenter) stay bare: DDP wraps trained weights
         models = {
             k: ray.train.torch.prepare_model(
                 m, move_to_device=False, parallel_strategy_kwargs=stage.ddp_kwargs
@@ -276,17 +275,16 @@ def _run(
         tot = tot.tolist()
         dt = time.perf_counter() - t0
         metrics = {k: v / tot[-1] for k, v in zip(keys, tot)}
-        # images_per_s counts the training steps only; epoch_start
-        # lets a benchmark time whole epochs
+        # images_per_s counts the training steps only;
+        # epoch_start lets a benchmark time whole epochs
         metrics.update(epoch=epoch, images_per_s=tot[-1] / dt, epoch_s=dt, epoch_start=started)
         # 4. Validation and best-epoch selection.
         metrics.update(stage.validate(bare, val, amp) or {})
         bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
         if bad:
             raise TrainingError(
-                f"[{label}] epoch {epoch + 1}: {bad[0]} is "
-                f"{metrics[bad[0]]} (not finite); the run diverged: "
-                "lower the learning rate or the loss weights"
+                f"[{label}] epoch {epoch + 1}: {bad[0]} is {metrics[bad[0]]} (not "
+                "finite); the run diverged: lower the learning rate or the loss weights"
             )
         key = tuple(stage.selection(metrics, epoch))
         if state["best_key"] is None or key < tuple(state["best_key"]):
@@ -320,8 +318,8 @@ def _run(
             result = {"best": best, "meta": meta, "history": state["history"], "grids": grids}
         if rank == 0:
             print(
-                f"[{label}] epoch {epoch + 1}/{epochs} "
-                f"{stage.progress(metrics)} ({metrics['images_per_s']:.1f} img/s)",
+                f"[{label}] epoch {epoch + 1}/{epochs} {stage.progress(metrics)} "
+                f"({metrics['images_per_s']:.1f} img/s)",
                 flush=True,
             )
         if with_ckpt:

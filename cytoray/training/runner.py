@@ -168,9 +168,8 @@ def check_address(address: str, timeout_s: float = 5.0) -> None:
             pass
     except OSError as e:
         raise CytorayError(
-            f"no Ray cluster answers at {address} "
-            f"({e.strerror or e}); start one with `ray start --head` "
-            "or check --address"
+            f"no Ray cluster answers at {address} ({e.strerror or e}); "
+            "start one with `ray start --head` or check --address"
         ) from None
 
 
@@ -284,8 +283,8 @@ def _fit(
     from .loop import train_loop_per_worker
 
     init_ray()
-    # Read by the trainer in this process (a Tune trial's, or the
-    # CLI's) and handed to its controller.
+    # Read by the trainer in this process (a Tune trial's,
+    # or the CLI's) and handed to its controller.
     process_env.ensure("train")
     for spec in pending:
         ship_by_value(type(spec.stage))

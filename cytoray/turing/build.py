@@ -49,9 +49,8 @@ def load_generator(ref: str, tmp: Path, tracking_uri: str | None = None):
         bundle, info = local, {"ref": str(local.resolve()), "version": None, "run_id": None}
     elif local.exists() or "/" in ref and not ref.rsplit("/", 1)[-1].isdigit():
         raise CytorayError(
-            f"--generator {ref}: not a generator bundle "
-            "folder; give the --out folder of `cytoray train` "
-            "or a registered NAME@ALIAS (NAME/VERSION)"
+            f"--generator {ref}: not a generator bundle folder; give the --out "
+            "folder of `cytoray train` or a registered NAME@ALIAS (NAME/VERSION)"
         )
     else:
         import mlflow
@@ -83,12 +82,10 @@ def real_test_split(
     man, _ = make_manifest(ds, cfg.split_ratios, cfg.split_seed, cfg.near_duplicate_bits)
     if check and data_key is not None and data_key != man.hash:
         raise DataError(
-            f"{data}: its split with seed {split_seed} at {size} px "
-            f"(hash {man.hash}) is not the one the generator was "
-            f"trained on ({data_key}), so its test images may be "
-            "the generator's training images; pass the --data "
-            "and --split-seed it was trained with (or "
-            "--unchecked-split to take this split's test images anyway)"
+            f"{data}: its split with seed {split_seed} at {size} px (hash {man.hash}) is "
+            f"not the one the generator was trained on ({data_key}), so its test images may "
+            "be the generator's training images; pass the --data and --split-seed it was "
+            "trained with (or --unchecked-split to take this split's test images anyway)"
         )
     return ds.subset(man.indices("test")), man
 
@@ -106,9 +103,8 @@ def plan(classes: list[str], n: int, available: dict[str, int]) -> int:
     if short:
         have = ", ".join(f"'{c}' {m}" for c, m in short.items())
         raise DataError(
-            "the test split has too few real images for "
-            f"{k} per class ({have}); lower --n to at most "
-            f"{per * min(available.values())}"
+            f"the test split has too few real images for {k} per class "
+            f"({have}); lower --n to at most {per * min(available.values())}"
         )
     return k
 
@@ -129,9 +125,8 @@ def build(
     key_file = key_path(out)
     if key_file.exists() or (out.exists() and any(out.iterdir())):
         raise CytorayError(
-            f"{out}: a reading set (or its key {key_file.name}) "
-            "is already there; choose another --out "
-            "(readers' answers belong to the set they read)"
+            f"{out}: a reading set (or its key {key_file.name}) is already there; "
+            "choose another --out (readers' answers belong to the set they read)"
         )
     with tempfile.TemporaryDirectory(
         prefix="cytoray-turing-"

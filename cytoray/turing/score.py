@@ -160,9 +160,8 @@ def score(reading_dir: str | Path, key_file: str | Path | None = None) -> dict:
         key = meta["images"]
     except FileNotFoundError:
         raise CytorayError(
-            f"{key_file}: no key for {reading_dir}; `cytoray "
-            "turing build` writes it beside the set "
-            "(pass --key if it was moved)"
+            f"{key_file}: no key for {reading_dir}; `cytoray turing "
+            "build` writes it beside the set (pass --key if it was moved)"
         ) from None
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise CytorayError(f"{key_file}: not a reading-set key ({e})") from None

@@ -45,9 +45,8 @@ def load_set(reading_dir: str | Path) -> dict:
         ) from None
     if missing:
         raise CytorayError(
-            f"{Path(reading_dir) / IMAGES}: {len(missing)} image(s) "
-            f"of {SET_FILE} missing (e.g. {missing[0]}.png); "
-            "rebuild the set"
+            f"{Path(reading_dir) / IMAGES}: {len(missing)} image(s) of "
+            f"{SET_FILE} missing (e.g. {missing[0]}.png); rebuild the set"
         )
     return s
 
@@ -188,9 +187,8 @@ def make_server(reading_dir: str | Path, reader: str, port: int = 8765):
 def serve_from_args(a) -> int:
     srv = make_server(a.dir, a.reader, a.port)
     print(
-        f"reading set {Path(a.dir).resolve()} for reader "
-        f"'{a.reader}': open http://{HOST}:{srv.server_port}/ "
-        "(Ctrl-C stops; answers are saved as given)",
+        f"reading set {Path(a.dir).resolve()} for reader '{a.reader}': open "
+        f"http://{HOST}:{srv.server_port}/ (Ctrl-C stops; answers are saved as given)",
         flush=True,
     )
     try:
