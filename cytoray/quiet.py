@@ -29,7 +29,6 @@ import os
 import sys
 
 from . import process_env
-from .process_env import PREEMPTION_ENV  # noqa: F401  (named in the table above)
 
 _STATE = {"configured": False, "verbose": False, "worker_output": True}
 
