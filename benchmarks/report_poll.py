@@ -4,7 +4,7 @@
 
 Train V2's controller takes one report from each worker per poll and a worker's next report
 waits for it, so an epoch shorter than the interval lasts the interval. cytoray sets
-RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (0.1 s, training/runner.py: POLL_INTERVAL_S) for its jobs; this runs
+RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (0.1 s, process_env.py: POLL_INTERVAL_S) for its jobs; this runs
 `studies/syncgan_ratio.py --smoke-test` (20 mask / 10 CGAN epochs a trial, caches off, same
 seed, so both sides train the same trials) with the variable at 2.0 (Ray's default) and unset
 (cytoray's), alternating, and prints wall and per-trial seconds and the ratio.
@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from cytoray.training.runner import POLL_ENV as ENV
-from cytoray.training.runner import POLL_INTERVAL_S
+from cytoray.process_env import POLL_ENV as ENV
+from cytoray.process_env import POLL_INTERVAL_S
 
 ROOT = Path(__file__).resolve().parents[1]
 

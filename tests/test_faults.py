@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from cytoray.training.runner import POLL_ENV
+from cytoray.process_env import POLL_ENV
 
 # slow: ~9 min together on 2 CPUs (a 30 s outage, a node restart), beyond CI's budget; `make test-all` runs them
 pytestmark = [pytest.mark.server, pytest.mark.slow]

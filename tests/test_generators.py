@@ -30,8 +30,8 @@ from cytoray.generators.losses import d_targets
 from cytoray.generators.syncgan import SynCGANConfig
 from cytoray.generators.vanilla import GANConfig
 from cytoray.nets.images import to_unit
+from cytoray.process_env import POLL_ENV
 from cytoray.training.config import RunConfig
-from cytoray.training.runner import POLL_ENV
 from cytoray.training.stage import amp_context
 
 ROOT = Path(__file__).resolve().parents[1]

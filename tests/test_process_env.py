@@ -82,6 +82,4 @@ def test_every_setting_says_why_and_each_name_is_in_one_group():
     for g in process_env.GROUPS.values():
         for name, s in g.items():
             assert name.isupper() and s.value != "" and len(s.why) > 20, name
-    from cytoray.training.runner import POLL_ENV, POLL_INTERVAL_S
-
-    assert process_env.value(POLL_ENV) == POLL_INTERVAL_S == "0.1"
+    assert process_env.value(process_env.POLL_ENV) == process_env.POLL_INTERVAL_S == "0.1"

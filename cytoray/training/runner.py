@@ -268,10 +268,6 @@ def check_batches(spec: StageSpec, workers: int) -> None:
     raise ConfigError(f"[{spec.label}] would have made no optimiser step: {why}")
 
 
-# Ray Train V2's report poll: 0.1 s instead of 2 s (why, and the figures: process_env.py "train").
-# The user's own RAY_TRAIN_HEALTH_CHECK_INTERVAL_S wins. Measured by benchmarks/report_poll.py.
-POLL_ENV, POLL_INTERVAL_S = process_env.POLL_ENV, process_env.POLL_INTERVAL_S
-
 
 def _fit(
     pending: list[StageSpec], cache_root: Path, run_cfg: RunConfig, callbacks, job: str | None
