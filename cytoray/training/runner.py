@@ -268,7 +268,6 @@ def check_batches(spec: StageSpec, workers: int) -> None:
     raise ConfigError(f"[{spec.label}] would have made no optimiser step: {why}")
 
 
-
 def _fit(
     pending: list[StageSpec], cache_root: Path, run_cfg: RunConfig, callbacks, job: str | None
 ) -> dict[str, StageResult]:
