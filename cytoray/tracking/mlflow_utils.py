@@ -22,13 +22,14 @@ def store_uri(uri: str) -> str:
     return uri
 
 
-# -----------------------------------------------------------------------------
-# an unreachable server
+# ----------------------------------------------------------------------------- an unreachable server
 
-# MLflow's own HTTP retries default to 7 with backoff 2 (~250 s of silence per call, even
-# on a refused connection). Each call retries briefly itself (process_env.py: mlflow_http);
-# `tracking_call` does the long, visible, bounded waiting, so a restarted server loses
-# nothing and a dead one is named within minutes. how long a study waits for its server
+# MLflow's own HTTP retries default to 7 with backoff 2 (~250 s of silence per call, even on a
+# refused connection). Each call retries briefly itself (process_env.py: mlflow_http);
+# `tracking_call` does the long, visible, bounded waiting, so a restarted server loses nothing
+# and a dead one is named within minutes.
+
+# how long a study waits for its server
 MAX_WAIT_S = float(os.environ.get("CYTORAY_TRACKING_MAX_WAIT_S", "300"))
 
 
