@@ -23,10 +23,10 @@ EDGES = ("top", "bottom", "left", "right")
 PaddingMode = Literal["crop", "keep"]
 PADDING_MODES = ("crop", "keep")
 
-# Defaults, measured on Herlev crops (JPEG q~90): padding rows spread 0-6 levels, the
-# flattest rows of real glass background 9-13, so 8 separates them; a band narrower
-# than 1% of the side (2 px at 224) is a JPEG edge artefact, not a frame. max spread
-# (2nd..98th percentile, grey levels) of a padding row, and colour drift along the band
+# Defaults, measured on Herlev crops (JPEG q~90): padding rows spread 0-6 levels, the flattest
+# rows of real glass background 9-13, so 8 separates them; a band narrower than 1% of the side
+# (2 px at 224) is a JPEG edge artefact, not a frame.
+# max spread (2nd..98th percentile, grey levels) of a padding row, and colour drift along the band
 TOLERANCE = 8.0
 MIN_WIDTH_FRAC = 0.01  # bands narrower than this fraction of the side (and < 2 px) are ignored
 # content pixels this close to a band (JPEG ringing at the seam) are excluded from masks too

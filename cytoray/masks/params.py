@@ -42,8 +42,8 @@ class MaskParams:
     # is suspect (a large nucleus close-up reaches ~0.45)
     max_cover: float = 0.6
     seed: int = 0  # seeds the GMM (k-means init, sub-sampling): same image, same mask
-    # -- syncgan method only brightfield classes among candidates:
-    # dense chromatin / pale nucleus / cytoplasm / red cells
+    # -- syncgan method only
+    # brightfield classes among candidates: dense chromatin / pale nucleus / cytoplasm / red cells
     gmm_components: int = 4
     gmm_components_bright: int = 2  # fluorescence classes over all pixels: nuclei / background
     # pixels used to fit the mixture: fit cost stays flat on large images
@@ -51,8 +51,9 @@ class MaskParams:
     # dark polarity: nucleus score = darkness - w * b* (haematoxylin is blue, eosin/RBC red-yellow)
     blue_weight: float = 0.5
     max_hole_frac: float = 0.002  # holes below this fraction of the area are pale chromatin, filled
-    # -- stain method only auto: a dark field also has its darkest
-    # tenth below this gray (a black background; used by both methods)
+    # -- stain method only
+    # auto: a dark field also has its darkest tenth below this gray (a black background; used by
+    # both methods)
     dark_floor: float = 0.1
     # deconvolution basis; auto: h-dab when DAB (brown, IHC) is there
     stains: Literal["auto", "h-e", "h-dab"] = "auto"
