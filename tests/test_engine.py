@@ -47,6 +47,49 @@ def test_trained_under_ray_train_and_sampled(tmp_path):
     assert np.abs(imgs.reshape(-1, 3).mean(0) - real).max() < 40  # samples carry the class's colour
 
 
+def test_a_placement_group_whose_creator_died_is_freed_before_the_next_job():
+    """A Train controller killed with its trial (ASHA's stop) can leave its workers' placement group
+    reserved for the rest of the study: the reaper each job runs first frees it, and leaves the
+    driver's own groups (Tune's trial groups) alone."""
+    import time
+
+    import ray
+    from ray.util.placement_group import (
+        placement_group,
+        placement_group_table,
+        remove_placement_group,
+    )
+
+    from cytoray.training.runner import init_ray, reap_orphaned_placement_groups
+
+    init_ray()
+
+    @ray.remote(num_cpus=0)
+    class Creator:  # stands in for a Train controller
+        def reserve(self) -> str:
+            pg = placement_group([{"CPU": 1}])
+            ray.get(pg.ready())
+            return pg.id.hex()
+
+    creator = Creator.remote()
+    orphan = ray.get(creator.reserve.remote())
+    ray.kill(creator)
+    mine = placement_group([{"CPU": 1}])
+    ray.get(mine.ready())
+    try:
+        assert placement_group_table()[orphan]["state"] == "CREATED"  # Ray itself keeps it
+        deadline, reaped = time.monotonic() + 30, 0
+        while not reaped and time.monotonic() < deadline:  # the creator's death arrives async
+            reaped = reap_orphaned_placement_groups()
+            time.sleep(0.2)
+        assert reaped == 1
+        assert placement_group_table()[orphan]["state"] == "REMOVED"
+        assert placement_group_table(mine)["state"] == "CREATED"
+        assert reap_orphaned_placement_groups() == 0
+    finally:
+        remove_placement_group(mine)
+
+
 def test_several_trainings_share_one_ray_train_job_and_the_bundle_cache(tmp_path, capsys):
     """`train_generators` (the segmentation study's comparison rows): two settings train in ONE
     Ray Train job; each bundle is the one `train_generator` finds for its settings afterwards."""
