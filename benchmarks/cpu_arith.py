@@ -1,8 +1,9 @@
-"""CPU arithmetic for the GAN stages: float32 vs bf16 autocast vs channels_last, side by side in one run.
+"""CPU arithmetic for the training stages: float32 vs bf16 autocast vs channels_last, side by side in one run.
 
     python benchmarks/cpu_arith.py [--size 64] [--steps 24] [--threads 1] [--out OUT]
 
-Each stage (mask GAN, vanilla GAN, CGAN, CycleGAN, refined-sim) is built from its config's defaults
+Each stage (mask GAN, vanilla GAN, CGAN, CycleGAN, refined-sim, and the CPU studies' classifiers
+smallcnn and resnet18) is built from its config's defaults
 (the CPU-sized settings the studies use) at `--size` px and trained `--steps` steps from the same seed on
 the same batch sequence in five arms: fp32, bf16, fp32+channels_last, bf16+channels_last, and fp32 from
 another seed (the control: how far two equally valid float32 runs drift apart). The arms advance in
@@ -37,6 +38,8 @@ KEY = {
     "cgan": "mse",
     "cyclegan": "cycle",
     "refined_sim": "loss_s",
+    "smallcnn": "train_loss",  # the classifiers of the CPU studies (make run; the baselines study)
+    "resnet18": "train_loss",
 }
 ARMS = {
     "fp32": (False, False, 0),
@@ -58,6 +61,8 @@ def data(size: int, n: int) -> dict:
         "image": torch.from_numpy(to_unit(cyto.images)),
         "A": torch.from_numpy(to_unit(histo.images)),
         "B": torch.from_numpy(to_unit(cyto.images)),
+        "x": torch.from_numpy(cyto.images).permute(0, 3, 1, 2).float().div(255),
+        "y": torch.from_numpy(cyto.labels.astype("int64")),
     }
 
 
@@ -92,6 +97,15 @@ def bench(name: str, size: int, d: dict) -> tuple[Bench, dict]:
             "A": d["A"],
             "B": d["B"],
         }
+    if name in ("smallcnn", "resnet18"):
+        import dataclasses
+
+        from cytoray.classify.config import ClassifierConfig
+        from cytoray.classify.train import ClassifierStage
+
+        cfg = ClassifierConfig(name=name)
+        params = {"classifier": dataclasses.asdict(cfg), "input_size": size, "num_classes": 2}
+        return Bench(name, ClassifierStage(params), {}, cfg.batch_size), {"x": d["x"], "y": d["y"]}
     from cytoray.config import to_plain
     from cytoray.generators.refined_sim import RefinedSimConfig
     from cytoray.generators.refined_stage import RefinedSimStage

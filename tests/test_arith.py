@@ -1,13 +1,15 @@
-"""The arithmetic run options: bf16 autocast on the CPU only when asked (run.cpu_bf16), and channels_last
-models that train to the same numbers as the default layout (run.channels_last)."""
+"""The arithmetic run options: bf16 autocast on the CPU only when asked (run.cpu_bf16; by default where
+the processor multiplies bf16 natively), and channels_last models that train to the same numbers as the
+default layout (run.channels_last; by default on the CPU)."""
 
 from __future__ import annotations
 
 import torch
 
 from cytoray.generators.gan import CGANConfig, CGANStage, stage_params
+from cytoray.training import stage as stage_mod
 from cytoray.training.config import RunConfig
-from cytoray.training.stage import amp_context
+from cytoray.training.stage import amp_context, use_channels_last
 
 CPU = torch.device("cpu")
 
@@ -24,7 +26,27 @@ def test_cpu_bf16_only_when_asked():
         _conv_dtype(amp_context(CPU, False, cpu_bf16=True)) == torch.float32
     )  # mixed_precision off wins
     assert _conv_dtype(amp_context(CPU, True, cpu_bf16=True)) == torch.bfloat16
-    assert RunConfig().cpu_bf16 is False and RunConfig().channels_last is False
+    assert _conv_dtype(amp_context(CPU, True, cpu_bf16=False)) == torch.float32
+
+
+def test_cpu_bf16_auto_follows_the_processor(monkeypatch):
+    """auto: bf16 only where the CPU has native bf16 dot products (emulated bf16 is slower)."""
+    assert RunConfig().cpu_bf16 == "auto" and RunConfig().channels_last == "auto"
+    for native, dtype in ((False, torch.float32), (True, torch.bfloat16)):
+        monkeypatch.setattr(stage_mod, "native_cpu_bf16", lambda native=native: native)
+        assert _conv_dtype(amp_context(CPU, True, cpu_bf16="auto")) == dtype
+        assert _conv_dtype(amp_context(CPU, False, cpu_bf16="auto")) == torch.float32
+    probes = [
+        getattr(torch.cpu, p, None) for p in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    ]
+    assert any(probes), "torch.cpu no longer has the probes native_cpu_bf16 reads"
+
+
+def test_channels_last_auto_is_on_for_the_cpu_only():
+    assert use_channels_last(CPU, "auto") is True
+    assert use_channels_last(torch.device("cuda"), "auto") is False
+    assert use_channels_last(torch.device("cuda"), True) is True
+    assert use_channels_last(CPU, False) is False
 
 
 def _losses(channels_last: bool, steps: int = 3) -> list[float]:

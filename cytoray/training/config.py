@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 from ..errors import ConfigError
 
@@ -15,10 +16,12 @@ class RunConfig:
     # GPU share per worker when use_gpu (0.25: four small trials share a GPU)
     gpus_per_worker: float = 1.0
     mixed_precision: bool = True  # bf16 autocast on CUDA (and on the CPU when cpu_bf16)
-    # bf16 autocast on the CPU too: pays with AVX-512 BF16 / AMX only (benchmarks/cpu_arith_epyc.md)
-    cpu_bf16: bool = False
-    # NHWC weights (convolutions follow): GAN stages faster on CPU and GPU (benchmarks/*.md)
-    channels_last: bool = False
+    # bf16 autocast on the CPU too; auto: where the processor multiplies bf16 natively (AVX-512 BF16
+    # or AMX), 1.4-2.1x there at equal losses; emulated elsewhere (benchmarks/cpu_arith_epyc.md)
+    cpu_bf16: bool | Literal["auto"] = "auto"
+    # NHWC weights (convolutions follow); auto: on the CPU (as fast or faster for every stage
+    # measured), off on CUDA (GAN stages gain, Inception-V3 lost 40%: set it per study there)
+    channels_last: bool | Literal["auto"] = "auto"
     sample_every: int = 5  # epochs between logged sample grids
     # epochs between checkpoints (resume points); the last epoch of a stage always
     checkpoint_every: int = 5

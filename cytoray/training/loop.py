@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import TrainingError
-from .stage import StageSpec, amp_context
+from .stage import StageSpec, amp_context, use_channels_last
 
 BEST_FILE, META_FILE, HISTORY_FILE, STATE_FILE, GRID_DIR, DONE_DIR = (
     "best.pt",
@@ -197,7 +197,7 @@ def _run(
 
     stage, seed, label = spec.stage, spec.seed, spec.label
     amp = amp_context(
-        device, bool(config.get("mixed_precision", True)), bool(config.get("cpu_bf16", False))
+        device, bool(config.get("mixed_precision", True)), config.get("cpu_bf16", False)
     )
     # 1. Data: the whole split on the device once.
     train, val, fixed = (
@@ -209,7 +209,8 @@ def _run(
     # 2. Models (same init on every rank), optimisers, the batch generator; a resumed stage's state.
     torch.manual_seed(seed)
     models = stage.build(device)
-    if config.get("channels_last"):  # NHWC weights; convolutions then keep activations NHWC too
+    # NHWC weights; convolutions then keep activations NHWC too
+    if use_channels_last(device, config.get("channels_last", False)):
         models = {k: m.to(memory_format=torch.channels_last) for k, m in models.items()}
     opts = stage.optimizers(models)
     gen = stage.rng(device, seed, rank)

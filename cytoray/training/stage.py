@@ -29,17 +29,32 @@ import torch.nn as nn
 from ..io import stable_hash
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this processor multiplies bf16 in hardware (AVX-512 BF16 or AMX tiles). Elsewhere
+    oneDNN emulates bf16 and autocast costs more than it saves."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
+
+
 def amp_context(
-    device: torch.device, enabled: bool, cpu_bf16: bool = False
+    device: torch.device, enabled: bool, cpu_bf16: bool | str = False
 ) -> Callable[[], contextlib.AbstractContextManager]:
     """bf16 autocast on CUDA when `enabled` (no GradScaler needed: bf16 has float32's range); on the
-    CPU only when `cpu_bf16` too (`run.cpu_bf16`: its speed and its losses differ by processor, see
-    benchmarks/cpu_arith.py); plain float32 otherwise."""
+    CPU only when `cpu_bf16` too (`run.cpu_bf16`; "auto": where `native_cpu_bf16()`, its speed
+    differs by processor, see benchmarks/cpu_arith.py); plain float32 otherwise."""
     if enabled and device.type == "cuda":
         return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    if cpu_bf16 == "auto":
+        cpu_bf16 = native_cpu_bf16()
     if enabled and cpu_bf16 and device.type == "cpu":
         return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext
+
+
+def use_channels_last(device: torch.device, option: bool | str) -> bool:
+    """`run.channels_last` on this device: "auto" is on for the CPU only (benchmarks/cpu_arith.py:
+    every stage as fast or faster; on CUDA it depends on the network, benchmarks/gpu_packing.py)."""
+    return device.type == "cpu" if option == "auto" else bool(option)
 
 
 def unwrap(m: nn.Module) -> nn.Module:
