@@ -90,10 +90,14 @@ def check_local_placement(run, address: str | None = None) -> None:
     need = run.num_workers * run.cpus_per_worker
     try:
         if need > cpus:
+            what = (
+                f"use --workers {cpus // run.cpus_per_worker} or fewer"
+                if cpus >= run.cpus_per_worker
+                else f"set run.cpus_per_worker={cpus} (--set run.cpus_per_worker={cpus})"
+            )
             raise CytorayError(
                 f"run.num_workers={run.num_workers} x run.cpus_per_worker={run.cpus_per_worker} "
-                f"= {need} CPUs, and {where} has {cpus}; use --workers "
-                f"{max(1, cpus // run.cpus_per_worker)} or fewer{fix}"
+                f"= {need} CPUs, and {where} has {cpus}; {what}{fix}"
             )
         if run.use_gpu and run.num_workers * per > gpus:
             raise CytorayError(

@@ -75,7 +75,10 @@ class RatioStudyConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     source: DataConfig = source_field()  # a translator's source domain (generators/domains.py)
     min_per_class: int = MIN_PER_CLASS  # per class and domain, for a translator
-    run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=10))
+    # one trial at a time (tune.max_concurrent) on both cores: its jobs and its own FID/KID
+    run: RunConfig = dataclasses.field(
+        default_factory=lambda: RunConfig(checkpoint_every=10, cpus_per_worker=2)
+    )
     classifier: ClassifierConfig = dataclasses.field(
         default_factory=lambda: ClassifierConfig(name="smallcnn", epochs=10)
     )
@@ -83,7 +86,7 @@ class RatioStudyConfig:
     filter: FilterConfig = dataclasses.field(default_factory=FilterConfig)
     # generator: configs/search/<generator>_ratio.yaml
     tune: TuneSettings = dataclasses.field(
-        default_factory=lambda: TuneSettings(search_space=OWN_SPACE)
+        default_factory=lambda: TuneSettings(search_space=OWN_SPACE, trial_cpu=0.0)
     )
 
     def __post_init__(self) -> None:
