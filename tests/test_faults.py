@@ -206,6 +206,10 @@ def test_a_killed_worker_node_is_replaced_and_the_trial_finishes(tmp_path):
             "generator.cgan.epochs=6",
             "--set",
             "run.checkpoint_every=1",
+            "--set",
+            "run.cpus_per_worker=1",  # the head's 1 CPU holds the trial (0.1), no worker
+            "--set",
+            "tune.trial_cpu=0.1",
             "--verbose",
         ]  # --verbose: the workers' epoch lines are watched
         with open(log, "w") as f:
