@@ -2,8 +2,8 @@
 
     python benchmarks/cpu_arith.py [--size 64] [--steps 24] [--threads 1] [--out OUT]
 
-Each stage (mask GAN, vanilla GAN, CGAN, CycleGAN, refined-sim, and the CPU studies' classifiers
-smallcnn and resnet18) is built from its config's defaults
+Each stage (mask GAN, vanilla GAN, CGAN, CycleGAN, refined-sim, the diffusion denoiser, and the CPU
+studies' classifiers smallcnn and resnet18) is built from its config's defaults
 (the CPU-sized settings the studies use) at `--size` px and trained `--steps` steps from the same seed on
 the same batch sequence in five arms: fp32, bf16, fp32+channels_last, bf16+channels_last, and fp32 from
 another seed (the control: how far two equally valid float32 runs drift apart). The arms advance in
@@ -40,6 +40,7 @@ KEY = {
     "refined_sim": "loss_s",
     "smallcnn": "train_loss",  # the classifiers of the CPU studies (make run; the baselines study)
     "resnet18": "train_loss",
+    "diffusion": "loss",  # the denoiser (MONAI's diffusion U-Net) on nucleus masks as its label maps
 }
 ARMS = {
     "fp32": (False, False, 0),
@@ -63,6 +64,7 @@ def data(size: int, n: int) -> dict:
         "B": torch.from_numpy(to_unit(cyto.images)),
         "x": torch.from_numpy(cyto.images).permute(0, 3, 1, 2).float().div(255),
         "y": torch.from_numpy(cyto.labels.astype("int64")),
+        "labels": torch.from_numpy((cyto.masks > 0).astype("int64")),
     }
 
 
@@ -106,6 +108,14 @@ def bench(name: str, size: int, d: dict) -> tuple[Bench, dict]:
         cfg = ClassifierConfig(name=name)
         params = {"classifier": dataclasses.asdict(cfg), "input_size": size, "num_classes": 2}
         return Bench(name, ClassifierStage(params), {}, cfg.batch_size), {"x": d["x"], "y": d["y"]}
+    if name == "diffusion":
+        from cytoray.generators.diffusion import DenoiserParams, DenoiserStage, DiffusionConfig
+        from cytoray.training.stage import extend
+
+        cfg = DiffusionConfig().denoiser
+        st = DenoiserStage(extend(cfg, DenoiserParams, size=size, labels=2, classes=2))
+        arr = {"image": d["image"], "labels": d["labels"], "cls": d["y"]}
+        return Bench(name, st, {}, cfg.batch_size), arr
     from cytoray.config import to_plain
     from cytoray.generators.refined_sim import RefinedSimConfig
     from cytoray.generators.refined_stage import RefinedSimStage

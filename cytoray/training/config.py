@@ -19,7 +19,7 @@ class RunConfig:
     # bf16 autocast on the CPU too; auto: where the processor multiplies bf16 natively (AVX-512 BF16
     # or AMX), 1.4-2.1x there at equal losses; emulated elsewhere (benchmarks/cpu_arith_epyc.md)
     cpu_bf16: bool | Literal["auto"] = "auto"
-    # NHWC weights (convolutions follow); auto: on the CPU (as fast or faster for every stage
+    # NHWC weights (convolutions follow); auto: on the CPU (with bf16 1.31-2.06x fp32 on every stage
     # measured), off on CUDA (GAN stages gain, Inception-V3 lost 40%: set it per study there)
     channels_last: bool | Literal["auto"] = "auto"
     sample_every: int = 5  # epochs between logged sample grids

@@ -52,8 +52,8 @@ def amp_context(
 
 
 def use_channels_last(device: torch.device, option: bool | str) -> bool:
-    """`run.channels_last` on this device: "auto" is on for the CPU only (benchmarks/cpu_arith.py:
-    every stage as fast or faster; on CUDA it depends on the network, benchmarks/gpu_packing.py)."""
+    """`run.channels_last` on this device: "auto" is on for the CPU only (benchmarks/cpu_arith.py: with
+    bf16, faster than fp32 on every stage; on CUDA it depends on the network, benchmarks/gpu_packing.py)."""
     return device.type == "cpu" if option == "auto" else bool(option)
 
 
