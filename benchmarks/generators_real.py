@@ -153,6 +153,9 @@ def grid(real: dict, fake: dict, maps: dict, n: int = 8) -> np.ndarray:
     )
 
 
+ARITH = {"auto": {}, "fp32": {"cpu_bf16": False, "channels_last": False}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -182,6 +185,13 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=90, help="synthetic images per class for KID")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cpus", type=int, default=2, help="CPU threads of the training job")
+    ap.add_argument(
+        "--arith",
+        choices=("auto", "fp32"),
+        default="auto",
+        help="run.cpu_bf16 / run.channels_last: the defaults (auto) or float32 NCHW (the stage cache does "
+        "not tell them apart: give each its own --out)",
+    )
     ap.add_argument("--verbose", action="store_true")
     a = ap.parse_args()
     from cytoray.config import DataConfig
@@ -239,7 +249,7 @@ def main() -> None:
             a.out / "bundles" / name,
             a.out / "cache",
             man.hash,
-            RunConfig(seed=a.seed, cpus_per_worker=a.cpus),
+            RunConfig(seed=a.seed, cpus_per_worker=a.cpus, **ARITH[a.arith]),
         )
         seconds = time.perf_counter() - t0
         gen = gen_cls.load(bundle)
