@@ -20,7 +20,7 @@ Variants (each adds one thing to the one before; `--variants` picks):
                `sharp`'s (shared through the stage cache): cytoray's shipped defaults
   gan          the vanilla RGB GAN per class with the small-data pieces (control)
   diffusion    the mask-conditioned diffusion generator (generators/diffusion.py) on the same label maps,
-               its maps drawn by the same class mask GANs as `sharp` (shared through the stage cache)
+               its maps drawn as `bank`'s (the class's training maps warped; its `prior`, shipped default)
 It writes <out>/generators_real.json (per variant and class: kid, kid_sd, kid_floor,
 kid_other_class, precision/recall/density/coverage with their real-vs-real values, memorised share;
 train_seconds, sample_seconds; `default`: the variant the shipped defaults train) and one grid

@@ -161,7 +161,7 @@ def test_mask_gans_are_syncgans_own_stages():
     from cytoray.generators.syncgan import SynCGAN, SynCGANConfig
 
     train, val, key = _split()
-    cfg = _tiny()
+    cfg = dataclasses.replace(_tiny(), prior="gan")
     mine = {
         s.label: s.name
         for s in Diffusion.stages(train, val, cfg, key, 0)
@@ -175,6 +175,8 @@ def test_mask_gans_are_syncgans_own_stages():
         if s.label.startswith("mask_gan/")
     }
     assert mine == theirs and len(mine) == 2  # same cache folders: trained once for both generators
+    # prior bank (the default): the training maps are the prior, no mask GAN is trained
+    assert [s.label for s in Diffusion.stages(train, val, _tiny(), key, 0)] == ["denoiser"]
 
 
 def test_the_ratio_study_searches_it_by_name():
@@ -215,8 +217,17 @@ def test_trains_under_ray_train_with_grids_and_sampling_settings_retrain_nothing
         np.isfinite(h["val_loss"]) for h in den.history
     )
     assert len(den.grids()) == 2  # one grid (map | sample | real) per epoch
+    assert set(res) == {"denoiser"}  # prior bank: no mask GAN
     gen = load_bundle(out)
     imgs, masks = gen.sample(4, "malignant", seed=2)
+    # the maps are the class's training maps, warped: each holds the nucleus label where a
+    # training map of the class does, in a share near theirs
+    from cytoray.generators.syncgan import priors
+    from cytoray.masks.labels import NUCLEUS
+
+    drawn = gen.maps.draw("malignant", 32, 3, torch.Generator(), np.random.default_rng(0))
+    own = priors(train, _tiny().masks)[train.labels == train.class_names.index("malignant")]
+    assert abs((drawn == NUCLEUS).mean() - (own == NUCLEUS).mean()) < 0.05
     assert (
         imgs.shape == (4, 32, 32, 3)
         and imgs.dtype == np.uint8

@@ -3,12 +3,13 @@
 1. Label maps of the real training/validation images, the ones SynCGAN's mask GANs learn: bool
    nucleus masks (2 labels) or integer maps (glass, cytoplasm, nucleus, padding). The label
    count K is taken from the data (and the mask GANs) and kept in the bundle.
-2. One mask GAN per class, z → label map: SynCGAN's own stages, taken from `SynCGAN.stages`
-   (`mask_gan_specs`), so a diffusion and a SynCGAN run with the same mask settings share them
-   through the stage cache, and the two generators differ only in the map → image step.
-   Why the GANs and not a second (unconditional) diffusion model of the maps: a map is a few
-   blobs, the mask GANs already draw them well on Herlev (augment.py), they cost little next to
-   the denoiser, and reusing them makes the diffusion-vs-CGAN comparison a clean one.
+2. The maps sampling draws from (`prior`, map_prior.py), SynCGAN's two priors, so the two
+   generators differ only in the map → image step: `bank` (default) warps the class's training
+   maps; `gan` trains one mask GAN per class, SynCGAN's own stages taken from `SynCGAN.stages`
+   (`mask_gan_specs`), which a SynCGAN run with the same mask settings shares through the stage
+   cache. Why not a second (unconditional) diffusion model of the maps: a map is a few blobs,
+   and on Herlev the warped training maps are as good as the real maps themselves for the CGAN
+   (benchmarks/generators_real_herlev.md), at no training cost.
 3. The denoiser: MONAI's `DiffusionModelUNet` (maintained, numpy + torch only, nothing to
    download; MONAI also ships the SPADE variant should concatenation fall short), trained from
    scratch. Its input is the noisy image with the map's K one-hot channels concatenated; the
@@ -17,7 +18,8 @@
    conditional and unconditional predictions). Epsilon or v prediction, the noise schedule in
    the config; an EMA copy of the weights is the stage's product (bundle and sampling).
    Training maps and images are flipped / quarter-turned together (cells have no up).
-4. `sample(n, cls)` = DDIM(denoiser | mask_gan[cls](z), cls) with `sampling.steps` steps.
+4. `sample(n, cls)` = DDIM(denoiser | map, cls) with `sampling.steps` steps, map = a warped
+   training map of the class or mask_gan[cls](z).
 All stages train in one Ray Train job on the shared loop (stage cache, checkpoints, resume,
 bf16 autocast on CUDA, DDP); the denoiser's grid (map | sample | real) every `run.sample_every`
 epochs. On an H200 (bf16 autocast, batch 64, 64 px) it trains at ~900 images/s and draws 180
@@ -40,10 +42,11 @@ from ..masks.config import MasksConfig
 from ..masks.segmenter import pinned
 from ..nets import MaskGenerator
 from ..nets.images import from_unit, to_unit
-from ..training.stage import Stage, StageSpec, extend, to_uint8_grid, unwrap
+from ..training.stage import Stage, StageSpec, amp_context, extend, to_uint8_grid, unwrap
 from .augment import dihedral
 from .base import Generator, GeneratorConfig
 from .gan import LatentGANConfig
+from .map_prior import MapPrior, bank, check_prior
 from .small_data import ema_decay, ema_update, optimizer_steps
 from .syncgan import masks_key
 
@@ -172,6 +175,13 @@ class DiffusionConfig(GeneratorConfig):
     mask_gan: LatentGANConfig = dataclasses.field(default_factory=LatentGANConfig)
     denoiser: DenoiserConfig = dataclasses.field(default_factory=DenoiserConfig)
     sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
+    # sampling's label maps: the class's training maps warped, or the class mask GANs (map_prior.py)
+    prior: Literal["gan", "bank"] = "bank"
+    # prior bank: the elastic warp's largest shift, a share of the image size (masks/warp.py)
+    warp: float = 0.06
+
+    def validate(self) -> None:
+        check_prior(self.prior, self.warp)
 
 
 # ----------------------------------------------------------------------------- label maps
@@ -187,12 +197,6 @@ def one_hot(labels: torch.Tensor | np.ndarray, k: int) -> torch.Tensor:
     """bool or integer maps [N,H,W] → float [N,K,H,W] in {-1, +1} (the scale of the images)."""
     t = torch.as_tensor(np.asarray(labels) if isinstance(labels, np.ndarray) else labels).long()
     return F.one_hot(t, k).permute(0, 3, 1, 2).float() * 2 - 1
-
-
-def gan_labels(gen: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """A mask GAN's maps as integer labels [N,H,W]: one logit channel → {0,1}; several → argmax."""
-    out = gen(z)
-    return (out[:, 0] > 0).long() if out.shape[1] == 1 else out.argmax(1)
 
 
 def mask_gan_specs(
@@ -285,6 +289,9 @@ class DenoiserStage(Stage):
     """Noise (or v) prediction on (map, image, class) triples, EMA of the weights as the product."""
 
     kind, keep, Params = "diffusion", "ema", DenoiserParams
+    # what sampling needs beside the weights (prior bank: the training maps), a function of the
+    # training data, which the stage's data key covers, so it is kept out of the params hash
+    sampling_meta: dict = {}
     # the EMA copy never runs forward under DDP: its
     # wrapper only broadcasts rank 0's initial weights
 
@@ -359,7 +366,11 @@ class DenoiserStage(Stage):
         return " ".join(f"{k} {metrics[k]:.4f}" for k in ("loss", "val_loss") if k in metrics)
 
     def meta(self):
-        return {"unet_kwargs": unet_kwargs(self.cfg), "schedule": schedule_kwargs(self.cfg)}
+        return {
+            "unet_kwargs": unet_kwargs(self.cfg),
+            "schedule": schedule_kwargs(self.cfg),
+            **self.sampling_meta,
+        }
 
     @torch.no_grad()
     def grid(self, models, fixed):
@@ -405,6 +416,7 @@ class Diffusion(Generator):
             meta,
         )
         self.classes, self.sampling = list(meta["classes"]), sampling
+        self.maps = MapPrior(meta, self.mask_gans)
 
     @classmethod
     def bundle_key(cls, cfg: DiffusionConfig, data_key: str, seed: int) -> str:
@@ -424,7 +436,7 @@ class Diffusion(Generator):
     def stages(
         cls, train: ImageSet, val: ImageSet, cfg: DiffusionConfig, data_key: str, seed: int
     ) -> list[StageSpec]:
-        specs = mask_gan_specs(train, val, cfg, data_key, seed)
+        specs = mask_gan_specs(train, val, cfg, data_key, seed) if cfg.prior == "gan" else []
         # an alias resolved once: both map sets and their key name one segmenter version
         masks = pinned(cfg.masks)
         m_train, m_val = label_maps(train, masks), label_maps(val, masks)
@@ -433,7 +445,7 @@ class Diffusion(Generator):
         # GANs draw (a split may lack one, e.g. padding)
         k = max(
             label_count(np.concatenate([m_train.reshape(-1), m_val.reshape(-1)])),
-            specs[0].stage.cfg.labels,
+            specs[0].stage.cfg.labels if specs else 0,
         )
         p = extend(
             cfg.denoiser,
@@ -444,10 +456,13 @@ class Diffusion(Generator):
         )
         fixed_idx = np.arange(min(8, len(val)))
         maps = lambda m: np.asarray(m).astype(np.int64)  # noqa: E731
+        denoiser = DenoiserStage(p)
+        if cfg.prior == "bank":  # the maps sampling warps
+            denoiser.sampling_meta = {"bank": bank(train, m_train)}
         specs.append(
             StageSpec(
                 "denoiser",
-                DenoiserStage(p),
+                denoiser,
                 train={
                     "image": to_unit(train.images),
                     "labels": maps(m_train),
@@ -484,15 +499,22 @@ class Diffusion(Generator):
             "mask_source": cfg.masks.source,
             "denoiser": {"kwargs": den.meta["unet_kwargs"], "schedule": den.meta["schedule"]},
             "sampling": dataclasses.asdict(cfg.sampling),
-            "mask_gans": {
-                c: {"kwargs": results[f"mask_gan/{c}"].meta["generator_kwargs"]}
-                for c in train.class_names
-            },
+            "prior": cfg.prior,
         }
         states = {"denoiser": den.best_state()}
-        states.update(
-            {f"mask_gan_{c}": results[f"mask_gan/{c}"].best_state() for c in train.class_names}
-        )
+        if cfg.prior == "gan":
+            meta["mask_gans"] = {
+                c: {"kwargs": results[f"mask_gan/{c}"].meta["generator_kwargs"]}
+                for c in train.class_names
+            }
+            states.update(
+                {f"mask_gan_{c}": results[f"mask_gan/{c}"].best_state() for c in train.class_names}
+            )
+        else:  # a denoiser stage cached by a run with the GAN prior holds no bank: the maps again
+            meta.update(
+                bank=den.meta.get("bank") or bank(train, label_maps(train, pinned(cfg.masks))),
+                warp=cfg.warp,
+            )
         return meta, states, {}
 
     # -- sampling ---------------------------------------------------------------
@@ -501,7 +523,11 @@ class Diffusion(Generator):
         meta, path = read_bundle(path)
         unet = build_unet(meta["denoiser"]["kwargs"])
         unet.load_state_dict(load_state(path, "denoiser"))
-        gans = load_per_class(path, meta["mask_gans"], MaskGenerator, "mask_gan_")
+        gans = (
+            load_per_class(path, meta["mask_gans"], MaskGenerator, "mask_gan_")
+            if meta.get("prior", "gan") == "gan"
+            else {}
+        )
         return cls(unet, gans, meta, SamplingConfig(**meta["sampling"]))
 
     @torch.no_grad()
@@ -509,25 +535,26 @@ class Diffusion(Generator):
         """n synthetic images of class `cls` (uint8 [n,S,S,3]) and their nucleus masks (bool [n,S,S])."""
         self.check_class(cls)
         s, k = self.sampling, int(self.meta["labels"])
-        g = torch.Generator().manual_seed(seed)
+        g, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
         idx = torch.tensor(self.classes.index(cls))
+        # bf16 where this processor multiplies it in hardware (run.cpu_bf16's "auto")
+        amp = amp_context(torch.device("cpu"), True, "auto")
         imgs, masks = [], []
         for start in range(0, n, s.batch):
             b = min(s.batch, n - start)
-            labels = gan_labels(
-                self.mask_gans[cls], torch.randn(b, self.mask_gans[cls].z_dim, generator=g)
-            )
-            x = ddim_sample(
-                self.unet,
-                self.meta["denoiser"]["schedule"],
-                one_hot(labels, k),
-                idx.repeat(b),
-                len(self.classes),
-                s.steps,
-                s.guidance,
-                s.eta,
-                g,
-            )
-            imgs.append(from_unit(x))
+            labels = torch.as_tensor(self.maps.draw(cls, b, k, g, rng)).long()
+            with amp():
+                x = ddim_sample(
+                    self.unet,
+                    self.meta["denoiser"]["schedule"],
+                    one_hot(labels, k),
+                    idx.repeat(b),
+                    len(self.classes),
+                    s.steps,
+                    s.guidance,
+                    s.eta,
+                    g,
+                )
+            imgs.append(from_unit(x.float()))
             masks.append((labels == int(self.meta["nucleus"])).numpy())
         return np.concatenate(imgs), np.concatenate(masks)

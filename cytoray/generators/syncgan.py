@@ -36,12 +36,10 @@ import torch
 
 from ..bundle import build_net, load_per_class, load_state, read_bundle
 from ..data.folder import ImageSet
-from ..errors import ConfigError
 from ..io import stable_hash
 from ..masks.config import MasksConfig, cache_identity, dataset_label_maps, dataset_masks
 from ..masks.labels import N_LABELS, NUCLEUS, paint, region_colours
 from ..masks.segmenter import pinned
-from ..masks.warp import pack_maps, unpack_maps, warp_label_maps
 from ..nets import MaskGenerator, UNet
 from ..nets.images import from_unit, to_unit
 from ..training.stage import StageSpec, extend
@@ -56,6 +54,7 @@ from .gan import (
     masks_to_unit,
     seeded_z,
 )
+from .map_prior import MapPrior, bank, check_prior
 
 
 @dataclasses.dataclass
@@ -72,10 +71,7 @@ class SynCGANConfig(GeneratorConfig):
     warp: float = 0.06
 
     def validate(self) -> None:
-        if not 0.0 <= self.warp <= 0.25:
-            raise ConfigError(
-                f"warp={self.warp}: the elastic shift is a share of the image size in [0, 0.25]"
-            )
+        check_prior(self.prior, self.warp)
 
 
 def nucleus_masks(ds: ImageSet, masks: MasksConfig) -> np.ndarray:
@@ -103,7 +99,7 @@ class SynCGAN(Generator):
             meta,
         )
         self.classes = list(meta["classes"])
-        self._bank: dict[str, np.ndarray] = {}
+        self.maps = MapPrior(meta, self.mask_gans)
 
     # -- training ---------------------------------------------------------------
     @classmethod
@@ -255,30 +251,13 @@ class SynCGAN(Generator):
             torch.manual_seed(seed)
             for start in range(0, n, batch):
                 b = min(batch, n - start)
-                m = self._maps(cls, b, k, g, rng)
+                m = self.maps.draw(cls, b, k, g, rng)
                 y = masks_to_unit(m, k)
                 if colours is not None:
                     y = np.concatenate([y, paint(m, draw_colours(colours, b, rng))], 1)
                 imgs.append(from_unit(self.cgan(torch.as_tensor(y))))  # G_CGAN(condition)
                 maps.append(m)
         return np.concatenate(imgs), np.concatenate(maps)
-
-    def _maps(
-        self, cls: str, b: int, k: int, g: torch.Generator, rng: np.random.Generator
-    ) -> np.ndarray:
-        if (
-            cls not in self.mask_gans
-        ):  # prior bank: training maps of the class, each under its own warp
-            maps = self._bank.setdefault(cls, unpack_maps(self.meta["bank"][cls]))
-            return warp_label_maps(
-                maps[rng.integers(len(maps), size=b)],
-                rng,
-                elastic=float(self.meta.get("warp", 0.06)),
-            )
-        logits = self.mask_gans[cls](torch.randn(b, self.mask_gans[cls].z_dim, generator=g))
-        if k == 1:
-            return (torch.tanh(logits) > 0)[:, 0].numpy()  # binary mask, eq. 7's G_GAN(z)
-        return logits.argmax(1).numpy().astype(np.uint8)  # the label map
 
     def sample(
         self, n: int, cls: str, seed: int = 0, batch: int = 64
@@ -294,11 +273,6 @@ class SynCGAN(Generator):
 def n_labels(masks: MasksConfig) -> int:
     """Channels of the prior: 1 for a binary nucleus mask, one per label of a label map."""
     return N_LABELS if masks.labels == "cell" else 1
-
-
-def bank(train: ImageSet, maps: np.ndarray) -> dict:
-    """Each class's training label maps (or masks), packed for the bundle's meta (prior: bank)."""
-    return {c: pack_maps(maps[train.labels == i]) for i, c in enumerate(train.class_names)}
 
 
 def uses_colours(masks: MasksConfig, cgan: CGANConfig) -> bool:
