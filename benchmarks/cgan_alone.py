@@ -11,13 +11,16 @@ them (prior bank: a training map under a random warp, region colours from the cl
 KID against the held-out cells (validation + test) on the real Inception weights. `--seed` sets the
 weights' initialisation and the stage's noise stream: run several to see the training-seed spread.
 Appends one JSON line to OUT/results.jsonl and writes OUT/grid_<name>.png (rows per class: held-out
-real, synthetic).
+real, synthetic) and the synthetic cells, OUT/samples_<name>.npz. `--every N` adds a curve: the EMA
+generator scored every N steps against the held-out cells and (`<class>_train`) against the
+training cells, the only score a selection of snapshots or seeds may use. The CGAN trains under
+`--arith` (default auto: bf16 autocast where the processor multiplies bf16 in hardware; the
+figures in generators_real_herlev.md before 2026-12-07 are float32).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import sys
@@ -52,6 +55,19 @@ def main() -> None:
     ap.add_argument(
         "--lr-decay", action="store_true", help="lr linear to 0 over the second half of the steps"
     )
+    ap.add_argument(
+        "--every",
+        type=int,
+        default=0,
+        help="also score the EMA generator every N steps, against the held-out cells and against "
+        "the training cells (what a selection on training data could see); 0 = only at the end",
+    )
+    ap.add_argument(
+        "--arith",
+        choices=("auto", "fp32"),
+        default="auto",
+        help="auto: bf16 autocast where the CPU multiplies bf16 in hardware (run.cpu_bf16: auto)",
+    )
     a = ap.parse_args()
     from generators_real import grid, held_out  # the generator benchmark's split and grid
 
@@ -65,6 +81,7 @@ def main() -> None:
     from cytoray.masks.warp import warp_label_maps
     from cytoray.metrics.fidelity import fid_kid_from_features, inception_features
     from cytoray.nets.images import from_unit, to_unit
+    from cytoray.training.stage import amp_context
 
     torch.set_num_threads(2)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -106,14 +123,44 @@ def main() -> None:
         if a.lr_decay
         else []
     )
+    amp = amp_context(torch.device("cpu"), True, a.arith)
+    f_real = {c: inception_features(v) for c, v in real.items()}
+    f_train = {
+        c: inception_features(train.images[train.labels == i])
+        for i, c in enumerate(train.class_names)
+    }
+
+    def score(G) -> tuple[dict, dict]:
+        """KID of 90 cells per class drawn as the shipped sampler draws them (same maps and colours
+        at every call), against the held-out cells and against the training cells."""
+        res, fake = {}, {}
+        for i, c in enumerate(train.class_names):
+            rng = np.random.default_rng(1)
+            torch.manual_seed(1)
+            maps = m_train[train.labels == i]
+            cols = region_colours(train.images[train.labels == i], maps).astype(np.float32)
+            mm = warp_label_maps(maps[rng.integers(len(maps), size=90)], rng, elastic=cfg.warp)
+            cond = masks_to_unit(mm, k)
+            if ccfg.colours:
+                cond = np.concatenate([cond, paint(mm, draw_colours(cols, 90, rng))], 1)
+            with torch.no_grad():
+                imgs = np.concatenate(
+                    [from_unit(G(torch.as_tensor(cond[j : j + 45]))) for j in range(0, 90, 45)]
+                )
+            f = inception_features(imgs)
+            r = fid_kid_from_features(f, f_real[c], seed=0)
+            res[c], res[f"{c}_sd"] = round(r["kid_mean"], 4), round(r["kid_std"], 4)
+            res[f"{c}_train"] = round(fid_kid_from_features(f, f_train[c], seed=0)["kid_mean"], 4)
+            fake[c] = imgs
+        return res, fake
+
+    curve, eval_s = [], 0.0
     t0, step, bs = time.time(), 0, ccfg.batch_size
     while step < a.steps:
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(step))
         for i in range(0, len(perm) - bs + 1, bs):
             b = perm[i : i + bs]
-            out = stage.train_step(
-                models, opts, {"mask": y[b], "image": x[b]}, gen, contextlib.nullcontext
-            )
+            out = stage.train_step(models, opts, {"mask": y[b], "image": x[b]}, gen, amp)
             for s in sched:
                 s.step()
             step += 1
@@ -124,6 +171,14 @@ def main() -> None:
                     f"{time.time() - t0:.0f} s",
                     flush=True,
                 )
+            if a.every and step % a.every == 0 and step < a.steps:
+                te, G = time.time(), stage.sampler(models)
+                G.eval()
+                r, _ = score(G)
+                G.train()
+                eval_s += time.time() - te
+                curve.append({"step": step, **r})
+                print("CURVE", json.dumps(curve[-1]), flush=True)
             if step >= a.steps:
                 break
     res = {
@@ -131,28 +186,16 @@ def main() -> None:
         "set": a.set,
         "steps": a.steps,
         "seed": a.seed,
-        "train_s": round(time.time() - t0),
+        "train_s": round(time.time() - t0 - eval_s),
+        "arith": a.arith,
     }
     G = stage.sampler(models).eval()
-    f_real = {c: inception_features(v) for c, v in real.items()}
-    fake = {}
-    for i, c in enumerate(train.class_names):
-        rng = np.random.default_rng(1)
-        torch.manual_seed(1)
-        maps = m_train[train.labels == i]
-        cols = region_colours(train.images[train.labels == i], maps).astype(np.float32)
-        mm = warp_label_maps(maps[rng.integers(len(maps), size=90)], rng, elastic=cfg.warp)
-        cond = masks_to_unit(mm, k)
-        if ccfg.colours:
-            cond = np.concatenate([cond, paint(mm, draw_colours(cols, 90, rng))], 1)
-        with torch.no_grad():
-            imgs = np.concatenate(
-                [from_unit(G(torch.as_tensor(cond[j : j + 45]))) for j in range(0, 90, 45)]
-            )
-        r = fid_kid_from_features(inception_features(imgs), f_real[c], seed=0)
-        res[c], res[f"{c}_sd"] = round(r["kid_mean"], 4), round(r["kid_std"], 4)
-        fake[c] = imgs
+    r, fake = score(G)
+    res.update(r)
+    if curve:
+        res["curve"] = curve + [{"step": step, **r}]
     save_png(a.out / f"grid_{a.name}.png", grid(real, fake, {}))
+    np.savez_compressed(a.out / f"samples_{a.name}.npz", **fake)
     print("RESULT", json.dumps(res), flush=True)
     with open(a.out / "results.jsonl", "a") as f:
         f.write(json.dumps(res) + "\n")
