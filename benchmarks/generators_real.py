@@ -18,6 +18,8 @@ Variants (each adds one thing to the one before; `--variants` picks):
   bank         + `prior: bank`: no class mask GAN; each map is one of the class's training maps under
                a random symmetry, rotation, scale and elastic warp (masks/warp.py); the CGAN is
                `sharp`'s (shared through the stage cache): cytoray's shipped defaults
+  kid          + `cgan.select: kid`: the CGAN keeps the epoch (of every 5th and the last) whose cells
+               are closest to the training cells by KID, instead of the last
   gan          the vanilla RGB GAN per class with the small-data pieces (control)
   diffusion    the mask-conditioned diffusion generator (generators/diffusion.py) on the same label maps,
                its maps drawn as `bank`'s (the class's training maps warped; its `prior`, shipped default)
@@ -41,7 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("paper", "small_data", "labels", "loss", "sharp", "bank", "gan", "diffusion")
+VARIANTS = ("paper", "small_data", "labels", "loss", "sharp", "bank", "kid", "gan", "diffusion")
 DEFAULT = "bank"  # the variant whose settings are SynCGANConfig()'s
 
 
@@ -72,6 +74,7 @@ def variant_config(name: str, a: argparse.Namespace):
         "loss": unet,
         "sharp": {},
         "bank": {},
+        "kid": {"select": "kid"},
     }[name]
     mask_gan = off if name == "paper" else {}
     labels = "nucleus" if name in ("paper", "small_data") else "cell"
@@ -79,7 +82,7 @@ def variant_config(name: str, a: argparse.Namespace):
         masks=MasksConfig(labels=labels),
         mask_gan=LatentGANConfig(epochs=a.mask_epochs, **width, **mask_gan),
         cgan=CGANConfig(epochs=a.cgan_epochs, **width, **cgan),
-        prior="bank" if name == "bank" else "gan",
+        prior="bank" if name in ("bank", "kid") else "gan",
     )
     if name == DEFAULT:  # the shipped defaults, at the benchmark's epochs and widths only
         ref = SynCGANConfig()

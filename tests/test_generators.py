@@ -333,6 +333,30 @@ def test_bank_prior_draws_warped_training_maps_without_a_mask_gan(trained):
         load(SynCGANConfig, None, ["warp=0.5"])
 
 
+def test_select_kid_keeps_the_epoch_whose_cells_are_nearest_the_training_cells(trained):
+    """`cgan.select: kid` under Ray Train: every scored epoch carries `kid_train` in its history and
+    the bundle's CGAN is the scored epoch with the lowest one."""
+    from cytoray.generators.syncgan import SynCGAN
+
+    cfg, tmp = trained["cfg"].syncgan, trained["tmp"]
+    cfg = dataclasses.replace(
+        cfg, prior="bank", cgan=dataclasses.replace(cfg.cgan, select="kid", select_every=1)
+    )
+    out, res = SynCGAN.train(
+        trained["train"],
+        trained["val"],
+        cfg,
+        tmp / "kid",
+        tmp / "cache",
+        trained["hash"],
+        trained["cfg"].run,
+    )
+    hist = res["cgan"].history
+    kids = [h["kid_train"] for h in hist]
+    assert len(kids) == 2 and all(np.isfinite(k) and k > 0 for k in kids)
+    assert res["cgan"].meta["best_epoch"] == int(np.argmin(kids))
+
+
 def test_stage_cache_reuses_finished_stages(trained):
     from cytoray.generators.syncgan import SynCGAN
 

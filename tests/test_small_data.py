@@ -305,3 +305,65 @@ def test_ema_decay_warms_up_for_short_runs():
 
     assert ema_decay(0.999, 0) == pytest.approx(0.1) and ema_decay(0.999, 90) == pytest.approx(0.91)
     assert ema_decay(0.999, 10**6) == 0.999
+
+
+def test_select_kid_scores_the_sampler_against_training_cells_and_keeps_the_best_epoch():
+    """`cgan.select: kid`: SynCGAN hands its CGAN stage conditions drawn as sampling draws them (2 per
+    training cell, per class) and the training cells; the stage scores every `select_every`-th and
+    the last epoch, and a sampler that copies training cells scores far below a flat grey one."""
+    import dataclasses
+
+    from cytoray.data.source import simulated_set
+    from cytoray.data.splits import make_manifest
+    from cytoray.generators.syncgan import SynCGAN, SynCGANConfig
+
+    ds = simulated_set("cytology", 24, 32, 0)
+    man, _ = make_manifest(ds, [3, 1, 1], 0)
+    train, val = ds.subset(man.indices("train")), ds.subset(man.indices("val"))
+    cfg = SynCGANConfig()
+    cgan = dataclasses.replace(
+        cfg.cgan, select="kid", select_every=2, epochs=3, g_base=8, d_base=8, full_res=8
+    )
+    spec = SynCGAN.stages(train, val, dataclasses.replace(cfg, cgan=cgan), man.hash, 0)[-1]
+    v, stage = spec.val, spec.stage
+    counts = np.bincount(train.labels, minlength=2)
+    assert v["kid_cond"].shape == (2 * len(train), stage.cfg.in_ch, 32, 32)
+    assert np.array_equal(np.bincount(v["kid_cls"], minlength=2), 2 * counts)
+    assert np.array_equal(v["kid_real"], train.images)
+    # the same conditions at every call (seeded), none in a stage that keeps the last weights
+    again = SynCGAN.stages(train, val, dataclasses.replace(cfg, cgan=cgan), man.hash, 0)[-1]
+    assert np.array_equal(again.val["kid_cond"], v["kid_cond"])
+    assert "kid_cond" not in SynCGAN.stages(train, val, cfg, man.hash, 0)[-1].val
+
+    models, val_t = stage.build(CPU), stage.prepare(v, CPU)
+    opts, amp = stage.optimizers(models), amp_context(CPU, False)
+    scored = []
+    for epoch in range(3):
+        stage.begin_epoch(opts, epoch)
+        scored.append("kid_train" in stage.validate(models, val_t, amp))
+    assert scored == [False, True, True]  # epoch 2 of every 2, and the last
+    assert stage.selection({"kid_train": 0.5}, 1) < stage.selection({}, 2)
+
+    class Replay(torch.nn.Module):  # a sampler drawing cells of the asked class from training
+        def __init__(self, images):
+            super().__init__()
+            self.images, self.i = images, 0
+
+        def noise_shape(self, x):
+            return ()
+
+        def forward(self, y):
+            out = self.images[self.i : self.i + len(y)]
+            self.i += len(y)
+            return out
+
+    unit = torch.from_numpy(train.images.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1)
+    pick = np.concatenate(
+        [np.repeat(np.flatnonzero(train.labels == c), 2) for c in range(2)]
+    )  # kid_cond is ordered by class
+    copies, grey = Replay(unit[pick]), Replay(torch.zeros(len(pick), 3, 32, 32))
+    stage.sampler = lambda models: copies
+    kid_copies = stage.kid_to_training(models, val_t)
+    stage.sampler = lambda models: grey
+    kid_grey = stage.kid_to_training(models, val_t)
+    assert kid_copies < 0.2 * kid_grey, (kid_copies, kid_grey)

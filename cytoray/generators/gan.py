@@ -36,7 +36,7 @@ AUGMENTS = (
     "dihedral",
 )
 RECON = ("mse", "l1", "fm")  # the CGAN's reconstruction term: paper, pix2pix, D feature matching
-SELECT = ("val_loss", "last")  # which epoch's weights a CGAN keeps
+SELECT = ("val_loss", "last", "kid")  # which epoch's weights a CGAN keeps
 
 # ----------------------------------------------------------------------------- configs
 
@@ -65,14 +65,18 @@ class CGANConfig(SmallData):
     # reconstruction term weighted by λ: mse (paper), l1 (pix2pix), fm (D feature matching)
     recon: str = "l1"
     # last: the last (EMA) weights; val_loss: the paper's
-    # best epoch by validation G loss (it rewards blur)
+    # best epoch by validation G loss (it rewards blur); kid: the lowest KID of its cells
+    # against the training cells, scored every `select_every` epochs and at the last
     select: str = "last"
+    select_every: int = 5
     # with label maps: each region painted its colour in the
     # condition (drawn from the class's real cells when sampling)
     colours: bool = True
 
     def validate(self) -> None:
-        _positive(self, "epochs", "batch_size", "lr", "g_base", "d_base", "d_layers")
+        _positive(
+            self, "epochs", "batch_size", "lr", "g_base", "d_base", "d_layers", "select_every"
+        )
         self.validate_small_data("cgan.")
         if self.recon not in RECON:
             raise ConfigError(f"cgan.recon={self.recon!r}: use one of {', '.join(RECON)}")
@@ -268,6 +272,7 @@ class CGANStage(SmallDataStage):
     def begin_epoch(self, opts, epoch):
         """pix2pix's schedule: the rate stays at `lr`, then falls linearly towards 0 over the last
         `anneal` share of the epochs (0 = constant)."""
+        self._epoch = epoch  # `select: kid` scores some epochs only
         lr = self.cfg.lr * decay_factor(epoch, self.epochs, self.cfg.anneal)
         for opt in opts.values():
             for group in opt.param_groups:
@@ -349,11 +354,66 @@ class CGANStage(SmallDataStage):
             G.train(was), D.train()
 
     def validate(self, models, val, amp):
-        return {"val_loss_g": self.val_loss(models, val, amp)} if val else None
+        if not val:
+            return None
+        out = {"val_loss_g": self.val_loss(models, val, amp)}
+        epoch, every = getattr(self, "_epoch", 0), self.cfg.select_every
+        if (
+            self.cfg.select == "kid"
+            and "kid_cond" in val
+            and ((epoch + 1) % every == 0 or epoch == self.epochs - 1)
+        ):
+            out["kid_train"] = self.kid_to_training(models, val)
+        return out
+
+    @torch.no_grad()
+    def kid_to_training(self, models, val) -> float:
+        """`select: kid`: the sampler's cells drawn from `val["kid_cond"]` (conditions made as
+        sampling makes them, of classes `kid_cls`; syncgan.py) against the training cells of the
+        same class (`kid_real`, `kid_real_cls`), KID per class on the real Inception weights,
+        averaged over the classes. Only training images are scored, so the choice of epoch leaves
+        the validation and test images unseen (StyleGAN2-ADA picks its snapshots the same way).
+        Deterministic, so every DDP rank keeps the same epoch."""
+        from ..metrics.fidelity import fid_kid_from_features, inception_features
+        from ..nets.images import from_unit
+
+        G = self.sampler(models)
+        was, dev = G.training, val["kid_cond"].device
+        G.eval()
+        try:
+            cond = val["kid_cond"]
+            shape = unwrap(G).noise_shape(cond)
+            noise = (
+                torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dev)
+                if shape
+                else None
+            )
+            fake = torch.cat(
+                [
+                    G(cond[i : i + 64]) if noise is None else G(cond[i : i + 64], noise[i : i + 64])
+                    for i in range(0, len(cond), 64)
+                ]
+            )
+        finally:
+            G.train(was)
+        f_fake = inception_features(from_unit(fake.float().cpu()), device=dev)
+        real_cls = val["kid_real_cls"].cpu().numpy()
+        if getattr(self, "_kid_real", None) is None:  # the training cells' features, once a job
+            self._kid_real = inception_features(val["kid_real"].cpu().numpy(), device=dev)
+        fake_cls = val["kid_cls"].cpu().numpy()
+        kids = [
+            fid_kid_from_features(f_fake[fake_cls == c], self._kid_real[real_cls == c], seed=0)[
+                "kid_mean"
+            ]
+            for c in np.unique(fake_cls)
+        ]
+        return float(np.mean(kids))
 
     def selection(self, metrics, epoch):
         if self.cfg.select == "last":
             return (-epoch,)
+        if self.cfg.select == "kid":  # epochs left unscored rank after every scored one
+            return (metrics.get("kid_train", float("inf")), -epoch)
         # ties: the later epoch
         return (metrics["val_loss_g"], -epoch) if "val_loss_g" in metrics else (-epoch,)
 

@@ -150,6 +150,7 @@ class SynCGAN(Generator):
             condition(val.images, m_val, k, cfg.cgan),
         )
         cgan = CGANStage(extend(cfg.cgan, CGANParams, size=size, in_ch=int(y_train.shape[1])))
+        cols = None
         if uses_colours(masks, cfg.cgan):
             # the region colours of every training cell, per
             # class: sampling draws a cell's colours from them
@@ -169,7 +170,15 @@ class SynCGAN(Generator):
                 "cgan",
                 cgan,
                 train={"mask": y_train, "image": to_unit(train.images)},
-                val={"mask": y_val, "image": to_unit(val.images)},
+                val={
+                    "mask": y_val,
+                    "image": to_unit(val.images),
+                    **(
+                        kid_conditions(train, m_train, k, cols, cfg.warp, seed)
+                        if cfg.cgan.select == "kid"
+                        else {}
+                    ),
+                },
                 fixed={"mask": y_val[fixed_idx], "image": to_unit(val.images[fixed_idx])},
                 data_key=mkey,
                 seed=seed,
@@ -252,9 +261,7 @@ class SynCGAN(Generator):
             for start in range(0, n, batch):
                 b = min(batch, n - start)
                 m = self.maps.draw(cls, b, k, g, rng)
-                y = masks_to_unit(m, k)
-                if colours is not None:
-                    y = np.concatenate([y, paint(m, draw_colours(colours, b, rng))], 1)
+                y = sampling_condition(m, k, colours, rng)
                 imgs.append(from_unit(self.cgan(torch.as_tensor(y))))  # G_CGAN(condition)
                 maps.append(m)
         return np.concatenate(imgs), np.concatenate(maps)
@@ -292,6 +299,44 @@ def condition(images: np.ndarray, maps: np.ndarray, k: int, cgan: CGANConfig) ->
     if k > 1 and cgan.colours:
         y = np.concatenate([y, paint(maps, region_colours(images, maps))], 1)
     return y
+
+
+def sampling_condition(
+    maps: np.ndarray, k: int, colours: np.ndarray | None, rng: np.random.Generator
+) -> np.ndarray:
+    """The CGAN's input when sampling: the maps' channels (± 1), then, with region colours, the
+    maps painted with colours drawn from the class's training cells (`colours`, [n_cells, K, 3])."""
+    y = masks_to_unit(maps, k)
+    if colours is not None:
+        y = np.concatenate([y, paint(maps, draw_colours(colours, len(maps), rng))], 1)
+    return y
+
+
+def kid_conditions(
+    train: ImageSet, maps: np.ndarray, k: int, colours: np.ndarray | None, warp: float, seed: int
+) -> dict:
+    """What `cgan.select: kid` scores (gan.CGANStage.kid_to_training): per class, twice its
+    training cells' count of conditions drawn as sampling with the bank prior draws them (a
+    training map warped, colours from the class's cells), and the training cells to score them
+    against. Seeded: the same conditions at every scored epoch."""
+    rng, prior = (
+        np.random.default_rng(seed),
+        MapPrior({"bank": bank(train, maps), "warp": warp}, {}),
+    )
+    conds, cls = [], []
+    for i, c in enumerate(train.class_names):
+        n = 2 * int((train.labels == i).sum())
+        m = prior.draw(c, n, k, None, rng)
+        conds.append(
+            sampling_condition(m, k, None if colours is None else colours[train.labels == i], rng)
+        )
+        cls.append(np.full(n, i, dtype=np.int64))
+    return {
+        "kid_cond": np.concatenate(conds).astype(np.float32),
+        "kid_cls": np.concatenate(cls),
+        "kid_real": train.images,
+        "kid_real_cls": train.labels.astype(np.int64),
+    }
 
 
 def draw_colours(
