@@ -230,7 +230,8 @@ class CGANStage(SmallDataStage):
     G loss: BCE(D(T(y, G(y))), 1) + λ · R(G(y), x)        (eq. 3; R = MSE (paper), L1, or D feature matching)
     The condition y is the nucleus mask (1 channel), or a label map's one-hot channels followed by
     the region colours it is painted with (syncgan.py). The best epoch has the lowest generator loss
-    on the validation pairs (the paper's criterion) or is the last one (`select: last`).
+    on the validation pairs (the paper's criterion), is the last one (`select: last`), or has the
+    lowest KID of its sampled cells against the training cells (`select: kid`).
     """
 
     kind, Params = "cgan", CGANParams
