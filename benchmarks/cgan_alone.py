@@ -73,10 +73,16 @@ def main() -> None:
 
     from cytoray.config import DataConfig
     from cytoray.data.source import load_split
-    from cytoray.generators.gan import CGANStage, masks_to_unit, stage_params
-    from cytoray.generators.syncgan import SynCGANConfig, condition, draw_colours, n_labels, priors
+    from cytoray.generators.gan import CGANStage, stage_params
+    from cytoray.generators.syncgan import (
+        SynCGANConfig,
+        condition,
+        n_labels,
+        priors,
+        sampling_condition,
+    )
     from cytoray.io import save_png
-    from cytoray.masks.labels import paint, region_colours
+    from cytoray.masks.labels import region_colours
     from cytoray.masks.segmenter import pinned
     from cytoray.masks.warp import warp_label_maps
     from cytoray.metrics.fidelity import fid_kid_from_features, inception_features
@@ -140,9 +146,7 @@ def main() -> None:
             maps = m_train[train.labels == i]
             cols = region_colours(train.images[train.labels == i], maps).astype(np.float32)
             mm = warp_label_maps(maps[rng.integers(len(maps), size=90)], rng, elastic=cfg.warp)
-            cond = masks_to_unit(mm, k)
-            if ccfg.colours:
-                cond = np.concatenate([cond, paint(mm, draw_colours(cols, 90, rng))], 1)
+            cond = sampling_condition(mm, k, cols if ccfg.colours else None, rng)
             with torch.no_grad():
                 imgs = np.concatenate(
                     [from_unit(G(torch.as_tensor(cond[j : j + 45]))) for j in range(0, 90, 45)]
