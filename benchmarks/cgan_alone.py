@@ -74,6 +74,7 @@ def main() -> None:
     from cytoray.config import DataConfig
     from cytoray.data.source import load_split
     from cytoray.generators.gan import CGANStage, stage_params
+    from cytoray.generators.map_prior import draw_from_bank
     from cytoray.generators.syncgan import (
         SynCGANConfig,
         condition,
@@ -84,7 +85,6 @@ def main() -> None:
     from cytoray.io import save_png
     from cytoray.masks.labels import region_colours
     from cytoray.masks.segmenter import pinned
-    from cytoray.masks.warp import warp_label_maps
     from cytoray.metrics.fidelity import fid_kid_from_features, inception_features
     from cytoray.nets.images import from_unit, to_unit
     from cytoray.training.stage import amp_context
@@ -145,7 +145,7 @@ def main() -> None:
             torch.manual_seed(1)
             maps = m_train[train.labels == i]
             cols = region_colours(train.images[train.labels == i], maps).astype(np.float32)
-            mm = warp_label_maps(maps[rng.integers(len(maps), size=90)], rng, elastic=cfg.warp)
+            mm = draw_from_bank(maps, 90, rng, cfg.warp)
             cond = sampling_condition(mm, k, cols if ccfg.colours else None, rng)
             with torch.no_grad():
                 imgs = np.concatenate(

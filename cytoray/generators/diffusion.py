@@ -46,7 +46,7 @@ from ..training.stage import Stage, StageSpec, amp_context, extend, to_uint8_gri
 from .augment import dihedral
 from .base import Generator, GeneratorConfig
 from .gan import LatentGANConfig
-from .map_prior import MapPrior, bank, check_prior
+from .map_prior import MapPrior, bank, bank_meta, check_prior
 from .small_data import ema_decay, ema_update, optimizer_steps
 from .syncgan import masks_key
 
@@ -512,8 +512,7 @@ class Diffusion(Generator):
             )
         else:  # a denoiser stage cached by a run with the GAN prior holds no bank: the maps again
             meta.update(
-                bank=den.meta.get("bank") or bank(train, label_maps(train, pinned(cfg.masks))),
-                warp=cfg.warp,
+                bank_meta(den.meta, train, lambda: label_maps(train, pinned(cfg.masks)), cfg.warp)
             )
         return meta, states, {}
 

@@ -12,6 +12,8 @@ what differs between them is the map → image step. The maps come from one of t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -37,6 +39,21 @@ def bank(train: ImageSet, maps: np.ndarray) -> dict:
     return {c: pack_maps(maps[train.labels == i]) for i, c in enumerate(train.class_names)}
 
 
+def bank_meta(
+    stage_meta: dict, train: ImageSet, maps: Callable[[], np.ndarray], warp: float
+) -> dict:
+    """The bundle's `bank` and `warp` (prior bank): the bank its stage packed, or, for a stage cached
+    by a run with the GAN prior (which packed none), the training maps `maps()` made again."""
+    return {"bank": stage_meta.get("bank") or bank(train, maps()), "warp": warp}
+
+
+def draw_from_bank(
+    maps: np.ndarray, b: int, rng: np.random.Generator, warp: float = 0.06
+) -> np.ndarray:
+    """b maps drawn from one class's training maps, each under its own warp (masks/warp.py)."""
+    return warp_label_maps(maps[rng.integers(len(maps), size=b)], rng, elastic=warp)
+
+
 class MapPrior:
     """Draws a class's label maps from a bundle: its mask GANs (prior gan) or its bank of training
     maps, each under its own warp (prior bank: the meta's `bank` and `warp`)."""
@@ -52,11 +69,7 @@ class MapPrior:
         (`labels` 1). A mask GAN's z comes from the torch generator `g`, a warp from `rng`."""
         if cls not in self.mask_gans:
             maps = self._bank.setdefault(cls, unpack_maps(self.meta["bank"][cls]))
-            return warp_label_maps(
-                maps[rng.integers(len(maps), size=b)],
-                rng,
-                elastic=float(self.meta.get("warp", 0.06)),
-            )
+            return draw_from_bank(maps, b, rng, float(self.meta.get("warp", 0.06)))
         gan = self.mask_gans[cls]
         logits = gan(torch.randn(b, gan.z_dim, generator=g))
         if labels == 1 or logits.shape[1] == 1:

@@ -55,7 +55,7 @@ from .gan import (
     masks_to_unit,
     seeded_z,
 )
-from .map_prior import MapPrior, bank, check_prior
+from .map_prior import MapPrior, bank, bank_meta, check_prior, draw_from_bank
 
 
 @dataclasses.dataclass
@@ -207,9 +207,9 @@ class SynCGAN(Generator):
             }
         else:  # a CGAN stage cached by a run with the GAN prior holds no bank: the maps again
             meta.update(
-                bank=results["cgan"].meta.get("bank")
-                or bank(train, priors(train, pinned(cfg.masks))),
-                warp=cfg.warp,
+                bank_meta(
+                    results["cgan"].meta, train, lambda: priors(train, pinned(cfg.masks)), cfg.warp
+                )
             )
         if (
             "colours" in results["cgan"].meta
@@ -320,14 +320,11 @@ def kid_conditions(
     training cells' count of conditions drawn as sampling with the bank prior draws them (a
     training map warped, colours from the class's cells), and the training cells to score them
     against. Seeded: the same conditions at every scored epoch."""
-    rng, prior = (
-        np.random.default_rng(seed),
-        MapPrior({"bank": bank(train, maps), "warp": warp}, {}),
-    )
+    rng = np.random.default_rng(seed)
     conds, cls = [], []
-    for i, c in enumerate(train.class_names):
+    for i in range(len(train.class_names)):
         n = 2 * int((train.labels == i).sum())
-        m = prior.draw(c, n, k, None, rng)
+        m = draw_from_bank(maps[train.labels == i], n, rng, warp)
         conds.append(
             sampling_condition(m, k, None if colours is None else colours[train.labels == i], rng)
         )
