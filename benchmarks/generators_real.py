@@ -11,7 +11,8 @@ by KID of n synthetic images against the real images it never saw (validation + 
 Variants (each adds one thing to the one before; `--variants` picks):
   paper        SynCGAN as published: binary nucleus masks, λ·MSE (λ = 100), best validation G
                loss, no augmentation of D's inputs, the last weights
-  small_data   + DiffAugment (colour, translation, cutout, dihedral) on D's inputs, EMA of G
+  small_data   + DiffAugment (colour, translation, cutout, dihedral) on D's inputs, EMA of G, each
+               training pair (condition, image) under one random flip/quarter turn (cgan.augment)
   labels       + glass/cytoplasm/nucleus label maps painted with region colours
   loss         + L1 at λ = 10 and the last EMA weights
   sharp        + a full-resolution path with per-pixel noise in the CGAN's UNet (nets/unet.py)
@@ -20,6 +21,8 @@ Variants (each adds one thing to the one before; `--variants` picks):
                `sharp`'s (shared through the stage cache): cytoray's shipped defaults
   kid          + `cgan.select: kid`: the CGAN keeps the epoch (of every 5th and the last) whose cells
                are closest to the training cells by KID, instead of the last
+  upright      `bank` with the CGAN's training pairs as they are (cgan.augment: none, the shipped
+               default before 2026-12-07): what the pair symmetry is worth
   gan          the vanilla RGB GAN per class with the small-data pieces (control)
   diffusion    the mask-conditioned diffusion generator (generators/diffusion.py) on the same label maps,
                its maps drawn as `bank`'s (the class's training maps warped; its `prior`, shipped default)
@@ -43,7 +46,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("paper", "small_data", "labels", "loss", "sharp", "bank", "kid", "gan", "diffusion")
+VARIANTS = (
+    "paper",
+    "small_data",
+    "labels",
+    "loss",
+    "sharp",
+    "bank",
+    "kid",
+    "upright",
+    "gan",
+    "diffusion",
+)
 DEFAULT = "bank"  # the variant whose settings are SynCGANConfig()'s
 
 
@@ -68,13 +82,14 @@ def variant_config(name: str, a: argparse.Namespace):
     unet = dict(full_res=0, noise=0)  # pix2pix's UNet
     paper = dict(recon="mse", lam=100.0, select="val_loss", **unet)
     cgan = {
-        "paper": {**paper, **off},
+        "paper": {**paper, **off, "augment": "none"},
         "small_data": {**paper, "select": "last"},
         "labels": {**paper, "select": "last"},
         "loss": unet,
         "sharp": {},
         "bank": {},
         "kid": {"select": "kid"},
+        "upright": {"augment": "none"},
     }[name]
     mask_gan = off if name == "paper" else {}
     labels = "nucleus" if name in ("paper", "small_data") else "cell"
@@ -82,7 +97,7 @@ def variant_config(name: str, a: argparse.Namespace):
         masks=MasksConfig(labels=labels),
         mask_gan=LatentGANConfig(epochs=a.mask_epochs, **width, **mask_gan),
         cgan=CGANConfig(epochs=a.cgan_epochs, **width, **cgan),
-        prior="bank" if name in ("bank", "kid") else "gan",
+        prior="bank" if name in ("upright", "bank", "kid") else "gan",
     )
     if name == DEFAULT:  # the shipped defaults, at the benchmark's epochs and widths only
         ref = SynCGANConfig()

@@ -44,6 +44,7 @@ from cytoray.training.stage import amp_context
 
 ALL = ("colour", "translation", "cutout", "dihedral")
 CPU = torch.device("cpu")
+CPU_AMP = amp_context(CPU, False)
 
 
 def test_augmentation_is_differentiable_and_changes_its_input():
@@ -213,6 +214,36 @@ def test_cgan_trains_on_one_hot_label_maps():
     assert any(not torch.equal(a, b) for a, b in zip(ema0, models["G_ema"].parameters()))
     g = stage.grid(models, {"mask": batch["mask"][:2], "image": batch["image"][:2]})
     assert g.dtype == np.uint8 and g.ndim == 3
+
+
+@pytest.mark.parametrize("augment", ["dihedral", "none"])
+def test_cgan_turns_each_condition_and_its_image_together(augment):
+    """cgan.augment dihedral: every training pair D sees is one symmetry of a batch pair, the
+    condition's nucleus exactly where the image's is; none: the pairs as they are."""
+    m, imgs = _maps()
+    y = masks_to_unit(m, N_LABELS)
+    x = imgs.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1
+    cfg = CGANConfig(g_base=8, d_base=8, d_layers=2, diffaug="", augment=augment)
+    stage = CGANStage({**stage_params(cfg, 32), "in_ch": N_LABELS})
+    models = stage.build(CPU)
+    seen = []
+    models["D"].register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach()))
+    batch = {"mask": torch.from_numpy(y), "image": torch.from_numpy(x)}
+    stage.train_step(
+        models, stage.optimizers(models), batch, torch.Generator().manual_seed(0), CPU_AMP
+    )
+    real = seen[0]  # D's first call: the real pairs
+    cond, img = real[:, :N_LABELS], real[:, N_LABELS:]
+    # the image's nucleus (red 70 of 255: the only dark red) lies where the condition says
+    assert torch.equal(cond[:, NUCLEUS] > 0, img[:, 0] < 85 / 127.5 - 1)
+    pairs = torch.cat([batch["mask"], batch["image"]], 1)
+    symmetries = [torch.rot90(t, k, (2, 3)) for t in (pairs, pairs.flip(3)) for k in range(4)]
+    for i in range(len(real)):
+        assert any(torch.equal(real[i], s[i]) for s in symmetries)
+    moved = sum(not torch.equal(real[i], pairs[i]) for i in range(len(real)))
+    assert moved >= 4 if augment == "dihedral" else moved == 0
+    with pytest.raises(ConfigError, match="cgan.augment"):
+        CGANConfig(augment="rot45").validate()
 
 
 @pytest.mark.parametrize("recon", ["mse", "l1", "fm"])

@@ -72,12 +72,17 @@ class CGANConfig(SmallData):
     # with label maps: each region painted its colour in the
     # condition (drawn from the class's real cells when sampling)
     colours: bool = True
+    # each training pair (condition, image) under one random flip/quarter turn, so G learns the
+    # orientations the bank prior's maps are drawn in; "none": as the paper
+    augment: str = "dihedral"
 
     def validate(self) -> None:
         _positive(
             self, "epochs", "batch_size", "lr", "g_base", "d_base", "d_layers", "select_every"
         )
         self.validate_small_data("cgan.")
+        if self.augment not in AUGMENTS:
+            raise ConfigError(f"cgan.augment={self.augment!r}: use one of {', '.join(AUGMENTS)}")
         if self.recon not in RECON:
             raise ConfigError(f"cgan.recon={self.recon!r}: use one of {', '.join(RECON)}")
         if self.select not in SELECT:
@@ -295,6 +300,9 @@ class CGANStage(SmallDataStage):
     def train_step(self, models, opts, batch, gen, amp):
         G, D = models["G"], models["D"]
         y, x = batch["mask"], batch["image"]
+        if self.cfg.augment == "dihedral":  # one symmetry for the condition and its image
+            yx = dihedral(torch.cat([y, x], 1), gen)
+            y, x = yx[:, : y.shape[1]], yx[:, y.shape[1] :]
         # 1. Discriminator: real (y, x) pairs against (y, G(y)), both
         # under the same augmentation draw.
         # per-pixel noise (cgan.noise) from the stage's stream, like z
