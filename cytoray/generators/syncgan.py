@@ -17,8 +17,10 @@
    colours (`cgan.colours`): which colour a Pap cell's cytoplasm and glass are (blue, green,
    pink; lavender or grey) is not in its shape, and a generator asked to guess it from the shape
    paints the mean colour. When sampling, a class's colours are drawn from its training cells'
-   (with noise). Best epoch by validation generator loss (§3.3, §4.1), the last (EMA) weights,
-   or the epoch whose sampled cells are nearest the training cells by KID (`cgan.select: kid`).
+   (with noise). Each training pair is turned by a random flip/quarter turn, map and cell
+   together (`cgan.augment`), as the bank prior turns the maps it draws. Best epoch by
+   validation generator loss (§3.3, §4.1), the last (EMA) weights, or the epoch whose sampled
+   cells are nearest the training cells by KID (`cgan.select: kid`).
 4. `sample(n, cls)` = CGAN(map), map = mask_gan[cls](z) (eq. 7) or a warped training map of
    the class: images and the nucleus masks that made them.
 Every adversarial stage trains with the small-data pieces (small_data.py).
