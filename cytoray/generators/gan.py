@@ -30,7 +30,8 @@ from .losses import bce, d_targets
 from .small_data import SmallData, SmallDataStage
 from .small_data import augment_d_input as _aug
 
-# of the real images a latent GAN learns from (generators/augment.py)
+# of the real images a latent GAN learns from, and of the CGAN's (condition, image) pairs
+# (generators/augment.py)
 AUGMENTS = (
     "none",
     "dihedral",
