@@ -11,8 +11,7 @@ by KID of n synthetic images against the real images it never saw (validation + 
 Variants (each adds one thing to the one before; `--variants` picks):
   paper        SynCGAN as published: binary nucleus masks, λ·MSE (λ = 100), best validation G
                loss, no augmentation of D's inputs, the last weights
-  small_data   + DiffAugment (colour, translation, cutout, dihedral) on D's inputs, EMA of G, each
-               training pair (condition, image) under one random flip/quarter turn (cgan.augment)
+  small_data   + DiffAugment (colour, translation, cutout, dihedral) on D's inputs, EMA of G
   labels       + glass/cytoplasm/nucleus label maps painted with region colours
   loss         + L1 at λ = 10 and the last EMA weights
   sharp        + a full-resolution path with per-pixel noise in the CGAN's UNet (nets/unet.py)
@@ -21,8 +20,8 @@ Variants (each adds one thing to the one before; `--variants` picks):
                `sharp`'s (shared through the stage cache): cytoray's shipped defaults
   kid          + `cgan.select: kid`: the CGAN keeps the epoch (of every 5th and the last) whose cells
                are closest to the training cells by KID, instead of the last
-  upright      `bank` with the CGAN's training pairs as they are (cgan.augment: none, the shipped
-               default before 2026-12-07): what the pair symmetry is worth
+  turned       `bank` with each CGAN training pair (condition, image) under one random flip/quarter
+               turn (cgan.augment: dihedral): what the pair symmetry is worth
   gan          the vanilla RGB GAN per class with the small-data pieces (control)
   diffusion    the mask-conditioned diffusion generator (generators/diffusion.py) on the same label maps,
                its maps drawn as `bank`'s (the class's training maps warped; its `prior`, shipped default)
@@ -54,7 +53,7 @@ VARIANTS = (
     "sharp",
     "bank",
     "kid",
-    "upright",
+    "turned",
     "gan",
     "diffusion",
 )
@@ -89,7 +88,7 @@ def variant_config(name: str, a: argparse.Namespace):
         "sharp": {},
         "bank": {},
         "kid": {"select": "kid"},
-        "upright": {"augment": "none"},
+        "turned": {"augment": "dihedral"},
     }[name]
     mask_gan = off if name == "paper" else {}
     labels = "nucleus" if name in ("paper", "small_data") else "cell"
@@ -97,7 +96,7 @@ def variant_config(name: str, a: argparse.Namespace):
         masks=MasksConfig(labels=labels),
         mask_gan=LatentGANConfig(epochs=a.mask_epochs, **width, **mask_gan),
         cgan=CGANConfig(epochs=a.cgan_epochs, **width, **cgan),
-        prior="bank" if name in ("upright", "bank", "kid") else "gan",
+        prior="bank" if name in ("bank", "kid", "turned") else "gan",
     )
     if name == DEFAULT:  # the shipped defaults, at the benchmark's epochs and widths only
         ref = SynCGANConfig()

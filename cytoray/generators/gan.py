@@ -73,9 +73,10 @@ class CGANConfig(SmallData):
     # with label maps: each region painted its colour in the
     # condition (drawn from the class's real cells when sampling)
     colours: bool = True
-    # each training pair (condition, image) under one random flip/quarter turn, so G learns the
-    # orientations the bank prior's maps are drawn in; "none": as the paper
-    augment: str = "dihedral"
+    # dihedral: each training pair (condition, image) under one random flip/quarter turn, the
+    # orientations the bank prior draws maps in; "none": the pairs as they are (paper). On Herlev
+    # no gain over 4 training seeds (benchmarks/generators_real_herlev.md), so not the default
+    augment: str = "none"
 
     def validate(self) -> None:
         _positive(

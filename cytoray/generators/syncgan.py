@@ -17,8 +17,8 @@
    colours (`cgan.colours`): which colour a Pap cell's cytoplasm and glass are (blue, green,
    pink; lavender or grey) is not in its shape, and a generator asked to guess it from the shape
    paints the mean colour. When sampling, a class's colours are drawn from its training cells'
-   (with noise). Each training pair is turned by a random flip/quarter turn, map and cell
-   together (`cgan.augment`), as the bank prior turns the maps it draws. Best epoch by
+   (with noise); `cgan.augment: dihedral` turns each training pair, map and cell together, by a
+   random flip/quarter turn (an option: no gain on Herlev over 4 seeds). Best epoch by
    validation generator loss (§3.3, §4.1), the last (EMA) weights, or the epoch whose sampled
    cells are nearest the training cells by KID (`cgan.select: kid`).
 4. `sample(n, cls)` = CGAN(map), map = mask_gan[cls](z) (eq. 7) or a warped training map of
