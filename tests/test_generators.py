@@ -357,6 +357,49 @@ def test_select_kid_keeps_the_epoch_whose_cells_are_nearest_the_training_cells(t
     assert res["cgan"].meta["best_epoch"] == int(np.argmin(kids))
 
 
+def test_cgan_restarts_keep_the_training_whose_cells_are_nearest_the_training_cells(trained):
+    """`cgan.restarts: 2` under Ray Train: two CGAN stages from two seeds (different weights), each
+    scored at its last epoch against the training cells only, and the bundle holds the one with the
+    lower KID; `select: val_loss` cannot score restarts and is refused before anything trains."""
+    import torch
+
+    from cytoray.bundle import load_state
+    from cytoray.config import load
+    from cytoray.errors import ConfigError
+    from cytoray.generators import load_bundle
+    from cytoray.generators.syncgan import SynCGAN
+
+    cfg, tmp = trained["cfg"].syncgan, trained["tmp"]
+    cfg = dataclasses.replace(cfg, prior="bank", cgan=dataclasses.replace(cfg.cgan, restarts=2))
+    out, res = SynCGAN.train(
+        trained["train"],
+        trained["val"],
+        cfg,
+        tmp / "restarts",
+        tmp / "cache",
+        trained["hash"],
+        trained["cfg"].run,
+    )
+    assert set(res) == {"cgan", "cgan/r1"}
+    kids = [res[n].meta["best_metrics"]["kid_train"] for n in ("cgan", "cgan/r1")]
+    assert all(np.isfinite(k) and k > 0 for k in kids) and kids[0] != kids[1]
+    # only the last epoch is scored (select last): earlier epochs cost no Inception pass
+    assert ["kid_train" in h for h in res["cgan"].history] == [False, True]
+    meta = load_bundle(out).meta["cgan"]
+    chosen = ("cgan", "cgan/r1")[int(np.argmin(kids))]
+    assert meta["restart"] == chosen and meta["restart_kid_train"] == kids
+    kept, other = (
+        res[chosen].best_state(),
+        res[({"cgan", "cgan/r1"} - {chosen}).pop()].best_state(),
+    )
+    bundle = load_state(out, "cgan")
+    assert bundle.keys() == kept.keys()
+    assert all(torch.equal(kept[k], bundle[k]) for k in bundle)
+    assert not all(torch.equal(other[k], bundle[k]) for k in bundle)
+    with pytest.raises(ConfigError, match="restarts=2"):
+        load(SynCGANConfig, None, ["cgan.restarts=2", "cgan.select=val_loss"])
+
+
 def test_stage_cache_reuses_finished_stages(trained):
     from cytoray.generators.syncgan import SynCGAN
 

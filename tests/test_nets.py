@@ -337,3 +337,39 @@ def test_unet_takes_its_noise_from_the_caller() -> None:
     assert torch.equal(a, b) and not torch.equal(a, c)
     with pytest.raises(ValueError, match=r"expected \(2, 1, 32, 32\)"):
         g(x, n[:1])
+
+
+def test_unet_out_blur_low_passes_the_output_and_keeps_the_keys() -> None:
+    """`out_blur` filters G's output with a fixed binomial kernel: the same parameters as without it
+    (a bundle's keys do not change), a constant image passes unchanged, and a one-pixel checker
+    pattern, the finest texture there is, is removed."""
+    from cytoray.nets.unet import Blur, high_pass
+
+    plain = UNet(in_ch=1, base=8, depth=5, full_res=8, noise=1)
+    blurred = UNet(in_ch=1, base=8, depth=5, full_res=8, noise=1, out_blur=True)
+    assert plain.state_dict().keys() == blurred.state_dict().keys()
+    blurred.load_state_dict(plain.state_dict())
+    x, n = torch.zeros(1, 1, 32, 32), torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        a, b = plain.eval()(x, n), blurred.eval()(x, n)
+    assert a.shape == b.shape and not torch.allclose(a, b)
+    checker = (torch.arange(32)[:, None] + torch.arange(32)[None]) % 2 * 2.0 - 1
+    img = checker.expand(1, 3, 32, 32).clone()
+    assert Blur()(img)[..., 2:-2, 2:-2].abs().max() < 1e-6  # [1, 2, 1] cancels (-1)^x
+    flat = torch.full((1, 3, 8, 8), 0.3)
+    assert torch.allclose(Blur()(flat), flat) and high_pass(flat).abs().max() < 1e-6
+    with pytest.raises(ValueError, match="out_blur needs full_res"):
+        UNet(in_ch=1, base=8, depth=5, out_blur=True)
+
+
+def test_patchgan_high_pass_input() -> None:
+    """`high_pass` adds the image's high-pass as 3 more input channels of the first layer: same
+    logits map, and only the texture, not a flat colour, reaches those channels."""
+    d = PatchDiscriminator(in_ch=4, base=8, n_layers=3, high_pass=True).eval()
+    assert d.model[0].in_channels == 7
+    x = torch.randn(2, 4, 64, 64)
+    ref = PatchDiscriminator(in_ch=4, base=8, n_layers=3).eval()
+    assert d(x).shape == ref(x).shape
+    assert len(d.features(x)) == len(ref.features(x))
+    flat = torch.cat([torch.randn(1, 1, 64, 64), torch.full((1, 3, 64, 64), 0.5)], 1)
+    assert d._input(flat)[:, 4:].abs().max() < 1e-6

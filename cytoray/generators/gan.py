@@ -70,6 +70,10 @@ class CGANConfig(SmallData):
     # against the training cells, scored every `select_every` epochs and at the last
     select: str = "last"
     select_every: int = 5
+    # K > 1: the CGAN trained K times from K seeds (stages cgan, cgan/r1, ...), and the one whose
+    # kept weights' cells are nearest the training cells by KID (as `select: kid` scores them) is
+    # the bundle's: the training seed moves a small set's KID more than any setting does
+    restarts: int = 1
     # with label maps: each region painted its colour in the
     # condition (drawn from the class's real cells when sampling)
     colours: bool = True
@@ -77,11 +81,29 @@ class CGANConfig(SmallData):
     # orientations the bank prior draws maps in; "none": the pairs as they are (paper). On Herlev
     # no gain over 4 training seeds (benchmarks/generators_real_herlev.md), so not the default
     augment: str = "none"
+    # a fixed binomial low-pass on G's output (nets/unet.py `Blur`): no texture under ~1.5 px.
+    # On Herlev worse over 4 training seeds (benchmarks/generators_real_herlev.md), so off
+    out_blur: bool = False
+    # D also sees the image's high-pass (nets/patchgan.py): pixel-scale texture apart from colour.
+    # On Herlev worse over 4 training seeds, so off
+    d_high_pass: bool = False
 
     def validate(self) -> None:
         _positive(
-            self, "epochs", "batch_size", "lr", "g_base", "d_base", "d_layers", "select_every"
+            self,
+            "epochs",
+            "batch_size",
+            "lr",
+            "g_base",
+            "d_base",
+            "d_layers",
+            "select_every",
+            "restarts",
         )
+        if self.out_blur and not self.full_res:
+            raise ConfigError(
+                "cgan.out_blur=true needs cgan.full_res > 0 (it filters that path's output layer)"
+            )
         self.validate_small_data("cgan.")
         if self.augment not in AUGMENTS:
             raise ConfigError(f"cgan.augment={self.augment!r}: use one of {', '.join(AUGMENTS)}")
@@ -89,6 +111,11 @@ class CGANConfig(SmallData):
             raise ConfigError(f"cgan.recon={self.recon!r}: use one of {', '.join(RECON)}")
         if self.select not in SELECT:
             raise ConfigError(f"cgan.select={self.select!r}: use one of {', '.join(SELECT)}")
+        if self.restarts > 1 and self.select == "val_loss":
+            raise ConfigError(
+                f"cgan.restarts={self.restarts} compares the kept weights of each training by the "
+                "KID of their cells, which select val_loss does not score: use cgan.select last or kid"
+            )
         if self.lam < 0:
             raise ConfigError(f"cgan.lam={self.lam}: λ must be >= 0")
         if not 0.0 <= self.anneal <= 1.0:
@@ -265,12 +292,20 @@ class CGANStage(SmallDataStage):
         # UNet they were
         if c.full_res:
             kw.update(full_res=c.full_res, noise=c.noise)
+        if c.out_blur:
+            kw.update(out_blur=True)
         return kw
 
     def build(self, device):
         c = self.cfg
         g = UNet(**self.generator_kwargs()).to(device)
-        d = PatchDiscriminator(in_ch=c.in_ch + 3, base=c.d_base, n_layers=c.d_layers, norm=c.norm)
+        d = PatchDiscriminator(
+            in_ch=c.in_ch + 3,
+            base=c.d_base,
+            n_layers=c.d_layers,
+            norm=c.norm,
+            high_pass=c.d_high_pass,
+        )
         return {"G": g, "D": d.to(device), **self.small_data_models(g, device)}
 
     def optimizers(self, models):
@@ -369,10 +404,12 @@ class CGANStage(SmallDataStage):
             return None
         out = {"val_loss_g": self.val_loss(models, val, amp)}
         epoch, every = getattr(self, "_epoch", 0), self.cfg.select_every
+        last = epoch == self.epochs - 1  # restarts: the kept (last) weights are what is compared
+        scored = (epoch + 1) % every == 0 if self.cfg.select == "kid" else False
         if (
-            self.cfg.select == "kid"
-            and "kid_cond" in val
-            and ((epoch + 1) % every == 0 or epoch == self.epochs - 1)
+            "kid_cond" in val
+            and (scored or last)
+            and (self.cfg.select == "kid" or self.cfg.restarts > 1)
         ):
             out["kid_train"] = self.kid_to_training(models, val)
         return out

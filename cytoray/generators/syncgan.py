@@ -20,7 +20,10 @@
    (with noise); `cgan.augment: dihedral` turns each training pair, map and cell together, by a
    random flip/quarter turn (an option: no gain on Herlev over 4 seeds). Best epoch by
    validation generator loss (§3.3, §4.1), the last (EMA) weights, or the epoch whose sampled
-   cells are nearest the training cells by KID (`cgan.select: kid`).
+   cells are nearest the training cells by KID (`cgan.select: kid`). `cgan.restarts: K` trains
+   the CGAN from K seeds (stages `cgan`, `cgan/r1`, ...) and keeps the one whose cells are
+   nearest the training cells by the same KID: on a small set the training seed moves the
+   cells' distance to held-out ones more than any setting does.
 4. `sample(n, cls)` = CGAN(map), map = mask_gan[cls](z) (eq. 7) or a warped training map of
    the class: images and the nucleus masks that made them.
 Every adversarial stage trains with the small-data pieces (small_data.py).
@@ -152,45 +155,65 @@ class SynCGAN(Generator):
             condition(train.images, m_train, k, cfg.cgan),
             condition(val.images, m_val, k, cfg.cgan),
         )
-        cgan = CGANStage(extend(cfg.cgan, CGANParams, size=size, in_ch=int(y_train.shape[1])))
-        cols = None
+        cols, sampling_meta = None, {}
         if uses_colours(masks, cfg.cgan):
             # the region colours of every training cell, per
             # class: sampling draws a cell's colours from them
             cols = region_colours(train.images, m_train)
-            cgan.sampling_meta = {
-                "colours": {
-                    c: np.round(cols[train.labels == i], 2).tolist()
-                    for i, c in enumerate(train.class_names)
-                }
+            sampling_meta["colours"] = {
+                c: np.round(cols[train.labels == i], 2).tolist()
+                for i, c in enumerate(train.class_names)
             }
         if (
             cfg.prior == "bank"
         ):  # the maps sampling warps (a function of the data, as the colours are)
-            cgan.sampling_meta = {**cgan.sampling_meta, "bank": bank(train, m_train)}
-        specs.append(
-            StageSpec(
-                "cgan",
-                cgan,
-                train={"mask": y_train, "image": to_unit(train.images)},
-                val={
-                    "mask": y_val,
-                    "image": to_unit(val.images),
-                    **(
-                        kid_conditions(train, m_train, k, cols, cfg.warp, seed)
-                        if cfg.cgan.select == "kid"
-                        else {}
-                    ),
-                },
-                fixed={"mask": y_val[fixed_idx], "image": to_unit(val.images[fixed_idx])},
-                data_key=mkey,
-                seed=seed,
+            sampling_meta["bank"] = bank(train, m_train)
+        scored = cfg.cgan.select == "kid" or cfg.cgan.restarts > 1
+        val_pairs = {
+            "mask": y_val,
+            "image": to_unit(val.images),
+            # the same conditions score every restart: their KIDs compare the generators only
+            **(kid_conditions(train, m_train, k, cols, cfg.warp, seed) if scored else {}),
+        }
+        for r in range(cfg.cgan.restarts):  # restart r: seed + r (the first is the plain run's)
+            cgan = CGANStage(extend(cfg.cgan, CGANParams, size=size, in_ch=int(y_train.shape[1])))
+            cgan.sampling_meta = dict(sampling_meta)
+            specs.append(
+                StageSpec(
+                    cgan_label(r),
+                    cgan,
+                    train={"mask": y_train, "image": to_unit(train.images)},
+                    val=val_pairs,
+                    fixed={"mask": y_val[fixed_idx], "image": to_unit(val.images[fixed_idx])},
+                    data_key=mkey,
+                    seed=seed + r,
+                )
             )
-        )
         return specs
+
+    @staticmethod
+    def chosen_cgan(results: dict, restarts: int) -> tuple[str, list[float]]:
+        """The CGAN stage the bundle keeps: the only one, or of `restarts` trainings the one whose
+        kept weights' cells are nearest the training cells (KID, `kid_train` of its kept epoch),
+        and every restart's KID."""
+        labels = [cgan_label(r) for r in range(restarts)]
+        if restarts == 1:
+            return labels[0], []
+        kids = [float(results[n].meta["best_metrics"]["kid_train"]) for n in labels]
+        return labels[int(np.argmin(kids))], kids
 
     @classmethod
     def assemble(cls, train: ImageSet, cfg: SynCGANConfig, results: dict, data_key: str):
+        chosen, kids = cls.chosen_cgan(results, cfg.cgan.restarts)
+        if kids:
+            print(
+                f"[syncgan] {cfg.cgan.restarts} CGAN restarts, KID to the training cells "
+                + ", ".join(f"{k:.4f}" for k in kids)
+                + f": keeping {chosen}",
+                file=sys.stderr,
+                flush=True,
+            )
+        results = {**results, "cgan": results[chosen]}
         meta = {
             "classes": list(train.class_names),
             "size": int(train.images.shape[1]),
@@ -199,6 +222,7 @@ class SynCGAN(Generator):
             "cgan": {
                 "kwargs": results["cgan"].meta["generator_kwargs"],
                 "best_epoch": results["cgan"].meta["best_epoch"],
+                **({"restart": chosen, "restart_kid_train": kids} if kids else {}),
             },
             "prior": cfg.prior,
         }
@@ -313,6 +337,11 @@ def sampling_condition(
     if colours is not None:
         y = np.concatenate([y, paint(maps, draw_colours(colours, len(maps), rng))], 1)
     return y
+
+
+def cgan_label(restart: int) -> str:
+    """The stage label of CGAN restart `restart` (`cgan.restarts`): the first is plain `cgan`."""
+    return "cgan" if restart == 0 else f"cgan/r{restart}"
 
 
 def kid_conditions(

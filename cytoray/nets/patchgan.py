@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .unet import conv_bias, make_norm
+from .unet import conv_bias, high_pass, make_norm
 
 _K, _PAD = 4, 1  # pix2pix kernel and padding for every layer
 
@@ -59,22 +59,31 @@ class PatchDiscriminator(nn.Module):
         base: channels of the first layer (pix2pix `ndf`); later layers double, capped at 8x.
         n_layers: number of stride-2 convs; 3 gives the 70x70 PatchGAN.
         norm: "batch", "instance" or "none" (no norm on the first layer, as in pix2pix).
+        high_pass: the last 3 input channels (the RGB image) also enter a second time as their
+            high-pass (`nets.unet.high_pass`, x 4), so the first layer sees the pixel-scale texture
+            apart from the colour it rides on.
     """
 
     def __init__(
-        self, in_ch: int = 3, base: int = 64, n_layers: int = 3, norm: str = "batch"
+        self,
+        in_ch: int = 3,
+        base: int = 64,
+        n_layers: int = 3,
+        norm: str = "batch",
+        high_pass: bool = False,
     ) -> None:
         super().__init__()
         if n_layers < 1:
             raise ValueError(f"PatchDiscriminator n_layers must be >= 1, got {n_layers}")
         make_norm(norm, 1)  # validates the name
         self.n_layers = n_layers
+        self.high_pass = high_pass
         bias = conv_bias(norm)
 
         # 1. First layer has no norm (pix2pix): normalising raw pixels of real and fake
         #    batches together would leak batch statistics between them.
         layers: list[nn.Module] = [
-            nn.Conv2d(in_ch, base, _K, stride=2, padding=_PAD),
+            nn.Conv2d(in_ch + (3 if high_pass else 0), base, _K, stride=2, padding=_PAD),
             nn.LeakyReLU(0.2, inplace=True),
         ]
         # 2. Stride-2 layers, then one stride-1 layer, channels doubling up to 8x base.
@@ -100,11 +109,14 @@ class PatchDiscriminator(nn.Module):
                 f"PatchDiscriminator(n_layers={self.n_layers}) needs inputs of at least "
                 f"{need}x{need} px, got {h}x{w}; use fewer layers for small images"
             )
-        return self.model(x)
+        return self.model(self._input(x))
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, 4 * high_pass(x[:, -3:])], 1) if self.high_pass else x
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The activations after every LeakyReLU (pix2pixHD's feature-matching layers)."""
-        out = []
+        out, x = [], self._input(x)
         for layer in self.model:
             x = layer(x)
             if isinstance(layer, nn.LeakyReLU):

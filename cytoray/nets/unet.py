@@ -99,6 +99,27 @@ def _out_act(out_act: str) -> nn.Module:
     return nn.Tanh() if out_act == "tanh" else nn.Identity()
 
 
+class Blur(nn.Module):
+    """A fixed binomial low-pass, [1, 2, 1] x [1, 2, 1] / 16 per channel (a Gaussian of σ ~0.7 px),
+    same size out (reflected border). No parameters and no state: adding one leaves a state dict as
+    it was."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        k = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("kernel", (k[:, None] * k[None, :] / 16)[None, None], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        w = self.kernel.to(x.dtype).expand(c, 1, 3, 3)
+        return nn.functional.conv2d(nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"), w, groups=c)
+
+
+def high_pass(x: torch.Tensor) -> torch.Tensor:
+    """What `Blur` removes: the image minus its binomial low-pass (the pixel-scale texture)."""
+    return x - Blur().to(x.device)(x)
+
+
 # ----------------------------------------------------------------------------- UNet
 
 
@@ -134,6 +155,8 @@ class UNet(nn.Module):
         n_dropout: how many decoder blocks carry dropout (pix2pix: 3).
         full_res: channels of a path at full resolution into the output layer (0: pix2pix's layout).
         noise: per-pixel N(0, 1) channels fed to that path (needs full_res > 0).
+        out_blur: a fixed binomial low-pass (`Blur`) before the output activation, so G cannot
+            paint texture finer than ~1.5 px (needs full_res > 0).
     """
 
     def __init__(
@@ -149,10 +172,15 @@ class UNet(nn.Module):
         n_dropout: int = 3,
         full_res: int = 0,
         noise: int = 0,
+        out_blur: bool = False,
     ) -> None:
         super().__init__()
         if depth < 1:
             raise ValueError(f"UNet depth must be >= 1, got {depth}")
+        if out_blur and not full_res:
+            raise ValueError(
+                "UNet out_blur needs full_res > 0 (it filters that path's output layer)"
+            )
         if full_res < 0 or noise < 0 or (noise and not full_res):
             raise ValueError(
                 f"UNet full_res={full_res}, noise={noise}: both >= 0, and noise needs full_res > 0"
@@ -209,6 +237,7 @@ class UNet(nn.Module):
                 nn.Conv2d(chs[0] + full_res, chs[0], 3, padding=1),
                 nn.ReLU(inplace=True),
                 nn.Conv2d(chs[0], out_ch, 3, padding=1),
+                *([Blur()] if out_blur else []),  # no parameters: the keys stay those without it
                 _out_act(out_act),
             )
         else:
