@@ -22,8 +22,9 @@ Variants (each adds one thing to the one before; `--variants` picks):
                are closest to the training cells by KID, instead of the last
   turned       `bank` with each CGAN training pair (condition, image) under one random flip/quarter
                turn (cgan.augment: dihedral): what the pair symmetry is worth
-  restarts     `turned` trained 4 times from 4 seeds (cgan.restarts: 4), keeping the CGAN whose cells
+  restarts     `bank` trained 4 times from 4 seeds (cgan.restarts: 4), keeping the CGAN whose cells
                are nearest the training cells by KID (training cells only: the held-out ones stay unseen)
+  turned_restarts  the same with `turned`'s CGAN
   gan          the vanilla RGB GAN per class with the small-data pieces (control)
   diffusion    the mask-conditioned diffusion generator (generators/diffusion.py) on the same label maps,
                its maps drawn as `bank`'s (the class's training maps warped; its `prior`, shipped default)
@@ -57,6 +58,7 @@ VARIANTS = (
     "kid",
     "turned",
     "restarts",
+    "turned_restarts",
     "gan",
     "diffusion",
 )
@@ -92,7 +94,8 @@ def variant_config(name: str, a: argparse.Namespace):
         "bank": {},
         "kid": {"select": "kid"},
         "turned": {"augment": "dihedral"},
-        "restarts": {"augment": "dihedral", "restarts": 4},
+        "restarts": {"restarts": 4},
+        "turned_restarts": {"augment": "dihedral", "restarts": 4},
     }[name]
     mask_gan = off if name == "paper" else {}
     labels = "nucleus" if name in ("paper", "small_data") else "cell"
@@ -100,7 +103,7 @@ def variant_config(name: str, a: argparse.Namespace):
         masks=MasksConfig(labels=labels),
         mask_gan=LatentGANConfig(epochs=a.mask_epochs, **width, **mask_gan),
         cgan=CGANConfig(epochs=a.cgan_epochs, **width, **cgan),
-        prior="bank" if name in ("bank", "kid", "turned", "restarts") else "gan",
+        prior="bank" if name in ("bank", "kid", "turned", "restarts", "turned_restarts") else "gan",
     )
     if name == DEFAULT:  # the shipped defaults, at the benchmark's epochs and widths only
         ref = SynCGANConfig()

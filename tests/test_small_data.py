@@ -163,6 +163,45 @@ def test_label_map_keeps_padding_out_of_the_cell_and_flags_a_bare_nucleus():
     assert [f["flag"] for f in flags] == ["no_cytoplasm"]
 
 
+def test_label_maps_find_the_glass_of_a_dim_slide_against_its_own_white():
+    """A slide lit to ~185 grey (as Herlev's): against 255 its glass is as dense as a cell body and
+    the map has no glass (no outline for the generator, `white: absolute`, the default); against the
+    white level of the set (`white: set`, per channel the median of each image's 99th percentile) the
+    pale cell body and
+    the glass around it are told apart, as they are on a bright slide. A close-up in such a set
+    keeps its cell whole."""
+    from cytoray.masks.labels import slide_white
+
+    rng = np.random.default_rng(0)
+    imgs, nucs, yy = [], [], np.mgrid[:64, :64]
+    for i in range(6):
+        rgb = np.full((64, 64, 3), (186, 184, 188), np.float64) + rng.normal(0, 3, (64, 64, 3))
+        cy, cx = 32 + rng.integers(-4, 5), 32 + rng.integers(-4, 5)
+        body = (yy[0] - cy) ** 2 + (yy[1] - cx) ** 2 < 22**2
+        nuc = (yy[0] - cy) ** 2 + (yy[1] - cx) ** 2 < 4**2
+        rgb[body] = (130, 160, 150) + rng.normal(0, 3, (body.sum(), 3))  # pale green cytoplasm
+        rgb[nuc] = (60, 50, 100)
+        imgs.append(rgb.clip(0, 255).astype(np.uint8))
+        nucs.append(nuc)
+    imgs, nucs = np.stack(imgs), np.stack(nucs)
+    assert np.allclose(slide_white(imgs), (186, 184, 188), atol=10)
+    old, _ = label_maps(imgs, nucs)  # the default: 255
+    new, _ = label_maps(imgs, nucs, white="set")
+    assert all((m == GLASS).mean() < 0.01 for m in old)  # against 255: no glass, no outline
+    for m, n in zip(new, nucs):
+        glass_true = ~((yy[0] - 32) ** 2 + (yy[1] - 32) ** 2 < 30**2)  # far outside any body
+        assert (m[glass_true] == GLASS).mean() > 0.95 and (m[n] == NUCLEUS).all()
+        assert (m == CYTOPLASM).mean() > 0.2
+    # close-ups in a set that mostly shows glass: the white stays the glass's, and a close-up's
+    # body (all of the image, denser than glass) stays whole
+    close = np.full((2, 64, 64, 3), (130, 160, 150), np.float64) + rng.normal(0, 3, (2, 64, 64, 3))
+    mixed = np.concatenate([imgs, close.clip(0, 255).astype(np.uint8)])
+    cmaps, _ = label_maps(mixed, np.concatenate([nucs, np.zeros((2, 64, 64), bool)]), white="set")
+    assert all((m == CYTOPLASM).mean() > 0.9 for m in cmaps[-2:])
+    with pytest.raises(ValueError, match="white='grey'"):
+        label_maps(imgs, nucs, white="grey")
+
+
 def test_one_hot_conditions():
     m = np.array([[[0, 1], [2, 1]]], np.uint8)
     y = masks_to_unit(m, 3)

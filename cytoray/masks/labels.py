@@ -10,10 +10,17 @@ one pink field). A label map says where the cell is: per pixel
     1 cytoplasm  stained content that is not nucleus: the cell body, blue, green or pink in Pap
     2 nucleus    the nucleus mask of `masks.method` (stain, syncgan, a segmenter, or ground truth)
 
-How the cell body is found: total optical density (all stains absorb; the white level is the
-illumination, not the brightest pixel, so a close-up with no glass is not read as glass),
-smoothed at the scale of a cytoplasm's texture, split by Otsu's threshold over the content that
-is not nucleus. The lower class is glass only when it is pale in absolute terms (`glass_od`):
+How the cell body is found: total optical density (all stains absorb) against the slide's white
+level, smoothed at the scale of a cytoplasm's texture, split by Otsu's threshold over the content that
+is not nucleus. The white level is the illumination, not one image's brightest pixel (a close-up
+with no glass would read its palest cytoplasm as glass): 255 by default (`masks.white: absolute`),
+or (`set`) estimated over the images mapped together, per channel the median of each image's 99th
+percentile. Few microscopes put bare glass at 255: Herlev's glass is ~185 grey, as dense against
+255 as a close-up's cytoplasm, so 37 of 45 training maps of its normal class have no glass and no
+cell outline; with `set` 5 of 45 have none. The CGAN trained on the `set` maps drew normal cells
+nearer real ones but abnormal cells further (4 seeds, benchmarks/generators_real_herlev.md), so
+`absolute` stays the default. `set` assumes most images show some glass (a folder of close-ups
+only would take a cytoplasm's colour for the white). The lower class is glass only when it is pale in absolute terms (`glass_od`):
 a close-up of one cell is all cytoplasm, and Otsu would otherwise cut it in two; and the upper
 class is cytoplasm only when it is denser than the glass by `min_contrast` (else the glass's
 grain would be cut in two). Specks of either
@@ -45,8 +52,8 @@ PALETTE = np.array([[235, 235, 235], [120, 190, 120], [70, 40, 150]], dtype=np.u
 class LabelParams:
     # Gaussian sigma / image side: evens out cytoplasm texture (2 px at 128)
     smooth_frac: float = 1 / 64
-    # the lower Otsu class is glass only if its mean total OD (white = 255)
-    # is below this (Herlev glass 0.1-0.6, close-ups of cytoplasm 0.7-1.0)
+    # the lower Otsu class is glass only if its mean total OD (against the white level)
+    # is below this (Herlev at 64 px against its white level: glass ~0.1-0.4)
     glass_od: float = 0.65
     # specks of glass or cytoplasm under this share of the image join their surroundings
     min_area: float = 0.002
@@ -54,9 +61,27 @@ class LabelParams:
     min_contrast: float = 0.15
 
 
-def optical_density_abs(rgb: np.ndarray) -> np.ndarray:
-    """Total optical density against a white of 255 (sum over R, G, B)."""
-    return -np.log((rgb.astype(np.float64) + 1.0) / 256.0).sum(-1)
+WHITES = ("set", "absolute")
+
+
+def optical_density_abs(rgb: np.ndarray, white: np.ndarray | float = 255.0) -> np.ndarray:
+    """Total optical density against a white level (255, or per channel; sum over R, G, B);
+    pixels brighter than the white count as 0."""
+    w = np.asarray(white, dtype=np.float64)
+    return np.maximum(-np.log((rgb.astype(np.float64) + 1.0) / (w + 1.0)), 0.0).sum(-1)
+
+
+def slide_white(images: np.ndarray, q: float = 99.0) -> np.ndarray:
+    """float64 [3] white level of a set of uint8 RGB images: per channel, the median over the images
+    of each one's q-th percentile (flat padding bands left out). An image with glass puts its
+    percentile on the glass, a close-up on its palest cytoplasm; the median is the glass while most
+    images show some."""
+    per = []
+    for rgb in images:
+        bands = detect_bands(rgb)
+        px = rgb[bands.content(margin=False)] if bands.any() else rgb.reshape(-1, 3)
+        per.append(np.percentile(px.reshape(-1, 3), q, axis=0) if len(px) else np.full(3, 255.0))
+    return np.median(np.asarray(per, dtype=np.float64), axis=0)
 
 
 def _drop_specks(mask: np.ndarray, min_px: int) -> np.ndarray:
@@ -68,9 +93,13 @@ def _drop_specks(mask: np.ndarray, min_px: int) -> np.ndarray:
 
 
 def label_map(
-    rgb: np.ndarray, nucleus: np.ndarray, params: LabelParams = LabelParams()
+    rgb: np.ndarray,
+    nucleus: np.ndarray,
+    params: LabelParams = LabelParams(),
+    white: np.ndarray | float = 255.0,
 ) -> tuple[np.ndarray, list[dict]]:
-    """uint8 [H, W] label map of one uint8 RGB image and its nucleus mask; and quality flags."""
+    """uint8 [H, W] label map of one uint8 RGB image and its nucleus mask; and quality flags.
+    `white`: the slide's white level (`slide_white` of the images mapped together, or 255)."""
     bands = detect_bands(rgb)
     content = bands.content(margin=False) if bands.any() else np.ones(rgb.shape[:2], dtype=bool)
     out = np.full(rgb.shape[:2], GLASS, dtype=np.uint8)  # padding bands stay glass
@@ -81,7 +110,7 @@ def label_map(
         # smoothed over the body alone (normalised
         # convolution): the dark nucleus must not bleed a rim
         sigma = max(0.5, params.smooth_frac * min(rgb.shape[:2]))
-        od = filters.gaussian(optical_density_abs(rgb) * body, sigma) / np.maximum(
+        od = filters.gaussian(optical_density_abs(rgb, white) * body, sigma) / np.maximum(
             filters.gaussian(body.astype(float), sigma), 1e-6
         )
         vals = od[body]
@@ -115,13 +144,20 @@ def label_map(
 
 
 def label_maps(
-    images: np.ndarray, nuclei: np.ndarray, params: LabelParams = LabelParams()
+    images: np.ndarray,
+    nuclei: np.ndarray,
+    params: LabelParams = LabelParams(),
+    white: str = "absolute",
 ) -> tuple[np.ndarray, list[list[dict]]]:
-    """uint8 [N, H, W] label maps of uint8 [N, H, W, 3] images with bool [N, H, W] nucleus masks."""
+    """uint8 [N, H, W] label maps of uint8 [N, H, W, 3] images with bool [N, H, W] nucleus masks;
+    `white`: set (the white level estimated over these images, `slide_white`) or absolute (255)."""
+    if white not in WHITES:
+        raise ValueError(f"white={white!r}: use one of {', '.join(WHITES)}")
+    level = slide_white(images) if white == "set" and len(images) else 255.0
     maps = np.zeros(nuclei.shape, dtype=np.uint8)
     flags = []
     for i, (img, nuc) in enumerate(zip(images, nuclei)):
-        maps[i], f = label_map(img, nuc, params)
+        maps[i], f = label_map(img, nuc, params, level)
         flags.append(f)
     return maps, flags
 
