@@ -10,6 +10,7 @@ of `cgan.batch_size` in a seeded order); then 90 cells per class drawn as the sh
 them (prior bank: a training map under a random warp, region colours from the class's cells) and
 KID against the held-out cells (validation + test) on the real Inception weights. `--seed` sets the
 weights' initialisation and the stage's noise stream: run several to see the training-seed spread.
+`--white set` makes the label maps against the training cells' own white level (`masks.white`).
 Appends one JSON line to OUT/results.jsonl and writes OUT/grid_<name>.png (rows per class: held-out
 real, synthetic) and the synthetic cells, OUT/samples_<name>.npz. `--every N` adds a curve: the EMA
 generator scored every N steps against the held-out cells and (`<class>_train`) against the
@@ -51,6 +52,12 @@ def main() -> None:
         "--steps", type=int, default=240, help="optimiser steps (240 = the benchmark's 40 epochs)"
     )
     ap.add_argument("--size", type=int, default=64)
+    ap.add_argument(
+        "--white",
+        choices=("absolute", "set"),
+        default="absolute",
+        help="masks.white: the label maps' glass against 255 or the set's own white level",
+    )
     ap.add_argument("--seed", type=int, default=0, help="initialisation and noise seed")
     ap.add_argument(
         "--lr-decay", action="store_true", help="lr linear to 0 over the second half of the steps"
@@ -97,9 +104,11 @@ def main() -> None:
     train = ds.subset(man.indices("train"))
     real = held_out(ds, man)  # the split's validation + test cells, per class
     cfg = SynCGANConfig()
-    cache = (
-        a.out / f"maps{a.size}.npz"
-    )  # the training label maps, computed once per folder and size
+    cfg.masks = dataclasses.replace(cfg.masks, white=a.white)
+    # the training label maps, computed once per folder, size and white level
+    cache = a.out / (
+        f"maps{a.size}.npz" if a.white == "absolute" else f"maps{a.size}_{a.white}.npz"
+    )
     if cache.is_file():
         m_train = np.load(cache)["m"]
     else:
