@@ -100,7 +100,7 @@ def variant_config(name: str, a: argparse.Namespace):
     mask_gan = off if name == "paper" else {}
     labels = "nucleus" if name in ("paper", "small_data") else "cell"
     cfg = SynCGANConfig(
-        masks=MasksConfig(labels=labels),
+        masks=MasksConfig(labels=labels, white=a.white),
         mask_gan=LatentGANConfig(epochs=a.mask_epochs, **width, **mask_gan),
         cgan=CGANConfig(epochs=a.cgan_epochs, **width, **cgan),
         prior="bank" if name in ("bank", "kid", "turned", "restarts", "turned_restarts") else "gan",
@@ -113,7 +113,8 @@ def variant_config(name: str, a: argparse.Namespace):
             )
             == ref.cgan
         )
-        assert cfg.masks == ref.masks and cfg.prior == ref.prior and cfg.warp == ref.warp
+        assert dataclasses.replace(cfg.masks, white=ref.masks.white) == ref.masks
+        assert cfg.prior == ref.prior and cfg.warp == ref.warp
     return cfg
 
 
@@ -206,6 +207,13 @@ def main() -> None:
         default=0,
         help="g_base and d_base of every network (0: each config's own defaults)",
     )
+    ap.add_argument(
+        "--white",
+        choices=("absolute", "set"),
+        default="absolute",
+        help="masks.white of the SynCGAN variants: label maps against 255 or the training set's own "
+        "white level",
+    )
     ap.add_argument("--n", type=int, default=90, help="synthetic images per class for KID")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cpus", type=int, default=2, help="CPU threads of the training job")
@@ -259,6 +267,7 @@ def main() -> None:
             "diffusion": a.diffusion_epochs,
         },
         "width": a.width,
+        "white": a.white,
         "default": DEFAULT,
         "variants": {},
     }
