@@ -88,6 +88,12 @@ class CGANConfig(SmallData):
     # On Herlev worse over 4 training seeds, so off
     d_high_pass: bool = False
 
+    @property
+    def scores_kid(self) -> bool:
+        """Whether the stage scores its cells against the training cells (`kid_train`): to pick an
+        epoch (`select: kid`) or to compare restarts (their last epochs)."""
+        return self.select == "kid" or self.restarts > 1
+
     def validate(self) -> None:
         _positive(
             self,
@@ -404,13 +410,9 @@ class CGANStage(SmallDataStage):
             return None
         out = {"val_loss_g": self.val_loss(models, val, amp)}
         epoch, every = getattr(self, "_epoch", 0), self.cfg.select_every
-        last = epoch == self.epochs - 1  # restarts: the kept (last) weights are what is compared
-        scored = (epoch + 1) % every == 0 if self.cfg.select == "kid" else False
-        if (
-            "kid_cond" in val
-            and (scored or last)
-            and (self.cfg.select == "kid" or self.cfg.restarts > 1)
-        ):
+        # select kid: every `select_every` epochs and the last; restarts: the last (kept) weights
+        due = epoch == self.epochs - 1 or (self.cfg.select == "kid" and (epoch + 1) % every == 0)
+        if self.cfg.scores_kid and "kid_cond" in val and due:
             out["kid_train"] = self.kid_to_training(models, val)
         return out
 

@@ -168,13 +168,18 @@ class SynCGAN(Generator):
             cfg.prior == "bank"
         ):  # the maps sampling warps (a function of the data, as the colours are)
             sampling_meta["bank"] = bank(train, m_train)
-        scored = cfg.cgan.select == "kid" or cfg.cgan.restarts > 1
+        pairs = {"mask": y_train, "image": to_unit(train.images)}
         val_pairs = {
             "mask": y_val,
             "image": to_unit(val.images),
             # the same conditions score every restart: their KIDs compare the generators only
-            **(kid_conditions(train, m_train, k, cols, cfg.warp, seed) if scored else {}),
+            **(
+                kid_conditions(train, m_train, k, cols, cfg.warp, seed)
+                if cfg.cgan.scores_kid
+                else {}
+            ),
         }
+        fixed = {"mask": y_val[fixed_idx], "image": to_unit(val.images[fixed_idx])}
         for r in range(cfg.cgan.restarts):  # restart r: seed + r (the first is the plain run's)
             cgan = CGANStage(extend(cfg.cgan, CGANParams, size=size, in_ch=int(y_train.shape[1])))
             cgan.sampling_meta = dict(sampling_meta)
@@ -182,9 +187,9 @@ class SynCGAN(Generator):
                 StageSpec(
                     cgan_label(r),
                     cgan,
-                    train={"mask": y_train, "image": to_unit(train.images)},
+                    train=pairs,
                     val=val_pairs,
-                    fixed={"mask": y_val[fixed_idx], "image": to_unit(val.images[fixed_idx])},
+                    fixed=fixed,
                     data_key=mkey,
                     seed=seed + r,
                 )

@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from .labels import WHITES
 from .nucleus import nucleus_mask_report
 from .params import METHODS, MaskParams
 
@@ -100,7 +101,7 @@ class MasksConfig:
                 f"masks.labels={self.labels!r}: use cell (glass/cytoplasm/nucleus "
                 "label maps) or nucleus (the paper's binary masks)"
             )
-        if self.white not in ("set", "absolute"):
+        if self.white not in WHITES:
             raise ConfigError(
                 f"masks.white={self.white!r}: use set (the glass's white level estimated over the "
                 "images) or absolute (255)"

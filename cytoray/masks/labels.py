@@ -20,8 +20,8 @@ percentile. Few microscopes put bare glass at 255: Herlev's glass is ~185 grey, 
 cell outline; with `set` 5 of 45 have none. The CGAN trained on the `set` maps drew normal cells
 nearer real ones but abnormal cells further (4 seeds, benchmarks/generators_real_herlev.md), so
 `absolute` stays the default. `set` assumes most images show some glass (a folder of close-ups
-only would take a cytoplasm's colour for the white). The lower class is glass only when it is pale in absolute terms (`glass_od`):
-a close-up of one cell is all cytoplasm, and Otsu would otherwise cut it in two; and the upper
+only would take a cytoplasm's colour for the white). The lower class is glass only when it is pale
+in absolute terms (`glass_od`): a close-up of one cell is all cytoplasm, and Otsu would otherwise cut it in two; and the upper
 class is cytoplasm only when it is denser than the glass by `min_contrast` (else the glass's
 grain would be cut in two). Specks of either
 class below `min_area` of the image join their surroundings.

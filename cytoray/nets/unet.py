@@ -99,25 +99,27 @@ def _out_act(out_act: str) -> nn.Module:
     return nn.Tanh() if out_act == "tanh" else nn.Identity()
 
 
-class Blur(nn.Module):
+def binomial_blur(x: torch.Tensor) -> torch.Tensor:
     """A fixed binomial low-pass, [1, 2, 1] x [1, 2, 1] / 16 per channel (a Gaussian of σ ~0.7 px),
-    same size out (reflected border). No parameters and no state: adding one leaves a state dict as
-    it was."""
+    same size out (reflected border)."""
+    k = torch.tensor([1.0, 2.0, 1.0], device=x.device, dtype=x.dtype)
+    w = (k[:, None] * k[None, :] / 16).expand(x.shape[1], 1, 3, 3)
+    return nn.functional.conv2d(
+        nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"), w, groups=x.shape[1]
+    )
 
-    def __init__(self) -> None:
-        super().__init__()
-        k = torch.tensor([1.0, 2.0, 1.0])
-        self.register_buffer("kernel", (k[:, None] * k[None, :] / 16)[None, None], persistent=False)
+
+class Blur(nn.Module):
+    """`binomial_blur` as a layer. No parameters and no state: adding one leaves a state dict as it
+    was."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
-        w = self.kernel.to(x.dtype).expand(c, 1, 3, 3)
-        return nn.functional.conv2d(nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"), w, groups=c)
+        return binomial_blur(x)
 
 
 def high_pass(x: torch.Tensor) -> torch.Tensor:
-    """What `Blur` removes: the image minus its binomial low-pass (the pixel-scale texture)."""
-    return x - Blur().to(x.device)(x)
+    """What `binomial_blur` removes: the image minus its low-pass (the pixel-scale texture)."""
+    return x - binomial_blur(x)
 
 
 # ----------------------------------------------------------------------------- UNet
