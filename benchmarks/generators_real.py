@@ -28,6 +28,11 @@ Variants (each adds one thing to the one before; `--variants` picks):
   gan          the vanilla RGB GAN per class with the small-data pieces (control)
   diffusion    the mask-conditioned diffusion generator (generators/diffusion.py) on the same label maps,
                its maps drawn as `bank`'s (the class's training maps warped; its `prior`, shipped default)
+`--filter realism|centroid|classifier --keep K` also scores each variant behind cytoray's synthetic-
+sample filter (classify/filter.py, the stage the studies put between generator and classifier): n / K
+images drawn per class, ranked against the class's TRAINING cells (never the held-out ones), the best n
+scored as above, under the variant's `filtered` key beside its unfiltered figures, with a grid
+<out>/grid_<variant>_filtered.png.
 It writes <out>/generators_real.json (per variant and class: kid, kid_sd, kid_floor,
 kid_other_class, precision/recall/density/coverage with their real-vs-real values, memorised share;
 train_seconds, sample_seconds; `default`: the variant the shipped defaults train) and one grid
@@ -47,6 +52,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from cytoray.classify.filter import METHODS, FilterConfig, FilteredSampler  # noqa: E402
+from cytoray.config import ConfigError  # noqa: E402
 
 VARIANTS = (
     "paper",
@@ -181,6 +189,52 @@ def grid(real: dict, fake: dict, maps: dict, n: int = 8) -> np.ndarray:
 ARITH = {"auto": {}, "fp32": {"cpu_bf16": False, "channels_last": False}}
 
 
+class MapSampler:
+    """A trained generator's `sample(n, cls, seed)` returning (images, label maps or None), the
+    shape `classify.filter.FilteredSampler` passes through."""
+
+    def __init__(self, gen) -> None:
+        self.gen = gen
+
+    def sample(self, n: int, cls: str, seed: int = 0):
+        if hasattr(self.gen, "sample_maps"):
+            return self.gen.sample_maps(n, cls, seed=seed)
+        return self.gen.sample(n, cls, seed=seed), None
+
+
+def draw(sampler, classes: list, n: int) -> tuple[dict, dict]:
+    """n images per class (seed 1, as every variant) and the maps that made them."""
+    fake, maps = {}, {}
+    for c in classes:
+        fake[c], maps[c] = sampler.sample(n, c, seed=1)
+    return fake, maps
+
+
+def score(fake: dict, f_real: dict, f_train: dict, seed: int) -> dict:
+    """Per class: KID with its floor and other-class distance, then precision / recall / density /
+    coverage and the memorised share, of the synthetic images against the held-out cells."""
+    from cytoray.metrics import realism
+    from cytoray.metrics.fidelity import inception_features
+
+    classes = list(f_real)
+    f_fake = {c: inception_features(fake[c]) for c in classes}
+    realism_metrics, _ = realism.per_class(f_real, f_fake, "test", f_train, seed=seed)
+    out = {}
+    for c in classes:
+        other = next(o for o in classes if o != c)
+        out[c] = kid_row(f_fake[c], f_real[c], f_real[other], seed)
+        out[c].update(realism_row(realism_metrics, c))
+    return out
+
+
+def kid_line(row: dict, classes: list) -> str:
+    return "  ".join(
+        f"{c}: KID {row[c]['kid']:.4f} ± {row[c]['kid_sd']:.4f} (floor {row[c]['kid_floor']:.4f}, "
+        f"other class {row[c]['kid_other_class']:.4f})"
+        for c in classes
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -215,6 +269,17 @@ def main() -> None:
         "white level",
     )
     ap.add_argument("--n", type=int, default=90, help="synthetic images per class for KID")
+    ap.add_argument(
+        "--filter",
+        choices=METHODS,
+        default="none",
+        help="also score each variant behind cytoray's synthetic-sample filter (filter.method): "
+        "n / --keep drawn per class, the n nearest the TRAINING cells kept; reported beside the "
+        "unfiltered figures, under `filtered`",
+    )
+    ap.add_argument(
+        "--keep", type=float, default=0.5, help="filter.keep: the share of drawn images kept"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cpus", type=int, default=2, help="CPU threads of the training job")
     ap.add_argument(
@@ -230,12 +295,16 @@ def main() -> None:
     from cytoray.data.source import load_split
     from cytoray.generators.base import get_generator
     from cytoray.io import save_png, write_json
-    from cytoray.metrics import realism
     from cytoray.metrics.fidelity import inception_features
     from cytoray.quiet import configure
     from cytoray.training.config import RunConfig
 
     configure(verbose=a.verbose)
+    fcfg = FilterConfig(method=a.filter, keep=a.keep)
+    try:
+        fcfg.validate()
+    except ConfigError as e:
+        ap.error(str(e))
     names = [v.strip() for v in a.variants.split(",") if v.strip()]
     if bad := [v for v in names if v not in VARIANTS]:
         ap.error(f"--variants: unknown {', '.join(bad)}; valid: {', '.join(VARIANTS)}")
@@ -285,38 +354,35 @@ def main() -> None:
             RunConfig(seed=a.seed, cpus_per_worker=a.cpus, **ARITH[a.arith]),
         )
         seconds = time.perf_counter() - t0
-        gen = gen_cls.load(bundle)
-        fake, maps = {}, {}
+        sampler = MapSampler(gen_cls.load(bundle))
         t1 = time.perf_counter()
-        for c in classes:
-            out = (
-                gen.sample_maps(a.n, c, seed=1)
-                if hasattr(gen, "sample_maps")
-                else gen.sample(a.n, c, seed=1)
-            )
-            fake[c], maps[c] = out
+        fake, maps = draw(sampler, classes, a.n)
         # the n images of every class drawn (before 2026-12-07 this timed the metrics instead)
         row = {
             "train_seconds": round(seconds, 1),
             "sample_seconds": round(time.perf_counter() - t1, 1),
         }
-        f_fake = {c: inception_features(fake[c]) for c in classes}
-        realism_metrics, _ = realism.per_class(f_real, f_fake, "test", f_train, seed=a.seed)
-        for c in classes:
-            other = next(o for o in classes if o != c)
-            row[c] = kid_row(f_fake[c], f_real[c], f_real[other], a.seed)
-            row[c].update(realism_row(realism_metrics, c))
-        report["variants"][name] = row
+        row.update(score(fake, f_real, f_train, a.seed))
         save_png(a.out / f"grid_{name}.png", grid(real, fake, maps))
-        print(
-            f"[{name}] {seconds:.0f} s  "
-            + "  ".join(
-                f"{c}: KID {row[c]['kid']:.4f} ± {row[c]['kid_sd']:.4f} (floor {row[c]['kid_floor']:.4f}, other class "
-                f"{row[c]['kid_other_class']:.4f})"
-                for c in classes
-            ),
-            flush=True,
-        )
+        print(f"[{name}] {seconds:.0f} s  " + kid_line(row, classes), flush=True)
+        if fcfg.active:
+            # the same generator with cytoray's filter stage in front (classify/filter.py): drawn
+            # n / keep per class, ranked against the TRAINING cells' features, the best n scored
+            fs = FilteredSampler(sampler, fcfg, f_train, seed=a.seed)
+            fake_f, maps_f = draw(fs, classes, a.n)
+            row["filtered"] = {
+                "method": fcfg.method,
+                "keep": fcfg.keep,
+                **fs.stats(),
+                **score(fake_f, f_real, f_train, a.seed),
+            }
+            save_png(a.out / f"grid_{name}_filtered.png", grid(real, fake_f, maps_f))
+            print(
+                f"[{name}, filter {fcfg.method} keep {fcfg.keep:g}]  "
+                + kid_line(row["filtered"], classes),
+                flush=True,
+            )
+        report["variants"][name] = row
         write_json(a.out / "generators_real.json", report)
     print(
         "\n| variant | "
@@ -325,15 +391,20 @@ def main() -> None:
     )
     print("|---|" + "---|---|---|---|---|" * len(classes) + "---|---|")
     for name, row in report["variants"].items():
-        print(
-            f"| {name}{' (default)' if name == DEFAULT else ''} | "
-            + " | ".join(
-                f"{row[c]['kid']:.4f} ({row[c]['kid_sd']:.4f}) | {row[c]['kid_floor']:.4f} | {row[c]['kid_other_class']:.4f} | "
-                f"{row[c].get('recall', float('nan')):.2f} | {row[c].get('memorised', float('nan')):.2f}"
-                for c in classes
+        lines = [(f"{name}{' (default)' if name == DEFAULT else ''}", row)]
+        if "filtered" in row:
+            f = row["filtered"]
+            lines.append((f"{name}, filter {f['method']} keep {f['keep']:g}", f))
+        for label, r in lines:
+            print(
+                f"| {label} | "
+                + " | ".join(
+                    f"{r[c]['kid']:.4f} ({r[c]['kid_sd']:.4f}) | {r[c]['kid_floor']:.4f} | {r[c]['kid_other_class']:.4f} | "
+                    f"{r[c].get('recall', float('nan')):.2f} | {r[c].get('memorised', float('nan')):.2f}"
+                    for c in classes
+                )
+                + f" | {row['train_seconds']:.0f} | {row['sample_seconds']:.0f} |"
             )
-            + f" | {row['train_seconds']:.0f} | {row['sample_seconds']:.0f} |"
-        )
     print(f"wrote {a.out / 'generators_real.json'} and grid_<variant>.png in {a.out}")
 
 
