@@ -36,7 +36,8 @@ scored as above, under the variant's `filtered` key beside its unfiltered figure
 It writes <out>/generators_real.json (per variant and class: kid, kid_sd, kid_floor,
 kid_other_class, precision/recall/density/coverage with their real-vs-real values, memorised share;
 train_seconds, sample_seconds; `default`: the variant the shipped defaults train) and one grid
-per variant, <out>/grid_<variant>.png: per class, a row of real held-out cells, a row of synthetic
+per variant, <out>/grid_<variant>.png (`kid` is the mean over `--draws` draws of n per class,
+each draw's in `kid_draws`; the other figures and the grid are the first draw's): per class, a row of real held-out cells, a row of synthetic
 cells and a row of the label maps (or masks) that made them.
 """
 
@@ -71,6 +72,8 @@ VARIANTS = (
     "diffusion",
 )
 DEFAULT = "bank"  # the variant whose settings are SynCGANConfig()'s
+# configs/models/syncgan_real.yaml's CGAN (at --width 64 --cgan-epochs 80): the best on herlev_dev
+REAL = "turned_restarts"
 
 
 def variant_config(name: str, a: argparse.Namespace):
@@ -113,6 +116,10 @@ def variant_config(name: str, a: argparse.Namespace):
         cgan=CGANConfig(epochs=a.cgan_epochs, **width, **cgan),
         prior="bank" if name in ("bank", "kid", "turned", "restarts", "turned_restarts") else "gan",
     )
+    if name == REAL and a.width == 64 and a.cgan_epochs == 80:  # the real-cells preset's CGAN
+        from cytoray.config import load
+
+        assert cfg.cgan == load(SynCGANConfig, ROOT / "configs/models/syncgan_real.yaml").cgan
     if name == DEFAULT:  # the shipped defaults, at the benchmark's epochs and widths only
         ref = SynCGANConfig()
         assert (
@@ -202,11 +209,11 @@ class MapSampler:
         return self.gen.sample(n, cls, seed=seed), None
 
 
-def draw(sampler, classes: list, n: int) -> tuple[dict, dict]:
-    """n images per class (seed 1, as every variant) and the maps that made them."""
+def draw(sampler, classes: list, n: int, seed: int = 1) -> tuple[dict, dict]:
+    """n images per class (draw 1 is seed 1, as every variant) and the maps that made them."""
     fake, maps = {}, {}
     for c in classes:
-        fake[c], maps[c] = sampler.sample(n, c, seed=1)
+        fake[c], maps[c] = sampler.sample(n, c, seed=seed)
     return fake, maps
 
 
@@ -227,9 +234,30 @@ def score(fake: dict, f_real: dict, f_train: dict, seed: int) -> dict:
     return out
 
 
+def score_draws(sampler, classes: list, n: int, draws: int, f_real, f_train, seed: int):
+    """`draws` independent draws of n images per class (sampling seeds 1, 2, ...): everything of
+    `score` on the first, and per class `kid` as the mean over the draws, `kid_draws` each draw's
+    KID and `kid_draw_sd` their spread (one draw of 90 cells moves KID by about as much as its own
+    subset spread `kid_sd`, which is the first draw's). Returns (row, images and maps of draw 1)."""
+    from cytoray.metrics.fidelity import fid_kid_from_features, inception_features
+
+    fake, maps = draw(sampler, classes, n, seed=1)
+    row = score(fake, f_real, f_train, seed)
+    for c in classes:
+        kids = [row[c]["kid"]]
+        for d in range(2, draws + 1):
+            more, _ = sampler.sample(n, c, seed=d)
+            kids.append(
+                fid_kid_from_features(inception_features(more), f_real[c], seed=seed)["kid_mean"]
+            )
+        row[c].update(kid=float(np.mean(kids)), kid_draws=kids, kid_draw_sd=float(np.std(kids)))
+    return row, fake, maps
+
+
 def kid_line(row: dict, classes: list) -> str:
     return "  ".join(
-        f"{c}: KID {row[c]['kid']:.4f} ± {row[c]['kid_sd']:.4f} (floor {row[c]['kid_floor']:.4f}, "
+        f"{c}: KID {row[c]['kid']:.4f} ± {row[c]['kid_sd']:.4f} "
+        f"(draws {', '.join(f'{k:.4f}' for k in row[c].get('kid_draws', []))}; floor {row[c]['kid_floor']:.4f}, "
         f"other class {row[c]['kid_other_class']:.4f})"
         for c in classes
     )
@@ -270,6 +298,13 @@ def main() -> None:
     )
     ap.add_argument("--n", type=int, default=90, help="synthetic images per class for KID")
     ap.add_argument(
+        "--draws",
+        type=int,
+        default=3,
+        help="independent draws of --n images per class; `kid` is their mean (figures dated before "
+        "2026-12-07 18:00 are one draw, sampling seed 1: the first of these)",
+    )
+    ap.add_argument(
         "--filter",
         choices=METHODS,
         default="none",
@@ -300,6 +335,8 @@ def main() -> None:
     from cytoray.training.config import RunConfig
 
     configure(verbose=a.verbose)
+    if a.draws < 1:
+        ap.error(f"--draws {a.draws}: give at least 1")
     fcfg = FilterConfig(method=a.filter, keep=a.keep)
     try:
         fcfg.validate()
@@ -356,26 +393,22 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         sampler = MapSampler(gen_cls.load(bundle))
         t1 = time.perf_counter()
-        fake, maps = draw(sampler, classes, a.n)
-        # the n images of every class drawn (before 2026-12-07 this timed the metrics instead)
+        draw(sampler, classes, a.n)
+        # the n images of every class drawn once (before 2026-12-07 this timed the metrics instead)
         row = {
             "train_seconds": round(seconds, 1),
             "sample_seconds": round(time.perf_counter() - t1, 1),
         }
-        row.update(score(fake, f_real, f_train, a.seed))
+        scored, fake, maps = score_draws(sampler, classes, a.n, a.draws, f_real, f_train, a.seed)
+        row.update(scored)
         save_png(a.out / f"grid_{name}.png", grid(real, fake, maps))
         print(f"[{name}] {seconds:.0f} s  " + kid_line(row, classes), flush=True)
         if fcfg.active:
             # the same generator with cytoray's filter stage in front (classify/filter.py): drawn
             # n / keep per class, ranked against the TRAINING cells' features, the best n scored
             fs = FilteredSampler(sampler, fcfg, f_train, seed=a.seed)
-            fake_f, maps_f = draw(fs, classes, a.n)
-            row["filtered"] = {
-                "method": fcfg.method,
-                "keep": fcfg.keep,
-                **fs.stats(),
-                **score(fake_f, f_real, f_train, a.seed),
-            }
+            scored, fake_f, maps_f = score_draws(fs, classes, a.n, a.draws, f_real, f_train, a.seed)
+            row["filtered"] = {"method": fcfg.method, "keep": fcfg.keep, **fs.stats(), **scored}
             save_png(a.out / f"grid_{name}_filtered.png", grid(real, fake_f, maps_f))
             print(
                 f"[{name}, filter {fcfg.method} keep {fcfg.keep:g}]  "

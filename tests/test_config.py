@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,19 @@ def test_experiment_file_holds_only_differences():
     cfg = load(SynCGANConfig, CONFIGS / "models" / "syncgan_paper.yaml")
     assert cfg.cgan.epochs == 200 and cfg.mask_gan.epochs == 1600 and cfg.cgan.g_base == 64
     assert cfg.cgan.lam == 100.0  # inherited from the base
+
+
+def test_real_cells_preset_is_the_benchmark_variant_it_names():
+    """configs/models/syncgan_real.yaml holds only its differences from syncgan.yaml, and they are
+    what benchmarks/generators_real.py's `turned_restarts` variant trains at --width 64 --cgan-epochs 80."""
+    base = load(SynCGANConfig, CONFIGS / "models" / "syncgan.yaml")
+    cfg = load(SynCGANConfig, CONFIGS / "models" / "syncgan_real.yaml")
+    assert (cfg.cgan.epochs, cfg.cgan.g_base, cfg.cgan.d_base) == (80, 64, 64)
+    assert (cfg.cgan.augment, cfg.cgan.restarts) == ("dihedral", 4)
+    assert cfg.cgan.lam == base.cgan.lam and cfg.masks == base.masks and cfg.prior == base.prior
+    b = base.cgan
+    same = dict(epochs=b.epochs, g_base=b.g_base, d_base=b.d_base, augment=b.augment, restarts=1)
+    assert dataclasses.replace(cfg.cgan, **same) == b
 
 
 def test_unknown_key_names_key_and_file(tmp_path):
