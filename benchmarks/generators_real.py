@@ -36,9 +36,9 @@ scored as above, under the variant's `filtered` key beside its unfiltered figure
 It writes <out>/generators_real.json (per variant and class: kid, kid_sd, kid_floor,
 kid_other_class, precision/recall/density/coverage with their real-vs-real values, memorised share;
 train_seconds, sample_seconds; `default`: the variant the shipped defaults train) and one grid
-per variant, <out>/grid_<variant>.png (`kid` is the mean over `--draws` draws of n per class,
-each draw's in `kid_draws`; the other figures and the grid are the first draw's): per class, a row of real held-out cells, a row of synthetic
-cells and a row of the label maps (or masks) that made them.
+per variant, <out>/grid_<variant>.png: per class, a row of real held-out cells, a row of synthetic
+cells and a row of the label maps (or masks) that made them. `kid` is the mean over `--draws` draws
+of n per class (each draw's in `kid_draws`); the other figures and the grid are the first draw's.
 """
 
 from __future__ import annotations
@@ -234,14 +234,15 @@ def score(fake: dict, f_real: dict, f_train: dict, seed: int) -> dict:
     return out
 
 
-def score_draws(sampler, classes: list, n: int, draws: int, f_real, f_train, seed: int):
+def score_draws(sampler, classes: list, n: int, draws: int, f_real, f_train, seed: int, first=None):
     """`draws` independent draws of n images per class (sampling seeds 1, 2, ...): everything of
     `score` on the first, and per class `kid` as the mean over the draws, `kid_draws` each draw's
     KID and `kid_draw_sd` their spread (one draw of 90 cells moves KID by about as much as its own
-    subset spread `kid_sd`, which is the first draw's). Returns (row, images and maps of draw 1)."""
+    subset spread `kid_sd`, which is the first draw's; `first`: draw 1 if already drawn). Returns
+    (row, images and maps of draw 1)."""
     from cytoray.metrics.fidelity import fid_kid_from_features, inception_features
 
-    fake, maps = draw(sampler, classes, n, seed=1)
+    fake, maps = first if first is not None else draw(sampler, classes, n, seed=1)
     row = score(fake, f_real, f_train, seed)
     for c in classes:
         kids = [row[c]["kid"]]
@@ -393,13 +394,15 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         sampler = MapSampler(gen_cls.load(bundle))
         t1 = time.perf_counter()
-        draw(sampler, classes, a.n)
+        first = draw(sampler, classes, a.n)
         # the n images of every class drawn once (before 2026-12-07 this timed the metrics instead)
         row = {
             "train_seconds": round(seconds, 1),
             "sample_seconds": round(time.perf_counter() - t1, 1),
         }
-        scored, fake, maps = score_draws(sampler, classes, a.n, a.draws, f_real, f_train, a.seed)
+        scored, fake, maps = score_draws(
+            sampler, classes, a.n, a.draws, f_real, f_train, a.seed, first
+        )
         row.update(scored)
         save_png(a.out / f"grid_{name}.png", grid(real, fake, maps))
         print(f"[{name}] {seconds:.0f} s  " + kid_line(row, classes), flush=True)
