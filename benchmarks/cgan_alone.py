@@ -35,6 +35,8 @@ import torch
 
 
 def main() -> None:
+    from cytoray.masks.labels import WHITES
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--cyto", type=Path, required=True, help="real cytology folder <dir>/<class>/*.jpg"
@@ -54,7 +56,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument(
         "--white",
-        choices=("absolute", "set"),
+        choices=WHITES,
         default="absolute",
         help="masks.white: the label maps' glass against 255 or the set's own white level",
     )

@@ -56,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 from cytoray.classify.filter import METHODS, FilterConfig, FilteredSampler  # noqa: E402
 from cytoray.config import ConfigError  # noqa: E402
+from cytoray.masks.labels import WHITES  # noqa: E402
 
 VARIANTS = (
     "paper",
@@ -258,7 +259,7 @@ def score_draws(sampler, classes: list, n: int, draws: int, f_real, f_train, see
 def kid_line(row: dict, classes: list) -> str:
     return "  ".join(
         f"{c}: KID {row[c]['kid']:.4f} ± {row[c]['kid_sd']:.4f} "
-        f"(draws {', '.join(f'{k:.4f}' for k in row[c].get('kid_draws', []))}; floor {row[c]['kid_floor']:.4f}, "
+        f"(draws {', '.join(f'{k:.4f}' for k in row[c]['kid_draws'])}; floor {row[c]['kid_floor']:.4f}, "
         f"other class {row[c]['kid_other_class']:.4f})"
         for c in classes
     )
@@ -292,7 +293,7 @@ def main() -> None:
     )
     ap.add_argument(
         "--white",
-        choices=("absolute", "set"),
+        choices=WHITES,
         default="absolute",
         help="masks.white of the SynCGAN variants: label maps against 255 or the training set's own "
         "white level",
