@@ -336,7 +336,8 @@ def main() -> None:
     from cytoray.quiet import configure
     from cytoray.training.config import RunConfig
 
-    configure(verbose=a.verbose)
+    # the training jobs' epoch lines are the progress of a run that takes 20-30 min (as `cytoray train`)
+    configure(verbose=a.verbose, worker_output=True)
     if a.draws < 1:
         ap.error(f"--draws {a.draws}: give at least 1")
     fcfg = FilterConfig(method=a.filter, keep=a.keep)
