@@ -114,18 +114,22 @@ def variant_config(name: str, a: argparse.Namespace):
     cfg = SynCGANConfig(
         masks=MasksConfig(labels=labels, white=a.white),
         mask_gan=LatentGANConfig(epochs=a.mask_epochs, **width, **mask_gan),
-        cgan=CGANConfig(epochs=a.cgan_epochs, **width, **cgan),
+        cgan=CGANConfig(epochs=a.cgan_epochs, crop=a.crop, **width, **cgan),
         prior="bank" if name in ("bank", "kid", "turned", "restarts", "turned_restarts") else "gan",
     )
-    if name == REAL and a.width == 64 and a.cgan_epochs == 80:  # the real-cells preset's CGAN
+    if name == REAL and a.width == 64 and a.cgan_epochs == 80 and not a.crop:  # the preset's CGAN
         from cytoray.config import load
 
         assert cfg.cgan == load(SynCGANConfig, ROOT / "configs/models/syncgan_real.yaml").cgan
-    if name == DEFAULT:  # the shipped defaults, at the benchmark's epochs and widths only
+    if name == DEFAULT:  # the shipped defaults, at the benchmark's epochs, widths and crop only
         ref = SynCGANConfig()
         assert (
             dataclasses.replace(
-                cfg.cgan, epochs=ref.cgan.epochs, g_base=ref.cgan.g_base, d_base=ref.cgan.d_base
+                cfg.cgan,
+                epochs=ref.cgan.epochs,
+                g_base=ref.cgan.g_base,
+                d_base=ref.cgan.d_base,
+                crop=ref.cgan.crop,
             )
             == ref.cgan
         )
@@ -292,6 +296,13 @@ def main() -> None:
         help="g_base and d_base of every network (0: each config's own defaults)",
     )
     ap.add_argument(
+        "--crop",
+        type=int,
+        default=0,
+        help="cgan.crop of the SynCGAN variants: train the CGAN on random crops of this side and "
+        "draw whole images (a step costs (crop/size)^2 of a whole one); 0 = whole images",
+    )
+    ap.add_argument(
         "--white",
         choices=WHITES,
         default="absolute",
@@ -377,6 +388,7 @@ def main() -> None:
         },
         "width": a.width,
         "white": a.white,
+        "crop": a.crop,
         "default": DEFAULT,
         "variants": {},
     }

@@ -285,6 +285,41 @@ def test_cgan_turns_each_condition_and_its_image_together(augment):
         CGANConfig(augment="rot45").validate()
 
 
+def test_cgan_trains_on_crops_and_draws_whole_images():
+    """cgan.crop: D sees windows of the crop's side, each the same window of a batch pair (the
+    condition's nucleus where the image's is); G, a UNet as deep as the crop allows, still draws
+    whole images from whole maps, and its loss falls."""
+    m, imgs = _maps()
+    y = masks_to_unit(m, N_LABELS)
+    x = imgs.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1
+    cfg = CGANConfig(g_base=8, d_base=8, d_layers=2, diffaug="", crop=16, lr=1e-3)
+    stage = CGANStage({**stage_params(cfg, 32), "in_ch": N_LABELS})
+    torch.manual_seed(0)
+    models = stage.build(CPU)
+    assert models["G"].depth == 4 and stage.cfg.train_side == 16  # 16 px: 4 halvings, not 32's 5
+    seen = []
+    models["D"].register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach()))
+    batch = {"mask": torch.from_numpy(y), "image": torch.from_numpy(x)}
+    opts, gen = stage.optimizers(models), torch.Generator().manual_seed(0)
+    mse = [stage.train_step(models, opts, batch, gen, CPU_AMP)["mse"] for _ in range(40)]
+    real = seen[0]
+    assert real.shape[-2:] == (16, 16)
+    cond, img = real[:, :N_LABELS], real[:, N_LABELS:]
+    assert torch.equal(cond[:, NUCLEUS] > 0, img[:, 0] < 85 / 127.5 - 1)
+    pairs = torch.cat([batch["mask"], batch["image"]], 1)
+    windows = [pairs[:, :, t : t + 16, u : u + 16] for t in range(17) for u in range(17)]
+    for i in range(len(real)):
+        assert any(torch.equal(real[i], w[i]) for w in windows)
+    assert len({tuple(r.flatten()[:64].tolist()) for r in real}) > 1
+    assert np.mean(mse[-5:]) < 0.5 * np.mean(mse[:5]), mse
+    with torch.no_grad():
+        assert stage.sampler(models)(batch["mask"]).shape == (len(x), 3, 32, 32)
+    with pytest.raises(ConfigError, match=r"cgan\.crop=32 with 48-px"):
+        CGANStage({**stage_params(CGANConfig(crop=32), 48), "in_ch": N_LABELS})
+    with pytest.raises(ConfigError, match="cgan.crop"):
+        CGANConfig(crop=7).validate()
+
+
 @pytest.mark.parametrize("recon", ["mse", "l1", "fm"])
 def test_cgan_reconstruction_terms_train(recon):
     m, imgs = _maps(n=4)

@@ -87,6 +87,11 @@ class CGANConfig(SmallData):
     # D also sees the image's high-pass (nets/patchgan.py): pixel-scale texture apart from colour.
     # On Herlev worse over 4 training seeds, so off
     d_high_pass: bool = False
+    # > 0: each training pair is a random crop of this side (the same window of the condition and
+    # the image), and G is a UNet deep enough for the crop only: a step costs (crop/size)^2 of a
+    # full one, and G, fully convolutional, draws whole images at sampling. On Herlev at 128 px the
+    # normal class is further from its real cells (benchmarks/generators_real_herlev.md), so off
+    crop: int = 0
 
     @property
     def scores_kid(self) -> bool:
@@ -148,6 +153,11 @@ class CGANConfig(SmallData):
             )
         if not 0.0 <= self.beta1 < 1.0:
             raise ConfigError(f"cgan.beta1={self.beta1}: Adam's beta1 lies in [0, 1)")
+        if self.crop and (self.crop < 8 or self.crop % 2):
+            raise ConfigError(
+                f"cgan.crop={self.crop}: the training crop's side, an even number of pixels >= 8 "
+                "(0 = whole images)"
+            )
 
 
 @dataclasses.dataclass
@@ -207,6 +217,19 @@ class CGANParams(CGANConfig):
     in_ch: int = (
         1  # condition channels: 1 (nucleus mask), or a label map's one-hot + colour channels
     )
+
+    def __post_init__(self) -> None:
+        if self.crop and self.crop < self.size and self.size % 2 ** unet_depth(self.crop):
+            raise ConfigError(
+                f"cgan.crop={self.crop} with {self.size}-px images: G's UNet for {self.crop}-px "
+                f"crops needs an image side divisible by {2 ** unet_depth(self.crop)}; pick a crop "
+                f"that halves into {self.size} (e.g. {self.size // 2}) or set data.size"
+            )
+
+    @property
+    def train_side(self) -> int:
+        """The side of the pairs G and D train on: the crop, or the whole image."""
+        return self.crop if 0 < self.crop < self.size else self.size
 
 
 @dataclasses.dataclass
@@ -290,7 +313,7 @@ class CGANStage(SmallDataStage):
             in_ch=c.in_ch,
             out_ch=3,
             base=c.g_base,
-            depth=unet_depth(c.size),
+            depth=unet_depth(c.train_side),
             norm=c.norm,
             dropout=c.dropout,
         )
@@ -345,6 +368,9 @@ class CGANStage(SmallDataStage):
         y, x = batch["mask"], batch["image"]
         if self.cfg.augment == "dihedral":  # one symmetry for the condition and its image
             yx = dihedral(torch.cat([y, x], 1), gen)
+            y, x = yx[:, : y.shape[1]], yx[:, y.shape[1] :]
+        if self.cfg.train_side < x.shape[-1]:  # one window of each pair, condition and image
+            yx = random_crops(torch.cat([y, x], 1), self.cfg.train_side, gen)
             y, x = yx[:, : y.shape[1]], yx[:, y.shape[1] :]
         # 1. Discriminator: real (y, x) pairs against (y, G(y)), both
         # under the same augmentation draw.
@@ -483,6 +509,14 @@ class CGANStage(SmallDataStage):
         return to_uint8_grid(
             torch.cat([condition_picture(fixed["mask"]), fake, fixed["image"]]), nrow=len(fake)
         )
+
+
+def random_crops(x: torch.Tensor, side: int, gen: torch.Generator) -> torch.Tensor:
+    """Each image of x [B, C, H, W] cut to its own random `side` x `side` window."""
+    b, _, h, w = x.shape
+    top = torch.randint(h - side + 1, (b,), generator=gen).tolist()
+    left = torch.randint(w - side + 1, (b,), generator=gen).tolist()
+    return torch.stack([img[:, t : t + side, u : u + side] for img, t, u in zip(x, top, left)])
 
 
 def condition_picture(y: torch.Tensor) -> torch.Tensor:
