@@ -90,7 +90,8 @@ class CGANConfig(SmallData):
     # > 0: each training pair is a random crop of this side (the same window of the condition and
     # the image), and G is a UNet deep enough for the crop only: a step costs (crop/size)^2 of a
     # full one, and G, fully convolutional, draws whole images at sampling. On Herlev at 128 px the
-    # normal class is further from its real cells (benchmarks/generators_real_herlev.md), so off
+    # normal class is further from its real cells (benchmarks/generators_real_herlev.md), so off.
+    # A crop at or over the image side trains on whole images
     crop: int = 0
 
     @property
