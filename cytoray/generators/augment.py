@@ -32,3 +32,12 @@ def dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.stack(
         [torch.rot90(img, int(k), (1, 2)) if k else img for img, k in zip(out, turns.tolist())]
     )
+
+
+def random_crops(x: torch.Tensor, side: int, gen: torch.Generator) -> torch.Tensor:
+    """Each image of x [B, C, H, W] cut to its own random `side` x `side` window (the CGAN's
+    `crop`). refined_sim.random_crops is its data-side twin: uint8 [N, H, W, 3] tiles, numpy's rng."""
+    b, _, h, w = x.shape
+    top = torch.randint(h - side + 1, (b,), generator=gen).tolist()
+    left = torch.randint(w - side + 1, (b,), generator=gen).tolist()
+    return torch.stack([img[:, t : t + side, u : u + side] for img, t, u in zip(x, top, left)])

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..nets import MaskGenerator, PatchDiscriminator, UNet, VanillaGenerator, unet_depth
 from ..training.stage import adam, to_uint8_grid, unwrap
-from .augment import dihedral
+from .augment import dihedral, random_crops
 from .losses import bce, d_targets
 from .small_data import SmallData, SmallDataStage
 from .small_data import augment_d_input as _aug
@@ -220,7 +220,7 @@ class CGANParams(CGANConfig):
     )
 
     def __post_init__(self) -> None:
-        if self.crop and self.crop < self.size and self.size % 2 ** unet_depth(self.crop):
+        if self.train_side < self.size and self.size % 2 ** unet_depth(self.train_side):
             raise ConfigError(
                 f"cgan.crop={self.crop} with {self.size}-px images: G's UNet for {self.crop}-px "
                 f"crops needs an image side divisible by {2 ** unet_depth(self.crop)}; pick a crop "
@@ -367,11 +367,11 @@ class CGANStage(SmallDataStage):
     def train_step(self, models, opts, batch, gen, amp):
         G, D = models["G"], models["D"]
         y, x = batch["mask"], batch["image"]
-        if self.cfg.augment == "dihedral":  # one symmetry for the condition and its image
-            yx = dihedral(torch.cat([y, x], 1), gen)
-            y, x = yx[:, : y.shape[1]], yx[:, y.shape[1] :]
-        if self.cfg.train_side < x.shape[-1]:  # one window of each pair, condition and image
-            yx = random_crops(torch.cat([y, x], 1), self.cfg.train_side, gen)
+        turn, crop = self.cfg.augment == "dihedral", self.cfg.train_side < x.shape[-1]
+        if turn or crop:  # one symmetry and one window for each condition and its image
+            yx = torch.cat([y, x], 1)
+            yx = dihedral(yx, gen) if turn else yx
+            yx = random_crops(yx, self.cfg.train_side, gen) if crop else yx
             y, x = yx[:, : y.shape[1]], yx[:, y.shape[1] :]
         # 1. Discriminator: real (y, x) pairs against (y, G(y)), both
         # under the same augmentation draw.
@@ -510,14 +510,6 @@ class CGANStage(SmallDataStage):
         return to_uint8_grid(
             torch.cat([condition_picture(fixed["mask"]), fake, fixed["image"]]), nrow=len(fake)
         )
-
-
-def random_crops(x: torch.Tensor, side: int, gen: torch.Generator) -> torch.Tensor:
-    """Each image of x [B, C, H, W] cut to its own random `side` x `side` window."""
-    b, _, h, w = x.shape
-    top = torch.randint(h - side + 1, (b,), generator=gen).tolist()
-    left = torch.randint(w - side + 1, (b,), generator=gen).tolist()
-    return torch.stack([img[:, t : t + side, u : u + side] for img, t, u in zip(x, top, left)])
 
 
 def condition_picture(y: torch.Tensor) -> torch.Tensor:
