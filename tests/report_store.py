@@ -168,6 +168,7 @@ def baselines_store(tmp: Path, experiment: str = "augmentation_baselines") -> tu
                 "test_balanced_accuracy": s,
                 "test_accuracy": s,
                 "n_test": 30,
+                "n_train": 90,
                 "final": 1,
                 "training_iteration": 1,
             }

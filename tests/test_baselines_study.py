@@ -22,7 +22,9 @@ TINY = ["--smoke-test", "--verbose", "--set", "policies=[orig,gan,orig+gan]"]
 
 
 def run(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    return run_python([str(STUDY), *args], cwd, timeout=timeout)
+    # RAY_DEDUP_LOGS=0: Ray folds like lines of its workers into one "[repeated 2x ...]", which
+    # would hide some of the re-run's "[cache]" lines counted below
+    return run_python([str(STUDY), *args], cwd, env={"RAY_DEDUP_LOGS": "0"}, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +55,16 @@ def test_table_cells_and_paired_tests(study):
         "smallcnn|gan",
         "smallcnn|orig+gan",
     }  # every policy vs orig, paired
+    # the two splits share their images: every interval and test is Nadeau–Bengio corrected with the
+    # splits' own sizes, and the table says so
+    corr = res["summary"]["correction"]
+    n_test, n_train = rows[0]["n_test"], rows[0]["n_train"]
+    assert corr["method"] == "nadeau_bengio" and 0 < n_test < n_train
+    assert corr["test_train"] == pytest.approx(n_test / n_train)
+    assert res["summary"]["tests"]["smallcnn|gan"]["test_train"] == corr["test_train"]
     md = (out / "table.md").read_text()
     assert "±" in md and "smallcnn" in md and "orig+gan" in md and "2 splits" in md
+    assert "corrected for overlapping splits" in md
     assert md.strip().splitlines()[-1] in r.stdout  # the table is printed
     csv = [line.split(",") for line in (out / "table.csv").read_text().splitlines()]
     assert csv[0][:4] == ["classifier", "policy", "metric", "mean"] and "p_holm" in csv[0]
@@ -109,6 +119,7 @@ def test_generators_once_per_split_and_rerun_reuses_everything(study):
         (["ratio=-1"], "ratio=-1"),
         (["classifiers=[inception_v3]"], "inception_v3.*75 px"),
         (["data.n_splits=1"], "data.n_splits=1.*one run per cell"),
+        (["correction=bonferroni"], "correction='bonferroni'.*nadeau_bengio"),
     ],
 )
 def test_bad_input_refused_before_ray_starts(tmp_path, capsys, sets, match):

@@ -167,11 +167,20 @@ def test_baselines_report_lays_out_the_paper_tables_with_tests(store, tmp_path):
     _, _, page, html = _build(store, "augmentation_baselines", tmp_path / "report")
     text = _text(html)
     rows = [
-        {"classifier": "smallcnn", "policy": p, "split": k, "balanced_accuracy": s}
+        {
+            "classifier": "smallcnn",
+            "policy": p,
+            "split": k,
+            "balanced_accuracy": s,
+            "n_test": 30,
+            "n_train": 90,
+        }
         for p, v in BASELINE_SCORES.items()
         for k, s in enumerate(v)
     ]
-    summary = summarize(rows, baseline="orig")
+    summary = summarize(rows, baseline="orig")  # the splits' overlap corrected, as the report does
+    assert summary["correction"]["method"] == "nadeau_bengio"
+    assert "corrected for overlapping splits (random splits of one set" in text
     for pol in BASELINE_SCORES:
         ci = summary["cells"][f"smallcnn|{pol}"]
         cell = f"{100 * ci['mean']:.1f} ± {100 * ci['half_width']:.1f}"

@@ -65,6 +65,10 @@ class BaselinesConfig:
     # the difference that matters (0.05 = 5 points): "no
     # effect" only when the paired 95% CI is inside ±effect
     effect: float = 0.05
+    # intervals, tests and power: nadeau_bengio = the splits are random partitions of one set, so
+    # their variance is 1/K + n_test/n_train (metrics/power.py); none = the plain t-test, only
+    # right for independent test sets
+    correction: str = "nadeau_bengio"
     # A policy named '<policy>-filtered' (e.g. syncgan-filtered,
     # trad+syncgan-filtered) draws its synthetic images through this filter
     # (classify/filter.py) against the split's real training images.
@@ -87,6 +91,13 @@ class BaselinesConfig:
             raise ConfigError(
                 f"effect={self.effect}: the difference that "
                 "matters, a fraction in (0, 1) (0.05 = 5 points)"
+            )
+        from ..metrics.classification import CORRECTIONS
+
+        if self.correction not in CORRECTIONS:
+            raise ConfigError(
+                f"correction={self.correction!r}: use nadeau_bengio (random splits of one set, "
+                "the default) or none (the plain t-test, for independent test sets)"
             )
         if self.fid_per_class < 2:
             raise ConfigError(
@@ -365,6 +376,7 @@ class BaselinesStudy(Study):
                     **{f"val_{a}": float(b) for a, b in res.val_metrics.items()},
                     "best_epoch": res.best_epoch,
                     "n_test": len(sp.test),
+                    "n_train": len(sp.train),
                     names.FINAL: 1,
                     "classifier_dir": str(res.dir),
                 },
@@ -377,9 +389,10 @@ class BaselinesStudy(Study):
         self, cfg: BaselinesConfig, best_cfg, data: BaselinesData, results, ctx: StudyContext
     ) -> dict:
         import mlflow
+        import pandas as pd
         from mlflow import MlflowClient
 
-        from ..metrics.classification import SCORES, results_table, summarize
+        from ..metrics.classification import SCORES, interval_text, results_table, summarize
         from ..metrics.power import verdicts
         from ..tracking.study_logger import KIND_TAG, set_parent_summary
 
@@ -402,6 +415,8 @@ class BaselinesStudy(Study):
                     "repeat": int(t["config/cell/repeat"]),
                     "best_epoch": int(t["best_epoch"]),
                     "n_test": int(t["n_test"]),
+                    # cells recorded before cytoray kept it: None (summarize then says why it can't correct)
+                    "n_train": int(t["n_train"]) if pd.notna(t.get("n_train")) else None,
                     **{a: float(t[a]) for a in done if a.startswith("val_")},
                     **{a: float(t[f"test_{a}"]) for a in SCORES},
                 }
@@ -413,7 +428,9 @@ class BaselinesStudy(Study):
                 "above (rerun with --resume to finish the rest)"
             )
         # Table with intervals and paired tests; Markdown, CSV, JSON; MLflow artefacts.
-        summary = summarize(rows, metric=cfg.metric, baseline="orig", delta=cfg.effect)
+        summary = summarize(
+            rows, metric=cfg.metric, baseline="orig", delta=cfg.effect, correction=cfg.correction
+        )
         md, csv_rows = results_table(summary, cfg.classifiers, cfg.policies, cfg.metric)
         summary["verdicts"] = {
             c: verdicts(summary, c, cfg.policies, cfg.effect) for c in cfg.classifiers
@@ -421,7 +438,8 @@ class BaselinesStudy(Study):
         header = (
             f"# {cfg.name}: test {cfg.metric} (%), mean ± 95% CI over {cfg.data.n_splits} splits "
             f"× {cfg.repeats} repeats\n\nData: {data.source}; ratio {cfg.ratio:g} synthetic:real "
-            "per class; paired t-tests vs orig (Holm).\n\n" + verdict_lines(summary["verdicts"])
+            f"per class; paired t-tests vs orig (Holm); intervals: {interval_text(summary)}.\n\n"
+            + verdict_lines(summary["verdicts"])
         )
         write_text(out / "table.md", header + md + "\n")
         write_text(

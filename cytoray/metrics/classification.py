@@ -7,7 +7,9 @@ cell and reports:
 - per split: accuracy, balanced accuracy, macro F1, ROC AUC, confusion matrix
   (`classification_metrics`), optionally with a percentile bootstrap over test images
   (`bootstrap_ci`);
-- per cell: mean ± 95% t-interval over splits (`mean_ci`, `format_cell`);
+- per cell: mean ± 95% t-interval over splits (`mean_ci`, `format_cell`), by default with
+  Nadeau & Bengio's variance 1/K + n_test/n_train, because K random splits of one set share
+  their images and the plain t-interval would be too narrow (metrics/power.py's module doc);
 - per policy: a paired test against the baseline (`orig`) on the same splits, with effect
   size, Holm-adjusted over the policies of one classifier (`paired_test`, `holm`,
   `summarize`, `results_table`);
@@ -38,7 +40,13 @@ from sklearn.preprocessing import label_binarize
 
 from cytoray.errors import CytorayError
 
-from .power import images_needed, paired_t_power, power_statement, splits_needed  # noqa: F401 (re-exported)
+from .power import (  # noqa: F401 (re-exported)
+    images_needed,
+    paired_t_power,
+    power_statement,
+    resampled_factor,
+    splits_needed,
+)
 
 # ----------------------------------------------------------------------------- inputs
 
@@ -214,9 +222,12 @@ def bootstrap_ci(
 # ----------------------------------------------------------------------------- across splits
 
 
-def mean_ci(values, confidence: float = 0.95) -> dict:
+def mean_ci(values, confidence: float = 0.95, test_train: float = 0.0) -> dict:
     """Mean and two-sided t-interval over per-split scores.
 
+    test_train > 0 (n_test / n_train): the splits are random partitions of one set, and the
+    interval is Nadeau & Bengio's corrected one, sd sqrt(1/n + test_train) instead of sd / sqrt(n)
+    (metrics/power.py's module doc); 0: independent splits, the plain t-interval.
     NaN scores (an undefined AUC) are dropped and counted in "n_dropped"; "n" is the count
     used. n == 1 → low = high = mean and half_width = sd = NaN (no spread to estimate).
     """
@@ -237,9 +248,11 @@ def mean_ci(values, confidence: float = 0.95) -> dict:
             "sd": float("nan"),
             "n": 1,
             "n_dropped": int(v.size - n),
+            "test_train": test_train,
         }
     sd = float(np.std(finite, ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2.0, df=n - 1) * sd / math.sqrt(n))
+    se = sd * math.sqrt(resampled_factor(n, test_train))
+    half = float(stats.t.ppf(0.5 + confidence / 2.0, df=n - 1) * se)
     return {
         "mean": mean,
         "low": mean - half,
@@ -248,11 +261,16 @@ def mean_ci(values, confidence: float = 0.95) -> dict:
         "sd": sd,
         "n": n,
         "n_dropped": int(v.size - n),
+        "test_train": test_train,
     }
 
 
-def paired_test(a, b, method: str = "auto") -> dict:
+def paired_test(a, b, method: str = "auto", test_train: float = 0.0) -> dict:
     """Paired comparison of a policy (a) with the baseline (b) over the same splits.
+
+    test_train > 0 (n_test / n_train of random splits of one set): the corrected resampled
+    t-test of Nadeau & Bengio (2003), t = mean / (sd sqrt(1/n + test_train)) on n - 1 degrees of
+    freedom, and its interval (metrics/power.py's module doc); 0: the plain paired t-test.
 
     Differences are a − b, so a positive "mean_diff" / effect means the policy scores higher.
     "auto" is the paired t-test: with 5–10 splits a normality pre-test has no power, so
@@ -280,12 +298,17 @@ def paired_test(a, b, method: str = "auto") -> dict:
             f"a paired test needs the same >= 2 splits for both policies; got {n} usable pair(s)"
         )
     diff = x - z
-    ci = mean_ci(diff)
+    ci = mean_ci(diff, test_train=test_train)
     sd = ci["sd"]
     if np.all(diff == 0):  # t is 0/0: no evidence of any difference
         p_t = 1.0
-    else:
+    elif test_train == 0:
         p_t = float(stats.ttest_rel(x, z).pvalue)
+    elif sd == 0:  # every split moved by the same nonzero amount
+        p_t = 0.0
+    else:
+        t_stat = ci["mean"] / (sd * math.sqrt(resampled_factor(n, test_train)))
+        p_t = float(2 * stats.t.sf(abs(t_stat), df=n - 1))
     with warnings.catch_warnings():
         # zeros/ties switch scipy to the normal approximation, with a warning
         warnings.simplefilter("ignore")
@@ -305,7 +328,12 @@ def paired_test(a, b, method: str = "auto") -> dict:
         "ci_low": ci["low"],
         "ci_high": ci["high"],
         "p_value": p_w if use_w else p_t,
-        "test": "wilcoxon signed-rank" if use_w else "paired t",
+        "test": "wilcoxon signed-rank"
+        if use_w
+        else "paired t, Nadeau–Bengio corrected"
+        if test_train
+        else "paired t",
+        "test_train": test_train,
         "p_t": p_t,
         "p_wilcoxon": p_w,
         "effect_size": float(d_z),
@@ -361,19 +389,31 @@ def summarize(
     *,
     delta: float = 0.05,
     power: float = 0.8,
+    correction: str = "nadeau_bengio",
 ) -> dict:
     """Per-cell mean ± CI, paired tests of every policy against `baseline`, and power.
 
     results: rows {"classifier", "policy", "split", "repeat" (optional, default 0), metric: score,
-    "n_test" (optional: test images of that split)}. Policy and baseline are matched on
+    "n_test", "n_train" (optional: test and training images of that split)}.
+    correction: "nadeau_bengio" (default): the splits are random partitions of one set, so every
+    interval, test and power figure uses the corrected variance 1/K + n_test/n_train (metrics/
+    power.py's module doc), with the rows' median n_test and n_train; rows without both get the
+    plain t (nothing to correct with), and summary["correction"] says which was used and why.
+    "none": the plain t-test of independent splits. Policy and baseline are matched on
     (split, repeat); cells with fewer than two matched splits (a smoke test) get no test rather
     than an error. Holm runs per classifier over its policy-vs-baseline comparisons. Keys are
     "classifier|policy" so the dict is JSON-able. Each test carries "power" (`power_statement`
     of its own paired differences) and summary["power"][classifier] states it for the pooled
     SD of that classifier's paired differences (what `results_table` prints).
     """
+    if correction not in CORRECTIONS:
+        raise CytorayError(
+            f"correction={correction!r}: choose one of {', '.join(CORRECTIONS)} "
+            "(nadeau_bengio for random splits of one set, none for independent test sets)"
+        )
     scores: dict[tuple[str, str], dict[tuple, float]] = {}
     n_test: list[int] = []
+    n_train: list[int] = []
     for i, row in enumerate(results):
         missing = [k for k in ("classifier", "policy", "split", metric) if k not in row]
         if missing:
@@ -391,13 +431,19 @@ def summarize(
         cell[unit] = float(row[metric])
         if row.get("n_test") is not None:
             n_test.append(int(row["n_test"]))
+        if row.get("n_train") is not None:
+            n_train.append(int(row["n_train"]))
     if scores and baseline not in {pol for _, pol in scores}:
         raise CytorayError(
             f"baseline policy {baseline!r} is not in the results; "
             f"policies are {sorted({p for _, p in scores})}"
         )
 
-    cells = {_cell_key(c, p): mean_ci(list(v.values())) for (c, p), v in scores.items()}
+    corr = _correction(correction, results, n_test, n_train)
+    r = corr["test_train"]
+    cells = {
+        _cell_key(c, p): mean_ci(list(v.values()), test_train=r) for (c, p), v in scores.items()
+    }
     tests: dict[str, dict] = {}
     powers: dict[str, dict] = {}
     # Test-image counts use a binomial proportion: meaningful for (balanced) accuracy only.
@@ -406,6 +452,7 @@ def summarize(
         "delta": delta,
         "power": power,
         "n_test": int(np.median(n_test)) if n_test else None,
+        "test_train": r,
     }
     for clf in dict.fromkeys(c for c, _ in scores):  # first-seen order
         base = scores.get((clf, baseline))
@@ -424,7 +471,7 @@ def summarize(
             units = [u for u in v if u in base]  # same splits in the same order for both sides
             if len(units) >= 2:
                 a, b = [v[u] for u in units], [base[u] for u in units]
-                family[_cell_key(c, pol)] = t = paired_test(a, b)
+                family[_cell_key(c, pol)] = t = paired_test(a, b, test_train=r)
                 d = np.subtract(a, b)
                 d = d[np.isfinite(d)]
                 t["power"] = power_statement(d, base_mean, **p_kw)
@@ -444,7 +491,51 @@ def summarize(
             )
         else:
             powers[clf] = power_statement(None, base_mean, n_splits=len(base), **p_kw)
-    return {"metric": metric, "baseline": baseline, "cells": cells, "tests": tests, "power": powers}
+    return {
+        "metric": metric,
+        "baseline": baseline,
+        "cells": cells,
+        "tests": tests,
+        "power": powers,
+        "correction": corr,
+    }
+
+
+CORRECTIONS = ("nadeau_bengio", "none")
+
+
+def interval_text(summary: dict) -> str:
+    """Which t-interval a summary used, for a table's header (`summarize`'s "correction")."""
+    c = summary.get("correction") or {"method": "none", "why": "a summary from before corrections"}
+    if c["method"] == "nadeau_bengio":
+        return f"corrected for overlapping splits ({c['why']})"
+    return f"plain t ({c['why']})"
+
+
+def _correction(method: str, results: list[dict], n_test: list[int], n_train: list[int]) -> dict:
+    """Which interval `summarize` uses: {"method", "test_train", "why"}."""
+    if method == "none":
+        return {
+            "method": "none",
+            "test_train": 0.0,
+            "why": "asked for the plain t (correction: none)",
+        }
+    if not results:
+        return {"method": "none", "test_train": 0.0, "why": "no rows"}
+    if len(n_test) < len(results) or len(n_train) < len(results) or min(n_train, default=0) < 1:
+        return {
+            "method": "none",
+            "test_train": 0.0,
+            "why": "the rows lack n_test / n_train (a study recorded before cytoray kept them): "
+            "plain t, whose intervals are too narrow for overlapping splits",
+        }
+    r = float(np.median(n_test)) / float(np.median(n_train))
+    return {
+        "method": "nadeau_bengio",
+        "test_train": r,
+        "why": f"random splits of one set: variance 1/K + n_test/n_train "
+        f"({int(np.median(n_test))}/{int(np.median(n_train))} = {r:.3f}), Nadeau & Bengio 2003",
+    }
 
 
 def _p_text(p: float) -> str:
@@ -526,7 +617,12 @@ def results_table(
     if any(c.get("low", 0) < 0 or c.get("high", 1) > 1 for c in cells.values()):
         lines.append(
             "Some intervals pass 0 or 100%: t-intervals over few splits are wide "
-            "and left unclipped; more splits (data.n_splits) or repeats narrow them."
+            "and left unclipped; more splits (data.n_splits) or repeats narrow them"
+            + (
+                ", down to the floor that the splits' shared images leave (a larger set lowers it)."
+                if (summary.get("correction") or {}).get("method") == "nadeau_bengio"
+                else "."
+            )
         )
     for (
         clf

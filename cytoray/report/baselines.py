@@ -50,6 +50,7 @@ def cell_rows(rec: Recorded, metric: str) -> list[dict]:
             "repeat": key[3],
             metric: m[f"test_{metric}"],
             "n_test": int(m["n_test"]) if "n_test" in m else None,
+            "n_train": int(m["n_train"]) if "n_train" in m else None,
             "metrics": m,
         }
     return list(rows.values())
@@ -80,7 +81,7 @@ def _cell(summary: dict, clf: str, pol: str, baseline: str) -> str:
 
 
 def build(rec: Recorded, page: Page, tmp: Path) -> None:
-    from ..metrics.classification import summarize
+    from ..metrics.classification import interval_text, summarize
 
     metric = rec.param("metric", "balanced_accuracy")
     rows = cell_rows(rec, metric)
@@ -100,6 +101,8 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
         metric=metric,
         baseline="orig",
         delta=effect,
+        # a study from before the key: corrected where its rows carry n_train (they do not)
+        correction=rec.param("correction", "nadeau_bengio"),
     )
     splits = sorted({r["split"] for r in rows})
     repeats = len({r["repeat"] for r in rows})
@@ -110,7 +113,8 @@ def build(rec: Recorded, page: Page, tmp: Path) -> None:
         f"test images per split: {', '.join(map(str, n_test)) or '?'}. Cells: test "
         f"{metric} in %, mean ± 95% t-interval half-width over {len(splits)} splits × "
         f"{repeats} repeats; (Δ, p): paired t-test against orig on the same splits, Δ in "
-        f"points, p Holm-adjusted per classifier over its {len(policies) - 1} comparisons."
+        f"points, p Holm-adjusted per classifier over its {len(policies) - 1} comparisons. "
+        f"Intervals, tests and power: {interval_text(summary)}."
     )
     power = [
         f"Power ({c}): {summary['power'][c]['statement']}"
@@ -192,6 +196,7 @@ def verdict_section(
     proto: str,
 ) -> None:
     """The verdict sentences (metrics/power.py) and the paired figure, first in the report."""
+    from ..metrics.classification import interval_text
     from ..metrics.power import verdicts
 
     by = {c: verdicts(summary, c, policies, effect) for c in classifiers}
@@ -214,7 +219,8 @@ def verdict_section(
         f"±{pts:g} points; an interval that holds 0 and ±{pts:g} "
         "is inconclusive, however large its p-value. "
         "Intervals are paired t-intervals over the same splits "
-        f"(unadjusted); p-values are Holm-adjusted per classifier."
+        f"(unadjusted for multiplicity; {interval_text(summary)}); p-values are Holm-adjusted "
+        "per classifier."
     )
     panels = {
         c: [
