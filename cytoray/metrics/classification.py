@@ -526,8 +526,8 @@ def _correction(method: str, results: list[dict], n_test: list[int], n_train: li
         return {
             "method": "none",
             "test_train": 0.0,
-            "why": "the rows lack n_test / n_train (a study recorded before cytoray kept them): "
-            "plain t, whose intervals are too narrow for overlapping splits",
+            "why": "the rows lack n_test / n_train (a study recorded before cytoray kept them), "
+            "so these intervals are too narrow if the splits share images",
         }
     r = float(np.median(n_test)) / float(np.median(n_train))
     return {
