@@ -109,6 +109,17 @@ def paired_t_power(
     )
 
 
+def mde_floor(
+    sd_diff: float, alpha: float = 0.05, power: float = 0.8, test_train: float = 0.0
+) -> float:
+    """The smallest difference infinitely many overlapping splits detect with `power`:
+    (z_{1-alpha/2} + z_power) sd sqrt(test_train), the corrected test's limit as K grows (module
+    doc); 0 for independent splits."""
+    return float(
+        (stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * sd_diff * math.sqrt(test_train)
+    )
+
+
 def reachable(
     sd_diff: float,
     delta: float = 0.05,
@@ -117,12 +128,10 @@ def reachable(
     test_train: float = 0.0,
 ) -> bool:
     """Whether some number of splits detects `delta` with `power`: always for independent splits;
-    for overlapping ones (test_train > 0) only while delta exceeds (z_{1-alpha/2} + z_power) sd
-    sqrt(test_train), the limit of the corrected test as K grows (module doc)."""
+    for overlapping ones (test_train > 0) only while delta exceeds `mde_floor`."""
     if sd_diff == 0 or test_train == 0:
         return True
-    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
-    return bool(delta > z * sd_diff * math.sqrt(test_train))
+    return bool(delta > mde_floor(sd_diff, alpha, power, test_train))
 
 
 def splits_needed(
@@ -213,7 +222,6 @@ def power_statement(
     have_sd = sd_diff is not None and n_splits is not None and n_splits >= 2
     need_k = splits_needed(sd_diff, delta, alpha, power, test_train) if have_sd else None
     now = paired_t_power(n_splits, sd_diff, delta, alpha, test_train) if have_sd else None
-    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
     need_n = (
         images_needed(baseline_score, delta, alpha, power) if baseline_score is not None else None
     )
@@ -237,7 +245,7 @@ def power_statement(
         ),
         "test_train": test_train,
         "reachable": reachable(sd_diff, delta, alpha, power, test_train) if have_sd else None,
-        "mde_limit": float(z * sd_diff * math.sqrt(test_train)) if have_sd else None,
+        "mde_limit": mde_floor(sd_diff, alpha, power, test_train) if have_sd else None,
         "method_images": "normal approximation, two independent proportions (balanced test set; "
         "an upper bound for a paired McNemar test)",
     }
@@ -390,7 +398,7 @@ def verdict(
         f"points (SD of paired differences {_pts(sd, False)} over {n} splits"
         + (
             f"; the splits share their images, so no number of them detects under "
-            f"{_pts((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * sd * math.sqrt(r), False)}"
+            f"{_pts(mde_floor(sd, alpha, power, r), False)}"
             " points"
             if r and sd
             else ""
